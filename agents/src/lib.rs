@@ -1,0 +1,1 @@
+//! Management agents (hostd). Nothing lives here yet.

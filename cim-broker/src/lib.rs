@@ -1,0 +1,1 @@
+//! The CIM broker. Nothing lives here yet.

@@ -1,0 +1,2 @@
+//! PCI enumeration (filled below).
+#![cfg_attr(not(test), no_std)]

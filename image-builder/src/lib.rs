@@ -1,0 +1,2 @@
+//! image-builder: builds Mantle and boots it.
+pub mod kernel;

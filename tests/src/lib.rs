@@ -1,0 +1,1 @@
+//! Shared helpers for the image tests (filled below).

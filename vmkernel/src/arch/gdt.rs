@@ -1,0 +1,118 @@
+//! Per-CPU data, GDT and TSS.
+//!
+//! Each CPU gets one leaked [`PerCpu`] block holding its GDT, TSS and
+//! interrupt stacks; `IA32_GS_BASE` points at it so `this_cpu()` is one
+//! `gs`-relative load. Selector layout (fixed by SYSCALL/SYSRET):
+//! 0x08 kernel code, 0x10 kernel data, 0x18 user data, 0x20 user code,
+//! 0x28 TSS.
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
+
+use super::cpu;
+
+pub const KERNEL_CS: u16 = 0x08;
+pub const KERNEL_DS: u16 = 0x10;
+
+/// IST slots (1-based in the IDT, 0-based in the TSS table).
+pub const IST_NMI: u16 = 1;
+pub const IST_DOUBLE_FAULT: u16 = 2;
+pub const IST_MACHINE_CHECK: u16 = 3;
+const IST_STACK_SIZE: usize = 16 * 1024;
+
+const IA32_GS_BASE: u32 = 0xc000_0101;
+
+#[repr(C)]
+pub struct PerCpu {
+    /// Points at itself, so `gs:[0]` yields the block's address.
+    self_ptr: *const PerCpu,
+    pub index: u32,
+    pub apic_id: u32,
+    tss: TaskStateSegment,
+    gdt: GlobalDescriptorTable,
+    /// LAPIC timer ticks taken on this CPU.
+    pub ticks: core::sync::atomic::AtomicU64,
+}
+
+// SAFETY: the raw self pointer is only ever read; all mutable state is atomic.
+unsafe impl Sync for PerCpu {}
+
+static PERCPU_READY: AtomicBool = AtomicBool::new(false);
+static CPUS_ONLINE: AtomicU32 = AtomicU32::new(0);
+
+fn ist_stack() -> VirtAddr {
+    let stack = Box::leak(alloc::vec![0u8; IST_STACK_SIZE].into_boxed_slice());
+    VirtAddr::from_ptr(stack.as_ptr()) + IST_STACK_SIZE as u64
+}
+
+/// Sets up and loads this CPU's GDT, TSS and per-CPU block. Called once per
+/// CPU, by the BSP after the heap exists and by each AP as it starts.
+pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
+    let mut tss = TaskStateSegment::new();
+    tss.interrupt_stack_table[(IST_NMI - 1) as usize] = ist_stack();
+    tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = ist_stack();
+    tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = ist_stack();
+    let pc: &'static mut PerCpu = Box::leak(Box::new(PerCpu {
+        self_ptr: core::ptr::null(),
+        index,
+        apic_id,
+        tss,
+        gdt: GlobalDescriptorTable::new(),
+        ticks: core::sync::atomic::AtomicU64::new(0),
+    }));
+    pc.self_ptr = pc as *const PerCpu;
+    let kcode = pc.gdt.append(Descriptor::kernel_code_segment());
+    let kdata = pc.gdt.append(Descriptor::kernel_data_segment());
+    pc.gdt.append(Descriptor::user_data_segment());
+    pc.gdt.append(Descriptor::user_code_segment());
+    // SAFETY: the TSS lives in the leaked per-CPU block, i.e. forever.
+    let tss_ref: &'static TaskStateSegment = unsafe { &*(&pc.tss as *const TaskStateSegment) };
+    let tss_sel = pc.gdt.append(Descriptor::tss_segment(tss_ref));
+    debug_assert_eq!(kcode, SegmentSelector(KERNEL_CS));
+    debug_assert_eq!(kdata, SegmentSelector(KERNEL_DS));
+    let pc: &'static PerCpu = pc;
+    pc.gdt.load();
+    // SAFETY: the selectors name the descriptors just loaded; GS base points
+    // at a block that is never freed.
+    unsafe {
+        CS::set_reg(kcode);
+        SS::set_reg(kdata);
+        DS::set_reg(kdata);
+        ES::set_reg(kdata);
+        load_tss(tss_sel);
+        cpu::wrmsr(IA32_GS_BASE, pc as *const PerCpu as u64);
+    }
+    if index == 0 {
+        PERCPU_READY.store(true, Ordering::Release);
+    }
+    CPUS_ONLINE.fetch_add(1, Ordering::AcqRel);
+    pc
+}
+
+/// This CPU's per-CPU block.
+pub fn this_cpu() -> Option<&'static PerCpu> {
+    if !PERCPU_READY.load(Ordering::Acquire) {
+        return None;
+    }
+    let p: *const PerCpu;
+    // SAFETY: once PERCPU_READY is set every CPU that runs kernel code has
+    // loaded GS base with its own block (APs do it before anything else).
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags));
+        p.as_ref()
+    }
+}
+
+/// Index of the running CPU (0 before per-CPU data exists: only the BSP runs then).
+pub fn cpu_index() -> u32 {
+    this_cpu().map_or(0, |c| c.index)
+}
+
+pub fn cpus_online() -> u32 {
+    CPUS_ONLINE.load(Ordering::Acquire)
+}

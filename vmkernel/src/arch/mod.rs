@@ -1,0 +1,7 @@
+//! Everything that touches the x86-64 hardware directly.
+
+pub mod apic;
+pub mod boot;
+pub mod cpu;
+pub mod gdt;
+pub mod trap;

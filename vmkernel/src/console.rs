@@ -1,0 +1,108 @@
+//! The serial console (COM1) and the kernel log.
+//!
+//! Every log line carries a monotonic timestamp (seconds since boot, from
+//! the calibrated TSC), the CPU and the level. The fatal paths (panic, CPU
+//! exception) write through [`emergency`], which does not take the console
+//! lock: the CPU that died may be the one holding it.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU8, Ordering};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use spin::Mutex;
+use uart16550::{COM1, Uart};
+use vmkernel::cmdline::LogLevel;
+
+use crate::arch::cpu::Ports;
+use crate::arch::gdt;
+use crate::time;
+
+// SAFETY: COM1 belongs to the console and nothing else in the kernel.
+static CONSOLE: Mutex<Uart<Ports>> = Mutex::new(Uart::new(COM1, unsafe { Ports::new() }));
+static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+
+pub fn init() {
+    CONSOLE.lock().init(115_200);
+    log::set_logger(&KernelLog).ok();
+    log::set_max_level(LevelFilter::Trace);
+}
+
+pub fn set_level(level: LogLevel) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+fn level_allows(level: Level) -> bool {
+    let want = match level {
+        Level::Error => LogLevel::Error,
+        Level::Warn => LogLevel::Warn,
+        Level::Info => LogLevel::Info,
+        Level::Debug => LogLevel::Debug,
+        Level::Trace => LogLevel::Trace,
+    };
+    want as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Writes text to the console as is (the status screen, test reports).
+pub fn write_str(s: &str) {
+    CONSOLE.lock().write_bytes(s.as_bytes());
+}
+
+pub fn write_fmt(args: fmt::Arguments) {
+    let _ = CONSOLE.lock().write_fmt(args);
+}
+
+/// Waits until the UART has sent everything (before power-off).
+pub fn drain() {
+    CONSOLE.lock().drain();
+}
+
+/// A console writer for fatal paths that does not take the lock.
+pub fn emergency() -> Uart<Ports> {
+    // SAFETY: used only when the kernel is about to stop; interleaving with
+    // a CPU that holds the lock garbles output at worst.
+    Uart::new(COM1, unsafe { Ports::new() })
+}
+
+#[macro_export]
+macro_rules! kprint {
+    ($($arg:tt)*) => { $crate::console::write_fmt(format_args!($($arg)*)) };
+}
+
+#[macro_export]
+macro_rules! kprintln {
+    () => { $crate::console::write_str("\n") };
+    ($($arg:tt)*) => { $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+struct KernelLog;
+
+impl Log for KernelLog {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        level_allows(metadata.level())
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let ns = time::uptime_ns();
+        let level = match record.level() {
+            Level::Error => "ERROR",
+            Level::Warn => "WARN ",
+            Level::Info => "INFO ",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        };
+        let mut c = CONSOLE.lock();
+        let _ = writeln!(
+            c,
+            "[{:5}.{:06}] cpu{} {} {}",
+            ns / 1_000_000_000,
+            (ns % 1_000_000_000) / 1000,
+            gdt::cpu_index(),
+            level,
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}

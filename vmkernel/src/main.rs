@@ -1,0 +1,105 @@
+//! The Mantle VMkernel image.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod acpi;
+mod arch;
+mod backtrace;
+mod config;
+mod console;
+mod mm;
+mod power;
+mod time;
+
+use vmkernel::bootinfo::BootInfo;
+use vmkernel::cmdline::{AfterBoot, InjectedFault, Options};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Called by the boot stub in long mode on the BSP stack.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
+    arch::trap::load_idt();
+    console::init();
+    time::calibrate();
+    let bi = match BootInfo::parse(magic, info as u64, &mm::DirectMap) {
+        Ok(bi) => bi,
+        Err(e) => power::fatal_stop(match e {
+            vmkernel::bootinfo::BootInfoError::UnknownMagic(_) => "unknown boot protocol (not Multiboot2 or PVH)",
+            vmkernel::bootinfo::BootInfoError::NoMemoryMap => "the boot loader gave no memory map",
+            _ => "unreadable boot information",
+        }),
+    };
+    let opts = Options::parse(&bi.cmdline);
+    console::set_level(opts.log_level);
+    config::set(opts.clone());
+    log::info!("Mantle VMkernel {} starting ({:?} boot), TSC {} MHz", VERSION, bi.protocol, time::tsc_hz() / 1_000_000);
+    log::info!("command line: \"{}\"", bi.cmdline);
+    for w in &opts.unknown {
+        log::warn!("command line: ignoring unknown option \"{w}\"");
+    }
+
+    mm::init(&bi);
+    arch::gdt::init_this_cpu(0, 0);
+    let platform = acpi::init(&bi);
+    arch::apic::init_this_cpu(platform.lapic_address);
+
+    kprintln!(
+        "mantle: ready cpus={} mem={}MiB pci={}",
+        arch::gdt::cpus_online(),
+        mm::usable_bytes() >> 20,
+        0
+    );
+
+    if let Some(f) = opts.inject_fault {
+        inject_fault(f);
+    }
+    match opts.after_boot {
+        AfterBoot::PowerOff => {
+            power::debug_exit(true);
+            power::power_off()
+        }
+        AfterBoot::Reboot => power::reboot(),
+        AfterBoot::Run => idle(),
+    }
+}
+
+fn idle() -> ! {
+    loop {
+        arch::cpu::wait_for_interrupt();
+    }
+}
+
+#[inline(never)]
+fn inject_fault(f: InjectedFault) {
+    log::warn!("injecting fault {f:?} as the command line asks");
+    match f {
+        InjectedFault::PageFault => {
+            // SAFETY: deliberately not: this reads an unmapped address to
+            // prove the exception path (test-only option).
+            let v = unsafe { core::ptr::read_volatile(0xdead_beef_000 as *const u64) };
+            log::error!("read {v:#x} from an unmapped address?!");
+        }
+        InjectedFault::InvalidOpcode => {
+            // SAFETY: raises #UD on purpose (test-only option).
+            unsafe { core::arch::asm!("ud2") };
+        }
+        InjectedFault::Panic => panic!("injected panic"),
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    use core::fmt::Write;
+    let mut out = console::emergency();
+    let _ = writeln!(out, "\n*** KERNEL PANIC on cpu{}: {}", arch::gdt::cpu_index(), info);
+    let _ = writeln!(out, "backtrace:");
+    backtrace::walk_here(|i, ret| {
+        let _ = writeln!(out, "  #{i} {ret:#018x}");
+    });
+    power::fatal_stop("kernel panic")
+}
+
+mod rt;

@@ -1,0 +1,244 @@
+//! Physical memory, the kernel's page tables and the kernel heap.
+//!
+//! Address-space layout:
+//! - `0x0000_0000_0000_0000 ..` lower half: user worlds (empty for now);
+//! - `PHYS_OFFSET ..` direct map of physical memory (all RAM, and the
+//!   first 4 GiB whole so MMIO — LAPIC, IOAPIC, ECAM — is reachable);
+//! - `KERNEL_VMA ..` the kernel image, text RX, rodata R, data RW+NX.
+//!
+//! The boot stub's identity map is dropped when `init` switches to the
+//! kernel's own tables.
+
+pub mod heap;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+use vmkernel::bootinfo::{BootInfo, PhysRead, RegionKind};
+use vmkernel::frames::{FRAME_SIZE, FrameAllocator};
+use vmkernel::paging::{self, GLOBAL, NO_EXECUTE, TableMemory, WRITABLE};
+
+use crate::arch::cpu;
+
+pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+/// The boot stub direct-maps this much; `init` extends it to all RAM.
+const BOOT_DIRECT_MAP: u64 = 4 << 30;
+
+unsafe extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __kernel_end: u8;
+}
+
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+pub fn phys_to_virt(phys: u64) -> u64 {
+    PHYS_OFFSET + phys
+}
+
+pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+static KERNEL_PML4: AtomicU64 = AtomicU64::new(0);
+static DIRECT_MAP_END: AtomicU64 = AtomicU64::new(BOOT_DIRECT_MAP);
+static USABLE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Reads physical memory through the direct map (boot-info parsing).
+pub struct DirectMap;
+
+impl PhysRead for DirectMap {
+    fn read(&self, phys: u64, buf: &mut [u8]) {
+        if phys.saturating_add(buf.len() as u64) > DIRECT_MAP_END.load(Ordering::Relaxed) {
+            buf.fill(0);
+            return;
+        }
+        // SAFETY: the range lies inside the direct map, which maps it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(phys_to_virt(phys) as *const u8, buf.as_mut_ptr(), buf.len());
+        }
+    }
+}
+
+/// A slice of physical memory through the direct map.
+///
+/// # Safety
+/// The range must be RAM (or a firmware table) that nothing writes while
+/// the slice lives.
+pub unsafe fn phys_slice(phys: u64, len: usize) -> &'static [u8] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, len) }
+}
+
+/// Page-table frames come from the frame allocator and are zeroed through
+/// the direct map.
+struct KernelTables<'a, 'b>(&'a mut FrameAllocator<'b>);
+
+impl TableMemory for KernelTables<'_, '_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let f = self.0.alloc()?;
+        // SAFETY: a frame fresh from the allocator belongs to us.
+        unsafe { core::ptr::write_bytes(phys_to_virt(f) as *mut u8, 0, FRAME_SIZE as usize) };
+        Some(f)
+    }
+    fn read(&self, table: u64, index: usize) -> u64 {
+        // SAFETY: table frames are mapped by the direct map.
+        unsafe { core::ptr::read_volatile((phys_to_virt(table) as *const u64).add(index)) }
+    }
+    fn write(&mut self, table: u64, index: usize, entry: u64) {
+        // SAFETY: as above; the caller of `map` owns these tables.
+        unsafe { core::ptr::write_volatile((phys_to_virt(table) as *mut u64).add(index), entry) }
+    }
+}
+
+/// Sets up the frame allocator, the kernel's page tables and the heap.
+pub fn init(bi: &BootInfo) {
+    let kernel_phys_end = sym(unsafe { &__kernel_end }) - KERNEL_VMA;
+    let top = bi.regions.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.end()).max().unwrap_or(0);
+    let words = FrameAllocator::words_for(top);
+    let bitmap_bytes = (words * 8) as u64;
+
+    // Place the bitmap in usable RAM above the kernel, inside the boot
+    // direct map, clear of modules and the boot information.
+    let mut busy: arrayvec::ArrayVec<(u64, u64), 24> = arrayvec::ArrayVec::new();
+    busy.push((0, kernel_phys_end));
+    busy.push(bi.info_range);
+    for m in &bi.modules {
+        let _ = busy.try_push((m.start, m.start + m.len));
+    }
+    let overlaps = |s: u64, e: u64, busy: &[(u64, u64)]| busy.iter().any(|&(bs, be)| s < be && bs < e);
+    let mut bitmap_at = None;
+    'find: for r in bi.regions.iter().filter(|r| r.kind == RegionKind::Usable) {
+        let mut s = r.start.max(1 << 20).next_multiple_of(FRAME_SIZE);
+        while s + bitmap_bytes <= r.end().min(BOOT_DIRECT_MAP) {
+            if !overlaps(s, s + bitmap_bytes, &busy) {
+                bitmap_at = Some(s);
+                break 'find;
+            }
+            s += FRAME_SIZE;
+        }
+    }
+    let Some(bitmap_at) = bitmap_at else {
+        crate::power::fatal_stop("no room for the frame bitmap below 4 GiB");
+    };
+    // SAFETY: the range is usable RAM no one else uses (checked above),
+    // mapped by the boot direct map, and handed to the allocator for good.
+    let bits = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(bitmap_at) as *mut u64, words) };
+    let mut fa = FrameAllocator::new(bits);
+    for r in bi.regions.iter().filter(|r| r.kind == RegionKind::Usable) {
+        fa.add_free(r.start, r.end());
+    }
+    // Firmware areas and the AP trampoline live below 1 MiB.
+    fa.reserve(0, 1 << 20);
+    for &(s, e) in &busy {
+        fa.reserve(s, e);
+    }
+    fa.reserve(bitmap_at, bitmap_at + bitmap_bytes);
+    USABLE_BYTES.store(fa.managed_frames() * FRAME_SIZE, Ordering::Relaxed);
+    log::info!(
+        "mm: {} MiB usable in {} regions, {} frames free, bitmap at {:#x}",
+        fa.managed_frames() * FRAME_SIZE >> 20,
+        bi.regions.len(),
+        fa.free_frames(),
+        bitmap_at
+    );
+
+    let root = build_kernel_tables(&mut fa, top);
+    *FRAMES.lock() = Some(fa);
+    // SAFETY: the new tables map the kernel image, the direct map and the
+    // stack we are running on exactly as the boot tables did (upper half).
+    unsafe {
+        cpu::write_cr3(root);
+        // CR0.WP: the kernel honours read-only pages too. CR4.PGE: global pages.
+        let mut cr0: u64;
+        core::arch::asm!("mov {}, cr0", out(reg) cr0);
+        cr0 |= 1 << 16;
+        core::arch::asm!("mov cr0, {}", in(reg) cr0);
+        let mut cr4: u64;
+        core::arch::asm!("mov {}, cr4", out(reg) cr4);
+        cr4 |= 1 << 7;
+        core::arch::asm!("mov cr4, {}", in(reg) cr4);
+    }
+    KERNEL_PML4.store(root, Ordering::Release);
+    heap::init();
+}
+
+fn build_kernel_tables(fa: &mut FrameAllocator, top: u64) -> u64 {
+    let mut t = KernelTables(fa);
+    let root = t.alloc_table().expect("no frame for the kernel PML4");
+    let direct_end = top.max(BOOT_DIRECT_MAP).next_multiple_of(1 << 30);
+    let gb_pages = cpu::cpuid(0x8000_0001, 0).edx & (1 << 26) != 0;
+    paging::map_range(&mut t, root, PHYS_OFFSET, 0, direct_end, WRITABLE | NO_EXECUTE | GLOBAL, gb_pages)
+        .expect("direct map");
+    DIRECT_MAP_END.store(direct_end, Ordering::Relaxed);
+    // SAFETY: taking the addresses of linker-script symbols.
+    let (text, text_end, ro, ro_end, data, end) = unsafe {
+        (
+            sym(&__text_start),
+            sym(&__text_end),
+            sym(&__rodata_start),
+            sym(&__rodata_end),
+            sym(&__data_start),
+            sym(&__kernel_end),
+        )
+    };
+    let sections = [(text, text_end, GLOBAL), (ro, ro_end, GLOBAL | NO_EXECUTE), (data, end, GLOBAL | WRITABLE | NO_EXECUTE)];
+    for (s, e, flags) in sections {
+        let mut v = s;
+        while v < e {
+            paging::map(&mut t, root, v, v - KERNEL_VMA, paging::PageSize::Size4K, flags).expect("kernel image map");
+            v += FRAME_SIZE;
+        }
+    }
+    root
+}
+
+pub fn kernel_pml4() -> u64 {
+    KERNEL_PML4.load(Ordering::Acquire)
+}
+
+/// Whether `[virt, virt+len)` is mapped in the kernel's tables (used by the
+/// backtrace walker, which must not fault while reporting a fault).
+pub fn is_kernel_readable(virt: u64, len: u64) -> bool {
+    let root = kernel_pml4();
+    if root == 0 {
+        return virt >= PHYS_OFFSET && virt + len <= PHYS_OFFSET + BOOT_DIRECT_MAP || virt >= KERNEL_VMA;
+    }
+    let Some(mut guard) = FRAMES.try_lock() else { return false };
+    let Some(fa) = guard.as_mut() else { return false };
+    let t = KernelTables(fa);
+    let mut v = virt & !(FRAME_SIZE - 1);
+    while v < virt + len {
+        if paging::translate(&t, root, v).is_none() {
+            return false;
+        }
+        v += FRAME_SIZE;
+    }
+    true
+}
+
+/// Allocates one zeroed frame.
+pub fn alloc_frame() -> Option<u64> {
+    let f = FRAMES.lock().as_mut()?.alloc()?;
+    // SAFETY: fresh frame, ours.
+    unsafe { core::ptr::write_bytes(phys_to_virt(f) as *mut u8, 0, FRAME_SIZE as usize) };
+    Some(f)
+}
+
+pub fn free_frames() -> u64 {
+    FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
+}
+
+/// RAM the kernel manages (the figure in the ready line).
+pub fn usable_bytes() -> u64 {
+    USABLE_BYTES.load(Ordering::Relaxed)
+}
+
+/// Maps `[phys, phys+len)` of device memory uncached into the direct map
+/// if it lies above what the direct map covers. Below that it is already
+/// reachable at `phys_to_virt(phys)`.
+pub fn direct_map_covers(phys: u64, len: u64) -> bool {
+    phys + len <= DIRECT_MAP_END.load(Ordering::Relaxed)
+}

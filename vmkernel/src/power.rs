@@ -1,0 +1,68 @@
+//! Stopping the machine: power-off, reset, and the fatal stop.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::arch::cpu::{self, Ports};
+use crate::{config, console};
+
+/// Values written to QEMU's isa-debug-exit port; QEMU exits with `(v<<1)|1`.
+pub const DEBUG_EXIT_SUCCESS: u32 = 0x10; // exit status 33
+pub const DEBUG_EXIT_FAILURE: u32 = 0x11; // exit status 35
+
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Reports `success` through isa-debug-exit if the command line asked for
+/// it. Returns only when the port is not enabled (or QEMU ignored it).
+pub fn debug_exit(success: bool) {
+    if let Some(port) = config::get().and_then(|o| o.debug_exit) {
+        console::drain();
+        // SAFETY: the administrator named this port as QEMU's debug-exit device.
+        let p = unsafe { Ports::new() };
+        p.outl(port, if success { DEBUG_EXIT_SUCCESS } else { DEBUG_EXIT_FAILURE });
+    }
+}
+
+/// The kernel cannot go on: say why, report failure, halt this CPU.
+pub fn fatal_stop(reason: &str) -> ! {
+    use core::fmt::Write;
+    let mut out = console::emergency();
+    if STOPPING.swap(true, Ordering::AcqRel) {
+        // A second fatal error while stopping: just halt.
+        cpu::halt_forever();
+    }
+    let _ = writeln!(out, "mantle: halted: {reason}");
+    out.drain();
+    debug_exit(false);
+    cpu::halt_forever();
+}
+
+/// ACPI S5 soft-off; falls back to halting if the platform refuses.
+pub fn power_off() -> ! {
+    log::info!("mantle: powering off");
+    console::drain();
+    crate::acpi::enter_s5();
+    log::error!("ACPI power-off did not take effect; halting");
+    console::drain();
+    cpu::halt_forever();
+}
+
+/// Platform reset: ACPI reset register, then port 0xCF9, then the keyboard
+/// controller, then a triple fault as the last resort.
+pub fn reboot() -> ! {
+    log::info!("mantle: rebooting");
+    console::drain();
+    crate::acpi::reset();
+    // SAFETY: resetting the machine is the point.
+    let p = unsafe { Ports::new() };
+    p.outb(0xcf9, 0x06);
+    crate::time::delay_us(50_000);
+    p.outb(0x64, 0xfe);
+    crate::time::delay_us(50_000);
+    // SAFETY: loading an empty IDT and faulting triple-faults the CPU, which resets it.
+    unsafe {
+        let empty = x86_64::structures::DescriptorTablePointer { limit: 0, base: x86_64::VirtAddr::new(0) };
+        x86_64::instructions::tables::lidt(&empty);
+        core::arch::asm!("int3");
+    }
+    cpu::halt_forever();
+}

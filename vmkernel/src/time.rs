@@ -1,0 +1,63 @@
+//! Monotonic time from the TSC, calibrated against the 8254 PIT.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::arch::cpu::{self, Ports};
+
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+
+const PIT_HZ: u64 = 1_193_182;
+
+/// Measures the TSC frequency over `ms` milliseconds of PIT channel 2.
+/// Returns `None` if the PIT never signals (no legacy PIT).
+pub fn measure_tsc_hz(ms: u64) -> Option<u64> {
+    // SAFETY: the PIT and port 0x61 are owned by the kernel at boot.
+    let p = unsafe { Ports::new() };
+    let count = (PIT_HZ * ms / 1000) as u16;
+    // Gate high, speaker off.
+    let v = p.inb(0x61);
+    p.outb(0x61, (v & !0x02) | 0x01);
+    // Channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count).
+    p.outb(0x43, 0xb0);
+    p.outb(0x42, count as u8);
+    p.outb(0x42, (count >> 8) as u8);
+    let start = cpu::rdtsc();
+    let mut spins: u64 = 0;
+    while p.inb(0x61) & 0x20 == 0 {
+        spins += 1;
+        if spins > 200_000_000 {
+            return None;
+        }
+    }
+    let end = cpu::rdtsc();
+    Some((end - start) * 1000 / ms)
+}
+
+pub fn calibrate() {
+    TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
+    let hz = measure_tsc_hz(20).unwrap_or(1_000_000_000);
+    TSC_HZ.store(hz.max(1), Ordering::Relaxed);
+}
+
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+/// Nanoseconds since boot (0 before calibration).
+pub fn uptime_ns() -> u64 {
+    let hz = TSC_HZ.load(Ordering::Relaxed);
+    if hz == 0 {
+        return 0;
+    }
+    let d = cpu::rdtsc().saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed));
+    (d as u128 * 1_000_000_000 / hz as u128) as u64
+}
+
+/// Busy-waits for `us` microseconds.
+pub fn delay_us(us: u64) {
+    let end = uptime_ns() + us * 1000;
+    while uptime_ns() < end {
+        cpu::pause();
+    }
+}
