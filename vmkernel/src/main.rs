@@ -9,6 +9,7 @@ mod arch;
 mod backtrace;
 mod config;
 mod console;
+mod ktest;
 mod mm;
 mod power;
 mod time;
@@ -55,6 +56,10 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
 
     if let Some(f) = opts.inject_fault {
         inject_fault(f);
+    }
+    if let Some(sel) = &opts.test {
+        let ok = ktest::run(sel);
+        power::debug_exit(ok);
     }
     match opts.after_boot {
         AfterBoot::PowerOff => {

@@ -266,8 +266,17 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
 }
 
+/// Breakpoints taken in the kernel (a `#BP` is reported and execution
+/// continues, so `int3` can serve as a debugging aid).
+pub static BREAKPOINTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 fn exception(frame: &mut TrapFrame) {
     let v = frame.vector as usize;
+    if v == 3 {
+        BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
+        log::debug!("breakpoint at {:#x}", frame.rip);
+        return;
+    }
     let mut out = crate::console::emergency();
     let _ = writeln!(out, "\n*** CPU EXCEPTION on cpu{}: vector {} {}", gdt::cpu_index(), v, EXCEPTION_NAMES[v]);
     let _ = writeln!(

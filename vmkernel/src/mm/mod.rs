@@ -97,6 +97,7 @@ impl TableMemory for KernelTables<'_, '_> {
 pub fn init(bi: &BootInfo) {
     let kernel_phys_end = sym(unsafe { &__kernel_end }) - KERNEL_VMA;
     let top = bi.regions.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.end()).max().unwrap_or(0);
+    USABLE_TOP.store(top, Ordering::Relaxed);
     let words = FrameAllocator::words_for(top);
     let bitmap_bytes = (words * 8) as u64;
 
@@ -241,4 +242,102 @@ pub fn usable_bytes() -> u64 {
 /// reachable at `phys_to_virt(phys)`.
 pub fn direct_map_covers(phys: u64, len: u64) -> bool {
     phys + len <= DIRECT_MAP_END.load(Ordering::Relaxed)
+}
+
+pub fn free_frame(phys: u64) -> Result<(), vmkernel::frames::FrameError> {
+    match FRAMES.lock().as_mut() {
+        Some(fa) => fa.free_frame(phys),
+        None => Err(vmkernel::frames::FrameError::OutOfRange(phys)),
+    }
+}
+
+/// Top of usable RAM (exclusive).
+pub fn usable_top() -> u64 {
+    USABLE_TOP.load(Ordering::Relaxed)
+}
+
+static USABLE_TOP: AtomicU64 = AtomicU64::new(0);
+
+/// Translates a kernel virtual address through the kernel's tables.
+pub fn translate_kernel(virt: u64) -> Option<paging::Translation> {
+    let mut guard = FRAMES.lock();
+    let t = KernelTables(guard.as_mut()?);
+    paging::translate(&t, kernel_pml4(), virt)
+}
+
+/// An address space: a PML4 whose upper half is the kernel's (shared) and
+/// whose lower half is its own. User worlds and tests build on it.
+pub struct AddressSpace {
+    pml4: u64,
+}
+
+impl AddressSpace {
+    pub fn new() -> Option<Self> {
+        let pml4 = alloc_frame()?;
+        let kernel = kernel_pml4();
+        for i in 256..512 {
+            // SAFETY: both tables are page-table frames mapped by the direct map.
+            unsafe {
+                let e = core::ptr::read_volatile((phys_to_virt(kernel) as *const u64).add(i));
+                core::ptr::write_volatile((phys_to_virt(pml4) as *mut u64).add(i), e);
+            }
+        }
+        Some(Self { pml4 })
+    }
+
+    pub fn root(&self) -> u64 {
+        self.pml4
+    }
+
+    /// Maps one 4 KiB page in the lower half.
+    pub fn map(&self, virt: u64, frame: u64, flags: u64) -> Result<(), paging::MapError> {
+        if virt >= 1 << 47 {
+            return Err(paging::MapError::NonCanonical(virt));
+        }
+        let mut guard = FRAMES.lock();
+        let mut t = KernelTables(guard.as_mut().ok_or(paging::MapError::NoMemory)?);
+        paging::map(&mut t, self.pml4, virt, frame, paging::PageSize::Size4K, flags)
+    }
+
+    pub fn translate(&self, virt: u64) -> Option<paging::Translation> {
+        let mut guard = FRAMES.lock();
+        let t = KernelTables(guard.as_mut()?);
+        paging::translate(&t, self.pml4, virt)
+    }
+
+    /// Runs `f` with this address space loaded in CR3, then restores the
+    /// kernel's tables. The kernel runs with interrupts off, so nothing else
+    /// runs on this CPU meanwhile.
+    pub fn with_active<R>(&self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: the upper half (kernel, stacks, direct map) is identical.
+        unsafe { cpu::write_cr3(self.pml4) };
+        let r = f();
+        // SAFETY: restoring the kernel's own tables.
+        unsafe { cpu::write_cr3(kernel_pml4()) };
+        r
+    }
+}
+
+impl Drop for AddressSpace {
+    /// Frees the lower half's page-table frames (not the pages they map:
+    /// their owner frees those) and the PML4.
+    fn drop(&mut self) {
+        fn free_level(fa: &mut FrameAllocator, table: u64, level: u32, range: core::ops::Range<usize>) {
+            for i in range {
+                // SAFETY: page-table frames are mapped by the direct map.
+                let e = unsafe { core::ptr::read_volatile((phys_to_virt(table) as *const u64).add(i)) };
+                if e & paging::PRESENT == 0 || e & paging::HUGE != 0 || level == 1 {
+                    continue;
+                }
+                let next = e & paging::ADDR_MASK;
+                free_level(fa, next, level - 1, 0..512);
+                let _ = fa.free_frame(next);
+            }
+        }
+        let mut guard = FRAMES.lock();
+        if let Some(fa) = guard.as_mut() {
+            free_level(fa, self.pml4, 4, 0..256);
+            let _ = fa.free_frame(self.pml4);
+        }
+    }
 }

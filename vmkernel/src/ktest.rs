@@ -1,0 +1,207 @@
+//! In-kernel tests: run on the real (emulated) hardware by a test build of
+//! the boot, selected with `test=<prefix>` (`test=all` runs everything).
+//!
+//! Output, one line each: `ktest: <name> ... ok` or
+//! `ktest: <name> ... FAILED: <why>`, then `ktest: N passed, M failed`.
+//! With `debug_exit` the result becomes QEMU's exit status. A panic inside
+//! a test stops the kernel through the panic handler, which reports failure.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use crate::arch::{cpu, gdt, trap};
+use crate::{kprintln, mm, time};
+use vmkernel::paging;
+
+type TestResult = Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(format!($($arg)*));
+        }
+    };
+}
+
+const TESTS: &[(&str, fn() -> TestResult)] = &[
+    ("mm.frames_distinct_zeroed_and_returned", mm_frames),
+    ("mm.heap_grows_and_reuses", mm_heap),
+    ("mm.kernel_image_protections", mm_protections),
+    ("mm.page_tables_map_lower_half", mm_lower_half_mapping),
+    ("time.monotonic", time_monotonic),
+    ("time.tsc_matches_pit", time_tsc_vs_pit),
+    ("time.delay_lasts_at_least_requested", time_delay),
+    ("cpu.percpu_block", percpu_block),
+    ("trap.breakpoint_returns", trap_breakpoint),
+    ("acpi.platform_tables", acpi_tables),
+];
+
+/// Runs the selected tests; returns true if all passed.
+pub fn run(selector: &str) -> bool {
+    let selected: Vec<_> = TESTS.iter().filter(|(n, _)| selector == "all" || n.starts_with(selector)).collect();
+    kprintln!("ktest: running {} tests (selector \"{}\")", selected.len(), selector);
+    let (mut passed, mut failed) = (0, 0);
+    for (name, f) in &selected {
+        match f() {
+            Ok(()) => {
+                passed += 1;
+                kprintln!("ktest: {name} ... ok");
+            }
+            Err(e) => {
+                failed += 1;
+                kprintln!("ktest: {name} ... FAILED: {e}");
+            }
+        }
+    }
+    kprintln!("ktest: {passed} passed, {failed} failed");
+    failed == 0 && !selected.is_empty()
+}
+
+fn mm_frames() -> TestResult {
+    let before = mm::free_frames();
+    let mut frames = Vec::new();
+    for i in 0..256u64 {
+        let f = mm::alloc_frame().ok_or("out of frames")?;
+        ensure!(f % 4096 == 0, "frame {f:#x} not aligned");
+        ensure!(f >= 1 << 20, "frame {f:#x} below 1 MiB was handed out");
+        // SAFETY: the frame is ours; it is mapped by the direct map.
+        let page = unsafe { core::slice::from_raw_parts_mut(mm::phys_to_virt(f) as *mut u64, 512) };
+        ensure!(page.iter().all(|&w| w == 0), "frame {f:#x} not zeroed");
+        page.fill(0x5a5a_0000 + i);
+        frames.push(f);
+    }
+    for (i, &f) in frames.iter().enumerate() {
+        // SAFETY: as above.
+        let w = unsafe { core::ptr::read_volatile(mm::phys_to_virt(f) as *const u64) };
+        ensure!(w == 0x5a5a_0000 + i as u64, "frame {f:#x} aliased by another allocation");
+    }
+    ensure!(mm::free_frames() == before - 256, "free count did not drop by 256");
+    for f in frames {
+        mm::free_frame(f).map_err(|e| format!("free {f:#x}: {e:?}"))?;
+    }
+    ensure!(mm::free_frames() == before, "free count not restored");
+    Ok(())
+}
+
+fn mm_heap() -> TestResult {
+    let (claimed0, _) = mm::heap::stats();
+    // Larger than everything claimed so far: the heap must grow.
+    let big: Vec<u8> = alloc::vec![0xa5; claimed0 + (1 << 20)];
+    ensure!(big.iter().all(|&b| b == 0xa5), "big allocation corrupted");
+    let (claimed1, used1) = mm::heap::stats();
+    ensure!(claimed1 > claimed0, "heap did not grow ({claimed0} -> {claimed1})");
+    ensure!(used1 >= big.len(), "allocated-bytes counter too small");
+    drop(big);
+    let mut map = alloc::collections::BTreeMap::new();
+    for i in 0..10_000u32 {
+        map.insert(i, format!("value {i}"));
+    }
+    ensure!(map.get(&4242).map(String::as_str) == Some("value 4242"), "BTreeMap lookup failed");
+    drop(map);
+    let (claimed2, _) = mm::heap::stats();
+    ensure!(claimed2 == claimed1, "heap grew although freed memory was enough");
+    Ok(())
+}
+
+fn mm_protections() -> TestResult {
+    let text = mm_protections as usize as u64;
+    let t = mm::translate_kernel(text).ok_or("kernel text not mapped")?;
+    ensure!(t.flags & paging::WRITABLE == 0, "kernel text is writable");
+    ensure!(t.flags & paging::NO_EXECUTE == 0, "kernel text is not executable");
+    ensure!(t.phys == text - mm::KERNEL_VMA, "text maps to {:#x}, expected {:#x}", t.phys, text - mm::KERNEL_VMA);
+    let ro = TESTS.as_ptr() as u64;
+    let r = mm::translate_kernel(ro).ok_or("rodata not mapped")?;
+    ensure!(r.flags & (paging::WRITABLE) == 0 && r.flags & paging::NO_EXECUTE != 0, "rodata flags {:#x}", r.flags);
+    let data = &crate::mm::FRAMES as *const _ as u64;
+    let d = mm::translate_kernel(data).ok_or("data not mapped")?;
+    ensure!(d.flags & paging::WRITABLE != 0 && d.flags & paging::NO_EXECUTE != 0, "data flags {:#x}", d.flags);
+    ensure!(mm::translate_kernel(0x1000).is_none(), "lower half mapped in the kernel's tables");
+    // The direct map reaches the top of RAM.
+    let last = mm::usable_top() - 4096;
+    let dm = mm::translate_kernel(mm::phys_to_virt(last)).ok_or("top of RAM not in the direct map")?;
+    ensure!(dm.phys == last, "direct map is not 1:1");
+    Ok(())
+}
+
+fn mm_lower_half_mapping() -> TestResult {
+    // A fresh address space sharing the kernel half; one user-style page at
+    // 4 MiB. Switch to it, touch the page through both mappings, switch back.
+    let space = mm::AddressSpace::new().ok_or("no memory for a PML4")?;
+    let frame = mm::alloc_frame().ok_or("no frame")?;
+    let va = 0x40_0000u64;
+    space.map(va, frame, paging::WRITABLE | paging::NO_EXECUTE).map_err(|e| format!("{e:?}"))?;
+    let seen = space.with_active(|| {
+        // SAFETY: `va` is mapped writable in the active address space.
+        unsafe {
+            core::ptr::write_volatile(va as *mut u64, 0x1234_5678_9abc_def0);
+            core::ptr::read_volatile(va as *const u64)
+        }
+    });
+    ensure!(seen == 0x1234_5678_9abc_def0, "read back {seen:#x}");
+    // SAFETY: the frame is ours and mapped by the direct map.
+    let direct = unsafe { core::ptr::read_volatile(mm::phys_to_virt(frame) as *const u64) };
+    ensure!(direct == seen, "direct map sees {direct:#x}");
+    ensure!(cpu::read_cr3() == mm::kernel_pml4(), "CR3 not restored");
+    drop(space);
+    mm::free_frame(frame).map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+fn time_monotonic() -> TestResult {
+    let mut last = time::uptime_ns();
+    for _ in 0..100_000 {
+        let now = time::uptime_ns();
+        ensure!(now >= last, "time went backwards: {last} -> {now}");
+        last = now;
+    }
+    Ok(())
+}
+
+fn time_tsc_vs_pit() -> TestResult {
+    let hz = time::tsc_hz();
+    let again = time::measure_tsc_hz(50).ok_or("PIT did not count")?;
+    let diff = hz.abs_diff(again) * 100 / hz;
+    // Emulators jitter; 10% still catches a wrong PIT divisor or units.
+    ensure!(diff <= 10, "calibrated {hz} Hz, re-measured {again} Hz ({diff}% apart)");
+    Ok(())
+}
+
+fn time_delay() -> TestResult {
+    let start = time::uptime_ns();
+    time::delay_us(20_000);
+    let took = time::uptime_ns() - start;
+    ensure!(took >= 20_000_000, "20 ms delay took {took} ns");
+    ensure!(took < 2_000_000_000, "20 ms delay took {took} ns");
+    Ok(())
+}
+
+fn percpu_block() -> TestResult {
+    let c = gdt::this_cpu().ok_or("no per-CPU block")?;
+    ensure!(c.index == gdt::cpu_index(), "index mismatch");
+    // SAFETY: IA32_GS_BASE exists on x86-64.
+    let gs = unsafe { cpu::rdmsr(0xc000_0101) };
+    ensure!(gs == c as *const _ as u64, "GS base {gs:#x} is not the per-CPU block");
+    ensure!(gdt::cpus_online() >= 1, "no CPU online");
+    Ok(())
+}
+
+fn trap_breakpoint() -> TestResult {
+    let before = trap::BREAKPOINTS.load(Ordering::Relaxed);
+    // SAFETY: int3 is handled by the kernel's #BP handler, which returns.
+    unsafe { core::arch::asm!("int3") };
+    let after = trap::BREAKPOINTS.load(Ordering::Relaxed);
+    ensure!(after == before + 1, "breakpoint count {before} -> {after}");
+    Ok(())
+}
+
+fn acpi_tables() -> TestResult {
+    let p = crate::acpi::platform().ok_or("ACPI not initialised")?;
+    ensure!(!p.cpu_apic_ids.is_empty(), "MADT lists no CPU");
+    ensure!(!p.ioapics.is_empty(), "MADT lists no IOAPIC");
+    ensure!(p.lapic_address == 0xfee0_0000, "LAPIC at {:#x}", p.lapic_address);
+    ensure!(p.pm1a_control.is_some(), "no PM1a control block");
+    ensure!(p.s5.is_some(), "no \\_S5 package");
+    Ok(())
+}
