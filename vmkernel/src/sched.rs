@@ -1,0 +1,735 @@
+//! The CPU resource scheduler's policy: resource groups with shares,
+//! reservations and limits, in the manner of ESXi resource pools.
+//!
+//! Units: reservations and limits are in **percent of one physical CPU**
+//! (100 = one whole CPU; a 4-CPU host has 400). ESXi uses MHz; percent is
+//! the same idea without depending on a clock rate that emulators make
+//! meaningless. Shares are relative weights among siblings.
+//!
+//! Policy, each time a CPU asks for work (`pick_next`):
+//! 1. Worlds whose group (or any ancestor) has used up its limit in the
+//!    current accounting period are not eligible (throttled).
+//! 2. Among the rest, a world whose group (or ancestor) is behind its
+//!    reservation for the period so far runs first — most-behind first.
+//! 3. Otherwise hierarchical weighted fair queueing: from the root, descend
+//!    into the child group with the smallest virtual time (CPU time divided
+//!    by shares) that has an eligible world, down to the world with the
+//!    smallest virtual time.
+//!
+//! Reservations are *expandable* (as ESXi resource pools are by default): a
+//! group's effective reservation is the larger of its own and the sum of its
+//! children's; admission control refuses any change that would make the
+//! root's effective reservation exceed the host's capacity, or a group's
+//! effective reservation exceed its own limit.
+//!
+//! The policy is plain data and arithmetic, driven by the kernel with
+//! timestamps; host tests simulate CPUs with it.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+pub type GroupId = u32;
+pub type WorldId = u64;
+pub const ROOT_GROUP: GroupId = 0;
+
+/// Length of the accounting period over which reservations and limits are
+/// enforced.
+pub const PERIOD_NS: u64 = 100_000_000;
+/// Longest slice handed out when nothing else bounds it.
+pub const DEFAULT_SLICE_NS: u64 = 10_000_000;
+/// Shortest slice worth a context switch.
+pub const MIN_SLICE_NS: u64 = 500_000;
+/// Virtual time is CPU time scaled by `VT_SCALE / shares`.
+const VT_SCALE: u128 = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupParams {
+    /// Relative weight among sibling groups (1..=1_000_000).
+    pub shares: u32,
+    /// Guaranteed CPU, percent of one CPU.
+    pub reservation_pct: u32,
+    /// Maximum CPU, percent of one CPU; `None` = unlimited.
+    pub limit_pct: Option<u32>,
+}
+
+impl Default for GroupParams {
+    fn default() -> Self {
+        Self { shares: 1000, reservation_pct: 0, limit_pct: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchedError {
+    NoSuchGroup(GroupId),
+    NoSuchWorld(WorldId),
+    /// Shares of 0 or above the maximum.
+    BadShares(u32),
+    /// The limit is below the (effective) reservation.
+    LimitBelowReservation { limit_pct: u32, reservation_pct: u32 },
+    /// Admission control: not enough unreserved capacity.
+    InsufficientCapacity { requested_pct: u32, available_pct: u32 },
+    /// The group still has worlds or child groups.
+    GroupBusy(GroupId),
+    /// The root group cannot be changed this way.
+    RootGroup,
+    DuplicateWorld(WorldId),
+}
+
+impl core::fmt::Display for SchedError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoSuchGroup(g) => write!(f, "no resource group {g}"),
+            Self::NoSuchWorld(w) => write!(f, "no world {w}"),
+            Self::BadShares(s) => write!(f, "shares {s} out of range 1..=1000000"),
+            Self::LimitBelowReservation { limit_pct, reservation_pct } => {
+                write!(f, "limit {limit_pct}% is below the reservation {reservation_pct}%")
+            }
+            Self::InsufficientCapacity { requested_pct, available_pct } => write!(
+                f,
+                "reservation of {requested_pct}% refused: only {available_pct}% of CPU is unreserved"
+            ),
+            Self::GroupBusy(g) => write!(f, "resource group {g} still has worlds or child groups"),
+            Self::RootGroup => write!(f, "the root resource group cannot be changed"),
+            Self::DuplicateWorld(w) => write!(f, "world {w} is already scheduled"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    name: String,
+    parent: Option<GroupId>,
+    params: GroupParams,
+    children: Vec<GroupId>,
+    worlds: Vec<WorldId>,
+    vtime: u128,
+    period_usage_ns: u64,
+    total_usage_ns: u64,
+    throttled_periods: u64,
+}
+
+#[derive(Clone, Debug)]
+struct WorldEntry {
+    group: GroupId,
+    cpu: u32,
+    shares: u32,
+    runnable: bool,
+    running: bool,
+    vtime: u128,
+    total_ns: u64,
+}
+
+/// Statistics of one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStats {
+    pub id: GroupId,
+    pub name: String,
+    pub parent: Option<GroupId>,
+    pub params: GroupParams,
+    /// CPU time used by the group's worlds and child groups since creation.
+    pub used_ns: u64,
+    /// Used in the current accounting period.
+    pub period_used_ns: u64,
+    /// Periods in which the limit throttled the group.
+    pub throttled_periods: u64,
+    pub worlds: usize,
+}
+
+/// The decision for one CPU: run `world` for at most `slice_ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    pub world: WorldId,
+    pub slice_ns: u64,
+}
+
+pub struct Scheduler {
+    cpus: u32,
+    groups: BTreeMap<GroupId, Group>,
+    worlds: BTreeMap<WorldId, WorldEntry>,
+    next_group: GroupId,
+    period_start: u64,
+}
+
+impl Scheduler {
+    /// A scheduler for `cpus` CPUs with the root group (the whole host).
+    pub fn new(cpus: u32) -> Self {
+        let mut groups = BTreeMap::new();
+        let cap = cpus.max(1) * 100;
+        groups.insert(
+            ROOT_GROUP,
+            Group {
+                name: String::from("host"),
+                parent: None,
+                params: GroupParams { shares: 1000, reservation_pct: cap, limit_pct: None },
+                children: Vec::new(),
+                worlds: Vec::new(),
+                vtime: 0,
+                period_usage_ns: 0,
+                total_usage_ns: 0,
+                throttled_periods: 0,
+            },
+        );
+        Self { cpus: cpus.max(1), groups, worlds: BTreeMap::new(), next_group: 1, period_start: 0 }
+    }
+
+    pub fn capacity_pct(&self) -> u32 {
+        self.cpus * 100
+    }
+
+    fn group(&self, g: GroupId) -> Result<&Group, SchedError> {
+        self.groups.get(&g).ok_or(SchedError::NoSuchGroup(g))
+    }
+
+    /// max(own reservation, sum of the children's effective reservations).
+    fn effective_reservation(&self, g: GroupId) -> u32 {
+        let gr = &self.groups[&g];
+        let kids: u32 = gr.children.iter().map(|&c| self.effective_reservation(c)).sum();
+        gr.params.reservation_pct.max(kids)
+    }
+
+    /// Checks every group on the path from `g` to the root after a change.
+    fn admit(&self, mut g: GroupId, requested: u32) -> Result<(), SchedError> {
+        loop {
+            let gr = &self.groups[&g];
+            let eff = self.effective_reservation(g);
+            match gr.parent {
+                None => {
+                    let kids: u32 = gr.children.iter().map(|&c| self.effective_reservation(c)).sum();
+                    if kids > self.capacity_pct() {
+                        return Err(SchedError::InsufficientCapacity {
+                            requested_pct: requested,
+                            available_pct: self.capacity_pct().saturating_sub(kids - requested.min(kids)),
+                        });
+                    }
+                    return Ok(());
+                }
+                Some(p) => {
+                    if let Some(limit) = gr.params.limit_pct {
+                        if eff > limit {
+                            return Err(SchedError::InsufficientCapacity {
+                                requested_pct: requested,
+                                available_pct: limit.saturating_sub(eff - requested.min(eff)),
+                            });
+                        }
+                    }
+                    g = p;
+                }
+            }
+        }
+    }
+
+    fn validate(params: &GroupParams) -> Result<(), SchedError> {
+        if params.shares == 0 || params.shares > 1_000_000 {
+            return Err(SchedError::BadShares(params.shares));
+        }
+        if let Some(l) = params.limit_pct {
+            if l < params.reservation_pct {
+                return Err(SchedError::LimitBelowReservation { limit_pct: l, reservation_pct: params.reservation_pct });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a group under `parent`, subject to admission control.
+    pub fn create_group(&mut self, parent: GroupId, name: &str, params: GroupParams) -> Result<GroupId, SchedError> {
+        Self::validate(&params)?;
+        let vtime = self.min_child_vtime(parent)?;
+        let id = self.next_group;
+        self.groups.insert(
+            id,
+            Group {
+                name: String::from(name),
+                parent: Some(parent),
+                params,
+                children: Vec::new(),
+                worlds: Vec::new(),
+                vtime,
+                period_usage_ns: 0,
+                total_usage_ns: 0,
+                throttled_periods: 0,
+            },
+        );
+        self.groups.get_mut(&parent).unwrap().children.push(id);
+        if let Err(e) = self.admit(id, params.reservation_pct) {
+            self.groups.get_mut(&parent).unwrap().children.retain(|&c| c != id);
+            self.groups.remove(&id);
+            return Err(e);
+        }
+        self.next_group += 1;
+        Ok(id)
+    }
+
+    /// Changes a group's parameters, subject to admission control; on
+    /// refusal nothing changes.
+    pub fn set_params(&mut self, g: GroupId, params: GroupParams) -> Result<(), SchedError> {
+        if g == ROOT_GROUP {
+            return Err(SchedError::RootGroup);
+        }
+        Self::validate(&params)?;
+        let old = self.group(g)?.params;
+        if let Some(l) = params.limit_pct {
+            let kids: u32 = self.groups[&g].children.iter().map(|&c| self.effective_reservation(c)).sum();
+            if kids > l {
+                return Err(SchedError::LimitBelowReservation { limit_pct: l, reservation_pct: kids });
+            }
+        }
+        self.groups.get_mut(&g).unwrap().params = params;
+        if let Err(e) = self.admit(g, params.reservation_pct) {
+            self.groups.get_mut(&g).unwrap().params = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn destroy_group(&mut self, g: GroupId) -> Result<(), SchedError> {
+        if g == ROOT_GROUP {
+            return Err(SchedError::RootGroup);
+        }
+        let gr = self.group(g)?;
+        if !gr.children.is_empty() || !gr.worlds.is_empty() {
+            return Err(SchedError::GroupBusy(g));
+        }
+        let parent = gr.parent.unwrap();
+        self.groups.remove(&g);
+        self.groups.get_mut(&parent).unwrap().children.retain(|&c| c != g);
+        Ok(())
+    }
+
+    fn min_child_vtime(&self, parent: GroupId) -> Result<u128, SchedError> {
+        let p = self.group(parent)?;
+        let kids = p.children.iter().map(|c| self.groups[c].vtime);
+        let worlds = p.worlds.iter().map(|w| self.worlds[w].vtime);
+        Ok(kids.chain(worlds).min().unwrap_or(0))
+    }
+
+    /// Adds a world to `group`, homed on `cpu`, not yet runnable.
+    pub fn add_world(&mut self, w: WorldId, group: GroupId, cpu: u32, shares: u32) -> Result<(), SchedError> {
+        if self.worlds.contains_key(&w) {
+            return Err(SchedError::DuplicateWorld(w));
+        }
+        if shares == 0 || shares > 1_000_000 {
+            return Err(SchedError::BadShares(shares));
+        }
+        let vtime = self.min_child_vtime(group)?;
+        self.groups.get_mut(&group).unwrap().worlds.push(w);
+        self.worlds.insert(
+            w,
+            WorldEntry { group, cpu: cpu % self.cpus, shares, runnable: false, running: false, vtime, total_ns: 0 },
+        );
+        Ok(())
+    }
+
+    pub fn remove_world(&mut self, w: WorldId) -> Result<(), SchedError> {
+        let e = self.worlds.remove(&w).ok_or(SchedError::NoSuchWorld(w))?;
+        self.groups.get_mut(&e.group).unwrap().worlds.retain(|&x| x != w);
+        Ok(())
+    }
+
+    /// Moves a world to another group (e.g. when a process joins a pool).
+    pub fn move_world(&mut self, w: WorldId, to: GroupId) -> Result<(), SchedError> {
+        self.group(to)?;
+        let from = self.worlds.get(&w).ok_or(SchedError::NoSuchWorld(w))?.group;
+        self.groups.get_mut(&from).unwrap().worlds.retain(|&x| x != w);
+        let vtime = self.min_child_vtime(to)?;
+        self.groups.get_mut(&to).unwrap().worlds.push(w);
+        let e = self.worlds.get_mut(&w).unwrap();
+        e.group = to;
+        e.vtime = vtime;
+        Ok(())
+    }
+
+    pub fn set_runnable(&mut self, w: WorldId, runnable: bool) -> Result<(), SchedError> {
+        let min = {
+            let g = self.worlds.get(&w).ok_or(SchedError::NoSuchWorld(w))?.group;
+            self.min_runnable_vtime(g)
+        };
+        let e = self.worlds.get_mut(&w).unwrap();
+        // A world waking from a long sleep does not get to bank credit.
+        if runnable && !e.runnable {
+            if let Some(m) = min {
+                e.vtime = e.vtime.max(m);
+            }
+        }
+        e.runnable = runnable;
+        Ok(())
+    }
+
+    fn min_runnable_vtime(&self, g: GroupId) -> Option<u128> {
+        self.groups[&g].worlds.iter().filter(|w| self.worlds[w].runnable).map(|w| self.worlds[w].vtime).min()
+    }
+
+    pub fn world_cpu(&self, w: WorldId) -> Option<u32> {
+        self.worlds.get(&w).map(|e| e.cpu)
+    }
+
+    pub fn set_world_cpu(&mut self, w: WorldId, cpu: u32) -> Result<(), SchedError> {
+        let cpus = self.cpus;
+        self.worlds.get_mut(&w).ok_or(SchedError::NoSuchWorld(w))?.cpu = cpu % cpus;
+        Ok(())
+    }
+
+    fn ancestors(&self, mut g: GroupId) -> impl Iterator<Item = GroupId> + '_ {
+        let mut done = false;
+        core::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let cur = g;
+            match self.groups[&cur].parent {
+                Some(p) => g = p,
+                None => done = true,
+            }
+            Some(cur)
+        })
+    }
+
+    fn limit_budget_ns(params: &GroupParams) -> Option<u64> {
+        params.limit_pct.map(|l| PERIOD_NS * l as u64 / 100)
+    }
+
+    /// Remaining limit budget of the most constrained group on the path,
+    /// or `None` if unlimited.
+    fn limit_left(&self, g: GroupId) -> Option<u64> {
+        self.ancestors(g)
+            .filter_map(|a| {
+                let gr = &self.groups[&a];
+                Self::limit_budget_ns(&gr.params).map(|b| b.saturating_sub(gr.period_usage_ns))
+            })
+            .min()
+    }
+
+    /// How far (ns) the most-behind group on the path is from its
+    /// reservation for the period so far; 0 if none is behind.
+    fn reservation_deficit(&self, g: GroupId, now: u64) -> u64 {
+        let elapsed = now.saturating_sub(self.period_start).min(PERIOD_NS) + DEFAULT_SLICE_NS / 10;
+        self.ancestors(g)
+            .filter(|&a| a != ROOT_GROUP)
+            .map(|a| {
+                let gr = &self.groups[&a];
+                let owed = elapsed * gr.params.reservation_pct as u64 / 100;
+                owed.saturating_sub(gr.period_usage_ns)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn roll_period(&mut self, now: u64) {
+        if now < self.period_start + PERIOD_NS {
+            return;
+        }
+        let periods = (now - self.period_start) / PERIOD_NS;
+        self.period_start += periods * PERIOD_NS;
+        for g in self.groups.values_mut() {
+            // Overshoot beyond a limit is carried into the next period so
+            // the long-run rate holds the limit exactly.
+            let carry = match Self::limit_budget_ns(&g.params) {
+                Some(b) if g.period_usage_ns > b && periods == 1 => {
+                    g.throttled_periods += 1;
+                    g.period_usage_ns - b
+                }
+                Some(b) if g.period_usage_ns >= b => {
+                    g.throttled_periods += 1;
+                    0
+                }
+                _ => 0,
+            };
+            g.period_usage_ns = carry;
+        }
+    }
+
+    fn eligible(&self, w: WorldId, e: &WorldEntry, cpu: u32) -> bool {
+        let _ = w;
+        e.runnable && !e.running && e.cpu == cpu && self.limit_left(e.group) != Some(0)
+    }
+
+    /// Chooses the next world for `cpu` at time `now` (ns), or `None` to
+    /// idle. The chosen world is marked running until `charge`d.
+    pub fn pick_next(&mut self, cpu: u32, now: u64) -> Option<Pick> {
+        self.roll_period(now);
+        let candidates: Vec<WorldId> =
+            self.worlds.iter().filter(|(w, e)| self.eligible(**w, e, cpu)).map(|(w, _)| *w).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        // Reservations first: the world whose group is most behind.
+        let behind = candidates
+            .iter()
+            .map(|&w| (self.reservation_deficit(self.worlds[&w].group, now), w))
+            .filter(|&(d, _)| d > 0)
+            .max_by_key(|&(d, w)| (d, core::cmp::Reverse(self.worlds[&w].vtime)));
+        let (world, mut slice) = match behind {
+            Some((deficit, w)) => (w, deficit.clamp(MIN_SLICE_NS, DEFAULT_SLICE_NS)),
+            None => (self.fair_pick(&candidates)?, DEFAULT_SLICE_NS),
+        };
+        if let Some(left) = self.limit_left(self.worlds[&world].group) {
+            slice = slice.min(left.max(MIN_SLICE_NS));
+        }
+        // Do not run past the period boundary: budgets reset there.
+        let to_boundary = (self.period_start + PERIOD_NS).saturating_sub(now).max(MIN_SLICE_NS);
+        slice = slice.min(to_boundary);
+        self.worlds.get_mut(&world).unwrap().running = true;
+        Some(Pick { world, slice_ns: slice })
+    }
+
+    /// Hierarchical WFQ: descend by smallest virtual time.
+    fn fair_pick(&self, candidates: &[WorldId]) -> Option<WorldId> {
+        let mut g = ROOT_GROUP;
+        loop {
+            let gr = &self.groups[&g];
+            let has = |grp: GroupId| candidates.iter().any(|w| self.ancestors(self.worlds[w].group).any(|a| a == grp));
+            let best_world = gr
+                .worlds
+                .iter()
+                .filter(|w| candidates.contains(w))
+                .map(|w| (self.worlds[w].vtime, *w))
+                .min();
+            let best_group = gr.children.iter().filter(|&&c| has(c)).map(|&c| (self.groups[&c].vtime, c)).min();
+            match (best_world, best_group) {
+                (Some((wv, w)), Some((gv, _))) if wv <= gv => return Some(w),
+                (Some((_, w)), None) => return Some(w),
+                (_, Some((_, c))) => g = c,
+                (None, None) => return None,
+            }
+        }
+    }
+
+    /// Accounts `ran_ns` of CPU to world `w` (which is no longer running).
+    pub fn charge(&mut self, w: WorldId, ran_ns: u64, now: u64) -> Result<(), SchedError> {
+        let e = self.worlds.get_mut(&w).ok_or(SchedError::NoSuchWorld(w))?;
+        e.running = false;
+        e.total_ns += ran_ns;
+        e.vtime += ran_ns as u128 * VT_SCALE / e.shares as u128;
+        let g = e.group;
+        let path: Vec<GroupId> = self.ancestors(g).collect();
+        for a in path {
+            let gr = self.groups.get_mut(&a).unwrap();
+            gr.period_usage_ns += ran_ns;
+            gr.total_usage_ns += ran_ns;
+            gr.vtime += ran_ns as u128 * VT_SCALE / gr.params.shares as u128;
+        }
+        self.roll_period(now);
+        Ok(())
+    }
+
+    /// Load balancing: if `cpu` has nothing runnable, move one runnable,
+    /// not-running world from the busiest CPU to it. Returns the world moved.
+    pub fn steal_for(&mut self, cpu: u32) -> Option<WorldId> {
+        let load = |c: u32| self.worlds.values().filter(|e| e.cpu == c && e.runnable).count();
+        if load(cpu) > 0 {
+            return None;
+        }
+        let busiest = (0..self.cpus).filter(|&c| c != cpu).max_by_key(|&c| load(c))?;
+        if load(busiest) < 2 {
+            return None;
+        }
+        let w = *self.worlds.iter().find(|(_, e)| e.cpu == busiest && e.runnable && !e.running)?.0;
+        self.worlds.get_mut(&w).unwrap().cpu = cpu;
+        Some(w)
+    }
+
+    pub fn group_stats(&self, g: GroupId) -> Result<GroupStats, SchedError> {
+        let gr = self.group(g)?;
+        Ok(GroupStats {
+            id: g,
+            name: gr.name.clone(),
+            parent: gr.parent,
+            params: gr.params,
+            used_ns: gr.total_usage_ns,
+            period_used_ns: gr.period_usage_ns,
+            throttled_periods: gr.throttled_periods,
+            worlds: gr.worlds.len(),
+        })
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    pub fn world_used_ns(&self, w: WorldId) -> Option<u64> {
+        self.worlds.get(&w).map(|e| e.total_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Simulates `cpus` CPUs for `secs` seconds; every world is CPU-bound.
+    fn simulate(s: &mut Scheduler, cpus: u32, secs: u64) {
+        let mut now = 0u64;
+        let end = secs * 1_000_000_000;
+        // Each CPU runs its pick for its slice; CPUs advance in lock step by
+        // the shortest slice handed out (or 1 ms when idle).
+        while now < end {
+            let mut picks = Vec::new();
+            for c in 0..cpus {
+                if let Some(p) = s.pick_next(c, now) {
+                    picks.push(p);
+                }
+            }
+            let step = picks.iter().map(|p| p.slice_ns).min().unwrap_or(1_000_000).min(end - now);
+            now += step;
+            for p in picks {
+                s.charge(p.world, step, now).unwrap();
+            }
+        }
+    }
+
+    fn share(s: &Scheduler, g: GroupId, secs: u64) -> f64 {
+        s.group_stats(g).unwrap().used_ns as f64 / (secs as f64 * 1e9)
+    }
+
+    fn busy_world(s: &mut Scheduler, id: WorldId, g: GroupId) {
+        s.add_world(id, g, 0, 1000).unwrap();
+        s.set_runnable(id, true).unwrap();
+    }
+
+    #[test]
+    fn shares_two_to_one() {
+        let mut s = Scheduler::new(1);
+        let a = s.create_group(ROOT_GROUP, "a", GroupParams { shares: 2000, ..Default::default() }).unwrap();
+        let b = s.create_group(ROOT_GROUP, "b", GroupParams { shares: 1000, ..Default::default() }).unwrap();
+        busy_world(&mut s, 1, a);
+        busy_world(&mut s, 2, b);
+        simulate(&mut s, 1, 4);
+        let ratio = share(&s, a, 4) / share(&s, b, 4);
+        assert!((ratio - 2.0).abs() < 0.2, "ratio {ratio}");
+        assert!((share(&s, a, 4) + share(&s, b, 4) - 1.0).abs() < 0.01, "CPU left idle");
+    }
+
+    #[test]
+    fn group_shares_not_world_count_decide() {
+        // 1-vCPU VM with shares 2 vs 2-vCPU VM with shares 1 on one CPU.
+        let mut s = Scheduler::new(1);
+        let vm1 = s.create_group(ROOT_GROUP, "vm1", GroupParams { shares: 2000, ..Default::default() }).unwrap();
+        let vm2 = s.create_group(ROOT_GROUP, "vm2", GroupParams { shares: 1000, ..Default::default() }).unwrap();
+        busy_world(&mut s, 1, vm1);
+        busy_world(&mut s, 2, vm2);
+        busy_world(&mut s, 3, vm2);
+        simulate(&mut s, 1, 4);
+        let ratio = share(&s, vm1, 4) / share(&s, vm2, 4);
+        assert!((ratio - 2.0).abs() < 0.2, "ratio {ratio}");
+        let (w2, w3) = (s.world_used_ns(2).unwrap() as f64, s.world_used_ns(3).unwrap() as f64);
+        assert!((w2 / w3 - 1.0).abs() < 0.1, "vCPUs of one VM share equally: {w2} vs {w3}");
+    }
+
+    #[test]
+    fn limit_holds_on_idle_cpu() {
+        let mut s = Scheduler::new(1);
+        let g = s.create_group(ROOT_GROUP, "capped", GroupParams { limit_pct: Some(25), ..Default::default() }).unwrap();
+        busy_world(&mut s, 1, g);
+        simulate(&mut s, 1, 3);
+        let u = share(&s, g, 3);
+        assert!((u - 0.25).abs() < 0.02, "usage {u}");
+        assert!(s.group_stats(g).unwrap().throttled_periods > 20);
+    }
+
+    #[test]
+    fn reservation_beats_shares() {
+        let mut s = Scheduler::new(1);
+        let r = s.create_group(ROOT_GROUP, "reserved", GroupParams { reservation_pct: 40, ..Default::default() }).unwrap();
+        let big = s.create_group(ROOT_GROUP, "big", GroupParams { shares: 8000, ..Default::default() }).unwrap();
+        busy_world(&mut s, 1, r);
+        busy_world(&mut s, 2, big);
+        simulate(&mut s, 1, 3);
+        let u = share(&s, r, 3);
+        assert!(u >= 0.39 && u < 0.5, "reserved group got {u}");
+        // Without the reservation shares alone give it about 1/9.
+        let mut s2 = Scheduler::new(1);
+        let r2 = s2.create_group(ROOT_GROUP, "plain", GroupParams::default()).unwrap();
+        let b2 = s2.create_group(ROOT_GROUP, "big", GroupParams { shares: 8000, ..Default::default() }).unwrap();
+        busy_world(&mut s2, 1, r2);
+        busy_world(&mut s2, 2, b2);
+        simulate(&mut s2, 1, 3);
+        let u2 = share(&s2, r2, 3);
+        assert!((u2 - 1.0 / 9.0).abs() < 0.03, "shares-only usage {u2}");
+    }
+
+    #[test]
+    fn admission_control() {
+        let mut s = Scheduler::new(2);
+        let a = s.create_group(ROOT_GROUP, "a", GroupParams { reservation_pct: 150, ..Default::default() }).unwrap();
+        let e = s.create_group(ROOT_GROUP, "b", GroupParams { reservation_pct: 60, ..Default::default() }).unwrap_err();
+        assert_eq!(e, SchedError::InsufficientCapacity { requested_pct: 60, available_pct: 50 });
+        assert!(s.group_stats(2).is_err(), "refused group must not exist");
+        s.create_group(ROOT_GROUP, "b", GroupParams { reservation_pct: 50, ..Default::default() }).unwrap();
+        // Raising a reservation past capacity is refused and changes nothing.
+        let e = s.set_params(a, GroupParams { reservation_pct: 151, ..Default::default() }).unwrap_err();
+        assert!(matches!(e, SchedError::InsufficientCapacity { .. }));
+        assert_eq!(s.group_stats(a).unwrap().params.reservation_pct, 150);
+        // Nested: children's reservations expand into the parent's and must fit its limit.
+        let p = s.create_group(a, "pool", GroupParams { limit_pct: Some(100), ..Default::default() }).unwrap();
+        s.create_group(p, "c1", GroupParams { reservation_pct: 70, ..Default::default() }).unwrap();
+        let e = s.create_group(p, "c2", GroupParams { reservation_pct: 40, ..Default::default() }).unwrap_err();
+        assert!(matches!(e, SchedError::InsufficientCapacity { .. }), "{e:?}");
+        assert_eq!(
+            s.create_group(ROOT_GROUP, "bad", GroupParams { reservation_pct: 50, limit_pct: Some(10), shares: 1 }),
+            Err(SchedError::LimitBelowReservation { limit_pct: 10, reservation_pct: 50 })
+        );
+        assert_eq!(s.create_group(ROOT_GROUP, "z", GroupParams { shares: 0, ..Default::default() }), Err(SchedError::BadShares(0)));
+        assert_eq!(s.set_params(ROOT_GROUP, GroupParams::default()), Err(SchedError::RootGroup));
+    }
+
+    #[test]
+    fn destroy_only_empty_groups() {
+        let mut s = Scheduler::new(1);
+        let g = s.create_group(ROOT_GROUP, "g", GroupParams::default()).unwrap();
+        s.add_world(7, g, 0, 1000).unwrap();
+        assert_eq!(s.destroy_group(g), Err(SchedError::GroupBusy(g)));
+        s.remove_world(7).unwrap();
+        s.destroy_group(g).unwrap();
+        assert_eq!(s.destroy_group(g), Err(SchedError::NoSuchGroup(g)));
+        assert_eq!(s.destroy_group(ROOT_GROUP), Err(SchedError::RootGroup));
+    }
+
+    #[test]
+    fn idle_when_nothing_runnable_and_sleepers_do_not_bank_credit() {
+        let mut s = Scheduler::new(1);
+        assert_eq!(s.pick_next(0, 0), None);
+        s.add_world(1, ROOT_GROUP, 0, 1000).unwrap();
+        s.add_world(2, ROOT_GROUP, 0, 1000).unwrap();
+        s.set_runnable(1, true).unwrap();
+        simulate(&mut s, 1, 1);
+        // World 2 wakes after 1 s asleep: it must not monopolise the CPU.
+        s.set_runnable(2, true).unwrap();
+        let before = (s.world_used_ns(1).unwrap(), s.world_used_ns(2).unwrap());
+        let mut now = 1_000_000_000;
+        for _ in 0..100 {
+            let p = s.pick_next(0, now).unwrap();
+            now += p.slice_ns;
+            s.charge(p.world, p.slice_ns, now).unwrap();
+        }
+        let d1 = s.world_used_ns(1).unwrap() - before.0;
+        let d2 = s.world_used_ns(2).unwrap() - before.1;
+        assert!(d1 > 0 && (d1 as f64 / d2 as f64 - 1.0).abs() < 0.1, "{d1} vs {d2}");
+    }
+
+    #[test]
+    fn a_running_world_is_not_picked_twice_and_stealing_balances() {
+        let mut s = Scheduler::new(2);
+        for w in 1..=3 {
+            s.add_world(w, ROOT_GROUP, 0, 1000).unwrap();
+            s.set_runnable(w, true).unwrap();
+        }
+        let p = s.pick_next(0, 0).unwrap();
+        assert_eq!(s.pick_next(1, 0), None, "all worlds are homed on CPU 0");
+        let moved = s.steal_for(1).unwrap();
+        assert_ne!(moved, p.world, "the running world is not stolen");
+        assert_eq!(s.world_cpu(moved), Some(1));
+        assert_eq!(s.pick_next(1, 0).unwrap().world, moved);
+    }
+
+    #[test]
+    fn two_cpus_limit_counts_all_cpus() {
+        let mut s = Scheduler::new(2);
+        let g = s.create_group(ROOT_GROUP, "g", GroupParams { limit_pct: Some(50), ..Default::default() }).unwrap();
+        s.add_world(1, g, 0, 1000).unwrap();
+        s.add_world(2, g, 1, 1000).unwrap();
+        s.set_runnable(1, true).unwrap();
+        s.set_runnable(2, true).unwrap();
+        simulate(&mut s, 2, 2);
+        let u = share(&s, g, 2);
+        assert!((u - 0.5).abs() < 0.05, "two CPUs together held to half a CPU: {u}");
+    }
+}
