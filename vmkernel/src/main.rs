@@ -13,6 +13,7 @@ mod ktest;
 mod mm;
 mod power;
 mod time;
+mod world;
 
 use vmkernel::bootinfo::BootInfo;
 use vmkernel::cmdline::{AfterBoot, InjectedFault, Options};
@@ -44,8 +45,11 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
 
     mm::init(&bi);
     arch::gdt::init_this_cpu(0, 0);
+    arch::context::init_fpu_this_cpu();
     let platform = acpi::init(&bi);
     arch::apic::init_this_cpu(platform.lapic_address);
+    world::init(platform.cpu_apic_ids.len().max(1) as u32);
+    world::init_this_cpu();
 
     kprintln!(
         "mantle: ready cpus={} mem={}MiB pci={}",
@@ -67,13 +71,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
             power::power_off()
         }
         AfterBoot::Reboot => power::reboot(),
-        AfterBoot::Run => idle(),
-    }
-}
-
-fn idle() -> ! {
-    loop {
-        arch::cpu::wait_for_interrupt();
+        AfterBoot::Run => world::idle_loop(),
     }
 }
 

@@ -494,10 +494,11 @@ impl Scheduler {
         }
     }
 
-    /// Accounts `ran_ns` of CPU to world `w` (which is no longer running).
+    /// Accounts `ran_ns` of CPU to world `w`. The world stays marked as
+    /// running (so no other CPU picks it) until `release`d: the kernel
+    /// releases it only once its registers are saved.
     pub fn charge(&mut self, w: WorldId, ran_ns: u64, now: u64) -> Result<(), SchedError> {
         let e = self.worlds.get_mut(&w).ok_or(SchedError::NoSuchWorld(w))?;
-        e.running = false;
         e.total_ns += ran_ns;
         e.vtime += ran_ns as u128 * VT_SCALE / e.shares as u128;
         let g = e.group;
@@ -510,6 +511,20 @@ impl Scheduler {
         }
         self.roll_period(now);
         Ok(())
+    }
+
+    /// Marks `w` as on a CPU, so no other CPU picks it.
+    pub fn mark_running(&mut self, w: WorldId) {
+        if let Some(e) = self.worlds.get_mut(&w) {
+            e.running = true;
+        }
+    }
+
+    /// Marks `w` as no longer on a CPU, so it may be picked again.
+    pub fn release(&mut self, w: WorldId) {
+        if let Some(e) = self.worlds.get_mut(&w) {
+            e.running = false;
+        }
     }
 
     /// Load balancing: if `cpu` has nothing runnable, move one runnable,
@@ -572,6 +587,7 @@ mod tests {
             now += step;
             for p in picks {
                 s.charge(p.world, step, now).unwrap();
+                s.release(p.world);
             }
         }
     }
@@ -699,6 +715,7 @@ mod tests {
             let p = s.pick_next(0, now).unwrap();
             now += p.slice_ns;
             s.charge(p.world, p.slice_ns, now).unwrap();
+            s.release(p.world);
         }
         let d1 = s.world_used_ns(1).unwrap() - before.0;
         let d2 = s.world_used_ns(2).unwrap() - before.1;

@@ -33,7 +33,9 @@ pub struct PerCpu {
     self_ptr: *const PerCpu,
     pub index: u32,
     pub apic_id: u32,
-    tss: TaskStateSegment,
+    /// Written only by this CPU (RSP0 on every world switch); read by the
+    /// CPU on privilege changes.
+    tss: core::cell::UnsafeCell<TaskStateSegment>,
     gdt: GlobalDescriptorTable,
     /// LAPIC timer ticks taken on this CPU.
     pub ticks: core::sync::atomic::AtomicU64,
@@ -61,7 +63,7 @@ pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
         self_ptr: core::ptr::null(),
         index,
         apic_id,
-        tss,
+        tss: core::cell::UnsafeCell::new(tss),
         gdt: GlobalDescriptorTable::new(),
         ticks: core::sync::atomic::AtomicU64::new(0),
     }));
@@ -71,7 +73,7 @@ pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
     pc.gdt.append(Descriptor::user_data_segment());
     pc.gdt.append(Descriptor::user_code_segment());
     // SAFETY: the TSS lives in the leaked per-CPU block, i.e. forever.
-    let tss_ref: &'static TaskStateSegment = unsafe { &*(&pc.tss as *const TaskStateSegment) };
+    let tss_ref: &'static TaskStateSegment = unsafe { &*pc.tss.get() };
     let tss_sel = pc.gdt.append(Descriptor::tss_segment(tss_ref));
     debug_assert_eq!(kcode, SegmentSelector(KERNEL_CS));
     debug_assert_eq!(kdata, SegmentSelector(KERNEL_DS));
@@ -92,6 +94,16 @@ pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
     }
     CPUS_ONLINE.fetch_add(1, Ordering::AcqRel);
     pc
+}
+
+/// Sets the stack the CPU switches to on an interrupt or exception from
+/// ring 3 (TSS.RSP0): the running world's kernel stack.
+pub fn set_kernel_stack(top: u64) {
+    if let Some(c) = this_cpu() {
+        // SAFETY: only this CPU writes its own TSS, with interrupts off; the
+        // CPU reads RSP0 only when entering ring 0 from ring 3.
+        unsafe { (*c.tss.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+    }
 }
 
 /// This CPU's per-CPU block.
