@@ -15,3 +15,5 @@ pub mod cmdline;
 pub mod cpio;
 pub mod frames;
 pub mod paging;
+pub mod rootfs;
+pub mod status;
