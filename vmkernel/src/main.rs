@@ -7,10 +7,13 @@ extern crate alloc;
 mod acpi;
 mod arch;
 mod backtrace;
+mod boot_archive;
 mod config;
 mod console;
 mod mm;
+mod pci;
 mod power;
+mod status_screen;
 mod time;
 
 use vmkernel::bootinfo::BootInfo;
@@ -45,13 +48,16 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     arch::gdt::init_this_cpu(0, 0);
     let platform = acpi::init(&bi);
     arch::apic::init_this_cpu(platform.lapic_address);
+    let pci_functions = pci::init(platform);
+    boot_archive::log_listing(&bi);
 
     kprintln!(
         "mantle: ready cpus={} mem={}MiB pci={}",
         arch::gdt::cpus_online(),
         mm::usable_bytes() >> 20,
-        0
+        pci_functions
     );
+    status_screen::print(&bi, pci_functions);
 
     if let Some(f) = opts.inject_fault {
         inject_fault(f);

@@ -12,6 +12,19 @@ pub fn archive_module(modules: &[Module]) -> Option<&Module> {
     modules.iter().find(|m| m.name.split_ascii_whitespace().any(|w| w == "rootfs")).or(modules.first())
 }
 
+/// An archive name as an absolute path: `etc/motd` is `/etc/motd`, and
+/// the archive's root entry `.` is `/`.
+pub struct AbsolutePath<'a>(pub &'a str);
+
+impl core::fmt::Display for AbsolutePath<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0.trim_start_matches('/') {
+            "." | "" => f.write_str("/"),
+            name => write!(f, "/{name}"),
+        }
+    }
+}
+
 /// What a complete listing found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -90,6 +103,16 @@ mod tests {
         let mods = [module("", 7), module("initrd", 8)];
         assert_eq!(archive_module(&mods).unwrap().start, 7);
         assert!(archive_module(&[]).is_none());
+    }
+
+    #[test]
+    fn absolute_paths() {
+        use alloc::string::ToString;
+        assert_eq!(AbsolutePath(".").to_string(), "/");
+        assert_eq!(AbsolutePath("").to_string(), "/");
+        assert_eq!(AbsolutePath("etc/motd").to_string(), "/etc/motd");
+        assert_eq!(AbsolutePath("/bin/sh").to_string(), "/bin/sh");
+        assert_eq!(AbsolutePath(".profile").to_string(), "/.profile");
     }
 
     #[test]
