@@ -104,8 +104,10 @@ pub struct StatusFacts<'a> {
 }
 
 /// Characters between the box's side borders.
-pub const INNER_WIDTH: usize = 70;
-const LABEL_WIDTH: usize = 26;
+/// Wide enough for any brand string (48 characters) after its label,
+/// narrow enough for an 80-column terminal.
+pub const INNER_WIDTH: usize = 76;
+const LABEL_WIDTH: usize = 25;
 
 /// Renders the screen as a fixed-width ASCII box (serial consoles have no
 /// line-drawing characters to rely on). Over-long values are cut with `~`.
@@ -115,7 +117,8 @@ pub fn render(facts: &StatusFacts, out: &mut impl Write) -> fmt::Result {
     line(out, "", format_args!("{} {}", facts.product, facts.version), true)?;
     line(out, "", format_args!("Hypervisor host"), true)?;
     rule(out)?;
-    line(out, "CPUs:", format_args!("{} x {}", facts.cpus, model), false)?;
+    line(out, "CPUs:", format_args!("{}", facts.cpus), false)?;
+    line(out, "CPU model:", format_args!("{model}"), false)?;
     line(out, "Memory:", format_args!("{} MiB", facts.memory_mib), false)?;
     line(out, "Hardware virtualization:", format_args!("{}", facts.virtualization), false)?;
     line(out, "Boot protocol:", format_args!("{}", facts.boot_protocol), false)?;
@@ -127,10 +130,10 @@ pub fn render(facts: &StatusFacts, out: &mut impl Write) -> fmt::Result {
 }
 
 fn rule(out: &mut impl Write) -> fmt::Result {
-    write!(out, "+{:-<INNER_WIDTH$}+\n", "")
+    writeln!(out, "+{:-<INNER_WIDTH$}+", "")
 }
 
-/// Text that fits a line's room; what does not fit is counted, not kept.
+/// Formatted text kept up to a line's width; `overflow` notes the rest.
 struct Clipped {
     text: ArrayString<{ 4 * INNER_WIDTH }>,
     chars: usize,
@@ -152,6 +155,7 @@ impl Write for Clipped {
 
 /// `| <label padded to LABEL_WIDTH><value> |`, or the value centred.
 fn line(out: &mut impl Write, label: &str, value: fmt::Arguments, centred: bool) -> fmt::Result {
+    debug_assert!(label.chars().count() < LABEL_WIDTH);
     // One space of margin on each side inside the borders.
     let room = INNER_WIDTH - 2 - if label.is_empty() { 0 } else { LABEL_WIDTH };
     let mut v = Clipped { text: ArrayString::new(), chars: 0, overflow: false };
@@ -167,15 +171,16 @@ fn line(out: &mut impl Write, label: &str, value: fmt::Arguments, centred: bool)
     let width = shown.chars().count();
     let (left, right) = if centred { ((room - width) / 2, room - width - (room - width) / 2) } else { (0, room - width) };
     if label.is_empty() {
-        write!(out, "| {:left$}{shown}{:right$} |\n", "", "")
+        writeln!(out, "| {:left$}{shown}{:right$} |", "", "")
     } else {
-        write!(out, "| {label:<LABEL_WIDTH$}{shown}{:right$} |\n", "")
+        writeln!(out, "| {label:<LABEL_WIDTH$}{shown}{:right$} |", "")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
     use alloc::string::String;
     use alloc::vec::Vec;
 
@@ -216,20 +221,21 @@ mod tests {
     fn shows_the_facts() {
         let s = rendered(&facts());
         assert!(s.contains("Mantle 0.1.0"));
-        assert!(s.contains("| CPUs:                     4 x AMD EPYC 7763 64-Core Processor"));
-        assert!(s.contains("Memory:                   999 MiB"));
-        assert!(s.contains("Hardware virtualization:  AMD-V (SVM) with NPT"));
-        assert!(s.contains("Boot protocol:            PVH"));
-        assert!(s.contains("PCI:                      9 functions"));
-        assert!(s.contains("Management network:       not configured"));
+        assert!(s.contains("| CPUs:                    4 "));
+        assert!(s.contains("| CPU model:               AMD EPYC 7763 64-Core Processor "));
+        assert!(s.contains("Memory:                  999 MiB"));
+        assert!(s.contains("Hardware virtualization: AMD-V (SVM) with NPT"));
+        assert!(s.contains("Boot protocol:           PVH"));
+        assert!(s.contains("PCI:                     9 functions"));
+        assert!(s.contains("Management network:      not configured"));
         let mut f = facts();
         f.management_network = Some("192.168.1.5 (DHCP)");
         f.virtualization = Virtualization::None;
         f.cpu_model = "";
         let s = rendered(&f);
-        assert!(s.contains("Management network:       192.168.1.5 (DHCP)"));
-        assert!(s.contains("Hardware virtualization:  none "));
-        assert!(s.contains("4 x unknown model"));
+        assert!(s.contains("Management network:      192.168.1.5 (DHCP)"));
+        assert!(s.contains("Hardware virtualization: none "));
+        assert!(s.contains("CPU model:               unknown model "));
     }
 
     #[test]
@@ -238,9 +244,14 @@ mod tests {
         let long = "X".repeat(200);
         f.cpu_model = &long;
         let s = rendered(&f);
-        let cpu_line = s.lines().find(|l| l.contains("CPUs:")).unwrap();
+        let cpu_line = s.lines().find(|l| l.contains("CPU model:")).unwrap();
         assert_eq!(cpu_line.chars().count(), INNER_WIDTH + 2);
         assert!(cpu_line.ends_with("XXX~ |"));
+        // The longest brand string CPUID can give fits whole.
+        let brand = "B".repeat(48);
+        f.cpu_model = &brand;
+        let s = rendered(&f);
+        assert!(s.contains(&format!("{brand} ")) && !s.contains('~'), "{s}");
         f.cpu_model = "Ünïcödé CPU ™";
         let s = rendered(&f);
         assert!(s.lines().all(|l| l.chars().count() == INNER_WIDTH + 2));
