@@ -16,3 +16,5 @@ pub mod cpio;
 pub mod frames;
 pub mod paging;
 pub mod sched;
+pub mod rootfs;
+pub mod status;

@@ -7,11 +7,14 @@ extern crate alloc;
 mod acpi;
 mod arch;
 mod backtrace;
+mod boot_archive;
 mod config;
 mod console;
 mod ktest;
 mod mm;
+mod pci;
 mod power;
+mod status_screen;
 mod time;
 mod world;
 
@@ -50,13 +53,16 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     arch::apic::init_this_cpu(platform.lapic_address);
     world::init(platform.cpu_apic_ids.len().max(1) as u32);
     world::init_this_cpu();
+    let pci_functions = pci::init(platform);
+    boot_archive::log_listing(&bi);
 
     kprintln!(
         "mantle: ready cpus={} mem={}MiB pci={}",
         arch::gdt::cpus_online(),
         mm::usable_bytes() >> 20,
-        0
+        pci_functions
     );
+    status_screen::print(&bi, pci_functions);
 
     if let Some(f) = opts.inject_fault {
         inject_fault(f);

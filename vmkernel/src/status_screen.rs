@@ -1,0 +1,40 @@
+//! Gathers the facts for the status screen (`vmkernel::status` renders it).
+
+use alloc::string::String;
+use vmkernel::bootinfo::{BootInfo, Protocol};
+use vmkernel::status::{self, CpuidRegs, StatusFacts};
+
+use crate::arch::{cpu, gdt};
+use crate::{console, mm};
+
+fn cpuid(leaf: u32) -> CpuidRegs {
+    let r = cpu::cpuid(leaf, 0);
+    CpuidRegs { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+}
+
+pub fn print(bi: &BootInfo, pci_functions: usize) {
+    let virtualization = status::detect_virtualization(cpuid, |msr| {
+        // SAFETY: `detect_virtualization` asks only for the VMX capability
+        // MSRs, only when CPUID reports VMX, and PROCBASED_CTLS2 only when
+        // PROCBASED_CTLS says it exists; reading them has no side effects.
+        unsafe { cpu::rdmsr(msr) }
+    });
+    let model = status::brand_string(cpuid);
+    let facts = StatusFacts {
+        product: "Mantle",
+        version: crate::VERSION,
+        cpus: gdt::cpus_online() as usize,
+        cpu_model: &model,
+        memory_mib: mm::usable_bytes() >> 20,
+        virtualization,
+        boot_protocol: match bi.protocol {
+            Protocol::Multiboot2 => "Multiboot2",
+            Protocol::Pvh => "PVH",
+        },
+        pci_functions,
+        management_network: None,
+    };
+    let mut screen = String::new();
+    let _ = status::render(&facts, &mut screen);
+    console::write_str(&screen);
+}
