@@ -46,6 +46,11 @@ pub fn write_str(s: &str) {
     CONSOLE.lock().write_bytes(s.as_bytes());
 }
 
+/// Writes raw bytes (user-world output).
+pub fn write_bytes(b: &[u8]) {
+    CONSOLE.lock().write_bytes(b);
+}
+
 pub fn write_fmt(args: fmt::Arguments) {
     let _ = CONSOLE.lock().write_fmt(args);
 }

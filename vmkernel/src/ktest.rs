@@ -40,6 +40,8 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ("world.exit_frees_worlds", world_exit_reaps),
     ("world.extended_state_preserved", world_fpu_state),
     ("world.group_shares_2_to_1", world_group_shares),
+    ("user.syscalls_from_ring3", user_syscalls),
+    ("user.faults_kill_only_the_process", user_faults),
 ];
 
 /// Runs the scheduler from the test (idle) context until `done()` or a
@@ -354,5 +356,146 @@ fn world_group_shares() -> TestResult {
         let ratio = ua as f64 / ub.max(1) as f64;
         ensure!((ratio - 2.0).abs() <= 0.2, "ratio {ratio:.2}, expected 2.0 +- 10%");
     }
+    Ok(())
+}
+
+// ---- user worlds ----
+
+use crate::process::{ExitStatus, Process};
+
+core::arch::global_asm!(
+    r#"
+    .section .rodata.ktest_user, "a"
+    .global ktest_user_ok_start, ktest_user_ok_end
+ktest_user_ok_start:
+    mov eax, 1
+    mov edi, 1
+    lea rsi, [rip + 9f]
+    mov edx, 25 /* length of the message at 9: */
+    syscall
+    cmp rax, 25
+    jne 8f
+    /* a kernel address and an unmapped one: EFAULT, not a crash */
+    mov eax, 1
+    mov edi, 1
+    movabs rsi, 0xffffffff80100000
+    mov edx, 4
+    syscall
+    cmp rax, -14
+    jne 8f
+    mov eax, 1
+    mov edi, 1
+    mov esi, 0xdead0000
+    mov edx, 4
+    syscall
+    cmp rax, -14
+    jne 8f
+    /* unknown call */
+    mov eax, 9999
+    syscall
+    cmp rax, -38
+    jne 8f
+    /* registers other than rax, rcx, r11 survive a system call */
+    mov ebx, 0x1234
+    mov r12d, 0x5678
+    mov r15d, 0x9abc
+    mov eax, 39
+    syscall
+    test rax, rax
+    jle 8f
+    cmp ebx, 0x1234
+    jne 8f
+    cmp r12d, 0x5678
+    jne 8f
+    cmp r15d, 0x9abc
+    jne 8f
+    mov eax, 231
+    mov edi, 42
+    syscall
+    ud2
+8:
+    mov eax, 231
+    mov edi, 1
+    syscall
+9:
+    .ascii "ktest: hello from ring 3\n"
+10:
+ktest_user_ok_end:
+
+    .global ktest_user_null_start, ktest_user_null_end
+ktest_user_null_start:
+    xor eax, eax
+    mov rax, [rax]
+    ud2
+ktest_user_null_end:
+
+    .global ktest_user_priv_start, ktest_user_priv_end
+ktest_user_priv_start:
+    cli
+    hlt
+ktest_user_priv_end:
+
+    .global ktest_user_int_start, ktest_user_int_end
+ktest_user_int_start:
+    int 0x80
+    ud2
+ktest_user_int_end:
+    "#
+);
+
+unsafe extern "C" {
+    static ktest_user_ok_start: u8;
+    static ktest_user_ok_end: u8;
+    static ktest_user_null_start: u8;
+    static ktest_user_null_end: u8;
+    static ktest_user_priv_start: u8;
+    static ktest_user_priv_end: u8;
+    static ktest_user_int_start: u8;
+    static ktest_user_int_end: u8;
+}
+
+fn blob(start: &u8, end: &u8) -> &'static [u8] {
+    let (s, e) = (start as *const u8, end as *const u8);
+    // SAFETY: both symbols delimit bytes in the kernel's rodata.
+    unsafe { core::slice::from_raw_parts(s, e as usize - s as usize) }
+}
+
+/// Loads `code` at 0x400000 with a one-page stack below 0x800000, runs it
+/// to its end and returns how it ended.
+fn run_user_blob(name: &str, code: &[u8]) -> Result<ExitStatus, String> {
+    let p = Process::new(name).ok_or("no memory for a process")?;
+    p.map_bytes(0x40_0000, code, 0)?;
+    p.map_bytes(0x7f_f000, &[], paging::WRITABLE | paging::NO_EXECUTE)?;
+    p.start(world::default_group(), 0x40_0000, 0x80_0000)?;
+    let done = run_worlds_until(10_000, || p.exit_status().is_some());
+    ensure!(done, "{name} did not finish");
+    Ok(p.exit_status().unwrap())
+}
+
+fn user_syscalls() -> TestResult {
+    let free = mm::free_frames();
+    // SAFETY: taking addresses of the blob symbols.
+    let code = unsafe { blob(&ktest_user_ok_start, &ktest_user_ok_end) };
+    let st = run_user_blob("ring3-ok", code)?;
+    ensure!(st == ExitStatus::Exited(42), "user program ended with {st:?} (1 = a check failed)");
+    ensure!(run_worlds_until(2_000, || mm::free_frames() == free), "{} frames leaked", free - mm::free_frames());
+    Ok(())
+}
+
+fn user_faults() -> TestResult {
+    let free = mm::free_frames();
+    // SAFETY: taking addresses of the blob symbols.
+    let cases = unsafe {
+        [
+            ("null-deref", blob(&ktest_user_null_start, &ktest_user_null_end), 11),
+            ("privileged", blob(&ktest_user_priv_start, &ktest_user_priv_end), 11),
+            ("int-0x80", blob(&ktest_user_int_start, &ktest_user_int_end), 11),
+        ]
+    };
+    for (name, code, sig) in cases {
+        let st = run_user_blob(name, code)?;
+        ensure!(st == ExitStatus::Signaled(sig), "{name}: ended with {st:?}, expected signal {sig}");
+    }
+    ensure!(run_worlds_until(2_000, || mm::free_frames() == free), "{} frames leaked", free - mm::free_frames());
     Ok(())
 }

@@ -14,6 +14,8 @@ mod ktest;
 mod mm;
 mod pci;
 mod power;
+mod process;
+mod syscall;
 mod status_screen;
 mod time;
 mod world;
@@ -49,8 +51,10 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     mm::init(&bi);
     arch::gdt::init_this_cpu(0, 0);
     arch::context::init_fpu_this_cpu();
+    arch::syscall::init_this_cpu();
     let platform = acpi::init(&bi);
     arch::apic::init_this_cpu(platform.lapic_address);
+    mask_legacy_pics();
     world::init(platform.cpu_apic_ids.len().max(1) as u32);
     world::init_this_cpu();
     let pci_functions = pci::init(platform);
@@ -79,6 +83,15 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
         AfterBoot::Reboot => power::reboot(),
         AfterBoot::Run => world::idle_loop(),
     }
+}
+
+/// The 8259 PICs come up routing the PIT to vector 8 (#DF's): mask them
+/// all; interrupts go through the IOAPIC and LAPIC.
+fn mask_legacy_pics() {
+    // SAFETY: the PIC ports belong to the kernel.
+    let p = unsafe { arch::cpu::Ports::new() };
+    p.outb(0x21, 0xff);
+    p.outb(0xa1, 0xff);
 }
 
 #[inline(never)]

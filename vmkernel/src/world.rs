@@ -59,6 +59,10 @@ pub struct World {
     /// Owned kernel stack (the idle worlds run on their CPU's boot stack).
     stack: Option<Box<[u8]>>,
     pub exit_code: AtomicU64,
+    /// Page-table root this world runs on (0: the kernel's own).
+    pub cr3: AtomicU64,
+    /// The user process this world is a thread of.
+    pub process: spin::Once<Arc<crate::process::Process>>,
 }
 
 // SAFETY: `rsp` and `fpu` are touched only by the CPU that is switching the
@@ -76,7 +80,7 @@ impl World {
         }
     }
 
-    fn stack_top(&self) -> u64 {
+    pub fn stack_top(&self) -> u64 {
         self.stack.as_ref().map_or(0, |s| (s.as_ptr() as u64 + s.len() as u64) & !15)
     }
 }
@@ -122,6 +126,8 @@ pub fn init_this_cpu() {
         fpu: UnsafeCell::new(FpuState::new()),
         stack: None,
         exit_code: AtomicU64::new(0),
+        cr3: AtomicU64::new(0),
+        process: spin::Once::new(),
     });
     let mut c = CPUS[gdt::cpu_index() as usize].lock();
     c.current = Some(idle.clone());
@@ -141,12 +147,28 @@ fn new_world(name: &str, kind: WorldKind, entry: fn(usize), arg: usize) -> Arc<W
         fpu: UnsafeCell::new(FpuState::new()),
         stack: Some(stack),
         exit_code: AtomicU64::new(0),
+        cr3: AtomicU64::new(0),
+        process: spin::Once::new(),
     })
 }
 
 /// Starts a system world running `entry(arg)` in resource group `group`.
 pub fn spawn_system(name: &str, group: GroupId, entry: fn(usize), arg: usize) -> Result<WorldId, vmkernel::sched::SchedError> {
-    let w = new_world(name, WorldKind::System, entry, arg);
+    spawn(name, WorldKind::System, group, entry, arg, |_| {})
+}
+
+/// Creates a world of `kind`, lets `setup` fill in its fields, and makes it
+/// runnable.
+pub fn spawn(
+    name: &str,
+    kind: WorldKind,
+    group: GroupId,
+    entry: fn(usize),
+    arg: usize,
+    setup: impl FnOnce(&World),
+) -> Result<WorldId, vmkernel::sched::SchedError> {
+    let w = new_world(name, kind, entry, arg);
+    setup(&w);
     let id = w.id;
     let cpu = least_loaded_cpu();
     WORLDS.lock().insert(id, w);
@@ -316,6 +338,16 @@ pub fn schedule() {
     c.prev = Some(prev.clone());
     if next.kind != WorldKind::Idle {
         gdt::set_kernel_stack(next.stack_top());
+    }
+    // Every world runs on its own tables or the kernel's: a system world
+    // must not keep a user address space alive that may be freed under it.
+    let cr3 = match next.cr3.load(Ordering::Acquire) {
+        0 => crate::mm::kernel_pml4(),
+        r => r,
+    };
+    if cpu::read_cr3() != cr3 {
+        // SAFETY: every address space maps the kernel half identically.
+        unsafe { cpu::write_cr3(cr3) };
     }
     drop(c);
     // SAFETY: `prev` is this CPU's running world and `next` is marked running

@@ -51,11 +51,18 @@ unsafe extern "C" fn world_trampoline() {
     )
 }
 
+/// Bytes at the top of each world's kernel stack kept for the user-mode
+/// trap frame.
+pub const USER_FRAME_AREA: u64 = 512;
+
 /// Lays out a fresh kernel stack so that switching to it calls
 /// `world_start(entry, arg)` with a correctly aligned stack. Returns the
 /// stack pointer to load.
 pub fn prepare_stack(stack: &mut [u8], entry: usize, arg: usize) -> u64 {
-    let top = (stack.as_mut_ptr() as u64 + stack.len() as u64) & !15;
+    // The top of a world's kernel stack is where the CPU (or the SYSCALL
+    // stub) puts the user-mode trap frame; the world's kernel code starts
+    // below that area so `enter_user` can build its frame there.
+    let top = (stack.as_mut_ptr() as u64 + stack.len() as u64 - USER_FRAME_AREA) & !15;
     // [top-8] return address (trampoline); below it r15, r14, r13, r12, rbx, rbp
     // in pop order: r15 first (lowest address).
     let words: [u64; 7] = [0, 0, arg as u64, entry as u64, 0, 0, world_trampoline as usize as u64];

@@ -18,6 +18,8 @@ use super::cpu;
 
 pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
+pub const USER_DS: u16 = 0x18 | 3;
+pub const USER_CS: u16 = 0x20 | 3;
 
 /// IST slots (1-based in the IDT, 0-based in the TSS table).
 pub const IST_NMI: u16 = 1;
@@ -33,6 +35,10 @@ pub struct PerCpu {
     self_ptr: *const PerCpu,
     pub index: u32,
     pub apic_id: u32,
+    /// gs:[16]: top of the running world's kernel stack (SYSCALL entry).
+    kernel_rsp: core::sync::atomic::AtomicU64,
+    /// gs:[24]: scratch slot for the user RSP during SYSCALL entry.
+    user_rsp_scratch: u64,
     /// Written only by this CPU (RSP0 on every world switch); read by the
     /// CPU on privilege changes.
     tss: core::cell::UnsafeCell<TaskStateSegment>,
@@ -43,6 +49,12 @@ pub struct PerCpu {
 
 // SAFETY: the raw self pointer is only ever read; all mutable state is atomic.
 unsafe impl Sync for PerCpu {}
+
+/// Offsets used by the SYSCALL entry stub (checked at compile time below).
+pub const PERCPU_KERNEL_RSP: usize = 16;
+pub const PERCPU_USER_RSP: usize = 24;
+const _: () = assert!(core::mem::offset_of!(PerCpu, kernel_rsp) == PERCPU_KERNEL_RSP);
+const _: () = assert!(core::mem::offset_of!(PerCpu, user_rsp_scratch) == PERCPU_USER_RSP);
 
 static PERCPU_READY: AtomicBool = AtomicBool::new(false);
 static CPUS_ONLINE: AtomicU32 = AtomicU32::new(0);
@@ -63,6 +75,8 @@ pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
         self_ptr: core::ptr::null(),
         index,
         apic_id,
+        kernel_rsp: core::sync::atomic::AtomicU64::new(0),
+        user_rsp_scratch: 0,
         tss: core::cell::UnsafeCell::new(tss),
         gdt: GlobalDescriptorTable::new(),
         ticks: core::sync::atomic::AtomicU64::new(0),
@@ -103,6 +117,7 @@ pub fn set_kernel_stack(top: u64) {
         // SAFETY: only this CPU writes its own TSS, with interrupts off; the
         // CPU reads RSP0 only when entering ring 0 from ring 3.
         unsafe { (*c.tss.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+        c.kernel_rsp.store(top, Ordering::Relaxed);
     }
 }
 

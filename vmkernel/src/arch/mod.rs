@@ -5,4 +5,5 @@ pub mod boot;
 pub mod context;
 pub mod cpu;
 pub mod gdt;
+pub mod syscall;
 pub mod trap;

@@ -80,7 +80,7 @@ unsafe extern "C" {
 
 /// Registers as pushed by `trap_common`, then by the stub and the CPU.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct TrapFrame {
     pub r15: u64,
     pub r14: u64,
@@ -213,6 +213,32 @@ pub fn load_idt() {
     IDT.call_once(build_idt).load();
 }
 
+/// A fault in ring 3 ends that process (signal delivery comes with the
+/// signal work); the kernel and other worlds carry on.
+fn user_exception(frame: &mut TrapFrame) {
+    let v = frame.vector as usize;
+    let signal = match v {
+        0 | 16 | 19 => 8, // SIGFPE
+        6 => 4,           // SIGILL
+        3 | 1 => 5,       // SIGTRAP
+        17 => 7,          // SIGBUS
+        _ => 11,          // SIGSEGV
+    };
+    let p = crate::process::current();
+    log::warn!(
+        "user world pid {} ({}): {} at rip {:#x} (addr {:#x}, error {:#x}): terminated by signal {}",
+        p.as_ref().map_or(0, |p| p.pid),
+        p.as_ref().map_or("?", |p| p.name.as_str()),
+        EXCEPTION_NAMES[v],
+        frame.rip,
+        if v == 14 { cpu::read_cr2() } else { 0 },
+        frame.error_code,
+        signal
+    );
+    drop(p);
+    crate::process::exit_current(crate::process::ExitStatus::Signaled(signal));
+}
+
 const EXCEPTION_NAMES: [&str; 32] = [
     "divide error (#DE)",
     "debug (#DB)",
@@ -272,6 +298,10 @@ pub static BREAKPOINTS: core::sync::atomic::AtomicU64 = core::sync::atomic::Atom
 
 fn exception(frame: &mut TrapFrame) {
     let v = frame.vector as usize;
+    if frame.cs & 3 == 3 {
+        user_exception(frame);
+        return;
+    }
     if v == 3 {
         BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
         log::debug!("breakpoint at {:#x}", frame.rip);

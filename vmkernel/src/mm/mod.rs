@@ -341,3 +341,32 @@ impl Drop for AddressSpace {
         }
     }
 }
+
+impl AddressSpace {
+    /// Frees every 4 KiB page mapped in the lower half (the frames user
+    /// memory was given). The tables themselves go in `drop`.
+    pub fn free_user_frames(&self) {
+        fn walk(fa: &mut FrameAllocator, table: u64, level: u32, range: core::ops::Range<usize>) {
+            for i in range {
+                // SAFETY: page-table frames are mapped by the direct map.
+                let slot = unsafe { (phys_to_virt(table) as *mut u64).add(i) };
+                // SAFETY: as above.
+                let e = unsafe { core::ptr::read_volatile(slot) };
+                if e & paging::PRESENT == 0 {
+                    continue;
+                }
+                if level == 1 {
+                    let _ = fa.free_frame(e & paging::ADDR_MASK);
+                    // SAFETY: as above; the entry no longer maps anything.
+                    unsafe { core::ptr::write_volatile(slot, 0) };
+                } else if e & paging::HUGE == 0 {
+                    walk(fa, e & paging::ADDR_MASK, level - 1, 0..512);
+                }
+            }
+        }
+        let mut guard = FRAMES.lock();
+        if let Some(fa) = guard.as_mut() {
+            walk(fa, self.pml4, 4, 0..256);
+        }
+    }
+}
