@@ -13,6 +13,9 @@ pub const NO_CACHE: u64 = 1 << 4;
 pub const HUGE: u64 = 1 << 7;
 pub const GLOBAL: u64 = 1 << 8;
 pub const NO_EXECUTE: u64 = 1 << 63;
+/// Software bit (ignored by the MMU): a private page shared copy-on-write
+/// after fork; writable in spirit, read-only in the entry until copied.
+pub const COPY_ON_WRITE: u64 = 1 << 9;
 
 /// Physical-address bits of an entry (bits 12..52).
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -200,6 +203,65 @@ pub fn unmap_4k(mem: &mut impl TableMemory, root: u64, virt: u64) -> Option<u64>
     Some(e & ADDR_MASK)
 }
 
+/// Where a 4 KiB leaf entry lives: `(table frame, index)`.
+pub fn leaf_slot(mem: &impl TableMemory, root: u64, virt: u64) -> Option<(u64, usize)> {
+    let mut table = root;
+    for level in (2..=4).rev() {
+        let e = mem.read(table, index(virt, level));
+        if e & PRESENT == 0 || e & HUGE != 0 {
+            return None;
+        }
+        table = e & ADDR_MASK;
+    }
+    Some((table, index(virt, 1)))
+}
+
+/// Copies the lower half of `src` into the empty lower half of `dst` for
+/// fork: page tables are duplicated, page frames shared. Writable pages
+/// become read-only + COPY_ON_WRITE in both; `share(frame)` is called for
+/// every shared frame so the caller can count references.
+pub fn fork_lower_half(
+    mem: &mut impl TableMemory,
+    src: u64,
+    dst: u64,
+    mut share: impl FnMut(u64),
+) -> Result<(), MapError> {
+    fn copy(
+        mem: &mut impl TableMemory,
+        src: u64,
+        dst: u64,
+        level: u32,
+        range: core::ops::Range<usize>,
+        share: &mut dyn FnMut(u64),
+    ) -> Result<(), MapError> {
+        for i in range {
+            let e = mem.read(src, i);
+            if e & PRESENT == 0 {
+                continue;
+            }
+            if level == 1 {
+                let shared = if e & WRITABLE != 0 || e & COPY_ON_WRITE != 0 {
+                    (e & !WRITABLE) | COPY_ON_WRITE
+                } else {
+                    e
+                };
+                mem.write(src, i, shared);
+                mem.write(dst, i, shared);
+                share(e & ADDR_MASK);
+            } else if e & HUGE != 0 {
+                // User address spaces use 4 KiB pages only.
+                return Err(MapError::AlreadyMapped(0));
+            } else {
+                let t = mem.alloc_table().ok_or(MapError::NoMemory)?;
+                mem.write(dst, i, t | (e & !ADDR_MASK));
+                copy(mem, e & ADDR_MASK, t, level - 1, 0..512, share)?;
+            }
+        }
+        Ok(())
+    }
+    copy(mem, src, dst, 4, 0..256, &mut share)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +363,35 @@ mod tests {
         let t = translate(&m, r, 0x2000).unwrap();
         assert!(t.flags & USER != 0);
         assert_eq!(t.flags & WRITABLE, 0);
+    }
+
+    #[test]
+    fn fork_shares_frames_copy_on_write() {
+        let mut m = SimMem::default();
+        let parent = root(&mut m);
+        map(&mut m, parent, 0x40_0000, 0x10_0000, PageSize::Size4K, USER).unwrap(); // text, read-only
+        map(&mut m, parent, 0x60_0000, 0x20_0000, PageSize::Size4K, USER | WRITABLE | NO_EXECUTE).unwrap();
+        map(&mut m, parent, 0xffff_8000_0000_0000, 0, PageSize::Size2M, WRITABLE).unwrap(); // kernel half: not copied
+        let child = root(&mut m);
+        let mut shared = Vec::new();
+        fork_lower_half(&mut m, parent, child, |f| shared.push(f)).unwrap();
+        shared.sort();
+        assert_eq!(shared, [0x10_0000, 0x20_0000]);
+        for r in [parent, child] {
+            let text = translate(&m, r, 0x40_0000).unwrap();
+            assert_eq!(text.flags & (WRITABLE | COPY_ON_WRITE), 0, "read-only pages stay plain");
+            let data = translate(&m, r, 0x60_0000).unwrap();
+            assert_eq!(data.phys, 0x20_0000);
+            assert_eq!(data.flags & WRITABLE, 0);
+            assert_ne!(data.flags & COPY_ON_WRITE, 0);
+            assert_ne!(data.flags & NO_EXECUTE, 0);
+        }
+        assert_eq!(translate(&m, child, 0xffff_8000_0000_0000), None);
+        // The child's tables are its own.
+        let (pt_p, _) = leaf_slot(&m, parent, 0x60_0000).unwrap();
+        let (pt_c, i) = leaf_slot(&m, child, 0x60_0000).unwrap();
+        assert_ne!(pt_p, pt_c);
+        assert_eq!(i, 0);
     }
 
     #[test]

@@ -93,6 +93,26 @@ impl TableMemory for KernelTables<'_, '_> {
     }
 }
 
+/// Page tables after boot: each new table frame is taken from the frame
+/// allocator under its lock for just that allocation, so walks can run
+/// without holding the lock (and may allocate from the heap, whose growth
+/// takes the same lock).
+pub struct Tables;
+
+impl TableMemory for Tables {
+    fn alloc_table(&mut self) -> Option<u64> {
+        alloc_frame()
+    }
+    fn read(&self, table: u64, index: usize) -> u64 {
+        // SAFETY: table frames are mapped by the direct map.
+        unsafe { core::ptr::read_volatile((phys_to_virt(table) as *const u64).add(index)) }
+    }
+    fn write(&mut self, table: u64, index: usize, entry: u64) {
+        // SAFETY: as above; callers own the tables they change.
+        unsafe { core::ptr::write_volatile((phys_to_virt(table) as *mut u64).add(index), entry) }
+    }
+}
+
 /// Sets up the frame allocator, the kernel's page tables and the heap.
 pub fn init(bi: &BootInfo) {
     let kernel_phys_end = sym(unsafe { &__kernel_end }) - KERNEL_VMA;
@@ -207,9 +227,7 @@ pub fn is_kernel_readable(virt: u64, len: u64) -> bool {
     if root == 0 {
         return virt >= PHYS_OFFSET && virt + len <= PHYS_OFFSET + BOOT_DIRECT_MAP || virt >= KERNEL_VMA;
     }
-    let Some(mut guard) = FRAMES.try_lock() else { return false };
-    let Some(fa) = guard.as_mut() else { return false };
-    let t = KernelTables(fa);
+    let t = Tables;
     let mut v = virt & !(FRAME_SIZE - 1);
     while v < virt + len {
         if paging::translate(&t, root, v).is_none() {
@@ -260,9 +278,7 @@ static USABLE_TOP: AtomicU64 = AtomicU64::new(0);
 
 /// Translates a kernel virtual address through the kernel's tables.
 pub fn translate_kernel(virt: u64) -> Option<paging::Translation> {
-    let mut guard = FRAMES.lock();
-    let t = KernelTables(guard.as_mut()?);
-    paging::translate(&t, kernel_pml4(), virt)
+    paging::translate(&Tables, kernel_pml4(), virt)
 }
 
 /// An address space: a PML4 whose upper half is the kernel's (shared) and
@@ -294,15 +310,11 @@ impl AddressSpace {
         if virt >= 1 << 47 {
             return Err(paging::MapError::NonCanonical(virt));
         }
-        let mut guard = FRAMES.lock();
-        let mut t = KernelTables(guard.as_mut().ok_or(paging::MapError::NoMemory)?);
-        paging::map(&mut t, self.pml4, virt, frame, paging::PageSize::Size4K, flags)
+        paging::map(&mut Tables, self.pml4, virt, frame, paging::PageSize::Size4K, flags)
     }
 
     pub fn translate(&self, virt: u64) -> Option<paging::Translation> {
-        let mut guard = FRAMES.lock();
-        let t = KernelTables(guard.as_mut()?);
-        paging::translate(&t, self.pml4, virt)
+        paging::translate(&Tables, self.pml4, virt)
     }
 
     /// Runs `f` with this address space loaded in CR3, then restores the
@@ -342,11 +354,36 @@ impl Drop for AddressSpace {
     }
 }
 
+/// Extra references to user frames shared copy-on-write after fork (a
+/// frame absent from the map has exactly one owner). Separate from the
+/// frame allocator's lock: the map allocates from the heap.
+static SHARED_FRAMES: Mutex<alloc::collections::BTreeMap<u64, u32>> = Mutex::new(alloc::collections::BTreeMap::new());
+
+/// Drops one reference to a user frame; frees it when none are left.
+pub fn release_user_frame(frame: u64) {
+    let mut shared = SHARED_FRAMES.lock();
+    match shared.get_mut(&frame) {
+        Some(n) if *n > 1 => *n -= 1,
+        Some(_) => {
+            shared.remove(&frame);
+        }
+        None => {
+            drop(shared);
+            let _ = free_frame(frame);
+        }
+    }
+}
+
+/// Frames shared copy-on-write (for statistics and leak tests).
+pub fn shared_frame_count() -> usize {
+    SHARED_FRAMES.lock().len()
+}
+
 impl AddressSpace {
-    /// Frees every 4 KiB page mapped in the lower half (the frames user
-    /// memory was given). The tables themselves go in `drop`.
+    /// Frees every 4 KiB page mapped in the lower half (dropping shared
+    /// frames' references). The tables themselves go in `drop`.
     pub fn free_user_frames(&self) {
-        fn walk(fa: &mut FrameAllocator, table: u64, level: u32, range: core::ops::Range<usize>) {
+        fn walk(table: u64, level: u32, range: core::ops::Range<usize>) {
             for i in range {
                 // SAFETY: page-table frames are mapped by the direct map.
                 let slot = unsafe { (phys_to_virt(table) as *mut u64).add(i) };
@@ -356,17 +393,87 @@ impl AddressSpace {
                     continue;
                 }
                 if level == 1 {
-                    let _ = fa.free_frame(e & paging::ADDR_MASK);
                     // SAFETY: as above; the entry no longer maps anything.
                     unsafe { core::ptr::write_volatile(slot, 0) };
+                    release_user_frame(e & paging::ADDR_MASK);
                 } else if e & paging::HUGE == 0 {
-                    walk(fa, e & paging::ADDR_MASK, level - 1, 0..512);
+                    walk(e & paging::ADDR_MASK, level - 1, 0..512);
                 }
             }
         }
-        let mut guard = FRAMES.lock();
-        if let Some(fa) = guard.as_mut() {
-            walk(fa, self.pml4, 4, 0..256);
+        walk(self.pml4, 4, 0..256);
+    }
+
+    /// A copy-on-write duplicate of this address space (fork).
+    pub fn fork(&self) -> Option<AddressSpace> {
+        let child = AddressSpace::new()?;
+        let mut shared = alloc::vec::Vec::new();
+        let r = paging::fork_lower_half(&mut Tables, self.pml4, child.pml4, |f| shared.push(f));
+        {
+            let mut map = SHARED_FRAMES.lock();
+            for f in &shared {
+                *map.entry(*f).or_insert(1) += 1;
+            }
+        }
+        // The parent's writable pages just became read-only.
+        flush_tlb();
+        match r {
+            Ok(()) => Some(child),
+            Err(_) => {
+                child.free_user_frames();
+                None
+            }
         }
     }
+
+    /// Resolves a write fault on a copy-on-write page: the last owner gets
+    /// the page back writable, others get a private copy. Returns false if
+    /// `virt` is not a copy-on-write page (a real protection fault) or
+    /// memory ran out.
+    pub fn resolve_cow(&self, virt: u64) -> bool {
+        let mut t = Tables;
+        let Some((table, i)) = paging::leaf_slot(&t, self.pml4, virt & !0xfff) else { return false };
+        let e = t.read(table, i);
+        if e & paging::PRESENT == 0 || e & paging::COPY_ON_WRITE == 0 || e & paging::USER == 0 {
+            return false;
+        }
+        let frame = e & paging::ADDR_MASK;
+        let flags = (e & !paging::ADDR_MASK & !paging::COPY_ON_WRITE) | paging::WRITABLE;
+        let sole_owner = {
+            let mut shared = SHARED_FRAMES.lock();
+            match shared.get_mut(&frame) {
+                None => true,
+                Some(n) if *n <= 1 => {
+                    shared.remove(&frame);
+                    true
+                }
+                Some(_) => false,
+            }
+        };
+        if sole_owner {
+            t.write(table, i, frame | flags);
+        } else {
+            let Some(copy) = alloc_frame() else { return false };
+            // SAFETY: both frames are mapped by the direct map; `copy` is new.
+            unsafe {
+                core::ptr::copy_nonoverlapping(phys_to_virt(frame) as *const u8, phys_to_virt(copy) as *mut u8, 4096)
+            };
+            t.write(table, i, copy | flags);
+            release_user_frame(frame);
+        }
+        invalidate_page(virt);
+        true
+    }
+}
+
+/// Invalidates one page's TLB entry on this CPU.
+pub fn invalidate_page(virt: u64) {
+    // SAFETY: INVLPG only drops a cached translation.
+    unsafe { core::arch::asm!("invlpg [{}]", in(reg) virt, options(nostack, preserves_flags)) };
+}
+
+/// Flushes this CPU's non-global TLB entries.
+pub fn flush_tlb() {
+    // SAFETY: reloading CR3 with its current value only flushes the TLB.
+    unsafe { cpu::write_cr3(cpu::read_cr3()) };
 }
