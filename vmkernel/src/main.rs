@@ -42,9 +42,15 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
 
     mm::init(&bi);
-    arch::gdt::init_this_cpu(0, 0);
+    arch::gdt::init_this_cpu(0, arch::apic::cpuid_apic_id());
     let platform = acpi::init(&bi);
+    // 8259s and IOAPICs first: masking the 8259s drops their INTR line
+    // while LINT0 still listens to it; the LAPIC init then masks LINT0.
+    // (In the other order QEMU keeps a stale ExtINT request latched.)
+    arch::ioapic::init(platform);
     arch::apic::init_this_cpu(platform.lapic_address);
+    arch::smp::start_aps(platform);
+    log_tick_rates();
 
     kprintln!(
         "mantle: ready cpus={} mem={}MiB pci={}",
@@ -64,6 +70,17 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
         AfterBoot::Reboot => power::reboot(),
         AfterBoot::Run => idle(),
     }
+}
+
+/// Boot self-check: every CPU's LAPIC timer ticks at the configured rate.
+fn log_tick_rates() {
+    use core::fmt::Write;
+    let rates = arch::apic::measure_tick_rates(200);
+    let mut line = alloc::string::String::new();
+    for (i, hz) in rates.iter().enumerate() {
+        let _ = write!(line, " cpu{i}={hz}");
+    }
+    log::info!("apic: timer ticks over 200 ms (Hz):{line}");
 }
 
 fn idle() -> ! {

@@ -4,4 +4,6 @@ pub mod apic;
 pub mod boot;
 pub mod cpu;
 pub mod gdt;
+pub mod ioapic;
+pub mod smp;
 pub mod trap;
