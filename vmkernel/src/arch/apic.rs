@@ -275,11 +275,11 @@ pub fn nmi_others() {
 pub fn measure_tick_rates(ms: u64) -> Vec<u64> {
     let n = gdt::cpus_online();
     if TIMER_FREQ.load(Ordering::Acquire) != 0 {
-        // Start on a tick boundary: a tick left pending while interrupts
-        // were off would otherwise count into the window.
+        // Start on a tick boundary. The first tick may be one left pending
+        // while interrupts were off (arbitrary phase), so wait for two.
         let t = ticks_this_cpu();
         let limit = time::uptime_ns() + 100_000_000;
-        while ticks_this_cpu() == t && time::uptime_ns() < limit {
+        while ticks_this_cpu() < t + 2 && time::uptime_ns() < limit {
             cpu::wait_for_interrupt();
         }
     }

@@ -257,7 +257,7 @@ pub fn start_aps(p: &Platform) {
     let prm = params();
     field(&prm.pml4).store(frames[0], Ordering::Relaxed);
     field(&prm.kernel_pml4).store(mm::kernel_pml4(), Ordering::Relaxed);
-    field(&prm.entry).store(ap_long_entry as usize as u64, Ordering::Relaxed);
+    field(&prm.entry).store(ap_long_entry as *const () as u64, Ordering::Relaxed);
 
     let mut failed = 0;
     for &apic_id in p.cpu_apic_ids.iter().filter(|&&id| id != bsp) {
