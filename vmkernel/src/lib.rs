@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod acpi_s5;
+pub mod apic_regs;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod cpio;

@@ -49,14 +49,18 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
 
     mm::init(&bi);
-    arch::gdt::init_this_cpu(0, 0);
+    arch::gdt::init_this_cpu(0, arch::apic::cpuid_apic_id());
     arch::context::init_fpu_this_cpu();
     arch::syscall::init_this_cpu();
     let platform = acpi::init(&bi);
+    // 8259s and IOAPICs first: masking the 8259s drops their INTR line
+    // while LINT0 still listens to it; the LAPIC init then masks LINT0.
+    // (In the other order QEMU keeps a stale ExtINT request latched.)
+    arch::ioapic::init(platform);
     arch::apic::init_this_cpu(platform.lapic_address);
-    mask_legacy_pics();
     world::init(platform.cpu_apic_ids.len().max(1) as u32);
     world::init_this_cpu();
+    arch::smp::start_aps(platform);
     let pci_functions = pci::init(platform);
     boot_archive::log_listing(&bi);
 
@@ -85,14 +89,6 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
 }
 
-/// The 8259 PICs come up routing the PIT to vector 8 (#DF's): mask them
-/// all; interrupts go through the IOAPIC and LAPIC.
-fn mask_legacy_pics() {
-    // SAFETY: the PIC ports belong to the kernel.
-    let p = unsafe { arch::cpu::Ports::new() };
-    p.outb(0x21, 0xff);
-    p.outb(0xa1, 0xff);
-}
 
 #[inline(never)]
 fn inject_fault(f: InjectedFault) {

@@ -30,10 +30,17 @@ pub fn fatal_stop(reason: &str) -> ! {
         // A second fatal error while stopping: just halt.
         cpu::halt_forever();
     }
+    // Stop the other CPUs first (their NMI handler halts, see trap.rs).
+    crate::arch::apic::nmi_others();
     let _ = writeln!(out, "mantle: halted: {reason}");
     out.drain();
     debug_exit(false);
     cpu::halt_forever();
+}
+
+/// Whether a fatal stop is under way (NMIs then mean "halt").
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Acquire)
 }
 
 /// ACPI S5 soft-off; falls back to halting if the platform refuses.

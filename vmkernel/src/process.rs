@@ -43,6 +43,9 @@ pub struct Process {
     pub space: AddressSpace,
     exit: Mutex<Option<ExitStatus>>,
     pub exited: WaitQueue,
+    /// A fatal signal sent to the process, acted on when it next enters
+    /// the kernel (system call or interrupt from user mode).
+    pending_kill: core::sync::atomic::AtomicU8,
 }
 
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
@@ -55,6 +58,7 @@ impl Process {
             space: AddressSpace::new()?,
             exit: Mutex::new(None),
             exited: WaitQueue::new(),
+            pending_kill: core::sync::atomic::AtomicU8::new(0),
         }))
     }
 
@@ -93,6 +97,13 @@ impl Process {
             drop(unsafe { Box::from_raw(start) });
             alloc::format!("{e}")
         })
+    }
+
+    /// Sends a fatal signal (SIGKILL, or a default-fatal signal with no
+    /// handler). The process ends at its next kernel entry; blocked threads
+    /// are woken so they notice.
+    pub fn kill(&self, signal: u8) {
+        let _ = self.pending_kill.compare_exchange(0, signal, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Records the exit status (first one wins) and wakes waiters.
@@ -168,6 +179,16 @@ fn user_world_start(arg: usize) {
     drop(me);
     // SAFETY: schedule() loaded this world's CR3 and kernel stack top.
     unsafe { syscall::enter_user(&frame, top) }
+}
+
+/// Ends the current process if a fatal signal is pending.
+pub fn check_pending_kill() {
+    let Some(p) = current() else { return };
+    let sig = p.pending_kill.load(Ordering::Acquire);
+    if sig != 0 {
+        drop(p);
+        exit_current(ExitStatus::Signaled(sig));
+    }
 }
 
 pub fn current() -> Option<Arc<Process>> {

@@ -44,6 +44,7 @@ pub extern "C" fn dispatch(f: &mut TrapFrame) {
         }
     };
     f.rax = r as u64;
+    process::check_pending_kill();
 }
 
 fn sys_write(fd: u64, buf: u64, len: u64) -> i64 {

@@ -280,6 +280,23 @@ pub fn exit_current(code: u64) -> ! {
     unreachable!("a dead world was scheduled again");
 }
 
+/// The timer tick: wakes sleepers and, when the tick interrupted user (or
+/// guest) code whose slice is over or a sleeper became due, reschedules.
+/// Ticks that interrupt the idle loop need nothing: it schedules itself.
+pub fn on_timer_tick(from_user: bool) {
+    let now = time::uptime_ns();
+    let due = SLEEPERS.lock().first().is_some_and(|(t, _)| *t <= now);
+    if due {
+        wake_sleepers(now);
+    }
+    if from_user {
+        if due || slice_expired(now) {
+            schedule();
+        }
+        crate::process::check_pending_kill();
+    }
+}
+
 /// Whether the current world's slice is over (checked by the timer tick).
 pub fn slice_expired(now: u64) -> bool {
     let c = CPUS[gdt::cpu_index() as usize].lock();

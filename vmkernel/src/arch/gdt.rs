@@ -7,7 +7,7 @@
 //! 0x28 TSS.
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::load_tss;
@@ -59,6 +59,13 @@ const _: () = assert!(core::mem::offset_of!(PerCpu, user_rsp_scratch) == PERCPU_
 static PERCPU_READY: AtomicBool = AtomicBool::new(false);
 static CPUS_ONLINE: AtomicU32 = AtomicU32::new(0);
 
+/// Upper bound on CPU indices (the MADT list is capped at the same size).
+pub const MAX_CPUS: usize = crate::acpi::MAX_CPUS;
+
+/// Every online CPU's block by index, so one CPU can look at another's
+/// counters (tests, statistics) and IPIs can name a CPU by index.
+static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+
 fn ist_stack() -> VirtAddr {
     let stack = Box::leak(alloc::vec![0u8; IST_STACK_SIZE].into_boxed_slice());
     VirtAddr::from_ptr(stack.as_ptr()) + IST_STACK_SIZE as u64
@@ -103,6 +110,9 @@ pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
         load_tss(tss_sel);
         cpu::wrmsr(IA32_GS_BASE, pc as *const PerCpu as u64);
     }
+    if let Some(slot) = CPUS.get(index as usize) {
+        slot.store(pc as *const PerCpu as *mut PerCpu, Ordering::Release);
+    }
     if index == 0 {
         PERCPU_READY.store(true, Ordering::Release);
     }
@@ -142,4 +152,16 @@ pub fn cpu_index() -> u32 {
 
 pub fn cpus_online() -> u32 {
     CPUS_ONLINE.load(Ordering::Acquire)
+}
+
+/// The per-CPU block of CPU `index`, once that CPU is online.
+pub fn cpu(index: u32) -> Option<&'static PerCpu> {
+    let p = CPUS.get(index as usize)?.load(Ordering::Acquire);
+    // SAFETY: non-null entries point at leaked, never-freed blocks.
+    unsafe { p.as_ref() }
+}
+
+/// The index of the online CPU with local APIC ID `apic_id`.
+pub fn index_for_apic_id(apic_id: u32) -> Option<u32> {
+    (0..MAX_CPUS as u32).filter_map(cpu).find(|c| c.apic_id == apic_id).map(|c| c.index)
 }

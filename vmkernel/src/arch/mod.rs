@@ -6,4 +6,6 @@ pub mod context;
 pub mod cpu;
 pub mod gdt;
 pub mod syscall;
+pub mod ioapic;
+pub mod smp;
 pub mod trap;

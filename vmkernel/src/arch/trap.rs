@@ -277,6 +277,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let v = frame.vector as usize;
+    if v == 2 && crate::power::stopping() {
+        // Another CPU hit a fatal error and asked every CPU to stop.
+        cpu::halt_forever();
+    }
     if v < 32 {
         exception(frame);
         return;
