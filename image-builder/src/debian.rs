@@ -58,7 +58,9 @@ pub fn fetch_package_into(name: &str, cache: &Path) -> Result<PathBuf, String> {
         None => {
             eprintln!("debian: downloading {real} into {}", pkg_dir.display());
             let out = run(
-                Command::new("apt-get").current_dir(&pkg_dir).args(["download", "-q", &real]),
+                Command::new("apt-get")
+                    .current_dir(&pkg_dir)
+                    .args(["download", "-q", &real]),
                 "apt-get download",
             )?;
             if !out.status.success() {
@@ -70,7 +72,10 @@ pub fn fetch_package_into(name: &str, cache: &Path) -> Result<PathBuf, String> {
                 ));
             }
             find_deb(&pkg_dir, &real)?.ok_or_else(|| {
-                format!("`apt-get download {real}` succeeded but left no {real}_*.deb in {}", pkg_dir.display())
+                format!(
+                    "`apt-get download {real}` succeeded but left no {real}_*.deb in {}",
+                    pkg_dir.display()
+                )
             })?
         }
     };
@@ -80,8 +85,12 @@ pub fn fetch_package_into(name: &str, cache: &Path) -> Result<PathBuf, String> {
     let scratch = pkg_dir.join("root.partial");
     let _ = std::fs::remove_dir_all(&scratch);
     let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-    let out = run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&scratch), "dpkg-deb")?;
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    let out = run(
+        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&scratch),
+        "dpkg-deb",
+    )?;
     if !out.status.success() {
         return Err(format!(
             "`dpkg-deb -x {} {}` failed ({}):\n{}",
@@ -93,8 +102,13 @@ pub fn fetch_package_into(name: &str, cache: &Path) -> Result<PathBuf, String> {
     }
     std::fs::write(scratch.join(EXTRACTED_MARKER), real.as_bytes())
         .map_err(|e| format!("cannot write marker in {}: {e}", scratch.display()))?;
-    std::fs::rename(&scratch, &root)
-        .map_err(|e| format!("cannot rename {} to {}: {e}", scratch.display(), root.display()))?;
+    std::fs::rename(&scratch, &root).map_err(|e| {
+        format!(
+            "cannot rename {} to {}: {e}",
+            scratch.display(),
+            root.display()
+        )
+    })?;
     Ok(root)
 }
 
@@ -105,7 +119,10 @@ pub fn resolve_package(name: &str) -> Result<String, String> {
     if !name.starts_with("linux-image-") {
         return Ok(name.to_string());
     }
-    let out = run(Command::new("apt-cache").args(["depends", name]), "apt-cache depends")?;
+    let out = run(
+        Command::new("apt-cache").args(["depends", name]),
+        "apt-cache depends",
+    )?;
     if !out.status.success() {
         return Err(format!(
             "`apt-cache depends {name}` failed ({}):\n{}",
@@ -133,9 +150,18 @@ pub fn pick_depends(apt_cache_depends: &str, prefix: &str) -> Option<String> {
 pub fn find_kernel(root: &Path) -> Result<PathBuf, String> {
     let boot = root.join("boot");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&boot)
-        .map_err(|e| format!("no boot/ directory in {} ({e}): not a linux-image package?", root.display()))?
+        .map_err(|e| {
+            format!(
+                "no boot/ directory in {} ({e}): not a linux-image package?",
+                root.display()
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
         .collect();
     found.sort();
     match found.len() {
@@ -151,7 +177,10 @@ pub fn find_busybox(root: &Path) -> Result<PathBuf, String> {
     if p.is_file() {
         Ok(p)
     } else {
-        Err(format!("no bin/busybox in {} (is it busybox-static?)", root.display()))
+        Err(format!(
+            "no bin/busybox in {} (is it busybox-static?)",
+            root.display()
+        ))
     }
 }
 
@@ -163,6 +192,95 @@ pub fn linux_cloud_kernel() -> Result<PathBuf, String> {
 /// Fetches `busybox-static` and returns the binary's path.
 pub fn busybox_static() -> Result<PathBuf, String> {
     find_busybox(&fetch_package(BUSYBOX_STATIC)?)
+}
+
+/// The compressed kernel inside a bzImage, as the boot protocol describes it
+/// (setup header: `setup_sects` at 0x1f1, `payload_offset`/`payload_length`
+/// at 0x248, protocol >= 2.08), without the 4-byte uncompressed size the
+/// kernel build appends to it.
+pub fn bzimage_payload(bz: &[u8]) -> Result<&[u8], String> {
+    let u16_at = |o: usize| bz.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        bz.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if bz.get(0x202..0x206) != Some(b"HdrS") {
+        return Err("not a bzImage (no HdrS setup header signature at 0x202)".into());
+    }
+    let version = u16_at(0x206).unwrap_or(0);
+    if version < 0x208 {
+        return Err(format!(
+            "boot protocol {version:#x} has no payload fields (needs 2.08+)"
+        ));
+    }
+    let setup_sects = match bz[0x1f1] {
+        0 => 4,
+        n => n as usize,
+    };
+    let (off, len) = (
+        u32_at(0x248).unwrap() as usize,
+        u32_at(0x24c).unwrap() as usize,
+    );
+    let start = (setup_sects + 1) * 512 + off;
+    let payload = bz.get(start..start + len).ok_or_else(|| {
+        format!(
+            "payload {start:#x}+{len:#x} lies outside the {}-byte bzImage",
+            bz.len()
+        )
+    })?;
+    payload
+        .get(..len.saturating_sub(4))
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| "empty bzImage payload".to_string())
+}
+
+/// LZ4 legacy-frame magic, the format of Debian's kernels (`CONFIG_KERNEL_LZ4`).
+const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
+
+/// Extracts the uncompressed `vmlinux` ELF from an LZ4-compressed bzImage
+/// (with the `lz4` tool, Debian package `lz4`) into `out`, once. The ELF
+/// carries the PVH entry note, so QEMU `-kernel vmlinux` boots it via PVH.
+pub fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), String> {
+    if out.is_file() {
+        return Ok(());
+    }
+    let bz =
+        std::fs::read(bzimage).map_err(|e| format!("cannot read {}: {e}", bzimage.display()))?;
+    let payload = bzimage_payload(&bz).map_err(|e| format!("{}: {e}", bzimage.display()))?;
+    if !payload.starts_with(&LZ4_LEGACY_MAGIC) {
+        return Err(format!(
+            "{}: payload is not LZ4 (starts {:02x?}); only LZ4 kernels are handled",
+            bzimage.display(),
+            &payload[..payload.len().min(4)]
+        ));
+    }
+    let partial = out.with_extension("partial");
+    let compressed = out.with_extension("lz4");
+    std::fs::write(&compressed, payload).map_err(|e| format!("{}: {e}", compressed.display()))?;
+    let status = Command::new("lz4")
+        .args(["-d", "-q", "-f"])
+        .arg(&compressed)
+        .arg(&partial)
+        .status()
+        .map_err(|e| format!("cannot run lz4 ({e}); install Debian's `lz4` package"))?;
+    let _ = std::fs::remove_file(&compressed);
+    if !status.success() {
+        return Err(format!(
+            "lz4 -d of the payload of {} failed ({status})",
+            bzimage.display()
+        ));
+    }
+    let mut head = [0u8; 4];
+    std::fs::File::open(&partial)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .map_err(|e| format!("{}: {e}", partial.display()))?;
+    if &head != b"\x7fELF" {
+        return Err(format!(
+            "the payload of {} did not decompress to an ELF",
+            bzimage.display()
+        ));
+    }
+    std::fs::rename(&partial, out).map_err(|e| format!("rename to {}: {e}", out.display()))
 }
 
 /// `<cache>/<pkg>/<pkg>_*.deb`, if downloaded already (the newest name wins).
@@ -217,7 +335,10 @@ fn ensure_known(name: &str) -> Result<(), String> {
 /// Whether APT has a candidate for `name` (`apt-cache policy` prints
 /// `Candidate: <version>`; nothing, or `(none)`, when it does not).
 fn apt_knows(name: &str) -> Result<bool, String> {
-    let out = run(Command::new("apt-cache").args(["policy", name]), "apt-cache policy")?;
+    let out = run(
+        Command::new("apt-cache").args(["policy", name]),
+        "apt-cache policy",
+    )?;
     Ok(has_candidate(&String::from_utf8_lossy(&out.stdout)))
 }
 
@@ -245,7 +366,9 @@ fn is_root() -> bool {
 
 fn run(cmd: &mut Command, what: &str) -> Result<Output, String> {
     cmd.output().map_err(|e| {
-        format!("cannot run {what} ({e}): this needs a Debian host with apt-get, apt-cache and dpkg-deb")
+        format!(
+            "cannot run {what} ({e}): this needs a Debian host with apt-get, apt-cache and dpkg-deb"
+        )
     })
 }
 
@@ -257,13 +380,22 @@ mod tests {
 
     #[test]
     fn meta_package_resolves_to_first_linux_image_dependency() {
-        assert_eq!(pick_depends(META, "linux-image-").as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
+        assert_eq!(
+            pick_depends(META, "linux-image-").as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
         let several = "linux-image-cloud-amd64\n  PreDepends: dpkg\n  Depends: kmod\n \
                        |Depends: <linux-image-virtual>\n  Depends: linux-image-6.1.0-57-cloud-amd64\n  \
                        Depends: linux-image-6.1.0-56-cloud-amd64\n  Recommends: linux-image-foo\n";
-        assert_eq!(pick_depends(several, "linux-image-").as_deref(), Some("linux-image-6.1.0-57-cloud-amd64"));
+        assert_eq!(
+            pick_depends(several, "linux-image-").as_deref(),
+            Some("linux-image-6.1.0-57-cloud-amd64")
+        );
         let alt = "x\n |Depends: linux-image-6.1.0-9-amd64\n  Depends: linux-image-6.1.0-8-amd64\n";
-        assert_eq!(pick_depends(alt, "linux-image-").as_deref(), Some("linux-image-6.1.0-9-amd64"));
+        assert_eq!(
+            pick_depends(alt, "linux-image-").as_deref(),
+            Some("linux-image-6.1.0-9-amd64")
+        );
     }
 
     #[test]
@@ -272,14 +404,38 @@ mod tests {
                     Recommends: initramfs-tools\n  Suggests: linux-doc-6.1\n";
         assert_eq!(pick_depends(real, "linux-image-"), None);
         assert_eq!(pick_depends("", "linux-image-"), None);
-        assert_eq!(pick_depends("  Recommends: linux-image-x\n", "linux-image-"), None);
+        assert_eq!(
+            pick_depends("  Recommends: linux-image-x\n", "linux-image-"),
+            None
+        );
     }
 
     #[test]
     fn policy_candidate_parsing() {
-        assert!(has_candidate("busybox-static:\n  Installed: (none)\n  Candidate: 1:1.35.0-4+deb12u1+b1\n"));
-        assert!(!has_candidate("busybox-static:\n  Installed: (none)\n  Candidate: (none)\n"));
+        assert!(has_candidate(
+            "busybox-static:\n  Installed: (none)\n  Candidate: 1:1.35.0-4+deb12u1+b1\n"
+        ));
+        assert!(!has_candidate(
+            "busybox-static:\n  Installed: (none)\n  Candidate: (none)\n"
+        ));
         assert!(!has_candidate(""));
+    }
+
+    #[test]
+    fn bzimage_payload_from_setup_header() {
+        let mut bz = vec![0u8; 3 * 512 + 0x40];
+        bz[0x1f1] = 2; // setup_sects: payload area starts at 3 * 512
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        bz[0x248..0x24c].copy_from_slice(&0x10u32.to_le_bytes());
+        bz[0x24c..0x250].copy_from_slice(&0x0cu32.to_le_bytes());
+        bz[3 * 512 + 0x10..3 * 512 + 0x1c].copy_from_slice(b"\x02\x21\x4c\x18abcdSIZE");
+        assert_eq!(bzimage_payload(&bz).unwrap(), b"\x02\x21\x4c\x18abcd");
+        bz[0x24c..0x250].copy_from_slice(&0x1000u32.to_le_bytes());
+        assert!(bzimage_payload(&bz).unwrap_err().contains("outside"));
+        bz[0x206..0x208].copy_from_slice(&0x206u16.to_le_bytes());
+        assert!(bzimage_payload(&bz).unwrap_err().contains("2.08"));
+        assert!(bzimage_payload(b"\x7fELF").unwrap_err().contains("HdrS"));
     }
 
     #[test]
@@ -290,13 +446,20 @@ mod tests {
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::write(dir.join("boot/config-6.1.0-56-cloud-amd64"), "").unwrap();
         std::fs::write(dir.join("boot/vmlinuz-6.1.0-56-cloud-amd64"), "k").unwrap();
-        assert_eq!(find_kernel(&dir).unwrap(), dir.join("boot/vmlinuz-6.1.0-56-cloud-amd64"));
+        assert_eq!(
+            find_kernel(&dir).unwrap(),
+            dir.join("boot/vmlinuz-6.1.0-56-cloud-amd64")
+        );
         assert!(find_busybox(&dir).unwrap_err().contains("no bin/busybox"));
         std::fs::write(dir.join("bin/busybox"), "b").unwrap();
         assert_eq!(find_busybox(&dir).unwrap(), dir.join("bin/busybox"));
         std::fs::write(dir.join("boot/vmlinuz-6.1.0-57-cloud-amd64"), "k").unwrap();
         assert!(find_kernel(&dir).unwrap_err().contains("several kernels"));
-        assert!(find_kernel(&dir.join("nope")).unwrap_err().contains("no boot/"));
+        assert!(
+            find_kernel(&dir.join("nope"))
+                .unwrap_err()
+                .contains("no boot/")
+        );
         std::fs::create_dir_all(dir.join("deb")).unwrap();
         std::fs::write(dir.join("deb/busybox-static_1%3a1.35.0-4_amd64.deb"), "").unwrap();
         std::fs::write(dir.join("deb/busybox_1_amd64.deb"), "").unwrap();
@@ -304,7 +467,10 @@ mod tests {
             find_deb(&dir.join("deb"), "busybox-static").unwrap(),
             Some(dir.join("deb/busybox-static_1%3a1.35.0-4_amd64.deb"))
         );
-        assert_eq!(find_deb(&dir.join("deb"), "busybox").unwrap(), Some(dir.join("deb/busybox_1_amd64.deb")));
+        assert_eq!(
+            find_deb(&dir.join("deb"), "busybox").unwrap(),
+            Some(dir.join("deb/busybox_1_amd64.deb"))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
