@@ -545,7 +545,7 @@ pub fn bench_boot(iso: &Path, kernel_elf: &Path, runs: usize) -> Result<(), Stri
         "ISO boots split at `{GRUB_MARKER}` on serial (medians; `-` if the grub.cfg does not print it):"
     );
     println!(
-        "  {:<34} {:>14} {:>14} {:>16} {:>16} {:>12}",
+        "  {:<34} {:>15} {:>15} {:>18} {:>18} {:>12}",
         "",
         "firmware Mantle",
         "firmware Linux",
@@ -563,7 +563,7 @@ pub fn bench_boot(iso: &Path, kernel_elf: &Path, runs: usize) -> Result<(), Stri
             _ => "-".into(),
         };
         println!(
-            "  {:<34} {:>14} {:>14} {:>16} {:>16} {:>12}",
+            "  {:<34} {:>15} {:>15} {:>18} {:>18} {:>12}",
             method.label(),
             opt(stage(0, mi)),
             opt(stage(1, mi)),
