@@ -1,2 +1,4 @@
 //! image-builder: builds Mantle and boots it.
 pub mod kernel;
+pub mod bench;
+pub mod debian;

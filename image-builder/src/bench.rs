@@ -1,0 +1,706 @@
+//! The boot benchmark: how long Mantle takes to become ready, next to Debian's
+//! Linux with a BusyBox initramfs, booted the same ways under QEMU TCG.
+//!
+//! Each boot is timed from spawning QEMU to the marker line appearing on the
+//! serial port (`mantle: ready` / `linux: ready`); QEMU is killed right after.
+//! Boots are interleaved (one of each kind per round) so that noise on the
+//! host spreads over all of them, and the median of each kind is reported.
+//! Figures are printed, never asserted.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use vmkernel::cpio;
+
+/// The marker the VMkernel prints when it is ready.
+pub const MANTLE_MARKER: &str = "mantle: ready";
+/// The marker the benchmark's Linux `/init` prints.
+pub const LINUX_MARKER: &str = "linux: ready";
+/// What the benchmark's grub.cfg prints on serial when GRUB starts: the time
+/// to it is the firmware's share of an ISO boot.
+pub const GRUB_MARKER: &str = "grub: start";
+
+/// The QEMU configuration shared by every boot.
+pub const QEMU_COMMON: &[&str] = &[
+    "-accel",
+    "tcg",
+    "-cpu",
+    "qemu64,+svm,+npt",
+    "-m",
+    "512",
+    "-smp",
+    "1",
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-monitor",
+    "none",
+    "-no-reboot",
+];
+
+/// UEFI firmware (Debian `ovmf`).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Kernel command line of the benchmark's Linux.
+pub const LINUX_CMDLINE: &str = "console=ttyS0 quiet";
+
+/// Time limit of one boot.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `/init` of the benchmark initramfs. The kernel's built-in initramfs
+/// normally provides `/dev/console`; if it is missing, mount devtmpfs and
+/// reopen the console so the marker still reaches the serial port.
+pub const INIT_SCRIPT: &str = "#!/bin/sh\n\
+[ -c /dev/console ] || { /bin/busybox mount -t devtmpfs dev /dev; exec </dev/console >/dev/console 2>&1; }\n\
+echo \"linux: ready\"\n\
+poweroff -f\n";
+
+/// BusyBox applets the initramfs links in `/bin` (used by `/init`).
+pub const APPLETS: &[&str] = &["sh", "echo", "mount", "poweroff", "[", "test"];
+
+/// The benchmark initramfs (cpio newc): `/bin/busybox`, applet links, the
+/// directories the kernel and BusyBox expect, and `/init`.
+pub fn linux_initramfs(busybox: &[u8]) -> Vec<u8> {
+    let mut w = cpio::Writer::new();
+    for dir in ["bin", "dev", "proc", "sys", "tmp"] {
+        w.add(dir, cpio::S_IFDIR | 0o755, 0, 0, 0, &[]);
+    }
+    w.add("bin/busybox", cpio::S_IFREG | 0o755, 0, 0, 0, busybox);
+    for applet in APPLETS {
+        w.add(
+            &format!("bin/{applet}"),
+            cpio::S_IFLNK | 0o777,
+            0,
+            0,
+            0,
+            b"busybox",
+        );
+    }
+    w.add(
+        "init",
+        cpio::S_IFREG | 0o755,
+        0,
+        0,
+        0,
+        INIT_SCRIPT.as_bytes(),
+    );
+    w.finish()
+}
+
+/// Median of durations (mean of the two middle ones for an even count).
+pub fn median(samples: &[Duration]) -> Option<Duration> {
+    let mut s = samples.to_vec();
+    s.sort();
+    let n = s.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(s[n / 2]),
+        _ => Some((s[n / 2 - 1] + s[n / 2]) / 2),
+    }
+}
+
+/// How a system is booted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// QEMU `-kernel`: PVH for Mantle's ELF, the Linux boot protocol for a bzImage.
+    DirectKernel,
+    /// QEMU `-kernel` PVH for both (Linux: the vmlinux ELF out of the bzImage).
+    Pvh,
+    /// GRUB ISO, `-cdrom -boot d`, SeaBIOS.
+    IsoSeaBios,
+    /// GRUB ISO, `-cdrom -boot d`, OVMF (UEFI).
+    IsoOvmf,
+}
+
+impl Method {
+    pub const ALL: [Method; 4] = [
+        Method::DirectKernel,
+        Method::Pvh,
+        Method::IsoSeaBios,
+        Method::IsoOvmf,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::DirectKernel => "-kernel (Mantle PVH, Linux bzImage)",
+            Method::Pvh => "-kernel PVH (Linux vmlinux)",
+            Method::IsoSeaBios => "GRUB ISO, SeaBIOS",
+            Method::IsoOvmf => "GRUB ISO, OVMF",
+        }
+    }
+}
+
+/// One bootable system under test.
+struct Subject {
+    name: &'static str,
+    marker: &'static str,
+    /// QEMU arguments for `-kernel` booting (kernel, initrd, cmdline).
+    direct: Vec<String>,
+    /// The same for a PVH boot.
+    pvh: Vec<String>,
+    iso: PathBuf,
+}
+
+/// QEMU arguments for one boot (without the common part).
+fn boot_args(subject: &Subject, method: Method, vars: &Path) -> Vec<String> {
+    match method {
+        Method::DirectKernel => subject.direct.clone(),
+        Method::Pvh => subject.pvh.clone(),
+        Method::IsoSeaBios => {
+            vec![
+                "-cdrom".into(),
+                subject.iso.display().to_string(),
+                "-boot".into(),
+                "d".into(),
+            ]
+        }
+        Method::IsoOvmf => vec![
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            "-cdrom".into(),
+            subject.iso.display().to_string(),
+            "-boot".into(),
+            "d".into(),
+        ],
+    }
+}
+
+/// Kills QEMU when dropped, so no error path leaves one running.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The timings of one boot.
+#[derive(Clone, Copy, Debug)]
+pub struct BootTime {
+    /// From spawning QEMU to the ready marker on serial.
+    pub ready: Duration,
+    /// From spawning QEMU to the stage marker (GRUB start), if it was seen.
+    pub stage: Option<Duration>,
+}
+
+/// Boots once and returns the time from spawning QEMU to `marker` on serial
+/// (and to `stage`, an earlier marker, if it appears).
+pub fn time_boot(
+    args: &[String],
+    marker: &str,
+    stage: &str,
+    timeout: Duration,
+) -> Result<BootTime, String> {
+    let start = Instant::now();
+    let child = Command::new("qemu-system-x86_64")
+        .args(QEMU_COMMON)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot run qemu-system-x86_64 ({e}); install Debian's qemu-system-x86")
+        })?;
+    let mut qemu = Qemu(child);
+    let mut stdout = qemu.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut stage_at = None;
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => {
+                // Search only the new bytes plus a marker-length overlap.
+                let now = start.elapsed();
+                let from = seen.len().saturating_sub(marker.len().max(stage.len()));
+                seen.extend_from_slice(&chunk);
+                if stage_at.is_none() && contains(&seen[from..], stage.as_bytes()) {
+                    stage_at = Some(now);
+                }
+                if contains(&seen[from..], marker.as_bytes()) {
+                    return Ok(BootTime {
+                        ready: now,
+                        stage: stage_at,
+                    });
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "no `{marker}` within {timeout:?}; serial output so far:\n{}",
+                    tail(&seen)
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = qemu.0.wait();
+                let mut err = String::new();
+                if let Some(mut e) = qemu.0.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!(
+                    "QEMU ended before `{marker}`; stderr: {}\nserial output:\n{}",
+                    err.trim(),
+                    tail(&seen)
+                ));
+            }
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let start = s.char_indices().rev().nth(2000).map_or(0, |(i, _)| i);
+    s[start..].to_string()
+}
+
+/// Makes a GRUB (BIOS + UEFI) rescue ISO with `grub-mkrescue`: `files` are
+/// (path inside the ISO, host file) pairs, `grub_cfg` becomes
+/// `/boot/grub/grub.cfg`. `work` is a scratch directory (recreated).
+pub fn make_grub_iso(
+    files: &[(&str, &Path)],
+    grub_cfg: &str,
+    work: &Path,
+    out: &Path,
+) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(work);
+    let io = |e: std::io::Error| format!("{}: {e}", work.display());
+    std::fs::create_dir_all(work.join("boot/grub")).map_err(io)?;
+    for (dest, src) in files {
+        let dest = work.join(dest.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::copy(src, &dest)
+            .map_err(|e| format!("copy {} -> {}: {e}", src.display(), dest.display()))?;
+    }
+    std::fs::write(work.join("boot/grub/grub.cfg"), grub_cfg).map_err(io)?;
+    // No fonts, locales or themes: a smaller ISO, the same boot path.
+    let out_put = Command::new("grub-mkrescue")
+        .args(["--fonts=", "--locales=", "--themes="])
+        .arg("-o")
+        .arg(out)
+        .arg(work)
+        .output()
+        .map_err(|e| {
+            format!("cannot run grub-mkrescue ({e}); install grub-pc-bin grub-efi-amd64-bin xorriso mtools")
+        })?;
+    if !out_put.status.success() {
+        return Err(format!(
+            "grub-mkrescue -o {} failed ({}):\n{}",
+            out.display(),
+            out_put.status,
+            String::from_utf8_lossy(&out_put.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The start of the benchmark's grub.cfg files: no menu wait, and
+/// [`GRUB_MARKER`] on the serial port.
+fn grub_cfg_prologue() -> String {
+    format!(
+        "set timeout=0\nserial --unit=0 --speed=115200\nterminal_output --append serial\necho \"{GRUB_MARKER}\"\n"
+    )
+}
+
+/// grub.cfg that boots Mantle (Multiboot2) straight away.
+pub fn mantle_grub_cfg() -> String {
+    grub_cfg_prologue()
+        + "menuentry \"Mantle\" {\n  multiboot2 /boot/vmkernel after_boot=poweroff\n  boot\n}\n"
+}
+
+/// grub.cfg that boots the benchmark's Linux straight away.
+pub fn linux_grub_cfg() -> String {
+    grub_cfg_prologue()
+        + &format!(
+            "menuentry \"Linux\" {{\n  linux /boot/vmlinuz {LINUX_CMDLINE}\n  initrd /boot/initrd.cpio\n  boot\n}}\n"
+        )
+}
+
+/// Where the benchmark keeps what it builds: `<workspace>/target/bench`.
+pub fn work_dir() -> PathBuf {
+    crate::kernel::workspace_root().join("target/bench")
+}
+
+/// Builds a Mantle ISO by hand from `kernel_elf` (for when the real one has
+/// not been built yet). Returns its path.
+pub fn make_mantle_iso(kernel_elf: &Path) -> Result<PathBuf, String> {
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let iso = dir.join("mantle-bench.iso");
+    make_grub_iso(
+        &[("boot/vmkernel", kernel_elf)],
+        &mantle_grub_cfg(),
+        &dir.join("mantle-iso"),
+        &iso,
+    )?;
+    Ok(iso)
+}
+
+/// The Linux side: Debian's cloud kernel, the BusyBox initramfs, and a GRUB ISO of both.
+pub struct LinuxGuest {
+    pub kernel: PathBuf,
+    /// The uncompressed kernel ELF (PVH entry), extracted from `kernel`.
+    pub vmlinux: PathBuf,
+    pub initrd: PathBuf,
+    pub iso: PathBuf,
+}
+
+/// Fetches the packages and builds the initramfs and the Linux ISO under `target/bench`.
+pub fn prepare_linux() -> Result<LinuxGuest, String> {
+    let kernel = crate::debian::linux_cloud_kernel()?;
+    let busybox_path = crate::debian::busybox_static()?;
+    let busybox = std::fs::read(&busybox_path)
+        .map_err(|e| format!("cannot read {}: {e}", busybox_path.display()))?;
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let vmlinux = dir.join(format!(
+        "vmlinux-{}",
+        kernel
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("linux")
+            .trim_start_matches("vmlinuz-")
+    ));
+    crate::debian::extract_vmlinux(&kernel, &vmlinux)?;
+    let initrd = dir.join("linux-initrd.cpio");
+    std::fs::write(&initrd, linux_initramfs(&busybox))
+        .map_err(|e| format!("{}: {e}", initrd.display()))?;
+    let iso = dir.join("linux-bench.iso");
+    make_grub_iso(
+        &[("boot/vmlinuz", &kernel), ("boot/initrd.cpio", &initrd)],
+        &linux_grub_cfg(),
+        &dir.join("linux-iso"),
+        &iso,
+    )?;
+    Ok(LinuxGuest {
+        kernel,
+        vmlinux,
+        initrd,
+        iso,
+    })
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+/// Boots Mantle and Linux `runs` times per method and prints the medians.
+pub fn bench_boot(iso: &Path, kernel_elf: &Path, runs: usize) -> Result<(), String> {
+    let runs = runs.max(1);
+    for (what, p) in [
+        ("Mantle ISO", iso),
+        ("kernel ELF", kernel_elf),
+        ("OVMF", Path::new(OVMF_CODE)),
+    ] {
+        if !p.is_file() {
+            return Err(format!("{what} {} does not exist", p.display()));
+        }
+    }
+    let linux = prepare_linux()?;
+    let path = |p: &Path| p.display().to_string();
+    let mantle_direct: Vec<String> = vec![
+        "-kernel".into(),
+        path(kernel_elf),
+        "-append".into(),
+        "after_boot=poweroff".into(),
+    ];
+    let linux_args = |kernel: &Path| -> Vec<String> {
+        vec![
+            "-kernel".into(),
+            path(kernel),
+            "-initrd".into(),
+            path(&linux.initrd),
+            "-append".into(),
+            LINUX_CMDLINE.into(),
+        ]
+    };
+    let subjects = [
+        Subject {
+            name: "Mantle",
+            marker: MANTLE_MARKER,
+            direct: mantle_direct.clone(),
+            pvh: mantle_direct,
+            iso: iso.to_path_buf(),
+        },
+        Subject {
+            name: "Linux",
+            marker: LINUX_MARKER,
+            direct: linux_args(&linux.kernel),
+            pvh: linux_args(&linux.vmlinux),
+            iso: linux.iso.clone(),
+        },
+    ];
+
+    let vars = work_dir().join("OVMF_VARS_4M.fd");
+    // samples[subject][method]
+    let mut samples = vec![vec![Vec::<BootTime>::new(); Method::ALL.len()]; subjects.len()];
+    println!("bench boot: {runs} run(s) per system and method, interleaved");
+    println!("QEMU: qemu-system-x86_64 {}", QEMU_COMMON.join(" "));
+    for round in 0..runs {
+        for (mi, &method) in Method::ALL.iter().enumerate() {
+            for (si, subject) in subjects.iter().enumerate() {
+                if method == Method::IsoOvmf {
+                    // A fresh NVRAM each boot: every OVMF boot does the same work.
+                    std::fs::copy(OVMF_VARS, &vars)
+                        .map_err(|e| format!("copy {OVMF_VARS}: {e}"))?;
+                }
+                let t = time_boot(
+                    &boot_args(subject, method, &vars),
+                    subject.marker,
+                    GRUB_MARKER,
+                    BOOT_TIMEOUT,
+                )
+                .map_err(|e| format!("{} via {}: {e}", subject.name, method.label()))?;
+                let stage = t
+                    .stage
+                    .map(|s| format!("  (GRUB at {})", secs(s)))
+                    .unwrap_or_default();
+                println!(
+                    "  run {}/{runs}: {:<6} {:<36} {}{stage}",
+                    round + 1,
+                    subject.name,
+                    method.label(),
+                    secs(t.ready)
+                );
+                samples[si][mi].push(t);
+            }
+        }
+    }
+
+    let ready = |si: usize, mi: usize| samples[si][mi].iter().map(|t| t.ready).collect::<Vec<_>>();
+    let stage = |si: usize, mi: usize| -> Option<Duration> {
+        let s: Vec<Duration> = samples[si][mi].iter().filter_map(|t| t.stage).collect();
+        median(&s)
+    };
+    // Time from GRUB's start to ready: the boot without the firmware.
+    let after_stage = |si: usize, mi: usize| -> Option<Duration> {
+        let s: Vec<Duration> = samples[si][mi]
+            .iter()
+            .filter_map(|t| Some(t.ready - t.stage?))
+            .collect();
+        median(&s)
+    };
+    let opt = |d: Option<Duration>| d.map_or("-".to_string(), secs);
+    let min = |v: Vec<Duration>| v.into_iter().min().unwrap();
+    println!();
+    println!(
+        "{:<36} {:>12} {:>12} {:>12} {:>10}   {:>10} {:>10}",
+        "time to ready marker, median",
+        "Mantle",
+        "Linux",
+        "Mantle/Linux",
+        "<= 1/4?",
+        "min Mantle",
+        "min Linux"
+    );
+    let mut all_quarter = true;
+    for (mi, &method) in Method::ALL.iter().enumerate() {
+        let m = median(&ready(0, mi)).unwrap();
+        let l = median(&ready(1, mi)).unwrap();
+        let ratio = m.as_secs_f64() / l.as_secs_f64();
+        all_quarter &= ratio <= 0.25;
+        println!(
+            "{:<36} {:>12} {:>12} {:>12} {:>10}   {:>10} {:>10}",
+            method.label(),
+            secs(m),
+            secs(l),
+            format!("{ratio:.3}"),
+            if ratio <= 0.25 { "yes" } else { "no" },
+            secs(min(ready(0, mi))),
+            secs(min(ready(1, mi))),
+        );
+    }
+    println!();
+    println!(
+        "ISO boots split at `{GRUB_MARKER}` on serial (medians; `-` if the grub.cfg does not print it):"
+    );
+    println!(
+        "  {:<34} {:>15} {:>15} {:>18} {:>18} {:>12}",
+        "",
+        "firmware Mantle",
+        "firmware Linux",
+        "GRUB→ready Mantle",
+        "GRUB→ready Linux",
+        "Mantle/Linux"
+    );
+    for (mi, &method) in Method::ALL.iter().enumerate() {
+        if !matches!(method, Method::IsoSeaBios | Method::IsoOvmf) {
+            continue;
+        }
+        let (m, l) = (after_stage(0, mi), after_stage(1, mi));
+        let ratio = match (m, l) {
+            (Some(m), Some(l)) => format!("{:.3}", m.as_secs_f64() / l.as_secs_f64()),
+            _ => "-".into(),
+        };
+        println!(
+            "  {:<34} {:>15} {:>15} {:>18} {:>18} {:>12}",
+            method.label(),
+            opt(stage(0, mi)),
+            opt(stage(1, mi)),
+            opt(m),
+            opt(l),
+            ratio
+        );
+    }
+    println!();
+    println!("sizes:");
+    println!(
+        "  Mantle ISO              {:>10} bytes ({})",
+        file_size(iso),
+        iso.display()
+    );
+    println!(
+        "  Mantle kernel ELF       {:>10} bytes",
+        file_size(kernel_elf)
+    );
+    let (k, i) = (file_size(&linux.kernel), file_size(&linux.initrd));
+    println!(
+        "  Linux bzImage           {:>10} bytes ({})",
+        k,
+        linux.kernel.display()
+    );
+    println!(
+        "  Linux vmlinux (PVH)     {:>10} bytes",
+        file_size(&linux.vmlinux)
+    );
+    println!("  Linux initramfs         {:>10} bytes (BusyBox)", i);
+    println!("  Linux bzImage+initramfs {:>10} bytes", k + i);
+    println!(
+        "  Linux ISO               {:>10} bytes",
+        file_size(&linux.iso)
+    );
+    println!();
+    println!(
+        "goal (Mantle ready in <= 1/4 of Linux's time, by median, every method): {}",
+        if all_quarter { "MET" } else { "NOT met" }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[ms(7)]), Some(ms(7)));
+        assert_eq!(median(&[ms(9), ms(1), ms(5)]), Some(ms(5)));
+        assert_eq!(median(&[ms(4), ms(1), ms(100), ms(2)]), Some(ms(3)));
+        assert_eq!(median(&[ms(5), ms(900), ms(4), ms(6), ms(3)]), Some(ms(5)));
+    }
+
+    #[test]
+    fn initramfs_layout() {
+        let archive = linux_initramfs(b"\x7fELFbusybox");
+        let entries: Vec<cpio::Entry> = cpio::entries(&archive).collect::<Result<_, _>>().unwrap();
+        let find = |name: &str| {
+            entries
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        let init = find("init");
+        assert!(init.is_file());
+        assert_eq!(init.mode & 0o777, 0o755);
+        let script = std::str::from_utf8(init.data).unwrap();
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(script.contains("echo \"linux: ready\""));
+        assert!(script.contains(LINUX_MARKER));
+        assert!(script.trim_end().ends_with("poweroff -f"));
+        let bb = find("bin/busybox");
+        assert!(bb.is_file() && bb.mode & 0o111 != 0);
+        assert_eq!(bb.data, b"\x7fELFbusybox");
+        for applet in ["sh", "echo", "poweroff", "mount"] {
+            let link = find(&format!("bin/{applet}"));
+            assert!(link.is_symlink());
+            assert_eq!(link.data, b"busybox");
+        }
+        for dir in ["bin", "dev", "proc", "sys"] {
+            assert!(find(dir).is_dir());
+        }
+        // Parents come before their children, as the kernel's unpacker needs.
+        let pos = |n: &str| entries.iter().position(|e| e.name == n).unwrap();
+        assert!(pos("bin") < pos("bin/busybox"));
+    }
+
+    #[test]
+    fn grub_configs() {
+        let m = mantle_grub_cfg();
+        assert!(m.contains("set timeout=0") && m.contains("multiboot2 /boot/vmkernel"));
+        assert!(
+            m.contains(&format!("echo \"{GRUB_MARKER}\""))
+                && m.contains("terminal_output --append serial")
+        );
+        assert!(m.find(GRUB_MARKER) < m.find("menuentry"));
+        let l = linux_grub_cfg();
+        assert!(l.contains("linux /boot/vmlinuz console=ttyS0"));
+        assert!(l.contains("initrd /boot/initrd.cpio"));
+    }
+
+    #[test]
+    fn boot_arguments_per_method() {
+        let s = Subject {
+            name: "x",
+            marker: "m",
+            direct: vec!["-kernel".into(), "k".into()],
+            pvh: vec!["-kernel".into(), "p".into()],
+            iso: PathBuf::from("/i.iso"),
+        };
+        let v = Path::new("/v.fd");
+        assert_eq!(boot_args(&s, Method::DirectKernel, v), ["-kernel", "k"]);
+        assert_eq!(boot_args(&s, Method::Pvh, v), ["-kernel", "p"]);
+        assert_eq!(
+            boot_args(&s, Method::IsoSeaBios, v),
+            ["-cdrom", "/i.iso", "-boot", "d"]
+        );
+        let o = boot_args(&s, Method::IsoOvmf, v).join(" ");
+        assert!(o.contains(OVMF_CODE) && o.contains("readonly=on") && o.contains("file=/v.fd"));
+        assert!(o.ends_with("-cdrom /i.iso -boot d"));
+    }
+
+    #[test]
+    fn marker_search_and_tail() {
+        assert!(contains(
+            b"xx mantle: ready cpus=1",
+            MANTLE_MARKER.as_bytes()
+        ));
+        assert!(!contains(b"mantle: rea", MANTLE_MARKER.as_bytes()));
+        assert_eq!(tail(b"abc"), "abc");
+        assert_eq!(tail(&[b'a'; 5000]).len(), 2001);
+    }
+}
