@@ -42,6 +42,10 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ("world.group_shares_2_to_1", world_group_shares),
     ("user.syscalls_from_ring3", user_syscalls),
     ("user.faults_kill_only_the_process", user_faults),
+    ("timer.ticks_at_100hz_on_every_cpu", timer_rates),
+    ("sched.user_shares_2_to_1", sched_user_shares),
+    ("sched.user_limit_25_percent", sched_user_limit),
+    ("sched.user_reservation_40_percent", sched_user_reservation),
 ];
 
 /// Runs the scheduler from the test (idle) context until `done()` or a
@@ -422,6 +426,20 @@ ktest_user_ok_start:
 10:
 ktest_user_ok_end:
 
+    .global ktest_user_spin_start, ktest_user_spin_end
+ktest_user_spin_start:
+    /* burn CPU in user mode until the TSC passes rdi, then exit(0) */
+1:
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    cmp rax, rdi
+    jb 1b
+    mov eax, 231
+    xor edi, edi
+    syscall
+ktest_user_spin_end:
+
     .global ktest_user_null_start, ktest_user_null_end
 ktest_user_null_start:
     xor eax, eax
@@ -446,6 +464,8 @@ ktest_user_int_end:
 unsafe extern "C" {
     static ktest_user_ok_start: u8;
     static ktest_user_ok_end: u8;
+    static ktest_user_spin_start: u8;
+    static ktest_user_spin_end: u8;
     static ktest_user_null_start: u8;
     static ktest_user_null_end: u8;
     static ktest_user_priv_start: u8;
@@ -497,5 +517,72 @@ fn user_faults() -> TestResult {
         ensure!(st == ExitStatus::Signaled(sig), "{name}: ended with {st:?}, expected signal {sig}");
     }
     ensure!(run_worlds_until(2_000, || mm::free_frames() == free), "{} frames leaked", free - mm::free_frames());
+    Ok(())
+}
+
+fn timer_rates() -> TestResult {
+    let rates = crate::arch::apic::measure_tick_rates(300);
+    ensure!(rates.len() == gdt::cpus_online() as usize, "measured {} CPUs", rates.len());
+    for (i, hz) in rates.iter().enumerate() {
+        // One tick of slack in a 300 ms window, plus emulator jitter.
+        ensure!((80..=120).contains(hz), "cpu{i} ticks at {hz} Hz");
+    }
+    kprintln!("ktest: timer rates {:?} Hz", rates);
+    Ok(())
+}
+
+/// Runs CPU-bound user worlds, one per `(group params)`, all pinned to
+/// CPU 0, for `secs` seconds of TSC time; returns each group's CPU share as
+/// measured by the kernel's own accounting.
+fn compete(params: &[vmkernel::sched::GroupParams], secs: u64) -> Result<Vec<f64>, String> {
+    use vmkernel::sched::ROOT_GROUP;
+    // SAFETY: taking addresses of the blob symbols.
+    let code = unsafe { blob(&ktest_user_spin_start, &ktest_user_spin_end) };
+    let deadline = cpu::rdtsc() + time::tsc_hz() * secs;
+    let start = time::uptime_ns();
+    let mut groups = Vec::new();
+    let mut procs = Vec::new();
+    for (i, gp) in params.iter().enumerate() {
+        let g = world::with_policy(|p| p.create_group(ROOT_GROUP, &format!("ktest-{i}"), *gp)).map_err(|e| format!("{e}"))?;
+        let p = Process::new("spin").ok_or("no memory")?;
+        p.map_bytes(0x40_0000, code, 0)?;
+        let frame = crate::arch::trap::TrapFrame { rip: 0x40_0000, rsp: 0x80_0000, rflags: 0x202, rdi: deadline, ..Default::default() };
+        let w = p.start_with(g, frame)?;
+        world::with_policy(|pol| pol.set_affinity(w, Some(0))).map_err(|e| format!("{e}"))?;
+        groups.push(g);
+        procs.push(p);
+    }
+    let done = run_worlds_until(secs * 1000 + 5_000, || procs.iter().all(|p| p.exit_status().is_some()));
+    let elapsed = (time::uptime_ns() - start) as f64;
+    ensure!(done, "spinners did not finish");
+    let used: Vec<u64> = groups.iter().map(|&g| world::with_policy(|p| p.group_stats(g).map(|s| s.used_ns).unwrap_or(0))).collect();
+    for g in groups {
+        ensure!(run_worlds_until(1_000, || world::with_policy(|p| p.destroy_group(g).is_ok())), "group {g} not destroyed");
+    }
+    Ok(used.iter().map(|&u| u as f64 / elapsed).collect())
+}
+
+fn sched_user_shares() -> TestResult {
+    use vmkernel::sched::GroupParams;
+    let s = compete(&[GroupParams { shares: 2000, ..Default::default() }, GroupParams { shares: 1000, ..Default::default() }], 2)?;
+    let ratio = s[0] / s[1];
+    kprintln!("ktest: sched: shares 2:1 -> CPU {:.1}% vs {:.1}% (ratio {:.2})", s[0] * 100.0, s[1] * 100.0, ratio);
+    ensure!((ratio - 2.0).abs() <= 0.2, "ratio {ratio:.2} not within 10% of 2:1");
+    Ok(())
+}
+
+fn sched_user_limit() -> TestResult {
+    use vmkernel::sched::GroupParams;
+    let s = compete(&[GroupParams { limit_pct: Some(25), ..Default::default() }], 2)?;
+    kprintln!("ktest: sched: limit 25% on an idle CPU -> {:.1}%", s[0] * 100.0);
+    ensure!((s[0] - 0.25).abs() <= 0.05, "usage {:.1}% not within 5 points of 25%", s[0] * 100.0);
+    Ok(())
+}
+
+fn sched_user_reservation() -> TestResult {
+    use vmkernel::sched::GroupParams;
+    let s = compete(&[GroupParams { reservation_pct: 40, ..Default::default() }, GroupParams { shares: 8000, ..Default::default() }], 2)?;
+    kprintln!("ktest: sched: reservation 40% vs 8x shares -> {:.1}% vs {:.1}%", s[0] * 100.0, s[1] * 100.0);
+    ensure!(s[0] >= 0.38, "reserved group got {:.1}%", s[0] * 100.0);
     Ok(())
 }

@@ -84,7 +84,11 @@ impl Process {
 
     /// Starts the process's first thread at `entry` with stack pointer `rsp`.
     pub fn start(self: &Arc<Self>, group: GroupId, entry: u64, rsp: u64) -> Result<world::WorldId, String> {
-        let frame = TrapFrame { rip: entry, rsp, rflags: 0x202, ..Default::default() };
+        self.start_with(group, TrapFrame { rip: entry, rsp, rflags: 0x202, ..Default::default() })
+    }
+
+    /// Starts the first thread with the given user registers.
+    pub fn start_with(self: &Arc<Self>, group: GroupId, frame: TrapFrame) -> Result<world::WorldId, String> {
         let start = Box::into_raw(Box::new(UserStart { process: self.clone(), frame }));
         let root = self.space.root();
         let p = self.clone();

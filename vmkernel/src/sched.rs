@@ -116,6 +116,8 @@ struct WorldEntry {
     shares: u32,
     runnable: bool,
     running: bool,
+    /// Pinned worlds stay on their CPU (load balancing skips them).
+    pinned: bool,
     vtime: u128,
     total_ns: u64,
 }
@@ -315,7 +317,16 @@ impl Scheduler {
         self.groups.get_mut(&group).unwrap().worlds.push(w);
         self.worlds.insert(
             w,
-            WorldEntry { group, cpu: cpu % self.cpus, shares, runnable: false, running: false, vtime, total_ns: 0 },
+            WorldEntry {
+                group,
+                cpu: cpu % self.cpus,
+                shares,
+                runnable: false,
+                running: false,
+                pinned: false,
+                vtime,
+                total_ns: 0,
+            },
         );
         Ok(())
     }
@@ -366,6 +377,17 @@ impl Scheduler {
     pub fn set_world_cpu(&mut self, w: WorldId, cpu: u32) -> Result<(), SchedError> {
         let cpus = self.cpus;
         self.worlds.get_mut(&w).ok_or(SchedError::NoSuchWorld(w))?.cpu = cpu % cpus;
+        Ok(())
+    }
+
+    /// Pins `w` to `cpu` (or unpins it with `None`).
+    pub fn set_affinity(&mut self, w: WorldId, cpu: Option<u32>) -> Result<(), SchedError> {
+        let cpus = self.cpus;
+        let e = self.worlds.get_mut(&w).ok_or(SchedError::NoSuchWorld(w))?;
+        e.pinned = cpu.is_some();
+        if let Some(c) = cpu {
+            e.cpu = c % cpus;
+        }
         Ok(())
     }
 
@@ -538,7 +560,7 @@ impl Scheduler {
         if load(busiest) < 2 {
             return None;
         }
-        let w = *self.worlds.iter().find(|(_, e)| e.cpu == busiest && e.runnable && !e.running)?.0;
+        let w = *self.worlds.iter().find(|(_, e)| e.cpu == busiest && e.runnable && !e.running && !e.pinned)?.0;
         self.worlds.get_mut(&w).unwrap().cpu = cpu;
         Some(w)
     }
@@ -731,8 +753,11 @@ mod tests {
         }
         let p = s.pick_next(0, 0).unwrap();
         assert_eq!(s.pick_next(1, 0), None, "all worlds are homed on CPU 0");
+        let others: Vec<WorldId> = (1..=3).filter(|&w| w != p.world).collect();
+        s.set_affinity(others[0], Some(0)).unwrap();
         let moved = s.steal_for(1).unwrap();
         assert_ne!(moved, p.world, "the running world is not stolen");
+        assert_ne!(moved, others[0], "a pinned world is not stolen");
         assert_eq!(s.world_cpu(moved), Some(1));
         assert_eq!(s.pick_next(1, 0).unwrap().world, moved);
     }
