@@ -19,3 +19,4 @@ pub mod paging;
 pub mod sched;
 pub mod rootfs;
 pub mod status;
+pub mod vmk_api;

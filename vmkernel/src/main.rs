@@ -18,6 +18,7 @@ mod process;
 mod syscall;
 mod status_screen;
 mod time;
+mod vmk;
 mod world;
 
 use vmkernel::bootinfo::BootInfo;

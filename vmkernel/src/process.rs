@@ -46,6 +46,8 @@ pub struct Process {
     /// A fatal signal sent to the process, acted on when it next enters
     /// the kernel (system call or interrupt from user mode).
     pending_kill: core::sync::atomic::AtomicU8,
+    /// Effective user ID (0 = root).
+    pub euid: AtomicU32,
 }
 
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
@@ -59,6 +61,7 @@ impl Process {
             exit: Mutex::new(None),
             exited: WaitQueue::new(),
             pending_kill: core::sync::atomic::AtomicU8::new(0),
+            euid: AtomicU32::new(0),
         }))
     }
 

@@ -38,6 +38,9 @@ pub extern "C" fn dispatch(f: &mut TrapFrame) {
         }
         39 => process::current().map_or(0, |p| p.pid as i64),
         60 | 231 => process::exit_current(ExitStatus::Exited(a0 as u8)),
+        n if (vmkernel::vmk_api::VMK_BASE..vmkernel::vmk_api::VMK_BASE + 0x100).contains(&n) => {
+            crate::vmk::dispatch(n, [a0, a1, a2, f.r10])
+        }
         _ => {
             report_unknown(nr);
             -ENOSYS

@@ -1,0 +1,70 @@
+//! The kernel side of the narrow VMkernel API (`vmkernel::vmk_api`):
+//! resource groups today, VMs later. Only root may change anything;
+//! everyone may read.
+
+use alloc::vec::Vec;
+use vmkernel::vmk_api::{self as api, GroupParamsRecord, GroupStatsRecord};
+
+use crate::process::{self, Process};
+use crate::world;
+
+const EPERM: i64 = 1;
+const EINVAL: i64 = 22;
+const ENOSYS: i64 = 38;
+
+/// Handles call `nr` (in the VMK range) for the current process.
+pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
+    let Some(p) = process::current() else { return -EINVAL };
+    match nr {
+        api::VMK_VERSION => api::API_VERSION as i64,
+        api::VMK_GROUP_CREATE => root(&p).and_then(|_| group_create(&p, a)).unwrap_or_else(|e| e),
+        api::VMK_GROUP_SET => root(&p).and_then(|_| group_set(&p, a)).unwrap_or_else(|e| e),
+        api::VMK_GROUP_DESTROY => root(&p)
+            .and_then(|_| world::with_policy(|s| s.destroy_group(a[0] as u32)).map(|_| 0).map_err(|e| api::errno_for(&e)))
+            .unwrap_or_else(|e| e),
+        api::VMK_GROUP_STATS => group_stats(&p, a).unwrap_or_else(|e| e),
+        api::VMK_GROUP_LIST => group_list(&p, a).unwrap_or_else(|e| e),
+        _ => -ENOSYS,
+    }
+}
+
+fn root(p: &Process) -> Result<(), i64> {
+    if p.euid.load(core::sync::atomic::Ordering::Relaxed) == 0 { Ok(()) } else { Err(-EPERM) }
+}
+
+fn read_params(p: &Process, at: u64) -> Result<GroupParamsRecord, i64> {
+    let mut b = [0u8; GroupParamsRecord::SIZE];
+    p.copy_from_user(at, &mut b)?;
+    GroupParamsRecord::decode(&b).ok_or(-EINVAL)
+}
+
+fn group_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
+    let len = a[2] as usize;
+    if len == 0 || len > api::NAME_LEN {
+        return Err(-EINVAL);
+    }
+    let mut name = [0u8; api::NAME_LEN];
+    p.copy_from_user(a[1], &mut name[..len])?;
+    let name = core::str::from_utf8(&name[..len]).map_err(|_| -EINVAL)?;
+    let params = read_params(p, a[3])?.to_params();
+    world::with_policy(|s| s.create_group(a[0] as u32, name, params)).map(|g| g as i64).map_err(|e| api::errno_for(&e))
+}
+
+fn group_set(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
+    let params = read_params(p, a[1])?.to_params();
+    world::with_policy(|s| s.set_params(a[0] as u32, params)).map(|_| 0).map_err(|e| api::errno_for(&e))
+}
+
+fn group_stats(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
+    let st = world::with_policy(|s| s.group_stats(a[0] as u32)).map_err(|e| api::errno_for(&e))?;
+    p.copy_to_user(a[1], &GroupStatsRecord::from_stats(&st).encode())?;
+    Ok(0)
+}
+
+fn group_list(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
+    let ids: Vec<u32> = world::with_policy(|s| s.groups().collect());
+    let n = ids.len().min(a[1] as usize);
+    let bytes: Vec<u8> = ids[..n].iter().flat_map(|g| g.to_le_bytes()).collect();
+    p.copy_to_user(a[0], &bytes)?;
+    Ok(ids.len() as i64)
+}
