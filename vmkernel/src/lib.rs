@@ -15,3 +15,4 @@ pub mod cmdline;
 pub mod cpio;
 pub mod frames;
 pub mod paging;
+pub mod vfs;
