@@ -1,12 +1,33 @@
 //! The virtual file system user worlds see: inodes and mounts, ramfs,
 //! devfs, procfs, pipes, ttys, and the Linux-shaped facade (`Vfs`,
 //! `OpenFile`) the system-call layer calls.
+//!
+//! Layering: file systems implement `Inode`/`FileSystem` and know nothing
+//! of permissions, mounts or symlink following; `Vfs` (namei, facade, ops)
+//! adds those; `OpenFile` is what a descriptor points at.
 
+pub mod dirent;
 pub mod errno;
+mod facade;
+pub mod file;
+pub mod flags;
 pub mod inode;
+pub mod mount;
+mod namei;
+mod ops;
+pub mod perm;
+pub mod pipe;
 pub mod ramfs;
+pub mod stat;
 pub mod types;
 
 pub use errno::{Errno, Result};
+pub use facade::Vfs;
+pub use file::{Backing, OpenFile};
 pub use inode::{Device, DirEntry, FileSystem, Inode, NewAttr, NodeKind};
+pub use mount::{Location, MountFlags, MountId, MountInfo};
+pub use stat::Stat;
 pub use types::*;
+
+#[cfg(test)]
+mod tests;
