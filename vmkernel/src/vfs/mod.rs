@@ -19,6 +19,9 @@ pub mod perm;
 pub mod pipe;
 pub mod ramfs;
 pub mod stat;
+#[cfg(test)]
+mod testutil;
+pub mod tty;
 pub mod types;
 
 pub use errno::{Errno, Result};
