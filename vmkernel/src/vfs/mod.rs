@@ -6,6 +6,7 @@
 //! of permissions, mounts or symlink following; `Vfs` (namei, facade, ops)
 //! adds those; `OpenFile` is what a descriptor points at.
 
+pub mod devfs;
 pub mod dirent;
 pub mod errno;
 mod facade;
