@@ -18,6 +18,7 @@ mod namei;
 mod ops;
 pub mod perm;
 pub mod pipe;
+pub mod procfs;
 pub mod ramfs;
 pub mod stat;
 #[cfg(test)]
