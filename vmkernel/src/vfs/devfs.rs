@@ -80,7 +80,12 @@ impl Device for TtyDevice {
 
 /// Builds /dev, registers its devices and mounts it (making the /dev
 /// directory if the root archive has none).
-pub fn install(vfs: &Vfs, clock: Arc<dyn Clock>, random: Arc<dyn RandomSource>, console: Arc<Tty>) -> Result<Arc<RamFs>> {
+pub fn install(
+    vfs: &Vfs,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn RandomSource>,
+    console: Arc<Tty>,
+) -> Result<Arc<RamFs>> {
     let fs = RamFs::new(clock);
     let root = fs.root();
     let attr = |perm| NewAttr { perm, uid: 0, gid: 0 };

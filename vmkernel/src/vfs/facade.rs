@@ -29,7 +29,13 @@ impl Vfs {
     pub fn new(root_fs: Arc<dyn FileSystem>, source: &str) -> Vfs {
         let mut t = MountTable::default();
         let root = root_fs.root();
-        t.mounts.push(Some(Mount { fs: root_fs, root, parent: None, source: source.to_string(), flags: MountFlags::default() }));
+        t.mounts.push(Some(Mount {
+            fs: root_fs,
+            root,
+            parent: None,
+            source: source.to_string(),
+            flags: MountFlags::default(),
+        }));
         Vfs { mounts: RwLock::new(t), devices: RwLock::new(BTreeMap::new()) }
     }
 
@@ -43,18 +49,36 @@ impl Vfs {
 
     /// Mounts `fs` on the directory `at`. Who may mount is the caller's
     /// decision.
-    pub fn mount(&self, fs: Arc<dyn FileSystem>, at: &Location, source: &str, flags: MountFlags) -> Result<MountId> {
+    pub fn mount(
+        &self,
+        fs: Arc<dyn FileSystem>,
+        at: &Location,
+        source: &str,
+        flags: MountFlags,
+    ) -> Result<MountId> {
         if !at.inode.metadata().is_dir() {
             return Err(Errno::ENOTDIR);
         }
         let root = fs.root();
         let mut t = self.mounts.write();
-        t.mounts.push(Some(Mount { fs, root, parent: Some(at.clone()), source: source.to_string(), flags }));
+        t.mounts.push(Some(Mount {
+            fs,
+            root,
+            parent: Some(at.clone()),
+            source: source.to_string(),
+            flags,
+        }));
         Ok(t.mounts.len() - 1)
     }
 
     /// Mounts by absolute path, as the kernel does at boot.
-    pub fn mount_at(&self, path: &[u8], fs: Arc<dyn FileSystem>, source: &str, flags: MountFlags) -> Result<MountId> {
+    pub fn mount_at(
+        &self,
+        path: &[u8],
+        fs: Arc<dyn FileSystem>,
+        source: &str,
+        flags: MountFlags,
+    ) -> Result<MountId> {
         let at = self.resolve(&Credentials::root(), &self.root(), path, true)?;
         self.mount(fs, &at, source, flags)
     }
@@ -124,7 +148,14 @@ impl Vfs {
 
     /// open/openat. O_CREAT makes a regular file with `mode` (umask already
     /// applied), owned by the caller (group from a set-gid directory).
-    pub fn open(&self, cred: &Credentials, base: &Location, path: &[u8], flags: u32, mode: u32) -> Result<OpenFile> {
+    pub fn open(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        flags: u32,
+        mode: u32,
+    ) -> Result<OpenFile> {
         let mut links = 0;
         let (loc, created) = self.open_lookup(cred, base, path, flags, mode, &mut links)?;
         let meta = loc.inode.metadata();
@@ -135,7 +166,13 @@ impl Vfs {
         let dev = self.dev_of(&loc);
         if flags & O_PATH != 0 {
             let flags = flags & (O_PATH | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
-            return Ok(OpenFile::new(Backing::Inode(loc.inode.clone()), Some(loc), dev, parent_ino, flags));
+            return Ok(OpenFile::new(
+                Backing::Inode(loc.inode.clone()),
+                Some(loc),
+                dev,
+                parent_ino,
+                flags,
+            ));
         }
         if meta.is_symlink() {
             return Err(Errno::ELOOP); // O_NOFOLLOW on a symlink
@@ -168,7 +205,14 @@ impl Vfs {
         if truncate && meta.size != 0 {
             loc.inode.truncate(0)?;
         }
-        let keep = O_ACCMODE | O_APPEND | O_NONBLOCK | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW | O_DSYNC | O_LARGEFILE;
+        let keep = O_ACCMODE
+            | O_APPEND
+            | O_NONBLOCK
+            | O_CLOEXEC
+            | O_DIRECTORY
+            | O_NOFOLLOW
+            | O_DSYNC
+            | O_LARGEFILE;
         Ok(OpenFile::new(backing, Some(loc), dev, parent_ino, flags & keep))
     }
 
@@ -284,7 +328,13 @@ impl Vfs {
 
     /// access/faccessat: `mode` is F_OK (0) or R_OK|W_OK|X_OK. The caller
     /// passes the real ids as `cred`, as access(2) checks with those.
-    pub fn access(&self, cred: &Credentials, base: &Location, path: &[u8], mode: u32) -> Result<()> {
+    pub fn access(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        mode: u32,
+    ) -> Result<()> {
         let loc = self.resolve(cred, base, path, true)?;
         let m = loc.inode.metadata();
         if mode & W_OK != 0 && matches!(m.file_type(), FileType::Regular | FileType::Directory) {

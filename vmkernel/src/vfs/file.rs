@@ -19,7 +19,10 @@ use super::{Errno, Result};
 pub enum Backing {
     Inode(Arc<dyn Inode>),
     /// A device node: metadata from `node`, I/O from the driver.
-    Device { node: Arc<dyn Inode>, dev: Arc<dyn Device> },
+    Device {
+        node: Arc<dyn Inode>,
+        dev: Arc<dyn Device>,
+    },
     PipeRead(PipeReader),
     PipeWrite(PipeWriter),
 }
@@ -42,8 +45,20 @@ struct State {
 const PIPE_DEV: u64 = makedev(0, 0xff);
 
 impl OpenFile {
-    pub(crate) fn new(backing: Backing, location: Option<Location>, dev: u64, parent_ino: u64, flags: u32) -> OpenFile {
-        OpenFile { backing, location, dev, parent_ino, state: Mutex::new(State { offset: 0, flags }) }
+    pub(crate) fn new(
+        backing: Backing,
+        location: Option<Location>,
+        dev: u64,
+        parent_ino: u64,
+        flags: u32,
+    ) -> OpenFile {
+        OpenFile {
+            backing,
+            location,
+            dev,
+            parent_ino,
+            state: Mutex::new(State { offset: 0, flags }),
+        }
     }
 
     /// pipe2(): the read end and the write end. `flags` may hold
@@ -259,7 +274,11 @@ impl OpenFile {
     pub fn truncate(&self, len: u64) -> Result<()> {
         let f = self.state.lock().flags;
         match &self.backing {
-            Backing::Inode(i) if writable(f) && f & O_PATH == 0 && i.metadata().mode & S_IFMT == S_IFREG => i.truncate(len),
+            Backing::Inode(i)
+                if writable(f) && f & O_PATH == 0 && i.metadata().mode & S_IFMT == S_IFREG =>
+            {
+                i.truncate(len)
+            }
             _ => Err(Errno::EINVAL),
         }
     }

@@ -94,7 +94,9 @@ impl MountTable {
         self.mounts
             .iter()
             .enumerate()
-            .filter(move |(_, m)| m.as_ref().and_then(|m| m.parent.as_ref()).is_some_and(|p| p.mount == id))
+            .filter(move |(_, m)| {
+                m.as_ref().and_then(|m| m.parent.as_ref()).is_some_and(|p| p.mount == id)
+            })
             .map(|(i, _)| i)
     }
 }

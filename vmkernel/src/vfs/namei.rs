@@ -41,7 +41,13 @@ impl Last {
 impl Vfs {
     /// Resolves `path` from `base` (the cwd or a dirfd's directory).
     /// `follow` says whether a symlink as the last component is followed.
-    pub fn resolve(&self, cred: &Credentials, base: &Location, path: &[u8], follow: bool) -> Result<Location> {
+    pub fn resolve(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        follow: bool,
+    ) -> Result<Location> {
         let mut links = 0;
         self.resolve_inner(cred, base, path, follow, &mut links)
     }
@@ -60,7 +66,13 @@ impl Vfs {
 
     /// Walks all but the last component, which must then be looked up in
     /// a directory.
-    pub(crate) fn walk_parent(&self, cred: &Credentials, base: &Location, path: &[u8], links: &mut u32) -> Result<Parent> {
+    pub(crate) fn walk_parent(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        links: &mut u32,
+    ) -> Result<Parent> {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
@@ -91,10 +103,18 @@ impl Vfs {
     }
 
     /// Looks up the last component left by `walk_parent`.
-    pub(crate) fn finish(&self, cred: &Credentials, p: Parent, follow: bool, links: &mut u32) -> Result<Location> {
+    pub(crate) fn finish(
+        &self,
+        cred: &Credentials,
+        p: Parent,
+        follow: bool,
+        links: &mut u32,
+    ) -> Result<Location> {
         let loc = match p.last {
             Last::Root => p.dir,
-            ref last => self.step(cred, &p.dir, last.as_bytes(), follow || p.trailing_slash, links)?,
+            ref last => {
+                self.step(cred, &p.dir, last.as_bytes(), follow || p.trailing_slash, links)?
+            }
         };
         if p.trailing_slash && !loc.inode.metadata().is_dir() {
             return Err(Errno::ENOTDIR);
@@ -103,7 +123,14 @@ impl Vfs {
     }
 
     /// One component looked up in `dir`.
-    pub(crate) fn step(&self, cred: &Credentials, dir: &Location, name: &[u8], follow: bool, links: &mut u32) -> Result<Location> {
+    pub(crate) fn step(
+        &self,
+        cred: &Credentials,
+        dir: &Location,
+        name: &[u8],
+        follow: bool,
+        links: &mut u32,
+    ) -> Result<Location> {
         let m = dir.inode.metadata();
         if !m.is_dir() {
             return Err(Errno::ENOTDIR);
@@ -124,7 +151,13 @@ impl Vfs {
         }
     }
 
-    pub(crate) fn follow_link(&self, cred: &Credentials, dir: &Location, link: &Location, links: &mut u32) -> Result<Location> {
+    pub(crate) fn follow_link(
+        &self,
+        cred: &Credentials,
+        dir: &Location,
+        link: &Location,
+        links: &mut u32,
+    ) -> Result<Location> {
         *links += 1;
         if *links > MAX_SYMLINKS {
             return Err(Errno::ELOOP);

@@ -38,7 +38,14 @@ impl Vfs {
         Ok(Location { mount: dir.mount, inode: dir.inode.lookup(name)? })
     }
 
-    fn create_node(&self, cred: &Credentials, base: &Location, path: &[u8], kind: NodeKind<'_>, mode: u32) -> Result<Location> {
+    fn create_node(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        kind: NodeKind<'_>,
+        mode: u32,
+    ) -> Result<Location> {
         let p = self.dir_for_change(cred, base, path)?;
         let Last::Name(name) = &p.last else { return Err(Errno::EEXIST) };
         perm::check(cred, &p.dir.inode.metadata(), X_OK)?;
@@ -57,12 +64,25 @@ impl Vfs {
         Ok(Location { mount: p.dir.mount, inode })
     }
 
-    pub fn mkdir(&self, cred: &Credentials, base: &Location, path: &[u8], mode: u32) -> Result<Location> {
+    pub fn mkdir(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        mode: u32,
+    ) -> Result<Location> {
         self.create_node(cred, base, path, NodeKind::Dir, mode & 0o1777)
     }
 
     /// mknod: `mode` carries the file type. Device nodes need root.
-    pub fn mknod(&self, cred: &Credentials, base: &Location, path: &[u8], mode: u32, rdev: u64) -> Result<Location> {
+    pub fn mknod(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        mode: u32,
+        rdev: u64,
+    ) -> Result<Location> {
         let kind = match mode & S_IFMT {
             0 | S_IFREG => NodeKind::File,
             S_IFCHR | S_IFBLK if !cred.is_root() => return Err(Errno::EPERM),
@@ -76,7 +96,13 @@ impl Vfs {
         self.create_node(cred, base, path, kind, mode & MODE_PERM)
     }
 
-    pub fn symlink(&self, cred: &Credentials, target: &[u8], base: &Location, path: &[u8]) -> Result<Location> {
+    pub fn symlink(
+        &self,
+        cred: &Credentials,
+        target: &[u8],
+        base: &Location,
+        path: &[u8],
+    ) -> Result<Location> {
         if target.is_empty() {
             return Err(Errno::ENOENT);
         }
@@ -87,7 +113,15 @@ impl Vfs {
     }
 
     /// link/linkat; `follow` is AT_SYMLINK_FOLLOW.
-    pub fn link(&self, cred: &Credentials, old_base: &Location, old: &[u8], new_base: &Location, new: &[u8], follow: bool) -> Result<()> {
+    pub fn link(
+        &self,
+        cred: &Credentials,
+        old_base: &Location,
+        old: &[u8],
+        new_base: &Location,
+        new: &[u8],
+        follow: bool,
+    ) -> Result<()> {
         let src = self.resolve(cred, old_base, old, follow)?;
         if src.inode.metadata().is_dir() {
             return Err(Errno::EPERM);
@@ -144,10 +178,19 @@ impl Vfs {
         p.dir.inode.rmdir(name)
     }
 
-    pub fn rename(&self, cred: &Credentials, old_base: &Location, old: &[u8], new_base: &Location, new: &[u8]) -> Result<()> {
+    pub fn rename(
+        &self,
+        cred: &Credentials,
+        old_base: &Location,
+        old: &[u8],
+        new_base: &Location,
+        new: &[u8],
+    ) -> Result<()> {
         let op = self.dir_for_change(cred, old_base, old)?;
         let np = self.dir_for_change(cred, new_base, new)?;
-        let (Last::Name(oname), Last::Name(nname)) = (&op.last, &np.last) else { return Err(Errno::EBUSY) };
+        let (Last::Name(oname), Last::Name(nname)) = (&op.last, &np.last) else {
+            return Err(Errno::EBUSY);
+        };
         if op.dir.mount != np.dir.mount {
             return Err(Errno::EXDEV);
         }
@@ -219,7 +262,13 @@ impl Vfs {
     }
 
     /// chown/fchown/lchown: only root changes owners (None = keep).
-    pub fn chown(&self, cred: &Credentials, loc: &Location, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    pub fn chown(
+        &self,
+        cred: &Credentials,
+        loc: &Location,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<()> {
         let m = loc.inode.metadata();
         let uid = uid.unwrap_or(m.uid);
         let gid = gid.unwrap_or(m.gid);
@@ -238,7 +287,13 @@ impl Vfs {
     }
 
     /// truncate(2) by path.
-    pub fn truncate(&self, cred: &Credentials, base: &Location, path: &[u8], len: u64) -> Result<()> {
+    pub fn truncate(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        len: u64,
+    ) -> Result<()> {
         let loc = self.resolve(cred, base, path, true)?;
         let m = loc.inode.metadata();
         if m.is_dir() {
@@ -253,7 +308,13 @@ impl Vfs {
     }
 
     /// utimensat with explicit times (None = leave): owner or root.
-    pub fn utimens(&self, cred: &Credentials, loc: &Location, atime: Option<Timespec>, mtime: Option<Timespec>) -> Result<()> {
+    pub fn utimens(
+        &self,
+        cred: &Credentials,
+        loc: &Location,
+        atime: Option<Timespec>,
+        mtime: Option<Timespec>,
+    ) -> Result<()> {
         perm::check_owner(cred, &loc.inode.metadata())?;
         self.check_writable_mount(loc)?;
         loc.inode.set_times(atime, mtime)
@@ -261,7 +322,13 @@ impl Vfs {
 
     /// Convenience for path-based chmod/chown: the location, following
     /// symlinks unless `nofollow`.
-    pub fn lookup(&self, cred: &Credentials, base: &Location, path: &[u8], nofollow: bool) -> Result<Location> {
+    pub fn lookup(
+        &self,
+        cred: &Credentials,
+        base: &Location,
+        path: &[u8],
+        nofollow: bool,
+    ) -> Result<Location> {
         self.resolve(cred, base, path, !nofollow)
     }
 

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use super::dirent;
 use super::flags::*;
 use super::perm::{R_OK, W_OK, X_OK};
-use super::ramfs::{load::load_cpio, RamFs};
+use super::ramfs::{RamFs, load::load_cpio};
 use super::*;
 use crate::cpio::{self, Writer};
 
@@ -81,7 +81,10 @@ fn permissions_on_open_and_exec() {
     assert_eq!(v.open(&user(), &r, b"/etc/shadow", O_RDONLY, 0).err(), Some(Errno::EACCES));
     assert!(v.open(&root(), &r, b"/etc/shadow", O_RDWR, 0).is_ok());
     assert_eq!(v.open(&user(), &r, b"/etc/motd", O_WRONLY, 0).err(), Some(Errno::EACCES));
-    assert_eq!(v.open(&user(), &r, b"/etc/new", O_WRONLY | O_CREAT, 0o644).err(), Some(Errno::EACCES));
+    assert_eq!(
+        v.open(&user(), &r, b"/etc/new", O_WRONLY | O_CREAT, 0o644).err(),
+        Some(Errno::EACCES)
+    );
     assert!(v.open_exec(&user(), &r, b"/bin/sh").is_ok());
     assert_eq!(v.open_exec(&root(), &r, b"/etc/motd").err(), Some(Errno::EACCES));
     assert_eq!(v.open_exec(&root(), &r, b"/bin").err(), Some(Errno::EACCES));
@@ -107,7 +110,10 @@ fn open_flags() {
     let r = v.root();
     let u = user();
     write_file(&v, &u, b"/tmp/f", b"hello");
-    assert_eq!(v.open(&u, &r, b"/tmp/f", O_CREAT | O_EXCL | O_WRONLY, 0o644).err(), Some(Errno::EEXIST));
+    assert_eq!(
+        v.open(&u, &r, b"/tmp/f", O_CREAT | O_EXCL | O_WRONLY, 0o644).err(),
+        Some(Errno::EEXIST)
+    );
     let f = v.open(&u, &r, b"/tmp/f", O_WRONLY | O_APPEND, 0).unwrap();
     f.lseek(0, SEEK_SET).unwrap();
     f.write(b" world").unwrap();
@@ -136,8 +142,11 @@ fn open_flags() {
     v.symlink(&u, b"target", &r, b"/tmp/dangling").unwrap();
     v.open(&u, &r, b"/tmp/dangling", O_WRONLY | O_CREAT, 0o600).unwrap().write(b"t").unwrap();
     assert_eq!(read_file(&v, &u, b"/tmp/target"), b"t");
-    assert_eq!(v.open(&u, &r, b"/tmp/dangling", O_WRONLY | O_CREAT | O_EXCL, 0o600).err(), Some(Errno::EEXIST));
-    assert!(f.cloexec() == false && f.flags() & O_ACCMODE == O_RDWR);
+    assert_eq!(
+        v.open(&u, &r, b"/tmp/dangling", O_WRONLY | O_CREAT | O_EXCL, 0o600).err(),
+        Some(Errno::EEXIST)
+    );
+    assert!(!f.cloexec() && f.flags() & O_ACCMODE == O_RDWR);
     let c = v.open(&u, &r, b"/tmp/f", O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0).unwrap();
     assert!(c.cloexec() && c.is_nonblocking());
     c.set_status_flags(O_APPEND);
@@ -222,7 +231,10 @@ fn relative_paths_dot_and_dotdot() {
     write_file(&v, &u, b"/home/user/notes", b"n");
     assert_eq!(read_all(&v.open(&u, &home, b"notes", O_RDONLY, 0).unwrap()), b"n");
     assert_eq!(read_all(&v.open(&u, &home, b"./../user/./notes", O_RDONLY, 0).unwrap()), b"n");
-    assert_eq!(read_all(&v.open(&u, &home, b"../../../../etc//motd", O_RDONLY, 0).unwrap()).len(), 18);
+    assert_eq!(
+        read_all(&v.open(&u, &home, b"../../../../etc//motd", O_RDONLY, 0).unwrap()).len(),
+        18
+    );
     assert_eq!(v.path_of(&home).unwrap(), b"/home/user");
     assert_eq!(v.path_of(&v.root()).unwrap(), b"/");
     let up = v.chdir(&u, &home, b"..").unwrap();
@@ -289,7 +301,10 @@ fn sticky_tmp_chmod_chown() {
     let st = v.stat(&bob, &r, b"/tmp/a").unwrap();
     assert_eq!((st.uid, st.gid, st.mode), (1002, 5, S_IFREG | 0o755)); // set-uid dropped
     v.unlink(&bob, &r, b"/tmp/a").unwrap();
-    assert_eq!(v.mknod(&bob, &r, b"/tmp/null", S_IFCHR | 0o666, makedev(1, 3)).err(), Some(Errno::EPERM));
+    assert_eq!(
+        v.mknod(&bob, &r, b"/tmp/null", S_IFCHR | 0o666, makedev(1, 3)).err(),
+        Some(Errno::EPERM)
+    );
     v.mknod(&bob, &r, b"/tmp/fifo", S_IFIFO | 0o600, 0).unwrap();
     assert_eq!(v.open(&bob, &r, b"/tmp/fifo", O_RDONLY, 0).err(), Some(Errno::ENXIO));
 }
@@ -351,18 +366,30 @@ fn mounts_cross_both_ways() {
     write_file(&v, &root(), b"/vmfs/volumes/ds1/vm.vmx", b"config");
     let inside = v.chdir(&root(), &r, b"/vmfs/volumes/ds1").unwrap();
     assert_eq!(v.path_of(&inside).unwrap(), b"/vmfs/volumes/ds1");
-    assert_eq!(read_all(&v.open(&root(), &inside, b"../ds1/vm.vmx", O_RDONLY, 0).unwrap()), b"config");
+    assert_eq!(
+        read_all(&v.open(&root(), &inside, b"../ds1/vm.vmx", O_RDONLY, 0).unwrap()),
+        b"config"
+    );
     let up = v.chdir(&root(), &inside, b"..").unwrap();
     assert_eq!(v.path_of(&up).unwrap(), b"/vmfs/volumes");
     let st_in = v.stat(&root(), &r, b"/vmfs/volumes/ds1/vm.vmx").unwrap();
     let st_out = v.stat(&root(), &r, b"/etc/motd").unwrap();
     assert_ne!(st_in.dev, st_out.dev);
-    assert_eq!(v.rename(&root(), &r, b"/vmfs/volumes/ds1/vm.vmx", &r, b"/tmp/vm.vmx"), Err(Errno::EXDEV));
-    assert_eq!(v.link(&root(), &r, b"/vmfs/volumes/ds1/vm.vmx", &r, b"/tmp/l", false), Err(Errno::EXDEV));
+    assert_eq!(
+        v.rename(&root(), &r, b"/vmfs/volumes/ds1/vm.vmx", &r, b"/tmp/vm.vmx"),
+        Err(Errno::EXDEV)
+    );
+    assert_eq!(
+        v.link(&root(), &r, b"/vmfs/volumes/ds1/vm.vmx", &r, b"/tmp/l", false),
+        Err(Errno::EXDEV)
+    );
     assert_eq!(v.rmdir(&root(), &r, b"/vmfs/volumes/ds1"), Err(Errno::EBUSY));
     let m = v.mounts();
     assert_eq!(m.len(), 2);
-    assert_eq!((m[1].path.as_slice(), m[1].fs_type.as_str(), m[1].source.as_str()), (&b"/vmfs/volumes/ds1"[..], "ramfs", "datastore1"));
+    assert_eq!(
+        (m[1].path.as_slice(), m[1].fs_type.as_str(), m[1].source.as_str()),
+        (&b"/vmfs/volumes/ds1"[..], "ramfs", "datastore1")
+    );
     assert_eq!(m[0].path, b"/");
     // getdents `..` at a mount root is the mount point's parent.
     let d = v.open(&root(), &r, b"/vmfs/volumes/ds1", O_RDONLY, 0).unwrap();
@@ -384,7 +411,10 @@ fn read_only_mounts() {
     v.mount_at(b"/home", ro, "ro", MountFlags { read_only: true }).unwrap();
     assert_eq!(v.open(&root(), &r, b"/home/f", O_WRONLY, 0).err(), Some(Errno::EROFS));
     assert!(v.open(&root(), &r, b"/home/f", O_RDONLY, 0).is_ok());
-    assert_eq!(v.open(&root(), &r, b"/home/g", O_WRONLY | O_CREAT, 0o644).err(), Some(Errno::EROFS));
+    assert_eq!(
+        v.open(&root(), &r, b"/home/g", O_WRONLY | O_CREAT, 0o644).err(),
+        Some(Errno::EROFS)
+    );
     assert_eq!(v.mkdir(&root(), &r, b"/home/d", 0o755).err(), Some(Errno::EROFS));
     assert_eq!(v.unlink(&root(), &r, b"/home/f"), Err(Errno::EROFS));
     assert_eq!(v.access(&root(), &r, b"/home/f", W_OK), Err(Errno::EROFS));

@@ -64,8 +64,12 @@ const GLOBALS: [(&[u8], Global); 5] = [
     (b"loadavg", Global::Loadavg),
     (b"mounts", Global::Mounts),
 ];
-const PID_FILES: [(&[u8], PidFile); 4] =
-    [(b"stat", PidFile::Stat), (b"cmdline", PidFile::Cmdline), (b"status", PidFile::Status), (b"exe", PidFile::Exe)];
+const PID_FILES: [(&[u8], PidFile); 4] = [
+    (b"stat", PidFile::Stat),
+    (b"cmdline", PidFile::Cmdline),
+    (b"status", PidFile::Status),
+    (b"exe", PidFile::Exe),
+];
 /// Root cookies: the globals, then `self`, then FIRST_PID_COOKIE + pid.
 const FIRST_PID_COOKIE: u64 = GLOBALS.len() as u64 + 1;
 
@@ -110,7 +114,9 @@ impl ProcInode {
             Node::Global(g) => 2 + GLOBALS.iter().position(|(_, x)| *x == g).unwrap_or(0) as u64,
             Node::SelfLink => 2 + GLOBALS.len() as u64,
             Node::PidDir(pid) => pid_base(pid),
-            Node::PidFile(pid, f) => pid_base(pid) + 1 + PID_FILES.iter().position(|(_, x)| *x == f).unwrap_or(0) as u64,
+            Node::PidFile(pid, f) => {
+                pid_base(pid) + 1 + PID_FILES.iter().position(|(_, x)| *x == f).unwrap_or(0) as u64
+            }
         }
     }
 
@@ -136,7 +142,8 @@ impl ProcInode {
 }
 
 fn parse_pid(name: &[u8]) -> Option<u32> {
-    if name.is_empty() || name[0] == b'0' || name.len() > 10 || !name.iter().all(u8::is_ascii_digit) {
+    if name.is_empty() || name[0] == b'0' || name.len() > 10 || !name.iter().all(u8::is_ascii_digit)
+    {
         return None;
     }
     core::str::from_utf8(name).ok()?.parse().ok()
@@ -243,7 +250,11 @@ impl Inode for ProcInode {
                 let from = cookie - FIRST_PID_COOKIE;
                 let next = self.provider.pids().into_iter().filter(|&p| p as u64 >= from).min();
                 Ok(next.map(|pid| {
-                    let e = entry(Self::ino_of(Node::PidDir(pid)), format!("{pid}").as_bytes(), FileType::Directory);
+                    let e = entry(
+                        Self::ino_of(Node::PidDir(pid)),
+                        format!("{pid}").as_bytes(),
+                        FileType::Directory,
+                    );
                     (e, FIRST_PID_COOKIE + pid as u64 + 1)
                 }))
             }
@@ -258,7 +269,9 @@ impl Inode for ProcInode {
     fn readlink(&self) -> Result<Vec<u8>> {
         match self.node {
             Node::SelfLink => Ok(format!("{}", self.provider.current_pid()).into_bytes()),
-            Node::PidFile(pid, PidFile::Exe) => Ok(self.provider.process(pid).ok_or(Errno::ENOENT)?.exe),
+            Node::PidFile(pid, PidFile::Exe) => {
+                Ok(self.provider.process(pid).ok_or(Errno::ENOENT)?.exe)
+            }
             _ => Err(Errno::EINVAL),
         }
     }

@@ -1,7 +1,7 @@
 use super::*;
 use crate::vfs::flags::*;
 use crate::vfs::ramfs::RamFs;
-use crate::vfs::{dirent, MountFlags, OpenFile, Vfs};
+use crate::vfs::{MountFlags, OpenFile, Vfs, dirent};
 use alloc::string::ToString;
 use alloc::vec;
 
@@ -34,7 +34,11 @@ impl ProcProvider for Fake {
         MemInfo { total_kb: 1 << 20, free_kb: 1 << 19, available_kb: 1 << 19, ..Default::default() }
     }
     fn stat(&self) -> SystemStat {
-        SystemStat { cpus: vec![CpuTimes { idle: 5, ..Default::default() }], processes: 3, ..Default::default() }
+        SystemStat {
+            cpus: vec![CpuTimes { idle: 5, ..Default::default() }],
+            processes: 3,
+            ..Default::default()
+        }
     }
     fn uptime(&self) -> Uptime {
         Uptime { uptime_cs: 150, idle_cs: 100 }
@@ -85,7 +89,10 @@ fn global_files() {
     assert_eq!(cat(&v, b"/proc/uptime").unwrap(), b"1.50 1.00\n");
     assert!(cat(&v, b"/proc/stat").unwrap().starts_with(b"cpu  0 0 0 5 "));
     assert_eq!(cat(&v, b"/proc/loadavg").unwrap(), b"0.00 0.00 0.00 1/3 300\n");
-    assert_eq!(cat(&v, b"/proc/mounts").unwrap(), b"rootfs / ramfs rw 0 0\nproc /proc proc rw 0 0\n");
+    assert_eq!(
+        cat(&v, b"/proc/mounts").unwrap(),
+        b"rootfs / ramfs rw 0 0\nproc /proc proc rw 0 0\n"
+    );
     let st = v.stat(&Credentials::root(), &v.root(), b"/proc/meminfo").unwrap();
     assert_eq!((st.mode, st.size), (S_IFREG | 0o444, 0));
     let w = v.open(&Credentials::root(), &v.root(), b"/proc/meminfo", O_WRONLY, 0).unwrap();
@@ -100,10 +107,17 @@ fn listing_and_pids() {
     let (v, _) = setup();
     let d = v.open(&Credentials::root(), &v.root(), b"/proc", O_RDONLY | O_DIRECTORY, 0).unwrap();
     let n = names(&d);
-    let want: Vec<&[u8]> = vec![b".", b"..", b"meminfo", b"uptime", b"stat", b"loadavg", b"mounts", b"self", b"1", b"7", b"300"];
+    let want: Vec<&[u8]> = vec![
+        b".", b"..", b"meminfo", b"uptime", b"stat", b"loadavg", b"mounts", b"self", b"1", b"7",
+        b"300",
+    ];
     assert_eq!(n, want);
-    let d = v.open(&Credentials::root(), &v.root(), b"/proc/300", O_RDONLY | O_DIRECTORY, 0).unwrap();
-    assert_eq!(names(&d)[2..], [b"stat".to_vec(), b"cmdline".to_vec(), b"status".to_vec(), b"exe".to_vec()]);
+    let d =
+        v.open(&Credentials::root(), &v.root(), b"/proc/300", O_RDONLY | O_DIRECTORY, 0).unwrap();
+    assert_eq!(
+        names(&d)[2..],
+        [b"stat".to_vec(), b"cmdline".to_vec(), b"status".to_vec(), b"exe".to_vec()]
+    );
     assert_eq!(d.stat().uid, 1000);
     assert_eq!(cat(&v, b"/proc/300/cmdline").unwrap(), b"/bin/sh\0-l\0");
     assert!(cat(&v, b"/proc/1/stat").unwrap().starts_with(b"1 (init) R 0 "));

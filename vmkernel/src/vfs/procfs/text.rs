@@ -271,7 +271,12 @@ mod tests {
 
     #[test]
     fn meminfo_columns_as_linux() {
-        let s = meminfo(&MemInfo { total_kb: 16318412, free_kb: 1024, available_kb: 2048, ..Default::default() });
+        let s = meminfo(&MemInfo {
+            total_kb: 16318412,
+            free_kb: 1024,
+            available_kb: 2048,
+            ..Default::default()
+        });
         let first = s.lines().next().unwrap();
         assert_eq!(first, "MemTotal:       16318412 kB");
         assert!(s.contains("\nMemFree:            1024 kB\n"));
@@ -363,8 +368,18 @@ mod tests {
         assert!(s.contains("\nUid:\t1000\t1000\t1000\t1000\n"));
         assert!(s.contains("\nVmRSS:\t    1200 kB\n"));
         let m = mounts(&[
-            MountInfo { source: "rootfs".into(), path: b"/".to_vec(), fs_type: "ramfs".into(), read_only: false },
-            MountInfo { source: "ds".into(), path: b"/vmfs/volumes/my ds".to_vec(), fs_type: "vfat".into(), read_only: true },
+            MountInfo {
+                source: "rootfs".into(),
+                path: b"/".to_vec(),
+                fs_type: "ramfs".into(),
+                read_only: false,
+            },
+            MountInfo {
+                source: "ds".into(),
+                path: b"/vmfs/volumes/my ds".to_vec(),
+                fs_type: "vfat".into(),
+                read_only: true,
+            },
         ]);
         assert_eq!(m, b"rootfs / ramfs rw 0 0\nds /vmfs/volumes/my\\040ds vfat ro 0 0\n");
     }

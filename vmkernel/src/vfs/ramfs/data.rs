@@ -25,7 +25,9 @@ impl Budget {
     }
     fn take(&self) -> Result<()> {
         self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < self.limit).then_some(u + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < self.limit).then_some(u + 1)
+            })
             .map(|_| ())
             .map_err(|_| Errno::ENOSPC)
     }

@@ -8,16 +8,19 @@ use alloc::sync::Arc;
 
 use super::RamFs;
 use crate::cpio::{self, CpioError};
+use crate::vfs::Errno;
 use crate::vfs::inode::{Inode, NewAttr, NodeKind};
 use crate::vfs::types::*;
-use crate::vfs::Errno;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadError {
     Archive(CpioError),
     /// An entry that cannot be placed (bad name, a file where a directory
     /// is needed, out of space).
-    Entry { name: String, errno: Errno },
+    Entry {
+        name: String,
+        errno: Errno,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -105,7 +108,11 @@ fn make_parents(fs: &RamFs, path: &str, time: Timespec) -> Result<Arc<dyn Inode>
             Ok(next) if next.metadata().is_dir() => next,
             Ok(_) => return Err(Errno::ENOTDIR),
             Err(Errno::ENOENT) => {
-                let d = cur.create(comp.as_bytes(), NodeKind::Dir, NewAttr { perm: 0o755, uid: 0, gid: 0 })?;
+                let d = cur.create(
+                    comp.as_bytes(),
+                    NodeKind::Dir,
+                    NewAttr { perm: 0o755, uid: 0, gid: 0 },
+                )?;
                 apply(&*d, NewAttr { perm: 0o755, uid: 0, gid: 0 }, time);
                 d
             }

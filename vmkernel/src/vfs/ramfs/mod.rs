@@ -46,7 +46,14 @@ impl RamFs {
             rename_lock: Mutex::new(()),
         });
         let attr = NewAttr { perm: 0o755, uid: 0, gid: 0 };
-        let root = RamInode::new(&shared, 1, FileType::Directory, attr, Body::Dir(Mutex::new(Dir::new(Weak::new()))), 0);
+        let root = RamInode::new(
+            &shared,
+            1,
+            FileType::Directory,
+            attr,
+            Body::Dir(Mutex::new(Dir::new(Weak::new()))),
+            0,
+        );
         Arc::new(RamFs { shared, root })
     }
 
@@ -97,7 +104,14 @@ pub struct RamInode {
 }
 
 impl RamInode {
-    fn new(fs: &Arc<Shared>, ino: u64, ty: FileType, a: NewAttr, body: Body, rdev: u64) -> Arc<RamInode> {
+    fn new(
+        fs: &Arc<Shared>,
+        ino: u64,
+        ty: FileType,
+        a: NewAttr,
+        body: Body,
+        rdev: u64,
+    ) -> Arc<RamInode> {
         let now = fs.clock.now();
         let nlink = if ty == FileType::Directory { 2 } else { 1 };
         Arc::new_cyclic(|this| RamInode {
@@ -179,7 +193,12 @@ impl RamInode {
 
     /// The rename proper, on locked directories (`new` is None for a rename
     /// within `old`). Returns the nlink change of (old dir, new dir).
-    fn rename_locked(old: &mut Dir, mut new: Option<&mut Dir>, old_name: &[u8], new_name: &[u8]) -> Result<(i64, i64)> {
+    fn rename_locked(
+        old: &mut Dir,
+        mut new: Option<&mut Dir>,
+        old_name: &[u8],
+        new_name: &[u8],
+    ) -> Result<(i64, i64)> {
         let src = old.get(old_name).ok_or(Errno::ENOENT)?.clone();
         let moving_dir = src.is_dir();
         let cross = new.is_some();
@@ -378,7 +397,8 @@ impl Inode for RamInode {
     }
 
     fn rename(&self, old_name: &[u8], new_dir: &Arc<dyn Inode>, new_name: &[u8]) -> Result<()> {
-        let nd = Self::cast(new_dir).filter(|n| Arc::ptr_eq(&n.fs, &self.fs)).ok_or(Errno::EXDEV)?;
+        let nd =
+            Self::cast(new_dir).filter(|n| Arc::ptr_eq(&n.fs, &self.fs)).ok_or(Errno::EXDEV)?;
         let _serial = self.fs.rename_lock.lock();
         let (od_delta, nd_delta) = if nd.ino == self.ino {
             let mut d = self.dir()?.lock();
@@ -396,10 +416,8 @@ impl Inode for RamInode {
             };
             let r = Self::rename_locked(&mut ga, Some(&mut gb), old_name, new_name)?;
             // A moved directory's `..` is now the new parent.
-            if let Some(moved) = gb.get(new_name) {
-                if let Body::Dir(md) = &moved.body {
-                    md.lock().parent = nd.this.clone();
-                }
+            if let Some(Body::Dir(md)) = gb.get(new_name).map(|m| &m.body) {
+                md.lock().parent = nd.this.clone();
             }
             r
         };

@@ -1,4 +1,4 @@
-use super::load::{load_cpio, LoadError};
+use super::load::{LoadError, load_cpio};
 use super::*;
 use crate::cpio::{self, CpioError, Writer};
 
@@ -162,7 +162,13 @@ fn corrupt_archives_are_reported() {
     assert_eq!(r, Err(LoadError::Entry { name: "f/g".into(), errno: Errno::ENOTDIR }));
     let mut w = Writer::new();
     w.add("a/../../etc", cpio::S_IFDIR | 0o755, 0, 0, 0, &[]);
-    assert!(matches!(load_cpio(&fs(), &w.finish()), Err(LoadError::Entry { errno: Errno::EINVAL, .. })));
+    assert!(matches!(
+        load_cpio(&fs(), &w.finish()),
+        Err(LoadError::Entry { errno: Errno::EINVAL, .. })
+    ));
     let full = RamFs::with_limit(Arc::new(FixedClock(Timespec::default())), PAGE);
-    assert!(matches!(load_cpio(&full, &archive()), Err(LoadError::Entry { errno: Errno::ENOSPC, .. })));
+    assert!(matches!(
+        load_cpio(&full, &archive()),
+        Err(LoadError::Entry { errno: Errno::ENOSPC, .. })
+    ));
 }

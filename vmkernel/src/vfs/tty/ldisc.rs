@@ -196,7 +196,11 @@ impl Ldisc {
 
     /// Bytes a read could return now (FIONREAD).
     pub fn available(&self) -> usize {
-        if self.termios.canonical() { self.lines.iter().map(Vec::len).sum() } else { self.raw.len() }
+        if self.termios.canonical() {
+            self.lines.iter().map(Vec::len).sum()
+        } else {
+            self.raw.len()
+        }
     }
 
     /// Applies new settings; input already typed moves between the cooked

@@ -10,7 +10,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use spin::Mutex;
 
-use self::ldisc::{opost, Ldisc};
+use self::ldisc::{Ldisc, opost};
 use self::termios::*;
 use super::types::{PollEvents, UserMemory};
 use super::{Errno, Result};
@@ -46,7 +46,12 @@ impl Tty {
     pub fn new(sink: Arc<dyn TtySink>) -> Arc<Tty> {
         Arc::new(Tty {
             sink,
-            state: Mutex::new(State { ldisc: Ldisc::default(), winsize: Winsize::default(), pgrp: 0, session: 0 }),
+            state: Mutex::new(State {
+                ldisc: Ldisc::default(),
+                winsize: Winsize::default(),
+                pgrp: 0,
+                session: 0,
+            }),
         })
     }
 

@@ -189,7 +189,7 @@ mod tests {
             (TIOCGSID, libc::TIOCGSID),
         ];
         for (ours, theirs) in ioctls {
-            assert_eq!(ours as u64, theirs as u64);
+            assert_eq!(ours as u64, theirs);
         }
         let flags = [
             (ISTRIP, libc::ISTRIP),
