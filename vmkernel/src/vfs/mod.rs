@@ -5,6 +5,18 @@
 //! Layering: file systems implement `Inode`/`FileSystem` and know nothing
 //! of permissions, mounts or symlink following; `Vfs` (namei, facade, ops)
 //! adds those; `OpenFile` is what a descriptor points at.
+//!
+//! For the system-call layer:
+//! - boot: `RamFs::new` + `ramfs::load::load_cpio`, `Vfs::new`,
+//!   `devfs::install`, `Vfs::mount_at(b"/proc", ProcFs::new(provider), ..)`.
+//! - a process keeps `Credentials`, a cwd `Location` and
+//!   `Arc<OpenFile>`s; *at calls pass the dirfd's `OpenFile::location()` as
+//!   the base; the umask is applied before calling.
+//! - errors are `Errno`; return `errno.to_ret()`.
+//! - nothing blocks: EAGAIN from `OpenFile::read`/`write` on a descriptor
+//!   without O_NONBLOCK means wait until `OpenFile::poll` reports readiness
+//!   (tty input, pipe activity) and retry; EPIPE also means SIGPIPE.
+//! - `tty::Tty::input` returns signals for the foreground process group.
 
 pub mod devfs;
 pub mod dirent;
