@@ -1,0 +1,301 @@
+//! Open file descriptions: what a file descriptor points at. Shared
+//! (`Arc<OpenFile>`) between dup'ed descriptors and across fork, so the
+//! offset and status flags live behind a lock here; O_CLOEXEC belongs to
+//! the descriptor and is only remembered for the fd table.
+
+use alloc::sync::Arc;
+use spin::Mutex;
+
+use super::dirent;
+use super::flags::*;
+use super::inode::{Device, Inode};
+use super::mount::Location;
+use super::pipe::{self, PipeReader, PipeWriter};
+use super::stat::Stat;
+use super::types::*;
+use super::{Errno, Result};
+
+/// What the description reads and writes.
+pub enum Backing {
+    Inode(Arc<dyn Inode>),
+    /// A device node: metadata from `node`, I/O from the driver.
+    Device {
+        node: Arc<dyn Inode>,
+        dev: Arc<dyn Device>,
+    },
+    PipeRead(PipeReader),
+    PipeWrite(PipeWriter),
+}
+
+pub struct OpenFile {
+    backing: Backing,
+    location: Option<Location>,
+    dev: u64,
+    /// Inode number reported for `..` by getdents64.
+    parent_ino: u64,
+    state: Mutex<State>,
+}
+
+struct State {
+    offset: u64,
+    flags: u32,
+}
+
+/// st_dev of pipes (an anonymous device, like Linux's pipefs).
+const PIPE_DEV: u64 = makedev(0, 0xff);
+
+impl OpenFile {
+    pub(crate) fn new(
+        backing: Backing,
+        location: Option<Location>,
+        dev: u64,
+        parent_ino: u64,
+        flags: u32,
+    ) -> OpenFile {
+        OpenFile {
+            backing,
+            location,
+            dev,
+            parent_ino,
+            state: Mutex::new(State { offset: 0, flags }),
+        }
+    }
+
+    /// pipe2(): the read end and the write end. `flags` may hold
+    /// O_NONBLOCK and O_CLOEXEC.
+    pub fn pipe(flags: u32) -> (OpenFile, OpenFile) {
+        let (r, w) = pipe::pipe();
+        let keep = flags & (O_NONBLOCK | O_CLOEXEC);
+        (
+            OpenFile::new(Backing::PipeRead(r), None, PIPE_DEV, 0, O_RDONLY | keep),
+            OpenFile::new(Backing::PipeWrite(w), None, PIPE_DEV, 0, O_WRONLY | keep),
+        )
+    }
+
+    pub fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    /// The file's place in the tree (fchdir, *at calls); None for pipes.
+    pub fn location(&self) -> Option<&Location> {
+        self.location.as_ref()
+    }
+
+    /// Flags as F_GETFL reports them (access mode and status flags).
+    pub fn flags(&self) -> u32 {
+        self.state.lock().flags & !O_CLOEXEC
+    }
+
+    pub fn cloexec(&self) -> bool {
+        self.state.lock().flags & O_CLOEXEC != 0
+    }
+
+    /// F_SETFL: only O_APPEND and O_NONBLOCK change.
+    pub fn set_status_flags(&self, flags: u32) {
+        let mut s = self.state.lock();
+        s.flags = (s.flags & !SETFL_MASK) | (flags & SETFL_MASK);
+    }
+
+    /// Whether EAGAIN from read/write goes back to the user (true) or means
+    /// "wait on `poll` readiness and retry" (false).
+    pub fn is_nonblocking(&self) -> bool {
+        self.state.lock().flags & O_NONBLOCK != 0
+    }
+
+    fn check(&self, want_write: bool) -> Result<u32> {
+        let f = self.state.lock().flags;
+        let ok = f & O_PATH == 0 && if want_write { writable(f) } else { readable(f) };
+        if ok { Ok(f) } else { Err(Errno::EBADF) }
+    }
+
+    fn is_dir(&self) -> bool {
+        matches!(&self.backing, Backing::Inode(i) if i.metadata().is_dir())
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        self.check(false)?;
+        match &self.backing {
+            Backing::PipeRead(r) => r.read(buf),
+            Backing::Device { dev, .. } if !dev.seekable() => dev.read(0, buf),
+            _ => {
+                let mut s = self.state.lock();
+                let n = self.read_at(s.offset, buf)?;
+                s.offset += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    pub fn write(&self, data: &[u8]) -> Result<usize> {
+        let flags = self.check(true)?;
+        match &self.backing {
+            Backing::PipeWrite(w) => w.write(data),
+            Backing::Device { dev, .. } if !dev.seekable() => dev.write(0, data),
+            Backing::Inode(i) => {
+                // The lock spans size lookup and write so O_APPEND writers
+                // through one description do not interleave.
+                let mut s = self.state.lock();
+                if flags & O_APPEND != 0 {
+                    s.offset = i.metadata().size;
+                }
+                let n = i.write_at(s.offset, data)?;
+                s.offset += n as u64;
+                Ok(n)
+            }
+            _ => {
+                let mut s = self.state.lock();
+                let n = self.write_at(s.offset, data)?;
+                s.offset += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match &self.backing {
+            Backing::Inode(i) => i.read_at(offset, buf),
+            Backing::Device { dev, .. } => dev.read(offset, buf),
+            _ => Err(Errno::ESPIPE),
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<usize> {
+        match &self.backing {
+            Backing::Inode(i) => i.write_at(offset, data),
+            Backing::Device { dev, .. } => dev.write(offset, data),
+            _ => Err(Errno::ESPIPE),
+        }
+    }
+
+    fn seekable(&self) -> bool {
+        match &self.backing {
+            Backing::Inode(_) => true,
+            Backing::Device { dev, .. } => dev.seekable(),
+            _ => false,
+        }
+    }
+
+    pub fn pread(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.check(false)?;
+        if !self.seekable() {
+            return Err(Errno::ESPIPE);
+        }
+        self.read_at(offset, buf)
+    }
+
+    pub fn pwrite(&self, offset: u64, data: &[u8]) -> Result<usize> {
+        self.check(true)?;
+        if !self.seekable() {
+            return Err(Errno::ESPIPE);
+        }
+        self.write_at(offset, data)
+    }
+
+    pub fn lseek(&self, offset: i64, whence: u32) -> Result<u64> {
+        if !self.seekable() {
+            return Err(Errno::ESPIPE);
+        }
+        let mut s = self.state.lock();
+        let base = match whence {
+            SEEK_SET => 0,
+            SEEK_CUR => s.offset as i64,
+            // A directory's offset is a cookie: there is no end to seek to.
+            SEEK_END if !self.is_dir() => self.metadata().size as i64,
+            _ => return Err(Errno::EINVAL),
+        };
+        let new = base.checked_add(offset).filter(|&n| n >= 0).ok_or(Errno::EINVAL)?;
+        s.offset = new as u64;
+        Ok(new as u64)
+    }
+
+    /// Fills `buf` with linux_dirent64 records. The offset is a cookie:
+    /// 0 is `.`, 1 is `..`, n >= 2 is the file system's cookie n - 2.
+    pub fn getdents64(&self, buf: &mut [u8]) -> Result<usize> {
+        let Backing::Inode(dir) = &self.backing else { return Err(Errno::ENOTDIR) };
+        if self.state.lock().flags & O_PATH != 0 {
+            return Err(Errno::EBADF);
+        }
+        let meta = dir.metadata();
+        if !meta.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let mut s = self.state.lock();
+        let mut used = 0;
+        loop {
+            let (ino, name, d_type, next): (u64, alloc::vec::Vec<u8>, u8, u64) = match s.offset {
+                0 => (meta.ino, b".".to_vec(), FileType::Directory.dirent_type(), 1),
+                1 => (self.parent_ino, b"..".to_vec(), FileType::Directory.dirent_type(), 2),
+                c => match dir.readdir(c - 2)? {
+                    Some((e, next)) => (e.ino, e.name, e.file_type.dirent_type(), next + 2),
+                    None => break,
+                },
+            };
+            match dirent::encode(&mut buf[used..], ino, next as i64, d_type, &name) {
+                Some(n) => used += n,
+                None if used == 0 => return Err(Errno::EINVAL),
+                None => break,
+            }
+            s.offset = next;
+        }
+        Ok(used)
+    }
+
+    pub fn metadata(&self) -> Metadata {
+        match &self.backing {
+            Backing::Inode(i) | Backing::Device { node: i, .. } => i.metadata(),
+            Backing::PipeRead(r) => pipe_meta(r.pipe().ino(), r.pipe().len()),
+            Backing::PipeWrite(w) => pipe_meta(w.pipe().ino(), w.pipe().len()),
+        }
+    }
+
+    /// fstat.
+    pub fn stat(&self) -> Stat {
+        Stat::new(self.dev, &self.metadata())
+    }
+
+    pub fn ioctl(&self, cmd: u32, arg: u64, mem: &mut dyn UserMemory) -> Result<i64> {
+        match &self.backing {
+            Backing::Inode(i) => i.ioctl(cmd, arg, mem),
+            Backing::Device { dev, .. } => dev.ioctl(cmd, arg, mem),
+            _ => Err(Errno::ENOTTY),
+        }
+    }
+
+    pub fn poll(&self) -> PollEvents {
+        match &self.backing {
+            Backing::Inode(i) => i.poll(),
+            Backing::Device { dev, .. } => dev.poll(),
+            Backing::PipeRead(r) => r.poll(),
+            Backing::PipeWrite(w) => w.poll(),
+        }
+    }
+
+    /// ftruncate: a regular file open for writing.
+    pub fn truncate(&self, len: u64) -> Result<()> {
+        let f = self.state.lock().flags;
+        match &self.backing {
+            Backing::Inode(i)
+                if writable(f) && f & O_PATH == 0 && i.metadata().mode & S_IFMT == S_IFREG =>
+            {
+                i.truncate(len)
+            }
+            _ => Err(Errno::EINVAL),
+        }
+    }
+}
+
+fn pipe_meta(ino: u64, len: usize) -> Metadata {
+    Metadata {
+        ino,
+        mode: S_IFIFO | 0o600,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        size: len as u64,
+        atime: Timespec::default(),
+        mtime: Timespec::default(),
+        ctime: Timespec::default(),
+        rdev: 0,
+        blocks: 0,
+    }
+}

@@ -1,0 +1,197 @@
+//! Pipes: a bounded byte queue with counted reader and writer ends.
+//! Nothing here blocks: "would block" is EAGAIN, and the caller (which
+//! knows whether the descriptor is O_NONBLOCK) waits for `poll` readiness
+//! and retries.
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+
+use super::types::PollEvents;
+use super::{Errno, Result};
+
+pub const PIPE_CAPACITY: usize = 64 * 1024;
+/// Writes up to this size are atomic: all or nothing.
+pub const PIPE_BUF: usize = 4096;
+
+static NEXT_INO: AtomicU64 = AtomicU64::new(1);
+
+pub struct Pipe {
+    ino: u64,
+    state: Mutex<State>,
+}
+
+struct State {
+    buf: VecDeque<u8>,
+    readers: usize,
+    writers: usize,
+}
+
+/// Makes a pipe; dropping the last clone of an end closes that end.
+pub fn pipe() -> (PipeReader, PipeWriter) {
+    let p = Arc::new(Pipe {
+        ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
+        state: Mutex::new(State { buf: VecDeque::new(), readers: 1, writers: 1 }),
+    });
+    (PipeReader(p.clone()), PipeWriter(p))
+}
+
+impl Pipe {
+    /// Inode number for fstat; also a stable key to wait on.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct PipeReader(Arc<Pipe>);
+pub struct PipeWriter(Arc<Pipe>);
+
+impl PipeReader {
+    pub fn pipe(&self) -> &Arc<Pipe> {
+        &self.0
+    }
+
+    /// Data, or Ok(0) at end of file (no writers left), or EAGAIN.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        let mut s = self.0.state.lock();
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if s.buf.is_empty() {
+            return if s.writers == 0 { Ok(0) } else { Err(Errno::EAGAIN) };
+        }
+        let n = buf.len().min(s.buf.len());
+        for (dst, src) in buf.iter_mut().zip(s.buf.drain(..n)) {
+            *dst = src;
+        }
+        Ok(n)
+    }
+
+    pub fn poll(&self) -> PollEvents {
+        let s = self.0.state.lock();
+        let mut ev = PollEvents::NONE;
+        if !s.buf.is_empty() {
+            ev |= PollEvents::IN;
+        }
+        if s.writers == 0 {
+            ev |= PollEvents::HUP;
+        }
+        ev
+    }
+}
+
+impl PipeWriter {
+    pub fn pipe(&self) -> &Arc<Pipe> {
+        &self.0
+    }
+
+    /// EPIPE without readers (the caller also raises SIGPIPE). A write of
+    /// at most PIPE_BUF goes in whole or not at all (EAGAIN); a larger one
+    /// takes what fits and the caller retries with the rest.
+    pub fn write(&self, data: &[u8]) -> Result<usize> {
+        let mut s = self.0.state.lock();
+        if s.readers == 0 {
+            return Err(Errno::EPIPE);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let space = PIPE_CAPACITY - s.buf.len();
+        if space == 0 || (data.len() <= PIPE_BUF && space < data.len()) {
+            return Err(Errno::EAGAIN);
+        }
+        let n = data.len().min(space);
+        s.buf.extend(&data[..n]);
+        Ok(n)
+    }
+
+    pub fn poll(&self) -> PollEvents {
+        let s = self.0.state.lock();
+        if s.readers == 0 {
+            return PollEvents::ERR | PollEvents::OUT;
+        }
+        if PIPE_CAPACITY - s.buf.len() >= PIPE_BUF { PollEvents::OUT } else { PollEvents::NONE }
+    }
+}
+
+impl Clone for PipeReader {
+    fn clone(&self) -> Self {
+        self.0.state.lock().readers += 1;
+        PipeReader(self.0.clone())
+    }
+}
+
+impl Clone for PipeWriter {
+    fn clone(&self) -> Self {
+        self.0.state.lock().writers += 1;
+        PipeWriter(self.0.clone())
+    }
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        self.0.state.lock().readers -= 1;
+    }
+}
+
+impl Drop for PipeWriter {
+    fn drop(&mut self) {
+        self.0.state.lock().writers -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_flows_then_eof_when_writers_are_gone() {
+        let (r, w) = pipe();
+        let mut buf = [0u8; 8];
+        assert_eq!(r.read(&mut buf), Err(Errno::EAGAIN));
+        assert_eq!(r.poll(), PollEvents::NONE);
+        assert_eq!(w.write(b"hello"), Ok(5));
+        assert!(r.poll().contains(PollEvents::IN));
+        assert_eq!(r.read(&mut buf[..3]), Ok(3));
+        assert_eq!(&buf[..3], b"hel");
+        let w2 = w.clone();
+        drop(w);
+        assert_eq!(r.read(&mut buf), Ok(2));
+        assert_eq!(r.read(&mut buf), Err(Errno::EAGAIN)); // w2 still open
+        drop(w2);
+        assert_eq!(r.poll(), PollEvents::HUP);
+        assert_eq!(r.read(&mut buf), Ok(0));
+    }
+
+    #[test]
+    fn epipe_without_readers() {
+        let (r, w) = pipe();
+        drop(r);
+        assert_eq!(w.write(b"x"), Err(Errno::EPIPE));
+        assert!(w.poll().contains(PollEvents::ERR));
+    }
+
+    #[test]
+    fn bounded_with_atomic_small_writes() {
+        let (r, w) = pipe();
+        let big = alloc::vec![1u8; PIPE_CAPACITY + 100];
+        assert_eq!(w.write(&big), Ok(PIPE_CAPACITY));
+        assert_eq!(w.write(b"x"), Err(Errno::EAGAIN));
+        assert_eq!(w.poll(), PollEvents::NONE);
+        let mut buf = alloc::vec![0u8; 100];
+        assert_eq!(r.read(&mut buf), Ok(100));
+        // 100 bytes free: a 200-byte write is atomic, so it must wait.
+        assert_eq!(w.write(&[2u8; 200]), Err(Errno::EAGAIN));
+        assert_eq!(w.write(&[2u8; 100]), Ok(100));
+        assert_eq!(r.pipe().len(), PIPE_CAPACITY);
+    }
+}
