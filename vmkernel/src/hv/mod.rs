@@ -1,0 +1,58 @@
+//! Hardware-assisted virtualization: the backend-specific parts of the VMM.
+//!
+//! Two backends behind one interface — AMD-V (SVM + nested paging) and
+//! Intel VT-x (VMX + EPT) — chosen at boot from CPUID and capability MSRs.
+//! Everything device- and loader-related is backend-independent logic in
+//! `vmkernel::vmm`; this module holds only what touches the hardware: the
+//! control structures, VM entry, and nested page tables.
+
+pub mod guest_memory;
+pub mod svm;
+
+use spin::Once;
+
+use crate::arch::cpu;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// AMD-V with nested paging; `asids` usable address-space IDs.
+    Svm { asids: u32 },
+    /// Intel VT-x with EPT and unrestricted guest.
+    Vmx,
+}
+
+static BACKEND: Once<Option<Backend>> = Once::new();
+static REASON: Once<&'static str> = Once::new();
+
+/// Detects the virtualization extensions this CPU offers (BSP, at boot).
+pub fn detect() -> Option<Backend> {
+    *BACKEND.call_once(|| match svm::probe() {
+        Ok(b) => Some(b),
+        Err(svm_reason) => {
+            REASON.call_once(|| svm_reason);
+            let vmx = cpu::cpuid(1, 0).ecx & (1 << 5) != 0;
+            if vmx {
+                REASON.call_once(|| "VMX backend not available yet");
+            }
+            None
+        }
+    })
+}
+
+pub fn backend() -> Option<Backend> {
+    detect()
+}
+
+/// Why no backend is available (for the status screen and logs).
+pub fn unavailable_reason() -> &'static str {
+    REASON.get().copied().unwrap_or("")
+}
+
+/// Enables the backend on the calling CPU (every CPU that runs vCPUs).
+pub fn init_this_cpu() -> Result<(), &'static str> {
+    match detect() {
+        Some(Backend::Svm { .. }) => svm::enable_this_cpu(),
+        Some(Backend::Vmx) => Err("VMX backend not available yet"),
+        None => Err(unavailable_reason()),
+    }
+}
