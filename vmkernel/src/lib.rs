@@ -14,4 +14,5 @@ pub mod bootinfo;
 pub mod cmdline;
 pub mod cpio;
 pub mod frames;
+pub mod linux_abi;
 pub mod paging;
