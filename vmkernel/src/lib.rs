@@ -13,6 +13,7 @@ pub mod acpi_s5;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod cpio;
+pub mod elf;
 pub mod frames;
 pub mod linux_abi;
 pub mod paging;
