@@ -17,3 +17,4 @@ pub mod elf;
 pub mod frames;
 pub mod linux_abi;
 pub mod paging;
+pub mod user_stack;
