@@ -18,3 +18,4 @@ pub mod frames;
 pub mod linux_abi;
 pub mod paging;
 pub mod user_stack;
+pub mod vm_regions;
