@@ -53,7 +53,10 @@ impl ReadAt for [u8] {
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), i32> {
         let start = usize::try_from(offset).map_err(|_| EIO)?;
-        let src = start.checked_add(buf.len()).and_then(|end| self.get(start..end)).ok_or(EIO)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or(EIO)?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -122,7 +125,10 @@ impl fmt::Display for ElfError {
             WrongMachine(m) => write!(f, "not an x86-64 executable (e_machine {m})"),
             NotExecutable(t) => write!(f, "not an executable (e_type {t})"),
             DynamicallyLinked => {
-                write!(f, "dynamically linked (has PT_INTERP); only static executables run")
+                write!(
+                    f,
+                    "dynamically linked (has PT_INTERP); only static executables run"
+                )
             }
             BadPhentsize(s) => write!(f, "bad program header size {s}"),
             BadPhnum(n) => write!(f, "bad number of program headers {n}"),
@@ -165,14 +171,20 @@ impl Mapping {
     }
     /// Fills `buf` with the mapping's content starting `offset` bytes into
     /// it (e.g. one page at a time): file bytes, then zeros.
-    pub fn fill(&self, file: &(impl ReadAt + ?Sized), offset: u64, buf: &mut [u8]) -> Result<(), ElfError> {
+    pub fn fill(
+        &self,
+        file: &(impl ReadAt + ?Sized),
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), ElfError> {
         let n = buf.len() as u64;
         if offset.checked_add(n).is_none_or(|e| e > self.len()) {
             return Err(ElfError::Io(EIO));
         }
         let from_file = self.file_len.saturating_sub(offset).min(n) as usize;
         if from_file > 0 {
-            file.read_exact_at(self.file_offset + offset, &mut buf[..from_file]).map_err(ElfError::Io)?;
+            file.read_exact_at(self.file_offset + offset, &mut buf[..from_file])
+                .map_err(ElfError::Io)?;
         }
         buf[from_file..].fill(0);
         Ok(())
@@ -217,7 +229,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dyn_base: DEFAULT_DYN_BASE }
+        Self {
+            dyn_base: DEFAULT_DYN_BASE,
+        }
     }
 }
 
@@ -305,11 +319,15 @@ pub fn parse(file: &(impl ReadAt + ?Sized), opts: &LoadOptions) -> Result<LoadPl
     if phnum == 0 || table_len > MAX_PHDR_BYTES {
         return Err(ElfError::BadPhnum(phnum));
     }
-    if phoff.checked_add(table_len as u64).is_none_or(|end| end > size) {
+    if phoff
+        .checked_add(table_len as u64)
+        .is_none_or(|end| end > size)
+    {
         return Err(ElfError::PhdrsOutsideFile);
     }
     let mut table = alloc::vec![0u8; table_len];
-    file.read_exact_at(phoff, &mut table).map_err(ElfError::Io)?;
+    file.read_exact_at(phoff, &mut table)
+        .map_err(ElfError::Io)?;
     let phdrs: Vec<Phdr> = table
         .chunks_exact(PHDR_SIZE)
         .enumerate()
@@ -359,8 +377,12 @@ pub fn parse(file: &(impl ReadAt + ?Sized), opts: &LoadOptions) -> Result<LoadPl
 
     let load_bias = if e_type == ET_DYN {
         let max_align = loads.iter().map(|p| p.align).fold(PAGE_SIZE, u64::max);
-        let base = opts.dyn_base.checked_add(max_align - 1).map(|b| b & !(max_align - 1));
-        base.ok_or(ElfError::BadAddress(loads[0].index))?.wrapping_sub(page_down(loads[0].vaddr))
+        let base = opts
+            .dyn_base
+            .checked_add(max_align - 1)
+            .map(|b| b & !(max_align - 1));
+        base.ok_or(ElfError::BadAddress(loads[0].index))?
+            .wrapping_sub(page_down(loads[0].vaddr))
     } else {
         0
     };
@@ -376,10 +398,10 @@ pub fn parse(file: &(impl ReadAt + ?Sized), opts: &LoadOptions) -> Result<LoadPl
         if start < MMAP_MIN_ADDR || end > USER_END {
             return Err(bad);
         }
-        if let Some((pi, pend)) = prev {
-            if start < pend {
-                return Err(ElfError::Overlap(pi, p.index));
-            }
+        if let Some((pi, pend)) = prev
+            && start < pend
+        {
+            return Err(ElfError::Overlap(pi, p.index));
         }
         prev = Some((p.index, end));
         let head = vstart - start; // bytes of the first page before p_vaddr
@@ -393,10 +415,12 @@ pub fn parse(file: &(impl ReadAt + ?Sized), opts: &LoadOptions) -> Result<LoadPl
     }
 
     let entry = e_entry.wrapping_add(load_bias);
-    let in_segment = |a: u64| loads.iter().any(|p| {
-        let s = p.vaddr.wrapping_add(load_bias);
-        a >= s && a - s < p.memsz
-    });
+    let in_segment = |a: u64| {
+        loads.iter().any(|p| {
+            let s = p.vaddr.wrapping_add(load_bias);
+            a >= s && a - s < p.memsz
+        })
+    };
     if !in_segment(entry) {
         return Err(ElfError::EntryOutsideSegments(e_entry));
     }
@@ -406,7 +430,10 @@ pub fn parse(file: &(impl ReadAt + ?Sized), opts: &LoadOptions) -> Result<LoadPl
     // PT_PHDR; the table sits in the first, read-only segment).
     let from_pt_phdr = phdrs.iter().find(|p| p.p_type == PT_PHDR).and_then(|p| {
         let a = p.vaddr.wrapping_add(load_bias);
-        mappings.iter().any(|m| a >= m.start && a + table_len as u64 <= m.start + m.file_len).then_some(a)
+        mappings
+            .iter()
+            .any(|m| a >= m.start && a + table_len as u64 <= m.start + m.file_len)
+            .then_some(a)
     });
     let phdr = from_pt_phdr.or_else(|| {
         loads
@@ -417,7 +444,9 @@ pub fn parse(file: &(impl ReadAt + ?Sized), opts: &LoadOptions) -> Result<LoadPl
 
     let highest = loads.iter().map(|p| p.vaddr + p.memsz).max().unwrap_or(0);
     let brk = page_up(highest.wrapping_add(load_bias)).ok_or(ElfError::BadAddress(0))?;
-    let stack_executable = phdrs.iter().any(|p| p.p_type == PT_GNU_STACK && p.flags & PF_X != 0);
+    let stack_executable = phdrs
+        .iter()
+        .any(|p| p.p_type == PT_GNU_STACK && p.flags & PF_X != 0);
     let tls = phdrs.iter().find(|p| p.p_type == PT_TLS).map(|p| TlsInfo {
         vaddr: p.vaddr.wrapping_add(load_bias),
         filesz: p.filesz,

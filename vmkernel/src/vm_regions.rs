@@ -8,7 +8,9 @@
 //! `do_mprotect_pkey`, `brk`), so programs see the same failures.
 
 use crate::elf::{MMAP_MIN_ADDR, USER_END};
-use crate::linux_abi::errno::{EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM};
+use crate::linux_abi::errno::{
+    EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM,
+};
 use crate::linux_abi::flags::mman::*;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -98,14 +100,25 @@ impl Vma {
     }
     /// Lowest address a new mapping below may end at (keeps the guard gap).
     fn start_gap(&self) -> u64 {
-        if self.grows_down { self.start.saturating_sub(STACK_GUARD_GAP) } else { self.start }
+        if self.grows_down {
+            self.start.saturating_sub(STACK_GUARD_GAP)
+        } else {
+            self.start
+        }
     }
     /// The part of this area in `[start, end)` (which must intersect it).
     fn clip(&self, start: u64, end: u64) -> Vma {
         let s = start.max(self.start);
-        let mut v = Vma { start: s, end: end.min(self.end), ..*self };
+        let mut v = Vma {
+            start: s,
+            end: end.min(self.end),
+            ..*self
+        };
         if let Backing::File { id, offset } = self.backing {
-            v.backing = Backing::File { id, offset: offset + (s - self.start) };
+            v.backing = Backing::File {
+                id,
+                offset: offset + (s - self.start),
+            };
         }
         v
     }
@@ -203,7 +216,11 @@ impl VmMap {
 
     /// The area containing `addr`.
     pub fn find(&self, addr: u64) -> Option<&Vma> {
-        self.areas.range(..=addr).next_back().map(|(_, v)| v).filter(|v| v.contains(addr))
+        self.areas
+            .range(..=addr)
+            .next_back()
+            .map(|(_, v)| v)
+            .filter(|v| v.contains(addr))
     }
 
     /// The first area ending above `addr` (Linux find_vma).
@@ -220,7 +237,9 @@ impl VmMap {
 
     /// Splits the area containing `addr` so that an area starts at `addr`.
     fn split_at(&mut self, addr: u64) {
-        let Some(v) = self.find(addr).copied() else { return };
+        let Some(v) = self.find(addr).copied() else {
+            return;
+        };
         if v.start == addr {
             return;
         }
@@ -239,19 +258,19 @@ impl VmMap {
     /// Merges the area starting at `key` with its neighbours where possible.
     fn merge_around(&mut self, key: u64) {
         let mut key = key;
-        if let Some((&pk, prev)) = self.areas.range(..key).next_back() {
-            if prev.mergeable_with(&self.areas[&key]) {
-                let cur = self.areas.remove(&key).unwrap();
-                self.areas.get_mut(&pk).unwrap().end = cur.end;
-                key = pk;
-            }
+        if let Some((&pk, prev)) = self.areas.range(..key).next_back()
+            && prev.mergeable_with(&self.areas[&key])
+        {
+            let cur = self.areas.remove(&key).unwrap();
+            self.areas.get_mut(&pk).unwrap().end = cur.end;
+            key = pk;
         }
         let end = self.areas[&key].end;
-        if let Some(next) = self.areas.get(&end).copied() {
-            if self.areas[&key].mergeable_with(&next) {
-                self.areas.remove(&end);
-                self.areas.get_mut(&key).unwrap().end = next.end;
-            }
+        if let Some(next) = self.areas.get(&end).copied()
+            && self.areas[&key].mergeable_with(&next)
+        {
+            self.areas.remove(&end);
+            self.areas.get_mut(&key).unwrap().end = next.end;
         }
     }
 
@@ -318,11 +337,19 @@ impl VmMap {
         if offset & (PAGE_SIZE - 1) != 0 {
             return Err(EINVAL);
         }
-        let file = if anonymous { None } else { Some(file.ok_or(EBADF)?) };
+        let file = if anonymous {
+            None
+        } else {
+            Some(file.ok_or(EBADF)?)
+        };
         if len == 0 {
             return Err(EINVAL);
         }
-        let flags = if flags & MAP_FIXED_NOREPLACE != 0 { flags | MAP_FIXED } else { flags };
+        let flags = if flags & MAP_FIXED_NOREPLACE != 0 {
+            flags | MAP_FIXED
+        } else {
+            flags
+        };
         let fixed = flags & MAP_FIXED != 0;
         // Hints below mmap_min_addr are raised to it; hints are page-rounded down.
         let mut hint = page_down(addr);
@@ -359,7 +386,8 @@ impl VmMap {
         } else if hint != 0 && self.hint_fits(hint, len) {
             hint
         } else if flags & MAP_32BIT != 0 {
-            self.find_bottom_up(len, 0x4000_0000, 0x8000_0000).ok_or(ENOMEM)?
+            self.find_bottom_up(len, 0x4000_0000, 0x8000_0000)
+                .ok_or(ENOMEM)?
         } else {
             self.find_top_down(len, MMAP_MIN_ADDR, self.mmap_base)
                 .or_else(|| self.find_bottom_up(len, TASK_UNMAPPED_BASE, TASK_SIZE))
@@ -380,7 +408,11 @@ impl VmMap {
                 }
                 let shared = match flags & MAP_TYPE {
                     MAP_SHARED | MAP_SHARED_VALIDATE => {
-                        let checked = if flags & MAP_TYPE == MAP_SHARED_VALIDATE { flags } else { flags & LEGACY_MAP_MASK };
+                        let checked = if flags & MAP_TYPE == MAP_SHARED_VALIDATE {
+                            flags
+                        } else {
+                            flags & LEGACY_MAP_MASK
+                        };
                         if checked & !LEGACY_MAP_MASK != 0 {
                             return Err(EOPNOTSUPP);
                         }
@@ -398,7 +430,11 @@ impl VmMap {
                 if grows_down {
                     return Err(EINVAL);
                 }
-                let max = if shared && !f.writable { RWX & !PROT_WRITE } else { RWX };
+                let max = if shared && !f.writable {
+                    RWX & !PROT_WRITE
+                } else {
+                    RWX
+                };
                 (shared, max, Backing::File { id: f.id, offset })
             }
             None => match flags & MAP_TYPE {
@@ -414,13 +450,25 @@ impl VmMap {
             return Err(ENOMEM);
         }
         let replaced = self.remove_range(start, end);
-        self.insert(Vma { start, end, prot: prot & RWX, max_prot, shared, backing, grows_down });
-        Ok(Mapped { addr: start, replaced })
+        self.insert(Vma {
+            start,
+            end,
+            prot: prot & RWX,
+            max_prot,
+            shared,
+            backing,
+            grows_down,
+        });
+        Ok(Mapped {
+            addr: start,
+            replaced,
+        })
     }
 
     /// Splitting one area in the middle adds an area; refuse at the limit.
     fn would_split_over_limit(&self, start: u64, end: u64) -> bool {
-        self.find(start).is_some_and(|v| v.start < start && end < v.end)
+        self.find(start)
+            .is_some_and(|v| v.start < start && end < v.end)
             && self.areas.len() >= self.max_map_count
     }
 
@@ -557,10 +605,10 @@ impl VmMap {
             return (old, Vec::new());
         }
         // Keep one page (and a stack's guard gap) free above the heap.
-        if let Some(next) = self.find_vma(oldbrk) {
-            if newbrk + PAGE_SIZE > next.start_gap() {
-                return (old, Vec::new());
-            }
+        if let Some(next) = self.find_vma(oldbrk)
+            && newbrk + PAGE_SIZE > next.start_gap()
+        {
+            return (old, Vec::new());
         }
         if self.areas.len() >= self.max_map_count {
             return (old, Vec::new());
@@ -595,7 +643,12 @@ impl VmMap {
     }
 
     fn expand_stack(&mut self, addr: u64) -> Result<Vma, Fault> {
-        let next = *self.areas.range(addr..).next().map(|(_, v)| v).ok_or(Fault::Unmapped)?;
+        let next = *self
+            .areas
+            .range(addr..)
+            .next()
+            .map(|(_, v)| v)
+            .ok_or(Fault::Unmapped)?;
         if !next.grows_down || addr < MMAP_MIN_ADDR {
             return Err(Fault::Unmapped);
         }
@@ -603,10 +656,10 @@ impl VmMap {
         if next.end - new_start > self.stack_limit {
             return Err(Fault::Unmapped);
         }
-        if let Some((_, prev)) = self.areas.range(..next.start).next_back() {
-            if new_start < prev.end.saturating_add(STACK_GUARD_GAP) {
-                return Err(Fault::Unmapped);
-            }
+        if let Some((_, prev)) = self.areas.range(..next.start).next_back()
+            && new_start < prev.end.saturating_add(STACK_GUARD_GAP)
+        {
+            return Err(Fault::Unmapped);
         }
         let mut grown = self.areas.remove(&next.start).unwrap();
         grown.start = new_start;

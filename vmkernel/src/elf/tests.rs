@@ -18,10 +18,26 @@ struct Ph {
 }
 
 fn load(flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Ph {
-    Ph { p_type: PT_LOAD, flags, offset, vaddr, filesz, memsz, align: 0x1000 }
+    Ph {
+        p_type: PT_LOAD,
+        flags,
+        offset,
+        vaddr,
+        filesz,
+        memsz,
+        align: 0x1000,
+    }
 }
 fn other(p_type: u32, flags: u32) -> Ph {
-    Ph { p_type, flags, offset: 0, vaddr: 0, filesz: 0, memsz: 0, align: 0 }
+    Ph {
+        p_type,
+        flags,
+        offset: 0,
+        vaddr: 0,
+        filesz: 0,
+        memsz: 0,
+        align: 0,
+    }
 }
 
 /// A 64-byte header, the program headers at 64, file bytes filled with a
@@ -62,7 +78,15 @@ fn exec_phs() -> Vec<Ph> {
         load(PF_R | PF_X, 0x1000, 0x40_1000, 0x1800, 0x1800),
         load(PF_R | PF_W, 0x2e10, 0x40_3e10, 0x100, 0x3000),
         other(PT_GNU_STACK, PF_R | PF_W),
-        Ph { p_type: PT_TLS, flags: PF_R, offset: 0x2e10, vaddr: 0x40_3e10, filesz: 0x10, memsz: 0x40, align: 8 },
+        Ph {
+            p_type: PT_TLS,
+            flags: PF_R,
+            offset: 0x2e10,
+            vaddr: 0x40_3e10,
+            filesz: 0x10,
+            memsz: 0x40,
+            align: 8,
+        },
     ]
 }
 
@@ -77,12 +101,22 @@ fn static_exec_plan() {
     assert_eq!(p.elf_type, ET_EXEC);
     assert_eq!(p.load_bias, 0);
     assert_eq!(p.entry, 0x40_1100);
-    assert_eq!(p.phdr, Some(0x40_0040), "table at e_phoff inside the first segment");
+    assert_eq!(
+        p.phdr,
+        Some(0x40_0040),
+        "table at e_phoff inside the first segment"
+    );
     assert_eq!((p.phnum, p.phentsize), (5, 56));
     assert_eq!(
         p.mappings,
         vec![
-            Mapping { start: 0x40_0000, end: 0x40_1000, prot: PROT_READ, file_offset: 0, file_len: 0x200 },
+            Mapping {
+                start: 0x40_0000,
+                end: 0x40_1000,
+                prot: PROT_READ,
+                file_offset: 0,
+                file_len: 0x200
+            },
             Mapping {
                 start: 0x40_1000,
                 end: 0x40_3000,
@@ -103,7 +137,15 @@ fn static_exec_plan() {
     assert_eq!(p.mappings[2].zero_len(), 0x4000 - 0xf10);
     assert_eq!(p.brk, 0x40_7000, "end of .bss (0x406e10) rounded up");
     assert!(!p.stack_executable);
-    assert_eq!(p.tls, Some(TlsInfo { vaddr: 0x40_3e10, filesz: 0x10, memsz: 0x40, align: 8 }));
+    assert_eq!(
+        p.tls,
+        Some(TlsInfo {
+            vaddr: 0x40_3e10,
+            filesz: 0x10,
+            memsz: 0x40,
+            align: 8
+        })
+    );
 }
 
 #[test]
@@ -158,29 +200,70 @@ fn static_pie_is_rebased() {
     assert_eq!(p.tls, None);
 
     // Another base; and a big p_align rounds the base up to it.
-    let p = parse(&f[..], &LoadOptions { dyn_base: 0x7000_0000_0000 }).unwrap();
+    let p = parse(
+        &f[..],
+        &LoadOptions {
+            dyn_base: 0x7000_0000_0000,
+        },
+    )
+    .unwrap();
     assert_eq!(p.load_bias, 0x7000_0000_0000);
     let mut phs = pie_phs();
     phs[0].align = 0x20_0000;
     let f = build(ET_DYN, 0x1010, &phs, 0x2000);
-    let p = parse(&f[..], &LoadOptions { dyn_base: 0x5555_5555_4000 }).unwrap();
+    let p = parse(
+        &f[..],
+        &LoadOptions {
+            dyn_base: 0x5555_5555_4000,
+        },
+    )
+    .unwrap();
     assert_eq!(p.load_bias, 0x5555_5560_0000);
     // A base too high for the image.
-    let err = parse(&f[..], &LoadOptions { dyn_base: USER_END - 0x1000 }).unwrap_err();
+    let err = parse(
+        &f[..],
+        &LoadOptions {
+            dyn_base: USER_END - 0x1000,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(err, ElfError::BadAddress(_)));
 }
 
 #[test]
 fn pt_phdr_wins_when_mapped() {
     let mut phs = pie_phs();
-    phs.insert(0, Ph { p_type: PT_PHDR, flags: PF_R, offset: 64, vaddr: 64, filesz: 6 * 56, memsz: 6 * 56, align: 8 });
+    phs.insert(
+        0,
+        Ph {
+            p_type: PT_PHDR,
+            flags: PF_R,
+            offset: 64,
+            vaddr: 64,
+            filesz: 6 * 56,
+            memsz: 6 * 56,
+            align: 8,
+        },
+    );
     let f = build(ET_DYN, 0x1010, &phs, 0x2000);
-    let p = parse(&f[..], &LoadOptions { dyn_base: 0x10_0000 }).unwrap();
+    let p = parse(
+        &f[..],
+        &LoadOptions {
+            dyn_base: 0x10_0000,
+        },
+    )
+    .unwrap();
     assert_eq!(p.phdr, Some(0x10_0040));
     // A PT_PHDR pointing nowhere is ignored in favour of the computed address.
     phs[0].vaddr = 0x9000;
     let f = build(ET_DYN, 0x1010, &phs, 0x2000);
-    let p = parse(&f[..], &LoadOptions { dyn_base: 0x10_0000 }).unwrap();
+    let p = parse(
+        &f[..],
+        &LoadOptions {
+            dyn_base: 0x10_0000,
+        },
+    )
+    .unwrap();
     assert_eq!(p.phdr, Some(0x10_0040));
 }
 
@@ -246,7 +329,11 @@ fn header_rejections() {
     let mut f = good.clone();
     f[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
     assert_eq!(err(&f), ElfError::PhdrsOutsideFile);
-    for e in [ElfError::TooShort, ElfError::DynamicallyLinked, ElfError::Overlap(1, 2)] {
+    for e in [
+        ElfError::TooShort,
+        ElfError::DynamicallyLinked,
+        ElfError::Overlap(1, 2),
+    ] {
         assert_eq!(e.errno(), ENOEXEC);
     }
     assert_eq!(ElfError::Io(5).errno(), 5);
@@ -255,7 +342,18 @@ fn header_rejections() {
 #[test]
 fn dynamically_linked_is_refused_with_a_clear_reason() {
     let mut phs = exec_phs();
-    phs.insert(0, Ph { p_type: PT_INTERP, flags: PF_R, offset: 0x200, vaddr: 0x40_0200, filesz: 28, memsz: 28, align: 1 });
+    phs.insert(
+        0,
+        Ph {
+            p_type: PT_INTERP,
+            flags: PF_R,
+            offset: 0x200,
+            vaddr: 0x40_0200,
+            filesz: 28,
+            memsz: 28,
+            align: 1,
+        },
+    );
     let f = build(ET_EXEC, 0x40_1100, &phs, 0x3000);
     let e = err(&f);
     assert_eq!(e, ElfError::DynamicallyLinked);
@@ -269,24 +367,92 @@ fn segment_rejections() {
         edit(&mut phs);
         err(&build(ET_EXEC, entry, &phs, 0x3000))
     };
-    assert_eq!(case(&|p| p[1].filesz = 0x1900, 0x40_1100), ElfError::FileszExceedsMemsz(1));
-    assert_eq!(case(&|p| p[2].filesz = 0x1000, 0x40_1100), ElfError::SegmentOutsideFile(2));
-    assert_eq!(case(&|p| p[2].offset = u64::MAX - 10, 0x40_1100), ElfError::SegmentOutsideFile(2));
-    assert_eq!(case(&|p| p[1].offset = 0x1008, 0x40_1100), ElfError::Misaligned(1));
-    assert_eq!(case(&|p| p[1].align = 0x1800, 0x40_1100), ElfError::Misaligned(1));
-    assert_eq!(case(&|p| p[1].memsz = u64::MAX, 0x40_1100), ElfError::BadAddress(1));
+    assert_eq!(
+        case(&|p| p[1].filesz = 0x1900, 0x40_1100),
+        ElfError::FileszExceedsMemsz(1)
+    );
+    assert_eq!(
+        case(&|p| p[2].filesz = 0x1000, 0x40_1100),
+        ElfError::SegmentOutsideFile(2)
+    );
+    assert_eq!(
+        case(&|p| p[2].offset = u64::MAX - 10, 0x40_1100),
+        ElfError::SegmentOutsideFile(2)
+    );
+    assert_eq!(
+        case(&|p| p[1].offset = 0x1008, 0x40_1100),
+        ElfError::Misaligned(1)
+    );
+    assert_eq!(
+        case(&|p| p[1].align = 0x1800, 0x40_1100),
+        ElfError::Misaligned(1)
+    );
+    assert_eq!(
+        case(&|p| p[1].memsz = u64::MAX, 0x40_1100),
+        ElfError::BadAddress(1)
+    );
     // Kernel half, non-canonical, the last user page, and the NULL area.
     let kernel = 0xffff_8000_0000_0000;
-    assert_eq!(case(&|p| { p[0].vaddr = kernel; }, 0x40_1100), ElfError::BadAddress(0));
-    assert_eq!(case(&|p| { p[0].vaddr = 0x8000_0000_0000; }, 0x40_1100), ElfError::BadAddress(0));
-    assert_eq!(case(&|p| { p[0].vaddr = USER_END; }, 0x40_1100), ElfError::BadAddress(0));
-    assert_eq!(case(&|p| { p[0].vaddr = 0x1000; p[0].offset = 0x1000 }, 0x40_1100), ElfError::BadAddress(0));
+    assert_eq!(
+        case(
+            &|p| {
+                p[0].vaddr = kernel;
+            },
+            0x40_1100
+        ),
+        ElfError::BadAddress(0)
+    );
+    assert_eq!(
+        case(
+            &|p| {
+                p[0].vaddr = 0x8000_0000_0000;
+            },
+            0x40_1100
+        ),
+        ElfError::BadAddress(0)
+    );
+    assert_eq!(
+        case(
+            &|p| {
+                p[0].vaddr = USER_END;
+            },
+            0x40_1100
+        ),
+        ElfError::BadAddress(0)
+    );
+    assert_eq!(
+        case(
+            &|p| {
+                p[0].vaddr = 0x1000;
+                p[0].offset = 0x1000
+            },
+            0x40_1100
+        ),
+        ElfError::BadAddress(0)
+    );
     // Overlaps: outright, and sharing a page.
-    assert_eq!(case(&|p| p[1].vaddr = 0x40_0000, 0x40_0100), ElfError::Overlap(0, 1));
-    assert_eq!(case(&|p| { p[2].vaddr = 0x40_2e10; }, 0x40_1100), ElfError::Overlap(1, 2));
+    assert_eq!(
+        case(&|p| p[1].vaddr = 0x40_0000, 0x40_0100),
+        ElfError::Overlap(0, 1)
+    );
+    assert_eq!(
+        case(
+            &|p| {
+                p[2].vaddr = 0x40_2e10;
+            },
+            0x40_1100
+        ),
+        ElfError::Overlap(1, 2)
+    );
     // Entry outside every segment (in the .bss page gap or unmapped).
-    assert_eq!(case(&|_| {}, 0x50_0000), ElfError::EntryOutsideSegments(0x50_0000));
-    assert_eq!(case(&|p| p.retain(|p| p.p_type != PT_LOAD), 0x40_1100), ElfError::NoLoadSegments);
+    assert_eq!(
+        case(&|_| {}, 0x50_0000),
+        ElfError::EntryOutsideSegments(0x50_0000)
+    );
+    assert_eq!(
+        case(&|p| p.retain(|p| p.p_type != PT_LOAD), 0x40_1100),
+        ElfError::NoLoadSegments
+    );
 }
 
 #[test]
@@ -300,7 +466,10 @@ fn read_errors_propagate() {
             Err(5)
         }
     }
-    assert_eq!(parse(&Broken, &LoadOptions::default()), Err(ElfError::Io(5)));
+    assert_eq!(
+        parse(&Broken, &LoadOptions::default()),
+        Err(ElfError::Io(5))
+    );
 }
 
 // ---- real binaries from the host toolchain ----
@@ -312,12 +481,22 @@ use std::process::Command;
 /// Compiles a tiny C program with `cc <flags>`; `None` (with a note) if the
 /// compiler or the static C library is missing.
 fn compile(name: &str, flags: &[&str]) -> Option<Vec<u8>> {
-    let dir = std::env::temp_dir().join(alloc::format!("mantle-elf-{}-{}", std::process::id(), name));
+    let dir =
+        std::env::temp_dir().join(alloc::format!("mantle-elf-{}-{}", std::process::id(), name));
     std::fs::create_dir_all(&dir).ok()?;
     let src = dir.join("t.c");
-    std::fs::write(&src, "#include <stdio.h>\nint main(){puts(\"hi\");return 0;}\n").ok()?;
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(){puts(\"hi\");return 0;}\n",
+    )
+    .ok()?;
     let out: PathBuf = dir.join("t");
-    let status = Command::new("cc").args(flags).arg(&src).arg("-o").arg(&out).status();
+    let status = Command::new("cc")
+        .args(flags)
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status();
     match status {
         Ok(s) if s.success() => std::fs::read(&out).ok(),
         other => {
@@ -335,7 +514,11 @@ fn file_entry(f: &[u8]) -> u64 {
 fn check_real(f: &[u8], p: &LoadPlan) {
     assert!(p.mappings.len() >= 2);
     assert!(p.mappings.windows(2).all(|w| w[0].end <= w[1].start));
-    assert!(p.mappings.iter().all(|m| m.start % PAGE_SIZE == 0 && m.end % PAGE_SIZE == 0));
+    assert!(
+        p.mappings
+            .iter()
+            .all(|m| m.start % PAGE_SIZE == 0 && m.end % PAGE_SIZE == 0)
+    );
     assert!(p.mappings.iter().any(|m| m.prot & PROT_EXEC != 0));
     assert!(p.mappings.iter().any(|m| m.prot & PROT_WRITE != 0));
     assert_eq!(p.brk, p.mappings.last().unwrap().end);
@@ -343,13 +526,21 @@ fn check_real(f: &[u8], p: &LoadPlan) {
     assert!(p.tls.is_some(), "glibc static binaries have PT_TLS");
     let phdr = p.phdr.expect("AT_PHDR");
     // The program headers in memory are the file's.
-    let m = p.mappings.iter().find(|m| phdr >= m.start && phdr < m.end).unwrap();
+    let m = p
+        .mappings
+        .iter()
+        .find(|m| phdr >= m.start && phdr < m.end)
+        .unwrap();
     let mut mem = vec![0u8; 56];
     m.fill(f, phdr - m.start, &mut mem).unwrap();
     let phoff = u64::from_le_bytes(f[32..40].try_into().unwrap()) as usize;
     assert_eq!(&mem[..], &f[phoff..phoff + 56]);
     // The bytes at the entry point are the file's code there.
-    let m = p.mappings.iter().find(|m| p.entry >= m.start && p.entry < m.end).unwrap();
+    let m = p
+        .mappings
+        .iter()
+        .find(|m| p.entry >= m.start && p.entry < m.end)
+        .unwrap();
     assert!(m.prot & PROT_EXEC != 0);
     let mut code = [0u8; 16];
     m.fill(f, p.entry - m.start, &mut code).unwrap();
@@ -359,7 +550,9 @@ fn check_real(f: &[u8], p: &LoadPlan) {
 
 #[test]
 fn real_static_exec() {
-    let Some(f) = compile("exec", &["-static", "-O1"]) else { return };
+    let Some(f) = compile("exec", &["-static", "-O1"]) else {
+        return;
+    };
     let p = parse_bytes(&f).unwrap();
     assert_eq!(p.elf_type, ET_EXEC);
     assert_eq!(p.load_bias, 0);
@@ -371,7 +564,9 @@ fn real_static_exec() {
 
 #[test]
 fn real_static_pie() {
-    let Some(f) = compile("pie", &["-static-pie", "-fPIE", "-O1"]) else { return };
+    let Some(f) = compile("pie", &["-static-pie", "-fPIE", "-O1"]) else {
+        return;
+    };
     let p = parse_bytes(&f).unwrap();
     assert_eq!(p.elf_type, ET_DYN);
     assert_eq!(p.load_bias, DEFAULT_DYN_BASE);
@@ -382,7 +577,9 @@ fn real_static_pie() {
 
 #[test]
 fn real_dynamic_is_refused() {
-    let Some(f) = compile("dyn", &["-O1"]) else { return };
+    let Some(f) = compile("dyn", &["-O1"]) else {
+        return;
+    };
     assert_eq!(parse_bytes(&f), Err(ElfError::DynamicallyLinked));
 }
 

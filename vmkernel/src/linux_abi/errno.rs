@@ -100,5 +100,9 @@ pub const fn to_ret(errno: i32) -> u64 {
 /// The errno in a RAX value, if it is an error return.
 pub const fn from_ret(rax: u64) -> Option<i32> {
     let v = rax as i64;
-    if v < 0 && v >= -(MAX_ERRNO as i64) { Some((-v) as i32) } else { None }
+    if v < 0 && v >= -(MAX_ERRNO as i64) {
+        Some((-v) as i32)
+    } else {
+        None
+    }
 }

@@ -46,7 +46,11 @@ pub const SIGSET_SIZE: usize = 8;
 
 /// The bit for `sig` in a `sigset_t` (signal 1 is bit 0); 0 for a bad number.
 pub const fn sigmask(sig: u32) -> u64 {
-    if sig >= 1 && sig <= NSIG { 1u64 << (sig - 1) } else { 0 }
+    if sig >= 1 && sig <= NSIG {
+        1u64 << (sig - 1)
+    } else {
+        0
+    }
 }
 /// SIGKILL and SIGSTOP can be neither caught, blocked nor ignored.
 pub const UNBLOCKABLE: u64 = sigmask(SIGKILL) | sigmask(SIGSTOP);
@@ -197,7 +201,12 @@ impl SigInfo {
     pub const VALUE: usize = 24; // si_value (sigqueue, timer)
 
     fn empty(signo: u32, code: i32) -> Self {
-        Self { si_signo: signo as i32, si_errno: 0, si_code: code, fields: [0; 112] }
+        Self {
+            si_signo: signo as i32,
+            si_errno: 0,
+            si_code: code,
+            fields: [0; 112],
+        }
     }
     fn set32(&mut self, off: usize, v: u32) {
         put_u32(&mut self.fields, off - Self::UNION_OFFSET, v);
@@ -313,8 +322,23 @@ impl SigContext {
 
     fn regs(&self) -> [u64; 18] {
         [
-            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15, self.rdi,
-            self.rsi, self.rbp, self.rbx, self.rdx, self.rax, self.rcx, self.rsp, self.rip,
+            self.r8,
+            self.r9,
+            self.r10,
+            self.r11,
+            self.r12,
+            self.r13,
+            self.r14,
+            self.r15,
+            self.rdi,
+            self.rsi,
+            self.rbp,
+            self.rbx,
+            self.rdx,
+            self.rax,
+            self.rcx,
+            self.rsp,
+            self.rip,
             self.eflags,
         ]
     }
@@ -457,7 +481,11 @@ pub const FXSAVE_SIZE: u64 = 512;
 /// aligned — the handler starts as if just called.
 /// Returns `(frame address, fpstate address)`; `fpstate_size` may be 0.
 pub fn sigframe_layout(sp: u64, on_new_altstack: bool, fpstate_size: u64) -> (u64, u64) {
-    let mut sp = if on_new_altstack { sp } else { sp.wrapping_sub(128) };
+    let mut sp = if on_new_altstack {
+        sp
+    } else {
+        sp.wrapping_sub(128)
+    };
     let fpstate = if fpstate_size > 0 {
         sp = sp.wrapping_sub(fpstate_size) & !63;
         sp

@@ -1,13 +1,13 @@
 //! Host tests: every number and layout that libc also knows is compared with
 //! the host's `libc` crate, which is generated from the real Linux headers.
 
+use super::Abi;
 use super::auxv::*;
 use super::errno::*;
 use super::flags::*;
 use super::signal::*;
 use super::syscall;
 use super::types::*;
-use super::Abi;
 use core::mem::{offset_of, size_of};
 
 /// Asserts each of our constants equals libc's of the same name.
@@ -45,21 +45,65 @@ fn syscall_names() {
     assert_eq!(syscall::name(435), Some("clone3"));
     assert_eq!(syscall::name(336), None);
     assert_eq!(syscall::name(100_000), None);
-    assert!(syscall::ALL.windows(2).all(|w| w[0] < w[1]), "table ascending, no duplicates");
+    assert!(
+        syscall::ALL.windows(2).all(|w| w[0] < w[1]),
+        "table ascending, no duplicates"
+    );
     for &nr in syscall::ALL {
         assert!(syscall::name(nr).is_some());
     }
     // The calls DESIGN.md says real programs make all have numbers.
     use syscall::*;
     let needed = [
-        SYS_read, SYS_write, SYS_openat, SYS_close, SYS_mmap, SYS_mprotect, SYS_futex,
-        SYS_arch_prctl, SYS_poll, SYS_rt_sigaction, SYS_newfstatat, SYS_getdents64, SYS_mkdir,
-        SYS_clone, SYS_exit, SYS_exit_group, SYS_socket, SYS_bind, SYS_listen, SYS_accept4,
-        SYS_connect, SYS_getsockname, SYS_setsockopt, SYS_getsockopt, SYS_sendto, SYS_recvfrom,
-        SYS_epoll_create1, SYS_epoll_ctl, SYS_epoll_wait, SYS_eventfd2, SYS_fcntl, SYS_execve,
-        SYS_wait4, SYS_dup2, SYS_rt_sigreturn, SYS_ioctl, SYS_sysinfo, SYS_clone3, SYS_rseq,
-        SYS_set_robust_list, SYS_statx, SYS_prlimit64, SYS_readlink, SYS_sigaltstack,
-        SYS_sched_getaffinity, SYS_madvise, SYS_munmap, SYS_brk, SYS_getrandom,
+        SYS_read,
+        SYS_write,
+        SYS_openat,
+        SYS_close,
+        SYS_mmap,
+        SYS_mprotect,
+        SYS_futex,
+        SYS_arch_prctl,
+        SYS_poll,
+        SYS_rt_sigaction,
+        SYS_newfstatat,
+        SYS_getdents64,
+        SYS_mkdir,
+        SYS_clone,
+        SYS_exit,
+        SYS_exit_group,
+        SYS_socket,
+        SYS_bind,
+        SYS_listen,
+        SYS_accept4,
+        SYS_connect,
+        SYS_getsockname,
+        SYS_setsockopt,
+        SYS_getsockopt,
+        SYS_sendto,
+        SYS_recvfrom,
+        SYS_epoll_create1,
+        SYS_epoll_ctl,
+        SYS_epoll_wait,
+        SYS_eventfd2,
+        SYS_fcntl,
+        SYS_execve,
+        SYS_wait4,
+        SYS_dup2,
+        SYS_rt_sigreturn,
+        SYS_ioctl,
+        SYS_sysinfo,
+        SYS_clone3,
+        SYS_rseq,
+        SYS_set_robust_list,
+        SYS_statx,
+        SYS_prlimit64,
+        SYS_readlink,
+        SYS_sigaltstack,
+        SYS_sched_getaffinity,
+        SYS_madvise,
+        SYS_munmap,
+        SYS_brk,
+        SYS_getrandom,
     ];
     assert!(needed.iter().all(|&n| name(n).is_some()));
 }
@@ -152,16 +196,48 @@ fn signal_frame_layouts_match_glibc() {
     assert_eq!(offset_of!(libc::ucontext_t, uc_flags), 0);
     assert_eq!(offset_of!(libc::ucontext_t, uc_link), 8);
     assert_eq!(offset_of!(libc::ucontext_t, uc_stack), UContext::OFF_STACK);
-    assert_eq!(offset_of!(libc::ucontext_t, uc_mcontext), UContext::OFF_MCONTEXT);
-    assert_eq!(offset_of!(libc::ucontext_t, uc_sigmask), UContext::OFF_SIGMASK);
+    assert_eq!(
+        offset_of!(libc::ucontext_t, uc_mcontext),
+        UContext::OFF_MCONTEXT
+    );
+    assert_eq!(
+        offset_of!(libc::ucontext_t, uc_sigmask),
+        UContext::OFF_SIGMASK
+    );
     assert_eq!(size_of::<libc::mcontext_t>(), SigContext::SIZE);
-    assert_eq!(offset_of!(libc::mcontext_t, fpregs), SigContext::OFF_FPSTATE);
+    assert_eq!(
+        offset_of!(libc::mcontext_t, fpregs),
+        SigContext::OFF_FPSTATE
+    );
     // The general registers: our offsets are glibc's REG_* indices times 8.
     let c = SigContext {
-        r8: 8, r9: 9, r10: 10, r11: 11, r12: 12, r13: 13, r14: 14, r15: 15, rdi: 101,
-        rsi: 102, rbp: 103, rbx: 104, rdx: 105, rax: 106, rcx: 107, rsp: 108, rip: 109,
-        eflags: 110, cs: 0x33, gs: 0, fs: 0, ss: 0x2b, err: 111, trapno: 112, oldmask: 113,
-        cr2: 114, fpstate: 115,
+        r8: 8,
+        r9: 9,
+        r10: 10,
+        r11: 11,
+        r12: 12,
+        r13: 13,
+        r14: 14,
+        r15: 15,
+        rdi: 101,
+        rsi: 102,
+        rbp: 103,
+        rbx: 104,
+        rdx: 105,
+        rax: 106,
+        rcx: 107,
+        rsp: 108,
+        rip: 109,
+        eflags: 110,
+        cs: 0x33,
+        gs: 0,
+        fs: 0,
+        ss: 0x2b,
+        err: 111,
+        trapno: 112,
+        oldmask: 113,
+        cr2: 114,
+        fpstate: 115,
     };
     let b = c.to_bytes();
     let reg = |i: i32| super::get_u64(&b, i as usize * 8);
@@ -221,8 +297,16 @@ fn rt_sigframe_round_trip_and_placement() {
         uc: UContext {
             uc_flags: UC_FP_XSTATE | UC_SIGCONTEXT_SS,
             uc_link: 0,
-            uc_stack: StackT { ss_sp: 0x1000, ss_flags: SS_DISABLE, ss_size: 0 },
-            uc_mcontext: SigContext { rip: 0x40_2000, rsp: 0x7fff_0000, ..Default::default() },
+            uc_stack: StackT {
+                ss_sp: 0x1000,
+                ss_flags: SS_DISABLE,
+                ss_size: 0,
+            },
+            uc_mcontext: SigContext {
+                rip: 0x40_2000,
+                rsp: 0x7fff_0000,
+                ..Default::default()
+            },
             uc_sigmask: sigmask(SIGUSR1),
         },
         info: SigInfo::kill(SIGUSR1, SI_TKILL, 1, 0),
@@ -238,16 +322,28 @@ fn rt_sigframe_round_trip_and_placement() {
 
     for sp in [0x7fff_ffff_e000u64, 0x7fff_ffff_e008, 0x7fff_ffff_dff3] {
         let (f, fp) = sigframe_layout(sp, false, FXSAVE_SIZE);
-        assert_eq!((f + 8) % 16, 0, "handler entry looks like just after a call");
+        assert_eq!(
+            (f + 8) % 16,
+            0,
+            "handler entry looks like just after a call"
+        );
         assert_eq!(fp % 64, 0);
         assert!(fp + FXSAVE_SIZE <= sp - 128, "red zone untouched");
-        assert!(f + RtSigframe::SIZE as u64 <= fp, "frame below the FPU state");
+        assert!(
+            f + RtSigframe::SIZE as u64 <= fp,
+            "frame below the FPU state"
+        );
         let (f2, fp2) = sigframe_layout(sp, true, 0);
         assert_eq!(fp2, 0);
         assert_eq!((f2 + 8) % 16, 0);
         assert!(f2 + 440 <= sp);
     }
-    let a = KernelSigaction { handler: 1, flags: SA_SIGINFO | SA_RESTORER, restorer: 2, mask: 3 };
+    let a = KernelSigaction {
+        handler: 1,
+        flags: SA_SIGINFO | SA_RESTORER,
+        restorer: 2,
+        mask: 3,
+    };
     assert_eq!(KernelSigaction::decode(&a.to_bytes()), Some(a));
 }
 
@@ -255,26 +351,84 @@ fn rt_sigframe_round_trip_and_placement() {
 fn struct_layouts_match_libc() {
     layout!(Timespec, libc::timespec, [tv_sec, tv_nsec]);
     layout!(Timeval, libc::timeval, [tv_sec, tv_usec]);
-    layout!(Sysinfo, libc::sysinfo, [uptime, loads, totalram, freeram, sharedram, bufferram,
-        totalswap, freeswap, procs, totalhigh, freehigh, mem_unit]);
-    layout!(Rusage, libc::rusage, [ru_utime, ru_stime, ru_maxrss, ru_ixrss, ru_idrss, ru_isrss,
-        ru_minflt, ru_majflt, ru_nswap, ru_inblock, ru_oublock, ru_msgsnd, ru_msgrcv,
-        ru_nsignals, ru_nvcsw, ru_nivcsw]);
-    layout!(Tms, libc::tms, [tms_utime, tms_stime, tms_cutime, tms_cstime]);
+    layout!(
+        Sysinfo,
+        libc::sysinfo,
+        [
+            uptime, loads, totalram, freeram, sharedram, bufferram, totalswap, freeswap, procs,
+            totalhigh, freehigh, mem_unit
+        ]
+    );
+    layout!(
+        Rusage,
+        libc::rusage,
+        [
+            ru_utime,
+            ru_stime,
+            ru_maxrss,
+            ru_ixrss,
+            ru_idrss,
+            ru_isrss,
+            ru_minflt,
+            ru_majflt,
+            ru_nswap,
+            ru_inblock,
+            ru_oublock,
+            ru_msgsnd,
+            ru_msgrcv,
+            ru_nsignals,
+            ru_nvcsw,
+            ru_nivcsw
+        ]
+    );
+    layout!(
+        Tms,
+        libc::tms,
+        [tms_utime, tms_stime, tms_cutime, tms_cstime]
+    );
     layout!(Rlimit, libc::rlimit, [rlim_cur, rlim_max]);
-    layout!(Winsize, libc::winsize, [ws_row, ws_col, ws_xpixel, ws_ypixel]);
+    layout!(
+        Winsize,
+        libc::winsize,
+        [ws_row, ws_col, ws_xpixel, ws_ypixel]
+    );
     layout!(Pollfd, libc::pollfd, [fd, events, revents]);
     layout!(EpollEvent, libc::epoll_event, [events, u64]);
     layout!(Iovec, libc::iovec, [iov_base, iov_len]);
-    layout!(Stat, libc::stat, [st_dev, st_ino, st_nlink, st_mode, st_uid, st_gid, st_rdev,
-        st_size, st_blksize, st_blocks, st_atime, st_atime_nsec, st_mtime, st_mtime_nsec,
-        st_ctime, st_ctime_nsec]);
+    layout!(
+        Stat,
+        libc::stat,
+        [
+            st_dev,
+            st_ino,
+            st_nlink,
+            st_mode,
+            st_uid,
+            st_gid,
+            st_rdev,
+            st_size,
+            st_blksize,
+            st_blocks,
+            st_atime,
+            st_atime_nsec,
+            st_mtime,
+            st_mtime_nsec,
+            st_ctime,
+            st_ctime_nsec
+        ]
+    );
     assert_eq!(Utsname::SIZE, size_of::<libc::utsname>());
     assert_eq!(offset_of!(libc::utsname, machine), 4 * 65);
     assert_eq!(offset_of!(libc::utsname, domainname), 5 * 65);
     // The kernel termios shares glibc's prefix but has 19 control characters.
-    assert_eq!(Termios::offset_of("c_line"), Some(offset_of!(libc::termios, c_line)));
-    assert_eq!(Termios::offset_of("c_cc"), Some(offset_of!(libc::termios, c_cc)));
+    assert_eq!(
+        Termios::offset_of("c_line"),
+        Some(offset_of!(libc::termios, c_line))
+    );
+    assert_eq!(
+        Termios::offset_of("c_cc"),
+        Some(offset_of!(libc::termios, c_cc))
+    );
     assert_eq!(Termios::SIZE, 17 + 19);
     assert_eq!(CloneArgs::SIZE, 88);
     assert_eq!(CloneArgs::offset_of("tls"), Some(CLONE_ARGS_SIZE_VER0 - 8));
@@ -282,25 +436,52 @@ fn struct_layouts_match_libc() {
 
 #[test]
 fn encode_decode_round_trips() {
-    let st = Stat { st_ino: 5, st_mode: 0o100644, st_size: 1234, st_mtime_nsec: 9, ..Default::default() };
+    let st = Stat {
+        st_ino: 5,
+        st_mode: 0o100644,
+        st_size: 1234,
+        st_mtime_nsec: 9,
+        ..Default::default()
+    };
     let b = st.to_bytes();
     assert_eq!(b.len(), 144);
     assert_eq!(super::get_u32(&b, 24), 0o100644);
     assert_eq!(Stat::decode(&b), Some(st));
     assert_eq!(Stat::decode(&b[..143]), None);
 
-    let e = EpollEvent { events: poll::EPOLLIN | poll::EPOLLET, u64: 0x1122_3344_5566_7788 };
+    let e = EpollEvent {
+        events: poll::EPOLLIN | poll::EPOLLET,
+        u64: 0x1122_3344_5566_7788,
+    };
     let b = e.to_bytes();
-    assert_eq!(b, [0x01, 0, 0, 0x80, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+    assert_eq!(
+        b,
+        [
+            0x01, 0, 0, 0x80, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
+        ]
+    );
     assert_eq!(EpollEvent::decode(&b), Some(e));
 
-    let si = Sysinfo { uptime: 7, loads: [1, 2, 3], procs: 4, mem_unit: 1, ..Default::default() };
+    let si = Sysinfo {
+        uptime: 7,
+        loads: [1, 2, 3],
+        procs: 4,
+        mem_unit: 1,
+        ..Default::default()
+    };
     let b = si.to_bytes();
     assert_eq!(super::get_u64(&b, 24), 3);
     assert_eq!(super::get_u16(&b, 80), 4);
     assert_eq!(Sysinfo::decode(&b), Some(si));
 
-    let ru = Rusage { ru_stime: Timeval { tv_sec: 2, tv_usec: 3 }, ru_nivcsw: 9, ..Default::default() };
+    let ru = Rusage {
+        ru_stime: Timeval {
+            tv_sec: 2,
+            tv_usec: 3,
+        },
+        ru_nivcsw: 9,
+        ..Default::default()
+    };
     assert_eq!(Rusage::decode(&ru.to_bytes()), Some(ru));
 
     let u = Utsname::new("Linux", "mantle", "6.1.0-mantle", "#1", "x86_64", "(none)");
@@ -309,11 +490,24 @@ fn encode_decode_round_trips() {
     assert_eq!(&b[4 * 65..4 * 65 + 7], b"x86_64\0");
     assert_eq!(Utsname::decode(&b), Some(u));
     let long = "x".repeat(100);
-    assert_eq!(Utsname::new(&long, "", "", "", "", "").sysname[64], 0, "always terminated");
+    assert_eq!(
+        Utsname::new(&long, "", "", "", "", "").sysname[64],
+        0,
+        "always terminated"
+    );
 
-    let t = Termios { c_lflag: 0o12, c_cc: [3; 19], ..Default::default() };
+    let t = Termios {
+        c_lflag: 0o12,
+        c_cc: [3; 19],
+        ..Default::default()
+    };
     assert_eq!(Termios::decode(&t.to_bytes()), Some(t));
-    let ca = CloneArgs { flags: clone::CLONE_VM, exit_signal: SIGCHLD as u64, cgroup: 1, ..Default::default() };
+    let ca = CloneArgs {
+        flags: clone::CLONE_VM,
+        exit_signal: SIGCHLD as u64,
+        cgroup: 1,
+        ..Default::default()
+    };
     assert_eq!(CloneArgs::decode(&ca.to_bytes()), Some(ca));
 }
 
@@ -433,7 +627,10 @@ fn flags_match_libc() {
         FIONBIO => libc::FIONBIO, FIONCLEX => libc::FIONCLEX, FIOCLEX => libc::FIOCLEX);
     same!(GRND_NONBLOCK => libc::GRND_NONBLOCK, GRND_RANDOM => libc::GRND_RANDOM,
         GRND_INSECURE => libc::GRND_INSECURE);
-    assert_eq!((ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS), (0x1001, 0x1002, 0x1003, 0x1004));
+    assert_eq!(
+        (ARCH_SET_GS, ARCH_SET_FS, ARCH_GET_FS, ARCH_GET_GS),
+        (0x1001, 0x1002, 0x1003, 0x1004)
+    );
     same!(RLIMIT_STACK => libc::RLIMIT_STACK, RLIMIT_NOFILE => libc::RLIMIT_NOFILE,
         RLIMIT_AS => libc::RLIMIT_AS, RLIM_INFINITY => libc::RLIM_INFINITY,
         RUSAGE_SELF => libc::RUSAGE_SELF, RUSAGE_CHILDREN => libc::RUSAGE_CHILDREN,

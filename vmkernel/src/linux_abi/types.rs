@@ -69,7 +69,14 @@ impl Utsname {
         }
     }
     fn fields(&self) -> [&[u8; 65]; 6] {
-        [&self.sysname, &self.nodename, &self.release, &self.version, &self.machine, &self.domainname]
+        [
+            &self.sysname,
+            &self.nodename,
+            &self.release,
+            &self.version,
+            &self.machine,
+            &self.domainname,
+        ]
     }
 }
 
@@ -274,7 +281,13 @@ pub const fn dirent64_reclen(name_len: usize) -> usize {
 /// Writes one `linux_dirent64` at the start of `out`; returns its length, or
 /// `None` if it does not fit (getdents64 then stops, or fails with EINVAL if
 /// nothing fit at all).
-pub fn encode_dirent64(out: &mut [u8], ino: u64, off: i64, d_type: u8, name: &[u8]) -> Option<usize> {
+pub fn encode_dirent64(
+    out: &mut [u8],
+    ino: u64,
+    off: i64,
+    d_type: u8,
+    name: &[u8],
+) -> Option<usize> {
     let len = dirent64_reclen(name.len());
     if out.len() < len || len > u16::MAX as usize {
         return None;

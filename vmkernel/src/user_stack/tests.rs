@@ -15,16 +15,25 @@ struct Decoded {
 }
 
 fn word(s: &InitialStack, addr: u64) -> u64 {
-    assert!(addr >= s.rsp && addr + 8 <= s.rsp + s.image.len() as u64, "word {addr:#x} outside");
+    assert!(
+        addr >= s.rsp && addr + 8 <= s.rsp + s.image.len() as u64,
+        "word {addr:#x} outside"
+    );
     assert_eq!(addr % 8, 0);
     let o = (addr - s.rsp) as usize;
     u64::from_le_bytes(s.image[o..o + 8].try_into().unwrap())
 }
 
 fn cstr(s: &InitialStack, addr: u64) -> Vec<u8> {
-    assert!(addr >= s.rsp && addr < s.rsp + s.image.len() as u64, "string {addr:#x} outside");
+    assert!(
+        addr >= s.rsp && addr < s.rsp + s.image.len() as u64,
+        "string {addr:#x} outside"
+    );
     let o = (addr - s.rsp) as usize;
-    let n = s.image[o..].iter().position(|&b| b == 0).expect("NUL-terminated");
+    let n = s.image[o..]
+        .iter()
+        .position(|&b| b == 0)
+        .expect("NUL-terminated");
     s.image[o..o + n].to_vec()
 }
 
@@ -156,7 +165,10 @@ fn rsp_aligned_for_every_shape() {
 
 #[test]
 fn without_phdr_the_trio_is_omitted() {
-    let f = AuxFacts { phdr: None, ..facts() };
+    let f = AuxFacts {
+        phdr: None,
+        ..facts()
+    };
     let d = decode(&build(TOP, &[b"prog"], &[], b"prog", &RANDOM, &f).unwrap());
     assert_eq!(aux(&d, AT_PHDR), None);
     assert_eq!(aux(&d, AT_PHNUM), None);
@@ -176,21 +188,42 @@ fn empty_argv_gets_an_empty_argv0() {
 fn limits() {
     let big = vec![b'x'; 64 * 1024];
     // Two 64 KiB strings plus pointers exceed 128 KiB.
-    assert_eq!(build(TOP, &[&big, &big], &[], b"p", &RANDOM, &facts()).err(), Some(E2BIG));
-    assert_eq!(build(TOP, &[&big], &[&big], b"p", &RANDOM, &facts()).err(), Some(E2BIG));
+    assert_eq!(
+        build(TOP, &[&big, &big], &[], b"p", &RANDOM, &facts()).err(),
+        Some(E2BIG)
+    );
+    assert_eq!(
+        build(TOP, &[&big], &[&big], b"p", &RANDOM, &facts()).err(),
+        Some(E2BIG)
+    );
     // Just under the limit is fine.
     let fits = vec![b'x'; MAX_ARG_BYTES - 8 - 1];
     let s = build(TOP, &[&fits], &[], b"p", &RANDOM, &facts()).unwrap();
     assert_eq!(decode(&s).argv[0].len(), fits.len());
     let over = vec![b'x'; MAX_ARG_BYTES - 8];
-    assert_eq!(build(TOP, &[&over], &[], b"p", &RANDOM, &facts()).err(), Some(E2BIG));
+    assert_eq!(
+        build(TOP, &[&over], &[], b"p", &RANDOM, &facts()).err(),
+        Some(E2BIG)
+    );
     // Many tiny strings: the pointers count too.
     let many: Vec<&[u8]> = (0..MAX_ARG_BYTES / 9 + 1).map(|_| &b""[..]).collect();
-    assert_eq!(build(TOP, &many, &[], b"p", &RANDOM, &facts()).err(), Some(E2BIG));
+    assert_eq!(
+        build(TOP, &many, &[], b"p", &RANDOM, &facts()).err(),
+        Some(E2BIG)
+    );
     // Embedded NULs cannot be represented.
-    assert_eq!(build(TOP, &[b"a\0b"], &[], b"p", &RANDOM, &facts()).err(), Some(EINVAL));
-    assert_eq!(build(TOP, &[b"a"], &[b"X=\0"], b"p", &RANDOM, &facts()).err(), Some(EINVAL));
-    assert_eq!(build(TOP, &[b"a"], &[], b"p\0", &RANDOM, &facts()).err(), Some(EINVAL));
+    assert_eq!(
+        build(TOP, &[b"a\0b"], &[], b"p", &RANDOM, &facts()).err(),
+        Some(EINVAL)
+    );
+    assert_eq!(
+        build(TOP, &[b"a"], &[b"X=\0"], b"p", &RANDOM, &facts()).err(),
+        Some(EINVAL)
+    );
+    assert_eq!(
+        build(TOP, &[b"a"], &[], b"p\0", &RANDOM, &facts()).err(),
+        Some(EINVAL)
+    );
 }
 
 #[test]
@@ -198,7 +231,13 @@ fn from_a_real_load_plan() {
     use crate::elf::{LoadPlan, Mapping};
     let plan = LoadPlan {
         elf_type: crate::elf::ET_DYN,
-        mappings: vec![Mapping { start: 0x5555_5555_4000, end: 0x5555_5555_5000, prot: 5, file_offset: 0, file_len: 0x1000 }],
+        mappings: vec![Mapping {
+            start: 0x5555_5555_4000,
+            end: 0x5555_5555_5000,
+            prot: 5,
+            file_offset: 0,
+            file_len: 0x1000,
+        }],
         entry: 0x5555_5555_4100,
         load_bias: 0x5555_5555_4000,
         phdr: Some(0x5555_5555_4040),
