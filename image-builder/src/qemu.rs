@@ -61,8 +61,10 @@ pub struct Qemu {
     pub extra: Vec<String>,
     /// Captured runs only: kill QEMU after this long.
     pub timeout: Duration,
-    /// Captured runs only: kill QEMU once the serial output contains this.
+    /// Captured runs only: kill QEMU once the serial output contains this
+    /// `stop_when_count` times (e.g. the ready line twice: a reboot).
     pub stop_when: Option<String>,
+    pub stop_when_count: usize,
 }
 
 impl Qemu {
@@ -81,6 +83,7 @@ impl Qemu {
             extra: Vec::new(),
             timeout: Duration::from_secs(120),
             stop_when: None,
+            stop_when_count: 1,
         }
     }
 
@@ -211,7 +214,7 @@ impl Qemu {
             if start.elapsed() >= self.timeout {
                 outcome = Outcome::TimedOut;
             } else if let Some(pat) = &self.stop_when
-                && String::from_utf8_lossy(&serial.lock().unwrap()).contains(pat.as_str())
+                && String::from_utf8_lossy(&serial.lock().unwrap()).matches(pat.as_str()).count() >= self.stop_when_count
             {
                 outcome = Outcome::Stopped;
             }
