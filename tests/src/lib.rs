@@ -24,7 +24,7 @@ pub const POWEROFF_CMDLINE: &str = "debug_exit after_boot=poweroff";
 /// The release kernel, built once per test process.
 pub fn kernel() -> &'static Path {
     static K: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match K.get_or_init(|| image_builder::kernel::build_kernel(true)) {
+    match K.get_or_init(|| image_builder::kernel::build_kernel_with(true, true)) {
         Ok(p) => p,
         Err(e) => panic!("building the kernel failed: {e}"),
     }
@@ -134,10 +134,12 @@ impl Booted {
         &self.0.serial
     }
 
+    #[track_caller]
     pub fn fail(&self, msg: &str) -> ! {
         panic!("{msg}\n{}", self.0.report())
     }
 
+    #[track_caller]
     pub fn assert_contains(&self, s: &str) -> &Self {
         if !self.0.serial.contains(s) {
             self.fail(&format!("serial log lacks {s:?}"));
@@ -145,6 +147,7 @@ impl Booted {
         self
     }
 
+    #[track_caller]
     pub fn assert_lacks(&self, s: &str) -> &Self {
         if self.0.serial.contains(s) {
             self.fail(&format!("serial log unexpectedly has {s:?}"));
@@ -154,6 +157,7 @@ impl Booted {
 
     /// QEMU exited by itself with this status (0 is never taken as success
     /// by the callers: they ask for 33).
+    #[track_caller]
     pub fn assert_exit(&self, status: i32) -> &Self {
         if self.0.outcome != Outcome::Exited(status) {
             self.fail(&format!("expected QEMU to exit with status {status}, got {:?}", self.0.outcome));
@@ -162,11 +166,13 @@ impl Booted {
     }
 
     /// The ready line, parsed; fails if it is missing or malformed.
+    #[track_caller]
     pub fn ready(&self) -> Ready {
         parse_ready(&self.0.serial).unwrap_or_else(|| self.fail("no well-formed `mantle: ready cpus=N mem=MMiB pci=P` line"))
     }
 
     /// Booted, printed the ready line, and exited with debug-exit success.
+    #[track_caller]
     pub fn assert_ready_and_success(&self) -> Ready {
         self.assert_exit(EXIT_SUCCESS);
         self.ready()
