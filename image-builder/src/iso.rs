@@ -10,7 +10,10 @@ use crate::hosttools;
 /// Only the modules this grub.cfg needs, no fonts, locales or themes:
 /// a few MB instead of ~20 MB (boot time and disk).
 const MKRESCUE_ARGS: &[&str] = &[
-    "--install-modules=normal multiboot2 iso9660 part_msdos part_gpt fat boot configfile",
+    // GRUB's EFI image loads every part_* module at start-up and
+    // complains on the (serial-mirrored) UEFI console about missing ones.
+    "--install-modules=normal multiboot2 iso9660 fat boot configfile part_acorn part_amiga part_apple \
+     part_bsd part_dfly part_dvh part_gpt part_msdos part_plan part_sun part_sunpc",
     "--fonts=",
     "--locales=",
     "--themes=",
