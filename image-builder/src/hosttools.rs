@@ -103,6 +103,7 @@ pub fn ensure(tools: &[Tool]) -> Result<(), String> {
         return Ok(());
     }
     let mut pkgs: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    pkgs.sort_unstable();
     pkgs.dedup();
     let what: Vec<String> = missing.iter().map(|t| format!("{} ({})", t.what, t.package)).collect();
     let cmd = format!("apt-get update && apt-get install -y --no-install-recommends {}", pkgs.join(" "));

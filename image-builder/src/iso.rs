@@ -38,13 +38,14 @@ pub struct IsoInfo {
 }
 
 pub fn grub_cfg(cmdline: &str) -> String {
+    let sep = if cmdline.is_empty() { "" } else { " " };
     // The kernel owns the serial port: GRUB stays on the (invisible) video
     // console so the serial log starts with the kernel's first line.
     format!(
         "set timeout=0\n\
          set default=0\n\
          menuentry \"Mantle\" {{\n\
-         \x20   multiboot2 /boot/vmkernel {cmdline}\n\
+         \x20   multiboot2 /boot/vmkernel{sep}{cmdline}\n\
          \x20   module2 /boot/rootfs.cpio rootfs\n\
          \x20   boot\n\
          }}\n"
@@ -120,6 +121,7 @@ mod tests {
         assert!(c.starts_with("set timeout=0\n"));
         assert!(c.contains("multiboot2 /boot/vmkernel loglevel=debug debug_exit\n"));
         assert!(c.contains("module2 /boot/rootfs.cpio rootfs\n"));
+        assert!(grub_cfg("").contains("multiboot2 /boot/vmkernel\n"));
     }
 
     #[test]
