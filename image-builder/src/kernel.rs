@@ -22,6 +22,13 @@ pub fn workspace_root() -> PathBuf {
 
 /// Builds the kernel and returns the path of the ELF image.
 pub fn build_kernel(release: bool) -> Result<PathBuf, String> {
+    build_kernel_with(release, false)
+}
+
+/// [`build_kernel`], optionally keeping cargo's output (warnings) out of
+/// the terminal unless the build fails: the image tests use this so the
+/// test harness's output stays readable.
+pub fn build_kernel_with(release: bool, quiet: bool) -> Result<PathBuf, String> {
     let root = workspace_root();
     let target_dir = root.join("target/kernel");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -36,9 +43,16 @@ pub fn build_kernel(release: bool) -> Result<PathBuf, String> {
     if release {
         cmd.arg("--release");
     }
-    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("kernel build failed ({status})"));
+    if quiet {
+        let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("kernel build failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr)));
+        }
+    } else {
+        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("kernel build failed ({status})"));
+        }
     }
     let profile = if release { "release" } else { "debug" };
     Ok(target_dir.join("x86_64-unknown-linux-gnu").join(profile).join("vmkernel"))

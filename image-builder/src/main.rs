@@ -1,9 +1,164 @@
-fn main() {
-    match image_builder::kernel::build_kernel(true) {
-        Ok(p) => println!("{}", p.display()),
+//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `bench boot`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use image_builder::qemu::{Boot, DEFAULT_CPU, Qemu};
+use image_builder::{AddSpec, IsoOptions, Progress, bochs, build_iso, human_size, out_dir};
+
+#[derive(Parser)]
+#[command(name = "image-builder", about = "Builds the Mantle ISO and boots it in QEMU or Bochs")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct IsoArgs {
+    /// Put a host file or directory (recursively) into the root archive.
+    #[arg(long = "add", value_name = "HOST_PATH=IMAGE_PATH")]
+    adds: Vec<AddSpec>,
+    /// Kernel command line baked into grub.cfg (see README for options).
+    #[arg(long, default_value = "")]
+    cmdline: String,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum CpuModel {
+    /// qemu64 with SVM and nested paging (`qemu64,+svm,+npt`).
+    Qemu64,
+    /// Everything TCG emulates (AMD-like, SVM, NPT, XSAVE, AVX).
+    Max,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the kernel, root archive and the hybrid BIOS/UEFI ISO.
+    Iso {
+        /// Where to write the ISO [default: target/mantle/mantle.iso].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        iso: IsoArgs,
+    },
+    /// Build the ISO if needed and boot it in QEMU (TCG), serial console on
+    /// this terminal (Ctrl-A X quits, Ctrl-A C is the QEMU monitor).
+    Run {
+        #[arg(long, default_value_t = 4)]
+        cpus: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mem: u32,
+        /// Boot through OVMF (UEFI) instead of SeaBIOS.
+        #[arg(long)]
+        uefi: bool,
+        #[arg(long, value_enum, default_value = "qemu64")]
+        cpu: CpuModel,
+        #[command(flatten)]
+        iso: IsoArgs,
+        /// Extra QEMU arguments, after `--`.
+        #[arg(last = true)]
+        qemu_args: Vec<String>,
+    },
+    /// Boot the ISO in Bochs (VMX CPU, headless); serial output is written
+    /// to a file and shown here. Bochs always exits with status 1.
+    Bochs {
+        /// Where COM1 goes [default: target/mantle/bochs-serial.txt].
+        #[arg(long)]
+        serial_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        #[command(flatten)]
+        iso: IsoArgs,
+    },
+    /// Build only the kernel and print the ELF's path.
+    Kernel,
+    /// Benchmarks (figures are printed, not asserted).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Time to `mantle: ready` via PVH -kernel, SeaBIOS ISO and OVMF ISO,
+    /// side by side with Debian's Linux + BusyBox booted the same ways.
+    Boot {
+        /// Boots per method (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1)
+            eprintln!("image-builder: error: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn iso_options(out: Option<PathBuf>, a: IsoArgs) -> IsoOptions {
+    IsoOptions { out, adds: a.adds, cmdline: a.cmdline }
+}
+
+fn build(opts: &IsoOptions) -> Result<PathBuf, String> {
+    let (info, _kernel) = build_iso(opts, &mut Progress::new(4))?;
+    println!(
+        "{} ISO {} ({})",
+        if info.rebuilt { "wrote" } else { "up to date:" },
+        info.path.display(),
+        human_size(info.size)
+    );
+    Ok(info.path)
+}
+
+fn real_main() -> Result<ExitCode, String> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Iso { out, iso } => {
+            build(&iso_options(out, iso))?;
+        }
+        Cmd::Run { cpus, mem, uefi, cpu, iso, qemu_args } => {
+            let iso = build(&iso_options(None, iso))?;
+            let mut q = Qemu::new(Boot::Iso(iso));
+            q.cpus = cpus;
+            q.mem_mib = mem;
+            q.uefi = uefi;
+            q.cpu = match cpu {
+                CpuModel::Qemu64 => DEFAULT_CPU.into(),
+                CpuModel::Max => "max".into(),
+            };
+            q.ovmf_vars = Some(out_dir().join("OVMF_VARS_4M.fd"));
+            q.extra = qemu_args;
+            let status = q.run_interactive()?;
+            println!("QEMU exited with status {status}");
+            return Ok(ExitCode::from(status.clamp(0, 255) as u8));
+        }
+        Cmd::Bochs { serial_file, cpus, iso } => {
+            let iso = build(&iso_options(None, iso))?;
+            let serial = serial_file.unwrap_or_else(|| out_dir().join("bochs-serial.txt"));
+            let mut b = bochs::Bochs::new(iso, serial);
+            b.cpus = cpus;
+            println!("booting in Bochs ({} CPU(s), {}); serial: {}, Bochs log: {}; Ctrl-C stops it",
+                b.cpus, bochs::CPU_MODEL, b.serial_file.display(), b.log_file.display());
+            let mut r = b.spawn()?;
+            r.follow()?;
+            println!("\nBochs exited (it always reports status 1; judge from the serial output)");
+        }
+        Cmd::Bench { what: BenchCmd::Boot { runs } } => {
+            let opts = IsoOptions { out: Some(out_dir().join("bench.iso")), ..Default::default() };
+            let (info, kernel) = build_iso(&opts, &mut Progress::new(4))?;
+            image_builder::bench::bench_boot(&info.path, &kernel, runs)?;
+        }
+        Cmd::Kernel => {
+            let elf = image_builder::kernel::build_kernel(true)?;
+            println!("{}", elf.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,1 +1,193 @@
-//! Shared helpers for the image tests (filled below).
+//! Helpers for the image tests: build the real kernel and ISO (through the
+//! image-builder library), boot them in QEMU or Bochs one at a time, and
+//! assert on the serial log. A failed assertion prints the whole log.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+pub use image_builder::qemu::{Boot, EXIT_FAILURE, EXIT_SUCCESS, Machine, Outcome, Qemu, RunResult};
+use image_builder::{AddSpec, IsoOptions, Progress};
+
+/// Memory for tests that do not care: not a power of two on purpose, so
+/// size arithmetic that assumes one shows up.
+pub const MEM_MIB: u32 = 1000;
+/// SeaBIOS boots reach the ready line in ~1.5 s; generous for a loaded CI.
+pub const BIOS_TIMEOUT: Duration = Duration::from_secs(90);
+/// OVMF alone takes ~5 s under TCG.
+pub const UEFI_TIMEOUT: Duration = Duration::from_secs(180);
+/// The command line of the standard test ISO: report through debug-exit
+/// and power off after boot.
+pub const POWEROFF_CMDLINE: &str = "debug_exit after_boot=poweroff";
+
+/// The release kernel, built once per test process.
+pub fn kernel() -> &'static Path {
+    static K: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match K.get_or_init(|| image_builder::kernel::build_kernel_with(true, true)) {
+        Ok(p) => p,
+        Err(e) => panic!("building the kernel failed: {e}"),
+    }
+}
+
+/// An ISO with this kernel command line and these `--add` specs, at
+/// `target/mantle/test-isos/<name>.iso` (rebuilt only when inputs change).
+pub fn iso(name: &str, cmdline: &str, adds: &[&str]) -> PathBuf {
+    let adds: Vec<AddSpec> =
+        adds.iter().map(|a| a.parse().unwrap_or_else(|e| panic!("bad --add spec: {e}"))).collect();
+    let out = image_builder::out_dir().join("test-isos").join(format!("{name}.iso"));
+    let opts = IsoOptions { out: Some(out), adds, cmdline: cmdline.into() };
+    match image_builder::make_iso_with_kernel(kernel(), &opts, &mut Progress::quiet()) {
+        Ok(info) => info.path,
+        Err(e) => panic!("making ISO {name} failed: {e}"),
+    }
+}
+
+/// The standard ISO: boots, reports success through debug-exit, powers off.
+pub fn poweroff_iso() -> PathBuf {
+    iso("poweroff", POWEROFF_CMDLINE, &[])
+}
+
+/// Only one emulator at a time, across test threads and test processes:
+/// on 2 cores two TCG guests slow each other into timeouts.
+pub struct EmulatorLock {
+    _in_process: MutexGuard<'static, ()>,
+    _file: File,
+}
+
+pub fn emulator_lock() -> EmulatorLock {
+    static M: Mutex<()> = Mutex::new(());
+    // A test that panicked while holding the lock poisons it; the lock
+    // itself is still good.
+    let g = M.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = image_builder::out_dir();
+    std::fs::create_dir_all(&dir).expect("creating target/mantle");
+    let f = File::create(dir.join("emulator.lock")).expect("creating the emulator lock file");
+    f.lock().expect("locking the emulator lock file");
+    EmulatorLock { _in_process: g, _file: f }
+}
+
+/// A QEMU run for a test ISO with the test defaults: one CPU, MEM_MIB,
+/// debug-exit, -no-reboot, and the BIOS timeout.
+pub fn qemu_iso(iso: PathBuf) -> Qemu {
+    let mut q = Qemu::new(Boot::Iso(iso));
+    q.cpus = 1;
+    q.mem_mib = MEM_MIB;
+    q.debug_exit = true;
+    q.no_reboot = true;
+    q.timeout = BIOS_TIMEOUT;
+    q
+}
+
+/// The same through PVH (`-kernel`): fastest, no firmware, no GRUB.
+pub fn qemu_pvh(cmdline: &str) -> Qemu {
+    let mut q = Qemu::new(Boot::Pvh { kernel: kernel().to_path_buf(), initrd: None, cmdline: cmdline.into() });
+    q.cpus = 1;
+    q.mem_mib = MEM_MIB;
+    q.debug_exit = true;
+    q.no_reboot = true;
+    q.timeout = BIOS_TIMEOUT;
+    q
+}
+
+/// Boots under the emulator lock and returns the result to assert on.
+pub fn boot(q: &Qemu) -> Booted {
+    let _lock = emulator_lock();
+    match q.run_captured() {
+        Ok(r) => {
+            println!("{} -> {:?} in {:.2?}", r.command_line, r.outcome, r.elapsed);
+            Booted(r)
+        }
+        Err(e) => panic!("cannot boot in QEMU: {e}"),
+    }
+}
+
+/// The values of the `mantle: ready cpus=N mem=MMiB pci=P` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub cpus: u32,
+    pub mem_mib: u64,
+    pub pci: u32,
+}
+
+pub fn parse_ready(log: &str) -> Option<Ready> {
+    let line = log.lines().find_map(|l| l.split_once("mantle: ready ").map(|(_, r)| r))?;
+    let mut cpus = None;
+    let mut mem = None;
+    let mut pci = None;
+    for w in line.split_whitespace() {
+        match w.split_once('=') {
+            Some(("cpus", v)) => cpus = v.parse().ok(),
+            Some(("mem", v)) => mem = v.strip_suffix("MiB").and_then(|v| v.parse().ok()),
+            Some(("pci", v)) => pci = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Ready { cpus: cpus?, mem_mib: mem?, pci: pci? })
+}
+
+/// A finished run; every assertion shows the full serial log on failure.
+pub struct Booted(pub RunResult);
+
+impl Booted {
+    pub fn serial(&self) -> &str {
+        &self.0.serial
+    }
+
+    #[track_caller]
+    pub fn fail(&self, msg: &str) -> ! {
+        panic!("{msg}\n{}", self.0.report())
+    }
+
+    #[track_caller]
+    pub fn assert_contains(&self, s: &str) -> &Self {
+        if !self.0.serial.contains(s) {
+            self.fail(&format!("serial log lacks {s:?}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_lacks(&self, s: &str) -> &Self {
+        if self.0.serial.contains(s) {
+            self.fail(&format!("serial log unexpectedly has {s:?}"));
+        }
+        self
+    }
+
+    /// QEMU exited by itself with this status (0 is never taken as success
+    /// by the callers: they ask for 33).
+    #[track_caller]
+    pub fn assert_exit(&self, status: i32) -> &Self {
+        if self.0.outcome != Outcome::Exited(status) {
+            self.fail(&format!("expected QEMU to exit with status {status}, got {:?}", self.0.outcome));
+        }
+        self
+    }
+
+    /// The ready line, parsed; fails if it is missing or malformed.
+    #[track_caller]
+    pub fn ready(&self) -> Ready {
+        parse_ready(&self.0.serial).unwrap_or_else(|| self.fail("no well-formed `mantle: ready cpus=N mem=MMiB pci=P` line"))
+    }
+
+    /// Booted, printed the ready line, and exited with debug-exit success.
+    #[track_caller]
+    pub fn assert_ready_and_success(&self) -> Ready {
+        self.assert_exit(EXIT_SUCCESS);
+        self.ready()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_parsing() {
+        let log = "[ 0.1] cpu0 INFO x\nmantle: ready cpus=3 mem=999MiB pci=6\n";
+        assert_eq!(parse_ready(log), Some(Ready { cpus: 3, mem_mib: 999, pci: 6 }));
+        assert_eq!(parse_ready("mantle: ready cpus=3 mem=999 pci=6"), None);
+        assert_eq!(parse_ready("mantle: starting"), None);
+    }
+}

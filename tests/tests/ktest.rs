@@ -1,0 +1,21 @@
+//! The in-kernel test suite runs and passes.
+
+use tests::*;
+
+/// Needs the in-kernel test runner (`test=<selector>`).
+#[test]
+fn in_kernel_tests_all_pass() {
+    let b = boot(&qemu_iso(iso("ktest", "test=all debug_exit after_boot=poweroff", &[])));
+    let summary = b
+        .serial()
+        .lines()
+        .find_map(|l| l.split_once("ktest: ").map(|(_, r)| r).filter(|r| r.contains(" passed, ")))
+        .unwrap_or_else(|| b.fail("no `ktest: N passed, M failed` summary"));
+    let nums: Vec<u32> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    match nums[..] {
+        [passed, 0] if passed > 0 => {}
+        _ => b.fail(&format!("in-kernel tests did not all pass: {summary:?}")),
+    }
+    b.assert_lacks("FAILED");
+    b.assert_exit(EXIT_SUCCESS);
+}
