@@ -61,6 +61,8 @@ pub struct Options {
     pub debug_exit: Option<u16>,
     pub after_boot: AfterBoot,
     pub inject_fault: Option<InjectedFault>,
+    /// `init=<path>`: the first user world (default /sbin/init).
+    pub init: ArrayString<128>,
     /// Words the parser did not understand (logged at boot).
     pub unknown: ArrayVec<ArrayString<64>, 8>,
 }
@@ -73,6 +75,7 @@ impl Default for Options {
             debug_exit: None,
             after_boot: AfterBoot::Run,
             inject_fault: None,
+            init: ArrayString::new(),
             unknown: ArrayVec::new(),
         }
     }
@@ -98,6 +101,7 @@ impl Options {
             };
             let ok = match (key, value) {
                 ("loglevel", Some(v)) => LogLevel::parse(v).map(|l| o.log_level = l).is_some(),
+                ("init", Some(v)) => ArrayString::from(v).map(|s| o.init = s).is_ok(),
                 ("test", Some(v)) => ArrayString::from(v).map(|s| o.test = Some(s)).is_ok(),
                 ("debug_exit", None) => {
                     o.debug_exit = Some(DEFAULT_DEBUG_EXIT_PORT);
@@ -162,7 +166,8 @@ mod tests {
 
     #[test]
     fn all_options() {
-        let o = Options::parse("loglevel=debug test=mm debug_exit after_boot=poweroff inject_fault=pagefault");
+        let o = Options::parse("loglevel=debug test=mm debug_exit after_boot=poweroff inject_fault=pagefault init=/bin/sh");
+        assert_eq!(o.init.as_str(), "/bin/sh");
         assert_eq!(o.log_level, LogLevel::Debug);
         assert_eq!(o.test.unwrap().as_str(), "mm");
         assert_eq!(o.debug_exit, Some(0xf4));

@@ -41,6 +41,46 @@ fn level_allows(level: Level) -> bool {
     want as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
+/// Vector of the COM1 receive interrupt (ISA IRQ 4 through the IOAPIC).
+pub const COM1_VECTOR: u8 = 0x24;
+static INPUT: spin::Once<fn(u8)> = spin::Once::new();
+
+/// Starts delivering console input bytes to `handler` (the tty), from the
+/// UART's receive interrupt on the BSP.
+pub fn enable_input(handler: fn(u8)) {
+    INPUT.call_once(|| handler);
+    crate::arch::trap::register(COM1_VECTOR, on_com1_interrupt);
+    let bsp = crate::arch::gdt::cpu(0).map_or(0, |c| c.apic_id);
+    if let Err(e) = crate::arch::ioapic::route_isa_irq(4, COM1_VECTOR, bsp) {
+        log::warn!("console: cannot route COM1's interrupt ({e:?}): no console input");
+        return;
+    }
+    CONSOLE.lock().set_rx_interrupt(true);
+}
+
+fn on_com1_interrupt(_: &mut crate::arch::trap::TrapFrame) {
+    let mut bytes = [0u8; 64];
+    let mut n = 0;
+    {
+        let mut c = CONSOLE.lock();
+        while n < bytes.len() {
+            match c.try_read_byte() {
+                Some(b) => {
+                    bytes[n] = b;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+    }
+    crate::arch::apic::eoi();
+    if let Some(h) = INPUT.get() {
+        for &b in &bytes[..n] {
+            h(b);
+        }
+    }
+}
+
 /// Writes text to the console as is (the status screen, test reports).
 pub fn write_str(s: &str) {
     CONSOLE.lock().write_bytes(s.as_bytes());

@@ -38,10 +38,10 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ("acpi.platform_tables", acpi_tables),
     ("world.ping_pong_wait_queue", world_ping_pong),
     ("world.exit_frees_worlds", world_exit_reaps),
-    ("world.extended_state_preserved", world_fpu_state),
     ("world.group_shares_2_to_1", world_group_shares),
     ("user.syscalls_from_ring3", user_syscalls),
     ("user.faults_kill_only_the_process", user_faults),
+    ("user.extended_state_survives_switches", user_fpu_state),
     ("timer.ticks_at_100hz_on_every_cpu", timer_rates),
     ("sched.user_shares_2_to_1", sched_user_shares),
     ("sched.user_limit_25_percent", sched_user_limit),
@@ -288,36 +288,6 @@ fn world_exit_reaps() -> TestResult {
     Ok(())
 }
 
-static FPU_OK: AtomicU64 = AtomicU64::new(0);
-static FPU_DONE: AtomicU64 = AtomicU64::new(0);
-
-fn fpu_world(pattern: usize) {
-    let p = pattern as u64;
-    for _ in 0..20 {
-        let seen: u64;
-        // SAFETY: writes and reads xmm7 only; the world switch must keep it.
-        unsafe {
-            core::arch::asm!("movq xmm7, {}", in(reg) p, out("xmm7") _);
-            world::yield_now();
-            core::arch::asm!("movq {}, xmm7", out(reg) seen);
-        }
-        if seen == p {
-            FPU_OK.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-    FPU_DONE.fetch_add(1, Ordering::AcqRel);
-}
-
-fn world_fpu_state() -> TestResult {
-    FPU_OK.store(0, Ordering::Release);
-    FPU_DONE.store(0, Ordering::Release);
-    world::spawn_system("fpu-a", world::default_group(), fpu_world, 0x1111_2222_3333_4444).map_err(|e| format!("{e}"))?;
-    world::spawn_system("fpu-b", world::default_group(), fpu_world, 0x5555_6666_7777_8888).map_err(|e| format!("{e}"))?;
-    ensure!(run_worlds_until(10_000, || FPU_DONE.load(Ordering::Acquire) == 2), "FPU worlds did not finish");
-    ensure!(FPU_OK.load(Ordering::Acquire) == 40, "xmm7 survived only {} of 40 switches", FPU_OK.load(Ordering::Acquire));
-    Ok(())
-}
-
 static SPIN_UNTIL: AtomicU64 = AtomicU64::new(0);
 static SPINNERS: AtomicU64 = AtomicU64::new(0);
 
@@ -365,7 +335,7 @@ fn world_group_shares() -> TestResult {
 
 // ---- user worlds ----
 
-use crate::process::{ExitStatus, Process};
+use crate::uw::process::{ExitStatus, Process};
 
 core::arch::global_asm!(
     r#"
@@ -440,6 +410,28 @@ ktest_user_spin_start:
     syscall
 ktest_user_spin_end:
 
+    .global ktest_user_fpu_start, ktest_user_fpu_end
+ktest_user_fpu_start:
+    /* xmm7 and ymm-free state must survive 200 system calls and switches */
+    movq xmm7, rdi
+    mov r12d, 200
+1:
+    mov eax, 24 /* sched_yield */
+    syscall
+    movq rax, xmm7
+    cmp rax, rdi
+    jne 2f
+    dec r12d
+    jnz 1b
+    mov eax, 231
+    xor edi, edi
+    syscall
+2:
+    mov eax, 231
+    mov edi, 1
+    syscall
+ktest_user_fpu_end:
+
     .global ktest_user_null_start, ktest_user_null_end
 ktest_user_null_start:
     xor eax, eax
@@ -466,6 +458,8 @@ unsafe extern "C" {
     static ktest_user_ok_end: u8;
     static ktest_user_spin_start: u8;
     static ktest_user_spin_end: u8;
+    static ktest_user_fpu_start: u8;
+    static ktest_user_fpu_end: u8;
     static ktest_user_null_start: u8;
     static ktest_user_null_end: u8;
     static ktest_user_priv_start: u8;
@@ -484,6 +478,7 @@ fn blob(start: &u8, end: &u8) -> &'static [u8] {
 /// to its end and returns how it ended.
 fn run_user_blob(name: &str, code: &[u8]) -> Result<ExitStatus, String> {
     let p = Process::new(name).ok_or("no memory for a process")?;
+    crate::uw::exec::attach_console(&p);
     p.map_bytes(0x40_0000, code, 0)?;
     p.map_bytes(0x7f_f000, &[], paging::WRITABLE | paging::NO_EXECUTE)?;
     p.start(world::default_group(), 0x40_0000, 0x80_0000)?;
@@ -584,5 +579,24 @@ fn sched_user_reservation() -> TestResult {
     let s = compete(&[GroupParams { reservation_pct: 40, ..Default::default() }, GroupParams { shares: 8000, ..Default::default() }], 2)?;
     kprintln!("ktest: sched: reservation 40% vs 8x shares -> {:.1}% vs {:.1}%", s[0] * 100.0, s[1] * 100.0);
     ensure!(s[0] >= 0.38, "reserved group got {:.1}%", s[0] * 100.0);
+    Ok(())
+}
+
+fn user_fpu_state() -> TestResult {
+    // SAFETY: taking addresses of the blob symbols.
+    let code = unsafe { blob(&ktest_user_fpu_start, &ktest_user_fpu_end) };
+    let mut procs = Vec::new();
+    for pattern in [0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888] {
+        let p = Process::new("fpu").ok_or("no memory")?;
+        p.map_bytes(0x40_0000, code, 0)?;
+        let frame = crate::arch::trap::TrapFrame { rip: 0x40_0000, rsp: 0x80_0000, rflags: 0x202, rdi: pattern, ..Default::default() };
+        let w = p.start_with(world::default_group(), frame)?;
+        world::with_policy(|pol| pol.set_affinity(w, Some(0))).map_err(|e| format!("{e}"))?;
+        procs.push(p);
+    }
+    ensure!(run_worlds_until(20_000, || procs.iter().all(|p| p.exit_status().is_some())), "FPU processes did not finish");
+    for p in &procs {
+        ensure!(p.exit_status() == Some(ExitStatus::Exited(0)), "xmm7 was clobbered: {:?}", p.exit_status());
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod apic_regs;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod cpio;
+pub mod csprng;
 pub mod elf;
 pub mod frames;
 pub mod linux_abi;

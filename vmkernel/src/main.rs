@@ -14,10 +14,10 @@ mod ktest;
 mod mm;
 mod pci;
 mod power;
-mod process;
 mod syscall;
 mod status_screen;
 mod time;
+mod uw;
 mod vmk;
 mod world;
 
@@ -64,6 +64,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     arch::smp::start_aps(platform);
     let pci_functions = pci::init(platform);
     boot_archive::log_listing(&bi);
+    uw::files::init(&bi);
 
     kprintln!(
         "mantle: ready cpus={} mem={}MiB pci={}",
@@ -80,6 +81,9 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
         let ok = ktest::run(sel);
         power::debug_exit(ok);
     }
+    if opts.test.is_none() && opts.after_boot == AfterBoot::Run {
+        start_init(&opts);
+    }
     match opts.after_boot {
         AfterBoot::PowerOff => {
             power::debug_exit(true);
@@ -90,6 +94,23 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
 }
 
+
+/// Starts the first user world: `init=` from the command line, else
+/// /sbin/init, else a shell on the console.
+fn start_init(opts: &Options) {
+    let env: [&[u8]; 3] = [b"PATH=/sbin:/bin:/usr/sbin:/usr/bin", b"HOME=/", b"TERM=vt100"];
+    let candidates: [&[u8]; 3] = [opts.init.as_bytes(), b"/sbin/init", b"/bin/sh"];
+    for path in candidates.iter().filter(|p| !p.is_empty()) {
+        match uw::exec::spawn(path, &[path], &env) {
+            Ok(p) => {
+                log::info!("init: started {} as pid {}", core::str::from_utf8(path).unwrap_or("?"), p.pid);
+                return;
+            }
+            Err(e) => log::warn!("init: cannot start {}: {}", core::str::from_utf8(path).unwrap_or("?"), e.name()),
+        }
+    }
+    log::error!("init: no init program in the root file system; the host runs without user worlds");
+}
 
 #[inline(never)]
 fn inject_fault(f: InjectedFault) {

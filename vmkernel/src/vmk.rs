@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 use vmkernel::vmk_api::{self as api, GroupParamsRecord, GroupStatsRecord};
 
-use crate::process::{self, Process};
+use crate::uw::process::{self, Process};
 use crate::world;
 
 const EPERM: i64 = 1;

@@ -55,14 +55,18 @@ pub struct World {
     wake_pending: core::sync::atomic::AtomicBool,
     /// Saved kernel stack pointer while not running.
     rsp: UnsafeCell<u64>,
+    /// The user (or guest) extended register state, saved when the world
+    /// enters the kernel and restored when it returns. Kernel code needs no
+    /// such state across a switch: every XMM register is caller-saved in
+    /// the ABI, so none is live across `switch_stacks`.
     fpu: UnsafeCell<FpuState>,
     /// Owned kernel stack (the idle worlds run on their CPU's boot stack).
     stack: Option<Box<[u8]>>,
     pub exit_code: AtomicU64,
     /// Page-table root this world runs on (0: the kernel's own).
     pub cr3: AtomicU64,
-    /// The user process this world is a thread of.
-    pub process: spin::Once<Arc<crate::process::Process>>,
+    /// The user thread this world runs.
+    pub thread: spin::Once<Arc<crate::uw::Thread>>,
 }
 
 // SAFETY: `rsp` and `fpu` are touched only by the CPU that is switching the
@@ -78,6 +82,18 @@ impl World {
             1 => WorldState::Blocked,
             _ => WorldState::Dead,
         }
+    }
+
+    /// Address of the extended-state save area (for the entry stubs).
+    fn fpu_area_addr(&self) -> u64 {
+        // SAFETY: reading the area's address; nothing is accessed.
+        unsafe { (*self.fpu.get()).area().as_ptr() as u64 }
+    }
+
+    /// Reads or replaces the saved state (signal frames, fork).
+    pub fn with_user_fpu<R>(&self, f: impl FnOnce(&mut FpuState) -> R) -> R {
+        // SAFETY: called by the running world (or before a new world runs).
+        unsafe { f(&mut *self.fpu.get()) }
     }
 
     pub fn stack_top(&self) -> u64 {
@@ -127,7 +143,7 @@ pub fn init_this_cpu() {
         stack: None,
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
-        process: spin::Once::new(),
+        thread: spin::Once::new(),
     });
     let mut c = CPUS[gdt::cpu_index() as usize].lock();
     c.current = Some(idle.clone());
@@ -148,7 +164,7 @@ fn new_world(name: &str, kind: WorldKind, entry: fn(usize), arg: usize) -> Arc<W
         stack: Some(stack),
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
-        process: spin::Once::new(),
+        thread: spin::Once::new(),
     })
 }
 
@@ -252,6 +268,14 @@ pub fn sleep_ns(ns: u64) {
     SLEEPERS.lock().remove(&(deadline, me.id));
 }
 
+/// Makes sure the current world is woken at `deadline` even if nothing
+/// else wakes it (timed waits). A spurious early wake-up is harmless: the
+/// waiter re-checks.
+pub fn arm_wakeup(deadline: u64) {
+    let id = current_id();
+    SLEEPERS.lock().insert((deadline, id));
+}
+
 /// Wakes sleepers whose time has come (called from the timer tick and
 /// from `schedule`).
 pub fn wake_sleepers(now: u64) {
@@ -293,7 +317,7 @@ pub fn on_timer_tick(from_user: bool) {
         if due || slice_expired(now) {
             schedule();
         }
-        crate::process::check_pending_kill();
+        crate::uw::process::check_pending_kill();
     }
 }
 
@@ -322,6 +346,7 @@ pub fn schedule() {
     // registers are saved; `finish_switch` releases it.
     let pick = with_policy(|p| {
         if prev.kind != WorldKind::Idle {
+            BUSY_NS[cpu as usize].fetch_add(now.saturating_sub(c.since), Ordering::Relaxed);
             let _ = p.charge(prev.id, now.saturating_sub(c.since), now);
             p.release(prev.id);
         }
@@ -356,6 +381,7 @@ pub fn schedule() {
     if next.kind != WorldKind::Idle {
         gdt::set_kernel_stack(next.stack_top());
     }
+    gdt::set_fpu_area(next.fpu_area_addr());
     // Every world runs on its own tables or the kernel's: a system world
     // must not keep a user address space alive that may be freed under it.
     let cr3 = match next.cr3.load(Ordering::Acquire) {
@@ -366,12 +392,13 @@ pub fn schedule() {
         // SAFETY: every address space maps the kernel half identically.
         unsafe { cpu::write_cr3(cr3) };
     }
+    if let Some(t) = next.thread.get() {
+        crate::arch::syscall::set_user_fs_base(t.fs_base.load(Ordering::Relaxed));
+    }
     drop(c);
     // SAFETY: `prev` is this CPU's running world and `next` is marked running
     // for this CPU only, so no other CPU touches their saved state.
     unsafe {
-        (*prev.fpu.get()).save();
-        (*next.fpu.get()).restore();
         let save = prev.rsp.get();
         let load = *next.rsp.get();
         drop(next);
@@ -455,6 +482,22 @@ impl WaitQueue {
         }
     }
 
+    /// Like `wait_until`, but returns after one wake-up even if `ready` is
+    /// still false (the caller loops with its own checks).
+    pub fn wait_until_once(&self, mut ready: impl FnMut() -> bool) {
+        if ready() {
+            return;
+        }
+        let me = current_id();
+        self.waiters.lock().push_back(me);
+        if ready() {
+            self.waiters.lock().retain(|&w| w != me);
+            return;
+        }
+        block_current();
+        self.waiters.lock().retain(|&w| w != me);
+    }
+
     pub fn wake_one(&self) -> bool {
         while let Some(w) = self.waiters.lock().pop_front() {
             if wake(w) {
@@ -470,4 +513,20 @@ impl WaitQueue {
             wake(w);
         }
     }
+}
+
+/// CPU time spent running worlds (not idle) per CPU, in ns.
+pub fn busy_ns_per_cpu() -> Vec<u64> {
+    (0..gdt::cpus_online() as usize).map(|c| BUSY_NS[c].load(Ordering::Relaxed)).collect()
+}
+
+static BUSY_NS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Worlds that are runnable now (for /proc/loadavg).
+pub fn runnable_count() -> usize {
+    WORLDS.lock().values().filter(|w| w.state() == WorldState::Runnable).count()
+}
+
+pub fn is_runnable(id: WorldId) -> bool {
+    lookup(id).is_some_and(|w| w.state() == WorldState::Runnable)
 }

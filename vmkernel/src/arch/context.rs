@@ -105,6 +105,11 @@ pub fn init_fpu_this_cpu() {
     XSAVE.store(true, Ordering::Relaxed);
 }
 
+/// The extended-state components enabled in XCR0.
+pub fn xcr0() -> u64 {
+    XCR0.load(Ordering::Relaxed)
+}
+
 pub fn uses_xsave() -> bool {
     XSAVE.load(Ordering::Relaxed)
 }
@@ -129,7 +134,12 @@ impl FpuState {
         s
     }
 
-    fn area_mut(&mut self) -> &mut [u8] {
+    pub fn area(&self) -> &[u8] {
+        let size = self.buf.len() - 64;
+        &self.buf[self.off..self.off + size]
+    }
+
+    pub fn area_mut(&mut self) -> &mut [u8] {
         let size = self.buf.len() - 64;
         &mut self.buf[self.off..self.off + size]
     }

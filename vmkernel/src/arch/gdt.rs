@@ -39,6 +39,12 @@ pub struct PerCpu {
     kernel_rsp: core::sync::atomic::AtomicU64,
     /// gs:[24]: scratch slot for the user RSP during SYSCALL entry.
     user_rsp_scratch: u64,
+    /// gs:[32]: the running world's extended-state save area, which the
+    /// entry stubs fill on every entry from ring 3 and reload on the way
+    /// back — in assembly, before any compiled code can touch an XMM register.
+    fpu_area: core::sync::atomic::AtomicU64,
+    /// gs:[40]: nonzero when XSAVE/XRSTOR are used (else FXSAVE/FXRSTOR).
+    use_xsave: core::sync::atomic::AtomicU64,
     /// Written only by this CPU (RSP0 on every world switch); read by the
     /// CPU on privilege changes.
     tss: core::cell::UnsafeCell<TaskStateSegment>,
@@ -53,6 +59,10 @@ unsafe impl Sync for PerCpu {}
 /// Offsets used by the SYSCALL entry stub (checked at compile time below).
 pub const PERCPU_KERNEL_RSP: usize = 16;
 pub const PERCPU_USER_RSP: usize = 24;
+pub const PERCPU_FPU_AREA: usize = 32;
+pub const PERCPU_USE_XSAVE: usize = 40;
+const _: () = assert!(core::mem::offset_of!(PerCpu, fpu_area) == PERCPU_FPU_AREA);
+const _: () = assert!(core::mem::offset_of!(PerCpu, use_xsave) == PERCPU_USE_XSAVE);
 const _: () = assert!(core::mem::offset_of!(PerCpu, kernel_rsp) == PERCPU_KERNEL_RSP);
 const _: () = assert!(core::mem::offset_of!(PerCpu, user_rsp_scratch) == PERCPU_USER_RSP);
 
@@ -84,6 +94,8 @@ pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
         apic_id,
         kernel_rsp: core::sync::atomic::AtomicU64::new(0),
         user_rsp_scratch: 0,
+        fpu_area: core::sync::atomic::AtomicU64::new(0),
+        use_xsave: core::sync::atomic::AtomicU64::new(0),
         tss: core::cell::UnsafeCell::new(tss),
         gdt: GlobalDescriptorTable::new(),
         ticks: core::sync::atomic::AtomicU64::new(0),
@@ -128,6 +140,14 @@ pub fn set_kernel_stack(top: u64) {
         // CPU reads RSP0 only when entering ring 0 from ring 3.
         unsafe { (*c.tss.get()).privilege_stack_table[0] = VirtAddr::new(top) };
         c.kernel_rsp.store(top, Ordering::Relaxed);
+    }
+}
+
+/// Points the entry stubs at the running world's extended-state area.
+pub fn set_fpu_area(area: u64) {
+    if let Some(c) = this_cpu() {
+        c.fpu_area.store(area, Ordering::Relaxed);
+        c.use_xsave.store(super::context::uses_xsave() as u64, Ordering::Relaxed);
     }
 }
 

@@ -18,6 +18,22 @@ const IA32_STAR: u32 = 0xc000_0081;
 const IA32_LSTAR: u32 = 0xc000_0082;
 const IA32_FMASK: u32 = 0xc000_0084;
 
+const IA32_FS_BASE: u32 = 0xc000_0100;
+
+/// Loads the user-mode FS base (thread-local storage) of the next world.
+pub fn set_user_fs_base(v: u64) {
+    // SAFETY: FS is unused by the kernel; a non-canonical value would fault
+    // in WRMSR, so callers validate arch_prctl arguments first.
+    unsafe { cpu::wrmsr(IA32_FS_BASE, v) };
+}
+
+/// Loads the current thread's FS base (first entry to ring 3).
+pub fn load_user_fs_base() {
+    if let Some(t) = crate::uw::process::current_thread() {
+        set_user_fs_base(t.fs_base.load(core::sync::atomic::Ordering::Relaxed));
+    }
+}
+
 /// Vector number recorded in frames built by SYSCALL (not a real vector).
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
@@ -64,6 +80,17 @@ unsafe extern "C" fn syscall_entry() {
         "push r13",
         "push r14",
         "push r15",
+        // Save the user's extended state before compiled code runs.
+        "mov rdi, gs:[{fpu_area}]",
+        "mov eax, -1",
+        "mov edx, -1",
+        "cmp qword ptr gs:[{use_xsave}], 0",
+        "je 2f",
+        "xsave64 [rdi]",
+        "jmp 3f",
+        "2:",
+        "fxsave64 [rdi]",
+        "3:",
         "mov rdi, rsp",
         "xor ebp, ebp",
         "cld",
@@ -74,16 +101,28 @@ unsafe extern "C" fn syscall_entry() {
         uds = const USER_DS as u64,
         ucs = const USER_CS as u64,
         vector = const SYSCALL_VECTOR,
+        fpu_area = const super::gdt::PERCPU_FPU_AREA,
+        use_xsave = const super::gdt::PERCPU_USE_XSAVE,
         dispatch = sym crate::syscall::dispatch,
         ret = sym return_to_user,
     )
 }
 
-/// Pops a TrapFrame that sits at the current stack pointer and returns to
-/// ring 3 with IRETQ.
+/// Reloads the running world's extended state, pops a TrapFrame that sits
+/// at the current stack pointer and returns to ring 3 with IRETQ.
 #[unsafe(naked)]
 unsafe extern "C" fn return_to_user() {
     naked_asm!(
+        "mov rdi, gs:[{fpu_area}]",
+        "mov eax, -1",
+        "mov edx, -1",
+        "cmp qword ptr gs:[{use_xsave}], 0",
+        "je 2f",
+        "xrstor64 [rdi]",
+        "jmp 3f",
+        "2:",
+        "fxrstor64 [rdi]",
+        "3:",
         "pop r15",
         "pop r14",
         "pop r13",
@@ -102,6 +141,8 @@ unsafe extern "C" fn return_to_user() {
         "add rsp, 16",
         "swapgs",
         "iretq",
+        fpu_area = const super::gdt::PERCPU_FPU_AREA,
+        use_xsave = const super::gdt::PERCPU_USE_XSAVE,
     )
 }
 

@@ -46,9 +46,35 @@ trap_common:
     push %r13
     push %r14
     push %r15
+    /* From ring 3: save the user's extended state before compiled code
+       (which uses SSE) runs. */
+    testb $3, 144(%rsp)
+    jz 3f
+    mov %gs:32, %rdi
+    mov $-1, %eax
+    mov $-1, %edx
+    cmpq $0, %gs:40
+    je 4f
+    xsave64 (%rdi)
+    jmp 3f
+4:
+    fxsave64 (%rdi)
+3:
     mov %rsp, %rdi
     cld
     call trap_dispatch
+    testb $3, 144(%rsp)
+    jz 5f
+    mov %gs:32, %rdi
+    mov $-1, %eax
+    mov $-1, %edx
+    cmpq $0, %gs:40
+    je 6f
+    xrstor64 (%rdi)
+    jmp 5f
+6:
+    fxrstor64 (%rdi)
+5:
     pop %r15
     pop %r14
     pop %r13
@@ -213,10 +239,15 @@ pub fn load_idt() {
     IDT.call_once(build_idt).load();
 }
 
-/// A fault in ring 3 ends that process (signal delivery comes with the
-/// signal work); the kernel and other worlds carry on.
+/// A fault in ring 3: page faults the kernel can resolve (demand paging,
+/// copy-on-write, stack growth) are resolved; everything else becomes a
+/// signal to the faulting thread — fatal unless it has a handler. The
+/// kernel and other worlds carry on.
 fn user_exception(frame: &mut TrapFrame) {
     let v = frame.vector as usize;
+    if v == 14 && crate::uw::fault::handle_user_fault(cpu::read_cr2(), frame.error_code) {
+        return;
+    }
     let signal = match v {
         0 | 16 | 19 => 8, // SIGFPE
         6 => 4,           // SIGILL
@@ -224,11 +255,11 @@ fn user_exception(frame: &mut TrapFrame) {
         17 => 7,          // SIGBUS
         _ => 11,          // SIGSEGV
     };
-    let p = crate::process::current();
+    let p = crate::uw::process::current();
     log::warn!(
-        "user world pid {} ({}): {} at rip {:#x} (addr {:#x}, error {:#x}): terminated by signal {}",
+        "user world pid {} ({}): {} at rip {:#x} (addr {:#x}, error {:#x}): signal {}",
         p.as_ref().map_or(0, |p| p.pid),
-        p.as_ref().map_or("?", |p| p.name.as_str()),
+        p.as_ref().map_or(alloc::string::String::from("?"), |p| p.name.lock().clone()),
         EXCEPTION_NAMES[v],
         frame.rip,
         if v == 14 { cpu::read_cr2() } else { 0 },
@@ -236,7 +267,8 @@ fn user_exception(frame: &mut TrapFrame) {
         signal
     );
     drop(p);
-    crate::process::exit_current(crate::process::ExitStatus::Signaled(signal));
+    let addr = if v == 14 { cpu::read_cr2() } else { frame.rip };
+    crate::uw::signal::force_fault_signal(signal, addr);
 }
 
 const EXCEPTION_NAMES: [&str; 32] = [

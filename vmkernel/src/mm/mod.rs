@@ -288,6 +288,11 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
+    /// An address space with no tables (a process that has exited).
+    pub fn empty() -> Self {
+        Self { pml4: 0 }
+    }
+
     pub fn new() -> Option<Self> {
         let pml4 = alloc_frame()?;
         let kernel = kernel_pml4();
@@ -307,14 +312,54 @@ impl AddressSpace {
 
     /// Maps one 4 KiB page in the lower half.
     pub fn map(&self, virt: u64, frame: u64, flags: u64) -> Result<(), paging::MapError> {
-        if virt >= 1 << 47 {
+        if virt >= 1 << 47 || self.pml4 == 0 {
             return Err(paging::MapError::NonCanonical(virt));
         }
         paging::map(&mut Tables, self.pml4, virt, frame, paging::PageSize::Size4K, flags)
     }
 
     pub fn translate(&self, virt: u64) -> Option<paging::Translation> {
+        if self.pml4 == 0 {
+            return None;
+        }
         paging::translate(&Tables, self.pml4, virt)
+    }
+
+    /// Removes the mapping at `virt` (4 KiB), dropping the frame's
+    /// reference. Returns whether something was mapped.
+    pub fn unmap(&self, virt: u64) -> bool {
+        if self.pml4 == 0 {
+            return false;
+        }
+        match paging::unmap_4k(&mut Tables, self.pml4, virt) {
+            Some(frame) => {
+                release_user_frame(frame);
+                invalidate_page(virt);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Rewrites the protection bits of the 4 KiB page at `virt`, keeping
+    /// copy-on-write pages read-only until they are copied.
+    pub fn protect(&self, virt: u64, flags: u64) {
+        if self.pml4 == 0 {
+            return;
+        }
+        let mut t = Tables;
+        if let Some((table, i)) = paging::leaf_slot(&t, self.pml4, virt) {
+            let e = t.read(table, i);
+            if e & paging::PRESENT != 0 {
+                let cow = e & paging::COPY_ON_WRITE;
+                let mut nf = flags | paging::USER | paging::PRESENT | cow;
+                if cow != 0 {
+                    nf &= !paging::WRITABLE;
+                }
+                t.write(table, i, (e & paging::ADDR_MASK) | nf);
+                invalidate_page(virt);
+            }
+        }
     }
 
     /// Runs `f` with this address space loaded in CR3, then restores the
@@ -345,6 +390,9 @@ impl Drop for AddressSpace {
                 free_level(fa, next, level - 1, 0..512);
                 let _ = fa.free_frame(next);
             }
+        }
+        if self.pml4 == 0 {
+            return;
         }
         let mut guard = FRAMES.lock();
         if let Some(fa) = guard.as_mut() {
@@ -401,11 +449,16 @@ impl AddressSpace {
                 }
             }
         }
-        walk(self.pml4, 4, 0..256);
+        if self.pml4 != 0 {
+            walk(self.pml4, 4, 0..256);
+        }
     }
 
     /// A copy-on-write duplicate of this address space (fork).
     pub fn fork(&self) -> Option<AddressSpace> {
+        if self.pml4 == 0 {
+            return None;
+        }
         let child = AddressSpace::new()?;
         let mut shared = alloc::vec::Vec::new();
         let r = paging::fork_lower_half(&mut Tables, self.pml4, child.pml4, |f| shared.push(f));
@@ -431,6 +484,9 @@ impl AddressSpace {
     /// `virt` is not a copy-on-write page (a real protection fault) or
     /// memory ran out.
     pub fn resolve_cow(&self, virt: u64) -> bool {
+        if self.pml4 == 0 {
+            return false;
+        }
         let mut t = Tables;
         let Some((table, i)) = paging::leaf_slot(&t, self.pml4, virt & !0xfff) else { return false };
         let e = t.read(table, i);
