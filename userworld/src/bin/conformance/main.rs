@@ -36,6 +36,12 @@ fn child_mode(args: &[String]) -> Option<i32> {
             print!("{}", s.to_uppercase());
             0
         }
+        "child-sleep" => {
+            // A long-running child for init's host test.
+            let secs = rest.first().and_then(|s| s.parse().ok()).unwrap_or(60);
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            0
+        }
         "child-env" => {
             println!("{}", std::env::var(rest.first()?).unwrap_or_default());
             0
