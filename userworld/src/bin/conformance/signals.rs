@@ -17,12 +17,17 @@ fn hits(sig: i32) -> i32 {
     HITS[sig as usize].load(Ordering::SeqCst)
 }
 
+/// Address last installed by `install`: Rust does not promise one address per
+/// function (it can differ between codegen units), so compare against this.
+static INSTALLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Installs `count` for `sig`; returns the previous action.
 fn install(sig: i32) -> Result<libc::sigaction, String> {
     // SAFETY: zeroed sigaction structs are valid; `count` is async-signal-safe.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = count as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        INSTALLED.store(sa.sa_sigaction, Ordering::SeqCst);
         sa.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
         let mut old: libc::sigaction = std::mem::zeroed();
@@ -86,7 +91,8 @@ pub fn run(r: &mut Runner) {
             cur
         };
         restore(libc::SIGUSR2, &old);
-        expect_eq("handler address", cur.sa_sigaction, count as extern "C" fn(libc::c_int) as libc::sighandler_t)?;
+        expect_eq("handler address", cur.sa_sigaction, INSTALLED.load(Ordering::SeqCst))?;
+        expect_eq("SA_RESTART kept", cur.sa_flags & libc::SA_RESTART, libc::SA_RESTART)?;
         // SAFETY: SIGKILL cannot be caught: this must fail without effect.
         let e = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
