@@ -42,7 +42,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
     r.check("mmap_anon_zeroed_rw", || {
         let len = 1 << 20;
         let p = map_anon(len, libc::MAP_PRIVATE).map_err(|e| format!("mmap: {}", errno_name(e)))?;
-        ensure!(p as usize % page_size() == 0, "mapping {p:p} not page-aligned");
+        ensure!((p as usize).is_multiple_of(page_size()), "mapping {p:p} not page-aligned");
         // SAFETY: the mapping is `len` bytes of readable, writable memory owned here.
         let s = unsafe { std::slice::from_raw_parts_mut(p, len) };
         ensure!(s.iter().all(|&b| b == 0), "anonymous memory not zero-filled");
