@@ -28,12 +28,14 @@ fn get(p: &Path) -> Result<Vec<u8>, String> {
     }
 }
 
-fn unsafe_own(fd: i32) -> OwnedFd {
+fn own_fd(fd: i32) -> OwnedFd {
     // SAFETY: callers pass descriptors the kernel just returned (dup, creat, fcntl) that
     // nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Calls `f` with `p` as a C string; closures passed here rely on that pointer being
+/// a valid NUL-terminated path for the duration of the call.
 fn path_call(p: &Path, f: impl FnOnce(*const libc::c_char) -> i32) -> Result<i64, i32> {
     let c = cpath(p);
     sys(f(c.as_ptr()))
@@ -56,7 +58,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
         let c = cpath(&p);
         // SAFETY: valid path string.
         let fd = ok("creat", sys(unsafe { libc::creat(c.as_ptr(), 0o644) }))?;
-        let fd = unsafe_own(fd as i32);
+        let fd = own_fd(fd as i32);
         expect_eq("write", write_fd(&fd, b"hello"), Ok(5))?;
         let mut b = [0u8; 1];
         expect_errno("read on O_WRONLY (creat) fd", read_fd(&fd, &mut b), libc::EBADF)?;
@@ -253,6 +255,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
     r.check("unlink", || {
         let p = d.join("unlinkme");
         put(&p, b"x")?;
+        // SAFETY: path_call supplies a valid path string.
         let unlink = |p: &Path| path_call(p, |c| unsafe { libc::unlink(c) });
         ok("unlink", unlink(&p))?;
         expect_errno("open after unlink", open(&p, O_RDONLY, 0).map(|_| 0), libc::ENOENT)?;
@@ -274,8 +277,9 @@ pub fn run(r: &mut Runner, dir: &Path) {
 
     r.check("mkdir_rmdir", || {
         let p = d.join("newdir");
-        // SAFETY: valid path strings in the closures below.
+        // SAFETY (both closures): path_call supplies a valid path string.
         let mk = |p: &Path| path_call(p, |c| unsafe { libc::mkdir(c, 0o755) });
+        // SAFETY: path_call supplies a valid path string.
         let rm = |p: &Path| path_call(p, |c| unsafe { libc::rmdir(c) });
         ok("mkdir", mk(&p))?;
         let st = stat_path(&p, true).map_err(|e| errno_name(e).to_string())?;
@@ -290,6 +294,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
         let p = d.join("full");
         fs::create_dir(&p).map_err(|e| e.to_string())?;
         put(&p.join("x"), b"x")?;
+        // SAFETY: path_call supplies a valid path string.
         let rm = |p: &Path| path_call(p, |c| unsafe { libc::rmdir(c) });
         expect_errno("rmdir non-empty", rm(&p), libc::ENOTEMPTY)?;
         expect_errno("rmdir a file", rm(&p.join("x")), libc::ENOTDIR)
@@ -363,7 +368,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
         let fd = open(&p, O_RDONLY, 0).map_err(|e| errno_name(e).to_string())?;
         // SAFETY: plain integer argument.
         let d2 = ok("dup", sys(unsafe { libc::dup(fd.as_raw_fd()) }))? as i32;
-        let d2 = unsafe_own(d2);
+        let d2 = own_fd(d2);
         ensure!(d2.as_raw_fd() != fd.as_raw_fd(), "dup returned the same number");
         let mut buf = [0u8; 4];
         read_fd(&fd, &mut buf).map_err(|e| errno_name(e).to_string())?;
@@ -379,7 +384,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
         let target = 100;
         // SAFETY: integer arguments; fd 100 is unused by this program.
         expect_eq("dup2", sys(unsafe { libc::dup2(fd.as_raw_fd(), target) }), Ok(target as i64))?;
-        let t = unsafe_own(target);
+        let t = own_fd(target);
         expect_eq("write via dup2 fd", write_fd(&t, b"hi"), Ok(2))?;
         expect_eq("content", get(&p)?, b"hi".to_vec())?;
         // dup2 onto an open descriptor closes it silently first.
@@ -396,6 +401,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
         let p = d.join("cloexec");
         put(&p, b"")?;
         let fd = open(&p, O_RDONLY, 0).map_err(|e| errno_name(e).to_string())?;
+        // SAFETY: F_GETFD only queries the descriptor table.
         let getfd = |f: i32| sys(unsafe { libc::fcntl(f, libc::F_GETFD) });
         expect_eq("F_GETFD without O_CLOEXEC", getfd(fd.as_raw_fd()), Ok(0))?;
         // SAFETY: integer arguments.
@@ -404,11 +410,11 @@ pub fn run(r: &mut Runner, dir: &Path) {
         let ce = open(&p, O_RDONLY | O_CLOEXEC, 0).map_err(|e| errno_name(e).to_string())?;
         expect_eq("F_GETFD with O_CLOEXEC", getfd(ce.as_raw_fd()), Ok(libc::FD_CLOEXEC as i64))?;
         // SAFETY: as above.
-        let dupd = unsafe_own(ok("dup", sys(unsafe { libc::dup(ce.as_raw_fd()) }))? as i32);
+        let dupd = own_fd(ok("dup", sys(unsafe { libc::dup(ce.as_raw_fd()) }))? as i32);
         expect_eq("dup clears FD_CLOEXEC", getfd(dupd.as_raw_fd()), Ok(0))?;
         // SAFETY: as above.
         let hi = ok("F_DUPFD_CLOEXEC", sys(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 50) }))?;
-        let hi = unsafe_own(hi as i32);
+        let hi = own_fd(hi as i32);
         ensure!(hi.as_raw_fd() >= 50, "F_DUPFD_CLOEXEC returned {} < 50", hi.as_raw_fd());
         expect_eq("F_DUPFD_CLOEXEC flag", getfd(hi.as_raw_fd()), Ok(libc::FD_CLOEXEC as i64))
     });
@@ -435,6 +441,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
     r.check("access", || {
         let p = d.join("acc");
         put(&p, b"")?;
+        // SAFETY: path_call supplies a valid path string.
         let acc = |p: &Path, m: i32| path_call(p, |c| unsafe { libc::access(c, m) });
         expect_eq("F_OK existing", acc(&p, libc::F_OK), Ok(0))?;
         expect_eq("R_OK", acc(&p, libc::R_OK), Ok(0))?;

@@ -32,8 +32,8 @@ pub fn run(r: &mut Runner) {
     r.check("pipe_epipe_with_sigpipe_ignored", || {
         let (rd, wr) = pipe();
         drop(rd);
-        // SAFETY: SIG_IGN is a valid disposition; Rust std ignores SIGPIPE already,
-        // this makes the precondition explicit.
+        // Rust std ignores SIGPIPE already; this makes the precondition explicit.
+        // SAFETY: SIG_IGN is a valid disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         expect_errno("write with no reader", write_fd(&wr, b"x"), libc::EPIPE)
     });

@@ -88,6 +88,7 @@ pub fn run(r: &mut Runner) {
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() } as i64;
         let main_tid = gettid();
+        // SAFETY: getpid has no preconditions.
         let (tid, tpid) = thread::spawn(|| (gettid(), unsafe { libc::getpid() } as i64)).join().unwrap();
         ensure!(tid != main_tid, "thread has the main thread's tid");
         expect_eq("getpid in thread", tpid, pid)
