@@ -277,7 +277,7 @@ pub fn run(r: &mut Runner, dir: &Path) {
 
     r.check("mkdir_rmdir", || {
         let p = d.join("newdir");
-        // SAFETY (both closures): path_call supplies a valid path string.
+        // SAFETY: path_call supplies a valid path string.
         let mk = |p: &Path| path_call(p, |c| unsafe { libc::mkdir(c, 0o755) });
         // SAFETY: path_call supplies a valid path string.
         let rm = |p: &Path| path_call(p, |c| unsafe { libc::rmdir(c) });
