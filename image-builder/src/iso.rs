@@ -82,6 +82,9 @@ pub fn make_iso(spec: &IsoSpec) -> Result<IsoInfo, String> {
     let boot = stage.path().join("boot");
     std::fs::create_dir_all(boot.join("grub")).map_err(|e| e.to_string())?;
     std::fs::write(boot.join("vmkernel"), &kernel).map_err(|e| e.to_string())?;
+    // The ISO carries the kernel without its line tables (smaller, faster
+    // to load); target/kernel keeps the full ELF for symbolizing reports.
+    let _ = std::process::Command::new("objcopy").arg("--strip-debug").arg(boot.join("vmkernel")).status();
     std::fs::write(boot.join("rootfs.cpio"), spec.rootfs).map_err(|e| e.to_string())?;
     std::fs::write(boot.join("grub/grub.cfg"), &cfg).map_err(|e| e.to_string())?;
 

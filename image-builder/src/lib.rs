@@ -10,6 +10,7 @@ pub mod bench;
 pub mod debian;
 pub mod qemu;
 pub mod rootfs;
+pub mod userworlds;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,10 @@ pub struct IsoOptions {
     pub out: Option<PathBuf>,
     pub adds: Vec<AddSpec>,
     pub cmdline: String,
+    /// Leave out the base system (BusyBox, init, /etc): a kernel-only image.
+    pub minimal: bool,
+    /// No cargo progress output (tests).
+    pub quiet: bool,
 }
 
 /// Numbered progress lines (`[1/4] building kernel ...`).
@@ -69,8 +74,12 @@ pub fn build_iso(opts: &IsoOptions, p: &mut Progress) -> Result<(iso::IsoInfo, P
 /// Steps 3 and 4 of [`build_iso`], for callers that already built the
 /// kernel (the tests build it once per process).
 pub fn make_iso_with_kernel(kernel: &Path, opts: &IsoOptions, p: &mut Progress) -> Result<iso::IsoInfo, String> {
-    p.step(&format!("writing root archive ({} --add)", opts.adds.len()));
-    let cpio = rootfs::build(&opts.adds)?;
+    p.step(&format!(
+        "writing root archive ({}{} --add)",
+        if opts.minimal { "" } else { "BusyBox, init, /etc, " },
+        opts.adds.len()
+    ));
+    let cpio = rootfs::build(&opts.adds, opts.minimal, opts.quiet)?;
     let out = opts.out.clone().unwrap_or_else(default_iso);
     p.step("making hybrid BIOS/UEFI ISO with grub-mkrescue");
     iso::make_iso(&iso::IsoSpec { kernel, rootfs: &cpio, cmdline: &opts.cmdline, out: &out })

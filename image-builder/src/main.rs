@@ -22,6 +22,9 @@ struct IsoArgs {
     /// Kernel command line baked into grub.cfg (see README for options).
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// Kernel only: no BusyBox, init or /etc in the root archive.
+    #[arg(long)]
+    minimal: bool,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
 }
 
 fn iso_options(out: Option<PathBuf>, a: IsoArgs) -> IsoOptions {
-    IsoOptions { out, adds: a.adds, cmdline: a.cmdline }
+    IsoOptions { out, adds: a.adds, cmdline: a.cmdline, minimal: a.minimal, quiet: false }
 }
 
 fn build(opts: &IsoOptions) -> Result<PathBuf, String> {

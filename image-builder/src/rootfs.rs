@@ -63,7 +63,7 @@ impl Rootfs {
         r
     }
 
-    fn insert(&mut self, path: &str, mode: u32, mtime: u32, data: Vec<u8>) {
+    pub(crate) fn insert(&mut self, path: &str, mode: u32, mtime: u32, data: Vec<u8>) {
         // Parent directories become entries of their own (the kernel's
         // unpacker need not invent them).
         let mut at = 0;
@@ -73,6 +73,18 @@ impl Rootfs {
             at += i + 1;
         }
         self.nodes.insert(path.to_string(), Node { mode, mtime, data });
+    }
+
+    pub fn insert_file(&mut self, path: &str, perm: u32, data: &[u8]) {
+        self.insert(path, S_IFREG | perm, 0, data.to_vec());
+    }
+
+    pub fn insert_dir(&mut self, path: &str, perm: u32) {
+        self.insert(path, S_IFDIR | perm, 0, Vec::new());
+    }
+
+    pub fn insert_symlink(&mut self, path: &str, target: &str) {
+        self.insert(path, S_IFLNK | 0o777, 0, target.as_bytes().to_vec());
     }
 
     pub fn add(&mut self, spec: &AddSpec) -> Result<(), String> {
@@ -124,9 +136,13 @@ impl Rootfs {
     }
 }
 
-/// Builds the archive for a list of `--add` specs.
-pub fn build(adds: &[AddSpec]) -> Result<Vec<u8>, String> {
+/// Builds the archive: the base system (unless `minimal`), then the
+/// `--add` specs, which may replace base files.
+pub fn build(adds: &[AddSpec], minimal: bool, quiet: bool) -> Result<Vec<u8>, String> {
     let mut r = Rootfs::new();
+    if !minimal {
+        crate::userworlds::add_base_system(&mut r, quiet)?;
+    }
     for a in adds {
         r.add(a)?;
     }

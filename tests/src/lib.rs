@@ -36,7 +36,7 @@ pub fn iso(name: &str, cmdline: &str, adds: &[&str]) -> PathBuf {
     let adds: Vec<AddSpec> =
         adds.iter().map(|a| a.parse().unwrap_or_else(|e| panic!("bad --add spec: {e}"))).collect();
     let out = image_builder::out_dir().join("test-isos").join(format!("{name}.iso"));
-    let opts = IsoOptions { out: Some(out), adds, cmdline: cmdline.into() };
+    let opts = IsoOptions { out: Some(out), adds, cmdline: cmdline.into(), minimal: false, quiet: true };
     match image_builder::make_iso_with_kernel(kernel(), &opts, &mut Progress::quiet()) {
         Ok(info) => info.path,
         Err(e) => panic!("making ISO {name} failed: {e}"),

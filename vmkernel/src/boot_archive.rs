@@ -26,8 +26,14 @@ pub fn log_listing(bi: &BootInfo) {
         log::warn!("rootfs: no boot module: no root archive");
         return;
     };
+    // Files and directories at info level; the hundreds of BusyBox applet
+    // links at debug level.
     let listing = rootfs::list(archive, |e| {
-        log::info!("rootfs: {} {} bytes {}", rootfs::AbsolutePath(e.name), e.data.len(), rootfs::mode_string(e.mode));
+        if e.is_symlink() {
+            log::debug!("rootfs: {} {} bytes {}", rootfs::AbsolutePath(e.name), e.data.len(), rootfs::mode_string(e.mode));
+        } else {
+            log::info!("rootfs: {} {} bytes {}", rootfs::AbsolutePath(e.name), e.data.len(), rootfs::mode_string(e.mode));
+        }
     });
     match listing {
         Ok(s) => log::info!("rootfs: {} entries, {} bytes", s.entries, s.bytes),

@@ -1,0 +1,76 @@
+//! The base system in every image: BusyBox (Debian's busybox-static,
+//! fetched at build time) with its applet links, Mantle's own user worlds
+//! (`init`, the conformance program), and the files in /etc.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::kernel::workspace_root;
+use crate::rootfs::{AddSpec, Rootfs};
+
+/// Static user worlds built from `userworld/`.
+pub const PROGRAMS: &[(&str, &str)] = &[("init", "sbin/init"), ("conformance", "usr/lib/mantle/conformance")];
+
+/// Builds the `userworld` crate's binaries as static executables (static
+/// PIE, as DESIGN.md describes) in a target directory of their own.
+pub fn build_static(quiet: bool) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let target_dir = root.join("target/userworld-static");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args(["build", "--release", "-p", "userworld", "--bins", "--target", "x86_64-unknown-linux-gnu"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static\x1f-Cstrip=debuginfo")
+        .env_remove("RUSTFLAGS");
+    if quiet {
+        cmd.arg("-q");
+    }
+    let st = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !st.success() {
+        return Err(format!("building the static user worlds failed ({st})"));
+    }
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
+}
+
+/// Applet paths (`bin/ls`, `sbin/ifconfig`, ...) as BusyBox lists them.
+pub fn applets(busybox: &Path) -> Result<Vec<String>, String> {
+    let out = Command::new(busybox).arg("--list-full").output().map_err(|e| format!("{}: {e}", busybox.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} --list-full failed", busybox.display()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+}
+
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+const GROUP: &str = "root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n";
+const PROFILE: &str = "export PATH=/sbin:/bin:/usr/sbin:/usr/bin\nexport PS1='[root@mantle \\w]# '\n";
+const MOTD: &str = "Mantle — the VMkernel shell (BusyBox). Type 'help' for the shell's built-ins.\n";
+
+/// Adds the base system to `r`.
+pub fn add_base_system(r: &mut Rootfs, quiet: bool) -> Result<(), String> {
+    let busybox = crate::debian::busybox_static()?;
+    r.add(&AddSpec { host: busybox.clone(), image: "bin/busybox".into() })?;
+    for applet in applets(&busybox)? {
+        if applet == "bin/busybox" || applet == "sbin/init" {
+            continue; // Mantle's own init is PID 1
+        }
+        let depth = applet.matches('/').count();
+        let target = format!("{}bin/busybox", "../".repeat(depth));
+        r.insert_symlink(&applet, &target);
+    }
+    let bins = build_static(quiet)?;
+    for (name, image) in PROGRAMS {
+        r.add(&AddSpec { host: bins.join(name), image: (*image).into() })?;
+    }
+    r.add(&AddSpec { host: workspace_root().join("userworld/etc/inittab"), image: "etc/inittab".into() })?;
+    r.insert_file("etc/passwd", 0o644, PASSWD.as_bytes());
+    r.insert_file("etc/group", 0o644, GROUP.as_bytes());
+    r.insert_file("etc/hostname", 0o644, b"mantle\n");
+    r.insert_file("etc/profile", 0o644, PROFILE.as_bytes());
+    r.insert_file("etc/motd", 0o644, MOTD.as_bytes());
+    r.insert_dir("root", 0o700);
+    r.insert_dir("tmp", 0o1777);
+    Ok(())
+}
