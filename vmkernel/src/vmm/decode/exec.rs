@@ -87,7 +87,7 @@ fn szp(res: u64, size: u8) -> u64 {
     if res == 0 {
         f |= rflags::ZF;
     }
-    if (res as u8).count_ones() % 2 == 0 {
+    if (res as u8).count_ones().is_multiple_of(2) {
         f |= rflags::PF;
     }
     f

@@ -80,7 +80,7 @@ fn acpi_tables_parse_back() {
     let info = build_acpi(&mut m, &cfg).unwrap();
     assert!(info.end <= MP_BASE);
     // RSDP: 16-byte aligned in the BIOS area, both checksums.
-    assert!(info.rsdp >= 0xE0000 && info.rsdp < 0x100000 && info.rsdp % 16 == 0);
+    assert!(info.rsdp >= 0xE0000 && info.rsdp < 0x100000 && info.rsdp.is_multiple_of(16));
     let r = m.slice(info.rsdp, 36);
     assert_eq!(&r[..8], b"RSD PTR ");
     assert_eq!(sum(&r[..20]), 0);
@@ -164,7 +164,7 @@ fn mp_table_parses_back() {
     assert_eq!(&fp[..4], b"_MP_");
     assert_eq!(sum(fp), 0);
     assert_eq!((fp[8], fp[9], fp[11]), (1, 4, 0));
-    assert!(info.floating_pointer % 16 == 0 && (0xF0000..0x100000).contains(&info.floating_pointer));
+    assert!(info.floating_pointer.is_multiple_of(16) && (0xF0000..0x100000).contains(&info.floating_pointer));
     let t_at = u32_at(fp, 4) as u64;
     let hdr = m.slice(t_at, 44);
     assert_eq!(&hdr[..4], b"PCMP");
