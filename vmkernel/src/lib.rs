@@ -26,3 +26,4 @@ pub mod vmk_api;
 pub mod vfs;
 pub mod user_stack;
 pub mod vm_regions;
+pub mod vmm;
