@@ -20,3 +20,4 @@ pub mod sched;
 pub mod rootfs;
 pub mod status;
 pub mod vmk_api;
+pub mod vmm;
