@@ -71,8 +71,7 @@ pub const ESR_ILLEGAL_REGISTER: u32 = 1 << 7;
 pub const BUS_NS_PER_TICK: u64 = 1;
 
 const LVT_TIMER: usize = 0;
-const LVT_THERMAL: usize = 1;
-const LVT_PERF: usize = 2;
+// 1 and 2 are the thermal and performance-counter entries.
 const LVT_LINT0: usize = 3;
 const LVT_LINT1: usize = 4;
 const LVT_ERROR: usize = 5;

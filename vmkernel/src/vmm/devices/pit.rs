@@ -87,10 +87,6 @@ impl Channel {
         Channel { gate, reload: 0x10000, ..Default::default() }
     }
 
-    fn periodic(&self) -> bool {
-        matches!(self.mode, 2 | 3)
-    }
-
     fn ticks_since_start(&self, now: u64) -> Option<u64> {
         self.start_ns.map(|s| ns_to_ticks(now.saturating_sub(s)))
     }
