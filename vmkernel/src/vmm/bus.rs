@@ -74,11 +74,10 @@ impl<H: Copy> Bus<H> {
         }
         // The closest range starting at or below the new end - 1 is the only
         // one that can overlap (ranges are disjoint and sorted).
-        if let Some((&b, &(l, _))) = self.ranges.range(..end).next_back() {
-            if b + l > base {
+        if let Some((&b, &(l, _))) = self.ranges.range(..end).next_back()
+            && b + l > base {
                 return Err(BusError::Overlap { existing_base: b });
             }
-        }
         self.ranges.insert(base, (len, handle));
         Ok(())
     }

@@ -259,11 +259,10 @@ impl Platform {
         };
         for &t in targets {
             match ipi.mode {
-                DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                    if self.lapics[t].accept_fixed(ipi.vector, false) && t != src {
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority
+                    if self.lapics[t].accept_fixed(ipi.vector, false) && t != src => {
                         self.kick(t);
                     }
-                }
                 DeliveryMode::Nmi => {
                     self.lapics[t].raise_nmi();
                     if t != src {
@@ -304,8 +303,10 @@ impl Platform {
         if self.pit.advance(now) > 0 {
             self.pulse_irq_line(0);
         }
-        for l in &mut self.lapics {
-            l.advance(now);
+        for i in 0..self.lapics.len() {
+            if self.lapics[i].advance(now) {
+                self.kick(i);
+            }
         }
         self.rtc.advance(now);
         self.sync_irqs();
@@ -521,12 +522,11 @@ impl Platform {
             }
             return;
         }
-        if let Some((Dev::IoApic, off)) = self.mmio.lookup(addr) {
-            if off & 3 == 0 {
+        if let Some((Dev::IoApic, off)) = self.mmio.lookup(addr)
+            && off & 3 == 0 {
                 self.ioapic.mmio_write(off, value as u32);
                 self.route_ioapic();
             }
-        }
     }
 
     // --- MSRs ----------------------------------------------------------------------

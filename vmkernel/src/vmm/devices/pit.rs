@@ -169,19 +169,15 @@ impl Channel {
     fn load(&mut self, value: u16, now: u64) {
         self.reload = if value == 0 { 0x10000 } else { value as u32 };
         self.null_count = false;
-        match self.mode {
-            // Modes 2/3 started: the new count takes effect at the end of
-            // the current period. Simplified: restart only if not running.
-            2 | 3 if self.armed && self.start_ns.is_some() => {}
-            _ => {
-                self.armed = true;
-                self.fired = false;
-                self.start_value = self.reload;
-                // Modes 1 and 5 wait for a gate rising edge.
-                let wait_trigger = matches!(self.mode, 1 | 5);
-                self.start_ns = (self.gate && !wait_trigger).then_some(now);
-            }
-        }
+        // A running mode 2/3 counter would switch to the new count at the
+        // end of its period; restarting now is off by at most one period
+        // and keeps the IRQ 0 accounting simple.
+        self.armed = true;
+        self.fired = false;
+        self.start_value = self.reload;
+        // Modes 1 and 5 wait for a gate rising edge.
+        let wait_trigger = matches!(self.mode, 1 | 5);
+        self.start_ns = (self.gate && !wait_trigger).then_some(now);
     }
 
     fn set_gate(&mut self, gate: bool, now: u64) {

@@ -113,7 +113,7 @@ impl DateTime {
 }
 
 fn to_bcd(v: u8) -> u8 {
-    (v / 10) << 4 | v % 10
+    ((v / 10) << 4) | (v % 10)
 }
 
 fn from_bcd(v: u8) -> u8 {
@@ -208,7 +208,7 @@ impl Rtc {
         if self.reg_b() & B_24H != 0 {
             return self.enc(h);
         }
-        let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+        let h12 = if h.is_multiple_of(12) { 12 } else { h % 12 };
         self.enc(h12) | if h >= 12 { 0x80 } else { 0 }
     }
 
@@ -281,11 +281,10 @@ impl Rtc {
     pub fn next_deadline(&self) -> Option<u64> {
         let b = self.reg_b();
         let mut next: Option<u64> = None;
-        if b & B_PIE != 0 {
-            if let Some(p) = self.period_ns() {
+        if b & B_PIE != 0
+            && let Some(p) = self.period_ns() {
                 next = Some((self.periods_seen + 1) * p);
             }
-        }
         if b & (B_UIE | B_AIE) != 0 && self.frozen.is_none() {
             let sec = (self.now / NS + 1) * NS;
             next = Some(next.map_or(sec, |n| n.min(sec)));
@@ -360,11 +359,10 @@ impl Rtc {
                 // Format bits change how the next write is decoded, so the
                 // frozen time must be read in the old format first (done).
                 self.cmos[REG_B as usize] = v;
-                if v & B_SET == 0 {
-                    if let Some(t) = self.frozen.take() {
+                if v & B_SET == 0
+                    && let Some(t) = self.frozen.take() {
                         self.set_time(&t, now);
                     }
-                }
             }
             REG_C | REG_D => {} // read-only
             i => self.cmos[i as usize] = v,
