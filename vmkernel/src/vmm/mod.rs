@@ -1,4 +1,6 @@
-//! Hardware-free parts of the virtual machine monitor.
+//! Hardware-free parts of the virtual machine monitor: plain state machines
+//! and data transformations over numbers, testable on the host (time is
+//! always passed in as guest-visible nanoseconds, never read from a clock).
 //!
 //! - [`decode`]: x86 instruction decoding and emulation for MMIO exits (the
 //!   VMM must decode itself: QEMU's SVM has no decode assists, no nRIP save).
@@ -7,8 +9,16 @@
 //! - [`loader`]: putting guest kernels into guest memory (Multiboot v1, flat
 //!   binaries, 64-bit ELF entry) and the initial vCPU state.
 //! - [`firmware`]: the e820 memory map, ACPI tables and the Intel MP table.
+//! - [`devices`], [`bus`], [`platform`]: the guest-visible device model
+//!   (legacy PC devices, APICs), the I/O bus that dispatches port and MMIO
+//!   accesses, and the `Platform` aggregate the exit handlers call;
+//!   [`event`]: what devices ask of the VMM (reset, exit, start a vCPU).
 
+pub mod bus;
 pub mod decode;
+pub mod devices;
+pub mod event;
 pub mod firmware;
 pub mod guest_paging;
 pub mod loader;
+pub mod platform;
