@@ -134,6 +134,15 @@ impl FpuState {
         s
     }
 
+    /// Back to the architectural initial state, in place: the entry stubs
+    /// hold the area's address, so it must never move while its world lives.
+    pub fn reset(&mut self) {
+        let a = self.area_mut();
+        a.fill(0);
+        a[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        a[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    }
+
     pub fn area(&self) -> &[u8] {
         let size = self.buf.len() - 64;
         &self.buf[self.off..self.off + size]

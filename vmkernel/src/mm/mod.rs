@@ -341,6 +341,22 @@ impl AddressSpace {
         }
     }
 
+    /// Makes a present page writable and not copy-on-write (shared
+    /// mappings after fork: both processes write the same frame).
+    pub fn make_shared_writable(&self, virt: u64) {
+        if self.pml4 == 0 {
+            return;
+        }
+        let mut t = Tables;
+        if let Some((table, i)) = paging::leaf_slot(&t, self.pml4, virt) {
+            let e = t.read(table, i);
+            if e & paging::PRESENT != 0 {
+                t.write(table, i, (e & !paging::COPY_ON_WRITE) | paging::WRITABLE);
+                invalidate_page(virt);
+            }
+        }
+    }
+
     /// Rewrites the protection bits of the 4 KiB page at `virt`, keeping
     /// copy-on-write pages read-only until they are copied.
     pub fn protect(&self, virt: u64, flags: u64) {
@@ -402,16 +418,17 @@ impl Drop for AddressSpace {
     }
 }
 
-/// Extra references to user frames shared copy-on-write after fork (a
-/// frame absent from the map has exactly one owner). Separate from the
-/// frame allocator's lock: the map allocates from the heap.
+/// Owners of user frames shared copy-on-write after fork, for frames with
+/// two or more (a frame absent from the map has exactly one owner).
+/// Separate from the frame allocator's lock: the map allocates from the heap.
 static SHARED_FRAMES: Mutex<alloc::collections::BTreeMap<u64, u32>> = Mutex::new(alloc::collections::BTreeMap::new());
 
 /// Drops one reference to a user frame; frees it when none are left.
 pub fn release_user_frame(frame: u64) {
     let mut shared = SHARED_FRAMES.lock();
     match shared.get_mut(&frame) {
-        Some(n) if *n > 1 => *n -= 1,
+        Some(n) if *n > 2 => *n -= 1,
+        // Down to one owner: it is no longer shared.
         Some(_) => {
             shared.remove(&frame);
         }
@@ -497,14 +514,8 @@ impl AddressSpace {
         let flags = (e & !paging::ADDR_MASK & !paging::COPY_ON_WRITE) | paging::WRITABLE;
         let sole_owner = {
             let mut shared = SHARED_FRAMES.lock();
-            match shared.get_mut(&frame) {
-                None => true,
-                Some(n) if *n <= 1 => {
-                    shared.remove(&frame);
-                    true
-                }
-                Some(_) => false,
-            }
+            // Two or more owners are in the map; absent means ours alone.
+            !shared.contains_key(&frame)
         };
         if sole_owner {
             t.write(table, i, frame | flags);

@@ -251,6 +251,17 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
     });
     let mapped = mm.vm.lock().mmap(addr, len, prot, flags, mf, off).map_err(neg)?;
     unmap_areas(&mm, &mapped.replaced);
+    if file.is_none() && flags & MAP_SHARED != 0 {
+        // Shared anonymous memory is populated now so that a fork shares
+        // the frames themselves (demand faults would give each its own).
+        let pages = len.div_ceil(4096);
+        for i in 0..pages {
+            let frame = crate::mm::alloc_frame().ok_or(neg(ENOMEM))?;
+            if mm.space.map(mapped.addr + i * 4096, frame, pte_flags(prot)).is_err() {
+                let _ = crate::mm::free_frame(frame);
+            }
+        }
+    }
     if let Some((f, _)) = file {
         // File mappings are copied in now (private semantics; a shared
         // writable mapping of a RAM file does not write back).

@@ -12,7 +12,6 @@ use vmkernel::vfs::Errno;
 use super::fault::pte_flags;
 use super::files;
 use super::process::{Mm, Process, Thread};
-use crate::arch::context::FpuState;
 use crate::arch::trap::TrapFrame;
 use crate::{mm, world};
 
@@ -153,7 +152,7 @@ pub fn commit(t: &Arc<Thread>, img: Image, frame: &mut TrapFrame) {
     let old = core::mem::replace(&mut *p.mm.lock(), img.mm);
     if let Some(w) = world::current() {
         w.cr3.store(root, Ordering::Release);
-        w.with_user_fpu(|f| *f = FpuState::new());
+        w.with_user_fpu(|f| f.reset());
     }
     // SAFETY: the new address space maps the kernel half like every other.
     unsafe { crate::arch::cpu::write_cr3(root) };

@@ -59,7 +59,17 @@ impl Mm {
     /// A copy-on-write duplicate (fork).
     pub fn fork(&self) -> Option<Arc<Mm>> {
         let vm = self.vm.lock().clone();
-        Some(Arc::new(Mm { space: self.space.fork()?, vm: Mutex::new(vm) }))
+        let space = self.space.fork()?;
+        // MAP_SHARED areas stay shared: undo copy-on-write for them in both.
+        for a in vm.areas().filter(|a| a.shared && a.prot & vmkernel::linux_abi::flags::mman::PROT_WRITE != 0) {
+            let mut va = a.start;
+            while va < a.end {
+                self.space.make_shared_writable(va);
+                space.make_shared_writable(va);
+                va += 4096;
+            }
+        }
+        Some(Arc::new(Mm { space, vm: Mutex::new(vm) }))
     }
 }
 
