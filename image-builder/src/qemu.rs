@@ -349,3 +349,117 @@ mod tests {
         assert!(c.contains("-append 'a b'") && c.ends_with("-serial mon:stdio -display none"), "{c}");
     }
 }
+
+/// A running QEMU whose serial console a test types at and reads, like an
+/// administrator at the ESXi Shell.
+pub struct Console {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    serial: Arc<Mutex<Vec<u8>>>,
+    /// Where the next `expect` starts looking.
+    mark: usize,
+    pub command_line: String,
+}
+
+impl Qemu {
+    /// Boots with the serial port on a pipe both ways.
+    pub fn spawn_console(&self) -> Result<Console, String> {
+        self.check()?;
+        let command_line = self.command_line(None, false);
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(self.args(None))
+            .args(serial_args(false))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
+        let serial = Arc::new(Mutex::new(Vec::new()));
+        spawn_reader(child.stdout.take().unwrap(), serial.clone());
+        let stdin = child.stdin.take().unwrap();
+        Ok(Console { child, stdin, serial, mark: 0, command_line })
+    }
+}
+
+impl Console {
+    /// Types `text` (add `\n` to press Enter).
+    pub fn send(&mut self, text: &str) -> Result<(), String> {
+        use std::io::Write;
+        // A real serial line delivers bytes one at a time; pace them so the
+        // 16-byte UART FIFO never overflows.
+        for chunk in text.as_bytes().chunks(8) {
+            self.stdin.write_all(chunk).map_err(|e| format!("writing to the console: {e}"))?;
+            self.stdin.flush().map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Waits until `pattern` appears after the mark; returns the text from
+    /// the mark through the match and moves the mark past it.
+    pub fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            {
+                let buf = self.serial.lock().unwrap();
+                let text = String::from_utf8_lossy(&buf[self.mark.min(buf.len())..]).into_owned();
+                if let Some(i) = text.find(pattern) {
+                    let upto = i + pattern.len();
+                    self.mark += text[..upto].len();
+                    return Ok(text[..upto].to_string());
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(format!("QEMU exited ({st}) while waiting for {pattern:?}"));
+            }
+            if start.elapsed() >= timeout {
+                return Err(format!("timed out after {timeout:?} waiting for {pattern:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a shell command and returns its output (between the command
+    /// echo and the next prompt, whose text is `prompt`).
+    pub fn run(&mut self, cmd: &str, prompt: &str, timeout: Duration) -> Result<String, String> {
+        // The end marker is computed by the shell, so the echo of the typed
+        // line (which shows the arithmetic, not the number) never matches it.
+        let n = 1000 + self.mark;
+        let marker = format!("__done_{}__", n + 1);
+        self.send(&format!("{cmd}; echo __done_$(({n}+1))__\n"))?;
+        // Skip the echoed command line itself.
+        self.expect(&format!("$(({n}+1))__"), timeout)?;
+        let out = self.expect(&marker, timeout)?;
+        let _ = self.expect(prompt, timeout);
+        let out = out.trim_end_matches(marker.as_str()).replace('\r', "");
+        Ok(out.trim_start_matches('\n').trim_end_matches('\n').to_string())
+    }
+
+    /// Everything the console printed so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.serial.lock().unwrap()).into_owned()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for QEMU to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

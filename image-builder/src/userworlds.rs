@@ -9,7 +9,8 @@ use crate::kernel::workspace_root;
 use crate::rootfs::{AddSpec, Rootfs};
 
 /// Static user worlds built from `userworld/`.
-pub const PROGRAMS: &[(&str, &str)] = &[("init", "sbin/init"), ("conformance", "usr/lib/mantle/conformance")];
+pub const PROGRAMS: &[(&str, &str)] =
+    &[("init", "sbin/init"), ("conformance", "usr/lib/mantle/conformance"), ("hostile", "usr/lib/mantle/hostile")];
 
 /// Builds the `userworld` crate's binaries as static executables (static
 /// PIE, as DESIGN.md describes) in a target directory of their own.

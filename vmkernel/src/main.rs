@@ -61,6 +61,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     arch::apic::init_this_cpu(platform.lapic_address);
     world::init(platform.cpu_apic_ids.len().max(1) as u32);
     world::init_this_cpu();
+    arch::apic::init_tlb_shootdown();
     arch::smp::start_aps(platform);
     let pci_functions = pci::init(platform);
     boot_archive::log_listing(&bi);

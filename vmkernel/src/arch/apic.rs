@@ -306,3 +306,40 @@ pub fn measure_tick_rate(ms: u64) -> u64 {
     let i = gdt::cpu_index() as usize;
     measure_tick_rates(ms).get(i).copied().unwrap_or(0)
 }
+
+// ---- TLB shootdown ----
+
+/// Vector of the "flush your TLB" IPI.
+pub const TLB_FLUSH_VECTOR: u8 = 0xf1;
+static TLB_ACKS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+static TLB_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+fn on_tlb_flush(_: &mut trap::TrapFrame) {
+    crate::mm::flush_tlb();
+    TLB_ACKS.fetch_add(1, Ordering::AcqRel);
+    eoi();
+}
+
+pub fn init_tlb_shootdown() {
+    trap::register(TLB_FLUSH_VECTOR, on_tlb_flush);
+}
+
+/// Makes every other CPU drop its non-global TLB entries, and waits (up to
+/// 100 ms) until they have: after a user mapping is removed or downgraded,
+/// no other CPU may keep using the old translation. CPUs take the IPI in
+/// user/guest mode or the idle loop — never while running kernel code,
+/// which runs with interrupts off and holds no stale user translation
+/// it could use.
+pub fn tlb_shootdown() {
+    let others = gdt::cpus_online().saturating_sub(1);
+    if others == 0 || TIMER_FREQ.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let _g = TLB_LOCK.lock();
+    TLB_ACKS.store(0, Ordering::Release);
+    send(Icr { shorthand: apic_regs::Shorthand::AllExcludingSelf, ..Icr::fixed(0, TLB_FLUSH_VECTOR) });
+    let deadline = time::uptime_ns() + 100_000_000;
+    while TLB_ACKS.load(Ordering::Acquire) < others && time::uptime_ns() < deadline {
+        cpu::pause();
+    }
+}

@@ -25,7 +25,7 @@ struct CountingTables<'a>(&'a mut Vec<u64>);
 
 impl TableMemory for CountingTables<'_> {
     fn alloc_table(&mut self) -> Option<u64> {
-        let f = mm::alloc_frame()?;
+        let f = mm::alloc_user_frame()?;
         self.0.push(f);
         Some(f)
     }
@@ -42,13 +42,13 @@ impl GuestMemory {
     /// (guest-physical ranges left unmapped for MMIO).
     pub fn new(size: u64, holes: &[(u64, u64)]) -> Option<Self> {
         let mut tables = Vec::new();
-        let root = mm::alloc_frame()?;
+        let root = mm::alloc_user_frame()?;
         tables.push(root);
         let mut gm = Self { root, frames: Vec::new(), tables, size };
         let mut gpa = 0;
         while gpa < size {
             if !holes.iter().any(|&(s, e)| gpa >= s && gpa < e) {
-                let Some(f) = mm::alloc_frame() else {
+                let Some(f) = mm::alloc_user_frame() else {
                     drop(gm);
                     return None;
                 };

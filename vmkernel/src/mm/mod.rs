@@ -101,7 +101,7 @@ pub struct Tables;
 
 impl TableMemory for Tables {
     fn alloc_table(&mut self) -> Option<u64> {
-        alloc_frame()
+        alloc_user_frame()
     }
     fn read(&self, table: u64, index: usize) -> u64 {
         // SAFETY: table frames are mapped by the direct map.
@@ -246,6 +246,22 @@ pub fn alloc_frame() -> Option<u64> {
     Some(f)
 }
 
+/// Frames kept back from user worlds and guests so the kernel's own heap
+/// can always grow: a process or VM that runs the host out of memory gets
+/// ENOMEM (or its fault fails), and the kernel carries on.
+fn kernel_reserve_frames() -> u64 {
+    (usable_bytes() / FRAME_SIZE / 32).clamp(2048, 16384)
+}
+
+/// Allocates a zeroed frame for user or guest memory, refusing when only
+/// the kernel's reserve is left.
+pub fn alloc_user_frame() -> Option<u64> {
+    if free_frames() <= kernel_reserve_frames() {
+        return None;
+    }
+    alloc_frame()
+}
+
 pub fn free_frames() -> u64 {
     FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
 }
@@ -285,16 +301,20 @@ pub fn translate_kernel(virt: u64) -> Option<paging::Translation> {
 /// whose lower half is its own. User worlds and tests build on it.
 pub struct AddressSpace {
     pml4: u64,
+    /// Serializes changes to the tables: threads of one process fault and
+    /// map concurrently on different CPUs, and two CPUs filling the same
+    /// empty slot with new tables would lose one of them.
+    lock: Mutex<()>,
 }
 
 impl AddressSpace {
     /// An address space with no tables (a process that has exited).
     pub fn empty() -> Self {
-        Self { pml4: 0 }
+        Self { pml4: 0, lock: Mutex::new(()) }
     }
 
     pub fn new() -> Option<Self> {
-        let pml4 = alloc_frame()?;
+        let pml4 = alloc_user_frame()?;
         let kernel = kernel_pml4();
         for i in 256..512 {
             // SAFETY: both tables are page-table frames mapped by the direct map.
@@ -303,7 +323,7 @@ impl AddressSpace {
                 core::ptr::write_volatile((phys_to_virt(pml4) as *mut u64).add(i), e);
             }
         }
-        Some(Self { pml4 })
+        Some(Self { pml4, lock: Mutex::new(()) })
     }
 
     pub fn root(&self) -> u64 {
@@ -315,6 +335,7 @@ impl AddressSpace {
         if virt >= 1 << 47 || self.pml4 == 0 {
             return Err(paging::MapError::NonCanonical(virt));
         }
+        let _g = self.lock.lock();
         paging::map(&mut Tables, self.pml4, virt, frame, paging::PageSize::Size4K, flags)
     }
 
@@ -331,6 +352,7 @@ impl AddressSpace {
         if self.pml4 == 0 {
             return false;
         }
+        let _g = self.lock.lock();
         match paging::unmap_4k(&mut Tables, self.pml4, virt) {
             Some(frame) => {
                 release_user_frame(frame);
@@ -341,12 +363,25 @@ impl AddressSpace {
         }
     }
 
+    /// Removes the mapping at `virt` and returns its frame without releasing
+    /// it: the caller releases it after other CPUs dropped stale TLB entries.
+    pub fn unmap_deferred(&self, virt: u64) -> Option<u64> {
+        if self.pml4 == 0 {
+            return None;
+        }
+        let _g = self.lock.lock();
+        let f = paging::unmap_4k(&mut Tables, self.pml4, virt)?;
+        invalidate_page(virt);
+        Some(f)
+    }
+
     /// Makes a present page writable and not copy-on-write (shared
     /// mappings after fork: both processes write the same frame).
     pub fn make_shared_writable(&self, virt: u64) {
         if self.pml4 == 0 {
             return;
         }
+        let _g = self.lock.lock();
         let mut t = Tables;
         if let Some((table, i)) = paging::leaf_slot(&t, self.pml4, virt) {
             let e = t.read(table, i);
@@ -363,6 +398,7 @@ impl AddressSpace {
         if self.pml4 == 0 {
             return;
         }
+        let _g = self.lock.lock();
         let mut t = Tables;
         if let Some((table, i)) = paging::leaf_slot(&t, self.pml4, virt) {
             let e = t.read(table, i);
@@ -467,6 +503,7 @@ impl AddressSpace {
             }
         }
         if self.pml4 != 0 {
+            let _g = self.lock.lock();
             walk(self.pml4, 4, 0..256);
         }
     }
@@ -476,6 +513,7 @@ impl AddressSpace {
         if self.pml4 == 0 {
             return None;
         }
+        let _g = self.lock.lock();
         let child = AddressSpace::new()?;
         let mut shared = alloc::vec::Vec::new();
         let r = paging::fork_lower_half(&mut Tables, self.pml4, child.pml4, |f| shared.push(f));
@@ -504,6 +542,7 @@ impl AddressSpace {
         if self.pml4 == 0 {
             return false;
         }
+        let _g = self.lock.lock();
         let mut t = Tables;
         let Some((table, i)) = paging::leaf_slot(&t, self.pml4, virt & !0xfff) else { return false };
         let e = t.read(table, i);
@@ -520,7 +559,7 @@ impl AddressSpace {
         if sole_owner {
             t.write(table, i, frame | flags);
         } else {
-            let Some(copy) = alloc_frame() else { return false };
+            let Some(copy) = alloc_user_frame() else { return false };
             // SAFETY: both frames are mapped by the direct map; `copy` is new.
             unsafe {
                 core::ptr::copy_nonoverlapping(phys_to_virt(frame) as *const u8, phys_to_virt(copy) as *mut u8, 4096)

@@ -68,8 +68,17 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
         t.sigmask.store(cx.t.sigmask.load(Ordering::Relaxed), Ordering::Relaxed);
         t
     } else {
+        if process::all().len() >= process::MAX_PROCESSES {
+            return Err(neg(EAGAIN));
+        }
         let mm: Arc<Mm> = if flags & CLONE_VM != 0 { p.mm() } else { p.mm().fork().ok_or(neg(ENOMEM))? };
-        let c = Process::with_mm(&p.name.lock(), mm, p.pid).ok_or(neg(ENOMEM))?;
+        if flags & CLONE_VM == 0 && p.threads.lock().len() > 1 {
+            // The parent's writable pages just became copy-on-write: its
+            // other threads must not keep writing through old TLB entries.
+            crate::arch::apic::tlb_shootdown();
+        }
+        let name = p.name.lock().clone();
+        let c = Process::with_mm(&name, mm, p.pid).ok_or(neg(EAGAIN))?;
         *c.fds.lock() = p.fds.lock().clone();
         *c.cwd.lock() = p.cwd.lock().clone();
         *c.ids.lock() = p.ids.lock().clone();
@@ -223,13 +232,25 @@ fn tgkill(cx: &Ctx, tgid: i64, tid: u64, sig: u64) -> SysResult {
 
 // ---- memory ----
 
+/// Unmaps the pages of `areas`; other CPUs flush their TLBs before the
+/// frames are released (a thread on another CPU must not keep writing a
+/// frame that is being reused).
 fn unmap_areas(mm: &Mm, areas: &[Vma]) {
+    let mut frames = Vec::new();
     for v in areas {
         let mut a = v.start;
         while a < v.end {
-            mm.space.unmap(a);
+            if let Some(f) = mm.space.unmap_deferred(a) {
+                frames.push(f);
+            }
             a += 4096;
         }
+    }
+    if !frames.is_empty() {
+        crate::arch::apic::tlb_shootdown();
+    }
+    for f in frames {
+        crate::mm::release_user_frame(f);
     }
 }
 
@@ -256,7 +277,7 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         // the frames themselves (demand faults would give each its own).
         let pages = len.div_ceil(4096);
         for i in 0..pages {
-            let frame = crate::mm::alloc_frame().ok_or(neg(ENOMEM))?;
+            let frame = crate::mm::alloc_user_frame().ok_or(neg(ENOMEM))?;
             if mm.space.map(mapped.addr + i * 4096, frame, pte_flags(prot)).is_err() {
                 let _ = crate::mm::free_frame(frame);
             }
@@ -267,7 +288,7 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         // writable mapping of a RAM file does not write back).
         let pages = len.div_ceil(4096);
         for i in 0..pages {
-            let frame = crate::mm::alloc_frame().ok_or(neg(ENOMEM))?;
+            let frame = crate::mm::alloc_user_frame().ok_or(neg(ENOMEM))?;
             let mut page = [0u8; 4096];
             let _ = f.pread(off + i * 4096, &mut page);
             // SAFETY: a fresh frame, mapped by the direct map.
@@ -296,6 +317,9 @@ fn mprotect(cx: &Ctx, addr: u64, len: u64, prot: u64) -> SysResult {
             mm.space.protect(a, pte_flags(v.prot));
             a += 4096;
         }
+    }
+    if !changed.is_empty() {
+        crate::arch::apic::tlb_shootdown();
     }
     Ok(0)
 }

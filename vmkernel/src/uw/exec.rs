@@ -89,7 +89,7 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
             let mut off = 0;
             while off < seg.len() {
                 seg.fill(&data[..], off, &mut page).map_err(|e| Errno(e.errno()))?;
-                let frame = mm::alloc_frame().ok_or(Errno::ENOMEM)?;
+                let frame = mm::alloc_user_frame().ok_or(Errno::ENOMEM)?;
                 // SAFETY: a fresh frame, mapped by the direct map.
                 unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), mm::phys_to_virt(frame) as *mut u8, 4096) };
                 m.space.map(seg.start + off, frame, pte_flags(seg.prot)).map_err(|_| {
@@ -124,7 +124,7 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
     let base = st.rsp & !0xfff;
     let mut va = base;
     while va < USER_END {
-        let frame = mm::alloc_frame().ok_or(Errno::ENOMEM)?;
+        let frame = mm::alloc_user_frame().ok_or(Errno::ENOMEM)?;
         m.space.map(va, frame, pte_flags(PROT_READ | PROT_WRITE)).map_err(|_| Errno::ENOMEM)?;
         va += 4096;
     }

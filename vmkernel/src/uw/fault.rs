@@ -44,7 +44,7 @@ fn resolve_access(mm: &Mm, va: u64, access: Access) -> bool {
         None => {
             // Not present: a fresh zeroed page (file contents are copied in
             // when a file mapping is made, so only anonymous memory faults).
-            let Some(frame) = mm::alloc_frame() else {
+            let Some(frame) = mm::alloc_user_frame() else {
                 log::warn!("out of memory on a user page fault at {va:#x}");
                 return false;
             };

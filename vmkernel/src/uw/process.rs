@@ -150,6 +150,10 @@ pub struct Thread {
     pub saved_mask: Mutex<Option<u64>>,
 }
 
+/// Processes (live and zombie) the host allows at once; fork beyond this
+/// fails with EAGAIN as on Linux at RLIMIT_NPROC.
+pub const MAX_PROCESSES: usize = 1024;
+
 static NEXT_PID: AtomicU32 = AtomicU32::new(1);
 static PROCESSES: Mutex<BTreeMap<u32, Arc<Process>>> = Mutex::new(BTreeMap::new());
 static THREADS: Mutex<BTreeMap<u32, Arc<Thread>>> = Mutex::new(BTreeMap::new());
@@ -183,6 +187,9 @@ impl Process {
     }
 
     pub fn with_mm(name: &str, mm: Arc<Mm>, ppid: u32) -> Option<Arc<Self>> {
+        if PROCESSES.lock().len() >= MAX_PROCESSES {
+            return None;
+        }
         let pid = alloc_pid();
         let p = Arc::new(Self {
             pid,
@@ -235,7 +242,7 @@ impl Process {
         let mm = self.mm();
         let pages = (bytes.len() as u64).div_ceil(4096).max(1);
         for i in 0..pages {
-            let frame = mm::alloc_frame().ok_or("out of memory")?;
+            let frame = mm::alloc_user_frame().ok_or("out of memory")?;
             let chunk = &bytes[(i * 4096).min(bytes.len() as u64) as usize..((i + 1) * 4096).min(bytes.len() as u64) as usize];
             // SAFETY: the frame is fresh and mapped by the direct map.
             unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), mm::phys_to_virt(frame) as *mut u8, chunk.len()) };

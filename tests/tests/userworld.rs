@@ -1,0 +1,102 @@
+//! User worlds on the real image: the BusyBox shell on the serial console
+//! (the ESXi Shell), the system-call conformance program, and a Rust std
+//! program added with `image-builder iso --add`.
+
+use std::time::Duration;
+
+use image_builder::qemu::Console;
+use tests::*;
+
+const PROMPT: &str = "# ";
+const STEP: Duration = Duration::from_secs(60);
+
+/// Boots the image and activates the console shell.
+fn shell(name: &str, adds: &[&str], cpus: u32) -> (EmulatorLock, Console) {
+    let lock = emulator_lock();
+    let mut q = qemu_iso(iso(name, "", adds));
+    q.cpus = cpus;
+    q.debug_exit = false;
+    let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
+    let ok = c
+        .expect("Please press Enter to activate this console.", Duration::from_secs(120))
+        .and_then(|_| c.send("\n"))
+        .and_then(|_| c.expect(PROMPT, STEP).map(|_| ()));
+    if let Err(e) = ok {
+        panic!("no shell prompt: {e}\n--- serial log ---\n{}", c.log());
+    }
+    (lock, c)
+}
+
+fn run(c: &mut Console, cmd: &str) -> String {
+    c.run(cmd, PROMPT, STEP).unwrap_or_else(|e| panic!("`{cmd}`: {e}\n--- serial log ---\n{}", c.log()))
+}
+
+fn check(c: &Console, ok: bool, what: &str) {
+    if !ok {
+        panic!("{what}\n--- serial log ---\n{}", c.log());
+    }
+}
+
+#[test]
+fn busybox_shell_session() {
+    let (_lock, mut c) = shell("shell", &[], 2);
+    let out = run(&mut c, "echo $((6*7))");
+    check(&c, out.trim() == "42", &format!("arithmetic gave {out:?}"));
+    let out = run(&mut c, "ls /bin | wc -l");
+    let n: u32 = out.trim().parse().unwrap_or(0);
+    check(&c, n > 100, &format!("ls /bin | wc -l gave {out:?}"));
+    let out = run(&mut c, "ps");
+    check(&c, out.contains("/sbin/init") && out.contains("/bin/sh"), &format!("ps shows no init and sh: {out:?}"));
+    let out = run(&mut c, "mkdir -p /tmp/t/u && echo data > /tmp/t/u/f && cat /tmp/t/u/f && ls -l /tmp/t/u && rm -r /tmp/t; test -e /tmp/t; echo gone=$?");
+    check(&c, out.contains("data") && out.contains("-rw-r--r--") && out.contains("gone=1"), &format!("files: {out:?}"));
+    let out = run(&mut c, "echo hello | tr a-z A-Z | sed s/HELLO/MANTLE/");
+    check(&c, out.trim() == "MANTLE", &format!("pipeline gave {out:?}"));
+    let out = run(&mut c, "free; uptime; cat /proc/meminfo | head -2");
+    check(&c, out.contains("Mem:") && out.contains("load average") && out.contains("MemTotal:"), &format!("free/uptime: {out:?}"));
+    // A background job killed with kill.
+    let out = run(&mut c, "sleep 1000 & p=$!; kill $p; wait $p; echo status=$?");
+    check(&c, out.contains("status=143"), &format!("background job: {out:?}"));
+    let out = run(&mut c, "uname -sm; id -u");
+    check(&c, out.contains("VMkernel x86_64") && out.contains('0'), &format!("uname/id: {out:?}"));
+    let out = run(&mut c, "cat /nonexistent; echo rc=$?");
+    check(&c, out.contains("No such file or directory") && out.contains("rc=1"), &format!("error path: {out:?}"));
+}
+
+#[test]
+fn conformance_program_passes_on_mantle() {
+    let (_lock, mut c) = shell("conformance", &[], 2);
+    c.send("/usr/lib/mantle/conformance; echo conformance-exit=$?\n").unwrap();
+    let out = c.expect("conformance-exit=", Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    let summary = out.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("").trim().to_string();
+    eprintln!("conformance on Mantle: {summary}");
+    let nums: Vec<u32> = summary.split(|ch: char| !ch.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    check(&c, matches!(nums[..], [p, 0] if p >= 60), &format!("conformance summary {summary:?}"));
+    let code = c.expect("\n", STEP).unwrap_or_default();
+    check(&c, code.trim() == "0", &format!("conformance exit status {code:?}"));
+}
+
+#[test]
+fn rust_std_program_added_with_iso_add() {
+    let bins = image_builder::userworlds::build_static(true).unwrap_or_else(|e| panic!("{e}"));
+    let probe = bins.join("stdprobe");
+    let spec = format!("{}=/opt/tools/stdprobe", probe.display());
+    let (_lock, mut c) = shell("stdprobe", &[&spec], 2);
+    let out = run(&mut c, "/opt/tools/stdprobe; echo rc=$?");
+    check(&c, out.contains("stdprobe: ok") && out.contains("rc=0"), &format!("stdprobe: {out:?}"));
+}
+
+#[test]
+fn hostile_user_world_leaves_the_host_responsive() {
+    let (_lock, mut c) = shell("hostile", &[], 2);
+    // Touch 1.5x the guest's RAM in a child: it must die, nothing else.
+    c.send("/usr/lib/mantle/hostile 1500; echo hostile-exit=$?\n").unwrap();
+    let out = c.expect("hostile-exit=", Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    let summary = out.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("").trim().to_string();
+    eprintln!("hostile on Mantle: {summary}");
+    check(&c, summary.ends_with(" 0 failed") && !out.contains("FAILED"), &format!("hostile: {summary:?}"));
+    let _ = c.expect(PROMPT, STEP);
+    // The shell still answers, and the kernel is intact.
+    let out = run(&mut c, "echo alive; ps | wc -l");
+    check(&c, out.contains("alive"), &format!("shell after hostile: {out:?}"));
+    check(&c, !c.log().contains("KERNEL PANIC") && !c.log().contains("CPU EXCEPTION"), "the kernel reported a fault");
+}
