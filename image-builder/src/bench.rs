@@ -704,3 +704,112 @@ mod tests {
         assert_eq!(tail(&[b'a'; 5000]).len(), 2001);
     }
 }
+
+// ---- user-world micro-benchmarks: Mantle vs Linux ----
+
+/// Boots with `args` and returns the serial output up to `marker` (or an
+/// error with what was seen).
+fn serial_until(args: &[String], marker: &str, timeout: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    let child = Command::new("qemu-system-x86_64")
+        .args(QEMU_COMMON)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run qemu-system-x86_64 ({e})"))?;
+    let mut qemu = Qemu(child);
+    let mut stdout = qemu.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
+            Ok(chunk) => {
+                seen.extend_from_slice(&chunk);
+                if contains(&seen, marker.as_bytes()) {
+                    return Ok(String::from_utf8_lossy(&seen).into_owned());
+                }
+            }
+            Err(_) => return Err(format!("no `{marker}`; serial output:\n{}", tail(&seen))),
+        }
+    }
+}
+
+/// `ubench: <name> <value> <unit>` lines.
+pub fn parse_ubench(out: &str) -> Vec<(String, f64, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("ubench: ")?;
+            let mut w = rest.split_whitespace();
+            let (name, value, unit) = (w.next()?, w.next()?.parse().ok()?, w.next()?);
+            Some((name.to_string(), value, unit.to_string()))
+        })
+        .collect()
+}
+
+/// Runs `ubench` (a static binary from `userworld/`) as PID 1 on Mantle and
+/// on Debian's Linux in the same QEMU configuration, `runs` times each, and
+/// prints the medians side by side.
+pub fn bench_user(kernel_elf: &Path, ubench: &Path, runs: usize) -> Result<(), String> {
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bin = std::fs::read(ubench).map_err(|e| format!("{}: {e}", ubench.display()))?;
+    let mut w = vmkernel::cpio::Writer::new();
+    w.add("init", vmkernel::cpio::S_IFREG | 0o755, 0, 0, 0, &bin);
+    let initrd = dir.join("ubench.cpio");
+    std::fs::write(&initrd, w.finish()).map_err(|e| e.to_string())?;
+    let linux = prepare_linux()?;
+    let mantle_args: Vec<String> = ["-kernel", &kernel_elf.display().to_string(), "-initrd", &initrd.display().to_string(), "-append", "init=/init"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let linux_args: Vec<String> = [
+        "-kernel",
+        &linux.kernel.display().to_string(),
+        "-initrd",
+        &initrd.display().to_string(),
+        "-append",
+        "console=ttyS0 quiet tsc_early_khz=2000000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut results: Vec<(String, Vec<f64>, Vec<f64>, String)> = Vec::new();
+    for run in 0..runs.max(1) {
+        for (who, args) in [("Mantle", &mantle_args), ("Linux", &linux_args)] {
+            let out = serial_until(args, "ubench: done", Duration::from_secs(600))?;
+            for (name, v, unit) in parse_ubench(&out) {
+                println!("  run {}/{}: {who:<6} {name:<20} {v:>12.3} {unit}", run + 1, runs);
+                let i = match results.iter().position(|r| r.0 == name) {
+                    Some(i) => i,
+                    None => {
+                        results.push((name.clone(), Vec::new(), Vec::new(), unit.clone()));
+                        results.len() - 1
+                    }
+                };
+                if who == "Mantle" { results[i].1.push(v) } else { results[i].2.push(v) }
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!();
+    println!("{:<22} {:>14} {:>14} {:>13}", "benchmark (median)", "Mantle", "Linux", "Mantle/Linux");
+    for (name, mut m, mut l, unit) in results {
+        let (m, l) = (med(&mut m), med(&mut l));
+        println!("{name:<22} {:>11.3} {unit:<2} {:>11.3} {unit:<2} {:>13.2}", m, l, m / l);
+    }
+    println!("(QEMU TCG, {}; the emulator slows both alike: compare the ratio)", QEMU_COMMON[3]);
+    Ok(())
+}

@@ -93,6 +93,12 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// System-call round trip, pipe ping-pong and fork+exec+wait, measured
+    /// by the same static program as PID 1 on Mantle and on Debian's Linux.
+    User {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,6 +163,11 @@ fn real_main() -> Result<ExitCode, String> {
             let opts = IsoOptions { out: Some(out_dir().join("bench.iso")), ..Default::default() };
             let (info, kernel) = build_iso(&opts, &mut Progress::new(4))?;
             image_builder::bench::bench_boot(&info.path, &kernel, runs)?;
+        }
+        Cmd::Bench { what: BenchCmd::User { runs } } => {
+            let kernel = image_builder::kernel::build_kernel(true)?;
+            let bins = image_builder::userworlds::build_static(false)?;
+            image_builder::bench::bench_user(&kernel, &bins.join("ubench"), runs)?;
         }
         Cmd::Kernel => {
             let elf = image_builder::kernel::build_kernel(true)?;

@@ -10,7 +10,12 @@ use crate::rootfs::{AddSpec, Rootfs};
 
 /// Static user worlds built from `userworld/`.
 pub const PROGRAMS: &[(&str, &str)] =
-    &[("init", "sbin/init"), ("conformance", "usr/lib/mantle/conformance"), ("hostile", "usr/lib/mantle/hostile")];
+    &[
+        ("init", "sbin/init"),
+        ("vmkcli", "bin/vmkcli"),
+        ("conformance", "usr/lib/mantle/conformance"),
+        ("hostile", "usr/lib/mantle/hostile"),
+    ];
 
 /// Builds the `userworld` crate's binaries as static executables (static
 /// PIE, as DESIGN.md describes) in a target directory of their own.

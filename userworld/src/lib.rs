@@ -5,3 +5,4 @@
 //! - `conformance`: a system-call conformance program (`src/bin/conformance/`).
 
 pub mod init;
+pub mod vmk;

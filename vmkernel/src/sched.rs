@@ -74,6 +74,8 @@ pub enum SchedError {
     /// The root group cannot be changed this way.
     RootGroup,
     DuplicateWorld(WorldId),
+    /// No memory for the world's kernel stack.
+    OutOfMemory,
 }
 
 impl core::fmt::Display for SchedError {
@@ -92,6 +94,7 @@ impl core::fmt::Display for SchedError {
             Self::GroupBusy(g) => write!(f, "resource group {g} still has worlds or child groups"),
             Self::RootGroup => write!(f, "the root resource group cannot be changed"),
             Self::DuplicateWorld(w) => write!(f, "world {w} is already scheduled"),
+            Self::OutOfMemory => write!(f, "out of memory"),
         }
     }
 }

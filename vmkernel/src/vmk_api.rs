@@ -147,6 +147,7 @@ pub fn errno_for(e: &crate::sched::SchedError) -> i64 {
         GroupBusy(_) => -16,                              // EBUSY
         RootGroup => -1,                                  // EPERM
         DuplicateWorld(_) => -17,                         // EEXIST
+        OutOfMemory => -12,                               // ENOMEM
     }
 }
 

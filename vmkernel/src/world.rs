@@ -150,10 +150,15 @@ pub fn init_this_cpu() {
     c.idle = Some(idle);
 }
 
-fn new_world(name: &str, kind: WorldKind, entry: fn(usize), arg: usize) -> Arc<World> {
-    let mut stack = alloc::vec![0u8; KERNEL_STACK_SIZE].into_boxed_slice();
+fn new_world(name: &str, kind: WorldKind, entry: fn(usize), arg: usize) -> Option<Arc<World>> {
+    // Fallible: running out of memory refuses a new world, it does not
+    // take the kernel down.
+    let mut v: alloc::vec::Vec<u8> = alloc::vec::Vec::new();
+    v.try_reserve_exact(KERNEL_STACK_SIZE).ok()?;
+    v.resize(KERNEL_STACK_SIZE, 0);
+    let mut stack = v.into_boxed_slice();
     let rsp = context::prepare_stack(&mut stack, entry as usize, arg);
-    Arc::new(World {
+    Some(Arc::new(World {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         name: String::from(name),
         kind,
@@ -165,7 +170,7 @@ fn new_world(name: &str, kind: WorldKind, entry: fn(usize), arg: usize) -> Arc<W
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
         thread: spin::Once::new(),
-    })
+    }))
 }
 
 /// Starts a system world running `entry(arg)` in resource group `group`.
@@ -183,7 +188,9 @@ pub fn spawn(
     arg: usize,
     setup: impl FnOnce(&World),
 ) -> Result<WorldId, vmkernel::sched::SchedError> {
-    let w = new_world(name, kind, entry, arg);
+    let Some(w) = new_world(name, kind, entry, arg) else {
+        return Err(vmkernel::sched::SchedError::OutOfMemory);
+    };
     setup(&w);
     let id = w.id;
     let cpu = least_loaded_cpu();

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 const KERNEL_PTR: u64 = 0xffff_8000_0000_1000;
-const WILD_PTRS: [u64; 5] = [0x1, 0xdead_0000, 0x7fff_ffff_f000 - 8, KERNEL_PTR, u64::MAX - 4];
+const WILD_PTRS: [u64; 5] = [0x1, 0xdead_0000, 0x7fff_ffff_f000, KERNEL_PTR, u64::MAX - 4];
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)

@@ -308,6 +308,17 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    // (The entry stub saved the user's extended state, if any.)
+    let from_user = frame.cs & 3 == 3;
+    dispatch_vector(frame);
+    if from_user {
+        // Signals (including the one a fault just raised) act on the way
+        // back to ring 3.
+        crate::uw::signal::deliver_on_return(frame);
+    }
+}
+
+fn dispatch_vector(frame: &mut TrapFrame) {
     let v = frame.vector as usize;
     if v == 2 && crate::power::stopping() {
         // Another CPU hit a fatal error and asked every CPU to stop.

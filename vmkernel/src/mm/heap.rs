@@ -14,13 +14,24 @@ pub struct GrowFromFrames;
 
 impl OomHandler for GrowFromFrames {
     fn handle_oom(talc: &mut Talc<Self>, layout: Layout) -> Result<(), ()> {
-        let want = (layout.size() + layout.align() + 4096).max(GROW_MIN).next_multiple_of(FRAME_SIZE as usize);
-        // Never called while FRAMES is held: the frame allocator itself does
-        // not allocate from the heap.
-        let phys = FRAMES.lock().as_mut().ok_or(())?.alloc_contiguous((want as u64) / FRAME_SIZE, FRAME_SIZE).ok_or(())?;
-        // SAFETY: the frames were just allocated for the heap and are mapped
-        // by the direct map; they are never returned.
-        unsafe { talc.claim(Span::from_base_size(phys_to_virt(phys) as *mut u8, want)) }.map(|_| ())
+        let need = (layout.size() + layout.align() + 4096).next_multiple_of(FRAME_SIZE as usize);
+        // Prefer a big run; when memory is fragmented (user pages spread
+        // everywhere) settle for the smallest run that fits the request.
+        let mut want = need.max(GROW_MIN);
+        loop {
+            // Never called while FRAMES is held: the frame allocator itself
+            // does not allocate from the heap.
+            let run = FRAMES.lock().as_mut().ok_or(())?.alloc_contiguous((want as u64) / FRAME_SIZE, FRAME_SIZE);
+            if let Some(phys) = run {
+                // SAFETY: the frames were just allocated for the heap and are
+                // mapped by the direct map; they are never returned.
+                return unsafe { talc.claim(Span::from_base_size(phys_to_virt(phys) as *mut u8, want)) }.map(|_| ());
+            }
+            if want == need {
+                return Err(());
+            }
+            want = (want / 2).max(need);
+        }
     }
 }
 
