@@ -24,6 +24,8 @@ fn shell(name: &str, adds: &[&str], cpus: u32) -> (EmulatorLock, Console) {
     if let Err(e) = ok {
         panic!("no shell prompt: {e}\n--- serial log ---\n{}", c.log());
     }
+    // A wide terminal, so the shell does not wrap long command lines.
+    run(&mut c, "stty cols 2000");
     (lock, c)
 }
 
@@ -54,7 +56,7 @@ fn busybox_shell_session() {
     let out = run(&mut c, "free; uptime; cat /proc/meminfo | head -2");
     check(&c, out.contains("Mem:") && out.contains("load average") && out.contains("MemTotal:"), &format!("free/uptime: {out:?}"));
     // A background job killed with kill.
-    let out = run(&mut c, "sleep 1000 & p=$!; kill $p; wait $p; echo status=$?");
+    let out = run(&mut c, "sleep 1000 & p=$!; sleep 1; kill $p; wait $p; echo status=$?");
     check(&c, out.contains("status=143"), &format!("background job: {out:?}"));
     let out = run(&mut c, "uname -sm; id -u");
     check(&c, out.contains("VMkernel x86_64") && out.contains('0'), &format!("uname/id: {out:?}"));
@@ -123,4 +125,11 @@ fn resource_groups_admission_and_permissions() {
     check(&c, out.contains("invalid settings") && out.contains("rc=1"), &format!("limit below reservation: {out:?}"));
     let out = run(&mut c, "vmkcli group destroy 1 && vmkcli group list");
     check(&c, out.contains("destroyed") && !out.contains(" web "), &format!("destroy: {out:?}"));
+    // Memory limits: a group with 48 MiB refuses a 64 MiB commitment with
+    // ENOMEM; outside it the same request succeeds.
+    let out = run(&mut c, "vmkcli group create small --mem-limit 48");
+    let id: String = out.chars().skip_while(|ch| !ch.is_ascii_digit()).take_while(|ch| ch.is_ascii_digit()).collect();
+    let out = run(&mut c, &format!("vmkcli group run {id} -- /usr/lib/mantle/hostile alloc 64; vmkcli group run {id} -- /usr/lib/mantle/hostile alloc 4; /usr/lib/mantle/hostile alloc 64"));
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("alloc:")).collect();
+    check(&c, lines == ["alloc: ENOMEM", "alloc: ok", "alloc: ok"], &format!("memory limit: {out:?}"));
 }

@@ -48,3 +48,8 @@ pub fn group_list() -> io::Result<Vec<u32>> {
     ids.truncate(n);
     Ok(ids)
 }
+
+/// Moves process `pid` (its threads and memory commitment) into `group`.
+pub fn group_join(pid: u32, group: u32) -> io::Result<()> {
+    call(VMK_GROUP_JOIN, [pid as u64, group as u64, 0, 0]).map(|_| ())
+}

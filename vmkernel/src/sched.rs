@@ -51,11 +51,15 @@ pub struct GroupParams {
     pub reservation_pct: u32,
     /// Maximum CPU, percent of one CPU; `None` = unlimited.
     pub limit_pct: Option<u32>,
+    /// Maximum memory the group's user worlds may commit (private writable
+    /// mappings), MiB; `None` = unlimited. Enforced by the kernel's memory
+    /// manager; kept here with the group's other settings.
+    pub mem_limit_mib: Option<u32>,
 }
 
 impl Default for GroupParams {
     fn default() -> Self {
-        Self { shares: 1000, reservation_pct: 0, limit_pct: None }
+        Self { shares: 1000, reservation_pct: 0, limit_pct: None, mem_limit_mib: None }
     }
 }
 
@@ -166,7 +170,7 @@ impl Scheduler {
             Group {
                 name: String::from("host"),
                 parent: None,
-                params: GroupParams { shares: 1000, reservation_pct: cap, limit_pct: None },
+                params: GroupParams { shares: 1000, reservation_pct: cap, limit_pct: None, mem_limit_mib: None },
                 children: Vec::new(),
                 worlds: Vec::new(),
                 vtime: 0,
@@ -705,7 +709,7 @@ mod tests {
         let e = s.create_group(p, "c2", GroupParams { reservation_pct: 40, ..Default::default() }).unwrap_err();
         assert!(matches!(e, SchedError::InsufficientCapacity { .. }), "{e:?}");
         assert_eq!(
-            s.create_group(ROOT_GROUP, "bad", GroupParams { reservation_pct: 50, limit_pct: Some(10), shares: 1 }),
+            s.create_group(ROOT_GROUP, "bad", GroupParams { reservation_pct: 50, limit_pct: Some(10), shares: 1, mem_limit_mib: None }),
             Err(SchedError::LimitBelowReservation { limit_pct: 10, reservation_pct: 50 })
         );
         assert_eq!(s.create_group(ROOT_GROUP, "z", GroupParams { shares: 0, ..Default::default() }), Err(SchedError::BadShares(0)));

@@ -24,6 +24,7 @@ pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
             .unwrap_or_else(|e| e),
         api::VMK_GROUP_STATS => group_stats(&p, a).unwrap_or_else(|e| e),
         api::VMK_GROUP_LIST => group_list(&p, a).unwrap_or_else(|e| e),
+        api::VMK_GROUP_JOIN => root(&p).and_then(|_| group_join(a[0] as u32, a[1] as u32)).unwrap_or_else(|e| e),
         _ => -ENOSYS,
     }
 }
@@ -67,4 +68,18 @@ fn group_list(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
     let bytes: Vec<u8> = ids[..n].iter().flat_map(|g| g.to_le_bytes()).collect();
     p.copy_to_user(a[0], &bytes)?;
     Ok(ids.len() as i64)
+}
+
+/// Moves a process's threads and its memory commitment into `group`.
+fn group_join(pid: u32, group: u32) -> Result<i64, i64> {
+    const ESRCH: i64 = 3;
+    let target = process::lookup(pid).filter(|t| !t.is_zombie()).ok_or(-ESRCH)?;
+    world::with_policy(|s| s.group_stats(group).map(|_| ())).map_err(|e| api::errno_for(&e))?;
+    for t in target.threads.lock().iter() {
+        let w = t.world.load(core::sync::atomic::Ordering::Relaxed);
+        world::with_policy(|s| s.move_world(w, group)).map_err(|e| api::errno_for(&e))?;
+    }
+    target.group.store(group, core::sync::atomic::Ordering::Release);
+    crate::uw::commit::move_to(&target.mm(), group);
+    Ok(0)
 }

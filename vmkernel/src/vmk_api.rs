@@ -26,6 +26,9 @@ pub const VMK_GROUP_DESTROY: u64 = VMK_BASE + 3;
 pub const VMK_GROUP_STATS: u64 = VMK_BASE + 4;
 /// `(out: *mut u32, max: usize) -> number of groups (all of them, even if more than max)`
 pub const VMK_GROUP_LIST: u64 = VMK_BASE + 5;
+/// `(pid: u32, group: u32) -> 0`: moves a process (all its threads, and
+/// the memory it has committed) into a group; its future children follow.
+pub const VMK_GROUP_JOIN: u64 = VMK_BASE + 6;
 
 pub const NAME_LEN: usize = 32;
 pub const NO_LIMIT: u32 = u32::MAX;
@@ -39,6 +42,8 @@ pub struct GroupParamsRecord {
     pub reservation_pct: u32,
     /// Percent of one CPU, or `NO_LIMIT`.
     pub limit_pct: u32,
+    /// MiB of committed memory, or 0 for no limit.
+    pub mem_limit_mib: u32,
 }
 
 impl GroupParamsRecord {
@@ -49,13 +54,13 @@ impl GroupParamsRecord {
         b[0..4].copy_from_slice(&self.shares.to_le_bytes());
         b[4..8].copy_from_slice(&self.reservation_pct.to_le_bytes());
         b[8..12].copy_from_slice(&self.limit_pct.to_le_bytes());
+        b[12..16].copy_from_slice(&self.mem_limit_mib.to_le_bytes());
         b
     }
 
-    /// Decodes; the reserved word must be zero (room for later fields).
     pub fn decode(b: &[u8; Self::SIZE]) -> Option<Self> {
         let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-        (w(12) == 0).then(|| Self { shares: w(0), reservation_pct: w(4), limit_pct: w(8) })
+        Some(Self { shares: w(0), reservation_pct: w(4), limit_pct: w(8), mem_limit_mib: w(12) })
     }
 
     pub fn to_params(self) -> crate::sched::GroupParams {
@@ -63,11 +68,17 @@ impl GroupParamsRecord {
             shares: self.shares,
             reservation_pct: self.reservation_pct,
             limit_pct: (self.limit_pct != NO_LIMIT).then_some(self.limit_pct),
+            mem_limit_mib: (self.mem_limit_mib != 0).then_some(self.mem_limit_mib),
         }
     }
 
     pub fn from_params(p: &crate::sched::GroupParams) -> Self {
-        Self { shares: p.shares, reservation_pct: p.reservation_pct, limit_pct: p.limit_pct.unwrap_or(NO_LIMIT) }
+        Self {
+            shares: p.shares,
+            reservation_pct: p.reservation_pct,
+            limit_pct: p.limit_pct.unwrap_or(NO_LIMIT),
+            mem_limit_mib: p.mem_limit_mib.unwrap_or(0),
+        }
     }
 }
 
@@ -157,16 +168,14 @@ mod tests {
     use crate::sched::{GroupParams, GroupStats};
 
     #[test]
-    fn params_round_trip_and_reserved_word() {
-        let p = GroupParamsRecord { shares: 2000, reservation_pct: 40, limit_pct: NO_LIMIT };
+    fn params_round_trip() {
+        let p = GroupParamsRecord { shares: 2000, reservation_pct: 40, limit_pct: NO_LIMIT, mem_limit_mib: 0 };
         let b = p.encode();
         assert_eq!(GroupParamsRecord::decode(&b), Some(p));
-        assert_eq!(p.to_params(), GroupParams { shares: 2000, reservation_pct: 40, limit_pct: None });
-        let mut bad = b;
-        bad[12] = 1;
-        assert_eq!(GroupParamsRecord::decode(&bad), None);
-        let q = GroupParamsRecord::from_params(&GroupParams { shares: 1, reservation_pct: 0, limit_pct: Some(25) });
-        assert_eq!(q.limit_pct, 25);
+        assert_eq!(p.to_params(), GroupParams { shares: 2000, reservation_pct: 40, limit_pct: None, mem_limit_mib: None });
+        let q = GroupParamsRecord::from_params(&GroupParams { shares: 1, reservation_pct: 0, limit_pct: Some(25), mem_limit_mib: Some(64) });
+        assert_eq!((q.limit_pct, q.mem_limit_mib), (25, 64));
+        assert_eq!(GroupParamsRecord::decode(&q.encode()).unwrap().to_params().mem_limit_mib, Some(64));
     }
 
     #[test]
@@ -175,7 +184,7 @@ mod tests {
             id: 3,
             name: "vm-web01-with-a-very-long-name-indeed".into(),
             parent: Some(0),
-            params: GroupParams { shares: 500, reservation_pct: 10, limit_pct: Some(50) },
+            params: GroupParams { shares: 500, reservation_pct: 10, limit_pct: Some(50), mem_limit_mib: None },
             used_ns: 123_456_789,
             period_used_ns: 42,
             throttled_periods: 7,

@@ -30,7 +30,27 @@ fn in_child(f: impl FnOnce()) -> i32 {
     }
 }
 
+/// `hostile alloc <MiB>`: one writable anonymous mapping of that size;
+/// prints `alloc: ok` or `alloc: <errno name>` (memory-limit tests).
+fn alloc_mode(mib: usize) -> ! {
+    let len = mib << 20;
+    // SAFETY: an anonymous mapping, unmapped again.
+    let m = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    if m == libc::MAP_FAILED {
+        let e = errno();
+        println!("alloc: {}", if e == libc::ENOMEM { "ENOMEM".to_string() } else { format!("errno {e}") });
+        std::process::exit(1);
+    }
+    unsafe { libc::munmap(m, len) };
+    println!("alloc: ok");
+    std::process::exit(0);
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("alloc") {
+        alloc_mode(args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1));
+    }
     let (mut passed, mut failed) = (0, 0);
     let mut check = |name: &str, ok: bool, detail: String| {
         if ok {
@@ -97,7 +117,7 @@ fn main() {
     if m != libc::MAP_FAILED {
         unsafe { libc::munmap(m, huge) };
     }
-    let touch_mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let touch_mib: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
     if touch_mib > 0 {
         let st = in_child(|| unsafe {
             let len = touch_mib << 20;

@@ -38,11 +38,19 @@ struct Settings {
     /// Maximum CPU, percent of one CPU (none if omitted).
     #[arg(long)]
     limit: Option<u32>,
+    /// Maximum memory the group's processes may commit, MiB (none if omitted).
+    #[arg(long)]
+    mem_limit: Option<u32>,
 }
 
 impl Settings {
     fn record(&self) -> GroupParamsRecord {
-        GroupParamsRecord { shares: self.shares, reservation_pct: self.reservation, limit_pct: self.limit.unwrap_or(NO_LIMIT) }
+        GroupParamsRecord {
+            shares: self.shares,
+            reservation_pct: self.reservation,
+            limit_pct: self.limit.unwrap_or(NO_LIMIT),
+            mem_limit_mib: self.mem_limit.unwrap_or(0),
+        }
     }
 }
 
@@ -69,19 +77,29 @@ enum GroupCmd {
     Destroy { id: u32 },
     /// Show one group's statistics.
     Stats { id: u32 },
+    /// Move a running process into a group.
+    Join { id: u32, pid: u32 },
+    /// Run a command inside a group.
+    Run {
+        id: u32,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 fn show(s: &vmk::GroupStatsRecord) {
     let limit = if s.params.limit_pct == NO_LIMIT { "none".to_string() } else { format!("{}%", s.params.limit_pct) };
+    let mem = if s.params.mem_limit_mib == 0 { "none".to_string() } else { format!("{}MiB", s.params.mem_limit_mib) };
     let parent = if s.parent == NO_PARENT { "-".to_string() } else { s.parent.to_string() };
     println!(
-        "{:>4} {:<20} parent {:>3}  shares {:>6}  reservation {:>3}%  limit {:>5}  worlds {:>3}  cpu {:>9.3} s",
+        "{:>4} {:<20} parent {:>3}  shares {:>6}  reservation {:>3}%  limit {:>5}  mem-limit {:>8}  worlds {:>3}  cpu {:>9.3} s",
         s.id,
         s.name_str(),
         parent,
         s.params.shares,
         s.params.reservation_pct,
         limit,
+        mem,
         s.worlds,
         s.used_ns as f64 / 1e9
     );
@@ -117,6 +135,16 @@ fn run(cli: Cli) -> std::io::Result<()> {
                 println!("group {id} destroyed");
             }
             GroupCmd::Stats { id } => show(&vmk::group_stats(id)?),
+            GroupCmd::Join { id, pid } => {
+                vmk::group_join(pid, id)?;
+                println!("process {pid} moved to group {id}");
+            }
+            GroupCmd::Run { id, command } => {
+                use std::os::unix::process::CommandExt;
+                vmk::group_join(std::process::id(), id)?;
+                let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
+                return Err(err);
+            }
         },
     }
     Ok(())

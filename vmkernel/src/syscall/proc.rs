@@ -71,6 +71,12 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
         if process::all().len() >= process::MAX_PROCESSES {
             return Err(neg(EAGAIN));
         }
+        if flags & CLONE_VM == 0 {
+            let pm = p.mm();
+            if !crate::uw::commit::may_commit(pm.group.load(Ordering::Relaxed), pm.committed.load(Ordering::Relaxed)) {
+                return Err(neg(ENOMEM));
+            }
+        }
         let mm: Arc<Mm> = if flags & CLONE_VM != 0 { p.mm() } else { p.mm().fork().ok_or(neg(ENOMEM))? };
         if flags & CLONE_VM == 0 && p.threads.lock().len() > 1 {
             // The parent's writable pages just became copy-on-write: its
@@ -270,8 +276,12 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         readable: *acc != 1,
         writable: *acc == 2,
     });
+    if prot & PROT_WRITE != 0 && flags & MAP_NORESERVE == 0 && !crate::uw::commit::may_commit(mm.group.load(Ordering::Relaxed), len) {
+        return Err(neg(ENOMEM));
+    }
     let mapped = mm.vm.lock().mmap(addr, len, prot, flags, mf, off).map_err(neg)?;
     unmap_areas(&mm, &mapped.replaced);
+    crate::uw::commit::recharge(&mm);
     if file.is_none() && flags & MAP_SHARED != 0 {
         // Shared anonymous memory is populated now so that a fork shares
         // the frames themselves (demand faults would give each its own).
@@ -305,12 +315,17 @@ fn munmap(cx: &Ctx, addr: u64, len: u64) -> SysResult {
     let mm = cx.p.mm();
     let gone = mm.vm.lock().munmap(addr, len).map_err(neg)?;
     unmap_areas(&mm, &gone);
+    crate::uw::commit::recharge(&mm);
     Ok(0)
 }
 
 fn mprotect(cx: &Ctx, addr: u64, len: u64, prot: u64) -> SysResult {
     let mm = cx.p.mm();
+    if prot as u32 & PROT_WRITE != 0 && !crate::uw::commit::may_commit(mm.group.load(Ordering::Relaxed), len) {
+        return Err(neg(ENOMEM));
+    }
     let changed = mm.vm.lock().mprotect(addr, len, prot as u32).map_err(neg)?;
+    crate::uw::commit::recharge(&mm);
     for v in &changed {
         let mut a = v.start;
         while a < v.end {
@@ -326,8 +341,13 @@ fn mprotect(cx: &Ctx, addr: u64, len: u64, prot: u64) -> SysResult {
 
 fn brk(cx: &Ctx, new: u64) -> SysResult {
     let mm = cx.p.mm();
+    let cur0 = mm.vm.lock().brk_value();
+    if new > cur0 && !crate::uw::commit::may_commit(mm.group.load(Ordering::Relaxed), new - cur0) {
+        return Ok(cur0 as i64); // brk reports failure by not moving
+    }
     let (cur, gone) = mm.vm.lock().brk(new);
     unmap_areas(&mm, &gone);
+    crate::uw::commit::recharge(&mm);
     Ok(cur as i64)
 }
 

@@ -106,6 +106,15 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
         vm.mmap(top - STACK_INITIAL, STACK_INITIAL, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN, None, 0)
             .map_err(Errno)?;
     }
+    // Charge the new image to the process's group (refused if over its limit).
+    let group = p.group.load(Ordering::Relaxed);
+    m.group.store(group, Ordering::Release);
+    let need = super::commit::commit_of(&m.vm.lock());
+    let current = p.mm().committed.load(Ordering::Relaxed);
+    if !super::commit::may_commit(group, need.saturating_sub(current)) {
+        return Err(Errno::ENOMEM);
+    }
+    super::commit::recharge(&m);
     let ids = p.ids.lock().clone();
     let mut random = [0u8; 16];
     files::fill_random(&mut random);

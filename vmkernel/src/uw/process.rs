@@ -49,11 +49,20 @@ impl ExitStatus {
 pub struct Mm {
     pub space: AddressSpace,
     pub vm: Mutex<VmMap>,
+    /// The resource group its commitments are charged to.
+    pub group: AtomicU32,
+    /// Bytes of writable mappings charged (see `commit`).
+    pub committed: AtomicU64,
 }
 
 impl Mm {
     pub fn new() -> Option<Arc<Mm>> {
-        Some(Arc::new(Mm { space: AddressSpace::new()?, vm: Mutex::new(VmMap::new(DEFAULT_MMAP_BASE)) }))
+        Some(Arc::new(Mm {
+            space: AddressSpace::new()?,
+            vm: Mutex::new(VmMap::new(DEFAULT_MMAP_BASE)),
+            group: AtomicU32::new(world::default_group()),
+            committed: AtomicU64::new(0),
+        }))
     }
 
     /// A copy-on-write duplicate (fork).
@@ -69,12 +78,20 @@ impl Mm {
                 va += 4096;
             }
         }
-        Some(Arc::new(Mm { space, vm: Mutex::new(vm) }))
+        let child = Arc::new(Mm {
+            space,
+            vm: Mutex::new(vm),
+            group: AtomicU32::new(self.group.load(Ordering::Relaxed)),
+            committed: AtomicU64::new(0),
+        });
+        super::commit::recharge(&child);
+        Some(child)
     }
 }
 
 impl Drop for Mm {
     fn drop(&mut self) {
+        super::commit::release(self);
         self.space.free_user_frames();
     }
 }
@@ -432,9 +449,11 @@ fn user_world_start(arg: usize) {
     let start = unsafe { Box::from_raw(arg as *mut UserStart) };
     let me = world::current().expect("user world without a world");
     let top = me.stack_top();
-    let frame = start.frame;
+    let mut frame = start.frame;
     drop(start);
     drop(me);
+    // Signals sent before the thread first ran act now.
+    super::signal::deliver_on_return(&mut frame);
     crate::arch::syscall::load_user_fs_base();
     // SAFETY: schedule() loaded this world's CR3 and kernel stack top.
     unsafe { syscall::enter_user(&frame, top) }
@@ -509,7 +528,12 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
     if let Some(w) = world::current() {
         w.cr3.store(0, Ordering::Release);
     }
-    *p.mm.lock() = Arc::new(Mm { space: AddressSpace::empty(), vm: Mutex::new(VmMap::new(DEFAULT_MMAP_BASE)) });
+    *p.mm.lock() = Arc::new(Mm {
+        space: AddressSpace::empty(),
+        vm: Mutex::new(VmMap::new(DEFAULT_MMAP_BASE)),
+        group: AtomicU32::new(world::default_group()),
+        committed: AtomicU64::new(0),
+    });
     *p.cwd.lock() = None;
     p.vfork_released.store(true, Ordering::Release);
     // Orphans go to init (pid 1), which reaps them.
