@@ -18,4 +18,21 @@ fn in_kernel_tests_all_pass() {
     }
     b.assert_lacks("FAILED");
     b.assert_exit(EXIT_SUCCESS);
+    // The scheduler's figures (measured by the kernel's own accounting on
+    // one CPU; the ktests assert the bounds).
+    for l in b.serial().lines().filter(|l| l.contains("ktest: sched:") || l.contains("timer rates")) {
+        eprintln!("{}", l.trim());
+    }
+}
+
+/// The same suite on three CPUs: worlds, user worlds and the scheduler
+/// mechanism with APs running.
+#[test]
+fn in_kernel_tests_pass_on_three_cpus() {
+    let mut q = qemu_iso(iso("ktest", "test=all debug_exit after_boot=poweroff", &[]));
+    q.cpus = 3;
+    let b = boot(&q);
+    b.assert_contains("ktest: ");
+    b.assert_lacks("FAILED");
+    b.assert_exit(EXIT_SUCCESS);
 }
