@@ -172,7 +172,7 @@ mod tests {
         std::fs::write(d.path().join("a.txt"), b"hello").unwrap();
         std::os::unix::fs::symlink("a.txt", d.path().join("link")).unwrap();
         let spec = AddSpec { host: d.path().into(), image: "opt/x".into() };
-        let cpio = build(&[spec]).unwrap();
+        let cpio = build(&[spec], true, true).unwrap();
         let e: Vec<_> = entries(&cpio).collect::<Result<_, _>>().unwrap();
         let names: Vec<&str> = e.iter().map(|e| e.name).collect();
         assert_eq!(
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn missing_host_path_is_an_error() {
         let spec = AddSpec { host: "/nonexistent/mantle".into(), image: "x".into() };
-        let err = build(&[spec]).unwrap_err();
+        let err = build(&[spec], true, true).unwrap_err();
         assert!(err.contains("/nonexistent/mantle"), "{err}");
     }
 }
