@@ -46,6 +46,7 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ("sched.user_shares_2_to_1", sched_user_shares),
     ("sched.user_limit_25_percent", sched_user_limit),
     ("sched.user_reservation_40_percent", sched_user_reservation),
+    ("vmm.svm_flat_guest_runs_and_exits", vmm_svm_flat_guest),
 ];
 
 /// Runs the scheduler from the test (idle) context until `done()` or a
@@ -598,5 +599,65 @@ fn user_fpu_state() -> TestResult {
     for p in &procs {
         ensure!(p.exit_status() == Some(ExitStatus::Exited(0)), "xmm7 was clobbered: {:?}", p.exit_status());
     }
+    Ok(())
+}
+
+// ---- hardware virtualization ----
+
+fn vmm_svm_flat_guest() -> TestResult {
+    use crate::hv::svm::{GuestRegs, Vmcb, exit, vmcb};
+    if !matches!(crate::hv::backend(), Some(crate::hv::Backend::Svm { .. })) {
+        kprintln!("ktest: (no AMD-V with nested paging on this CPU: nothing to run)");
+        return Ok(());
+    }
+    crate::hv::init_this_cpu().map_err(String::from)?;
+    let free = mm::free_frames();
+    {
+        let mem = crate::hv::guest_memory::GuestMemory::new(2 << 20, &[]).ok_or("no memory for the guest")?;
+        // 32-bit flat code: OUT 'M' to port 0xe9, CPUID, OUT 'K', HLT.
+        let code: &[u8] = &[
+            0x66, 0xba, 0xe9, 0x00, // mov dx, 0xe9
+            0xb0, b'M', // mov al, 'M'
+            0xee, // out dx, al
+            0x31, 0xc0, // xor eax, eax
+            0x0f, 0xa2, // cpuid
+            0xb0, b'K', // mov al, 'K'
+            0xee, // out dx, al
+            0xf4, // hlt
+        ];
+        ensure!(mem.write(0x1000, code), "cannot write guest memory");
+        let v = Vmcb::new(mem.root(), 1).ok_or("no memory for a VMCB")?;
+        v.set_protected32(0x1000, 0x8000);
+        let mut regs = GuestRegs::default();
+        let (mut out, mut cpuids, mut halted) = (Vec::new(), 0, false);
+        for _ in 0..1000 {
+            match v.run(&mut regs) {
+                exit::IOIO => {
+                    let info = v.r64(vmcb::EXIT_INFO1);
+                    if info & 1 == 0 && info >> 16 == 0xe9 {
+                        out.push(v.r64(vmcb::RAX) as u8);
+                    }
+                    v.w64(vmcb::RIP, v.r64(vmcb::EXIT_INFO2));
+                }
+                exit::CPUID => {
+                    cpuids += 1;
+                    v.w64(vmcb::RAX, 0x4000_0001);
+                    regs.rbx = u32::from_le_bytes(*b"Mant") as u64;
+                    v.w64(vmcb::RIP, v.r64(vmcb::RIP) + 2);
+                }
+                exit::HLT => {
+                    halted = true;
+                    break;
+                }
+                exit::INTR | exit::NMI => cpu::take_pending_interrupts(),
+                other => return Err(format!("unexpected exit {other:#x} at guest rip {:#x}", v.r64(vmcb::RIP))),
+            }
+        }
+        ensure!(halted, "the guest never reached HLT");
+        ensure!(out == b"MK", "guest wrote {:?} to port 0xe9", out);
+        ensure!(cpuids == 1, "{cpuids} CPUID exits");
+        ensure!(regs.rbx == u32::from_le_bytes(*b"Mant") as u64, "guest RBX not preserved/set: {:#x}", regs.rbx);
+    }
+    ensure!(mm::free_frames() == free, "{} frames leaked by a VM", free as i64 - mm::free_frames() as i64);
     Ok(())
 }

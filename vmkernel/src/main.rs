@@ -10,6 +10,7 @@ mod backtrace;
 mod boot_archive;
 mod config;
 mod console;
+mod hv;
 mod ktest;
 mod mm;
 mod pci;
@@ -62,6 +63,10 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     world::init(platform.cpu_apic_ids.len().max(1) as u32);
     world::init_this_cpu();
     arch::apic::init_tlb_shootdown();
+    match hv::detect() {
+        Some(b) => log::info!("vmm: hardware virtualization backend {b:?}"),
+        None => log::info!("vmm: no hardware virtualization ({}); the host runs without VMs", hv::unavailable_reason()),
+    }
     arch::smp::start_aps(platform);
     let pci_functions = pci::init(platform);
     boot_archive::log_listing(&bi);

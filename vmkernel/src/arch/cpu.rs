@@ -126,6 +126,14 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) };
 }
 
+/// Lets interrupts that are pending (e.g. one that caused a VM exit) be
+/// taken now, on this stack, inside this asm block.
+pub fn take_pending_interrupts() {
+    // SAFETY: `sti; nop; cli` opens a one-instruction window; the interrupt
+    // frame lands on this asm's stack position (no red-zone data below it).
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
 pub fn pause() {
     core::hint::spin_loop();
 }
