@@ -8,6 +8,7 @@ pub mod iso;
 pub mod kernel;
 pub mod bench;
 pub mod debian;
+pub mod guests;
 pub mod qemu;
 pub mod rootfs;
 pub mod userworlds;

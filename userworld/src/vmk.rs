@@ -53,3 +53,47 @@ pub fn group_list() -> io::Result<Vec<u32>> {
 pub fn group_join(pid: u32, group: u32) -> io::Result<()> {
     call(VMK_GROUP_JOIN, [pid as u64, group as u64, 0, 0]).map(|_| ())
 }
+
+pub use vmkernel::vmk_api::{VmInfoRecord, VM_STATE_OFF, VM_STATE_RUNNING, VM_STATE_STOPPED};
+
+/// Creates a VM from its text configuration; returns its ID.
+pub fn vm_create(config: &str) -> io::Result<u32> {
+    call(VMK_VM_CREATE, [config.as_ptr() as u64, config.len() as u64, 0, 0]).map(|v| v as u32)
+}
+
+pub fn vm_start(id: u32) -> io::Result<()> {
+    call(VMK_VM_START, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
+pub fn vm_stop(id: u32) -> io::Result<()> {
+    call(VMK_VM_STOP, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
+pub fn vm_destroy(id: u32) -> io::Result<()> {
+    call(VMK_VM_DESTROY, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
+pub fn vm_list() -> io::Result<Vec<u32>> {
+    let mut ids = vec![0u32; 256];
+    let n = call(VMK_VM_LIST, [ids.as_mut_ptr() as u64, ids.len() as u64, 0, 0])? as usize;
+    ids.truncate(n.min(256));
+    Ok(ids)
+}
+
+pub fn vm_info(id: u32) -> io::Result<VmInfoRecord> {
+    let mut b = [0u8; VmInfoRecord::SIZE];
+    call(VMK_VM_INFO, [id as u64, b.as_mut_ptr() as u64, 0, 0])?;
+    Ok(VmInfoRecord::decode(&b))
+}
+
+/// Console output from stream position `from`, at most `max` bytes.
+pub fn vm_console_read(id: u32, from: u64, max: usize) -> io::Result<Vec<u8>> {
+    let mut b = vec![0u8; max];
+    let n = call(VMK_VM_CONSOLE_READ, [id as u64, from, b.as_mut_ptr() as u64, b.len() as u64])? as usize;
+    b.truncate(n);
+    Ok(b)
+}
+
+pub fn vm_console_write(id: u32, data: &[u8]) -> io::Result<usize> {
+    call(VMK_VM_CONSOLE_WRITE, [id as u64, data.as_ptr() as u64, data.len() as u64, 0]).map(|n| n as usize)
+}

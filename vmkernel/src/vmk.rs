@@ -3,6 +3,8 @@
 //! everyone may read.
 
 use alloc::vec::Vec;
+#[allow(unused_imports)]
+use alloc::string::String;
 use vmkernel::vmk_api::{self as api, GroupParamsRecord, GroupStatsRecord};
 
 use crate::uw::process::{self, Process};
@@ -25,6 +27,40 @@ pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
         api::VMK_GROUP_STATS => group_stats(&p, a).unwrap_or_else(|e| e),
         api::VMK_GROUP_LIST => group_list(&p, a).unwrap_or_else(|e| e),
         api::VMK_GROUP_JOIN => root(&p).and_then(|_| group_join(a[0] as u32, a[1] as u32)).unwrap_or_else(|e| e),
+        api::VMK_VM_CREATE => root(&p).and_then(|_| vm_create(&p, a)).unwrap_or_else(|e| e),
+        api::VMK_VM_START => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.start().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
+        api::VMK_VM_STOP => root(&p)
+            .and_then(|_| {
+                vm(a[0]).map(|v| {
+                    v.stop();
+                    0
+                })
+            })
+            .unwrap_or_else(|e| e),
+        api::VMK_VM_DESTROY => root(&p).and_then(|_| crate::hv::vm::destroy(a[0] as u32).map(|_| 0).map_err(report)).unwrap_or_else(|e| e),
+        api::VMK_VM_LIST => {
+            let ids = crate::hv::vm::list();
+            let n = ids.len().min(a[1] as usize);
+            let bytes: Vec<u8> = ids[..n].iter().flat_map(|g| g.to_le_bytes()).collect();
+            p.copy_to_user(a[0], &bytes).map(|_| ids.len() as i64).unwrap_or_else(|e| e)
+        }
+        api::VMK_VM_INFO => vm(a[0]).and_then(|v| p.copy_to_user(a[1], &v.info().encode()).map(|_| 0)).unwrap_or_else(|e| e),
+        api::VMK_VM_CONSOLE_READ => vm(a[0])
+            .and_then(|v| {
+                let mut out = Vec::new();
+                v.console_since(a[1], &mut out);
+                let n = out.len().min(a[3] as usize);
+                p.copy_to_user(a[2], &out[..n]).map(|_| n as i64)
+            })
+            .unwrap_or_else(|e| e),
+        api::VMK_VM_CONSOLE_WRITE => root(&p)
+            .and_then(|_| {
+                let v = vm(a[0])?;
+                let mut b = alloc::vec![0u8; (a[2] as usize).min(4096)];
+                p.copy_from_user(a[1], &mut b)?;
+                Ok(v.console_input(&b) as i64)
+            })
+            .unwrap_or_else(|e| e),
         _ => -ENOSYS,
     }
 }
@@ -82,4 +118,47 @@ fn group_join(pid: u32, group: u32) -> Result<i64, i64> {
     target.group.store(group, core::sync::atomic::Ordering::Release);
     crate::uw::commit::move_to(&target.mm(), group);
     Ok(0)
+}
+
+fn vm(id: u64) -> Result<alloc::sync::Arc<crate::hv::vm::Vm>, i64> {
+    crate::hv::vm::lookup(id as u32).ok_or(-2)
+}
+
+/// Logs why a VM call failed (the administrator sees it on the console
+/// log) and returns the errno.
+fn report((errno, why): (i64, alloc::string::String)) -> i64 {
+    log::warn!("vm: {why}");
+    errno
+}
+
+fn vm_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
+    let len = a[1] as usize;
+    if len == 0 || len > 16 * 1024 {
+        return Err(-EINVAL);
+    }
+    let mut text = alloc::vec![0u8; len];
+    p.copy_from_user(a[0], &mut text)?;
+    let text = core::str::from_utf8(&text).map_err(|_| -EINVAL)?;
+    let config = vmkernel::vmk_api::VmConfig::parse(text).map_err(|e| {
+        log::warn!("vm: bad configuration: {e}");
+        -EINVAL
+    })?;
+    let vfs = crate::uw::files::vfs().ok_or(-2i64)?;
+    let cwd = p.cwd.lock().clone().unwrap_or_else(|| vfs.root());
+    let f = vfs.open(&p.creds(), &cwd, config.kernel.as_bytes(), 0, 0).map_err(|e| -(e.0 as i64))?;
+    let size = f.stat().size as usize;
+    if size > 256 << 20 {
+        return Err(-27); // EFBIG
+    }
+    let mut image = alloc::vec![0u8; size];
+    let mut off = 0;
+    while off < size {
+        let n = f.pread(off as u64, &mut image[off..]).map_err(|e| -(e.0 as i64))?;
+        if n == 0 {
+            break;
+        }
+        off += n;
+    }
+    let vm = crate::hv::vm::create(config, &image[..off]).map_err(report)?;
+    Ok(vm.id as i64)
 }

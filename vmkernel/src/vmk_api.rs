@@ -198,3 +198,199 @@ mod tests {
         assert_eq!(d.used_ns, 123_456_789);
     }
 }
+
+// ---- virtual machines ----
+
+/// `(config: *const u8, len: usize) -> vm id`: creates a VM from a text
+/// configuration ([`VmConfig::parse`]).
+pub const VMK_VM_CREATE: u64 = VMK_BASE + 0x10;
+/// `(vm) -> 0`: powers on.
+pub const VMK_VM_START: u64 = VMK_BASE + 0x11;
+/// `(vm) -> 0`: hard power off.
+pub const VMK_VM_STOP: u64 = VMK_BASE + 0x12;
+/// `(vm) -> 0`: destroys a powered-off VM and frees its memory.
+pub const VMK_VM_DESTROY: u64 = VMK_BASE + 0x13;
+/// `(out: *mut u32, max) -> number of VMs`.
+pub const VMK_VM_LIST: u64 = VMK_BASE + 0x14;
+/// `(vm, out: *mut VmInfoRecord) -> 0`.
+pub const VMK_VM_INFO: u64 = VMK_BASE + 0x15;
+/// `(vm, from: u64, buf: *mut u8, len) -> bytes`: guest console output from
+/// stream position `from` (the record's `console_pos` is the end).
+pub const VMK_VM_CONSOLE_READ: u64 = VMK_BASE + 0x16;
+/// `(vm, buf: *const u8, len) -> bytes`: input for the guest's serial port.
+pub const VMK_VM_CONSOLE_WRITE: u64 = VMK_BASE + 0x17;
+
+pub const MAX_VCPUS: u32 = 16;
+pub const MAX_VM_MEMORY_MIB: u32 = 64 * 1024;
+
+/// A VM definition. Text form, one `key = value` per line (`#` comments):
+/// `name`, `memory_mib`, `vcpus`, `kernel` (Multiboot kernel path),
+/// `cmdline`, `shares`, `reservation_pct`, `limit_pct`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    pub name: alloc::string::String,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub kernel: alloc::string::String,
+    pub cmdline: alloc::string::String,
+    pub shares: u32,
+    pub reservation_pct: u32,
+    pub limit_pct: Option<u32>,
+}
+
+impl VmConfig {
+    pub fn parse(text: &str) -> Result<VmConfig, alloc::string::String> {
+        use alloc::format;
+        use alloc::string::String;
+        let mut c = VmConfig {
+            name: String::new(),
+            memory_mib: 64,
+            vcpus: 1,
+            kernel: String::new(),
+            cmdline: String::new(),
+            shares: 1000,
+            reservation_pct: 0,
+            limit_pct: None,
+        };
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line.split_once('=').ok_or_else(|| format!("line {}: expected key = value", n + 1))?;
+            let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+            let num = |v: &str| v.parse::<u32>().map_err(|_| format!("line {}: {k}: {v:?} is not a number", n + 1));
+            match k {
+                "name" => c.name = v.into(),
+                "memory_mib" => c.memory_mib = num(v)?,
+                "vcpus" => c.vcpus = num(v)?,
+                "kernel" => c.kernel = v.into(),
+                "cmdline" => c.cmdline = v.into(),
+                "shares" => c.shares = num(v)?,
+                "reservation_pct" => c.reservation_pct = num(v)?,
+                "limit_pct" => c.limit_pct = Some(num(v)?),
+                _ => return Err(format!("line {}: unknown setting {k:?}", n + 1)),
+            }
+        }
+        if c.name.is_empty() || c.name.len() > NAME_LEN || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+            return Err(format!("name {:?}: 1 to {NAME_LEN} letters, digits, '-', '_' or '.'", c.name));
+        }
+        if !(4..=MAX_VM_MEMORY_MIB).contains(&c.memory_mib) {
+            return Err(format!("memory_mib {}: must be 4 to {MAX_VM_MEMORY_MIB}", c.memory_mib));
+        }
+        if !(1..=MAX_VCPUS).contains(&c.vcpus) {
+            return Err(format!("vcpus {}: must be 1 to {MAX_VCPUS}", c.vcpus));
+        }
+        if !c.kernel.starts_with('/') {
+            return Err("kernel: an absolute path to a Multiboot kernel is required".into());
+        }
+        Ok(c)
+    }
+}
+
+/// VM power states.
+pub const VM_STATE_OFF: u32 = 0;
+pub const VM_STATE_RUNNING: u32 = 1;
+/// Stopped by itself: see `exit_reason`.
+pub const VM_STATE_STOPPED: u32 = 2;
+
+pub const EXIT_REASON_NONE: u32 = 0;
+/// Wrote to the debug-exit port (`exit_code` = value).
+pub const EXIT_REASON_DEBUG_EXIT: u32 = 1;
+pub const EXIT_REASON_TRIPLE_FAULT: u32 = 2;
+pub const EXIT_REASON_POWER_OFF: u32 = 3;
+/// Something the VMM cannot emulate (`exit_code` = exit code or address).
+pub const EXIT_REASON_UNHANDLED: u32 = 4;
+pub const EXIT_REASON_HALTED: u32 = 5;
+
+/// A VM's state and statistics (64 bytes + name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VmInfoRecord {
+    pub id: u32,
+    pub state: u32,
+    pub exit_reason: u32,
+    pub vcpus: u32,
+    pub exit_code: u64,
+    pub memory_mib: u64,
+    pub exits: u64,
+    pub run_ns: u64,
+    pub console_pos: u64,
+    pub group: u32,
+    pub name: [u8; NAME_LEN],
+}
+
+impl VmInfoRecord {
+    pub const SIZE: usize = 64 + NAME_LEN;
+
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.id.to_le_bytes());
+        b[4..8].copy_from_slice(&self.state.to_le_bytes());
+        b[8..12].copy_from_slice(&self.exit_reason.to_le_bytes());
+        b[12..16].copy_from_slice(&self.vcpus.to_le_bytes());
+        b[16..24].copy_from_slice(&self.exit_code.to_le_bytes());
+        b[24..32].copy_from_slice(&self.memory_mib.to_le_bytes());
+        b[32..40].copy_from_slice(&self.exits.to_le_bytes());
+        b[40..48].copy_from_slice(&self.run_ns.to_le_bytes());
+        b[48..56].copy_from_slice(&self.console_pos.to_le_bytes());
+        b[56..60].copy_from_slice(&self.group.to_le_bytes());
+        b[64..64 + NAME_LEN].copy_from_slice(&self.name);
+        b
+    }
+
+    pub fn decode(b: &[u8; Self::SIZE]) -> Self {
+        let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        Self {
+            id: w(0),
+            state: w(4),
+            exit_reason: w(8),
+            vcpus: w(12),
+            exit_code: q(16),
+            memory_mib: q(24),
+            exits: q(32),
+            run_ns: q(40),
+            console_pos: q(48),
+            group: w(56),
+            name: b[64..64 + NAME_LEN].try_into().unwrap(),
+        }
+    }
+
+    pub fn name_str(&self) -> &str {
+        let end = self.name.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
+        core::str::from_utf8(&self.name[..end]).unwrap_or("?")
+    }
+}
+
+#[cfg(test)]
+mod vm_tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_and_validates() {
+        let c = VmConfig::parse("# a guest\nname = web01\nmemory_mib=128\nvcpus = 2\nkernel = /vmfs/k.elf\ncmdline = \"console=ttyS0 quiet\"\nshares=2000\n").unwrap();
+        assert_eq!((c.name.as_str(), c.memory_mib, c.vcpus, c.shares), ("web01", 128, 2, 2000));
+        assert_eq!(c.cmdline, "console=ttyS0 quiet");
+        for (bad, why) in [
+            ("name=x\nkernel=/k\nmemory_mib=1", "memory_mib 1"),
+            ("name=x\nkernel=/k\nvcpus=0", "vcpus 0"),
+            ("name=x\nkernel=k", "absolute path"),
+            ("name=bad name\nkernel=/k", "name"),
+            ("name=x\nkernel=/k\nfrobnicate=1", "unknown setting"),
+            ("name=x\nkernel=/k\nmemory_mib=lots", "not a number"),
+            ("garbage", "key = value"),
+        ] {
+            let e = VmConfig::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn info_round_trip() {
+        let mut r = VmInfoRecord { id: 3, state: VM_STATE_STOPPED, exit_reason: EXIT_REASON_DEBUG_EXIT, exit_code: 0x10, exits: 99, ..Default::default() };
+        r.name[..4].copy_from_slice(b"test");
+        let d = VmInfoRecord::decode(&r.encode());
+        assert_eq!(d, r);
+        assert_eq!(d.name_str(), "test");
+    }
+}

@@ -23,8 +23,152 @@ enum Cmd {
         #[command(subcommand)]
         cmd: GroupCmd,
     },
+    /// Virtual machines.
+    Vm {
+        #[command(subcommand)]
+        cmd: VmCmd,
+    },
     /// Print the VMkernel API version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum VmCmd {
+    /// Define a VM from flags (or a configuration file with --config).
+    Create {
+        /// VM name (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: Option<String>,
+        /// Multiboot kernel to boot (absolute path).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Guest RAM in MiB.
+        #[arg(long, default_value_t = 64)]
+        memory: u32,
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Kernel command line.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        #[arg(long, default_value_t = 1000)]
+        shares: u32,
+        /// A configuration file (`key = value` lines) instead of the flags.
+        #[arg(long)]
+        config: Option<String>,
+    },
+    /// Power on.
+    Start { id: u32 },
+    /// Hard power off.
+    Stop { id: u32 },
+    /// Remove a powered-off VM and free its memory.
+    Destroy { id: u32 },
+    /// List VMs.
+    List,
+    /// Show a VM's state and statistics.
+    Info { id: u32 },
+    /// Print the guest's serial console; --follow keeps printing until the
+    /// VM stops (detach with Ctrl-C).
+    Console {
+        id: u32,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Wait until the VM stops (or the timeout in seconds passes).
+    Wait {
+        id: u32,
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+}
+
+fn state_name(r: &vmk::VmInfoRecord) -> String {
+    match r.state {
+        vmk::VM_STATE_OFF => "off".into(),
+        vmk::VM_STATE_RUNNING => "running".into(),
+        _ => {
+            let why = match r.exit_reason {
+                1 => format!("debug-exit code {:#x}", r.exit_code),
+                2 => "triple fault".into(),
+                3 => "powered off".into(),
+                4 => format!("unhandled exit {:#x}", r.exit_code),
+                5 => "halted".into(),
+                _ => "stopped".into(),
+            };
+            format!("stopped ({why})")
+        }
+    }
+}
+
+fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
+    match cmd {
+        VmCmd::Create { name, kernel, memory, vcpus, cmdline, shares, config } => {
+            let text = match config {
+                Some(path) => std::fs::read_to_string(path)?,
+                None => format!(
+                    "name = {}\nkernel = {}\nmemory_mib = {memory}\nvcpus = {vcpus}\ncmdline = {cmdline}\nshares = {shares}\n",
+                    name.unwrap_or_default(),
+                    kernel.unwrap_or_default()
+                ),
+            };
+            let id = vmk::vm_create(&text)?;
+            println!("created VM {id}");
+        }
+        VmCmd::Start { id } => {
+            vmk::vm_start(id)?;
+            println!("VM {id} powered on");
+        }
+        VmCmd::Stop { id } => {
+            vmk::vm_stop(id)?;
+            println!("VM {id} powering off");
+        }
+        VmCmd::Destroy { id } => {
+            vmk::vm_destroy(id)?;
+            println!("VM {id} destroyed");
+        }
+        VmCmd::List => {
+            for id in vmk::vm_list()? {
+                let r = vmk::vm_info(id)?;
+                println!("{:>4} {:<20} {:>6} MiB  {}", r.id, r.name_str(), r.memory_mib, state_name(&r));
+            }
+        }
+        VmCmd::Info { id } => {
+            let r = vmk::vm_info(id)?;
+            println!("VM {} ({}): {}", r.id, r.name_str(), state_name(&r));
+            println!("  vCPUs {}  memory {} MiB  resource group {}", r.vcpus, r.memory_mib, r.group);
+            println!("  exits {}  run time {:.3} s  console {} bytes", r.exits, r.run_ns as f64 / 1e9, r.console_pos);
+        }
+        VmCmd::Console { id, follow } => {
+            use std::io::Write;
+            let mut pos = 0u64;
+            loop {
+                let chunk = vmk::vm_console_read(id, pos, 4096)?;
+                pos += chunk.len() as u64;
+                std::io::stdout().write_all(&chunk)?;
+                std::io::stdout().flush()?;
+                if chunk.is_empty() {
+                    if !follow || vmk::vm_info(id)?.state != vmk::VM_STATE_RUNNING {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        }
+        VmCmd::Wait { id, timeout } => {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            loop {
+                let r = vmk::vm_info(id)?;
+                if r.state != vmk::VM_STATE_RUNNING {
+                    println!("VM {id}: {}", state_name(&r));
+                    break;
+                }
+                if std::time::Instant::now() >= end {
+                    return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Clone)]
@@ -116,6 +260,7 @@ fn run(cli: Cli) -> std::io::Result<()> {
     }
     match cli.cmd {
         Cmd::Version => println!("VMkernel API version {}", vmk::version()?),
+        Cmd::Vm { cmd } => vm_cmd(cmd)?,
         Cmd::Group { cmd } => match cmd {
             GroupCmd::List => {
                 for id in vmk::group_list()? {
@@ -157,9 +302,12 @@ fn main() -> ExitCode {
             let why = match e.raw_os_error() {
                 Some(libc::EPERM) => "permission denied: only root may change resource groups".to_string(),
                 Some(libc::ENOSPC) => "admission control refused the reservation: not enough unreserved CPU".to_string(),
-                Some(libc::ENOENT) => "no such resource group".to_string(),
-                Some(libc::EBUSY) => "the group still has worlds or child groups".to_string(),
-                Some(libc::EINVAL) => "invalid settings (shares 1..=1000000; limit at least the reservation)".to_string(),
+                Some(libc::ENOENT) => "no such resource group, VM or file".to_string(),
+                Some(libc::ENODEV) => "this host has no usable hardware virtualization".to_string(),
+                Some(libc::ENOEXEC) => "the kernel is not a loadable Multiboot image (see the host log)".to_string(),
+                Some(libc::ETIMEDOUT) => "timed out".to_string(),
+                Some(libc::EBUSY) => "busy: the group still has members, or the VM is (not) running".to_string(),
+                Some(libc::EINVAL) => "invalid settings (see the host log for VM configurations; shares 1..=1000000; limit at least the reservation)".to_string(),
                 Some(libc::ENOSYS) => "not running on the Mantle VMkernel".to_string(),
                 _ => e.to_string(),
             };

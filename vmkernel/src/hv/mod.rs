@@ -8,6 +8,7 @@
 
 pub mod guest_memory;
 pub mod svm;
+pub mod vm;
 
 use spin::Once;
 

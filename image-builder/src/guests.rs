@@ -1,0 +1,99 @@
+//! Tiny test guests, assembled here byte by byte (no cross toolchain is
+//! needed): Multiboot v1 kernels using the header's address fields (the
+//! "a.out kludge"), loaded at 1 MiB and entered in 32-bit protected mode.
+//! QEMU's own Multiboot loader boots them too (`-kernel`).
+
+const LOAD: u32 = 0x10_0000;
+const HEADER_LEN: u32 = 32;
+
+/// A Multiboot image: header (flags bit 16: address fields) then `code`,
+/// whose first byte is the entry point. `code` may refer to its own
+/// offsets through [`code_addr`].
+fn multiboot_image(code: &[u8]) -> Vec<u8> {
+    const MAGIC: u32 = 0x1bad_b002;
+    const FLAGS: u32 = 1 << 16;
+    let mut v = Vec::new();
+    for w in [MAGIC, FLAGS, 0u32.wrapping_sub(MAGIC.wrapping_add(FLAGS)), LOAD, LOAD, 0, 0, LOAD + HEADER_LEN] {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    v.extend_from_slice(code);
+    v
+}
+
+/// The guest-physical address of byte `off` of the code.
+fn code_addr(off: usize) -> u32 {
+    LOAD + HEADER_LEN + off as u32
+}
+
+/// Prints a line on COM1 (polling the LSR like a real driver), then reports
+/// exit code 0x10 through the QEMU-compatible debug-exit port and halts.
+pub fn hello() -> Vec<u8> {
+    let msg = b"hello from a Mantle guest\n\0";
+    let mut c: Vec<u8> = Vec::new();
+    // mov esi, msg (patched below)
+    c.extend_from_slice(&[0xbe, 0, 0, 0, 0]);
+    // next: lodsb; test al, al; jz done
+    let next = c.len();
+    c.extend_from_slice(&[0xac, 0x84, 0xc0, 0x74, 0x00]);
+    let jz_at = c.len() - 1;
+    // mov bl, al; wait: mov dx, 0x3fd; in al, dx; test al, 0x20; jz wait
+    c.extend_from_slice(&[0x88, 0xc3]);
+    let wait = c.len();
+    c.extend_from_slice(&[0x66, 0xba, 0xfd, 0x03, 0xec, 0xa8, 0x20, 0x74]);
+    c.push((wait as i32 - (c.len() as i32 + 1)) as u8);
+    // mov al, bl; mov dx, 0x3f8; out dx, al; jmp next
+    c.extend_from_slice(&[0x88, 0xd8, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xeb]);
+    c.push((next as i32 - (c.len() as i32 + 1)) as u8);
+    // done: mov dx, 0xf4; mov eax, 0x10; out dx, eax; hlt; jmp hlt
+    let done = c.len();
+    c[jz_at] = (done - (jz_at + 1)) as u8;
+    c.extend_from_slice(&[0x66, 0xba, 0xf4, 0x00, 0xb8, 0x10, 0x00, 0x00, 0x00, 0xef, 0xf4, 0xeb, 0xfd]);
+    let msg_at = c.len();
+    c.extend_from_slice(msg);
+    c[1..5].copy_from_slice(&code_addr(msg_at).to_le_bytes());
+    multiboot_image(&c)
+}
+
+/// Loads an empty IDT and raises an exception: a triple fault.
+pub fn triple_fault() -> Vec<u8> {
+    let mut c: Vec<u8> = Vec::new();
+    // lidt [idt_desc]; int3; hlt
+    c.extend_from_slice(&[0x0f, 0x01, 0x1d, 0, 0, 0, 0, 0xcc, 0xf4]);
+    let desc = c.len();
+    c.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // limit 0, base 0
+    c[3..7].copy_from_slice(&code_addr(desc).to_le_bytes());
+    multiboot_image(&c)
+}
+
+/// Spins forever with interrupts off: only the host's timer can take the
+/// CPU back.
+pub fn spin() -> Vec<u8> {
+    multiboot_image(&[0xfa, 0xeb, 0xfe]) // cli; jmp $
+}
+
+/// The guests in every image, under /usr/lib/mantle/guests/.
+pub fn all() -> Vec<(&'static str, Vec<u8>)> {
+    vec![("hello.bin", hello()), ("triple-fault.bin", triple_fault()), ("spin.bin", spin())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiboot_header_checksums() {
+        for (name, img) in all() {
+            let w = |i: usize| u32::from_le_bytes(img[i * 4..i * 4 + 4].try_into().unwrap());
+            assert_eq!(w(0).wrapping_add(w(1)).wrapping_add(w(2)), 0, "{name}");
+            assert_eq!(w(7), LOAD + HEADER_LEN, "{name} entry");
+        }
+    }
+
+    #[test]
+    fn hello_points_at_its_message() {
+        let img = hello();
+        let msg_addr = u32::from_le_bytes(img[33..37].try_into().unwrap());
+        let off = (msg_addr - LOAD) as usize;
+        assert!(img[off..].starts_with(b"hello from a Mantle guest\n"));
+    }
+}
