@@ -58,6 +58,14 @@ fn busybox_shell_session() {
     // A background job killed with kill.
     let out = run(&mut c, "sleep 1000 & p=$!; sleep 1; kill $p; wait $p; echo status=$?");
     check(&c, out.contains("status=143"), &format!("background job: {out:?}"));
+    // Ctrl-C interrupts the foreground job (SIGINT through the tty).
+    c.send("sleep 100\n").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.send("\x03").unwrap();
+    let out = run(&mut c, "echo after-ctrl-c rc=$?");
+    check(&c, out.contains("rc=130"), &format!("Ctrl-C: {out:?}"));
+    let out = run(&mut c, "top -b -n 1 | head -5");
+    check(&c, out.contains("Load average") && out.contains("PID"), &format!("top: {out:?}"));
     let out = run(&mut c, "uname -sm; id -u");
     check(&c, out.contains("VMkernel x86_64") && out.contains('0'), &format!("uname/id: {out:?}"));
     let out = run(&mut c, "cat /nonexistent; echo rc=$?");
