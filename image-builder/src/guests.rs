@@ -71,9 +71,33 @@ pub fn spin() -> Vec<u8> {
     multiboot_image(&[0xfa, 0xeb, 0xfe]) // cli; jmp $
 }
 
+/// Touches the LAPIC page through MMIO (a read with a ModRM operand, a
+/// store of an immediate, a read back) and reports
+/// `(TPR << 8) | (version & 0xff)` through debug-exit: 0x2014 on a model
+/// with version 0x14 once TPR = 0x20 stuck.
+pub fn lapic_mmio() -> Vec<u8> {
+    let c: Vec<u8> = [
+        &[0x8b, 0x1d, 0x30, 0x00, 0xe0, 0xfe][..], // mov ebx, [0xfee00030]   (version)
+        &[0xc7, 0x05, 0x80, 0x00, 0xe0, 0xfe, 0x20, 0x00, 0x00, 0x00], // mov dword [0xfee00080], 0x20 (TPR)
+        &[0x8b, 0x0d, 0x80, 0x00, 0xe0, 0xfe], // mov ecx, [0xfee00080]
+        &[0x81, 0xe3, 0xff, 0x00, 0x00, 0x00], // and ebx, 0xff
+        &[0xc1, 0xe1, 0x08],                   // shl ecx, 8
+        &[0x09, 0xcb],                         // or ebx, ecx
+        &[0x89, 0xd8],                         // mov eax, ebx
+        &[0x66, 0xba, 0xf4, 0x00, 0xef, 0xf4, 0xeb, 0xfd], // mov dx, 0xf4; out dx, eax; hlt; jmp $-1
+    ]
+    .concat();
+    multiboot_image(&c)
+}
+
 /// The guests in every image, under /usr/lib/mantle/guests/.
 pub fn all() -> Vec<(&'static str, Vec<u8>)> {
-    vec![("hello.bin", hello()), ("triple-fault.bin", triple_fault()), ("spin.bin", spin())]
+    vec![
+        ("hello.bin", hello()),
+        ("triple-fault.bin", triple_fault()),
+        ("spin.bin", spin()),
+        ("lapic-mmio.bin", lapic_mmio()),
+    ]
 }
 
 #[cfg(test)]

@@ -46,19 +46,23 @@ fn guests_on(cpu: &str) {
     let out = run(&mut c, "vmkcli vm start 1 && vmkcli vm wait 1 --timeout 60 && vmkcli vm console 1 && vmkcli vm info 1");
     check(&c, out.contains("hello from a Mantle guest"), &format!("guest console: {out:?}"));
     check(&c, out.contains("debug-exit code 0x10"), &format!("guest exit code: {out:?}"));
+    // Device memory through nested-page faults: the LAPIC page, decoded
+    // and emulated by the VMM (a read, an immediate store, a read back).
+    let out = run(&mut c, "vmkcli vm create --name apic --kernel /usr/lib/mantle/guests/lapic-mmio.bin --memory 8 && vmkcli vm start 2 && vmkcli vm wait 2 && vmkcli vm destroy 2");
+    check(&c, out.contains("debug-exit code 0x2014"), &format!("LAPIC MMIO: {out:?}"));
     // A triple fault stops only that VM.
-    let out = run(&mut c, "vmkcli vm create --name tf --kernel /usr/lib/mantle/guests/triple-fault.bin --memory 8 && vmkcli vm start 2 && vmkcli vm wait 2");
+    let out = run(&mut c, "vmkcli vm create --name tf --kernel /usr/lib/mantle/guests/triple-fault.bin --memory 8 && vmkcli vm start 3 && vmkcli vm wait 3");
     check(&c, out.contains("triple fault"), &format!("triple fault: {out:?}"));
     // A guest spinning with interrupts off is preempted: the shell answers,
     // and a hard power-off stops it.
-    let out = run(&mut c, "vmkcli vm create --name spin --kernel /usr/lib/mantle/guests/spin.bin --memory 8 && vmkcli vm start 3 && sleep 1 && echo shell-alive && vmkcli vm stop 3 && vmkcli vm wait 3");
+    let out = run(&mut c, "vmkcli vm create --name spin --kernel /usr/lib/mantle/guests/spin.bin --memory 8 && vmkcli vm start 4 && sleep 1 && echo shell-alive && vmkcli vm stop 4 && vmkcli vm wait 4");
     check(&c, out.contains("shell-alive") && out.contains("powered off"), &format!("spinning guest: {out:?}"));
     // Bad input gets a clear error and creates nothing.
     let out = run(&mut c, "vmkcli vm create --name bad --kernel /etc/passwd --memory 8; echo rc=$?; vmkcli vm list");
     check(&c, out.contains("not a loadable Multiboot image") && out.contains("rc=1") && !out.contains(" bad "), &format!("bad kernel: {out:?}"));
     // Destroy returns every frame: free memory before and after 10 cycles.
     let cycle = "vmkcli vm create --name c --kernel /usr/lib/mantle/guests/hello.bin --memory 16 >/dev/null && vmkcli vm start $(vmkcli vm list | tail -1 | awk '{print $1}') >/dev/null";
-    let _ = run(&mut c, "for id in 1 2 3; do vmkcli vm destroy $id; done");
+    let _ = run(&mut c, "for id in 1 3 4; do vmkcli vm destroy $id; done");
     let one = format!("{cycle}; id=$(vmkcli vm list | tail -1 | awk '{{print $1}}'); vmkcli vm wait $id >/dev/null; vmkcli vm destroy $id >/dev/null");
     // Warm-up cycles let the kernel heap reach its working size (it grows
     // in 4 MiB steps and keeps what it claimed); then 20 measured cycles.

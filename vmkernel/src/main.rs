@@ -64,7 +64,12 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     world::init_this_cpu();
     arch::apic::init_tlb_shootdown();
     match hv::detect() {
-        Some(b) => log::info!("vmm: hardware virtualization backend {b:?}"),
+        Some(b) => {
+            log::info!("vmm: hardware virtualization backend {b:?}");
+            if let Err(e) = hv::init_this_cpu() {
+                log::warn!("vmm: cannot enable it on cpu0: {e}");
+            }
+        }
         None => log::info!("vmm: no hardware virtualization ({}); the host runs without VMs", hv::unavailable_reason()),
     }
     arch::smp::start_aps(platform);

@@ -184,6 +184,12 @@ extern "C" fn ap_entry(index: u64) -> ! {
     super::context::init_fpu_this_cpu();
     super::syscall::init_this_cpu();
     crate::world::init_this_cpu();
+    // vCPU worlds may migrate to any CPU: each one has virtualization on.
+    if crate::hv::detect().is_some() {
+        if let Err(e) = crate::hv::init_this_cpu() {
+            log::warn!("vmm: cannot enable it on cpu{index}: {e}");
+        }
+    }
     log::info!("cpu{index} online (apic id {apic_id})");
     APS_READY.fetch_add(1, Ordering::AcqRel);
     crate::world::idle_loop()

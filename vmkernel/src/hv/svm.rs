@@ -190,6 +190,10 @@ impl Vmcb {
         // SAFETY: `off` is within the VMCB page this object owns.
         unsafe { core::ptr::read_volatile(self.ptr(off) as *const u64) }
     }
+    pub fn r16(&self, off: usize) -> u16 {
+        // SAFETY: `off` is within the VMCB page this object owns.
+        unsafe { core::ptr::read_volatile(self.ptr(off) as *const u16) }
+    }
     pub fn w64(&self, off: usize, v: u64) {
         // SAFETY: as above.
         unsafe { core::ptr::write_volatile(self.ptr(off) as *mut u64, v) }
@@ -238,6 +242,10 @@ impl Vmcb {
 
     /// Runs the guest until the next #VMEXIT; returns the exit code.
     pub fn run(&self, regs: &mut GuestRegs) -> u64 {
+        // The vCPU world may have moved to another CPU since the last run.
+        if host_area() == 0 && enable_this_cpu().is_err() {
+            return exit::INVALID;
+        }
         let host = host_area();
         // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB and
         // its maps are valid and owned, the guest's memory is its own nested

@@ -422,6 +422,13 @@ fn run_loop(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs) -> (u32, u64) {
                 }
             }
             exit::VINTR => {}
+            exit::NPF => {
+                let gpa = v.r64(vmcb::EXIT_INFO2);
+                if !vm.platform.lock().mmio_claims(0, gpa) || emulate_mmio(vm, v, regs).is_err() {
+                    log::warn!("vm {}: access to {gpa:#x} (no RAM, no device) at rip {rip:#x}", vm.id);
+                    return (api::EXIT_REASON_UNHANDLED, gpa);
+                }
+            }
             other => {
                 log::warn!("vm {}: unhandled exit {other:#x} at rip {rip:#x} (info {:#x}/{:#x})", vm.id, v.r64(vmcb::EXIT_INFO1), v.r64(vmcb::EXIT_INFO2));
                 return (api::EXIT_REASON_UNHANDLED, other);
@@ -450,4 +457,139 @@ fn inject_interrupt(vm: &Vm, v: &Vmcb) {
         let vec = p.ack_interrupt(0, vec);
         v.w64(vmcb::EVENT_INJ, vec as u64 | (1 << 31));
     }
+}
+
+/// Segment bases by the decoder's segment numbers (ES, CS, SS, DS, FS, GS).
+fn seg_bases(v: &Vmcb) -> [u64; 6] {
+    [vmcb::ES, vmcb::CS, vmcb::SS, vmcb::DS, vmcb::FS, vmcb::GS].map(|o| v.r64(o + 8))
+}
+
+fn paging(v: &Vmcb) -> vmkernel::vmm::guest_paging::PagingState {
+    vmkernel::vmm::guest_paging::PagingState {
+        cr0: v.r64(vmcb::CR0),
+        cr3: v.r64(vmcb::CR3),
+        cr4: v.r64(vmcb::CR4),
+        efer: v.r64(vmcb::EFER),
+        max_phys_bits: 0,
+    }
+}
+
+/// Guest memory and devices as the instruction emulator sees them.
+struct MmioAccess<'a> {
+    vm: &'a Vm,
+    paging: vmkernel::vmm::guest_paging::PagingState,
+    bases: [u64; 6],
+}
+
+impl MmioAccess<'_> {
+    fn gpa(&self, seg: vmkernel::vmm::decode::Seg, ea: u64, write: bool) -> Result<u64, vmkernel::vmm::decode::AccessError> {
+        use vmkernel::vmm::guest_paging::{Access, translate};
+        let linear = self.bases[seg as usize].wrapping_add(ea);
+        let mem = &self.vm.memory;
+        let mut read = |gpa: u64, size: u8| {
+            let mut b = [0u8; 8];
+            mem.read(gpa, &mut b[..size as usize]).then(|| u64::from_le_bytes(b))
+        };
+        let acc = if write { Access::WRITE } else { Access::READ };
+        translate(&self.paging, linear, acc, &mut read).map(|t| t.gpa).map_err(|_| vmkernel::vmm::decode::AccessError::Unhandled)
+    }
+}
+
+impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
+    fn read(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8) -> Result<u64, vmkernel::vmm::decode::AccessError> {
+        let gpa = self.gpa(seg, ea, false)?;
+        let mut p = self.vm.platform.lock();
+        if p.mmio_claims(0, gpa) {
+            return Ok(p.mmio_read(0, gpa, size));
+        }
+        drop(p);
+        let mut b = [0u8; 8];
+        if self.vm.memory.read(gpa, &mut b[..size as usize]) { Ok(u64::from_le_bytes(b)) } else { Err(vmkernel::vmm::decode::AccessError::Unhandled) }
+    }
+    fn write(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8, value: u64) -> Result<(), vmkernel::vmm::decode::AccessError> {
+        let gpa = self.gpa(seg, ea, true)?;
+        let mut p = self.vm.platform.lock();
+        if p.mmio_claims(0, gpa) {
+            p.mmio_write(0, gpa, size, value);
+            return Ok(());
+        }
+        drop(p);
+        if self.vm.memory.write(gpa, &value.to_le_bytes()[..size as usize]) { Ok(()) } else { Err(vmkernel::vmm::decode::AccessError::Unhandled) }
+    }
+}
+
+/// Emulates the instruction at the guest's RIP that touched device memory
+/// (QEMU's SVM gives no decode assists: fetch, decode, execute here).
+fn emulate_mmio(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs) -> Result<(), ()> {
+    use vmkernel::vmm::decode::{self, CpuMode, Regs};
+    use vmkernel::vmm::guest_paging::{Access, translate};
+    let pg = paging(v);
+    let bases = seg_bases(v);
+    let rip = v.r64(vmcb::RIP);
+    let cs_attr = v.r16(vmcb::CS + 2);
+    let mode = CpuMode::from_state(pg.cr0 & 1 != 0, pg.efer & (1 << 10) != 0, v.r64(vmcb::RFLAGS) & (1 << 17) != 0, cs_attr & (1 << 9) != 0, cs_attr & (1 << 10) != 0);
+    // Fetch up to 15 bytes (they may cross a page).
+    let mut bytes = [0u8; 15];
+    let mut n = 0;
+    while n < bytes.len() {
+        let linear = bases[1].wrapping_add(rip).wrapping_add(n as u64);
+        let mem = &vm.memory;
+        let mut read = |gpa: u64, size: u8| {
+            let mut b = [0u8; 8];
+            mem.read(gpa, &mut b[..size as usize]).then(|| u64::from_le_bytes(b))
+        };
+        let Ok(t) = translate(&pg, linear, Access::FETCH, &mut read) else { break };
+        let chunk = ((4096 - (t.gpa & 0xfff)) as usize).min(bytes.len() - n);
+        if !vm.memory.read(t.gpa, &mut bytes[n..n + chunk]) {
+            break;
+        }
+        n += chunk;
+    }
+    let insn = decode::decode(&bytes[..n], mode).map_err(|_| ())?;
+    let mut r = Regs {
+        gpr: [
+            v.r64(vmcb::RAX),
+            regs.rcx,
+            regs.rdx,
+            regs.rbx,
+            v.r64(vmcb::RSP),
+            regs.rbp,
+            regs.rsi,
+            regs.rdi,
+            regs.r8,
+            regs.r9,
+            regs.r10,
+            regs.r11,
+            regs.r12,
+            regs.r13,
+            regs.r14,
+            regs.r15,
+        ],
+        rip,
+        rflags: v.r64(vmcb::RFLAGS),
+    };
+    let mut acc = MmioAccess { vm, paging: pg, bases };
+    decode::execute(&insn, &mut r, &mut acc).map_err(|_| ())?;
+    let g = r.gpr;
+    v.w64(vmcb::RAX, g[0]);
+    v.w64(vmcb::RSP, g[4]);
+    *regs = GuestRegs {
+        rcx: g[1],
+        rdx: g[2],
+        rbx: g[3],
+        rbp: g[5],
+        rsi: g[6],
+        rdi: g[7],
+        r8: g[8],
+        r9: g[9],
+        r10: g[10],
+        r11: g[11],
+        r12: g[12],
+        r13: g[13],
+        r14: g[14],
+        r15: g[15],
+    };
+    v.w64(vmcb::RIP, r.rip);
+    v.w64(vmcb::RFLAGS, r.rflags);
+    Ok(())
 }
