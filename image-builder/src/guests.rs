@@ -90,6 +90,41 @@ pub fn lapic_mmio() -> Vec<u8> {
     multiboot_image(&c)
 }
 
+/// Enables SSE, puts `pattern` in XMM5, then makes 20000 port-I/O exits,
+/// checking after each that XMM5 still holds the pattern: debug-exit 0x10
+/// if it always did, 0x11 if the VMM (or another guest) clobbered it.
+pub fn fpu(pattern: u32) -> Vec<u8> {
+    let p = pattern.to_le_bytes();
+    let mut c: Vec<u8> = vec![
+        0x0f, 0x20, 0xe0, // mov eax, cr4
+        0x0d, 0x00, 0x06, 0x00, 0x00, // or eax, 0x600 (OSFXSR, OSXMMEXCPT)
+        0x0f, 0x22, 0xe0, // mov cr4, eax
+        0x0f, 0x20, 0xc0, // mov eax, cr0
+        0x83, 0xe0, 0xfb, // and eax, ~4 (EM)
+        0x83, 0xc8, 0x02, // or eax, 2 (MP)
+        0x0f, 0x22, 0xc0, // mov cr0, eax
+        0xb8, p[0], p[1], p[2], p[3], // mov eax, pattern
+        0x66, 0x0f, 0x6e, 0xe8, // movd xmm5, eax
+        0xb9, 0x20, 0x4e, 0x00, 0x00, // mov ecx, 20000
+    ];
+    let top = c.len();
+    c.extend_from_slice(&[0x66, 0xba, 0x80, 0x00, 0xee]); // mov dx, 0x80; out dx, al
+    c.extend_from_slice(&[0x66, 0x0f, 0x7e, 0xeb]); // movd ebx, xmm5
+    c.extend_from_slice(&[0x81, 0xfb, p[0], p[1], p[2], p[3]]); // cmp ebx, pattern
+    c.extend_from_slice(&[0x75, 0x00]); // jne fail
+    let jne = c.len() - 1;
+    c.push(0x49); // dec ecx
+    c.extend_from_slice(&[0x75, 0x00]); // jnz top
+    let jnz = c.len() - 1;
+    c[jnz] = (top as i32 - c.len() as i32) as u8;
+    c.extend_from_slice(&[0xb8, 0x10, 0, 0, 0, 0xeb, 0x05]); // mov eax, 0x10; jmp report
+    let fail = c.len();
+    c[jne] = (fail - (jne + 1)) as u8;
+    c.extend_from_slice(&[0xb8, 0x11, 0, 0, 0]); // fail: mov eax, 0x11
+    c.extend_from_slice(&[0x66, 0xba, 0xf4, 0x00, 0xef, 0xf4, 0xeb, 0xfd]); // report
+    multiboot_image(&c)
+}
+
 /// The guests in every image, under /usr/lib/mantle/guests/.
 pub fn all() -> Vec<(&'static str, Vec<u8>)> {
     vec![
@@ -97,6 +132,9 @@ pub fn all() -> Vec<(&'static str, Vec<u8>)> {
         ("triple-fault.bin", triple_fault()),
         ("spin.bin", spin()),
         ("lapic-mmio.bin", lapic_mmio()),
+        ("fpu-a.bin", fpu(0x1234_5678)),
+        ("fpu-b.bin", fpu(0x0bad_f00d)),
+        ("fpu-c.bin", fpu(0x5a5a_a5a5)),
     ]
 }
 

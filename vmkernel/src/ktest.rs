@@ -629,9 +629,11 @@ fn vmm_svm_flat_guest() -> TestResult {
         let v = Vmcb::new(mem.root(), 1).ok_or("no memory for a VMCB")?;
         v.set_protected32(0x1000, 0x8000);
         let mut regs = GuestRegs::default();
+        let mut fpu = crate::arch::context::FpuState::new();
+        fpu.reset();
         let (mut out, mut cpuids, mut halted) = (Vec::new(), 0, false);
         for _ in 0..1000 {
-            match v.run(&mut regs) {
+            match v.run(&mut regs, fpu.area_mut().as_mut_ptr()) {
                 exit::IOIO => {
                     let info = v.r64(vmcb::EXIT_INFO1);
                     if info & 1 == 0 && info >> 16 == 0xe9 {

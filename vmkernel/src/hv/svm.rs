@@ -119,6 +119,7 @@ pub mod exit {
     pub const SHUTDOWN: u64 = 0x7f;
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
+    pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
     pub const INVALID: u64 = u64::MAX;
 }
@@ -165,7 +166,9 @@ impl Vmcb {
         }
         let v = Vmcb { page, iopm, msrpm };
         let misc1: u32 = (1 << 0) | (1 << 1) | (1 << 18) | (1 << 24) | (1 << 27) | (1 << 28) | (1 << 31);
-        let misc2: u32 = (1 << 0) | (1 << 1);
+        // VMRUN, VMMCALL, and XSETBV (guests get no XSAVE: their x87/SSE
+        // state is switched with FXSAVE/FXRSTOR around every VMRUN).
+        let misc2: u32 = (1 << 0) | (1 << 1) | (1 << 13);
         v.w32(vmcb::INTERCEPT_MISC1, misc1);
         v.w32(vmcb::INTERCEPT_MISC2, misc2);
         v.w64(vmcb::IOPM_BASE, iopm);
@@ -241,7 +244,10 @@ impl Vmcb {
     }
 
     /// Runs the guest until the next #VMEXIT; returns the exit code.
-    pub fn run(&self, regs: &mut GuestRegs) -> u64 {
+    /// `fpu` holds the guest's x87/SSE state (FXSAVE image, 16-byte
+    /// aligned); the stub loads it right before VMRUN and saves it right
+    /// after, in assembly, so no host code sees or clobbers guest registers.
+    pub fn run(&self, regs: &mut GuestRegs, fpu: *mut u8) -> u64 {
         // The vCPU world may have moved to another CPU since the last run.
         if host_area() == 0 && enable_this_cpu().is_err() {
             return exit::INVALID;
@@ -250,7 +256,7 @@ impl Vmcb {
         // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB and
         // its maps are valid and owned, the guest's memory is its own nested
         // page table; the stub saves and restores every host register.
-        unsafe { svm_run(self.page, regs, host) };
+        unsafe { svm_run(self.page, regs, host, fpu) };
         self.r64(vmcb::EXIT_CODE)
     }
 }
@@ -270,7 +276,7 @@ impl Drop for Vmcb {
 /// are held off (GIF=0) around the switch; with V_INTR_MASKING and IF=1
 /// at VMRUN they cause a #VMEXIT and are taken by the host afterwards.
 #[unsafe(naked)]
-unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64) {
+unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, fpu: *mut u8) {
     naked_asm!(
         "push rbp",
         "push rbx",
@@ -278,9 +284,11 @@ unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64) {
         "push r13",
         "push r14",
         "push r15",
+        "push rcx", // guest FPU area
         "push rdx", // host area
         "push rsi", // regs
         "clgi",
+        "fxrstor64 [rcx]",
         "mov rax, rdx",
         "vmsave rax",
         "mov rax, rdi",
@@ -323,6 +331,8 @@ unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64) {
         "add rsp, 8",
         "pop rax", // host area
         "vmload rax",
+        "pop rax", // guest FPU area
+        "fxsave64 [rax]",
         "stgi",
         "pop r15",
         "pop r14",

@@ -267,11 +267,23 @@ fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
             let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
             match leaf {
                 1 => {
-                    c &= !((1 << 21) | (1 << 3) | (1 << 5)); // x2APIC, MONITOR, VMX
+                    // x2APIC, MONITOR, VMX, FMA, XSAVE, OSXSAVE, AVX
+                    c &= !((1 << 21) | (1 << 3) | (1 << 5) | (1 << 12) | (1 << 26) | (1 << 27) | (1 << 28));
                     c |= 1 << 31; // hypervisor present
                     b &= 0x00ff_ffff; // initial APIC ID 0
                 }
                 0x8000_0001 => c &= !(1 << 2), // SVM
+                7 if sub == 0 => {
+                    // AVX2, AVX-512 and friends need XSAVE state the VMM does not switch.
+                    b &= !((1 << 5) | (0xffff << 16));
+                    c = 0;
+                }
+                0xd => {
+                    a = 0;
+                    b = 0;
+                    c = 0;
+                    d = 0;
+                }
                 0x8000_000a => {
                     a = 0;
                     b = 0;
@@ -299,21 +311,24 @@ fn vcpu_main(arg: usize) {
     };
     let mut regs = GuestRegs::default();
     load_state(&v, &vm.initial, &mut regs);
+    // The guest's x87/SSE registers, in their power-on state.
+    let mut fpu = crate::arch::context::FpuState::new();
+    fpu.reset();
     log::info!("vm {} ({}): powered on", vm.id, vm.config.name);
     let start = time::uptime_ns();
-    let (reason, code) = run_loop(&vm, &v, &mut regs);
+    let (reason, code) = run_loop(&vm, &v, &mut regs, fpu.area_mut().as_mut_ptr());
     vm.run_ns.fetch_add(time::uptime_ns() - start, Ordering::Relaxed);
     log::info!("vm {} ({}): stopped (reason {reason}, code {code:#x}, {} exits)", vm.id, vm.config.name, vm.exits.load(Ordering::Relaxed));
     vm.finish(reason, code);
 }
 
-fn run_loop(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs) -> (u32, u64) {
+fn run_loop(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs, fpu: *mut u8) -> (u32, u64) {
     loop {
         if vm.stop_requested.load(Ordering::Acquire) {
             return (api::EXIT_REASON_POWER_OFF, 0);
         }
         inject_interrupt(vm, v);
-        let code = v.run(regs);
+        let code = v.run(regs, fpu);
         vm.exits.fetch_add(1, Ordering::Relaxed);
         let now = time::uptime_ns();
         let rip = v.r64(vmcb::RIP);
@@ -422,6 +437,8 @@ fn run_loop(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs) -> (u32, u64) {
                 }
             }
             exit::VINTR => {}
+            // #UD: the virtual CPU has no XSAVE.
+            exit::XSETBV => v.w64(vmcb::EVENT_INJ, 6 | (3 << 8) | (1 << 31)),
             exit::NPF => {
                 let gpa = v.r64(vmcb::EXIT_INFO2);
                 if !vm.platform.lock().mmio_claims(0, gpa) || emulate_mmio(vm, v, regs).is_err() {

@@ -961,3 +961,4 @@ mod tests {
         assert_eq!(n, 10, "1024 Hz over 10 ms");
     }
 }
+
