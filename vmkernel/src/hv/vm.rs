@@ -140,6 +140,12 @@ impl Vm {
         let arg = Arc::into_raw(self.clone()) as usize;
         match world::spawn(&alloc::format!("vcpu0:{}", self.config.name), world::WorldKind::Vcpu, self.group, vcpu_main, arg, |_| {}) {
             Ok(w) => {
+                // Keep the vCPU on the CPU it starts on (no migration while
+                // the migration crash is investigated; see the issue note).
+                world::with_policy(|p| {
+                    let cpu = p.world_cpu(w).unwrap_or(0);
+                    let _ = p.set_affinity(w, Some(cpu));
+                });
                 self.vcpu_world.store(w, Ordering::Release);
                 Ok(())
             }
