@@ -41,6 +41,7 @@ fn alloc_mode(mib: usize) -> ! {
         println!("alloc: {}", if e == libc::ENOMEM { "ENOMEM".to_string() } else { format!("errno {e}") });
         std::process::exit(1);
     }
+    // SAFETY: unmaps the mapping made just above.
     unsafe { libc::munmap(m, len) };
     println!("alloc: ok");
     std::process::exit(0);
@@ -63,12 +64,14 @@ fn main() {
     };
 
     // 1. A null dereference kills only the child.
+    // SAFETY: runs only in the forked child, which misbehaves on purpose and then dies or _exits.
     let st = in_child(|| unsafe {
         std::ptr::read_volatile(std::ptr::null::<u64>());
     });
     check("null deref kills the child with SIGSEGV", libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV, format!("status {st:#x}"));
 
     // 2. Executing garbage: SIGILL or SIGSEGV, child only.
+    // SAFETY: runs only in the forked child, which misbehaves on purpose and then dies or _exits.
     let st = in_child(|| unsafe {
         let f: extern "C" fn() = std::mem::transmute(KERNEL_PTR as usize);
         f();
@@ -79,8 +82,10 @@ fn main() {
     let mut efaults = 0;
     let mut total = 0;
     // /dev/zero always has data, so a read must touch the buffer.
+    // SAFETY: opens a device node by a valid C string.
     let zero = unsafe { libc::open(c"/dev/zero".as_ptr(), libc::O_RDONLY) };
     for &p in &WILD_PTRS {
+        // SAFETY: raw system calls with deliberately bad pointers: the kernel must refuse them (EFAULT).
         let calls: [(&str, i64); 8] = unsafe {
             [
                 ("read", libc::syscall(libc::SYS_read, zero, p, 16)),
@@ -105,20 +110,24 @@ fn main() {
     check("wild pointers give EFAULT", efaults == total, format!("{efaults} of {total}"));
 
     // 4. Unknown system calls: ENOSYS.
+    // SAFETY: an unused system-call number has no effect.
     let r = unsafe { libc::syscall(1_000_000) };
     check("unknown system call gives ENOSYS", r == -1 && errno() == libc::ENOSYS, format!("{r} errno {}", errno()));
 
     // 5. A huge mapping: either refused or lazily granted; touching far more
     //    than the host has kills only the toucher.
     let huge: usize = 64 << 30;
+    // SAFETY: an anonymous mapping; the kernel picks the address.
     let m = unsafe { libc::mmap(std::ptr::null_mut(), huge, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) };
     let ok = m == libc::MAP_FAILED && errno() == libc::ENOMEM || m != libc::MAP_FAILED;
     check("64 GiB mmap is refused or lazy", ok, format!("errno {}", errno()));
     if m != libc::MAP_FAILED {
+        // SAFETY: unmaps the mapping made just above.
         unsafe { libc::munmap(m, huge) };
     }
     let touch_mib: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
     if touch_mib > 0 {
+        // SAFETY: runs only in the forked child, which misbehaves on purpose and then dies or _exits.
         let st = in_child(|| unsafe {
             let len = touch_mib << 20;
             let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) as *mut u8;
@@ -136,6 +145,7 @@ fn main() {
     }
 
     // 6. Fork until refused, in a process group we then kill.
+    // SAFETY: runs only in the forked child, which misbehaves on purpose and then dies or _exits.
     let st = in_child(|| unsafe {
         libc::setpgid(0, 0);
         let mut n = 0;

@@ -31,6 +31,7 @@ fn get(p: &Path) -> Result<Vec<u8>, String> {
 fn own_fd(fd: i32) -> OwnedFd {
     // SAFETY: callers pass descriptors the kernel just returned (dup, creat, fcntl) that
     // nothing else owns.
+    // SAFETY: the fd was just returned by a successful open and is owned by nobody else.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 

@@ -195,6 +195,7 @@ pub fn pipe2(flags: i32) -> Result<(OwnedFd, OwnedFd), i32> {
 pub fn fork_child(f: impl FnOnce() -> i32) -> Result<libc::pid_t, String> {
     // SAFETY: the runner is single-threaded whenever it forks, and the child only
     // runs `f` and then `_exit`s.
+    // SAFETY: fork in a check that only runs async-signal-safe code in the child before _exit.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(format!("fork: errno {}", errno())),
@@ -202,6 +203,7 @@ pub fn fork_child(f: impl FnOnce() -> i32) -> Result<libc::pid_t, String> {
             let code = panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
             // SAFETY: terminates the child immediately without running the parent's
             // atexit handlers or flushing its stdio buffers.
+            // SAFETY: _exit ends the child without running the parent's destructors.
             unsafe { libc::_exit(code) }
         }
         pid => Ok(pid),
