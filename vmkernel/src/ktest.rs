@@ -605,15 +605,15 @@ fn user_fpu_state() -> TestResult {
 // ---- hardware virtualization ----
 
 fn vmm_svm_flat_guest() -> TestResult {
-    use crate::hv::svm::{GuestRegs, Vmcb, exit, vmcb};
-    if !matches!(crate::hv::backend(), Some(crate::hv::Backend::Svm { .. })) {
-        kprintln!("ktest: (no AMD-V with nested paging on this CPU: nothing to run)");
+    use crate::hv::vcpu::{Exit, GuestRegs, RAX, RBX};
+    if crate::hv::backend().is_none() {
+        kprintln!("ktest: (no hardware virtualization on this CPU: nothing to run)");
         return Ok(());
     }
     crate::hv::init_this_cpu().map_err(String::from)?;
     let free = mm::free_frames();
     {
-        let mem = crate::hv::guest_memory::GuestMemory::new(2 << 20, &[]).ok_or("no memory for the guest")?;
+        let mem = crate::hv::new_guest_memory(2 << 20, &[]).ok_or("no memory for the guest")?;
         // 32-bit flat code: OUT 'M' to port 0xe9, CPUID, OUT 'K', HLT.
         let code: &[u8] = &[
             0x66, 0xba, 0xe9, 0x00, // mov dx, 0xe9
@@ -626,39 +626,40 @@ fn vmm_svm_flat_guest() -> TestResult {
             0xf4, // hlt
         ];
         ensure!(mem.write(0x1000, code), "cannot write guest memory");
-        let v = Vmcb::new(mem.root(), 1).ok_or("no memory for a VMCB")?;
-        v.set_protected32(0x1000, 0x8000);
+        let mut v = crate::hv::new_vcpu(mem.root())?;
         let mut regs = GuestRegs::default();
+        let mut state = vmkernel::vmm::loader::VcpuState::protected32(0x1000, 0x08, 0x10);
+        state.regs.gpr[4] = 0x8000;
+        v.load_state(&state, &mut regs);
         let mut fpu = crate::arch::context::FpuState::new();
         fpu.reset();
         let (mut out, mut cpuids, mut halted) = (Vec::new(), 0, false);
         for _ in 0..1000 {
             match v.run(&mut regs, fpu.area_mut().as_mut_ptr()) {
-                exit::IOIO => {
-                    let info = v.r64(vmcb::EXIT_INFO1);
-                    if info & 1 == 0 && info >> 16 == 0xe9 {
-                        out.push(v.r64(vmcb::RAX) as u8);
-                    }
-                    v.w64(vmcb::RIP, v.r64(vmcb::EXIT_INFO2));
+                Exit::Io { port: 0xe9, input: false, next_rip, .. } => {
+                    out.push(regs.gpr[RAX] as u8);
+                    v.set_rip(next_rip);
                 }
-                exit::CPUID => {
+                Exit::Cpuid => {
                     cpuids += 1;
-                    v.w64(vmcb::RAX, 0x4000_0001);
-                    regs.rbx = u32::from_le_bytes(*b"Mant") as u64;
-                    v.w64(vmcb::RIP, v.r64(vmcb::RIP) + 2);
+                    regs.gpr[RAX] = 0x4000_0001;
+                    regs.gpr[RBX] = u32::from_le_bytes(*b"Mant") as u64;
+                    let rip = v.rip();
+                    v.set_rip(rip + 2);
                 }
-                exit::HLT => {
+                Exit::Hlt => {
                     halted = true;
                     break;
                 }
-                exit::INTR | exit::NMI => cpu::take_pending_interrupts(),
-                other => return Err(format!("unexpected exit {other:#x} at guest rip {:#x}", v.r64(vmcb::RIP))),
+                Exit::ExternalInterrupt | Exit::Nmi => cpu::take_pending_interrupts(),
+                other => return Err(format!("unexpected exit {other:?} at guest rip {:#x}", v.rip())),
             }
         }
         ensure!(halted, "the guest never reached HLT");
         ensure!(out == b"MK", "guest wrote {:?} to port 0xe9", out);
         ensure!(cpuids == 1, "{cpuids} CPUID exits");
-        ensure!(regs.rbx == u32::from_le_bytes(*b"Mant") as u64, "guest RBX not preserved/set: {:#x}", regs.rbx);
+        ensure!(regs.gpr[RBX] == u32::from_le_bytes(*b"Mant") as u64, "guest RBX not preserved/set: {:#x}", regs.gpr[RBX]);
+        ensure!(regs.gpr[4] == 0x8000, "guest RSP not preserved: {:#x}", regs.gpr[4]);
     }
     ensure!(mm::free_frames() == free, "{} frames leaked by a VM", free as i64 - mm::free_frames() as i64);
     Ok(())

@@ -8,6 +8,7 @@
 
 pub mod guest_memory;
 pub mod svm;
+pub mod vcpu;
 pub mod vm;
 
 use spin::Once;
@@ -53,6 +54,27 @@ pub fn unavailable_reason() -> &'static str {
 pub fn init_this_cpu() -> Result<(), &'static str> {
     match detect() {
         Some(Backend::Svm { .. }) => svm::enable_this_cpu(),
+        Some(Backend::Vmx) => Err("VMX backend not available yet"),
+        None => Err(unavailable_reason()),
+    }
+}
+
+/// Guest RAM in the nested-table format of this CPU's backend.
+pub fn new_guest_memory(size: u64, holes: &[(u64, u64)]) -> Option<guest_memory::GuestMemory> {
+    match detect()? {
+        Backend::Svm { .. } => guest_memory::GuestMemory::new(size, holes),
+        Backend::Vmx => None,
+    }
+}
+
+/// A vCPU on this CPU's backend over the nested page table rooted at
+/// `nested_root`.
+pub fn new_vcpu(nested_root: u64) -> Result<alloc::boxed::Box<dyn vcpu::VcpuHw>, &'static str> {
+    match detect() {
+        Some(Backend::Svm { .. }) => {
+            let v = svm::Vmcb::new(nested_root, 1).ok_or("no memory for a VMCB")?;
+            Ok(alloc::boxed::Box::new(v))
+        }
         Some(Backend::Vmx) => Err("VMX backend not available yet"),
         None => Err(unavailable_reason()),
     }

@@ -8,6 +8,8 @@
 use core::arch::naked_asm;
 
 use super::Backend;
+use super::vcpu::{Ctl, Event, Exit, GuestRegs, RAX, RSP, SegReg, VcpuHw};
+use vmkernel::vmm::loader::{Segment, TableRegister};
 use crate::arch::cpu;
 use crate::mm;
 
@@ -124,26 +126,6 @@ pub mod exit {
     pub const INVALID: u64 = u64::MAX;
 }
 
-/// The guest registers VMRUN does not keep in the VMCB.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GuestRegs {
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-}
-
 /// One VMCB page plus the permission maps it points to.
 pub struct Vmcb {
     page: u64,
@@ -165,7 +147,8 @@ impl Vmcb {
             core::ptr::write_bytes(mm::phys_to_virt(msrpm) as *mut u8, 0xff, 2 * 4096);
         }
         let v = Vmcb { page, iopm, msrpm };
-        let misc1: u32 = (1 << 0) | (1 << 1) | (1 << 18) | (1 << 24) | (1 << 27) | (1 << 28) | (1 << 31);
+        // INTR, NMI, CPUID, HLT, PAUSE, IOIO, MSR, shutdown.
+        let misc1: u32 = (1 << 0) | (1 << 1) | (1 << 18) | (1 << 23) | (1 << 24) | (1 << 27) | (1 << 28) | (1 << 31);
         // VMRUN, VMMCALL, and XSETBV (guests get no XSAVE: their x87/SSE
         // state is switched with FXSAVE/FXRSTOR around every VMRUN).
         let misc2: u32 = (1 << 0) | (1 << 1) | (1 << 13);
@@ -215,48 +198,31 @@ impl Vmcb {
     }
 
     /// A segment register: selector, attributes (VMCB format), limit, base.
-    pub fn set_segment(&self, off: usize, sel: u16, attrib: u16, limit: u32, base: u64) {
+    fn set_seg_raw(&self, off: usize, sel: u16, attrib: u16, limit: u32, base: u64) {
         self.w16(off, sel);
         self.w16(off + 2, attrib);
         self.w32(off + 4, limit);
         self.w64(off + 8, base);
     }
 
-    /// Flat 32-bit protected mode, paging off, at `rip` with `rsp`.
-    pub fn set_protected32(&self, rip: u64, rsp: u64) {
-        const CODE: u16 = 0xc9b; // G, D/B, P, S, type 0xb
-        const DATA: u16 = 0xc93;
-        self.set_segment(vmcb::CS, 0x08, CODE, 0xffff_ffff, 0);
-        for s in [vmcb::DS, vmcb::ES, vmcb::SS, vmcb::FS, vmcb::GS] {
-            self.set_segment(s, 0x10, DATA, 0xffff_ffff, 0);
-        }
-        self.set_segment(vmcb::GDTR, 0, 0, 0xffff, 0);
-        self.set_segment(vmcb::IDTR, 0, 0, 0xffff, 0);
-        self.set_segment(vmcb::LDTR, 0, 0x82, 0xffff, 0);
-        self.set_segment(vmcb::TR, 0, 0x8b, 0xffff, 0);
-        self.w64(vmcb::CR0, 0x11); // PE | ET
-        self.w64(vmcb::CR4, 0);
-        self.w64(vmcb::CR3, 0);
-        self.w64(vmcb::EFER, EFER_SVME); // VMRUN requires guest EFER.SVME
-        self.w64(vmcb::RFLAGS, 2);
-        self.w64(vmcb::RIP, rip);
-        self.w64(vmcb::RSP, rsp);
-    }
-
     /// Runs the guest until the next #VMEXIT; returns the exit code.
     /// `fpu` holds the guest's x87/SSE state (FXSAVE image, 16-byte
     /// aligned); the stub loads it right before VMRUN and saves it right
     /// after, in assembly, so no host code sees or clobbers guest registers.
-    pub fn run(&self, regs: &mut GuestRegs, fpu: *mut u8) -> u64 {
+    pub fn run_raw(&self, regs: &mut GuestRegs, fpu: *mut u8) -> u64 {
         // The vCPU world may have moved to another CPU since the last run.
         if host_area() == 0 && enable_this_cpu().is_err() {
             return exit::INVALID;
         }
         let host = host_area();
+        self.w64(vmcb::RAX, regs.gpr[RAX]);
+        self.w64(vmcb::RSP, regs.gpr[RSP]);
         // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB and
         // its maps are valid and owned, the guest's memory is its own nested
         // page table; the stub saves and restores every host register.
         unsafe { svm_run(self.page, regs, host, fpu) };
+        regs.gpr[RAX] = self.r64(vmcb::RAX);
+        regs.gpr[RSP] = self.r64(vmcb::RSP);
         self.r64(vmcb::EXIT_CODE)
     }
 }
@@ -268,6 +234,129 @@ impl Drop for Vmcb {
             let _ = fa.free_contiguous(self.iopm, 3);
             let _ = fa.free_contiguous(self.msrpm, 2);
         }
+    }
+}
+
+fn seg_off(s: SegReg) -> usize {
+    match s {
+        SegReg::Es => vmcb::ES,
+        SegReg::Cs => vmcb::CS,
+        SegReg::Ss => vmcb::SS,
+        SegReg::Ds => vmcb::DS,
+        SegReg::Fs => vmcb::FS,
+        SegReg::Gs => vmcb::GS,
+        SegReg::Ldtr => vmcb::LDTR,
+        SegReg::Tr => vmcb::TR,
+    }
+}
+
+/// V_INTR bits: V_IRQ (a virtual interrupt is pending: exit on VINTR as
+/// soon as the guest can take it), V_IGN_TPR, V_INTR_MASKING.
+const V_IRQ: u64 = 1 << 8;
+const V_IGN_TPR: u64 = 1 << 20;
+const INTERCEPT_VINTR: u32 = 1 << 4;
+
+impl VcpuHw for Vmcb {
+    fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit {
+        let code = self.run_raw(regs, fpu);
+        let (i1, i2) = (self.r64(vmcb::EXIT_INFO1), self.r64(vmcb::EXIT_INFO2));
+        match code {
+            exit::IOIO => Exit::Io {
+                port: (i1 >> 16) as u16,
+                size: ((i1 >> 4) & 7) as u8,
+                input: i1 & 1 != 0,
+                string: i1 & (1 << 2) != 0,
+                rep: i1 & (1 << 3) != 0,
+                next_rip: i2,
+            },
+            exit::CPUID => Exit::Cpuid,
+            exit::MSR => Exit::Msr { write: i1 & 1 != 0 },
+            exit::HLT => Exit::Hlt,
+            exit::PAUSE => Exit::Pause,
+            exit::VMMCALL => Exit::Hypercall,
+            exit::SHUTDOWN => Exit::Shutdown,
+            exit::INTR => Exit::ExternalInterrupt,
+            exit::NMI => Exit::Nmi,
+            exit::VINTR => Exit::InterruptWindow,
+            exit::NPF => Exit::NestedPageFault { gpa: i2, write: i1 & 2 != 0 },
+            exit::XSETBV => Exit::Xsetbv,
+            exit::INVALID => Exit::EntryFailed { code },
+            _ => Exit::Other { code, info1: i1, info2: i2 },
+        }
+    }
+    fn rip(&self) -> u64 {
+        self.r64(vmcb::RIP)
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.w64(vmcb::RIP, rip)
+    }
+    fn rflags(&self) -> u64 {
+        self.r64(vmcb::RFLAGS)
+    }
+    fn set_rflags(&mut self, rflags: u64) {
+        self.w64(vmcb::RFLAGS, rflags)
+    }
+    fn ctl(&self, r: Ctl) -> u64 {
+        match r {
+            Ctl::Cr0 => self.r64(vmcb::CR0),
+            Ctl::Cr2 => self.r64(vmcb::CR2),
+            Ctl::Cr3 => self.r64(vmcb::CR3),
+            Ctl::Cr4 => self.r64(vmcb::CR4),
+            Ctl::Efer => self.r64(vmcb::EFER) & !EFER_SVME,
+        }
+    }
+    fn set_ctl(&mut self, r: Ctl, value: u64) {
+        match r {
+            Ctl::Cr0 => self.w64(vmcb::CR0, value),
+            Ctl::Cr2 => self.w64(vmcb::CR2, value),
+            Ctl::Cr3 => self.w64(vmcb::CR3, value),
+            Ctl::Cr4 => self.w64(vmcb::CR4, value),
+            // VMRUN requires the guest's EFER.SVME; the guest never sees it.
+            Ctl::Efer => self.w64(vmcb::EFER, value | EFER_SVME),
+        }
+    }
+    fn segment(&self, s: SegReg) -> Segment {
+        let off = seg_off(s);
+        Segment { selector: self.r16(off), attr: self.r16(off + 2), limit: self.r64(off + 4) as u32, base: self.r64(off + 8) }
+    }
+    fn set_segment(&mut self, s: SegReg, seg: Segment) {
+        self.set_seg_raw(seg_off(s), seg.selector, seg.attr, seg.limit, seg.base)
+    }
+    fn set_gdtr(&mut self, t: TableRegister) {
+        self.set_seg_raw(vmcb::GDTR, 0, 0, t.limit as u32, t.base)
+    }
+    fn set_idtr(&mut self, t: TableRegister) {
+        self.set_seg_raw(vmcb::IDTR, 0, 0, t.limit as u32, t.base)
+    }
+    fn interrupt_shadow(&self) -> bool {
+        self.r64(vmcb::INTERRUPT_SHADOW) & 1 != 0
+    }
+    fn event_pending(&self) -> bool {
+        self.r64(vmcb::EVENT_INJ) & (1 << 31) != 0
+    }
+    fn inject(&mut self, e: Event) {
+        // EVENTINJ: vector, type (0 INTR, 2 NMI, 3 exception), EV, V.
+        let v = match e {
+            Event::ExternalInterrupt(v) => v as u64,
+            Event::Nmi => 2 | (2 << 8),
+            Event::Exception { vector, error_code: None } => vector as u64 | (3 << 8),
+            Event::Exception { vector, error_code: Some(ec) } => vector as u64 | (3 << 8) | (1 << 11) | ((ec as u64) << 32),
+        };
+        self.w64(vmcb::EVENT_INJ, v | (1 << 31));
+    }
+    fn set_interrupt_window(&mut self, on: bool) {
+        let vi = self.r64(vmcb::V_INTR);
+        let misc1 = self.r64(vmcb::INTERCEPT_MISC1) as u32;
+        if on {
+            self.w64(vmcb::V_INTR, vi | V_IRQ | V_IGN_TPR);
+            self.w32(vmcb::INTERCEPT_MISC1, misc1 | INTERCEPT_VINTR);
+        } else {
+            self.w64(vmcb::V_INTR, vi & !(V_IRQ | V_IGN_TPR));
+            self.w32(vmcb::INTERCEPT_MISC1, misc1 & !INTERCEPT_VINTR);
+        }
+    }
+    fn host_frames(&self) -> usize {
+        1 + 3 + 2
     }
 }
 
@@ -292,20 +381,20 @@ unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, f
         "mov rax, rdx",
         "vmsave rax",
         "mov rax, rdi",
-        "mov rbx, [rsi + 0x00]",
         "mov rcx, [rsi + 0x08]",
         "mov rdx, [rsi + 0x10]",
-        "mov rdi, [rsi + 0x20]",
+        "mov rbx, [rsi + 0x18]",
         "mov rbp, [rsi + 0x28]",
-        "mov r8,  [rsi + 0x30]",
-        "mov r9,  [rsi + 0x38]",
-        "mov r10, [rsi + 0x40]",
-        "mov r11, [rsi + 0x48]",
-        "mov r12, [rsi + 0x50]",
-        "mov r13, [rsi + 0x58]",
-        "mov r14, [rsi + 0x60]",
-        "mov r15, [rsi + 0x68]",
-        "mov rsi, [rsi + 0x18]",
+        "mov rdi, [rsi + 0x38]",
+        "mov r8,  [rsi + 0x40]",
+        "mov r9,  [rsi + 0x48]",
+        "mov r10, [rsi + 0x50]",
+        "mov r11, [rsi + 0x58]",
+        "mov r12, [rsi + 0x60]",
+        "mov r13, [rsi + 0x68]",
+        "mov r14, [rsi + 0x70]",
+        "mov r15, [rsi + 0x78]",
+        "mov rsi, [rsi + 0x30]",
         "vmload rax",
         "sti",
         "vmrun rax",
@@ -313,21 +402,21 @@ unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, f
         "vmsave rax",
         "push rsi",
         "mov rsi, [rsp + 8]",
-        "mov [rsi + 0x00], rbx",
         "mov [rsi + 0x08], rcx",
         "mov [rsi + 0x10], rdx",
-        "mov [rsi + 0x20], rdi",
+        "mov [rsi + 0x18], rbx",
         "mov [rsi + 0x28], rbp",
-        "mov [rsi + 0x30], r8",
-        "mov [rsi + 0x38], r9",
-        "mov [rsi + 0x40], r10",
-        "mov [rsi + 0x48], r11",
-        "mov [rsi + 0x50], r12",
-        "mov [rsi + 0x58], r13",
-        "mov [rsi + 0x60], r14",
-        "mov [rsi + 0x68], r15",
+        "mov [rsi + 0x38], rdi",
+        "mov [rsi + 0x40], r8",
+        "mov [rsi + 0x48], r9",
+        "mov [rsi + 0x50], r10",
+        "mov [rsi + 0x58], r11",
+        "mov [rsi + 0x60], r12",
+        "mov [rsi + 0x68], r13",
+        "mov [rsi + 0x70], r14",
+        "mov [rsi + 0x78], r15",
         "pop rax",
-        "mov [rsi + 0x18], rax",
+        "mov [rsi + 0x30], rax",
         "add rsp, 8",
         "pop rax", // host area
         "vmload rax",

@@ -16,7 +16,7 @@ use vmkernel::vmm::loader::{self, MemError, VcpuState};
 use vmkernel::vmm::platform::{Platform, PlatformConfig};
 
 use super::guest_memory::GuestMemory;
-use super::svm::{GuestRegs, Vmcb, exit, vmcb};
+use super::vcpu::{Ctl, Event, Exit, GuestRegs, RAX, RBX, RCX, RDX, SegReg, VcpuHw};
 use crate::arch::cpu;
 use crate::{time, world};
 
@@ -74,7 +74,7 @@ pub fn create(config: VmConfig, kernel_image: &[u8]) -> Result<Arc<Vm>, (i64, St
     if config.vcpus != 1 {
         return Err((-EINVAL, "only 1 vCPU per VM is supported so far".into()));
     }
-    if !matches!(super::backend(), Some(super::Backend::Svm { .. })) {
+    if super::backend().is_none() {
         return Err((-ENODEV, alloc::format!("no usable hardware virtualization: {}", super::unavailable_reason())));
     }
     super::init_this_cpu().map_err(|e| (-ENODEV, String::from(e)))?;
@@ -88,7 +88,7 @@ pub fn create(config: VmConfig, kernel_image: &[u8]) -> Result<Arc<Vm>, (i64, St
         .map_err(|e| (api::errno_for(&e), alloc::format!("{e}")))?;
     let undo_group = || world::with_policy(|p| p.destroy_group(group).ok());
     let size = config.memory_mib as u64 * (1 << 20);
-    let Some(memory) = GuestMemory::new(size, &MMIO_HOLES) else {
+    let Some(memory) = super::new_guest_memory(size, &MMIO_HOLES) else {
         undo_group();
         return Err((-ENOMEM, alloc::format!("not enough host memory for {} MiB of guest RAM", config.memory_mib)));
     };
@@ -218,45 +218,6 @@ pub fn destroy(id: u32) -> Result<(), (i64, String)> {
     Ok(())
 }
 
-fn load_state(v: &Vmcb, s: &VcpuState, regs: &mut GuestRegs) {
-    let seg = |off, sg: &loader::Segment| v.set_segment(off, sg.selector, sg.attr, sg.limit, sg.base);
-    seg(vmcb::CS, &s.cs);
-    seg(vmcb::DS, &s.ds);
-    seg(vmcb::ES, &s.es);
-    seg(vmcb::FS, &s.fs);
-    seg(vmcb::GS, &s.gs);
-    seg(vmcb::SS, &s.ss);
-    seg(vmcb::TR, &s.tr);
-    seg(vmcb::LDTR, &s.ldtr);
-    v.set_segment(vmcb::GDTR, 0, 0, s.gdtr.limit as u32, s.gdtr.base);
-    v.set_segment(vmcb::IDTR, 0, 0, s.idtr.limit as u32, s.idtr.base);
-    v.w64(vmcb::CR0, s.cr0);
-    v.w64(vmcb::CR3, s.cr3);
-    v.w64(vmcb::CR4, s.cr4);
-    v.w64(vmcb::EFER, s.efer | (1 << 12));
-    v.w64(vmcb::RFLAGS, s.regs.rflags);
-    v.w64(vmcb::RIP, s.regs.rip);
-    let g = &s.regs.gpr;
-    v.w64(vmcb::RAX, g[0]);
-    v.w64(vmcb::RSP, g[4]);
-    *regs = GuestRegs {
-        rcx: g[1],
-        rdx: g[2],
-        rbx: g[3],
-        rbp: g[5],
-        rsi: g[6],
-        rdi: g[7],
-        r8: g[8],
-        r9: g[9],
-        r10: g[10],
-        r11: g[11],
-        r12: g[12],
-        r13: g[13],
-        r14: g[14],
-        r15: g[15],
-    };
-}
-
 /// The virtual CPU's identity: a hypervisor is present, vendor leaf
 /// 0x40000000 says "MantleMantle"; everything else comes from the host
 /// minus what the device model cannot back (x2APIC, monitor/mwait, VMX/SVM).
@@ -311,69 +272,69 @@ fn vcpu_main(arg: usize) {
         log::warn!("vm {}: {e}", vm.config.name);
         return;
     }
-    let Some(v) = Vmcb::new(vm.memory.root(), 1) else {
-        vm.finish(api::EXIT_REASON_UNHANDLED, 0);
-        return;
+    let mut v = match super::new_vcpu(vm.memory.root()) {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("vm {}: {e}", vm.config.name);
+            vm.finish(api::EXIT_REASON_UNHANDLED, 0);
+            return;
+        }
     };
     let mut regs = GuestRegs::default();
-    load_state(&v, &vm.initial, &mut regs);
+    v.load_state(&vm.initial, &mut regs);
     // The guest's x87/SSE registers, in their power-on state.
     let mut fpu = crate::arch::context::FpuState::new();
     fpu.reset();
     log::info!("vm {} ({}): powered on", vm.id, vm.config.name);
     let start = time::uptime_ns();
-    let (reason, code) = run_loop(&vm, &v, &mut regs, fpu.area_mut().as_mut_ptr());
+    let (reason, code) = run_loop(&vm, &mut *v, &mut regs, fpu.area_mut().as_mut_ptr());
     vm.run_ns.fetch_add(time::uptime_ns() - start, Ordering::Relaxed);
     log::info!("vm {} ({}): stopped (reason {reason}, code {code:#x}, {} exits)", vm.id, vm.config.name, vm.exits.load(Ordering::Relaxed));
     vm.finish(reason, code);
 }
 
-fn run_loop(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs, fpu: *mut u8) -> (u32, u64) {
+fn run_loop(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8) -> (u32, u64) {
     loop {
         if vm.stop_requested.load(Ordering::Acquire) {
             return (api::EXIT_REASON_POWER_OFF, 0);
         }
         inject_interrupt(vm, v);
-        let code = v.run(regs, fpu);
+        let exit = v.run(regs, fpu);
         vm.exits.fetch_add(1, Ordering::Relaxed);
         let now = time::uptime_ns();
-        let rip = v.r64(vmcb::RIP);
-        match code {
-            exit::IOIO => {
-                let info = v.r64(vmcb::EXIT_INFO1);
-                let port = (info >> 16) as u16;
-                let size = ((info >> 4) & 7) as u8;
-                if info & (1 << 2) != 0 {
-                    return (api::EXIT_REASON_UNHANDLED, code); // string I/O
+        let rip = v.rip();
+        match exit {
+            Exit::Io { port, size, input, string, next_rip, .. } => {
+                if string {
+                    return (api::EXIT_REASON_UNHANDLED, 0x7b); // string I/O
                 }
                 let mut p = vm.platform.lock();
                 p.advance(now);
-                if info & 1 != 0 {
+                if input {
                     let val = p.io_in(port, size) as u64;
                     let mask = (1u64 << (size as u64 * 8)) - 1;
-                    v.w64(vmcb::RAX, (v.r64(vmcb::RAX) & !mask) | (val & mask));
+                    regs.gpr[RAX] = (regs.gpr[RAX] & !mask) | (val & mask);
                 } else {
-                    p.io_out(port, size, v.r64(vmcb::RAX) as u32);
+                    p.io_out(port, size, regs.gpr[RAX] as u32);
                 }
                 drop(p);
-                v.w64(vmcb::RIP, v.r64(vmcb::EXIT_INFO2));
+                v.set_rip(next_rip);
             }
-            exit::CPUID => {
-                let r = cpuid(v.r64(vmcb::RAX) as u32, regs.rcx as u32);
-                v.w64(vmcb::RAX, r[0] as u64);
-                regs.rbx = r[1] as u64;
-                regs.rcx = r[2] as u64;
-                regs.rdx = r[3] as u64;
-                v.w64(vmcb::RIP, rip + 2);
+            Exit::Cpuid => {
+                let r = cpuid(regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
+                regs.gpr[RAX] = r[0] as u64;
+                regs.gpr[RBX] = r[1] as u64;
+                regs.gpr[RCX] = r[2] as u64;
+                regs.gpr[RDX] = r[3] as u64;
+                v.set_rip(rip + 2);
             }
-            exit::MSR => {
-                let msr = regs.rcx as u32;
-                let write = v.r64(vmcb::EXIT_INFO1) & 1 != 0;
+            Exit::Msr { write } => {
+                let msr = regs.gpr[RCX] as u32;
                 let mut p = vm.platform.lock();
                 let ok = if write {
-                    let val = (regs.rdx << 32) | (v.r64(vmcb::RAX) & 0xffff_ffff);
+                    let val = (regs.gpr[RDX] << 32) | (regs.gpr[RAX] & 0xffff_ffff);
                     if msr == 0xc000_0080 {
-                        v.w64(vmcb::EFER, val | (1 << 12));
+                        v.set_ctl(Ctl::Efer, val);
                         true
                     } else if Platform::handles_msr(msr) {
                         p.msr_write(0, msr, val).is_ok()
@@ -382,28 +343,28 @@ fn run_loop(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs, fpu: *mut u8) -> (u32, u64)
                     }
                 } else {
                     let val = match msr {
-                        0xc000_0080 => Some(v.r64(vmcb::EFER) & !(1 << 12)),
+                        0xc000_0080 => Some(v.ctl(Ctl::Efer)),
                         m if Platform::handles_msr(m) => p.msr_read(0, m).ok(),
                         _ => None,
                     };
                     if let Some(val) = val {
-                        v.w64(vmcb::RAX, val & 0xffff_ffff);
-                        regs.rdx = val >> 32;
+                        regs.gpr[RAX] = val & 0xffff_ffff;
+                        regs.gpr[RDX] = val >> 32;
                     }
                     val.is_some()
                 };
                 drop(p);
                 if ok {
-                    v.w64(vmcb::RIP, rip + 2);
+                    v.set_rip(rip + 2);
                 } else {
                     // Unknown MSR: #GP in the guest, not a host problem.
-                    v.w64(vmcb::EVENT_INJ, 13 | (3 << 8) | (1 << 11) | (1 << 31));
+                    v.inject(Event::gp());
                 }
             }
-            exit::HLT => {
-                v.w64(vmcb::RIP, rip + 1);
+            Exit::Hlt => {
+                v.set_rip(rip + 1);
                 // Guest halted with interrupts off and nothing pending: done.
-                let if_on = v.r64(vmcb::RFLAGS) & (1 << 9) != 0;
+                let if_on = v.rflags() & (1 << 9) != 0;
                 let deadline = vm.platform.lock().next_deadline();
                 if !if_on && deadline.is_none() {
                     return (api::EXIT_REASON_HALTED, rip);
@@ -412,49 +373,52 @@ fn run_loop(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs, fpu: *mut u8) -> (u32, u64)
                 let until = deadline.unwrap_or(now + 10_000_000).max(now + 50_000);
                 world::sleep_ns(until - now);
             }
-            exit::SHUTDOWN => return (api::EXIT_REASON_TRIPLE_FAULT, rip),
-            exit::VMMCALL => {
+            Exit::Pause => {
+                v.set_rip(rip + 2);
+                world::yield_now();
+            }
+            Exit::Shutdown => return (api::EXIT_REASON_TRIPLE_FAULT, rip),
+            Exit::Hypercall => {
                 // Hypercall ABI: RAX = function. 0: version → 1;
                 // 1: console write (RBX = gpa, RCX = len); 2: exit (RBX = code).
-                match v.r64(vmcb::RAX) {
-                    0 => v.w64(vmcb::RAX, 1),
+                match regs.gpr[RAX] {
+                    0 => regs.gpr[RAX] = 1,
                     1 => {
-                        let len = (regs.rcx as usize).min(4096);
+                        let len = (regs.gpr[RCX] as usize).min(4096);
                         let mut b = alloc::vec![0u8; len];
-                        if vm.memory.read(regs.rbx, &mut b) {
+                        if vm.memory.read(regs.gpr[RBX], &mut b) {
                             let mut p = vm.platform.lock();
                             for &c in &b {
                                 p.io_out(0x3f8, 1, c as u32);
                             }
-                            v.w64(vmcb::RAX, len as u64);
+                            regs.gpr[RAX] = len as u64;
                         } else {
-                            v.w64(vmcb::RAX, u64::MAX);
+                            regs.gpr[RAX] = u64::MAX;
                         }
                     }
-                    2 => return (api::EXIT_REASON_DEBUG_EXIT, regs.rbx),
-                    _ => v.w64(vmcb::RAX, u64::MAX),
+                    2 => return (api::EXIT_REASON_DEBUG_EXIT, regs.gpr[RBX]),
+                    _ => regs.gpr[RAX] = u64::MAX,
                 }
-                v.w64(vmcb::RIP, rip + 3);
+                v.set_rip(rip + 3);
             }
-            exit::INTR | exit::NMI => {
+            Exit::ExternalInterrupt | Exit::Nmi => {
                 cpu::take_pending_interrupts();
                 if world::slice_expired(time::uptime_ns()) {
                     world::yield_now();
                 }
             }
-            exit::VINTR => {}
+            Exit::InterruptWindow => v.set_interrupt_window(false),
             // #UD: the virtual CPU has no XSAVE.
-            exit::XSETBV => v.w64(vmcb::EVENT_INJ, 6 | (3 << 8) | (1 << 31)),
-            exit::NPF => {
-                let gpa = v.r64(vmcb::EXIT_INFO2);
+            Exit::Xsetbv => v.inject(Event::ud()),
+            Exit::NestedPageFault { gpa, .. } => {
                 if !vm.platform.lock().mmio_claims(0, gpa) || emulate_mmio(vm, v, regs).is_err() {
                     log::warn!("vm {}: access to {gpa:#x} (no RAM, no device) at rip {rip:#x}", vm.id);
                     return (api::EXIT_REASON_UNHANDLED, gpa);
                 }
             }
             other => {
-                log::warn!("vm {}: unhandled exit {other:#x} at rip {rip:#x} (info {:#x}/{:#x})", vm.id, v.r64(vmcb::EXIT_INFO1), v.r64(vmcb::EXIT_INFO2));
-                return (api::EXIT_REASON_UNHANDLED, other);
+                log::warn!("vm {}: unhandled exit {other:?} at rip {rip:#x}", vm.id);
+                return (api::EXIT_REASON_UNHANDLED, 0);
             }
         }
         for e in vm.platform.lock().events() {
@@ -467,32 +431,35 @@ fn run_loop(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs, fpu: *mut u8) -> (u32, u64)
     }
 }
 
-/// Injects the highest pending interrupt when the guest can take it.
-fn inject_interrupt(vm: &Vm, v: &Vmcb) {
-    let if_on = v.r64(vmcb::RFLAGS) & (1 << 9) != 0;
-    let shadow = v.r64(vmcb::INTERRUPT_SHADOW) & 1 != 0;
-    if !if_on || shadow || v.r64(vmcb::EVENT_INJ) & (1 << 31) != 0 {
+/// Injects the highest pending interrupt when the guest can take it, or
+/// asks for an exit as soon as it can.
+fn inject_interrupt(vm: &Vm, v: &mut dyn VcpuHw) {
+    if v.event_pending() {
         return;
     }
     let mut p = vm.platform.lock();
     p.advance(time::uptime_ns());
-    if let Some(vec) = p.pending_interrupt(0) {
-        let vec = p.ack_interrupt(0, vec);
-        v.w64(vmcb::EVENT_INJ, vec as u64 | (1 << 31));
+    let Some(vec) = p.pending_interrupt(0) else { return };
+    let if_on = v.rflags() & (1 << 9) != 0;
+    if !if_on || v.interrupt_shadow() {
+        v.set_interrupt_window(true);
+        return;
     }
+    let vec = p.ack_interrupt(0, vec);
+    v.inject(Event::ExternalInterrupt(vec));
 }
 
 /// Segment bases by the decoder's segment numbers (ES, CS, SS, DS, FS, GS).
-fn seg_bases(v: &Vmcb) -> [u64; 6] {
-    [vmcb::ES, vmcb::CS, vmcb::SS, vmcb::DS, vmcb::FS, vmcb::GS].map(|o| v.r64(o + 8))
+fn seg_bases(v: &dyn VcpuHw) -> [u64; 6] {
+    [SegReg::Es, SegReg::Cs, SegReg::Ss, SegReg::Ds, SegReg::Fs, SegReg::Gs].map(|s| v.segment(s).base)
 }
 
-fn paging(v: &Vmcb) -> vmkernel::vmm::guest_paging::PagingState {
+fn paging(v: &dyn VcpuHw) -> vmkernel::vmm::guest_paging::PagingState {
     vmkernel::vmm::guest_paging::PagingState {
-        cr0: v.r64(vmcb::CR0),
-        cr3: v.r64(vmcb::CR3),
-        cr4: v.r64(vmcb::CR4),
-        efer: v.r64(vmcb::EFER),
+        cr0: v.ctl(Ctl::Cr0),
+        cr3: v.ctl(Ctl::Cr3),
+        cr4: v.ctl(Ctl::Cr4),
+        efer: v.ctl(Ctl::Efer),
         max_phys_bits: 0,
     }
 }
@@ -543,14 +510,14 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
 
 /// Emulates the instruction at the guest's RIP that touched device memory
 /// (QEMU's SVM gives no decode assists: fetch, decode, execute here).
-fn emulate_mmio(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs) -> Result<(), ()> {
+fn emulate_mmio(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs) -> Result<(), ()> {
     use vmkernel::vmm::decode::{self, CpuMode, Regs};
     use vmkernel::vmm::guest_paging::{Access, translate};
     let pg = paging(v);
     let bases = seg_bases(v);
-    let rip = v.r64(vmcb::RIP);
-    let cs_attr = v.r16(vmcb::CS + 2);
-    let mode = CpuMode::from_state(pg.cr0 & 1 != 0, pg.efer & (1 << 10) != 0, v.r64(vmcb::RFLAGS) & (1 << 17) != 0, cs_attr & (1 << 9) != 0, cs_attr & (1 << 10) != 0);
+    let rip = v.rip();
+    let cs_attr = v.segment(SegReg::Cs).attr;
+    let mode = CpuMode::from_state(pg.cr0 & 1 != 0, pg.efer & (1 << 10) != 0, v.rflags() & (1 << 17) != 0, cs_attr & (1 << 9) != 0, cs_attr & (1 << 10) != 0);
     // Fetch up to 15 bytes (they may cross a page).
     let mut bytes = [0u8; 15];
     let mut n = 0;
@@ -570,49 +537,14 @@ fn emulate_mmio(vm: &Vm, v: &Vmcb, regs: &mut GuestRegs) -> Result<(), ()> {
     }
     let insn = decode::decode(&bytes[..n], mode).map_err(|_| ())?;
     let mut r = Regs {
-        gpr: [
-            v.r64(vmcb::RAX),
-            regs.rcx,
-            regs.rdx,
-            regs.rbx,
-            v.r64(vmcb::RSP),
-            regs.rbp,
-            regs.rsi,
-            regs.rdi,
-            regs.r8,
-            regs.r9,
-            regs.r10,
-            regs.r11,
-            regs.r12,
-            regs.r13,
-            regs.r14,
-            regs.r15,
-        ],
+        gpr: regs.gpr,
         rip,
-        rflags: v.r64(vmcb::RFLAGS),
+        rflags: v.rflags(),
     };
     let mut acc = MmioAccess { vm, paging: pg, bases };
     decode::execute(&insn, &mut r, &mut acc).map_err(|_| ())?;
-    let g = r.gpr;
-    v.w64(vmcb::RAX, g[0]);
-    v.w64(vmcb::RSP, g[4]);
-    *regs = GuestRegs {
-        rcx: g[1],
-        rdx: g[2],
-        rbx: g[3],
-        rbp: g[5],
-        rsi: g[6],
-        rdi: g[7],
-        r8: g[8],
-        r9: g[9],
-        r10: g[10],
-        r11: g[11],
-        r12: g[12],
-        r13: g[13],
-        r14: g[14],
-        r15: g[15],
-    };
-    v.w64(vmcb::RIP, r.rip);
-    v.w64(vmcb::RFLAGS, r.rflags);
+    regs.gpr = r.gpr;
+    v.set_rip(r.rip);
+    v.set_rflags(r.rflags);
     Ok(())
 }
