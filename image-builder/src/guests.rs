@@ -71,6 +71,22 @@ pub fn spin() -> Vec<u8> {
     multiboot_image(&[0xfa, 0xeb, 0xfe]) // cli; jmp $
 }
 
+/// Two CPU-bound vCPUs: the BSP puts `jmp $` at 0x8000, starts the AP
+/// there with INIT + START-UP (vector 8) through its LAPIC's ICR, and both
+/// spin with interrupts off.
+pub fn smp_spin() -> Vec<u8> {
+    let c: Vec<u8> = [
+        &[0xfa][..],                                                   // cli
+        &[0x66, 0xc7, 0x05, 0x00, 0x80, 0x00, 0x00, 0xeb, 0xfe],      // mov word [0x8000], 0xfeeb (jmp $)
+        &[0xc7, 0x05, 0x10, 0x03, 0xe0, 0xfe, 0x00, 0x00, 0x00, 0x01], // mov dword [0xfee00310], 1 << 24 (APIC ID 1)
+        &[0xc7, 0x05, 0x00, 0x03, 0xe0, 0xfe, 0x00, 0x45, 0x00, 0x00], // mov dword [0xfee00300], 0x4500 (INIT)
+        &[0xc7, 0x05, 0x00, 0x03, 0xe0, 0xfe, 0x08, 0x46, 0x00, 0x00], // mov dword [0xfee00300], 0x4608 (SIPI 8)
+        &[0xeb, 0xfe],                                                 // jmp $
+    ]
+    .concat();
+    multiboot_image(&c)
+}
+
 /// Touches the LAPIC page through MMIO (a read with a ModRM operand, a
 /// store of an immediate, a read back) and reports
 /// `(TPR << 8) | (version & 0xff)` through debug-exit: 0x2014 on a model
@@ -131,6 +147,7 @@ pub fn all() -> Vec<(&'static str, Vec<u8>)> {
         ("hello.bin", hello()),
         ("triple-fault.bin", triple_fault()),
         ("spin.bin", spin()),
+        ("smp-spin.bin", smp_spin()),
         ("lapic-mmio.bin", lapic_mmio()),
         ("fpu-a.bin", fpu(0x1234_5678)),
         ("fpu-b.bin", fpu(0x0bad_f00d)),

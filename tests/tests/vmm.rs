@@ -10,9 +10,13 @@ const PROMPT: &str = "# ";
 const STEP: Duration = Duration::from_secs(90);
 
 fn shell(name: &str, cpu: &str) -> (EmulatorLock, Console) {
+    shell_on(name, cpu, 2)
+}
+
+fn shell_on(name: &str, cpu: &str, cpus: u32) -> (EmulatorLock, Console) {
     let lock = emulator_lock();
     let mut q = qemu_iso(iso(name, "", &[]));
-    q.cpus = 2;
+    q.cpus = cpus;
     q.cpu = cpu.into();
     q.debug_exit = false;
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
@@ -98,6 +102,71 @@ fn guest_basics_on_svm() {
     check(&c, out.contains("triple fault") && out.contains("hello"), &format!("triple fault: {out:?}"));
     let out = run(&mut c, "vmkcli vm create --name bad --kernel /etc/passwd --memory 8; echo rc=$?");
     check(&c, out.contains("not a loadable Multiboot image") && out.contains("rc=1"), &format!("bad kernel: {out:?}"));
+}
+
+/// The CPU time a VM has used so far, from `vmkcli vm info` (the kernel's
+/// accounting of its vCPU worlds).
+fn run_time(c: &mut Console, id: u32) -> f64 {
+    let out = run(c, &format!("vmkcli vm info {id}"));
+    let t = out.split("run time ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<f64>().ok());
+    t.unwrap_or_else(|| panic!("no run time in {out:?}\n--- serial log ---\n{}", c.log()))
+}
+
+/// Multi-vCPU VMs: the guest starts its second vCPU with INIT + SIPI; both
+/// run (the kernel accounts CPU time to each); reset, pause and resume;
+/// statistics by exit reason.
+#[test]
+fn smp_guest_and_lifecycle_on_svm() {
+    let (_lock, mut c) = shell("vmm-smp", "qemu64,+svm,+npt");
+    let out = run(&mut c, "vmkcli vm create --name smp --kernel /usr/lib/mantle/guests/smp-spin.bin --memory 16 --vcpus 2 && vmkcli vm start 1 && sleep 2 && vmkcli vm info 1");
+    let vcpu_secs = |out: &str, i: usize| -> f64 {
+        let key = format!("vcpu{i} ");
+        out.split(&key).nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(-1.0)
+    };
+    check(&c, out.contains("running") && out.contains("vCPUs 2"), &format!("smp VM: {out:?}"));
+    check(&c, vcpu_secs(&out, 0) > 0.2 && vcpu_secs(&out, 1) > 0.2, &format!("both vCPUs should have run (the AP started by INIT/SIPI): {out:?}"));
+    check(&c, out.contains("mmio "), &format!("ICR writes are MMIO exits: {out:?}"));
+    // Pause holds every vCPU: no CPU time accrues while paused.
+    let _ = run(&mut c, "vmkcli vm pause 1 && sleep 1");
+    let t0 = run_time(&mut c, 1);
+    let out = run(&mut c, "sleep 1; vmkcli vm list");
+    let t1 = run_time(&mut c, 1);
+    check(&c, out.contains("paused") && t1 - t0 < 0.05, &format!("paused VM ran {t0} -> {t1}: {out:?}"));
+    let out = run(&mut c, "vmkcli vm resume 1 && sleep 1 && vmkcli vm list");
+    let t2 = run_time(&mut c, 1);
+    check(&c, out.contains("running") && t2 - t1 > 0.3, &format!("resumed VM ran {t1} -> {t2}: {out:?}"));
+    let out = run(&mut c, "vmkcli vm stop 1 && vmkcli vm wait 1 && vmkcli vm destroy 1");
+    check(&c, out.contains("powered off") && out.contains("destroyed"), &format!("stop: {out:?}"));
+    // Reset restarts the guest from its initial state: the hello guest
+    // prints its line again.
+    let out = run(&mut c, "vmkcli vm create --name r --kernel /usr/lib/mantle/guests/spin.bin --memory 8 && vmkcli vm start 2 && sleep 1 && vmkcli vm reset 2 && vmkcli vm list && vmkcli vm stop 2 && vmkcli vm wait 2");
+    check(&c, out.contains("VM 2 reset") && out.contains("running") && out.contains("powered off"), &format!("reset: {out:?}"));
+    let out = run(&mut c, "vmkcli vm create --name h --kernel /usr/lib/mantle/guests/hello.bin --memory 8 && vmkcli vm start 3 && vmkcli vm wait 3 && vmkcli vm start 3 && vmkcli vm wait 3 && vmkcli vm console 3 && vmkcli vm info 3");
+    check(&c, out.matches("hello from a Mantle guest").count() == 1 && out.matches("debug-exit code 0x10").count() >= 2, &format!("power on again: {out:?}"));
+    check(&c, out.contains("exits by reason: io "), &format!("stats: {out:?}"));
+    // Bad requests: clear errors, nothing changes.
+    let out = run(&mut c, "vmkcli vm pause 3; echo rc=$?; vmkcli vm resume 3; echo rc=$?; vmkcli vm reset 99; echo rc=$?; vmkcli vm create --name x --kernel /usr/lib/mantle/guests/hello.bin --vcpus 17; echo rc=$?");
+    check(&c, out.matches("rc=1").count() == 4, &format!("bad requests: {out:?}"));
+}
+
+/// On a host with one CPU, a 1-vCPU VM with shares 2 and a 2-vCPU VM with
+/// shares 1, all vCPUs CPU-bound, get CPU time 2:1 (the kernel's own
+/// accounting over 3 s). Tolerance ±15%, as the issue states: TCG timing
+/// on a shared 2-core host is noisy and the shell itself takes a little.
+#[test]
+fn vm_shares_on_one_host_cpu() {
+    let (_lock, mut c) = shell_on("vmm-shares", "qemu64,+svm,+npt", 1);
+    let out = run(&mut c, "vmkcli vm create --name one --kernel /usr/lib/mantle/guests/spin.bin --memory 8 --shares 2000 && vmkcli vm create --name two --kernel /usr/lib/mantle/guests/smp-spin.bin --memory 8 --vcpus 2 --shares 1000 && vmkcli vm start 1 && vmkcli vm start 2 && sleep 1");
+    check(&c, out.contains("VM 2 powered on"), &format!("start: {out:?}"));
+    let (a0, b0) = (run_time(&mut c, 1), run_time(&mut c, 2));
+    let _ = run(&mut c, "sleep 3");
+    let (a1, b1) = (run_time(&mut c, 1), run_time(&mut c, 2));
+    let out = run(&mut c, "vmkcli vm info 2");
+    let ratio = (a1 - a0) / (b1 - b0);
+    eprintln!("1-vCPU VM (shares 2): {:.3} s; 2-vCPU VM (shares 1): {:.3} s; ratio {ratio:.3}", a1 - a0, b1 - b0);
+    check(&c, (1.7..=2.3).contains(&ratio), &format!("ratio {ratio:.3} not within 15% of 2:1 ({a0}->{a1}, {b0}->{b1})"));
+    let v1 = out.split("vcpu1 ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0);
+    check(&c, v1 > 0.3 * b1, &format!("the 2-vCPU VM's second vCPU should get about half its time: {out:?}"));
 }
 
 // The full sequences below (concurrent FPU guests, a spinning guest, 20

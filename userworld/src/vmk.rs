@@ -54,7 +54,7 @@ pub fn group_join(pid: u32, group: u32) -> io::Result<()> {
     call(VMK_GROUP_JOIN, [pid as u64, group as u64, 0, 0]).map(|_| ())
 }
 
-pub use vmkernel::vmk_api::{VmInfoRecord, VM_STATE_OFF, VM_STATE_RUNNING, VM_STATE_STOPPED};
+pub use vmkernel::vmk_api::{VM_EXIT_KIND_NAMES, VM_STATE_OFF, VM_STATE_PAUSED, VM_STATE_RUNNING, VM_STATE_STOPPED, VmInfoRecord, VmStatsRecord};
 
 /// Creates a VM from its text configuration; returns its ID.
 pub fn vm_create(config: &str) -> io::Result<u32> {
@@ -67,6 +67,24 @@ pub fn vm_start(id: u32) -> io::Result<()> {
 
 pub fn vm_stop(id: u32) -> io::Result<()> {
     call(VMK_VM_STOP, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
+pub fn vm_reset(id: u32) -> io::Result<()> {
+    call(VMK_VM_RESET, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
+pub fn vm_pause(id: u32) -> io::Result<()> {
+    call(VMK_VM_PAUSE, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
+pub fn vm_resume(id: u32) -> io::Result<()> {
+    call(VMK_VM_RESUME, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
+pub fn vm_stats(id: u32) -> io::Result<VmStatsRecord> {
+    let mut b = [0u8; VmStatsRecord::SIZE];
+    call(VMK_VM_STATS, [id as u64, b.as_mut_ptr() as u64, 0, 0])?;
+    Ok(VmStatsRecord::decode(&b))
 }
 
 pub fn vm_destroy(id: u32) -> io::Result<()> {

@@ -37,6 +37,10 @@ pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
                 })
             })
             .unwrap_or_else(|e| e),
+        api::VMK_VM_RESET => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.reset().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
+        api::VMK_VM_PAUSE => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.pause().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
+        api::VMK_VM_RESUME => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.resume().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
+        api::VMK_VM_STATS => vm(a[0]).and_then(|v| p.copy_to_user(a[1], &v.stats().encode()).map(|_| 0)).unwrap_or_else(|e| e),
         api::VMK_VM_DESTROY => root(&p).and_then(|_| crate::hv::vm::destroy(a[0] as u32).map(|_| 0).map_err(report)).unwrap_or_else(|e| e),
         api::VMK_VM_LIST => {
             let ids = crate::hv::vm::list();
@@ -143,9 +147,24 @@ fn vm_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
         log::warn!("vm: bad configuration: {e}");
         -EINVAL
     })?;
+    let image = read_file(p, &config.kernel)?;
+    let mut modules = Vec::new();
+    for (path, args) in &config.modules {
+        let image = read_file(p, path)?;
+        modules.push(crate::hv::vm::ModuleImage { image, string: vmkernel::vmk_api::VmConfig::module_string(path, args) });
+    }
+    let vm = crate::hv::vm::create(config, image, modules).map_err(report)?;
+    Ok(vm.id as i64)
+}
+
+/// Reads a whole file (a guest kernel or module) as the calling process.
+fn read_file(p: &Process, path: &str) -> Result<Vec<u8>, i64> {
     let vfs = crate::uw::files::vfs().ok_or(-2i64)?;
     let cwd = p.cwd.lock().clone().unwrap_or_else(|| vfs.root());
-    let f = vfs.open(&p.creds(), &cwd, config.kernel.as_bytes(), 0, 0).map_err(|e| -(e.0 as i64))?;
+    let f = vfs.open(&p.creds(), &cwd, path.as_bytes(), 0, 0).map_err(|e| {
+        log::warn!("vm: cannot open {path}");
+        -(e.0 as i64)
+    })?;
     let size = f.stat().size as usize;
     if size > 256 << 20 {
         return Err(-27); // EFBIG
@@ -159,6 +178,6 @@ fn vm_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
         }
         off += n;
     }
-    let vm = crate::hv::vm::create(config, &image[..off]).map_err(report)?;
-    Ok(vm.id as i64)
+    image.truncate(off);
+    Ok(image)
 }

@@ -220,7 +220,16 @@ pub const VMK_VM_CONSOLE_READ: u64 = VMK_BASE + 0x16;
 /// `(vm, buf: *const u8, len) -> bytes`: input for the guest's serial port.
 pub const VMK_VM_CONSOLE_WRITE: u64 = VMK_BASE + 0x17;
 
+/// Hard reset: power off, then on from the initial state (a0 = VM).
+pub const VMK_VM_RESET: u64 = VMK_BASE + 0x18;
+/// Pause / resume the vCPUs (a0 = VM).
+pub const VMK_VM_PAUSE: u64 = VMK_BASE + 0x19;
+pub const VMK_VM_RESUME: u64 = VMK_BASE + 0x1a;
+/// Per-VM statistics (a0 = VM, a1 = buffer of `VmStatsRecord::SIZE`).
+pub const VMK_VM_STATS: u64 = VMK_BASE + 0x1b;
 pub const MAX_VCPUS: u32 = 16;
+/// Modules a Multiboot kernel may be given.
+pub const MAX_MODULES: usize = 16;
 pub const MAX_VM_MEMORY_MIB: u32 = 64 * 1024;
 
 /// A VM definition. Text form, one `key = value` per line (`#` comments):
@@ -236,9 +245,17 @@ pub struct VmConfig {
     pub shares: u32,
     pub reservation_pct: u32,
     pub limit_pct: Option<u32>,
+    /// Multiboot modules: (path, arguments); the module string the guest
+    /// sees is "<path> <arguments>" (as GRUB and QEMU pass it).
+    pub modules: alloc::vec::Vec<(alloc::string::String, alloc::string::String)>,
 }
 
 impl VmConfig {
+    /// The module strings the guest sees.
+    pub fn module_string(path: &str, args: &str) -> alloc::string::String {
+        if args.is_empty() { path.into() } else { alloc::format!("{path} {args}") }
+    }
+
     pub fn parse(text: &str) -> Result<VmConfig, alloc::string::String> {
         use alloc::format;
         use alloc::string::String;
@@ -251,6 +268,7 @@ impl VmConfig {
             shares: 1000,
             reservation_pct: 0,
             limit_pct: None,
+            modules: alloc::vec::Vec::new(),
         };
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -269,6 +287,16 @@ impl VmConfig {
                 "shares" => c.shares = num(v)?,
                 "reservation_pct" => c.reservation_pct = num(v)?,
                 "limit_pct" => c.limit_pct = Some(num(v)?),
+                "module" => {
+                    let (path, args) = v.split_once(' ').map_or((v, ""), |(p, a)| (p, a.trim()));
+                    if !path.starts_with('/') {
+                        return Err(format!("line {}: module: an absolute path is required", n + 1));
+                    }
+                    if c.modules.len() == MAX_MODULES {
+                        return Err(format!("line {}: at most {MAX_MODULES} modules", n + 1));
+                    }
+                    c.modules.push((path.into(), args.into()));
+                }
                 _ => return Err(format!("line {}: unknown setting {k:?}", n + 1)),
             }
         }
@@ -293,6 +321,62 @@ pub const VM_STATE_OFF: u32 = 0;
 pub const VM_STATE_RUNNING: u32 = 1;
 /// Stopped by itself: see `exit_reason`.
 pub const VM_STATE_STOPPED: u32 = 2;
+/// Running, but the vCPUs are held (`VMK_VM_PAUSE`).
+pub const VM_STATE_PAUSED: u32 = 3;
+
+/// Exit kinds counted per VM (indices into `VmStatsRecord::exits_by_kind`).
+pub const VM_EXIT_IO: usize = 0;
+pub const VM_EXIT_MMIO: usize = 1;
+pub const VM_EXIT_CPUID: usize = 2;
+pub const VM_EXIT_MSR: usize = 3;
+pub const VM_EXIT_HLT: usize = 4;
+pub const VM_EXIT_PAUSE: usize = 5;
+pub const VM_EXIT_HYPERCALL: usize = 6;
+pub const VM_EXIT_INTERRUPT: usize = 7;
+pub const VM_EXIT_INTERRUPT_WINDOW: usize = 8;
+pub const VM_EXIT_OTHER: usize = 9;
+pub const VM_EXIT_KINDS: usize = 10;
+pub const VM_EXIT_KIND_NAMES: [&str; VM_EXIT_KINDS] =
+    ["io", "mmio", "cpuid", "msr", "hlt", "pause", "hypercall", "interrupt", "interrupt-window", "other"];
+
+/// Per-VM statistics: exits by kind, run time per vCPU, host memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VmStatsRecord {
+    pub exits_by_kind: [u64; VM_EXIT_KINDS],
+    pub vcpu_run_ns: [u64; MAX_VCPUS as usize],
+    /// Host frames backing guest RAM.
+    pub guest_frames: u64,
+    /// Host frames the VMM holds beyond guest RAM (nested tables).
+    pub overhead_frames: u64,
+}
+
+impl VmStatsRecord {
+    pub const SIZE: usize = 8 * (VM_EXIT_KINDS + MAX_VCPUS as usize + 2);
+
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        let tail = [self.guest_frames, self.overhead_frames];
+        let words = self.exits_by_kind.iter().chain(self.vcpu_run_ns.iter()).chain(tail.iter());
+        for (i, w) in words.enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    pub fn decode(b: &[u8; Self::SIZE]) -> Self {
+        let q = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let mut r = Self::default();
+        for i in 0..VM_EXIT_KINDS {
+            r.exits_by_kind[i] = q(i);
+        }
+        for i in 0..MAX_VCPUS as usize {
+            r.vcpu_run_ns[i] = q(VM_EXIT_KINDS + i);
+        }
+        r.guest_frames = q(VM_EXIT_KINDS + MAX_VCPUS as usize);
+        r.overhead_frames = q(VM_EXIT_KINDS + MAX_VCPUS as usize + 1);
+        r
+    }
+}
 
 pub const EXIT_REASON_NONE: u32 = 0;
 /// Wrote to the debug-exit port (`exit_code` = value).
@@ -383,6 +467,25 @@ mod vm_tests {
             let e = VmConfig::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn config_modules() {
+        let c = VmConfig::parse("name=x\nkernel=/k\nmodule = /m1 one two\nmodule=/m2\n").unwrap();
+        assert_eq!(c.modules, [("/m1".into(), "one two".into()), ("/m2".into(), "".into())]);
+        assert_eq!(VmConfig::module_string("/m1", "one two"), "/m1 one two");
+        assert_eq!(VmConfig::module_string("/m2", ""), "/m2");
+        assert!(VmConfig::parse("name=x\nkernel=/k\nmodule=rel").unwrap_err().contains("absolute"));
+        let many: String = (0..=MAX_MODULES).map(|i| alloc::format!("module=/m{i}\n")).collect();
+        assert!(VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{many}")).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn stats_round_trip() {
+        let mut r = VmStatsRecord { guest_frames: 4096, overhead_frames: 12, ..Default::default() };
+        r.exits_by_kind[VM_EXIT_MMIO] = 7;
+        r.vcpu_run_ns[1] = 123;
+        assert_eq!(VmStatsRecord::decode(&r.encode()), r);
     }
 
     #[test]

@@ -275,6 +275,18 @@ pub fn sleep_ns(ns: u64) {
     SLEEPERS.lock().remove(&(deadline, me.id));
 }
 
+/// Blocks until `wake` is called for this world or `deadline` (uptime,
+/// ns) passes, whichever comes first. Callers re-check their condition.
+pub fn block_until(deadline: u64) {
+    let Some(me) = current() else { return };
+    if me.kind == WorldKind::Idle || time::uptime_ns() >= deadline {
+        return;
+    }
+    SLEEPERS.lock().insert((deadline, me.id));
+    block_current();
+    SLEEPERS.lock().remove(&(deadline, me.id));
+}
+
 /// Makes sure the current world is woken at `deadline` even if nothing
 /// else wakes it (timed waits). A spurious early wake-up is harmless: the
 /// waiter re-checks.

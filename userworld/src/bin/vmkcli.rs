@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use userworld::vmk::{self, GroupParamsRecord, NO_LIMIT, NO_PARENT};
 
 #[derive(Parser)]
-#[command(name = "vmkcli", version, about = "Manage the VMkernel: resource groups (and, later, VMs)")]
+#[command(name = "vmkcli", version, about = "Manage the VMkernel: virtual machines and CPU resource groups")]
 struct Cli {
     /// Act as this user ID (drops root privileges first; for checking what
     /// an ordinary user may do).
@@ -50,8 +50,19 @@ enum VmCmd {
         /// Kernel command line.
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// A Multiboot module: "PATH" or "PATH ARGS" (repeatable; the guest
+        /// sees the string "PATH ARGS").
+        #[arg(long = "module", value_name = "PATH [ARGS]")]
+        modules: Vec<String>,
+        /// CPU shares of the VM's resource group (relative weight).
         #[arg(long, default_value_t = 1000)]
         shares: u32,
+        /// Guaranteed CPU, percent of one host CPU.
+        #[arg(long, default_value_t = 0)]
+        reservation: u32,
+        /// Maximum CPU, percent of one host CPU.
+        #[arg(long)]
+        limit: Option<u32>,
         /// A configuration file (`key = value` lines) instead of the flags.
         #[arg(long)]
         config: Option<String>,
@@ -60,14 +71,21 @@ enum VmCmd {
     Start { id: u32 },
     /// Hard power off.
     Stop { id: u32 },
+    /// Hard reset: power off and on again from the initial state.
+    Reset { id: u32 },
+    /// Hold the vCPUs (the VM keeps its memory and devices).
+    Pause { id: u32 },
+    /// Let a paused VM run again.
+    Resume { id: u32 },
     /// Remove a powered-off VM and free its memory.
     Destroy { id: u32 },
     /// List VMs.
     List,
     /// Show a VM's state and statistics.
     Info { id: u32 },
-    /// Print the guest's serial console; --follow keeps printing until the
-    /// VM stops (detach with Ctrl-C).
+    /// Print the guest's serial console. With --follow: keep printing and
+    /// send what you type to the guest's serial port until the VM stops;
+    /// detach with Ctrl-] (or Ctrl-C).
     Console {
         id: u32,
         #[arg(long)]
@@ -85,6 +103,7 @@ fn state_name(r: &vmk::VmInfoRecord) -> String {
     match r.state {
         vmk::VM_STATE_OFF => "off".into(),
         vmk::VM_STATE_RUNNING => "running".into(),
+        vmk::VM_STATE_PAUSED => "paused".into(),
         _ => {
             let why = match r.exit_reason {
                 1 => format!("debug-exit code {:#x}", r.exit_code),
@@ -101,14 +120,23 @@ fn state_name(r: &vmk::VmInfoRecord) -> String {
 
 fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
     match cmd {
-        VmCmd::Create { name, kernel, memory, vcpus, cmdline, shares, config } => {
+        VmCmd::Create { name, kernel, memory, vcpus, cmdline, modules, shares, reservation, limit, config } => {
             let text = match config {
                 Some(path) => std::fs::read_to_string(path)?,
-                None => format!(
-                    "name = {}\nkernel = {}\nmemory_mib = {memory}\nvcpus = {vcpus}\ncmdline = {cmdline}\nshares = {shares}\n",
-                    name.unwrap_or_default(),
-                    kernel.unwrap_or_default()
-                ),
+                None => {
+                    let mut t = format!(
+                        "name = {}\nkernel = {}\nmemory_mib = {memory}\nvcpus = {vcpus}\ncmdline = {cmdline}\nshares = {shares}\nreservation_pct = {reservation}\n",
+                        name.unwrap_or_default(),
+                        kernel.unwrap_or_default()
+                    );
+                    if let Some(l) = limit {
+                        t += &format!("limit_pct = {l}\n");
+                    }
+                    for m in modules {
+                        t += &format!("module = {m}\n");
+                    }
+                    t
+                }
             };
             let id = vmk::vm_create(&text)?;
             println!("created VM {id}");
@@ -120,6 +148,18 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
         VmCmd::Stop { id } => {
             vmk::vm_stop(id)?;
             println!("VM {id} powering off");
+        }
+        VmCmd::Reset { id } => {
+            vmk::vm_reset(id)?;
+            println!("VM {id} reset");
+        }
+        VmCmd::Pause { id } => {
+            vmk::vm_pause(id)?;
+            println!("VM {id} paused");
+        }
+        VmCmd::Resume { id } => {
+            vmk::vm_resume(id)?;
+            println!("VM {id} resumed");
         }
         VmCmd::Destroy { id } => {
             vmk::vm_destroy(id)?;
@@ -136,21 +176,28 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
             println!("VM {} ({}): {}", r.id, r.name_str(), state_name(&r));
             println!("  vCPUs {}  memory {} MiB  resource group {}", r.vcpus, r.memory_mib, r.group);
             println!("  exits {}  run time {:.3} s  console {} bytes", r.exits, r.run_ns as f64 / 1e9, r.console_pos);
+            let s = vmk::vm_stats(id)?;
+            let by_kind: Vec<String> = vmk::VM_EXIT_KIND_NAMES.iter().zip(s.exits_by_kind).filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+            println!("  exits by reason: {}", if by_kind.is_empty() { "none".into() } else { by_kind.join(", ") });
+            let runs: Vec<String> = s.vcpu_run_ns[..r.vcpus as usize].iter().enumerate().map(|(i, ns)| format!("vcpu{i} {:.3} s", *ns as f64 / 1e9)).collect();
+            println!("  run time by vCPU: {}", runs.join(", "));
+            println!("  host memory: guest RAM {} KiB, overhead {} KiB", s.guest_frames * 4, s.overhead_frames * 4);
         }
         VmCmd::Console { id, follow } => {
-            use std::io::Write;
-            let mut pos = 0u64;
-            loop {
-                let chunk = vmk::vm_console_read(id, pos, 4096)?;
-                pos += chunk.len() as u64;
-                std::io::stdout().write_all(&chunk)?;
-                std::io::stdout().flush()?;
-                if chunk.is_empty() {
-                    if !follow || vmk::vm_info(id)?.state != vmk::VM_STATE_RUNNING {
+            if follow {
+                console_follow(id)?;
+            } else {
+                use std::io::Write;
+                let mut pos = 0u64;
+                loop {
+                    let chunk = vmk::vm_console_read(id, pos, 4096)?;
+                    if chunk.is_empty() {
                         break;
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    pos += chunk.len() as u64;
+                    std::io::stdout().write_all(&chunk)?;
                 }
+                std::io::stdout().flush()?;
             }
         }
         VmCmd::Wait { id, timeout } => {
@@ -169,6 +216,69 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Ctrl-]: leaves `vm console --follow` (as telnet does).
+const DETACH: u8 = 0x1d;
+
+/// Attaches the terminal to the guest's serial console: guest output is
+/// printed, keystrokes go to the guest (raw mode, so Ctrl-C reaches it
+/// too) until Ctrl-] or the VM stops.
+fn console_follow(id: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    // SAFETY: termios calls on fd 0 with a properly sized struct.
+    let saved = unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) == 0 {
+            let mut raw = t;
+            raw.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ISIG);
+            raw.c_iflag &= !(libc::ICRNL | libc::IXON);
+            raw.c_cc[libc::VMIN] = 1;
+            raw.c_cc[libc::VTIME] = 0;
+            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            Some(t)
+        } else {
+            None
+        }
+    };
+    if saved.is_some() {
+        eprint!("[attached to VM {id}; detach with Ctrl-]]\r\n");
+    }
+    let result = (|| -> std::io::Result<()> {
+        let mut pos = 0u64;
+        loop {
+            let chunk = vmk::vm_console_read(id, pos, 4096)?;
+            pos += chunk.len() as u64;
+            std::io::stdout().write_all(&chunk)?;
+            std::io::stdout().flush()?;
+            if chunk.is_empty() && vmk::vm_info(id)?.state == vmk::VM_STATE_STOPPED {
+                return Ok(());
+            }
+            let mut pfd = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, if chunk.is_empty() { 100 } else { 0 }) };
+            if n > 0 && pfd.revents & libc::POLLIN != 0 {
+                let mut b = [0u8; 256];
+                // SAFETY: reading into a local buffer of that size.
+                let got = unsafe { libc::read(0, b.as_mut_ptr().cast(), b.len()) };
+                if got <= 0 {
+                    return Ok(());
+                }
+                let input = &b[..got as usize];
+                if let Some(i) = input.iter().position(|&c| c == DETACH) {
+                    vmk::vm_console_write(id, &input[..i])?;
+                    return Ok(());
+                }
+                vmk::vm_console_write(id, input)?;
+            }
+        }
+    })();
+    if let Some(t) = saved {
+        // SAFETY: restoring the attributes read above.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        eprint!("\r\n[detached]\r\n");
+    }
+    result
 }
 
 #[derive(clap::Args, Clone)]

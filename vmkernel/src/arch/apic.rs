@@ -322,6 +322,26 @@ fn on_tlb_flush(_: &mut trap::TrapFrame) {
 
 pub fn init_tlb_shootdown() {
     trap::register(TLB_FLUSH_VECTOR, on_tlb_flush);
+    trap::register(KICK_VECTOR, on_kick);
+}
+
+/// Vector of the "kick" IPI: it does nothing but make the target CPU leave
+/// guest mode (a #VMEXIT on the interrupt), so a vCPU running there sees
+/// an interrupt or request another vCPU just posted.
+pub const KICK_VECTOR: u8 = 0xf2;
+
+fn on_kick(_: &mut trap::TrapFrame) {
+    eoi();
+}
+
+/// Kicks CPU `index` (no-op for this CPU or an offline one).
+pub fn kick_cpu(index: u32) {
+    if index == gdt::cpu_index() || TIMER_FREQ.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    if let Some(c) = gdt::cpu(index) {
+        send_ipi(c.apic_id, KICK_VECTOR);
+    }
 }
 
 /// Makes every other CPU drop its non-global TLB entries, and waits (up to

@@ -72,9 +72,22 @@ impl GuestMemory {
         self.size
     }
 
-    /// Host frames held (RAM pages plus nested tables), for statistics.
-    pub fn host_frames(&self) -> usize {
-        self.frames.len() + self.tables.len()
+    /// Host frames backing guest RAM.
+    pub fn ram_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Host frames of the nested page table itself.
+    pub fn table_frames(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Zeroes all guest RAM (power-on after a stop starts from clean memory).
+    pub fn clear(&self) {
+        for &(_, f) in &self.frames {
+            // SAFETY: `f` is a frame this VM owns, mapped by the direct map.
+            unsafe { core::ptr::write_bytes(mm::phys_to_virt(f) as *mut u8, 0, 4096) };
+        }
     }
 
     fn frame_for(&self, gpa: u64) -> Option<u64> {

@@ -1,9 +1,13 @@
-//! Virtual machines: guest memory, the device platform, and the vCPU world
-//! that runs the guest and handles its exits.
+//! Virtual machines: guest memory, the device platform, and the vCPU
+//! worlds that run the guest and handle its exits.
 //!
-//! One vCPU per VM today (configurations asking for more are refused with a
-//! clear error until AP start-up is wired to the LAPIC model's INIT/SIPI).
+//! Every vCPU is a world in the VM's resource group. vCPU 0 starts at the
+//! loader's entry point; the others wait for an INIT/SIPI sequence from the
+//! guest's LAPIC model (any start vector, page 0 included), as on a PC.
+//! Exit handling is backend-independent: the backend (`hv::svm`,
+//! `hv::vmx`) only enters the guest and reports exits as [`Exit`].
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -23,20 +27,50 @@ use crate::{time, world};
 /// Guest-physical holes left unmapped (MMIO): the IOAPIC and LAPIC pages.
 const MMIO_HOLES: [(u64, u64); 2] = [(0xfec0_0000, 0xfec0_1000), (0xfee0_0000, 0xfee0_1000)];
 
+/// A module file given to a Multiboot kernel.
+pub struct ModuleImage {
+    pub image: Vec<u8>,
+    /// The module's string (path and arguments), as GRUB and QEMU pass it.
+    pub string: String,
+}
+
+/// Per-vCPU state shared between its world and the rest of the VMM.
+struct VcpuSlot {
+    world: AtomicU64,
+    /// INIT received: drop to wait-for-SIPI at the next exit.
+    init: AtomicBool,
+    /// A START-UP IPI's vector, plus 0x100 when one is pending.
+    sipi: AtomicU32,
+    run_ns: AtomicU64,
+}
+
+/// Exit counters by reason (`VmStatsRecord` order).
+#[derive(Default)]
+struct ExitCounts([AtomicU64; api::VM_EXIT_KINDS]);
+
 pub struct Vm {
     pub id: u32,
     pub config: VmConfig,
     memory: GuestMemory,
     platform: Mutex<Platform>,
+    image: Vec<u8>,
+    modules: Vec<ModuleImage>,
     pub state: AtomicU32,
     pub exit_reason: AtomicU32,
     pub exit_code: AtomicU64,
     pub exits: AtomicU64,
-    pub run_ns: AtomicU64,
+    exit_counts: ExitCounts,
     stop_requested: AtomicBool,
+    /// Set by the first vCPU that ends the VM: (reason, code).
+    stop_reason: Mutex<Option<(u32, u64)>>,
+    paused: AtomicBool,
+    /// vCPU worlds still running.
+    live: AtomicU32,
+    /// vCPUs halted with interrupts off or waiting for SIPI.
+    stuck: AtomicU32,
     pub group: u32,
-    vcpu_world: AtomicU64,
-    initial: VcpuState,
+    vcpus: Vec<VcpuSlot>,
+    initial: Mutex<VcpuState>,
 }
 
 static VMS: Mutex<BTreeMap<u32, Arc<Vm>>> = Mutex::new(BTreeMap::new());
@@ -65,15 +99,39 @@ pub fn list() -> Vec<u32> {
     VMS.lock().keys().copied().collect()
 }
 
+const EINVAL: i64 = 22;
+const ENOMEM: i64 = 12;
+const ENODEV: i64 = 19;
+const EBUSY: i64 = 16;
+const ENOEXEC: i64 = 8;
+
+/// Writes what firmware would leave in guest memory (ACPI tables with the
+/// MADT for every vCPU, an MP table) and loads the kernel and modules.
+fn load_guest(memory: &GuestMemory, config: &VmConfig, image: &[u8], modules: &[ModuleImage]) -> Result<VcpuState, (i64, String)> {
+    let mut lm = LoaderMem(memory);
+    let fw = vmkernel::vmm::firmware::PlatformConfig::new(config.vcpus);
+    vmkernel::vmm::firmware::build_acpi(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the ACPI tables: {e:?}")))?;
+    vmkernel::vmm::firmware::build_mp_table(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the MP table: {e:?}")))?;
+    let mods: Vec<loader::multiboot::Module> = modules.iter().map(|m| loader::multiboot::Module { image: &m.image, string: &m.string }).collect();
+    loader::multiboot::load(&mut lm, image, &config.kernel, &config.cmdline, &mods)
+        .map(|(state, _)| state)
+        .map_err(|e| (-ENOEXEC, alloc::format!("cannot load {}: {e:?}", config.kernel)))
+}
+
+fn new_platform(config: &VmConfig, size: u64) -> Platform {
+    Platform::new(&PlatformConfig {
+        vcpus: config.vcpus as usize,
+        ram_below_4g: size,
+        ram_above_4g: 0,
+        wall_clock_unix_secs: (crate::uw::files::realtime_ns() / 1_000_000_000) as i64,
+        tsc_khz: time::tsc_hz() / 1000,
+        console_ring: 64 * 1024,
+    })
+}
+
 /// Creates a VM: its resource group, memory, platform, and the kernel
 /// loaded; nothing is left behind if any step fails.
-pub fn create(config: VmConfig, kernel_image: &[u8]) -> Result<Arc<Vm>, (i64, String)> {
-    const EINVAL: i64 = 22;
-    const ENOMEM: i64 = 12;
-    const ENODEV: i64 = 19;
-    if config.vcpus != 1 {
-        return Err((-EINVAL, "only 1 vCPU per VM is supported so far".into()));
-    }
+pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>) -> Result<Arc<Vm>, (i64, String)> {
     if super::backend().is_none() {
         return Err((-ENODEV, alloc::format!("no usable hardware virtualization: {}", super::unavailable_reason())));
     }
@@ -92,88 +150,205 @@ pub fn create(config: VmConfig, kernel_image: &[u8]) -> Result<Arc<Vm>, (i64, St
         undo_group();
         return Err((-ENOMEM, alloc::format!("not enough host memory for {} MiB of guest RAM", config.memory_mib)));
     };
-    let (initial, _) = {
-        let mut lm = LoaderMem(&memory);
-        match loader::multiboot::load(&mut lm, kernel_image, &config.kernel, &config.cmdline, &[]) {
-            Ok(r) => r,
-            Err(e) => {
-                drop(memory);
-                undo_group();
-                return Err((-8 /* ENOEXEC */, alloc::format!("cannot load {}: {e:?}", config.kernel)));
-            }
+    let initial = match load_guest(&memory, &config, &kernel_image, &modules) {
+        Ok(s) => s,
+        Err(e) => {
+            drop(memory);
+            undo_group();
+            return Err(e);
         }
     };
-    let platform = Platform::new(&PlatformConfig {
-        vcpus: 1,
-        ram_below_4g: size,
-        ram_above_4g: 0,
-        wall_clock_unix_secs: (crate::uw::files::realtime_ns() / 1_000_000_000) as i64,
-        tsc_khz: time::tsc_hz() / 1000,
-        console_ring: 64 * 1024,
-    });
+    let platform = new_platform(&config, size);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let vcpus = (0..config.vcpus)
+        .map(|_| VcpuSlot { world: AtomicU64::new(0), init: AtomicBool::new(false), sipi: AtomicU32::new(0), run_ns: AtomicU64::new(0) })
+        .collect();
     let vm = Arc::new(Vm {
         id,
         config,
         memory,
         platform: Mutex::new(platform),
+        image: kernel_image,
+        modules,
         state: AtomicU32::new(api::VM_STATE_OFF),
         exit_reason: AtomicU32::new(api::EXIT_REASON_NONE),
         exit_code: AtomicU64::new(0),
         exits: AtomicU64::new(0),
-        run_ns: AtomicU64::new(0),
+        exit_counts: ExitCounts::default(),
         stop_requested: AtomicBool::new(false),
+        stop_reason: Mutex::new(None),
+        paused: AtomicBool::new(false),
+        live: AtomicU32::new(0),
+        stuck: AtomicU32::new(0),
         group,
-        vcpu_world: AtomicU64::new(0),
-        initial,
+        vcpus,
+        initial: Mutex::new(initial),
     });
     VMS.lock().insert(id, vm.clone());
     Ok(vm)
 }
 
+/// What `vcpu_main` gets: the VM and the vCPU's index.
+struct VcpuArg {
+    vm: Arc<Vm>,
+    index: usize,
+}
+
 impl Vm {
     pub fn start(self: &Arc<Self>) -> Result<(), (i64, String)> {
+        if self.state.load(Ordering::Acquire) == api::VM_STATE_STOPPED {
+            // Powering on again after a stop is a reset to the initial state.
+            self.reinitialize()?;
+        }
         if self.state.compare_exchange(api::VM_STATE_OFF, api::VM_STATE_RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return Err((-16, "the VM is not powered off".into()));
+            return Err((-EBUSY, "the VM is not powered off".into()));
         }
         self.stop_requested.store(false, Ordering::Release);
-        let arg = Arc::into_raw(self.clone()) as usize;
-        match world::spawn(&alloc::format!("vcpu0:{}", self.config.name), world::WorldKind::Vcpu, self.group, vcpu_main, arg, |_| {}) {
-            Ok(w) => {
-                // Keep the vCPU on the CPU it starts on (no migration while
-                // the migration crash is investigated; see the issue note).
-                world::with_policy(|p| {
-                    let cpu = p.world_cpu(w).unwrap_or(0);
-                    let _ = p.set_affinity(w, Some(cpu));
-                });
-                self.vcpu_world.store(w, Ordering::Release);
-                Ok(())
+        self.paused.store(false, Ordering::Release);
+        *self.stop_reason.lock() = None;
+        self.stuck.store(0, Ordering::Release);
+        self.live.store(self.vcpus.len() as u32, Ordering::Release);
+        let online = crate::arch::gdt::cpus_online().max(1) as usize;
+        for index in 0..self.vcpus.len() {
+            let slot = &self.vcpus[index];
+            slot.init.store(false, Ordering::Release);
+            slot.sipi.store(0, Ordering::Release);
+            slot.run_ns.store(0, Ordering::Relaxed);
+            let arg = Box::into_raw(Box::new(VcpuArg { vm: self.clone(), index })) as usize;
+            let name = alloc::format!("vcpu{index}:{}", self.config.name);
+            match world::spawn(&name, world::WorldKind::Vcpu, self.group, vcpu_main, arg, |_| {}) {
+                Ok(w) => {
+                    // Spread the vCPUs of one VM over the host CPUs and keep
+                    // each on its CPU (no migration while the migration
+                    // crash is investigated; see the issue note).
+                    world::with_policy(|p| {
+                        let home = p.world_cpu(w).unwrap_or(0) as usize;
+                        let _ = p.set_affinity(w, Some(((home + index) % online) as u32));
+                    });
+                    slot.world.store(w, Ordering::Release);
+                }
+                Err(e) => {
+                    // SAFETY: the world was not created; take the argument back.
+                    drop(unsafe { Box::from_raw(arg as *mut VcpuArg) });
+                    // The vCPUs already started stop at their next exit.
+                    self.live.fetch_sub((self.vcpus.len() - index) as u32, Ordering::AcqRel);
+                    self.request_stop(api::EXIT_REASON_POWER_OFF, 0);
+                    if self.live.load(Ordering::Acquire) == 0 {
+                        self.state.store(api::VM_STATE_OFF, Ordering::Release);
+                    }
+                    return Err((api::errno_for(&e), alloc::format!("{e}")));
+                }
             }
-            Err(e) => {
-                // SAFETY: the world was not created; take the reference back.
-                drop(unsafe { Arc::from_raw(arg as *const Vm) });
-                self.state.store(api::VM_STATE_OFF, Ordering::Release);
-                Err((api::errno_for(&e), alloc::format!("{e}")))
+        }
+        Ok(())
+    }
+
+    /// Back to the powered-off state after a stop: guest RAM zeroed, the
+    /// kernel and firmware tables loaded again, devices reset.
+    fn reinitialize(&self) -> Result<(), (i64, String)> {
+        if self.live.load(Ordering::Acquire) != 0 {
+            return Err((-EBUSY, "the VM is still stopping".into()));
+        }
+        self.memory.clear();
+        let initial = load_guest(&self.memory, &self.config, &self.image, &self.modules)?;
+        *self.initial.lock() = initial;
+        *self.platform.lock() = new_platform(&self.config, self.memory.size());
+        for s in &self.vcpus {
+            s.run_ns.store(0, Ordering::Relaxed);
+        }
+        self.exits.store(0, Ordering::Relaxed);
+        for c in &self.exit_counts.0 {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.exit_reason.store(api::EXIT_REASON_NONE, Ordering::Release);
+        self.exit_code.store(0, Ordering::Release);
+        let _ = self.state.compare_exchange(api::VM_STATE_STOPPED, api::VM_STATE_OFF, Ordering::AcqRel, Ordering::Acquire);
+        Ok(())
+    }
+
+    /// Hard power off: the vCPU worlds stop at their next exit.
+    pub fn stop(&self) {
+        self.request_stop(api::EXIT_REASON_POWER_OFF, 0);
+    }
+
+    /// Hard reset: power off, then on again from the initial state. Blocks
+    /// the caller (a user world) until every vCPU has stopped.
+    pub fn reset(self: &Arc<Self>) -> Result<(), (i64, String)> {
+        if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
+            return Err((-EBUSY, "the VM is not running".into()));
+        }
+        self.stop();
+        let deadline = time::uptime_ns() + 5_000_000_000;
+        while self.live.load(Ordering::Acquire) != 0 {
+            if time::uptime_ns() > deadline {
+                return Err((-EBUSY, "the vCPUs did not stop".into()));
             }
+            world::sleep_ns(1_000_000);
+        }
+        self.start()
+    }
+
+    pub fn pause(&self) -> Result<(), (i64, String)> {
+        if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
+            return Err((-EBUSY, "the VM is not running".into()));
+        }
+        self.paused.store(true, Ordering::Release);
+        self.kick_all();
+        Ok(())
+    }
+
+    pub fn resume(&self) -> Result<(), (i64, String)> {
+        if !self.paused.swap(false, Ordering::AcqRel) {
+            return Err((-EBUSY, "the VM is not paused".into()));
+        }
+        self.kick_all();
+        Ok(())
+    }
+
+    fn request_stop(&self, reason: u32, code: u64) {
+        {
+            let mut r = self.stop_reason.lock();
+            if r.is_none() {
+                *r = Some((reason, code));
+            }
+        }
+        self.stop_requested.store(true, Ordering::Release);
+        self.kick_all();
+    }
+
+    /// Makes vCPU `i` look at its state soon: wakes its world if it sleeps
+    /// (HLT, wait-for-SIPI, paused) and kicks its CPU out of guest mode.
+    fn kick(&self, i: usize) {
+        let w = self.vcpus[i].world.load(Ordering::Acquire);
+        if w == 0 {
+            return;
+        }
+        world::wake(w);
+        if let Some(cpu) = world::with_policy(|p| p.world_cpu(w)) {
+            crate::arch::apic::kick_cpu(cpu);
         }
     }
 
-    /// Hard power off: the vCPU world stops at its next exit.
-    pub fn stop(&self) {
-        self.stop_requested.store(true, Ordering::Release);
-        world::wake(self.vcpu_world.load(Ordering::Acquire));
+    fn kick_all(&self) {
+        for i in 0..self.vcpus.len() {
+            self.kick(i);
+        }
     }
 
     pub fn info(&self) -> VmInfoRecord {
+        let mut state = self.state.load(Ordering::Acquire);
+        if state == api::VM_STATE_RUNNING && self.paused.load(Ordering::Acquire) {
+            state = api::VM_STATE_PAUSED;
+        }
         let mut r = VmInfoRecord {
             id: self.id,
-            state: self.state.load(Ordering::Acquire),
+            state,
             exit_reason: self.exit_reason.load(Ordering::Acquire),
             vcpus: self.config.vcpus,
             exit_code: self.exit_code.load(Ordering::Acquire),
             memory_mib: self.config.memory_mib as u64,
             exits: self.exits.load(Ordering::Relaxed),
-            run_ns: self.run_ns.load(Ordering::Relaxed),
+            run_ns: (0..self.vcpus.len()).map(|i| self.vcpu_cpu_ns(i)).sum(),
             console_pos: self.platform.lock().console_output().total_written(),
             group: self.group,
             ..Default::default()
@@ -181,6 +356,28 @@ impl Vm {
         let n = self.config.name.len().min(api::NAME_LEN);
         r.name[..n].copy_from_slice(&self.config.name.as_bytes()[..n]);
         r
+    }
+
+    /// Exit counts by reason, per-vCPU run time and host memory.
+    pub fn stats(&self) -> api::VmStatsRecord {
+        let mut r = api::VmStatsRecord::default();
+        for (i, c) in self.exit_counts.0.iter().enumerate() {
+            r.exits_by_kind[i] = c.load(Ordering::Relaxed);
+        }
+        for i in 0..self.vcpus.len().min(api::MAX_VCPUS as usize) {
+            r.vcpu_run_ns[i] = self.vcpu_cpu_ns(i);
+        }
+        r.guest_frames = self.memory.ram_frames() as u64;
+        r.overhead_frames = self.memory.table_frames() as u64;
+        r
+    }
+
+    /// CPU time vCPU `i` has used in this power-on (live while it runs).
+    fn vcpu_cpu_ns(&self, i: usize) -> u64 {
+        let s = &self.vcpus[i];
+        let w = s.world.load(Ordering::Acquire);
+        let live = if w != 0 { world::with_policy(|p| p.world_used_ns(w)) } else { None };
+        live.unwrap_or_else(|| s.run_ns.load(Ordering::Relaxed))
     }
 
     pub fn console_since(&self, pos: u64, out: &mut Vec<u8>) -> u64 {
@@ -191,24 +388,55 @@ impl Vm {
         self.platform.lock().console_input(bytes)
     }
 
-    fn finish(&self, reason: u32, code: u64) {
+    /// The last vCPU world out records why the VM stopped.
+    fn vcpu_done(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let (reason, code) = self.stop_reason.lock().unwrap_or((api::EXIT_REASON_POWER_OFF, 0));
+        log::info!("vm {} ({}): stopped (reason {reason}, code {code:#x}, {} exits)", self.id, self.config.name, self.exits.load(Ordering::Relaxed));
         self.exit_reason.store(reason, Ordering::Release);
         self.exit_code.store(code, Ordering::Release);
         self.state.store(api::VM_STATE_STOPPED, Ordering::Release);
         crate::uw::io_wait::notify();
+    }
+
+    /// Drains the platform's requests; returns a reason to end the VM.
+    fn handle_events(&self) -> Option<(u32, u64)> {
+        let events = self.platform.lock().events();
+        let mut end = None;
+        for e in events {
+            match e {
+                VmEvent::Exit(val) => end = end.or(Some((api::EXIT_REASON_DEBUG_EXIT, val as u64))),
+                VmEvent::ResetVm => end = end.or(Some((api::EXIT_REASON_POWER_OFF, 0))),
+                VmEvent::InitVcpu(i) if i < self.vcpus.len() => {
+                    // Only a START-UP after this INIT counts.
+                    self.vcpus[i].sipi.store(0, Ordering::Release);
+                    self.vcpus[i].init.store(true, Ordering::Release);
+                    self.kick(i);
+                }
+                VmEvent::StartVcpu { vcpu, vector } if vcpu < self.vcpus.len() => {
+                    self.vcpus[vcpu].sipi.store(0x100 | vector as u32, Ordering::Release);
+                    self.kick(vcpu);
+                }
+                VmEvent::Kick(i) if i < self.vcpus.len() => self.kick(i),
+                _ => {}
+            }
+        }
+        end
     }
 }
 
 /// Destroys a VM that is not running; its memory and group go with it.
 pub fn destroy(id: u32) -> Result<(), (i64, String)> {
     let vm = lookup(id).ok_or((-2, String::from("no such VM")))?;
-    if vm.state.load(Ordering::Acquire) == api::VM_STATE_RUNNING {
-        return Err((-16, "the VM is running: stop it first".into()));
+    if vm.state.load(Ordering::Acquire) == api::VM_STATE_RUNNING || vm.live.load(Ordering::Acquire) != 0 {
+        return Err((-EBUSY, "the VM is running: stop it first".into()));
     }
     VMS.lock().remove(&id);
     let group = vm.group;
     drop(vm);
-    // The vCPU world (if it ran) has exited; its group is empty now or soon.
+    // The vCPU worlds (if they ran) have exited; the group is empty now or soon.
     for _ in 0..100 {
         if world::with_policy(|p| p.destroy_group(group).is_ok()) {
             break;
@@ -218,10 +446,100 @@ pub fn destroy(id: u32) -> Result<(), (i64, String)> {
     Ok(())
 }
 
+fn vcpu_main(arg: usize) {
+    // SAFETY: `start` leaked this box for the vCPU world.
+    let VcpuArg { vm, index } = *unsafe { Box::from_raw(arg as *mut VcpuArg) };
+    let end = vcpu_body(&vm, index);
+    // CPU time as the scheduler accounted it (what shares/limits govern).
+    let used = world::with_policy(|p| p.world_used_ns(world::current_id())).unwrap_or(0);
+    vm.vcpus[index].run_ns.store(used, Ordering::Relaxed);
+    if let Some((reason, code)) = end {
+        vm.request_stop(reason, code);
+    }
+    vm.vcpu_done();
+}
+
+/// Runs vCPU `index` until the VM stops; returns why, when this vCPU
+/// is the one that ends the VM.
+fn vcpu_body(vm: &Vm, index: usize) -> Option<(u32, u64)> {
+    if let Err(e) = super::init_this_cpu() {
+        log::warn!("vm {}: {e}", vm.config.name);
+        return Some((api::EXIT_REASON_UNHANDLED, 0));
+    }
+    let mut v = match super::new_vcpu(vm.memory.root()) {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("vm {}: {e}", vm.config.name);
+            return Some((api::EXIT_REASON_UNHANDLED, 0));
+        }
+    };
+    let mut regs = GuestRegs::default();
+    // The guest's x87/SSE registers, in their power-on state.
+    let mut fpu = crate::arch::context::FpuState::new();
+    fpu.reset();
+    if index == 0 {
+        let initial = *vm.initial.lock();
+        v.load_state(&initial, &mut regs);
+        log::info!("vm {} ({}): powered on", vm.id, vm.config.name);
+    }
+    let mut waiting_for_sipi = index != 0;
+    loop {
+        if waiting_for_sipi {
+            let vector = wait_for_sipi(vm, index)?;
+            v.load_state(&VcpuState::real((vector as u16) << 8, 0, 0, 0, 0), &mut regs);
+            fpu.reset();
+        }
+        match run_loop(vm, index, &mut *v, &mut regs, fpu.area_mut().as_mut_ptr()) {
+            Stop::Vm(reason, code) => return Some((reason, code)),
+            Stop::Requested => return None,
+            Stop::Init => waiting_for_sipi = true,
+        }
+    }
+}
+
+/// Wait-for-SIPI: returns the start vector, or None when the VM stops.
+fn wait_for_sipi(vm: &Vm, index: usize) -> Option<u8> {
+    let slot = &vm.vcpus[index];
+    enter_stuck(vm);
+    let r = loop {
+        if vm.stop_requested.load(Ordering::Acquire) {
+            break None;
+        }
+        // In wait-for-SIPI an INIT changes nothing; a START-UP received
+        // after the last INIT (the event handler clears older ones) starts
+        // the vCPU.
+        slot.init.store(false, Ordering::Release);
+        let s = slot.sipi.swap(0, Ordering::AcqRel);
+        if s & 0x100 != 0 {
+            break Some(s as u8);
+        }
+        world::block_until(time::uptime_ns() + 100_000_000);
+    };
+    vm.stuck.fetch_sub(1, Ordering::AcqRel);
+    r
+}
+
+/// This vCPU cannot run again without help from another one; when none
+/// can, the VM has halted for good.
+fn enter_stuck(vm: &Vm) {
+    if vm.stuck.fetch_add(1, Ordering::AcqRel) + 1 == vm.vcpus.len() as u32 {
+        vm.request_stop(api::EXIT_REASON_HALTED, 0);
+    }
+}
+
+enum Stop {
+    /// This vCPU ends the VM.
+    Vm(u32, u64),
+    /// The VM is stopping (someone asked).
+    Requested,
+    /// INIT: back to wait-for-SIPI.
+    Init,
+}
+
 /// The virtual CPU's identity: a hypervisor is present, vendor leaf
 /// 0x40000000 says "MantleMantle"; everything else comes from the host
 /// minus what the device model cannot back (x2APIC, monitor/mwait, VMX/SVM).
-fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
     match leaf {
         0x4000_0000 => {
             let v = b"MantleMantle";
@@ -237,7 +555,11 @@ fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
                     // x2APIC, MONITOR, VMX, FMA, XSAVE, OSXSAVE, AVX
                     c &= !((1 << 21) | (1 << 3) | (1 << 5) | (1 << 12) | (1 << 26) | (1 << 27) | (1 << 28));
                     c |= 1 << 31; // hypervisor present
-                    b &= 0x00ff_ffff; // initial APIC ID 0
+                    // Initial APIC ID = vCPU index; logical processors per package.
+                    b = (b & 0xffff) | ((vcpus as u32 & 0xff) << 16) | ((vcpu as u32) << 24);
+                    if vcpus > 1 {
+                        d |= 1 << 28; // HTT: the count above is valid
+                    }
                 }
                 0x8000_0001 => c &= !(1 << 2), // SVM
                 7 if sub == 0 => {
@@ -245,7 +567,8 @@ fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
                     b &= !((1 << 5) | (0xffff << 16));
                     c = 0;
                 }
-                0xd => {
+                // Extended topology (x2APIC IDs): not offered.
+                0xb | 0x1f | 0xd => {
                     a = 0;
                     b = 0;
                     c = 0;
@@ -264,49 +587,29 @@ fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
     }
 }
 
-fn vcpu_main(arg: usize) {
-    // SAFETY: `start` leaked this reference for the vCPU world.
-    let vm: Arc<Vm> = unsafe { Arc::from_raw(arg as *const Vm) };
-    if let Err(e) = super::init_this_cpu() {
-        vm.finish(api::EXIT_REASON_UNHANDLED, 0);
-        log::warn!("vm {}: {e}", vm.config.name);
-        return;
-    }
-    let mut v = match super::new_vcpu(vm.memory.root()) {
-        Ok(v) => v,
-        Err(e) => {
-            log::warn!("vm {}: {e}", vm.config.name);
-            vm.finish(api::EXIT_REASON_UNHANDLED, 0);
-            return;
-        }
-    };
-    let mut regs = GuestRegs::default();
-    v.load_state(&vm.initial, &mut regs);
-    // The guest's x87/SSE registers, in their power-on state.
-    let mut fpu = crate::arch::context::FpuState::new();
-    fpu.reset();
-    log::info!("vm {} ({}): powered on", vm.id, vm.config.name);
-    let start = time::uptime_ns();
-    let (reason, code) = run_loop(&vm, &mut *v, &mut regs, fpu.area_mut().as_mut_ptr());
-    vm.run_ns.fetch_add(time::uptime_ns() - start, Ordering::Relaxed);
-    log::info!("vm {} ({}): stopped (reason {reason}, code {code:#x}, {} exits)", vm.id, vm.config.name, vm.exits.load(Ordering::Relaxed));
-    vm.finish(reason, code);
-}
-
-fn run_loop(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8) -> (u32, u64) {
+fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8) -> Stop {
+    let slot = &vm.vcpus[index];
+    let count = |k: usize| vm.exit_counts.0[k].fetch_add(1, Ordering::Relaxed);
     loop {
         if vm.stop_requested.load(Ordering::Acquire) {
-            return (api::EXIT_REASON_POWER_OFF, 0);
+            return Stop::Requested;
         }
-        inject_interrupt(vm, v);
+        if slot.init.load(Ordering::Acquire) {
+            return Stop::Init;
+        }
+        while vm.paused.load(Ordering::Acquire) && !vm.stop_requested.load(Ordering::Acquire) {
+            world::block_until(time::uptime_ns() + 100_000_000);
+        }
+        inject_interrupt(vm, index, v);
         let exit = v.run(regs, fpu);
         vm.exits.fetch_add(1, Ordering::Relaxed);
         let now = time::uptime_ns();
         let rip = v.rip();
         match exit {
             Exit::Io { port, size, input, string, next_rip, .. } => {
+                count(api::VM_EXIT_IO);
                 if string {
-                    return (api::EXIT_REASON_UNHANDLED, 0x7b); // string I/O
+                    return Stop::Vm(api::EXIT_REASON_UNHANDLED, 0x7b); // string I/O
                 }
                 let mut p = vm.platform.lock();
                 p.advance(now);
@@ -321,7 +624,8 @@ fn run_loop(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8) -> 
                 v.set_rip(next_rip);
             }
             Exit::Cpuid => {
-                let r = cpuid(regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
+                count(api::VM_EXIT_CPUID);
+                let r = cpuid(regs.gpr[RAX] as u32, regs.gpr[RCX] as u32, index, vm.vcpus.len());
                 regs.gpr[RAX] = r[0] as u64;
                 regs.gpr[RBX] = r[1] as u64;
                 regs.gpr[RCX] = r[2] as u64;
@@ -329,22 +633,24 @@ fn run_loop(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8) -> 
                 v.set_rip(rip + 2);
             }
             Exit::Msr { write } => {
+                count(api::VM_EXIT_MSR);
                 let msr = regs.gpr[RCX] as u32;
                 let mut p = vm.platform.lock();
+                p.advance(now);
                 let ok = if write {
                     let val = (regs.gpr[RDX] << 32) | (regs.gpr[RAX] & 0xffff_ffff);
                     if msr == 0xc000_0080 {
                         v.set_ctl(Ctl::Efer, val);
                         true
                     } else if Platform::handles_msr(msr) {
-                        p.msr_write(0, msr, val).is_ok()
+                        p.msr_write(index, msr, val).is_ok()
                     } else {
                         false
                     }
                 } else {
                     let val = match msr {
                         0xc000_0080 => Some(v.ctl(Ctl::Efer)),
-                        m if Platform::handles_msr(m) => p.msr_read(0, m).ok(),
+                        m if Platform::handles_msr(m) => p.msr_read(index, m).ok(),
                         _ => None,
                     };
                     if let Some(val) = val {
@@ -362,23 +668,20 @@ fn run_loop(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8) -> 
                 }
             }
             Exit::Hlt => {
+                count(api::VM_EXIT_HLT);
                 v.set_rip(rip + 1);
-                // Guest halted with interrupts off and nothing pending: done.
-                let if_on = v.rflags() & (1 << 9) != 0;
-                let deadline = vm.platform.lock().next_deadline();
-                if !if_on && deadline.is_none() {
-                    return (api::EXIT_REASON_HALTED, rip);
+                if let Some(stop) = halt(vm, index, v) {
+                    return stop;
                 }
-                // Sleep until the next device timer (or a kick).
-                let until = deadline.unwrap_or(now + 10_000_000).max(now + 50_000);
-                world::sleep_ns(until - now);
             }
             Exit::Pause => {
+                count(api::VM_EXIT_PAUSE);
                 v.set_rip(rip + 2);
                 world::yield_now();
             }
-            Exit::Shutdown => return (api::EXIT_REASON_TRIPLE_FAULT, rip),
+            Exit::Shutdown => return Stop::Vm(api::EXIT_REASON_TRIPLE_FAULT, rip),
             Exit::Hypercall => {
+                count(api::VM_EXIT_HYPERCALL);
                 // Hypercall ABI: RAX = function. 0: version → 1;
                 // 1: console write (RBX = gpa, RCX = len); 2: exit (RBX = code).
                 match regs.gpr[RAX] {
@@ -396,56 +699,104 @@ fn run_loop(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8) -> 
                             regs.gpr[RAX] = u64::MAX;
                         }
                     }
-                    2 => return (api::EXIT_REASON_DEBUG_EXIT, regs.gpr[RBX]),
+                    2 => return Stop::Vm(api::EXIT_REASON_DEBUG_EXIT, regs.gpr[RBX]),
                     _ => regs.gpr[RAX] = u64::MAX,
                 }
                 v.set_rip(rip + 3);
             }
             Exit::ExternalInterrupt | Exit::Nmi => {
+                count(api::VM_EXIT_INTERRUPT);
                 cpu::take_pending_interrupts();
                 if world::slice_expired(time::uptime_ns()) {
                     world::yield_now();
                 }
             }
-            Exit::InterruptWindow => v.set_interrupt_window(false),
+            Exit::InterruptWindow => {
+                count(api::VM_EXIT_INTERRUPT_WINDOW);
+                v.set_interrupt_window(false);
+            }
             // #UD: the virtual CPU has no XSAVE.
-            Exit::Xsetbv => v.inject(Event::ud()),
+            Exit::Xsetbv => {
+                count(api::VM_EXIT_OTHER);
+                v.inject(Event::ud());
+            }
             Exit::NestedPageFault { gpa, .. } => {
-                if !vm.platform.lock().mmio_claims(0, gpa) || emulate_mmio(vm, v, regs).is_err() {
+                count(api::VM_EXIT_MMIO);
+                if !vm.platform.lock().mmio_claims(index, gpa) || emulate_mmio(vm, index, v, regs).is_err() {
                     log::warn!("vm {}: access to {gpa:#x} (no RAM, no device) at rip {rip:#x}", vm.id);
-                    return (api::EXIT_REASON_UNHANDLED, gpa);
+                    return Stop::Vm(api::EXIT_REASON_UNHANDLED, gpa);
                 }
             }
+            Exit::Init => return Stop::Init,
             other => {
-                log::warn!("vm {}: unhandled exit {other:?} at rip {rip:#x}", vm.id);
-                return (api::EXIT_REASON_UNHANDLED, 0);
+                log::warn!("vm {}: vcpu {index}: unhandled exit {other:?} at rip {rip:#x}", vm.id);
+                return Stop::Vm(api::EXIT_REASON_UNHANDLED, 0);
             }
         }
-        for e in vm.platform.lock().events() {
-            match e {
-                VmEvent::Exit(val) => return (api::EXIT_REASON_DEBUG_EXIT, val as u64),
-                VmEvent::ResetVm => return (api::EXIT_REASON_POWER_OFF, 0),
-                _ => {}
-            }
+        if let Some((reason, code)) = vm.handle_events() {
+            return Stop::Vm(reason, code);
         }
     }
 }
 
-/// Injects the highest pending interrupt when the guest can take it, or
-/// asks for an exit as soon as it can.
-fn inject_interrupt(vm: &Vm, v: &mut dyn VcpuHw) {
+/// HLT: sleep until an interrupt is pending for this vCPU (a device timer
+/// due, an IPI, console input), the VM stops, or an INIT arrives.
+fn halt(vm: &Vm, index: usize, v: &mut dyn VcpuHw) -> Option<Stop> {
+    let if_on = v.rflags() & (1 << 9) != 0;
+    let slot = &vm.vcpus[index];
+    let mut stuck = false;
+    let r = loop {
+        if vm.stop_requested.load(Ordering::Acquire) {
+            break Some(Stop::Requested);
+        }
+        if slot.init.load(Ordering::Acquire) {
+            break Some(Stop::Init);
+        }
+        let now = time::uptime_ns();
+        let (pending, nmi, deadline) = {
+            let mut p = vm.platform.lock();
+            p.advance(now);
+            (p.pending_interrupt(index).is_some(), p.lapics.get(index).is_some_and(|l| l.nmi_pending()), p.next_deadline())
+        };
+        if nmi || (if_on && pending) {
+            break None;
+        }
+        if let Some((reason, code)) = vm.handle_events() {
+            break Some(Stop::Vm(reason, code));
+        }
+        if !if_on && !stuck {
+            // Halted with interrupts off: only an NMI or INIT wakes it.
+            stuck = true;
+            enter_stuck(vm);
+        }
+        let until = if if_on { deadline.unwrap_or(now + 100_000_000) } else { now + 100_000_000 };
+        world::block_until(until.max(now + 20_000));
+    };
+    if stuck {
+        vm.stuck.fetch_sub(1, Ordering::AcqRel);
+    }
+    r
+}
+
+/// Injects the highest pending interrupt (or NMI) when the guest can take
+/// it, or asks for an exit as soon as it can.
+fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw) {
     if v.event_pending() {
         return;
     }
     let mut p = vm.platform.lock();
     p.advance(time::uptime_ns());
-    let Some(vec) = p.pending_interrupt(0) else { return };
+    if p.take_nmi(index) {
+        v.inject(Event::Nmi);
+        return;
+    }
+    let Some(vec) = p.pending_interrupt(index) else { return };
     let if_on = v.rflags() & (1 << 9) != 0;
     if !if_on || v.interrupt_shadow() {
         v.set_interrupt_window(true);
         return;
     }
-    let vec = p.ack_interrupt(0, vec);
+    let vec = p.ack_interrupt(index, vec);
     v.inject(Event::ExternalInterrupt(vec));
 }
 
@@ -467,6 +818,7 @@ fn paging(v: &dyn VcpuHw) -> vmkernel::vmm::guest_paging::PagingState {
 /// Guest memory and devices as the instruction emulator sees them.
 struct MmioAccess<'a> {
     vm: &'a Vm,
+    vcpu: usize,
     paging: vmkernel::vmm::guest_paging::PagingState,
     bases: [u64; 6],
 }
@@ -489,8 +841,8 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     fn read(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8) -> Result<u64, vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, false)?;
         let mut p = self.vm.platform.lock();
-        if p.mmio_claims(0, gpa) {
-            return Ok(p.mmio_read(0, gpa, size));
+        if p.mmio_claims(self.vcpu, gpa) {
+            return Ok(p.mmio_read(self.vcpu, gpa, size));
         }
         drop(p);
         let mut b = [0u8; 8];
@@ -499,8 +851,8 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     fn write(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8, value: u64) -> Result<(), vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, true)?;
         let mut p = self.vm.platform.lock();
-        if p.mmio_claims(0, gpa) {
-            p.mmio_write(0, gpa, size, value);
+        if p.mmio_claims(self.vcpu, gpa) {
+            p.mmio_write(self.vcpu, gpa, size, value);
             return Ok(());
         }
         drop(p);
@@ -510,7 +862,7 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
 
 /// Emulates the instruction at the guest's RIP that touched device memory
 /// (QEMU's SVM gives no decode assists: fetch, decode, execute here).
-fn emulate_mmio(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs) -> Result<(), ()> {
+fn emulate_mmio(vm: &Vm, vcpu: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs) -> Result<(), ()> {
     use vmkernel::vmm::decode::{self, CpuMode, Regs};
     use vmkernel::vmm::guest_paging::{Access, translate};
     let pg = paging(v);
@@ -541,7 +893,7 @@ fn emulate_mmio(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs) -> Result<(),
         rip,
         rflags: v.rflags(),
     };
-    let mut acc = MmioAccess { vm, paging: pg, bases };
+    let mut acc = MmioAccess { vm, vcpu, paging: pg, bases };
     decode::execute(&insn, &mut r, &mut acc).map_err(|_| ())?;
     regs.gpr = r.gpr;
     v.set_rip(r.rip);

@@ -318,6 +318,10 @@ impl Lapic {
     }
 
     /// Takes a pending NMI for injection.
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending
+    }
+
     pub fn take_nmi(&mut self) -> bool {
         core::mem::take(&mut self.nmi_pending)
     }
