@@ -141,6 +141,28 @@ pub fn fpu(pattern: u32) -> Vec<u8> {
     multiboot_image(&c)
 }
 
+/// The hostile guests (`image-builder/guests/hostile.S`, one per mode),
+/// assembled with the host's binutils as 32-bit code (`as --32`, `ld -m
+/// elf_i386`: no cross toolchain) into Multiboot ELF32 kernels.
+pub fn hostile() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    let src = crate::kernel::workspace_root().join("image-builder/guests/hostile.S");
+    let dir = crate::out_dir().join("guests");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for (mode, name) in [(1, "hostile-ports.elf"), (2, "hostile-msrs.elf"), (3, "hostile-memory.elf"), (4, "hostile-apic.elf")] {
+        let obj = dir.join(format!("hostile-{mode}.o"));
+        let elf = dir.join(name);
+        let run = |cmd: &mut std::process::Command| -> Result<(), String> {
+            let o = cmd.output().map_err(|e| format!("cannot run {:?} (binutils missing?): {e}", cmd.get_program()))?;
+            if o.status.success() { Ok(()) } else { Err(format!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&o.stderr))) }
+        };
+        run(std::process::Command::new("as").args(["--32", "--defsym", &format!("MODE={mode}"), "-o"]).arg(&obj).arg(&src))?;
+        run(std::process::Command::new("ld").args(["-N", "--no-warn-rwx-segments", "-m", "elf_i386", "-Ttext=0x100000", "-e", "_start", "--build-id=none", "-o"]).arg(&elf).arg(&obj))?;
+        out.push((name, std::fs::read(&elf).map_err(|e| format!("reading {}: {e}", elf.display()))?));
+    }
+    Ok(out)
+}
+
 /// The guests in every image, under /usr/lib/mantle/guests/.
 pub fn all() -> Vec<(&'static str, Vec<u8>)> {
     vec![
@@ -165,6 +187,16 @@ mod tests {
             let w = |i: usize| u32::from_le_bytes(img[i * 4..i * 4 + 4].try_into().unwrap());
             assert_eq!(w(0).wrapping_add(w(1)).wrapping_add(w(2)), 0, "{name}");
             assert_eq!(w(7), LOAD + HEADER_LEN, "{name} entry");
+        }
+    }
+
+    #[test]
+    fn hostile_guests_assemble_as_multiboot_elf32() {
+        for (name, img) in hostile().unwrap() {
+            assert_eq!(&img[..5], b"\x7fELF\x01", "{name}: ELF32");
+            let at = (0..8192).step_by(4).find(|&i| img[i..i + 4] == 0x1bad_b002u32.to_le_bytes()).expect("Multiboot header");
+            let w = |i: usize| u32::from_le_bytes(img[at + i * 4..at + i * 4 + 4].try_into().unwrap());
+            assert_eq!(w(0).wrapping_add(w(1)).wrapping_add(w(2)), 0, "{name}");
         }
     }
 

@@ -60,6 +60,7 @@ pub struct Vm {
     pub exit_code: AtomicU64,
     pub exits: AtomicU64,
     exit_counts: ExitCounts,
+    open_bus: AtomicU64,
     stop_requested: AtomicBool,
     /// Set by the first vCPU that ends the VM: (reason, code).
     stop_reason: Mutex<Option<(u32, u64)>>,
@@ -126,6 +127,9 @@ fn new_platform(config: &VmConfig, size: u64) -> Platform {
         wall_clock_unix_secs: (crate::uw::files::realtime_ns() / 1_000_000_000) as i64,
         tsc_khz: time::tsc_hz() / 1000,
         console_ring: 64 * 1024,
+        // CPUID does not offer x2APIC yet (see `cpuid`): the model must not
+        // accept it either.
+        x2apic: false,
     })
 }
 
@@ -175,6 +179,7 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
         exit_code: AtomicU64::new(0),
         exits: AtomicU64::new(0),
         exit_counts: ExitCounts::default(),
+        open_bus: AtomicU64::new(0),
         stop_requested: AtomicBool::new(false),
         stop_reason: Mutex::new(None),
         paused: AtomicBool::new(false),
@@ -370,6 +375,14 @@ impl Vm {
         r.guest_frames = self.memory.ram_frames() as u64;
         r.overhead_frames = self.memory.table_frames() as u64;
         r
+    }
+
+    /// An access to guest-physical space with nothing behind it (logged a
+    /// few times per VM, then only counted).
+    fn note_open_bus(&self, gpa: u64) {
+        if self.open_bus.fetch_add(1, Ordering::Relaxed) < 8 {
+            log::info!("vm {}: access to {gpa:#x}: no RAM or device there (open bus)", self.id);
+        }
     }
 
     /// CPU time vCPU `i` has used in this power-on (live while it runs).
@@ -606,11 +619,15 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
         let now = time::uptime_ns();
         let rip = v.rip();
         match exit {
-            Exit::Io { port, size, input, string, next_rip, .. } => {
+            Exit::Io { port, string: true, .. } => {
                 count(api::VM_EXIT_IO);
-                if string {
-                    return Stop::Vm(api::EXIT_REASON_UNHANDLED, 0x7b); // string I/O
+                if string_io(vm, index, v, regs, port).is_err() {
+                    log::warn!("vm {}: string I/O on port {port:#x} at rip {rip:#x} cannot be emulated", vm.id);
+                    return Stop::Vm(api::EXIT_REASON_UNHANDLED, port as u64);
                 }
+            }
+            Exit::Io { port, size, input, next_rip, .. } => {
+                count(api::VM_EXIT_IO);
                 let mut p = vm.platform.lock();
                 p.advance(now);
                 if input {
@@ -722,8 +739,8 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             }
             Exit::NestedPageFault { gpa, .. } => {
                 count(api::VM_EXIT_MMIO);
-                if !vm.platform.lock().mmio_claims(index, gpa) || emulate_mmio(vm, index, v, regs).is_err() {
-                    log::warn!("vm {}: access to {gpa:#x} (no RAM, no device) at rip {rip:#x}", vm.id);
+                if emulate_mmio(vm, index, v, regs).is_err() {
+                    log::warn!("vm {}: access to {gpa:#x} at rip {rip:#x}: the instruction cannot be emulated", vm.id);
                     return Stop::Vm(api::EXIT_REASON_UNHANDLED, gpa);
                 }
             }
@@ -846,7 +863,13 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
         }
         drop(p);
         let mut b = [0u8; 8];
-        if self.vm.memory.read(gpa, &mut b[..size as usize]) { Ok(u64::from_le_bytes(b)) } else { Err(vmkernel::vmm::decode::AccessError::Unhandled) }
+        if self.vm.memory.read(gpa, &mut b[..size as usize]) {
+            Ok(u64::from_le_bytes(b))
+        } else {
+            // Nothing there: an open bus reads all ones, as on a PC.
+            self.vm.note_open_bus(gpa);
+            Ok(u64::MAX >> (64 - 8 * size as u32))
+        }
     }
     fn write(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8, value: u64) -> Result<(), vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, true)?;
@@ -856,25 +879,27 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
             return Ok(());
         }
         drop(p);
-        if self.vm.memory.write(gpa, &value.to_le_bytes()[..size as usize]) { Ok(()) } else { Err(vmkernel::vmm::decode::AccessError::Unhandled) }
+        if !self.vm.memory.write(gpa, &value.to_le_bytes()[..size as usize]) {
+            // Nothing there: the write goes nowhere.
+            self.vm.note_open_bus(gpa);
+        }
+        Ok(())
     }
 }
 
-/// Emulates the instruction at the guest's RIP that touched device memory
-/// (QEMU's SVM gives no decode assists: fetch, decode, execute here).
-fn emulate_mmio(vm: &Vm, vcpu: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs) -> Result<(), ()> {
-    use vmkernel::vmm::decode::{self, CpuMode, Regs};
+/// The instruction bytes at the guest's RIP (up to 15; they may cross a
+/// page) and the mode they execute in.
+fn fetch_insn(vm: &Vm, v: &dyn VcpuHw) -> ([u8; 15], usize, vmkernel::vmm::decode::CpuMode) {
+    use vmkernel::vmm::decode::CpuMode;
     use vmkernel::vmm::guest_paging::{Access, translate};
     let pg = paging(v);
-    let bases = seg_bases(v);
+    let cs = v.segment(SegReg::Cs);
+    let mode = CpuMode::from_state(pg.cr0 & 1 != 0, pg.efer & (1 << 10) != 0, v.rflags() & (1 << 17) != 0, cs.attr & (1 << 9) != 0, cs.attr & (1 << 10) != 0);
     let rip = v.rip();
-    let cs_attr = v.segment(SegReg::Cs).attr;
-    let mode = CpuMode::from_state(pg.cr0 & 1 != 0, pg.efer & (1 << 10) != 0, v.rflags() & (1 << 17) != 0, cs_attr & (1 << 9) != 0, cs_attr & (1 << 10) != 0);
-    // Fetch up to 15 bytes (they may cross a page).
     let mut bytes = [0u8; 15];
     let mut n = 0;
     while n < bytes.len() {
-        let linear = bases[1].wrapping_add(rip).wrapping_add(n as u64);
+        let linear = cs.base.wrapping_add(rip).wrapping_add(n as u64);
         let mem = &vm.memory;
         let mut read = |gpa: u64, size: u8| {
             let mut b = [0u8; 8];
@@ -887,16 +912,72 @@ fn emulate_mmio(vm: &Vm, vcpu: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs) 
         }
         n += chunk;
     }
+    (bytes, n, mode)
+}
+
+/// Emulates the instruction at the guest's RIP that touched device memory
+/// (QEMU's SVM gives no decode assists: fetch, decode, execute here).
+fn emulate_mmio(vm: &Vm, vcpu: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs) -> Result<(), ()> {
+    use vmkernel::vmm::decode::{self, Regs};
+    let (bytes, n, mode) = fetch_insn(vm, v);
     let insn = decode::decode(&bytes[..n], mode).map_err(|_| ())?;
-    let mut r = Regs {
-        gpr: regs.gpr,
-        rip,
-        rflags: v.rflags(),
-    };
-    let mut acc = MmioAccess { vm, vcpu, paging: pg, bases };
+    let mut r = Regs { gpr: regs.gpr, rip: v.rip(), rflags: v.rflags() };
+    let mut acc = MmioAccess { vm, vcpu, paging: paging(v), bases: seg_bases(v) };
     decode::execute(&insn, &mut r, &mut acc).map_err(|_| ())?;
     regs.gpr = r.gpr;
     v.set_rip(r.rip);
     v.set_rflags(r.rflags);
+    Ok(())
+}
+
+/// Elements one exit moves at most; a longer REP leaves RIP on the
+/// instruction, so the guest re-executes it (and can take interrupts).
+const STRING_IO_BATCH: u64 = 1024;
+
+/// INS/OUTS: elements between the port and guest memory at ES:rDI / seg:rSI,
+/// honouring the address size, the direction flag and REP.
+fn string_io(vm: &Vm, vcpu: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, port: u16) -> Result<(), ()> {
+    use vmkernel::vmm::decode::{self, MemoryAccess, Seg};
+    let (bytes, n, mode) = fetch_insn(vm, v);
+    let s = decode::decode_string_io(&bytes[..n], mode).map_err(|_| ())?;
+    let mask = s.addr_mask();
+    let step = if v.rflags() & (1 << 10) != 0 { (s.size as u64).wrapping_neg() } else { s.size as u64 };
+    let set = |reg: &mut u64, val: u64| {
+        *reg = if s.addr_bits == 16 { (*reg & !0xffff) | (val & 0xffff) } else { val & mask };
+    };
+    let mut acc = MmioAccess { vm, vcpu, paging: paging(v), bases: seg_bases(v) };
+    let mut left = if s.rep { regs.gpr[RCX] & mask } else { 1 };
+    let mut budget = STRING_IO_BATCH;
+    while left > 0 && budget > 0 {
+        const RSI: usize = 6;
+        const RDI: usize = 7;
+        if s.output {
+            let val = acc.read(s.seg, regs.gpr[RSI] & mask, s.size).map_err(|_| ())?;
+            let mut p = vm.platform.lock();
+            p.advance(time::uptime_ns());
+            p.io_out(port, s.size, val as u32);
+            drop(p);
+            let next = regs.gpr[RSI].wrapping_add(step);
+            set(&mut regs.gpr[RSI], next);
+        } else {
+            let val = {
+                let mut p = vm.platform.lock();
+                p.advance(time::uptime_ns());
+                p.io_in(port, s.size)
+            };
+            acc.write(Seg::Es, regs.gpr[RDI] & mask, s.size, val as u64).map_err(|_| ())?;
+            let next = regs.gpr[RDI].wrapping_add(step);
+            set(&mut regs.gpr[RDI], next);
+        }
+        left -= 1;
+        budget -= 1;
+        if s.rep {
+            set(&mut regs.gpr[RCX], left);
+        }
+    }
+    if left == 0 {
+        let rip = v.rip();
+        v.set_rip(rip + s.len as u64);
+    }
     Ok(())
 }

@@ -70,6 +70,8 @@ pub struct PlatformConfig {
     pub tsc_khz: u64,
     /// Bytes of console output kept for `vmkcli vm console`.
     pub console_ring: usize,
+    /// The LAPICs accept x2APIC mode (CPUID must say so too).
+    pub x2apic: bool,
 }
 
 impl Default for PlatformConfig {
@@ -81,6 +83,7 @@ impl Default for PlatformConfig {
             wall_clock_unix_secs: 0,
             tsc_khz: 1_000_000,
             console_ring: super::devices::serial::DEFAULT_OUTPUT_RING,
+            x2apic: true,
         }
     }
 }
@@ -126,7 +129,13 @@ impl Platform {
             fw_cfg: FwCfg::new(cfg.ram_below_4g + cfg.ram_above_4g, vcpus as u16),
             pci: PciHost::default(),
             ioapic: IoApic::new(vcpus as u8),
-            lapics: (0..vcpus).map(|i| Lapic::new(i as u32, cfg.tsc_khz)).collect(),
+            lapics: (0..vcpus)
+                .map(|i| {
+                    let mut l = Lapic::new(i as u32, cfg.tsc_khz);
+                    l.set_x2apic_offered(cfg.x2apic);
+                    l
+                })
+                .collect(),
             events: Vec::new(),
             now: 0,
             isa_levels: 0,
@@ -962,3 +971,59 @@ mod tests {
     }
 }
 
+
+#[cfg(test)]
+mod hostile_apic_tests {
+    use super::*;
+
+    /// The sequence of `image-builder/guests/hostile.S` mode 4: after all
+    /// the abuse, a self-IPI, an NMI to self and the periodic timer still
+    /// reach the vCPU.
+    #[test]
+    fn lapic_still_delivers_after_abuse() {
+        let mut p = Platform::new(&PlatformConfig { vcpus: 1, x2apic: false, ..Default::default() });
+        const L: u64 = 0xfee0_0000;
+        p.io_out(0x21, 1, 0xff);
+        p.io_out(0xa1, 1, 0xff);
+        let mut r = 0x20;
+        while r < 0x400 {
+            if r != 0x300 && r != 0x310 {
+                p.mmio_write(0, L + r, 4, 0xffff_ffff);
+                p.mmio_write(0, L + r, 4, 0);
+            }
+            r += 0x10;
+        }
+        p.mmio_write(0, L + 0xf0, 4, 0x1ff);
+        let base = p.msr_read(0, 0x1b).unwrap();
+        p.msr_write(0, 0x1b, base & !0x800).unwrap();
+        p.msr_write(0, 0x1b, base).unwrap();
+        assert!(p.msr_write(0, 0x1b, base | 0xc00).is_err(), "x2APIC is not offered");
+        p.msr_write(0, 0x1b, base).unwrap();
+        p.mmio_write(0, L + 0xf0, 4, 0x1ff);
+        p.mmio_write(0, L + 0x310, 4, 0xff00_0000);
+        for icr in [0x000c_44ff, 0x0004_0400, 0x0004_0200, 0x0004_0700, 0x0004_0100, 0x0004_0003, 0x0008_0841] {
+            p.mmio_write(0, L + 0x300, 4, icr);
+        }
+        for _ in 0..1000 {
+            p.mmio_write(0, L + 0x300, 4, 0x0004_0041);
+        }
+        p.mmio_write(0, L + 0x3e0, 4, 0xb);
+        p.mmio_write(0, L + 0x320, 4, 0x20050);
+        p.mmio_write(0, L + 0x380, 4, 1);
+        assert!(p.take_nmi(0), "NMI to self");
+        let mut seen = Vec::new();
+        let mut now = 1_000;
+        for _ in 0..50 {
+            p.advance(now);
+            if let Some(v) = p.pending_interrupt(0) {
+                let v = p.ack_interrupt(0, v);
+                seen.push(v);
+                p.mmio_write(0, L + 0xb0, 4, 0);
+            }
+            now += 50_000;
+        }
+        assert!(seen.contains(&0x41), "self-IPI: {seen:?}");
+        assert!(seen.iter().filter(|&&v| v == 0x50).count() >= 10, "periodic timer: {seen:?}");
+        assert!(!seen.iter().any(|&v| v < 16), "illegal vectors are never delivered: {seen:?}");
+    }
+}

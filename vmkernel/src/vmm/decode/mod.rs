@@ -15,11 +15,13 @@
 
 mod exec;
 mod length;
+mod string_io;
 #[cfg(test)]
 mod tests;
 
 pub use exec::{AccessError, ExecError, MemoryAccess, REP_BATCH, execute, read_reg, rflags, write_reg};
 pub use length::instruction_length;
+pub use string_io::{StringIo, decode_string_io};
 
 /// Longest legal x86 instruction (SDM vol. 2 §2.3.11).
 pub const MAX_INSN_LEN: usize = 15;

@@ -69,6 +69,10 @@ pub const ESR_ILLEGAL_REGISTER: u32 = 1 << 7;
 
 /// Nanoseconds per APIC bus clock (before the divider).
 pub const BUS_NS_PER_TICK: u64 = 1;
+/// Shortest period of the periodic timer mode (as KVM's 200 µs floor): a
+/// guest asking for a period of a few nanoseconds gets this instead of an
+/// interrupt storm that only costs the host.
+pub const MIN_PERIODIC_NS: u64 = 100_000;
 
 const LVT_TIMER: usize = 0;
 // 1 and 2 are the thermal and performance-counter entries.
@@ -145,6 +149,9 @@ impl Bits256 {
 pub struct Lapic {
     /// Initial APIC ID (= x2APIC ID); the vCPU index.
     initial_id: u32,
+    /// Whether the virtual CPU offers x2APIC (CPUID.1:ECX[21]); without it
+    /// IA32_APIC_BASE.EXTD is reserved (#GP), as on hardware.
+    x2apic_offered: bool,
     apic_base: u64,
     id: u32,
     tpr: u32,
@@ -177,6 +184,7 @@ impl Lapic {
         let bsp = index == 0;
         let mut l = Lapic {
             initial_id: index,
+            x2apic_offered: true,
             apic_base: APIC_BASE_DEFAULT | APIC_BASE_EN | if bsp { APIC_BASE_BSP } else { 0 },
             id: 0,
             tpr: 0,
@@ -318,6 +326,11 @@ impl Lapic {
     }
 
     /// Takes a pending NMI for injection.
+    /// Offer x2APIC mode or not (it must match what CPUID says).
+    pub fn set_x2apic_offered(&mut self, offered: bool) {
+        self.x2apic_offered = offered;
+    }
+
     pub fn nmi_pending(&self) -> bool {
         self.nmi_pending
     }
@@ -475,7 +488,7 @@ impl Lapic {
         }
         match self.timer_mode() {
             1 => {
-                let p = self.timer_period_ns().max(1);
+                let p = self.timer_period_ns().max(MIN_PERIODIC_NS);
                 let periods = (now - self.timer_start) / p;
                 self.timer_next = Some(self.timer_start + (periods + 1) * p);
             }
@@ -591,7 +604,8 @@ impl Lapic {
                 if self.timer_mode() != 2 {
                     self.timer_initial = v;
                     self.timer_start = now;
-                    self.timer_next = (v != 0).then(|| now + self.timer_period_ns());
+                    let period = if self.timer_mode() == 1 { self.timer_period_ns().max(MIN_PERIODIC_NS) } else { self.timer_period_ns() };
+                    self.timer_next = (v != 0).then(|| now + period);
                 }
             }
             REG_TIMER_DCR => self.timer_dcr = v & 0xb,
@@ -694,7 +708,8 @@ impl Lapic {
     /// x2APIC, x2APIC -> disabled. Disabling resets the APIC's registers,
     /// so a later re-enable starts from the power-up state.
     fn write_apic_base(&mut self, value: u64) -> Result<(), GeneralProtection> {
-        if value & !(APIC_BASE_ADDR_MASK | APIC_BASE_EN | APIC_BASE_EXTD | APIC_BASE_BSP) != 0 {
+        let extd = if self.x2apic_offered { APIC_BASE_EXTD } else { 0 };
+        if value & !(APIC_BASE_ADDR_MASK | APIC_BASE_EN | extd | APIC_BASE_BSP) != 0 {
             return Err(GeneralProtection);
         }
         let old = self.mode();
@@ -884,6 +899,17 @@ mod tests {
         assert_eq!(l.next_deadline(), None);
         assert_eq!(l.mmio_read(REG_TIMER_CCR as u64, 30_000), 0);
         assert!(!l.advance(100_000));
+    }
+
+    #[test]
+    fn periodic_timer_has_a_floor() {
+        let mut l = enabled(0);
+        w(&mut l, REG_TIMER_DCR, divide_config(1));
+        w(&mut l, REG_LVT_TIMER, LVT_TIMER_PERIODIC | 0x50);
+        l.mmio_write(REG_TIMER_ICR as u64, 1, 0); // 1 ns
+        assert_eq!(l.next_deadline(), Some(MIN_PERIODIC_NS));
+        assert!(l.advance(MIN_PERIODIC_NS));
+        assert_eq!(l.next_deadline(), Some(2 * MIN_PERIODIC_NS));
     }
 
     #[test]

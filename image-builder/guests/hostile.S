@@ -1,0 +1,300 @@
+/*
+ * Hostile guests: Multiboot (v1) ELF32 kernels that abuse the virtual
+ * platform the way a buggy or malicious guest would, then report through
+ * the QEMU-compatible debug-exit port: 0x10 "survived", 0x11 an exception
+ * nobody asked for, 0x12 an expected interrupt never came, 0x13 an
+ * expected NMI never came. Each only ever
+ * hurts its own VM; the image tests check the host and other VMs carry on.
+ *
+ * (Whether unknown MSRs #GP is checked by the guest test suite; QEMU's
+ * TCG answers them with 0, so this guest only requires surviving them.)
+ *
+ * One source, four guests: `as --32 --defsym MODE=n`.
+ *   1 ports   IN from every port, OUT 0 to ports 0-0xfff (not debug-exit),
+ *             REP INSB/OUTSB
+ *   2 msrs    RDMSR every MSR in four ranges and write back what was read
+ *   3 memory  reads and writes where there is no RAM (beyond guest RAM,
+ *             the PCI hole, HPET, next to the APIC pages), odd-sized and
+ *             unaligned LAPIC/IOAPIC accesses
+ *   4 apic    every LAPIC register all ones then zero, software and global
+ *             disable/enable, x2APIC enable without x2APIC, odd ICR
+ *             commands (broadcast, NMI/SMI/ExtINT/lowest-priority to self,
+ *             illegal vector), a self-IPI flood and a 1 ns periodic timer
+ */
+        .code32
+        .set MB_MAGIC, 0x1badb002
+        .set MB_FLAGS, 0x00000003       /* page-aligned modules, memory info */
+        .set LAPIC, 0xfee00000
+        .set IOAPIC, 0xfec00000
+
+        .section .text
+        .align 4
+        .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
+
+        .globl _start
+_start:
+        cli
+        lgdt gdt_desc
+        ljmp $0x08, $1f
+1:      mov $0x10, %ax
+        mov %ax, %ds
+        mov %ax, %es
+        mov %ax, %ss
+        mov %ax, %fs
+        mov %ax, %gs
+        mov $stack_top, %esp
+        call setup_idt
+        lidt idt_desc
+        call run
+        mov $0x10, %eax
+report:
+        mov $0xf4, %dx
+        out %eax, %dx
+2:      cli
+        hlt
+        jmp 2b
+
+fail:   mov $0x12, %eax
+        jmp report
+
+/* ---- IDT: #GP and NMI are expected, interrupts counted, the rest fatal ---- */
+
+/* edi = gate address, eax = handler: a 32-bit interrupt gate on selector 8 */
+set_gate:
+        mov %eax, %edx
+        and $0xffff, %edx
+        or $0x00080000, %edx
+        mov %edx, (%edi)
+        mov %eax, %edx
+        and $0xffff0000, %edx
+        or $0x8e00, %edx
+        mov %edx, 4(%edi)
+        ret
+
+setup_idt:
+        xor %ecx, %ecx
+1:      lea idt(,%ecx,8), %edi
+        mov $unexpected, %eax
+        cmp $2, %ecx
+        jne 2f
+        mov $nmi_handler, %eax
+        cmp $3, %ecx                    /* #BP (or QEMU delivering an */
+        jne 2f                          /* illegal IPI vector): ignore */
+        mov $ignored, %eax
+2:      cmp $13, %ecx
+        jne 3f
+        mov $gp_handler, %eax
+3:      cmp $0x20, %ecx
+        jb 4f
+        mov $irq_handler, %eax
+4:      call set_gate
+        inc %ecx
+        cmp $256, %ecx
+        jb 1b
+        ret
+
+unexpected:
+        mov $0x11, %eax
+        jmp report
+
+/* #GP from RDMSR/WRMSR (2 bytes long): count it and skip the instruction */
+gp_handler:
+        add $4, %esp
+        addl $2, (%esp)
+        incl gp_count
+        movl $1, gp_hit
+        iret
+
+ignored:
+        iret
+
+nmi_handler:
+        incl nmi_count
+        iret
+
+irq_handler:
+        incl irq_count
+        movl $0, LAPIC + 0xb0
+        iret
+
+/* ---- the modes ---- */
+
+run:
+.if MODE == 1
+        xor %edx, %edx
+1:      inb %dx, %al
+        inc %edx
+        cmp $0x10000, %edx
+        jb 1b
+        xor %edx, %edx
+2:      cmp $0x92, %edx                 /* port 92 bit 1 = 0 masks A20: */
+        je 4f                           /* real suicide, not hostility */
+        cmp $0xf4, %edx
+        jb 3f
+        cmp $0xf8, %edx
+        jb 4f
+3:      xor %eax, %eax
+        outb %al, %dx
+4:      inc %edx
+        cmp $0x1000, %edx
+        jb 2b
+        cld
+        mov $0x80, %dx
+        mov $buf, %edi
+        mov $64, %ecx
+        rep insb
+        mov $buf, %esi
+        mov $64, %ecx
+        rep outsb
+        std
+        mov $buf + 62, %edi
+        mov $16, %ecx
+        rep insw
+        cld
+        ret
+.endif
+
+.if MODE == 2
+        mov $0x0, %ebx
+        mov $0x2000, %ebp
+        call msr_range
+        mov $0x40000000, %ebx
+        mov $0x40000100, %ebp
+        call msr_range
+        mov $0xc0000000, %ebx
+        mov $0xc0001000, %ebp
+        call msr_range
+        mov $0xc0010000, %ebx
+        mov $0xc0011000, %ebp
+        call msr_range
+        ret
+msr_range:
+1:      mov %ebx, %ecx
+        movl $0, gp_hit
+        rdmsr
+        cmpl $0, gp_hit
+        jne 2f
+        mov %ebx, %ecx
+        wrmsr
+2:      inc %ebx
+        cmp %ebp, %ebx
+        jb 1b
+        ret
+.endif
+
+.if MODE == 3
+        mov $addrs, %esi
+1:      mov (%esi), %edi
+        mov (%edi), %eax
+        movl $0xdeadbeef, (%edi)
+        mov (%edi), %eax
+        movb (%edi), %al
+        movw %ax, 2(%edi)
+        add $4, %esi
+        cmp $addrs_end, %esi
+        jb 1b
+        /* odd LAPIC/IOAPIC accesses: bytes, words, unaligned, reserved */
+        movb LAPIC + 0x30, %al
+        movw LAPIC + 0x31, %ax
+        movl LAPIC + 0x3fc, %eax
+        movl LAPIC + 0x3e, %eax
+        movb $0xff, LAPIC + 0x81
+        movl $0xffffffff, LAPIC + 0x10
+        movl $0xff, IOAPIC
+        movl IOAPIC + 0x10, %eax
+        movl $0xffffffff, IOAPIC + 0x10
+        movl $0x10, IOAPIC
+        movl $0xffffffff, IOAPIC + 0x10
+        movb $0x3f, IOAPIC + 1
+        movw IOAPIC + 0x12, %ax
+        movl $0, IOAPIC + 0x20
+        ret
+addrs:  .long 0x04000000, 0x3ffff000, 0x80000000, 0xe0000000, 0xfebff000
+        .long 0xfed00000, 0xfec01000, 0xfee01000, 0xfffffff0
+addrs_end:
+.endif
+
+.if MODE == 4
+        mov $0xff, %al                  /* mask the 8259s: LAPIC only */
+        out %al, $0x21
+        out %al, $0xa1
+        mov $LAPIC + 0x20, %edi
+1:      cmp $LAPIC + 0x300, %edi
+        je 2f
+        cmp $LAPIC + 0x310, %edi
+        je 2f
+        movl $0xffffffff, (%edi)
+        movl $0, (%edi)
+2:      add $0x10, %edi
+        cmp $LAPIC + 0x400, %edi
+        jb 1b
+        movl $0x1ff, LAPIC + 0xf0       /* software enable again */
+        mov $0x1b, %ecx                 /* IA32_APIC_BASE: disable, enable */
+        rdmsr
+        mov %eax, %esi
+        and $~0x800, %eax
+        wrmsr
+        mov %esi, %eax
+        wrmsr
+        mov %esi, %eax                  /* x2APIC without x2APIC: #GP */
+        or $0xc00, %eax
+        movl $0, gp_hit
+        wrmsr
+        mov %esi, %eax
+        wrmsr
+        movl $0x1ff, LAPIC + 0xf0
+        movl $0xff000000, LAPIC + 0x310
+        movl $0x000c44ff, LAPIC + 0x300 /* all-but-self, fixed, vector 0xff */
+        movl $0x00040400, LAPIC + 0x300 /* NMI to self */
+        movl $0x00040200, LAPIC + 0x300 /* SMI to self */
+        movl $0x00040700, LAPIC + 0x300 /* ExtINT to self */
+        movl $0x00040100, LAPIC + 0x300 /* lowest priority, vector 0 */
+        movl $0x00040003, LAPIC + 0x300 /* fixed, illegal vector 3 */
+        movl $0x00080841, LAPIC + 0x300 /* all incl. self, logical */
+        mov $1000, %ecx
+3:      movl $0x00040041, LAPIC + 0x300 /* self-IPI flood, vector 0x41 */
+        loop 3b
+        movl $0xb, LAPIC + 0x3e0        /* divide by 1 */
+        movl $0x20050, LAPIC + 0x320    /* periodic, vector 0x50 */
+        movl $1, LAPIC + 0x380          /* every nanosecond, please */
+        sti
+        mov $1000000, %ecx
+4:      in $0x80, %al
+        cmpl $200, irq_count
+        jae 5f
+        loop 4b
+5:      cli
+        movl $0x10000, LAPIC + 0x320
+        movl $0, LAPIC + 0x380
+        cmpl $200, irq_count            /* the timer and IPIs did arrive */
+        jb fail
+        cmpl $0, nmi_count              /* the NMI to self did arrive */
+        je fail_nmi
+        ret
+fail_nmi:
+        mov $0x13, %eax
+        jmp report
+.endif
+
+        .section .data
+        .align 8
+gdt:    .quad 0
+        .quad 0x00cf9a000000ffff        /* 0x08: flat 32-bit code */
+        .quad 0x00cf92000000ffff        /* 0x10: flat data */
+gdt_desc:
+        .word gdt_desc - gdt - 1
+        .long gdt
+idt_desc:
+        .word 256 * 8 - 1
+        .long idt
+
+        .section .bss
+        .align 16
+idt:    .skip 256 * 8
+gp_count: .long 0
+gp_hit: .long 0
+nmi_count: .long 0
+irq_count: .long 0
+buf:    .skip 256
+        .skip 16384
+stack_top:
