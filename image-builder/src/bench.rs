@@ -813,3 +813,126 @@ pub fn bench_user(kernel_elf: &Path, ubench: &Path, runs: usize) -> Result<(), S
     println!("(QEMU TCG, {}; the emulator slows both alike: compare the ratio)", QEMU_COMMON[3]);
     Ok(())
 }
+
+// ---- VMM benchmarks: exit cost, workload ratio, memory per VM, VM rate ----
+
+/// `vmbench: <name> <value> <unit>` lines (same shape as ubench's).
+pub fn parse_vmbench(out: &str) -> Vec<(String, f64, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("vmbench: ")?;
+            let mut w = rest.split_whitespace();
+            let (name, value, unit) = (w.next()?, w.next()?.parse().ok()?, w.next()?);
+            Some((name.to_string(), value, unit.to_string()))
+        })
+        .collect()
+}
+
+/// The hex figure after `key` in a bench guest's `bench:` line.
+fn bench_field(out: &str, key: &str) -> Option<u64> {
+    let rest = out.split(key).nth(1)?.trim_start().trim_start_matches("0x");
+    let end = rest.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(rest.len());
+    u64::from_str_radix(&rest[..end], 16).ok()
+}
+
+/// Runs the VMM benchmarks and prints their figures:
+/// (a) host instructions per CPUID exit round trip, deterministic under
+///     `-icount shift=0` (the guest's TSC counts instructions);
+/// (b) the sieve workload inside Mantle vs the same guest booted directly
+///     in QEMU (TSC ticks; ratio);
+/// (c) host memory per running VM beyond guest RAM;
+/// (d) VMs created and powered on per second.
+/// Mantle runs `vmbench` as PID 1 (`-kernel` + an initrd with the guests).
+pub fn bench_vm(kernel_elf: &Path, vmbench: &Path, runs: usize) -> Result<(), String> {
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bin = std::fs::read(vmbench).map_err(|e| format!("{}: {e}", vmbench.display()))?;
+    let mut guests = crate::guests::bench()?;
+    guests.extend(crate::guests::all().into_iter().filter(|(n, _)| *n == "idle.bin"));
+    let initrd = |mode: &str| -> Result<PathBuf, String> {
+        let mut w = vmkernel::cpio::Writer::new();
+        w.add("init", vmkernel::cpio::S_IFREG | 0o755, 0, 0, 0, &bin);
+        w.add("bench-mode", vmkernel::cpio::S_IFREG | 0o644, 0, 0, 0, mode.as_bytes());
+        w.add("guests", vmkernel::cpio::S_IFDIR | 0o755, 0, 0, 0, &[]);
+        for (name, img) in &guests {
+            w.add(&format!("guests/{name}"), vmkernel::cpio::S_IFREG | 0o644, 0, 0, 0, img);
+        }
+        let p = dir.join(format!("vmbench-{mode}.cpio"));
+        std::fs::write(&p, w.finish()).map_err(|e| e.to_string())?;
+        Ok(p)
+    };
+    let (icount_rd, all_rd) = (initrd("cpuid")?, initrd("all")?);
+    let mantle = |rd: &Path, icount: bool| -> Vec<String> {
+        let mut a: Vec<String> = ["-kernel", &kernel_elf.display().to_string(), "-initrd", &rd.display().to_string(), "-append", "init=/init"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if icount {
+            a.extend(["-icount".into(), "shift=0".into()]);
+        }
+        a
+    };
+    let guest_dir = dir.join("bench-guests");
+    std::fs::create_dir_all(&guest_dir).map_err(|e| e.to_string())?;
+    let work_elf = guest_dir.join("bench-work.elf");
+    let cpuid_elf = guest_dir.join("bench-cpuid.elf");
+    for (name, img) in &guests {
+        std::fs::write(guest_dir.join(name), img).map_err(|e| e.to_string())?;
+    }
+    let direct = |elf: &Path, icount: bool| -> Vec<String> {
+        let mut a: Vec<String> = ["-kernel", &elf.display().to_string(), "-device", "isa-debug-exit,iobase=0xf4,iosize=4"].iter().map(|s| s.to_string()).collect();
+        if icount {
+            a.extend(["-icount".into(), "shift=0".into()]);
+        }
+        a
+    };
+    let mut figures: Vec<(String, Vec<f64>, String)> = Vec::new();
+    let mut record = |name: &str, v: f64, unit: &str| {
+        match figures.iter_mut().find(|f| f.0 == name) {
+            Some(f) => f.1.push(v),
+            None => figures.push((name.into(), vec![v], unit.into())),
+        }
+    };
+    for run in 0..runs.max(1) {
+        println!("run {}/{}", run + 1, runs.max(1));
+        let out = serial_until(&mantle(&icount_rd, true), "vmbench: done", Duration::from_secs(900))?;
+        for (name, v, _) in parse_vmbench(&out) {
+            if name == "cpuid_exit" {
+                println!("  Mantle -icount: CPUID exit round trip {v} host instructions");
+                record("cpuid_exit_instructions", v, "instructions");
+            }
+        }
+        let out = serial_until(&mantle(&all_rd, false), "vmbench: done", Duration::from_secs(900))?;
+        for (name, v, unit) in parse_vmbench(&out) {
+            println!("  Mantle: {name} {v} {unit}");
+            if name != "cpuid_exit" {
+                record(&name, v, &unit);
+            }
+        }
+        for l in out.lines().filter(|l| l.contains("failed")) {
+            println!("  {l}");
+        }
+        let out = serial_until(&direct(&work_elf, false), "primes", Duration::from_secs(300))?;
+        let w = bench_field(&out, "work").ok_or_else(|| format!("no work figure from the direct run:\n{}", tail(out.as_bytes())))?;
+        println!("  QEMU directly: work {w} ticks");
+        record("work_direct", w as f64, "ticks");
+        let out = serial_until(&direct(&cpuid_elf, true), "iterations", Duration::from_secs(300))?;
+        if let (Some(a), Some(b), Some(n)) = (bench_field(&out, "cpuid-loop"), bench_field(&out, "empty-loop"), bench_field(&out, "iterations")) {
+            println!("  QEMU directly, -icount: CPUID {} instructions (no exit: for reference)", a.saturating_sub(b) / n.max(1));
+        }
+    }
+    let med = |v: &[f64]| -> f64 {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let get = |n: &str| figures.iter().find(|f| f.0 == n).map(|f| med(&f.1)).unwrap_or(f64::NAN);
+    println!();
+    println!("VMM benchmarks (medians of {} run(s); QEMU TCG {}, 1 host CPU)", runs.max(1), QEMU_COMMON[3]);
+    println!("(a) host instructions per CPUID exit round trip (-icount shift=0): {:.0}", get("cpuid_exit_instructions"));
+    let (wm, wd) = (get("work"), get("work_direct"));
+    println!("(b) sieve workload: {wm:.0} ticks in a Mantle VM, {wd:.0} ticks directly in QEMU: ratio {:.2}", wm / wd);
+    println!("(c) host memory per running VM beyond its guest RAM: {:.0} KiB (of which nested page tables {:.0} KiB)", get("host_memory_per_vm"), get("nested_tables_per_vm"));
+    println!("(d) VMs created and powered on per second: {:.1}", get("vms_per_second"));
+    Ok(())
+}

@@ -71,6 +71,12 @@ pub fn spin() -> Vec<u8> {
     multiboot_image(&[0xfa, 0xeb, 0xfe]) // cli; jmp $
 }
 
+/// Idles with interrupts on and nothing to wake it: a VM that costs no CPU
+/// (for benchmarks that count VMs rather than work).
+pub fn idle() -> Vec<u8> {
+    multiboot_image(&[0xfb, 0xf4, 0xeb, 0xfd]) // sti; hlt; jmp hlt
+}
+
 /// Two CPU-bound vCPUs: the BSP puts `jmp $` at 0x8000, starts the AP
 /// there with INIT + START-UP (vector 8) through its LAPIC's ICR, and both
 /// spin with interrupts off.
@@ -141,26 +147,41 @@ pub fn fpu(pattern: u32) -> Vec<u8> {
     multiboot_image(&c)
 }
 
-/// The hostile guests (`image-builder/guests/hostile.S`, one per mode),
-/// assembled with the host's binutils as 32-bit code (`as --32`, `ld -m
-/// elf_i386`: no cross toolchain) into Multiboot ELF32 kernels.
-pub fn hostile() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
-    let src = crate::kernel::workspace_root().join("image-builder/guests/hostile.S");
+/// Assembles `image-builder/guests/<src>` once per `(mode, name)` with the
+/// host's binutils as 32-bit code (`as --32 --defsym MODE=n`, `ld -m
+/// elf_i386`: no cross toolchain) into Multiboot ELF32 kernels linked at
+/// 1 MiB, which Mantle's loader and QEMU's `-kernel` both boot.
+fn assemble(src: &str, modes: &[(u32, &'static str)]) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    let src = crate::kernel::workspace_root().join("image-builder/guests").join(src);
     let dir = crate::out_dir().join("guests");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let run = |cmd: &mut std::process::Command| -> Result<(), String> {
+        let o = cmd.output().map_err(|e| format!("cannot run {:?} (binutils missing?): {e}", cmd.get_program()))?;
+        if o.status.success() { Ok(()) } else { Err(format!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&o.stderr))) }
+    };
     let mut out = Vec::new();
-    for (mode, name) in [(1, "hostile-ports.elf"), (2, "hostile-msrs.elf"), (3, "hostile-memory.elf"), (4, "hostile-apic.elf")] {
-        let obj = dir.join(format!("hostile-{mode}.o"));
+    for &(mode, name) in modes {
+        let obj = dir.join(format!("{name}.o"));
         let elf = dir.join(name);
-        let run = |cmd: &mut std::process::Command| -> Result<(), String> {
-            let o = cmd.output().map_err(|e| format!("cannot run {:?} (binutils missing?): {e}", cmd.get_program()))?;
-            if o.status.success() { Ok(()) } else { Err(format!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&o.stderr))) }
-        };
         run(std::process::Command::new("as").args(["--32", "--defsym", &format!("MODE={mode}"), "-o"]).arg(&obj).arg(&src))?;
-        run(std::process::Command::new("ld").args(["-N", "--no-warn-rwx-segments", "-m", "elf_i386", "-Ttext=0x100000", "-e", "_start", "--build-id=none", "-o"]).arg(&elf).arg(&obj))?;
+        // -N: one RWX segment at 1 MiB (no ELF headers loaded below it).
+        run(std::process::Command::new("ld")
+            .args(["-N", "--no-warn-rwx-segments", "-m", "elf_i386", "-Ttext=0x100000", "-e", "_start", "--build-id=none", "-o"])
+            .arg(&elf)
+            .arg(&obj))?;
         out.push((name, std::fs::read(&elf).map_err(|e| format!("reading {}: {e}", elf.display()))?));
     }
     Ok(out)
+}
+
+/// The hostile guests (`image-builder/guests/hostile.S`, one per mode).
+pub fn hostile() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    assemble("hostile.S", &[(1, "hostile-ports.elf"), (2, "hostile-msrs.elf"), (3, "hostile-memory.elf"), (4, "hostile-apic.elf")])
+}
+
+/// The benchmark guests (`image-builder/guests/bench.S`).
+pub fn bench() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    assemble("bench.S", &[(1, "bench-cpuid.elf"), (2, "bench-work.elf")])
 }
 
 /// The guests in every image, under /usr/lib/mantle/guests/.
@@ -170,6 +191,7 @@ pub fn all() -> Vec<(&'static str, Vec<u8>)> {
         ("triple-fault.bin", triple_fault()),
         ("spin.bin", spin()),
         ("smp-spin.bin", smp_spin()),
+        ("idle.bin", idle()),
         ("lapic-mmio.bin", lapic_mmio()),
         ("fpu-a.bin", fpu(0x1234_5678)),
         ("fpu-b.bin", fpu(0x0bad_f00d)),
@@ -191,8 +213,8 @@ mod tests {
     }
 
     #[test]
-    fn hostile_guests_assemble_as_multiboot_elf32() {
-        for (name, img) in hostile().unwrap() {
+    fn assembled_guests_are_multiboot_elf32() {
+        for (name, img) in hostile().unwrap().into_iter().chain(bench().unwrap()) {
             assert_eq!(&img[..5], b"\x7fELF\x01", "{name}: ELF32");
             let at = (0..8192).step_by(4).find(|&i| img[i..i + 4] == 0x1bad_b002u32.to_le_bytes()).expect("Multiboot header");
             let w = |i: usize| u32::from_le_bytes(img[at + i * 4..at + i * 4 + 4].try_into().unwrap());

@@ -99,6 +99,13 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The VMM: host instructions per CPUID exit (-icount), a guest
+    /// workload inside Mantle vs directly in QEMU, host memory per VM, VMs
+    /// created and started per second.
+    Vm {
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,6 +175,11 @@ fn real_main() -> Result<ExitCode, String> {
             let kernel = image_builder::kernel::build_kernel(true)?;
             let bins = image_builder::userworlds::build_static(false)?;
             image_builder::bench::bench_user(&kernel, &bins.join("ubench"), runs)?;
+        }
+        Cmd::Bench { what: BenchCmd::Vm { runs } } => {
+            let kernel = image_builder::kernel::build_kernel(true)?;
+            let bins = image_builder::userworlds::build_static(false)?;
+            image_builder::bench::bench_vm(&kernel, &bins.join("vmbench"), runs)?;
         }
         Cmd::Kernel => {
             let elf = image_builder::kernel::build_kernel(true)?;

@@ -15,6 +15,7 @@ pub const PROGRAMS: &[(&str, &str)] =
         ("vmkcli", "bin/vmkcli"),
         ("conformance", "usr/lib/mantle/conformance"),
         ("hostile", "usr/lib/mantle/hostile"),
+        ("vmbench", "usr/lib/mantle/vmbench"),
     ];
 
 /// Builds the `userworld` crate's binaries as static executables (static
@@ -76,7 +77,7 @@ pub fn add_base_system(r: &mut Rootfs, quiet: bool) -> Result<(), String> {
     r.insert_file("etc/hostname", 0o644, b"mantle\n");
     r.insert_file("etc/profile", 0o644, PROFILE.as_bytes());
     r.insert_file("etc/motd", 0o644, MOTD.as_bytes());
-    for (name, image) in crate::guests::all().into_iter().chain(crate::guests::hostile()?) {
+    for (name, image) in crate::guests::all().into_iter().chain(crate::guests::hostile()?).chain(crate::guests::bench()?) {
         r.insert_file(&format!("usr/lib/mantle/guests/{name}"), 0o644, &image);
     }
     r.insert_dir("root", 0o700);

@@ -1,0 +1,164 @@
+//! vmbench — VMM benchmarks run inside Mantle through the VM API, as PID 1
+//! of a benchmark boot (`image-builder bench vm`) or from the shell.
+//!
+//! Prints `vmbench: <name> <value> <unit>` lines:
+//! * `cpuid_exit` — TSC ticks per CPUID exit round trip, minus the same loop
+//!   without CPUID (under QEMU `-icount shift=0` a tick is one instruction);
+//! * `work` — TSC ticks of the sieve workload (compare with the same guest
+//!   booted directly in QEMU);
+//! * `host_memory_per_vm` / `nested_tables_per_vm` — host memory a running VM
+//!   costs beyond its guest RAM (from MemFree, and the VMM's own count);
+//! * `vms_per_second` — VMs created and powered on per second.
+//!
+//! `vmbench [GUEST_DIR] [cpuid|all]`; as PID 1 it reads the mode from
+//! `/bench-mode` and powers off at the end.
+
+use std::io;
+use std::time::{Duration, Instant};
+use userworld::vmk;
+
+fn create(name: &str, kernel: &str, mib: u32) -> io::Result<u32> {
+    vmk::vm_create(&format!("name = {name}\nkernel = {kernel}\nmemory_mib = {mib}\n"))
+}
+
+fn wait_stopped(id: u32, timeout: Duration) -> io::Result<vmk::VmInfoRecord> {
+    let end = Instant::now() + timeout;
+    loop {
+        let r = vmk::vm_info(id)?;
+        if r.state == vmk::VM_STATE_STOPPED {
+            return Ok(r);
+        }
+        if Instant::now() > end {
+            return Err(io::Error::other(format!("VM {id} still running after {timeout:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a guest to completion and returns its console output.
+fn run_guest(name: &str, kernel: &str, mib: u32) -> io::Result<String> {
+    let id = create(name, kernel, mib)?;
+    vmk::vm_start(id)?;
+    let r = wait_stopped(id, Duration::from_secs(600))?;
+    let mut out = Vec::new();
+    loop {
+        let chunk = vmk::vm_console_read(id, out.len() as u64, 4096)?;
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    vmk::vm_destroy(id)?;
+    if r.exit_reason != 1 || r.exit_code != 0x10 {
+        return Err(io::Error::other(format!("guest {name} stopped with reason {} code {:#x}", r.exit_reason, r.exit_code)));
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The hex number after `key` in a `bench:` line.
+fn field(out: &str, key: &str) -> io::Result<u64> {
+    let rest = out.split(key).nth(1).ok_or_else(|| io::Error::other(format!("no {key:?} in {out:?}")))?;
+    let hex = rest.trim_start().trim_start_matches("0x");
+    let end = hex.find(|c: char| !c.is_ascii_hexdigit()).unwrap_or(hex.len());
+    u64::from_str_radix(&hex[..end], 16).map_err(|e| io::Error::other(format!("{key}: {e}")))
+}
+
+fn mem_free_kib() -> io::Result<u64> {
+    let m = std::fs::read_to_string("/proc/meminfo")?;
+    m.lines()
+        .find_map(|l| l.strip_prefix("MemFree:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .ok_or_else(|| io::Error::other("no MemFree in /proc/meminfo"))
+}
+
+fn cpuid_exit(dir: &str) -> io::Result<()> {
+    let out = run_guest("bench-cpuid", &format!("{dir}/bench-cpuid.elf"), 16)?;
+    let (with, without, n) = (field(&out, "cpuid-loop")?, field(&out, "empty-loop")?, field(&out, "iterations")?);
+    println!("vmbench: cpuid_exit {} ticks", (with.saturating_sub(without)) / n.max(1));
+    Ok(())
+}
+
+fn work(dir: &str) -> io::Result<()> {
+    let out = run_guest("bench-work", &format!("{dir}/bench-work.elf"), 16)?;
+    println!("vmbench: work {} ticks", field(&out, "work")?);
+    println!("vmbench: work_primes {} count", field(&out, "primes")?);
+    Ok(())
+}
+
+/// Memory per running VM beyond guest RAM: 8 idle 16 MiB VMs.
+fn memory(dir: &str) -> io::Result<()> {
+    const VMS: u64 = 8;
+    const MIB: u64 = 16;
+    // One VM first, so the kernel heap has grown to its working size.
+    let warm = create("warm", &format!("{dir}/idle.bin"), MIB as u32)?;
+    vmk::vm_start(warm)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let before = mem_free_kib()?;
+    let mut ids = Vec::new();
+    for i in 0..VMS {
+        let id = create(&format!("mem{i}"), &format!("{dir}/idle.bin"), MIB as u32)?;
+        vmk::vm_start(id)?;
+        ids.push(id);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = mem_free_kib()?;
+    let tables: u64 = ids.iter().map(|&id| vmk::vm_stats(id).map(|s| s.overhead_frames * 4)).sum::<io::Result<u64>>()?;
+    let per_vm = (before.saturating_sub(after)) as f64 / VMS as f64 - (MIB * 1024) as f64;
+    println!("vmbench: host_memory_per_vm {per_vm:.0} KiB");
+    println!("vmbench: nested_tables_per_vm {} KiB", tables / VMS);
+    for id in ids.into_iter().chain([warm]) {
+        vmk::vm_stop(id)?;
+        wait_stopped(id, Duration::from_secs(10))?;
+        vmk::vm_destroy(id)?;
+    }
+    Ok(())
+}
+
+/// VMs created and powered on per second (20 idle VMs of 8 MiB).
+fn rate(dir: &str) -> io::Result<()> {
+    const VMS: usize = 20;
+    let kernel = format!("{dir}/idle.bin");
+    let t = Instant::now();
+    let mut ids = Vec::new();
+    let mut creating = Duration::ZERO;
+    for i in 0..VMS {
+        let c = Instant::now();
+        let id = create(&format!("rate{i}"), &kernel, 8)?;
+        creating += c.elapsed();
+        vmk::vm_start(id)?;
+        ids.push(id);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!("vmbench: vms_per_second {:.1} VM/s", VMS as f64 / secs);
+    println!("vmbench: create_share {:.0} %", 100.0 * creating.as_secs_f64() / secs);
+    for id in ids {
+        vmk::vm_stop(id)?;
+        wait_stopped(id, Duration::from_secs(10))?;
+        vmk::vm_destroy(id)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let pid1 = std::process::id() == 1;
+    let dir = args.get(1).cloned().unwrap_or_else(|| if pid1 { "/guests".into() } else { "/usr/lib/mantle/guests".into() });
+    let mode = args.get(2).cloned().unwrap_or_else(|| std::fs::read_to_string("/bench-mode").unwrap_or_else(|_| "all".into()).trim().to_string());
+    println!("vmbench: start ({mode})");
+    let mut steps: Vec<(&str, fn(&str) -> io::Result<()>)> = vec![("cpuid_exit", cpuid_exit)];
+    if mode == "all" {
+        steps.extend([("work", work as fn(&str) -> io::Result<()>), ("memory", memory), ("rate", rate)]);
+    }
+    for (name, f) in steps {
+        if let Err(e) = f(&dir) {
+            println!("vmbench: {name} failed: {e}");
+        }
+    }
+    println!("vmbench: done");
+    if pid1 {
+        // SAFETY: sync and reboot(POWER_OFF) as PID 1 end the benchmark boot.
+        unsafe {
+            libc::sync();
+            libc::reboot(libc::RB_POWER_OFF);
+        }
+    }
+}
