@@ -102,6 +102,12 @@ fn guest_basics_on_svm() {
     check(&c, out.contains("triple fault") && out.contains("hello"), &format!("triple fault: {out:?}"));
     let out = run(&mut c, "vmkcli vm create --name bad --kernel /etc/passwd --memory 8; echo rc=$?");
     check(&c, out.contains("not a loadable Multiboot image") && out.contains("rc=1"), &format!("bad kernel: {out:?}"));
+    // Flat binaries: the hello guest's bytes entered in protected mode past
+    // its header, and a real-mode binary at 0x7c00.
+    let out = run(&mut c, "vmkcli vm create --name flat --kernel /usr/lib/mantle/guests/hello.bin --memory 8 --format flat --load-address 0x100000 --entry 0x100020 && vmkcli vm start 4 && vmkcli vm wait 4 && vmkcli vm console 4");
+    check(&c, out.contains("hello from a Mantle guest") && out.contains("debug-exit code 0x10"), &format!("flat protected-mode guest: {out:?}"));
+    let out = run(&mut c, "vmkcli vm create --name real --kernel /usr/lib/mantle/guests/real-mode.flat --memory 8 --format flat --load-address 0x7c00 --entry-mode real && vmkcli vm start 5 && vmkcli vm wait 5");
+    check(&c, out.contains("debug-exit code 0x42"), &format!("flat real-mode guest: {out:?}"));
 }
 
 /// The CPU time a VM has used so far, from `vmkcli vm info` (the kernel's

@@ -179,6 +179,27 @@ mod tests {
     }
 
     #[test]
+    fn config_formats() {
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k").unwrap().format, KernelFormat::Multiboot);
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k\nformat=elf64").unwrap().format, KernelFormat::Elf64);
+        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x100000\nentry=0x100020").unwrap();
+        assert_eq!(c.format, KernelFormat::Flat { load: 0x10_0000, entry: 0x10_0020, real_mode: false });
+        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x7c00\nentry_mode=real").unwrap();
+        assert_eq!(c.format, KernelFormat::Flat { load: 0x7c00, entry: 0x7c00, real_mode: true });
+        for (bad, why) in [
+            ("format=flat", "load_address is required"),
+            ("format=flat\nload_address=0x200000\nentry_mode=real", "real mode"),
+            ("format=flat\nload_address=zz", "not an address"),
+            ("format=pe", "multiboot, flat or elf64"),
+            ("format=elf64\nmodule=/m", "modules are for Multiboot"),
+            ("entry_mode=v86", "real or protected"),
+        ] {
+            let e = VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{bad}")).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn stats_round_trip() {
         let s = GroupStats {
             id: 3,
@@ -248,6 +269,21 @@ pub struct VmConfig {
     /// Multiboot modules: (path, arguments); the module string the guest
     /// sees is "<path> <arguments>" (as GRUB and QEMU pass it).
     pub modules: alloc::vec::Vec<(alloc::string::String, alloc::string::String)>,
+    /// How `kernel` is loaded.
+    pub format: KernelFormat,
+}
+
+/// How a VM's kernel file is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KernelFormat {
+    /// Multiboot (v1): ELF32/ELF64 or the header's address fields.
+    #[default]
+    Multiboot,
+    /// Raw bytes at `load` entered at `entry` in real mode (CS:IP =
+    /// entry >> 4 : entry & 0xf) or 32-bit protected mode (flat, paging off).
+    Flat { load: u32, entry: u32, real_mode: bool },
+    /// An ELF64 image entered in 64-bit mode (identity-mapped low 4 GiB).
+    Elf64,
 }
 
 impl VmConfig {
@@ -257,6 +293,12 @@ impl VmConfig {
     }
 
     pub fn parse(text: &str) -> Result<VmConfig, alloc::string::String> {
+        let hex = |v: &str| -> Option<u32> {
+            match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                Some(h) => u32::from_str_radix(h, 16).ok(),
+                None => v.parse().ok(),
+            }
+        };
         use alloc::format;
         use alloc::string::String;
         let mut c = VmConfig {
@@ -269,7 +311,9 @@ impl VmConfig {
             reservation_pct: 0,
             limit_pct: None,
             modules: alloc::vec::Vec::new(),
+            format: KernelFormat::Multiboot,
         };
+        let (mut format, mut load, mut entry, mut real_mode) = (String::from("multiboot"), None, None, false);
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -287,6 +331,16 @@ impl VmConfig {
                 "shares" => c.shares = num(v)?,
                 "reservation_pct" => c.reservation_pct = num(v)?,
                 "limit_pct" => c.limit_pct = Some(num(v)?),
+                "format" => format = v.into(),
+                "load_address" => load = Some(hex(v).ok_or_else(|| format!("line {}: load_address: {v:?} is not an address", n + 1))?),
+                "entry" => entry = Some(hex(v).ok_or_else(|| format!("line {}: entry: {v:?} is not an address", n + 1))?),
+                "entry_mode" => {
+                    real_mode = match v {
+                        "real" => true,
+                        "protected" => false,
+                        _ => return Err(format!("line {}: entry_mode: real or protected, not {v:?}", n + 1)),
+                    }
+                }
                 "module" => {
                     let (path, args) = v.split_once(' ').map_or((v, ""), |(p, a)| (p, a.trim()));
                     if !path.starts_with('/') {
@@ -311,6 +365,22 @@ impl VmConfig {
         }
         if !c.kernel.starts_with('/') {
             return Err("kernel: an absolute path to a Multiboot kernel is required".into());
+        }
+        c.format = match format.as_str() {
+            "multiboot" => KernelFormat::Multiboot,
+            "elf64" => KernelFormat::Elf64,
+            "flat" => {
+                let load = load.ok_or("format flat: load_address is required")?;
+                let entry = entry.unwrap_or(load);
+                if real_mode && entry >= 0x10_0000 {
+                    return Err(format!("entry {entry:#x}: real mode reaches only the first MiB"));
+                }
+                KernelFormat::Flat { load, entry, real_mode }
+            }
+            f => return Err(format!("format {f:?}: multiboot, flat or elf64")),
+        };
+        if c.format != KernelFormat::Multiboot && !c.modules.is_empty() {
+            return Err("modules are for Multiboot kernels".into());
         }
         Ok(c)
     }
@@ -478,6 +548,27 @@ mod vm_tests {
         assert!(VmConfig::parse("name=x\nkernel=/k\nmodule=rel").unwrap_err().contains("absolute"));
         let many: String = (0..=MAX_MODULES).map(|i| alloc::format!("module=/m{i}\n")).collect();
         assert!(VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{many}")).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn config_formats() {
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k").unwrap().format, KernelFormat::Multiboot);
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k\nformat=elf64").unwrap().format, KernelFormat::Elf64);
+        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x100000\nentry=0x100020").unwrap();
+        assert_eq!(c.format, KernelFormat::Flat { load: 0x10_0000, entry: 0x10_0020, real_mode: false });
+        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x7c00\nentry_mode=real").unwrap();
+        assert_eq!(c.format, KernelFormat::Flat { load: 0x7c00, entry: 0x7c00, real_mode: true });
+        for (bad, why) in [
+            ("format=flat", "load_address is required"),
+            ("format=flat\nload_address=0x200000\nentry_mode=real", "real mode"),
+            ("format=flat\nload_address=zz", "not an address"),
+            ("format=pe", "multiboot, flat or elf64"),
+            ("format=elf64\nmodule=/m", "modules are for Multiboot"),
+            ("entry_mode=v86", "real or protected"),
+        ] {
+            let e = VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{bad}")).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 
     #[test]

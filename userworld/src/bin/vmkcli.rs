@@ -63,6 +63,19 @@ enum VmCmd {
         /// Maximum CPU, percent of one host CPU.
         #[arg(long)]
         limit: Option<u32>,
+        /// How to load the kernel: multiboot (ELF32/ELF64 or a.out-kludge
+        /// header), flat (raw bytes at --load-address) or elf64 (64-bit entry).
+        #[arg(long, default_value = "multiboot")]
+        format: String,
+        /// flat: guest-physical address the bytes go to (e.g. 0x7c00).
+        #[arg(long)]
+        load_address: Option<String>,
+        /// flat: entry point (default: the load address).
+        #[arg(long)]
+        entry: Option<String>,
+        /// flat: enter in `real` or `protected` (32-bit, flat) mode.
+        #[arg(long, default_value = "protected")]
+        entry_mode: String,
         /// A configuration file (`key = value` lines) instead of the flags.
         #[arg(long)]
         config: Option<String>,
@@ -120,7 +133,7 @@ fn state_name(r: &vmk::VmInfoRecord) -> String {
 
 fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
     match cmd {
-        VmCmd::Create { name, kernel, memory, vcpus, cmdline, modules, shares, reservation, limit, config } => {
+        VmCmd::Create { name, kernel, memory, vcpus, cmdline, modules, shares, reservation, limit, format, load_address, entry, entry_mode, config } => {
             let text = match config {
                 Some(path) => std::fs::read_to_string(path)?,
                 None => {
@@ -134,6 +147,13 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
                     }
                     for m in modules {
                         t += &format!("module = {m}\n");
+                    }
+                    t += &format!("format = {format}\nentry_mode = {entry_mode}\n");
+                    if let Some(a) = load_address {
+                        t += &format!("load_address = {a}\n");
+                    }
+                    if let Some(e) = entry {
+                        t += &format!("entry = {e}\n");
                     }
                     t
                 }

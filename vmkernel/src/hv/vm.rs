@@ -113,10 +113,23 @@ fn load_guest(memory: &GuestMemory, config: &VmConfig, image: &[u8], modules: &[
     let fw = vmkernel::vmm::firmware::PlatformConfig::new(config.vcpus);
     vmkernel::vmm::firmware::build_acpi(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the ACPI tables: {e:?}")))?;
     vmkernel::vmm::firmware::build_mp_table(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the MP table: {e:?}")))?;
-    let mods: Vec<loader::multiboot::Module> = modules.iter().map(|m| loader::multiboot::Module { image: &m.image, string: &m.string }).collect();
-    loader::multiboot::load(&mut lm, image, &config.kernel, &config.cmdline, &mods)
-        .map(|(state, _)| state)
-        .map_err(|e| (-ENOEXEC, alloc::format!("cannot load {}: {e:?}", config.kernel)))
+    let loaded = match config.format {
+        api::KernelFormat::Multiboot => {
+            let mods: Vec<loader::multiboot::Module> = modules.iter().map(|m| loader::multiboot::Module { image: &m.image, string: &m.string }).collect();
+            loader::multiboot::load(&mut lm, image, &config.kernel, &config.cmdline, &mods).map(|(state, _)| state)
+        }
+        api::KernelFormat::Flat { load, entry, real_mode: true } => {
+            loader::flat::load_real(&mut lm, image, (load >> 4) as u16, (load & 0xf) as u16, 0xfffe).map(|mut s| {
+                let (cs, ip) = ((entry >> 4) as u16, (entry & 0xf) as u64);
+                s.cs = loader::Segment::real(cs, true);
+                s.regs.rip = ip;
+                s
+            })
+        }
+        api::KernelFormat::Flat { load, entry, real_mode: false } => loader::flat::load_protected32(&mut lm, image, load, entry, load),
+        api::KernelFormat::Elf64 => loader::long_mode::load_elf64(&mut lm, image, None),
+    };
+    loaded.map_err(|e| (-ENOEXEC, alloc::format!("cannot load {}: {e:?}", config.kernel)))
 }
 
 fn new_platform(config: &VmConfig, size: u64) -> Platform {
