@@ -427,10 +427,15 @@ impl Console {
         let n = 1000 + self.mark;
         let marker = format!("__done_{}__", n + 1);
         self.send(&format!("{cmd}; echo __done_$(({n}+1))__\n"))?;
-        // Skip the echoed command line itself.
-        self.expect(&format!("$(({n}+1))__"), timeout)?;
         let out = self.expect(&marker, timeout)?;
         let _ = self.expect(prompt, timeout);
+        // Drop the echoed command line: everything through its last bit,
+        // which stays whole even when a kernel log line lands in the echo.
+        let echo_end = format!("({n}+1))__");
+        let out = match out.rfind(&echo_end) {
+            Some(i) => &out[i + echo_end.len()..],
+            None => out.split_once('\n').map_or("", |(_, rest)| rest),
+        };
         let out = out.trim_end_matches(marker.as_str()).replace('\r', "");
         Ok(out.trim_start_matches('\n').trim_end_matches('\n').to_string())
     }

@@ -259,6 +259,13 @@ const INTERCEPT_VINTR: u32 = 1 << 4;
 impl VcpuHw for Vmcb {
     fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit {
         let code = self.run_raw(regs, fpu);
+        // An exit in the middle of delivering an event (EXITINTINFO valid):
+        // deliver it again on the next VMRUN, or it is lost. Software
+        // interrupts (type 4) re-execute their INTn instead.
+        // VMRUN consumed EVENTINJ; clear it so nothing is delivered twice.
+        let pending = self.r64(vmcb::EXIT_INT_INFO);
+        let again = pending & (1 << 31) != 0 && (pending >> 8) & 7 != 4;
+        self.w64(vmcb::EVENT_INJ, if again { pending } else { 0 });
         let (i1, i2) = (self.r64(vmcb::EXIT_INFO1), self.r64(vmcb::EXIT_INFO2));
         match code {
             exit::IOIO => Exit::Io {
