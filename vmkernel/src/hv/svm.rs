@@ -147,6 +147,12 @@ impl Vmcb {
             core::ptr::write_bytes(mm::phys_to_virt(msrpm) as *mut u8, 0xff, 2 * 4096);
         }
         let v = Vmcb { page, iopm, msrpm };
+        // The syscall/segment-base MSRs live in the VMCB's save area, which
+        // the entry stub switches with VMLOAD/VMSAVE: the guest may use them
+        // without exits.
+        for msr in [0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0100, 0xc000_0101, 0xc000_0102, 0x174, 0x175, 0x176] {
+            v.pass_msr(msr);
+        }
         // INTR, NMI, CPUID, HLT, PAUSE, IOIO, MSR, shutdown.
         let misc1: u32 = (1 << 0) | (1 << 1) | (1 << 18) | (1 << 23) | (1 << 24) | (1 << 27) | (1 << 28) | (1 << 31);
         // VMRUN, VMMCALL, and XSETBV (guests get no XSAVE: their x87/SSE
@@ -167,6 +173,25 @@ impl Vmcb {
         v.w64(vmcb::DR6, 0xffff_0ff0);
         v.w64(vmcb::DR7, 0x400);
         Some(v)
+    }
+
+    /// Stops intercepting reads and writes of `msr` (MSRPM: two bits per
+    /// MSR in three 2 KiB ranges, APM vol. 2 §15.11).
+    fn pass_msr(&self, msr: u32) {
+        let (base, first) = match msr {
+            0..=0x1fff => (0, 0),
+            0xc000_0000..=0xc000_1fff => (0x800, 0xc000_0000),
+            0xc001_0000..=0xc001_1fff => (0x1000, 0xc001_0000),
+            _ => return,
+        };
+        let bit = 2 * (msr - first) as usize;
+        let byte = mm::phys_to_virt(self.msrpm) + (base + bit / 8) as u64;
+        // SAFETY: the MSR permission map is two pages this VMCB owns and
+        // `byte` lies inside its first 6 KiB.
+        unsafe {
+            let b = core::ptr::read_volatile(byte as *const u8);
+            core::ptr::write_volatile(byte as *mut u8, b & !(3 << (bit % 8)));
+        }
     }
 
     fn ptr(&self, off: usize) -> u64 {
@@ -310,6 +335,8 @@ impl VcpuHw for Vmcb {
             Ctl::Cr3 => self.r64(vmcb::CR3),
             Ctl::Cr4 => self.r64(vmcb::CR4),
             Ctl::Efer => self.r64(vmcb::EFER) & !EFER_SVME,
+            Ctl::Pat => self.r64(vmcb::G_PAT),
+            Ctl::TscOffset => self.r64(vmcb::TSC_OFFSET),
         }
     }
     fn set_ctl(&mut self, r: Ctl, value: u64) {
@@ -320,6 +347,8 @@ impl VcpuHw for Vmcb {
             Ctl::Cr4 => self.w64(vmcb::CR4, value),
             // VMRUN requires the guest's EFER.SVME; the guest never sees it.
             Ctl::Efer => self.w64(vmcb::EFER, value | EFER_SVME),
+            Ctl::Pat => self.w64(vmcb::G_PAT, value),
+            Ctl::TscOffset => self.w64(vmcb::TSC_OFFSET, value),
         }
     }
     fn segment(&self, s: SegReg) -> Segment {

@@ -46,6 +46,10 @@ pub enum Ctl {
     Cr4,
     /// The guest-visible EFER (SVM's mandatory EFER.SVME is hidden).
     Efer,
+    /// The guest's IA32_PAT (used with nested paging).
+    Pat,
+    /// Added to the host TSC for the guest's RDTSC.
+    TscOffset,
 }
 
 /// What to deliver into the guest at the next entry.

@@ -17,6 +17,7 @@ use spin::Mutex;
 use vmkernel::vmk_api::{self as api, VmConfig, VmInfoRecord};
 use vmkernel::vmm::event::VmEvent;
 use vmkernel::vmm::loader::{self, MemError, VcpuState};
+use vmkernel::vmm::msrs::{MsrEffect, VirtualMsrs};
 use vmkernel::vmm::platform::{Platform, PlatformConfig};
 
 use super::guest_memory::GuestMemory;
@@ -508,6 +509,7 @@ fn vcpu_body(vm: &Vm, index: usize) -> Option<(u32, u64)> {
         v.load_state(&initial, &mut regs);
         log::info!("vm {} ({}): powered on", vm.id, vm.config.name);
     }
+    let mut msrs = VirtualMsrs::default();
     let mut waiting_for_sipi = index != 0;
     loop {
         if waiting_for_sipi {
@@ -515,7 +517,7 @@ fn vcpu_body(vm: &Vm, index: usize) -> Option<(u32, u64)> {
             v.load_state(&VcpuState::real((vector as u16) << 8, 0, 0, 0, 0), &mut regs);
             fpu.reset();
         }
-        match run_loop(vm, index, &mut *v, &mut regs, fpu.area_mut().as_mut_ptr()) {
+        match run_loop(vm, index, &mut *v, &mut regs, fpu.area_mut().as_mut_ptr(), &mut msrs) {
             Stop::Vm(reason, code) => return Some((reason, code)),
             Stop::Requested => return None,
             Stop::Init => waiting_for_sipi = true,
@@ -613,7 +615,7 @@ fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
     }
 }
 
-fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8) -> Stop {
+fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8, msrs: &mut VirtualMsrs) -> Stop {
     let slot = &vm.vcpus[index];
     let count = |k: usize| vm.exit_counts.0[k].fetch_add(1, Ordering::Relaxed);
     loop {
@@ -674,6 +676,18 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                         true
                     } else if Platform::handles_msr(msr) {
                         p.msr_write(index, msr, val).is_ok()
+                    } else if VirtualMsrs::handles(msr) {
+                        match msrs.write(msr, val, cpu::rdtsc()) {
+                            Ok(effect) => {
+                                match effect {
+                                    Some(MsrEffect::SetPat(pat)) => v.set_ctl(Ctl::Pat, pat),
+                                    Some(MsrEffect::SetTscOffset(off)) => v.set_ctl(Ctl::TscOffset, off),
+                                    None => {}
+                                }
+                                true
+                            }
+                            Err(_) => false,
+                        }
                     } else {
                         false
                     }
@@ -681,6 +695,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                     let val = match msr {
                         0xc000_0080 => Some(v.ctl(Ctl::Efer)),
                         m if Platform::handles_msr(m) => p.msr_read(index, m).ok(),
+                        m if VirtualMsrs::handles(m) => msrs.read(m, cpu::rdtsc()).ok(),
                         _ => None,
                     };
                     if let Some(val) = val {

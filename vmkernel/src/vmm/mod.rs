@@ -12,7 +12,8 @@
 //! - [`devices`], [`bus`], [`platform`]: the guest-visible device model
 //!   (legacy PC devices, APICs), the I/O bus that dispatches port and MMIO
 //!   accesses, and the `Platform` aggregate the exit handlers call;
-//!   [`event`]: what devices ask of the VMM (reset, exit, start a vCPU).
+//!   [`event`]: what devices ask of the VMM (reset, exit, start a vCPU);
+//!   [`msrs`]: the MSRs a virtual CPU answers itself (TSC, MTRRs, PAT, ...).
 
 pub mod bus;
 pub mod decode;
@@ -21,4 +22,5 @@ pub mod event;
 pub mod firmware;
 pub mod guest_paging;
 pub mod loader;
+pub mod msrs;
 pub mod platform;

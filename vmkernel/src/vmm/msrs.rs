@@ -1,0 +1,209 @@
+//! The model-specific registers a virtual CPU answers itself (besides the
+//! LAPIC's, in `devices::lapic`, and EFER, which lives in the control
+//! structure): the ones guests read while booting — TSC, MTRRs, PAT,
+//! MISC_ENABLE, machine-check capabilities, feature control, microcode ID.
+//! Everything else raises #GP in the guest. The set matches what CPUID
+//! advertises (TSC, MTRR, PAT, MCE/MCA with zero banks).
+
+/// What a write asks of the backend besides storing the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrEffect {
+    /// The guest's PAT (SVM: the VMCB's G_PAT; VMX: GUEST_IA32_PAT).
+    SetPat(u64),
+    /// Guest TSC = host TSC + offset (RDTSC runs without exits).
+    SetTscOffset(u64),
+}
+
+/// #GP: the MSR does not exist or refuses the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrFault;
+
+pub const IA32_TSC: u32 = 0x10;
+pub const IA32_PLATFORM_ID: u32 = 0x17;
+pub const IA32_FEATURE_CONTROL: u32 = 0x3a;
+pub const IA32_BIOS_SIGN_ID: u32 = 0x8b;
+pub const IA32_MTRRCAP: u32 = 0xfe;
+pub const IA32_MCG_CAP: u32 = 0x179;
+pub const IA32_MCG_STATUS: u32 = 0x17a;
+pub const IA32_MISC_ENABLE: u32 = 0x1a0;
+pub const IA32_MTRR_PHYSBASE0: u32 = 0x200;
+pub const IA32_PAT: u32 = 0x277;
+pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
+pub const AMD_HWCR: u32 = 0xc001_0015;
+
+/// Variable-range MTRR pairs offered (MTRRCAP.VCNT).
+pub const VARIABLE_MTRRS: usize = 8;
+/// The fixed-range MTRRs: 64K, 2×16K, 8×4K.
+const FIXED_MTRRS: [u32; 11] = [0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f];
+/// Power-on PAT: WB, WT, UC-, UC, repeated.
+pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
+/// One vCPU's software MSRs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualMsrs {
+    tsc_offset: u64,
+    pat: u64,
+    mtrr_def_type: u64,
+    mtrr_fixed: [u64; 11],
+    mtrr_var: [u64; 2 * VARIABLE_MTRRS],
+    misc_enable: u64,
+}
+
+impl Default for VirtualMsrs {
+    fn default() -> Self {
+        VirtualMsrs {
+            tsc_offset: 0,
+            pat: PAT_DEFAULT,
+            mtrr_def_type: 0,
+            mtrr_fixed: [0; 11],
+            mtrr_var: [0; 2 * VARIABLE_MTRRS],
+            misc_enable: 1, // fast strings
+        }
+    }
+}
+
+/// A PAT value is valid when every entry is a defined memory type.
+fn valid_pat(v: u64) -> bool {
+    (0..8).all(|i| matches!((v >> (8 * i)) & 0xff, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+/// A memory type for MTRRs: UC, WC, WT, WP, WB.
+fn valid_mtrr_type(t: u64) -> bool {
+    matches!(t, 0 | 1 | 4 | 5 | 6)
+}
+
+impl VirtualMsrs {
+    /// Whether this model answers `msr`.
+    pub fn handles(msr: u32) -> bool {
+        matches!(
+            msr,
+            IA32_TSC
+                | IA32_PLATFORM_ID
+                | IA32_FEATURE_CONTROL
+                | IA32_BIOS_SIGN_ID
+                | IA32_MTRRCAP
+                | IA32_MCG_CAP
+                | IA32_MCG_STATUS
+                | IA32_MISC_ENABLE
+                | IA32_PAT
+                | IA32_MTRR_DEF_TYPE
+                | AMD_HWCR
+        ) || (IA32_MTRR_PHYSBASE0..IA32_MTRR_PHYSBASE0 + 2 * VARIABLE_MTRRS as u32).contains(&msr)
+            || FIXED_MTRRS.contains(&msr)
+    }
+
+    /// RDMSR; `host_tsc` is the host's TSC now.
+    pub fn read(&self, msr: u32, host_tsc: u64) -> Result<u64, MsrFault> {
+        Ok(match msr {
+            IA32_TSC => host_tsc.wrapping_add(self.tsc_offset),
+            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MCG_CAP | IA32_MCG_STATUS | AMD_HWCR => 0,
+            // Locked, VMX off: the virtual CPU offers no VMX.
+            IA32_FEATURE_CONTROL => 1,
+            // VCNT, fixed ranges supported, write-combining supported.
+            IA32_MTRRCAP => VARIABLE_MTRRS as u64 | (1 << 8) | (1 << 10),
+            IA32_MISC_ENABLE => self.misc_enable,
+            IA32_PAT => self.pat,
+            IA32_MTRR_DEF_TYPE => self.mtrr_def_type,
+            m if FIXED_MTRRS.contains(&m) => self.mtrr_fixed[FIXED_MTRRS.iter().position(|&f| f == m).unwrap()],
+            m if Self::handles(m) => self.mtrr_var[(m - IA32_MTRR_PHYSBASE0) as usize],
+            _ => return Err(MsrFault),
+        })
+    }
+
+    /// WRMSR; `host_tsc` is the host's TSC now.
+    pub fn write(&mut self, msr: u32, value: u64, host_tsc: u64) -> Result<Option<MsrEffect>, MsrFault> {
+        match msr {
+            IA32_TSC => {
+                self.tsc_offset = value.wrapping_sub(host_tsc);
+                return Ok(Some(MsrEffect::SetTscOffset(self.tsc_offset)));
+            }
+            // Microcode update trigger and machine-check status: accepted, no effect.
+            IA32_BIOS_SIGN_ID | IA32_MCG_STATUS if msr == IA32_BIOS_SIGN_ID || value == 0 => {}
+            IA32_PAT if valid_pat(value) => {
+                self.pat = value;
+                return Ok(Some(MsrEffect::SetPat(value)));
+            }
+            IA32_MTRR_DEF_TYPE if value & !0xcff == 0 && valid_mtrr_type(value & 0xff) => self.mtrr_def_type = value,
+            IA32_MISC_ENABLE => self.misc_enable = value,
+            AMD_HWCR => {}
+            m if FIXED_MTRRS.contains(&m) => {
+                if !(0..8).all(|i| valid_mtrr_type((value >> (8 * i)) & 0xff)) {
+                    return Err(MsrFault);
+                }
+                self.mtrr_fixed[FIXED_MTRRS.iter().position(|&f| f == m).unwrap()] = value;
+            }
+            m if (IA32_MTRR_PHYSBASE0..IA32_MTRR_PHYSBASE0 + 2 * VARIABLE_MTRRS as u32).contains(&m) => {
+                let i = (m - IA32_MTRR_PHYSBASE0) as usize;
+                // PHYSBASE: type in 7:0; PHYSMASK: valid bit 11; reserved bits
+                // 8–10 in both; at most 52 address bits.
+                let base = i % 2 == 0;
+                if value >> 52 != 0 || value & 0x700 != 0 || (base && !valid_mtrr_type(value & 0xff)) || (!base && value & 0xff != 0) {
+                    return Err(MsrFault);
+                }
+                self.mtrr_var[i] = value;
+            }
+            // Read-only (MTRRCAP, MCG_CAP, PLATFORM_ID, locked FEATURE_CONTROL),
+            // bad values, or not ours.
+            _ => return Err(MsrFault),
+        }
+        Ok(None)
+    }
+
+    pub fn tsc_offset(&self) -> u64 {
+        self.tsc_offset
+    }
+
+    pub fn pat(&self) -> u64 {
+        self.pat
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsc_write_sets_an_offset() {
+        let mut m = VirtualMsrs::default();
+        assert_eq!(m.read(IA32_TSC, 1000), Ok(1000));
+        assert_eq!(m.write(IA32_TSC, 5000, 1000), Ok(Some(MsrEffect::SetTscOffset(4000))));
+        assert_eq!(m.read(IA32_TSC, 1500), Ok(5500));
+        // Backwards works too (wrapping offset).
+        m.write(IA32_TSC, 0, 1500).unwrap();
+        assert_eq!(m.read(IA32_TSC, 1600), Ok(100));
+    }
+
+    #[test]
+    fn pat_and_mtrrs_validate() {
+        let mut m = VirtualMsrs::default();
+        assert_eq!(m.read(IA32_PAT, 0), Ok(PAT_DEFAULT));
+        assert_eq!(m.write(IA32_PAT, 0x0007_0106_0007_0406, 0), Ok(Some(MsrEffect::SetPat(0x0007_0106_0007_0406))));
+        assert_eq!(m.write(IA32_PAT, 0x02, 0), Err(MsrFault), "type 2 is reserved");
+        assert_eq!(m.read(IA32_MTRRCAP, 0), Ok(0x508));
+        assert_eq!(m.write(IA32_MTRRCAP, 0, 0), Err(MsrFault), "read-only");
+        m.write(IA32_MTRR_DEF_TYPE, 0xc06, 0).unwrap();
+        assert_eq!(m.read(IA32_MTRR_DEF_TYPE, 0), Ok(0xc06));
+        assert_eq!(m.write(IA32_MTRR_DEF_TYPE, 0x1006, 0), Err(MsrFault));
+        m.write(0x200, 0x8000_0006, 0).unwrap();
+        m.write(0x201, 0xf_8000_0800, 0).unwrap();
+        assert_eq!(m.read(0x201, 0), Ok(0xf_8000_0800));
+        assert_eq!(m.write(0x200, 0x8000_0002, 0), Err(MsrFault), "reserved type");
+        assert_eq!(m.write(0x201, 0x1, 0), Err(MsrFault), "mask has no type");
+        m.write(0x250, 0x0606_0606_0606_0606, 0).unwrap();
+        assert_eq!(m.read(0x250, 0), Ok(0x0606_0606_0606_0606));
+        assert!(!VirtualMsrs::handles(0x200 + 2 * VARIABLE_MTRRS as u32));
+    }
+
+    #[test]
+    fn fixed_answers_and_faults() {
+        let mut m = VirtualMsrs::default();
+        assert_eq!(m.read(IA32_FEATURE_CONTROL, 0), Ok(1));
+        assert_eq!(m.write(IA32_FEATURE_CONTROL, 5, 0), Err(MsrFault), "locked");
+        assert_eq!(m.write(IA32_BIOS_SIGN_ID, 0, 0), Ok(None));
+        assert_eq!(m.write(IA32_MCG_STATUS, 0, 0), Ok(None));
+        assert_eq!(m.write(IA32_MCG_STATUS, 1, 0), Err(MsrFault));
+        assert_eq!(m.read(0x1234, 0), Err(MsrFault));
+        assert_eq!(m.write(0x1234, 0, 0), Err(MsrFault));
+        assert!(!VirtualMsrs::handles(0x1234));
+    }
+}
