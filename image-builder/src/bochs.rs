@@ -18,8 +18,12 @@ pub struct Bochs {
     pub iso: PathBuf,
     pub cpus: u32,
     pub mem_mib: u32,
-    /// Where COM1 goes (a file; Bochs buffers nothing, so it can be tailed).
+    /// Where COM1 goes (a file; Bochs buffers nothing, so it can be tailed),
+    /// unless `serial_port` is set.
     pub serial_file: PathBuf,
+    /// COM1 as a TCP server on this localhost port instead (Bochs waits for
+    /// the client before it starts the machine): see [`Bochs::spawn_console`].
+    pub serial_port: Option<u16>,
     /// Where Bochs's own log and terminal output go.
     pub log_file: PathBuf,
 }
@@ -27,7 +31,7 @@ pub struct Bochs {
 impl Bochs {
     pub fn new(iso: PathBuf, serial_file: PathBuf) -> Self {
         let log_file = serial_file.with_extension("bochs.log");
-        Bochs { iso, cpus: 1, mem_mib: 512, serial_file, log_file }
+        Bochs { iso, cpus: 1, mem_mib: 512, serial_file, serial_port: None, log_file }
     }
 
     pub fn bochsrc(&self) -> String {
@@ -44,16 +48,44 @@ impl Bochs {
              sound: driver=dummy\n\
              ata0-master: type=cdrom, path={iso}, status=inserted\n\
              boot: cdrom\n\
-             com1: enabled=1, mode=file, dev={serial}\n\
+             {com1}\n\
              log: {log}\n\
              panic: action=fatal\n\
              error: action=report\n",
             mem = self.mem_mib,
             cpus = self.cpus,
             iso = self.iso.display(),
-            serial = self.serial_file.display(),
+            com1 = match self.serial_port {
+                Some(port) => format!("com1: enabled=1, mode=socket-server, dev=localhost:{port}"),
+                None => format!("com1: enabled=1, mode=file, dev={}", self.serial_file.display()),
+            },
             log = self.log_file.display(),
         )
+    }
+
+    /// Boots with COM1 on a localhost TCP socket and returns a console to
+    /// type at and read, like QEMU's (`qemu::Console`).
+    pub fn spawn_console(&self) -> Result<crate::qemu::Console, String> {
+        // A free port: bind, note it, let go (Bochs binds it next).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let mut b = self.clone();
+        b.serial_port = Some(port);
+        let mut running = b.spawn()?;
+        let start = Instant::now();
+        let stream = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() > Duration::from_secs(60) || running.exited() => {
+                    return Err(format!("cannot reach Bochs's serial socket on port {port}: {e}\n{}", running.log_tail(40)));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let input = stream.try_clone().map_err(|e| e.to_string())?;
+        let child = running.take_child().ok_or("Bochs is gone")?;
+        let command_line = format!("bochs -q -f <bochsrc: {CPU_MODEL}, {} CPUs, {} MiB, COM1 on localhost:{port}>", self.cpus, self.mem_mib);
+        Ok(crate::qemu::Console::from_parts(child, Box::new(input), stream, command_line))
     }
 
     /// Starts Bochs in the background; the returned guard kills it on drop.
@@ -90,13 +122,13 @@ impl Bochs {
             .stderr(term_out)
             .spawn()
             .map_err(|e| format!("cannot run bochs: {e}"))?;
-        Ok(Running { child, _dir: dir, serial_file: self.serial_file.clone(), log_file: self.log_file.clone() })
+        Ok(Running { child: Some(child), _dir: dir, serial_file: self.serial_file.clone(), log_file: self.log_file.clone() })
     }
 }
 
 /// A Bochs process; killed when dropped.
 pub struct Running {
-    child: Child,
+    child: Option<Child>,
     _dir: tempfile::TempDir,
     pub serial_file: PathBuf,
     pub log_file: PathBuf,
@@ -109,7 +141,19 @@ impl Running {
 
     /// Whether Bochs has exited.
     pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// Hands the process to a console (which then kills it on drop).
+    fn take_child(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+
+    /// The last `n` lines of Bochs's own log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = read_lossy(&self.log_file);
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Polls the serial file until it contains `pattern`, Bochs exits, or
@@ -129,8 +173,10 @@ impl Running {
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Waits for Bochs to end, copying new serial output to stdout.

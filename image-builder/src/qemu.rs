@@ -1,7 +1,7 @@
 //! Booting Mantle in QEMU (TCG): interactively for people, captured for
 //! the image tests.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -354,7 +354,8 @@ mod tests {
 /// administrator at the ESXi Shell.
 pub struct Console {
     child: std::process::Child,
-    stdin: std::process::ChildStdin,
+    /// Where typed bytes go (QEMU's stdin, or Bochs's serial socket).
+    stdin: Box<dyn Write + Send>,
     serial: Arc<Mutex<Vec<u8>>>,
     /// Where the next `expect` starts looking.
     mark: usize,
@@ -376,15 +377,22 @@ impl Qemu {
             .map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
         let serial = Arc::new(Mutex::new(Vec::new()));
         spawn_reader(child.stdout.take().unwrap(), serial.clone());
-        let stdin = child.stdin.take().unwrap();
+        let stdin = Box::new(child.stdin.take().unwrap());
         Ok(Console { child, stdin, serial, mark: 0, command_line })
     }
 }
 
 impl Console {
+    /// A console over any emulator process: `input` receives typed bytes,
+    /// `output` is read in the background into the log.
+    pub fn from_parts(child: std::process::Child, input: Box<dyn Write + Send>, output: impl Read + Send + 'static, command_line: String) -> Console {
+        let serial = Arc::new(Mutex::new(Vec::new()));
+        spawn_reader(output, serial.clone());
+        Console { child, stdin: input, serial, mark: 0, command_line }
+    }
+
     /// Types `text` (add `\n` to press Enter).
     pub fn send(&mut self, text: &str) -> Result<(), String> {
-        use std::io::Write;
         // A real serial line delivers bytes one at a time; pace them so the
         // 16-byte UART FIFO never overflows.
         for chunk in text.as_bytes().chunks(8) {

@@ -26,3 +26,38 @@ fn bochs_vmx_cpu_boots_iso_to_ready() {
     let r = parse_ready(&serial).unwrap_or_else(|| panic!("malformed ready line\n{serial}"));
     assert_eq!(r.cpus, 1, "serial:\n{serial}");
 }
+
+/// Guests on Intel VT-x: the same ISO in Bochs (VMX with EPT, VPID and
+/// unrestricted guest), driven at the BusyBox prompt through Bochs's
+/// socket-server serial port, as an administrator would.
+#[test]
+fn vmx_guests_at_the_shell() {
+    const PROMPT: &str = "# ";
+    let step = Duration::from_secs(300);
+    let iso = iso("bochs", "", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = emulator_lock();
+    let b = Bochs::new(iso, dir.path().join("serial.txt"));
+    let mut c = b.spawn_console().unwrap_or_else(|e| panic!("cannot start Bochs: {e}"));
+    let ok = c
+        .expect("Please press Enter to activate this console.", Duration::from_secs(600))
+        .and_then(|_| c.send("\n"))
+        .and_then(|_| c.expect(PROMPT, step).map(|_| ()));
+    if let Err(e) = ok {
+        panic!("no shell prompt in Bochs: {e}\n--- serial log ---\n{}", c.log());
+    }
+    let mut run = |cmd: &str| c.run(cmd, PROMPT, step).unwrap_or_else(|e| panic!("`{cmd}`: {e}\n--- serial log ---\n{}", c.log()));
+    let _ = run("stty cols 2000");
+    let out = run("vmkcli vm create --name hello --kernel /usr/lib/mantle/guests/hello.bin --memory 16 && vmkcli vm start 1 && vmkcli vm wait 1 --timeout 120 && vmkcli vm console 1");
+    assert!(out.contains("hello from a Mantle guest") && out.contains("debug-exit code 0x10"), "hello guest on VMX: {out:?}");
+    let out = run("vmkcli vm create --name apic --kernel /usr/lib/mantle/guests/lapic-mmio.bin --memory 8 && vmkcli vm start 2 && vmkcli vm wait 2 --timeout 120");
+    assert!(out.contains("debug-exit code 0x2014"), "LAPIC MMIO through EPT violations: {out:?}");
+    let out = run("vmkcli vm create --name tf --kernel /usr/lib/mantle/guests/triple-fault.bin --memory 8 && vmkcli vm start 3 && vmkcli vm wait 3 --timeout 120");
+    assert!(out.contains("triple fault"), "triple fault on VMX: {out:?}");
+    let out = run("vmkcli vm create --name real --kernel /usr/lib/mantle/guests/real-mode.flat --memory 8 --format flat --load-address 0x7c00 --entry-mode real && vmkcli vm start 4 && vmkcli vm wait 4 --timeout 120");
+    assert!(out.contains("debug-exit code 0x42"), "real-mode guest (unrestricted guest): {out:?}");
+    let out = run("for g in a b; do vmkcli vm create --name fpu-$g --kernel /usr/lib/mantle/guests/fpu-$g.bin --memory 8; done; vmkcli vm start 5; vmkcli vm start 6; vmkcli vm wait 5 --timeout 300; vmkcli vm wait 6 --timeout 300");
+    assert_eq!(out.matches("debug-exit code 0x10").count(), 2, "guest FPU state across exits on VMX: {out:?}");
+    let out = run("vmkcli vm create --name spin --kernel /usr/lib/mantle/guests/spin.bin --memory 8 && vmkcli vm start 7 && sleep 1 && echo shell-alive && vmkcli vm stop 7 && vmkcli vm wait 7 --timeout 120");
+    assert!(out.contains("shell-alive") && out.contains("powered off"), "a spinning guest is preempted on VMX: {out:?}");
+}

@@ -46,7 +46,7 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ("sched.user_shares_2_to_1", sched_user_shares),
     ("sched.user_limit_25_percent", sched_user_limit),
     ("sched.user_reservation_40_percent", sched_user_reservation),
-    ("vmm.svm_flat_guest_runs_and_exits", vmm_svm_flat_guest),
+    ("vmm.flat_guest_runs_and_exits", vmm_flat_guest),
 ];
 
 /// Runs the scheduler from the test (idle) context until `done()` or a
@@ -604,7 +604,7 @@ fn user_fpu_state() -> TestResult {
 
 // ---- hardware virtualization ----
 
-fn vmm_svm_flat_guest() -> TestResult {
+fn vmm_flat_guest() -> TestResult {
     use crate::hv::vcpu::{Exit, GuestRegs, RAX, RBX};
     if crate::hv::backend().is_none() {
         kprintln!("ktest: (no hardware virtualization on this CPU: nothing to run)");

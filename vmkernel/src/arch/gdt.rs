@@ -20,6 +20,7 @@ pub const KERNEL_CS: u16 = 0x08;
 pub const KERNEL_DS: u16 = 0x10;
 pub const USER_DS: u16 = 0x18 | 3;
 pub const USER_CS: u16 = 0x20 | 3;
+pub const TSS_SELECTOR: u16 = 0x28;
 
 /// IST slots (1-based in the IDT, 0-based in the TSS table).
 pub const IST_NMI: u16 = 1;
@@ -141,6 +142,11 @@ pub fn set_kernel_stack(top: u64) {
         unsafe { (*c.tss.get()).privilege_stack_table[0] = VirtAddr::new(top) };
         c.kernel_rsp.store(top, Ordering::Relaxed);
     }
+}
+
+/// The linear address of this CPU's TSS (VMX host state needs it).
+pub fn tss_base() -> u64 {
+    this_cpu().map_or(0, |c| c.tss.get() as u64)
 }
 
 /// Points the entry stubs at the running world's extended-state area.

@@ -41,6 +41,17 @@ impl GuestMemory {
     /// Guest RAM of `size` bytes at guest-physical 0, except `holes`
     /// (guest-physical ranges left unmapped for MMIO).
     pub fn new(size: u64, holes: &[(u64, u64)]) -> Option<Self> {
+        Self::with_leaf_flags(size, holes, 0)
+    }
+
+    /// Guest RAM in Intel's EPT format: the same tree (present/write/user
+    /// are EPT's read/write/execute bits 0–2) with the write-back memory
+    /// type in every leaf.
+    pub fn new_ept(size: u64, holes: &[(u64, u64)]) -> Option<Self> {
+        Self::with_leaf_flags(size, holes, vmkernel::vmm::vmx::EPT_LEAF_WRITE_BACK)
+    }
+
+    fn with_leaf_flags(size: u64, holes: &[(u64, u64)], leaf_flags: u64) -> Option<Self> {
         let mut tables = Vec::new();
         let root = mm::alloc_user_frame()?;
         tables.push(root);
@@ -54,7 +65,7 @@ impl GuestMemory {
                 };
                 gm.frames.push((gpa, f));
                 let mut t = CountingTables(&mut gm.tables);
-                if paging::map(&mut t, root, gpa, f, paging::PageSize::Size4K, USER | WRITABLE).is_err() {
+                if paging::map(&mut t, root, gpa, f, paging::PageSize::Size4K, USER | WRITABLE | leaf_flags).is_err() {
                     drop(gm);
                     return None;
                 }

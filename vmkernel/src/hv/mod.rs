@@ -10,6 +10,7 @@ pub mod guest_memory;
 pub mod svm;
 pub mod vcpu;
 pub mod vm;
+pub mod vmx;
 
 use spin::Once;
 
@@ -19,8 +20,9 @@ use crate::arch::cpu;
 pub enum Backend {
     /// AMD-V with nested paging; `asids` usable address-space IDs.
     Svm { asids: u32 },
-    /// Intel VT-x with EPT and unrestricted guest.
-    Vmx,
+    /// Intel VT-x with EPT and unrestricted guest; `vpid` when TLB entries
+    /// are tagged per vCPU.
+    Vmx { vpid: bool },
 }
 
 static BACKEND: Once<Option<Backend>> = Once::new();
@@ -30,14 +32,15 @@ static REASON: Once<&'static str> = Once::new();
 pub fn detect() -> Option<Backend> {
     *BACKEND.call_once(|| match svm::probe() {
         Ok(b) => Some(b),
-        Err(svm_reason) => {
-            REASON.call_once(|| svm_reason);
-            let vmx = cpu::cpuid(1, 0).ecx & (1 << 5) != 0;
-            if vmx {
-                REASON.call_once(|| "VMX backend not available yet");
+        Err(svm_reason) => match vmx::probe() {
+            Ok(b) => Some(b),
+            Err(vmx_reason) => {
+                // Say why VT-x is unusable on a CPU that has it, else why AMD-V is.
+                let has_vmx = cpu::cpuid(1, 0).ecx & (1 << 5) != 0;
+                REASON.call_once(|| if has_vmx { vmx_reason } else { svm_reason });
+                None
             }
-            None
-        }
+        },
     })
 }
 
@@ -54,7 +57,7 @@ pub fn unavailable_reason() -> &'static str {
 pub fn init_this_cpu() -> Result<(), &'static str> {
     match detect() {
         Some(Backend::Svm { .. }) => svm::enable_this_cpu(),
-        Some(Backend::Vmx) => Err("VMX backend not available yet"),
+        Some(Backend::Vmx { .. }) => vmx::enable_this_cpu(),
         None => Err(unavailable_reason()),
     }
 }
@@ -63,7 +66,7 @@ pub fn init_this_cpu() -> Result<(), &'static str> {
 pub fn new_guest_memory(size: u64, holes: &[(u64, u64)]) -> Option<guest_memory::GuestMemory> {
     match detect()? {
         Backend::Svm { .. } => guest_memory::GuestMemory::new(size, holes),
-        Backend::Vmx => None,
+        Backend::Vmx { .. } => guest_memory::GuestMemory::new_ept(size, holes),
     }
 }
 
@@ -75,7 +78,7 @@ pub fn new_vcpu(nested_root: u64) -> Result<alloc::boxed::Box<dyn vcpu::VcpuHw>,
             let v = svm::Vmcb::new(nested_root, 1).ok_or("no memory for a VMCB")?;
             Ok(alloc::boxed::Box::new(v))
         }
-        Some(Backend::Vmx) => Err("VMX backend not available yet"),
+        Some(Backend::Vmx { .. }) => Ok(alloc::boxed::Box::new(vmx::Vmcs::new(nested_root)?)),
         None => Err(unavailable_reason()),
     }
 }

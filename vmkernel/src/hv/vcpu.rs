@@ -96,6 +96,14 @@ pub enum Exit {
     Xsetbv,
     /// An INIT signal arrived for this vCPU (VMX).
     Init,
+    /// MOV to/from CR8 (VMX intercepts it: the task priority is the
+    /// LAPIC model's TPR, never the host's). `gpr` in decoder order.
+    Cr8 { write: bool, gpr: u8, next_rip: u64 },
+    /// An intercepted guest exception (reflected back into the guest).
+    Exception { vector: u8, error_code: Option<u32> },
+    /// The backend dealt with the exit itself (e.g. a CR0/CR4 write under
+    /// VMX's guest/host masks); nothing for the common code to do.
+    Handled,
     /// The hardware refused to enter the guest (bad state); `code` says why.
     EntryFailed { code: u64 },
     /// Anything else: the raw exit code and information for the log.
@@ -132,6 +140,8 @@ pub trait VcpuHw {
     fn set_interrupt_window(&mut self, on: bool);
     /// Host frames this vCPU's control structures hold (statistics).
     fn host_frames(&self) -> usize;
+    /// Hides CPUID features this backend cannot let the guest use.
+    fn adjust_cpuid(&self, _leaf: u32, _sub: u32, _regs: &mut [u32; 4]) {}
 
     /// Loads a loader's initial state (or the reset state of an AP).
     fn load_state(&mut self, s: &VcpuState, regs: &mut GuestRegs) {

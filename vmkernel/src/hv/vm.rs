@@ -657,7 +657,9 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             }
             Exit::Cpuid => {
                 count(api::VM_EXIT_CPUID);
-                let r = cpuid(regs.gpr[RAX] as u32, regs.gpr[RCX] as u32, index, vm.vcpus.len());
+                let (leaf, sub) = (regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
+                let mut r = cpuid(leaf, sub, index, vm.vcpus.len());
+                v.adjust_cpuid(leaf, sub, &mut r);
                 regs.gpr[RAX] = r[0] as u64;
                 regs.gpr[RBX] = r[1] as u64;
                 regs.gpr[RCX] = r[2] as u64;
@@ -773,6 +775,34 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 }
             }
             Exit::Init => return Stop::Init,
+            Exit::Cr8 { write, gpr, next_rip } => {
+                count(api::VM_EXIT_OTHER);
+                let mut p = vm.platform.lock();
+                p.advance(now);
+                if write {
+                    let val = regs.gpr[gpr as usize & 15];
+                    if val > 15 {
+                        // Reserved CR8 bits: #GP, as on hardware.
+                        drop(p);
+                        v.inject(Event::gp());
+                        continue;
+                    }
+                    p.cr8_write(index, val);
+                } else {
+                    regs.gpr[gpr as usize & 15] = p.cr8_read(index);
+                }
+                drop(p);
+                v.set_rip(next_rip);
+            }
+            // Intercepted only so the host stays in control (#AC): the
+            // guest gets its exception as if nothing had intervened.
+            Exit::Exception { vector, error_code } => {
+                count(api::VM_EXIT_OTHER);
+                v.inject(Event::Exception { vector, error_code });
+            }
+            Exit::Handled => {
+                count(api::VM_EXIT_OTHER);
+            }
             other => {
                 log::warn!("vm {}: vcpu {index}: unhandled exit {other:?} at rip {rip:#x}", vm.id);
                 return Stop::Vm(api::EXIT_REASON_UNHANDLED, 0);

@@ -14,6 +14,9 @@
 //!   accesses, and the `Platform` aggregate the exit handlers call;
 //!   [`event`]: what devices ask of the VMM (reset, exit, start a vCPU);
 //!   [`msrs`]: the MSRs a virtual CPU answers itself (TSC, MTRRs, PAT, ...).
+//! - [`vmx`]: Intel VT-x as data — VMCS encodings, controls fitted to the
+//!   capability MSRs, exit qualifications, CR0/CR4 rules (the kernel's
+//!   `hv::vmx` does the VMX instructions).
 
 pub mod bus;
 pub mod decode;
@@ -24,3 +27,4 @@ pub mod guest_paging;
 pub mod loader;
 pub mod msrs;
 pub mod platform;
+pub mod vmx;

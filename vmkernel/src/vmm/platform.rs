@@ -538,6 +538,25 @@ impl Platform {
             }
     }
 
+    // --- CR8 ----------------------------------------------------------------------
+
+    /// CR8 as `vcpu` reads it: the LAPIC's task priority class (TPR[7:4]),
+    /// whatever mode the LAPIC is in.
+    pub fn cr8_read(&self, vcpu: usize) -> u64 {
+        self.lapics.get(vcpu).map_or(0, |l| (l.mmio_read(0x80, self.now) as u64 >> 4) & 0xf)
+    }
+
+    /// MOV to CR8: sets TPR[7:4] (and clears TPR[3:0]), which may unmask a
+    /// pending interrupt.
+    pub fn cr8_write(&mut self, vcpu: usize, value: u64) {
+        let now = self.now;
+        if let Some(l) = self.lapics.get_mut(vcpu) {
+            let e = l.mmio_write(0x80, ((value & 0xf) << 4) as u32, now);
+            self.lapic_effect(vcpu, e);
+            self.sync_irqs();
+        }
+    }
+
     // --- MSRs ----------------------------------------------------------------------
 
     /// Whether the platform implements `msr` (IA32_APIC_BASE, TSC deadline,
@@ -923,6 +942,21 @@ mod tests {
         assert_eq!(p.pending_interrupt(0), Some(0x61));
         assert_eq!(p.pending_interrupt(2), Some(0xf3));
         assert!(p.lapics[2].irr_has(0x61));
+    }
+
+    #[test]
+    fn cr8_is_the_lapic_task_priority_class() {
+        let mut p = platform(1);
+        p.mmio_write(0, APIC + 0xf0, 4, 0x1ff);
+        p.cr8_write(0, 0x5);
+        assert_eq!(p.mmio_read(0, APIC + 0x80, 4), 0x50);
+        assert_eq!(p.cr8_read(0), 5);
+        // A self-IPI at priority class 4 waits until CR8 drops below it.
+        let (_, lo) = Icr::fixed(0, 0x45).xapic();
+        p.mmio_write(0, APIC + 0x300, 4, (lo | 1 << 18) as u64);
+        assert_eq!(p.pending_interrupt(0), None);
+        p.cr8_write(0, 0);
+        assert_eq!(p.pending_interrupt(0), Some(0x45));
     }
 
     #[test]
