@@ -60,4 +60,16 @@ fn vmx_guests_at_the_shell() {
     assert_eq!(out.matches("debug-exit code 0x10").count(), 2, "guest FPU state across exits on VMX: {out:?}");
     let out = run("vmkcli vm create --name spin --kernel /usr/lib/mantle/guests/spin.bin --memory 8 && vmkcli vm start 7 && sleep 1 && echo shell-alive && vmkcli vm stop 7 && vmkcli vm wait 7 --timeout 120");
     assert!(out.contains("shell-alive") && out.contains("powered off"), "a spinning guest is preempted on VMX: {out:?}");
+    // Two vCPUs on one host CPU: the guest starts its AP with INIT/SIPI.
+    let out = run("vmkcli vm create --name smp --kernel /usr/lib/mantle/guests/smp-spin.bin --memory 16 --vcpus 2 && vmkcli vm start 8 && sleep 2 && vmkcli vm info 8 && vmkcli vm stop 8 && vmkcli vm wait 8 --timeout 120");
+    let vcpu_secs = |i: usize| -> f64 { out.split(&format!("vcpu{i} ")).nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(-1.0) };
+    assert!(vcpu_secs(0) > 0.1 && vcpu_secs(1) > 0.1, "both vCPUs should run on VMX (AP started by INIT/SIPI): {out:?}");
+    // Hostile guests hurt only themselves on VMX too.
+    for (i, mode) in ["ports", "msrs", "memory", "apic"].iter().enumerate() {
+        let id = 9 + i;
+        let out = run(&format!("vmkcli vm create --name h-{mode} --kernel /usr/lib/mantle/guests/hostile-{mode}.elf --memory 16 && vmkcli vm start {id} && vmkcli vm wait {id} --timeout 600; vmkcli vm info {id}"));
+        assert!(out.contains("debug-exit code 0x10"), "hostile guest {mode} on VMX: {out:?}");
+    }
+    let out = run("echo shell-alive; vmkcli vm list");
+    assert!(out.contains("shell-alive"), "{out:?}");
 }
