@@ -14,7 +14,8 @@ fn bochs_vmx_cpu_boots_iso_to_ready() {
     let b = Bochs::new(iso, dir.path().join("serial.txt"));
     let mut run = b.spawn().unwrap_or_else(|e| panic!("cannot start Bochs: {e}"));
     // ~3 s to the first line at 65 MIPS; minutes of slack for a busy host.
-    let ok = run.wait_for("mantle: ready", Duration::from_secs(300));
+    // The ready line, then the status screen through its last fact.
+    let ok = run.wait_for("mantle: ready", Duration::from_secs(300)) && run.wait_for("Management network:", Duration::from_secs(60));
     run.kill();
     let serial = run.serial();
     if !ok {
@@ -23,6 +24,7 @@ fn bochs_vmx_cpu_boots_iso_to_ready() {
         panic!("Bochs never printed `mantle: ready`\n--- serial ---\n{serial}\n--- bochs log (tail) ---\n{}", tail.join("\n"));
     }
     assert!(serial.contains("Multiboot2 boot"), "serial:\n{serial}");
+    assert!(serial.contains("| VM backend:              Intel VT-x, EPT, VPID, unrestricted guest "), "serial:\n{serial}");
     let r = parse_ready(&serial).unwrap_or_else(|| panic!("malformed ready line\n{serial}"));
     assert_eq!(r.cpus, 1, "serial:\n{serial}");
 }

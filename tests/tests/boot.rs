@@ -48,20 +48,31 @@ fn three_cpus_report_cpus_3() {
     boot_with_cpus(3);
 }
 
-fn boot_with_cpu_model(model: &str) {
+fn boot_with_cpu_model(model: &str) -> Booted {
     let mut q = qemu_iso(poweroff_iso());
     q.cpu = model.into();
-    boot(&q).assert_ready_and_success();
+    let b = boot(&q);
+    b.assert_ready_and_success();
+    b
 }
 
 #[test]
 fn cpu_model_qemu64_with_svm_and_npt() {
-    boot_with_cpu_model("qemu64,+svm,+npt");
+    boot_with_cpu_model("qemu64,+svm,+npt").assert_contains("| VM backend:              AMD-V, nested paging, ");
 }
 
 #[test]
 fn cpu_model_max() {
-    boot_with_cpu_model("max");
+    boot_with_cpu_model("max").assert_contains("| VM backend:              AMD-V, nested paging, ");
+}
+
+/// A CPU without hardware virtualization still boots the host, and the
+/// status screen says why there are no VMs.
+#[test]
+fn cpu_without_virtualization_boots_and_says_so() {
+    boot_with_cpu_model("qemu64,-svm")
+        .assert_contains("Hardware virtualization: none ")
+        .assert_contains("| VM backend:              none (no AMD-V (SVM)): no VMs ");
 }
 
 /// The kernel reports usable memory: at most what QEMU was given, and at

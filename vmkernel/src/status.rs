@@ -97,6 +97,8 @@ pub struct StatusFacts<'a> {
     pub cpu_model: &'a str,
     pub memory_mib: u64,
     pub virtualization: Virtualization,
+    /// What runs VMs: the backend the VMM chose, or why there is none.
+    pub vm_backend: &'a str,
     pub boot_protocol: &'a str,
     pub pci_functions: usize,
     /// The management address once networking is configured.
@@ -121,6 +123,7 @@ pub fn render(facts: &StatusFacts, out: &mut impl Write) -> fmt::Result {
     line(out, "CPU model:", format_args!("{model}"), false)?;
     line(out, "Memory:", format_args!("{} MiB", facts.memory_mib), false)?;
     line(out, "Hardware virtualization:", format_args!("{}", facts.virtualization), false)?;
+    line(out, "VM backend:", format_args!("{}", facts.vm_backend), false)?;
     line(out, "Boot protocol:", format_args!("{}", facts.boot_protocol), false)?;
     line(out, "PCI:", format_args!("{} functions", facts.pci_functions), false)?;
     line(out, "", format_args!(""), false)?;
@@ -192,6 +195,7 @@ mod tests {
             cpu_model: "AMD EPYC 7763 64-Core Processor",
             memory_mib: 999,
             virtualization: Virtualization::Svm { npt: true },
+            vm_backend: "AMD-V, nested paging, 16 ASIDs",
             boot_protocol: "PVH",
             pci_functions: 9,
             management_network: None,
@@ -225,6 +229,7 @@ mod tests {
         assert!(s.contains("| CPU model:               AMD EPYC 7763 64-Core Processor "));
         assert!(s.contains("Memory:                  999 MiB"));
         assert!(s.contains("Hardware virtualization: AMD-V (SVM) with NPT"));
+        assert!(s.contains("| VM backend:              AMD-V, nested paging, 16 ASIDs "));
         assert!(s.contains("Boot protocol:           PVH"));
         assert!(s.contains("PCI:                     9 functions"));
         assert!(s.contains("Management network:      not configured"));

@@ -20,6 +20,12 @@ pub fn print(bi: &BootInfo, pci_functions: usize) {
         unsafe { cpu::rdmsr(msr) }
     });
     let model = status::brand_string(cpuid);
+    let backend = match crate::hv::backend() {
+        Some(crate::hv::Backend::Svm { asids }) => alloc::format!("AMD-V, nested paging, {asids} ASIDs"),
+        Some(crate::hv::Backend::Vmx { vpid: true }) => String::from("Intel VT-x, EPT, VPID, unrestricted guest"),
+        Some(crate::hv::Backend::Vmx { vpid: false }) => String::from("Intel VT-x, EPT, unrestricted guest"),
+        None => alloc::format!("none ({}): no VMs", crate::hv::unavailable_reason()),
+    };
     let facts = StatusFacts {
         product: "Mantle",
         version: crate::VERSION,
@@ -27,6 +33,7 @@ pub fn print(bi: &BootInfo, pci_functions: usize) {
         cpu_model: &model,
         memory_mib: mm::usable_bytes() >> 20,
         virtualization,
+        vm_backend: &backend,
         boot_protocol: match bi.protocol {
             Protocol::Multiboot2 => "Multiboot2",
             Protocol::Pvh => "PVH",
