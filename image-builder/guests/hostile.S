@@ -9,7 +9,7 @@
  * (Whether unknown MSRs #GP is checked by the guest test suite; QEMU's
  * TCG answers them with 0, so this guest only requires surviving them.)
  *
- * One source, four guests: `as --32 --defsym MODE=n`.
+ * One source, seven guests: `as --32 --defsym MODE=n`.
  *   1 ports   IN from every port, OUT 0 to ports 0-0xfff (not debug-exit),
  *             REP INSB/OUTSB
  *   2 msrs    RDMSR every MSR in four ranges and write back what was read
@@ -20,6 +20,9 @@
  *             disable/enable, x2APIC enable without x2APIC, odd ICR
  *             commands (broadcast, NMI/SMI/ExtINT/lowest-priority to self,
  *             illegal vector), a self-IPI flood and a 1 ns periodic timer
+ *   5-7 xstate  AVX registers behind CPUID's back (each mode keeps its own
+ *             pattern in YMM1's upper half; 0x14 if it changed, 0x16 if
+ *             the virtual CPU refused CR4.OSXSAVE or AVX, as it should)
  */
         .code32
         .set MB_MAGIC, 0x1badb002
@@ -84,7 +87,10 @@ setup_idt:
 2:      cmp $13, %ecx
         jne 3f
         mov $gp_handler, %eax
-3:      cmp $0x20, %ecx
+3:      cmp $6, %ecx                    /* #UD: AVX refused, which is fine */
+        jne 5f
+        mov $ud_handler, %eax
+5:      cmp $0x20, %ecx
         jb 4f
         mov $irq_handler, %eax
 4:      call set_gate
@@ -97,16 +103,28 @@ unexpected:
         mov $0x11, %eax
         jmp report
 
-/* #GP from RDMSR/WRMSR (2 bytes long): count it and skip the instruction */
+/* #GP from RDMSR/WRMSR (2 bytes long, or gp_skip): count it and skip the instruction */
 gp_handler:
         add $4, %esp
-        addl $2, (%esp)
+        push %eax
+        mov gp_skip, %eax
+        add %eax, 4(%esp)
+        pop %eax
         incl gp_count
         movl $1, gp_hit
         iret
 
 ignored:
         iret
+
+/* #UD only matters in the extended-state modes: the CPU refused AVX. */
+ud_handler:
+.if MODE >= 5
+        mov $0x16, %eax
+        jmp report
+.else
+        jmp unexpected
+.endif
 
 nmi_handler:
         incl nmi_count
@@ -276,8 +294,56 @@ fail_nmi:
         jmp report
 .endif
 
+.if MODE >= 5
+        /* Extended state the guest was never offered (CPUID says no XSAVE
+         * or AVX) but may reach anyway: turn on CR4.OSXSAVE and, if the CPU
+         * lets it, keep a pattern in the upper half of YMM1 across 20000
+         * exits. Whatever the guest does, those registers must be its own:
+         * another VM or the host must never see or change them. */
+        movl $3, gp_skip                /* mov %eax, %cr4 is 3 bytes */
+        movl $0, gp_hit
+        mov %cr0, %eax
+        and $~4, %eax                   /* EM off, MP on */
+        or $2, %eax
+        mov %eax, %cr0
+        mov %cr4, %eax
+        or $0x40600, %eax               /* OSFXSR, OSXMMEXCPT, OSXSAVE */
+        mov %eax, %cr4
+        cmpl $0, gp_hit
+        jne 7f                          /* refused: nothing to check */
+        xor %ecx, %ecx
+        xgetbv                          /* the XCR0 in force */
+        test $4, %eax
+        jz 7f                           /* no AVX state enabled */
+        mov $PATTERN, %eax
+        movd %eax, %xmm0
+        vinsertf128 $1, %xmm0, %ymm1, %ymm1
+        mov $20000, %ecx
+1:      mov $0x80, %dx
+        out %al, %dx
+        vextractf128 $1, %ymm1, %xmm2
+        movd %xmm2, %ebx
+        cmp $PATTERN, %ebx
+        jne 8f
+        dec %ecx
+        jnz 1b
+        ret                             /* 0x10: checked, and private */
+7:      mov $0x16, %eax                 /* AVX refused: fine, and said so */
+        jmp report
+8:      mov $0x14, %eax                 /* someone else's value in YMM1 */
+        jmp report
+.endif
+.if MODE == 5
+        .set PATTERN, 0x1234abcd
+.elseif MODE == 6
+        .set PATTERN, 0x0badcafe
+.elseif MODE == 7
+        .set PATTERN, 0x5a5aa5a5
+.endif
+
         .section .data
         .align 8
+gp_skip: .long 2
 gdt:    .quad 0
         .quad 0x00cf9a000000ffff        /* 0x08: flat 32-bit code */
         .quad 0x00cf92000000ffff        /* 0x10: flat data */

@@ -72,6 +72,9 @@ fn vmx_guests_at_the_shell() {
         let out = run(&format!("vmkcli vm create --name h-{mode} --kernel /usr/lib/mantle/guests/hostile-{mode}.elf --memory 16 && vmkcli vm start {id} && vmkcli vm wait {id} --timeout 600; vmkcli vm info {id}"));
         assert!(out.contains("debug-exit code 0x10"), "hostile guest {mode} on VMX: {out:?}");
     }
+    // VMX keeps CR4.OSXSAVE for itself: a guest cannot reach AVX state.
+    let out = run("vmkcli vm create --name x --kernel /usr/lib/mantle/guests/hostile-xstate-a.elf --memory 8 && vmkcli vm start 13 && vmkcli vm wait 13 --timeout 120");
+    assert!(out.contains("debug-exit code 0x16"), "CR4.OSXSAVE should be refused on VMX: {out:?}");
     let out = run("echo shell-alive; vmkcli vm list");
     assert!(out.contains("shell-alive"), "{out:?}");
 }

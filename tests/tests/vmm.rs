@@ -222,3 +222,16 @@ fn guests_run_on_svm_qemu64() {
 fn guests_run_on_svm_max() {
     guests_on("max");
 }
+
+/// Guests that turn on CR4.OSXSAVE behind CPUID's back (which says no
+/// XSAVE/AVX) reach the AVX registers of the host's XCR0 on SVM: each must
+/// find its own values there, never another VM's (three guests, two host
+/// CPUs, so at least two share one), and the host carries on.
+#[test]
+fn guest_extended_state_stays_private_on_max() {
+    let (_lock, mut c) = shell("vmm-xstate", "max");
+    let out = run(&mut c, "for g in a b c; do vmkcli vm create --name x-$g --kernel /usr/lib/mantle/guests/hostile-xstate-$g.elf --memory 8; done; for id in 1 2 3; do vmkcli vm start $id; done; for id in 1 2 3; do vmkcli vm wait $id --timeout 240; done");
+    check(&c, out.matches("debug-exit code 0x10").count() == 3, &format!("every guest should keep its own YMM state: {out:?}"));
+    let out = run(&mut c, "echo shell-alive");
+    check(&c, out.contains("shell-alive"), "the shell should answer");
+}

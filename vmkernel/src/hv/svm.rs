@@ -245,7 +245,7 @@ impl Vmcb {
         // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB and
         // its maps are valid and owned, the guest's memory is its own nested
         // page table; the stub saves and restores every host register.
-        unsafe { svm_run(self.page, regs, host, fpu) };
+        unsafe { svm_run(self.page, regs, host, fpu, super::vcpu::guest_xsave_mask()) };
         regs.gpr[RAX] = self.r64(vmcb::RAX);
         regs.gpr[RSP] = self.r64(vmcb::RSP);
         self.r64(vmcb::EXIT_CODE)
@@ -401,7 +401,7 @@ impl VcpuHw for Vmcb {
 /// are held off (GIF=0) around the switch; with V_INTR_MASKING and IF=1
 /// at VMRUN they cause a #VMEXIT and are taken by the host afterwards.
 #[unsafe(naked)]
-unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, fpu: *mut u8) {
+unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, fpu: *mut u8, xsave_mask: u64) {
     naked_asm!(
         "push rbp",
         "push rbx",
@@ -409,11 +409,23 @@ unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, f
         "push r13",
         "push r14",
         "push r15",
+        "push r8",  // XSAVE mask (0: FXSAVE)
         "push rcx", // guest FPU area
         "push rdx", // host area
         "push rsi", // regs
         "clgi",
+        "test r8, r8",
+        "jz 1f",
+        "mov rbx, rdx",
+        "mov rax, r8",
+        "mov rdx, r8",
+        "shr rdx, 32",
+        "xrstor64 [rcx]",
+        "mov rdx, rbx",
+        "jmp 2f",
+        "1:",
         "fxrstor64 [rcx]",
+        "2:",
         "mov rax, rdx",
         "vmsave rax",
         "mov rax, rdi",
@@ -456,8 +468,18 @@ unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, f
         "add rsp, 8",
         "pop rax", // host area
         "vmload rax",
-        "pop rax", // guest FPU area
-        "fxsave64 [rax]",
+        "pop rcx", // guest FPU area
+        "pop r8",  // XSAVE mask
+        "test r8, r8",
+        "jz 3f",
+        "mov rax, r8",
+        "mov rdx, r8",
+        "shr rdx, 32",
+        "xsave64 [rcx]",
+        "jmp 4f",
+        "3:",
+        "fxsave64 [rcx]",
+        "4:",
         "stgi",
         "pop r15",
         "pop r14",

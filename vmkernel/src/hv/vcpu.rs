@@ -110,11 +110,21 @@ pub enum Exit {
     Other { code: u64, info1: u64, info2: u64 },
 }
 
+/// The extended-state components the entry stubs switch for a guest: all
+/// the host enabled in XCR0 (the guest runs under the host's XCR0, so a
+/// guest that turns on CR4.OSXSAVE against CPUID's word can reach AVX
+/// registers — they must be its own, never another VM's), or 0 for
+/// FXSAVE/FXRSTOR on a host without XSAVE.
+pub fn guest_xsave_mask() -> u64 {
+    if crate::arch::context::uses_xsave() { crate::arch::context::xcr0() } else { 0 }
+}
+
 /// One vCPU on a hardware backend.
 pub trait VcpuHw {
     /// Enters the guest and runs it until the next exit. `fpu` is the
-    /// guest's x87/SSE state (a 16-byte aligned FXSAVE image) that the
-    /// entry stub loads right before entry and saves right after.
+    /// guest's extended state (a 64-byte aligned XSAVE image, or FXSAVE on
+    /// hosts without XSAVE; see [`guest_xsave_mask`]) that the entry stub
+    /// loads right before entry and saves right after.
     fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit;
 
     fn rip(&self) -> u64;

@@ -574,7 +574,7 @@ impl VcpuHw for Vmcs {
         // page-faults.
         let failed = unsafe {
             asm!("mov cr2, {}", in(reg) self.cr2, options(nostack));
-            let r = vmx_run(regs, self.launched as u64, fpu);
+            let r = vmx_run(regs, self.launched as u64, fpu, super::vcpu::guest_xsave_mask());
             let cr2: u64;
             asm!("mov {}, cr2", out(reg) cr2, options(nostack));
             self.cr2 = cr2;
@@ -783,12 +783,13 @@ impl VcpuHw for Vmcs {
 }
 
 /// VMLAUNCH (first entry) or VMRESUME with the guest GPRs loaded from and
-/// stored to `regs` and its x87/SSE state from `fpu`. Returns 0 after a VM
+/// stored to `regs` and its extended state from `fpu` (XSAVE with
+/// `xsave_mask`, or FXSAVE when it is 0). Returns 0 after a VM
 /// exit, 1 or 2 when the instruction itself failed (VMfailInvalid /
 /// VMfailValid). HOST_RSP is this stub's stack with `regs` and `fpu` on
 /// top; HOST_RIP is the exit label below.
 #[unsafe(naked)]
-unsafe extern "C" fn vmx_run(regs: *mut GuestRegs, launched: u64, fpu: *mut u8) -> u64 {
+unsafe extern "C" fn vmx_run(regs: *mut GuestRegs, launched: u64, fpu: *mut u8, xsave_mask: u64) -> u64 {
     naked_asm!(
         "push rbp",
         "push rbx",
@@ -796,14 +797,25 @@ unsafe extern "C" fn vmx_run(regs: *mut GuestRegs, launched: u64, fpu: *mut u8) 
         "push r13",
         "push r14",
         "push r15",
+        "push rcx", // XSAVE mask (0: FXSAVE)
         "push rdx", // guest FPU area
         "push rdi", // regs
         "mov rax, 0x6c14", // HOST_RSP
         "vmwrite rax, rsp",
-        "lea rcx, [rip + 4f]",
+        "lea r11, [rip + 4f]",
         "mov rax, 0x6c16", // HOST_RIP
-        "vmwrite rax, rcx",
+        "vmwrite rax, r11",
+        "test rcx, rcx",
+        "jz 6f",
+        "mov rax, rcx",
+        "mov rbx, rdx",
+        "mov rdx, rcx",
+        "shr rdx, 32",
+        "xrstor64 [rbx]",
+        "jmp 7f",
+        "6:",
         "fxrstor64 [rdx]",
+        "7:",
         "test rsi, rsi",
         "mov rax, [rdi + 0x00]",
         "mov rcx, [rdi + 0x08]",
@@ -841,6 +853,7 @@ unsafe extern "C" fn vmx_run(regs: *mut GuestRegs, launched: u64, fpu: *mut u8) 
         "cmovz eax, ecx",
         "pop rdi",
         "pop rdx",
+        "pop rcx",
         "jmp 5f",
         "4:",
         // VM exit: RSP = HOST_RSP, RFLAGS = 2, guest GPRs live.
@@ -863,8 +876,17 @@ unsafe extern "C" fn vmx_run(regs: *mut GuestRegs, launched: u64, fpu: *mut u8) 
         "pop rax",
         "mov [rdi + 0x38], rax",
         "pop rdi",
-        "pop rdx",
-        "fxsave64 [rdx]",
+        "pop rcx", // guest FPU area
+        "pop rax", // XSAVE mask
+        "test rax, rax",
+        "jz 8f",
+        "mov rdx, rax",
+        "shr rdx, 32",
+        "xsave64 [rcx]",
+        "jmp 9f",
+        "8:",
+        "fxsave64 [rcx]",
+        "9:",
         "xor eax, eax",
         "5:",
         "pop r15",
