@@ -110,10 +110,22 @@ impl Tally {
 /// The line for one test: `test <name> ... ok`, `... FAIL <why>` or
 /// `... skipped (<why>)`.
 pub fn write_outcome(w: &mut dyn Write, name: &str, o: &Outcome) -> fmt::Result {
+    write_test_start(w, name)?;
+    write_status(w, o)
+}
+
+/// The first half of a test's line, printed before the test runs (so a
+/// test that hangs the machine is named in the log).
+pub fn write_test_start(w: &mut dyn Write, name: &str) -> fmt::Result {
+    write!(w, "test {name} ... ")
+}
+
+/// The second half: `ok`, `FAIL <why>`, `skipped (<why>)`.
+pub fn write_status(w: &mut dyn Write, o: &Outcome) -> fmt::Result {
     match o {
-        Outcome::Pass => writeln!(w, "test {name} ... ok"),
-        Outcome::Fail(m) => writeln!(w, "test {name} ... FAIL {}", m.as_str()),
-        Outcome::Skip(m) => writeln!(w, "test {name} ... skipped ({})", m.as_str()),
+        Outcome::Pass => writeln!(w, "ok"),
+        Outcome::Fail(m) => writeln!(w, "FAIL {}", m.as_str()),
+        Outcome::Skip(m) => writeln!(w, "skipped ({})", m.as_str()),
     }
 }
 
