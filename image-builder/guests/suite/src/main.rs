@@ -1035,11 +1035,18 @@ extern "C" fn suite_bsp_main() -> ! {
 // --- tests: time base ------------------------------------------------------------------------
 
 fn t_calibrate(env: &mut Env) -> Outcome {
-    // 50 ms of PIT channel 2, twice (the first run warms up); TSC and LAPIC
-    // timer rates from the second.
+    // 50 ms of PIT channel 2, four times; TSC and LAPIC timer rates from
+    // the shortest run: a vCPU descheduled by the host sees OUT2 rise late,
+    // which only ever lengthens a run (and both counts alike).
     const COUNT: u16 = 59_659;
-    let _ = pit_ch2_measure(COUNT);
-    let Some((tsc, lapic)) = pit_ch2_measure(COUNT) else { fail!("PIT channel 2 OUT (port 0x61 bit 5) never rose") };
+    let mut best: Option<(u64, u64)> = None;
+    for _ in 0..4 {
+        let Some(m) = pit_ch2_measure(COUNT) else { fail!("PIT channel 2 OUT (port 0x61 bit 5) never rose") };
+        if best.is_none_or(|b| m.0 < b.0) {
+            best = Some(m);
+        }
+    }
+    let (tsc, lapic) = best.unwrap();
     let hz = tsc * PIT_HZ / COUNT as u64;
     env.lapic_hz = lapic * PIT_HZ / COUNT as u64;
     check!(hz > 10_000_000, "TSC rate {hz} Hz is implausible");
@@ -1570,29 +1577,36 @@ fn t_rtc_ticks(env: &mut Env) -> Outcome {
 
 // --- tests: LAPIC timer, HLT -----------------------------------------------------------------
 
-// Tolerance for timer rates and one-shot delays: ±30%. Under TCG (and a
-// VMM under TCG) on a shared 2-core host, interrupt delivery is late by
-// up to a few milliseconds of host scheduling; 30% of a 20 ms one-shot or
-// of 30 periods still tells a correct rate from a wrong divider (×2) or a
+// Tolerance for timer rates: ±30%. Under TCG (and a VMM under TCG) on a
+// shared 2-core host, interrupt delivery is late by up to a few
+// milliseconds of host scheduling (6.7 ms seen under plain QEMU); 30% of
+// 30 periods still tells a correct rate from a wrong divider (×2) or a
 // timer driven by the wrong clock.
 const TOL: u64 = 30;
+
+/// A one-shot delay of `want` µs: never early (the LAPIC and TSC rates come
+/// from the same calibration window, so their errors cancel: 10% covers
+/// the rest), late by at most half of it (host scheduling, as above).
+fn delay_ok(what: &str, got: u64, want: u64) -> Result<(), Msg> {
+    let (lo, hi) = (want * 9 / 10, want * 3 / 2);
+    if (lo..=hi).contains(&got) { Ok(()) } else { Err(msg!("{what}: {got} µs, expected {want} µs (-10%/+50%: {lo}..={hi})")) }
+}
 
 fn t_lapic_oneshot(env: &mut Env) -> Outcome {
     check!(env.tsc_calibrated, "no time base");
     let before = irqs(0, V_TIMER);
     lapic_w(LAPIC_TIMER_DCR, 0x3);
     lapic_w(LAPIC_LVT_TIMER, V_TIMER as u32); // one-shot, unmasked
-    let count = (env.lapic_hz / 50) as u32; // 20 ms
+    let count = (env.lapic_hz / 20) as u32; // 50 ms
     let t0 = rdtsc();
     lapic_w(LAPIC_TIMER_ICR, count);
     let fired = wait_for(1_000_000, || irqs(0, V_TIMER) > before);
     let at = LAST_IRQ_TSC[V_TIMER].load(SeqCst);
-    check!(fired, "no timer interrupt within 1 s of a 20 ms one-shot (current count {:#x})", lapic_r(LAPIC_TIMER_CCR));
-    if let Err(m) = within("one-shot delay µs", tsc_to_us(at - t0), 20_000, TOL) {
+    check!(fired, "no timer interrupt within 1 s of a 50 ms one-shot (current count {:#x})", lapic_r(LAPIC_TIMER_CCR));
+    if let Err(m) = delay_ok("one-shot delay", tsc_to_us(at - t0), 50_000) {
         return Outcome::Fail(m);
     }
-    delay_us(0);
-    wait_for(60_000, || false);
+    wait_for(100_000, || false);
     let n = irqs(0, V_TIMER) - before;
     let ccr = lapic_r(LAPIC_TIMER_CCR);
     lapic_w(LAPIC_LVT_TIMER, 0x1_0000 | V_TIMER as u32);
@@ -1625,12 +1639,12 @@ fn t_tsc_deadline(env: &mut Env) -> Outcome {
     lapic_w(LAPIC_LVT_TIMER, V_DEADLINE as u32 | 2 << 17);
     let before = irqs(0, V_DEADLINE);
     let t0 = rdtsc();
-    check!(wrmsr_safe(0x6e0, t0 + us_to_tsc(20_000)).is_ok(), "TSC-deadline advertised but IA32_TSC_DEADLINE raised #GP");
+    check!(wrmsr_safe(0x6e0, t0 + us_to_tsc(50_000)).is_ok(), "TSC-deadline advertised but IA32_TSC_DEADLINE raised #GP");
     let fired = wait_for(1_000_000, || irqs(0, V_DEADLINE) > before);
     let at = LAST_IRQ_TSC[V_DEADLINE].load(SeqCst);
     lapic_w(LAPIC_LVT_TIMER, 0x1_0000 | V_TIMER as u32);
-    check!(fired, "no interrupt within 1 s of a deadline 20 ms ahead");
-    within("TSC-deadline delay µs", tsc_to_us(at - t0), 20_000, TOL).map_or_else(Outcome::Fail, |_| Outcome::Pass)
+    check!(fired, "no interrupt within 1 s of a deadline 50 ms ahead");
+    delay_ok("TSC-deadline delay", tsc_to_us(at - t0), 50_000).map_or_else(Outcome::Fail, |_| Outcome::Pass)
 }
 
 fn t_hlt_lapic(env: &mut Env) -> Outcome {
