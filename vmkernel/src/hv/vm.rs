@@ -589,7 +589,13 @@ fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
                         d |= 1 << 28; // HTT: the count above is valid
                     }
                 }
-                0x8000_0001 => c &= !(1 << 2), // SVM
+                0x8000_0001 => {
+                    c &= !(1 << 2); // SVM
+                    // RDTSCP: it reads IA32_TSC_AUX, which is not part of the
+                    // guest state the VMM switches (RDTSCP would return the
+                    // host's value) and the MSR is not virtualised.
+                    d &= !(1 << 27);
+                }
                 7 if sub == 0 => {
                     // AVX2, AVX-512 and friends need XSAVE state the VMM does not switch.
                     b &= !((1 << 5) | (0xffff << 16));
