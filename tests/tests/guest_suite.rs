@@ -213,7 +213,9 @@ fn suite_passes_in_a_vm_on_max() {
 #[test]
 fn multiboot_kernel_added_to_the_iso_boots_with_cmdline_and_module() {
     let (_lock, mut c) = shell("qemu64,+svm,+npt");
-    let args = multiboot_args("/vm/suite.elf", "/vm/mod1.txt");
+    // `exit=hypercall`: the suite ends the VM through Mantle's exit
+    // hypercall (code 0x10 only if that call did not return).
+    let args = format!("{} exit=hypercall", multiboot_args("/vm/suite.elf", "/vm/mod1.txt"));
     let (console, info) = run_vm(
         &mut c,
         1,
@@ -223,6 +225,7 @@ fn multiboot_kernel_added_to_the_iso_boots_with_cmdline_and_module() {
     if let Err(e) = check_report(&console, 35, MULTIBOOT_TESTS) {
         check(&c, false, &format!("Multiboot guest from --add: {e}\n--- VM console ---\n{console}"));
     }
+    check(&c, console.contains("suite: exiting through the exit hypercall"), &format!("exit hypercall: {console}"));
     check(&c, info.contains("debug-exit code 0x10"), &format!("vm info: {info:?}"));
 }
 
