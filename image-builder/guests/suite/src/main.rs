@@ -564,6 +564,8 @@ const V_BSP2AP: usize = 0x41;
 const V_AP2BSP: usize = 0x42;
 const V_DEADLINE: usize = 0x43;
 const V_PIT: usize = 0x50;
+/// The 8259 pair is remapped to 0x20-0x2f.
+const V_PIC_BASE: usize = 0x20;
 const V_SPURIOUS: usize = 0xff;
 
 static IRQS: [[AtomicU32; 256]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; 256] }; MAX_CPUS];
@@ -639,7 +641,14 @@ extern "C" fn suite_trap(f: &mut Frame) {
     if cpu == 0 {
         LAST_IRQ_TSC[v].store(rdtsc(), SeqCst);
     }
-    if v != V_SPURIOUS {
+    if (V_PIC_BASE..V_PIC_BASE + 16).contains(&v) {
+        // From the 8259 pair (virtual wire): non-specific EOI to the master,
+        // and to the slave for IRQ 8-15.
+        if v >= V_PIC_BASE + 8 {
+            outb(0xa0, 0x20);
+        }
+        outb(0x20, 0x20);
+    } else if v != V_SPURIOUS {
         lapic_w(LAPIC_EOI, 0);
     }
 }
@@ -1012,6 +1021,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("lapic-timer-tsc-deadline", t_tsc_deadline),
         ("hlt-wakeup-lapic-timer", t_hlt_lapic),
         ("hlt-wakeup-pit-ioapic", t_hlt_pit),
+        ("pic-virtual-wire", t_pic_virtual_wire),
         ("acpi-rsdp", t_acpi_rsdp),
         ("acpi-rsdt-xsdt", t_acpi_sdts),
         ("acpi-madt", t_acpi_madt),
@@ -1719,6 +1729,36 @@ fn t_hlt_pit(env: &mut Env) -> Outcome {
     quiesce();
     check!(woke >= 1, "HLT returned after {first_us} µs without a PIT interrupt (GSI {gsi}); vectors taken:{}", taken.as_str());
     within("PIT 100 Hz interrupts through the IOAPIC", n as u64, us / 10_000, TOL).map_or_else(Outcome::Fail, |_| Outcome::Pass)
+}
+
+/// The PIT through the 8259 and LINT0 in ExtINT mode (the virtual-wire
+/// mode a PC starts in, which early Linux boot relies on).
+fn t_pic_virtual_wire(env: &mut Env) -> Outcome {
+    check!(env.tsc_calibrated, "no time base");
+    quiesce();
+    lapic_w(LAPIC_LVT_LINT0, 0x700); // ExtINT, unmasked
+    outb(0x21, 0xfe); // IRQ 0 only
+    outb(0x43, 0x34); // ch0, lo/hi, mode 2: 100 Hz
+    outb(0x40, (11_932 & 0xff) as u8);
+    outb(0x40, (11_932 >> 8) as u8);
+    let before = irqs(0, V_PIC_BASE);
+    let t0 = rdtsc();
+    sti_hlt();
+    let woke = irqs(0, V_PIC_BASE) - before;
+    let first_us = tsc_to_us(rdtsc() - t0);
+    let b1 = irqs(0, V_PIC_BASE);
+    let t1 = rdtsc();
+    wait_for(300_000, || false);
+    let n = irqs(0, V_PIC_BASE) - b1;
+    let us = tsc_to_us(rdtsc() - t1);
+    outb(0x21, 0xff);
+    lapic_w(LAPIC_LVT_LINT0, 0x1_0000);
+    outb(0x43, 0x30); // ch0 mode 0, one count: stops the periodic interrupt
+    outb(0x40, 1);
+    outb(0x40, 0);
+    quiesce();
+    check!(woke >= 1, "HLT returned after {first_us} µs without IRQ 0 through the PIC (vector {V_PIC_BASE:#x})");
+    within("PIT 100 Hz interrupts through the 8259", n as u64, us / 10_000, TOL).map_or_else(Outcome::Fail, |_| Outcome::Pass)
 }
 
 // --- tests: ACPI and MP tables ----------------------------------------------------------------
