@@ -4,6 +4,9 @@
 //! table, CMOS clock fields). All of it works on byte slices, so it is
 //! unit-tested on the host; `main.rs` only reads guest memory into slices.
 #![cfg_attr(not(test), no_std)]
+// Errors are fixed-size messages (no allocator in the guest); passing them
+// by value is the point.
+#![allow(clippy::result_large_err)]
 
 use core::fmt::{self, Write};
 
@@ -390,27 +393,31 @@ impl Madt {
                 return Err(msg!("MADT entry type {kind} at offset {at} has length {len}"));
             }
             let e = &b[at..at + len];
+            let min = match kind {
+                0 => 8,
+                1 => 12,
+                2 => 10,
+                _ => 2,
+            };
+            if len < min {
+                return Err(msg!("MADT entry type {kind} too short ({len})"));
+            }
             match kind {
-                0 if len >= 8 => {
-                    // Processor local APIC: flags bit 0 enabled, bit 1 online capable.
-                    if u32_at(e, 4).unwrap() & 1 != 0 && m.ncpus < MAX_CPUS {
-                        m.cpus[m.ncpus] = e[3];
-                        m.ncpus += 1;
-                    }
+                // Processor local APIC: flags bit 0 enabled, bit 1 online capable.
+                0 if u32_at(e, 4).unwrap() & 1 != 0 && m.ncpus < MAX_CPUS => {
+                    m.cpus[m.ncpus] = e[3];
+                    m.ncpus += 1;
                 }
-                1 if len >= 12 => {
+                1 => {
                     m.nioapics += 1;
                     if m.ioapic.is_none() {
                         m.ioapic = Some((e[2], u32_at(e, 4).unwrap(), u32_at(e, 8).unwrap()));
                     }
                 }
-                2 if len >= 10 => {
-                    if m.noverrides < m.overrides.len() {
-                        m.overrides[m.noverrides] = (e[3], u32_at(e, 4).unwrap());
-                        m.noverrides += 1;
-                    }
+                2 if m.noverrides < m.overrides.len() => {
+                    m.overrides[m.noverrides] = (e[3], u32_at(e, 4).unwrap());
+                    m.noverrides += 1;
                 }
-                0 | 1 | 2 => return Err(msg!("MADT entry type {kind} too short ({len})")),
                 _ => {}
             }
             at += len;

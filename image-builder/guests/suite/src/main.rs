@@ -25,6 +25,8 @@
 //! instead of port 0xf4), `only=name,name` (run just these tests).
 #![no_std]
 #![no_main]
+// Test failures are fixed-size messages (no allocator); see lib.rs.
+#![allow(clippy::result_large_err)]
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
@@ -264,6 +266,8 @@ unsafe extern "C" {
 
 // --- C runtime symbols (DESIGN.md: a freestanding binary defines these) -----------------
 
+/// # Safety
+/// The C contract: valid ranges (and a NUL-terminated string for `strlen`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller guarantees valid, non-overlapping ranges of n bytes.
@@ -273,6 +277,8 @@ pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut 
     dst
 }
 
+/// # Safety
+/// The C contract: valid ranges (and a NUL-terminated string for `strlen`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize).wrapping_add(n) {
@@ -287,6 +293,8 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
     }
 }
 
+/// # Safety
+/// The C contract: valid ranges (and a NUL-terminated string for `strlen`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
     // SAFETY: the caller guarantees a valid range of n bytes.
@@ -296,6 +304,8 @@ pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
     dst
 }
 
+/// # Safety
+/// The C contract: valid ranges (and a NUL-terminated string for `strlen`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     for i in 0..n {
@@ -308,12 +318,16 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     0
 }
 
+/// # Safety
+/// The C contract: valid ranges (and a NUL-terminated string for `strlen`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: same contract as memcmp.
     unsafe { memcmp(a, b, n) }
 }
 
+/// # Safety
+/// The C contract: valid ranges (and a NUL-terminated string for `strlen`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
     let mut n = 0;
@@ -948,7 +962,9 @@ macro_rules! check {
     ($c:expr, $($a:tt)*) => { if !$c { fail!($($a)*); } };
 }
 
-fn run(env: &mut Env, tally: &mut Tally, name: &str, f: fn(&mut Env) -> Outcome) {
+type TestFn = fn(&mut Env) -> Outcome;
+
+fn run(env: &mut Env, tally: &mut Tally, name: &str, f: TestFn) {
     let _ = guest_suite::write_test_start(&mut Com1, name);
     let o = f(env);
     let _ = guest_suite::write_status(&mut Com1, &o);
@@ -988,7 +1004,7 @@ extern "C" fn suite_bsp_main() -> ! {
     env.tcg = cpuid(1, 0)[2] & (1 << 31) != 0 && &hypervisor_vendor() == b"TCGTCGTCGTCG";
 
     let mut t = Tally::default();
-    let tests: &[(&str, fn(&mut Env) -> Outcome)] = &[
+    let tests: &[(&str, TestFn)] = &[
         ("pit-calibrate-tsc", t_calibrate),
         ("multiboot-magic", t_mb_magic),
         ("multiboot-memory", t_mb_memory),
