@@ -99,7 +99,7 @@ fn direct(cpu: &str) {
     let b = boot(&q);
     // QEMU passes "<kernel path> <args>".
     b.assert_contains(&format!("suite: multiboot cmdline \"{kernel} {args}\""));
-    match check_report(b.serial(), 30, &[MULTIBOOT_TESTS, &["smp-start-aps", "ipi-bsp-to-ap", "ipi-ap-to-bsp", "acpi-madt", "fw-cfg-cpus"]].concat()) {
+    match check_report(b.serial(), 34, &[MULTIBOOT_TESTS, &["smp-start-aps", "ipi-bsp-to-ap", "ipi-ap-to-bsp", "acpi-madt", "fw-cfg-cpus"]].concat()) {
         Ok((p, _, s)) => eprintln!("QEMU -cpu {cpu} -kernel: {p} passed, 0 failed, {s} skipped"),
         Err(e) => b.fail(&e),
     }
@@ -165,8 +165,11 @@ fn run_vm(c: &mut Console, id: u32, create: &str) -> (String, String) {
     (console, info)
 }
 
-/// Mantle-only checks that must pass (not skip) inside a Mantle VM.
+/// Checks that must pass (not skip) inside a Mantle VM: the Mantle-only
+/// ones among them.
 const MANTLE_TESTS: &[&str] = &[
+    "multiboot-cmdline",
+    "multiboot-modules",
     "cpuid-hypervisor",
     "msr-tsc",
     "msr-unknown-gp",
@@ -186,9 +189,9 @@ fn in_vm(cpu: &str) {
     let (console, info) = run_vm(
         &mut c,
         1,
-        "vmkcli vm create --name suite --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 2 --cmdline \"expect-cpus=2 expect-mem-mib=32 expect-hypervisor=MantleMantle\"",
+        "vmkcli vm create --name suite --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 2 --cmdline \"expect-kernel=/usr/lib/mantle/guests/suite.elf expect-modules=0 expect-cpus=2 expect-mem-mib=32 expect-hypervisor=MantleMantle\"",
     );
-    match check_report(&console, 35, MANTLE_TESTS) {
+    match check_report(&console, 40, MANTLE_TESTS) {
         Ok((p, _, s)) => eprintln!("Mantle VM on -cpu {cpu}: {p} passed, 0 failed, {s} skipped"),
         Err(e) => check(&c, false, &format!("suite in a VM on {cpu}: {e}\n--- VM console ---\n{console}")),
     }
