@@ -85,13 +85,13 @@ fn multiboot_args(kernel: &str, module: &str) -> String {
 
 const MULTIBOOT_TESTS: &[&str] = &["multiboot-cmdline", "multiboot-modules", "multiboot-memory", "multiboot-mmap"];
 
-fn direct(cpu: &str) {
+fn direct(cpu: &str, cpus: u32) {
     let kernel = suite_elf().display().to_string();
     let module = module_file().display().to_string();
-    let args = multiboot_args(&kernel, &module);
+    let args = multiboot_args(&kernel, &module).replace("expect-cpus=2", &format!("expect-cpus={cpus}"));
     let mut q = Qemu::new(Boot::Pvh { kernel: suite_elf().to_path_buf(), initrd: Some(module_file().to_path_buf()), cmdline: args.clone() });
     q.cpu = cpu.into();
-    q.cpus = 2;
+    q.cpus = cpus;
     q.mem_mib = 128;
     q.debug_exit = true;
     q.no_reboot = true;
@@ -100,7 +100,7 @@ fn direct(cpu: &str) {
     // QEMU passes "<kernel path> <args>".
     b.assert_contains(&format!("suite: multiboot cmdline \"{kernel} {args}\""));
     match check_report(b.serial(), 34, &[MULTIBOOT_TESTS, &["smp-start-aps", "ipi-bsp-to-ap", "ipi-ap-to-bsp", "acpi-madt", "fw-cfg-cpus"]].concat()) {
-        Ok((p, _, s)) => eprintln!("QEMU -cpu {cpu} -kernel: {p} passed, 0 failed, {s} skipped"),
+        Ok((p, _, s)) => eprintln!("QEMU -cpu {cpu} -smp {cpus} -kernel: {p} passed, 0 failed, {s} skipped"),
         Err(e) => b.fail(&e),
     }
     b.assert_exit(EXIT_SUCCESS);
@@ -108,12 +108,18 @@ fn direct(cpu: &str) {
 
 #[test]
 fn suite_passes_under_qemu_directly_qemu64() {
-    direct("qemu64");
+    direct("qemu64", 2);
 }
 
 #[test]
 fn suite_passes_under_qemu_directly_max() {
-    direct("max");
+    direct("max", 2);
+}
+
+/// Four CPUs: start-up of several APs, IPIs to and from each, broadcasts.
+#[test]
+fn suite_passes_under_qemu_directly_smp4() {
+    direct("max", 4);
 }
 
 // --- inside Mantle ----------------------------------------------------------------------------
@@ -179,12 +185,13 @@ const MANTLE_TESTS: &[&str] = &[
     "smp-start-aps",
     "ipi-bsp-to-ap",
     "ipi-ap-to-bsp",
+    "ipi-shorthands",
     "acpi-madt",
     "mp-table",
     "fw-cfg-cpus",
 ];
 
-fn in_vm(cpu: &str) {
+fn in_vm(cpu: &str, also_4_vcpus: bool) {
     let (_lock, mut c) = shell(cpu);
     let (console, info) = run_vm(
         &mut c,
@@ -197,16 +204,25 @@ fn in_vm(cpu: &str) {
     }
     check(&c, console.contains("[written by the console hypercall]"), &format!("console hypercall text missing: {console}"));
     check(&c, info.contains("debug-exit code 0x10"), &format!("vm info should show debug-exit code 0x10: {info:?}"));
+    if also_4_vcpus {
+        // Four vCPUs on two host CPUs: several APs, IPIs to and from each.
+        let (console, info) = run_vm(&mut c, 2, "vmkcli vm create --name suite4 --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 4 --cmdline \"expect-cpus=4\"");
+        match check_report(&console, 40, &["smp-start-aps", "ipi-bsp-to-ap", "ipi-ap-to-bsp", "ipi-shorthands"]) {
+            Ok((p, _, s)) => eprintln!("Mantle VM with 4 vCPUs on -cpu {cpu}: {p} passed, 0 failed, {s} skipped"),
+            Err(e) => check(&c, false, &format!("suite in a 4-vCPU VM on {cpu}: {e}\n--- VM console ---\n{console}")),
+        }
+        check(&c, info.contains("debug-exit code 0x10"), &format!("vm info (4 vCPUs): {info:?}"));
+    }
 }
 
 #[test]
 fn suite_passes_in_a_vm_on_svm_qemu64() {
-    in_vm("qemu64,+svm,+npt");
+    in_vm("qemu64,+svm,+npt", true);
 }
 
 #[test]
 fn suite_passes_in_a_vm_on_max() {
-    in_vm("max");
+    in_vm("max", false);
 }
 
 /// Acceptance: "A Multiboot kernel given with `image-builder iso --add`

@@ -577,6 +577,7 @@ const V_TIMER: usize = 0x40;
 const V_BSP2AP: usize = 0x41;
 const V_AP2BSP: usize = 0x42;
 const V_DEADLINE: usize = 0x43;
+const V_SHORTHAND: usize = 0x44;
 const V_PIT: usize = 0x50;
 /// The 8259 pair is remapped to 0x20-0x2f.
 const V_PIC_BASE: usize = 0x20;
@@ -1046,6 +1047,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("smp-ap-state", t_smp_ap_state),
         ("ipi-bsp-to-ap", t_ipi_bsp_to_ap),
         ("ipi-ap-to-bsp", t_ipi_ap_to_bsp),
+        ("ipi-shorthands", t_ipi_shorthands),
         ("fw-cfg-signature", t_fwcfg_sig),
         ("fw-cfg-cpus", t_fwcfg_cpus),
         ("fw-cfg-ram-size", t_fwcfg_ram),
@@ -2039,44 +2041,71 @@ fn t_smp_ap_state(env: &mut Env) -> Outcome {
     if env.started < 2 {
         skip!("no AP running");
     }
-    let m = env.madt.unwrap();
-    let aps = m.cpus().iter().filter(|&&a| a != env.bsp_apic);
-    for (i, &apic) in aps.enumerate().take(env.started - 1) {
-        let base = AP_APIC_BASE[i + 1].load(SeqCst);
+    for (i, apic) in aps(env) {
+        let base = AP_APIC_BASE[i].load(SeqCst);
         check!(base & 0xf_ffff_f000 == 0xfee0_0000 && base & (1 << 11) != 0, "AP {apic}: IA32_APIC_BASE {base:#x}");
         check!(base & (1 << 8) == 0, "AP {apic}: IA32_APIC_BASE {base:#x} has the BSP bit");
-        let ids = AP_IDS[i + 1].load(SeqCst);
+        let ids = AP_IDS[i].load(SeqCst);
         check!(ids & 0xff == apic as u32 && ids >> 8 == apic as u32, "AP {apic}: LAPIC ID {} / CPUID APIC ID {}", ids & 0xff, ids >> 8);
     }
     Outcome::Pass
 }
 
-fn first_ap(env: &Env) -> Option<(usize, u8)> {
-    (env.started >= 2).then(|| (1, *env.madt.unwrap().cpus().iter().find(|&&a| a != env.bsp_apic).unwrap()))
+/// The running APs: (CPU index, APIC ID), in start-up order.
+fn aps(env: &Env) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let bsp = env.bsp_apic;
+    env.madt.iter().flat_map(move |m| m.cpus.into_iter().take(m.ncpus)).filter(move |&a| a != bsp).take(env.started.saturating_sub(1)).enumerate().map(|(i, a)| (i + 1, a))
 }
 
 fn t_ipi_bsp_to_ap(env: &mut Env) -> Outcome {
-    let Some((idx, apic)) = first_ap(env) else { skip!("no AP running") };
-    let start = irqs(idx, V_BSP2AP);
-    for k in 0..IPI_COUNT {
-        let before = irqs(idx, V_BSP2AP);
-        check!(send_ipi(apic, V_BSP2AP as u32 | 0x4000), "IPI {k}: delivery status stuck");
-        check!(wait_for(1_000_000, || irqs(idx, V_BSP2AP) > before), "IPI {k} to APIC {apic} not taken within 1 s ({} so far)", before - start);
+    if env.started < 2 {
+        skip!("no AP running");
     }
-    let n = irqs(idx, V_BSP2AP) - start;
-    check!(n == IPI_COUNT, "AP took {n} IPIs, {IPI_COUNT} were sent");
+    for (idx, apic) in aps(env) {
+        let start = irqs(idx, V_BSP2AP);
+        for k in 0..IPI_COUNT {
+            let before = irqs(idx, V_BSP2AP);
+            check!(send_ipi(apic, V_BSP2AP as u32 | 0x4000), "IPI {k} to APIC {apic}: delivery status stuck");
+            check!(wait_for(1_000_000, || irqs(idx, V_BSP2AP) > before), "IPI {k} to APIC {apic} not taken within 1 s ({} so far)", before - start);
+        }
+        let n = irqs(idx, V_BSP2AP) - start;
+        check!(n == IPI_COUNT, "AP {apic} took {n} IPIs, {IPI_COUNT} were sent");
+    }
     Outcome::Pass
 }
 
 fn t_ipi_ap_to_bsp(env: &mut Env) -> Outcome {
-    let Some((idx, _)) = first_ap(env) else { skip!("no AP running") };
-    let start = irqs(0, V_AP2BSP);
-    AP_DONE[idx].store(0, SeqCst);
-    AP_CMD[idx].store(CMD_IPI_BSP, SeqCst);
-    check!(wait_for(15_000_000, || AP_DONE[idx].load(SeqCst) != 0), "AP never finished sending (BSP took {})", irqs(0, V_AP2BSP) - start);
-    let sent = AP_DONE[idx].load(SeqCst) & 0xff;
-    let n = irqs(0, V_AP2BSP) - start;
-    check!(sent == IPI_COUNT && n == IPI_COUNT, "AP sent {sent} of {IPI_COUNT} IPIs, BSP took {n}");
+    if env.started < 2 {
+        skip!("no AP running");
+    }
+    for (idx, apic) in aps(env) {
+        let start = irqs(0, V_AP2BSP);
+        AP_DONE[idx].store(0, SeqCst);
+        AP_CMD[idx].store(CMD_IPI_BSP, SeqCst);
+        check!(wait_for(15_000_000, || AP_DONE[idx].load(SeqCst) != 0), "AP {apic} never finished sending (BSP took {})", irqs(0, V_AP2BSP) - start);
+        let sent = AP_DONE[idx].load(SeqCst) & 0xff;
+        let n = irqs(0, V_AP2BSP) - start;
+        check!(sent == IPI_COUNT && n == IPI_COUNT, "AP {apic} sent {sent} of {IPI_COUNT} IPIs, BSP took {n}");
+    }
+    Outcome::Pass
+}
+
+/// ICR destination shorthands: self, all including self, all excluding self.
+fn t_ipi_shorthands(env: &mut Env) -> Outcome {
+    let count_all = |v: usize| -> [u32; MAX_CPUS] { core::array::from_fn(|c| irqs(c, v)) };
+    let b = count_all(V_SHORTHAND);
+    check!(send_ipi(0, V_SHORTHAND as u32 | 0x4000 | 1 << 18), "self IPI: delivery status stuck");
+    check!(wait_for(1_000_000, || irqs(0, V_SHORTHAND) > b[0]), "self IPI not taken within 1 s");
+    let all: usize = env.started;
+    for (shorthand, name, bsp_gets) in [(2u32, "all including self", true), (3, "all excluding self", false)] {
+        let b = count_all(V_SHORTHAND);
+        check!(send_ipi(0, V_SHORTHAND as u32 | 0x4000 | shorthand << 18), "{name}: delivery status stuck");
+        let want = |c: usize| b[c] + (c > 0 || bsp_gets) as u32;
+        check!(wait_for(1_000_000, || (0..all).all(|c| irqs(c, V_SHORTHAND) >= want(c))), "{name}: counts {:?} -> {:?} within 1 s", &b[..all], &count_all(V_SHORTHAND)[..all]);
+        wait_for(20_000, || false);
+        let a = count_all(V_SHORTHAND);
+        check!((0..all).all(|c| a[c] == want(c)), "{name}: counts {:?} -> {:?}", &b[..all], &a[..all]);
+    }
     Outcome::Pass
 }
 
