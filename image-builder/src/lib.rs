@@ -11,6 +11,7 @@ pub mod debian;
 pub mod guests;
 pub mod qemu;
 pub mod rootfs;
+pub mod suite;
 pub mod userworlds;
 
 use std::path::{Path, PathBuf};

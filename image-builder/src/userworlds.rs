@@ -1,6 +1,7 @@
 //! The base system in every image: BusyBox (Debian's busybox-static,
 //! fetched at build time) with its applet links, Mantle's own user worlds
-//! (`init`, the conformance program), and the files in /etc.
+//! (`init`, the conformance program), the files in /etc, and the test
+//! guests under /usr/lib/mantle/guests (including the guest suite).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -80,6 +81,8 @@ pub fn add_base_system(r: &mut Rootfs, quiet: bool) -> Result<(), String> {
     for (name, image) in crate::guests::all().into_iter().chain(crate::guests::hostile()?).chain(crate::guests::bench()?) {
         r.insert_file(&format!("usr/lib/mantle/guests/{name}"), 0o644, &image);
     }
+    let suite = crate::suite::build(quiet)?;
+    r.add(&AddSpec { host: suite, image: "usr/lib/mantle/guests/suite.elf".into() })?;
     r.insert_dir("root", 0o700);
     r.insert_dir("tmp", 0o1777);
     Ok(())

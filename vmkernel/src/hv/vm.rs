@@ -589,7 +589,13 @@ fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
                         d |= 1 << 28; // HTT: the count above is valid
                     }
                 }
-                0x8000_0001 => c &= !(1 << 2), // SVM
+                0x8000_0001 => {
+                    c &= !(1 << 2); // SVM
+                    // RDTSCP: it reads IA32_TSC_AUX, which is not part of the
+                    // guest state the VMM switches (RDTSCP would return the
+                    // host's value) and the MSR is not virtualised.
+                    d &= !(1 << 27);
+                }
                 7 if sub == 0 => {
                     // AVX2, AVX-512 and friends need XSAVE state the VMM does not switch.
                     b &= !((1 << 5) | (0xffff << 16));
@@ -618,6 +624,10 @@ fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
 fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8, msrs: &mut VirtualMsrs) -> Stop {
     let slot = &vm.vcpus[index];
     let count = |k: usize| vm.exit_counts.0[k].fetch_add(1, Ordering::Relaxed);
+    // The exit handler completed the guest's instruction (moved RIP past
+    // it): an STI / MOV SS shadow the exit reported covered that
+    // instruction and has ended, though the VMCB still says "shadow".
+    let mut completed = false;
     loop {
         if vm.stop_requested.load(Ordering::Acquire) {
             return Stop::Requested;
@@ -628,7 +638,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
         while vm.paused.load(Ordering::Acquire) && !vm.stop_requested.load(Ordering::Acquire) {
             world::block_until(time::uptime_ns() + 100_000_000);
         }
-        inject_interrupt(vm, index, v);
+        inject_interrupt(vm, index, v, completed);
         let exit = v.run(regs, fpu);
         vm.exits.fetch_add(1, Ordering::Relaxed);
         let now = time::uptime_ns();
@@ -808,6 +818,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 return Stop::Vm(api::EXIT_REASON_UNHANDLED, 0);
             }
         }
+        completed = v.rip() != rip;
         if let Some((reason, code)) = vm.handle_events() {
             return Stop::Vm(reason, code);
         }
@@ -854,8 +865,11 @@ fn halt(vm: &Vm, index: usize, v: &mut dyn VcpuHw) -> Option<Stop> {
 }
 
 /// Injects the highest pending interrupt (or NMI) when the guest can take
-/// it, or asks for an exit as soon as it can.
-fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw) {
+/// it, or asks for an exit as soon as it can. `completed`: the VMM just
+/// completed the instruction the guest exited on, so an interrupt shadow
+/// the backend still reports is over (`sti; hlt` must take the interrupt
+/// that ends the HLT before the next instruction, as on hardware).
+fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw, completed: bool) {
     if v.event_pending() {
         return;
     }
@@ -867,7 +881,7 @@ fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw) {
     }
     let Some(vec) = p.pending_interrupt(index) else { return };
     let if_on = v.rflags() & (1 << 9) != 0;
-    if !if_on || v.interrupt_shadow() {
+    if !if_on || (v.interrupt_shadow() && !completed) {
         v.set_interrupt_window(true);
         return;
     }

@@ -1,0 +1,260 @@
+//! The guest test suite (image-builder/guests/suite): one Multiboot kernel
+//! that checks the x86 platform as a guest sees it. It must pass both when
+//! QEMU boots it directly (`-kernel`, the reference platform) and inside a
+//! Mantle VM, on `qemu64,+svm,+npt` and on `max`; and it is the kernel of
+//! the Multiboot acceptance test: a kernel given with `image-builder iso
+//! --add` boots under vmkcli with its command line and modules.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use image_builder::qemu::Console;
+use tests::*;
+
+const PROMPT: &str = "# ";
+const STEP: Duration = Duration::from_secs(90);
+/// The first bytes of the test module (the suite compares them).
+const MODULE_HEAD: &str = "mantle-module-one";
+
+fn suite_elf() -> &'static Path {
+    static P: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match P.get_or_init(|| image_builder::suite::build(true)) {
+        Ok(p) => p,
+        Err(e) => panic!("building the guest suite failed: {e}"),
+    }
+}
+
+/// A small module file: a recognisable head, then every byte value.
+fn module_file() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = image_builder::out_dir().join("guest-suite");
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("mod1.txt");
+        let mut data = format!("{MODULE_HEAD}\n").into_bytes();
+        data.extend((0..=255u8).cycle().take(3000));
+        std::fs::write(&p, data).unwrap();
+        p
+    })
+}
+
+fn module_len() -> u64 {
+    std::fs::metadata(module_file()).unwrap().len()
+}
+
+/// `N passed, M failed, K skipped` from the suite's last line.
+fn summary(log: &str) -> Option<(u32, u32, u32)> {
+    let line = log.lines().rev().find_map(|l| l.split_once("suite: ").map(|(_, r)| r).filter(|r| r.contains(" passed, ")))?;
+    let n: Vec<u32> = line.split([' ', ',']).filter_map(|w| w.parse().ok()).collect();
+    (n.len() == 3).then(|| (n[0], n[1], n[2]))
+}
+
+/// The report says 0 failed, most checks passed, and the named tests
+/// passed rather than being skipped.
+fn check_report(log: &str, min_passed: u32, must_pass: &[&str]) -> Result<(u32, u32, u32), String> {
+    let (p, f, s) = summary(log).ok_or("no `suite: N passed, M failed, K skipped` line")?;
+    if f != 0 {
+        let fails: Vec<&str> = log.lines().filter(|l| l.contains("... FAIL")).collect();
+        return Err(format!("{f} failed: {fails:#?}"));
+    }
+    if p < min_passed {
+        return Err(format!("only {p} passed ({s} skipped), expected at least {min_passed}"));
+    }
+    for t in must_pass {
+        // Informational notes may sit between "..." and "ok".
+        let start = format!("test {t} ... ");
+        let passed = |l: &str| {
+            l.trim().strip_prefix(&start).is_some_and(|r| r == "ok" || (r.starts_with('[') && r.ends_with("] ok")))
+        };
+        if !log.lines().any(passed) {
+            return Err(format!("test {t} did not pass"));
+        }
+    }
+    Ok((p, f, s))
+}
+
+/// The Multiboot expectations the suite checks itself, for a kernel at
+/// `kernel` with the module at `module` (its string as the loader passes it).
+fn multiboot_args(kernel: &str, module: &str) -> String {
+    format!(
+        "suite-args x=1 expect-kernel={kernel} expect-cpus=2 expect-modules=1 expect-module0={MODULE_HEAD} expect-module0-size={} expect-module0-string={module}",
+        module_len()
+    )
+}
+
+const MULTIBOOT_TESTS: &[&str] = &["multiboot-cmdline", "multiboot-modules", "multiboot-memory", "multiboot-mmap"];
+
+fn direct(cpu: &str, cpus: u32) {
+    let kernel = suite_elf().display().to_string();
+    let module = module_file().display().to_string();
+    let args = multiboot_args(&kernel, &module).replace("expect-cpus=2", &format!("expect-cpus={cpus}"));
+    let mut q = Qemu::new(Boot::Pvh { kernel: suite_elf().to_path_buf(), initrd: Some(module_file().to_path_buf()), cmdline: args.clone() });
+    q.cpu = cpu.into();
+    q.cpus = cpus;
+    q.mem_mib = 128;
+    q.debug_exit = true;
+    q.no_reboot = true;
+    q.timeout = Duration::from_secs(120);
+    let b = boot(&q);
+    // QEMU passes "<kernel path> <args>".
+    b.assert_contains(&format!("suite: multiboot cmdline \"{kernel} {args}\""));
+    match check_report(b.serial(), 34, &[MULTIBOOT_TESTS, &["smp-start-aps", "ipi-bsp-to-ap", "ipi-ap-to-bsp", "acpi-madt", "fw-cfg-cpus"]].concat()) {
+        Ok((p, _, s)) => eprintln!("QEMU -cpu {cpu} -smp {cpus} -kernel: {p} passed, 0 failed, {s} skipped"),
+        Err(e) => b.fail(&e),
+    }
+    b.assert_exit(EXIT_SUCCESS);
+}
+
+#[test]
+fn suite_passes_under_qemu_directly_qemu64() {
+    direct("qemu64", 2);
+}
+
+#[test]
+fn suite_passes_under_qemu_directly_max() {
+    direct("max", 2);
+}
+
+/// Four CPUs: start-up of several APs, IPIs to and from each, broadcasts.
+#[test]
+fn suite_passes_under_qemu_directly_smp4() {
+    direct("max", 4);
+}
+
+// --- inside Mantle ----------------------------------------------------------------------------
+
+fn run(c: &mut Console, cmd: &str) -> String {
+    c.run(cmd, PROMPT, STEP).unwrap_or_else(|e| panic!("`{cmd}`: {e}\n--- serial log ---\n{}", c.log()))
+}
+
+fn check(c: &Console, ok: bool, what: &str) {
+    if !ok {
+        panic!("{what}\n--- serial log ---\n{}", c.log());
+    }
+}
+
+/// The ISO for the VM tests: the standard image plus, through `--add`,
+/// the suite and the module file under /vm.
+fn suite_iso() -> PathBuf {
+    let adds = [format!("{}=/vm/suite.elf", suite_elf().display()), format!("{}=/vm/mod1.txt", module_file().display())];
+    iso("guest-suite", "", &[&adds[0], &adds[1]])
+}
+
+fn shell(cpu: &str) -> (EmulatorLock, Console) {
+    let lock = emulator_lock();
+    let mut q = qemu_iso(suite_iso());
+    q.cpus = 2;
+    q.cpu = cpu.into();
+    q.debug_exit = false;
+    let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
+    let ok = c
+        .expect("Please press Enter to activate this console.", Duration::from_secs(120))
+        .and_then(|_| c.send("\n"))
+        .and_then(|_| c.expect(PROMPT, STEP).map(|_| ()));
+    if let Err(e) = ok {
+        panic!("no shell prompt: {e}\n--- serial log ---\n{}", c.log());
+    }
+    run(&mut c, "stty cols 2000");
+    (lock, c)
+}
+
+/// Creates a VM, starts it, waits for it, and returns the output of
+/// `vmkcli vm console` and `vmkcli vm info`.
+fn run_vm(c: &mut Console, id: u32, create: &str) -> (String, String) {
+    let out = run(c, create);
+    check(c, out.contains(&format!("created VM {id}")), &format!("create: {out:?}"));
+    let out = run(c, &format!("vmkcli vm start {id} && vmkcli vm wait {id} --timeout 300"));
+    check(c, out.contains("debug-exit code") || out.contains("powered off"), &format!("the suite VM did not stop: {out:?}"));
+    let console = run(c, &format!("vmkcli vm console {id}"));
+    let info = run(c, &format!("vmkcli vm info {id}"));
+    (console, info)
+}
+
+/// Checks that must pass (not skip) inside a Mantle VM: the Mantle-only
+/// ones among them.
+const MANTLE_TESTS: &[&str] = &[
+    "multiboot-cmdline",
+    "multiboot-modules",
+    "cpuid-hypervisor",
+    "msr-tsc",
+    "msr-unknown-gp",
+    "hypercall-version",
+    "hypercall-console-write",
+    "hypercall-unknown",
+    "smp-start-aps",
+    "ipi-bsp-to-ap",
+    "ipi-ap-to-bsp",
+    "ipi-shorthands",
+    "acpi-madt",
+    "mp-table",
+    "fw-cfg-cpus",
+];
+
+fn in_vm(cpu: &str, also_4_vcpus: bool) {
+    let (_lock, mut c) = shell(cpu);
+    let (console, info) = run_vm(
+        &mut c,
+        1,
+        "vmkcli vm create --name suite --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 2 --cmdline \"expect-kernel=/usr/lib/mantle/guests/suite.elf expect-modules=0 expect-cpus=2 expect-mem-mib=32 expect-hypervisor=MantleMantle\"",
+    );
+    match check_report(&console, 40, MANTLE_TESTS) {
+        Ok((p, _, s)) => eprintln!("Mantle VM on -cpu {cpu}: {p} passed, 0 failed, {s} skipped"),
+        Err(e) => check(&c, false, &format!("suite in a VM on {cpu}: {e}\n--- VM console ---\n{console}")),
+    }
+    check(&c, console.contains("[written by the console hypercall]"), &format!("console hypercall text missing: {console}"));
+    check(&c, info.contains("debug-exit code 0x10"), &format!("vm info should show debug-exit code 0x10: {info:?}"));
+    if also_4_vcpus {
+        // Four vCPUs on two host CPUs: several APs, IPIs to and from each.
+        let (console, info) = run_vm(&mut c, 2, "vmkcli vm create --name suite4 --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 4 --cmdline \"expect-cpus=4\"");
+        match check_report(&console, 40, &["smp-start-aps", "ipi-bsp-to-ap", "ipi-ap-to-bsp", "ipi-shorthands"]) {
+            Ok((p, _, s)) => eprintln!("Mantle VM with 4 vCPUs on -cpu {cpu}: {p} passed, 0 failed, {s} skipped"),
+            Err(e) => check(&c, false, &format!("suite in a 4-vCPU VM on {cpu}: {e}\n--- VM console ---\n{console}")),
+        }
+        check(&c, info.contains("debug-exit code 0x10"), &format!("vm info (4 vCPUs): {info:?}"));
+    }
+}
+
+#[test]
+fn suite_passes_in_a_vm_on_svm_qemu64() {
+    in_vm("qemu64,+svm,+npt", true);
+}
+
+#[test]
+fn suite_passes_in_a_vm_on_max() {
+    in_vm("max", false);
+}
+
+/// Acceptance: "A Multiboot kernel given with `image-builder iso --add`
+/// boots under vmkcli with its command line and modules." The suite itself
+/// checks the command line ("<kernel path> <args>", as QEMU passes it) and
+/// the module's size, first bytes and string.
+#[test]
+fn multiboot_kernel_added_to_the_iso_boots_with_cmdline_and_module() {
+    let (_lock, mut c) = shell("qemu64,+svm,+npt");
+    // `exit=hypercall`: the suite ends the VM through Mantle's exit
+    // hypercall (code 0x10 only if that call did not return).
+    let args = format!("{} exit=hypercall", multiboot_args("/vm/suite.elf", "/vm/mod1.txt"));
+    let (console, info) = run_vm(
+        &mut c,
+        1,
+        &format!("vmkcli vm create --name mb --kernel /vm/suite.elf --memory 32 --vcpus 2 --cmdline \"{args}\" --module /vm/mod1.txt"),
+    );
+    check(&c, console.contains(&format!("suite: multiboot cmdline \"/vm/suite.elf {args}\"")), &format!("command line as the guest saw it: {console}"));
+    if let Err(e) = check_report(&console, 35, MULTIBOOT_TESTS) {
+        check(&c, false, &format!("Multiboot guest from --add: {e}\n--- VM console ---\n{console}"));
+    }
+    check(&c, console.contains("suite: exiting through the exit hypercall"), &format!("exit hypercall: {console}"));
+    check(&c, info.contains("debug-exit code 0x10"), &format!("vm info: {info:?}"));
+}
+
+#[test]
+fn summary_line_parsing() {
+    assert_eq!(summary("x\nsuite: 40 passed, 0 failed, 6 skipped\n"), Some((40, 0, 6)));
+    assert_eq!(summary("suite: aborted\n"), None);
+    assert!(check_report("test a ... ok\nsuite: 3 passed, 1 failed, 0 skipped", 1, &[]).is_err());
+    assert!(check_report("test a ... skipped (x)\nsuite: 3 passed, 0 failed, 1 skipped", 1, &["a"]).is_err());
+    assert!(check_report("test a ... ok\nsuite: 3 passed, 0 failed, 1 skipped", 1, &["a"]).is_ok());
+    assert!(check_report("test a ... [note] ok\nsuite: 3 passed, 0 failed, 1 skipped", 1, &["a"]).is_ok());
+    assert!(check_report("test a ... FAIL not ok\nsuite: 3 passed, 0 failed, 1 skipped", 1, &["a"]).is_err());
+}
