@@ -13,7 +13,8 @@ use image_builder::qemu::Console;
 use tests::*;
 
 const PROMPT: &str = "# ";
-const STEP: Duration = Duration::from_secs(90);
+/// Per shell command (Bochs is slower than QEMU; only failures wait this long).
+const STEP: Duration = Duration::from_secs(300);
 /// The first bytes of the test module (the suite compares them).
 const MODULE_HEAD: &str = "mantle-module-one";
 
@@ -213,6 +214,42 @@ fn in_vm(cpu: &str, also_4_vcpus: bool) {
         }
         check(&c, info.contains("debug-exit code 0x10"), &format!("vm info (4 vCPUs): {info:?}"));
     }
+}
+
+/// The shell of the suite ISO booted in Bochs (Intel VT-x) with `cpus`
+/// host CPUs, its COM1 on a socket.
+fn bochs_shell(cpus: u32) -> (EmulatorLock, Console) {
+    let lock = emulator_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = image_builder::bochs::Bochs::new(suite_iso(), dir.path().join("serial.txt"));
+    b.cpus = cpus;
+    let mut c = b.spawn_console().unwrap_or_else(|e| panic!("cannot start Bochs: {e}"));
+    let ok = c
+        .expect("Please press Enter to activate this console.", Duration::from_secs(600))
+        .and_then(|_| c.send("\n"))
+        .and_then(|_| c.expect(PROMPT, STEP).map(|_| ()));
+    if let Err(e) = ok {
+        panic!("no shell prompt in Bochs: {e}\n--- serial log ---\n{}", c.log());
+    }
+    run(&mut c, "stty cols 2000");
+    (lock, c)
+}
+
+/// The same suite on Intel VT-x (VMX with EPT, VPID, unrestricted guest):
+/// Bochs with two host CPUs, a 2-vCPU VM (one vCPU per host CPU).
+#[test]
+fn suite_passes_in_a_vm_on_vmx_in_bochs() {
+    let (_lock, mut c) = bochs_shell(2);
+    let (console, info) = run_vm(
+        &mut c,
+        1,
+        "vmkcli vm create --name suite --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 2 --cmdline \"expect-kernel=/usr/lib/mantle/guests/suite.elf expect-modules=0 expect-cpus=2 expect-mem-mib=32 expect-hypervisor=MantleMantle\"",
+    );
+    match check_report(&console, 40, MANTLE_TESTS) {
+        Ok((p, _, s)) => eprintln!("Mantle VM on VMX (Bochs): {p} passed, 0 failed, {s} skipped"),
+        Err(e) => check(&c, false, &format!("suite in a VM on VMX: {e}\n--- VM console ---\n{console}")),
+    }
+    check(&c, info.contains("debug-exit code 0x10"), &format!("vm info should show debug-exit code 0x10: {info:?}"));
 }
 
 #[test]

@@ -40,6 +40,11 @@ pub fn calibrate() {
     TSC_HZ.store(hz.max(1), Ordering::Relaxed);
 }
 
+/// The TSC value at uptime 0.
+pub fn tsc_at_boot() -> u64 {
+    TSC_AT_BOOT.load(Ordering::Relaxed)
+}
+
 pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }

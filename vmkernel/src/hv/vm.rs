@@ -140,6 +140,8 @@ fn new_platform(config: &VmConfig, size: u64) -> Platform {
         ram_above_4g: 0,
         wall_clock_unix_secs: (crate::uw::files::realtime_ns() / 1_000_000_000) as i64,
         tsc_khz: time::tsc_hz() / 1000,
+        // The guest reads the host's TSC (offset 0 until it writes IA32_TSC).
+        tsc_base: time::tsc_at_boot(),
         console_ring: 64 * 1024,
         // CPUID does not offer x2APIC yet (see `cpuid`): the model must not
         // accept it either.
@@ -693,7 +695,10 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                             Ok(effect) => {
                                 match effect {
                                     Some(MsrEffect::SetPat(pat)) => v.set_ctl(Ctl::Pat, pat),
-                                    Some(MsrEffect::SetTscOffset(off)) => v.set_ctl(Ctl::TscOffset, off),
+                                    Some(MsrEffect::SetTscOffset(off)) => {
+                                        v.set_ctl(Ctl::TscOffset, off);
+                                        p.set_tsc_base(index, time::tsc_at_boot().wrapping_add(off));
+                                    }
                                     None => {}
                                 }
                                 true

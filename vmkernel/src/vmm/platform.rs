@@ -68,6 +68,8 @@ pub struct PlatformConfig {
     pub wall_clock_unix_secs: i64,
     /// Guest TSC frequency, for the TSC-deadline timer.
     pub tsc_khz: u64,
+    /// What the guests' TSC reads at time 0 (the host's TSC then).
+    pub tsc_base: u64,
     /// Bytes of console output kept for `vmkcli vm console`.
     pub console_ring: usize,
     /// The LAPICs accept x2APIC mode (CPUID must say so too).
@@ -82,6 +84,7 @@ impl Default for PlatformConfig {
             ram_above_4g: 0,
             wall_clock_unix_secs: 0,
             tsc_khz: 1_000_000,
+            tsc_base: 0,
             console_ring: super::devices::serial::DEFAULT_OUTPUT_RING,
             x2apic: true,
         }
@@ -132,6 +135,7 @@ impl Platform {
             lapics: (0..vcpus)
                 .map(|i| {
                     let mut l = Lapic::new(i as u32, cfg.tsc_khz);
+                    l.set_tsc_base(cfg.tsc_base);
                     l.set_x2apic_offered(cfg.x2apic);
                     l
                 })
@@ -536,6 +540,13 @@ impl Platform {
                 self.ioapic.mmio_write(off, value as u32);
                 self.route_ioapic();
             }
+    }
+
+    /// A vCPU's guest TSC at time 0 changed (it wrote IA32_TSC: a new offset).
+    pub fn set_tsc_base(&mut self, vcpu: usize, base: u64) {
+        if let Some(l) = self.lapics.get_mut(vcpu) {
+            l.set_tsc_base(base);
+        }
     }
 
     // --- CR8 ----------------------------------------------------------------------

@@ -172,6 +172,9 @@ pub struct Lapic {
     timer_next: Option<u64>,
     tsc_deadline: u64,
     tsc_khz: u64,
+    /// The guest's TSC at time 0: the guest reads the host's TSC plus its
+    /// offset, which did not start at 0 (see `set_tsc_base`).
+    tsc_base: u64,
     nmi_pending: bool,
 }
 
@@ -205,6 +208,7 @@ impl Lapic {
             timer_next: None,
             tsc_deadline: 0,
             tsc_khz: tsc_khz.max(1),
+            tsc_base: 0,
             nmi_pending: false,
         };
         l.reset_registers();
@@ -453,13 +457,22 @@ impl Lapic {
         self.timer_initial as u64 * self.tick_ns()
     }
 
+    /// Guest time at which the guest's TSC reads `tsc` (a deadline in the
+    /// past is due at once).
     fn tsc_to_ns(&self, tsc: u64) -> u64 {
-        (tsc as u128 * 1_000_000 / self.tsc_khz as u128).min(u64::MAX as u128) as u64
+        (tsc.saturating_sub(self.tsc_base) as u128 * 1_000_000 / self.tsc_khz as u128).min(u64::MAX as u128) as u64
     }
 
-    /// Guest TSC at guest time `now`, under the model's TSC assumption.
+    /// Guest TSC at guest time `now`.
     pub fn ns_to_tsc(&self, now: u64) -> u64 {
-        (now as u128 * self.tsc_khz as u128 / 1_000_000) as u64
+        self.tsc_base.wrapping_add((now as u128 * self.tsc_khz as u128 / 1_000_000) as u64)
+    }
+
+    /// What the guest's TSC read at time 0 (host TSC at that time plus the
+    /// vCPU's TSC offset): TSC-deadline values are on that scale. Not reset
+    /// by INIT (the TSC is not).
+    pub fn set_tsc_base(&mut self, base: u64) {
+        self.tsc_base = base;
     }
 
     fn current_count(&self, now: u64) -> u32 {
@@ -967,6 +980,28 @@ mod tests {
         l.msr_write(MSR_TSC_DEADLINE, tsc * 2, 0).unwrap();
         w(&mut l, REG_LVT_TIMER, 0xef);
         assert_eq!(l.next_deadline(), None);
+    }
+
+    /// The guest's TSC did not start at 0 (it is the host's, plus an
+    /// offset): deadlines are on that scale, and one already past is due now.
+    #[test]
+    fn tsc_deadline_on_a_tsc_that_started_long_ago() {
+        let mut l = enabled(0);
+        l.set_tsc_base(7_000_000_000_000);
+        w(&mut l, REG_LVT_TIMER, LVT_TIMER_TSC_DEADLINE | 0xef);
+        let now = 3_000_000_000; // 3 s
+        let tsc_now = l.ns_to_tsc(now);
+        assert_eq!(tsc_now, 7_000_000_000_000 + 6_000_000_000);
+        l.msr_write(MSR_TSC_DEADLINE, tsc_now + 100_000_000, now).unwrap(); // 50 ms ahead
+        assert_eq!(l.next_deadline(), Some(now + 50_000_000));
+        assert!(!l.advance(now + 49_000_000));
+        assert!(l.advance(now + 50_000_000));
+        l.msr_write(MSR_TSC_DEADLINE, 5, now).unwrap(); // long past
+        assert_eq!(l.next_deadline(), Some(0));
+        assert!(l.advance(now));
+        // INIT keeps the TSC scale.
+        l.init_reset();
+        assert_eq!(l.ns_to_tsc(0), 7_000_000_000_000);
     }
 
     #[test]
