@@ -254,9 +254,14 @@ addrs_end:
         wrmsr
         mov %esi, %eax
         wrmsr
-        mov %esi, %eax                  /* x2APIC without x2APIC: #GP */
+        mov %esi, %eax                  /* x2APIC on (#GP where not offered) */
         or $0xc00, %eax
         movl $0, gp_hit
+        wrmsr
+        mov %esi, %eax                  /* x2APIC -> xAPIC directly: #GP */
+        wrmsr                           /* (still x2APIC if it was on) */
+        mov %esi, %eax                  /* the legal way back: disabled, then xAPIC */
+        and $~0xc00, %eax
         wrmsr
         mov %esi, %eax
         wrmsr

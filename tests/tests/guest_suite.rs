@@ -178,6 +178,7 @@ const MANTLE_TESTS: &[&str] = &[
     "multiboot-cmdline",
     "multiboot-modules",
     "cpuid-hypervisor",
+    "cpuid-x2apic",
     "msr-tsc",
     "msr-unknown-gp",
     "hypercall-version",

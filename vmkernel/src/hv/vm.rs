@@ -143,9 +143,9 @@ fn new_platform(config: &VmConfig, size: u64) -> Platform {
         // The guest reads the host's TSC (offset 0 until it writes IA32_TSC).
         tsc_base: time::tsc_at_boot(),
         console_ring: 64 * 1024,
-        // CPUID does not offer x2APIC yet (see `cpuid`): the model must not
-        // accept it either.
-        x2apic: false,
+        // The LAPIC model implements x2APIC (MSRs 0x800-0x8ff) and CPUID
+        // offers it: guests then reach the APIC by MSR exits, not MMIO decode.
+        x2apic: true,
     })
 }
 
@@ -568,7 +568,8 @@ enum Stop {
 
 /// The virtual CPU's identity: a hypervisor is present, vendor leaf
 /// 0x40000000 says "MantleMantle"; everything else comes from the host
-/// minus what the device model cannot back (x2APIC, monitor/mwait, VMX/SVM).
+/// minus what the device model cannot back (monitor/mwait, VMX/SVM, XSAVE/AVX), plus
+/// the model's x2APIC.
 fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
     match leaf {
         0x4000_0000 => {
@@ -582,9 +583,10 @@ fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
             let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
             match leaf {
                 1 => {
-                    // x2APIC, MONITOR, VMX, FMA, XSAVE, OSXSAVE, AVX
-                    c &= !((1 << 21) | (1 << 3) | (1 << 5) | (1 << 12) | (1 << 26) | (1 << 27) | (1 << 28));
-                    c |= 1 << 31; // hypervisor present
+                    // MONITOR, VMX, FMA, XSAVE, OSXSAVE, AVX: not backed.
+                    c &= !((1 << 3) | (1 << 5) | (1 << 12) | (1 << 26) | (1 << 27) | (1 << 28));
+                    // x2APIC: the LAPIC model's, whatever the host has.
+                    c |= (1 << 21) | (1 << 31); // and: hypervisor present
                     // Initial APIC ID = vCPU index; logical processors per package.
                     b = (b & 0xffff) | ((vcpus as u32 & 0xff) << 16) | ((vcpu as u32) << 24);
                     if vcpus > 1 {
