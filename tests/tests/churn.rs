@@ -27,6 +27,7 @@ fn vm_churn_stress() {
     let cpus: u32 = env_or("CHURN_CPUS", "2").parse().unwrap();
     let cycles: u32 = env_or("CHURN_CYCLES", "100").parse().unwrap();
     let guests: u32 = env_or("CHURN_GUESTS", "2").parse().unwrap();
+    let mem: u32 = env_or("CHURN_MEM", "8").parse().unwrap();
     let step = Duration::from_secs(env_or("CHURN_STEP", "180").parse().unwrap());
     // Seconds to keep a failed QEMU alive (to inspect it through a monitor
     // given in CHURN_QEMU_EXTRA, e.g. with `-action shutdown=pause`).
@@ -60,7 +61,7 @@ fn vm_churn_stress() {
         next_id += guests;
         let create: Vec<String> = names
             .iter()
-            .map(|g| format!("vmkcli vm create --name fpu-{g} --kernel /usr/lib/mantle/guests/fpu-{g}.bin --memory 8 >/dev/null"))
+            .map(|g| format!("vmkcli vm create --name fpu-{g} --kernel /usr/lib/mantle/guests/fpu-{g}.bin --memory {mem} >/dev/null"))
             .collect();
         let list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
         let cmd = format!(
@@ -75,6 +76,9 @@ fn vm_churn_stress() {
                     eprintln!("cycle {cycle}: {e}; holding QEMU for {hold} s");
                     std::thread::sleep(Duration::from_secs(hold));
                 }
+                if let Ok(path) = std::env::var("CHURN_SERIAL") {
+                    let _ = std::fs::write(path, c.log());
+                }
                 let tail: String = log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                 panic!("cycle {cycle} of {cycles} ({cpu}, {cpus} CPUs, {:.0?}): {e}\n--- serial log tail ---\n{tail}", start.elapsed());
             }
@@ -86,6 +90,9 @@ fn vm_churn_stress() {
         if cycle % 10 == 9 {
             eprintln!("churn: {} cycles done in {:.0?}", cycle + 1, start.elapsed());
         }
+    }
+    if let Ok(path) = std::env::var("CHURN_SERIAL") {
+        let _ = std::fs::write(path, c.log());
     }
     eprintln!("churn: {cycles} cycles of {guests} guests ({cpu}, {cpus} CPUs) clean in {:.0?}", start.elapsed());
     drop(c);
