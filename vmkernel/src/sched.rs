@@ -80,6 +80,8 @@ pub enum SchedError {
     DuplicateWorld(WorldId),
     /// No memory for the world's kernel stack.
     OutOfMemory,
+    /// A CPU set with no CPU of this host.
+    NoAllowedCpu(WorldId),
 }
 
 impl core::fmt::Display for SchedError {
@@ -99,6 +101,7 @@ impl core::fmt::Display for SchedError {
             Self::RootGroup => write!(f, "the root resource group cannot be changed"),
             Self::DuplicateWorld(w) => write!(f, "world {w} is already scheduled"),
             Self::OutOfMemory => write!(f, "out of memory"),
+            Self::NoAllowedCpu(w) => write!(f, "world {w}: no CPU of this host in its CPU set"),
         }
     }
 }
@@ -116,6 +119,46 @@ struct Group {
     throttled_periods: u64,
 }
 
+/// A set of CPU indices (up to 256): where a world may run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSet([u64; 4]);
+
+impl CpuSet {
+    pub const fn empty() -> Self {
+        Self([0; 4])
+    }
+    /// CPUs `0..n`.
+    pub fn first(n: u32) -> Self {
+        let mut s = Self::empty();
+        for c in 0..n.min(256) {
+            s.insert(c);
+        }
+        s
+    }
+    pub fn single(cpu: u32) -> Self {
+        let mut s = Self::empty();
+        s.insert(cpu);
+        s
+    }
+    pub fn insert(&mut self, cpu: u32) {
+        if cpu < 256 {
+            self.0[cpu as usize / 64] |= 1 << (cpu % 64);
+        }
+    }
+    pub fn remove(&mut self, cpu: u32) {
+        if cpu < 256 {
+            self.0[cpu as usize / 64] &= !(1 << (cpu % 64));
+        }
+    }
+    pub fn contains(&self, cpu: u32) -> bool {
+        cpu < 256 && self.0[cpu as usize / 64] & (1 << (cpu % 64)) != 0
+    }
+    /// The lowest CPU in the set below `limit`.
+    fn first_below(&self, limit: u32) -> Option<u32> {
+        (0..limit.min(256)).find(|&c| self.contains(c))
+    }
+}
+
 #[derive(Clone, Debug)]
 struct WorldEntry {
     group: GroupId,
@@ -123,8 +166,9 @@ struct WorldEntry {
     shares: u32,
     runnable: bool,
     running: bool,
-    /// Pinned worlds stay on their CPU (load balancing skips them).
-    pinned: bool,
+    /// Where the world may run (`None`: anywhere). Load balancing moves a
+    /// world only to a CPU in its set.
+    allowed: Option<CpuSet>,
     vtime: u128,
     total_ns: u64,
 }
@@ -330,7 +374,7 @@ impl Scheduler {
                 shares,
                 runnable: false,
                 running: false,
-                pinned: false,
+                allowed: None,
                 vtime,
                 total_ns: 0,
             },
@@ -390,12 +434,31 @@ impl Scheduler {
     /// Pins `w` to `cpu` (or unpins it with `None`).
     pub fn set_affinity(&mut self, w: WorldId, cpu: Option<u32>) -> Result<(), SchedError> {
         let cpus = self.cpus;
+        self.set_allowed_cpus(w, cpu.map(|c| CpuSet::single(c % cpus)))
+    }
+
+    /// Restricts `w` to the CPUs in `set` (`None`: any CPU). A world homed
+    /// outside the set moves to the set's lowest CPU; one that is running
+    /// now finishes its turn where it is and is picked only there next.
+    pub fn set_allowed_cpus(&mut self, w: WorldId, set: Option<CpuSet>) -> Result<(), SchedError> {
+        let cpus = self.cpus;
+        let home = match set {
+            Some(s) => Some(s.first_below(cpus).ok_or(SchedError::NoAllowedCpu(w))?),
+            None => None,
+        };
         let e = self.worlds.get_mut(&w).ok_or(SchedError::NoSuchWorld(w))?;
-        e.pinned = cpu.is_some();
-        if let Some(c) = cpu {
-            e.cpu = c % cpus;
+        e.allowed = set;
+        if let (Some(s), Some(h)) = (set, home) {
+            if !s.contains(e.cpu) {
+                e.cpu = h;
+            }
         }
         Ok(())
+    }
+
+    /// May `w` run on `cpu`?
+    pub fn allowed_on(&self, w: WorldId, cpu: u32) -> bool {
+        self.worlds.get(&w).is_some_and(|e| e.allowed.is_none_or(|s| s.contains(cpu)))
     }
 
     fn ancestors(&self, mut g: GroupId) -> impl Iterator<Item = GroupId> + '_ {
@@ -567,7 +630,8 @@ impl Scheduler {
         if load(busiest) < 2 {
             return None;
         }
-        let w = *self.worlds.iter().find(|(_, e)| e.cpu == busiest && e.runnable && !e.running && !e.pinned)?.0;
+        let movable = |e: &WorldEntry| e.allowed.is_none_or(|s| s.contains(cpu));
+        let w = *self.worlds.iter().find(|(_, e)| e.cpu == busiest && e.runnable && !e.running && movable(e))?.0;
         self.worlds.get_mut(&w).unwrap().cpu = cpu;
         Some(w)
     }
@@ -767,6 +831,42 @@ mod tests {
         assert_ne!(moved, others[0], "a pinned world is not stolen");
         assert_eq!(s.world_cpu(moved), Some(1));
         assert_eq!(s.pick_next(1, 0).unwrap().world, moved);
+    }
+
+    #[test]
+    fn cpu_sets_bound_placement_and_stealing() {
+        let mut s = Scheduler::new(3);
+        for w in 1..=4 {
+            s.add_world(w, ROOT_GROUP, 0, 1000).unwrap();
+            s.set_runnable(w, true).unwrap();
+        }
+        let mut not0 = CpuSet::first(3);
+        not0.remove(0);
+        // Worlds 1 and 2 may not run on CPU 0: they move to CPU 1 at once.
+        s.set_allowed_cpus(1, Some(not0)).unwrap();
+        s.set_allowed_cpus(2, Some(not0)).unwrap();
+        assert_eq!((s.world_cpu(1), s.world_cpu(2)), (Some(1), Some(1)));
+        assert!(!s.allowed_on(1, 0) && s.allowed_on(1, 2) && s.allowed_on(3, 0));
+        // CPU 2 steals from the busiest CPU only what may run on CPU 2.
+        let moved = s.steal_for(2).unwrap();
+        assert!(moved == 1 || moved == 2, "world {moved} moved to CPU 2");
+        assert_eq!(s.world_cpu(moved), Some(2));
+        // Nothing restricted ever comes to CPU 0: with CPU 0 idle, stealing
+        // takes an unrestricted world, never 1 or 2.
+        for _ in 0..4 {
+            if let Some(w) = s.steal_for(0) {
+                assert!(w == 3 || w == 4, "world {w} may not run on CPU 0");
+            }
+            for cpu in 0..3 {
+                if let Some(p) = s.pick_next(cpu, 0) {
+                    assert!(s.allowed_on(p.world, cpu), "world {} picked on CPU {cpu}", p.world);
+                    s.release(p.world);
+                }
+            }
+        }
+        // A set with no CPU of this host is refused and changes nothing.
+        assert_eq!(s.set_allowed_cpus(3, Some(CpuSet::single(7))), Err(SchedError::NoAllowedCpu(3)));
+        assert!(s.allowed_on(3, 0));
     }
 
     #[test]

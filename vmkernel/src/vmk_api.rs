@@ -153,7 +153,7 @@ pub fn errno_for(e: &crate::sched::SchedError) -> i64 {
     use crate::sched::SchedError::*;
     match e {
         NoSuchGroup(_) | NoSuchWorld(_) => -2,            // ENOENT
-        BadShares(_) | LimitBelowReservation { .. } => -22, // EINVAL
+        BadShares(_) | LimitBelowReservation { .. } | NoAllowedCpu(_) => -22, // EINVAL
         InsufficientCapacity { .. } => -28,               // ENOSPC
         GroupBusy(_) => -16,                              // EBUSY
         RootGroup => -1,                                  // EPERM

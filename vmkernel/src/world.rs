@@ -188,6 +188,20 @@ pub fn spawn(
     arg: usize,
     setup: impl FnOnce(&World),
 ) -> Result<WorldId, vmkernel::sched::SchedError> {
+    spawn_on(name, kind, group, entry, arg, setup, None)
+}
+
+/// Like `spawn`, but the world may only ever run on the CPUs in `cpus`
+/// (`None`: anywhere): the set is in place before the world is runnable.
+pub fn spawn_on(
+    name: &str,
+    kind: WorldKind,
+    group: GroupId,
+    entry: fn(usize),
+    arg: usize,
+    setup: impl FnOnce(&World),
+    cpus: Option<vmkernel::sched::CpuSet>,
+) -> Result<WorldId, vmkernel::sched::SchedError> {
     let Some(w) = new_world(name, kind, entry, arg) else {
         return Err(vmkernel::sched::SchedError::OutOfMemory);
     };
@@ -197,6 +211,12 @@ pub fn spawn(
     WORLDS.lock().insert(id, w);
     let r = with_policy(|p| {
         p.add_world(id, group, cpu, 1000)?;
+        if cpus.is_some() {
+            if let Err(e) = p.set_allowed_cpus(id, cpus) {
+                let _ = p.remove_world(id);
+                return Err(e);
+            }
+        }
         p.set_runnable(id, true)
     });
     if r.is_err() {

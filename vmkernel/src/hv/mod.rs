@@ -82,3 +82,78 @@ pub fn new_vcpu(nested_root: u64) -> Result<alloc::boxed::Box<dyn vcpu::VcpuHw>,
         None => Err(unavailable_reason()),
     }
 }
+
+/// Where vCPU worlds may run (`None`: on any CPU).
+///
+/// Under QEMU's TCG with more than one CPU, never on CPU 0. QEMU 7.2's x87
+/// emulation (target/i386/tcg/fpu_helper.c `cpu_set_fpus` →
+/// sysemu/fpu_helper.c `cpu_clear_ignne`) clears the IGNNE bit in the
+/// `hflags2` of `first_cpu` — CPU 0 — with a plain read-modify-write, from
+/// whichever vCPU thread executes FXRSTOR, XRSTOR (x87 part), FRSTOR or
+/// FLDENV. Mantle executes FXRSTOR before every VMRUN and XRSTOR/FXRSTOR on
+/// every return to a user world, on every CPU. The same `hflags2` word holds
+/// CPU 0's SVM state (HF2_NPT_MASK, GIF, HIF, VINTR), which CPU 0's own
+/// thread changes at every VMRUN, #VMEXIT, CLGI and STGI. When the two race,
+/// another CPU's stale store puts CPU 0's old SVM bits back: seen here as
+/// HF2_NPT_MASK still set after a #VMEXIT, so CPU 0's next host page walk
+/// (the fetch of the instruction after VMRUN) goes through the guest's
+/// nested page table, reads guest RAM instead of the host PML4, and the
+/// host takes #PF → #PF → #DF → triple fault. (A guest with no RAM at the
+/// host PML4's address shows it instead as a nested page fault for the
+/// host PML4 entry with the host's RIP saved as the guest's.) A lost GIF or
+/// HIF/VINTR change would let interrupts in where the host masked them.
+///
+/// CPU 0 is the only CPU whose state other threads write, and it changes
+/// its SVM bits only when it runs guests itself: keeping vCPU worlds off
+/// CPU 0 removes the race without giving up migration among the others. A
+/// one-CPU host has a single vCPU thread, so no race and no restriction.
+/// Real hardware has no such problem; QEMU TCG is recognised by its CPUID
+/// signature (leaf 0x40000000, "TCGTCGTCGTCG", on unless `tcg-cpuid=off`).
+pub fn guest_cpus() -> Option<vmkernel::sched::CpuSet> {
+    static SET: Once<Option<vmkernel::sched::CpuSet>> = Once::new();
+    *SET.call_once(|| {
+        let online = crate::arch::gdt::cpus_online();
+        if online < 2 || !under_qemu_tcg() {
+            return None;
+        }
+        let mut s = vmkernel::sched::CpuSet::first(online);
+        s.remove(0);
+        log::info!("hv: QEMU TCG with {online} CPUs: vCPUs run on CPUs 1-{} (CPU 0's SVM state races with x87 restores elsewhere)", online - 1);
+        Some(s)
+    })
+}
+
+/// The CPUs a new vCPU world may run on. On VMX exactly one: a VMCS is
+/// bound to the CPU that loaded it (moving it needs VMCLEAR there first),
+/// so VMX vCPUs are placed round-robin over the CPUs and stay; SVM vCPUs
+/// migrate freely within `guest_cpus`.
+pub fn vcpu_cpus() -> Option<vmkernel::sched::CpuSet> {
+    static NEXT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    match detect() {
+        Some(Backend::Vmx { .. }) => {
+            let online = crate::arch::gdt::cpus_online().max(1);
+            let allowed = guest_cpus();
+            // The next allowed CPU after the last one handed out.
+            let cpu = (0..online)
+                .map(|_| NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % online)
+                .find(|c| allowed.is_none_or(|s| s.contains(*c)))
+                .unwrap_or(0);
+            Some(vmkernel::sched::CpuSet::single(cpu))
+        }
+        _ => guest_cpus(),
+    }
+}
+
+/// May the calling CPU enter a guest (see `guest_cpus`)?
+pub fn may_enter_guest_here() -> bool {
+    guest_cpus().is_none_or(|s| s.contains(crate::arch::gdt::cpu_index()))
+}
+
+fn under_qemu_tcg() -> bool {
+    let r = cpu::cpuid(0x4000_0000, 0);
+    let mut sig = [0u8; 12];
+    sig[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+    sig[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+    sig[8..12].copy_from_slice(&r.edx.to_le_bytes());
+    &sig == b"TCGTCGTCGTCG"
+}

@@ -229,7 +229,6 @@ impl Vm {
         *self.stop_reason.lock() = None;
         self.stuck.store(0, Ordering::Release);
         self.live.store(self.vcpus.len() as u32, Ordering::Release);
-        let online = crate::arch::gdt::cpus_online().max(1) as usize;
         for index in 0..self.vcpus.len() {
             let slot = &self.vcpus[index];
             slot.init.store(false, Ordering::Release);
@@ -237,15 +236,12 @@ impl Vm {
             slot.run_ns.store(0, Ordering::Relaxed);
             let arg = Box::into_raw(Box::new(VcpuArg { vm: self.clone(), index })) as usize;
             let name = alloc::format!("vcpu{index}:{}", self.config.name);
-            match world::spawn(&name, world::WorldKind::Vcpu, self.group, vcpu_main, arg, |_| {}) {
+            // SVM vCPU worlds migrate freely among the CPUs that may run
+            // guests (all, except CPU 0 under QEMU TCG: `hv::guest_cpus`);
+            // VMX ones stay on one CPU (`hv::vcpu_cpus`). The set is in
+            // place before the world first runs.
+            match world::spawn_on(&name, world::WorldKind::Vcpu, self.group, vcpu_main, arg, |_| {}, super::vcpu_cpus()) {
                 Ok(w) => {
-                    // Spread the vCPUs of one VM over the host CPUs and keep
-                    // each on its CPU (no migration while the migration
-                    // crash is investigated; see the issue note).
-                    world::with_policy(|p| {
-                        let home = p.world_cpu(w).unwrap_or(0) as usize;
-                        let _ = p.set_affinity(w, Some(((home + index) % online) as u32));
-                    });
                     slot.world.store(w, Ordering::Release);
                 }
                 Err(e) => {
@@ -641,6 +637,14 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
         }
         while vm.paused.load(Ordering::Acquire) && !vm.stop_requested.load(Ordering::Acquire) {
             world::block_until(time::uptime_ns() + 100_000_000);
+        }
+        if !super::may_enter_guest_here() {
+            // Not reached while the scheduler honours the vCPU's CPU set;
+            // if it ever is, move rather than enter the guest here.
+            let me = world::current_id();
+            world::with_policy(|p| p.set_allowed_cpus(me, super::vcpu_cpus()).ok());
+            world::yield_now();
+            continue;
         }
         inject_interrupt(vm, index, v, completed);
         let exit = v.run(regs, fpu);

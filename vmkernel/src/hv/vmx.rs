@@ -6,7 +6,7 @@
 //!
 //! A VMCS is bound to the CPU it was loaded on (VMPTRLD caches it there;
 //! moving it needs VMCLEAR on that CPU first), so vCPU worlds stay on the
-//! CPU they started on — `hv::vm::start` pins them. Several VMCSs share a
+//! CPU they are placed on — `hv::vcpu_cpus` gives each exactly one. Several VMCSs share a
 //! CPU: every access makes sure this vCPU's VMCS is the current one.
 //!
 //! What VMX does not switch and the backend must: CR2 (restored before
