@@ -179,6 +179,24 @@ impl Booted {
     }
 }
 
+
+/// The BusyBox prompt the console tests wait for.
+pub const SHELL_PROMPT: &str = "# ";
+
+/// Activates the console shell at init's "Please press Enter" prompt and
+/// widens the terminal (so long command lines do not wrap); panics with the
+/// serial log if no prompt comes within `boot` (the boot) and `step`.
+pub fn activate_shell(c: &mut image_builder::qemu::Console, boot: std::time::Duration, step: std::time::Duration) {
+    let ok = c
+        .expect("Please press Enter to activate this console.", boot)
+        .and_then(|_| c.send("\n"))
+        .and_then(|_| c.expect(SHELL_PROMPT, step).map(|_| ()))
+        .and_then(|_| c.run("stty cols 2000", SHELL_PROMPT, step).map(|_| ()));
+    if let Err(e) = ok {
+        panic!("no shell prompt: {e}\n{}\n--- serial log ---\n{}", c.command_line, c.log());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

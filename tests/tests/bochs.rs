@@ -41,15 +41,8 @@ fn vmx_guests_at_the_shell() {
     let _lock = emulator_lock();
     let b = Bochs::new(iso, dir.path().join("serial.txt"));
     let mut c = b.spawn_console().unwrap_or_else(|e| panic!("cannot start Bochs: {e}"));
-    let ok = c
-        .expect("Please press Enter to activate this console.", Duration::from_secs(600))
-        .and_then(|_| c.send("\n"))
-        .and_then(|_| c.expect(PROMPT, step).map(|_| ()));
-    if let Err(e) = ok {
-        panic!("no shell prompt in Bochs: {e}\n--- serial log ---\n{}", c.log());
-    }
+    activate_shell(&mut c, Duration::from_secs(600), step);
     let mut run = |cmd: &str| c.run(cmd, PROMPT, step).unwrap_or_else(|e| panic!("`{cmd}`: {e}\n--- serial log ---\n{}", c.log()));
-    let _ = run("stty cols 2000");
     let out = run("vmkcli vm create --name hello --kernel /usr/lib/mantle/guests/hello.bin --memory 16 && vmkcli vm start 1 && vmkcli vm wait 1 --timeout 120 && vmkcli vm console 1");
     assert!(out.contains("hello from a Mantle guest") && out.contains("debug-exit code 0x10"), "hello guest on VMX: {out:?}");
     let out = run("vmkcli vm create --name apic --kernel /usr/lib/mantle/guests/lapic-mmio.bin --memory 8 && vmkcli vm start 2 && vmkcli vm wait 2 --timeout 120");

@@ -46,13 +46,7 @@ fn vm_churn_stress() {
     }
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
     eprintln!("$ {}", c.command_line);
-    let ok = c
-        .expect("Please press Enter to activate this console.", Duration::from_secs(120))
-        .and_then(|_| c.send("\n"))
-        .and_then(|_| c.expect(PROMPT, step).map(|_| ()));
-    if let Err(e) = ok {
-        panic!("no shell prompt: {e}\n--- serial log ---\n{}", c.log());
-    }
+    activate_shell(&mut c, Duration::from_secs(120), step);
     let names: Vec<String> = (0..guests).map(|i| ["a", "b", "c"][i as usize % 3].to_string()).collect();
     let mut next_id = 1u32;
     let start = Instant::now();

@@ -17,15 +17,7 @@ fn shell(name: &str, adds: &[&str], cpus: u32) -> (EmulatorLock, Console) {
     q.cpus = cpus;
     q.debug_exit = false;
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
-    let ok = c
-        .expect("Please press Enter to activate this console.", Duration::from_secs(120))
-        .and_then(|_| c.send("\n"))
-        .and_then(|_| c.expect(PROMPT, STEP).map(|_| ()));
-    if let Err(e) = ok {
-        panic!("no shell prompt: {e}\n--- serial log ---\n{}", c.log());
-    }
-    // A wide terminal, so the shell does not wrap long command lines.
-    run(&mut c, "stty cols 2000");
+    activate_shell(&mut c, Duration::from_secs(120), STEP);
     (lock, c)
 }
 
