@@ -197,9 +197,60 @@ pub fn activate_shell(c: &mut image_builder::qemu::Console, boot: std::time::Dur
     }
 }
 
+
+/// Host memory as /proc/meminfo reports it, in kB: free frames, the
+/// kernel heap's frames, and the part of the heap in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostMemory {
+    pub free_kb: i64,
+    pub heap_kb: i64,
+    pub heap_used_kb: i64,
+}
+
+impl HostMemory {
+    /// The shell command whose output [`HostMemory::parse`] reads.
+    pub const COMMAND: &'static str = "grep -E '^(MemFree|KernelHeap|KernelHeapUsed):' /proc/meminfo";
+
+    pub fn parse(out: &str) -> Option<HostMemory> {
+        let field = |key: &str| {
+            out.lines().find_map(|l| l.strip_prefix(key)).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<i64>().ok())
+        };
+        Some(HostMemory { free_kb: field("MemFree:")?, heap_kb: field("KernelHeap:")?, heap_used_kb: field("KernelHeapUsed:")? })
+    }
+
+    /// Why `after` shows a leak since `self`, if it does: frames outside
+    /// the heap that did not come back (the heap itself grows in steps and
+    /// keeps what it claimed, so its growth is not a leak), or heap objects
+    /// still in use. Tolerances: 64 kB of frames, 256 kB of heap objects
+    /// (the shell, pipes and kernel log move the heap a little).
+    pub fn leak_since(&self, after: &HostMemory) -> Option<String> {
+        let frames_lost = (self.free_kb + self.heap_kb) - (after.free_kb + after.heap_kb);
+        let heap_grown = after.heap_used_kb - self.heap_used_kb;
+        if frames_lost > 64 {
+            Some(format!("{frames_lost} kB of frames outside the kernel heap not returned ({self:?} -> {after:?})"))
+        } else if heap_grown > 256 {
+            Some(format!("{heap_grown} kB more kernel heap in use ({self:?} -> {after:?})"))
+        } else {
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_memory_and_leaks() {
+        let m = |free, heap, used| HostMemory { free_kb: free, heap_kb: heap, heap_used_kb: used };
+        let out = "MemFree:          980640 kB\nKernelHeap:         8192 kB\nKernelHeapUsed:     3000 kB";
+        assert_eq!(HostMemory::parse(out), Some(m(980640, 8192, 3000)));
+        assert_eq!(HostMemory::parse("MemFree: 1 kB"), None);
+        // A heap growth step is not a leak; lost frames and heap objects are.
+        assert_eq!(m(980640, 8192, 3000).leak_since(&m(976544, 12288, 3100)), None);
+        assert!(m(980640, 8192, 3000).leak_since(&m(980540, 8192, 3000)).is_some());
+        assert!(m(980640, 8192, 3000).leak_since(&m(976544, 12288, 4500)).is_some());
+    }
 
     #[test]
     fn ready_line_parsing() {

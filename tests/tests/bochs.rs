@@ -68,19 +68,18 @@ fn vmx_guests_at_the_shell() {
     // VMX keeps CR4.OSXSAVE for itself: a guest cannot reach AVX state.
     let out = run("vmkcli vm create --name x --kernel /usr/lib/mantle/guests/hostile-xstate-a.elf --memory 8 && vmkcli vm start 13 && vmkcli vm wait 13 --timeout 120");
     assert!(out.contains("debug-exit code 0x16"), "CR4.OSXSAVE should be refused on VMX: {out:?}");
-    // Destroy returns every frame on VMX too (VMCS, MSR pages, EPT, RAM):
-    // host free memory before and after 20 create/start/wait/destroy cycles.
+    // Destroy returns every frame on VMX too (VMCS, MSR pages, EPT, RAM)
+    // and every kernel object: 20 create/start/wait/destroy cycles after a
+    // warm-up (see `HostMemory::leak_since`).
     let one = "id=$(vmkcli vm create --name c --kernel /usr/lib/mantle/guests/hello.bin --memory 16 | awk '{print $3}') && vmkcli vm start $id >/dev/null && vmkcli vm wait $id --timeout 120 >/dev/null && vmkcli vm destroy $id >/dev/null";
-    // Warm-up first: the kernel heap grows in 4 MiB steps and keeps what it
-    // claimed (seen here once, within the first 20 cycles, never after).
-    let _ = run(&format!("for i in $(seq 20); do {one} || echo cycle-failed; done"));
-    let before = run("grep MemFree /proc/meminfo");
-    let _ = run(&format!("for i in $(seq 20); do {one} || echo cycle-failed; done"));
-    let after = run("grep MemFree /proc/meminfo");
-    let kb = |s: &str| s.split_whitespace().nth(1).and_then(|n| n.parse::<i64>().ok()).unwrap_or(-1);
-    let (b, a) = (kb(&before), kb(&after));
-    eprintln!("VMX: host free memory before/after 20 VM cycles: {b} kB / {a} kB");
-    assert!(b > 0 && (b - a).abs() <= 64, "VM destroy leaked memory on VMX: {before:?} -> {after:?}");
+    let _ = run(&format!("for i in $(seq 3); do {one} || echo cycle-failed; done"));
+    let before = run(HostMemory::COMMAND);
+    let out = run(&format!("for i in $(seq 20); do {one} || echo cycle-failed; done"));
+    assert!(!out.contains("cycle-failed"), "{out:?}");
+    let after = run(HostMemory::COMMAND);
+    let (b, a) = (HostMemory::parse(&before).expect("memory figures"), HostMemory::parse(&after).expect("memory figures"));
+    eprintln!("VMX: host memory before/after 20 VM cycles: {b:?} / {a:?}");
+    assert_eq!(b.leak_since(&a), None, "VM destroy leaked memory on VMX");
     let out = run("echo shell-alive; vmkcli vm list");
     assert!(out.contains("shell-alive"), "{out:?}");
 }

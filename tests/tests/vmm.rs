@@ -66,23 +66,24 @@ fn guests_on(cpu: &str) {
     let out = run(&mut c, "for g in a b c; do vmkcli vm create --name fpu-$g --kernel /usr/lib/mantle/guests/fpu-$g.bin --memory 8; done; for id in 5 6 7; do vmkcli vm start $id; done; for id in 5 6 7; do vmkcli vm wait $id --timeout 120; done; for id in 5 6 7; do vmkcli vm destroy $id; done");
     check(&c, out.matches("debug-exit code 0x10").count() == 3, &format!("guest FPU state: {out:?}"));
     let one = format!("{cycle}; id=$(vmkcli vm list | tail -1 | awk '{{print $1}}'); vmkcli vm wait $id >/dev/null; vmkcli vm destroy $id >/dev/null");
-    // Warm-up cycles let the kernel heap reach its working size: it grows
-    // in 4 MiB steps and keeps what it claimed, and one such step was seen
-    // as late as the 9th-20th cycle (never in the next 20, measured twice).
-    // A real leak of even one frame per cycle shows as 80 kB over the 20
-    // measured cycles, beyond the 64 kB tolerance.
+    // Warm-up cycles first; then neither frames nor kernel heap objects may
+    // stay behind (`HostMemory::leak_since`: the heap itself grows in 4 MiB
+    // steps and keeps them, which is not a leak). One frame lost per cycle
+    // would show as 80 kB over the 20 measured cycles.
+    for _ in 0..3 {
+        run(&mut c, &one);
+    }
+    let before = run(&mut c, HostMemory::COMMAND);
     for _ in 0..20 {
         run(&mut c, &one);
     }
-    let before = run(&mut c, "grep MemFree /proc/meminfo");
-    for _ in 0..20 {
-        run(&mut c, &one);
+    let after = run(&mut c, HostMemory::COMMAND);
+    let (b, a) = (HostMemory::parse(&before), HostMemory::parse(&after));
+    eprintln!("host memory before/after 20 VM cycles: {b:?} / {a:?}");
+    let (Some(b), Some(a)) = (b, a) else { panic!("no memory figures: {before:?} {after:?}") };
+    if let Some(leak) = b.leak_since(&a) {
+        check(&c, false, &format!("VM destroy leaked memory: {leak}"));
     }
-    let after = run(&mut c, "grep MemFree /proc/meminfo");
-    let kb = |s: &str| s.split_whitespace().nth(1).and_then(|n| n.parse::<i64>().ok()).unwrap_or(-1);
-    let (b, a) = (kb(&before), kb(&after));
-    eprintln!("host free memory before/after 20 VM cycles: {b} kB / {a} kB");
-    check(&c, b > 0 && (b - a).abs() <= 64, &format!("VM destroy leaked memory: {before:?} -> {after:?}"));
 }
 
 /// The basics every run checks: a guest's console and exit code, device

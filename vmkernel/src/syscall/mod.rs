@@ -62,9 +62,19 @@ pub extern "C" fn dispatch(f: &mut TrapFrame) {
     let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
     let cx = Ctx { t, p };
     let r = match n {
+        // exit and exit_group never return: nothing may hold a reference
+        // to the thread or process on this stack when they end it, or the
+        // last references are never dropped (the stack is freed, not
+        // unwound) and both leak.
+        60 | 231 => {
+            drop(cx);
+            let status = process::ExitStatus::Exited(a[0] as u8);
+            if n == 60 { process::exit_thread(status) } else { process::exit_group(status) }
+        }
         15 => {
             // rt_sigreturn restores every register, rax included.
             if !crate::uw::signal::sigreturn(f) {
+                drop(cx);
                 process::exit_group(process::ExitStatus::Signaled(11));
             }
             None

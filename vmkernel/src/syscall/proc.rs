@@ -15,7 +15,7 @@ use super::{Ctx, ERESTARTSYS, SysResult, err, neg};
 use crate::arch::trap::TrapFrame;
 use crate::uw::fault::pte_flags;
 use crate::uw::io_wait::{self, Woken};
-use crate::uw::process::{self, ExitStatus, Mm, Process, Thread, spawn_thread};
+use crate::uw::process::{self, Mm, Process, Thread, spawn_thread};
 use crate::uw::{exec, futex, signal};
 use crate::{time, world};
 
@@ -132,10 +132,11 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
             if child.vfork_released.load(Ordering::Acquire) {
                 break;
             }
-            if io_wait::wait(seen, None) == Woken::Signal && signal::pending_for_current() {
+            if io_wait::wait(seen, None) == Woken::Signal && signal::kill_pending() {
                 // Still must not run on the shared stack: keep waiting, but
-                // let SIGKILL through.
-                signal::deliver_pending_fatal();
+                // let SIGKILL through — on the way out of the system call,
+                // where nothing on this stack holds the process any more.
+                break;
             }
         }
     }
@@ -497,7 +498,6 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
                 break Err(neg(EINTR));
             }
         },
-        60 => process::exit_thread(ExitStatus::Exited(a[0] as u8)),
         61 => wait4(cx, a[0] as i32 as i64, a[1], a[2], a[3]),
         62 => kill(cx, a[0] as i32 as i64, a[1]),
         127 => cx.p.write_u64(a[0], (cx.t.sig_pending.load(Ordering::Relaxed) | cx.p.sig_pending.load(Ordering::Relaxed)) & cx.t.sigmask.load(Ordering::Relaxed)).map(|_| 0),
@@ -509,7 +509,6 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
             cx.t.clear_child_tid.store(a[0], Ordering::Relaxed);
             Ok(cx.t.tid as i64)
         }
-        231 => process::exit_group(ExitStatus::Exited(a[0] as u8)),
         234 => tgkill(cx, a[0] as i32 as i64, a[1], a[2]),
         247 => {
             // waitid(P_ALL/P_PID/P_PGID, id, infop, options): via wait4 semantics.

@@ -209,7 +209,15 @@ impl ProcProvider for Provider {
     fn meminfo(&self) -> MemInfo {
         let total = mm::usable_bytes() / 1024;
         let free = mm::free_frames() * 4;
-        MemInfo { total_kb: total, free_kb: free, available_kb: free, ..Default::default() }
+        let (claimed, used) = mm::heap::stats();
+        MemInfo {
+            total_kb: total,
+            free_kb: free,
+            available_kb: free,
+            kernel_heap_kb: claimed as u64 / 1024,
+            kernel_heap_used_kb: used as u64 / 1024,
+            ..Default::default()
+        }
     }
 
     fn stat(&self) -> SystemStat {

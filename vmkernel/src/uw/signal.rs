@@ -147,7 +147,13 @@ pub fn restart_interrupted() -> bool {
     sig != SIGKILL && (a.flags & SA_RESTART != 0 || s.ignores(sig))
 }
 
-/// SIGKILL (or a group exit) pending: end the process now.
+/// Is SIGKILL (or a group exit) pending for the current thread?
+pub fn kill_pending() -> bool {
+    process::current_thread().is_some_and(|t| deliverable(&t) & bit(SIGKILL) != 0)
+}
+
+/// SIGKILL (or a group exit) pending: end the process now. Callers must
+/// hold no reference to the thread or process (they would leak).
 pub fn deliver_pending_fatal() {
     if let Some(t) = process::current_thread() {
         if deliverable(&t) & bit(SIGKILL) != 0 {

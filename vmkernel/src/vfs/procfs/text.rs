@@ -21,6 +21,11 @@ pub struct MemInfo {
     pub shmem_kb: u64,
     pub swap_total_kb: u64,
     pub swap_free_kb: u64,
+    /// Mantle's own: the kernel heap's frames (claimed, never returned) and
+    /// the part of them in use — together with MemFree they tell a leak
+    /// from heap growth.
+    pub kernel_heap_kb: u64,
+    pub kernel_heap_used_kb: u64,
 }
 
 /// Time a CPU spent in each state, in USER_HZ ticks.
@@ -116,6 +121,8 @@ pub fn meminfo(m: &MemInfo) -> String {
     kb_line(&mut s, "Shmem", m.shmem_kb);
     kb_line(&mut s, "SwapTotal", m.swap_total_kb);
     kb_line(&mut s, "SwapFree", m.swap_free_kb);
+    kb_line(&mut s, "KernelHeap", m.kernel_heap_kb);
+    kb_line(&mut s, "KernelHeapUsed", m.kernel_heap_used_kb);
     s
 }
 
@@ -275,8 +282,11 @@ mod tests {
             total_kb: 16318412,
             free_kb: 1024,
             available_kb: 2048,
+            kernel_heap_kb: 8192,
+            kernel_heap_used_kb: 3000,
             ..Default::default()
         });
+        assert!(s.contains("\nKernelHeap:         8192 kB\nKernelHeapUsed:     3000 kB\n"));
         let first = s.lines().next().unwrap();
         assert_eq!(first, "MemTotal:       16318412 kB");
         assert!(s.contains("\nMemFree:            1024 kB\n"));
