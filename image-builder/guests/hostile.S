@@ -23,6 +23,16 @@
  *   5-7 xstate  AVX registers behind CPUID's back (each mode keeps its own
  *             pattern in YMM1's upper half; 0x14 if it changed, 0x16 if
  *             the virtual CPU refused CR4.OSXSAVE or AVX, as it should)
+ *   8 insns   the instructions of the hardware under the VMM: every SVM
+ *             instruction (CLGI would hold off the host's interrupts),
+ *             VMX's, MONITOR/MWAIT: each must raise #UD; RDPMC (the host's
+ *             counters) #GP; INVD and WBINVD run (the host's caches are
+ *             not the guest's to drop). 0x15 if one did otherwise.
+ *   9 debug   the debug registers: at power-on DR0-DR3 read 0, DR6
+ *             0xffff0ff0, DR7 0x400, never what another VM left in the CPU;
+ *             what the guest writes it reads back across 20000 exits while
+ *             other VMs write theirs; DR4/DR5 alias DR6/DR7 until CR4.DE,
+ *             then #UD. 0x17 if not.
  */
         .code32
         .set MB_MAGIC, 0x1badb002
@@ -117,9 +127,17 @@ gp_handler:
 ignored:
         iret
 
-/* #UD only matters in the extended-state modes: the CPU refused AVX. */
+/* #UD only matters in the extended-state modes: the CPU refused AVX;
+ * and in mode 8, where it is expected: count it, skip ud_skip bytes. */
 ud_handler:
-.if MODE >= 5
+.if MODE >= 8
+        push %eax
+        mov ud_skip, %eax
+        add %eax, 4(%esp)
+        pop %eax
+        movl $1, ud_hit
+        iret
+.elseif MODE >= 5
         mov $0x16, %eax
         jmp report
 .else
@@ -299,7 +317,7 @@ fail_nmi:
         jmp report
 .endif
 
-.if MODE >= 5
+.if MODE >= 5 && MODE <= 7
         /* Extended state the guest was never offered (CPUID says no XSAVE
          * or AVX) but may reach anyway: turn on CR4.OSXSAVE and, if the CPU
          * lets it, keep a pattern in the upper half of YMM1 across 20000
@@ -338,6 +356,116 @@ fail_nmi:
 8:      mov $0x14, %eax                 /* someone else's value in YMM1 */
         jmp report
 .endif
+/* expect_ud LEN, BYTES...: the instruction must raise #UD (else bad_insn). */
+        .macro expect_ud len:req, bytes:vararg
+        movl $\len, ud_skip
+        movl $0, ud_hit
+        .byte \bytes
+        cmpl $1, ud_hit
+        jne bad_insn
+        .endm
+
+.if MODE == 8
+        /* A RAM operand for those with one, page aligned: VMRUN, VMLOAD
+         * and VMSAVE check alignment (#GP) before their intercepts. */
+        mov $svm_page, %eax
+        xor %ecx, %ecx
+        xor %edx, %edx
+        expect_ud 3, 0x0f, 0x01, 0xdd   /* clgi */
+        expect_ud 3, 0x0f, 0x01, 0xdc   /* stgi */
+        expect_ud 3, 0x0f, 0x01, 0xd8   /* vmrun (%eax) */
+        expect_ud 3, 0x0f, 0x01, 0xda   /* vmload (%eax) */
+        expect_ud 3, 0x0f, 0x01, 0xdb   /* vmsave (%eax) */
+        expect_ud 3, 0x0f, 0x01, 0xdf   /* invlpga (%eax), %ecx */
+        expect_ud 3, 0x0f, 0x01, 0xde   /* skinit (%eax) */
+        expect_ud 4, 0xf3, 0x0f, 0xc7, 0x30 /* vmxon (%eax) */
+        expect_ud 3, 0x0f, 0xc7, 0x30   /* vmptrld (%eax) */
+        expect_ud 3, 0x0f, 0x01, 0xc2   /* vmlaunch */
+        expect_ud 3, 0x0f, 0x01, 0xc4   /* vmxoff */
+        expect_ud 3, 0x0f, 0x01, 0xc8   /* monitor (%eax), %ecx, %edx */
+        expect_ud 3, 0x0f, 0x01, 0xc9   /* mwait %eax, %ecx */
+        movl $2, gp_skip                /* rdpmc: #GP, the counters stay the host's */
+        movl $0, gp_hit
+        rdpmc
+        cmpl $1, gp_hit
+        jne bad_insn
+        movl $0x5a5a5a5a, scratch       /* INVD and WBINVD run, memory stays */
+        invd
+        wbinvd
+        cmpl $0x5a5a5a5a, scratch
+        jne bad_insn
+        ret
+bad_insn:
+        mov $0x15, %eax
+        jmp report
+.endif
+.if MODE == 9
+        mov %dr0, %eax                  /* the reset values, nobody else's */
+        mov %dr1, %ebx
+        or %ebx, %eax
+        mov %dr2, %ebx
+        or %ebx, %eax
+        mov %dr3, %ebx
+        or %ebx, %eax
+        jnz bad_insn
+        mov %dr6, %eax
+        cmp $0xffff0ff0, %eax
+        jne bad_insn
+        mov %dr7, %eax
+        cmp $0x400, %eax
+        jne bad_insn
+        rdtsc                           /* this guest's own values, above */
+        or $0x80000000, %eax            /* 2 GiB (nothing runs there) */
+        mov %eax, %esi
+        mov %esi, %dr0
+        lea 1(%esi), %eax
+        mov %eax, %dr1
+        lea 2(%esi), %eax
+        mov %eax, %dr2
+        lea 3(%esi), %eax
+        mov %eax, %dr3
+        mov $0x455, %eax                /* L0-L3 */
+        mov %eax, %dr7
+        mov $20000, %ecx
+1:      out %al, $0x80
+        mov %dr0, %eax
+        cmp %esi, %eax
+        jne bad_insn
+        mov %dr3, %eax
+        sub $3, %eax
+        cmp %esi, %eax
+        jne bad_insn
+        mov %dr7, %eax
+        cmp $0x455, %eax
+        jne bad_insn
+        dec %ecx
+        jnz 1b
+        xor %eax, %eax                  /* DR6: only B0-B3, BD, BS, BT stick */
+        mov %eax, %dr6
+        mov %dr6, %eax
+        cmp $0xffff0ff0, %eax
+        jne bad_insn
+        mov %dr4, %eax                  /* CR4.DE clear: DR4 is DR6 */
+        cmp $0xffff0ff0, %eax
+        jne bad_insn
+        mov %dr5, %eax                  /* and DR5 is DR7 */
+        cmp $0x455, %eax
+        jne bad_insn
+        mov %cr4, %eax                  /* CR4.DE set: #UD */
+        or $8, %eax
+        mov %eax, %cr4
+        expect_ud 3, 0x0f, 0x21, 0xe0   /* mov %dr4, %eax */
+        expect_ud 3, 0x0f, 0x23, 0xe8   /* mov %eax, %dr5 */
+        mov %cr4, %eax
+        and $~8, %eax
+        mov %eax, %cr4
+        xor %eax, %eax
+        mov %eax, %dr7
+        ret
+bad_insn:
+        mov $0x17, %eax
+        jmp report
+.endif
 .if MODE == 5
         .set PATTERN, 0x1234abcd
 .elseif MODE == 6
@@ -349,6 +477,7 @@ fail_nmi:
         .section .data
         .align 8
 gp_skip: .long 2
+ud_skip: .long 3
 gdt:    .quad 0
         .quad 0x00cf9a000000ffff        /* 0x08: flat 32-bit code */
         .quad 0x00cf92000000ffff        /* 0x10: flat data */
@@ -364,8 +493,12 @@ idt_desc:
 idt:    .skip 256 * 8
 gp_count: .long 0
 gp_hit: .long 0
+ud_hit: .long 0
+scratch: .skip 64
 nmi_count: .long 0
 irq_count: .long 0
 buf:    .skip 256
+        .align 4096
+svm_page: .skip 4096
         .skip 16384
 stack_top:

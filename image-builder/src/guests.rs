@@ -183,7 +183,7 @@ fn assemble(src: &str, modes: &[(u32, &'static str)]) -> Result<Vec<(&'static st
 
 /// The hostile guests (`image-builder/guests/hostile.S`, one per mode).
 pub fn hostile() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
-    assemble("hostile.S", &[(1, "hostile-ports.elf"), (2, "hostile-msrs.elf"), (3, "hostile-memory.elf"), (4, "hostile-apic.elf"), (5, "hostile-xstate-a.elf"), (6, "hostile-xstate-b.elf"), (7, "hostile-xstate-c.elf")])
+    assemble("hostile.S", &[(1, "hostile-ports.elf"), (2, "hostile-msrs.elf"), (3, "hostile-memory.elf"), (4, "hostile-apic.elf"), (5, "hostile-xstate-a.elf"), (6, "hostile-xstate-b.elf"), (7, "hostile-xstate-c.elf"), (8, "hostile-insns.elf"), (9, "hostile-debug.elf")])
 }
 
 /// The benchmark guests (`image-builder/guests/bench.S`).

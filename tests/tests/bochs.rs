@@ -68,6 +68,12 @@ fn vmx_guests_at_the_shell() {
     // VMX keeps CR4.OSXSAVE for itself: a guest cannot reach AVX state.
     let out = run("vmkcli vm create --name x --kernel /usr/lib/mantle/guests/hostile-xstate-a.elf --memory 8 && vmkcli vm start 13 && vmkcli vm wait 13 --timeout 120");
     assert!(out.contains("debug-exit code 0x16"), "CR4.OSXSAVE should be refused on VMX: {out:?}");
+    // SVM and VMX instructions #UD, RDPMC #GP, INVD/WBINVD are harmless.
+    let out = run("vmkcli vm create --name i --kernel /usr/lib/mantle/guests/hostile-insns.elf --memory 8 && vmkcli vm start 14 && vmkcli vm wait 14 --timeout 300; vmkcli vm info 14");
+    assert!(out.contains("debug-exit code 0x10"), "hostile instructions on VMX: {out:?}");
+    // Debug registers are each guest's own (VMX does not switch DR0-DR3).
+    let out = run("for g in a b; do vmkcli vm create --name d-$g --kernel /usr/lib/mantle/guests/hostile-debug.elf --memory 8; done; vmkcli vm start 15; vmkcli vm start 16; vmkcli vm wait 15 --timeout 600; vmkcli vm wait 16 --timeout 600");
+    assert_eq!(out.matches("debug-exit code 0x10").count(), 2, "debug registers on VMX: {out:?}");
     // Destroy returns every frame on VMX too (VMCS, MSR pages, EPT, RAM)
     // and every kernel object: 20 create/start/wait/destroy cycles after a
     // warm-up (see `HostMemory::leak_since`).

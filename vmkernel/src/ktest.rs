@@ -130,7 +130,7 @@ fn mm_heap() -> TestResult {
 }
 
 fn mm_protections() -> TestResult {
-    let text = mm_protections as usize as u64;
+    let text = mm_protections as *const () as u64;
     let t = mm::translate_kernel(text).ok_or("kernel text not mapped")?;
     ensure!(t.flags & paging::WRITABLE == 0, "kernel text is writable");
     ensure!(t.flags & paging::NO_EXECUTE == 0, "kernel text is not executable");

@@ -146,6 +146,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write;
     let mut out = console::emergency();
     let _ = writeln!(out, "\n*** KERNEL PANIC on cpu{}: {}", arch::gdt::cpu_index(), info);
+    world::with_current_for_panic(|id, name| {
+        let _ = writeln!(out, "in world {id} ({name})");
+    });
     let _ = writeln!(out, "backtrace:");
     backtrace::walk_here(|i, ret| {
         let _ = writeln!(out, "  #{i} {ret:#018x}");

@@ -235,6 +235,16 @@ pub fn current() -> Option<Arc<World>> {
     CPUS[gdt::cpu_index() as usize].lock().current.clone()
 }
 
+/// The running world's ID and name for the panic report; without waiting
+/// for a lock the panicking code may hold.
+pub fn with_current_for_panic(f: impl FnOnce(WorldId, &str)) {
+    if let Some(cpu) = CPUS[gdt::cpu_index() as usize].try_lock() {
+        if let Some(w) = &cpu.current {
+            f(w.id, &w.name);
+        }
+    }
+}
+
 pub fn current_id() -> WorldId {
     current().map_or(0, |w| w.id)
 }

@@ -211,16 +211,6 @@ pub fn eoi() {
     write(reg::EOI, 0);
 }
 
-/// The configured tick rate of the LAPIC timer.
-pub fn timer_hz() -> u64 {
-    TICK_HZ
-}
-
-/// The calibrated rate of the divided timer input (counts per second).
-pub fn timer_frequency() -> u64 {
-    TIMER_FREQ.load(Ordering::Acquire)
-}
-
 /// Timer ticks taken on this CPU so far.
 pub fn ticks_this_cpu() -> u64 {
     gdt::this_cpu().map_or(0, |c| c.ticks.load(Ordering::Relaxed))
@@ -298,13 +288,6 @@ pub fn measure_tick_rates(ms: u64) -> Vec<u64> {
     let after = read_all();
     let dt = time::uptime_ns() - t0;
     before.iter().zip(&after).map(|(b, a)| apic_regs::rate_hz(a - b, dt)).collect()
-}
-
-/// This CPU's tick rate over `ms` milliseconds of idling (see
-/// [`measure_tick_rates`]).
-pub fn measure_tick_rate(ms: u64) -> u64 {
-    let i = gdt::cpu_index() as usize;
-    measure_tick_rates(ms).get(i).copied().unwrap_or(0)
 }
 
 // ---- TLB shootdown ----

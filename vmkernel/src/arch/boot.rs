@@ -11,11 +11,6 @@
 
 use core::arch::global_asm;
 
-/// Multiboot2 bootloader magic in EAX.
-pub const MULTIBOOT2_MAGIC: u32 = 0x36d7_6289;
-/// `hvm_start_info` magic, passed along as the "magic" for PVH boots.
-pub const PVH_MAGIC: u32 = 0x336e_c578;
-
 /// Size of the BSP's boot stack (the BSP keeps using it as its idle stack).
 pub const BSP_STACK_SIZE: usize = 64 * 1024;
 

@@ -65,7 +65,7 @@ pub fn prepare_stack(stack: &mut [u8], entry: usize, arg: usize) -> u64 {
     let top = (stack.as_mut_ptr() as u64 + stack.len() as u64 - USER_FRAME_AREA) & !15;
     // [top-8] return address (trampoline); below it r15, r14, r13, r12, rbx, rbp
     // in pop order: r15 first (lowest address).
-    let words: [u64; 7] = [0, 0, arg as u64, entry as u64, 0, 0, world_trampoline as usize as u64];
+    let words: [u64; 7] = [0, 0, arg as u64, entry as u64, 0, 0, world_trampoline as *const () as u64];
     let base = top - 8 * words.len() as u64;
     let off = (base - stack.as_ptr() as u64) as usize;
     for (i, w) in words.iter().enumerate() {
@@ -151,37 +151,5 @@ impl FpuState {
     pub fn area_mut(&mut self) -> &mut [u8] {
         let size = self.buf.len() - 64;
         &mut self.buf[self.off..self.off + size]
-    }
-
-    fn ptr(&mut self) -> *mut u8 {
-        self.area_mut().as_mut_ptr()
-    }
-
-    /// Saves this CPU's extended state here.
-    pub fn save(&mut self) {
-        let p = self.ptr();
-        let mask = XCR0.load(Ordering::Relaxed);
-        // SAFETY: the area is large enough (CPUID-sized) and 64-byte aligned.
-        unsafe {
-            if uses_xsave() {
-                core::arch::asm!("xsave64 [{}]", in(reg) p, in("eax") mask as u32, in("edx") (mask >> 32) as u32, options(nostack));
-            } else {
-                core::arch::asm!("fxsave64 [{}]", in(reg) p, options(nostack));
-            }
-        }
-    }
-
-    /// Loads the extended state saved here into this CPU.
-    pub fn restore(&mut self) {
-        let p = self.ptr();
-        let mask = XCR0.load(Ordering::Relaxed);
-        // SAFETY: the area holds a valid image (initial state or a save).
-        unsafe {
-            if uses_xsave() {
-                core::arch::asm!("xrstor64 [{}]", in(reg) p, in("eax") mask as u32, in("edx") (mask >> 32) as u32, options(nostack));
-            } else {
-                core::arch::asm!("fxrstor64 [{}]", in(reg) p, options(nostack));
-            }
-        }
     }
 }

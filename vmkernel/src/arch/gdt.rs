@@ -187,7 +187,3 @@ pub fn cpu(index: u32) -> Option<&'static PerCpu> {
     unsafe { p.as_ref() }
 }
 
-/// The index of the online CPU with local APIC ID `apic_id`.
-pub fn index_for_apic_id(apic_id: u32) -> Option<u32> {
-    (0..MAX_CPUS as u32).filter_map(cpu).find(|c| c.apic_id == apic_id).map(|c| c.index)
-}

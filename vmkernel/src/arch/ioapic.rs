@@ -138,13 +138,6 @@ pub fn route_gsi(gsi: u32, vector: u8, dest_apic_id: u32, active_low: bool, leve
     Ok(())
 }
 
-/// Masks a global system interrupt again.
-pub fn mask_gsi(gsi: u32) -> Result<(), RouteError> {
-    let io = find(gsi)?;
-    io.set_entry(gsi - io.gsi_base, Redirection::MASKED);
-    Ok(())
-}
-
 fn find(gsi: u32) -> Result<&'static IoApic, RouteError> {
     IOAPICS.get().and_then(|v| v.iter().find(|a| a.covers(gsi))).ok_or(RouteError::NoIoApic(gsi))
 }

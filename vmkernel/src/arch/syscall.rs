@@ -43,7 +43,7 @@ pub fn init_this_cpu() {
     // GDT layout in gdt.rs (SYSRET would use STAR[63:48]+16/+8 = 0x23/0x1b).
     unsafe {
         cpu::wrmsr(IA32_STAR, (0x10u64 << 48) | ((gdt::KERNEL_CS as u64) << 32));
-        cpu::wrmsr(IA32_LSTAR, syscall_entry as usize as u64);
+        cpu::wrmsr(IA32_LSTAR, syscall_entry as *const () as u64);
         // Clear TF, DF, IF, IOPL, NT, AC on entry.
         cpu::wrmsr(IA32_FMASK, 0x47700);
         let efer = cpu::rdmsr(IA32_EFER);

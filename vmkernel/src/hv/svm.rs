@@ -63,7 +63,7 @@ fn host_area() -> u64 {
 
 /// VMCB field offsets (AMD APM vol. 2, appendix B).
 pub mod vmcb {
-    pub const INTERCEPT_CR: usize = 0x000;
+    pub const INTERCEPT_DR: usize = 0x004;
     pub const INTERCEPT_EXCEPTIONS: usize = 0x008;
     pub const INTERCEPT_MISC1: usize = 0x00c;
     pub const INTERCEPT_MISC2: usize = 0x010;
@@ -81,7 +81,6 @@ pub mod vmcb {
     pub const NP_ENABLE: usize = 0x090;
     pub const EVENT_INJ: usize = 0x0a8;
     pub const N_CR3: usize = 0x0b0;
-    pub const CLEAN_BITS: usize = 0x0c0;
     // State save area.
     pub const ES: usize = 0x400;
     pub const CS: usize = 0x410;
@@ -93,7 +92,6 @@ pub mod vmcb {
     pub const LDTR: usize = 0x470;
     pub const IDTR: usize = 0x480;
     pub const TR: usize = 0x490;
-    pub const CPL: usize = 0x4cb;
     pub const EFER: usize = 0x4d0;
     pub const CR4: usize = 0x548;
     pub const CR3: usize = 0x550;
@@ -110,27 +108,93 @@ pub mod vmcb {
 
 /// Exit codes the VMM handles.
 pub mod exit {
+    /// MOV from DRn is `READ_DR + n`, MOV to DRn `WRITE_DR + n`.
+    pub const READ_DR: u64 = 0x20;
+    pub const WRITE_DR: u64 = 0x30;
+    /// Exception `n` is `EXCEPTION + n`.
+    pub const EXCEPTION: u64 = 0x40;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const VINTR: u64 = 0x64;
+    pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
+    pub const INVD: u64 = 0x76;
     pub const PAUSE: u64 = 0x77;
     pub const HLT: u64 = 0x78;
     pub const IOIO: u64 = 0x7b;
     pub const MSR: u64 = 0x7c;
     pub const SHUTDOWN: u64 = 0x7f;
+    pub const INVLPGA: u64 = 0x7a;
     pub const VMRUN: u64 = 0x80;
     pub const VMMCALL: u64 = 0x81;
+    pub const VMLOAD: u64 = 0x82;
+    pub const VMSAVE: u64 = 0x83;
+    pub const STGI: u64 = 0x84;
+    pub const CLGI: u64 = 0x85;
+    pub const SKINIT: u64 = 0x86;
+    pub const WBINVD: u64 = 0x89;
+    pub const MONITOR: u64 = 0x8a;
+    pub const MWAIT: u64 = 0x8b;
+    pub const MWAIT_ARMED: u64 = 0x8c;
     pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
     pub const INVALID: u64 = u64::MAX;
 }
 
-/// One VMCB page plus the permission maps it points to.
+/// One VMCB page (the permission maps it points to are shared).
 pub struct Vmcb {
     page: u64,
-    iopm: u64,
-    msrpm: u64,
+}
+
+/// The I/O and MSR permission maps every VMCB points to: one policy for
+/// all guests (every port and MSR intercepted except the syscall and
+/// segment-base MSRs the entry stub switches with VMLOAD/VMSAVE), so one
+/// copy serves the host: 20 KiB saved per vCPU. Made on first use, kept.
+static PERMISSION_MAPS: spin::Mutex<Option<(u64, u64)>> = spin::Mutex::new(None);
+
+/// (IOPM, MSRPM) physical addresses.
+fn permission_maps() -> Option<(u64, u64)> {
+    let mut maps = PERMISSION_MAPS.lock();
+    if maps.is_none() {
+        let iopm = mm::FRAMES.lock().as_mut()?.alloc_contiguous(3, 4096)?;
+        let Some(msrpm) = mm::FRAMES.lock().as_mut()?.alloc_contiguous(2, 4096) else {
+            let _ = mm::FRAMES.lock().as_mut()?.free_contiguous(iopm, 3);
+            return None;
+        };
+        // SAFETY: the permission maps were just allocated, for good.
+        unsafe {
+            core::ptr::write_bytes(mm::phys_to_virt(iopm) as *mut u8, 0xff, 3 * 4096);
+            core::ptr::write_bytes(mm::phys_to_virt(msrpm) as *mut u8, 0xff, 2 * 4096);
+        }
+        // The syscall/segment-base MSRs live in the VMCB's save area, which
+        // the entry stub switches with VMLOAD/VMSAVE: the guest may use them
+        // without exits.
+        for msr in [0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0100, 0xc000_0101, 0xc000_0102, 0x174, 0x175, 0x176] {
+            pass_msr(msrpm, msr);
+        }
+        *maps = Some((iopm, msrpm));
+    }
+    *maps
+}
+
+/// Stops intercepting reads and writes of `msr` in the MSR permission map
+/// at `msrpm` (two bits per MSR in three 2 KiB ranges, APM vol. 2 §15.11).
+fn pass_msr(msrpm: u64, msr: u32) {
+    let (base, first) = match msr {
+        0..=0x1fff => (0, 0),
+        0xc000_0000..=0xc000_1fff => (0x800, 0xc000_0000),
+        0xc001_0000..=0xc001_1fff => (0x1000, 0xc001_0000),
+        _ => return,
+    };
+    let bit = 2 * (msr - first) as usize;
+    let byte = mm::phys_to_virt(msrpm) + (base + bit / 8) as u64;
+    // SAFETY: the MSR permission map is two pages and `byte` lies inside
+    // its first 6 KiB; it is written only while being set up, under the
+    // PERMISSION_MAPS lock, before any VMCB points to it.
+    unsafe {
+        let b = core::ptr::read_volatile(byte as *const u8);
+        core::ptr::write_volatile(byte as *mut u8, b & !(3 << (bit % 8)));
+    }
 }
 
 impl Vmcb {
@@ -138,28 +202,48 @@ impl Vmcb {
     /// VMRUN/VMMCALL and physical interrupts, with nested paging rooted at
     /// `ncr3` and address-space ID `asid`.
     pub fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
-        let page = mm::alloc_frame()?;
-        let iopm = mm::FRAMES.lock().as_mut()?.alloc_contiguous(3, 4096)?;
-        let msrpm = mm::FRAMES.lock().as_mut()?.alloc_contiguous(2, 4096)?;
-        // SAFETY: the permission maps were just allocated for this VMCB.
-        unsafe {
-            core::ptr::write_bytes(mm::phys_to_virt(iopm) as *mut u8, 0xff, 3 * 4096);
-            core::ptr::write_bytes(mm::phys_to_virt(msrpm) as *mut u8, 0xff, 2 * 4096);
-        }
-        let v = Vmcb { page, iopm, msrpm };
-        // The syscall/segment-base MSRs live in the VMCB's save area, which
-        // the entry stub switches with VMLOAD/VMSAVE: the guest may use them
-        // without exits.
-        for msr in [0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0100, 0xc000_0101, 0xc000_0102, 0x174, 0x175, 0x176] {
-            v.pass_msr(msr);
-        }
-        // INTR, NMI, CPUID, HLT, PAUSE, IOIO, MSR, shutdown.
-        let misc1: u32 = (1 << 0) | (1 << 1) | (1 << 18) | (1 << 23) | (1 << 24) | (1 << 27) | (1 << 28) | (1 << 31);
-        // VMRUN, VMMCALL, and XSETBV (guests get no XSAVE: their x87/SSE
-        // state is switched with FXSAVE/FXRSTOR around every VMRUN).
-        let misc2: u32 = (1 << 0) | (1 << 1) | (1 << 13);
+        let (iopm, msrpm) = permission_maps()?;
+        let v = Vmcb { page: mm::alloc_frame()? };
+        // INTR, NMI, RDPMC (the host's counters), CPUID, INVD (it would
+        // drop the host's dirty cache lines), PAUSE, HLT, INVLPGA, IOIO,
+        // MSR, shutdown.
+        let misc1: u32 = (1 << 0)
+            | (1 << 1)
+            | (1 << 15)
+            | (1 << 18)
+            | (1 << 22)
+            | (1 << 23)
+            | (1 << 24)
+            | (1 << 26)
+            | (1 << 27)
+            | (1 << 28)
+            | (1 << 31);
+        // Every SVM instruction: the guest runs with EFER.SVME set (VMRUN
+        // requires it), so without intercepts it could CLGI and hold off
+        // the host's interrupts for good, or VMLOAD/VMSAVE/SKINIT. Also
+        // VMMCALL (the hypercall), WBINVD (a host-wide cache flush),
+        // MONITOR/MWAIT (not offered) and XSETBV (XCR0 is the host's).
+        let misc2: u32 = (1 << 0)
+            | (1 << 1)
+            | (1 << 2)
+            | (1 << 3)
+            | (1 << 4)
+            | (1 << 5)
+            | (1 << 6)
+            | (1 << 9)
+            | (1 << 10)
+            | (1 << 11)
+            | (1 << 12)
+            | (1 << 13);
         v.w32(vmcb::INTERCEPT_MISC1, misc1);
         v.w32(vmcb::INTERCEPT_MISC2, misc2);
+        // #AC is intercepted and reflected: a guest must not be able to
+        // wedge the CPU in an endless #AC delivery loop (CVE-2015-5307).
+        v.w32(vmcb::INTERCEPT_EXCEPTIONS, 1 << 17);
+        // Every debug-register access: the guest's DRs are kept in software
+        // (SVM does not switch DR0-DR3; see vmm::debug_regs), and the DR7
+        // the guest runs with stays 0x400.
+        v.w32(vmcb::INTERCEPT_DR, 0xffff_ffff);
         v.w64(vmcb::IOPM_BASE, iopm);
         v.w64(vmcb::MSRPM_BASE, msrpm);
         v.w32(vmcb::GUEST_ASID, asid.max(1));
@@ -175,28 +259,10 @@ impl Vmcb {
         Some(v)
     }
 
-    /// Stops intercepting reads and writes of `msr` (MSRPM: two bits per
-    /// MSR in three 2 KiB ranges, APM vol. 2 §15.11).
-    fn pass_msr(&self, msr: u32) {
-        let (base, first) = match msr {
-            0..=0x1fff => (0, 0),
-            0xc000_0000..=0xc000_1fff => (0x800, 0xc000_0000),
-            0xc001_0000..=0xc001_1fff => (0x1000, 0xc001_0000),
-            _ => return,
-        };
-        let bit = 2 * (msr - first) as usize;
-        let byte = mm::phys_to_virt(self.msrpm) + (base + bit / 8) as u64;
-        // SAFETY: the MSR permission map is two pages this VMCB owns and
-        // `byte` lies inside its first 6 KiB.
-        unsafe {
-            let b = core::ptr::read_volatile(byte as *const u8);
-            core::ptr::write_volatile(byte as *mut u8, b & !(3 << (bit % 8)));
-        }
-    }
-
     fn ptr(&self, off: usize) -> u64 {
         mm::phys_to_virt(self.page) + off as u64
     }
+
     pub fn r64(&self, off: usize) -> u64 {
         // SAFETY: `off` is within the VMCB page this object owns.
         unsafe { core::ptr::read_volatile(self.ptr(off) as *const u64) }
@@ -255,10 +321,6 @@ impl Vmcb {
 impl Drop for Vmcb {
     fn drop(&mut self) {
         let _ = mm::free_frame(self.page);
-        if let Some(fa) = mm::FRAMES.lock().as_mut() {
-            let _ = fa.free_contiguous(self.iopm, 3);
-            let _ = fa.free_contiguous(self.msrpm, 2);
-        }
     }
 }
 
@@ -312,6 +374,40 @@ impl VcpuHw for Vmcb {
             exit::VINTR => Exit::InterruptWindow,
             exit::NPF => Exit::NestedPageFault { gpa: i2, write: i1 & 2 != 0 },
             exit::XSETBV => Exit::Xsetbv,
+            // Which GPR, and the next RIP, only decode assists and NRIP save
+            // would tell (QEMU has neither): the VMM decodes the instruction.
+            exit::READ_DR..=0x3f => Exit::MovDr { write: code >= exit::WRITE_DR, dr: (code & 0xf) as u8, operand: None },
+            exit::EXCEPTION..=0x5f => {
+                let vector = (code - exit::EXCEPTION) as u8;
+                // Vectors with an error code (#DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP).
+                let has_code = matches!(vector, 8 | 10..=14 | 17 | 21);
+                Exit::Exception { vector, error_code: has_code.then_some(i1 as u32) }
+            }
+            exit::INVD | exit::WBINVD => {
+                // Caches are the host's business: nothing to do (both are
+                // two bytes, 0F 08 / 0F 09).
+                let rip = self.rip();
+                self.set_rip(rip + 2);
+                Exit::Handled
+            }
+            // Instructions the virtual CPU does not offer (CPUID says so).
+            exit::VMRUN
+            | exit::VMLOAD
+            | exit::VMSAVE
+            | exit::STGI
+            | exit::CLGI
+            | exit::SKINIT
+            | exit::INVLPGA
+            | exit::MONITOR
+            | exit::MWAIT
+            | exit::MWAIT_ARMED => {
+                self.inject(Event::ud());
+                Exit::Handled
+            }
+            exit::RDPMC => {
+                self.inject(Event::gp());
+                Exit::Handled
+            }
             exit::INVALID => Exit::EntryFailed { code },
             _ => Exit::Other { code, info1: i1, info2: i2 },
         }
@@ -392,7 +488,7 @@ impl VcpuHw for Vmcb {
         }
     }
     fn host_frames(&self) -> usize {
-        1 + 3 + 2
+        1
     }
 }
 

@@ -41,6 +41,9 @@ pub enum SegReg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ctl {
     Cr0,
+    /// Part of the guest state each backend saves; the VMM has no #PF to
+    /// inject with it yet.
+    #[allow(dead_code)]
     Cr2,
     Cr3,
     Cr4,
@@ -99,6 +102,10 @@ pub enum Exit {
     /// MOV to/from CR8 (VMX intercepts it: the task priority is the
     /// LAPIC model's TPR, never the host's). `gpr` in decoder order.
     Cr8 { write: bool, gpr: u8, next_rip: u64 },
+    /// MOV to (`write`) or from debug register `dr`; `operand` is the
+    /// general register (decoder order) and the next RIP when the hardware
+    /// says (VMX's qualification), else the VMM decodes the instruction.
+    MovDr { write: bool, dr: u8, operand: Option<(u8, u64)> },
     /// An intercepted guest exception (reflected back into the guest).
     Exception { vector: u8, error_code: Option<u32> },
     /// The backend dealt with the exit itself (e.g. a CR0/CR4 write under

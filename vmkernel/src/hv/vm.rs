@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
 use vmkernel::vmk_api::{self as api, VmConfig, VmInfoRecord};
+use vmkernel::vmm::debug_regs::{self, DebugRegs, DrFault};
 use vmkernel::vmm::event::VmEvent;
 use vmkernel::vmm::loader::{self, MemError, VcpuState};
 use vmkernel::vmm::msrs::{MsrEffect, VirtualMsrs};
@@ -43,6 +44,9 @@ struct VcpuSlot {
     /// A START-UP IPI's vector, plus 0x100 when one is pending.
     sipi: AtomicU32,
     run_ns: AtomicU64,
+    /// Host frames of this vCPU's hardware structures (VMCB or VMCS and
+    /// their bitmaps) while it exists.
+    hw_frames: AtomicU64,
 }
 
 /// Exit counters by reason (`VmStatsRecord` order).
@@ -181,7 +185,7 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
     let platform = new_platform(&config, size);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let vcpus = (0..config.vcpus)
-        .map(|_| VcpuSlot { world: AtomicU64::new(0), init: AtomicBool::new(false), sipi: AtomicU32::new(0), run_ns: AtomicU64::new(0) })
+        .map(|_| VcpuSlot { world: AtomicU64::new(0), init: AtomicBool::new(false), sipi: AtomicU32::new(0), run_ns: AtomicU64::new(0), hw_frames: AtomicU64::new(0) })
         .collect();
     let vm = Arc::new(Vm {
         id,
@@ -385,7 +389,8 @@ impl Vm {
             r.vcpu_run_ns[i] = self.vcpu_cpu_ns(i);
         }
         r.guest_frames = self.memory.ram_frames() as u64;
-        r.overhead_frames = self.memory.table_frames() as u64;
+        let vcpu_frames: u64 = self.vcpus.iter().map(|s| s.hw_frames.load(Ordering::Relaxed)).sum();
+        r.overhead_frames = self.memory.table_frames() as u64 + vcpu_frames;
         r
     }
 
@@ -498,6 +503,15 @@ fn vcpu_body(vm: &Vm, index: usize) -> Option<(u32, u64)> {
             return Some((api::EXIT_REASON_UNHANDLED, 0));
         }
     };
+    /// Counts the vCPU's structures in the VM's statistics while they live.
+    struct Counted<'a>(&'a AtomicU64);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.store(0, Ordering::Relaxed);
+        }
+    }
+    vm.vcpus[index].hw_frames.store(v.host_frames() as u64, Ordering::Relaxed);
+    let _counted = Counted(&vm.vcpus[index].hw_frames);
     let mut regs = GuestRegs::default();
     // The guest's x87/SSE registers, in their power-on state.
     let mut fpu = crate::arch::context::FpuState::new();
@@ -508,14 +522,16 @@ fn vcpu_body(vm: &Vm, index: usize) -> Option<(u32, u64)> {
         log::info!("vm {} ({}): powered on", vm.id, vm.config.name);
     }
     let mut msrs = VirtualMsrs::default();
+    let mut debug = DebugRegs::default();
     let mut waiting_for_sipi = index != 0;
     loop {
         if waiting_for_sipi {
             let vector = wait_for_sipi(vm, index)?;
             v.load_state(&VcpuState::real((vector as u16) << 8, 0, 0, 0, 0), &mut regs);
             fpu.reset();
+            debug = DebugRegs::default();
         }
-        match run_loop(vm, index, &mut *v, &mut regs, fpu.area_mut().as_mut_ptr(), &mut msrs) {
+        match run_loop(vm, index, &mut *v, &mut regs, fpu.area_mut().as_mut_ptr(), &mut msrs, &mut debug) {
             Stop::Vm(reason, code) => return Some((reason, code)),
             Stop::Requested => return None,
             Stop::Init => waiting_for_sipi = true,
@@ -621,7 +637,7 @@ fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
     }
 }
 
-fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8, msrs: &mut VirtualMsrs) -> Stop {
+fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8, msrs: &mut VirtualMsrs, debug: &mut DebugRegs) -> Stop {
     let slot = &vm.vcpus[index];
     let count = |k: usize| vm.exit_counts.0[k].fetch_add(1, Ordering::Relaxed);
     // The exit handler completed the guest's instruction (moved RIP past
@@ -815,6 +831,12 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 drop(p);
                 v.set_rip(next_rip);
             }
+            Exit::MovDr { write, dr, operand } => {
+                count(api::VM_EXIT_OTHER);
+                if let Err(e) = mov_dr(vm, v, regs, debug, write, dr, operand) {
+                    v.inject(e);
+                }
+            }
             // Intercepted only so the host stays in control (#AC): the
             // guest gets its exception as if nothing had intervened.
             Exit::Exception { vector, error_code } => {
@@ -970,14 +992,53 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     }
 }
 
+/// MOV to/from a debug register against the guest's software copy (see
+/// `vmm::debug_regs`); moves RIP past the instruction, or returns the
+/// exception it raises instead.
+fn mov_dr(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, debug: &mut DebugRegs, write: bool, dr: u8, operand: Option<(u8, u64)>) -> Result<(), Event> {
+    let mode = cpu_mode(v);
+    let (gpr, next_rip) = match operand {
+        Some(o) => o,
+        None => {
+            // SVM says which DR, not which GPR: decode (and check it is
+            // still the instruction that exited).
+            let (bytes, n, _) = fetch_insn(vm, v);
+            match debug_regs::decode_mov_dr(&bytes[..n], mode) {
+                Some(m) if m.write == write && m.dr == dr => (m.gpr, v.rip() + m.len as u64),
+                _ => return Err(Event::ud()),
+            }
+        }
+    };
+    let cr4_de = v.ctl(Ctl::Cr4) & (1 << 3) != 0;
+    let fault = |f: DrFault| match f {
+        DrFault::InvalidOpcode => Event::ud(),
+        DrFault::GeneralProtection => Event::gp(),
+    };
+    let g = gpr as usize & 15;
+    if write {
+        debug.write(dr, regs.gpr[g], cr4_de, mode).map_err(fault)?;
+    } else {
+        let value = debug.read(dr, cr4_de).map_err(fault)?;
+        regs.gpr[g] = if mode == vmkernel::vmm::decode::CpuMode::Bits64 { value } else { value & 0xffff_ffff };
+    }
+    v.set_rip(next_rip);
+    Ok(())
+}
+
+/// The mode the guest's code executes in (from CR0, EFER, RFLAGS, CS).
+fn cpu_mode(v: &dyn VcpuHw) -> vmkernel::vmm::decode::CpuMode {
+    let pg = paging(v);
+    let cs = v.segment(SegReg::Cs);
+    vmkernel::vmm::decode::CpuMode::from_state(pg.cr0 & 1 != 0, pg.efer & (1 << 10) != 0, v.rflags() & (1 << 17) != 0, cs.attr & (1 << 9) != 0, cs.attr & (1 << 10) != 0)
+}
+
 /// The instruction bytes at the guest's RIP (up to 15; they may cross a
 /// page) and the mode they execute in.
 fn fetch_insn(vm: &Vm, v: &dyn VcpuHw) -> ([u8; 15], usize, vmkernel::vmm::decode::CpuMode) {
-    use vmkernel::vmm::decode::CpuMode;
     use vmkernel::vmm::guest_paging::{Access, translate};
     let pg = paging(v);
     let cs = v.segment(SegReg::Cs);
-    let mode = CpuMode::from_state(pg.cr0 & 1 != 0, pg.efer & (1 << 10) != 0, v.rflags() & (1 << 17) != 0, cs.attr & (1 << 9) != 0, cs.attr & (1 << 10) != 0);
+    let mode = cpu_mode(v);
     let rip = v.rip();
     let mut bytes = [0u8; 15];
     let mut n = 0;

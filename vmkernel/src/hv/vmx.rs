@@ -643,6 +643,11 @@ impl VcpuHw for Vmcs {
                     Exit::Handled
                 }
             },
+            r::DR_ACCESS => {
+                let a = x::dr_access(q);
+                let next_rip = self.rip() + vmread(f::EXIT_INSTRUCTION_LENGTH);
+                Exit::MovDr { write: a.write, dr: a.dr, operand: Some((a.gpr, next_rip)) }
+            }
             r::INVD | r::WBINVD => {
                 // Caches are the host's business: nothing to do.
                 self.skip_instruction();

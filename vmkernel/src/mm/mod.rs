@@ -346,23 +346,6 @@ impl AddressSpace {
         paging::translate(&Tables, self.pml4, virt)
     }
 
-    /// Removes the mapping at `virt` (4 KiB), dropping the frame's
-    /// reference. Returns whether something was mapped.
-    pub fn unmap(&self, virt: u64) -> bool {
-        if self.pml4 == 0 {
-            return false;
-        }
-        let _g = self.lock.lock();
-        match paging::unmap_4k(&mut Tables, self.pml4, virt) {
-            Some(frame) => {
-                release_user_frame(frame);
-                invalidate_page(virt);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Removes the mapping at `virt` and returns its frame without releasing
     /// it: the caller releases it after other CPUs dropped stale TLB entries.
     pub fn unmap_deferred(&self, virt: u64) -> Option<u64> {
@@ -475,11 +458,6 @@ pub fn release_user_frame(frame: u64) {
     }
 }
 
-/// Frames shared copy-on-write (for statistics and leak tests).
-pub fn shared_frame_count() -> usize {
-    SHARED_FRAMES.lock().len()
-}
-
 impl AddressSpace {
     /// Frees every 4 KiB page mapped in the lower half (dropping shared
     /// frames' references). The tables themselves go in `drop`.
@@ -552,7 +530,7 @@ impl AddressSpace {
         let frame = e & paging::ADDR_MASK;
         let flags = (e & !paging::ADDR_MASK & !paging::COPY_ON_WRITE) | paging::WRITABLE;
         let sole_owner = {
-            let mut shared = SHARED_FRAMES.lock();
+            let shared = SHARED_FRAMES.lock();
             // Two or more owners are in the map; absent means ours alone.
             !shared.contains_key(&frame)
         };

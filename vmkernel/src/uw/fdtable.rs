@@ -84,9 +84,4 @@ impl FdTable {
             }
         }
     }
-
-    /// Open descriptors, for /proc and leak checks.
-    pub fn count(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
-    }
 }

@@ -262,17 +262,6 @@ fn is_running(world_id: u64) -> bool {
     world::is_runnable(world_id)
 }
 
-/// Creates a file with `data` (used to seed files the kernel provides).
-pub fn write_file(path: &[u8], data: &[u8], perm: u32) -> bool {
-    let Some(vfs) = VFS.get() else { return false };
-    let cred = Credentials::root();
-    let root = vfs.root();
-    match vfs.open(&cred, &root, path, 0o1 | 0o100 | 0o1000, perm) {
-        Ok(f) => f.write(data).is_ok(),
-        Err(_) => false,
-    }
-}
-
 pub fn name_of(path: &[u8]) -> String {
     let base = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
     String::from_utf8_lossy(&base[..base.len().min(15)]).into_owned()

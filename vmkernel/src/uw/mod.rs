@@ -19,4 +19,4 @@ pub mod io_wait;
 pub mod process;
 pub mod signal;
 
-pub use process::{ExitStatus, Process, Thread};
+pub use process::Thread;

@@ -337,11 +337,6 @@ impl Process {
         self.copy_to_user(addr, &v.to_le_bytes())
     }
 
-    /// Sends a fatal signal (kept for in-kernel callers).
-    pub fn kill(&self, signal: u8) {
-        super::signal::send_to_process(self, signal as u32, None);
-    }
-
     /// Records the exit status (first one wins).
     pub fn set_exit(&self, status: ExitStatus) -> bool {
         let mut e = self.exit.lock();
@@ -418,7 +413,6 @@ impl Thread {
 }
 
 struct UserStart {
-    thread: Arc<Thread>,
     frame: TrapFrame,
 }
 
@@ -426,7 +420,7 @@ struct UserStart {
 pub fn spawn_thread(thread: &Arc<Thread>, frame: TrapFrame, home_cpu_hint: u32) -> Result<world::WorldId, String> {
     let _ = home_cpu_hint;
     let p = &thread.process;
-    let start = Box::into_raw(Box::new(UserStart { thread: thread.clone(), frame }));
+    let start = Box::into_raw(Box::new(UserStart { frame }));
     let root = p.mm().space.root();
     let t = thread.clone();
     let name = p.name.lock().clone();
@@ -572,11 +566,6 @@ pub fn reap(p: &Arc<Process>) {
     if let Some(pp) = lookup(p.ppid.load(Ordering::Acquire)) {
         pp.children.lock().retain(|c| c.pid != p.pid);
     }
-}
-
-/// Legacy entry point used by the in-kernel tests: ends the process.
-pub fn exit_current(status: ExitStatus) -> ! {
-    exit_group(status)
 }
 
 /// Acts on a pending SIGKILL (or fatal exit_group) at a kernel entry.

@@ -4,6 +4,8 @@
 //!
 //! - [`decode`]: x86 instruction decoding and emulation for MMIO exits (the
 //!   VMM must decode itself: QEMU's SVM has no decode assists, no nRIP save).
+//! - [`debug_regs`]: the guest's DR0–DR7, kept in software (the hardware
+//!   switches none of DR0–DR3), and MOV DR decoding for SVM.
 //! - [`guest_paging`]: guest-virtual → guest-physical translation for
 //!   instruction fetch.
 //! - [`loader`]: putting guest kernels into guest memory (Multiboot v1, flat
@@ -19,6 +21,7 @@
 //!   `hv::vmx` does the VMX instructions).
 
 pub mod bus;
+pub mod debug_regs;
 pub mod decode;
 pub mod devices;
 pub mod event;

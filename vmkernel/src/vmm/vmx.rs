@@ -177,6 +177,7 @@ pub mod proc1 {
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
     pub const CR8_LOAD_EXITING: u32 = 1 << 19;
     pub const CR8_STORE_EXITING: u32 = 1 << 20;
+    pub const MOV_DR_EXITING: u32 = 1 << 23;
     pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
     pub const MONITOR_EXITING: u32 = 1 << 29;
@@ -334,6 +335,7 @@ impl Controls {
                 | proc1::RDPMC_EXITING
                 | proc1::CR8_LOAD_EXITING
                 | proc1::CR8_STORE_EXITING
+                | proc1::MOV_DR_EXITING
                 | proc1::UNCONDITIONAL_IO_EXITING
                 | proc1::USE_MSR_BITMAPS
                 | proc1::MONITOR_EXITING
@@ -485,6 +487,19 @@ pub struct IoQualification {
     pub rep: bool,
 }
 
+/// A MOV DR exit's qualification (SDM table 28-4): the debug register,
+/// the direction and the general register (decoder order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrAccess {
+    pub dr: u8,
+    pub write: bool,
+    pub gpr: u8,
+}
+
+pub fn dr_access(q: u64) -> DrAccess {
+    DrAccess { dr: (q & 7) as u8, write: q & (1 << 4) == 0, gpr: ((q >> 8) & 0xf) as u8 }
+}
+
 pub fn io_qualification(q: u64) -> IoQualification {
     IoQualification { port: (q >> 16) as u16, size: (q & 7) as u8 + 1, input: q & 8 != 0, string: q & 16 != 0, rep: q & 32 != 0 }
 }
@@ -609,6 +624,14 @@ mod tests {
             msr::CR4_FIXED1 => 0x003f_27ff,
             _ => 0,
         }
+    }
+
+    #[test]
+    fn dr_access_qualification() {
+        // mov %r9, %dr3: DR 3, to DR (bit 4 clear), GPR 9.
+        assert_eq!(dr_access(0x903), DrAccess { dr: 3, write: true, gpr: 9 });
+        // mov %dr7, %eax: from DR.
+        assert_eq!(dr_access(0x17), DrAccess { dr: 7, write: false, gpr: 0 });
     }
 
     #[test]
