@@ -24,7 +24,7 @@ fn bochs_vmx_cpu_boots_iso_to_ready() {
         panic!("Bochs never printed `mantle: ready`\n--- serial ---\n{serial}\n--- bochs log (tail) ---\n{}", tail.join("\n"));
     }
     assert!(serial.contains("Multiboot2 boot"), "serial:\n{serial}");
-    assert!(serial.contains("| VM backend:              Intel VT-x, EPT, VPID, unrestricted guest "), "serial:\n{serial}");
+    assert!(serial.contains("| VM backend:              Intel VT-x, EPT (2M), VPID, unrestricted guest "), "serial:\n{serial}");
     let r = parse_ready(&serial).unwrap_or_else(|| panic!("malformed ready line\n{serial}"));
     assert_eq!(r.cpus, 1, "serial:\n{serial}");
 }

@@ -58,12 +58,12 @@ fn boot_with_cpu_model(model: &str) -> Booted {
 
 #[test]
 fn cpu_model_qemu64_with_svm_and_npt() {
-    boot_with_cpu_model("qemu64,+svm,+npt").assert_contains("| VM backend:              AMD-V, nested paging, ");
+    boot_with_cpu_model("qemu64,+svm,+npt").assert_contains("| VM backend:              AMD-V, nested paging (2M), ");
 }
 
 #[test]
 fn cpu_model_max() {
-    boot_with_cpu_model("max").assert_contains("| VM backend:              AMD-V, nested paging, ");
+    boot_with_cpu_model("max").assert_contains("| VM backend:              AMD-V, nested paging (2M), ");
 }
 
 /// A CPU without hardware virtualization still boots the host, and the

@@ -22,6 +22,7 @@ pub struct FrameAllocator<'a> {
     free: u64,
     managed: u64,
     hint: usize,
+    block_hint: usize,
 }
 
 impl<'a> FrameAllocator<'a> {
@@ -34,7 +35,7 @@ impl<'a> FrameAllocator<'a> {
     pub fn new(bits: &'a mut [u64]) -> Self {
         bits.fill(!0);
         let frames = bits.len() as u64 * 64;
-        Self { bits, frames, free: 0, managed: 0, hint: 0 }
+        Self { bits, frames, free: 0, managed: 0, hint: 0, block_hint: 0 }
     }
 
     fn is_used(&self, f: u64) -> bool {
@@ -119,6 +120,24 @@ impl<'a> FrameAllocator<'a> {
         None
     }
 
+    /// Allocates one naturally aligned block of `words * 64` frames (2 MiB
+    /// for 8 words: a large page for guest RAM), scanning whole bitmap
+    /// words from a rotating hint of its own so repeated calls stay cheap.
+    pub fn alloc_block(&mut self, words: usize) -> Option<u64> {
+        let blocks = self.bits.len() / words;
+        for i in 0..blocks {
+            let b = (self.block_hint + i) % blocks;
+            let w = &mut self.bits[b * words..(b + 1) * words];
+            if w.iter().all(|&x| x == 0) {
+                w.fill(!0);
+                self.free -= words as u64 * 64;
+                self.block_hint = b;
+                return Some((b * words) as u64 * 64 * FRAME_SIZE);
+            }
+        }
+        None
+    }
+
     pub fn free_frame(&mut self, phys: u64) -> Result<(), FrameError> {
         if phys % FRAME_SIZE != 0 || phys / FRAME_SIZE >= self.frames {
             return Err(FrameError::OutOfRange(phys));
@@ -196,6 +215,27 @@ mod tests {
         assert_eq!(a.alloc_contiguous(2048, 0x1000), None);
         a.free_contiguous(run, 8).unwrap();
         assert_eq!(a.alloc_contiguous(8, 0x10000), Some(0x10000));
+    }
+
+    #[test]
+    fn aligned_blocks_skip_partly_used_ones() {
+        let mut a = alloc_over(8 << 20);
+        a.add_free(0x1000, 8 << 20); // frame 0 stays used: block 0 is not whole
+        let total = a.free_frames();
+        assert_eq!(a.alloc_block(8), Some(2 << 20));
+        assert_eq!(a.alloc_block(8), Some(4 << 20));
+        assert_eq!(a.alloc_block(8), Some(6 << 20));
+        assert_eq!(a.alloc_block(8), None, "block 0 has a used frame");
+        assert_eq!(a.free_frames(), total - 3 * 512);
+        a.free_contiguous(4 << 20, 512).unwrap();
+        a.alloc_contiguous(1, 0x1000).unwrap(); // frame 1, in block 0
+        assert_eq!(a.alloc_block(8), Some(4 << 20), "a freed block is found again");
+        a.free_frame(6 << 20).unwrap();
+        a.free_contiguous(2 << 20, 512).unwrap();
+        let f = a.alloc_contiguous(1, 0x1000).unwrap();
+        assert!(f < 2 << 20);
+        assert_eq!(a.alloc_block(8), Some(2 << 20));
+        assert_eq!(a.alloc_block(8), None, "block 3 is missing one frame only, still not whole");
     }
 
     #[test]

@@ -47,6 +47,7 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ("sched.user_limit_25_percent", sched_user_limit),
     ("sched.user_reservation_40_percent", sched_user_reservation),
     ("vmm.flat_guest_runs_and_exits", vmm_flat_guest),
+    ("vmm.guest_ram_in_large_pages", vmm_large_pages),
 ];
 
 /// Runs the scheduler from the test (idle) context until `done()` or a
@@ -603,6 +604,41 @@ fn user_fpu_state() -> TestResult {
 }
 
 // ---- hardware virtualization ----
+
+/// Guest RAM takes 2 MiB nested pages where a whole aligned 2 MiB has no
+/// hole, 4 KiB pages elsewhere; reads and writes cross both kinds; all of
+/// it returns to the allocator.
+fn vmm_large_pages() -> TestResult {
+    use vmkernel::paging::PageSize;
+    if crate::hv::backend().is_none() {
+        kprintln!("ktest: (no hardware virtualization on this CPU: nothing to run)");
+        return Ok(());
+    }
+    let free = mm::free_frames();
+    {
+        let size = (8 << 20) + 0x3000;
+        let hole = (0x40_0000, 0x40_1000);
+        let mem = crate::hv::new_guest_memory(size, &[hole]).ok_or("no memory for the guest")?;
+        ensure!(mem.ram_frames() as u64 == (size - 0x1000) / 4096, "{} RAM frames", mem.ram_frames());
+        ensure!(mem.large_page_bytes() == 6 << 20, "{:#x} bytes in large pages, want 0-2, 2-4, 6-8 MiB", mem.large_page_bytes());
+        let size_at = |gpa| paging::translate(&mm::Tables, mem.root(), gpa).map(|t| t.size);
+        ensure!(size_at(0x20_1000) == Some(PageSize::Size2M), "2-4 MiB is not one large page");
+        ensure!(size_at(0x40_1000) == Some(PageSize::Size4K), "the 2 MiB with a hole is not in 4 KiB pages");
+        ensure!(size_at(0x80_2000) == Some(PageSize::Size4K), "the tail past 8 MiB is not in 4 KiB pages");
+        ensure!(size_at(0x40_0000).is_none() && size_at(0x80_3000).is_none(), "the hole or past the end is mapped");
+        let pattern: Vec<u8> = (0..64u8).collect();
+        for gpa in [0x1f_ffe0, 0x5f_ffe0, 0x7f_ffe0, 0x80_2fc0] {
+            ensure!(mem.write(gpa, &pattern), "write at {gpa:#x} failed");
+            let mut back = [0u8; 64];
+            ensure!(mem.read(gpa, &mut back) && back[..] == pattern[..], "read back at {gpa:#x} differs");
+        }
+        ensure!(!mem.write(0x3f_fff0, &pattern), "a write running into the hole succeeded");
+        let mut page = [1u8; 4096];
+        ensure!(mem.read(0x70_0000, &mut page) && page.iter().all(|&b| b == 0), "large-page RAM is not zeroed");
+    }
+    ensure!(mm::free_frames() == free, "{} frames leaked by guest memory", free as i64 - mm::free_frames() as i64);
+    Ok(())
+}
 
 fn vmm_flat_guest() -> TestResult {
     use crate::hv::vcpu::{Exit, GuestRegs, RAX, RBX};

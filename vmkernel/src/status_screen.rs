@@ -21,9 +21,12 @@ pub fn print(bi: &BootInfo, pci_functions: usize) {
     });
     let model = status::brand_string(cpuid);
     let backend = match crate::hv::backend() {
-        Some(crate::hv::Backend::Svm { asids }) => alloc::format!("AMD-V, nested paging, {asids} ASIDs"),
-        Some(crate::hv::Backend::Vmx { vpid: true }) => String::from("Intel VT-x, EPT, VPID, unrestricted guest"),
-        Some(crate::hv::Backend::Vmx { vpid: false }) => String::from("Intel VT-x, EPT, unrestricted guest"),
+        Some(crate::hv::Backend::Svm { asids }) => alloc::format!("AMD-V, nested paging (2M), {asids} ASIDs"),
+        Some(crate::hv::Backend::Vmx { vpid, large_pages }) => alloc::format!(
+            "Intel VT-x, EPT{}{}, unrestricted guest",
+            if large_pages { " (2M)" } else { "" },
+            if vpid { ", VPID" } else { "" }
+        ),
         None => alloc::format!("none ({}): no VMs", crate::hv::unavailable_reason()),
     };
     let facts = StatusFacts {

@@ -21,8 +21,8 @@ pub enum Backend {
     /// AMD-V with nested paging; `asids` usable address-space IDs.
     Svm { asids: u32 },
     /// Intel VT-x with EPT and unrestricted guest; `vpid` when TLB entries
-    /// are tagged per vCPU.
-    Vmx { vpid: bool },
+    /// are tagged per vCPU, `large_pages` when EPT has 2 MiB leaves.
+    Vmx { vpid: bool, large_pages: bool },
 }
 
 static BACKEND: Once<Option<Backend>> = Once::new();
@@ -66,7 +66,7 @@ pub fn init_this_cpu() -> Result<(), &'static str> {
 pub fn new_guest_memory(size: u64, holes: &[(u64, u64)]) -> Option<guest_memory::GuestMemory> {
     match detect()? {
         Backend::Svm { .. } => guest_memory::GuestMemory::new(size, holes),
-        Backend::Vmx { .. } => guest_memory::GuestMemory::new_ept(size, holes),
+        Backend::Vmx { large_pages, .. } => guest_memory::GuestMemory::new_ept(size, holes, large_pages),
     }
 }
 

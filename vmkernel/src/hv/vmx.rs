@@ -52,7 +52,7 @@ fn probe_controls() -> Result<Controls, &'static str> {
 
 /// Is VT-x with EPT and unrestricted guest usable?
 pub fn probe() -> Result<Backend, &'static str> {
-    controls().map(|c| Backend::Vmx { vpid: c.vpid })
+    controls().map(|c| Backend::Vmx { vpid: c.vpid, large_pages: c.ept_2m })
 }
 
 /// Per-CPU VMXON regions (0: VMX not on yet on that CPU).

@@ -262,6 +262,31 @@ pub fn alloc_user_frame() -> Option<u64> {
     alloc_frame()
 }
 
+/// Frames in a 2 MiB large page.
+pub const FRAMES_PER_2M: u64 = 512;
+
+/// Allocates a zeroed, 2 MiB-aligned run of 512 frames for guest memory
+/// (one large nested page), refusing when that would dip into the kernel's
+/// reserve or no whole aligned block is free.
+pub fn alloc_user_block_2m() -> Option<u64> {
+    if free_frames() <= kernel_reserve_frames() + FRAMES_PER_2M {
+        return None;
+    }
+    let b = FRAMES.lock().as_mut()?.alloc_block((FRAMES_PER_2M / 64) as usize)?;
+    // SAFETY: a fresh block of frames, ours, inside the direct map (the
+    // allocator only manages RAM the direct map covers).
+    unsafe { core::ptr::write_bytes(phys_to_virt(b) as *mut u8, 0, (FRAMES_PER_2M * FRAME_SIZE) as usize) };
+    Some(b)
+}
+
+/// Returns a block from `alloc_user_block_2m`.
+pub fn free_block_2m(phys: u64) -> Result<(), vmkernel::frames::FrameError> {
+    match FRAMES.lock().as_mut() {
+        Some(fa) => fa.free_contiguous(phys, FRAMES_PER_2M),
+        None => Err(vmkernel::frames::FrameError::OutOfRange(phys)),
+    }
+}
+
 pub fn free_frames() -> u64 {
     FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
 }

@@ -287,6 +287,8 @@ pub struct Controls {
     pub invept_all: bool,
     /// INVVPID with the single-context type (else all-context).
     pub invvpid_single: bool,
+    /// EPT maps 2 MiB pages (large guest-RAM leaves).
+    pub ept_2m: bool,
     /// The VMX-preemption timer counts down once every 2^shift TSC ticks
     /// (None: the CPU has no preemption timer).
     pub preemption_timer_shift: Option<u8>,
@@ -377,6 +379,7 @@ impl Controls {
             vpid: proc2 & proc2::ENABLE_VPID != 0,
             invept_all: ept_vpid & (1 << 26) != 0,
             invvpid_single: ept_vpid & (1 << 41) != 0,
+            ept_2m: ept_vpid & (1 << 16) != 0,
             preemption_timer_shift: (pin & pin::PREEMPTION_TIMER != 0).then_some((misc & 0x1f) as u8),
         })
     }
@@ -616,7 +619,7 @@ mod tests {
             msr::TRUE_EXIT_CTLS => 0x003f_ffff_0003_6dfb,
             msr::TRUE_ENTRY_CTLS => 0x0000_f3ff_0000_11fb,
             msr::PROCBASED_CTLS2 => 0x0057_cfff_0000_0000,
-            msr::EPT_VPID_CAP => (1 << 6) | (1 << 14) | (1 << 20) | (1 << 25) | (1 << 26) | (1 << 32) | (1 << 41) | (1 << 42),
+            msr::EPT_VPID_CAP => (1 << 6) | (1 << 14) | (1 << 16) | (1 << 20) | (1 << 25) | (1 << 26) | (1 << 32) | (1 << 41) | (1 << 42),
             msr::MISC => 5,
             msr::CR0_FIXED0 => 0x8000_0021,
             msr::CR0_FIXED1 => 0xffff_ffff,
@@ -649,6 +652,9 @@ mod tests {
         assert_eq!(c.revision, 4);
         assert!(c.proc2 & proc2::ENABLE_EPT != 0 && c.proc2 & proc2::UNRESTRICTED_GUEST != 0);
         assert!(c.vpid && c.invept_all && c.invvpid_single);
+        assert!(c.ept_2m, "2 MiB EPT pages");
+        let no_2m = |m| if m == msr::EPT_VPID_CAP { skylake(m) & !(1 << 16) } else { skylake(m) };
+        assert!(!Controls::probe(no_2m).unwrap().ept_2m, "no 2 MiB EPT pages: guest RAM in 4 KiB pages");
         assert!(c.proc1 & proc1::HLT_EXITING != 0 && c.proc1 & proc1::UNCONDITIONAL_IO_EXITING != 0);
         assert!(!cr3_exiting_forced(c.proc1), "true controls let CR3 exiting be off");
         assert!(c.pin & pin::EXTERNAL_INTERRUPT_EXITING != 0);
