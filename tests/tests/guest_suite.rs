@@ -172,6 +172,7 @@ const MANTLE_TESTS: &[&str] = &[
     "multiboot-modules",
     "cpuid-hypervisor",
     "cpuid-x2apic",
+    "cpuid-topology",
     "msr-tsc",
     "msr-unknown-gp",
     "hypercall-version",

@@ -45,6 +45,8 @@ pub fn enable_this_cpu() -> Result<(), &'static str> {
     if HOST_AREAS[cpu_i].load(core::sync::atomic::Ordering::Acquire) != 0 {
         return Ok(());
     }
+    // Host-lifetime structures come with SVM, not with the first VM.
+    permission_maps().ok_or("no memory for the SVM permission maps")?;
     let hsave = mm::alloc_frame().ok_or("no memory for the SVM host save area")?;
     let hvmcb = mm::alloc_frame().ok_or("no memory for the SVM host state")?;
     // SAFETY: SVM was probed; EFER.SVME enables VMRUN, and VM_HSAVE_PA gets a
@@ -149,7 +151,8 @@ pub struct Vmcb {
 /// The I/O and MSR permission maps every VMCB points to: one policy for
 /// all guests (every port and MSR intercepted except the syscall and
 /// segment-base MSRs the entry stub switches with VMLOAD/VMSAVE), so one
-/// copy serves the host: 20 KiB saved per vCPU. Made on first use, kept.
+/// copy serves the host: 20 KiB saved per vCPU. Made when SVM is first
+/// enabled, kept.
 static PERMISSION_MAPS: spin::Mutex<Option<(u64, u64)>> = spin::Mutex::new(None);
 
 /// (IOPM, MSRPM) physical addresses.

@@ -300,7 +300,10 @@ impl Vm {
         }
         self.stop();
         let deadline = time::uptime_ns() + 5_000_000_000;
-        while self.live.load(Ordering::Acquire) != 0 {
+        // The last vCPU out drops `live` to 0 and only then records the
+        // stop (state STOPPED): wait for both, or start() finds the VM
+        // neither running nor stopped.
+        while self.live.load(Ordering::Acquire) != 0 || self.state.load(Ordering::Acquire) != api::VM_STATE_STOPPED {
             if time::uptime_ns() > deadline {
                 return Err((-EBUSY, "the vCPUs did not stop".into()));
             }
@@ -578,63 +581,12 @@ enum Stop {
     Init,
 }
 
-/// The virtual CPU's identity: a hypervisor is present, vendor leaf
-/// 0x40000000 says "MantleMantle"; everything else comes from the host
-/// minus what the device model cannot back (monitor/mwait, VMX/SVM, XSAVE/AVX), plus
-/// the model's x2APIC.
+/// The virtual CPU's identity (see `vmm::cpuid`) over this CPU's CPUID.
 fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
-    match leaf {
-        0x4000_0000 => {
-            let v = b"MantleMantle";
-            let w = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().unwrap());
-            [0x4000_0001, w(0), w(4), w(8)]
-        }
-        0x4000_0001 => [0, 0, 0, 0],
-        _ => {
-            let r = cpu::cpuid(leaf, sub);
-            let (mut a, mut b, mut c, mut d) = (r.eax, r.ebx, r.ecx, r.edx);
-            match leaf {
-                1 => {
-                    // MONITOR, VMX, FMA, XSAVE, OSXSAVE, AVX: not backed.
-                    c &= !((1 << 3) | (1 << 5) | (1 << 12) | (1 << 26) | (1 << 27) | (1 << 28));
-                    // x2APIC: the LAPIC model's, whatever the host has.
-                    c |= (1 << 21) | (1 << 31); // and: hypervisor present
-                    // Initial APIC ID = vCPU index; logical processors per package.
-                    b = (b & 0xffff) | ((vcpus as u32 & 0xff) << 16) | ((vcpu as u32) << 24);
-                    if vcpus > 1 {
-                        d |= 1 << 28; // HTT: the count above is valid
-                    }
-                }
-                0x8000_0001 => {
-                    c &= !(1 << 2); // SVM
-                    // RDTSCP: it reads IA32_TSC_AUX, which is not part of the
-                    // guest state the VMM switches (RDTSCP would return the
-                    // host's value) and the MSR is not virtualised.
-                    d &= !(1 << 27);
-                }
-                7 if sub == 0 => {
-                    // AVX2, AVX-512 and friends need XSAVE state the VMM does not switch.
-                    b &= !((1 << 5) | (0xffff << 16));
-                    c = 0;
-                }
-                // Extended topology (x2APIC IDs): not offered.
-                0xb | 0x1f | 0xd => {
-                    a = 0;
-                    b = 0;
-                    c = 0;
-                    d = 0;
-                }
-                0x8000_000a => {
-                    a = 0;
-                    b = 0;
-                    c = 0;
-                    d = 0;
-                }
-                _ => {}
-            }
-            [a, b, c, d]
-        }
-    }
+    vmkernel::vmm::cpuid::virtual_cpuid(leaf, sub, vcpu as u32, vcpus as u32, |l, s| {
+        let r = cpu::cpuid(l, s);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    })
 }
 
 fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8, msrs: &mut VirtualMsrs, debug: &mut DebugRegs) -> Stop {

@@ -4,6 +4,8 @@
 //!
 //! - [`decode`]: x86 instruction decoding and emulation for MMIO exits (the
 //!   VMM must decode itself: QEMU's SVM has no decode assists, no nRIP save).
+//! - [`cpuid`]: the virtual CPU's CPUID (features, hypervisor leaves, the
+//!   VM's own topology) from the host's.
 //! - [`debug_regs`]: the guest's DR0–DR7, kept in software (the hardware
 //!   switches none of DR0–DR3), and MOV DR decoding for SVM.
 //! - [`guest_paging`]: guest-virtual → guest-physical translation for
@@ -21,6 +23,7 @@
 //!   `hv::vmx` does the VMX instructions).
 
 pub mod bus;
+pub mod cpuid;
 pub mod debug_regs;
 pub mod decode;
 pub mod devices;

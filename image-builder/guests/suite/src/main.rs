@@ -1017,6 +1017,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("cpuid-features", t_cpuid_features),
         ("cpuid-x2apic", t_cpuid_x2apic),
         ("cpuid-xsave", t_cpuid_xsave),
+        ("cpuid-topology", t_cpuid_topology),
         ("msr-apic-base", t_msr_apic_base),
         ("msr-tsc", t_msr_tsc),
         ("msr-efer", t_msr_efer),
@@ -1319,6 +1320,45 @@ fn t_cpuid_x2apic(env: &mut Env) -> Outcome {
     lapic_init();
     check!(id == Ok(env.bsp_apic as u64), "x2APIC ID MSR 0x802 read {id:x?}, xAPIC ID {}", env.bsp_apic);
     check!(ver.is_ok_and(|v| v as u32 & 0xff == xapic_ver & 0xff), "x2APIC version MSR read {ver:x?}, MMIO version {xapic_ver:#x}");
+    Outcome::Pass
+}
+
+/// Leaf 1's initial APIC ID is this CPU's; the extended topology leaf (0xB)
+/// reports the same x2APIC ID at every level, levels numbered in order with
+/// growing shifts. Mantle puts all vCPUs in one package (QEMU's `-smp N`
+/// makes N packages), so there leaf 1 and leaf 0xB's top level count them
+/// all.
+fn t_cpuid_topology(env: &mut Env) -> Outcome {
+    let [_, b, _, d] = cpuid(1, 0);
+    check!(b >> 24 == env.bsp_apic as u32, "leaf 1 initial APIC ID {} on the BSP, LAPIC ID {}", b >> 24, env.bsp_apic);
+    let mut n = [0u8; 2];
+    fw_cfg_read(5, &mut n);
+    let cpus = u16::from_le_bytes(n) as u32;
+    let one_package = env.mantle;
+    if one_package && cpus > 1 {
+        check!(d & (1 << 28) != 0 && (b >> 16) & 0xff >= cpus, "leaf 1 says {} logical processors (HTT {}), fw_cfg {cpus} CPUs", (b >> 16) & 0xff, d >> 28 & 1);
+    }
+    if cpuid(0, 0)[0] < 0xb || cpuid(0xb, 0)[1] == 0 {
+        skip!("no extended topology leaf");
+    }
+    let (mut level, mut shift, mut count) = (0, 0, 0);
+    loop {
+        let [a, b, c, d] = cpuid(0xb, level);
+        if (c >> 8) & 0xff == 0 {
+            break;
+        }
+        check!(c & 0xff == level, "leaf 0xB level {level} says it is level {}", c & 0xff);
+        check!(d == env.bsp_apic as u32, "leaf 0xB level {level}: x2APIC ID {d}, LAPIC ID {}", env.bsp_apic);
+        check!(a & 0x1f >= shift, "leaf 0xB level {level}: shift {} below the level under it ({shift})", a & 0x1f);
+        (shift, count) = (a & 0x1f, b & 0xffff);
+        level += 1;
+        check!(level < 8, "leaf 0xB never ends");
+    }
+    check!(level >= 1, "leaf 0xB has no valid level");
+    if one_package {
+        check!(count >= cpus, "leaf 0xB counts {count} logical processors, fw_cfg {cpus} CPUs");
+        check!(cpus <= 1 << shift, "{cpus} CPUs do not fit the {shift} x2APIC ID bits of the package");
+    }
     Outcome::Pass
 }
 
