@@ -932,7 +932,11 @@ pub fn bench_vm(kernel_elf: &Path, vmbench: &Path, runs: usize) -> Result<(), St
     println!("(a) host instructions per CPUID exit round trip (-icount shift=0): {:.0}", get("cpuid_exit_instructions"));
     let (wm, wd) = (get("work"), get("work_direct"));
     println!("(b) sieve workload: {wm:.0} ticks in a Mantle VM, {wd:.0} ticks directly in QEMU: ratio {:.2}", wm / wd);
-    println!("(c) host memory per running VM beyond its guest RAM: {:.0} KiB (of which nested page tables {:.0} KiB)", get("host_memory_per_vm"), get("nested_tables_per_vm"));
+    println!(
+        "(c) host memory per running VM beyond its guest RAM: {:.0} KiB (of which nested page tables and vCPU structures {:.0} KiB; the rest kernel heap)",
+        get("host_memory_per_vm"),
+        get("vm_overhead_frames_per_vm")
+    );
     println!("(d) VMs created and powered on per second: {:.1}", get("vms_per_second"));
     Ok(())
 }
