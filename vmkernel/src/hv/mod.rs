@@ -123,25 +123,11 @@ pub fn guest_cpus() -> Option<vmkernel::sched::CpuSet> {
     })
 }
 
-/// The CPUs a new vCPU world may run on. On VMX exactly one: a VMCS is
-/// bound to the CPU that loaded it (moving it needs VMCLEAR there first),
-/// so VMX vCPUs are placed round-robin over the CPUs and stay; SVM vCPUs
-/// migrate freely within `guest_cpus`.
+/// The CPUs a new vCPU world may run on: those of `guest_cpus`, on both
+/// backends. (A VMX vCPU's VMCS follows its world: `vmx::Vmcs` VMCLEARs
+/// it on the CPU it left, with an IPI, and loads it where it runs next.)
 pub fn vcpu_cpus() -> Option<vmkernel::sched::CpuSet> {
-    static NEXT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
-    match detect() {
-        Some(Backend::Vmx { .. }) => {
-            let online = crate::arch::gdt::cpus_online().max(1);
-            let allowed = guest_cpus();
-            // The next allowed CPU after the last one handed out.
-            let cpu = (0..online)
-                .map(|_| NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % online)
-                .find(|c| allowed.is_none_or(|s| s.contains(*c)))
-                .unwrap_or(0);
-            Some(vmkernel::sched::CpuSet::single(cpu))
-        }
-        _ => guest_cpus(),
-    }
+    guest_cpus()
 }
 
 /// May the calling CPU enter a guest (see `guest_cpus`)?

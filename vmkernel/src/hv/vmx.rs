@@ -97,6 +97,8 @@ pub fn enable_this_cpu() -> Result<(), &'static str> {
     if VMXON_REGIONS[i].load(Ordering::Acquire) != 0 {
         return Ok(());
     }
+    static IPI: spin::Once<()> = spin::Once::new();
+    IPI.call_once(|| crate::arch::trap::register(VMCLEAR_VECTOR, on_vmclear_ipi));
     let region = mm::alloc_frame().ok_or("no memory for the VMXON region")?;
     // SAFETY: the region is a fresh frame owned by this CPU for good; the
     // revision identifier goes in its first word (SDM 24.11.5).
@@ -158,6 +160,60 @@ fn vmptrld(pa: u64) -> bool {
     vmx_result(cf, zf).is_ok()
 }
 
+// ---- VMCS migration ----
+
+/// Vector of the "VMCLEAR this VMCS" IPI a CPU sends to the one a vCPU
+/// left (a VMCS is active on one CPU at a time, and only that CPU can
+/// write its cached state back and forget it).
+pub const VMCLEAR_VECTOR: u8 = 0xf3;
+/// Per CPU: a VMCS (physical address) to VMCLEAR there, 0 = none. The
+/// requester sets it, the target clears it when done.
+static VMCLEAR_REQUESTS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// VMCSs loaded on a CPU other than the one they were active on (the
+/// first few are logged).
+static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn on_vmclear_ipi(_: &mut crate::arch::trap::TrapFrame) {
+    serve_vmclear_request();
+    crate::arch::apic::eoi();
+}
+
+/// Does the VMCLEAR another CPU asked this one for, if any.
+fn serve_vmclear_request() {
+    let i = this_cpu();
+    let page = VMCLEAR_REQUESTS[i].load(Ordering::Acquire);
+    if page != 0 {
+        vmclear(page);
+        let _ = CURRENT_VMCS[i].compare_exchange(page, 0, Ordering::AcqRel, Ordering::Acquire);
+        VMCLEAR_REQUESTS[i].store(0, Ordering::Release);
+    }
+}
+
+/// VMCLEARs `page` on CPU `cpu` and waits (up to a second) until it has.
+/// Kernel code runs with interrupts off, so while waiting this CPU serves
+/// requests addressed to it: two vCPUs trading CPUs do not deadlock.
+fn remote_vmclear(cpu: usize, page: u64) -> bool {
+    let Some(target) = crate::arch::gdt::cpu(cpu as u32) else { return false };
+    let deadline = crate::time::uptime_ns() + 1_000_000_000;
+    while VMCLEAR_REQUESTS[cpu].compare_exchange(0, page, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        serve_vmclear_request();
+        if crate::time::uptime_ns() > deadline {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    crate::arch::apic::send_ipi(target.apic_id, VMCLEAR_VECTOR);
+    while VMCLEAR_REQUESTS[cpu].load(Ordering::Acquire) == page {
+        serve_vmclear_request();
+        if crate::time::uptime_ns() > deadline {
+            // Withdraw the request if it is still ours and unserved.
+            return VMCLEAR_REQUESTS[cpu].compare_exchange(page, 0, Ordering::AcqRel, Ordering::Acquire).is_err();
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
 /// INVEPT/INVVPID descriptors are 128 bits.
 #[repr(C, align(16))]
 struct InvDescriptor([u64; 2]);
@@ -200,8 +256,11 @@ pub struct Vmcs {
     eptp: u64,
     ept_root: u64,
     vpid: u16,
-    cpu: usize,
-    launched: bool,
+    /// The CPU the VMCS is active on (it follows the vCPU world: see
+    /// `move_here`). Cells: reads through `&self` may move it.
+    cpu: core::cell::Cell<usize>,
+    /// Launch state: VMRESUME, else VMLAUNCH (VMCLEAR resets it).
+    launched: core::cell::Cell<bool>,
     /// The guest's CR2 (VMX does not switch it).
     cr2: u64,
     ctl: &'static Controls,
@@ -232,7 +291,7 @@ impl Vmcs {
         } else {
             0
         };
-        let mut v = Vmcs { page, msr_bitmap, msr_area, eptp: x::eptp(ept_root), ept_root, vpid, cpu: this_cpu(), launched: false, cr2: 0, ctl };
+        let mut v = Vmcs { page, msr_bitmap, msr_area, eptp: x::eptp(ept_root), ept_root, vpid, cpu: core::cell::Cell::new(this_cpu()), launched: core::cell::Cell::new(false), cr2: 0, ctl };
         // SAFETY: all three pages were just allocated for this VMCS; the
         // revision identifier heads the VMCS region, the bitmap starts as
         // "intercept everything", the MSR areas get their MSR indices.
@@ -253,7 +312,7 @@ impl Vmcs {
         if !vmclear(v.page) || !vmptrld(v.page) {
             return Err("VMCLEAR/VMPTRLD of a new VMCS failed");
         }
-        CURRENT_VMCS[v.cpu].store(v.page, Ordering::Release);
+        CURRENT_VMCS[v.cpu.get()].store(v.page, Ordering::Release);
         v.setup();
         Ok(v)
     }
@@ -276,16 +335,45 @@ impl Vmcs {
     /// another CPU, which a VMCS cannot follow without VMCLEAR on the old one.
     fn current(&self) -> bool {
         let i = this_cpu();
-        if i != self.cpu {
-            return false;
+        if i != self.cpu.get() {
+            return self.move_here(i);
         }
         if CURRENT_VMCS[i].load(Ordering::Acquire) != self.page {
-            // The VMCS was VMCLEARed at creation and has only ever been
-            // current on this CPU.
+            // Another VMCS was current here since; this one is still
+            // active on this CPU only.
             if !vmptrld(self.page) {
                 return false;
             }
             CURRENT_VMCS[i].store(self.page, Ordering::Release);
+        }
+        true
+    }
+
+    /// The vCPU world now runs on CPU `here`: VMCLEAR the VMCS on the CPU it
+    /// was active on (an IPI there), then load it here, VMLAUNCH next, with
+    /// this CPU's own host tables. INVEPT/INVVPID before that launch drop
+    /// anything this CPU cached for the vCPU on an earlier stay.
+    fn move_here(&self, here: usize) -> bool {
+        let from = self.cpu.get();
+        if enable_this_cpu().is_err() {
+            return false;
+        }
+        if !remote_vmclear(from, self.page) {
+            log::warn!("vmx: cpu {from} did not release a VMCS for cpu {here}");
+            return false;
+        }
+        if !vmptrld(self.page) {
+            return false;
+        }
+        CURRENT_VMCS[here].store(self.page, Ordering::Release);
+        self.cpu.set(here);
+        self.launched.set(false);
+        vmwrite(f::HOST_TR_BASE, crate::arch::gdt::tss_base());
+        let (gdt, idt) = descriptor_tables();
+        vmwrite(f::HOST_GDTR_BASE, gdt);
+        vmwrite(f::HOST_IDTR_BASE, idt);
+        if MIGRATIONS.fetch_add(1, Ordering::Relaxed) < 4 {
+            log::info!("vmx: a VMCS followed its vCPU from cpu {from} to cpu {here}");
         }
         true
     }
@@ -509,15 +597,14 @@ fn descriptor_tables() -> (u64, u64) {
 impl Drop for Vmcs {
     fn drop(&mut self) {
         // VMCLEAR on the CPU where it is active, so the processor forgets it.
-        if this_cpu() == self.cpu {
-            // The VMCS region is ours and was current only on this CPU:
-            // VMCLEAR flushes and deactivates it.
+        let cpu = self.cpu.get();
+        if this_cpu() == cpu {
             vmclear(self.page);
-            let _ = CURRENT_VMCS[self.cpu].compare_exchange(self.page, 0, Ordering::AcqRel, Ordering::Acquire);
-        } else {
-            // Cannot happen while vCPU worlds are pinned; leaking the page
-            // is safer than freeing memory a CPU may still write back.
-            log::warn!("vmx: VMCS dropped on cpu {} but active on cpu {}: leaking it", this_cpu(), self.cpu);
+            let _ = CURRENT_VMCS[cpu].compare_exchange(self.page, 0, Ordering::AcqRel, Ordering::Acquire);
+        } else if !remote_vmclear(cpu, self.page) {
+            // Leaking the page is safer than freeing memory a CPU may
+            // still write back.
+            log::warn!("vmx: VMCS dropped on cpu {} but cpu {cpu} did not release it: leaking it", this_cpu());
             let _ = mm::free_frame(self.msr_bitmap);
             let _ = mm::free_frame(self.msr_area);
             return;
@@ -552,10 +639,10 @@ fn seg_fields(s: SegReg) -> SegFields {
 impl VcpuHw for Vmcs {
     fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit {
         if !self.current() {
-            log::warn!("vmx: vCPU moved from cpu {} to cpu {}: its VMCS cannot follow", self.cpu, this_cpu());
+            log::warn!("vmx: vCPU on cpu {}: its VMCS (active on cpu {}) could not be loaded", this_cpu(), self.cpu.get());
             return Exit::EntryFailed { code: u64::MAX };
         }
-        if !self.launched {
+        if !self.launched.get() {
             // The EPT root and the VPID may have served an earlier VM.
             invept(self.eptp, self.ctl.invept_all);
             if self.vpid != 0 {
@@ -574,7 +661,7 @@ impl VcpuHw for Vmcs {
         // page-faults.
         let failed = unsafe {
             asm!("mov cr2, {}", in(reg) self.cr2, options(nostack));
-            let r = vmx_run(regs, self.launched as u64, fpu, super::vcpu::guest_xsave_mask());
+            let r = vmx_run(regs, self.launched.get() as u64, fpu, super::vcpu::guest_xsave_mask());
             let cr2: u64;
             asm!("mov {}, cr2", out(reg) cr2, options(nostack));
             self.cr2 = cr2;
@@ -585,7 +672,7 @@ impl VcpuHw for Vmcs {
             self.log_guest_state(&alloc::format!("VM entry failed (VM-instruction error {err})"));
             return Exit::EntryFailed { code: 0x1000 | err };
         }
-        self.launched = true;
+        self.launched.set(true);
         regs.gpr[RSP] = vmread(f::GUEST_RSP);
         let reason = vmread(f::EXIT_REASON);
         // An exit while an event was being delivered: deliver it again.
