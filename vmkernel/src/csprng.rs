@@ -75,11 +75,9 @@ impl Csprng {
         let nonce = [self.nonce as u32, (self.nonce >> 32) as u32, 0];
         // Block 0 becomes the next key; the rest is output.
         let next = chacha20_block(&self.key, 0, &nonce);
-        let mut counter = 1;
-        for chunk in out.chunks_mut(64) {
+        for (counter, chunk) in (1..).zip(out.chunks_mut(64)) {
             let b = chacha20_block(&self.key, counter, &nonce);
             chunk.copy_from_slice(&b[..chunk.len()]);
-            counter += 1;
         }
         for i in 0..8 {
             self.key[i] = u32::from_le_bytes(next[i * 4..i * 4 + 4].try_into().unwrap());

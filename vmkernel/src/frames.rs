@@ -139,7 +139,7 @@ impl<'a> FrameAllocator<'a> {
     }
 
     pub fn free_frame(&mut self, phys: u64) -> Result<(), FrameError> {
-        if phys % FRAME_SIZE != 0 || phys / FRAME_SIZE >= self.frames {
+        if !phys.is_multiple_of(FRAME_SIZE) || phys / FRAME_SIZE >= self.frames {
             return Err(FrameError::OutOfRange(phys));
         }
         let f = phys / FRAME_SIZE;

@@ -85,7 +85,7 @@ pub fn map(
     if !is_canonical(virt) {
         return Err(MapError::NonCanonical(virt));
     }
-    if virt % size.bytes() != 0 || phys % size.bytes() != 0 {
+    if !virt.is_multiple_of(size.bytes()) || !phys.is_multiple_of(size.bytes()) {
         return Err(MapError::Misaligned);
     }
     let mut table = root;

@@ -258,13 +258,13 @@ impl Scheduler {
                     return Ok(());
                 }
                 Some(p) => {
-                    if let Some(limit) = gr.params.limit_pct {
-                        if eff > limit {
-                            return Err(SchedError::InsufficientCapacity {
-                                requested_pct: requested,
-                                available_pct: limit.saturating_sub(eff - requested.min(eff)),
-                            });
-                        }
+                    if let Some(limit) = gr.params.limit_pct
+                        && eff > limit
+                    {
+                        return Err(SchedError::InsufficientCapacity {
+                            requested_pct: requested,
+                            available_pct: limit.saturating_sub(eff - requested.min(eff)),
+                        });
                     }
                     g = p;
                 }
@@ -276,10 +276,10 @@ impl Scheduler {
         if params.shares == 0 || params.shares > 1_000_000 {
             return Err(SchedError::BadShares(params.shares));
         }
-        if let Some(l) = params.limit_pct {
-            if l < params.reservation_pct {
-                return Err(SchedError::LimitBelowReservation { limit_pct: l, reservation_pct: params.reservation_pct });
-            }
+        if let Some(l) = params.limit_pct
+            && l < params.reservation_pct
+        {
+            return Err(SchedError::LimitBelowReservation { limit_pct: l, reservation_pct: params.reservation_pct });
         }
         Ok(())
     }
@@ -408,10 +408,11 @@ impl Scheduler {
         };
         let e = self.worlds.get_mut(&w).unwrap();
         // A world waking from a long sleep does not get to bank credit.
-        if runnable && !e.runnable {
-            if let Some(m) = min {
-                e.vtime = e.vtime.max(m);
-            }
+        if runnable
+            && !e.runnable
+            && let Some(m) = min
+        {
+            e.vtime = e.vtime.max(m);
         }
         e.runnable = runnable;
         Ok(())
@@ -448,10 +449,10 @@ impl Scheduler {
         };
         let e = self.worlds.get_mut(&w).ok_or(SchedError::NoSuchWorld(w))?;
         e.allowed = set;
-        if let (Some(s), Some(h)) = (set, home) {
-            if !s.contains(e.cpu) {
-                e.cpu = h;
-            }
+        if let (Some(s), Some(h)) = (set, home)
+            && !s.contains(e.cpu)
+        {
+            e.cpu = h;
         }
         Ok(())
     }

@@ -136,7 +136,7 @@ impl VirtualMsrs {
                 let i = (m - IA32_MTRR_PHYSBASE0) as usize;
                 // PHYSBASE: type in 7:0; PHYSMASK: valid bit 11; reserved bits
                 // 8–10 in both; at most 52 address bits.
-                let base = i % 2 == 0;
+                let base = i.is_multiple_of(2);
                 if value >> 52 != 0 || value & 0x700 != 0 || (base && !valid_mtrr_type(value & 0xff)) || (!base && value & 0xff != 0) {
                     return Err(MsrFault);
                 }
