@@ -153,7 +153,8 @@ fn main() {
     let dir = args.get(1).cloned().unwrap_or_else(|| if pid1 { "/guests".into() } else { "/usr/lib/mantle/guests".into() });
     let mode = args.get(2).cloned().unwrap_or_else(|| std::fs::read_to_string("/bench-mode").unwrap_or_else(|_| "all".into()).trim().to_string());
     println!("vmbench: start ({mode})");
-    let mut steps: Vec<(&str, fn(&str) -> io::Result<()>)> = vec![("cpuid_exit", cpuid_exit)];
+    type Step = fn(&str) -> io::Result<()>;
+    let mut steps: Vec<(&str, Step)> = vec![("cpuid_exit", cpuid_exit)];
     if mode == "all" {
         steps.extend([("work", work as fn(&str) -> io::Result<()>), ("memory", memory), ("rate", rate)]);
     }

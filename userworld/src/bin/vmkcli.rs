@@ -33,6 +33,8 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+// Parsed once by clap per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum VmCmd {
     /// Define a VM from flags (or a configuration file with --config).
     Create {
