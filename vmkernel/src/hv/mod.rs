@@ -123,12 +123,6 @@ pub fn guest_cpus() -> Option<vmkernel::sched::CpuSet> {
     })
 }
 
-/// The CPUs a new vCPU world may run on: those of `guest_cpus`, on both
-/// backends. (A VMX vCPU's VMCS follows its world: `vmx::Vmcs` VMCLEARs
-/// it on the CPU it left, with an IPI, and loads it where it runs next.)
-pub fn vcpu_cpus() -> Option<vmkernel::sched::CpuSet> {
-    guest_cpus()
-}
 
 /// May the calling CPU enter a guest (see `guest_cpus`)?
 pub fn may_enter_guest_here() -> bool {

@@ -191,9 +191,9 @@ fn pass_msr(msrpm: u64, msr: u32) {
     };
     let bit = 2 * (msr - first) as usize;
     let byte = mm::phys_to_virt(msrpm) + (base + bit / 8) as u64;
-    // SAFETY: the MSR permission map is two pages and `byte` lies inside
-    // its first 6 KiB; it is written only while being set up, under the
-    // PERMISSION_MAPS lock, before any VMCB points to it.
+    // Written only while being set up, under the PERMISSION_MAPS lock,
+    // before any VMCB points to it.
+    // SAFETY: the map is two pages and `byte` lies inside its first 6 KiB.
     unsafe {
         let b = core::ptr::read_volatile(byte as *const u8);
         core::ptr::write_volatile(byte as *mut u8, b & !(3 << (bit % 8)));

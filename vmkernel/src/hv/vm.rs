@@ -240,11 +240,11 @@ impl Vm {
             slot.run_ns.store(0, Ordering::Relaxed);
             let arg = Box::into_raw(Box::new(VcpuArg { vm: self.clone(), index })) as usize;
             let name = alloc::format!("vcpu{index}:{}", self.config.name);
-            // SVM vCPU worlds migrate freely among the CPUs that may run
-            // guests (all, except CPU 0 under QEMU TCG: `hv::guest_cpus`);
-            // VMX ones stay on one CPU (`hv::vcpu_cpus`). The set is in
-            // place before the world first runs.
-            match world::spawn_on(&name, world::WorldKind::Vcpu, self.group, vcpu_main, arg, |_| {}, super::vcpu_cpus()) {
+            // vCPU worlds migrate freely among the CPUs that may run guests
+            // (all, except CPU 0 under QEMU TCG: `hv::guest_cpus`; a VMX
+            // VMCS follows its world). The set is in place before the
+            // world first runs.
+            match world::spawn_on(&name, world::WorldKind::Vcpu, self.group, vcpu_main, arg, |_| {}, super::guest_cpus()) {
                 Ok(w) => {
                     slot.world.store(w, Ordering::Release);
                 }
@@ -610,7 +610,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             // Not reached while the scheduler honours the vCPU's CPU set;
             // if it ever is, move rather than enter the guest here.
             let me = world::current_id();
-            world::with_policy(|p| p.set_allowed_cpus(me, super::vcpu_cpus()).ok());
+            world::with_policy(|p| p.set_allowed_cpus(me, super::guest_cpus()).ok());
             world::yield_now();
             continue;
         }
@@ -948,15 +948,14 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
 /// `vmm::debug_regs`); moves RIP past the instruction, or returns the
 /// exception it raises instead.
 fn mov_dr(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, debug: &mut DebugRegs, write: bool, dr: u8, operand: Option<(u8, u64)>) -> Result<(), Event> {
-    let mode = cpu_mode(v);
-    let (gpr, next_rip) = match operand {
-        Some(o) => o,
+    let (gpr, next_rip, mode) = match operand {
+        Some((gpr, next_rip)) => (gpr, next_rip, cpu_mode(&paging(v), v)),
         None => {
             // SVM says which DR, not which GPR: decode (and check it is
             // still the instruction that exited).
-            let (bytes, n, _) = fetch_insn(vm, v);
+            let (bytes, n, mode) = fetch_insn(vm, v);
             match debug_regs::decode_mov_dr(&bytes[..n], mode) {
-                Some(m) if m.write == write && m.dr == dr => (m.gpr, v.rip() + m.len as u64),
+                Some(m) if m.write == write && m.dr == dr => (m.gpr, v.rip() + m.len as u64, mode),
                 _ => return Err(Event::ud()),
             }
         }
@@ -978,8 +977,7 @@ fn mov_dr(vm: &Vm, v: &mut dyn VcpuHw, regs: &mut GuestRegs, debug: &mut DebugRe
 }
 
 /// The mode the guest's code executes in (from CR0, EFER, RFLAGS, CS).
-fn cpu_mode(v: &dyn VcpuHw) -> vmkernel::vmm::decode::CpuMode {
-    let pg = paging(v);
+fn cpu_mode(pg: &vmkernel::vmm::guest_paging::PagingState, v: &dyn VcpuHw) -> vmkernel::vmm::decode::CpuMode {
     let cs = v.segment(SegReg::Cs);
     vmkernel::vmm::decode::CpuMode::from_state(pg.cr0 & 1 != 0, pg.efer & (1 << 10) != 0, v.rflags() & (1 << 17) != 0, cs.attr & (1 << 9) != 0, cs.attr & (1 << 10) != 0)
 }
@@ -990,7 +988,7 @@ fn fetch_insn(vm: &Vm, v: &dyn VcpuHw) -> ([u8; 15], usize, vmkernel::vmm::decod
     use vmkernel::vmm::guest_paging::{Access, translate};
     let pg = paging(v);
     let cs = v.segment(SegReg::Cs);
-    let mode = cpu_mode(v);
+    let mode = cpu_mode(&pg, v);
     let rip = v.rip();
     let mut bytes = [0u8; 15];
     let mut n = 0;

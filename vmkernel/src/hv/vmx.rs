@@ -4,10 +4,11 @@
 //! rules are plain data in `vmkernel::vmm::vmx` (host-tested); this module
 //! only executes the VMX instructions.
 //!
-//! A VMCS is bound to the CPU it was loaded on (VMPTRLD caches it there;
-//! moving it needs VMCLEAR on that CPU first), so vCPU worlds stay on the
-//! CPU they are placed on — `hv::vcpu_cpus` gives each exactly one. Several VMCSs share a
-//! CPU: every access makes sure this vCPU's VMCS is the current one.
+//! A VMCS is active on one CPU at a time (VMPTRLD caches it there), so when
+//! a vCPU world runs on another CPU its VMCS follows: VMCLEAR on the old
+//! CPU by IPI, VMPTRLD and VMLAUNCH on the new one (`Vmcs::move_here`).
+//! Several VMCSs share a CPU: every access makes sure this vCPU's VMCS is
+//! the current one.
 //!
 //! What VMX does not switch and the backend must: CR2 (restored before
 //! entry, saved after exit), the syscall MSRs and KERNEL_GS_BASE (through
@@ -368,10 +369,7 @@ impl Vmcs {
         CURRENT_VMCS[here].store(self.page, Ordering::Release);
         self.cpu.set(here);
         self.launched.set(false);
-        vmwrite(f::HOST_TR_BASE, crate::arch::gdt::tss_base());
-        let (gdt, idt) = descriptor_tables();
-        vmwrite(f::HOST_GDTR_BASE, gdt);
-        vmwrite(f::HOST_IDTR_BASE, idt);
+        write_host_tables();
         if MIGRATIONS.fetch_add(1, Ordering::Relaxed) < 4 {
             log::info!("vmx: a VMCS followed its vCPU from cpu {from} to cpu {here}");
         }
@@ -429,10 +427,7 @@ impl Vmcs {
         vmwrite(f::HOST_FS_SELECTOR, 0);
         vmwrite(f::HOST_GS_SELECTOR, 0);
         vmwrite(f::HOST_TR_SELECTOR, crate::arch::gdt::TSS_SELECTOR as u64);
-        vmwrite(f::HOST_TR_BASE, crate::arch::gdt::tss_base());
-        let (gdt, idt) = descriptor_tables();
-        vmwrite(f::HOST_GDTR_BASE, gdt);
-        vmwrite(f::HOST_IDTR_BASE, idt);
+        write_host_tables();
         vmwrite(f::HOST_SYSENTER_CS, 0);
         vmwrite(f::HOST_SYSENTER_ESP, 0);
         vmwrite(f::HOST_SYSENTER_EIP, 0);
@@ -578,6 +573,14 @@ impl Vmcs {
 }
 
 /// The GDT and IDT bases of this CPU (SGDT/SIDT).
+/// This CPU's TSS, GDT and IDT bases into the current VMCS's host state.
+fn write_host_tables() {
+    vmwrite(f::HOST_TR_BASE, crate::arch::gdt::tss_base());
+    let (gdt, idt) = descriptor_tables();
+    vmwrite(f::HOST_GDTR_BASE, gdt);
+    vmwrite(f::HOST_IDTR_BASE, idt);
+}
+
 fn descriptor_tables() -> (u64, u64) {
     #[repr(C, packed)]
     struct Dtr {

@@ -273,8 +273,8 @@ pub fn alloc_user_block_2m() -> Option<u64> {
         return None;
     }
     let b = FRAMES.lock().as_mut()?.alloc_block((FRAMES_PER_2M / 64) as usize)?;
-    // SAFETY: a fresh block of frames, ours, inside the direct map (the
-    // allocator only manages RAM the direct map covers).
+    // (The allocator only manages RAM the direct map covers.)
+    // SAFETY: a fresh block of frames, ours, inside the direct map.
     unsafe { core::ptr::write_bytes(phys_to_virt(b) as *mut u8, 0, (FRAMES_PER_2M * FRAME_SIZE) as usize) };
     Some(b)
 }
