@@ -1,0 +1,66 @@
+//! # vmk-net: the VMkernel's TCP/IP stack
+//!
+//! Interfaces (`lo` and `vmk0`, ...), their configuration (DHCPv4 or static, from
+//! `/etc/mantle/network.conf` or the kernel command line's `ip=`), and AF_INET sockets
+//! with Linux semantics, for the system-call layer and the network world to call.
+//! Hardware-free: devices come in as smoltcp [`phy::Device`](smoltcp::phy::Device)s and
+//! everything is tested on the host (`cargo test -p vmk-net`).
+//!
+//! ## Why smoltcp
+//! [smoltcp](https://docs.rs/smoltcp) is a well-kept, widely used TCP/IP stack that
+//! builds `no_std` with `alloc` on stable Rust, with the pieces Mantle needs (Ethernet,
+//! ARP, IPv4 with fragment reassembly, ICMP echo replies, TCP, UDP, a DHCPv4 client)
+//! and an explicit `poll`/`poll_delay` model that fits one network world.
+//! Features are kept to those pieces (see `Cargo.toml`).
+//!
+//! ## What Mantle adds on top
+//! - **A real listen backlog.** smoltcp has no accept queue: a listening socket *becomes*
+//!   the connection. A Mantle listener is a pool of `backlog` listening smoltcp sockets
+//!   per interface (the SYN queue) plus an accept queue of established ones; the pool is
+//!   re-armed as connections are accepted, so `backlog` pending connections complete
+//!   their handshakes before anyone calls `accept`.
+//! - **Memory budgets.** Every socket buffer is bounded per socket (`SO_RCVBUF`,
+//!   `SO_SNDBUF`, clamped) and counted against one global budget: creating a socket or a
+//!   buffer beyond it fails with `ENOBUFS`, listening pools stop growing, and the budget
+//!   comes back when sockets (and their closing connections) are gone. The loopback queue
+//!   is bounded and ingress per poll is bounded, so a flood of packets or SYNs cannot grow
+//!   the heap.
+//! - **Linux semantics and errno.** Non-blocking operations with `EAGAIN`,
+//!   `EINPROGRESS`/`EALREADY`/`EISCONN` connects and `SO_ERROR`, `ECONNREFUSED`,
+//!   `ECONNRESET`, `ETIMEDOUT`, `EPIPE`, `shutdown`, `MSG_PEEK`, `SO_REUSEADDR` bind
+//!   rules, ephemeral ports from Linux's range, readiness events with Linux's `POLL*`
+//!   values and a wake-up generation for epoll.
+//! - **Several interfaces.** Each interface has its own smoltcp socket set (smoltcp sends
+//!   a set's sockets out of the interface it polls); sockets bound to `0.0.0.0` get a
+//!   smoltcp socket on every interface, connections go to the interface the routing
+//!   table picks, and traffic to the host's own addresses goes through loopback.
+//! - **/proc/net and ioctls.** The texts of `/proc/net/{dev,route,tcp,udp}` as Linux
+//!   prints them, and interface information for the SIOCGIF* ioctls.
+//!
+//! ## How the kernel drives it
+//! The network world owns the [`NetStack`]; it calls [`NetStack::poll`] on device
+//! interrupts and when the delay `poll` returned has passed, then wakes waiters of
+//! the sockets [`NetStack::take_changed`] lists. System calls call the socket
+//! operations (never blocking) and then [`NetStack::poll_delay`] to learn whether the
+//! network world should run now.
+
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub mod config;
+pub mod device;
+pub mod errno;
+pub mod procfs;
+pub mod socket;
+pub mod stack;
+
+pub use config::{AddressMode, NetConfig};
+pub use errno::{Errno, SysResult};
+pub use smoltcp::time::{Duration, Instant};
+pub use socket::{RecvInfo, Readiness, Shutdown, SocketId, SocketKind, events, msg, opt};
+pub use stack::{IfIndex, InterfaceInfo, NetStack, RouteEntry, StackConfig};
+
+#[cfg(test)]
+extern crate std;
