@@ -263,7 +263,6 @@ pub(crate) struct Sock {
 pub(crate) struct Orphan {
     pub m: Member,
     pub uid: u32,
-    pub inode: u64,
     pub since: Instant,
 }
 
@@ -570,7 +569,7 @@ impl<D: Device> NetStack<D> {
         if s.state() == tcp::State::Closed && s.remote_endpoint().is_none() {
             self.drop_member(m);
         } else {
-            self.orphans.push(Orphan { m, uid: sock.uid, inode: sock.inode, since: self.now });
+            self.orphans.push(Orphan { m, uid: sock.uid, since: self.now });
         }
     }
 
