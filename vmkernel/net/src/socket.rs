@@ -711,14 +711,16 @@ impl<D: Device> NetStack<D> {
             }
         }
         l.queue = kept;
-        for &iface in &l.ifaces {
-            let mut held = l.slots.iter().chain(l.queue.iter()).filter(|m| m.iface == iface).count();
-            while held < l.backlog {
-                match self.new_listen_slot(sock, iface, local) {
-                    Ok(m) => l.slots.push(m),
-                    Err(_) => break,
-                }
-                held += 1;
+        // Top up the interface holding the fewest slots first, so a tight budget is
+        // shared fairly between interfaces.
+        loop {
+            let held = |iface: usize| l.slots.iter().chain(l.queue.iter()).filter(|m| m.iface == iface).count();
+            let Some(iface) = l.ifaces.iter().copied().filter(|&i| held(i) < l.backlog).min_by_key(|&i| held(i)) else {
+                break;
+            };
+            match self.new_listen_slot(sock, iface, local) {
+                Ok(m) => l.slots.push(m),
+                Err(_) => break,
             }
         }
         sock.body = Body::Tcp(Tcp::Listening(l));
