@@ -248,7 +248,7 @@ pub struct IpParam {
 
 /// Finds `ip=` in a kernel command line and parses it; `Ok(None)` if there is none.
 pub fn parse_cmdline(cmdline: &str) -> Result<Option<IpParam>, ConfigError> {
-    match cmdline.split_ascii_whitespace().filter_map(|w| w.strip_prefix("ip=")).last() {
+    match cmdline.split_ascii_whitespace().filter_map(|w| w.strip_prefix("ip=")).next_back() {
         Some(value) => parse_ip_param(value).map(Some),
         None => Ok(None),
     }

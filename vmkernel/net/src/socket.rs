@@ -119,6 +119,9 @@ pub const EPHEMERAL_COUNT: u16 = 28232;
 pub const MIN_BUF: usize = 2304;
 /// Largest buffer `SO_RCVBUF`/`SO_SNDBUF` give.
 pub const MAX_BUF: usize = 4 << 20;
+/// The largest UDP payload sent through an Ethernet interface (one IPv4 packet in
+/// smoltcp's 16 KiB fragmentation buffer).
+pub const MAX_FRAGMENTED_UDP: usize = 16384 - 14 - 20 - 8;
 /// A closed connection still finishing its close is dropped after this long without
 /// an answer from the peer (Linux's `tcp_fin_timeout`).
 const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -970,7 +973,11 @@ impl<D: Device> NetStack<D> {
         let dst = IpAddress::Ipv4(*to.ip());
         if is_udp {
             let s = self.udp_mut(&m);
-            if data.len() > s.payload_send_capacity() || data.len() > 65507 {
+            // Beyond loopback, datagrams larger than smoltcp's fragmentation buffer
+            // (16 KiB, see Cargo.toml) could not be sent: refuse them instead of
+            // dropping them silently.
+            let limit = if iface == 0 { 65507 } else { MAX_FRAGMENTED_UDP };
+            if data.len() > s.payload_send_capacity() || data.len() > limit {
                 return Err(Errno::EMSGSIZE);
             }
             match s.send_slice(data, IpEndpoint::new(dst, to.port())) {

@@ -161,8 +161,7 @@ fn connect_to_closed_port_is_refused_over_the_link_and_loopback() {
 
 #[test]
 fn connect_to_unanswered_address_times_out() {
-    let mut cfg = vmk_net::StackConfig::default();
-    cfg.connect_timeout = vmk_net::Duration::from_secs(3);
+    let cfg = vmk_net::StackConfig { connect_timeout: vmk_net::Duration::from_secs(3), ..Default::default() };
     let mut net = Net::with_config(cfg, Default::default());
     let c = net.a.socket(SocketKind::Stream, 0).unwrap();
     // 10.0.0.99 is on the segment but nobody answers ARP.
