@@ -22,6 +22,7 @@ extern crate std;
 
 pub mod block;
 pub mod cache;
+pub mod fat;
 pub mod partition;
 pub mod registry;
 pub mod stats;
