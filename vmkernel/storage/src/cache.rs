@@ -154,6 +154,17 @@ impl BlockCache {
         let first = offset / bs;
         let last = (offset + buf.len() as u64 - 1) / bs;
         let mut inner = self.inner.lock();
+        // Fast path: fatfs reads directory entries a field at a time, so
+        // most reads are small hits in the block read just before.
+        if first == last
+            && let Some(e) = inner.blocks.get(&first)
+        {
+            let start = (offset % bs) as usize;
+            buf.copy_from_slice(&e.data[start..start + buf.len()]);
+            inner.counters.hits += 1;
+            self.touch(&mut inner, first);
+            return Ok(());
+        }
         self.load_range(&mut inner, first, last)?;
         let mut done = 0;
         for b in first..=last {
@@ -261,9 +272,17 @@ impl BlockCache {
     }
 
     fn touch(&self, inner: &mut Inner, b: u64) -> u64 {
-        if let Some(e) = inner.blocks.get(&b) {
+        if let Some(e) = inner.blocks.get_mut(&b) {
             let old = e.stamp;
+            if old + 1 == inner.next_stamp {
+                return old; // already the most recent
+            }
             inner.lru.remove(&old);
+            let stamp = inner.next_stamp;
+            e.stamp = stamp;
+            inner.next_stamp += 1;
+            inner.lru.insert(stamp, b);
+            return stamp;
         }
         let stamp = inner.next_stamp;
         inner.next_stamp += 1;
