@@ -1,0 +1,543 @@
+//! A bounded write-back block cache in front of one block device.
+//!
+//! The cache holds fixed-size blocks (4 KiB, or one sector if sectors are
+//! larger) up to a byte budget. Writes dirty blocks in memory; dirty blocks
+//! reach the device on [`BlockCache::flush`] (fsync, sync, unmount), when
+//! they are older than the configured age ([`BlockCache::flush_expired`],
+//! called from the kernel's periodic writeback), or when eviction needs
+//! their memory. Runs of adjacent blocks are merged into one device request
+//! on both paths (a miss that spans blocks reads them in one request; a
+//! flush writes each run of consecutive dirty blocks in one request).
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use spin::Mutex;
+
+use crate::block::{BlockDevice, BlockError};
+use crate::stats::{Clock, DiskStats};
+
+/// Tunables of one cache.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheConfig {
+    /// Memory the cached blocks may use, in bytes (at least a few blocks
+    /// are always allowed).
+    pub budget_bytes: usize,
+    /// Dirty blocks older than this are written by `flush_expired`.
+    pub max_dirty_age_ms: u64,
+    /// Longest single device request the cache makes, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { budget_bytes: 16 << 20, max_dirty_age_ms: 5_000, max_request_bytes: 256 << 10 }
+    }
+}
+
+/// Counters for tests and `/proc`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    pub hits: u64,
+    pub misses: u64,
+    /// Blocks written back to the device.
+    pub blocks_written: u64,
+    /// Device write requests (a run of merged blocks counts once).
+    pub write_requests: u64,
+    /// Device read requests.
+    pub read_requests: u64,
+    pub evictions: u64,
+}
+
+struct Entry {
+    data: Vec<u8>,
+    /// When the block was first dirtied since it was last written.
+    dirty_since: Option<u64>,
+    stamp: u64,
+}
+
+struct Inner {
+    blocks: BTreeMap<u64, Entry>,
+    /// Recency order: stamp -> block number.
+    lru: BTreeMap<u64, u64>,
+    next_stamp: u64,
+    bytes: usize,
+    counters: CacheCounters,
+}
+
+/// The cache. Shared (`Arc`) by everything that does I/O on the device.
+pub struct BlockCache {
+    dev: Arc<dyn BlockDevice>,
+    clock: Arc<dyn Clock>,
+    stats: Option<Arc<DiskStats>>,
+    config: CacheConfig,
+    block_size: usize,
+    sectors_per_block: u64,
+    /// Device size in bytes.
+    size: u64,
+    inner: Mutex<Inner>,
+}
+
+impl BlockCache {
+    pub fn new(dev: Arc<dyn BlockDevice>, clock: Arc<dyn Clock>, config: CacheConfig) -> Self {
+        let ss = dev.sector_size().max(1) as usize;
+        let block_size = if ss >= 4096 { ss } else { 4096 / ss * ss };
+        let size = dev.sector_count().saturating_mul(ss as u64);
+        BlockCache {
+            sectors_per_block: (block_size / ss) as u64,
+            block_size,
+            size,
+            dev,
+            clock,
+            stats: None,
+            config,
+            inner: Mutex::new(Inner {
+                blocks: BTreeMap::new(),
+                lru: BTreeMap::new(),
+                next_stamp: 0,
+                bytes: 0,
+                counters: CacheCounters::default(),
+            }),
+        }
+    }
+
+    /// Merged requests are also counted into these disk statistics.
+    pub fn with_stats(mut self, stats: Arc<DiskStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.dev
+    }
+    /// The cached device's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn read_only(&self) -> bool {
+        self.dev.read_only()
+    }
+    pub fn counters(&self) -> CacheCounters {
+        self.inner.lock().counters
+    }
+    /// Bytes of dirty data waiting for writeback.
+    pub fn dirty_bytes(&self) -> usize {
+        self.inner.lock().blocks.values().filter(|e| e.dirty_since.is_some()).count() * self.block_size
+    }
+    /// Bytes of cached data.
+    pub fn cached_bytes(&self) -> usize {
+        self.inner.lock().bytes
+    }
+
+    /// Length in bytes of block `b` (the last block may be short).
+    fn block_len(&self, b: u64) -> usize {
+        let start = b * self.block_size as u64;
+        (self.size - start).min(self.block_size as u64) as usize
+    }
+
+    fn check(&self, offset: u64, len: usize) -> Result<(), BlockError> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(BlockError::OutOfRange),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at byte `offset` of the device.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.check(offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let bs = self.block_size as u64;
+        let first = offset / bs;
+        let last = (offset + buf.len() as u64 - 1) / bs;
+        let mut inner = self.inner.lock();
+        // Fast path: fatfs reads directory entries a field at a time, so
+        // most reads are small hits in the block read just before.
+        if first == last
+            && let Some(e) = inner.blocks.get(&first)
+        {
+            let start = (offset % bs) as usize;
+            buf.copy_from_slice(&e.data[start..start + buf.len()]);
+            inner.counters.hits += 1;
+            self.touch(&mut inner, first);
+            return Ok(());
+        }
+        self.load_range(&mut inner, first, last)?;
+        let mut done = 0;
+        for b in first..=last {
+            let stamp = self.touch(&mut inner, b);
+            let Some(e) = inner.blocks.get_mut(&b) else { return Err(BlockError::Io) };
+            e.stamp = stamp;
+            let start = if b == first { (offset % bs) as usize } else { 0 };
+            let n = (e.data.len() - start).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&e.data[start..start + n]);
+            done += n;
+        }
+        drop(inner);
+        self.evict_over_budget()
+    }
+
+    /// Writes `buf` at byte `offset`; the data is dirty in the cache until
+    /// written back.
+    pub fn write(&self, offset: u64, buf: &[u8]) -> Result<(), BlockError> {
+        if self.dev.read_only() {
+            return Err(BlockError::ReadOnly);
+        }
+        self.check(offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let bs = self.block_size as u64;
+        let first = offset / bs;
+        let last = (offset + buf.len() as u64 - 1) / bs;
+        let now = self.clock.now_ms();
+        let mut inner = self.inner.lock();
+        // Blocks written only in part must be read first; wholly
+        // overwritten ones need not be.
+        let partial_first = offset % bs != 0 || (buf.len() as u64) < self.block_len(first) as u64;
+        let end = offset + buf.len() as u64;
+        let partial_last = end % bs != 0 && end != self.size;
+        if partial_first {
+            self.load_range(&mut inner, first, first)?;
+        }
+        if partial_last && last != first {
+            self.load_range(&mut inner, last, last)?;
+        }
+        let mut done = 0;
+        for b in first..=last {
+            let stamp = self.touch(&mut inner, b);
+            let len = self.block_len(b);
+            if !inner.blocks.contains_key(&b) {
+                inner.blocks.insert(b, Entry { data: vec![0; len], dirty_since: None, stamp });
+                inner.bytes += len;
+            }
+            let Some(e) = inner.blocks.get_mut(&b) else { return Err(BlockError::Io) };
+            e.stamp = stamp;
+            let start = if b == first { (offset % bs) as usize } else { 0 };
+            let n = (e.data.len() - start).min(buf.len() - done);
+            e.data[start..start + n].copy_from_slice(&buf[done..done + n]);
+            e.dirty_since.get_or_insert(now);
+            done += n;
+        }
+        drop(inner);
+        self.evict_over_budget()
+    }
+
+    /// Writes every dirty block, then issues a device flush (barrier).
+    pub fn flush(&self) -> Result<(), BlockError> {
+        let mut inner = self.inner.lock();
+        let dirty: Vec<u64> = inner.blocks.iter().filter(|(_, e)| e.dirty_since.is_some()).map(|(&b, _)| b).collect();
+        self.write_back(&mut inner, &dirty)?;
+        drop(inner);
+        if !self.dev.read_only() {
+            self.dev.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the blocks dirty for longer than the configured age, then
+    /// flushes the device if anything was written. Returns the blocks written.
+    pub fn flush_expired(&self, now_ms: u64) -> Result<usize, BlockError> {
+        let mut inner = self.inner.lock();
+        let age = self.config.max_dirty_age_ms;
+        let old: Vec<u64> = inner
+            .blocks
+            .iter()
+            .filter(|(_, e)| e.dirty_since.is_some_and(|t| now_ms.saturating_sub(t) >= age))
+            .map(|(&b, _)| b)
+            .collect();
+        self.write_back(&mut inner, &old)?;
+        drop(inner);
+        if !old.is_empty() {
+            self.dev.flush()?;
+        }
+        Ok(old.len())
+    }
+
+    /// Drops every clean block (dirty ones stay): after the medium was
+    /// changed behind the cache's back, or to free memory.
+    pub fn drop_clean(&self) {
+        let mut inner = self.inner.lock();
+        let clean: Vec<(u64, u64)> =
+            inner.blocks.iter().filter(|(_, e)| e.dirty_since.is_none()).map(|(&b, e)| (b, e.stamp)).collect();
+        for (b, stamp) in clean {
+            if let Some(e) = inner.blocks.remove(&b) {
+                inner.bytes -= e.data.len();
+            }
+            inner.lru.remove(&stamp);
+        }
+    }
+
+    fn touch(&self, inner: &mut Inner, b: u64) -> u64 {
+        if let Some(e) = inner.blocks.get_mut(&b) {
+            let old = e.stamp;
+            if old + 1 == inner.next_stamp {
+                return old; // already the most recent
+            }
+            inner.lru.remove(&old);
+            let stamp = inner.next_stamp;
+            e.stamp = stamp;
+            inner.next_stamp += 1;
+            inner.lru.insert(stamp, b);
+            return stamp;
+        }
+        let stamp = inner.next_stamp;
+        inner.next_stamp += 1;
+        inner.lru.insert(stamp, b);
+        stamp
+    }
+
+    /// Makes blocks `first..=last` resident, reading each run of missing
+    /// blocks with as few requests as `max_request_bytes` allows.
+    fn load_range(&self, inner: &mut Inner, first: u64, last: u64) -> Result<(), BlockError> {
+        let max_blocks = (self.config.max_request_bytes / self.block_size).max(1) as u64;
+        let mut b = first;
+        while b <= last {
+            if inner.blocks.contains_key(&b) {
+                inner.counters.hits += 1;
+                b += 1;
+                continue;
+            }
+            let mut end = b;
+            while end < last && end + 1 - b < max_blocks && !inner.blocks.contains_key(&(end + 1)) {
+                end += 1;
+            }
+            let start_byte = b * self.block_size as u64;
+            let len = ((end + 1) * self.block_size as u64).min(self.size) - start_byte;
+            let mut buf = vec![0u8; len as usize];
+            self.dev.read_sectors(b * self.sectors_per_block, &mut buf)?;
+            inner.counters.read_requests += 1;
+            inner.counters.misses += end - b + 1;
+            if let Some(s) = &self.stats {
+                s.note_merged(false, end - b);
+            }
+            for (i, blk) in (b..=end).enumerate() {
+                let from = i * self.block_size;
+                let to = (from + self.block_size).min(buf.len());
+                let stamp = self.touch(inner, blk);
+                inner.bytes += to - from;
+                inner.blocks.insert(blk, Entry { data: buf[from..to].to_vec(), dirty_since: None, stamp });
+            }
+            b = end + 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the given dirty blocks (sorted), merging runs of consecutive
+    /// blocks into single requests, and marks them clean.
+    fn write_back(&self, inner: &mut Inner, blocks: &[u64]) -> Result<(), BlockError> {
+        let max_blocks = (self.config.max_request_bytes / self.block_size).max(1);
+        let mut i = 0;
+        while i < blocks.len() {
+            let mut j = i + 1;
+            while j < blocks.len() && blocks[j] == blocks[j - 1] + 1 && j - i < max_blocks {
+                j += 1;
+            }
+            let mut buf = Vec::with_capacity((j - i) * self.block_size);
+            for b in &blocks[i..j] {
+                if let Some(e) = inner.blocks.get(b) {
+                    buf.extend_from_slice(&e.data);
+                }
+            }
+            self.dev.write_sectors(blocks[i] * self.sectors_per_block, &buf)?;
+            inner.counters.write_requests += 1;
+            inner.counters.blocks_written += (j - i) as u64;
+            if let Some(s) = &self.stats {
+                s.note_merged(true, (j - i - 1) as u64);
+            }
+            for b in &blocks[i..j] {
+                if let Some(e) = inner.blocks.get_mut(b) {
+                    e.dirty_since = None;
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Evicts least recently used blocks while over budget; a dirty victim
+    /// is written back first, together with its dirty neighbours.
+    fn evict_over_budget(&self) -> Result<(), BlockError> {
+        let mut inner = self.inner.lock();
+        let budget = self.config.budget_bytes.max(4 * self.block_size);
+        while inner.bytes > budget {
+            let Some((&stamp, &b)) = inner.lru.iter().next() else { break };
+            if inner.blocks.get(&b).is_some_and(|e| e.dirty_since.is_some()) {
+                let max_blocks = (self.config.max_request_bytes / self.block_size).max(1) as u64;
+                let mut lo = b;
+                while lo > 0 && b - lo + 1 < max_blocks && inner.blocks.get(&(lo - 1)).is_some_and(|e| e.dirty_since.is_some()) {
+                    lo -= 1;
+                }
+                let mut hi = b;
+                while hi - lo + 1 < max_blocks && inner.blocks.get(&(hi + 1)).is_some_and(|e| e.dirty_since.is_some()) {
+                    hi += 1;
+                }
+                let run: Vec<u64> = (lo..=hi).collect();
+                self.write_back(&mut inner, &run)?;
+            }
+            inner.lru.remove(&stamp);
+            if let Some(e) = inner.blocks.remove(&b) {
+                inner.bytes -= e.data.len();
+            }
+            inner.counters.evictions += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::MemDisk;
+    use crate::stats::NoClock;
+    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+    /// Counts device requests and their sizes.
+    struct Spy {
+        disk: MemDisk,
+        writes: AtomicUsize,
+        reads: AtomicUsize,
+        flushes: AtomicUsize,
+        last_write_len: AtomicUsize,
+    }
+    impl Spy {
+        fn new(sectors: u64) -> Arc<Spy> {
+            Arc::new(Spy {
+                disk: MemDisk::new(512, sectors),
+                writes: AtomicUsize::new(0),
+                reads: AtomicUsize::new(0),
+                flushes: AtomicUsize::new(0),
+                last_write_len: AtomicUsize::new(0),
+            })
+        }
+    }
+    impl BlockDevice for Spy {
+        fn sector_size(&self) -> u32 {
+            512
+        }
+        fn sector_count(&self) -> u64 {
+            self.disk.sector_count()
+        }
+        fn read_sectors(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            self.reads.fetch_add(1, Relaxed);
+            self.disk.read_sectors(lba, buf)
+        }
+        fn write_sectors(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+            self.writes.fetch_add(1, Relaxed);
+            self.last_write_len.store(buf.len(), Relaxed);
+            self.disk.write_sectors(lba, buf)
+        }
+        fn flush(&self) -> Result<(), BlockError> {
+            self.flushes.fetch_add(1, Relaxed);
+            Ok(())
+        }
+    }
+
+    struct Manual(AtomicU64);
+    impl Clock for Manual {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Relaxed)
+        }
+    }
+
+    fn cache(spy: &Arc<Spy>, budget: usize) -> BlockCache {
+        BlockCache::new(spy.clone(), Arc::new(NoClock), CacheConfig { budget_bytes: budget, ..Default::default() })
+    }
+
+    #[test]
+    fn write_back_only_on_flush_and_merged() {
+        let spy = Spy::new(1024);
+        let c = cache(&spy, 1 << 20);
+        // 64 KiB written as 16 separate 4 KiB writes, unaligned by 100 bytes.
+        for i in 0..16u64 {
+            c.write(100 + i * 4096, &[i as u8 + 1; 4096]).unwrap();
+        }
+        assert_eq!(spy.writes.load(Relaxed), 0, "write-back cache wrote early");
+        c.flush().unwrap();
+        // 17 consecutive blocks, one merged request.
+        assert_eq!(spy.writes.load(Relaxed), 1);
+        assert_eq!(spy.last_write_len.load(Relaxed), 17 * 4096);
+        assert_eq!(spy.flushes.load(Relaxed), 1);
+        let mut b = [0u8; 4096];
+        spy.disk.read_sectors(0, &mut b[..512]).unwrap();
+        assert_eq!(&b[..100], &[0u8; 100]);
+        assert_eq!(b[100], 1);
+        let mut all = vec![0u8; 65536];
+        c.read(100, &mut all).unwrap();
+        assert!(all.chunks(4096).enumerate().all(|(i, ch)| ch.iter().all(|&x| x == i as u8 + 1)));
+    }
+
+    #[test]
+    fn misses_spanning_blocks_are_one_request() {
+        let spy = Spy::new(1024);
+        spy.disk.write_sectors(0, &[5u8; 512 * 64]).unwrap();
+        let c = cache(&spy, 1 << 20);
+        let mut buf = vec![0u8; 32 * 1024];
+        c.read(0, &mut buf).unwrap();
+        assert_eq!(spy.reads.load(Relaxed), 1);
+        c.read(0, &mut buf).unwrap();
+        assert_eq!(spy.reads.load(Relaxed), 1, "second read should hit");
+        assert_eq!(c.counters().hits, 8);
+    }
+
+    #[test]
+    fn budget_bounds_memory_and_evicts_dirty_blocks_through_writeback() {
+        let spy = Spy::new(4096); // 2 MiB
+        let c = cache(&spy, 64 * 1024);
+        for i in 0..256u64 {
+            c.write(i * 4096, &[(i % 251) as u8; 4096]).unwrap();
+            assert!(c.cached_bytes() <= 64 * 1024);
+        }
+        assert!(spy.writes.load(Relaxed) > 0);
+        c.flush().unwrap();
+        for i in 0..256u64 {
+            let mut b = [0u8; 4096];
+            spy.disk.read_sectors(i * 8, &mut b).unwrap();
+            assert!(b.iter().all(|&x| x == (i % 251) as u8), "block {i}");
+        }
+    }
+
+    #[test]
+    fn flush_expired_writes_only_old_blocks() {
+        let spy = Spy::new(1024);
+        let clock = Arc::new(Manual(AtomicU64::new(1000)));
+        let c = BlockCache::new(spy.clone(), clock.clone(), CacheConfig { max_dirty_age_ms: 5000, ..Default::default() });
+        c.write(0, &[1; 4096]).unwrap();
+        clock.0.store(4000, Relaxed);
+        c.write(65536, &[2; 4096]).unwrap();
+        assert_eq!(c.flush_expired(5999).unwrap(), 0);
+        assert_eq!(c.flush_expired(6000).unwrap(), 1);
+        assert_eq!(c.dirty_bytes(), 4096);
+        let mut b = [0u8; 512];
+        spy.disk.read_sectors(0, &mut b).unwrap();
+        assert_eq!(b, [1; 512]);
+        spy.disk.read_sectors(128, &mut b).unwrap();
+        assert_eq!(b, [0; 512]);
+        assert_eq!(c.flush_expired(9000).unwrap(), 1);
+        assert_eq!(c.dirty_bytes(), 0);
+    }
+
+    #[test]
+    fn short_last_block_and_bounds() {
+        // 9 sectors: the second block is one sector long.
+        let spy = Spy::new(9);
+        let c = cache(&spy, 1 << 20);
+        c.write(4096, &[3; 512]).unwrap();
+        assert_eq!(c.write(4096, &[3; 513]), Err(BlockError::OutOfRange));
+        let mut b = [0u8; 512];
+        assert_eq!(c.read(4097, &mut b), Err(BlockError::OutOfRange));
+        c.flush().unwrap();
+        spy.disk.read_sectors(8, &mut b).unwrap();
+        assert_eq!(b, [3; 512]);
+    }
+
+    #[test]
+    fn read_only_device_refuses_writes() {
+        let c = BlockCache::new(Arc::new(MemDisk::new(512, 8).into_read_only()), Arc::new(NoClock), CacheConfig::default());
+        assert_eq!(c.write(0, &[0; 10]), Err(BlockError::ReadOnly));
+        c.flush().unwrap();
+    }
+}
