@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use image_builder::qemu::{Boot, DEFAULT_CPU, Qemu};
+use image_builder::qemu::{self, Boot, DEFAULT_CPU, Qemu};
 use image_builder::{AddSpec, IsoOptions, Progress, bochs, build_iso, human_size, out_dir};
 
 #[derive(Parser)]
@@ -25,6 +25,16 @@ struct IsoArgs {
     /// Kernel only: no BusyBox, init or /etc in the root archive.
     #[arg(long)]
     minimal: bool,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum NicArg {
+    /// virtio-net-pci
+    Virtio,
+    /// Intel 82574L (e1000e)
+    E1000e,
+    /// No NIC.
+    None,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -58,6 +68,13 @@ enum Cmd {
         uefi: bool,
         #[arg(long, value_enum, default_value = "qemu64")]
         cpu: CpuModel,
+        /// The NIC on QEMU's user network (the host is 10.0.2.2 from inside).
+        #[arg(long, value_enum, default_value = "virtio")]
+        nic: NicArg,
+        /// Forward host port HOST on 127.0.0.1 to guest port GUEST
+        /// (repeatable; replaces the defaults 8443:443 8080:80 5988:5988 5989:5989).
+        #[arg(long = "forward", value_name = "HOST:GUEST")]
+        forwards: Vec<qemu::PortForward>,
         #[command(flatten)]
         iso: IsoArgs,
         /// Extra QEMU arguments, after `--`.
@@ -139,7 +156,7 @@ fn real_main() -> Result<ExitCode, String> {
         Cmd::Iso { out, iso } => {
             build(&iso_options(out, iso))?;
         }
-        Cmd::Run { cpus, mem, uefi, cpu, iso, qemu_args } => {
+        Cmd::Run { cpus, mem, uefi, cpu, nic, forwards, iso, qemu_args } => {
             let iso = build(&iso_options(None, iso))?;
             let mut q = Qemu::new(Boot::Iso(iso));
             q.cpus = cpus;
@@ -150,6 +167,22 @@ fn real_main() -> Result<ExitCode, String> {
                 CpuModel::Max => "max".into(),
             };
             q.ovmf_vars = Some(out_dir().join("OVMF_VARS_4M.fd"));
+            let model = match nic {
+                NicArg::Virtio => Some(qemu::NicModel::VirtioNet),
+                NicArg::E1000e => Some(qemu::NicModel::E1000e),
+                NicArg::None => None,
+            };
+            if let Some(model) = model {
+                let mut n = qemu::Nic::user(model);
+                if !forwards.is_empty() {
+                    n.forwards = forwards;
+                }
+                println!("network: {} on QEMU user networking; host ports forwarded:", model.device());
+                for url in n.urls() {
+                    println!("  {url}");
+                }
+                q.nics.push(n);
+            }
             q.extra = qemu_args;
             let status = q.run_interactive()?;
             println!("QEMU exited with status {status}");

@@ -38,6 +38,96 @@ pub enum Boot {
 /// VMM needs (QEMU does not advertise NPT unless asked).
 pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 
+/// A NIC model QEMU emulates that Mantle drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicModel {
+    /// `virtio-net-pci` (the `virtio-net` driver).
+    VirtioNet,
+    /// Intel 82574L, `e1000e` (the `e1000e` driver; q35's default NIC).
+    E1000e,
+}
+
+impl NicModel {
+    /// The `-device` name.
+    pub fn device(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => "virtio-net-pci",
+            NicModel::E1000e => "e1000e",
+        }
+    }
+}
+
+/// A host TCP port on 127.0.0.1 forwarded to a port of the guest
+/// (QEMU user networking's `hostfwd`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortForward {
+    pub host: u16,
+    pub guest: u16,
+}
+
+impl std::str::FromStr for PortForward {
+    type Err = String;
+
+    /// `HOST:GUEST`, e.g. `18443:443`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("port forward {s:?}: expected HOST:GUEST with ports 1-65535, e.g. 18443:443");
+        let (host, guest) = s.split_once(':').ok_or_else(bad)?;
+        let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad);
+        Ok(PortForward { host: port(host)?, guest: port(guest)? })
+    }
+}
+
+/// The management ports `run` forwards unless told otherwise: the web
+/// host client (HTTPS 443, HTTP 80) and CIM-XML (5988 HTTP, 5989 HTTPS).
+pub const DEFAULT_FORWARDS: [PortForward; 4] = [
+    PortForward { host: 8443, guest: 443 },
+    PortForward { host: 8080, guest: 80 },
+    PortForward { host: 5988, guest: 5988 },
+    PortForward { host: 5989, guest: 5989 },
+];
+
+/// A NIC on QEMU's user network (the guest gets 10.0.2.15 by DHCP; the
+/// host is 10.0.2.2), with host ports forwarded to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    pub model: NicModel,
+    pub forwards: Vec<PortForward>,
+}
+
+impl Nic {
+    pub fn user(model: NicModel) -> Self {
+        Nic { model, forwards: DEFAULT_FORWARDS.to_vec() }
+    }
+
+    /// `-netdev user,id=netN,hostfwd=... -device MODEL,netdev=netN`.
+    /// Forwards listen on 127.0.0.1 only.
+    pub fn args(&self, index: usize) -> Vec<String> {
+        let mut netdev = format!("user,id=net{index}");
+        for f in &self.forwards {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", f.host, f.guest));
+        }
+        vec!["-netdev".into(), netdev, "-device".into(), format!("{},netdev=net{index}", self.model.device())]
+    }
+
+    /// What each forward reaches, for people: `https://127.0.0.1:8443/ -> guest port 443 (web host client, HTTPS)`.
+    pub fn urls(&self) -> Vec<String> {
+        self.forwards
+            .iter()
+            .map(|f| {
+                let (scheme, what) = match f.guest {
+                    443 => ("https", "web host client, HTTPS"),
+                    80 => ("http", "web host client, HTTP"),
+                    5988 => ("http", "CIM-XML over HTTP"),
+                    5989 => ("https", "CIM-XML over HTTPS"),
+                    22 => ("ssh", "SSH"),
+                    _ => ("tcp", "TCP"),
+                };
+                format!("{scheme}://127.0.0.1:{}/ -> guest port {} ({what})", f.host, f.guest)
+            })
+            .collect()
+    }
+}
+
 /// One QEMU invocation.
 #[derive(Clone, Debug)]
 pub struct Qemu {
@@ -57,6 +147,8 @@ pub struct Qemu {
     /// Writable copy of the OVMF variable store (UEFI only); a temporary
     /// copy is made when None.
     pub ovmf_vars: Option<PathBuf>,
+    /// NICs, each on its own QEMU user network.
+    pub nics: Vec<Nic>,
     /// Extra arguments, appended last (`-device ...`, `-drive ...`).
     pub extra: Vec<String>,
     /// Captured runs only: kill QEMU after this long.
@@ -80,6 +172,7 @@ impl Qemu {
             no_reboot: false,
             cpu_reset_log: None,
             ovmf_vars: None,
+            nics: Vec::new(),
             extra: Vec::new(),
             timeout: Duration::from_secs(120),
             stop_when: None,
@@ -121,6 +214,9 @@ impl Qemu {
         }
         if let Some(log) = &self.cpu_reset_log {
             push(&["-d", "cpu_reset", "-D", &log.display().to_string()]);
+        }
+        for (i, nic) in self.nics.iter().enumerate() {
+            a.extend(nic.args(i));
         }
         a.extend(self.extra.iter().cloned());
         a
@@ -347,6 +443,39 @@ mod tests {
         assert!(a.ends_with("-device virtio-net-pci"));
         let c = q.command_line(None, true);
         assert!(c.contains("-append 'a b'") && c.ends_with("-serial mon:stdio -display none"), "{c}");
+    }
+
+    #[test]
+    fn nics_on_user_networking_with_forwards() {
+        let mut q = Qemu::new(Boot::Iso("/m.iso".into()));
+        q.nics = vec![Nic::user(NicModel::VirtioNet), Nic { model: NicModel::E1000e, forwards: vec!["18443:443".parse().unwrap()] }];
+        q.extra = vec!["-S".into()];
+        let a = q.args(None).join(" ");
+        assert!(
+            a.ends_with(
+                "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:8443-:443,hostfwd=tcp:127.0.0.1:8080-:80,\
+                 hostfwd=tcp:127.0.0.1:5988-:5988,hostfwd=tcp:127.0.0.1:5989-:5989 -device virtio-net-pci,netdev=net0 \
+                 -netdev user,id=net1,hostfwd=tcp:127.0.0.1:18443-:443 -device e1000e,netdev=net1 -S"
+            ),
+            "{a}"
+        );
+        assert_eq!(
+            Nic::user(NicModel::E1000e).urls(),
+            [
+                "https://127.0.0.1:8443/ -> guest port 443 (web host client, HTTPS)",
+                "http://127.0.0.1:8080/ -> guest port 80 (web host client, HTTP)",
+                "http://127.0.0.1:5988/ -> guest port 5988 (CIM-XML over HTTP)",
+                "https://127.0.0.1:5989/ -> guest port 5989 (CIM-XML over HTTPS)",
+            ]
+        );
+    }
+
+    #[test]
+    fn port_forward_parsing() {
+        assert_eq!("18443:443".parse::<PortForward>(), Ok(PortForward { host: 18443, guest: 443 }));
+        for bad in ["443", "0:443", "a:443", "1:70000", ":", "1:2:3"] {
+            assert!(bad.parse::<PortForward>().is_err(), "{bad}");
+        }
     }
 }
 

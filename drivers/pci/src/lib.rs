@@ -16,6 +16,10 @@
 #![forbid(unsafe_code)]
 
 use core::fmt;
+
+pub mod interrupts;
+
+pub use interrupts::{InterruptSupport, MsiMessage, MsixTable, interrupt_support};
 use core::ops::RangeInclusive;
 
 pub use pci_types::{ConfigRegionAccess, HeaderType, PciAddress};
