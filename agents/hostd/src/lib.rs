@@ -9,3 +9,5 @@ pub mod host;
 pub mod store;
 pub mod vmkernel;
 pub mod vmx;
+pub mod api;
+pub mod server;
