@@ -520,7 +520,8 @@ impl Hostd {
                 return Err(e);
             }
             let roots = self.datastore_roots();
-            let view = Self::view(&inv[&cfg.name], Some(&[]), &roots);
+            let kvms = self.kernel_vms().ok();
+            let view = Self::view(&inv[&cfg.name], kvms.as_deref(), &roots);
             drop(inv);
             self.event("vm.created", Some(&cfg.name), Some(user), format!("VM {} created at {}", cfg.name, vmx.display()));
             Ok(view)
@@ -557,7 +558,8 @@ impl Hostd {
                 inv.remove(&name);
                 return Err(e);
             }
-            let view = Self::view(&inv[&name], None, &roots);
+            let kvms = self.kernel_vms().ok();
+            let view = Self::view(&inv[&name], kvms.as_deref(), &roots);
             drop(inv);
             self.event("vm.registered", Some(&name), Some(user), format!("VM {name} registered from {vmx_path}"));
             Ok(view)
@@ -602,7 +604,8 @@ impl Hostd {
                 e.config = Some(new);
                 e.error = None;
             }
-            let view = Self::view(&inv[name], None, &roots);
+            let kvms = self.kernel_vms().ok();
+            let view = Self::view(&inv[name], kvms.as_deref(), &roots);
             drop(inv);
             self.event("vm.reconfigured", Some(name), Some(user), format!("VM {name} reconfigured"));
             Ok(view)

@@ -119,6 +119,7 @@ fn passwd(cli: &Cli, user: &str, role: &str) -> Result<(), String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    std::fs::create_dir_all(&cli.config_dir).map_err(|e| format!("{}: {e}", cli.config_dir.display()))?;
     set_root_at_first_start(&cli)?;
     let hostname = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
     if server::ensure_certificate(&cli.config_dir, &hostname).map_err(|e| format!("host certificate: {e}"))? {
