@@ -1,0 +1,721 @@
+//! The REST API: JSON over HTTPS, described by an OpenAPI 3 document that is
+//! generated from these handlers (`utoipa`) and served at
+//! `/api/openapi.json`.
+//!
+//! Every endpoint but `POST /api/session` (login) needs a session: a bearer
+//! token (`Authorization: Bearer <token>`) or the `hostd_session` cookie,
+//! which must come with `X-CSRF-Token` on anything but GET. Errors are
+//! `{"code", "message"[, "field"]}` with 400 (bad input), 401 (no session),
+//! 403 (role, CSRF, locked account), 404, 409 (conflicting state), 413 (body
+//! too large), 503 (the VMkernel cannot be reached).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{self, Privilege, Role, Session, UserRecord};
+use crate::host::{AuditRecord, Datastore, Event, Hostd, OpError, PowerAction, Task, VmView};
+use crate::vmx::{VmConfigPatch, VmCreateSpec};
+
+/// Largest request body accepted (JSON documents only).
+pub const MAX_BODY: usize = 256 * 1024;
+pub const SESSION_COOKIE: &str = "hostd_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+type H = Arc<Hostd>;
+
+/// The client's address, put on each request by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+// ---- errors ----
+
+/// Every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable: `bad_request`, `invalid_argument`, `unauthorized`,
+    /// `forbidden`, `csrf_failed`, `account_locked`, `not_found`, `conflict`,
+    /// `too_large`, `method_not_allowed`, `vmkernel_unavailable`, `internal`.
+    pub code: String,
+    pub message: String,
+    /// The request field that is wrong, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+    /// End the connection after this response (an unread body follows).
+    pub close: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError { status, body: ErrorBody { code: code.into(), message: message.into(), field: None }, close: false }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
+    }
+    pub fn invalid(field: &str, m: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "invalid_argument", m);
+        e.body.field = Some(field.into());
+        e
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        if self.close {
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Invalid(Some(f), m) => ApiError::invalid(&f, m),
+            OpError::Invalid(None, m) => ApiError::bad_request(m),
+            OpError::NotFound(m) => ApiError::not_found(m),
+            OpError::Conflict(m) => ApiError::conflict(m),
+            OpError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "vmkernel_unavailable", m),
+            OpError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// A JSON request body whose every rejection is a JSON 400 (or 413).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // Refuse a declared oversize body before reading any of it, so a client
+        // that waits for `100 Continue` gets the 413 instead of a reset.
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            let mut e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the request body is larger than {MAX_BODY} bytes"));
+            e.close = true;
+            return Err(e);
+        }
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the request body is larger than {MAX_BODY} bytes")))
+            }
+            Err(r) => Err(ApiError::bad_request(r.body_text())),
+        }
+    }
+}
+
+// ---- sessions and roles ----
+
+const READ: u8 = 0;
+const OPERATE: u8 = 1;
+const CONFIGURE: u8 = 2;
+
+/// The caller's session, checked against a privilege before the body is read.
+pub struct Auth<const P: u8>(pub Session);
+
+impl<S: Send + Sync, const P: u8> FromRequestParts<S> for Auth<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let s = parts.extensions.get::<Session>().cloned().ok_or_else(|| ApiError::unauthorized("log in first"))?;
+        let need = match P {
+            READ => Privilege::Read,
+            OPERATE => Privilege::Operate,
+            _ => Privilege::Configure,
+        };
+        if !s.role.allows(need) {
+            let what = if need == Privilege::Operate { "power operations" } else { "configuration changes" };
+            return Err(ApiError::forbidden(format!("user {} has role {:?}, which does not allow {what}", s.user, s.role)));
+        }
+        Ok(Auth(s))
+    }
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
+        let (k, v) = c.trim().split_once('=')?;
+        (k == SESSION_COOKIE).then(|| v.to_string())
+    })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+}
+
+fn is_public(method: &Method, path: &str) -> bool {
+    (method == Method::POST && path == "/api/session") || path == "/api/openapi.json" || !path.starts_with("/api")
+}
+
+/// Finds the session (401 without one), checks CSRF for cookie sessions,
+/// and writes every change request to the audit log.
+async fn authenticate(State(h): State<H>, mut req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if is_public(&method, &path) {
+        return next.run(req).await;
+    }
+    let peer = req.extensions().get::<Peer>().map(|p| p.0.ip().to_string());
+    let (token, via_cookie) = match bearer_token(req.headers()) {
+        Some(t) => (Some(t), false),
+        None => (cookie_token(req.headers()), true),
+    };
+    let session = token.and_then(|t| auth_lock(&h.sessions).get(&t));
+    let Some(session) = session else {
+        return ApiError::unauthorized("no valid session: log in with POST /api/session").into_response();
+    };
+    let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if changes && via_cookie {
+        let ok = req.headers().get(CSRF_HEADER).is_some_and(|v| auth::constant_time_eq(v.as_bytes(), session.csrf.as_bytes()));
+        if !ok {
+            let r = ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", "a cookie session must send its csrf_token in X-CSRF-Token").into_response();
+            h.audit(&session.user, format!("{method} {path}"), r.status().as_u16(), peer);
+            return r;
+        }
+    }
+    let user = session.user.clone();
+    req.extensions_mut().insert(session);
+    let resp = next.run(req).await;
+    if changes {
+        h.audit(&user, format!("{method} {path}"), resp.status().as_u16(), peer);
+    }
+    resp
+}
+
+fn auth_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Any error response that is not JSON yet (the router's own 404/405,
+/// extractor rejections) becomes `{code, message}`; 415 and 422 become 400.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let (status, code) = match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => (StatusCode::BAD_REQUEST, "bad_request"),
+        StatusCode::NOT_FOUND => (status, "not_found"),
+        StatusCode::METHOD_NOT_ALLOWED => (status, "method_not_allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => (status, "too_large"),
+        s if s.is_server_error() => (s, "internal"),
+        s => (s, "error"),
+    };
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    let mut r = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        r.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    r
+}
+
+async fn blocking<T: Send + 'static>(h: &H, f: impl FnOnce(&Hostd) -> Result<T, OpError> + Send + 'static) -> Result<T, ApiError> {
+    let h = Arc::clone(h);
+    tokio::task::spawn_blocking(move || f(&h)).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))?.map_err(ApiError::from)
+}
+
+// ---- session ----
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Bearer token for `Authorization: Bearer <token>`; the same value is
+    /// set as the `hostd_session` cookie.
+    pub token: String,
+    /// Send as `X-CSRF-Token` with cookie-authenticated changes.
+    pub csrf_token: String,
+    pub user: String,
+    pub role: Role,
+    /// The session ends after this long without a request.
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub user: String,
+    pub role: Role,
+    pub csrf_token: String,
+    pub idle_timeout_secs: u64,
+}
+
+/// Log in with a local account.
+#[utoipa::path(post, path = "/api/session", tag = "session", request_body = LoginRequest, security(()),
+    responses((status = 200, description = "Logged in; also sets the hostd_session cookie", body = LoginResponse),
+        (status = 400, body = ErrorBody), (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 403, description = "Account locked after repeated failures", body = ErrorBody)))]
+async fn login(State(h): State<H>, peer: Option<axum::Extension<Peer>>, ApiJson(req): ApiJson<LoginRequest>) -> Result<Response, ApiError> {
+    let peer = peer.map(|p| p.0.0.ip().to_string());
+    let name = req.username.clone();
+    if !auth::valid_user_name(&name) || req.password.len() > auth::MAX_PASSWORD_LEN {
+        h.audit(&name.chars().take(32).collect::<String>(), "login".into(), 401, peer);
+        return Err(ApiError::unauthorized("wrong user name or password"));
+    }
+    if let Some(left) = auth_lock(&h.lockout).locked(&name) {
+        h.audit(&name, "login".into(), 403, peer);
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_locked", format!("account {name} is locked after repeated failed logins; try again in {left} s")));
+    }
+    let h2 = Arc::clone(&h);
+    let (n2, pw) = (name.clone(), req.password);
+    let role = tokio::task::spawn_blocking(move || auth_lock(&h2.accounts).verify(&n2, &pw)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let Some(role) = role else {
+        let locked = auth_lock(&h.lockout).failed(&name);
+        h.audit(&name, "login".into(), 401, peer);
+        h.event("user.loginFailed", None, Some(&name), format!("failed login for {name}"));
+        if locked {
+            h.event("user.locked", None, Some(&name), format!("account {name} locked after {} failed logins", h.settings.lockout_after));
+        }
+        return Err(ApiError::unauthorized("wrong user name or password"));
+    };
+    auth_lock(&h.lockout).succeeded(&name);
+    let s = auth_lock(&h.sessions).create(&name, role).map_err(|e| ApiError::internal(e.to_string()))?;
+    h.audit(&name, "login".into(), 200, peer);
+    let idle = h.settings.session_idle.as_secs();
+    let cookie = format!("{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={idle}", s.token);
+    let mut resp = Json(LoginResponse { token: s.token.clone(), csrf_token: s.csrf.clone(), user: name, role, idle_timeout_secs: idle }).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+/// The current session.
+#[utoipa::path(get, path = "/api/session", tag = "session", responses((status = 200, body = SessionInfo), (status = 401, body = ErrorBody)))]
+async fn session_info(State(h): State<H>, Auth(s): Auth<READ>) -> Json<SessionInfo> {
+    Json(SessionInfo { user: s.user, role: s.role, csrf_token: s.csrf, idle_timeout_secs: h.settings.session_idle.as_secs() })
+}
+
+/// Log out (ends the session).
+#[utoipa::path(delete, path = "/api/session", tag = "session", responses((status = 204, description = "Logged out"), (status = 401, body = ErrorBody)))]
+async fn logout(State(h): State<H>, Auth(s): Auth<READ>) -> Response {
+    auth_lock(&h.sessions).remove(&s.token);
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+// ---- host ----
+
+#[derive(Serialize, ToSchema)]
+pub struct HostSummary {
+    pub product: String,
+    pub version: String,
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub uptime_secs: Option<u64>,
+    pub hostd_uptime_secs: u64,
+    /// The narrow VMkernel API's version; null when not running on Mantle.
+    pub vmkernel_api_version: Option<u32>,
+    pub vm_count: usize,
+    pub datastores: Vec<Datastore>,
+    pub port_groups: Vec<String>,
+}
+
+/// Host summary.
+#[utoipa::path(get, path = "/api/host", tag = "host", responses((status = 200, body = HostSummary), (status = 401, body = ErrorBody)))]
+async fn host_summary(State(h): State<H>, _a: Auth<READ>) -> Result<Json<HostSummary>, ApiError> {
+    blocking(&h, |h| {
+        Ok(HostSummary {
+            product: "Mantle".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            hostname: std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "mantle".into()),
+            cpus: crate::host::host_cpus(),
+            memory_mib: crate::host::host_memory_mib(),
+            uptime_secs: crate::host::host_uptime_secs(),
+            hostd_uptime_secs: h.started.elapsed().as_secs(),
+            vmkernel_api_version: h.kernel.version().ok(),
+            vm_count: h.vms().len(),
+            datastores: h.datastores(),
+            port_groups: h.settings.port_groups.clone(),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+/// Datastores (directories under the volumes directory) with their usage.
+#[utoipa::path(get, path = "/api/datastores", tag = "host", responses((status = 200, body = [Datastore]), (status = 401, body = ErrorBody)))]
+async fn list_datastores(State(h): State<H>, _a: Auth<READ>) -> Result<Json<Vec<Datastore>>, ApiError> {
+    blocking(&h, |h| Ok(h.datastores())).await.map(Json)
+}
+
+// ---- VMs ----
+
+/// All VMs in the inventory with their power state.
+#[utoipa::path(get, path = "/api/vms", tag = "vms", responses((status = 200, body = [VmView]), (status = 401, body = ErrorBody)))]
+async fn list_vms(State(h): State<H>, _a: Auth<READ>) -> Result<Json<Vec<VmView>>, ApiError> {
+    blocking(&h, |h| Ok(h.vms())).await.map(Json)
+}
+
+/// Define a VM: creates `<datastore>/<name>/<name>.vmx` and any disk with a
+/// `size_mib`, then adds it to the inventory. Administrator only.
+#[utoipa::path(post, path = "/api/vms", tag = "vms", request_body = VmCreateSpec,
+    responses((status = 201, body = VmView), (status = 400, description = "Invalid configuration; `field` names the culprit", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Name or directory taken", body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn create_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, ApiJson(spec): ApiJson<VmCreateSpec>) -> Result<(StatusCode, Json<VmView>), ApiError> {
+    blocking(&h, move |h| h.define(spec, &s.user)).await.map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+/// One VM.
+#[utoipa::path(get, path = "/api/vms/{name}", tag = "vms", params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = VmView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_vm(State(h): State<H>, _a: Auth<READ>, Path(name): Path<String>) -> Result<Json<VmView>, ApiError> {
+    blocking(&h, move |h| h.vm(&name)).await.map(Json)
+}
+
+/// Reconfigure a VM: only the fields given change. While powered on, only
+/// `shares`, `reservation_pct`, `limit_pct` (applied at once) and `annotation`.
+/// Administrator only.
+#[utoipa::path(patch, path = "/api/vms/{name}", tag = "vms", params(("name" = String, Path, description = "VM name")), request_body = VmConfigPatch,
+    responses((status = 200, body = VmView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn reconfigure_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, Path(name): Path<String>, ApiJson(patch): ApiJson<VmConfigPatch>) -> Result<Json<VmView>, ApiError> {
+    blocking(&h, move |h| h.reconfigure(&name, &patch, &s.user)).await.map(Json)
+}
+
+/// Destroy a powered-off VM: deletes its directory on the datastore.
+/// Administrator only.
+#[utoipa::path(delete, path = "/api/vms/{name}", tag = "vms", params(("name" = String, Path, description = "VM name")),
+    responses((status = 204, description = "Destroyed"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn destroy_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    blocking(&h, move |h| h.destroy(&name, &s.user)).await.map(|_| StatusCode::NO_CONTENT)
+}
+
+/// Remove a powered-off VM from the inventory, keeping its files.
+/// Administrator only.
+#[utoipa::path(post, path = "/api/vms/{name}/unregister", tag = "vms", params(("name" = String, Path, description = "VM name")),
+    responses((status = 204, description = "Unregistered"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn unregister_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    blocking(&h, move |h| h.unregister(&name, &s.user)).await.map(|_| StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// `<datastore>/<vm dir>/<file>.vmx`, absolute.
+    pub vmx_path: String,
+}
+
+/// Register an existing `.vmx` from a datastore. Administrator only.
+#[utoipa::path(post, path = "/api/inventory/register", tag = "vms", request_body = RegisterRequest,
+    responses((status = 201, body = VmView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn register_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, ApiJson(r): ApiJson<RegisterRequest>) -> Result<(StatusCode, Json<VmView>), ApiError> {
+    blocking(&h, move |h| h.register(&r.vmx_path, &s.user)).await.map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerRequest {
+    pub action: PowerAction,
+}
+
+/// Power operation (`on`, `off`, `reset`, `shutdown`, `pause`, `resume`):
+/// starts a task. Operator or Administrator.
+#[utoipa::path(post, path = "/api/vms/{name}/power", tag = "vms", params(("name" = String, Path, description = "VM name")), request_body = PowerRequest,
+    responses((status = 202, description = "Started; poll the task", body = Task), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Wrong power state or busy", body = ErrorBody),
+        (status = 503, description = "The VMkernel cannot be reached", body = ErrorBody)))]
+async fn power_vm(State(h): State<H>, Auth(s): Auth<OPERATE>, Path(name): Path<String>, ApiJson(r): ApiJson<PowerRequest>) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let h2 = Arc::clone(&h);
+    tokio::task::spawn_blocking(move || h2.power(&name, r.action, &s.user))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map(|t| (StatusCode::ACCEPTED, Json(t)))
+        .map_err(ApiError::from)
+}
+
+// ---- tasks, events, audit ----
+
+/// Tasks, newest first.
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks", responses((status = 200, body = [Task]), (status = 401, body = ErrorBody)))]
+async fn list_tasks(State(h): State<H>, _a: Auth<READ>) -> Json<Vec<Task>> {
+    Json(h.tasks())
+}
+
+/// One task.
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = u64, Path, description = "Task id")),
+    responses((status = 200, body = Task), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_task(State(h): State<H>, _a: Auth<READ>, Path(id): Path<u64>) -> Result<Json<Task>, ApiError> {
+    h.task(id).map(Json).ok_or_else(|| ApiError::not_found(format!("no task {id}")))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// Only records with a larger id.
+    pub after: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// The event log, oldest first.
+#[utoipa::path(get, path = "/api/events", tag = "events", params(LogQuery), responses((status = 200, body = [Event]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn list_events(State(h): State<H>, _a: Auth<READ>, Query(q): Query<LogQuery>) -> Json<Vec<Event>> {
+    Json(h.events(q.after.unwrap_or(0), q.limit.unwrap_or(100).min(1000)))
+}
+
+/// The audit log: every change request and login, with its user. Administrator only.
+#[utoipa::path(get, path = "/api/audit", tag = "events", params(LogQuery), responses((status = 200, body = [AuditRecord]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_audit(State(h): State<H>, _a: Auth<CONFIGURE>, Query(q): Query<LogQuery>) -> Json<Vec<AuditRecord>> {
+    Json(h.audit_records(q.after.unwrap_or(0), q.limit.unwrap_or(100).min(1000)))
+}
+
+// ---- users and roles ----
+
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub name: String,
+    pub role: Role,
+    /// Seconds left on a login lockout.
+    pub locked_secs: Option<u64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub password: String,
+    pub role: Role,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// A new password (also lifts a lockout and ends the user's sessions).
+    pub password: Option<String>,
+    pub role: Option<Role>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RoleView {
+    pub name: Role,
+    pub description: String,
+}
+
+fn user_view(h: &Hostd, u: &UserRecord) -> UserView {
+    UserView { name: u.name.clone(), role: u.role, locked_secs: auth_lock(&h.lockout).locked(&u.name) }
+}
+
+/// Local accounts. Administrator only.
+#[utoipa::path(get, path = "/api/users", tag = "users", responses((status = 200, body = [UserView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_users(State(h): State<H>, _a: Auth<CONFIGURE>) -> Json<Vec<UserView>> {
+    let users = auth_lock(&h.accounts).users().to_vec();
+    Json(users.iter().map(|u| user_view(&h, u)).collect())
+}
+
+/// Add an account. Administrator only.
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = NewUser,
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_user(State(h): State<H>, Auth(s): Auth<CONFIGURE>, ApiJson(u): ApiJson<NewUser>) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    if !auth::valid_user_name(&u.name) {
+        return Err(ApiError::invalid("name", "1 to 32 letters, digits, '-', '_' or '.', not starting with '.' or '-'"));
+    }
+    auth::check_password(&u.password).map_err(|m| ApiError::invalid("password", format!("password: {m}")))?;
+    blocking(&h, move |h| {
+        let hash = auth::hash_password(&u.password).map_err(|e| OpError::Internal(e.to_string()))?;
+        let mut a = auth_lock(&h.accounts);
+        if a.get(&u.name).is_some() {
+            return Err(OpError::Conflict(format!("user {} exists", u.name)));
+        }
+        let rec = UserRecord { name: u.name.clone(), role: u.role, password_hash: hash };
+        a.put(rec.clone()).map_err(|e| OpError::Internal(format!("writing the accounts: {e}")))?;
+        drop(a);
+        h.event("user.created", None, Some(&s.user), format!("user {} ({:?}) created", u.name, u.role));
+        Ok((StatusCode::CREATED, Json(user_view(h, &rec))))
+    })
+    .await
+}
+
+/// Change an account's password or role. Administrator only.
+#[utoipa::path(patch, path = "/api/users/{name}", tag = "users", params(("name" = String, Path, description = "User name")), request_body = UserPatch,
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn update_user(State(h): State<H>, Auth(s): Auth<CONFIGURE>, Path(name): Path<String>, ApiJson(p): ApiJson<UserPatch>) -> Result<Json<UserView>, ApiError> {
+    if let Some(pw) = &p.password {
+        auth::check_password(pw).map_err(|m| ApiError::invalid("password", format!("password: {m}")))?;
+    }
+    blocking(&h, move |h| {
+        let hash = p.password.as_deref().map(auth::hash_password).transpose().map_err(|e| OpError::Internal(e.to_string()))?;
+        let mut a = auth_lock(&h.accounts);
+        let mut rec = a.get(&name).cloned().ok_or_else(|| OpError::NotFound(format!("no user {name}")))?;
+        if let Some(r) = p.role
+            && rec.role == Role::Administrator
+            && r != Role::Administrator
+            && a.administrators() == 1
+        {
+            return Err(OpError::Conflict(format!("{name} is the last Administrator")));
+        }
+        if let Some(r) = p.role {
+            rec.role = r;
+        }
+        if let Some(hash) = hash {
+            rec.password_hash = hash;
+        }
+        a.put(rec.clone()).map_err(|e| OpError::Internal(format!("writing the accounts: {e}")))?;
+        drop(a);
+        auth_lock(&h.lockout).clear(&name);
+        if name != s.user || p.role.is_some() {
+            auth_lock(&h.sessions).remove_user(&name);
+        }
+        h.event("user.changed", None, Some(&s.user), format!("user {name} changed (role {:?}{})", rec.role, if p.password.is_some() { ", new password" } else { "" }));
+        Ok(Json(user_view(h, &rec)))
+    })
+    .await
+}
+
+/// Remove an account (not yourself, not the last Administrator). Administrator only.
+#[utoipa::path(delete, path = "/api/users/{name}", tag = "users", params(("name" = String, Path, description = "User name")),
+    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_user(State(h): State<H>, Auth(s): Auth<CONFIGURE>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    blocking(&h, move |h| {
+        if name == s.user {
+            return Err(OpError::Conflict("you cannot remove your own account".into()));
+        }
+        let mut a = auth_lock(&h.accounts);
+        let rec = a.get(&name).cloned().ok_or_else(|| OpError::NotFound(format!("no user {name}")))?;
+        if rec.role == Role::Administrator && a.administrators() == 1 {
+            return Err(OpError::Conflict(format!("{name} is the last Administrator")));
+        }
+        a.remove(&name).map_err(|e| OpError::Internal(format!("writing the accounts: {e}")))?;
+        drop(a);
+        auth_lock(&h.sessions).remove_user(&name);
+        h.event("user.removed", None, Some(&s.user), format!("user {name} removed"));
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// The roles and what they allow.
+#[utoipa::path(get, path = "/api/roles", tag = "users", responses((status = 200, body = [RoleView]), (status = 401, body = ErrorBody)))]
+async fn list_roles(_a: Auth<READ>) -> Json<Vec<RoleView>> {
+    Json(
+        Role::ALL
+            .iter()
+            .map(|r| RoleView {
+                name: *r,
+                description: match r {
+                    Role::Administrator => "everything: VM configuration, inventory, accounts, power",
+                    Role::Operator => "power operations and consoles; reads; no configuration",
+                    Role::ReadOnly => "reads only",
+                }
+                .into(),
+            })
+            .collect(),
+    )
+}
+
+// ---- the document and the router ----
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        c.add_security_scheme("cookie", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(SESSION_COOKIE))));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Mantle hostd API", description = "Host agent of the Mantle hypervisor: VM inventory, power, tasks, events, accounts. JSON over HTTPS. Log in with POST /api/session, then send `Authorization: Bearer <token>` (or the hostd_session cookie plus X-CSRF-Token on changes)."),
+    modifiers(&Security),
+    security(("bearer" = []), ("cookie" = [])),
+    components(schemas(ErrorBody, PowerAction)),
+    tags((name = "session"), (name = "host"), (name = "vms"), (name = "tasks"), (name = "events"), (name = "users"))
+)]
+struct ApiDoc;
+
+/// The routes and the OpenAPI document generated from them.
+pub fn routes() -> (Router<H>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(login, session_info, logout))
+        .routes(routes!(host_summary))
+        .routes(routes!(list_datastores))
+        .routes(routes!(list_vms, create_vm))
+        .routes(routes!(get_vm, reconfigure_vm, destroy_vm))
+        .routes(routes!(unregister_vm))
+        .routes(routes!(register_vm))
+        .routes(routes!(power_vm))
+        .routes(routes!(list_tasks))
+        .routes(routes!(get_task))
+        .routes(routes!(list_events))
+        .routes(routes!(list_audit))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(update_user, delete_user))
+        .routes(routes!(list_roles))
+        .split_for_parts()
+}
+
+/// The whole HTTPS application.
+pub fn app(h: H) -> Router {
+    let (api_routes, doc) = routes();
+    let doc = Arc::new(doc);
+    api_routes
+        .route("/api/openapi.json", axum::routing::get(move || async move { Json((*doc).clone()) }))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(Arc::clone(&h), authenticate))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::map_response(security_headers))
+        .with_state(h)
+}
+
+async fn security_headers(mut r: Response<Body>) -> Response<Body> {
+    let hs = r.headers_mut();
+    hs.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    hs.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    hs.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    hs.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,992 @@
+//! hostd's state: settings, the VM inventory, tasks, the event and audit
+//! logs, and the operations on VMs. The HTTP layer (`api`) only translates.
+//!
+//! Inventory: `<config dir>/inventory.json` lists the registered VMs by
+//! their `.vmx` path (`<datastore>/<vm>/<vm>.vmx`); the `.vmx` files are
+//! the configurations (see [`crate::vmx`]). Both are replaced atomically.
+//! A VM's power state is always the VMkernel's: hostd keeps none of its own,
+//! so a hostd restart leaves running VMs alone and finds them again by name.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Accounts, Lockout, Sessions};
+use crate::store::{self, JsonLog};
+use crate::vmkernel::{KernelState, KernelVm, Resources, VmKernel};
+use crate::vmx::{FieldError, HostLimits, VmConfig, VmConfigPatch, VmCreateSpec};
+
+/// What hostd is told at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The config store: accounts, inventory, logs, TLS certificate.
+    pub config_dir: PathBuf,
+    /// Every directory in here is a datastore (ESXi: /vmfs/volumes).
+    pub volumes_dir: PathBuf,
+    pub port_groups: Vec<String>,
+    pub session_idle: Duration,
+    pub lockout_after: u32,
+    pub lockout_for: Duration,
+}
+
+/// An operation failed: why, in the API's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// Bad input; the field when one is to blame.
+    Invalid(Option<String>, String),
+    NotFound(String),
+    Conflict(String),
+    /// The VMkernel cannot do it (not on Mantle, or it refused).
+    Unavailable(String),
+    Internal(String),
+}
+
+impl From<FieldError> for OpError {
+    fn from(e: FieldError) -> Self {
+        OpError::Invalid(Some(e.field.clone()), e.to_string())
+    }
+}
+
+fn internal(what: &str) -> impl Fn(io::Error) -> OpError + '_ {
+    move |e| OpError::Internal(format!("{what}: {e}"))
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the whole agent down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A datastore: a directory under the volumes directory.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Datastore {
+    pub name: String,
+    pub path: String,
+    pub capacity_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+}
+
+/// A VM in the inventory.
+#[derive(Clone, Debug)]
+pub struct VmEntry {
+    pub name: String,
+    pub vmx: PathBuf,
+    pub config: Option<VmConfig>,
+    /// Why the configuration could not be read.
+    pub error: Option<String>,
+    /// The task that is changing this VM now.
+    pub busy: Option<u64>,
+}
+
+impl VmEntry {
+    pub fn dir(&self) -> PathBuf {
+        self.vmx.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct InventoryFile {
+    version: u32,
+    vms: Vec<InventoryItem>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct InventoryItem {
+    name: String,
+    vmx: PathBuf,
+}
+
+/// A VM as the API shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct VmView {
+    pub name: String,
+    pub datastore: Option<String>,
+    /// The `.vmx` file.
+    pub vmx_path: String,
+    /// `poweredOn`, `poweredOff`, `paused` or `unknown` (the VMkernel cannot be asked).
+    pub power_state: String,
+    /// Why the guest stopped by itself, if it did.
+    pub exit_reason: Option<String>,
+    /// The VMkernel's VM id while it has one.
+    pub kernel_id: Option<u32>,
+    pub config: Option<VmConfig>,
+    /// Why the configuration file could not be read.
+    pub config_error: Option<String>,
+    /// The task changing this VM now.
+    pub busy_task: Option<u64>,
+    pub run_ns: Option<u64>,
+    pub exits: Option<u64>,
+}
+
+/// A long operation.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Task {
+    pub id: u64,
+    /// e.g. `vm.powerOn`, `vm.create`.
+    pub kind: String,
+    /// The VM (or other object) it works on.
+    pub target: String,
+    pub user: String,
+    /// `running`, `success` or `error`.
+    pub state: String,
+    /// Percent done.
+    pub progress: u8,
+    pub error: Option<String>,
+    /// Unix seconds.
+    pub started: u64,
+    pub finished: Option<u64>,
+}
+
+/// Something that happened, kept in the persisted event log.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: u64,
+    /// Unix seconds.
+    pub time: u64,
+    /// e.g. `vm.created`, `vm.poweredOn`, `user.loginFailed`.
+    pub kind: String,
+    pub vm: Option<String>,
+    pub user: Option<String>,
+    pub message: String,
+}
+
+/// One change request: who did what, and how it ended.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditRecord {
+    pub id: u64,
+    pub time: u64,
+    pub user: String,
+    /// `METHOD /path`, or `login`.
+    pub action: String,
+    pub status: u16,
+    /// The client's address.
+    pub peer: Option<String>,
+}
+
+/// Records kept in memory from a persisted log (the newest `cap`).
+struct Recent<T> {
+    log: JsonLog,
+    items: VecDeque<T>,
+    next_id: u64,
+    cap: usize,
+}
+
+const RECENT_CAP: usize = 10_000;
+
+/// Power operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PowerAction {
+    On,
+    Off,
+    Reset,
+    Shutdown,
+    Pause,
+    Resume,
+}
+
+impl PowerAction {
+    fn task_kind(self) -> &'static str {
+        match self {
+            PowerAction::On => "vm.powerOn",
+            PowerAction::Off => "vm.powerOff",
+            PowerAction::Reset => "vm.reset",
+            PowerAction::Shutdown => "vm.shutdown",
+            PowerAction::Pause => "vm.pause",
+            PowerAction::Resume => "vm.resume",
+        }
+    }
+}
+
+pub struct Hostd {
+    pub settings: Settings,
+    pub kernel: Arc<dyn VmKernel>,
+    inventory: Mutex<BTreeMap<String, VmEntry>>,
+    pub accounts: Mutex<Accounts>,
+    pub sessions: Mutex<Sessions>,
+    pub lockout: Mutex<Lockout>,
+    tasks: Mutex<(VecDeque<Task>, u64)>,
+    events: Mutex<Recent<Event>>,
+    audit: Mutex<Recent<AuditRecord>>,
+    pub started: Instant,
+}
+
+impl Hostd {
+    /// Opens the config store (creating it), loads accounts, inventory and logs.
+    pub fn open(settings: Settings, kernel: Arc<dyn VmKernel>) -> io::Result<Arc<Hostd>> {
+        fs::create_dir_all(&settings.config_dir)?;
+        let open_log = |name: &str| -> io::Result<(JsonLog, Vec<serde_json::Value>)> { JsonLog::open(&settings.config_dir.join(name)) };
+        let (elog, ev) = open_log("events.jsonl")?;
+        let (alog, au) = open_log("audit.jsonl")?;
+        fn recent<T: serde::de::DeserializeOwned>(log: JsonLog, vals: Vec<serde_json::Value>, id: fn(&T) -> u64) -> Recent<T> {
+            let all: Vec<T> = vals.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
+            let next_id = all.iter().map(id).max().map_or(1, |m| m + 1);
+            let skip = all.len().saturating_sub(RECENT_CAP);
+            Recent { log, items: all.into_iter().skip(skip).collect(), next_id, cap: RECENT_CAP }
+        }
+        let accounts = Accounts::load(&settings.config_dir.join("users.json"))?;
+        let h = Hostd {
+            kernel,
+            inventory: Mutex::new(BTreeMap::new()),
+            accounts: Mutex::new(accounts),
+            sessions: Mutex::new(Sessions::new(settings.session_idle)),
+            lockout: Mutex::new(Lockout::new(settings.lockout_after, settings.lockout_for)),
+            tasks: Mutex::new((VecDeque::new(), 1)),
+            events: Mutex::new(recent(elog, ev, |e: &Event| e.id)),
+            audit: Mutex::new(recent(alog, au, |a: &AuditRecord| a.id)),
+            started: Instant::now(),
+            settings,
+        };
+        h.load_inventory()?;
+        let n = lock(&h.inventory).len();
+        h.event("hostd.started", None, None, format!("hostd {} started; {n} VMs in the inventory", env!("CARGO_PKG_VERSION")));
+        Ok(Arc::new(h))
+    }
+
+    fn inventory_path(&self) -> PathBuf {
+        self.settings.config_dir.join("inventory.json")
+    }
+
+    fn load_inventory(&self) -> io::Result<()> {
+        let path = self.inventory_path();
+        let file: InventoryFile = match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => InventoryFile { version: 1, vms: Vec::new() },
+            Err(e) => return Err(e),
+        };
+        let mut inv = lock(&self.inventory);
+        for item in file.vms {
+            let (config, error) = match fs::read_to_string(&item.vmx).map_err(|e| e.to_string()).and_then(|t| VmConfig::from_vmx(&t)) {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(format!("{}: {e}", item.vmx.display()))),
+            };
+            inv.insert(item.name.clone(), VmEntry { name: item.name, vmx: item.vmx, config, error, busy: None });
+        }
+        Ok(())
+    }
+
+    fn save_inventory(&self, inv: &BTreeMap<String, VmEntry>) -> Result<(), OpError> {
+        let file = InventoryFile { version: 1, vms: inv.values().map(|e| InventoryItem { name: e.name.clone(), vmx: e.vmx.clone() }).collect() };
+        store::write_json(&self.inventory_path(), &file).map_err(internal("writing the inventory"))
+    }
+
+    // ---- logs ----
+
+    pub fn event(&self, kind: &str, vm: Option<&str>, user: Option<&str>, message: String) {
+        let mut ev = lock(&self.events);
+        let e = Event { id: ev.next_id, time: now_secs(), kind: kind.into(), vm: vm.map(Into::into), user: user.map(Into::into), message };
+        ev.next_id += 1;
+        if let Err(err) = ev.log.append(&e) {
+            eprintln!("hostd: cannot append to {}: {err}", ev.log.path().display());
+        }
+        ev.items.push_back(e);
+        if ev.items.len() > ev.cap {
+            ev.items.pop_front();
+        }
+    }
+
+    pub fn events(&self, after: u64, limit: usize) -> Vec<Event> {
+        lock(&self.events).items.iter().filter(|e| e.id > after).take(limit).cloned().collect()
+    }
+
+    pub fn audit(&self, user: &str, action: String, status: u16, peer: Option<String>) {
+        let mut au = lock(&self.audit);
+        let r = AuditRecord { id: au.next_id, time: now_secs(), user: user.into(), action, status, peer };
+        au.next_id += 1;
+        if let Err(err) = au.log.append(&r) {
+            eprintln!("hostd: cannot append to {}: {err}", au.log.path().display());
+        }
+        au.items.push_back(r);
+        if au.items.len() > au.cap {
+            au.items.pop_front();
+        }
+    }
+
+    pub fn audit_records(&self, after: u64, limit: usize) -> Vec<AuditRecord> {
+        lock(&self.audit).items.iter().filter(|e| e.id > after).take(limit).cloned().collect()
+    }
+
+    // ---- tasks ----
+
+    fn task_begin(&self, kind: &str, target: &str, user: &str) -> u64 {
+        let mut t = lock(&self.tasks);
+        let id = t.1;
+        t.1 += 1;
+        t.0.push_back(Task {
+            id,
+            kind: kind.into(),
+            target: target.into(),
+            user: user.into(),
+            state: "running".into(),
+            progress: 0,
+            error: None,
+            started: now_secs(),
+            finished: None,
+        });
+        // Keep the newest 1000, never dropping a running one.
+        while t.0.len() > 1000 {
+            match t.0.iter().position(|x| x.finished.is_some()) {
+                Some(i) => {
+                    t.0.remove(i);
+                }
+                None => break,
+            }
+        }
+        id
+    }
+
+    fn task_progress(&self, id: u64, pct: u8) {
+        if let Some(t) = lock(&self.tasks).0.iter_mut().find(|t| t.id == id) {
+            t.progress = pct.min(100);
+        }
+    }
+
+    fn task_end(&self, id: u64, result: &Result<(), OpError>) {
+        if let Some(t) = lock(&self.tasks).0.iter_mut().find(|t| t.id == id) {
+            t.finished = Some(now_secs());
+            match result {
+                Ok(()) => {
+                    t.state = "success".into();
+                    t.progress = 100;
+                }
+                Err(e) => {
+                    t.state = "error".into();
+                    t.error = Some(op_message(e));
+                }
+            }
+        }
+    }
+
+    pub fn tasks(&self) -> Vec<Task> {
+        lock(&self.tasks).0.iter().rev().cloned().collect()
+    }
+
+    pub fn task(&self, id: u64) -> Option<Task> {
+        lock(&self.tasks).0.iter().find(|t| t.id == id).cloned()
+    }
+
+    /// Runs a short operation as a finished task (history for the UI).
+    fn as_task<T>(&self, kind: &str, target: &str, user: &str, f: impl FnOnce() -> Result<T, OpError>) -> Result<T, OpError> {
+        let id = self.task_begin(kind, target, user);
+        let r = f();
+        self.task_end(id, &r.as_ref().map(|_| ()).map_err(Clone::clone));
+        r
+    }
+
+    // ---- host ----
+
+    pub fn datastores(&self) -> Vec<Datastore> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(&self.settings.volumes_dir) else { return out };
+        for e in rd.flatten() {
+            let path = e.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let st = rustix::fs::statvfs(&path).ok();
+            out.push(Datastore {
+                name,
+                path: path.display().to_string(),
+                capacity_bytes: st.as_ref().map(|s| s.f_blocks.saturating_mul(s.f_frsize)),
+                free_bytes: st.as_ref().map(|s| s.f_bavail.saturating_mul(s.f_frsize)),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn datastore_roots(&self) -> Vec<PathBuf> {
+        self.datastores().into_iter().map(|d| PathBuf::from(d.path)).collect()
+    }
+
+    pub fn limits_owned(&self) -> (u64, u32, Vec<String>, Vec<PathBuf>) {
+        (host_memory_mib(), host_cpus(), self.settings.port_groups.clone(), self.datastore_roots())
+    }
+
+    fn kernel_vms(&self) -> Result<Vec<KernelVm>, io::Error> {
+        self.kernel.list()
+    }
+
+    fn view(e: &VmEntry, kvms: Option<&[KernelVm]>, roots: &[PathBuf]) -> VmView {
+        let k = kvms.and_then(|l| l.iter().find(|k| k.name == e.name));
+        let power_state = match (kvms, k.map(|k| k.state)) {
+            (None, _) => "unknown",
+            (_, Some(KernelState::Running)) => "poweredOn",
+            (_, Some(KernelState::Paused)) => "paused",
+            _ => "poweredOff",
+        };
+        VmView {
+            name: e.name.clone(),
+            datastore: roots.iter().find(|r| e.vmx.starts_with(r)).and_then(|r| r.file_name()).map(|n| n.to_string_lossy().into_owned()),
+            vmx_path: e.vmx.display().to_string(),
+            power_state: power_state.into(),
+            exit_reason: k.and_then(|k| k.exit_reason.clone()),
+            kernel_id: k.map(|k| k.id),
+            config: e.config.clone(),
+            config_error: e.error.clone(),
+            busy_task: e.busy,
+            run_ns: k.map(|k| k.run_ns),
+            exits: k.map(|k| k.exits),
+        }
+    }
+
+    pub fn vms(&self) -> Vec<VmView> {
+        let kvms = self.kernel_vms().ok();
+        let roots = self.datastore_roots();
+        lock(&self.inventory).values().map(|e| Self::view(e, kvms.as_deref(), &roots)).collect()
+    }
+
+    pub fn vm(&self, name: &str) -> Result<VmView, OpError> {
+        let kvms = self.kernel_vms().ok();
+        let roots = self.datastore_roots();
+        let inv = lock(&self.inventory);
+        let e = inv.get(name).ok_or_else(|| not_found(name))?;
+        Ok(Self::view(e, kvms.as_deref(), &roots))
+    }
+
+    /// The VMkernel's record of this VM, if it has one. Err: cannot ask.
+    fn kernel_vm(&self, name: &str) -> Result<Option<KernelVm>, OpError> {
+        let l = self.kernel_vms().map_err(|e| OpError::Unavailable(format!("the VMkernel VM API is unavailable: {e}")))?;
+        Ok(l.into_iter().find(|k| k.name == name))
+    }
+
+    fn powered_on(k: &Option<KernelVm>) -> bool {
+        matches!(k.as_ref().map(|k| k.state), Some(KernelState::Running | KernelState::Paused))
+    }
+
+    // ---- inventory operations ----
+
+    /// Defines a new VM: its directory, new disks and `.vmx` on the
+    /// datastore, then the inventory entry. Nothing is left behind on failure.
+    pub fn define(&self, spec: VmCreateSpec, user: &str) -> Result<VmView, OpError> {
+        let (ds, mut cfg) = spec.into_config();
+        self.as_task("vm.create", &cfg.name.clone(), user, || {
+            let stores = self.datastores();
+            let ds = match ds {
+                Some(n) => stores.iter().find(|d| d.name == n).ok_or_else(|| {
+                    OpError::Invalid(Some("datastore".into()), format!("datastore: {n:?}: no such datastore (the host has {:?})", stores.iter().map(|d| &d.name).collect::<Vec<_>>()))
+                })?,
+                None => stores.first().ok_or_else(|| OpError::Conflict("the host has no datastore".into()))?,
+            };
+            let vm_dir = Path::new(&ds.path).join(&cfg.name);
+            for n in cfg.nics.iter_mut().filter(|n| n.mac.is_empty()) {
+                n.mac = random_mac().map_err(internal("generating a MAC address"))?;
+            }
+            let (mem, cpus, pgs, roots) = self.limits_owned();
+            let limits = HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true };
+            cfg.validate(&limits, Some(&vm_dir))?;
+            let mut inv = lock(&self.inventory);
+            if inv.contains_key(&cfg.name) {
+                return Err(OpError::Conflict(format!("a VM named {:?} is already in the inventory", cfg.name)));
+            }
+            if vm_dir.exists() {
+                return Err(OpError::Conflict(format!("{} already exists on the datastore (register its .vmx instead)", vm_dir.display())));
+            }
+            fs::create_dir(&vm_dir).map_err(internal("creating the VM directory"))?;
+            let vmx = vm_dir.join(format!("{}.vmx", cfg.name));
+            let result = (|| {
+                let created = create_disks(&vm_dir, &mut cfg)?;
+                let r = store::write_atomic(&vmx, cfg.to_vmx().as_bytes()).map_err(internal("writing the .vmx"));
+                if r.is_err() {
+                    remove_files(&created);
+                }
+                r.map(|_| created)
+            })();
+            let created = match result {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&vm_dir);
+                    return Err(e);
+                }
+            };
+            inv.insert(cfg.name.clone(), VmEntry { name: cfg.name.clone(), vmx: vmx.clone(), config: Some(cfg.clone()), error: None, busy: None });
+            if let Err(e) = self.save_inventory(&inv) {
+                inv.remove(&cfg.name);
+                remove_files(&created);
+                let _ = fs::remove_dir_all(&vm_dir);
+                return Err(e);
+            }
+            let roots = self.datastore_roots();
+            let kvms = self.kernel_vms().ok();
+            let view = Self::view(&inv[&cfg.name], kvms.as_deref(), &roots);
+            drop(inv);
+            self.event("vm.created", Some(&cfg.name), Some(user), format!("VM {} created at {}", cfg.name, vmx.display()));
+            Ok(view)
+        })
+    }
+
+    /// Adds an existing `.vmx` on a datastore to the inventory.
+    pub fn register(&self, vmx_path: &str, user: &str) -> Result<VmView, OpError> {
+        self.as_task("vm.register", vmx_path, user, || {
+            let vmx = PathBuf::from(vmx_path);
+            let bad = |m: String| OpError::Invalid(Some("vmx_path".into()), format!("vmx_path: {m}"));
+            if !vmx_path.ends_with(".vmx") || vmx.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(bad(format!("{vmx_path:?}: an absolute path to a .vmx file")));
+            }
+            let roots = self.datastore_roots();
+            let dir = vmx.parent().map(Path::to_path_buf).unwrap_or_default();
+            if !roots.iter().any(|r| dir.parent() == Some(r.as_path())) {
+                return Err(bad(format!("{vmx_path:?} is not in a VM directory on a datastore (<datastore>/<vm>/<vm>.vmx)")));
+            }
+            let text = fs::read_to_string(&vmx).map_err(|e| if e.kind() == io::ErrorKind::NotFound { OpError::NotFound(format!("{vmx_path} does not exist")) } else { bad(e.to_string()) })?;
+            let cfg = VmConfig::from_vmx(&text).map_err(|e| bad(e))?;
+            let (mem, cpus, pgs, roots) = self.limits_owned();
+            cfg.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&dir))?;
+            let mut inv = lock(&self.inventory);
+            if inv.contains_key(&cfg.name) {
+                return Err(OpError::Conflict(format!("a VM named {:?} is already in the inventory", cfg.name)));
+            }
+            if inv.values().any(|e| e.vmx == vmx) {
+                return Err(OpError::Conflict(format!("{vmx_path} is already registered")));
+            }
+            let name = cfg.name.clone();
+            inv.insert(name.clone(), VmEntry { name: name.clone(), vmx, config: Some(cfg), error: None, busy: None });
+            if let Err(e) = self.save_inventory(&inv) {
+                inv.remove(&name);
+                return Err(e);
+            }
+            let kvms = self.kernel_vms().ok();
+            let view = Self::view(&inv[&name], kvms.as_deref(), &roots);
+            drop(inv);
+            self.event("vm.registered", Some(&name), Some(user), format!("VM {name} registered from {vmx_path}"));
+            Ok(view)
+        })
+    }
+
+    /// Changes a VM's configuration. Powered on, only the resource settings
+    /// and the annotation may change (resources apply at once).
+    pub fn reconfigure(&self, name: &str, patch: &VmConfigPatch, user: &str) -> Result<VmView, OpError> {
+        self.as_task("vm.reconfigure", name, user, || {
+            let (mem, cpus, pgs, roots) = self.limits_owned();
+            let mut inv = lock(&self.inventory);
+            let e = inv.get(name).ok_or_else(|| not_found(name))?;
+            if let Some(t) = e.busy {
+                return Err(OpError::Conflict(format!("VM {name} is busy with task {t}")));
+            }
+            let old = e.config.clone().ok_or_else(|| OpError::Conflict(format!("the configuration of {name} is unreadable: {}", e.error.clone().unwrap_or_default())))?;
+            let k = self.kernel_vm(name).unwrap_or(None);
+            let on = Self::powered_on(&k);
+            if on && !patch.only_live_settings() {
+                return Err(OpError::Conflict(format!("VM {name} is powered on: only shares, reservation_pct, limit_pct and annotation can change now; power it off first")));
+            }
+            let mut new = patch.apply(&old);
+            let dir = e.dir();
+            for n in new.nics.iter_mut().filter(|n| n.mac.is_empty()) {
+                n.mac = random_mac().map_err(internal("generating a MAC address"))?;
+            }
+            new.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&dir))?;
+            let created = create_disks(&dir, &mut new)?;
+            if let Err(err) = store::write_atomic(&e.vmx, new.to_vmx().as_bytes()).map_err(internal("writing the .vmx")) {
+                remove_files(&created);
+                return Err(err);
+            }
+            if let (true, true, Some(k)) = (on, patch.touches_resources(), &k) {
+                let r = Resources { shares: new.shares, reservation_pct: new.reservation_pct, limit_pct: new.limit_pct };
+                if let Err(err) = self.kernel.set_resources(k.group, r) {
+                    // The file says what the next power-on gets; say that the running VM kept its old settings.
+                    self.event("vm.reconfigureFailed", Some(name), Some(user), format!("resource settings saved but not applied to the running VM: {err}"));
+                }
+            }
+            if let Some(e) = inv.get_mut(name) {
+                e.config = Some(new);
+                e.error = None;
+            }
+            let kvms = self.kernel_vms().ok();
+            let view = Self::view(&inv[name], kvms.as_deref(), &roots);
+            drop(inv);
+            self.event("vm.reconfigured", Some(name), Some(user), format!("VM {name} reconfigured"));
+            Ok(view)
+        })
+    }
+
+    /// Removes a powered-off VM from the inventory; its files stay.
+    pub fn unregister(&self, name: &str, user: &str) -> Result<(), OpError> {
+        self.as_task("vm.unregister", name, user, || {
+            let mut inv = lock(&self.inventory);
+            let e = inv.get(name).ok_or_else(|| not_found(name))?.clone();
+            self.check_off(&e)?;
+            inv.remove(name);
+            if let Err(err) = self.save_inventory(&inv) {
+                inv.insert(name.into(), e);
+                return Err(err);
+            }
+            drop(inv);
+            self.event("vm.unregistered", Some(name), Some(user), format!("VM {name} unregistered; its files remain at {}", e.vmx.display()));
+            Ok(())
+        })
+    }
+
+    fn check_off(&self, e: &VmEntry) -> Result<(), OpError> {
+        if let Some(t) = e.busy {
+            return Err(OpError::Conflict(format!("VM {} is busy with task {t}", e.name)));
+        }
+        match self.kernel_vm(&e.name) {
+            Ok(k) if Self::powered_on(&k) => Err(OpError::Conflict(format!("VM {} is powered on; power it off first", e.name))),
+            Ok(Some(k)) => {
+                // A stopped VM still holds its memory in the kernel: free it.
+                self.kernel.destroy(k.id).map_err(|err| OpError::Unavailable(format!("freeing the stopped VM: {err}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes a powered-off VM: its directory on the datastore and its
+    /// inventory entry.
+    pub fn destroy(&self, name: &str, user: &str) -> Result<(), OpError> {
+        self.as_task("vm.destroy", name, user, || {
+            let roots = self.datastore_roots();
+            let mut inv = lock(&self.inventory);
+            let e = inv.get(name).ok_or_else(|| not_found(name))?.clone();
+            self.check_off(&e)?;
+            let dir = e.dir();
+            // Only ever a VM directory directly on a datastore.
+            if !roots.iter().any(|r| dir.parent() == Some(r.as_path())) {
+                return Err(OpError::Conflict(format!("{} is not a VM directory on a datastore; unregister the VM instead", dir.display())));
+            }
+            inv.remove(name);
+            if let Err(err) = self.save_inventory(&inv) {
+                inv.insert(name.into(), e);
+                return Err(err);
+            }
+            drop(inv);
+            let r = fs::remove_dir_all(&dir);
+            match &r {
+                Ok(()) => self.event("vm.destroyed", Some(name), Some(user), format!("VM {name} destroyed; {} deleted", dir.display())),
+                Err(err) => self.event("vm.destroyed", Some(name), Some(user), format!("VM {name} removed from the inventory, but deleting {} failed: {err}", dir.display())),
+            }
+            r.map_err(internal("deleting the VM directory"))
+        })
+    }
+
+    // ---- power ----
+
+    /// Starts a power operation as a task; checks what can be checked first
+    /// so a refused request is an error, not a failed task.
+    pub fn power(self: &Arc<Self>, name: &str, action: PowerAction, user: &str) -> Result<Task, OpError> {
+        let (mem, cpus, pgs, roots) = self.limits_owned();
+        let mut inv = lock(&self.inventory);
+        let e = inv.get(name).ok_or_else(|| not_found(name))?;
+        if let Some(t) = e.busy {
+            return Err(OpError::Conflict(format!("VM {name} is busy with task {t}")));
+        }
+        let cfg = e.config.clone().ok_or_else(|| OpError::Conflict(format!("the configuration of {name} is unreadable: {}", e.error.clone().unwrap_or_default())))?;
+        let k = self.kernel_vm(name)?;
+        let state = k.as_ref().map(|k| k.state);
+        let refuse = |m: &str| Err(OpError::Conflict(format!("VM {name} {m}")));
+        match action {
+            PowerAction::On if Self::powered_on(&k) => return refuse("is already powered on"),
+            PowerAction::On => {
+                cfg.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&e.dir()))
+                    .map_err(|fe| OpError::Conflict(format!("the configuration of {name} is not valid now: {fe}")))?;
+            }
+            PowerAction::Off | PowerAction::Reset if !Self::powered_on(&k) => return refuse("is powered off"),
+            PowerAction::Pause if state != Some(KernelState::Running) => return refuse("is not running"),
+            PowerAction::Resume if state != Some(KernelState::Paused) => return refuse("is not paused"),
+            PowerAction::Shutdown => {
+                if !Self::powered_on(&k) {
+                    return refuse("is powered off");
+                }
+                // Nothing in the VMM can ask a guest to shut down yet (no ACPI
+                // power button, no guest tools): say so rather than pull the plug.
+                return Err(OpError::Conflict("guest shutdown is not supported by the VMkernel yet (no ACPI power button in the VMM); use power off".into()));
+            }
+            _ => {}
+        }
+        let task = self.task_begin(action.task_kind(), name, user);
+        if let Some(e) = inv.get_mut(name) {
+            e.busy = Some(task);
+        }
+        drop(inv);
+        let me = Arc::clone(self);
+        let (name, user) = (name.to_string(), user.to_string());
+        std::thread::spawn(move || {
+            let r = me.run_power(task, &name, action, &cfg, k);
+            me.task_end(task, &r);
+            if let Some(e) = lock(&me.inventory).get_mut(&name) {
+                e.busy = None;
+            }
+            let (kind, msg) = match (&r, action) {
+                (Ok(()), PowerAction::On) => ("vm.poweredOn", format!("VM {name} powered on")),
+                (Ok(()), PowerAction::Off) => ("vm.poweredOff", format!("VM {name} powered off")),
+                (Ok(()), PowerAction::Reset) => ("vm.reset", format!("VM {name} reset")),
+                (Ok(()), PowerAction::Pause) => ("vm.paused", format!("VM {name} paused")),
+                (Ok(()), PowerAction::Resume) => ("vm.resumed", format!("VM {name} resumed")),
+                (Ok(()), PowerAction::Shutdown) => ("vm.shutdown", format!("VM {name} shut down")),
+                (Err(err), _) => ("vm.powerFailed", format!("{} of VM {name} failed: {}", action.task_kind(), op_message(err))),
+            };
+            me.event(kind, Some(&name), Some(&user), msg);
+        });
+        Ok(self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))?)
+    }
+
+    fn run_power(&self, task: u64, name: &str, action: PowerAction, cfg: &VmConfig, k: Option<KernelVm>) -> Result<(), OpError> {
+        let kerr = |what: &'static str| move |e: io::Error| OpError::Unavailable(format!("{what}: {e}"));
+        match action {
+            PowerAction::On => {
+                if let Some(old) = k {
+                    // Off or stopped by itself: start from the current configuration.
+                    self.kernel.destroy(old.id).map_err(kerr("freeing the stopped VM"))?;
+                }
+                self.task_progress(task, 10);
+                let id = self.kernel.create(&cfg.kernel_text()).map_err(kerr("creating the VM in the VMkernel"))?;
+                self.task_progress(task, 80);
+                if let Err(e) = self.kernel.start(id) {
+                    let _ = self.kernel.destroy(id);
+                    return Err(kerr("starting the VM")(e));
+                }
+                Ok(())
+            }
+            PowerAction::Off => {
+                let k = k.ok_or_else(|| OpError::Conflict(format!("VM {name} is powered off")))?;
+                self.kernel.stop(k.id).map_err(kerr("stopping the VM"))?;
+                self.task_progress(task, 50);
+                self.kernel.destroy(k.id).map_err(kerr("freeing the VM"))
+            }
+            PowerAction::Reset => self.kernel.reset(k.map_or(0, |k| k.id)).map_err(kerr("resetting the VM")),
+            PowerAction::Pause => self.kernel.pause(k.map_or(0, |k| k.id)).map_err(kerr("pausing the VM")),
+            PowerAction::Resume => self.kernel.resume(k.map_or(0, |k| k.id)).map_err(kerr("resuming the VM")),
+            PowerAction::Shutdown => Err(OpError::Conflict("not supported".into())),
+        }
+    }
+}
+
+fn not_found(name: &str) -> OpError {
+    OpError::NotFound(format!("no VM named {name:?} in the inventory"))
+}
+
+pub fn op_message(e: &OpError) -> String {
+    match e {
+        OpError::Invalid(_, m) | OpError::NotFound(m) | OpError::Conflict(m) | OpError::Unavailable(m) | OpError::Internal(m) => m.clone(),
+    }
+}
+
+/// Creates the disks that ask for it (`size_mib`, sparse) and forgets the
+/// size; returns the files made, for rollback.
+fn create_disks(vm_dir: &Path, cfg: &mut VmConfig) -> Result<Vec<PathBuf>, OpError> {
+    let mut created = Vec::new();
+    for (i, d) in cfg.disks.iter_mut().enumerate() {
+        let Some(size) = d.size_mib.take() else { continue };
+        let path = VmConfig::disk_path(vm_dir, &d.file);
+        let r = fs::OpenOptions::new().write(true).create_new(true).open(&path).and_then(|f| {
+            f.set_len(size * 1024 * 1024)?;
+            f.sync_all()
+        });
+        match r {
+            Ok(()) => created.push(path),
+            Err(e) => {
+                remove_files(&created);
+                return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+                    OpError::Conflict(format!("disks[{i}].file: {} already exists; leave out size_mib to use it", path.display()))
+                } else {
+                    OpError::Internal(format!("creating disk {}: {e}", path.display()))
+                });
+            }
+        }
+    }
+    if let Some(dir) = created.first().and_then(|p| p.parent()) {
+        let _ = store::sync_dir(dir);
+    }
+    Ok(created)
+}
+
+fn remove_files(files: &[PathBuf]) {
+    for f in files {
+        let _ = fs::remove_file(f);
+    }
+}
+
+/// A locally administered unicast MAC (02:4d:4e = "MN" for Mantle).
+pub fn random_mac() -> io::Result<String> {
+    let mut b = [0u8; 3];
+    getrandom::getrandom(&mut b).map_err(io::Error::other)?;
+    Ok(format!("02:4d:4e:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2]))
+}
+
+/// The host's RAM in MiB (`/proc/meminfo`).
+pub fn host_memory_mib() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// The host's CPUs (`/proc/cpuinfo`, else what std can find out).
+pub fn host_cpus() -> u32 {
+    let n = fs::read_to_string("/proc/cpuinfo").map(|t| t.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(0);
+    if n > 0 { n as u32 } else { std::thread::available_parallelism().map_or(1, |n| n.get() as u32) }
+}
+
+/// Seconds since the host booted (`/proc/uptime`).
+pub fn host_uptime_secs() -> Option<u64> {
+    fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.split('.').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmkernel::fake::FakeVmKernel;
+
+    pub(crate) fn setup() -> (tempfile::TempDir, Arc<Hostd>, Arc<FakeVmKernel>) {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("volumes/ds1")).unwrap();
+        fs::write(d.path().join("kernel.bin"), b"kernel").unwrap();
+        let k = Arc::new(FakeVmKernel::default());
+        let h = Hostd::open(settings(d.path()), k.clone()).unwrap();
+        (d, h, k)
+    }
+
+    pub(crate) fn settings(root: &Path) -> Settings {
+        Settings {
+            config_dir: root.join("config"),
+            volumes_dir: root.join("volumes"),
+            port_groups: vec!["VM Network".into()],
+            session_idle: Duration::from_secs(60),
+            lockout_after: 5,
+            lockout_for: Duration::from_secs(60),
+        }
+    }
+
+    pub(crate) fn spec(root: &Path, name: &str) -> VmCreateSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "memory_mib": 16, "kernel": root.join("kernel.bin"),
+            "disks": [{"file": format!("{name}.img"), "size_mib": 2}], "nics": [{"network": "VM Network"}]
+        }))
+        .unwrap()
+    }
+
+    fn wait_task(h: &Hostd, id: u64) -> Task {
+        for _ in 0..500 {
+            let t = h.task(id).unwrap();
+            if t.finished.is_some() {
+                return t;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("task {id} did not finish");
+    }
+
+    #[test]
+    fn define_writes_the_vm_directory_and_survives_restart() {
+        let (d, h, k) = setup();
+        let v = h.define(spec(d.path(), "web01"), "root").unwrap();
+        assert_eq!(v.power_state, "poweredOff");
+        let dir = d.path().join("volumes/ds1/web01");
+        assert_eq!(fs::metadata(dir.join("web01.img")).unwrap().len(), 2 << 20);
+        let vmx = fs::read_to_string(dir.join("web01.vmx")).unwrap();
+        assert!(vmx.contains("config.version = \"1\"") && vmx.contains("nic0.mac = \"02:4d:4e:"), "{vmx}");
+        assert_eq!(h.define(spec(d.path(), "web01"), "root").unwrap_err(), OpError::Conflict("a VM named \"web01\" is already in the inventory".into()));
+        drop(h);
+        let h = Hostd::open(settings(d.path()), k).unwrap();
+        let vms = h.vms();
+        assert_eq!(vms.len(), 1);
+        assert_eq!(vms[0].config.as_ref().unwrap().memory_mib, 16);
+        assert_eq!(vms[0].datastore.as_deref(), Some("ds1"));
+        assert!(h.events(0, 100).iter().any(|e| e.kind == "vm.created" && e.user.as_deref() == Some("root")));
+    }
+
+    #[test]
+    fn invalid_define_leaves_nothing_behind() {
+        let (d, h, _) = setup();
+        let mut s = spec(d.path(), "bad");
+        s.vcpus = 0;
+        assert!(matches!(h.define(s, "root"), Err(OpError::Invalid(Some(f), _)) if f == "vcpus"));
+        let mut s = spec(d.path(), "bad");
+        s.disks.push(crate::vmx::Disk { file: "missing.img".into(), size_mib: None });
+        assert!(matches!(h.define(s, "root"), Err(OpError::Invalid(Some(f), _)) if f == "disks[1].file"));
+        assert_eq!(fs::read_dir(d.path().join("volumes/ds1")).unwrap().count(), 0);
+        assert!(h.vms().is_empty());
+    }
+
+    #[test]
+    fn power_cycle_goes_through_the_vmkernel() {
+        let (d, h, k) = setup();
+        h.define(spec(d.path(), "vm1"), "root").unwrap();
+        let t = h.power("vm1", PowerAction::On, "op").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(h.vm("vm1").unwrap().power_state, "poweredOn");
+        assert!(matches!(h.power("vm1", PowerAction::On, "op"), Err(OpError::Conflict(_))));
+        // Powered on: memory cannot change, shares can (and reach the kernel).
+        let p: VmConfigPatch = serde_json::from_str(r#"{"memory_mib": 32}"#).unwrap();
+        assert!(matches!(h.reconfigure("vm1", &p, "root"), Err(OpError::Conflict(_))));
+        let p: VmConfigPatch = serde_json::from_str(r#"{"shares": 500}"#).unwrap();
+        h.reconfigure("vm1", &p, "root").unwrap();
+        assert_eq!(k.resources.lock().unwrap()[0].1.shares, 500);
+        assert!(matches!(h.destroy("vm1", "root"), Err(OpError::Conflict(_))));
+        let t = h.power("vm1", PowerAction::Pause, "op").unwrap();
+        wait_task(&h, t.id);
+        assert_eq!(h.vm("vm1").unwrap().power_state, "paused");
+        let t = h.power("vm1", PowerAction::Resume, "op").unwrap();
+        wait_task(&h, t.id);
+        let t = h.power("vm1", PowerAction::Off, "op").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(h.vm("vm1").unwrap().power_state, "poweredOff");
+        assert!(k.vms.lock().unwrap().is_empty(), "powered off VMs are freed in the kernel");
+        // A guest that stopped by itself is restarted from a fresh kernel VM.
+        let t = h.power("vm1", PowerAction::On, "op").unwrap();
+        wait_task(&h, t.id);
+        k.guest_stops("vm1");
+        assert_eq!(h.vm("vm1").unwrap().exit_reason.as_deref(), Some("halted"));
+        let t = h.power("vm1", PowerAction::On, "op").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        let calls = k.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().filter(|c| c.starts_with("create")).count(), 3, "{calls:?}");
+        assert!(calls.contains(&"destroy 2".to_string()), "{calls:?}");
+        assert!(matches!(h.power("vm1", PowerAction::Shutdown, "op"), Err(OpError::Conflict(m)) if m.contains("not supported")));
+    }
+
+    #[test]
+    fn running_vms_survive_a_hostd_restart() {
+        let (d, h, k) = setup();
+        h.define(spec(d.path(), "vm1"), "root").unwrap();
+        let t = h.power("vm1", PowerAction::On, "op").unwrap();
+        wait_task(&h, t.id);
+        drop(h);
+        let h = Hostd::open(settings(d.path()), k.clone()).unwrap();
+        assert_eq!(h.vm("vm1").unwrap().power_state, "poweredOn");
+        assert_eq!(k.calls.lock().unwrap().iter().filter(|c| c.starts_with("stop")).count(), 0);
+    }
+
+    #[test]
+    fn unregister_keeps_files_and_register_brings_the_vm_back() {
+        let (d, h, _) = setup();
+        let v = h.define(spec(d.path(), "vm1"), "root").unwrap();
+        h.unregister("vm1", "root").unwrap();
+        assert!(h.vms().is_empty());
+        assert!(Path::new(&v.vmx_path).exists());
+        let back = h.register(&v.vmx_path, "root").unwrap();
+        assert_eq!(back.name, "vm1");
+        assert!(matches!(h.register(&v.vmx_path, "root"), Err(OpError::Conflict(_))));
+        assert!(matches!(h.register("/etc/passwd.vmx", "root"), Err(OpError::Invalid(..))));
+        h.destroy("vm1", "root").unwrap();
+        assert!(!d.path().join("volumes/ds1/vm1").exists());
+    }
+
+    #[test]
+    fn reconfigure_validates_and_keeps_the_old_file_on_error() {
+        let (d, h, _) = setup();
+        let v = h.define(spec(d.path(), "vm1"), "root").unwrap();
+        let before = fs::read_to_string(&v.vmx_path).unwrap();
+        let p: VmConfigPatch = serde_json::from_str(r#"{"vcpus": 0}"#).unwrap();
+        assert!(matches!(h.reconfigure("vm1", &p, "root"), Err(OpError::Invalid(Some(f), _)) if f == "vcpus"));
+        assert_eq!(fs::read_to_string(&v.vmx_path).unwrap(), before);
+        let p: VmConfigPatch = serde_json::from_str(r#"{"memory_mib": 32, "disks": [{"file": "vm1.img"}, {"file": "data.img", "size_mib": 1}]}"#).unwrap();
+        let n = h.reconfigure("vm1", &p, "root").unwrap();
+        assert_eq!(n.config.unwrap().disks.len(), 2);
+        assert!(d.path().join("volumes/ds1/vm1/data.img").exists());
+        let text = fs::read_to_string(&v.vmx_path).unwrap();
+        assert!(text.contains("memory_mib = \"32\"") && !text.contains("size_mib"));
+    }
+}

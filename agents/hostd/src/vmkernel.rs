@@ -1,0 +1,264 @@
+//! The VMkernel as hostd sees it: the narrow VM API behind a trait. The real
+//! implementation makes the same calls as `vmkcli` (`userworld::vmk`); the
+//! VMkernel stays the only place that runs VMs. A fake serves unit tests.
+
+use std::io;
+
+/// Power state of a VM as the VMkernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelState {
+    /// Created, never started.
+    Off,
+    Running,
+    /// Stopped by itself (halt, triple fault, debug exit, power off).
+    Stopped,
+    Paused,
+}
+
+/// One VM the VMkernel knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelVm {
+    pub id: u32,
+    pub name: String,
+    pub state: KernelState,
+    /// Why it stopped (the kernel's `EXIT_REASON_*` name), when it did.
+    pub exit_reason: Option<String>,
+    pub exit_code: u64,
+    pub exits: u64,
+    pub run_ns: u64,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    /// The VM's resource group.
+    pub group: u32,
+}
+
+/// CPU resource settings of a running VM's group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resources {
+    pub shares: u32,
+    pub reservation_pct: u32,
+    pub limit_pct: Option<u32>,
+}
+
+/// The VM calls hostd makes. Errors are the kernel's errno.
+pub trait VmKernel: Send + Sync + 'static {
+    /// The API version (Err: not running on Mantle).
+    fn version(&self) -> io::Result<u32>;
+    fn list(&self) -> io::Result<Vec<KernelVm>>;
+    /// Creates a VM from the kernel's text configuration; returns its id.
+    fn create(&self, config_text: &str) -> io::Result<u32>;
+    fn start(&self, id: u32) -> io::Result<()>;
+    /// Hard power off.
+    fn stop(&self, id: u32) -> io::Result<()>;
+    fn reset(&self, id: u32) -> io::Result<()>;
+    fn pause(&self, id: u32) -> io::Result<()>;
+    fn resume(&self, id: u32) -> io::Result<()>;
+    /// Frees a stopped VM.
+    fn destroy(&self, id: u32) -> io::Result<()>;
+    fn set_resources(&self, group: u32, r: Resources) -> io::Result<()>;
+}
+
+/// Names for `vmk_api::EXIT_REASON_*` (0 = none).
+fn exit_reason_name(r: u32) -> Option<String> {
+    Some(
+        match r {
+            0 => return None,
+            1 => "debug-exit",
+            2 => "triple-fault",
+            3 => "power-off",
+            4 => "unhandled",
+            5 => "halted",
+            _ => "unknown",
+        }
+        .into(),
+    )
+}
+
+/// The real VMkernel, through its system calls.
+pub struct RealVmKernel;
+
+impl VmKernel for RealVmKernel {
+    fn version(&self) -> io::Result<u32> {
+        userworld::vmk::version()
+    }
+
+    fn list(&self) -> io::Result<Vec<KernelVm>> {
+        use userworld::vmk;
+        let mut out = Vec::new();
+        for id in vmk::vm_list()? {
+            // A VM destroyed between the list and the info call is simply gone.
+            let Ok(info) = vmk::vm_info(id) else { continue };
+            let state = match info.state {
+                vmk::VM_STATE_RUNNING => KernelState::Running,
+                vmk::VM_STATE_STOPPED => KernelState::Stopped,
+                vmk::VM_STATE_PAUSED => KernelState::Paused,
+                _ => KernelState::Off,
+            };
+            out.push(KernelVm {
+                id,
+                name: info.name_str().to_string(),
+                state,
+                exit_reason: exit_reason_name(info.exit_reason),
+                exit_code: info.exit_code,
+                exits: info.exits,
+                run_ns: info.run_ns,
+                memory_mib: info.memory_mib,
+                vcpus: info.vcpus,
+                group: info.group,
+            });
+        }
+        Ok(out)
+    }
+
+    fn create(&self, config_text: &str) -> io::Result<u32> {
+        userworld::vmk::vm_create(config_text)
+    }
+    fn start(&self, id: u32) -> io::Result<()> {
+        userworld::vmk::vm_start(id)
+    }
+    fn stop(&self, id: u32) -> io::Result<()> {
+        userworld::vmk::vm_stop(id)
+    }
+    fn reset(&self, id: u32) -> io::Result<()> {
+        userworld::vmk::vm_reset(id)
+    }
+    fn pause(&self, id: u32) -> io::Result<()> {
+        userworld::vmk::vm_pause(id)
+    }
+    fn resume(&self, id: u32) -> io::Result<()> {
+        userworld::vmk::vm_resume(id)
+    }
+    fn destroy(&self, id: u32) -> io::Result<()> {
+        userworld::vmk::vm_destroy(id)
+    }
+    fn set_resources(&self, group: u32, r: Resources) -> io::Result<()> {
+        use userworld::vmk;
+        let cur = vmk::group_stats(group)?;
+        let p = vmk::GroupParamsRecord {
+            shares: r.shares,
+            reservation_pct: r.reservation_pct,
+            limit_pct: r.limit_pct.unwrap_or(vmk::NO_LIMIT),
+            mem_limit_mib: cur.params.mem_limit_mib,
+        };
+        vmk::group_set(group, &p)
+    }
+}
+
+/// A VMkernel in memory, for unit tests of hostd's logic.
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct FakeVmKernel {
+        pub vms: Mutex<Vec<KernelVm>>,
+        pub next_id: Mutex<u32>,
+        /// Calls made, in order ("create web01", "start 1", ...).
+        pub calls: Mutex<Vec<String>>,
+        pub resources: Mutex<Vec<(u32, Resources)>>,
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    impl FakeVmKernel {
+        fn with(&self, id: u32, f: impl FnOnce(&mut KernelVm) -> io::Result<()>) -> io::Result<()> {
+            let mut vms = lock(&self.vms);
+            let vm = vms.iter_mut().find(|v| v.id == id).ok_or_else(|| io::Error::from_raw_os_error(2))?;
+            f(vm)
+        }
+        fn log(&self, s: String) {
+            lock(&self.calls).push(s);
+        }
+        /// As if the guest halted by itself.
+        pub fn guest_stops(&self, name: &str) {
+            for v in lock(&self.vms).iter_mut().filter(|v| v.name == name) {
+                v.state = KernelState::Stopped;
+                v.exit_reason = Some("halted".into());
+            }
+        }
+    }
+
+    impl VmKernel for FakeVmKernel {
+        fn version(&self) -> io::Result<u32> {
+            Ok(1)
+        }
+        fn list(&self) -> io::Result<Vec<KernelVm>> {
+            Ok(lock(&self.vms).clone())
+        }
+        fn create(&self, text: &str) -> io::Result<u32> {
+            let c = vmkernel::vmk_api::VmConfig::parse(text).map_err(|_| io::Error::from_raw_os_error(22))?;
+            let mut vms = lock(&self.vms);
+            if vms.iter().any(|v| v.name == c.name) {
+                return Err(io::Error::from_raw_os_error(17));
+            }
+            let mut n = lock(&self.next_id);
+            *n += 1;
+            let id = *n;
+            vms.push(KernelVm {
+                id,
+                name: c.name.clone(),
+                state: KernelState::Off,
+                exit_reason: None,
+                exit_code: 0,
+                exits: 0,
+                run_ns: 0,
+                memory_mib: c.memory_mib as u64,
+                vcpus: c.vcpus,
+                group: 100 + id,
+            });
+            drop(vms);
+            self.log(format!("create {}", c.name));
+            Ok(id)
+        }
+        fn start(&self, id: u32) -> io::Result<()> {
+            self.log(format!("start {id}"));
+            self.with(id, |v| {
+                v.state = KernelState::Running;
+                Ok(())
+            })
+        }
+        fn stop(&self, id: u32) -> io::Result<()> {
+            self.log(format!("stop {id}"));
+            self.with(id, |v| {
+                v.state = KernelState::Stopped;
+                v.exit_reason = Some("power-off".into());
+                Ok(())
+            })
+        }
+        fn reset(&self, id: u32) -> io::Result<()> {
+            self.log(format!("reset {id}"));
+            self.with(id, |v| {
+                v.state = KernelState::Running;
+                Ok(())
+            })
+        }
+        fn pause(&self, id: u32) -> io::Result<()> {
+            self.log(format!("pause {id}"));
+            self.with(id, |v| {
+                v.state = KernelState::Paused;
+                Ok(())
+            })
+        }
+        fn resume(&self, id: u32) -> io::Result<()> {
+            self.log(format!("resume {id}"));
+            self.with(id, |v| {
+                v.state = KernelState::Running;
+                Ok(())
+            })
+        }
+        fn destroy(&self, id: u32) -> io::Result<()> {
+            self.log(format!("destroy {id}"));
+            let mut vms = lock(&self.vms);
+            let n = vms.len();
+            vms.retain(|v| v.id != id);
+            if vms.len() == n { Err(io::Error::from_raw_os_error(2)) } else { Ok(()) }
+        }
+        fn set_resources(&self, group: u32, r: Resources) -> io::Result<()> {
+            lock(&self.resources).push((group, r));
+            Ok(())
+        }
+    }
+}

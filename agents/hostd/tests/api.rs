@@ -1,0 +1,576 @@
+//! hostd over real TLS with a real client: each test starts the `hostd`
+//! binary on loopback ports (chosen by the kernel, printed by hostd) with
+//! temporary config and datastore directories, and drives it with `curl`,
+//! trusting only the certificate hostd generated at its first start.
+//!
+//! On the Linux host there is no VMkernel, so power-on is refused with 503
+//! here; the power paths are covered with the fake VMkernel in `api`'s unit
+//! tests.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ROOT_PW: &str = "Mantle-root-pw1";
+
+struct Hostd {
+    child: Child,
+    dir: PathBuf,
+    https: u16,
+    http: u16,
+}
+
+impl Drop for Hostd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Hostd {
+    std::fs::create_dir_all(dir.join("volumes/datastore1")).unwrap();
+    std::fs::write(dir.join("kernel.bin"), b"\x02\xb0\xad\x1b not really a kernel").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hostd"));
+    cmd.arg("--config-dir")
+        .arg(dir.join("config"))
+        .arg("--volumes")
+        .arg(dir.join("volumes"))
+        .args(["--listen", "127.0.0.1", "--https-port", "0", "--http-port", "0", "--kernel-cmdline", "/nonexistent"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start hostd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[hostd] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let (mut https, mut http) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while https == 0 || http == 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("hostd did not report its ports within 60 s");
+        let port = |l: &str| l.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+        if line.starts_with("hostd: HTTPS on") {
+            https = port(&line);
+        } else if line.starts_with("hostd: HTTP redirect on") {
+            http = port(&line);
+        }
+    }
+    Hostd { child, dir: dir.to_path_buf(), https, http }
+}
+
+fn start_fresh(dir: &Path, extra: &[&str]) -> Hostd {
+    std::fs::create_dir_all(dir).unwrap();
+    let pw = dir.join("rootpw");
+    std::fs::write(&pw, format!("{ROOT_PW}\n")).unwrap();
+    let mut args = vec!["--root-password-file", pw.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    start(dir, &args)
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+    headers: String,
+}
+
+impl Hostd {
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.https)
+    }
+
+    /// One request with curl; `headers` are extra `-H` values.
+    fn curl(&self, method: &str, path: &str, headers: &[String], body: Option<&[u8]>) -> Reply {
+        let hdr_file = tempfile::NamedTempFile::new().unwrap();
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "30", "--cacert"])
+            .arg(self.dir.join("config/ssl/host.crt"))
+            .args(["-X", method, "-o", "-", "-w", "\n%{http_code}", "-D"])
+            .arg(hdr_file.path());
+        for h in headers {
+            c.args(["-H", h]);
+        }
+        let mut body_file = None;
+        if let Some(b) = body {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(b).unwrap();
+            c.arg("--data-binary").arg(format!("@{}", f.path().display()));
+            body_file = Some(f);
+        }
+        c.arg(self.url(path));
+        let out = c.output().expect("run curl");
+        drop(body_file);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "curl {method} {path} failed: {} {}", String::from_utf8_lossy(&out.stderr), text);
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        let status: u16 = code.trim().parse().unwrap();
+        let body = if body.is_empty() { Value::Null } else { serde_json::from_str(body).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {body:?}")) };
+        Reply { status, body, headers: std::fs::read_to_string(hdr_file.path()).unwrap_or_default() }
+    }
+
+    fn call(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let mut h = vec![format!("Authorization: Bearer {token}")];
+        let bytes = body.map(|b| {
+            h.push("Content-Type: application/json".into());
+            serde_json::to_vec(&b).unwrap()
+        });
+        self.curl(method, path, &h, bytes.as_deref())
+    }
+
+    fn login_reply(&self, user: &str, pw: &str) -> Reply {
+        self.curl("POST", "/api/session", &["Content-Type: application/json".into()], Some(&serde_json::to_vec(&json!({"username": user, "password": pw})).unwrap()))
+    }
+
+    fn login(&self, user: &str, pw: &str) -> String {
+        let r = self.login_reply(user, pw);
+        assert_eq!(r.status, 200, "login {user}: {}", r.body);
+        r.body["token"].as_str().unwrap().to_string()
+    }
+
+    fn kernel(&self) -> String {
+        self.dir.join("kernel.bin").display().to_string()
+    }
+
+    fn datastore(&self) -> PathBuf {
+        self.dir.join("volumes/datastore1")
+    }
+
+    fn vm_spec(&self, name: &str) -> Value {
+        json!({"name": name, "memory_mib": 16, "vcpus": 1, "kernel": self.kernel(), "cmdline": "console=ttyS0",
+               "disks": [{"file": format!("{name}.img"), "size_mib": 4}], "nics": [{"network": "VM Network"}]})
+    }
+}
+
+fn assert_error(r: &Reply, status: u16, field: Option<&str>) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert!(r.body["code"].is_string() && r.body["message"].is_string(), "error body: {}", r.body);
+    if let Some(f) = field {
+        assert_eq!(r.body["field"], f, "{}", r.body);
+    }
+}
+
+fn dir_entries(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn vm_lifecycle_over_tls() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &[]);
+    assert_error(&h.call("nonsense", "GET", "/api/vms", None), 401, None);
+    assert_error(&h.login_reply("root", "wrong-password"), 401, None);
+    let tok = h.login("root", ROOT_PW);
+
+    let host = h.call(&tok, "GET", "/api/host", None);
+    assert_eq!(host.status, 200);
+    assert_eq!(host.body["product"], "Mantle");
+    assert!(host.body["memory_mib"].as_u64().unwrap() > 0 && host.body["cpus"].as_u64().unwrap() > 0);
+    assert_eq!(host.body["datastores"][0]["name"], "datastore1");
+    assert!(host.body["vmkernel_api_version"].is_null(), "no VMkernel on the Linux host");
+
+    let r = h.call(&tok, "POST", "/api/vms", Some(h.vm_spec("web01")));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["power_state"], "unknown", "the Linux host has no VMkernel to ask");
+    let vm_dir = h.datastore().join("web01");
+    assert_eq!(dir_entries(&vm_dir), ["web01.img", "web01.vmx"]);
+    assert_eq!(std::fs::metadata(vm_dir.join("web01.img")).unwrap().len(), 4 << 20);
+    let vmx = std::fs::read_to_string(vm_dir.join("web01.vmx")).unwrap();
+    assert!(vmx.contains("config.version = \"1\"") && vmx.contains("cmdline = \"console=ttyS0\""), "{vmx}");
+
+    let r = h.call(&tok, "GET", "/api/vms/web01", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["config"]["memory_mib"], 16);
+    assert!(r.body["config"]["nics"][0]["mac"].as_str().unwrap().starts_with("02:4d:4e:"));
+    assert_eq!(h.call(&tok, "GET", "/api/vms", None).body.as_array().unwrap().len(), 1);
+
+    // Invalid reconfigurations: a clear 400 naming the field, the file untouched.
+    for (patch, field) in [
+        (json!({"vcpus": 0}), "vcpus"),
+        (json!({"memory_mib": 5_000_000_000u64}), ""),
+        (json!({"memory_mib": 60000}), "memory_mib"),
+        (json!({"disks": [{"file": "missing.img"}]}), "disks[0].file"),
+        (json!({"disks": [{"file": "../../escape.img", "size_mib": 1}]}), "disks[0].file"),
+        (json!({"nics": [{"network": "nowhere"}]}), "nics[0].network"),
+        (json!({"nics": [{"network": "VM Network", "mac": "ff:ff:ff:ff:ff:ff"}]}), "nics[0].mac"),
+        (json!({"limit_pct": 0}), "limit_pct"),
+        (json!({"kernel": "/does/not/exist"}), "kernel"),
+        (json!({"name": "renamed"}), ""),
+        (json!({"vcpus": "two"}), ""),
+    ] {
+        let r = h.call(&tok, "PATCH", "/api/vms/web01", Some(patch.clone()));
+        assert_error(&r, 400, (!field.is_empty()).then_some(field));
+        assert!(r.body["message"].as_str().unwrap().contains(if field.is_empty() { "" } else { field.split('[').next().unwrap() }), "{patch}: {}", r.body);
+        assert_eq!(std::fs::read_to_string(vm_dir.join("web01.vmx")).unwrap(), vmx, "{patch} changed the file");
+    }
+    assert_eq!(dir_entries(&vm_dir), ["web01.img", "web01.vmx"], "nothing half-created");
+
+    let r = h.call(&tok, "PATCH", "/api/vms/web01", Some(json!({"memory_mib": 32, "shares": 2000, "annotation": "web server"})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let vmx2 = std::fs::read_to_string(vm_dir.join("web01.vmx")).unwrap();
+    assert!(vmx2.contains("memory_mib = \"32\"") && vmx2.contains("shares = \"2000\""), "{vmx2}");
+
+    // Invalid definitions: nothing appears on the datastore.
+    let mut bad = Vec::new();
+    for (change, field) in [
+        (json!({"vcpus": 0}), "vcpus"),
+        (json!({"memory_mib": 1}), "memory_mib"),
+        (json!({"memory_mib": 65536}), "memory_mib"),
+        (json!({"disks": [{"file": "nope.img"}]}), "disks[0].file"),
+        (json!({"name": "../evil"}), "name"),
+        (json!({"datastore": "nowhere"}), "datastore"),
+    ] {
+        let mut spec = h.vm_spec("web02");
+        for (k, v) in change.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let r = h.call(&tok, "POST", "/api/vms", Some(spec));
+        assert_error(&r, 400, Some(field));
+        bad.push(r.status);
+    }
+    let r = h.call(&tok, "POST", "/api/vms", Some(h.vm_spec("web01")));
+    assert_error(&r, 409, None);
+    assert_eq!(dir_entries(&h.datastore()), ["web01"]);
+
+    // Power needs the VMkernel: on Linux a clear 503, never a crash.
+    let r = h.call(&tok, "POST", "/api/vms/web01/power", Some(json!({"action": "on"})));
+    assert_error(&r, 503, None);
+    assert_error(&h.call(&tok, "POST", "/api/vms/web01/power", Some(json!({"action": "levitate"}))), 400, None);
+    assert_error(&h.call(&tok, "POST", "/api/vms/nope/power", Some(json!({"action": "on"}))), 404, None);
+
+    // Unregister keeps the files; register brings the VM back.
+    assert_eq!(h.call(&tok, "POST", "/api/vms/web01/unregister", None).status, 204);
+    assert_eq!(h.call(&tok, "GET", "/api/vms", None).body.as_array().unwrap().len(), 0);
+    assert!(vm_dir.join("web01.vmx").exists());
+    let vmx_path = vm_dir.join("web01.vmx").display().to_string();
+    let r = h.call(&tok, "POST", "/api/inventory/register", Some(json!({"vmx_path": vmx_path})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_error(&h.call(&tok, "POST", "/api/inventory/register", Some(json!({"vmx_path": "/etc/passwd"}))), 400, Some("vmx_path"));
+
+    // Destroy deletes the directory.
+    assert_eq!(h.call(&tok, "DELETE", "/api/vms/web01", None).status, 204);
+    assert!(!vm_dir.exists());
+    assert_error(&h.call(&tok, "GET", "/api/vms/web01", None), 404, None);
+
+    // Tasks, events and the audit log name the user.
+    let tasks = h.call(&tok, "GET", "/api/tasks", None).body;
+    assert!(tasks.as_array().unwrap().iter().any(|t| t["kind"] == "vm.create" && t["state"] == "success" && t["user"] == "root"), "{tasks}");
+    let events = h.call(&tok, "GET", "/api/events?limit=1000", None).body;
+    for kind in ["vm.created", "vm.reconfigured", "vm.unregistered", "vm.registered", "vm.destroyed"] {
+        assert!(events.as_array().unwrap().iter().any(|e| e["kind"] == kind && e["user"] == "root"), "{kind}: {events}");
+    }
+    let audit = h.call(&tok, "GET", "/api/audit?limit=1000", None).body;
+    let audit = audit.as_array().unwrap();
+    for action in ["POST /api/vms", "PATCH /api/vms/web01", "DELETE /api/vms/web01", "login"] {
+        assert!(audit.iter().any(|a| a["action"] == action && a["user"] == "root"), "{action} not audited");
+    }
+    assert!(audit.iter().any(|a| a["action"] == "PATCH /api/vms/web01" && a["status"] == 400), "refused changes are audited too");
+    let _ = bad;
+}
+
+/// (method, path) of every operation in the served OpenAPI document, with
+/// path parameters filled in.
+fn operations(doc: &Value) -> Vec<(String, String)> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in ["get", "post", "put", "patch", "delete"] {
+            if item.get(m).is_some() {
+                let p = path.replace("{name}", "web01").replace("{id}", "1");
+                ops.push((m.to_uppercase(), p));
+            }
+        }
+    }
+    ops
+}
+
+#[test]
+fn openapi_document_matches_the_routes_and_every_endpoint_needs_a_session() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &[]);
+    let doc = h.curl("GET", "/api/openapi.json", &[], None);
+    assert_eq!(doc.status, 200);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    let ops = operations(&doc.body);
+    for must in [
+        ("POST", "/api/session"),
+        ("GET", "/api/host"),
+        ("GET", "/api/vms"),
+        ("POST", "/api/vms"),
+        ("PATCH", "/api/vms/web01"),
+        ("DELETE", "/api/vms/web01"),
+        ("POST", "/api/vms/web01/power"),
+        ("GET", "/api/tasks/1"),
+        ("GET", "/api/events"),
+        ("GET", "/api/users"),
+        ("GET", "/api/roles"),
+    ] {
+        assert!(ops.contains(&(must.0.into(), must.1.into())), "{must:?} missing from the document");
+    }
+    // Without a session: 401 everywhere but login. A documented route that
+    // did not exist would answer 404/405 here.
+    for (m, p) in &ops {
+        let r = h.curl(m, p, &["Content-Type: application/json".into()], Some(b"{}"));
+        if (m.as_str(), p.as_str()) == ("POST", "/api/session") {
+            assert_error(&r, 400, None);
+        } else {
+            assert_error(&r, 401, None);
+        }
+    }
+    // With a session every documented operation is routed (never 404 for the
+    // path itself or 405), and no request is a 5xx.
+    let tok = h.login("root", ROOT_PW);
+    assert_eq!(h.call(&tok, "POST", "/api/vms", Some(h.vm_spec("web01"))).status, 201);
+    for (m, p) in &ops {
+        if m == "DELETE" || p == "/api/session" {
+            continue;
+        }
+        let r = h.call(&tok, m, p, Some(json!({})));
+        assert!(r.status != 405 && r.status < 500, "{m} {p}: {} {}", r.status, r.body);
+        if r.status == 404 {
+            assert!(!r.body["message"].as_str().unwrap().contains("no such endpoint"), "{m} {p} is documented but not routed");
+        }
+        if m == "GET" && !p.contains("web01") && p != "/api/tasks/1" {
+            assert_eq!(r.status, 200, "{m} {p}: {}", r.body);
+        }
+    }
+    assert_error(&h.call(&tok, "GET", "/api/nothing-here", None), 404, None);
+    assert_error(&h.call(&tok, "PUT", "/api/vms", None), 405, None);
+}
+
+#[test]
+fn roles_limit_what_users_may_change() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &[]);
+    let root = h.login("root", ROOT_PW);
+    for (name, role) in [("op", "Operator"), ("ro", "ReadOnly")] {
+        let r = h.call(&root, "POST", "/api/users", Some(json!({"name": name, "password": "user-pass-1", "role": role})));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    assert_error(&h.call(&root, "POST", "/api/users", Some(json!({"name": "x", "password": "short", "role": "ReadOnly"}))), 400, Some("password"));
+    assert_error(&h.call(&root, "POST", "/api/users", Some(json!({"name": "op", "password": "user-pass-1", "role": "ReadOnly"}))), 409, None);
+    assert_eq!(h.call(&root, "POST", "/api/vms", Some(h.vm_spec("web01"))).status, 201);
+    let ro = h.login("ro", "user-pass-1");
+    let op = h.login("op", "user-pass-1");
+    let doc = h.curl("GET", "/api/openapi.json", &[], None).body;
+    let changes: Vec<(String, String)> = operations(&doc).into_iter().filter(|(m, p)| m != "GET" && p != "/api/session").collect();
+    assert!(changes.len() >= 8, "{changes:?}");
+    let vmx = std::fs::read_to_string(h.datastore().join("web01/web01.vmx")).unwrap();
+    for (m, p) in &changes {
+        let body = if p.ends_with("/power") { json!({"action": "on"}) } else { json!({"name": "zz", "password": "user-pass-1", "role": "Administrator"}) };
+        let r = h.call(&ro, m, p, Some(body.clone()));
+        assert_error(&r, 403, None);
+        let r = h.call(&op, m, p, Some(body));
+        if p.ends_with("/power") {
+            assert_ne!(r.status, 403, "Operator may use power operations: {}", r.body);
+        } else {
+            assert_error(&r, 403, None);
+        }
+    }
+    // A ReadOnly user's malformed body is still a 403, not a hint about the body.
+    let r = h.curl("POST", "/api/vms", &[format!("Authorization: Bearer {ro}"), "Content-Type: application/json".into()], Some(b"{not json"));
+    assert_error(&r, 403, None);
+    assert_eq!(h.call(&ro, "GET", "/api/vms", None).status, 200);
+    assert_eq!(h.call(&op, "GET", "/api/vms/web01", None).status, 200);
+    assert_error(&h.call(&op, "GET", "/api/audit", None), 403, None);
+    assert_eq!(std::fs::read_to_string(h.datastore().join("web01/web01.vmx")).unwrap(), vmx);
+    assert_eq!(dir_entries(&h.datastore()), ["web01"]);
+    // The last Administrator stays.
+    assert_error(&h.call(&root, "DELETE", "/api/users/root", None), 409, None);
+    // A role change ends the user's sessions and takes effect.
+    assert_eq!(h.call(&root, "PATCH", "/api/users/ro", Some(json!({"role": "Operator"}))).status, 200);
+    assert_error(&h.call(&ro, "GET", "/api/vms", None), 401, None);
+}
+
+#[test]
+fn lockout_after_five_failed_logins() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &["--lockout-secs", "3"]);
+    let root = h.login("root", ROOT_PW);
+    assert_eq!(h.call(&root, "POST", "/api/users", Some(json!({"name": "alice", "password": "alice-pass-1", "role": "Operator"}))).status, 201);
+    for _ in 0..5 {
+        assert_error(&h.login_reply("alice", "guess-guess"), 401, None);
+    }
+    let r = h.login_reply("alice", "alice-pass-1");
+    assert_error(&r, 403, None);
+    assert_eq!(r.body["code"], "account_locked");
+    // Others are not locked out; the administrator sees the lock.
+    let users = h.call(&root, "GET", "/api/users", None).body;
+    assert!(users.as_array().unwrap().iter().any(|u| u["name"] == "alice" && u["locked_secs"].as_u64().is_some()), "{users}");
+    let audit = h.call(&root, "GET", "/api/audit?limit=1000", None).body;
+    assert_eq!(audit.as_array().unwrap().iter().filter(|a| a["user"] == "alice" && a["action"] == "login" && a["status"] == 401).count(), 5);
+    std::thread::sleep(Duration::from_millis(3500));
+    h.login("alice", "alice-pass-1");
+}
+
+#[test]
+fn restart_keeps_inventory_certificate_and_logs() {
+    let t = tempfile::tempdir().unwrap();
+    let mut h = start_fresh(t.path(), &[]);
+    let tok = h.login("root", ROOT_PW);
+    assert_eq!(h.call(&tok, "POST", "/api/vms", Some(h.vm_spec("db01"))).status, 201);
+    assert_eq!(h.call(&tok, "PATCH", "/api/vms/db01", Some(json!({"vcpus": 2, "memory_mib": 24}))).status, 200);
+    let cert = std::fs::read(t.path().join("config/ssl/host.crt")).unwrap();
+    // kill -9: no chance to flush anything.
+    h.child.kill().unwrap();
+    h.child.wait().unwrap();
+    drop(h);
+    let h = start(t.path(), &[]);
+    assert_eq!(std::fs::read(t.path().join("config/ssl/host.crt")).unwrap(), cert, "the certificate is kept");
+    assert_error(&h.call(&tok, "GET", "/api/vms", None), 401, None);
+    let tok = h.login("root", ROOT_PW);
+    let vms = h.call(&tok, "GET", "/api/vms", None).body;
+    assert_eq!(vms.as_array().unwrap().len(), 1, "{vms}");
+    assert_eq!(vms[0]["config"]["vcpus"], 2);
+    assert_eq!(vms[0]["config"]["memory_mib"], 24);
+    let events = h.call(&tok, "GET", "/api/events?limit=1000", None).body;
+    assert!(events.as_array().unwrap().iter().any(|e| e["kind"] == "vm.reconfigured"), "{events}");
+    let audit = h.call(&tok, "GET", "/api/audit?limit=1000", None).body;
+    assert!(audit.as_array().unwrap().iter().any(|a| a["action"] == "PATCH /api/vms/db01" && a["user"] == "root"));
+}
+
+#[test]
+fn bad_input_gets_clear_4xx_never_5xx() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &[]);
+    let tok = h.login("root", ROOT_PW);
+    let auth = format!("Authorization: Bearer {tok}");
+    let json_ct = "Content-Type: application/json".to_string();
+    let send = |m: &str, p: &str, body: &[u8]| h.curl(m, p, &[auth.clone(), json_ct.clone()], Some(body));
+    assert_error(&send("POST", "/api/vms", b"{\"name\": \"x\", "), 400, None);
+    assert_error(&send("POST", "/api/vms", b"[1,2,3]"), 400, None);
+    assert_error(&send("POST", "/api/vms", b""), 400, None);
+    let r = send("POST", "/api/vms", br#"{"name": "x", "kernel": "/k", "memory_mib": "lots"}"#);
+    assert_error(&r, 400, None);
+    assert!(r.body["message"].as_str().unwrap().contains("memory_mib"), "{}", r.body);
+    let r = send("POST", "/api/vms", br#"{"name": "x", "kernel": "/k", "colour": "blue"}"#);
+    assert!(r.body["message"].as_str().unwrap().contains("colour"), "{}", r.body);
+    assert_error(&r, 400, None);
+    // No Content-Type.
+    assert_error(&h.curl("POST", "/api/vms", &[auth.clone()], Some(b"{}")), 400, None);
+    // Huge bodies.
+    let huge = format!("{{\"name\": \"x\", \"annotation\": \"{}\"}}", "a".repeat(2 << 20));
+    assert_error(&send("POST", "/api/vms", huge.as_bytes()), 413, None);
+    assert_error(&send("PATCH", "/api/vms/x", huge.as_bytes()), 413, None);
+    // Unknown things.
+    assert_error(&h.call(&tok, "GET", "/api/vms/nope", None), 404, None);
+    assert_error(&h.call(&tok, "DELETE", "/api/vms/nope", None), 404, None);
+    assert_error(&h.call(&tok, "GET", "/api/tasks/99999", None), 404, None);
+    assert_error(&h.call(&tok, "GET", "/api/tasks/abc", None), 400, None);
+    assert_error(&h.call(&tok, "GET", "/api/events?limit=many", None), 400, None);
+    assert_error(&h.login_reply(&"a".repeat(10_000), "x"), 401, None);
+    // A bounded fuzz run: mutated and random bodies at every change endpoint.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let base = serde_json::to_vec(&h.vm_spec("fz")).unwrap();
+    let targets = ["/api/vms", "/api/vms/fz", "/api/vms/fz/power", "/api/users", "/api/inventory/register", "/api/session"];
+    let start = Instant::now();
+    for i in 0..60 {
+        let mut body = base.clone();
+        match i % 3 {
+            0 => {
+                for _ in 0..4 {
+                    let at = (rnd() as usize) % body.len();
+                    body[at] = rnd() as u8;
+                }
+            }
+            1 => body = (0..(rnd() % 200)).map(|_| rnd() as u8).collect(),
+            _ => body.truncate((rnd() as usize) % body.len()),
+        }
+        let p = targets[(rnd() as usize) % targets.len()];
+        let m = if p == "/api/vms/fz" { "PATCH" } else { "POST" };
+        let r = send(m, p, &body);
+        assert!((200..500).contains(&r.status), "{m} {p} {:?}: {} {}", String::from_utf8_lossy(&body), r.status, r.body);
+        if start.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+    }
+    // Still serving.
+    assert_eq!(h.call(&tok, "GET", "/api/host", None).status, 200);
+}
+
+#[test]
+fn http_redirects_and_cookie_sessions_need_csrf() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &[]);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])
+        .arg(format!("http://127.0.0.1:{}/api/vms?x=1", h.http))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, format!("301 https://127.0.0.1:{}/api/vms?x=1", h.https));
+    // The HTTPS port speaks no plain HTTP.
+    let out = Command::new("curl").args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("http://127.0.0.1:{}/api/vms", h.https)).output().unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
+
+    let r = h.login_reply("root", ROOT_PW);
+    let cookie_line = r.headers.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect("a session cookie").to_string();
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie_line.contains(attr), "{cookie_line}");
+    }
+    let cookie = cookie_line.split_once(':').unwrap().1.split(';').next().unwrap().trim().to_string();
+    let csrf = r.body["csrf_token"].as_str().unwrap().to_string();
+    let ck = format!("Cookie: {cookie}");
+    assert_eq!(h.curl("GET", "/api/vms", std::slice::from_ref(&ck), None).status, 200);
+    let spec = serde_json::to_vec(&h.vm_spec("c1")).unwrap();
+    let ct = "Content-Type: application/json".to_string();
+    let r = h.curl("POST", "/api/vms", &[ck.clone(), ct.clone()], Some(&spec));
+    assert_error(&r, 403, None);
+    assert_eq!(r.body["code"], "csrf_failed");
+    let r = h.curl("POST", "/api/vms", &[ck.clone(), ct.clone(), "X-CSRF-Token: 0000".into()], Some(&spec));
+    assert_error(&r, 403, None);
+    assert!(!h.datastore().join("c1").exists());
+    let r = h.curl("POST", "/api/vms", &[ck.clone(), ct.clone(), format!("X-CSRF-Token: {csrf}")], Some(&spec));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(h.curl("DELETE", "/api/session", &[ck.clone(), format!("X-CSRF-Token: {csrf}")], None).status, 204);
+    assert_error(&h.curl("GET", "/api/vms", &[ck], None), 401, None);
+}
+
+#[test]
+fn sessions_expire_when_idle() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &["--session-idle-secs", "2"]);
+    let tok = h.login("root", ROOT_PW);
+    assert_eq!(h.call(&tok, "GET", "/api/session", None).status, 200);
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_error(&h.call(&tok, "GET", "/api/session", None), 401, None);
+}
+
+#[test]
+fn no_password_works_until_root_sets_one() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start(t.path(), &[]);
+    for pw in ["", "root", "vmware", "password", "mantle"] {
+        assert_error(&h.login_reply("root", pw), 401, None);
+    }
+    drop(h);
+    // The console way: `hostd passwd root` reads the password from stdin.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hostd"))
+        .arg("--config-dir")
+        .arg(t.path().join("config"))
+        .args(["passwd", "root"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"console-set-pw\n").unwrap();
+    assert!(c.wait().unwrap().success());
+    let h = start(t.path(), &[]);
+    let r = h.login_reply("root", "console-set-pw");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["role"], "Administrator");
+}

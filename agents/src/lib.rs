@@ -1,1 +1,0 @@
-//! Management agents (hostd). Nothing lives here yet.
