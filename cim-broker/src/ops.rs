@@ -144,7 +144,14 @@ impl Broker {
 
     /// Handles a decoded request for an authenticated user and returns the response body.
     pub fn handle(&self, req: &Request, role: Role) -> String {
-        match &req.call {
+        self.handle_with_status(req, role).0
+    }
+
+    /// Like [`Broker::handle`], also returning the CIM error the body carries, if any
+    /// (for the chunked response's `CIMStatusCode` trailer).
+    pub fn handle_with_status(&self, req: &Request, role: Role) -> (String, Option<CimError>) {
+        let mut status = None;
+        let body = match &req.call {
             Call::Intrinsic(call) => {
                 let body = match self.intrinsic(call, role) {
                     Ok(r) => {
@@ -158,6 +165,7 @@ impl Broker {
                     Err(e) => {
                         let mut o = XmlOut::new();
                         o.error(&e);
+                        status = Some(e);
                         o.buf
                     }
                 };
@@ -169,12 +177,14 @@ impl Broker {
                     Err(e) => {
                         let mut o = XmlOut::new();
                         o.error(&e);
+                        status = Some(e);
                         o.buf
                     }
                 };
                 writer::method_response(&req.id, &call.name, &body)
             }
-        }
+        };
+        (body, status)
     }
 
     fn snapshot(&self) -> Result<Vec<Object>, CimError> {

@@ -193,7 +193,7 @@ impl Repository {
         Ok(Repository { namespaces })
     }
 
-    /// The classes of a namespace; `interop` is an alias of `root/interop`.
+    /// The classes of a namespace.
     pub fn namespace(&self, ns: &str) -> Option<&NamespaceClasses> {
         let ns = canonical_namespace(ns)?;
         self.namespaces.iter().find(|(n, _)| n == ns).map(|(_, c)| c)
@@ -204,11 +204,13 @@ impl Repository {
     }
 }
 
-/// Maps a requested namespace to the served one, or None if not served.
+/// Maps a requested namespace to the served one, or None if not served. There is
+/// no `interop` alias: pywbem probes `interop` first and warns when the namespace it
+/// finds is not among the CIM_Namespace instances.
 pub fn canonical_namespace(ns: &str) -> Option<&'static str> {
     let n = ns.trim_matches('/').to_ascii_lowercase();
     match n.as_str() {
-        "root/interop" | "interop" => Some(INTEROP_NS),
+        "root/interop" => Some(INTEROP_NS),
         "root/cimv2" => Some(CIMV2_NS),
         _ => None,
     }
@@ -237,7 +239,8 @@ mod tests {
         assert!(cim.is_a("Mantle_ComputerSystem", "CIM_ManagedElement"));
         assert!(cim.get("CIM_HostedService").unwrap().is_association());
         assert!(cim.get("CIM_RegisteredProfile").is_none());
-        let interop = repo.namespace("interop").unwrap();
+        let interop = repo.namespace("root/interop").unwrap();
+        assert!(repo.namespace("interop").is_none());
         assert!(interop.get("CIM_RegisteredProfile").unwrap().property("RegisteredName").is_some());
         assert!(interop.get("CIM_VirtualSystemManagementService").is_none());
         // Keys of an overriding property keep the Key qualifier.
