@@ -1,0 +1,121 @@
+//! Authentication: HTTP Basic credentials checked by an [`Authenticator`]. hostd owns
+//! the accounts; its client implements this trait (next step). [`UsersFile`] is a
+//! local account list for development runs and tests on a Linux host.
+
+use base64::Engine;
+
+/// hostd's roles, as they limit CIM operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Administrator,
+    Operator,
+    /// May read; every method invocation and change gets CIM_ERR_ACCESS_DENIED.
+    ReadOnly,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.to_ascii_lowercase().as_str() {
+            "administrator" | "admin" => Some(Role::Administrator),
+            "operator" => Some(Role::Operator),
+            "readonly" | "read-only" => Some(Role::ReadOnly),
+            _ => None,
+        }
+    }
+}
+
+/// Outcome of a failed authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// Unknown user or wrong password: HTTP 401.
+    BadCredentials,
+    /// Known user without access to the CIM service (disabled, locked): HTTP 403.
+    Forbidden,
+    /// The account service could not be reached: HTTP 500.
+    Unavailable(String),
+}
+
+pub trait Authenticator: Send + Sync {
+    fn authenticate(&self, user: &str, password: &str) -> Result<Role, AuthError>;
+}
+
+/// Decodes an `Authorization: Basic ...` header value into (user, password).
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Constant-time comparison of secrets.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Accounts from a file of `user:role:password` lines (development and tests only:
+/// production authentication goes through hostd's account service).
+pub struct UsersFile {
+    users: Vec<(String, Role, String)>,
+}
+
+impl UsersFile {
+    pub fn parse(text: &str) -> Result<UsersFile, String> {
+        let mut users = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.splitn(3, ':');
+            let (Some(u), Some(r), Some(p)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(format!("line {}: expected user:role:password", i + 1));
+            };
+            let role = Role::parse(r).ok_or_else(|| format!("line {}: unknown role {r}", i + 1))?;
+            if p.is_empty() {
+                return Err(format!("line {}: empty password", i + 1));
+            }
+            users.push((u.to_string(), role, p.to_string()));
+        }
+        if users.is_empty() {
+            return Err("no accounts".into());
+        }
+        Ok(UsersFile { users })
+    }
+}
+
+impl Authenticator for UsersFile {
+    fn authenticate(&self, user: &str, password: &str) -> Result<Role, AuthError> {
+        let mut found = None;
+        for (u, r, p) in &self.users {
+            if u == user && ct_eq(p.as_bytes(), password.as_bytes()) {
+                found = Some(*r);
+            }
+        }
+        found.ok_or(AuthError::BadCredentials)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_header_and_users_file() {
+        assert_eq!(parse_basic("Basic cm9vdDpzZWNyZXQ="), Some(("root".into(), "secret".into())));
+        assert_eq!(parse_basic("Bearer x"), None);
+        assert_eq!(parse_basic("Basic !!!"), None);
+        let f = UsersFile::parse("# c\nroot:administrator:secret\nro:readonly:pw\n").unwrap();
+        assert_eq!(f.authenticate("root", "secret"), Ok(Role::Administrator));
+        assert_eq!(f.authenticate("ro", "pw"), Ok(Role::ReadOnly));
+        assert_eq!(f.authenticate("root", "wrong"), Err(AuthError::BadCredentials));
+        assert!(UsersFile::parse("x:boss:pw").is_err());
+        assert!(UsersFile::parse("x:admin:").is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! The virtualization back end the model is built on. hostd owns the VM inventory;
+//! its client (next step: calls to hostd's REST API) implements [`VirtBackend`].
+//! [`MemoryBackend`] is an in-process inventory for unit tests and local runs of the
+//! broker binary on a development host: it is *not* the acceptance path, which goes
+//! through hostd so that a VM defined over CIM is the same VM hostd and vmkcli show.
+
+use std::sync::Mutex;
+
+/// Facts about the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Capacity of the default datastore, MiB.
+    pub storage_mib: u64,
+}
+
+/// The power state of a VM, as hostd reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerState {
+    Off,
+    Running,
+    Paused,
+    ShuttingDown,
+    Starting,
+}
+
+/// A VM's disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskInfo {
+    /// Image path on the host (HostResource).
+    pub path: String,
+    pub capacity_mib: u64,
+}
+
+/// A VM's network adapter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NicInfo {
+    pub mac: String,
+    pub network: String,
+}
+
+/// A VM as the inventory knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmInfo {
+    /// hostd's stable identifier (used as the CIM Name of the VM).
+    pub id: String,
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub state: PowerState,
+    pub disks: Vec<DiskInfo>,
+    pub nics: Vec<NicInfo>,
+    pub notes: String,
+}
+
+/// What DefineSystem asks for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VmSpec {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disks: Vec<DiskInfo>,
+    pub nics: Vec<NicInfo>,
+    pub notes: String,
+}
+
+/// Changes from ModifyResourceSettings / ModifySystemSettings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VmChange {
+    pub name: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub notes: Option<String>,
+}
+
+/// A power operation (DSP1057 RequestStateChange values 2/3/4/9/10/11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerAction {
+    PowerOn,
+    PowerOff,
+    Shutdown,
+    Pause,
+    Reboot,
+    Reset,
+}
+
+/// Back-end errors, mapped to CIM method return codes or CIM errors.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendError {
+    NotFound(String),
+    InvalidParameter(String),
+    /// The transition is not allowed from the VM's state.
+    InvalidState(String),
+    AccessDenied(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendError::NotFound(s) => write!(f, "not found: {s}"),
+            BackendError::InvalidParameter(s) => write!(f, "invalid parameter: {s}"),
+            BackendError::InvalidState(s) => write!(f, "invalid state transition: {s}"),
+            BackendError::AccessDenied(s) => write!(f, "access denied: {s}"),
+            BackendError::Failed(s) => write!(f, "failed: {s}"),
+        }
+    }
+}
+
+/// The virtualization back end: the VM inventory and lifecycle (hostd).
+pub trait VirtBackend: Send + Sync {
+    fn host(&self) -> Result<HostInfo, BackendError>;
+    fn list_vms(&self) -> Result<Vec<VmInfo>, BackendError>;
+    fn define_vm(&self, spec: VmSpec) -> Result<VmInfo, BackendError>;
+    fn destroy_vm(&self, id: &str) -> Result<(), BackendError>;
+    fn modify_vm(&self, id: &str, change: VmChange) -> Result<VmInfo, BackendError>;
+    fn power(&self, id: &str, action: PowerAction) -> Result<(), BackendError>;
+}
+
+/// In-memory inventory for unit tests and local development runs (not hostd).
+pub struct MemoryBackend {
+    host: HostInfo,
+    state: Mutex<(u64, Vec<VmInfo>)>,
+}
+
+impl MemoryBackend {
+    pub fn new(host: HostInfo) -> MemoryBackend {
+        MemoryBackend { host, state: Mutex::new((1, Vec::new())) }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, (u64, Vec<VmInfo>)>, BackendError> {
+        self.state.lock().map_err(|_| BackendError::Failed("inventory lock poisoned".into()))
+    }
+}
+
+impl VirtBackend for MemoryBackend {
+    fn host(&self) -> Result<HostInfo, BackendError> {
+        Ok(self.host.clone())
+    }
+
+    fn list_vms(&self) -> Result<Vec<VmInfo>, BackendError> {
+        Ok(self.lock()?.1.clone())
+    }
+
+    fn define_vm(&self, spec: VmSpec) -> Result<VmInfo, BackendError> {
+        if spec.name.is_empty() || spec.name.len() > 80 {
+            return Err(BackendError::InvalidParameter("a VM name of 1 to 80 characters is required".into()));
+        }
+        if spec.vcpus == 0 || spec.vcpus > self.host.cpus.max(1) * 4 {
+            return Err(BackendError::InvalidParameter(format!("vcpus {} out of range", spec.vcpus)));
+        }
+        if spec.memory_mib == 0 || spec.memory_mib > self.host.memory_mib {
+            return Err(BackendError::InvalidParameter(format!("memory {} MiB out of range", spec.memory_mib)));
+        }
+        let mut st = self.lock()?;
+        if st.1.iter().any(|v| v.name == spec.name) {
+            return Err(BackendError::InvalidParameter(format!("a VM named {} exists", spec.name)));
+        }
+        let id = st.0.to_string();
+        st.0 += 1;
+        let vm = VmInfo {
+            id,
+            name: spec.name,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            state: PowerState::Off,
+            disks: spec.disks,
+            nics: spec.nics,
+            notes: spec.notes,
+        };
+        st.1.push(vm.clone());
+        Ok(vm)
+    }
+
+    fn destroy_vm(&self, id: &str) -> Result<(), BackendError> {
+        let mut st = self.lock()?;
+        let pos = st.1.iter().position(|v| v.id == id).ok_or_else(|| BackendError::NotFound(id.into()))?;
+        if st.1[pos].state != PowerState::Off {
+            return Err(BackendError::InvalidState("power the VM off before destroying it".into()));
+        }
+        st.1.remove(pos);
+        Ok(())
+    }
+
+    fn modify_vm(&self, id: &str, change: VmChange) -> Result<VmInfo, BackendError> {
+        let mut st = self.lock()?;
+        let vm = st.1.iter_mut().find(|v| v.id == id).ok_or_else(|| BackendError::NotFound(id.into()))?;
+        if (change.vcpus.is_some() || change.memory_mib.is_some()) && vm.state != PowerState::Off {
+            return Err(BackendError::InvalidState("CPU and memory change only while the VM is off".into()));
+        }
+        if let Some(m) = change.memory_mib {
+            if m == 0 || m > self.host.memory_mib {
+                return Err(BackendError::InvalidParameter(format!("memory {m} MiB out of range")));
+            }
+            vm.memory_mib = m;
+        }
+        if let Some(c) = change.vcpus {
+            if c == 0 || c > self.host.cpus.max(1) * 4 {
+                return Err(BackendError::InvalidParameter(format!("vcpus {c} out of range")));
+            }
+            vm.vcpus = c;
+        }
+        if let Some(n) = change.name {
+            vm.name = n;
+        }
+        if let Some(n) = change.notes {
+            vm.notes = n;
+        }
+        Ok(vm.clone())
+    }
+
+    fn power(&self, id: &str, action: PowerAction) -> Result<(), BackendError> {
+        let mut st = self.lock()?;
+        let vm = st.1.iter_mut().find(|v| v.id == id).ok_or_else(|| BackendError::NotFound(id.into()))?;
+        use PowerAction::*;
+        use PowerState::*;
+        vm.state = match (vm.state, action) {
+            (Off | Paused, PowerOn) => Running,
+            (Running | Paused, PowerOff | Shutdown) => Off,
+            (Running, Pause) => Paused,
+            (Running, Reboot | Reset) => Running,
+            (s, a) => return Err(BackendError::InvalidState(format!("{a:?} from {s:?}"))),
+        };
+        Ok(())
+    }
+}
