@@ -218,7 +218,7 @@ pub struct Report {
 
 /// An execution that takes longer than this is a hang: the run aborts with
 /// the seed and execution number.
-pub const HANG_LIMIT: Duration = Duration::from_secs(60);
+pub const HANG_LIMIT: Duration = Duration::from_secs(30);
 
 /// Runs `harness` for the configured time (at least one execution) and
 /// prints `fuzz <name>: N executions in T s, 0 crashes`. A panicking
