@@ -23,7 +23,8 @@ pub fn archive(rng: &mut Rng) -> Vec<u8> {
         let mut name = String::from(*rng.pick(NAMES));
         for _ in 0..rng.below(3) {
             name.push('/');
-            name.push_str(*rng.pick(NAMES));
+            let part: &str = rng.pick::<&str>(NAMES);
+            name.push_str(part);
         }
         if rng.chance(1, 16) {
             name = "n".repeat(rng.range(200, 300) as usize);

@@ -34,7 +34,7 @@ fn mmio_size(rng: &mut Rng) -> u8 {
 }
 
 fn mmio_addr(rng: &mut Rng, lapic_bases: &[u64]) -> u64 {
-    let off = if rng.bool() { rng.below(0x40) << 4 | rng.below(16) * rng.below(2) } else { rng.below(0x1008) };
+    let off = if rng.bool() { (rng.below(0x40) << 4) | (rng.below(16) * rng.below(2)) } else { rng.below(0x1008) };
     match rng.below(5) {
         0 | 1 => APIC_BASE_DEFAULT + off,
         2 => IOAPIC_BASE + if rng.bool() { *rng.pick(&[0, 0x10, 0x40, 0x14, 0x3]) } else { off },

@@ -88,6 +88,12 @@ impl Rng {
         (0..len).map(|_| self.u8()).collect()
     }
 
+    /// Random bytes, up to `max` of them.
+    pub fn bytes_upto(&mut self, max: usize) -> Vec<u8> {
+        let n = self.below(max as u64 + 1) as usize;
+        self.bytes(n)
+    }
+
     /// A value that often sits on a boundary: 0, 1, all ones, a power of
     /// two (and its neighbours), a sign bit, a kernel or non-canonical
     /// address, or plain random bits.

@@ -62,7 +62,9 @@ pub fn one(rng: &mut Rng) {
     let text = config_text(rng);
     if let Ok(c) = VmConfig::parse(&text) {
         assert!(!c.name.is_empty() && c.kernel.starts_with('/'));
-        let _ = c.modules.iter().map(|(p, a)| VmConfig::module_string(p, a)).count();
+        for (p, a) in &c.modules {
+            assert!(VmConfig::module_string(p, a).starts_with(p.as_str()));
+        }
     }
     // Records decoded from user memory.
     let g = GroupParamsRecord::decode(&record::<{ GroupParamsRecord::SIZE }>(rng));
