@@ -17,6 +17,7 @@ pub const PROGRAMS: &[(&str, &str)] =
         ("conformance", "usr/lib/mantle/conformance"),
         ("hostile", "usr/lib/mantle/hostile"),
         ("vmbench", "usr/lib/mantle/vmbench"),
+        ("sysfuzz", "usr/lib/mantle/sysfuzz"),
     ];
 
 /// Builds the `userworld` crate's binaries as static executables (static

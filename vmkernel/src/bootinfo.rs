@@ -169,7 +169,8 @@ impl BootInfo {
                 6 if size >= 16 => {
                     let entry_size = (mem.u32(tag + 8) as u64).max(24);
                     let mut e = tag + 16;
-                    while e + 24 <= tag + size {
+                    // A tag never reaches past the structure's total size.
+                    while e + 24 <= (tag + size).min(end) {
                         let base = mem.u64(e);
                         let len = mem.u64(e + 8);
                         let kind = RegionKind::from_e820(mem.u32(e + 16));
@@ -214,13 +215,14 @@ impl BootInfo {
             read_cstr(mem, cmdline, MAX_CMDLINE as u64, &mut bi.cmdline);
         }
         for i in 0..nr_modules.min(MAX_MODULES as u32) as u64 {
-            let e = modlist + i * 32;
+            // Loader-given addresses: wrap rather than overflow.
+            let e = modlist.wrapping_add(i * 32);
             let mut name = ArrayString::new();
-            let name_at = mem.u64(e + 16);
+            let name_at = mem.u64(e.wrapping_add(16));
             if name_at != 0 {
                 read_cstr(mem, name_at, 128, &mut name);
             }
-            let _ = bi.modules.try_push(Module { start: mem.u64(e), len: mem.u64(e + 8), name });
+            let _ = bi.modules.try_push(Module { start: mem.u64(e), len: mem.u64(e.wrapping_add(8)), name });
         }
         if rsdp != 0 {
             bi.rsdp = Some(Rsdp::At(rsdp));
@@ -229,8 +231,8 @@ impl BootInfo {
             let memmap = mem.u64(info + 40);
             let entries = mem.u32(info + 48) as u64;
             for i in 0..entries.min(MAX_REGIONS as u64) {
-                let e = memmap + i * 24;
-                bi.push_region(mem.u64(e), mem.u64(e + 8), RegionKind::from_e820(mem.u32(e + 16)));
+                let e = memmap.wrapping_add(i * 24);
+                bi.push_region(mem.u64(e), mem.u64(e.wrapping_add(8)), RegionKind::from_e820(mem.u32(e.wrapping_add(16))));
             }
         }
         Ok(bi)
@@ -238,7 +240,7 @@ impl BootInfo {
 
     /// Bytes of usable RAM in the memory map.
     pub fn usable_bytes(&self) -> u64 {
-        self.regions.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.len).sum()
+        self.regions.iter().filter(|r| r.kind == RegionKind::Usable).fold(0u64, |sum, r| sum.saturating_add(r.len))
     }
 }
 
@@ -247,11 +249,15 @@ impl BootInfo {
 fn read_cstr<const N: usize>(mem: &impl PhysRead, at: u64, max: u64, out: &mut ArrayString<N>) {
     let mut b = [0u8; 1];
     for i in 0..max.min(N as u64) {
-        mem.read(at + i, &mut b);
-        match b[0] {
+        mem.read(at.wrapping_add(i), &mut b);
+        let c = match b[0] {
             0 => break,
-            c @ 0x20..=0x7e => out.push(c as char),
-            _ => out.push('?'),
+            c @ 0x20..=0x7e => c as char,
+            _ => '?',
+        };
+        // `out` may already hold a string (a repeated tag): keep what fits.
+        if out.try_push(c).is_err() {
+            break;
         }
     }
 }

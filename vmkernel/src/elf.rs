@@ -432,7 +432,7 @@ pub fn parse(file: &(impl ReadAt + ?Sized), opts: &LoadOptions) -> Result<LoadPl
         let a = p.vaddr.wrapping_add(load_bias);
         mappings
             .iter()
-            .any(|m| a >= m.start && a + table_len as u64 <= m.start + m.file_len)
+            .any(|m| a >= m.start && a.checked_add(table_len as u64).is_some_and(|e| e <= m.start + m.file_len))
             .then_some(a)
     });
     let phdr = from_pt_phdr.or_else(|| {

@@ -235,9 +235,10 @@ impl Scheduler {
     }
 
     /// max(own reservation, sum of the children's effective reservations).
+    /// The sum saturates: user-given reservations must not wrap past admission control.
     fn effective_reservation(&self, g: GroupId) -> u32 {
         let gr = &self.groups[&g];
-        let kids: u32 = gr.children.iter().map(|&c| self.effective_reservation(c)).sum();
+        let kids: u32 = gr.children.iter().map(|&c| self.effective_reservation(c)).fold(0, u32::saturating_add);
         gr.params.reservation_pct.max(kids)
     }
 
@@ -248,7 +249,7 @@ impl Scheduler {
             let eff = self.effective_reservation(g);
             match gr.parent {
                 None => {
-                    let kids: u32 = gr.children.iter().map(|&c| self.effective_reservation(c)).sum();
+                    let kids: u32 = gr.children.iter().map(|&c| self.effective_reservation(c)).fold(0, u32::saturating_add);
                     if kids > self.capacity_pct() {
                         return Err(SchedError::InsufficientCapacity {
                             requested_pct: requested,
@@ -322,7 +323,7 @@ impl Scheduler {
         Self::validate(&params)?;
         let old = self.group(g)?.params;
         if let Some(l) = params.limit_pct {
-            let kids: u32 = self.groups[&g].children.iter().map(|&c| self.effective_reservation(c)).sum();
+            let kids: u32 = self.groups[&g].children.iter().map(|&c| self.effective_reservation(c)).fold(0, u32::saturating_add);
             if kids > l {
                 return Err(SchedError::LimitBelowReservation { limit_pct: l, reservation_pct: kids });
             }

@@ -1,0 +1,85 @@
+//! The in-image system-call fuzzer (`userworld/src/bin/sysfuzz.rs`) on the
+//! real image: random system calls with random and hostile arguments from
+//! several processes and threads must leave the host alive (no kernel
+//! panic or CPU exception), the shell answering, and the kernel's memory
+//! where it was before (`HostMemory::leak_since`).
+//!
+//! The bounded run is in the suite; `sysfuzz_million_calls` (ignored) is
+//! the long run: `cargo test -p tests --test fuzz -- --ignored --nocapture`.
+
+use std::time::Duration;
+
+use image_builder::qemu::Console;
+use tests::*;
+
+const PROMPT: &str = "# ";
+const STEP: Duration = Duration::from_secs(60);
+
+fn shell(name: &str, cpus: u32) -> (EmulatorLock, Console) {
+    let lock = emulator_lock();
+    let mut q = qemu_iso(iso(name, "", &[]));
+    q.cpus = cpus;
+    q.debug_exit = false;
+    let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
+    activate_shell(&mut c, Duration::from_secs(120), STEP);
+    (lock, c)
+}
+
+fn run(c: &mut Console, cmd: &str) -> String {
+    c.run(cmd, PROMPT, STEP).unwrap_or_else(|e| panic!("`{cmd}`: {e}\n--- serial log ---\n{}", c.log()))
+}
+
+fn check(c: &Console, ok: bool, what: &str) {
+    if !ok {
+        panic!("{what}\n--- serial log ---\n{}", c.log());
+    }
+}
+
+/// Runs `sysfuzz <seed> <calls>` and returns its summary line.
+fn sysfuzz(c: &mut Console, seed: u64, calls: u64, timeout: Duration) -> String {
+    // The end marker is computed by the shell, so the echoed command line does not match it.
+    c.send(&format!("/usr/lib/mantle/sysfuzz {seed} {calls}; echo sysfuzz-$((6*7))-exit=$?\n")).unwrap();
+    let out = c.expect("sysfuzz-42-exit=", timeout).unwrap_or_else(|e| panic!("sysfuzz {seed} {calls}: {e}\n{}", c.log()));
+    let code = c.expect("\n", STEP).unwrap_or_default();
+    let _ = c.expect(PROMPT, STEP);
+    let summary = out.lines().rev().find(|l| l.contains("sysfuzz: calls ")).unwrap_or("").trim().to_string();
+    eprintln!("{summary}");
+    check(c, code.trim() == "0", &format!("sysfuzz exit status {code:?}, summary {summary:?}"));
+    let field = |key: &str| summary.split_whitespace().skip_while(|w| *w != key).nth(1).and_then(|v| v.parse::<u64>().ok());
+    check(c, field("calls") == Some(calls), &format!("sysfuzz made fewer calls than asked: {summary:?}"));
+    // Most calls come back (a few are cut short when a worker dies or is killed while stuck).
+    check(c, field("completed").is_some_and(|n| n * 10 >= calls * 9), &format!("too few calls completed: {summary:?}"));
+    summary
+}
+
+fn fuzz_and_check(name: &str, seed: u64, calls: u64, timeout: Duration) {
+    let (_lock, mut c) = shell(name, 2);
+    // Warm-up: the heap reaches its working size (first use of each call,
+    // the shell's own structures).
+    sysfuzz(&mut c, seed.wrapping_add(1000), 2000, timeout);
+    let before = HostMemory::parse(&run(&mut c, HostMemory::COMMAND)).expect("memory figures");
+    sysfuzz(&mut c, seed, calls, timeout);
+    // Reaped zombies and closed files may need a moment to be given back.
+    run(&mut c, "sleep 1");
+    let after = HostMemory::parse(&run(&mut c, HostMemory::COMMAND)).expect("memory figures");
+    eprintln!("host memory before/after {calls} random system calls: {before:?} / {after:?}");
+    let log = c.log();
+    check(&c, !log.contains("KERNEL PANIC") && !log.contains("CPU EXCEPTION"), "the kernel reported a fault");
+    let out = run(&mut c, "echo alive-$((6*7)); ps | wc -l");
+    check(&c, out.contains("alive-42"), &format!("shell after sysfuzz: {out:?}"));
+    if let Some(leak) = before.leak_since(&after) {
+        check(&c, false, &format!("random system calls leaked kernel memory: {leak}"));
+    }
+}
+
+#[test]
+fn sysfuzz_random_system_calls_leave_the_host_intact() {
+    fuzz_and_check("sysfuzz", 1, 20_000, Duration::from_secs(900));
+}
+
+#[test]
+#[ignore = "long: a million random system calls (about an hour under TCG)"]
+fn sysfuzz_million_calls() {
+    let seed = std::env::var("SYSFUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    fuzz_and_check("sysfuzz-long", seed, 1_000_000, Duration::from_secs(6 * 3600));
+}

@@ -1,0 +1,562 @@
+//! sysfuzz: random system calls with random and hostile arguments.
+//!
+//! `sysfuzz <seed> <calls> [workers] [threads]` forks `workers` processes
+//! (default 4), each running `threads` threads (default 3) that issue
+//! system calls 0..450 with arguments drawn from null, kernel-half,
+//! non-canonical, unmapped, misaligned, read-only and page-straddling
+//! pointers, valid buffers and paths, huge and negative lengths, random
+//! flags, fds, pids and signals. Random fork/vfork/clone calls produce
+//! children (and threads) that exit at once. Workers run as `nobody`, in
+//! their own session, with /dev/null as stdin/stdout/stderr and a scratch
+//! directory /tmp/sysfuzz, so nothing they do can reach the console, the
+//! shell or the files of the image; a worker that dies (a signal it sent
+//! itself, a restored garbage signal frame) or hangs is replaced until
+//! `calls` calls have been issued. Not issued: exit and exit_group (they
+//! would only end a worker early). Address-space calls (munmap, mremap,
+//! mprotect, MAP_FIXED mmap, brk, ...) and ARCH_SET_FS get addresses from
+//! the worker's own scratch arena or the hostile set, never its code, heap
+//! or stacks, so that workers live long enough to be useful.
+//!
+//! Ends with one line, `sysfuzz: calls N completed C ok K worker-deaths D
+//! hung H errno E1=n,E2=n,...`, and exit status 0.
+
+use std::arch::asm;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const MAX_WORKERS: usize = 16;
+const MAX_THREADS: usize = 8;
+/// Histogram buckets: 0 = success, 1..=133 = errno, 134 = anything else.
+const HIST: usize = 135;
+/// Calls a worker issues before it exits and a fresh one takes over (so
+/// the mappings and files it leaked are given back regularly).
+const WORKER_CALLS: u64 = 2500;
+/// A worker whose calls make no progress this long is killed.
+const HANG_KILL: Duration = Duration::from_secs(5);
+/// A thread stuck in one call this long is interrupted with SIGUSR1.
+const NUDGE_AFTER: Duration = Duration::from_millis(30);
+const ARENA_PAGES: usize = 16;
+const PAGE: u64 = 4096;
+const NOBODY: u32 = 65534;
+const SCRATCH: &str = "/tmp/sysfuzz";
+
+/// Counters shared by the coordinator and all workers (one MAP_SHARED page).
+#[repr(C)]
+struct Shared {
+    issued: AtomicU64,
+    completed: AtomicU64,
+    hist: [AtomicU64; HIST],
+    heartbeat: [AtomicU64; MAX_WORKERS],
+}
+
+/// System calls Mantle implements: drawn twice as often as the rest.
+const IMPLEMENTED: &[u64] = &[
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 28, 32, 33, 34, 35, 39, 40, 41,
+    44, 45, 46, 47, 48, 53, 56, 57, 58, 59, 61, 62, 63, 72, 73, 74, 75, 76, 77, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90,
+    91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 102, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116, 117, 118,
+    119, 120, 121, 124, 127, 130, 131, 133, 137, 138, 140, 141, 157, 158, 162, 169, 186, 200, 201, 202, 204, 217, 218, 228,
+    229, 230, 234, 247, 257, 258, 259, 260, 262, 263, 264, 265, 266, 267, 268, 269, 270, 271, 273, 280, 292, 293, 302, 309,
+    316, 318, 439,
+];
+/// Never issued: they end the calling worker (see the module comment).
+const EXCLUDED: &[u64] = &[60, 231];
+/// Calls whose first argument is an address in the caller's address space
+/// that they unmap, remap, protect or lock.
+const ADDRESS_SPACE: &[u64] = &[10, 11, 25, 26, 27, 28, 149, 150, 216, 237, 256, 279, 329];
+const CLONE_LIKE: &[u64] = &[56, 57, 58, 435];
+
+const PATHS: &[&str] = &[
+    "/tmp/sysfuzz/f",
+    "/tmp/sysfuzz/d",
+    "/tmp/sysfuzz/d/g",
+    "/tmp/sysfuzz",
+    "f",
+    "d",
+    "link",
+    ".",
+    "..",
+    "",
+    "/",
+    "/proc/self/stat",
+    "/proc/self/maps",
+    "/proc/self/status",
+    "/proc/meminfo",
+    "/proc/1/stat",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/urandom",
+    "/bin/busybox",
+    "/etc/passwd",
+    "/nonexistent/x",
+    "/tmp/sysfuzz/f/notadir",
+    "/tmp/sysfuzz/../sysfuzz/./d",
+];
+
+const KERNEL_PTR: u64 = 0xffff_8000_0000_0000;
+const HOSTILE: &[u64] = &[
+    0,
+    1,
+    0xfff,
+    0x1000,
+    0xdead_0000,
+    0x7fff_ffff_f000,
+    0x7fff_ffff_fff8,
+    0x7fff_ffff_ffff,
+    0x0000_8000_0000_0000,
+    0x0000_8000_0000_1000,
+    KERNEL_PTR,
+    KERNEL_PTR + 0x10_0000,
+    0xffff_ffff_8000_0000,
+    0xffff_ffff_ffff_f000,
+    u64::MAX,
+    u64::MAX - 7,
+];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    fn pick<T: Copy>(&mut self, s: &[T]) -> T {
+        s[self.below(s.len() as u64) as usize]
+    }
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    let mut r = Rng(a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    r.next()
+}
+
+/// A raw system call.
+///
+/// # Safety
+/// The call may do anything the kernel lets this process do; callers pass
+/// only addresses from the scratch arena or unmapped/hostile ones.
+unsafe fn raw(n: u64, a: [u64; 6]) -> i64 {
+    let ret: i64;
+    // SAFETY: the syscall instruction clobbers only RAX, RCX and R11; the
+    // caller vouches for the arguments (see above).
+    unsafe {
+        asm!("syscall", inlateout("rax") n as i64 => ret, in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5], lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// A fork/vfork/clone-like call whose child leaves at once with exit(0)
+/// without touching memory (it may share this stack), whatever the flags.
+///
+/// # Safety
+/// As [`raw`].
+unsafe fn raw_clone_like(n: u64, a: [u64; 6]) -> i64 {
+    let ret: i64;
+    // SAFETY: in the parent this is one syscall instruction; in a child
+    // (RAX = 0) it is followed only by the exit system call, which touches
+    // neither stack nor memory.
+    unsafe {
+        asm!("syscall", "test rax, rax", "jnz 2f", "mov eax, 60", "xor edi, edi", "syscall", "ud2", "2:",
+            inlateout("rax") n as i64 => ret, inlateout("rdi") a[0] => _, in("rsi") a[1], in("rdx") a[2],
+            in("r10") a[3], in("r8") a[4], in("r9") a[5], lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// One thread's scratch memory: guard page, `ARENA_PAGES` writable pages,
+/// guard page, a read-only page.
+#[derive(Clone, Copy)]
+struct Arena {
+    base: u64,
+    ro: u64,
+}
+
+impl Arena {
+    fn new(rng: &mut Rng) -> Option<Arena> {
+        let total = (ARENA_PAGES + 3) as u64 * PAGE;
+        // SAFETY: a fresh anonymous mapping that only this thread uses.
+        let m = unsafe {
+            libc::mmap(std::ptr::null_mut(), total as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        if m == libc::MAP_FAILED {
+            return None;
+        }
+        let start = m as u64;
+        let a = Arena { base: start + PAGE, ro: start + (ARENA_PAGES as u64 + 2) * PAGE };
+        // SAFETY: protections within the mapping made just above.
+        unsafe {
+            libc::mprotect(start as *mut _, PAGE as usize, libc::PROT_NONE);
+            libc::mprotect((a.base + ARENA_PAGES as u64 * PAGE) as *mut _, PAGE as usize, libc::PROT_NONE);
+        }
+        for p in 0..ARENA_PAGES as u64 {
+            a.fill(rng, a.base + p * PAGE, PAGE as usize);
+        }
+        // SAFETY: the last page becomes read-only after it was filled.
+        unsafe { libc::mprotect(a.ro as *mut _, PAGE as usize, libc::PROT_READ) };
+        Some(a)
+    }
+
+    fn end(&self) -> u64 {
+        self.base + ARENA_PAGES as u64 * PAGE
+    }
+
+    /// Writes random bytes at `[at, at+len)` if it lies inside the arena.
+    fn fill(&self, rng: &mut Rng, at: u64, len: usize) {
+        if at < self.base || at.saturating_add(len as u64) > self.end() {
+            return;
+        }
+        for i in (0..len).step_by(8) {
+            let v = rng.next().to_le_bytes();
+            let n = (len - i).min(8);
+            // SAFETY: inside the arena's writable pages (checked above);
+            // the kernel may write there concurrently, which is the point.
+            unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), (at + i as u64) as *mut u8, n) };
+        }
+    }
+
+    /// A NUL-terminated path in the arena (sometimes unterminated, running
+    /// into the guard page).
+    fn path(&self, rng: &mut Rng) -> u64 {
+        let p = rng.pick(PATHS).as_bytes();
+        let (at, nul) = if rng.below(16) == 0 { (self.end() - p.len() as u64, false) } else { (self.base + rng.below(ARENA_PAGES as u64 - 1) * PAGE + rng.below(64), true) };
+        // SAFETY: `at .. at + len (+ NUL)` lies inside the arena's writable pages.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p.as_ptr(), at as *mut u8, p.len());
+            if nul {
+                *((at + p.len() as u64) as *mut u8) = 0;
+            }
+        }
+        at
+    }
+
+    /// An address for the address-space calls: arena pages (aligned or
+    /// not), the guard pages, or a hostile address.
+    fn region(&self, rng: &mut Rng) -> u64 {
+        match rng.below(4) {
+            0 | 1 => self.base + rng.below(ARENA_PAGES as u64) * PAGE,
+            2 => self.base - PAGE + rng.below((ARENA_PAGES as u64 + 2) * PAGE),
+            _ => rng.pick(HOSTILE),
+        }
+    }
+}
+
+/// Per-call context of one fuzzing thread.
+struct Caller {
+    rng: Rng,
+    arena: Arena,
+    pids: [i64; 6],
+}
+
+impl Caller {
+    fn arg(&mut self) -> u64 {
+        let r = &mut self.rng;
+        match r.below(18) {
+            0 => 0,
+            1 => r.below(8),
+            2 => r.below(24),
+            3 => r.below(4096),
+            4 => (-(r.below(8) as i64) - 1) as u64,
+            5 | 6 => r.pick(HOSTILE),
+            7..=9 => {
+                let at = self.arena.base + r.below(ARENA_PAGES as u64 * PAGE);
+                let at = if r.below(2) == 0 { at & !7 } else { at };
+                self.arena.fill(r, at, 64);
+                at
+            }
+            10 => self.arena.path(r),
+            11 => self.arena.ro + r.below(PAGE),
+            12 => self.arena.end() - r.below(16),
+            13 => *[1u64 << r.below(64), u64::MAX, i64::MAX as u64, 0x1_0000_0000, 0x8000_0000].get(r.below(5) as usize).unwrap_or(&0),
+            14 => r.next() & 0xffff_ffff,
+            15 => self.pids[r.below(self.pids.len() as u64) as usize] as u64,
+            16 => r.below(66),
+            _ => r.next(),
+        }
+    }
+
+    /// A system-call number and its arguments, made safe for this worker
+    /// to survive where the module comment says.
+    fn call(&mut self) -> (u64, [u64; 6]) {
+        let n = loop {
+            let n = if self.rng.below(3) < 2 { self.rng.pick(IMPLEMENTED) } else { self.rng.below(450) };
+            if !EXCLUDED.contains(&n) {
+                break n;
+            }
+        };
+        let mut a = [0u64; 6];
+        for x in a.iter_mut() {
+            *x = self.arg();
+        }
+        let r = &mut self.rng;
+        match n {
+            9 if a[3] & (0x10 | 0x10_0000) != 0 => a[0] = self.arena.region(r),
+            12 => {
+                // brk: leave the heap alone; grow it, query it, or ask for nonsense.
+                // SAFETY: brk(0) only reports the current break.
+                let cur = unsafe { raw(12, [0; 6]) } as u64;
+                a[0] = match r.below(3) {
+                    0 => 0,
+                    1 => cur + r.below(64) * PAGE,
+                    _ => r.pick(&HOSTILE[8..]),
+                };
+            }
+            25 => {
+                a[0] = self.arena.region(r);
+                if a[3] & 2 != 0 {
+                    a[4] = self.arena.region(r);
+                }
+            }
+            // ARCH_SET_FS would pull thread-local storage away: ask ARCH_GET_FS instead.
+            158 if a[0] == 0x1002 => a[0] = 0x1003,
+            // rt_sigaction on SIGUSR1 would disable the watchdog's nudges.
+            13 if a[0] == libc::SIGUSR1 as u64 => a[0] = libc::SIGUSR2 as u64,
+            59 | 322 => {
+                let i = if n == 59 { 0 } else { 1 };
+                a[i] = self.arena.path(r);
+            }
+            _ if ADDRESS_SPACE.contains(&n) => a[0] = self.arena.region(r),
+            _ => {}
+        }
+        (n, a)
+    }
+}
+
+/// Per-worker state shared by its threads and its watchdog.
+struct Worker {
+    shared: &'static Shared,
+    slot: usize,
+    calls: u64,
+    issued_here: AtomicU64,
+    stop: AtomicBool,
+    tids: [AtomicI32; MAX_THREADS],
+    progress: [AtomicU64; MAX_THREADS],
+}
+
+fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6]) {
+    // SAFETY: gettid has no arguments.
+    w.tids[idx].store(unsafe { raw(186, [0; 6]) } as i32, Ordering::SeqCst);
+    let mut rng = Rng(seed);
+    let Some(arena) = Arena::new(&mut rng) else { return };
+    let mut c = Caller { rng, arena, pids };
+    while !w.stop.load(Ordering::Relaxed) {
+        if w.issued_here.fetch_add(1, Ordering::Relaxed) >= WORKER_CALLS || w.shared.issued.fetch_add(1, Ordering::Relaxed) >= w.calls {
+            w.stop.store(true, Ordering::Relaxed);
+            break;
+        }
+        let (n, a) = c.call();
+        // SAFETY: arguments made by `Caller::call`: addresses are the
+        // arena's or hostile, never this worker's live memory.
+        let r = unsafe { if CLONE_LIKE.contains(&n) { raw_clone_like(n, a) } else { raw(n, a) } };
+        let bucket = if (-4095..0).contains(&r) { ((-r) as usize).min(HIST - 1) } else { 0 };
+        w.shared.hist[bucket].fetch_add(1, Ordering::Relaxed);
+        w.shared.completed.fetch_add(1, Ordering::Relaxed);
+        w.progress[idx].fetch_add(1, Ordering::Relaxed);
+        if c.rng.below(64) == 0 {
+            let p = c.arena.base + c.rng.below(ARENA_PAGES as u64) * PAGE;
+            c.arena.fill(&mut c.rng, p, PAGE as usize);
+        }
+    }
+}
+
+extern "C" fn nudge(_: libc::c_int) {}
+
+/// The worker process: never returns.
+fn worker(shared: &'static Shared, slot: usize, seed: u64, calls: u64, threads: usize, coordinator: i64) -> ! {
+    // SAFETY: process setup calls with valid arguments: a new session, the
+    // console replaced by /dev/null, a scratch directory, no privileges,
+    // SIGPIPE ignored and a no-op SIGUSR1 handler (no SA_RESTART) that
+    // interrupts blocking calls.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        if null > 2 {
+            libc::close(null);
+        }
+        libc::chdir(c"/tmp/sysfuzz".as_ptr());
+        libc::setgroups(0, std::ptr::null());
+        if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 || libc::getuid() != NOBODY {
+            libc::_exit(3);
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = nudge as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let w = Arc::new(Worker {
+        shared,
+        slot,
+        calls,
+        issued_here: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        tids: Default::default(),
+        progress: Default::default(),
+    });
+    // SAFETY: getpid/getppid have no arguments.
+    let (me, parent) = unsafe { (libc::getpid() as i64, libc::getppid() as i64) };
+    let pids = [me, parent, coordinator, 1, -1, 0];
+    let mut handles = vec![];
+    for t in 0..threads {
+        let w = w.clone();
+        let s = mix(seed, t as u64);
+        handles.push(std::thread::spawn(move || fuzz_thread(w, t, s, pids)));
+    }
+    // Watchdog: nudge threads stuck in one call; leave when all are done.
+    let mut last = [(u64::MAX, Instant::now()); MAX_THREADS];
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let mut sum = 0;
+        for t in 0..threads {
+            let p = w.progress[t].load(Ordering::Relaxed);
+            sum += p;
+            if p != last[t].0 {
+                last[t] = (p, Instant::now());
+            } else if last[t].1.elapsed() > NUDGE_AFTER {
+                let tid = w.tids[t].load(Ordering::SeqCst);
+                if tid > 0 {
+                    // SAFETY: tgkill to a thread of this process with a handled signal.
+                    unsafe { raw(234, [me as u64, tid as u64, libc::SIGUSR1 as u64, 0, 0, 0]) };
+                }
+                last[t].1 = Instant::now();
+            }
+        }
+        w.shared.heartbeat[w.slot].store(sum, Ordering::Relaxed);
+        if handles.iter().all(|h| h.is_finished()) {
+            break;
+        }
+        if w.stop.load(Ordering::Relaxed) {
+            let at = *stopped_at.get_or_insert_with(Instant::now);
+            if at.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+    }
+    // SAFETY: ends the worker and all its threads.
+    unsafe { libc::_exit(0) }
+}
+
+fn errno_name(e: usize) -> String {
+    let names: &[(usize, &str)] = &[
+        (1, "EPERM"), (2, "ENOENT"), (3, "ESRCH"), (4, "EINTR"), (5, "EIO"), (7, "E2BIG"), (8, "ENOEXEC"), (9, "EBADF"),
+        (10, "ECHILD"), (11, "EAGAIN"), (12, "ENOMEM"), (13, "EACCES"), (14, "EFAULT"), (16, "EBUSY"), (17, "EEXIST"),
+        (18, "EXDEV"), (20, "ENOTDIR"), (21, "EISDIR"), (22, "EINVAL"), (24, "EMFILE"), (25, "ENOTTY"), (27, "EFBIG"),
+        (28, "ENOSPC"), (29, "ESPIPE"), (30, "EROFS"), (32, "EPIPE"), (34, "ERANGE"), (36, "ENAMETOOLONG"), (38, "ENOSYS"),
+        (39, "ENOTEMPTY"), (40, "ELOOP"), (61, "ENODATA"), (75, "EOVERFLOW"), (88, "ENOTSOCK"), (95, "EOPNOTSUPP"),
+        (97, "EAFNOSUPPORT"), (110, "ETIMEDOUT"),
+    ];
+    names.iter().find(|(n, _)| *n == e).map_or_else(|| format!("E{e}"), |(_, s)| s.to_string())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let num = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
+    let (Some(seed), Some(calls)) = (num(1), num(2)) else {
+        eprintln!("usage: sysfuzz <seed> <calls> [workers] [threads]");
+        std::process::exit(2);
+    };
+    let workers = num(3).unwrap_or(4).clamp(1, MAX_WORKERS as u64) as usize;
+    let threads = num(4).unwrap_or(3).clamp(1, MAX_THREADS as u64) as usize;
+    let _ = std::fs::remove_dir_all(SCRATCH);
+    if let Err(e) = std::fs::create_dir(SCRATCH) {
+        eprintln!("sysfuzz: {SCRATCH}: {e}");
+        std::process::exit(1);
+    }
+    // SAFETY: valid C strings and ids; a shared anonymous mapping of one
+    // zeroed `Shared` (all-zero atomics are valid), never unmapped.
+    let shared: &'static Shared = unsafe {
+        libc::chown(c"/tmp/sysfuzz".as_ptr(), NOBODY, NOBODY);
+        libc::chmod(c"/tmp/sysfuzz".as_ptr(), 0o777);
+        let m = libc::mmap(std::ptr::null_mut(), std::mem::size_of::<Shared>(), libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0);
+        if m == libc::MAP_FAILED {
+            eprintln!("sysfuzz: no shared memory");
+            std::process::exit(1);
+        }
+        &*(m as *const Shared)
+    };
+    println!("sysfuzz: seed {seed} calls {calls} workers {workers} threads {threads}");
+    let start = Instant::now();
+    // SAFETY: getpid has no arguments.
+    let me = unsafe { libc::getpid() } as i64;
+    let mut slots: Vec<Option<(i32, u64, Instant)>> = vec![None; workers];
+    let (mut generation, mut deaths, mut hung) = (0u64, 0u64, 0u64);
+    let mut signals = std::collections::BTreeMap::<i32, u64>::new();
+    loop {
+        // Reap workers (and any stray children that were re-parented here).
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            if let Some(s) = slots.iter_mut().find(|s| s.is_some_and(|(p, _, _)| p == pid)) {
+                *s = None;
+                if libc::WIFSIGNALED(st) {
+                    deaths += 1;
+                    *signals.entry(libc::WTERMSIG(st)).or_default() += 1;
+                } else if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 3 && shared.completed.load(Ordering::Relaxed) == 0 {
+                    eprintln!("sysfuzz: workers cannot drop to uid {NOBODY} (run as root)");
+                    std::process::exit(1);
+                }
+            }
+        }
+        let done = shared.issued.load(Ordering::Relaxed) >= calls;
+        if done && slots.iter().all(Option::is_none) {
+            break;
+        }
+        for (i, s) in slots.iter_mut().enumerate() {
+            match s {
+                None if !done => {
+                    generation += 1;
+                    shared.heartbeat[i].store(0, Ordering::Relaxed);
+                    // SAFETY: this process is single-threaded, so the child may run Rust code.
+                    let pid = unsafe { libc::fork() };
+                    if pid == 0 {
+                        worker(shared, i, mix(seed, generation), calls, threads, me);
+                    }
+                    if pid > 0 {
+                        *s = Some((pid, 0, Instant::now()));
+                    }
+                }
+                Some((pid, beat, since)) => {
+                    let now = shared.heartbeat[i].load(Ordering::Relaxed);
+                    if now != *beat {
+                        *beat = now;
+                        *since = Instant::now();
+                    } else if since.elapsed() > HANG_KILL {
+                        hung += 1;
+                        // SAFETY: kills our own worker process.
+                        unsafe { libc::kill(*pid, libc::SIGKILL) };
+                        *since = Instant::now();
+                    }
+                }
+                None => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(SCRATCH);
+    let issued = shared.issued.load(Ordering::Relaxed).min(calls);
+    let completed = shared.completed.load(Ordering::Relaxed);
+    let ok = shared.hist[0].load(Ordering::Relaxed);
+    let mut errs: Vec<(u64, usize)> = (1..HIST).map(|e| (shared.hist[e].load(Ordering::Relaxed), e)).filter(|(n, _)| *n > 0).collect();
+    errs.sort_by(|a, b| b.cmp(a));
+    let errs: Vec<String> = errs.iter().map(|(n, e)| format!("{}={n}", errno_name(*e))).collect();
+    let sigs: Vec<String> = signals.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    println!(
+        "sysfuzz: calls {issued} completed {completed} ok {ok} worker-deaths {deaths} (signals {}) hung {hung} workers-started {generation} seconds {} errno {}",
+        sigs.join(","),
+        start.elapsed().as_secs(),
+        errs.join(",")
+    );
+}
