@@ -15,10 +15,12 @@
 //!
 //! ## What Mantle adds on top
 //! - **A real listen backlog.** smoltcp has no accept queue: a listening socket *becomes*
-//!   the connection. A Mantle listener is a pool of `backlog` listening smoltcp sockets
-//!   per interface (the SYN queue) plus an accept queue of established ones; the pool is
-//!   re-armed as connections are accepted, so `backlog` pending connections complete
-//!   their handshakes before anyone calls `accept`.
+//!   the connection. A Mantle listener is a pool of listening smoltcp sockets per
+//!   interface: a few are kept ready and the pool is topped up between received packets,
+//!   so each SYN of a burst finds one; handshaking ones are the SYN queue, established
+//!   ones move to an accept queue. Up to `backlog` connections per interface complete
+//!   their handshakes before anyone calls `accept`; memory follows the pending
+//!   connections (bounded by the backlog and the budget), half-open ones expire.
 //! - **Memory budgets.** Every socket buffer is bounded per socket (`SO_RCVBUF`,
 //!   `SO_SNDBUF`, clamped) and counted against one global budget: creating a socket or a
 //!   buffer beyond it fails with `ENOBUFS`, listening pools stop growing, and the budget

@@ -122,6 +122,10 @@ pub const MAX_BUF: usize = 4 << 20;
 /// The largest UDP payload sent through an Ethernet interface (one IPv4 packet in
 /// smoltcp's 16 KiB fragmentation buffer).
 pub const MAX_FRAGMENTED_UDP: usize = 16384 - 14 - 20 - 8;
+/// Listening smoltcp sockets kept ready per interface and listener.
+pub const IDLE_LISTENERS: usize = 2;
+/// A half-open connection (SYN received, no ACK) is dropped after this long.
+const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(30);
 /// A closed connection still finishing its close is dropped after this long without
 /// an answer from the peer (Linux's `tcp_fin_timeout`).
 const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -528,6 +532,7 @@ impl<D: Device> NetStack<D> {
     /// budget until it is done.
     pub fn close(&mut self, id: SocketId) -> SysResult<()> {
         let mut sock = self.socks.remove(&id.0).ok_or(Errno::EBADF)?;
+        self.listeners.retain(|&l| l != id.0);
         self.refresh(&mut sock);
         self.release(sock.reserve);
         let body = core::mem::replace(&mut sock.body, Body::Tcp(Tcp::Closed));
@@ -636,9 +641,10 @@ impl<D: Device> NetStack<D> {
     // ----------------------------------------------------------------- TCP
 
     /// Starts listening with a backlog (clamped to 1..=[`SOMAXCONN`]): a pool of
-    /// `backlog` listening smoltcp sockets on every interface the socket is bound to,
-    /// re-armed as connections are accepted. Fails with `ENOBUFS` if the budget cannot
-    /// hold one listener per interface; a smaller pool is used when it cannot hold all.
+    /// listening smoltcp sockets on every interface the socket is bound to, with
+    /// [`IDLE_LISTENERS`] kept ready and at most `backlog` pending connections per
+    /// interface. Fails with `ENOBUFS` if the budget cannot hold one listener per
+    /// interface; when the budget runs short later, further SYNs are refused.
     pub fn listen(&mut self, id: SocketId, backlog: i32) -> SysResult<()> {
         self.with_sock(id, |st, sock| {
             let backlog = usize::try_from(backlog).unwrap_or(0).clamp(1, SOMAXCONN);
@@ -667,14 +673,28 @@ impl<D: Device> NetStack<D> {
             }
             sock.body = Body::Tcp(Tcp::Listening(l));
             st.rearm(sock);
+            st.listeners.push(id.0);
             Ok(())
         })?
+    }
+
+    /// Tops up every listener's pool (between received packets).
+    pub(crate) fn rearm_listeners(&mut self) {
+        for i in 0..self.listeners.len() {
+            let id = self.listeners[i];
+            if let Some(mut sock) = self.socks.remove(&id) {
+                self.rearm(&mut sock);
+                self.socks.insert(id, sock);
+            }
+        }
     }
 
     fn new_listen_slot(&mut self, sock: &mut Sock, iface: usize, local: SocketAddrV4) -> SysResult<Member> {
         let cost = sock.opts.rcvbuf + sock.opts.sndbuf;
         self.spend(sock, cost)?;
         let mut s = new_tcp(sock.opts.rcvbuf, sock.opts.sndbuf, &sock.opts);
+        // A handshake that never completes (a SYN flood) frees its slot after this.
+        s.set_timeout(Some(SYN_RECEIVED_TIMEOUT));
         if s.listen(listen_ep(*local.ip(), local.port())).is_err() {
             self.release(cost);
             return Err(Errno::EINVAL);
@@ -700,6 +720,8 @@ impl<D: Device> NetStack<D> {
                     i += 1;
                 }
                 _ => {
+                    // Established: into the accept queue, without the handshake timeout.
+                    apply_tcp_opts(self.tcp_mut(&m), &sock.opts);
                     l.queue.push_back(l.slots.remove(i));
                 }
             }
@@ -714,16 +736,36 @@ impl<D: Device> NetStack<D> {
             }
         }
         l.queue = kept;
-        // Top up the interface holding the fewest slots first, so a tight budget is
-        // shared fairly between interfaces.
-        loop {
-            let held = |iface: usize| l.slots.iter().chain(l.queue.iter()).filter(|m| m.iface == iface).count();
-            let Some(iface) = l.ifaces.iter().copied().filter(|&i| held(i) < l.backlog).min_by_key(|&i| held(i)) else {
-                break;
-            };
-            match self.new_listen_slot(sock, iface, local) {
-                Ok(m) => l.slots.push(m),
-                Err(_) => break,
+        // Keep IDLE_LISTENERS listening sockets ready on each interface (the stack calls
+        // this between received packets, so every SYN finds one), and never more than
+        // `backlog` pending connections per interface: memory follows real pending
+        // connections, bounded by the backlog and the budget.
+        for &iface in &l.ifaces {
+            // Slots freed by expired handshakes beyond the ready few are given back.
+            let mut idle_seen = 0;
+            let mut k = 0;
+            while k < l.slots.len() {
+                let m = l.slots[k];
+                if m.iface == iface && self.tcp_ref(&m).state() == tcp::State::Listen {
+                    idle_seen += 1;
+                    if idle_seen > IDLE_LISTENERS {
+                        self.drop_member(l.slots.remove(k));
+                        continue;
+                    }
+                }
+                k += 1;
+            }
+            loop {
+                let on_iface = |m: &&Member| m.iface == iface;
+                let idle = l.slots.iter().filter(on_iface).filter(|m| self.tcp_ref(m).state() == tcp::State::Listen).count();
+                let held = l.slots.iter().chain(l.queue.iter()).filter(on_iface).count();
+                if idle >= IDLE_LISTENERS || held >= l.backlog {
+                    break;
+                }
+                match self.new_listen_slot(sock, iface, local) {
+                    Ok(m) => l.slots.push(m),
+                    Err(_) => break,
+                }
             }
         }
         sock.body = Body::Tcp(Tcp::Listening(l));
@@ -742,6 +784,7 @@ impl<D: Device> NetStack<D> {
             st.rearm(sock);
             Ok((m, peer, sock.uid, sock.opts.clone()))
         })??;
+        apply_tcp_opts(self.tcp_mut(&m), &opts);
         let local = self.tcp_ref(&m).local_endpoint().map(ep_to_v4);
         let (Some(peer), Some(local)) = (peer, local) else {
             self.drop_member(m);
