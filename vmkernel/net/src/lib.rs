@@ -51,6 +51,7 @@
 
 extern crate alloc;
 
+pub mod abi;
 pub mod config;
 pub mod device;
 pub mod errno;
