@@ -678,6 +678,42 @@ impl<D: Device> NetStack<D> {
         })?
     }
 
+    /// Sockets bound to `0.0.0.0` also listen on an interface added after they were
+    /// bound (as far as the budget allows).
+    pub(crate) fn extend_wildcard_sockets(&mut self, slot: usize) {
+        let ids: Vec<u32> = self.socks.keys().copied().collect();
+        for id in ids {
+            let Some(mut sock) = self.socks.remove(&id) else { continue };
+            if let Some(local) = sock.local.filter(|l| l.ip().is_unspecified()) {
+                let (rcv, snd) = (sock.opts.rcvbuf, sock.opts.sndbuf);
+                let ttl = sock.opts.ttl;
+                match &mut sock.body {
+                    Body::Tcp(Tcp::Listening(l)) => l.ifaces.push(slot),
+                    Body::Udp(d) if !d.members.is_empty() && self.charge(rcv + snd).is_ok() => {
+                        let mut s = new_udp(rcv, snd);
+                        let _ = s.bind(listen_ep(*local.ip(), local.port()));
+                        s.set_hop_limit(core::num::NonZeroU8::new(ttl).map(|t| t.get()));
+                        let handle = self.ifaces[slot].sockets.add(s);
+                        d.members.push(Member { iface: slot, handle, charge: rcv + snd });
+                    }
+                    Body::Icmp { d, ident, .. } if !d.members.is_empty() && self.charge(rcv + snd).is_ok() => {
+                        let mut s = new_icmp(rcv, snd);
+                        if let Some(ident) = ident {
+                            let _ = s.bind(icmp::Endpoint::Ident(*ident));
+                        }
+                        let handle = self.ifaces[slot].sockets.add(s);
+                        d.members.push(Member { iface: slot, handle, charge: rcv + snd });
+                    }
+                    _ => {}
+                }
+            }
+            if matches!(sock.body, Body::Tcp(Tcp::Listening(_))) {
+                self.rearm(&mut sock);
+            }
+            self.socks.insert(id, sock);
+        }
+    }
+
     /// Tops up every listener's pool (between received packets).
     pub(crate) fn rearm_listeners(&mut self) {
         for i in 0..self.listeners.len() {

@@ -273,6 +273,8 @@ impl<D: Device> NetStack<D> {
             gateway: None,
             dhcp_dns: Vec::new(),
         });
+        let slot = self.ifaces.len() - 1;
+        self.extend_wildcard_sockets(slot);
         self.ifaces.len() as IfIndex
     }
 

@@ -99,6 +99,7 @@ fn socket_option_and_flag_numbers_match_libc() {
 }
 
 #[test]
+#[allow(clippy::unnecessary_cast)] // libc's ioctl type differs between C libraries
 fn ioctl_numbers_and_struct_sizes_match_libc() {
     let pairs = [
         (sioc::GIFNAME, libc::SIOCGIFNAME),

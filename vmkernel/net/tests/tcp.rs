@@ -398,3 +398,30 @@ fn keepalive_detects_a_vanished_peer() {
     }
     assert_errno(net.a.recv_from(c, &mut [0; 4], 0), Errno::ETIMEDOUT);
 }
+
+#[test]
+fn wildcard_sockets_follow_an_interface_added_later() {
+    use vmk_net::Instant;
+    let now = Instant::from_millis(1_000);
+    let (la, lb) = link();
+    let mut b = Stack::new(Default::default(), now);
+    // Bound to 0.0.0.0 while only loopback exists.
+    let l = listener(&mut b, sa(Ipv4Addr::UNSPECIFIED, 80), 4);
+    let u = b.socket(SocketKind::Datagram, 0).unwrap();
+    b.bind(u, sa(Ipv4Addr::UNSPECIFIED, 53)).unwrap();
+    let ib = b.add_ethernet(lb, B_MAC, now);
+    b.set_link(ib, true).unwrap();
+    b.configure(ib, &static_config(B_IP, None)).unwrap();
+    let mut a = Stack::new(Default::default(), now);
+    let ia = a.add_ethernet(la, A_MAC, now);
+    a.set_link(ia, true).unwrap();
+    a.configure(ia, &static_config(A_IP, None)).unwrap();
+    let mut net = Net { a, b, now };
+    let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+    let _ = net.a.connect(c, sa(B_IP, 80));
+    net.run_until(2_000, |n| n.a.finish_connect(c).is_ok());
+    net.run_until(1_000, |n| n.b.accept(l).is_ok());
+    let d = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.send_to(d, b"q", Some(sa(B_IP, 53)), 0).unwrap();
+    net.run_until(1_000, |n| n.b.recv_from(u, &mut [0u8; 8], 0).is_ok());
+}
