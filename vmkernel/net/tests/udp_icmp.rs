@@ -237,3 +237,18 @@ fn dhcp_configures_vmk0_and_static_config_applies_without_reboot() {
     assert_errno(net.a.configure(1, &NetConfig::default()), Errno::EINVAL);
     assert_errno(net.a.configure(9, &NetConfig::default()), Errno::ENODEV);
 }
+
+#[test]
+fn large_pings_are_fragmented_reassembled_and_answered() {
+    let mut net = Net::new();
+    let p = net.a.socket(SocketKind::RawIcmp, 0).unwrap();
+    let payload = pattern(4000, 21);
+    net.a.send_to(p, &echo_request(0x77, 1, &payload), Some(sa(B_IP, 0)), 0).unwrap();
+    net.run_until(1_000, |n| n.a.readiness(p).unwrap().events & events::IN != 0);
+    let mut buf = vec![0u8; 8192];
+    let r = net.a.recv_from(p, &mut buf, 0).unwrap();
+    assert_eq!(r.len, 20 + 8 + 4000);
+    assert_eq!(buf[20], 0, "echo reply");
+    assert_eq!(&buf[28..r.len], &payload[..]);
+    assert_eq!(checksum(&buf[20..r.len]), 0, "ICMP checksum of the reassembled reply");
+}
