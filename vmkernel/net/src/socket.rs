@@ -617,6 +617,8 @@ impl<D: Device> NetStack<D> {
                 for m in members {
                     self.drop_member(m);
                 }
+                // Nothing was opened: the socket is left unbound, as before the call.
+                sock.local = None;
                 return Err(e);
             }
             let handle = match &sock.body {
@@ -1081,6 +1083,10 @@ impl<D: Device> NetStack<D> {
                     // smoltcp binds an ICMP socket once: a new identifier gets new sockets.
                     for m in members.drain(..) {
                         self.drop_member(m);
+                    }
+                    if let Body::Icmp { d, ident: i, .. } = &mut sock.body {
+                        d.members.clear();
+                        *i = None;
                     }
                     self.open_dgram(sock)?;
                     if let Body::Icmp { d, .. } = &sock.body {
