@@ -34,6 +34,7 @@ fn hammer(seed: u64, ops: usize) {
     let mut ids: Vec<(bool, SocketId)> = listeners.iter().enumerate().map(|(i, &l)| (i == 0, l)).collect();
     let mut buf = vec![0u8; 70_000];
     let mut stats = std::collections::BTreeMap::new();
+    let mut connecting: Vec<(bool, SocketId)> = Vec::new();
     for _ in 0..ops {
         let on_a = rng.below(2) == 0;
         let host = if on_a { &mut net.a } else { &mut net.b };
@@ -52,7 +53,13 @@ fn hammer(seed: u64, ops: usize) {
             }
             2 => host.bind(id, addr),
             3 => host.listen(id, [-5, 0, 1, 64, i32::MAX][rng.below(5) as usize]),
-            4 => host.connect(id, addr),
+            4 => {
+                let r = host.connect(id, addr);
+                if r == Err(Errno::EINPROGRESS) {
+                    connecting.push((on_a, id));
+                }
+                r
+            }
             5 => {
                 let l = if rng.below(2) == 0 { listeners[usize::from(!on_a)] } else { id };
                 host.accept(l).map(|(s, _)| ids.push((on_a, s)))
@@ -65,7 +72,11 @@ fn hammer(seed: u64, ops: usize) {
                 host.setsockopt(id, [0, 1, 6, 17, -1][rng.below(5) as usize], rng.below(45) as i32, &value)
             }
             10 => host.getsockopt(id, [0, 1, 6][rng.below(3) as usize], rng.below(45) as i32).map(|_| ()),
-            11 => host.finish_connect(id),
+            11 => {
+                let mine: Vec<SocketId> = connecting.iter().filter(|(a, _)| *a == on_a).map(|(_, s)| *s).collect();
+                let target = if mine.is_empty() || rng.below(2) == 0 { id } else { mine[rng.below(mine.len() as u64) as usize] };
+                host.finish_connect(target)
+            }
             12 => host.readiness(id).map(|_| ()),
             13 if !listeners.contains(&id) => {
                 ids.retain(|&(a, s)| !(a == on_a && s == id));
