@@ -898,6 +898,9 @@ impl<D: Device> NetStack<D> {
             if addr.port() == 0 {
                 return Err(Errno::ECONNREFUSED);
             }
+            if addr.ip().is_broadcast() || addr.ip().is_multicast() {
+                return Err(Errno::ENETUNREACH);
+            }
             let iface = st.route(*addr.ip()).ok_or(Errno::ENETUNREACH)?;
             let local = st.autobind(sock)?;
             let cost = sock.opts.rcvbuf + sock.opts.sndbuf;

@@ -173,6 +173,8 @@ fn connect_to_unanswered_address_times_out() {
     // No route at all.
     let c = net.a.socket(SocketKind::Stream, 0).unwrap();
     assert_errno(net.a.connect(c, sa(Ipv4Addr::new(192, 0, 2, 1), 80)), Errno::ENETUNREACH);
+    assert_errno(net.a.connect(c, sa(Ipv4Addr::BROADCAST, 80)), Errno::ENETUNREACH);
+    assert_errno(net.a.connect(c, sa(B_IP, 0)), Errno::ECONNREFUSED);
 }
 
 #[test]
