@@ -566,7 +566,7 @@ fn set_address(f: &mut Iface, addr: Option<(Ipv4Addr, u8)>, gateway: Option<Ipv4
 
 impl<D: Device> NetStack<D> {
     /// Receives at most [`INGRESS_BUDGET`] packets on interface `slot`, topping up
-    /// listening pools after each; true if more may be waiting.
+    /// listening pools after each SYN; true if more may be waiting.
     fn ingress(&mut self, slot: usize, now: Instant) -> bool {
         for _ in 0..INGRESS_BUDGET {
             let f = &mut self.ifaces[slot];
@@ -578,7 +578,8 @@ impl<D: Device> NetStack<D> {
             if result == smoltcp::iface::PollIngressSingleResult::None {
                 return false;
             }
-            if !self.listeners.is_empty() {
+            let stats = if slot == 0 { &self.lo_dev.stats } else { &self.eth_devs[slot - 1].stats };
+            if stats.syn_seen.replace(false) && !self.listeners.is_empty() {
                 self.rearm_listeners();
             }
         }
