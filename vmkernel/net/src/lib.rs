@@ -39,6 +39,23 @@
 //! - **/proc/net and ioctls.** The texts of `/proc/net/{dev,route,tcp,udp}` as Linux
 //!   prints them, and interface information for the SIOCGIF* ioctls.
 //!
+//! ## Where it differs from Linux (known, deliberate or not yet done)
+//! - A SYN that finds the backlog full is answered with RST (the client sees
+//!   `ECONNREFUSED`) where Linux drops it and the client retries.
+//! - `SO_RCVBUF`/`SO_SNDBUF` size the buffers of connections made or accepted after the
+//!   call (smoltcp's buffers are fixed once a socket exists); set them before
+//!   `connect`/`listen`, as programs do.
+//! - `close` never blocks: `SO_LINGER` with a zero timeout resets the connection, other
+//!   values close it in the background.
+//! - Through an Ethernet interface a UDP datagram may carry at most
+//!   [`socket::MAX_FRAGMENTED_UDP`] bytes (smoltcp's fragmentation buffer); larger ones
+//!   fail with `EMSGSIZE` instead of being lost. Loopback takes Linux's 65507.
+//! - Why a connection ended is inferred (smoltcp does not say): closed before the
+//!   connect timeout is `ECONNREFUSED`, after it `ETIMEDOUT`; a keepalive connection
+//!   closed after its timeout without progress is `ETIMEDOUT`, otherwise `ECONNRESET`.
+//! - IPv4 only (no AF_INET6 yet); one Ethernet device type per stack (`D`); the network
+//!   world can wrap several drivers in one enum device.
+//!
 //! ## How the kernel drives it
 //! The network world owns the [`NetStack`]; it calls [`NetStack::poll`] on device
 //! interrupts and when the delay `poll` returned has passed, then wakes waiters of
