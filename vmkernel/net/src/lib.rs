@@ -40,8 +40,10 @@
 //!   prints them, and interface information for the SIOCGIF* ioctls.
 //!
 //! ## Where it differs from Linux (known, deliberate or not yet done)
-//! - A SYN that finds the backlog full is answered with RST (the client sees
-//!   `ECONNREFUSED`) where Linux drops it and the client retries.
+//! - While the backlog is full, the next [`socket::HOLDING_LISTENERS`] SYNs per
+//!   interface are held unanswered (the client keeps trying, as when Linux drops them)
+//!   and answered once `accept` makes room; SYNs beyond those are answered with RST
+//!   (`ECONNREFUSED`) where Linux would drop them too.
 //! - `SO_RCVBUF`/`SO_SNDBUF` size the buffers of connections made or accepted after the
 //!   call (smoltcp's buffers are fixed once a socket exists); set them before
 //!   `connect`/`listen`, as programs do.

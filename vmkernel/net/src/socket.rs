@@ -124,6 +124,8 @@ pub const MAX_BUF: usize = 4 << 20;
 pub const MAX_FRAGMENTED_UDP: usize = 16384 - 14 - 20 - 8;
 /// Listening smoltcp sockets kept ready per interface and listener.
 pub const IDLE_LISTENERS: usize = 2;
+/// Listening sockets per interface that hold SYNs unanswered while the backlog is full.
+pub const HOLDING_LISTENERS: usize = 2;
 /// A half-open connection (SYN received, no ACK) is dropped after this long.
 const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(30);
 /// A closed connection still finishing its close is dropped after this long without
@@ -213,6 +215,9 @@ pub(crate) struct Listener {
     pub slots: Vec<Member>,
     /// Established connections not yet accepted: the accept queue.
     pub queue: VecDeque<Member>,
+    /// While an interface's backlog is full: listening sockets that take a SYN without
+    /// answering it (the client retries, as when Linux drops the SYN) until room frees.
+    pub holding: Vec<Member>,
 }
 
 pub(crate) struct Conn {
@@ -539,7 +544,7 @@ impl<D: Device> NetStack<D> {
         match body {
             Body::Tcp(Tcp::Closed) => {}
             Body::Tcp(Tcp::Listening(l)) => {
-                for m in l.slots {
+                for m in l.slots.into_iter().chain(l.holding) {
                     self.drop_member(m);
                 }
                 for m in l.queue {
@@ -661,7 +666,13 @@ impl<D: Device> NetStack<D> {
             }
             let local = st.autobind(sock)?;
             let ifaces = st.placement(*local.ip())?;
-            let mut l = Listener { backlog, ifaces: ifaces.clone(), slots: Vec::new(), queue: VecDeque::new() };
+            let mut l = Listener {
+                backlog,
+                ifaces: ifaces.clone(),
+                slots: Vec::new(),
+                queue: VecDeque::new(),
+                holding: Vec::new(),
+            };
             for &iface in &ifaces {
                 match st.new_listen_slot(sock, iface, local) {
                     Ok(m) => l.slots.push(m),
@@ -778,7 +789,38 @@ impl<D: Device> NetStack<D> {
         // this between received packets, so every SYN finds one), and never more than
         // `backlog` pending connections per interface: memory follows real pending
         // connections, bounded by the backlog and the budget.
+        for m in &l.holding {
+            if self.tcp_ref(m).state() == tcp::State::Closed {
+                let _ = self.tcp_mut(m).listen(listen_ep(*local.ip(), local.port()));
+            }
+        }
         for &iface in &l.ifaces {
+            let held = l.slots.iter().chain(l.queue.iter()).filter(|m| m.iface == iface).count();
+            if held < l.backlog {
+                // Room again: held SYNs are answered now, in arrival order.
+                let mut room = l.backlog - held;
+                let mut k = 0;
+                while k < l.holding.len() && room > 0 {
+                    if l.holding[k].iface == iface {
+                        let m = l.holding.remove(k);
+                        self.tcp_mut(&m).pause_synack(false);
+                        l.slots.push(m);
+                        room -= 1;
+                    } else {
+                        k += 1;
+                    }
+                }
+            } else {
+                while l.holding.iter().filter(|m| m.iface == iface).count() < HOLDING_LISTENERS {
+                    match self.new_listen_slot(sock, iface, local) {
+                        Ok(m) => {
+                            self.tcp_mut(&m).pause_synack(true);
+                            l.holding.push(m);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
             // Slots freed by expired handshakes beyond the ready few are given back.
             let mut idle_seen = 0;
             let mut k = 0;

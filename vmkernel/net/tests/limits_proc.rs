@@ -137,10 +137,13 @@ fn a_connection_flood_does_not_grow_memory_beyond_the_backlog() {
     let full = net.b.budget_used();
     // Pending connections (at most the backlog per interface) are all that grew.
     assert!(full <= 4 * 2 * TCP_COST, "{full}");
-    let connected = clients.iter().filter(|&&c| net.a.finish_connect(c).is_ok()).count();
-    // backlog connections complete; the rest are refused (smoltcp answers RST where
-    // Linux would drop the SYN; either way nothing is allocated for them).
-    assert_eq!(connected, 4);
+    let outcomes: Vec<_> = clients.iter().map(|&c| net.a.finish_connect(c)).collect();
+    // backlog connections complete; two more SYNs are held unanswered (as Linux drops
+    // them: the clients keep trying), the rest are refused.
+    assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 4);
+    let held = outcomes.iter().filter(|r| **r == Err(Errno::EINPROGRESS)).count();
+    assert_eq!(held, vmk_net::socket::HOLDING_LISTENERS);
+    assert_eq!(outcomes.iter().filter(|r| **r == Err(Errno::ECONNREFUSED)).count(), 100 - 4 - held);
     for c in clients {
         net.a.close(c).unwrap();
     }
@@ -380,4 +383,27 @@ fn half_open_connections_expire_and_free_their_slots() {
     }
     assert_eq!(net.b.proc_net_tcp().lines().filter(|l| l.contains(" 03 ")).count(), 0);
     assert_eq!(net.b.budget_used(), idle);
+}
+
+#[test]
+fn a_full_backlog_holds_new_connections_until_accept_makes_room() {
+    let mut net = Net::new();
+    let l = listener(&mut net.b, sa(B_IP, 8000), 2);
+    let connect = |net: &mut Net| {
+        let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+        assert_errno(net.a.connect(c, sa(B_IP, 8000)), Errno::EINPROGRESS);
+        c
+    };
+    let first: Vec<_> = (0..2).map(|_| connect(&mut net)).collect();
+    net.run_until(2_000, |n| first.iter().all(|&c| n.a.finish_connect(c).is_ok()));
+    // The backlog is full: a third connection is neither accepted nor refused.
+    let third = connect(&mut net);
+    net.run(3_000);
+    assert_errno(net.a.finish_connect(third), Errno::EINPROGRESS);
+    assert!(net.b.proc_net_tcp().contains(" 03 "), "held as SYN_RECV: {}", net.b.proc_net_tcp());
+    // An accept makes room: the held SYN is answered and the connection completes.
+    let (s, _) = net.b.accept(l).unwrap();
+    net.run_until(5_000, |n| n.a.finish_connect(third).is_ok());
+    net.run_until(1_000, |n| n.b.accept(l).is_ok());
+    net.b.close(s).unwrap();
 }
