@@ -103,6 +103,8 @@ pub mod sioc {
     pub const GIFINDEX: u32 = 0x8933;
     /// `SIOCGIFTXQLEN`
     pub const GIFTXQLEN: u32 = 0x8942;
+    /// `SIOCGIFMAP` (device memory/IRQ map; all zeros, as for virtual NICs)
+    pub const GIFMAP: u32 = 0x8970;
 }
 
 /// Size of `struct ifreq` on x86-64.
@@ -161,6 +163,7 @@ pub fn ifreq_answer(interfaces: &[InterfaceInfo], request: u32, ifreq: &[u8]) ->
         sioc::GIFINDEX => int(&mut out, info.index),
         sioc::GIFMETRIC => int(&mut out, 0),
         sioc::GIFTXQLEN => int(&mut out, 1000),
+        sioc::GIFMAP => {}
         sioc::GIFHWADDR => {
             let family = if info.mac.is_some() { ARPHRD_ETHER } else { ARPHRD_LOOPBACK };
             out[16..18].copy_from_slice(&family.to_ne_bytes());
@@ -280,6 +283,7 @@ mod tests {
         assert_eq!(ifreq_answer(&infos, sioc::GIFFLAGS, &[0xff; IFREQ_LEN]), Err(Errno::EINVAL));
         assert_eq!(ifreq_answer(&infos, sioc::GIFFLAGS, &req[..10]), Err(Errno::EFAULT));
         assert_eq!(ifreq_answer(&infos, 0x1234, &req), Err(Errno::EINVAL));
+        assert_eq!(&ifreq_answer(&infos, sioc::GIFMAP, &req).unwrap()[16..], &[0u8; 24]);
     }
 
     #[test]

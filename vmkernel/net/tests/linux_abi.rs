@@ -114,6 +114,7 @@ fn ioctl_numbers_and_struct_sizes_match_libc() {
         (sioc::GIFHWADDR, libc::SIOCGIFHWADDR),
         (sioc::GIFINDEX, libc::SIOCGIFINDEX),
         (sioc::GIFTXQLEN, libc::SIOCGIFTXQLEN),
+        (sioc::GIFMAP, libc::SIOCGIFMAP),
     ];
     for (ours, theirs) in pairs {
         assert_eq!(u64::from(ours), theirs as u64);
