@@ -1489,9 +1489,7 @@ impl<D: Device> NetStack<D> {
         let gained = now.events & !old.events != 0;
         if gained || now.rx > old.rx || now.tx < old.tx || now.accq > old.accq {
             sock.generation += 1;
-            if !self.changed.contains(&id) {
-                self.changed.push(id);
-            }
+            self.changed.insert(id);
         }
         sock.seen = now;
     }

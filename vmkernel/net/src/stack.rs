@@ -199,7 +199,7 @@ pub struct NetStack<D: Device> {
     pub(crate) next_inode: u64,
     pub(crate) budget_used: usize,
     pub(crate) port_cursor: u16,
-    pub(crate) changed: Vec<SocketId>,
+    pub(crate) changed: alloc::collections::BTreeSet<SocketId>,
     pub(crate) now: Instant,
     pub(crate) static_dns: Vec<Ipv4Addr>,
     /// Ids of listening sockets (their pools are topped up between packets).
@@ -241,7 +241,7 @@ impl<D: Device> NetStack<D> {
             next_inode: 1000,
             budget_used: 0,
             port_cursor,
-            changed: Vec::new(),
+            changed: alloc::collections::BTreeSet::new(),
             now,
             static_dns: Vec::new(),
             listeners: Vec::new(),
@@ -493,7 +493,7 @@ impl<D: Device> NetStack<D> {
     /// Takes the sockets whose readiness changed since the last call (their wake-up
     /// generation advanced): the network world wakes their waiters.
     pub fn take_changed(&mut self) -> Vec<SocketId> {
-        core::mem::take(&mut self.changed)
+        core::mem::take(&mut self.changed).into_iter().collect()
     }
 
     pub(crate) fn charge(&mut self, bytes: usize) -> SysResult<()> {
