@@ -427,3 +427,51 @@ fn wildcard_sockets_follow_an_interface_added_later() {
     net.a.send_to(d, b"q", Some(sa(B_IP, 53)), 0).unwrap();
     net.run_until(1_000, |n| n.b.recv_from(u, &mut [0u8; 8], 0).is_ok());
 }
+
+/// Moves `total` bytes from `c` on `a` to `s` on `b` (which may be the same stack);
+/// returns the checksum of what arrived.
+fn pump(net: &mut Net, c: vmk_net::SocketId, s: vmk_net::SocketId, total: usize, loopback: bool) -> u64 {
+    let chunk = pattern(256 << 10, 17);
+    let (mut sent, mut got, mut h) = (0usize, 0usize, FNV_INIT);
+    let mut buf = vec![0u8; 256 << 10];
+    while got < total {
+        if sent < total {
+            let end = (total - sent).min(chunk.len());
+            let stack = &mut net.a;
+            if let Ok(n) = stack.send(c, &chunk[..end], 0) {
+                sent += n;
+            }
+        }
+        let rx = if loopback { &mut net.a } else { &mut net.b };
+        while let Ok(r) = rx.recv_from(s, &mut buf, 0) {
+            h = fnv(&buf[..r.len], h);
+            got += r.len;
+        }
+        net.step();
+    }
+    h
+}
+
+/// CPU cost of the stack itself (no emulator, no driver): prints MiB/s over the
+/// in-memory link and over loopback. Run on purpose:
+/// `cargo test --release -p vmk-net --test tcp -- --ignored --nocapture throughput`.
+#[test]
+#[ignore = "benchmark; prints figures"]
+fn throughput_report() {
+    const TOTAL: usize = 64 << 20;
+    let mut net = Net::new();
+    let (c, s) = connected_pair(&mut net, 5201);
+    let start = std::time::Instant::now();
+    pump(&mut net, c, s, TOTAL, false);
+    let t = start.elapsed().as_secs_f64();
+    println!("link: {} MiB in {t:.2} s = {:.0} MiB/s", TOTAL >> 20, (TOTAL >> 20) as f64 / t);
+    let l = listener(&mut net.a, sa(Ipv4Addr::LOCALHOST, 5202), 1);
+    let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+    let _ = net.a.connect(c, sa(Ipv4Addr::LOCALHOST, 5202));
+    net.run_until(1_000, |n| n.a.finish_connect(c).is_ok());
+    let (s, _) = net.a.accept(l).unwrap();
+    let start = std::time::Instant::now();
+    pump(&mut net, c, s, TOTAL, true);
+    let t = start.elapsed().as_secs_f64();
+    println!("loopback: {} MiB in {t:.2} s = {:.0} MiB/s", TOTAL >> 20, (TOTAL >> 20) as f64 / t);
+}
