@@ -122,6 +122,8 @@ pub const MAX_BUF: usize = 4 << 20;
 /// The largest UDP payload sent through an Ethernet interface (one IPv4 packet in
 /// smoltcp's 16 KiB fragmentation buffer).
 pub const MAX_FRAGMENTED_UDP: usize = 16384 - 14 - 20 - 8;
+/// Receive buffer of the ICMP socket catching errors for a UDP socket.
+const ERROR_CATCHER_BYTES: usize = 1024;
 /// Listening smoltcp sockets kept ready per interface and listener.
 pub const IDLE_LISTENERS: usize = 2;
 /// Listening sockets per interface that hold SYNs unanswered while the backlog is full.
@@ -240,6 +242,9 @@ pub(crate) struct Dgram {
     pub members: Vec<Member>,
     pub peer: Option<SocketAddrV4>,
     pub next: usize,
+    /// UDP: ICMP sockets catching errors about this port's datagrams (a connected UDP
+    /// socket reports "port unreachable" as `ECONNREFUSED`, as on Linux).
+    pub errors: Vec<Member>,
 }
 
 pub(crate) enum Body {
@@ -485,9 +490,9 @@ impl<D: Device> NetStack<D> {
         self.charge(rcvbuf + sndbuf)?;
         let body = match kind {
             SocketKind::Stream => Body::Tcp(Tcp::Closed),
-            SocketKind::Datagram => Body::Udp(Dgram { members: Vec::new(), peer: None, next: 0 }),
+            SocketKind::Datagram => Body::Udp(Dgram { members: Vec::new(), peer: None, next: 0, errors: Vec::new() }),
             SocketKind::RawIcmp | SocketKind::PingIcmp => Body::Icmp {
-                d: Dgram { members: Vec::new(), peer: None, next: 0 },
+                d: Dgram { members: Vec::new(), peer: None, next: 0, errors: Vec::new() },
                 ident: None,
                 raw: kind == SocketKind::RawIcmp,
             },
@@ -569,7 +574,7 @@ impl<D: Device> NetStack<D> {
                 self.orphan(c.m, &sock);
             }
             Body::Udp(d) | Body::Icmp { d, .. } => {
-                for m in d.members {
+                for m in d.members.into_iter().chain(d.errors) {
                     self.drop_member(m);
                 }
             }
@@ -638,11 +643,57 @@ impl<D: Device> NetStack<D> {
             };
             members.push(Member { iface, handle, charge: rcv + snd });
         }
+        let mut errors = Vec::new();
+        if matches!(sock.body, Body::Udp(_)) {
+            for m in &members {
+                // Best effort: without budget the socket just does not see ICMP errors.
+                if self.charge(ERROR_CATCHER_BYTES).is_err() {
+                    break;
+                }
+                let mut catcher = icmp::Socket::new(
+                    icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 2], vec![0; ERROR_CATCHER_BYTES]),
+                    icmp::PacketBuffer::new(Vec::new(), Vec::new()),
+                );
+                let _ = catcher.bind(icmp::Endpoint::Udp(listen_ep(*local.ip(), local.port())));
+                let handle = self.ifaces[m.iface].sockets.add(catcher);
+                errors.push(Member { iface: m.iface, handle, charge: ERROR_CATCHER_BYTES });
+            }
+        }
         match &mut sock.body {
-            Body::Udp(d) | Body::Icmp { d, .. } => d.members = members,
+            Body::Udp(d) | Body::Icmp { d, .. } => {
+                d.members = members;
+                d.errors = errors;
+            }
             Body::Tcp(_) => {}
         }
         Ok(())
+    }
+
+    /// A connected UDP socket takes ICMP errors about datagrams it sent to its peer
+    /// as a pending error; others drop them (Linux without `IP_RECVERR`).
+    fn take_icmp_errors(&mut self, sock: &mut Sock) {
+        let Body::Udp(d) = &sock.body else { return };
+        let peer = d.peer;
+        for m in d.errors.clone() {
+            while let Ok((msg, _from)) = self.icmp_mut(&m).recv() {
+                let Some(peer) = peer else { continue };
+                // Type 3 (destination unreachable), then the original IP header and
+                // the first 8 bytes of the datagram.
+                let (Some(&kind), Some(&code), Some(orig)) = (msg.first(), msg.get(1), msg.get(8..)) else {
+                    continue;
+                };
+                let ihl = usize::from(orig.first().map_or(0, |b| b & 0xf)) * 4;
+                let (Some(dst), Some(port)) = (orig.get(16..20), orig.get(ihl + 2..ihl + 4)) else { continue };
+                let about_peer = dst == peer.ip().octets() && u16::from_be_bytes([port[0], port[1]]) == peer.port();
+                if kind == 3 && about_peer {
+                    sock.error = Some(match code {
+                        3 => Errno::ECONNREFUSED,
+                        0 => Errno::ENETUNREACH,
+                        _ => Errno::EHOSTUNREACH,
+                    });
+                }
+            }
+        }
     }
 
     // ----------------------------------------------------------------- TCP
@@ -1032,6 +1083,7 @@ impl<D: Device> NetStack<D> {
             }
             other => other,
         };
+        self.take_icmp_errors(sock);
     }
 
     /// Sends on a connected socket (TCP) or to the default peer (UDP).
@@ -1079,6 +1131,10 @@ impl<D: Device> NetStack<D> {
             Body::Icmp { d, .. } => (d.peer, false),
             Body::Tcp(_) => return Err(Errno::EOPNOTSUPP),
         };
+        // A pending error (an ICMP error about an earlier datagram) is reported first.
+        if let Some(e) = sock.error.take() {
+            return Err(e);
+        }
         let to = to.or(peer).ok_or(Errno::EDESTADDRREQ)?;
         if to.ip().is_broadcast() && !sock.opts.broadcast {
             return Err(Errno::EACCES);

@@ -252,3 +252,30 @@ fn large_pings_are_fragmented_reassembled_and_answered() {
     assert_eq!(&buf[28..r.len], &payload[..]);
     assert_eq!(checksum(&buf[20..r.len]), 0, "ICMP checksum of the reassembled reply");
 }
+
+#[test]
+fn connected_udp_learns_port_unreachable_as_econnrefused() {
+    let mut net = Net::new();
+    let c = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.connect(c, sa(B_IP, 9999)).unwrap();
+    net.a.send(c, b"anyone?", 0).unwrap();
+    net.run_until(1_000, |n| n.a.readiness(c).unwrap().events & events::ERR != 0);
+    assert_errno(net.a.recv_from(c, &mut [0u8; 16], 0), Errno::ECONNREFUSED);
+    assert_errno(net.a.recv_from(c, &mut [0u8; 16], 0), Errno::EAGAIN);
+    // Unconnected sockets ignore such errors, as on Linux.
+    let u = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.send_to(u, b"anyone?", Some(sa(B_IP, 9999)), 0).unwrap();
+    net.run(100);
+    assert_eq!(net.a.readiness(u).unwrap().events & events::ERR, 0);
+    assert_errno(net.a.recv_from(u, &mut [0u8; 16], 0), Errno::EAGAIN);
+    // And over loopback.
+    let l = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.connect(l, sa(std::net::Ipv4Addr::LOCALHOST, 9998)).unwrap();
+    net.a.send(l, b"x", 0).unwrap();
+    net.run(50);
+    assert_errno(net.a.send(l, b"x", 0), Errno::ECONNREFUSED);
+    for s in [c, u, l] {
+        net.a.close(s).unwrap();
+    }
+    assert_eq!(net.a.budget_used(), 0);
+}
