@@ -11,12 +11,14 @@
 //! builds `no_std` with `alloc` on stable Rust, with the pieces Mantle needs (Ethernet,
 //! ARP, IPv4 with fragment reassembly, ICMP echo replies, TCP, UDP, a DHCPv4 client)
 //! and an explicit `poll`/`poll_delay` model that fits one network world.
-//! Features are kept to those pieces (see `Cargo.toml`).
+//! Features are kept to those pieces (see `Cargo.toml`). Version 0.14: 0.12 panics on
+//! some received segments (a TCP window computation that `tests/hostile.rs`'s long run
+//! hit) and on some DHCP leases, fixed upstream since.
 //!
 //! ## What Mantle adds on top
 //! - **A real listen backlog.** smoltcp has no accept queue: a listening socket *becomes*
 //!   the connection. A Mantle listener is a pool of listening smoltcp sockets per
-//!   interface: a few are kept ready and the pool is topped up between received packets,
+//!   interface: a few are kept ready and the pool is topped up after every received SYN,
 //!   so each SYN of a burst finds one; handshaking ones are the SYN queue, established
 //!   ones move to an accept queue. Up to `backlog` connections per interface complete
 //!   their handshakes before anyone calls `accept`; memory follows the pending
@@ -37,7 +39,8 @@
 //!   smoltcp socket on every interface, connections go to the interface the routing
 //!   table picks, and traffic to the host's own addresses goes through loopback.
 //! - **/proc/net and ioctls.** The texts of `/proc/net/{dev,route,tcp,udp}` as Linux
-//!   prints them, and interface information for the SIOCGIF* ioctls.
+//!   prints them, interface information for the SIOCGIF* ioctls, and the ABI pieces the
+//!   system-call layer needs ([`abi`]: `socket()` arguments, `sockaddr_in`, `ifreq`).
 //!
 //! ## Where it differs from Linux (known, deliberate or not yet done)
 //! - While the backlog is full, the next [`socket::HOLDING_LISTENERS`] SYNs per
