@@ -1343,10 +1343,23 @@ impl<D: Device> NetStack<D> {
 
     // ----------------------------------------------------------------- addresses, options
 
-    /// `getsockname(2)`: the bound address (`0.0.0.0:0` before binding).
+    /// `getsockname(2)`: the bound address (`0.0.0.0:0` before binding). A connected
+    /// UDP socket bound to `0.0.0.0` reports the source address the route to its peer
+    /// uses (programs learn their outgoing address that way).
     pub fn local_addr(&self, id: SocketId) -> SysResult<SocketAddrV4> {
         let sock = self.socks.get(&id.0).ok_or(Errno::EBADF)?;
-        Ok(sock.local.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
+        let local = sock.local.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        if let (Body::Udp(Dgram { peer: Some(peer), .. }), true) = (&sock.body, local.ip().is_unspecified()) {
+            let source = if peer.ip().is_loopback() {
+                Ipv4Addr::LOCALHOST
+            } else if self.is_local_addr(*peer.ip()) {
+                *peer.ip()
+            } else {
+                self.route(*peer.ip()).and_then(|i| self.ifaces[i].addr).map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a)
+            };
+            return Ok(SocketAddrV4::new(source, local.port()));
+        }
+        Ok(local)
     }
 
     /// `getpeername(2)`: `ENOTCONN` unless connected.

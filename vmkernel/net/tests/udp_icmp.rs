@@ -45,6 +45,11 @@ fn udp_peek_truncation_and_connected_filtering() {
     let c = net.a.socket(SocketKind::Datagram, 0).unwrap();
     net.a.connect(c, sa(B_IP, 5353)).unwrap();
     assert_eq!(net.a.peer_addr(c).unwrap(), sa(B_IP, 5353));
+    // getsockname shows the source address the route to the peer uses.
+    assert_eq!(*net.a.local_addr(c).unwrap().ip(), A_IP);
+    let lo = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.connect(lo, sa(Ipv4Addr::LOCALHOST, 53)).unwrap();
+    assert_eq!(*net.a.local_addr(lo).unwrap().ip(), Ipv4Addr::LOCALHOST);
     net.a.send(c, b"abcdefgh", 0).unwrap();
     net.run(20);
     let mut small = [0u8; 3];
