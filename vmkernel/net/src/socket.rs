@@ -109,7 +109,8 @@ pub struct RecvInfo {
     pub full_len: usize,
 }
 
-/// Linux's `SOMAXCONN`: backlogs are clamped to it.
+/// Backlogs are clamped to this (Linux's `SOMAXCONN` before 5.4; Linux now allows
+/// 4096, but every pending connection here holds its buffers).
 pub const SOMAXCONN: usize = 128;
 /// First ephemeral port (Linux's `ip_local_port_range`).
 pub const EPHEMERAL_FIRST: u16 = 32768;
