@@ -1592,6 +1592,34 @@ impl<D: Device> NetStack<D> {
         }
     }
 
+    /// `FIONREAD`/`SIOCINQ`: bytes waiting to be read (TCP), or the size of the next
+    /// datagram (UDP/ICMP, 0 if none); `EINVAL` on a listening socket, as Linux.
+    pub fn pending_input(&mut self, id: SocketId) -> SysResult<usize> {
+        self.with_sock(id, |st, sock| match &sock.body {
+            Body::Tcp(Tcp::Listening(_)) => Err(Errno::EINVAL),
+            Body::Tcp(Tcp::Connected(c)) => Ok(st.tcp_ref(&c.m).recv_queue()),
+            Body::Tcp(_) => Ok(0),
+            Body::Udp(d) => Ok(d
+                .members
+                .iter()
+                .find_map(|m| st.udp_mut(m).peek().ok().map(|(data, _)| data.len()))
+                .unwrap_or(0)),
+            Body::Icmp { d, .. } => Ok(d.members.iter().map(|m| st.icmp_ref(m).recv_queue()).sum()),
+        })?
+    }
+
+    /// `SIOCOUTQ`: bytes queued for sending and not yet acknowledged (TCP).
+    pub fn pending_output(&mut self, id: SocketId) -> SysResult<usize> {
+        self.with_sock(id, |st, sock| match &sock.body {
+            Body::Tcp(Tcp::Listening(_)) => Err(Errno::EINVAL),
+            Body::Tcp(Tcp::Connected(c)) => Ok(st.tcp_ref(&c.m).send_queue()),
+            Body::Tcp(Tcp::Connecting { m, .. }) => Ok(st.tcp_ref(m).send_queue()),
+            Body::Tcp(Tcp::Closed) => Ok(0),
+            Body::Udp(d) => Ok(d.members.iter().map(|m| st.udp_ref(m).send_queue()).sum()),
+            Body::Icmp { d, .. } => Ok(d.members.iter().map(|m| st.icmp_ref(m).send_queue()).sum()),
+        })?
+    }
+
     /// The `SO_RCVTIMEO`/`SO_SNDTIMEO` values (`struct timeval` bytes) the kernel
     /// applies when it blocks on this socket.
     pub fn timeouts(&self, id: SocketId) -> SysResult<([u8; 16], [u8; 16])> {

@@ -278,8 +278,11 @@ fn peek_leaves_data_in_place() {
     assert_eq!(&buf[..r.len], b"hello");
     let r = net.b.recv_from(s, &mut buf, msg::PEEK).unwrap();
     assert_eq!(&buf[..r.len], b"hello");
+    assert_eq!(net.b.pending_input(s).unwrap(), 11, "FIONREAD");
     let mut all = [0u8; 64];
     let r = net.b.recv_from(s, &mut all, 0).unwrap();
+    assert_eq!(net.b.pending_input(s).unwrap(), 0);
+    assert_eq!(net.a.pending_output(c).unwrap(), 0, "everything was acknowledged");
     assert_eq!(&all[..r.len], b"hello world");
     assert_errno(net.b.recv_from(s, &mut all, msg::PEEK), Errno::EAGAIN);
 }

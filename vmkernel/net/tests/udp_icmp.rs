@@ -52,6 +52,7 @@ fn udp_peek_truncation_and_connected_filtering() {
     assert_eq!(*net.a.local_addr(lo).unwrap().ip(), Ipv4Addr::LOCALHOST);
     net.a.send(c, b"abcdefgh", 0).unwrap();
     net.run(20);
+    assert_eq!(net.b.pending_input(s).unwrap(), 8, "FIONREAD is the next datagram's size");
     let mut small = [0u8; 3];
     let r = net.b.recv_from(s, &mut small, msg::PEEK).unwrap();
     assert_eq!((&small[..], r.full_len), (&b"abc"[..], 8));
