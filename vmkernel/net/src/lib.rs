@@ -81,6 +81,10 @@ pub mod procfs;
 pub mod socket;
 pub mod stack;
 
+/// The smoltcp this stack is built on: the adapter from the drivers' `EthernetDevice`
+/// implements `vmk_net::smoltcp::phy::Device`, so both sides agree on the version.
+pub use smoltcp;
+
 pub use config::{AddressMode, NetConfig};
 pub use errno::{Errno, SysResult};
 pub use smoltcp::time::{Duration, Instant};
