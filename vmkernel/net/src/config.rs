@@ -316,6 +316,38 @@ fn classful_prefix(addr: Ipv4Addr) -> u8 {
     }
 }
 
+/// Where the configuration in force came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The kernel command line's `ip=`.
+    Cmdline,
+    /// `/etc/mantle/network.conf`.
+    File,
+    /// Neither gave one: DHCP.
+    Default,
+}
+
+/// The configuration vmk0 starts with: `ip=` on the kernel command line wins (unless
+/// `ip=off`), then `/etc/mantle/network.conf` (`conf`, its text if the file exists),
+/// else DHCP. Errors are returned for the log next to the configuration used instead:
+/// a bad `ip=` falls back to the file, a bad file to DHCP — the host always comes up
+/// reachable.
+pub fn boot_config(cmdline: &str, conf: Option<&str>) -> (NetConfig, ConfigSource, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    match parse_cmdline(cmdline) {
+        Ok(Some(IpParam { config: Some(config), .. })) => return (config, ConfigSource::Cmdline, errors),
+        Ok(_) => {}
+        Err(e) => errors.push(e),
+    }
+    if let Some(text) = conf {
+        match NetConfig::parse_conf(text) {
+            Ok(config) => return (config, ConfigSource::File, errors),
+            Err(e) => errors.push(e),
+        }
+    }
+    (NetConfig::default(), ConfigSource::Default, errors)
+}
+
 /// The text of `/etc/resolv.conf` for these DNS servers.
 pub fn resolv_conf(dns: &[Ipv4Addr]) -> String {
     let mut out = String::from("# written by the Mantle network stack\n");
@@ -415,6 +447,24 @@ mod tests {
         ] {
             assert!(parse_ip_param(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn boot_config_prefers_cmdline_then_file_then_dhcp() {
+        let file = "mode=static\naddress=10.1.1.5/16\n";
+        let (c, src, errs) = boot_config("quiet ip=10.0.0.2::10.0.0.1:255.255.255.0::vmk0:off", Some(file));
+        assert_eq!((src, errs.len()), (ConfigSource::Cmdline, 0));
+        assert!(matches!(c.mode, AddressMode::Static { prefix_len: 24, .. }));
+        let (c, src, _) = boot_config("ip=off", Some(file));
+        assert_eq!(src, ConfigSource::File);
+        assert!(matches!(c.mode, AddressMode::Static { prefix_len: 16, .. }));
+        // A bad ip= is reported and the file is used.
+        let (_, src, errs) = boot_config("ip=10.0.0.999::::::off", Some(file));
+        assert_eq!((src, errs.len()), (ConfigSource::File, 1));
+        // A bad file is reported and DHCP keeps the host reachable.
+        let (c, src, errs) = boot_config("", Some("mode=static\n"));
+        assert_eq!((c, src, errs.len()), (NetConfig::default(), ConfigSource::Default, 1));
+        assert_eq!(boot_config("", None).1, ConfigSource::Default);
     }
 
     #[test]

@@ -24,6 +24,16 @@ pub struct IfStats {
     pub tx_packets: Cell<u64>,
     /// Frames dropped on transmit (loopback queue full).
     pub tx_dropped: Cell<u64>,
+    /// A TCP SYN (connection request) was received since the stack last looked: its
+    /// listening pools need topping up.
+    pub syn_seen: Cell<bool>,
+}
+
+/// Whether an IPv4 packet is a TCP segment with SYN set and ACK clear.
+pub fn is_tcp_syn(ip: &[u8]) -> bool {
+    let Some(&ver_ihl) = ip.first() else { return false };
+    let ihl = usize::from(ver_ihl & 0xf) * 4;
+    ver_ihl >> 4 == 4 && ip.get(9) == Some(&6) && ip.get(ihl + 13).is_some_and(|flags| flags & 0x12 == 0x02)
 }
 
 impl IfStats {
@@ -32,6 +42,14 @@ impl IfStats {
         self.rx_packets.set(self.rx_packets.get() + 1);
         if ethernet && frame.first().is_some_and(|b| b & 1 == 1) {
             self.rx_multicast.set(self.rx_multicast.get() + 1);
+        }
+        let ip = match (ethernet, frame.get(12..14), frame.get(14..)) {
+            (false, ..) => frame,
+            (true, Some([0x08, 0x00]), Some(ip)) => ip,
+            _ => return,
+        };
+        if is_tcp_syn(ip) {
+            self.syn_seen.set(true);
         }
     }
     fn count_tx(&self, len: usize) {
@@ -190,5 +208,43 @@ impl Device for LoopbackDevice {
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = LOOPBACK_MTU;
         caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_packet(flags: u8, ihl_words: u8) -> Vec<u8> {
+        let ihl = usize::from(ihl_words) * 4;
+        let mut p = vec![0u8; ihl + 20];
+        p[0] = 0x40 | ihl_words;
+        p[9] = 6;
+        p[ihl + 13] = flags;
+        p
+    }
+
+    #[test]
+    fn recognises_syns_only() {
+        assert!(is_tcp_syn(&tcp_packet(0x02, 5)));
+        assert!(is_tcp_syn(&tcp_packet(0x02, 6)), "with IP options");
+        assert!(!is_tcp_syn(&tcp_packet(0x12, 5)), "SYN-ACK");
+        assert!(!is_tcp_syn(&tcp_packet(0x10, 5)), "ACK");
+        let mut udp = tcp_packet(0x02, 5);
+        udp[9] = 17;
+        assert!(!is_tcp_syn(&udp));
+        assert!(!is_tcp_syn(&tcp_packet(0x02, 5)[..30]), "truncated");
+        assert!(!is_tcp_syn(&[]));
+        let stats = IfStats::default();
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&tcp_packet(0x02, 5));
+        stats.count_rx(&frame, true);
+        assert!(stats.syn_seen.get());
+        let arp = [0u8; 12].iter().copied().chain([0x08, 0x06]).collect::<Vec<_>>();
+        let quiet = IfStats::default();
+        quiet.count_rx(&arp, true);
+        quiet.count_rx(&[0x08; 13], true);
+        assert!(!quiet.syn_seen.get());
     }
 }

@@ -11,14 +11,18 @@
 //! builds `no_std` with `alloc` on stable Rust, with the pieces Mantle needs (Ethernet,
 //! ARP, IPv4 with fragment reassembly, ICMP echo replies, TCP, UDP, a DHCPv4 client)
 //! and an explicit `poll`/`poll_delay` model that fits one network world.
-//! Features are kept to those pieces (see `Cargo.toml`).
+//! Features are kept to those pieces (see `Cargo.toml`). Version 0.14: 0.12 panics on
+//! some received segments (a TCP window computation that `tests/hostile.rs`'s long run
+//! hit) and on some DHCP leases, fixed upstream since.
 //!
 //! ## What Mantle adds on top
 //! - **A real listen backlog.** smoltcp has no accept queue: a listening socket *becomes*
-//!   the connection. A Mantle listener is a pool of `backlog` listening smoltcp sockets
-//!   per interface (the SYN queue) plus an accept queue of established ones; the pool is
-//!   re-armed as connections are accepted, so `backlog` pending connections complete
-//!   their handshakes before anyone calls `accept`.
+//!   the connection. A Mantle listener is a pool of listening smoltcp sockets per
+//!   interface: a few are kept ready and the pool is topped up after every received SYN,
+//!   so each SYN of a burst finds one; handshaking ones are the SYN queue, established
+//!   ones move to an accept queue. Up to `backlog` connections per interface complete
+//!   their handshakes before anyone calls `accept`; memory follows the pending
+//!   connections (bounded by the backlog and the budget), half-open ones expire.
 //! - **Memory budgets.** Every socket buffer is bounded per socket (`SO_RCVBUF`,
 //!   `SO_SNDBUF`, clamped) and counted against one global budget: creating a socket or a
 //!   buffer beyond it fails with `ENOBUFS`, listening pools stop growing, and the budget
@@ -35,7 +39,27 @@
 //!   smoltcp socket on every interface, connections go to the interface the routing
 //!   table picks, and traffic to the host's own addresses goes through loopback.
 //! - **/proc/net and ioctls.** The texts of `/proc/net/{dev,route,tcp,udp}` as Linux
-//!   prints them, and interface information for the SIOCGIF* ioctls.
+//!   prints them, interface information for the SIOCGIF* ioctls, and the ABI pieces the
+//!   system-call layer needs ([`abi`]: `socket()` arguments, `sockaddr_in`, `ifreq`).
+//!
+//! ## Where it differs from Linux (known, deliberate or not yet done)
+//! - While the backlog is full, the next [`socket::HOLDING_LISTENERS`] SYNs per
+//!   interface are held unanswered (the client keeps trying, as when Linux drops them)
+//!   and answered once `accept` makes room; SYNs beyond those are answered with RST
+//!   (`ECONNREFUSED`) where Linux would drop them too.
+//! - `SO_RCVBUF`/`SO_SNDBUF` size the buffers of connections made or accepted after the
+//!   call (smoltcp's buffers are fixed once a socket exists); set them before
+//!   `connect`/`listen`, as programs do.
+//! - `close` never blocks: `SO_LINGER` with a zero timeout resets the connection, other
+//!   values close it in the background.
+//! - Through an Ethernet interface a UDP datagram may carry at most
+//!   [`socket::MAX_FRAGMENTED_UDP`] bytes (smoltcp's fragmentation buffer); larger ones
+//!   fail with `EMSGSIZE` instead of being lost. Loopback takes Linux's 65507.
+//! - Why a connection ended is inferred (smoltcp does not say): closed before the
+//!   connect timeout is `ECONNREFUSED`, after it `ETIMEDOUT`; a keepalive connection
+//!   closed after its timeout without progress is `ETIMEDOUT`, otherwise `ECONNRESET`.
+//! - IPv4 only (no AF_INET6 yet); one Ethernet device type per stack (`D`); the network
+//!   world can wrap several drivers in one enum device.
 //!
 //! ## How the kernel drives it
 //! The network world owns the [`NetStack`]; it calls [`NetStack::poll`] on device
@@ -49,12 +73,17 @@
 
 extern crate alloc;
 
+pub mod abi;
 pub mod config;
 pub mod device;
 pub mod errno;
 pub mod procfs;
 pub mod socket;
 pub mod stack;
+
+/// The smoltcp this stack is built on: the adapter from the drivers' `EthernetDevice`
+/// implements `vmk_net::smoltcp::phy::Device`, so both sides agree on the version.
+pub use smoltcp;
 
 pub use config::{AddressMode, NetConfig};
 pub use errno::{Errno, SysResult};

@@ -171,7 +171,7 @@ impl<D: Device> NetStack<D> {
                         uid: sock.uid,
                         inode: sock.inode,
                     });
-                    for m in l.slots.iter().chain(l.queue.iter()) {
+                    for m in l.slots.iter().chain(l.queue.iter()).chain(l.holding.iter()) {
                         let s = self.tcp_ref(m);
                         if s.state() != tcp::State::Listen {
                             rows.push(conn_row(s, sock.uid, 0));

@@ -109,7 +109,8 @@ pub struct RecvInfo {
     pub full_len: usize,
 }
 
-/// Linux's `SOMAXCONN`: backlogs are clamped to it.
+/// Backlogs are clamped to this (Linux's `SOMAXCONN` before 5.4; Linux now allows
+/// 4096, but every pending connection here holds its buffers).
 pub const SOMAXCONN: usize = 128;
 /// First ephemeral port (Linux's `ip_local_port_range`).
 pub const EPHEMERAL_FIRST: u16 = 32768;
@@ -122,6 +123,14 @@ pub const MAX_BUF: usize = 4 << 20;
 /// The largest UDP payload sent through an Ethernet interface (one IPv4 packet in
 /// smoltcp's 16 KiB fragmentation buffer).
 pub const MAX_FRAGMENTED_UDP: usize = 16384 - 14 - 20 - 8;
+/// Receive buffer of the ICMP socket catching errors for a UDP socket.
+const ERROR_CATCHER_BYTES: usize = 1024;
+/// Listening smoltcp sockets kept ready per interface and listener.
+pub const IDLE_LISTENERS: usize = 2;
+/// Listening sockets per interface that hold SYNs unanswered while the backlog is full.
+pub const HOLDING_LISTENERS: usize = 2;
+/// A half-open connection (SYN received, no ACK) is dropped after this long.
+const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(30);
 /// A closed connection still finishing its close is dropped after this long without
 /// an answer from the peer (Linux's `tcp_fin_timeout`).
 const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -209,6 +218,9 @@ pub(crate) struct Listener {
     pub slots: Vec<Member>,
     /// Established connections not yet accepted: the accept queue.
     pub queue: VecDeque<Member>,
+    /// While an interface's backlog is full: listening sockets that take a SYN without
+    /// answering it (the client retries, as when Linux drops the SYN) until room frees.
+    pub holding: Vec<Member>,
 }
 
 pub(crate) struct Conn {
@@ -231,6 +243,9 @@ pub(crate) struct Dgram {
     pub members: Vec<Member>,
     pub peer: Option<SocketAddrV4>,
     pub next: usize,
+    /// UDP: ICMP sockets catching errors about this port's datagrams (a connected UDP
+    /// socket reports "port unreachable" as `ECONNREFUSED`, as on Linux).
+    pub errors: Vec<Member>,
 }
 
 pub(crate) enum Body {
@@ -476,9 +491,9 @@ impl<D: Device> NetStack<D> {
         self.charge(rcvbuf + sndbuf)?;
         let body = match kind {
             SocketKind::Stream => Body::Tcp(Tcp::Closed),
-            SocketKind::Datagram => Body::Udp(Dgram { members: Vec::new(), peer: None, next: 0 }),
+            SocketKind::Datagram => Body::Udp(Dgram { members: Vec::new(), peer: None, next: 0, errors: Vec::new() }),
             SocketKind::RawIcmp | SocketKind::PingIcmp => Body::Icmp {
-                d: Dgram { members: Vec::new(), peer: None, next: 0 },
+                d: Dgram { members: Vec::new(), peer: None, next: 0, errors: Vec::new() },
                 ident: None,
                 raw: kind == SocketKind::RawIcmp,
             },
@@ -528,13 +543,14 @@ impl<D: Device> NetStack<D> {
     /// budget until it is done.
     pub fn close(&mut self, id: SocketId) -> SysResult<()> {
         let mut sock = self.socks.remove(&id.0).ok_or(Errno::EBADF)?;
+        self.listeners.retain(|&l| l != id.0);
         self.refresh(&mut sock);
         self.release(sock.reserve);
         let body = core::mem::replace(&mut sock.body, Body::Tcp(Tcp::Closed));
         match body {
             Body::Tcp(Tcp::Closed) => {}
             Body::Tcp(Tcp::Listening(l)) => {
-                for m in l.slots {
+                for m in l.slots.into_iter().chain(l.holding) {
                     self.drop_member(m);
                 }
                 for m in l.queue {
@@ -559,7 +575,7 @@ impl<D: Device> NetStack<D> {
                 self.orphan(c.m, &sock);
             }
             Body::Udp(d) | Body::Icmp { d, .. } => {
-                for m in d.members {
+                for m in d.members.into_iter().chain(d.errors) {
                     self.drop_member(m);
                 }
             }
@@ -612,6 +628,8 @@ impl<D: Device> NetStack<D> {
                 for m in members {
                     self.drop_member(m);
                 }
+                // Nothing was opened: the socket is left unbound, as before the call.
+                sock.local = None;
                 return Err(e);
             }
             let handle = match &sock.body {
@@ -626,19 +644,66 @@ impl<D: Device> NetStack<D> {
             };
             members.push(Member { iface, handle, charge: rcv + snd });
         }
+        let mut errors = Vec::new();
+        if matches!(sock.body, Body::Udp(_)) {
+            for m in &members {
+                // Best effort: without budget the socket just does not see ICMP errors.
+                if self.charge(ERROR_CATCHER_BYTES).is_err() {
+                    break;
+                }
+                let mut catcher = icmp::Socket::new(
+                    icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 2], vec![0; ERROR_CATCHER_BYTES]),
+                    icmp::PacketBuffer::new(Vec::new(), Vec::new()),
+                );
+                let _ = catcher.bind(icmp::Endpoint::Udp(listen_ep(*local.ip(), local.port())));
+                let handle = self.ifaces[m.iface].sockets.add(catcher);
+                errors.push(Member { iface: m.iface, handle, charge: ERROR_CATCHER_BYTES });
+            }
+        }
         match &mut sock.body {
-            Body::Udp(d) | Body::Icmp { d, .. } => d.members = members,
+            Body::Udp(d) | Body::Icmp { d, .. } => {
+                d.members = members;
+                d.errors = errors;
+            }
             Body::Tcp(_) => {}
         }
         Ok(())
     }
 
+    /// A connected UDP socket takes ICMP errors about datagrams it sent to its peer
+    /// as a pending error; others drop them (Linux without `IP_RECVERR`).
+    fn take_icmp_errors(&mut self, sock: &mut Sock) {
+        let Body::Udp(d) = &sock.body else { return };
+        let peer = d.peer;
+        for m in d.errors.clone() {
+            while let Ok((msg, _from)) = self.icmp_mut(&m).recv() {
+                let Some(peer) = peer else { continue };
+                // Type 3 (destination unreachable), then the original IP header and
+                // the first 8 bytes of the datagram.
+                let (Some(&kind), Some(&code), Some(orig)) = (msg.first(), msg.get(1), msg.get(8..)) else {
+                    continue;
+                };
+                let ihl = usize::from(orig.first().map_or(0, |b| b & 0xf)) * 4;
+                let (Some(dst), Some(port)) = (orig.get(16..20), orig.get(ihl + 2..ihl + 4)) else { continue };
+                let about_peer = dst == peer.ip().octets() && u16::from_be_bytes([port[0], port[1]]) == peer.port();
+                if kind == 3 && about_peer {
+                    sock.error = Some(match code {
+                        3 => Errno::ECONNREFUSED,
+                        0 => Errno::ENETUNREACH,
+                        _ => Errno::EHOSTUNREACH,
+                    });
+                }
+            }
+        }
+    }
+
     // ----------------------------------------------------------------- TCP
 
     /// Starts listening with a backlog (clamped to 1..=[`SOMAXCONN`]): a pool of
-    /// `backlog` listening smoltcp sockets on every interface the socket is bound to,
-    /// re-armed as connections are accepted. Fails with `ENOBUFS` if the budget cannot
-    /// hold one listener per interface; a smaller pool is used when it cannot hold all.
+    /// listening smoltcp sockets on every interface the socket is bound to, with
+    /// [`IDLE_LISTENERS`] kept ready and at most `backlog` pending connections per
+    /// interface. Fails with `ENOBUFS` if the budget cannot hold one listener per
+    /// interface; when the budget runs short later, further SYNs are refused.
     pub fn listen(&mut self, id: SocketId, backlog: i32) -> SysResult<()> {
         self.with_sock(id, |st, sock| {
             let backlog = usize::try_from(backlog).unwrap_or(0).clamp(1, SOMAXCONN);
@@ -653,7 +718,13 @@ impl<D: Device> NetStack<D> {
             }
             let local = st.autobind(sock)?;
             let ifaces = st.placement(*local.ip())?;
-            let mut l = Listener { backlog, ifaces: ifaces.clone(), slots: Vec::new(), queue: VecDeque::new() };
+            let mut l = Listener {
+                backlog,
+                ifaces: ifaces.clone(),
+                slots: Vec::new(),
+                queue: VecDeque::new(),
+                holding: Vec::new(),
+            };
             for &iface in &ifaces {
                 match st.new_listen_slot(sock, iface, local) {
                     Ok(m) => l.slots.push(m),
@@ -667,14 +738,64 @@ impl<D: Device> NetStack<D> {
             }
             sock.body = Body::Tcp(Tcp::Listening(l));
             st.rearm(sock);
+            st.listeners.push(id.0);
             Ok(())
         })?
+    }
+
+    /// Sockets bound to `0.0.0.0` also listen on an interface added after they were
+    /// bound (as far as the budget allows).
+    pub(crate) fn extend_wildcard_sockets(&mut self, slot: usize) {
+        let ids: Vec<u32> = self.socks.keys().copied().collect();
+        for id in ids {
+            let Some(mut sock) = self.socks.remove(&id) else { continue };
+            if let Some(local) = sock.local.filter(|l| l.ip().is_unspecified()) {
+                let (rcv, snd) = (sock.opts.rcvbuf, sock.opts.sndbuf);
+                let ttl = sock.opts.ttl;
+                match &mut sock.body {
+                    Body::Tcp(Tcp::Listening(l)) => l.ifaces.push(slot),
+                    Body::Udp(d) if !d.members.is_empty() && self.charge(rcv + snd).is_ok() => {
+                        let mut s = new_udp(rcv, snd);
+                        let _ = s.bind(listen_ep(*local.ip(), local.port()));
+                        s.set_hop_limit(core::num::NonZeroU8::new(ttl).map(|t| t.get()));
+                        let handle = self.ifaces[slot].sockets.add(s);
+                        d.members.push(Member { iface: slot, handle, charge: rcv + snd });
+                    }
+                    Body::Icmp { d, ident, .. } if !d.members.is_empty() && self.charge(rcv + snd).is_ok() => {
+                        let mut s = new_icmp(rcv, snd);
+                        if let Some(ident) = ident {
+                            let _ = s.bind(icmp::Endpoint::Ident(*ident));
+                        }
+                        let handle = self.ifaces[slot].sockets.add(s);
+                        d.members.push(Member { iface: slot, handle, charge: rcv + snd });
+                    }
+                    _ => {}
+                }
+            }
+            if matches!(sock.body, Body::Tcp(Tcp::Listening(_))) {
+                self.rearm(&mut sock);
+            }
+            self.socks.insert(id, sock);
+        }
+    }
+
+    /// Tops up every listener's pool (between received packets).
+    pub(crate) fn rearm_listeners(&mut self) {
+        for i in 0..self.listeners.len() {
+            let id = self.listeners[i];
+            if let Some(mut sock) = self.socks.remove(&id) {
+                self.rearm(&mut sock);
+                self.socks.insert(id, sock);
+            }
+        }
     }
 
     fn new_listen_slot(&mut self, sock: &mut Sock, iface: usize, local: SocketAddrV4) -> SysResult<Member> {
         let cost = sock.opts.rcvbuf + sock.opts.sndbuf;
         self.spend(sock, cost)?;
         let mut s = new_tcp(sock.opts.rcvbuf, sock.opts.sndbuf, &sock.opts);
+        // A handshake that never completes (a SYN flood) frees its slot after this.
+        s.set_timeout(Some(SYN_RECEIVED_TIMEOUT));
         if s.listen(listen_ep(*local.ip(), local.port())).is_err() {
             self.release(cost);
             return Err(Errno::EINVAL);
@@ -700,6 +821,8 @@ impl<D: Device> NetStack<D> {
                     i += 1;
                 }
                 _ => {
+                    // Established: into the accept queue, without the handshake timeout.
+                    apply_tcp_opts(self.tcp_mut(&m), &sock.opts);
                     l.queue.push_back(l.slots.remove(i));
                 }
             }
@@ -714,16 +837,67 @@ impl<D: Device> NetStack<D> {
             }
         }
         l.queue = kept;
-        // Top up the interface holding the fewest slots first, so a tight budget is
-        // shared fairly between interfaces.
-        loop {
-            let held = |iface: usize| l.slots.iter().chain(l.queue.iter()).filter(|m| m.iface == iface).count();
-            let Some(iface) = l.ifaces.iter().copied().filter(|&i| held(i) < l.backlog).min_by_key(|&i| held(i)) else {
-                break;
-            };
-            match self.new_listen_slot(sock, iface, local) {
-                Ok(m) => l.slots.push(m),
-                Err(_) => break,
+        // Keep IDLE_LISTENERS listening sockets ready on each interface (the stack calls
+        // this between received packets, so every SYN finds one), and never more than
+        // `backlog` pending connections per interface: memory follows real pending
+        // connections, bounded by the backlog and the budget.
+        for m in &l.holding {
+            if self.tcp_ref(m).state() == tcp::State::Closed {
+                let _ = self.tcp_mut(m).listen(listen_ep(*local.ip(), local.port()));
+            }
+        }
+        for &iface in &l.ifaces {
+            let held = l.slots.iter().chain(l.queue.iter()).filter(|m| m.iface == iface).count();
+            if held < l.backlog {
+                // Room again: held SYNs are answered now, in arrival order.
+                let mut room = l.backlog - held;
+                let mut k = 0;
+                while k < l.holding.len() && room > 0 {
+                    if l.holding[k].iface == iface {
+                        let m = l.holding.remove(k);
+                        self.tcp_mut(&m).pause_synack(false);
+                        l.slots.push(m);
+                        room -= 1;
+                    } else {
+                        k += 1;
+                    }
+                }
+            } else {
+                while l.holding.iter().filter(|m| m.iface == iface).count() < HOLDING_LISTENERS {
+                    match self.new_listen_slot(sock, iface, local) {
+                        Ok(m) => {
+                            self.tcp_mut(&m).pause_synack(true);
+                            l.holding.push(m);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            // Slots freed by expired handshakes beyond the ready few are given back.
+            let mut idle_seen = 0;
+            let mut k = 0;
+            while k < l.slots.len() {
+                let m = l.slots[k];
+                if m.iface == iface && self.tcp_ref(&m).state() == tcp::State::Listen {
+                    idle_seen += 1;
+                    if idle_seen > IDLE_LISTENERS {
+                        self.drop_member(l.slots.remove(k));
+                        continue;
+                    }
+                }
+                k += 1;
+            }
+            loop {
+                let on_iface = |m: &&Member| m.iface == iface;
+                let idle = l.slots.iter().filter(on_iface).filter(|m| self.tcp_ref(m).state() == tcp::State::Listen).count();
+                let held = l.slots.iter().chain(l.queue.iter()).filter(on_iface).count();
+                if idle >= IDLE_LISTENERS || held >= l.backlog {
+                    break;
+                }
+                match self.new_listen_slot(sock, iface, local) {
+                    Ok(m) => l.slots.push(m),
+                    Err(_) => break,
+                }
             }
         }
         sock.body = Body::Tcp(Tcp::Listening(l));
@@ -742,6 +916,7 @@ impl<D: Device> NetStack<D> {
             st.rearm(sock);
             Ok((m, peer, sock.uid, sock.opts.clone()))
         })??;
+        apply_tcp_opts(self.tcp_mut(&m), &opts);
         let local = self.tcp_ref(&m).local_endpoint().map(ep_to_v4);
         let (Some(peer), Some(local)) = (peer, local) else {
             self.drop_member(m);
@@ -816,6 +991,9 @@ impl<D: Device> NetStack<D> {
             }
             if addr.port() == 0 {
                 return Err(Errno::ECONNREFUSED);
+            }
+            if addr.ip().is_broadcast() || addr.ip().is_multicast() {
+                return Err(Errno::ENETUNREACH);
             }
             let iface = st.route(*addr.ip()).ok_or(Errno::ENETUNREACH)?;
             let local = st.autobind(sock)?;
@@ -906,6 +1084,7 @@ impl<D: Device> NetStack<D> {
             }
             other => other,
         };
+        self.take_icmp_errors(sock);
     }
 
     /// Sends on a connected socket (TCP) or to the default peer (UDP).
@@ -953,6 +1132,10 @@ impl<D: Device> NetStack<D> {
             Body::Icmp { d, .. } => (d.peer, false),
             Body::Tcp(_) => return Err(Errno::EOPNOTSUPP),
         };
+        // A pending error (an ICMP error about an earlier datagram) is reported first.
+        if let Some(e) = sock.error.take() {
+            return Err(e);
+        }
         let to = to.or(peer).ok_or(Errno::EDESTADDRREQ)?;
         if to.ip().is_broadcast() && !sock.opts.broadcast {
             return Err(Errno::EACCES);
@@ -1002,6 +1185,10 @@ impl<D: Device> NetStack<D> {
                     // smoltcp binds an ICMP socket once: a new identifier gets new sockets.
                     for m in members.drain(..) {
                         self.drop_member(m);
+                    }
+                    if let Body::Icmp { d, ident: i, .. } = &mut sock.body {
+                        d.members.clear();
+                        *i = None;
                     }
                     self.open_dgram(sock)?;
                     if let Body::Icmp { d, .. } = &sock.body {
@@ -1157,10 +1344,23 @@ impl<D: Device> NetStack<D> {
 
     // ----------------------------------------------------------------- addresses, options
 
-    /// `getsockname(2)`: the bound address (`0.0.0.0:0` before binding).
+    /// `getsockname(2)`: the bound address (`0.0.0.0:0` before binding). A connected
+    /// UDP socket bound to `0.0.0.0` reports the source address the route to its peer
+    /// uses (programs learn their outgoing address that way).
     pub fn local_addr(&self, id: SocketId) -> SysResult<SocketAddrV4> {
         let sock = self.socks.get(&id.0).ok_or(Errno::EBADF)?;
-        Ok(sock.local.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
+        let local = sock.local.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        if let (Body::Udp(Dgram { peer: Some(peer), .. }), true) = (&sock.body, local.ip().is_unspecified()) {
+            let source = if peer.ip().is_loopback() {
+                Ipv4Addr::LOCALHOST
+            } else if self.is_local_addr(*peer.ip()) {
+                *peer.ip()
+            } else {
+                self.route(*peer.ip()).and_then(|i| self.ifaces[i].addr).map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a)
+            };
+            return Ok(SocketAddrV4::new(source, local.port()));
+        }
+        Ok(local)
     }
 
     /// `getpeername(2)`: `ENOTCONN` unless connected.
@@ -1359,9 +1559,7 @@ impl<D: Device> NetStack<D> {
         let gained = now.events & !old.events != 0;
         if gained || now.rx > old.rx || now.tx < old.tx || now.accq > old.accq {
             sock.generation += 1;
-            if !self.changed.contains(&id) {
-                self.changed.push(id);
-            }
+            self.changed.insert(id);
         }
         sock.seen = now;
     }
@@ -1392,6 +1590,34 @@ impl<D: Device> NetStack<D> {
                 self.orphans.push(o);
             }
         }
+    }
+
+    /// `FIONREAD`/`SIOCINQ`: bytes waiting to be read (TCP), or the size of the next
+    /// datagram (UDP/ICMP, 0 if none); `EINVAL` on a listening socket, as Linux.
+    pub fn pending_input(&mut self, id: SocketId) -> SysResult<usize> {
+        self.with_sock(id, |st, sock| match &sock.body {
+            Body::Tcp(Tcp::Listening(_)) => Err(Errno::EINVAL),
+            Body::Tcp(Tcp::Connected(c)) => Ok(st.tcp_ref(&c.m).recv_queue()),
+            Body::Tcp(_) => Ok(0),
+            Body::Udp(d) => Ok(d
+                .members
+                .iter()
+                .find_map(|m| st.udp_mut(m).peek().ok().map(|(data, _)| data.len()))
+                .unwrap_or(0)),
+            Body::Icmp { d, .. } => Ok(d.members.iter().map(|m| st.icmp_ref(m).recv_queue()).sum()),
+        })?
+    }
+
+    /// `SIOCOUTQ`: bytes queued for sending and not yet acknowledged (TCP).
+    pub fn pending_output(&mut self, id: SocketId) -> SysResult<usize> {
+        self.with_sock(id, |st, sock| match &sock.body {
+            Body::Tcp(Tcp::Listening(_)) => Err(Errno::EINVAL),
+            Body::Tcp(Tcp::Connected(c)) => Ok(st.tcp_ref(&c.m).send_queue()),
+            Body::Tcp(Tcp::Connecting { m, .. }) => Ok(st.tcp_ref(m).send_queue()),
+            Body::Tcp(Tcp::Closed) => Ok(0),
+            Body::Udp(d) => Ok(d.members.iter().map(|m| st.udp_ref(m).send_queue()).sum()),
+            Body::Icmp { d, .. } => Ok(d.members.iter().map(|m| st.icmp_ref(m).send_queue()).sum()),
+        })?
     }
 
     /// The `SO_RCVTIMEO`/`SO_SNDTIMEO` values (`struct timeval` bytes) the kernel

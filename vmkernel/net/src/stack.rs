@@ -199,9 +199,11 @@ pub struct NetStack<D: Device> {
     pub(crate) next_inode: u64,
     pub(crate) budget_used: usize,
     pub(crate) port_cursor: u16,
-    pub(crate) changed: Vec<SocketId>,
+    pub(crate) changed: alloc::collections::BTreeSet<SocketId>,
     pub(crate) now: Instant,
     pub(crate) static_dns: Vec<Ipv4Addr>,
+    /// Ids of listening sockets (their pools are topped up between packets).
+    pub(crate) listeners: Vec<u32>,
 }
 
 impl<D: Device> NetStack<D> {
@@ -239,9 +241,10 @@ impl<D: Device> NetStack<D> {
             next_inode: 1000,
             budget_used: 0,
             port_cursor,
-            changed: Vec::new(),
+            changed: alloc::collections::BTreeSet::new(),
             now,
             static_dns: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 
@@ -270,6 +273,8 @@ impl<D: Device> NetStack<D> {
             gateway: None,
             dhcp_dns: Vec::new(),
         });
+        let slot = self.ifaces.len() - 1;
+        self.extend_wildcard_sockets(slot);
         self.ifaces.len() as IfIndex
     }
 
@@ -346,16 +351,17 @@ impl<D: Device> NetStack<D> {
         self.now = now;
         let mut more = false;
         for _ in 0..LOOPBACK_ROUNDS {
+            more |= self.ingress(0, now);
             let lo = &mut self.ifaces[0];
-            more |= ingress(&mut lo.iface, &mut self.lo_dev, &mut lo.sockets, now);
             lo.iface.poll_egress(now, &mut self.lo_dev, &mut lo.sockets);
             if !self.lo_dev.has_pending() {
                 break;
             }
         }
-        for (f, dev) in self.ifaces[1..].iter_mut().zip(self.eth_devs.iter_mut()) {
-            more |= ingress(&mut f.iface, dev, &mut f.sockets, now);
-            f.iface.poll_egress(now, dev, &mut f.sockets);
+        for slot in 1..self.ifaces.len() {
+            more |= self.ingress(slot, now);
+            let f = &mut self.ifaces[slot];
+            f.iface.poll_egress(now, &mut self.eth_devs[slot - 1], &mut f.sockets);
         }
         self.poll_dhcp();
         self.service_sockets();
@@ -487,7 +493,7 @@ impl<D: Device> NetStack<D> {
     /// Takes the sockets whose readiness changed since the last call (their wake-up
     /// generation advanced): the network world wakes their waiters.
     pub fn take_changed(&mut self) -> Vec<SocketId> {
-        core::mem::take(&mut self.changed)
+        core::mem::take(&mut self.changed).into_iter().collect()
     }
 
     pub(crate) fn charge(&mut self, bytes: usize) -> SysResult<()> {
@@ -558,12 +564,25 @@ fn set_address(f: &mut Iface, addr: Option<(Ipv4Addr, u8)>, gateway: Option<Ipv4
     f.gateway = gateway;
 }
 
-/// Receives at most [`INGRESS_BUDGET`] packets; true if more may be waiting.
-fn ingress<T: Device>(iface: &mut Interface, dev: &mut T, sockets: &mut SocketSet<'static>, now: Instant) -> bool {
-    for _ in 0..INGRESS_BUDGET {
-        if iface.poll_ingress_single(now, dev, sockets) == smoltcp::iface::PollIngressSingleResult::None {
-            return false;
+impl<D: Device> NetStack<D> {
+    /// Receives at most [`INGRESS_BUDGET`] packets on interface `slot`, topping up
+    /// listening pools after each SYN; true if more may be waiting.
+    fn ingress(&mut self, slot: usize, now: Instant) -> bool {
+        for _ in 0..INGRESS_BUDGET {
+            let f = &mut self.ifaces[slot];
+            let result = if slot == 0 {
+                f.iface.poll_ingress_single(now, &mut self.lo_dev, &mut f.sockets)
+            } else {
+                f.iface.poll_ingress_single(now, &mut self.eth_devs[slot - 1], &mut f.sockets)
+            };
+            if result == smoltcp::iface::PollIngressSingleResult::None {
+                return false;
+            }
+            let stats = if slot == 0 { &self.lo_dev.stats } else { &self.eth_devs[slot - 1].stats };
+            if stats.syn_seen.replace(false) && !self.listeners.is_empty() {
+                self.rearm_listeners();
+            }
         }
+        true
     }
-    true
 }

@@ -116,25 +116,45 @@ fn listen_pool_shrinks_to_the_budget_and_fails_cleanly_without_one() {
 }
 
 #[test]
-fn a_syn_flood_does_not_grow_memory() {
+fn a_connection_flood_does_not_grow_memory_beyond_the_backlog() {
     let mut net = Net::new();
     let l = listener(&mut net.b, sa(B_IP, 443), 4);
     net.run(10);
-    let before = net.b.budget_used();
-    let mut clients = Vec::new();
-    for _ in 0..100 {
-        let c = net.a.socket(SocketKind::Stream, 0).unwrap();
-        assert_errno(net.a.connect(c, sa(B_IP, 443)), Errno::EINPROGRESS);
-        clients.push(c);
-    }
+    // At rest a listener holds only a couple of ready listening sockets per interface.
+    let idle = net.b.budget_used();
+    assert!(idle <= 2 * vmk_net::socket::IDLE_LISTENERS * TCP_COST, "{idle}");
+    let flood = |net: &mut Net, n: usize| -> Vec<vmk_net::SocketId> {
+        (0..n)
+            .map(|_| {
+                let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+                assert_errno(net.a.connect(c, sa(B_IP, 443)), Errno::EINPROGRESS);
+                c
+            })
+            .collect()
+    };
+    let clients = flood(&mut net, 100);
     net.run(2_000);
-    assert_eq!(net.b.budget_used(), before, "the listener's pool is fixed");
-    let connected = clients.iter().filter(|&&c| net.a.finish_connect(c).is_ok()).count();
-    // backlog connections complete; the rest are refused (smoltcp answers RST where
-    // Linux would drop the SYN; either way nothing is allocated for them).
-    assert_eq!(connected, 4);
+    let full = net.b.budget_used();
+    // Pending connections (at most the backlog per interface) are all that grew.
+    assert!(full <= 4 * 2 * TCP_COST, "{full}");
+    let outcomes: Vec<_> = clients.iter().map(|&c| net.a.finish_connect(c)).collect();
+    // backlog connections complete; two more SYNs are held unanswered (as Linux drops
+    // them: the clients keep trying), the rest are refused.
+    assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 4);
+    let held = outcomes.iter().filter(|r| **r == Err(Errno::EINPROGRESS)).count();
+    assert_eq!(held, vmk_net::socket::HOLDING_LISTENERS);
+    assert_eq!(outcomes.iter().filter(|r| **r == Err(Errno::ECONNREFUSED)).count(), 100 - 4 - held);
+    for c in clients {
+        net.a.close(c).unwrap();
+    }
+    let more = flood(&mut net, 100);
+    net.run(2_000);
+    assert!(net.b.budget_used() <= full, "a second flood grew memory");
     let accepted = std::iter::from_fn(|| net.b.accept(l).ok()).count();
     assert_eq!(accepted, 4);
+    for c in more {
+        net.a.close(c).unwrap();
+    }
 }
 
 #[test]
@@ -337,4 +357,53 @@ fn proc_net_tcp_and_udp_parse_like_busybox_netstat() {
     assert!(lines.iter().all(|l| l.len() == 127), "{udp}");
     let row = netstat_parse(lines[1]);
     assert_eq!((row.0, row.1, row.4), (0x0100007F, 53, 7));
+}
+
+#[test]
+fn half_open_connections_expire_and_free_their_slots() {
+    let mut net = Net::new();
+    let _l = listener(&mut net.b, sa(B_IP, 25), 4);
+    // Resolve addresses first (ARP), so the SYNs leave at the first poll.
+    let u = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.send_to(u, b"hello", Some(sa(B_IP, 9)), 0).unwrap();
+    net.run(50);
+    let idle = net.b.budget_used();
+    for _ in 0..4 {
+        let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+        let _ = net.a.connect(c, sa(B_IP, 25));
+    }
+    // A sends its SYNs and then vanishes: B is left with half-open connections.
+    net.a.poll(net.now);
+    net.b.poll(net.now);
+    assert_eq!(net.b.proc_net_tcp().lines().filter(|l| l.contains(" 03 ")).count(), 4);
+    let end = net.now + vmk_net::Duration::from_secs(40);
+    while net.now < end {
+        net.b.poll(net.now);
+        net.now += vmk_net::Duration::from_millis(100);
+    }
+    assert_eq!(net.b.proc_net_tcp().lines().filter(|l| l.contains(" 03 ")).count(), 0);
+    assert_eq!(net.b.budget_used(), idle);
+}
+
+#[test]
+fn a_full_backlog_holds_new_connections_until_accept_makes_room() {
+    let mut net = Net::new();
+    let l = listener(&mut net.b, sa(B_IP, 8000), 2);
+    let connect = |net: &mut Net| {
+        let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+        assert_errno(net.a.connect(c, sa(B_IP, 8000)), Errno::EINPROGRESS);
+        c
+    };
+    let first: Vec<_> = (0..2).map(|_| connect(&mut net)).collect();
+    net.run_until(2_000, |n| first.iter().all(|&c| n.a.finish_connect(c).is_ok()));
+    // The backlog is full: a third connection is neither accepted nor refused.
+    let third = connect(&mut net);
+    net.run(3_000);
+    assert_errno(net.a.finish_connect(third), Errno::EINPROGRESS);
+    assert!(net.b.proc_net_tcp().contains(" 03 "), "held as SYN_RECV: {}", net.b.proc_net_tcp());
+    // An accept makes room: the held SYN is answered and the connection completes.
+    let (s, _) = net.b.accept(l).unwrap();
+    net.run_until(5_000, |n| n.a.finish_connect(third).is_ok());
+    net.run_until(1_000, |n| n.b.accept(l).is_ok());
+    net.b.close(s).unwrap();
 }

@@ -173,6 +173,8 @@ fn connect_to_unanswered_address_times_out() {
     // No route at all.
     let c = net.a.socket(SocketKind::Stream, 0).unwrap();
     assert_errno(net.a.connect(c, sa(Ipv4Addr::new(192, 0, 2, 1), 80)), Errno::ENETUNREACH);
+    assert_errno(net.a.connect(c, sa(Ipv4Addr::BROADCAST, 80)), Errno::ENETUNREACH);
+    assert_errno(net.a.connect(c, sa(B_IP, 0)), Errno::ECONNREFUSED);
 }
 
 #[test]
@@ -276,8 +278,11 @@ fn peek_leaves_data_in_place() {
     assert_eq!(&buf[..r.len], b"hello");
     let r = net.b.recv_from(s, &mut buf, msg::PEEK).unwrap();
     assert_eq!(&buf[..r.len], b"hello");
+    assert_eq!(net.b.pending_input(s).unwrap(), 11, "FIONREAD");
     let mut all = [0u8; 64];
     let r = net.b.recv_from(s, &mut all, 0).unwrap();
+    assert_eq!(net.b.pending_input(s).unwrap(), 0);
+    assert_eq!(net.a.pending_output(c).unwrap(), 0, "everything was acknowledged");
     assert_eq!(&all[..r.len], b"hello world");
     assert_errno(net.b.recv_from(s, &mut all, msg::PEEK), Errno::EAGAIN);
 }
@@ -397,4 +402,79 @@ fn keepalive_detects_a_vanished_peer() {
         }
     }
     assert_errno(net.a.recv_from(c, &mut [0; 4], 0), Errno::ETIMEDOUT);
+}
+
+#[test]
+fn wildcard_sockets_follow_an_interface_added_later() {
+    use vmk_net::Instant;
+    let now = Instant::from_millis(1_000);
+    let (la, lb) = link();
+    let mut b = Stack::new(Default::default(), now);
+    // Bound to 0.0.0.0 while only loopback exists.
+    let l = listener(&mut b, sa(Ipv4Addr::UNSPECIFIED, 80), 4);
+    let u = b.socket(SocketKind::Datagram, 0).unwrap();
+    b.bind(u, sa(Ipv4Addr::UNSPECIFIED, 53)).unwrap();
+    let ib = b.add_ethernet(lb, B_MAC, now);
+    b.set_link(ib, true).unwrap();
+    b.configure(ib, &static_config(B_IP, None)).unwrap();
+    let mut a = Stack::new(Default::default(), now);
+    let ia = a.add_ethernet(la, A_MAC, now);
+    a.set_link(ia, true).unwrap();
+    a.configure(ia, &static_config(A_IP, None)).unwrap();
+    let mut net = Net { a, b, now };
+    let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+    let _ = net.a.connect(c, sa(B_IP, 80));
+    net.run_until(2_000, |n| n.a.finish_connect(c).is_ok());
+    net.run_until(1_000, |n| n.b.accept(l).is_ok());
+    let d = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.send_to(d, b"q", Some(sa(B_IP, 53)), 0).unwrap();
+    net.run_until(1_000, |n| n.b.recv_from(u, &mut [0u8; 8], 0).is_ok());
+}
+
+/// Moves `total` bytes from `c` on `a` to `s` on `b` (which may be the same stack);
+/// returns the checksum of what arrived.
+fn pump(net: &mut Net, c: vmk_net::SocketId, s: vmk_net::SocketId, total: usize, loopback: bool) -> u64 {
+    let chunk = pattern(256 << 10, 17);
+    let (mut sent, mut got, mut h) = (0usize, 0usize, FNV_INIT);
+    let mut buf = vec![0u8; 256 << 10];
+    while got < total {
+        if sent < total {
+            let end = (total - sent).min(chunk.len());
+            let stack = &mut net.a;
+            if let Ok(n) = stack.send(c, &chunk[..end], 0) {
+                sent += n;
+            }
+        }
+        let rx = if loopback { &mut net.a } else { &mut net.b };
+        while let Ok(r) = rx.recv_from(s, &mut buf, 0) {
+            h = fnv(&buf[..r.len], h);
+            got += r.len;
+        }
+        net.step();
+    }
+    h
+}
+
+/// CPU cost of the stack itself (no emulator, no driver): prints MiB/s over the
+/// in-memory link and over loopback. Run on purpose:
+/// `cargo test --release -p vmk-net --test tcp -- --ignored --nocapture throughput`.
+#[test]
+#[ignore = "benchmark; prints figures"]
+fn throughput_report() {
+    const TOTAL: usize = 64 << 20;
+    let mut net = Net::new();
+    let (c, s) = connected_pair(&mut net, 5201);
+    let start = std::time::Instant::now();
+    pump(&mut net, c, s, TOTAL, false);
+    let t = start.elapsed().as_secs_f64();
+    println!("link: {} MiB in {t:.2} s = {:.0} MiB/s", TOTAL >> 20, (TOTAL >> 20) as f64 / t);
+    let l = listener(&mut net.a, sa(Ipv4Addr::LOCALHOST, 5202), 1);
+    let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+    let _ = net.a.connect(c, sa(Ipv4Addr::LOCALHOST, 5202));
+    net.run_until(1_000, |n| n.a.finish_connect(c).is_ok());
+    let (s, _) = net.a.accept(l).unwrap();
+    let start = std::time::Instant::now();
+    pump(&mut net, c, s, TOTAL, true);
+    let t = start.elapsed().as_secs_f64();
+    println!("loopback: {} MiB in {t:.2} s = {:.0} MiB/s", TOTAL >> 20, (TOTAL >> 20) as f64 / t);
 }

@@ -45,8 +45,14 @@ fn udp_peek_truncation_and_connected_filtering() {
     let c = net.a.socket(SocketKind::Datagram, 0).unwrap();
     net.a.connect(c, sa(B_IP, 5353)).unwrap();
     assert_eq!(net.a.peer_addr(c).unwrap(), sa(B_IP, 5353));
+    // getsockname shows the source address the route to the peer uses.
+    assert_eq!(*net.a.local_addr(c).unwrap().ip(), A_IP);
+    let lo = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.connect(lo, sa(Ipv4Addr::LOCALHOST, 53)).unwrap();
+    assert_eq!(*net.a.local_addr(lo).unwrap().ip(), Ipv4Addr::LOCALHOST);
     net.a.send(c, b"abcdefgh", 0).unwrap();
     net.run(20);
+    assert_eq!(net.b.pending_input(s).unwrap(), 8, "FIONREAD is the next datagram's size");
     let mut small = [0u8; 3];
     let r = net.b.recv_from(s, &mut small, msg::PEEK).unwrap();
     assert_eq!((&small[..], r.full_len), (&b"abc"[..], 8));
@@ -236,4 +242,46 @@ fn dhcp_configures_vmk0_and_static_config_applies_without_reboot() {
     assert!(net.b.recv_from(p, &mut [0u8; 64], 0).is_ok());
     assert_errno(net.a.configure(1, &NetConfig::default()), Errno::EINVAL);
     assert_errno(net.a.configure(9, &NetConfig::default()), Errno::ENODEV);
+}
+
+#[test]
+fn large_pings_are_fragmented_reassembled_and_answered() {
+    let mut net = Net::new();
+    let p = net.a.socket(SocketKind::RawIcmp, 0).unwrap();
+    let payload = pattern(4000, 21);
+    net.a.send_to(p, &echo_request(0x77, 1, &payload), Some(sa(B_IP, 0)), 0).unwrap();
+    net.run_until(1_000, |n| n.a.readiness(p).unwrap().events & events::IN != 0);
+    let mut buf = vec![0u8; 8192];
+    let r = net.a.recv_from(p, &mut buf, 0).unwrap();
+    assert_eq!(r.len, 20 + 8 + 4000);
+    assert_eq!(buf[20], 0, "echo reply");
+    assert_eq!(&buf[28..r.len], &payload[..]);
+    assert_eq!(checksum(&buf[20..r.len]), 0, "ICMP checksum of the reassembled reply");
+}
+
+#[test]
+fn connected_udp_learns_port_unreachable_as_econnrefused() {
+    let mut net = Net::new();
+    let c = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.connect(c, sa(B_IP, 9999)).unwrap();
+    net.a.send(c, b"anyone?", 0).unwrap();
+    net.run_until(1_000, |n| n.a.readiness(c).unwrap().events & events::ERR != 0);
+    assert_errno(net.a.recv_from(c, &mut [0u8; 16], 0), Errno::ECONNREFUSED);
+    assert_errno(net.a.recv_from(c, &mut [0u8; 16], 0), Errno::EAGAIN);
+    // Unconnected sockets ignore such errors, as on Linux.
+    let u = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.send_to(u, b"anyone?", Some(sa(B_IP, 9999)), 0).unwrap();
+    net.run(100);
+    assert_eq!(net.a.readiness(u).unwrap().events & events::ERR, 0);
+    assert_errno(net.a.recv_from(u, &mut [0u8; 16], 0), Errno::EAGAIN);
+    // And over loopback.
+    let l = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.connect(l, sa(std::net::Ipv4Addr::LOCALHOST, 9998)).unwrap();
+    net.a.send(l, b"x", 0).unwrap();
+    net.run(50);
+    assert_errno(net.a.send(l, b"x", 0), Errno::ECONNREFUSED);
+    for s in [c, u, l] {
+        net.a.close(s).unwrap();
+    }
+    assert_eq!(net.a.budget_used(), 0);
 }
