@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 #[allow(unused_imports)]
 use alloc::string::String;
-use vmkernel::vmk_api::{self as api, GroupParamsRecord, GroupStatsRecord};
+use vmkernel::vmk_api::{self as api, GroupParamsRecord};
 
 use crate::uw::process::{self, Process};
 use crate::world;
@@ -87,18 +87,18 @@ fn group_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
     let mut name = [0u8; api::NAME_LEN];
     p.copy_from_user(a[1], &mut name[..len])?;
     let name = core::str::from_utf8(&name[..len]).map_err(|_| -EINVAL)?;
-    let params = read_params(p, a[3])?.to_params();
+    let params = api::params_from_record(read_params(p, a[3])?);
     world::with_policy(|s| s.create_group(a[0] as u32, name, params)).map(|g| g as i64).map_err(|e| api::errno_for(&e))
 }
 
 fn group_set(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
-    let params = read_params(p, a[1])?.to_params();
+    let params = api::params_from_record(read_params(p, a[1])?);
     world::with_policy(|s| s.set_params(a[0] as u32, params)).map(|_| 0).map_err(|e| api::errno_for(&e))
 }
 
 fn group_stats(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
     let st = world::with_policy(|s| s.group_stats(a[0] as u32)).map_err(|e| api::errno_for(&e))?;
-    p.copy_to_user(a[1], &GroupStatsRecord::from_stats(&st).encode())?;
+    p.copy_to_user(a[1], &api::stats_record(&st).encode())?;
     Ok(0)
 }
 
