@@ -180,7 +180,7 @@ fn new_world(name: &str, kind: WorldKind, entry: WorldEntry) -> Option<Arc<World
     v.try_reserve_exact(KERNEL_STACK_SIZE).ok()?;
     v.resize(KERNEL_STACK_SIZE, 0);
     let mut stack = v.into_boxed_slice();
-    let rsp = context::prepare_stack(&mut stack);
+    let rsp = context::prepare_stack(&mut stack, world_start);
     Some(Arc::new(World {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         name: String::from(name),
@@ -521,7 +521,7 @@ fn finish_switch() {
 }
 
 /// Where every new world starts (called by the context trampoline).
-pub(crate) extern "C" fn world_start() -> ! {
+extern "C" fn world_start() -> ! {
     finish_switch();
     let entry = current().and_then(|w| w.entry.lock().take());
     match entry {

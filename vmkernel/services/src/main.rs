@@ -79,6 +79,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
         before_return: uw::signal::deliver_on_return,
     });
     world::on_user_tick(uw::process::check_pending_kill);
+    arch::apic::set_tick_handler(world::on_timer_tick);
 
     // 4. Interrupts: ACPI tables, then the 8259s and IOAPICs before the
     //    LAPIC (masking the 8259s drops their INTR line while LINT0 still
@@ -103,10 +104,10 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
         }
         None => log::info!("vmm: no hardware virtualization ({}); the host runs without VMs", hv::unavailable_reason()),
     }
-    arch::smp::on_cpu_start(enable_vmm_on_cpu);
 
-    // 7. The other CPUs, PCI, the root file system.
-    arch::smp::start_aps(platform);
+    // 7. The other CPUs (each sets up the scheduler and the VMM backend,
+    //    then idles), PCI, the root file system.
+    arch::smp::start_aps(platform, arch::smp::ApStart { init: start_services_on_ap, run: world::idle_loop });
     let pci_functions = pci::init(platform);
     boot_archive::log_listing(&bi);
     uw::files::init(&bi);
@@ -141,13 +142,16 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
 }
 
-/// Per-CPU start hook: vCPU worlds may migrate to any CPU, so each one has
-/// virtualization on.
-fn enable_vmm_on_cpu(cpu: u32) {
+/// An application processor's part of the boot: its scheduler state, and
+/// virtualization (vCPU worlds may migrate to any CPU, so each one has it
+/// on).
+fn start_services_on_ap(cpu: u32) {
+    world::init_this_cpu();
     if hv::detect().is_some()
-        && let Err(e) = hv::init_this_cpu() {
-            log::warn!("vmm: cannot enable it on cpu{cpu}: {e}");
-        }
+        && let Err(e) = hv::init_this_cpu()
+    {
+        log::warn!("vmm: cannot enable it on cpu{cpu}: {e}");
+    }
 }
 
 /// Starts the first user world: `init=` from the command line, else

@@ -184,7 +184,17 @@ fn on_tick(frame: &mut trap::TrapFrame) {
         c.ticks.fetch_add(1, Ordering::Relaxed);
     }
     eoi();
-    crate::world::on_timer_tick(frame.cs & 3 == 3);
+    if let Some(handler) = TICK_HANDLER.get() {
+        handler(frame.cs & 3 == 3);
+    }
+}
+
+static TICK_HANDLER: spin::Once<fn(bool)> = spin::Once::new();
+
+/// Registers what runs on every timer tick (the scheduler's tick; its
+/// argument says whether the tick interrupted user or guest mode).
+pub fn set_tick_handler(handler: fn(bool)) {
+    TICK_HANDLER.call_once(|| handler);
 }
 
 fn on_error(_: &mut trap::TrapFrame) {

@@ -37,33 +37,27 @@ pub unsafe extern "C" fn switch_stacks(save_rsp: *mut u64, load_rsp: u64) {
     )
 }
 
-/// First code a new world runs: `switch_stacks` "returns" here; the world
-/// takes its entry from its own `World` (`world::world_start`).
+/// First code a new stack runs: `switch_stacks` "returns" here with the
+/// start function (`prepare_stack`'s `start`) in r12.
 #[unsafe(naked)]
-unsafe extern "C" fn world_trampoline() {
-    naked_asm!(
-        "xor ebp, ebp",
-        "call {start}",
-        "ud2",
-        start = sym crate::world::world_start,
-    )
+unsafe extern "C" fn stack_trampoline() {
+    naked_asm!("xor ebp, ebp", "call r12", "ud2")
 }
 
 /// Bytes at the top of each world's kernel stack kept for the user-mode
 /// trap frame.
 pub const USER_FRAME_AREA: u64 = 512;
 
-/// Lays out a fresh kernel stack so that switching to it calls
-/// `world_start()` with a correctly aligned stack. Returns the stack
-/// pointer to load.
-pub fn prepare_stack(stack: &mut [u8]) -> u64 {
+/// Lays out a fresh kernel stack so that switching to it calls `start()`
+/// with a correctly aligned stack. Returns the stack pointer to load.
+pub fn prepare_stack(stack: &mut [u8], start: extern "C" fn() -> !) -> u64 {
     // The top of a world's kernel stack is where the CPU (or the SYSCALL
     // stub) puts the user-mode trap frame; the world's kernel code starts
     // below that area so `enter_user` can build its frame there.
     let top = (stack.as_mut_ptr() as u64 + stack.len() as u64 - USER_FRAME_AREA) & !15;
     // [top-8] return address (trampoline); below it r15, r14, r13, r12, rbx, rbp
     // in pop order: r15 first (lowest address).
-    let words: [u64; 7] = [0, 0, 0, 0, 0, 0, world_trampoline as *const () as u64];
+    let words: [u64; 7] = [0, 0, 0, start as *const () as u64, 0, 0, stack_trampoline as *const () as u64];
     let base = top - 8 * words.len() as u64;
     let off = (base - stack.as_ptr() as u64) as usize;
     for (i, w) in words.iter().enumerate() {

@@ -169,19 +169,17 @@ extern "C" fn ap_long_entry() -> ! {
     )
 }
 
-/// What the layers above run on each application processor once its
-/// framework state is up, before it enters the idle loop (e.g. the VMM
-/// enabling virtualization: vCPU worlds may migrate to any CPU).
-static START_HOOKS: spin::Mutex<arrayvec::ArrayVec<fn(u32), 4>> = spin::Mutex::new(arrayvec::ArrayVec::new_const());
-
-/// Registers `hook(cpu_index)` to run on every application processor as it
-/// starts (call before [`start_aps`]; the bootstrap CPU's own set-up is the
-/// boot sequence's).
-pub fn on_cpu_start(hook: fn(u32)) {
-    if START_HOOKS.lock().try_push(hook).is_err() {
-        log::error!("smp: too many per-CPU start hooks; one is ignored");
-    }
+/// What the layers above run on each application processor (the boot
+/// sequence gives it to [`start_aps`]): `init(cpu_index)` once the CPU's
+/// framework state is up — the scheduler's per-CPU state, the VMM backend,
+/// ... — and then `run`, which never returns (the idle loop).
+#[derive(Clone, Copy)]
+pub struct ApStart {
+    pub init: fn(u32),
+    pub run: fn() -> !,
 }
+
+static AP_START: spin::Once<ApStart> = spin::Once::new();
 
 /// APs that finished `ap_entry`'s set-up (the BSP waits on this).
 static APS_READY: AtomicU32 = AtomicU32::new(0);
@@ -197,13 +195,16 @@ extern "C" fn ap_entry(index: u64) -> ! {
     apic::init_this_cpu(lapic);
     super::context::init_fpu_this_cpu();
     super::syscall::init_this_cpu();
-    crate::world::init_this_cpu();
-    for hook in START_HOOKS.lock().iter() {
-        hook(index as u32);
+    let start = AP_START.get().copied();
+    if let Some(s) = start {
+        (s.init)(index as u32);
     }
     log::info!("cpu{index} online (apic id {apic_id})");
     APS_READY.fetch_add(1, Ordering::AcqRel);
-    crate::world::idle_loop()
+    match start {
+        Some(s) => (s.run)(),
+        None => cpu::halt_forever(),
+    }
 }
 
 fn addr(s: &u8) -> u64 {
@@ -255,7 +256,8 @@ fn build_trampoline_tables() -> Option<[u64; 3]> {
 
 /// Starts every CPU in `p.cpu_apic_ids` except this one (the BSP). Failures
 /// are logged; the boot goes on with the CPUs that came up.
-pub fn start_aps(p: &Platform) {
+pub fn start_aps(p: &Platform, start: ApStart) {
+    AP_START.call_once(|| start);
     let bsp = apic::id();
     let total = p.cpu_apic_ids.len();
     if total <= 1 {

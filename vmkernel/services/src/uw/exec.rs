@@ -232,11 +232,12 @@ pub fn spawn(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Arc<Process>
 /// Opens /dev/console as descriptors 0, 1 and 2 of `p`.
 pub fn attach_console(p: &Process) {
     if let Some(vfs) = files::vfs()
-        && let Ok(f) = vfs.open(&p.creds(), &vfs.root(), b"/dev/console", 0o2, 0) {
-            let f = Arc::new(f);
-            let mut fds = p.fds.lock();
-            for _ in 0..3 {
-                let _ = fds.insert(f.clone(), false);
-            }
+        && let Ok(f) = vfs.open(&p.creds(), &vfs.root(), b"/dev/console", 0o2, 0)
+    {
+        let f = Arc::new(f);
+        let mut fds = p.fds.lock();
+        for _ in 0..3 {
+            let _ = fds.insert(f.clone(), false);
         }
+    }
 }

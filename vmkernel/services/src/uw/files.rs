@@ -128,9 +128,10 @@ pub fn init(bi: &BootInfo) {
 fn on_console_byte(b: u8) {
     let Some(tty) = CONSOLE_TTY.get() else { return };
     if let Some(sig) = tty.input(b)
-        && let Some(pgrp) = sig.pgrp {
-            super::signal::send_to_group(pgrp, sig.signal);
-        }
+        && let Some(pgrp) = sig.pgrp
+    {
+        super::signal::send_to_group(pgrp, sig.signal);
+    }
     super::io_wait::notify();
 }
 

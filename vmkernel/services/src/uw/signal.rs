@@ -330,22 +330,23 @@ pub fn sigreturn(frame: &mut TrapFrame) -> bool {
     frame.rflags = (frame.rflags & !USER_FLAGS) | (mc.eflags & USER_FLAGS) | 0x202;
     t.sigmask.store(sf.uc.uc_sigmask & !UNBLOCKABLE, Ordering::Release);
     if mc.fpstate != 0
-        && let Some(me) = world::current() {
-            let size = me.with_user_fpu(|f| f.area().len());
-            let mut fpu = alloc::vec![0u8; size];
-            if t.process.copy_from_user(mc.fpstate, &mut fpu).is_err() {
-                return false;
-            }
-            // Reserved header bits set by a corrupted frame would make
-            // XRSTOR fault in the kernel: clear what the CPU would reject.
-            let mxcsr = u32::from_le_bytes(fpu[24..28].try_into().unwrap()) & 0xffff;
-            fpu[24..28].copy_from_slice(&mxcsr.to_le_bytes());
-            if fpu.len() >= 576 {
-                let bv = u64::from_le_bytes(fpu[512..520].try_into().unwrap()) & crate::arch::context::xcr0();
-                fpu[512..520].copy_from_slice(&bv.to_le_bytes());
-                fpu[520..576].fill(0); // XCOMP_BV and reserved header bytes
-            }
-            me.with_user_fpu(|f| f.area_mut().copy_from_slice(&fpu));
+        && let Some(me) = world::current()
+    {
+        let size = me.with_user_fpu(|f| f.area().len());
+        let mut fpu = alloc::vec![0u8; size];
+        if t.process.copy_from_user(mc.fpstate, &mut fpu).is_err() {
+            return false;
         }
+        // Reserved header bits set by a corrupted frame would make
+        // XRSTOR fault in the kernel: clear what the CPU would reject.
+        let mxcsr = u32::from_le_bytes(fpu[24..28].try_into().unwrap()) & 0xffff;
+        fpu[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+        if fpu.len() >= 576 {
+            let bv = u64::from_le_bytes(fpu[512..520].try_into().unwrap()) & crate::arch::context::xcr0();
+            fpu[512..520].copy_from_slice(&bv.to_le_bytes());
+            fpu[520..576].fill(0); // XCOMP_BV and reserved header bytes
+        }
+        me.with_user_fpu(|f| f.area_mut().copy_from_slice(&fpu));
+    }
     true
 }
