@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Flags for the freestanding kernel (see DESIGN.md, build plumbing): a
+/// Flags for the freestanding kernel (see docs/platform.md, "Toolchain": build plumbing): a
 /// static, higher-half (`code-model=kernel`) binary without red zone, with
 /// frame pointers for backtraces, that never unwinds.
 pub const KERNEL_RUSTFLAGS: &[&str] = &[

@@ -2,7 +2,7 @@
 //! kernel threads; user worlds and vCPU worlds build on the same object.
 //!
 //! Each world has its own kernel stack and extended-state save area. The
-//! kernel is not preemptible (it runs with interrupts off, see DESIGN.md);
+//! kernel is not preemptible (it runs with interrupts off, see docs/platform.md, "Toolchain");
 //! a world leaves the CPU only by calling `schedule` — when it blocks,
 //! yields or exits, or from the timer interrupt when the interrupted code
 //! was user or guest mode or the idle loop.

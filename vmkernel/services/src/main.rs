@@ -25,7 +25,7 @@ mod hv;
 // the framework crate next.
 #[allow(unsafe_code)]
 mod ktest;
-mod status_screen;
+mod host_facts;
 mod syscall;
 mod uw;
 mod vmk_calls;
@@ -118,7 +118,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
         mm::usable_bytes() >> 20,
         pci_functions
     );
-    status_screen::print(&bi, pci_functions);
+    host_facts::print_status_screen(&bi, pci_functions);
 
     // 8. What the command line asks for: tests, the first user world, or
     //    power-off / reboot.

@@ -144,7 +144,7 @@ pub fn halt_forever() -> ! {
 }
 
 /// Enables interrupts, waits for one, and disables them again. The kernel
-/// otherwise runs with interrupts off (see DESIGN.md on the red zone).
+/// otherwise runs with interrupts off (see docs/platform.md, "Toolchain", on the red zone).
 pub fn wait_for_interrupt() {
     // SAFETY: `sti; hlt` in one asm block: the interrupt is taken on this
     // asm's stack position, which holds no Rust red-zone data.

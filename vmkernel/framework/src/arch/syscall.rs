@@ -5,7 +5,7 @@
 //! one frame type serves system calls, faults, signals, fork and exec. The
 //! return path is always IRETQ: it restores every register the frame holds
 //! and, unlike SYSRET, cannot fault in ring 0 on a non-canonical RIP that
-//! exec or a signal handler put there (DESIGN.md: Intel's SYSRET erratum).
+//! exec or a signal handler put there (docs/platform.md, "Hardware virtualization in the emulators": Intel's SYSRET erratum).
 
 use core::arch::naked_asm;
 

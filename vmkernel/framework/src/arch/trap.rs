@@ -6,7 +6,7 @@
 //! register and a frame-pointer backtrace, then the machine stops cleanly.
 //! Device interrupts go to handlers registered per vector.
 //!
-//! Gates use IST stacks only for NMI, #DF and #MC (see DESIGN.md: the
+//! Gates use IST stacks only for NMI, #DF and #MC (see docs/platform.md, "Toolchain": the
 //! kernel runs with interrupts off, so ordinary gates never land on a stack
 //! where Rust code keeps red-zone data).
 

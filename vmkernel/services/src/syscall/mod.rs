@@ -1,5 +1,5 @@
 //! The system-call layer: Linux x86-64 numbers and semantics for the calls
-//! user worlds make (measured on real static binaries; DESIGN.md §2b), plus
+//! user worlds make (measured on real static binaries; docs/platform.md, "User worlds"), plus
 //! the narrow VMkernel API at its own numbers. Unknown calls return
 //! `-ENOSYS` and are logged once per number; nothing a user world passes
 //! can panic the kernel: every pointer goes through the checked copies.

@@ -1,8 +1,8 @@
-//! Gathers the facts for the status screen (`vmkernel::status` renders it).
+//! Gathers the facts for the status screen (`vmkernel::status_screen` renders it).
 
 use alloc::string::String;
 use vmkernel::bootinfo::{BootInfo, Protocol};
-use vmkernel::status::{self, CpuidRegs, StatusFacts};
+use vmkernel::status_screen::{self as status, CpuidRegs, StatusFacts};
 
 use crate::arch::{cpu, gdt};
 use crate::{console, mm};
@@ -12,7 +12,7 @@ fn cpuid(leaf: u32) -> CpuidRegs {
     CpuidRegs { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
 }
 
-pub fn print(bi: &BootInfo, pci_functions: usize) {
+pub fn print_status_screen(bi: &BootInfo, pci_functions: usize) {
     let virtualization = status::detect_virtualization(cpuid, |msr| cpu::read_vmx_capability(msr).unwrap_or(0));
     let model = status::brand_string(cpuid);
     let backend = match crate::hv::backend() {
