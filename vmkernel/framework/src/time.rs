@@ -103,3 +103,20 @@ pub fn rtc_epoch_secs() -> u64 {
     let year = 2000 + bcd(read(0x09));
     days_from_civil(year as i64, mon as i64, day as i64).max(0) as u64 * 86400 + hour * 3600 + min * 60 + sec
 }
+
+static BOOT_EPOCH: spin::Once<u64> = spin::Once::new();
+
+/// Reads the wall clock (the CMOS RTC) once, at boot.
+pub fn init_wall_clock() {
+    BOOT_EPOCH.call_once(rtc_epoch_secs);
+}
+
+/// Seconds since the epoch at boot (0 before `init_wall_clock`).
+pub fn boot_epoch_secs() -> u64 {
+    BOOT_EPOCH.get().copied().unwrap_or(0)
+}
+
+/// Wall-clock time: nanoseconds since the epoch (UTC).
+pub fn realtime_ns() -> u64 {
+    boot_epoch_secs() * 1_000_000_000 + uptime_ns()
+}

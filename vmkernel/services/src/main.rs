@@ -48,6 +48,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     arch::trap::load_idt();
     console::init();
     time::calibrate();
+    time::init_wall_clock();
     let bi = match BootInfo::parse(magic, info as u64, &mm::DirectMap) {
         Ok(bi) => bi,
         Err(e) => power::fatal_stop(match e {

@@ -470,7 +470,7 @@ fn utimensat(cx: &Ctx, dirfd: u64, pathp: u64, times: u64, flags: u64) -> SysRes
         vfs()?.resolve(&cx.p.creds(), &base, &path, flags as u32 & AT_SYMLINK_NOFOLLOW == 0).map_err(err)?
     };
     let now = {
-        let ns = files::realtime_ns();
+        let ns = time::realtime_ns();
         Timespec { sec: (ns / 1_000_000_000) as i64, nsec: (ns % 1_000_000_000) as u32 }
     };
     let (mut at, mut mt) = (Some(now), Some(now));

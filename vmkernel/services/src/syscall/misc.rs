@@ -11,7 +11,7 @@ use crate::{arch, mm, time, world};
 
 fn clock_ns(cx: &Ctx, clk: u64) -> Result<u64, i64> {
     Ok(match clk {
-        0 | 5 | 8 => files::realtime_ns(),     // REALTIME, REALTIME_COARSE, REALTIME_ALARM
+        0 | 5 | 8 => time::realtime_ns(),     // REALTIME, REALTIME_COARSE, REALTIME_ALARM
         1 | 4 | 6 | 7 | 9 => time::uptime_ns(), // MONOTONIC(_RAW/_COARSE), BOOTTIME(_ALARM)
         2 => cx.p.cpu_ns(),                    // PROCESS_CPUTIME_ID
         3 => world::with_policy(|p| p.world_used_ns(cx.t.world.load(Ordering::Relaxed))).unwrap_or(0),
@@ -213,7 +213,7 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         63 => uname(cx, a[0]),
         96 => {
             if a[0] != 0 {
-                let ns = files::realtime_ns();
+                let ns = time::realtime_ns();
                 let mut b = [0u8; 16];
                 b[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
                 b[8..].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
@@ -358,7 +358,7 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         }
         186 => Ok(cx.t.tid as i64),
         201 => {
-            let s = files::realtime_ns() / 1_000_000_000;
+            let s = time::realtime_ns() / 1_000_000_000;
             if a[0] != 0 {
                 p.write_u64(a[0], s)?;
             }

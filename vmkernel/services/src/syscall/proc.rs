@@ -459,7 +459,7 @@ fn futex_call(cx: &Ctx, a: [u64; 6]) -> SysResult {
         }
         let t = s as u64 * 1_000_000_000 + ns as u64;
         Ok(Some(if absolute {
-            if realtime { t.saturating_sub(crate::uw::files::realtime_ns()) + time::uptime_ns() } else { t }
+            if realtime { t.saturating_sub(time::realtime_ns()) + time::uptime_ns() } else { t }
         } else {
             time::uptime_ns() + t
         }))

@@ -22,8 +22,6 @@ use crate::{arch, console, mm, time, world};
 static VFS: Once<Vfs> = Once::new();
 static CONSOLE_TTY: Once<Arc<Tty>> = Once::new();
 static RNG: Mutex<Option<Csprng>> = Mutex::new(None);
-/// Wall-clock seconds at boot, from the CMOS RTC.
-static BOOT_EPOCH: Once<u64> = Once::new();
 
 pub fn vfs() -> Option<&'static Vfs> {
     VFS.get()
@@ -38,9 +36,9 @@ pub fn console_tty() -> Option<&'static Arc<Tty>> {
 }
 
 /// Wall-clock time (CLOCK_REALTIME) in ns since the Unix epoch.
-pub fn realtime_ns() -> u64 {
-    BOOT_EPOCH.get().copied().unwrap_or(0) * 1_000_000_000 + time::uptime_ns()
-}
+// The wall clock is the framework's (`time::realtime_ns`); `hv` still
+// reads it by this path until its next change.
+pub use crate::time::realtime_ns;
 
 struct KernelClock;
 
@@ -94,7 +92,6 @@ impl TtySink for ConsoleSink {
 
 /// Unpacks the root archive into a ramfs and mounts /dev and /proc.
 pub fn init(bi: &BootInfo) {
-    BOOT_EPOCH.call_once(time::rtc_epoch_secs);
     let clock: Arc<dyn Clock> = Arc::new(KernelClock);
     let root_fs = RamFs::new(clock.clone());
     match crate::boot_archive::archive(bi) {
@@ -202,7 +199,7 @@ impl ProcProvider for Provider {
                     CpuTimes { user: b, idle: up.saturating_sub(b), ..Default::default() }
                 })
                 .collect(),
-            boot_time: BOOT_EPOCH.get().copied().unwrap_or(0),
+            boot_time: time::boot_epoch_secs(),
             processes: process::alloc_pid_peek() as u64,
             procs_running: world::runnable_count() as u64,
             ..Default::default()
