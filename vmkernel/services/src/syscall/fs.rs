@@ -549,7 +549,7 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
                 p.copy_from_user(a[4], &mut b)?;
                 let s = u64::from_le_bytes(b[..8].try_into().unwrap());
                 let us = u64::from_le_bytes(b[8..].try_into().unwrap());
-                Some(s * 1_000_000_000 + us * 1000)
+                Some(s.saturating_mul(1_000_000_000).saturating_add(us.saturating_mul(1000)))
             };
             do_select(cx, a[0], a[1], a[2], a[3], t)
         }

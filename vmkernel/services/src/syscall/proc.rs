@@ -161,8 +161,7 @@ fn wait4(cx: &Ctx, pid: i64, status: u64, options: u64, rusage: u64) -> SysResul
         if matching.is_empty() {
             return Err(neg(ECHILD));
         }
-        if let Some(z) = matching.iter().find(|c| c.is_zombie()) {
-            let st = z.exit_status().unwrap();
+        if let Some((z, st)) = matching.iter().find_map(|c| c.exit_status().map(|st| (c, st))) {
             if status != 0 {
                 me.write_u32(status, st.wait_status() as u32)?;
             }

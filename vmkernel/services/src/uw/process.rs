@@ -383,8 +383,9 @@ pub fn walk_user(mm: &Mm, addr: u64, len: usize, write: bool, mut f: impl FnMut(
                 return Err(-EFAULT);
             }
         }
+        let Some(t) = t else { return Err(-EFAULT) };
         let n = ((4096 - (va & 0xfff)) as usize).min((end - va) as usize);
-        spans.push((t.unwrap().phys, (va - addr) as usize, n));
+        spans.push((t.phys, (va - addr) as usize, n));
         va += n as u64;
     }
     for (phys, off, n) in spans {
@@ -458,7 +459,10 @@ pub fn current() -> Option<Arc<Process>> {
 
 /// Ends the calling thread. The last thread out ends the process.
 pub fn exit_thread(status: ExitStatus) -> ! {
-    let t = current_thread().expect("exit_thread outside a user world");
+    let Some(t) = current_thread() else {
+        log::error!("exit_thread called outside a user world");
+        world::exit_current(status.wait_status() as u64)
+    };
     let p = t.process.clone();
     // CLONE_CHILD_CLEARTID: clear the tid word and wake a futex waiter on it.
     let ctid = t.clear_child_tid.swap(0, Ordering::AcqRel);

@@ -41,12 +41,17 @@ impl Clone for SigActions {
 }
 
 impl SigActions {
+    /// The action for `sig` (1-64; any other number has the default).
     pub fn get(&self, sig: u32) -> KernelSigaction {
-        self.actions[(sig - 1) as usize]
+        (sig as usize).checked_sub(1).and_then(|i| self.actions.get(i)).copied().unwrap_or_default()
     }
 
+    /// Sets the action for `sig` (1-64; other numbers are ignored: callers
+    /// validate and report EINVAL).
     pub fn set(&mut self, sig: u32, act: KernelSigaction) {
-        self.actions[(sig - 1) as usize] = act;
+        if let Some(a) = (sig as usize).checked_sub(1).and_then(|i| self.actions.get_mut(i)) {
+            *a = act;
+        }
     }
 
     /// Children are reaped automatically (SIGCHLD ignored or SA_NOCLDWAIT).
