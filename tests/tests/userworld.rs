@@ -51,7 +51,12 @@ fn busybox_shell_session() {
     let l = lines(&out);
     check(
         &c,
-        l.len() == 3 && l[0] == "data" && l[1].starts_with("-rw-r--r--") && l[1].ends_with(" f") && l[2] == "gone=1",
+        l.len() == 4
+            && l[0] == "data"
+            && l[1].starts_with("total ")
+            && l[2].starts_with("-rw-r--r--    1 root     root             5 ")
+            && l[2].ends_with(" f")
+            && l[3] == "gone=1",
         &format!("files: {out:?}"),
     );
     let out = run(&mut c, "echo hello | tr a-z A-Z | sed s/HELLO/MANTLE/");
