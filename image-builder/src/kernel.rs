@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Flags for the freestanding kernel (see DESIGN.md, build plumbing): a
+/// Flags for the freestanding kernel (see docs/platform.md, "Toolchain": build plumbing): a
 /// static, higher-half (`code-model=kernel`) binary without red zone, with
 /// frame pointers for backtraces, that never unwinds.
 pub const KERNEL_RUSTFLAGS: &[&str] = &[
@@ -20,6 +20,41 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// The kernel's package and binary (`vmkernel/services`; its framework and
+/// library crates come with it).
+pub const KERNEL_PACKAGE: &str = "vmkernel-services";
+
+/// A cargo command on the kernel binary with the kernel's target, flags,
+/// features and target directory (`build` or `clippy`).
+fn kernel_cargo(subcommand: &str, release: bool) -> Command {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args([subcommand, "-p", KERNEL_PACKAGE, "--bin", "vmkernel", "--features", "image"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .arg("--target-dir")
+        .arg(root.join("target/kernel"))
+        .env("CARGO_ENCODED_RUSTFLAGS", KERNEL_RUSTFLAGS.join("\x1f"))
+        .env_remove("RUSTFLAGS");
+    if release {
+        cmd.arg("--release");
+    }
+    cmd
+}
+
+/// Runs clippy on the kernel binary exactly as it is built (target, flags,
+/// `image` feature), so the framework, the services and `hv` are checked
+/// with the workspace lints (`undocumented_unsafe_blocks`,
+/// `unsafe_op_in_unsafe_fn`, ...); any warning fails.
+pub fn lint_kernel() -> Result<(), String> {
+    let status = kernel_cargo("clippy", true)
+        .args(["--", "-D", "warnings"])
+        .status()
+        .map_err(|e| format!("cannot run cargo clippy: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("clippy found problems in the kernel ({status})")) }
+}
+
 /// Builds the kernel and returns the path of the ELF image.
 pub fn build_kernel(release: bool) -> Result<PathBuf, String> {
     build_kernel_with(release, false)
@@ -29,20 +64,8 @@ pub fn build_kernel(release: bool) -> Result<PathBuf, String> {
 /// the terminal unless the build fails: the image tests use this so the
 /// test harness's output stays readable.
 pub fn build_kernel_with(release: bool, quiet: bool) -> Result<PathBuf, String> {
-    let root = workspace_root();
-    let target_dir = root.join("target/kernel");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["build", "-p", "vmkernel", "--bin", "vmkernel", "--features", "image"])
-        .args(["--target", "x86_64-unknown-linux-gnu"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", KERNEL_RUSTFLAGS.join("\x1f"))
-        .env_remove("RUSTFLAGS");
-    if release {
-        cmd.arg("--release");
-    }
+    let target_dir = workspace_root().join("target/kernel");
+    let mut cmd = kernel_cargo("build", release);
     if quiet {
         let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
         if !out.status.success() {

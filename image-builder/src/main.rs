@@ -1,4 +1,4 @@
-//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `bench boot`.
+//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `bench boot`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +94,9 @@ enum Cmd {
     },
     /// Build only the kernel and print the ELF's path.
     Kernel,
+    /// Run clippy on the kernel binary with its real target, flags and
+    /// features (fails on any warning; `.ci/run` runs it before the tests).
+    Lint,
     /// Benchmarks (figures are printed, not asserted).
     Bench {
         #[command(subcommand)]
@@ -217,6 +220,10 @@ fn real_main() -> Result<ExitCode, String> {
         Cmd::Kernel => {
             let elf = image_builder::kernel::build_kernel(true)?;
             println!("{}", elf.display());
+        }
+        Cmd::Lint => {
+            image_builder::kernel::lint_kernel()?;
+            println!("kernel lint: clean");
         }
     }
     Ok(ExitCode::SUCCESS)

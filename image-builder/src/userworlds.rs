@@ -21,7 +21,7 @@ pub const PROGRAMS: &[(&str, &str)] =
     ];
 
 /// Builds the `userworld` crate's binaries as static executables (static
-/// PIE, as DESIGN.md describes) in a target directory of their own.
+/// PIE, as docs/platform.md describes) in a target directory of their own.
 pub fn build_static(quiet: bool) -> Result<PathBuf, String> {
     let root = workspace_root();
     let target_dir = root.join("target/userworld-static");

@@ -1,20 +1,56 @@
-//! The in-kernel test suite runs and passes.
+//! The in-kernel test suite runs and every test in it passes.
 
 use tests::*;
+
+/// What the kernel's test runner reported: how many tests it selected,
+/// the `N passed, M failed, K skipped` summary, and the per-test lines.
+#[derive(Debug, PartialEq)]
+struct Report {
+    selected: u32,
+    passed: u32,
+    failed: u32,
+    skipped: u32,
+    ok_lines: u32,
+}
+
+fn report(log: &str) -> Result<Report, String> {
+    let after = |l: &str| l.split_once("ktest: ").map(|(_, r)| r.trim_end().to_string());
+    let numbers = |s: &str| -> Vec<u32> { s.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect() };
+    let running = log
+        .lines()
+        .filter_map(after)
+        .find(|r| r.starts_with("running "))
+        .ok_or("no `ktest: running N tests` line")?;
+    let summary = log
+        .lines()
+        .filter_map(after)
+        .find(|r| r.contains(" passed, ") && r.contains(" failed, ") && r.ends_with(" skipped"))
+        .ok_or("no `ktest: N passed, M failed, K skipped` summary")?;
+    let selected = *numbers(&running).first().ok_or("no test count in the `running` line")?;
+    let [passed, failed, skipped] = numbers(&summary)[..] else {
+        return Err(format!("malformed summary {summary:?}"));
+    };
+    let ok_lines = log.lines().filter_map(after).filter(|r| r.ends_with(" ... ok")).count() as u32;
+    Ok(Report { selected, passed, failed, skipped, ok_lines })
+}
+
+/// Every selected test ran and passed: none failed, none was skipped (the
+/// emulator offers SVM, so the VMM tests must run), and there is one `ok`
+/// line per test.
+fn check_all_passed(log: &str) -> Result<Report, String> {
+    let r = report(log)?;
+    if r.selected == 0 || r.passed != r.selected || r.failed != 0 || r.skipped != 0 || r.ok_lines != r.selected {
+        return Err(format!("in-kernel tests did not all pass: {r:?}"));
+    }
+    Ok(r)
+}
 
 /// Needs the in-kernel test runner (`test=<selector>`).
 #[test]
 fn in_kernel_tests_all_pass() {
     let b = boot(&qemu_iso(iso("ktest", "test=all debug_exit after_boot=poweroff", &[])));
-    let summary = b
-        .serial()
-        .lines()
-        .find_map(|l| l.split_once("ktest: ").map(|(_, r)| r).filter(|r| r.contains(" passed, ")))
-        .unwrap_or_else(|| b.fail("no `ktest: N passed, M failed` summary"));
-    let nums: Vec<u32> = summary.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-    match nums[..] {
-        [passed, 0] if passed > 0 => {}
-        _ => b.fail(&format!("in-kernel tests did not all pass: {summary:?}")),
+    if let Err(e) = check_all_passed(b.serial()) {
+        b.fail(&e);
     }
     b.assert_lacks("FAILED");
     b.assert_exit(EXIT_SUCCESS);
@@ -32,7 +68,34 @@ fn in_kernel_tests_pass_on_three_cpus() {
     let mut q = qemu_iso(iso("ktest", "test=all debug_exit after_boot=poweroff", &[]));
     q.cpus = 3;
     let b = boot(&q);
-    b.assert_contains("ktest: ");
+    b.assert_contains("mantle: ready cpus=3 ");
+    if let Err(e) = check_all_passed(b.serial()) {
+        b.fail(&e);
+    }
     b.assert_lacks("FAILED");
     b.assert_exit(EXIT_SUCCESS);
+}
+
+/// The report check itself fails on every way a run can fall short.
+#[test]
+fn report_check_rejects_partial_runs() {
+    let good = "ktest: running 2 tests (selector \"all\")\nktest: a ... ok\nktest: b ... ok\nktest: 2 passed, 0 failed, 0 skipped\n";
+    assert_eq!(
+        check_all_passed(good),
+        Ok(Report { selected: 2, passed: 2, failed: 0, skipped: 0, ok_lines: 2 })
+    );
+    for bad in [
+        // a failure
+        "ktest: running 2 tests\nktest: a ... ok\nktest: b ... FAILED: x\nktest: 1 passed, 1 failed, 0 skipped\n",
+        // a skipped VMM test (the backend is missing)
+        "ktest: running 2 tests\nktest: a ... ok\nktest: vmm.x ... skipped (no backend)\nktest: 1 passed, 0 failed, 1 skipped\n",
+        // fewer tests passed than were selected (the run stopped early)
+        "ktest: running 3 tests\nktest: a ... ok\nktest: b ... ok\nktest: 2 passed, 0 failed, 0 skipped\n",
+        // no summary at all (a panic mid-run)
+        "ktest: running 2 tests\nktest: a ... ok\n",
+        // nothing selected
+        "ktest: running 0 tests\nktest: 0 passed, 0 failed, 0 skipped\n",
+    ] {
+        assert!(check_all_passed(bad).is_err(), "accepted {bad:?}");
+    }
 }

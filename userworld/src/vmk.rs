@@ -1,10 +1,10 @@
-//! User-side wrappers for the narrow VMkernel API (`vmkernel::vmk_api`):
+//! User-side wrappers for the narrow VMkernel API (`mantle_abi`, `vmkernel/abi/`):
 //! the calls hostd, vmkcli and the CIM broker make beyond the Linux ABI.
 
 use std::io;
 
-pub use vmkernel::vmk_api::{API_VERSION, GroupParamsRecord, GroupStatsRecord, NO_LIMIT, NO_PARENT};
-use vmkernel::vmk_api::*;
+pub use mantle_abi::{API_VERSION, GroupParamsRecord, GroupStatsRecord, NO_LIMIT, NO_PARENT};
+use mantle_abi::*;
 
 fn call(nr: u64, a: [u64; 4]) -> io::Result<i64> {
     // SAFETY: a raw system call; pointer arguments point at live buffers
@@ -54,7 +54,7 @@ pub fn group_join(pid: u32, group: u32) -> io::Result<()> {
     call(VMK_GROUP_JOIN, [pid as u64, group as u64, 0, 0]).map(|_| ())
 }
 
-pub use vmkernel::vmk_api::{VM_EXIT_KIND_NAMES, VM_STATE_OFF, VM_STATE_PAUSED, VM_STATE_RUNNING, VM_STATE_STOPPED, VmInfoRecord, VmStatsRecord};
+pub use mantle_abi::{VM_EXIT_KIND_NAMES, VM_STATE_OFF, VM_STATE_PAUSED, VM_STATE_RUNNING, VM_STATE_STOPPED, VmInfoRecord, VmStatsRecord};
 
 /// Creates a VM from its text configuration; returns its ID.
 pub fn vm_create(config: &str) -> io::Result<u32> {

@@ -2,8 +2,11 @@
 //!
 //! Everything here is plain logic over bytes and numbers — boot-information
 //! parsing, the frame allocator, page-table encoding, archive and firmware
-//! table formats — so it is unit-tested on the host with `cargo test`. The
-//! kernel image (`src/main.rs` and its modules) supplies the hardware.
+//! table formats, the scheduler policy, the VFS core, the VMM's device
+//! models — so it is unit-tested on the host with `cargo test`. The
+//! framework (`vmkernel/framework`) supplies the hardware and the kernel
+//! binary (`vmkernel/services`) the services; both build on this library,
+//! which depends on neither (only on the ABI crate, `vmkernel/abi`).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
@@ -21,7 +24,7 @@ pub mod linux_abi;
 pub mod paging;
 pub mod sched;
 pub mod rootfs;
-pub mod status;
+pub mod status_screen;
 pub mod vmk_api;
 pub mod vfs;
 pub mod user_stack;

@@ -91,6 +91,8 @@ fn main() {
     println!("ubench: done");
     // SAFETY: getpid has no side effects; reboot powers off only as PID 1.
     if unsafe { libc::getpid() } == 1 {
+        // SAFETY: plain system calls without pointers; as PID 1 this
+        // benchmark owns the machine and powering off is its purpose.
         unsafe {
             libc::sync();
             libc::reboot(libc::RB_POWER_OFF);

@@ -52,7 +52,7 @@ fn syscall_names() {
     for &nr in syscall::ALL {
         assert!(syscall::name(nr).is_some());
     }
-    // The calls DESIGN.md says real programs make all have numbers.
+    // The calls real programs make (docs/platform.md, "User worlds") all have numbers.
     use syscall::*;
     let needed = [
         SYS_read,

@@ -264,7 +264,7 @@ unsafe extern "C" {
     static __image_end: u8;
 }
 
-// --- C runtime symbols (DESIGN.md: a freestanding binary defines these) -----------------
+// --- C runtime symbols (docs/platform.md: a freestanding binary defines these) -----------------
 
 /// # Safety
 /// The C contract: valid ranges (and a NUL-terminated string for `strlen`).

@@ -1,0 +1,543 @@
+//! The narrow VMkernel API: the few VMkernel-specific system calls user
+//! worlds (hostd, vmkcli, the CIM broker) use beyond the Linux ABI.
+//!
+//! Calls live at numbers `VMK_BASE + n`, far above Linux's table, and are
+//! versioned: `VMK_VERSION` returns [`API_VERSION`]; a caller checks it
+//! before anything else. Arguments are plain integers and pointers to the
+//! fixed little-endian records below. Errors are negative Linux errno
+//! values: `EPERM` for a caller that is not root, `EINVAL` for malformed
+//! arguments, `ENOENT` for an unknown group, `EBUSY` for a group that still
+//! has members, `ENOSPC` when admission control refuses a reservation,
+//! `EFAULT` for bad pointers. This crate is shared by the kernel and the
+//! user-side wrappers, so both agree on the encoding; it depends on nothing
+//! of the kernel (user worlds import only this, never the kernel library).
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub const API_VERSION: u32 = 1;
+
+pub const VMK_BASE: u64 = 0x1000;
+/// `() -> API_VERSION`
+pub const VMK_VERSION: u64 = VMK_BASE;
+/// `(parent: u32, name: *const u8, name_len: usize, params: *const GroupParamsRecord) -> group id`
+pub const VMK_GROUP_CREATE: u64 = VMK_BASE + 1;
+/// `(group: u32, params: *const GroupParamsRecord) -> 0`
+pub const VMK_GROUP_SET: u64 = VMK_BASE + 2;
+/// `(group: u32) -> 0`
+pub const VMK_GROUP_DESTROY: u64 = VMK_BASE + 3;
+/// `(group: u32, out: *mut GroupStatsRecord) -> 0`
+pub const VMK_GROUP_STATS: u64 = VMK_BASE + 4;
+/// `(out: *mut u32, max: usize) -> number of groups (all of them, even if more than max)`
+pub const VMK_GROUP_LIST: u64 = VMK_BASE + 5;
+/// `(pid: u32, group: u32) -> 0`: moves a process (all its threads, and
+/// the memory it has committed) into a group; its future children follow.
+pub const VMK_GROUP_JOIN: u64 = VMK_BASE + 6;
+
+pub const NAME_LEN: usize = 32;
+pub const NO_LIMIT: u32 = u32::MAX;
+pub const NO_PARENT: u32 = u32::MAX;
+
+/// Resource settings of a group (16 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupParamsRecord {
+    pub shares: u32,
+    /// Percent of one CPU.
+    pub reservation_pct: u32,
+    /// Percent of one CPU, or `NO_LIMIT`.
+    pub limit_pct: u32,
+    /// MiB of committed memory, or 0 for no limit.
+    pub mem_limit_mib: u32,
+}
+
+impl GroupParamsRecord {
+    pub const SIZE: usize = 16;
+
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.shares.to_le_bytes());
+        b[4..8].copy_from_slice(&self.reservation_pct.to_le_bytes());
+        b[8..12].copy_from_slice(&self.limit_pct.to_le_bytes());
+        b[12..16].copy_from_slice(&self.mem_limit_mib.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; Self::SIZE]) -> Option<Self> {
+        let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        Some(Self { shares: w(0), reservation_pct: w(4), limit_pct: w(8), mem_limit_mib: w(12) })
+    }
+
+}
+
+/// Statistics of a group (96 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupStatsRecord {
+    pub id: u32,
+    pub parent: u32,
+    pub params: GroupParamsRecord,
+    pub worlds: u32,
+    pub used_ns: u64,
+    pub period_used_ns: u64,
+    pub throttled_periods: u64,
+    pub name: [u8; NAME_LEN],
+}
+
+impl GroupStatsRecord {
+    pub const SIZE: usize = 96;
+
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.id.to_le_bytes());
+        b[4..8].copy_from_slice(&self.parent.to_le_bytes());
+        b[8..24].copy_from_slice(&self.params.encode());
+        b[24..28].copy_from_slice(&self.worlds.to_le_bytes());
+        b[32..40].copy_from_slice(&self.used_ns.to_le_bytes());
+        b[40..48].copy_from_slice(&self.period_used_ns.to_le_bytes());
+        b[48..56].copy_from_slice(&self.throttled_periods.to_le_bytes());
+        b[56..56 + NAME_LEN].copy_from_slice(&self.name);
+        b
+    }
+
+    pub fn decode(b: &[u8; Self::SIZE]) -> Option<Self> {
+        let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        Some(Self {
+            id: w(0),
+            parent: w(4),
+            params: GroupParamsRecord::decode(b[8..24].try_into().unwrap())?,
+            worlds: w(24),
+            used_ns: q(32),
+            period_used_ns: q(40),
+            throttled_periods: q(48),
+            name: b[56..56 + NAME_LEN].try_into().unwrap(),
+        })
+    }
+
+    pub fn name_str(&self) -> &str {
+        let end = self.name.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
+        core::str::from_utf8(&self.name[..end]).unwrap_or("?")
+    }
+}
+
+// ---- virtual machines ----
+
+/// `(config: *const u8, len: usize) -> vm id`: creates a VM from a text
+/// configuration ([`VmConfig::parse`]).
+pub const VMK_VM_CREATE: u64 = VMK_BASE + 0x10;
+/// `(vm) -> 0`: powers on.
+pub const VMK_VM_START: u64 = VMK_BASE + 0x11;
+/// `(vm) -> 0`: hard power off.
+pub const VMK_VM_STOP: u64 = VMK_BASE + 0x12;
+/// `(vm) -> 0`: destroys a powered-off VM and frees its memory.
+pub const VMK_VM_DESTROY: u64 = VMK_BASE + 0x13;
+/// `(out: *mut u32, max) -> number of VMs`.
+pub const VMK_VM_LIST: u64 = VMK_BASE + 0x14;
+/// `(vm, out: *mut VmInfoRecord) -> 0`.
+pub const VMK_VM_INFO: u64 = VMK_BASE + 0x15;
+/// `(vm, from: u64, buf: *mut u8, len) -> bytes`: guest console output from
+/// stream position `from` (the record's `console_pos` is the end).
+pub const VMK_VM_CONSOLE_READ: u64 = VMK_BASE + 0x16;
+/// `(vm, buf: *const u8, len) -> bytes`: input for the guest's serial port.
+pub const VMK_VM_CONSOLE_WRITE: u64 = VMK_BASE + 0x17;
+
+/// Hard reset: power off, then on from the initial state (a0 = VM).
+pub const VMK_VM_RESET: u64 = VMK_BASE + 0x18;
+/// Pause / resume the vCPUs (a0 = VM).
+pub const VMK_VM_PAUSE: u64 = VMK_BASE + 0x19;
+pub const VMK_VM_RESUME: u64 = VMK_BASE + 0x1a;
+/// Per-VM statistics (a0 = VM, a1 = buffer of `VmStatsRecord::SIZE`).
+pub const VMK_VM_STATS: u64 = VMK_BASE + 0x1b;
+pub const MAX_VCPUS: u32 = 16;
+/// Modules a Multiboot kernel may be given.
+pub const MAX_MODULES: usize = 16;
+pub const MAX_VM_MEMORY_MIB: u32 = 64 * 1024;
+
+/// A VM definition. Text form, one `key = value` per line (`#` comments):
+/// `name`, `memory_mib`, `vcpus`, `kernel` (Multiboot kernel path),
+/// `cmdline`, `shares`, `reservation_pct`, `limit_pct`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    pub name: alloc::string::String,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub kernel: alloc::string::String,
+    pub cmdline: alloc::string::String,
+    pub shares: u32,
+    pub reservation_pct: u32,
+    pub limit_pct: Option<u32>,
+    /// Multiboot modules: (path, arguments); the module string the guest
+    /// sees is "<path> <arguments>" (as GRUB and QEMU pass it).
+    pub modules: alloc::vec::Vec<(alloc::string::String, alloc::string::String)>,
+    /// How `kernel` is loaded.
+    pub format: KernelFormat,
+}
+
+/// How a VM's kernel file is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KernelFormat {
+    /// Multiboot (v1): ELF32/ELF64 or the header's address fields.
+    #[default]
+    Multiboot,
+    /// Raw bytes at `load` entered at `entry` in real mode (CS:IP =
+    /// entry >> 4 : entry & 0xf) or 32-bit protected mode (flat, paging off).
+    Flat { load: u32, entry: u32, real_mode: bool },
+    /// An ELF64 image entered in 64-bit mode (identity-mapped low 4 GiB).
+    Elf64,
+}
+
+impl VmConfig {
+    /// The module strings the guest sees.
+    pub fn module_string(path: &str, args: &str) -> alloc::string::String {
+        if args.is_empty() { path.into() } else { alloc::format!("{path} {args}") }
+    }
+
+    pub fn parse(text: &str) -> Result<VmConfig, alloc::string::String> {
+        let hex = |v: &str| -> Option<u32> {
+            match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                Some(h) => u32::from_str_radix(h, 16).ok(),
+                None => v.parse().ok(),
+            }
+        };
+        use alloc::format;
+        use alloc::string::String;
+        let mut c = VmConfig {
+            name: String::new(),
+            memory_mib: 64,
+            vcpus: 1,
+            kernel: String::new(),
+            cmdline: String::new(),
+            shares: 1000,
+            reservation_pct: 0,
+            limit_pct: None,
+            modules: alloc::vec::Vec::new(),
+            format: KernelFormat::Multiboot,
+        };
+        let (mut format, mut load, mut entry, mut real_mode) = (String::from("multiboot"), None, None, false);
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line.split_once('=').ok_or_else(|| format!("line {}: expected key = value", n + 1))?;
+            let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+            let num = |v: &str| v.parse::<u32>().map_err(|_| format!("line {}: {k}: {v:?} is not a number", n + 1));
+            match k {
+                "name" => c.name = v.into(),
+                "memory_mib" => c.memory_mib = num(v)?,
+                "vcpus" => c.vcpus = num(v)?,
+                "kernel" => c.kernel = v.into(),
+                "cmdline" => c.cmdline = v.into(),
+                "shares" => c.shares = num(v)?,
+                "reservation_pct" => c.reservation_pct = num(v)?,
+                "limit_pct" => c.limit_pct = Some(num(v)?),
+                "format" => format = v.into(),
+                "load_address" => load = Some(hex(v).ok_or_else(|| format!("line {}: load_address: {v:?} is not an address", n + 1))?),
+                "entry" => entry = Some(hex(v).ok_or_else(|| format!("line {}: entry: {v:?} is not an address", n + 1))?),
+                "entry_mode" => {
+                    real_mode = match v {
+                        "real" => true,
+                        "protected" => false,
+                        _ => return Err(format!("line {}: entry_mode: real or protected, not {v:?}", n + 1)),
+                    }
+                }
+                "module" => {
+                    let (path, args) = v.split_once(' ').map_or((v, ""), |(p, a)| (p, a.trim()));
+                    if !path.starts_with('/') {
+                        return Err(format!("line {}: module: an absolute path is required", n + 1));
+                    }
+                    if c.modules.len() == MAX_MODULES {
+                        return Err(format!("line {}: at most {MAX_MODULES} modules", n + 1));
+                    }
+                    c.modules.push((path.into(), args.into()));
+                }
+                _ => return Err(format!("line {}: unknown setting {k:?}", n + 1)),
+            }
+        }
+        if c.name.is_empty() || c.name.len() > NAME_LEN || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+            return Err(format!("name {:?}: 1 to {NAME_LEN} letters, digits, '-', '_' or '.'", c.name));
+        }
+        if !(4..=MAX_VM_MEMORY_MIB).contains(&c.memory_mib) {
+            return Err(format!("memory_mib {}: must be 4 to {MAX_VM_MEMORY_MIB}", c.memory_mib));
+        }
+        if !(1..=MAX_VCPUS).contains(&c.vcpus) {
+            return Err(format!("vcpus {}: must be 1 to {MAX_VCPUS}", c.vcpus));
+        }
+        if !c.kernel.starts_with('/') {
+            return Err("kernel: an absolute path to a Multiboot kernel is required".into());
+        }
+        c.format = match format.as_str() {
+            "multiboot" => KernelFormat::Multiboot,
+            "elf64" => KernelFormat::Elf64,
+            "flat" => {
+                let load = load.ok_or("format flat: load_address is required")?;
+                let entry = entry.unwrap_or(load);
+                if real_mode && entry >= 0x10_0000 {
+                    return Err(format!("entry {entry:#x}: real mode reaches only the first MiB"));
+                }
+                KernelFormat::Flat { load, entry, real_mode }
+            }
+            f => return Err(format!("format {f:?}: multiboot, flat or elf64")),
+        };
+        if c.format != KernelFormat::Multiboot && !c.modules.is_empty() {
+            return Err("modules are for Multiboot kernels".into());
+        }
+        Ok(c)
+    }
+}
+
+/// VM power states.
+pub const VM_STATE_OFF: u32 = 0;
+pub const VM_STATE_RUNNING: u32 = 1;
+/// Stopped by itself: see `exit_reason`.
+pub const VM_STATE_STOPPED: u32 = 2;
+/// Running, but the vCPUs are held (`VMK_VM_PAUSE`).
+pub const VM_STATE_PAUSED: u32 = 3;
+
+/// Exit kinds counted per VM (indices into `VmStatsRecord::exits_by_kind`).
+pub const VM_EXIT_IO: usize = 0;
+pub const VM_EXIT_MMIO: usize = 1;
+pub const VM_EXIT_CPUID: usize = 2;
+pub const VM_EXIT_MSR: usize = 3;
+pub const VM_EXIT_HLT: usize = 4;
+pub const VM_EXIT_PAUSE: usize = 5;
+pub const VM_EXIT_HYPERCALL: usize = 6;
+pub const VM_EXIT_INTERRUPT: usize = 7;
+pub const VM_EXIT_INTERRUPT_WINDOW: usize = 8;
+pub const VM_EXIT_OTHER: usize = 9;
+pub const VM_EXIT_KINDS: usize = 10;
+pub const VM_EXIT_KIND_NAMES: [&str; VM_EXIT_KINDS] =
+    ["io", "mmio", "cpuid", "msr", "hlt", "pause", "hypercall", "interrupt", "interrupt-window", "other"];
+
+/// Per-VM statistics: exits by kind, run time per vCPU, host memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VmStatsRecord {
+    pub exits_by_kind: [u64; VM_EXIT_KINDS],
+    pub vcpu_run_ns: [u64; MAX_VCPUS as usize],
+    /// Host frames backing guest RAM.
+    pub guest_frames: u64,
+    /// Host frames the VMM holds beyond guest RAM (nested tables).
+    pub overhead_frames: u64,
+}
+
+impl VmStatsRecord {
+    pub const SIZE: usize = 8 * (VM_EXIT_KINDS + MAX_VCPUS as usize + 2);
+
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        let tail = [self.guest_frames, self.overhead_frames];
+        let words = self.exits_by_kind.iter().chain(self.vcpu_run_ns.iter()).chain(tail.iter());
+        for (i, w) in words.enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    pub fn decode(b: &[u8; Self::SIZE]) -> Self {
+        let q = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        let mut r = Self::default();
+        for i in 0..VM_EXIT_KINDS {
+            r.exits_by_kind[i] = q(i);
+        }
+        for i in 0..MAX_VCPUS as usize {
+            r.vcpu_run_ns[i] = q(VM_EXIT_KINDS + i);
+        }
+        r.guest_frames = q(VM_EXIT_KINDS + MAX_VCPUS as usize);
+        r.overhead_frames = q(VM_EXIT_KINDS + MAX_VCPUS as usize + 1);
+        r
+    }
+}
+
+pub const EXIT_REASON_NONE: u32 = 0;
+/// Wrote to the debug-exit port (`exit_code` = value).
+pub const EXIT_REASON_DEBUG_EXIT: u32 = 1;
+pub const EXIT_REASON_TRIPLE_FAULT: u32 = 2;
+pub const EXIT_REASON_POWER_OFF: u32 = 3;
+/// Something the VMM cannot emulate (`exit_code` = exit code or address).
+pub const EXIT_REASON_UNHANDLED: u32 = 4;
+pub const EXIT_REASON_HALTED: u32 = 5;
+
+/// A VM's state and statistics (64 bytes + name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VmInfoRecord {
+    pub id: u32,
+    pub state: u32,
+    pub exit_reason: u32,
+    pub vcpus: u32,
+    pub exit_code: u64,
+    pub memory_mib: u64,
+    pub exits: u64,
+    pub run_ns: u64,
+    pub console_pos: u64,
+    pub group: u32,
+    pub name: [u8; NAME_LEN],
+}
+
+impl VmInfoRecord {
+    pub const SIZE: usize = 64 + NAME_LEN;
+
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.id.to_le_bytes());
+        b[4..8].copy_from_slice(&self.state.to_le_bytes());
+        b[8..12].copy_from_slice(&self.exit_reason.to_le_bytes());
+        b[12..16].copy_from_slice(&self.vcpus.to_le_bytes());
+        b[16..24].copy_from_slice(&self.exit_code.to_le_bytes());
+        b[24..32].copy_from_slice(&self.memory_mib.to_le_bytes());
+        b[32..40].copy_from_slice(&self.exits.to_le_bytes());
+        b[40..48].copy_from_slice(&self.run_ns.to_le_bytes());
+        b[48..56].copy_from_slice(&self.console_pos.to_le_bytes());
+        b[56..60].copy_from_slice(&self.group.to_le_bytes());
+        b[64..64 + NAME_LEN].copy_from_slice(&self.name);
+        b
+    }
+
+    pub fn decode(b: &[u8; Self::SIZE]) -> Self {
+        let w = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+        let q = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        Self {
+            id: w(0),
+            state: w(4),
+            exit_reason: w(8),
+            vcpus: w(12),
+            exit_code: q(16),
+            memory_mib: q(24),
+            exits: q(32),
+            run_ns: q(40),
+            console_pos: q(48),
+            group: w(56),
+            name: b[64..64 + NAME_LEN].try_into().unwrap(),
+        }
+    }
+
+    pub fn name_str(&self) -> &str {
+        let end = self.name.iter().position(|&c| c == 0).unwrap_or(NAME_LEN);
+        core::str::from_utf8(&self.name[..end]).unwrap_or("?")
+    }
+}
+
+#[cfg(test)]
+mod vm_tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_and_validates() {
+        let c = VmConfig::parse("# a guest\nname = web01\nmemory_mib=128\nvcpus = 2\nkernel = /vmfs/k.elf\ncmdline = \"console=ttyS0 quiet\"\nshares=2000\n").unwrap();
+        assert_eq!((c.name.as_str(), c.memory_mib, c.vcpus, c.shares), ("web01", 128, 2, 2000));
+        assert_eq!(c.cmdline, "console=ttyS0 quiet");
+        for (bad, why) in [
+            ("name=x\nkernel=/k\nmemory_mib=1", "memory_mib 1"),
+            ("name=x\nkernel=/k\nvcpus=0", "vcpus 0"),
+            ("name=x\nkernel=k", "absolute path"),
+            ("name=bad name\nkernel=/k", "name"),
+            ("name=x\nkernel=/k\nfrobnicate=1", "unknown setting"),
+            ("name=x\nkernel=/k\nmemory_mib=lots", "not a number"),
+            ("garbage", "key = value"),
+        ] {
+            let e = VmConfig::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn config_modules() {
+        let c = VmConfig::parse("name=x\nkernel=/k\nmodule = /m1 one two\nmodule=/m2\n").unwrap();
+        assert_eq!(c.modules, [("/m1".into(), "one two".into()), ("/m2".into(), "".into())]);
+        assert_eq!(VmConfig::module_string("/m1", "one two"), "/m1 one two");
+        assert_eq!(VmConfig::module_string("/m2", ""), "/m2");
+        assert!(VmConfig::parse("name=x\nkernel=/k\nmodule=rel").unwrap_err().contains("absolute"));
+        let many: String = (0..=MAX_MODULES).map(|i| alloc::format!("module=/m{i}\n")).collect();
+        assert!(VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{many}")).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn config_formats() {
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k").unwrap().format, KernelFormat::Multiboot);
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k\nformat=elf64").unwrap().format, KernelFormat::Elf64);
+        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x100000\nentry=0x100020").unwrap();
+        assert_eq!(c.format, KernelFormat::Flat { load: 0x10_0000, entry: 0x10_0020, real_mode: false });
+        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x7c00\nentry_mode=real").unwrap();
+        assert_eq!(c.format, KernelFormat::Flat { load: 0x7c00, entry: 0x7c00, real_mode: true });
+        for (bad, why) in [
+            ("format=flat", "load_address is required"),
+            ("format=flat\nload_address=0x200000\nentry_mode=real", "real mode"),
+            ("format=flat\nload_address=zz", "not an address"),
+            ("format=pe", "multiboot, flat or elf64"),
+            ("format=elf64\nmodule=/m", "modules are for Multiboot"),
+            ("entry_mode=v86", "real or protected"),
+        ] {
+            let e = VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{bad}")).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn stats_round_trip() {
+        let mut r = VmStatsRecord { guest_frames: 4096, overhead_frames: 12, ..Default::default() };
+        r.exits_by_kind[VM_EXIT_MMIO] = 7;
+        r.vcpu_run_ns[1] = 123;
+        assert_eq!(VmStatsRecord::decode(&r.encode()), r);
+    }
+
+    #[test]
+    fn info_round_trip() {
+        let mut r = VmInfoRecord { id: 3, state: VM_STATE_STOPPED, exit_reason: EXIT_REASON_DEBUG_EXIT, exit_code: 0x10, exits: 99, ..Default::default() };
+        r.name[..4].copy_from_slice(b"test");
+        let d = VmInfoRecord::decode(&r.encode());
+        assert_eq!(d, r);
+        assert_eq!(d.name_str(), "test");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_round_trip() {
+        let p = GroupParamsRecord { shares: 2000, reservation_pct: 40, limit_pct: NO_LIMIT, mem_limit_mib: 0 };
+        assert_eq!(GroupParamsRecord::decode(&p.encode()), Some(p));
+        let q = GroupParamsRecord { shares: 1, reservation_pct: 0, limit_pct: 25, mem_limit_mib: 64 };
+        assert_eq!(GroupParamsRecord::decode(&q.encode()), Some(q));
+    }
+
+    #[test]
+    fn config_formats() {
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k").unwrap().format, KernelFormat::Multiboot);
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k\nformat=elf64").unwrap().format, KernelFormat::Elf64);
+        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x100000\nentry=0x100020").unwrap();
+        assert_eq!(c.format, KernelFormat::Flat { load: 0x10_0000, entry: 0x10_0020, real_mode: false });
+        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x7c00\nentry_mode=real").unwrap();
+        assert_eq!(c.format, KernelFormat::Flat { load: 0x7c00, entry: 0x7c00, real_mode: true });
+        for (bad, why) in [
+            ("format=flat", "load_address is required"),
+            ("format=flat\nload_address=0x200000\nentry_mode=real", "real mode"),
+            ("format=flat\nload_address=zz", "not an address"),
+            ("format=pe", "multiboot, flat or elf64"),
+            ("format=elf64\nmodule=/m", "modules are for Multiboot"),
+            ("entry_mode=v86", "real or protected"),
+        ] {
+            let e = VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{bad}")).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn stats_round_trip() {
+        let mut name = [0u8; NAME_LEN];
+        name[..5].copy_from_slice(b"web01");
+        let r = GroupStatsRecord {
+            id: 3,
+            parent: 0,
+            params: GroupParamsRecord { shares: 500, reservation_pct: 10, limit_pct: 50, mem_limit_mib: 0 },
+            worlds: 2,
+            used_ns: 123_456_789,
+            period_used_ns: 42,
+            throttled_periods: 7,
+            name,
+        };
+        let d = GroupStatsRecord::decode(&r.encode()).unwrap();
+        assert_eq!(d, r);
+        assert_eq!(d.name_str(), "web01");
+    }
+}

@@ -1,0 +1,415 @@
+//! Interrupt and exception entry.
+//!
+//! All 256 vectors enter through generated stubs (`trap_stubs.s`) that push
+//! a uniform [`TrapFrame`] and call [`trap_dispatch`]. Exceptions in kernel
+//! mode are fatal: the report names the vector, error code, RIP, CR2, every
+//! register and a frame-pointer backtrace, then the machine stops cleanly.
+//! Device interrupts go to handlers registered per vector.
+//!
+//! Gates use IST stacks only for NMI, #DF and #MC (see docs/platform.md, "Toolchain": the
+//! kernel runs with interrupts off, so ordinary gates never land on a stack
+//! where Rust code keeps red-zone data).
+
+use core::arch::global_asm;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::structures::idt::InterruptDescriptorTable;
+
+use super::{cpu, gdt};
+
+global_asm!(include_str!(concat!(env!("OUT_DIR"), "/trap_stubs.s")), options(att_syntax));
+
+global_asm!(
+    r#"
+    .section .text.trap_common, "ax"
+    .global trap_common
+trap_common:
+    /* From ring 3, switch GS to the kernel's per-CPU block. */
+    testb $3, 24(%rsp)
+    jz 1f
+    swapgs
+1:
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    /* From ring 3: save the user's extended state before compiled code
+       (which uses SSE) runs. */
+    testb $3, 144(%rsp)
+    jz 3f
+    mov %gs:32, %rdi
+    mov $-1, %eax
+    mov $-1, %edx
+    cmpq $0, %gs:40
+    je 4f
+    xsave64 (%rdi)
+    jmp 3f
+4:
+    fxsave64 (%rdi)
+3:
+    mov %rsp, %rdi
+    cld
+    call trap_dispatch
+    testb $3, 144(%rsp)
+    jz 5f
+    mov %gs:32, %rdi
+    mov $-1, %eax
+    mov $-1, %edx
+    cmpq $0, %gs:40
+    je 6f
+    xrstor64 (%rdi)
+    jmp 5f
+6:
+    fxrstor64 (%rdi)
+5:
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    testb $3, 24(%rsp)
+    jz 2f
+    swapgs
+2:
+    add $16, %rsp
+    iretq
+    "#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static trap_stub_table: [u64; 256];
+}
+
+/// Registers as pushed by `trap_common`, then by the stub and the CPU.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+pub type Handler = fn(&mut TrapFrame);
+
+static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+/// Installs `handler` for `vector` (32..=255).
+pub fn register(vector: u8, handler: Handler) {
+    assert!(vector >= 32, "vectors below 32 are CPU exceptions");
+    HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
+}
+
+fn build_idt() -> InterruptDescriptorTable {
+    let mut idt = InterruptDescriptorTable::new();
+    // SAFETY: reading a table of addresses emitted by the assembler.
+    let stubs = unsafe { &*core::ptr::addr_of!(trap_stub_table) };
+    for v in 0..256usize {
+        let addr = VirtAddr::new(stubs[v]);
+        // SAFETY: each stub is a valid interrupt entry that saves the full
+        // frame and returns with IRETQ; IST indices exist in every TSS.
+        unsafe {
+            match v {
+                0 => {
+                    idt.divide_error.set_handler_addr(addr);
+                }
+                1 => {
+                    idt.debug.set_handler_addr(addr);
+                }
+                2 => {
+                    idt.non_maskable_interrupt.set_handler_addr(addr).set_stack_index(gdt::IST_NMI - 1);
+                }
+                3 => {
+                    idt.breakpoint.set_handler_addr(addr);
+                }
+                4 => {
+                    idt.overflow.set_handler_addr(addr);
+                }
+                5 => {
+                    idt.bound_range_exceeded.set_handler_addr(addr);
+                }
+                6 => {
+                    idt.invalid_opcode.set_handler_addr(addr);
+                }
+                7 => {
+                    idt.device_not_available.set_handler_addr(addr);
+                }
+                8 => {
+                    idt.double_fault.set_handler_addr(addr).set_stack_index(gdt::IST_DOUBLE_FAULT - 1);
+                }
+                10 => {
+                    idt.invalid_tss.set_handler_addr(addr);
+                }
+                11 => {
+                    idt.segment_not_present.set_handler_addr(addr);
+                }
+                12 => {
+                    idt.stack_segment_fault.set_handler_addr(addr);
+                }
+                13 => {
+                    idt.general_protection_fault.set_handler_addr(addr);
+                }
+                14 => {
+                    idt.page_fault.set_handler_addr(addr);
+                }
+                16 => {
+                    idt.x87_floating_point.set_handler_addr(addr);
+                }
+                17 => {
+                    idt.alignment_check.set_handler_addr(addr);
+                }
+                18 => {
+                    idt.machine_check.set_handler_addr(addr).set_stack_index(gdt::IST_MACHINE_CHECK - 1);
+                }
+                19 => {
+                    idt.simd_floating_point.set_handler_addr(addr);
+                }
+                20 => {
+                    idt.virtualization.set_handler_addr(addr);
+                }
+                21 => {
+                    idt.cp_protection_exception.set_handler_addr(addr);
+                }
+                28 => {
+                    idt.hv_injection_exception.set_handler_addr(addr);
+                }
+                29 => {
+                    idt.vmm_communication_exception.set_handler_addr(addr);
+                }
+                30 => {
+                    idt.security_exception.set_handler_addr(addr);
+                }
+                32..=255 => {
+                    idt[v as u8].set_handler_addr(addr);
+                }
+                _ => {}
+            }
+        }
+    }
+    idt
+}
+
+/// Loads the shared IDT on this CPU. The BSP calls it first thing, before
+/// per-CPU TSSs exist: an NMI/#DF/#MC that early would find no IST stack,
+/// which is acceptable because nothing can raise them yet.
+pub fn load_idt() {
+    IDT.call_once(build_idt).load();
+}
+
+/// What the layer above does with user mode (`register_user_handlers`).
+#[derive(Clone, Copy)]
+pub struct UserTrapHandlers {
+    /// An exception in ring 3 (vector < 32); `fault_address` is CR2 for a
+    /// page fault, else 0. The kernel and other worlds carry on whatever
+    /// it decides.
+    pub exception: fn(&mut TrapFrame, fault_address: u64),
+    /// Runs after every trap or interrupt taken in ring 3, on the way back
+    /// (signal delivery).
+    pub before_return: fn(&mut TrapFrame),
+}
+
+static USER_HANDLERS: spin::Once<UserTrapHandlers> = spin::Once::new();
+
+/// Registers the user-mode trap handlers (once, at boot). Without them a
+/// user-mode exception is treated like a kernel one.
+pub fn register_user_handlers(h: UserTrapHandlers) {
+    USER_HANDLERS.call_once(|| h);
+}
+
+/// The name of exception vector `v` (< 32) for reports.
+pub fn exception_name(v: u64) -> &'static str {
+    EXCEPTION_NAMES.get(v as usize).copied().unwrap_or("unknown exception")
+}
+
+fn user_exception(frame: &mut TrapFrame) {
+    match USER_HANDLERS.get() {
+        Some(h) => {
+            let addr = if frame.vector == 14 { cpu::read_cr2() } else { 0 };
+            (h.exception)(frame, addr)
+        }
+        None => kernel_exception(frame),
+    }
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "divide error (#DE)",
+    "debug (#DB)",
+    "non-maskable interrupt (NMI)",
+    "breakpoint (#BP)",
+    "overflow (#OF)",
+    "bound range exceeded (#BR)",
+    "invalid opcode (#UD)",
+    "device not available (#NM)",
+    "double fault (#DF)",
+    "coprocessor segment overrun",
+    "invalid TSS (#TS)",
+    "segment not present (#NP)",
+    "stack-segment fault (#SS)",
+    "general protection (#GP)",
+    "page fault (#PF)",
+    "reserved",
+    "x87 floating point (#MF)",
+    "alignment check (#AC)",
+    "machine check (#MC)",
+    "SIMD floating point (#XM)",
+    "virtualization (#VE)",
+    "control protection (#CP)",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection (#HV)",
+    "VMM communication (#VC)",
+    "security (#SX)",
+    "reserved",
+];
+
+#[unsafe(no_mangle)]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    // (The entry stub saved the user's extended state, if any.)
+    let from_user = frame.cs & 3 == 3;
+    dispatch_vector(frame);
+    if from_user {
+        // Signals (including the one a fault just raised) act on the way
+        // back to ring 3.
+        if let Some(h) = USER_HANDLERS.get() {
+            (h.before_return)(frame);
+        }
+    }
+}
+
+fn dispatch_vector(frame: &mut TrapFrame) {
+    let v = frame.vector as usize;
+    if v == 2 && crate::power::stopping() {
+        // Another CPU hit a fatal error and asked every CPU to stop.
+        cpu::halt_forever();
+    }
+    if v < 32 {
+        exception(frame);
+        return;
+    }
+    let h = HANDLERS[v].load(Ordering::Acquire);
+    if h != 0 {
+        // SAFETY: only `register` stores into HANDLERS, always a `Handler`.
+        let f: Handler = unsafe { core::mem::transmute::<usize, Handler>(h) };
+        f(frame);
+    } else {
+        log::warn!("unexpected interrupt on vector {v}");
+        crate::arch::apic::eoi();
+    }
+}
+
+/// Breakpoints taken in the kernel (a `#BP` is reported and execution
+/// continues, so `int3` can serve as a debugging aid).
+pub static BREAKPOINTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn exception(frame: &mut TrapFrame) {
+    if frame.cs & 3 == 3 {
+        user_exception(frame);
+        return;
+    }
+    if frame.vector == 3 {
+        BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
+        log::debug!("breakpoint at {:#x}", frame.rip);
+        return;
+    }
+    kernel_exception(frame)
+}
+
+/// A CPU exception the kernel cannot carry on from: report and stop.
+fn kernel_exception(frame: &mut TrapFrame) {
+    let v = frame.vector as usize;
+    let mut out = crate::console::emergency();
+    let _ = writeln!(out, "\n*** CPU EXCEPTION on cpu{}: vector {} {}", gdt::cpu_index(), v, exception_name(v as u64));
+    let _ = writeln!(
+        out,
+        "error code {:#x}  RIP {:#018x}  CS {:#x}  RFLAGS {:#x}",
+        frame.error_code, frame.rip, frame.cs, frame.rflags
+    );
+    let _ = writeln!(out, "CR2 {:#018x}  CR3 {:#018x}  RSP {:#018x}  SS {:#x}", cpu::read_cr2(), cpu::read_cr3(), frame.rsp, frame.ss);
+    if v == 14 {
+        let e = frame.error_code;
+        let _ = writeln!(
+            out,
+            "page fault: {} {} in {} mode{}",
+            if e & 1 != 0 { "protection violation" } else { "page not present" },
+            if e & 2 != 0 { "on write" } else if e & 16 != 0 { "on instruction fetch" } else { "on read" },
+            if e & 4 != 0 { "user" } else { "kernel" },
+            if e & 8 != 0 { ", reserved bit set" } else { "" }
+        );
+    }
+    let regs = [
+        ("RAX", frame.rax),
+        ("RBX", frame.rbx),
+        ("RCX", frame.rcx),
+        ("RDX", frame.rdx),
+        ("RSI", frame.rsi),
+        ("RDI", frame.rdi),
+        ("RBP", frame.rbp),
+        ("R8 ", frame.r8),
+        ("R9 ", frame.r9),
+        ("R10", frame.r10),
+        ("R11", frame.r11),
+        ("R12", frame.r12),
+        ("R13", frame.r13),
+        ("R14", frame.r14),
+        ("R15", frame.r15),
+    ];
+    for row in regs.chunks(3) {
+        for (name, val) in row {
+            let _ = write!(out, "{name} {val:#018x}  ");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "backtrace:");
+    let _ = writeln!(out, "  #0 {:#018x}", frame.rip);
+    crate::backtrace::walk(frame.rbp, |i, ret| {
+        let _ = writeln!(out, "  #{} {:#018x}", i + 1, ret);
+    });
+    crate::power::fatal_stop("fatal CPU exception in the kernel");
+}

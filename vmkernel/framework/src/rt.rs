@@ -1,0 +1,106 @@
+//! Symbols the compiler and the precompiled `core` expect from a C runtime.
+//!
+//! `memcpy` and friends use `rep movsb`/`rep stosb` in asm: a Rust loop
+//! would be turned back into a call to `memcpy` by the optimiser.
+
+use core::arch::asm;
+
+/// C `memcpy`.
+///
+/// # Safety
+/// `src` and `dst` are valid for `n` bytes and do not overlap.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees non-overlapping valid ranges.
+    unsafe {
+        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// C `memmove`.
+///
+/// # Safety
+/// `src` and `dst` are valid for `n` bytes (they may overlap).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize + n) {
+        // SAFETY: forward copy is correct when dst is below src or disjoint.
+        unsafe { memcpy(dst, src, n) }
+    } else {
+        // SAFETY: copy backwards with the direction flag, restored after.
+        unsafe {
+            asm!(
+                "std", "rep movsb", "cld",
+                inout("rcx") n => _,
+                inout("rdi") dst.add(n - 1) => _,
+                inout("rsi") src.add(n - 1) => _,
+                options(nostack)
+            );
+        }
+        dst
+    }
+}
+
+/// C `memset`.
+///
+/// # Safety
+/// `dst` is valid for writes of `n` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees a valid range.
+    unsafe {
+        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// C `memcmp`.
+///
+/// # Safety
+/// `a` and `b` are valid for reads of `n` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: the caller guarantees both ranges are valid for n bytes.
+        let (x, y) = unsafe { (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i))) };
+        if x != y {
+            return x as i32 - y as i32;
+        }
+        i += 1;
+    }
+    0
+}
+
+/// C `bcmp`.
+///
+/// # Safety
+/// As `memcmp`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract as memcmp.
+    unsafe { memcmp(a, b, n) }
+}
+
+/// C `strlen`.
+///
+/// # Safety
+/// `s` points to a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
+    let mut n = 0;
+    // SAFETY: the caller passes a NUL-terminated string.
+    while unsafe { core::ptr::read_volatile(s.add(n)) } != 0 {
+        n += 1;
+    }
+    n
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn rust_eh_personality() {}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    crate::power::fatal_stop("_Unwind_Resume called (the kernel never unwinds)")
+}

@@ -1,0 +1,658 @@
+//! Worlds: the one schedulable entity (ESXi's term). System worlds are
+//! kernel threads; user worlds and vCPU worlds build on the same object.
+//!
+//! Each world has its own kernel stack and extended-state save area. The
+//! kernel is not preemptible (it runs with interrupts off, see docs/platform.md, "Toolchain");
+//! a world leaves the CPU only by calling `schedule` — when it blocks,
+//! yields or exits, or from the timer interrupt when the interrupted code
+//! was user or guest mode or the idle loop.
+//!
+//! The policy (which world next, for how long) is `vmkernel::sched`;
+//! this module is the mechanism.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use spin::Mutex;
+use vmkernel::sched::{GroupId, ROOT_GROUP, Scheduler};
+
+pub use vmkernel::sched::WorldId;
+
+use crate::arch::context::{self, FpuState};
+use crate::arch::{cpu, gdt};
+use crate::time;
+
+pub use crate::arch::gdt::MAX_CPUS;
+const KERNEL_STACK_SIZE: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorldKind {
+    Idle,
+    System,
+    User,
+    Vcpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WorldState {
+    Runnable = 0,
+    Blocked = 1,
+    Dead = 2,
+}
+
+pub struct World {
+    pub id: WorldId,
+    pub name: String,
+    pub kind: WorldKind,
+    state: AtomicU8,
+    /// A wake-up that arrived while the world was still running; its next
+    /// `block_current` returns at once. Changed only under the policy lock.
+    wake_pending: core::sync::atomic::AtomicBool,
+    /// Saved kernel stack pointer while not running.
+    rsp: UnsafeCell<u64>,
+    /// The user (or guest) extended register state, saved when the world
+    /// enters the kernel and restored when it returns. Kernel code needs no
+    /// such state across a switch: every XMM register is caller-saved in
+    /// the ABI, so none is live across `switch_stacks`.
+    fpu: UnsafeCell<FpuState>,
+    /// Owned kernel stack (the idle worlds run on their CPU's boot stack).
+    stack: Option<Box<[u8]>>,
+    pub exit_code: AtomicU64,
+    /// Page-table root this world runs on (0: the kernel's own).
+    pub cr3: AtomicU64,
+    /// The user thread this world runs (the services' type, see
+    /// [`UserThread`]).
+    pub thread: spin::Once<Arc<dyn UserThread>>,
+    /// What the world runs when it first gets the CPU (taken then).
+    entry: Mutex<Option<WorldEntry>>,
+}
+
+/// What the framework needs from the user thread a world runs; the type
+/// itself belongs to the services layer.
+pub trait UserThread: Send + Sync + 'static {
+    /// The FS base (thread-local storage) to load when the world runs.
+    fn fs_base(&self) -> u64;
+    /// The thread as `Any`, so its owner can have its own type back.
+    fn into_any(self: Arc<Self>) -> Arc<dyn core::any::Any + Send + Sync>;
+}
+
+/// A world's entry: typed code (a closure owning its arguments), or the
+/// older function-and-word form the VM backend still uses (`hv` moves to
+/// closures next).
+enum WorldEntry {
+    Code(Box<dyn FnOnce() + Send>),
+    Word(fn(usize), usize),
+}
+
+// SAFETY: `rsp` and `fpu` are touched only by the CPU that is switching the
+// world in or out, and the policy's `running` flag guarantees that at most
+// one CPU does so at a time.
+unsafe impl Sync for World {}
+// SAFETY: as for `Sync`: the cells move with the world, and only the CPU
+// switching it touches them.
+unsafe impl Send for World {}
+
+impl World {
+    pub fn state(&self) -> WorldState {
+        match self.state.load(Ordering::Acquire) {
+            0 => WorldState::Runnable,
+            1 => WorldState::Blocked,
+            _ => WorldState::Dead,
+        }
+    }
+
+    /// Address of the extended-state save area (for the entry stubs).
+    fn fpu_area_addr(&self) -> u64 {
+        // SAFETY: reading the area's address; nothing is accessed.
+        unsafe { (*self.fpu.get()).area().as_ptr() as u64 }
+    }
+
+    /// Reads or replaces the saved state (signal frames, fork).
+    pub fn with_user_fpu<R>(&self, f: impl FnOnce(&mut FpuState) -> R) -> R {
+        // SAFETY: called by the running world (or before a new world runs).
+        unsafe { f(&mut *self.fpu.get()) }
+    }
+
+    pub fn stack_top(&self) -> u64 {
+        self.stack.as_ref().map_or(0, |s| (s.as_ptr() as u64 + s.len() as u64) & !15)
+    }
+}
+
+struct CpuState {
+    current: Option<Arc<World>>,
+    idle: Option<Arc<World>>,
+    /// When the current world was switched in (ns since boot).
+    since: u64,
+    /// When its slice ends.
+    slice_end: u64,
+    /// The world switched away from, to release once its state is saved.
+    prev: Option<Arc<World>>,
+}
+
+static POLICY: Mutex<Option<Scheduler>> = Mutex::new(None);
+static WORLDS: Mutex<BTreeMap<WorldId, Arc<World>>> = Mutex::new(BTreeMap::new());
+static CPUS: [Mutex<CpuState>; MAX_CPUS] =
+    [const { Mutex::new(CpuState { current: None, idle: None, since: 0, slice_end: 0, prev: None }) }; MAX_CPUS];
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Sleeping worlds by wake-up time.
+static SLEEPERS: Mutex<BTreeSet<(u64, WorldId)>> = Mutex::new(BTreeSet::new());
+
+/// Creates the policy for `cpus` CPUs. Called once by the BSP.
+pub fn init(cpus: u32) {
+    *POLICY.lock() = Some(Scheduler::new(cpus));
+}
+
+/// Runs `f` with the scheduling policy (resource groups).
+pub fn with_policy<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
+    f(POLICY.lock().as_mut().expect("scheduler not initialised"))
+}
+
+/// Turns the code running on this CPU into its idle world.
+pub fn init_this_cpu() {
+    let idle = Arc::new(World {
+        id: 0,
+        name: alloc::format!("idle{}", gdt::cpu_index()),
+        kind: WorldKind::Idle,
+        state: AtomicU8::new(WorldState::Runnable as u8),
+        wake_pending: core::sync::atomic::AtomicBool::new(false),
+        rsp: UnsafeCell::new(0),
+        fpu: UnsafeCell::new(FpuState::new()),
+        stack: None,
+        exit_code: AtomicU64::new(0),
+        cr3: AtomicU64::new(0),
+        thread: spin::Once::new(),
+        entry: Mutex::new(None),
+    });
+    let mut c = CPUS[gdt::cpu_index() as usize].lock();
+    c.current = Some(idle.clone());
+    c.idle = Some(idle);
+}
+
+fn new_world(name: &str, kind: WorldKind, entry: WorldEntry) -> Option<Arc<World>> {
+    // Fallible: running out of memory refuses a new world, it does not
+    // take the kernel down.
+    let mut v: alloc::vec::Vec<u8> = alloc::vec::Vec::new();
+    v.try_reserve_exact(KERNEL_STACK_SIZE).ok()?;
+    v.resize(KERNEL_STACK_SIZE, 0);
+    let mut stack = v.into_boxed_slice();
+    let rsp = context::prepare_stack(&mut stack, world_start);
+    Some(Arc::new(World {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        name: String::from(name),
+        kind,
+        state: AtomicU8::new(WorldState::Runnable as u8),
+        wake_pending: core::sync::atomic::AtomicBool::new(false),
+        rsp: UnsafeCell::new(rsp),
+        fpu: UnsafeCell::new(FpuState::new()),
+        stack: Some(stack),
+        exit_code: AtomicU64::new(0),
+        cr3: AtomicU64::new(0),
+        thread: spin::Once::new(),
+        entry: Mutex::new(Some(entry)),
+    }))
+}
+
+/// Starts a system world running `entry` in resource group `group`.
+pub fn spawn_system(name: &str, group: GroupId, entry: impl FnOnce() + Send + 'static) -> Result<WorldId, vmkernel::sched::SchedError> {
+    spawn(name, WorldKind::System, group, entry, |_| {})
+}
+
+/// Creates a world of `kind` that runs `entry` (and exits with code 0 when
+/// it returns), lets `setup` fill in its fields, and makes it runnable. If
+/// the world cannot be made, `entry` is dropped with what it owns.
+pub fn spawn(
+    name: &str,
+    kind: WorldKind,
+    group: GroupId,
+    entry: impl FnOnce() + Send + 'static,
+    setup: impl FnOnce(&World),
+) -> Result<WorldId, vmkernel::sched::SchedError> {
+    spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, None)
+}
+
+/// Like `spawn`, for the function-and-word entry the VM backend uses; the
+/// world may only ever run on the CPUs in `cpus` (`None`: anywhere): the
+/// set is in place before the world is runnable.
+pub fn spawn_on(
+    name: &str,
+    kind: WorldKind,
+    group: GroupId,
+    entry: fn(usize),
+    arg: usize,
+    setup: impl FnOnce(&World),
+    cpus: Option<vmkernel::sched::CpuSet>,
+) -> Result<WorldId, vmkernel::sched::SchedError> {
+    spawn_world(name, kind, group, WorldEntry::Word(entry, arg), setup, cpus)
+}
+
+fn spawn_world(
+    name: &str,
+    kind: WorldKind,
+    group: GroupId,
+    entry: WorldEntry,
+    setup: impl FnOnce(&World),
+    cpus: Option<vmkernel::sched::CpuSet>,
+) -> Result<WorldId, vmkernel::sched::SchedError> {
+    let Some(w) = new_world(name, kind, entry) else {
+        return Err(vmkernel::sched::SchedError::OutOfMemory);
+    };
+    setup(&w);
+    let id = w.id;
+    let cpu = least_loaded_cpu();
+    WORLDS.lock().insert(id, w);
+    let r = with_policy(|p| {
+        p.add_world(id, group, cpu, 1000)?;
+        if cpus.is_some()
+            && let Err(e) = p.set_allowed_cpus(id, cpus)
+        {
+            let _ = p.remove_world(id);
+            return Err(e);
+        }
+        p.set_runnable(id, true)
+    });
+    if r.is_err() {
+        WORLDS.lock().remove(&id);
+    }
+    r.map(|_| id)
+}
+
+fn least_loaded_cpu() -> u32 {
+    // Round-robin placement; load balancing evens it out later.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    (NEXT.fetch_add(1, Ordering::Relaxed) % gdt::cpus_online().max(1) as u64) as u32
+}
+
+pub fn current() -> Option<Arc<World>> {
+    CPUS[gdt::cpu_index() as usize].lock().current.clone()
+}
+
+/// The running world's ID and name for the panic report; without waiting
+/// for a lock the panicking code may hold.
+pub fn with_current_for_panic(f: impl FnOnce(WorldId, &str)) {
+    if let Some(cpu) = CPUS[gdt::cpu_index() as usize].try_lock()
+        && let Some(w) = &cpu.current
+    {
+        f(w.id, &w.name);
+    }
+}
+
+pub fn current_id() -> WorldId {
+    current().map_or(0, |w| w.id)
+}
+
+/// Gives up the CPU; the world stays runnable.
+pub fn yield_now() {
+    schedule();
+}
+
+/// Blocks the current world until `wake` is called for it. The caller
+/// must have published the world's id (e.g. on a wait queue) first.
+pub fn block_current() {
+    let Some(me) = current() else { return };
+    if me.kind == WorldKind::Idle {
+        return;
+    }
+    // State changes happen under the policy lock so a concurrent `wake`
+    // is either seen here (pending) or sees us blocked.
+    let block = with_policy(|p| {
+        if me.wake_pending.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        me.state.store(WorldState::Blocked as u8, Ordering::Release);
+        let _ = p.set_runnable(me.id, false);
+        true
+    });
+    if block {
+        schedule();
+    }
+}
+
+/// Makes a blocked world runnable again. Returns false if it is gone.
+pub fn wake(id: WorldId) -> bool {
+    let Some(w) = WORLDS.lock().get(&id).cloned() else { return false };
+    with_policy(|p| match w.state() {
+        WorldState::Blocked => {
+            w.state.store(WorldState::Runnable as u8, Ordering::Release);
+            let _ = p.set_runnable(id, true);
+        }
+        WorldState::Runnable => w.wake_pending.store(true, Ordering::Release),
+        WorldState::Dead => {}
+    });
+    true
+}
+
+/// Sleeps for at least `ns` nanoseconds.
+pub fn sleep_ns(ns: u64) {
+    let Some(me) = current() else { return };
+    if me.kind == WorldKind::Idle {
+        time::delay_us(ns / 1000);
+        return;
+    }
+    let deadline = time::uptime_ns() + ns;
+    SLEEPERS.lock().insert((deadline, me.id));
+    while time::uptime_ns() < deadline {
+        block_current();
+    }
+    SLEEPERS.lock().remove(&(deadline, me.id));
+}
+
+/// Blocks until `wake` is called for this world or `deadline` (uptime,
+/// ns) passes, whichever comes first. Callers re-check their condition.
+pub fn block_until(deadline: u64) {
+    let Some(me) = current() else { return };
+    if me.kind == WorldKind::Idle || time::uptime_ns() >= deadline {
+        return;
+    }
+    SLEEPERS.lock().insert((deadline, me.id));
+    block_current();
+    SLEEPERS.lock().remove(&(deadline, me.id));
+}
+
+/// Makes sure the current world is woken at `deadline` even if nothing
+/// else wakes it (timed waits). A spurious early wake-up is harmless: the
+/// waiter re-checks.
+pub fn arm_wakeup(deadline: u64) {
+    let id = current_id();
+    SLEEPERS.lock().insert((deadline, id));
+}
+
+/// Wakes sleepers whose time has come (called from the timer tick and
+/// from `schedule`).
+pub fn wake_sleepers(now: u64) {
+    let due: Vec<WorldId> = {
+        let mut s = SLEEPERS.lock();
+        let due: Vec<(u64, WorldId)> = s.iter().take_while(|(t, _)| *t <= now).copied().collect();
+        for d in &due {
+            s.remove(d);
+        }
+        due.into_iter().map(|(_, w)| w).collect()
+    };
+    for w in due {
+        wake(w);
+    }
+}
+
+/// Ends the current world.
+pub fn exit_current(code: u64) -> ! {
+    let me = current().expect("exit with no current world");
+    assert!(me.kind != WorldKind::Idle, "the idle world cannot exit");
+    me.exit_code.store(code, Ordering::Relaxed);
+    me.state.store(WorldState::Dead as u8, Ordering::Release);
+    with_policy(|p| p.set_runnable(me.id, false).ok());
+    drop(me);
+    schedule();
+    unreachable!("a dead world was scheduled again");
+}
+
+static USER_TICK: spin::Once<fn()> = spin::Once::new();
+
+/// Registers what runs on every timer tick that interrupted user or guest
+/// mode (the services check for a pending kill there).
+pub fn on_user_tick(hook: fn()) {
+    USER_TICK.call_once(|| hook);
+}
+
+/// The timer tick: wakes sleepers and, when the tick interrupted user (or
+/// guest) code whose slice is over or a sleeper became due, reschedules.
+/// Ticks that interrupt the idle loop need nothing: it schedules itself.
+pub fn on_timer_tick(from_user: bool) {
+    let now = time::uptime_ns();
+    let due = SLEEPERS.lock().first().is_some_and(|(t, _)| *t <= now);
+    if due {
+        wake_sleepers(now);
+    }
+    if from_user {
+        if due || slice_expired(now) {
+            schedule();
+        }
+        if let Some(hook) = USER_TICK.get() {
+            hook();
+        }
+    }
+}
+
+/// Whether the current world's slice is over (checked by the timer tick).
+pub fn slice_expired(now: u64) -> bool {
+    let c = CPUS[gdt::cpu_index() as usize].lock();
+    match &c.current {
+        Some(w) if w.kind == WorldKind::Idle => true,
+        Some(_) => now >= c.slice_end,
+        None => false,
+    }
+}
+
+/// Picks the next world for this CPU and switches to it. Interrupts must
+/// be off (they always are in kernel code).
+pub fn schedule() {
+    let cpu = gdt::cpu_index();
+    let now = time::uptime_ns();
+    wake_sleepers(now);
+    let mut c = CPUS[cpu as usize].lock();
+    let Some(prev) = c.current.clone() else { return };
+    let idle = c.idle.clone().expect("CPU without idle world");
+
+    // One critical section: charge, choose, and keep `prev` marked running
+    // (unless it was chosen again) so no other CPU picks it before its
+    // registers are saved; `finish_switch` releases it.
+    let pick = with_policy(|p| {
+        if prev.kind != WorldKind::Idle {
+            BUSY_NS[cpu as usize].fetch_add(now.saturating_sub(c.since), Ordering::Relaxed);
+            let _ = p.charge(prev.id, now.saturating_sub(c.since), now);
+            p.release(prev.id);
+        }
+        let mut pick = p.pick_next(cpu, now);
+        if pick.is_none() && p.steal_for(cpu).is_some() {
+            pick = p.pick_next(cpu, now);
+        }
+        if prev.kind != WorldKind::Idle && pick.map(|pk| pk.world) != Some(prev.id) {
+            p.mark_running(prev.id);
+        }
+        pick
+    });
+    let next = match pick {
+        Some(pk) => {
+            c.slice_end = now + pk.slice_ns;
+            match WORLDS.lock().get(&pk.world).cloned() {
+                Some(w) => w,
+                None => {
+                    with_policy(|p| p.release(pk.world));
+                    idle
+                }
+            }
+        }
+        None => idle,
+    };
+    c.since = now;
+    if Arc::ptr_eq(&next, &prev) {
+        return;
+    }
+    c.current = Some(next.clone());
+    c.prev = Some(prev.clone());
+    if next.kind != WorldKind::Idle {
+        gdt::set_kernel_stack(next.stack_top());
+    }
+    gdt::set_fpu_area(next.fpu_area_addr());
+    // Every world runs on its own tables or the kernel's: a system world
+    // must not keep a user address space alive that may be freed under it.
+    let cr3 = match next.cr3.load(Ordering::Acquire) {
+        0 => crate::mm::kernel_pml4(),
+        r => r,
+    };
+    if cpu::read_cr3() != cr3 {
+        // SAFETY: every address space maps the kernel half identically.
+        unsafe { cpu::write_cr3(cr3) };
+    }
+    if let Some(t) = next.thread.get() {
+        crate::arch::syscall::set_user_fs_base(t.fs_base());
+    }
+    drop(c);
+    // SAFETY: `prev` is this CPU's running world and `next` is marked running
+    // for this CPU only, so no other CPU touches their saved state.
+    unsafe {
+        let save = prev.rsp.get();
+        let load = *next.rsp.get();
+        drop(next);
+        drop(prev);
+        context::switch_stacks(save, load);
+    }
+    finish_switch();
+}
+
+
+/// Runs on the new world right after a switch: the previous world's state
+/// is saved now, so other CPUs may pick it, and a dead one can be freed.
+fn finish_switch() {
+    let prev = CPUS[gdt::cpu_index() as usize].lock().prev.take();
+    if let Some(prev) = prev {
+        if prev.kind != WorldKind::Idle {
+            with_policy(|p| p.release(prev.id));
+        }
+        if prev.state() == WorldState::Dead {
+            with_policy(|p| p.remove_world(prev.id).ok());
+            WORLDS.lock().remove(&prev.id);
+            // Dropping the last Arc frees its stack: we are not on it.
+        }
+    }
+}
+
+/// Where every new world starts (called by the context trampoline).
+extern "C" fn world_start() -> ! {
+    finish_switch();
+    let entry = current().and_then(|w| w.entry.lock().take());
+    match entry {
+        Some(WorldEntry::Code(f)) => f(),
+        Some(WorldEntry::Word(f, arg)) => f(arg),
+        None => log::error!("world {} started without an entry", current_id()),
+    }
+    exit_current(0);
+}
+
+/// Enters ring 3 in the current world with the registers in `frame` (user
+/// code and stack selectors and an RFLAGS with interrupts on and IOPL 0
+/// are imposed). Never returns: the world comes back to the kernel only
+/// through system calls and interrupts.
+pub fn enter_user_mode(frame: &crate::arch::trap::TrapFrame) -> ! {
+    let top = current().map_or(0, |w| w.stack_top());
+    if top == 0 {
+        panic!("enter_user_mode outside a world with its own kernel stack");
+    }
+    // SAFETY: schedule() loaded this world's page-table root (CR3) and
+    // made `top` (this world's own kernel stack) TSS.RSP0; `enter_user`
+    // imposes the user selectors.
+    unsafe { crate::arch::syscall::enter_user(frame, top) }
+}
+
+/// Loads the current world's user FS base (its first entry to ring 3).
+pub fn load_user_fs_base() {
+    if let Some(t) = current().and_then(|w| w.thread.get().cloned()) {
+        crate::arch::syscall::set_user_fs_base(t.fs_base());
+    }
+}
+
+/// The idle loop: run whatever is runnable, otherwise halt until an interrupt.
+pub fn idle_loop() -> ! {
+    loop {
+        schedule();
+        cpu::wait_for_interrupt();
+    }
+}
+
+/// Number of live worlds (for statistics and leak checks).
+pub fn count() -> usize {
+    WORLDS.lock().len()
+}
+
+pub fn lookup(id: WorldId) -> Option<Arc<World>> {
+    WORLDS.lock().get(&id).cloned()
+}
+
+pub fn default_group() -> GroupId {
+    ROOT_GROUP
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A queue of blocked worlds waiting for some condition.
+pub struct WaitQueue {
+    waiters: Mutex<VecDeque<WorldId>>,
+}
+
+impl WaitQueue {
+    pub const fn new() -> Self {
+        Self { waiters: Mutex::new(VecDeque::new()) }
+    }
+
+    /// Blocks until `ready()` returns true. `ready` is re-checked after
+    /// enqueuing so a wake between the check and the block is not lost.
+    pub fn wait_until(&self, mut ready: impl FnMut() -> bool) {
+        loop {
+            if ready() {
+                return;
+            }
+            let me = current_id();
+            self.waiters.lock().push_back(me);
+            if ready() {
+                self.waiters.lock().retain(|&w| w != me);
+                return;
+            }
+            block_current();
+        }
+    }
+
+    /// Like `wait_until`, but returns after one wake-up even if `ready` is
+    /// still false (the caller loops with its own checks).
+    pub fn wait_until_once(&self, mut ready: impl FnMut() -> bool) {
+        if ready() {
+            return;
+        }
+        let me = current_id();
+        self.waiters.lock().push_back(me);
+        if ready() {
+            self.waiters.lock().retain(|&w| w != me);
+            return;
+        }
+        block_current();
+        self.waiters.lock().retain(|&w| w != me);
+    }
+
+    pub fn wake_one(&self) -> bool {
+        while let Some(w) = self.waiters.lock().pop_front() {
+            if wake(w) {
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn wake_all(&self) {
+        let all: Vec<WorldId> = self.waiters.lock().drain(..).collect();
+        for w in all {
+            wake(w);
+        }
+    }
+}
+
+/// CPU time spent running worlds (not idle) per CPU, in ns.
+pub fn busy_ns_per_cpu() -> Vec<u64> {
+    (0..gdt::cpus_online() as usize).map(|c| BUSY_NS[c].load(Ordering::Relaxed)).collect()
+}
+
+static BUSY_NS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Worlds that are runnable now (for /proc/loadavg).
+pub fn runnable_count() -> usize {
+    WORLDS.lock().values().filter(|w| w.state() == WorldState::Runnable).count()
+}
+
+pub fn is_runnable(id: WorldId) -> bool {
+    lookup(id).is_some_and(|w| w.state() == WorldState::Runnable)
+}

@@ -1,0 +1,129 @@
+//! The system-call layer: Linux x86-64 numbers and semantics for the calls
+//! user worlds make (measured on real static binaries; docs/platform.md, "User worlds"), plus
+//! the narrow VMkernel API at its own numbers. Unknown calls return
+//! `-ENOSYS` and are logged once per number; nothing a user world passes
+//! can panic the kernel: every pointer goes through the checked copies.
+
+mod fs;
+mod misc;
+mod proc;
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+use vmkernel::linux_abi::errno::*;
+use vmkernel::linux_abi::syscall as nr;
+use vmkernel::vfs::Errno;
+
+use crate::arch::trap::TrapFrame;
+use crate::uw::process::{self, Process, Thread};
+
+/// A handler's result: the value, or a negative errno.
+pub type SysResult = Result<i64, i64>;
+
+/// Internal: the call was interrupted by a signal; restart it if the
+/// signal's action asks for that (SA_RESTART), else fail with EINTR.
+pub const ERESTARTSYS: i64 = -512;
+
+/// Internal: "not one of mine" from a handler group's `call`.
+pub const NOT_MINE: i64 = i64::MIN;
+
+pub fn err(e: Errno) -> i64 {
+    -(e.0 as i64)
+}
+
+pub fn neg(e: i32) -> i64 {
+    -(e as i64)
+}
+
+/// One bit per call number already reported as unimplemented.
+static REPORTED: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+fn report_unknown(p: &Process, n: u64) {
+    if n < 512 {
+        let bit = 1u64 << (n % 64);
+        if REPORTED[(n / 64) as usize].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            return;
+        }
+    }
+    log::warn!("syscall: pid {} ({}) called unimplemented {} ({n}): ENOSYS", p.pid, p.name.lock(), nr::name(n).unwrap_or("?"));
+}
+
+/// The caller's thread and process.
+pub struct Ctx {
+    pub t: Arc<Thread>,
+    pub p: Arc<Process>,
+}
+
+/// Entered from the SYSCALL stub with the caller's registers.
+pub fn dispatch(f: &mut TrapFrame) {
+    let Some(t) = process::current_thread() else { return };
+    let p = t.process.clone();
+    let n = f.rax;
+    let a = [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9];
+    let cx = Ctx { t, p };
+    let r = match n {
+        // exit and exit_group never return: nothing may hold a reference
+        // to the thread or process on this stack when they end it, or the
+        // last references are never dropped (the stack is freed, not
+        // unwound) and both leak.
+        60 | 231 => {
+            drop(cx);
+            let status = process::ExitStatus::Exited(a[0] as u8);
+            if n == 60 { process::exit_thread(status) } else { process::exit_group(status) }
+        }
+        15 => {
+            // rt_sigreturn restores every register, rax included.
+            if !crate::uw::signal::sigreturn(f) {
+                drop(cx);
+                process::exit_group(process::ExitStatus::Signaled(11));
+            }
+            None
+        }
+        59 => match proc::execve(&cx, a, f) {
+            Ok(()) => None,
+            Err(e) => Some(Err(e)),
+        },
+        56..=58 => Some(proc::clone(&cx, n, a, f)),
+        _ => Some(call(&cx, n, a)),
+    };
+    drop(cx);
+    if let Some(r) = r {
+        let v = match r {
+            Ok(v) => v,
+            Err(ERESTARTSYS) if crate::uw::signal::restart_interrupted() => {
+                // Re-execute the SYSCALL instruction after the handler.
+                f.rip -= 2;
+                n as i64
+            }
+            Err(ERESTARTSYS) => -(EINTR as i64),
+            Err(e) => e,
+        };
+        f.rax = v as u64;
+        log::trace!("pid {} {}({:#x}, {:#x}, {:#x}) = {}", cx_pid(), nr::name(n).unwrap_or("?"), a[0], a[1], a[2], v);
+    }
+    crate::uw::signal::deliver_on_return(f);
+}
+
+fn cx_pid() -> u32 {
+    process::current().map_or(0, |p| p.pid)
+}
+
+fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
+    if (vmkernel::vmk_api::VMK_BASE..vmkernel::vmk_api::VMK_BASE + 0x100).contains(&n) {
+        return Ok(crate::vmk_calls::dispatch(n, [a[0], a[1], a[2], a[3]]));
+    }
+    for group in [fs::call, proc::call, misc::call] {
+        match group(cx, n, a) {
+            Err(NOT_MINE) => continue,
+            r => return r,
+        }
+    }
+    match n {
+        // Calls whose absence callers handle: quietly ENOSYS.
+        nr::SYS_clone3 | nr::SYS_rseq | nr::SYS_statx | nr::SYS_io_uring_setup | nr::SYS_membarrier => Err(neg(ENOSYS)),
+        _ => {
+            report_unknown(&cx.p, n);
+            Err(neg(ENOSYS))
+        }
+    }
+}

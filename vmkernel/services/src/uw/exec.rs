@@ -1,0 +1,243 @@
+//! execve: loading a static ELF executable (or a `#!` script's
+//! interpreter) into a fresh address space with its initial stack.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use vmkernel::elf::{self, LoadOptions, USER_END};
+use vmkernel::linux_abi::flags::mman::{MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, PROT_READ, PROT_WRITE};
+use vmkernel::user_stack::{self, AuxFacts};
+use vmkernel::vfs::Errno;
+
+use super::fault::pte_flags;
+use super::files;
+use super::process::{Mm, Process, Thread};
+use crate::arch::trap::TrapFrame;
+use crate::{mm, world};
+
+/// Initial stack area mapped at exec (it grows down on demand after that).
+const STACK_INITIAL: u64 = 128 * 1024;
+const MAX_EXEC_SIZE: u64 = 256 << 20;
+
+/// A loaded program, not yet installed in the process.
+pub struct Image {
+    pub mm: Arc<Mm>,
+    pub entry: u64,
+    pub rsp: u64,
+    pub path: Vec<u8>,
+    pub argv: Vec<Vec<u8>>,
+}
+
+fn read_all(f: &vmkernel::vfs::OpenFile) -> Result<Vec<u8>, Errno> {
+    let size = f.stat().size;
+    if size > MAX_EXEC_SIZE {
+        return Err(Errno::ENOMEM);
+    }
+    let mut data = alloc::vec![0u8; size as usize];
+    let mut off = 0;
+    while off < data.len() {
+        let n = f.pread(off as u64, &mut data[off..])?;
+        if n == 0 {
+            data.truncate(off);
+            break;
+        }
+        off += n;
+    }
+    Ok(data)
+}
+
+/// Loads `path` for process `p` (its credentials and cwd) with `argv` and
+/// `envp`. Nothing about `p` changes: the caller installs the image.
+pub fn load(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>]) -> Result<Image, Errno> {
+    load_depth(p, path, argv, envp, 0)
+}
+
+fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], depth: u32) -> Result<Image, Errno> {
+    let vfs = files::vfs().ok_or(Errno::ENOENT)?;
+    let cred = p.creds();
+    let cwd = p.cwd.lock().clone().unwrap_or_else(|| vfs.root());
+    let f = vfs.open_exec(&cred, &cwd, path)?;
+    let data = read_all(&f)?;
+    drop(f);
+    if data.starts_with(b"#!") {
+        if depth > 2 {
+            return Err(Errno::ELOOP);
+        }
+        // "#!interpreter [one argument]": run the interpreter with the
+        // script's path in place of argv[0].
+        let line_end = data.iter().position(|&c| c == b'\n').unwrap_or(data.len()).min(256);
+        let line = &data[2..line_end];
+        let mut parts = line.splitn(2, |&c| c == b' ' || c == b'\t').map(|s| s.trim_ascii()).filter(|s| !s.is_empty());
+        let interp = parts.next().ok_or(Errno::ENOEXEC)?.to_vec();
+        let mut nargv = alloc::vec![interp.clone()];
+        if let Some(a) = parts.next() {
+            nargv.push(a.to_vec());
+        }
+        nargv.push(path.to_vec());
+        nargv.extend(argv.into_iter().skip(1));
+        return load_depth(p, &interp, nargv, envp, depth + 1);
+    }
+    let plan = elf::parse(&data[..], &LoadOptions::default()).map_err(|e| {
+        log::info!("exec {}: {e}", alloc::string::String::from_utf8_lossy(path));
+        Errno(e.errno())
+    })?;
+    let m = Mm::new().ok_or(Errno::ENOMEM)?;
+    {
+        let mut vm = m.vm.lock();
+        for seg in &plan.mappings {
+            let mut page = [0u8; 4096];
+            let mut off = 0;
+            while off < seg.len() {
+                seg.fill(&data[..], off, &mut page).map_err(|e| Errno(e.errno()))?;
+                let frame = mm::alloc_user_frame_with(&page).ok_or(Errno::ENOMEM)?;
+                m.space.map(seg.start + off, frame, pte_flags(seg.prot)).map_err(|_| {
+                    let _ = mm::free_frame(frame);
+                    Errno::ENOEXEC
+                })?;
+                off += 4096;
+            }
+            vm.mmap(seg.start, seg.len(), seg.prot, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, None, 0)
+                .map_err(Errno)?;
+        }
+        vm.set_initial_brk(plan.brk);
+        let top = USER_END;
+        vm.mmap(top - STACK_INITIAL, STACK_INITIAL, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_GROWSDOWN, None, 0)
+            .map_err(Errno)?;
+    }
+    // Charge the new image to the process's group (refused if over its limit).
+    let group = p.group.load(Ordering::Relaxed);
+    m.group.store(group, Ordering::Release);
+    let need = super::commit::commit_of(&m.vm.lock());
+    let current = p.mm().committed.load(Ordering::Relaxed);
+    if !super::commit::may_commit(group, need.saturating_sub(current)) {
+        return Err(Errno::ENOMEM);
+    }
+    super::commit::recharge(&m);
+    let ids = p.ids.lock().clone();
+    let mut random = [0u8; 16];
+    files::fill_random(&mut random);
+    let facts = AuxFacts {
+        uid: ids.uid,
+        euid: ids.euid,
+        gid: ids.gid,
+        egid: ids.egid,
+        hwcap: crate::arch::cpu::cpuid(1, 0).edx as u64,
+        ..AuxFacts::from_plan(&plan)
+    };
+    let argv_refs: Vec<&[u8]> = argv.iter().map(|a| a.as_slice()).collect();
+    let envp_refs: Vec<&[u8]> = envp.iter().map(|a| a.as_slice()).collect();
+    let st = user_stack::build(USER_END, &argv_refs, &envp_refs, path, &random, &facts).map_err(Errno)?;
+    // Populate the stack pages holding the image.
+    let base = st.rsp & !0xfff;
+    let mut va = base;
+    while va < USER_END {
+        let frame = mm::alloc_user_frame().ok_or(Errno::ENOMEM)?;
+        m.space.map(va, frame, pte_flags(PROT_READ | PROT_WRITE)).map_err(|_| Errno::ENOMEM)?;
+        va += 4096;
+    }
+    let mut off = 0usize;
+    while off < st.image.len() {
+        let a = st.rsp + off as u64;
+        let n = ((4096 - (a & 0xfff)) as usize).min(st.image.len() - off);
+        if !m.space.write_user_page(a, &st.image[off..off + n]) {
+            return Err(Errno::EFAULT);
+        }
+        off += n;
+    }
+    Ok(Image { mm: m, entry: plan.entry, rsp: st.rsp, path: path.to_vec(), argv })
+}
+
+/// Installs `img` as the process image of `t`'s process and sets `frame`
+/// to enter it. Other threads of the process are ended.
+pub fn commit(t: &Arc<Thread>, img: Image, frame: &mut TrapFrame) {
+    let p = &t.process;
+    for other in p.threads.lock().iter().filter(|o| o.tid != t.tid) {
+        other.sig_pending.fetch_or(1 << 8, Ordering::AcqRel); // SIGKILL
+        world::wake(other.world.load(Ordering::Relaxed));
+    }
+    let root = img.mm.space.root();
+    let old = core::mem::replace(&mut *p.mm.lock(), img.mm);
+    if let Some(w) = world::current() {
+        w.cr3.store(root, Ordering::Release);
+        w.with_user_fpu(|f| f.reset());
+    }
+    p.mm.lock().space.activate();
+    drop(old);
+    p.fds.lock().close_on_exec();
+    p.sig.lock().reset_for_exec();
+    *t.altstack.lock() = (0, 0, 2);
+    t.fs_base.store(0, Ordering::Release);
+    crate::arch::syscall::set_user_fs_base(0);
+    t.clear_child_tid.store(0, Ordering::Release);
+    *p.name.lock() = files::name_of(&img.path);
+    let mut cmd = Vec::new();
+    for a in &img.argv {
+        cmd.extend_from_slice(a);
+        cmd.push(0);
+    }
+    *p.cmdline.lock() = cmd;
+    *p.exe.lock() = absolute(p, &img.path);
+    // A vfork parent may run again now.
+    p.vfork_released.store(true, Ordering::Release);
+    super::io_wait::notify();
+    *frame = TrapFrame { rip: img.entry, rsp: img.rsp, rflags: 0x202, cs: frame.cs, ss: frame.ss, ..Default::default() };
+}
+
+fn absolute(p: &Process, path: &[u8]) -> Vec<u8> {
+    if path.starts_with(b"/") {
+        return path.to_vec();
+    }
+    let mut v = files::vfs()
+        .and_then(|vfs| p.cwd.lock().as_ref().and_then(|c| vfs.path_of(c).ok()))
+        .unwrap_or_else(|| b"/".to_vec());
+    if !v.ends_with(b"/") {
+        v.push(b'/');
+    }
+    v.extend_from_slice(path);
+    v
+}
+
+/// Starts `path` as a new process (the kernel starting init).
+pub fn spawn(path: &[u8], argv: &[&[u8]], envp: &[&[u8]]) -> Result<Arc<Process>, Errno> {
+    let p = Process::new(&files::name_of(path)).ok_or(Errno::ENOMEM)?;
+    let argv: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+    let envp: Vec<Vec<u8>> = envp.iter().map(|a| a.to_vec()).collect();
+    let img = match load(&p, path, argv, &envp) {
+        Ok(i) => i,
+        Err(e) => {
+            super::process::reap(&p);
+            return Err(e);
+        }
+    };
+    *p.name.lock() = files::name_of(&img.path);
+    let mut cmd = Vec::new();
+    for a in &img.argv {
+        cmd.extend_from_slice(a);
+        cmd.push(0);
+    }
+    *p.cmdline.lock() = cmd;
+    *p.exe.lock() = img.path.clone();
+    let (entry, rsp) = (img.entry, img.rsp);
+    *p.mm.lock() = img.mm;
+    attach_console(&p);
+    // The kernel-started process leads its session and owns the console.
+    if let Some(tty) = files::console_tty() {
+        tty.set_session(p.sid.load(Ordering::Relaxed));
+        tty.set_foreground_pgrp(p.pgid.load(Ordering::Relaxed));
+    }
+    p.start(world::default_group(), entry, rsp).map_err(|_| Errno::ENOMEM)?;
+    Ok(p)
+}
+
+/// Opens /dev/console as descriptors 0, 1 and 2 of `p`.
+pub fn attach_console(p: &Process) {
+    if let Some(vfs) = files::vfs()
+        && let Ok(f) = vfs.open(&p.creds(), &vfs.root(), b"/dev/console", 0o2, 0)
+    {
+        let f = Arc::new(f);
+        let mut fds = p.fds.lock();
+        for _ in 0..3 {
+            let _ = fds.insert(f.clone(), false);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! User page faults: demand-zero pages for anonymous areas, copy-on-write
+//! after fork, and growth of the stack area — everything else is a real
+//! fault that becomes a signal.
+
+use alloc::sync::Arc;
+use vmkernel::linux_abi::flags::mman::{PROT_EXEC, PROT_WRITE};
+use vmkernel::paging;
+use vmkernel::vm_regions::Access;
+
+use super::process::{self, Mm};
+use crate::mm;
+
+/// Page-table flags for an area's protection.
+pub fn pte_flags(prot: u32) -> u64 {
+    let mut f = paging::USER;
+    if prot & PROT_WRITE != 0 {
+        f |= paging::WRITABLE;
+    }
+    if prot & PROT_EXEC == 0 {
+        f |= paging::NO_EXECUTE;
+    }
+    f
+}
+
+/// Makes `va` accessible for a read (or write) if the areas allow it.
+pub fn resolve(mm: &Mm, va: u64, write: bool) -> bool {
+    resolve_access(mm, va, if write { Access::Write } else { Access::Read })
+}
+
+fn resolve_access(mm: &Mm, va: u64, access: Access) -> bool {
+    let page = va & !0xfff;
+    let vma = match mm.vm.lock().fault_lookup(va, access) {
+        Ok(v) => v,
+        Err(_) => return false,
+    };
+    match mm.space.translate(page) {
+        Some(t) => {
+            // Present: only a write to a copy-on-write page is ours to fix.
+            if access == Access::Write && t.flags & paging::WRITABLE == 0 {
+                return vma.prot & PROT_WRITE != 0 && mm.space.resolve_cow(page);
+            }
+            true
+        }
+        None => {
+            // Not present: a fresh zeroed page (file contents are copied in
+            // when a file mapping is made, so only anonymous memory faults).
+            let Some(frame) = mm::alloc_user_frame() else {
+                log::warn!("out of memory on a user page fault at {va:#x}");
+                return false;
+            };
+            if mm.space.map(page, frame, pte_flags(vma.prot)).is_err() {
+                let _ = mm::free_frame(frame);
+                // Another thread mapped it meanwhile: fine.
+                return mm.space.translate(page).is_some();
+            }
+            true
+        }
+    }
+}
+
+/// Handles a #PF from ring 3; true if the access can be retried.
+pub fn handle_user_fault(addr: u64, error: u64) -> bool {
+    let Some(p) = process::current() else { return false };
+    let mm: Arc<Mm> = p.mm();
+    let access = if error & 16 != 0 {
+        Access::Exec
+    } else if error & 2 != 0 {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    resolve_access(&mm, addr, access)
+}
+
+/// An exception in ring 3 (the framework's user trap handler): page
+/// faults the kernel can resolve (demand paging, copy-on-write, stack
+/// growth) are resolved; everything else becomes a signal to the faulting
+/// thread — fatal unless it has a handler. The kernel and other worlds
+/// carry on.
+pub fn user_exception(frame: &mut crate::arch::trap::TrapFrame, fault_address: u64) {
+    let v = frame.vector;
+    if v == 14 && handle_user_fault(fault_address, frame.error_code) {
+        return;
+    }
+    let signal = match v {
+        0 | 16 | 19 => 8, // SIGFPE
+        6 => 4,           // SIGILL
+        3 | 1 => 5,       // SIGTRAP
+        17 => 7,          // SIGBUS
+        _ => 11,          // SIGSEGV
+    };
+    let p = process::current();
+    log::warn!(
+        "user world pid {} ({}): {} at rip {:#x} (addr {:#x}, error {:#x}): signal {}",
+        p.as_ref().map_or(0, |p| p.pid),
+        p.as_ref().map_or(alloc::string::String::from("?"), |p| p.name.lock().clone()),
+        crate::arch::trap::exception_name(v),
+        frame.rip,
+        fault_address,
+        frame.error_code,
+        signal
+    );
+    drop(p);
+    let addr = if v == 14 { fault_address } else { frame.rip };
+    super::signal::force_fault_signal(signal, addr);
+}
