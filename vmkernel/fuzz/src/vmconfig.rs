@@ -4,7 +4,7 @@
 //! resource-group operations they lead to (`sched::Scheduler`).
 
 use vmkernel::sched::{CpuSet, Scheduler};
-use vmkernel::vmk_api::{GroupParamsRecord, GroupStatsRecord, VmConfig, VmInfoRecord, VmStatsRecord, errno_for};
+use vmkernel::vmk_api::{GroupParamsRecord, GroupStatsRecord, VmConfig, VmInfoRecord, VmStatsRecord, errno_for, params_from_record, stats_record};
 
 use crate::{Rng, mutate};
 
@@ -77,11 +77,11 @@ pub fn one(rng: &mut Rng) {
     let mut s = Scheduler::new(cpus);
     let mut groups = vec![0u32];
     let mut now = 0u64;
-    let first = g.map(|r| r.to_params());
+    let first = g.map(params_from_record);
     for step in 0..rng.below(60) {
         let params = match (step, first) {
             (0, Some(p)) => p,
-            _ => GroupParamsRecord::decode(&record::<{ GroupParamsRecord::SIZE }>(rng)).map(|r| r.to_params()).unwrap_or_default(),
+            _ => GroupParamsRecord::decode(&record::<{ GroupParamsRecord::SIZE }>(rng)).map(params_from_record).unwrap_or_default(),
         };
         let grp = if rng.chance(7, 8) { *rng.pick(&groups) } else { rng.u32() };
         let world = rng.below(16);
@@ -112,7 +112,7 @@ pub fn one(rng: &mut Rng) {
         if let Err(e) = r {
             assert!(errno_for(&e) < 0, "error {e} has no errno");
         }
-        let _ = s.group_stats(grp).map(|st| GroupStatsRecord::from_stats(&st).encode());
+        let _ = s.group_stats(grp).map(|st| stats_record(&st).encode());
         let _ = s.capacity_pct();
     }
 }
