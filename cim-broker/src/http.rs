@@ -337,9 +337,8 @@ pub async fn serve(
             let _permit = permit;
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(svc.config.header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve_connection(s, svc).await,
-                        _ => {}
+                    if let Ok(Ok(s)) = tokio::time::timeout(svc.config.header_timeout, acceptor.accept(stream)).await {
+                        serve_connection(s, svc).await;
                     }
                 }
                 None => serve_connection(stream, svc).await,

@@ -51,11 +51,14 @@ pub fn profile_path(name: &str) -> Option<InstancePath> {
 /// is made of the class's key properties.
 pub struct Builder<'a> {
     repo: &'a Repository,
+    /// Classes whose instances are wanted in full; others get only their path (cheap),
+    /// which is all that references to them need.
+    want: Option<&'a dyn Fn(&str) -> bool>,
 }
 
 impl<'a> Builder<'a> {
     pub fn new(repo: &'a Repository) -> Builder<'a> {
-        Builder { repo }
+        Builder { repo, want: None }
     }
 
     /// Makes an object of `class` in `ns` with the given property values.
@@ -75,11 +78,24 @@ impl<'a> Builder<'a> {
         }
         let mut inst = Instance::new(def.name.clone());
         let mut path = InstancePath::new(def.name.clone()).with_namespace(ns);
+        let full = self.want.is_none_or(|w| w(&def.name));
         for p in &def.properties {
+            if !full && !p.is_key() {
+                continue;
+            }
             let value = values.iter().find(|(n, _)| n.eq_ignore_ascii_case(&p.name)).map(|(_, v)| v.clone());
-            let mut prop = p.clone();
-            prop.qualifiers.clear();
-            prop.value = value;
+            // Instances carry no qualifiers: copy the declaration without them.
+            let prop = crate::cim::Property {
+                name: p.name.clone(),
+                ty: p.ty,
+                is_array: p.is_array,
+                reference_class: p.reference_class.clone(),
+                value,
+                class_origin: p.class_origin.clone(),
+                propagated: p.propagated,
+                embedded_object: p.embedded_object.clone(),
+                qualifiers: Vec::new(),
+            };
             if p.is_key() {
                 let kv = match &prop.value {
                     Some(Value::Reference(r)) => KeyValue::Reference(Box::new(r.clone())),
@@ -159,14 +175,32 @@ pub fn parse_setting_id(id: &str) -> Option<(&str, Option<&str>)> {
     })
 }
 
-/// Builds every object the broker serves (both namespaces).
-pub fn snapshot(repo: &Repository, backend: &dyn VirtBackend) -> Result<Vec<Object>, CimError> {
+/// Builds the objects the broker serves: those of one namespace, or of both (for
+/// association traversals, which cross from root/interop into root/cimv2).
+pub fn snapshot(repo: &Repository, backend: &dyn VirtBackend, only: Option<&str>) -> Result<Vec<Object>, CimError> {
+    snapshot_of(repo, backend, only, None)
+}
+
+/// Like [`snapshot`], keeping only the objects whose class `want` accepts.
+pub fn snapshot_of(
+    repo: &Repository,
+    backend: &dyn VirtBackend,
+    only: Option<&str>,
+    want: Option<&dyn Fn(&str) -> bool>,
+) -> Result<Vec<Object>, CimError> {
     let host = backend.host().map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
     let vms = backend.list_vms().map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
-    let b = Builder::new(repo);
+    let b = Builder { repo, want };
     let mut out = Vec::with_capacity(64 + vms.len() * 16);
-    interop(&b, &host, &vms, &mut out)?;
-    virtualization(&b, &host, &vms, &mut out)?;
+    if only.is_none_or(|ns| ns == INTEROP_NS) {
+        interop(&b, &host, &vms, &mut out)?;
+    }
+    if only.is_none_or(|ns| ns == CIMV2_NS) {
+        virtualization(&b, &host, &vms, &mut out)?;
+    }
+    if let Some(w) = want {
+        out.retain(|o| w(&o.instance.class_name));
+    }
     Ok(out)
 }
 
@@ -224,23 +258,29 @@ fn interop(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Vec<Objec
             ("Dependent", r(&prof(referencing)?)),
         ])?);
     }
-    // Element conformance lives in both namespaces so that either side can traverse it.
-    let mut conforms = vec![
-        (prof("Profile Registration")?, om_path),
-        (prof("System Virtualization")?, host_path(host)),
-    ];
+    let conforms = conformance_pairs(host, vms, Some(om_path))?;
+    conformance(b, ns, conforms, out)
+}
+
+/// Element conformance lives in both namespaces so that either side can traverse it.
+fn conformance(b: &Builder<'_>, ns: &str, conforms: Vec<(InstancePath, InstancePath)>, out: &mut Vec<Object>) -> Result<(), CimError> {
+    for (p, e) in &conforms {
+        out.push(b.make(ns, "CIM_ElementConformsToProfile", vec![("ConformantStandard", r(p)), ("ManagedElement", r(e))])?);
+    }
+    Ok(())
+}
+
+fn conformance_pairs(host: &HostInfo, vms: &[VmInfo], om: Option<InstancePath>) -> Result<Vec<(InstancePath, InstancePath)>, CimError> {
+    let prof = |name: &str| profile_path(name).ok_or_else(|| CimError::new(StatusCode::Failed, "profile"));
+    let mut conforms = Vec::new();
+    if let Some(om) = om {
+        conforms.push((prof("Profile Registration")?, om));
+    }
+    conforms.push((prof("System Virtualization")?, host_path(host)));
     for vm in vms {
         conforms.push((prof("Virtual System")?, vm_path(&vm.id)));
     }
-    for target_ns in [INTEROP_NS, CIMV2_NS] {
-        for (p, e) in &conforms {
-            out.push(b.make(target_ns, "CIM_ElementConformsToProfile", vec![
-                ("ConformantStandard", r(p)),
-                ("ManagedElement", r(e)),
-            ])?);
-        }
-    }
-    Ok(())
+    Ok(conforms)
 }
 
 struct Pool {
@@ -261,6 +301,7 @@ pub fn pool_path(kind: &str) -> InstancePath {
 
 fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Vec<Object>) -> Result<(), CimError> {
     let ns = CIMV2_NS;
+    conformance(b, ns, conformance_pairs(host, vms, None)?, out)?;
     let hp = host_path(host);
     out.push(b.make(ns, HOST_CLASS, vec![
         ("CreationClassName", s(HOST_CLASS)),

@@ -29,7 +29,6 @@ struct Enumeration {
     kind: PullKind,
     items: std::collections::VecDeque<Object>,
     options: ObjectOptions,
-    property_list: Option<Vec<String>>,
     timeout: Duration,
     expires: Instant,
     namespace: String,
@@ -163,7 +162,7 @@ impl Broker {
                         s
                     }
                     Err(e) => {
-                        let mut o = XmlOut::new();
+                        let mut o = XmlOut::with_host(&self.host_name);
                         o.error(&e);
                         status = Some(e);
                         o.buf
@@ -175,7 +174,7 @@ impl Broker {
                 let body = match self.extrinsic(call, role) {
                     Ok(b) => b,
                     Err(e) => {
-                        let mut o = XmlOut::new();
+                        let mut o = XmlOut::with_host(&self.host_name);
                         o.error(&e);
                         status = Some(e);
                         o.buf
@@ -187,8 +186,9 @@ impl Broker {
         (body, status)
     }
 
-    fn snapshot(&self) -> Result<Vec<Object>, CimError> {
-        model::snapshot(&self.repo, self.backend.as_ref())
+    /// The objects of one namespace (None: all, for association traversals).
+    fn snapshot(&self, ns: Option<&str>) -> Result<Vec<Object>, CimError> {
+        model::snapshot(&self.repo, self.backend.as_ref(), ns)
     }
 
     fn namespace<'a>(&'a self, ns: &str) -> Result<(&'static str, &'a crate::repository::NamespaceClasses), CimError> {
@@ -215,7 +215,7 @@ impl Broker {
                 }
                 let deep = bool_param(call, "DeepInheritance", false)?;
                 let names = classes.subclass_names(parent.as_deref(), deep);
-                let mut o = XmlOut::new();
+                let mut o = XmlOut::with_host(&self.host_name);
                 if name == "EnumerateClassNames" {
                     for n in names {
                         o.classname(&n);
@@ -244,7 +244,7 @@ impl Broker {
                 };
                 let local_only = bool_param(call, "LocalOnly", true)?;
                 let list = property_list(call)?;
-                let mut o = XmlOut::new();
+                let mut o = XmlOut::with_host(&self.host_name);
                 o.class(&filter_class(c, local_only, list.as_deref()), &opts);
                 Ok(IResult { ireturn: Some(o.buf), params: String::new() })
             }
@@ -258,10 +258,11 @@ impl Broker {
                     include_class_origin: bool_param(call, "IncludeClassOrigin", false)?,
                 };
                 let list = property_list(call)?;
-                let snapshot = self.snapshot()?;
+                let want = |c: &str| classes.is_a(c, &class.name);
+                let snapshot = model::snapshot_of(&self.repo, self.backend.as_ref(), Some(ns), Some(&want))?;
                 let objects: Vec<Object> = snapshot
                     .into_iter()
-                    .filter(|o| o.path.namespace.as_deref() == Some(ns) && classes.is_a(&o.instance.class_name, &class.name))
+                    .filter(|o| o.path.namespace.as_deref() == Some(ns))
                     .map(|o| {
                         let inst = filter_instance(&o.instance, list.as_deref(), (!deep).then_some(class));
                         Object { path: o.path, instance: inst }
@@ -269,7 +270,7 @@ impl Broker {
                     .collect();
                 match name {
                     "EnumerateInstanceNames" => {
-                        let mut o = XmlOut::new();
+                        let mut o = XmlOut::with_host(&self.host_name);
                         for obj in &objects {
                             let mut p = obj.path.clone();
                             p.namespace = None;
@@ -278,7 +279,7 @@ impl Broker {
                         Ok(IResult { ireturn: Some(o.buf), params: String::new() })
                     }
                     "EnumerateInstances" => {
-                        let mut o = XmlOut::new();
+                        let mut o = XmlOut::with_host(&self.host_name);
                         for obj in &objects {
                             o.value_namedinstance(&obj.path, &obj.instance, &opts);
                         }
@@ -286,7 +287,7 @@ impl Broker {
                     }
                     _ => {
                         let kind = if name == "OpenEnumerateInstances" { PullKind::Instances } else { PullKind::Paths };
-                        self.open_enumeration(call, ns, kind, objects, opts, list)
+                        self.open_enumeration(call, ns, kind, objects, opts)
                     }
                 }
             }
@@ -301,7 +302,7 @@ impl Broker {
                     include_class_origin: bool_param(call, "IncludeClassOrigin", false)?,
                 };
                 let obj = self.find(ns, &path)?;
-                let mut o = XmlOut::new();
+                let mut o = XmlOut::with_host(&self.host_name);
                 o.instance(&filter_instance(&obj.instance, list.as_deref(), None), &opts, host);
                 Ok(IResult { ireturn: Some(o.buf), params: String::new() })
             }
@@ -326,7 +327,7 @@ impl Broker {
                         return Err(err(StatusCode::InvalidParameter, format!("class {c} does not exist")));
                     }
                 }
-                let snapshot = self.snapshot()?;
+                let snapshot = self.snapshot(None)?;
                 let mut target = target;
                 if target.namespace.is_none() {
                     target.namespace = Some(ns.to_string());
@@ -353,9 +354,9 @@ impl Broker {
                     .collect();
                 if let Some(open) = name.strip_prefix("Open") {
                     let kind = if open.ends_with("Paths") { PullKind::Paths } else { PullKind::Instances };
-                    return self.open_enumeration(call, ns, kind, results, opts, list);
+                    return self.open_enumeration(call, ns, kind, results, opts);
                 }
-                let mut o = XmlOut::new();
+                let mut o = XmlOut::with_host(&self.host_name);
                 for obj in &results {
                     if name.ends_with("Names") {
                         o.objectpath(&obj.path, host);
@@ -392,7 +393,9 @@ impl Broker {
     fn find(&self, ns: &str, path: &InstancePath) -> Result<Object, CimError> {
         let mut want = path.clone();
         want.namespace = Some(ns.to_string());
-        self.snapshot()?
+        let classes = self.repo.namespace(ns);
+        let wanted = |c: &str| classes.is_some_and(|cl| cl.is_a(c, &path.class_name) || cl.is_a(&path.class_name, c));
+        model::snapshot_of(&self.repo, self.backend.as_ref(), Some(ns), Some(&wanted))?
             .into_iter()
             .find(|o| o.path.same_instance(&want))
             .ok_or_else(|| err(StatusCode::NotFound, "the object does not exist"))
@@ -410,7 +413,6 @@ impl Broker {
         kind: PullKind,
         objects: Vec<Object>,
         options: ObjectOptions,
-        property_list: Option<Vec<String>>,
     ) -> Result<IResult, CimError> {
         if string_param(call, "FilterQuery")?.is_some() || string_param(call, "FilterQueryLanguage")?.is_some() {
             return Err(err(StatusCode::FilteredEnumerationNotSupported, "filtered enumerations are not supported"));
@@ -434,7 +436,6 @@ impl Broker {
             kind,
             items: objects.into(),
             options,
-            property_list,
             timeout,
             expires: Instant::now() + timeout,
             namespace: ns.to_string(),
@@ -457,14 +458,14 @@ impl Broker {
     }
 
     fn pull_result(&self, kind: PullKind, batch: &[Object], opts: &ObjectOptions, ctx: Option<&str>) -> IResult {
-        let mut o = XmlOut::new();
+        let mut o = XmlOut::with_host(&self.host_name);
         for obj in batch {
             match kind {
                 PullKind::Instances => o.value_instancewithpath(&obj.path, &obj.instance, opts, &self.host_name),
                 PullKind::Paths => o.instancepath(&obj.path, &self.host_name),
             }
         }
-        let mut p = XmlOut::new();
+        let mut p = XmlOut::with_host(&self.host_name);
         p.paramvalue("EnumerationContext", "string", &Value::str(ctx.unwrap_or("")), &self.host_name);
         p.paramvalue("EndOfSequence", "boolean", &Value::bool(ctx.is_none()), &self.host_name);
         IResult { ireturn: Some(o.buf), params: p.buf }
@@ -487,7 +488,6 @@ impl Broker {
         }
         let batch: Vec<Object> = (0..max.min(e.items.len())).filter_map(|_| e.items.pop_front()).collect();
         e.expires = Instant::now() + e.timeout;
-        let _ = &e.property_list;
         let opts = e.options;
         let done = e.items.is_empty();
         if done {
@@ -540,7 +540,7 @@ impl Broker {
             _ => (1, Vec::new()),
         };
         let mut body = writer::returnvalue(method.return_type.as_str(), &code.to_string());
-        let mut o = XmlOut::new();
+        let mut o = XmlOut::with_host(&self.host_name);
         for (name, ty, v) in outs {
             o.paramvalue(name, ty, &v, &self.host_name);
         }

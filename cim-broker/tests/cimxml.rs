@@ -13,8 +13,11 @@ fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/wbem-client-requests")
 }
 
-/// (file name, headers, body) of every captured request.
-fn captures() -> Vec<(String, Vec<(String, String)>, Vec<u8>)> {
+/// (file name, headers, body) of a captured request.
+type Capture = (String, Vec<(String, String)>, Vec<u8>);
+
+/// Every captured request.
+fn captures() -> Vec<Capture> {
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(data_dir()).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
@@ -214,10 +217,8 @@ fn interop_namespace_serves_profiles() {
     let broker = broker_with_vms(1);
     let (_, rsp) = run(&broker, &imethod("EnumerateInstanceNames", "interop", r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_Namespace"/></IPARAMVALUE>"#), Role::ReadOnly);
     assert_eq!(error_code(&rsp), Some(3));
-    for ns in ["root/interop"] {
-        let (out, _) = run(&broker, &imethod("EnumerateInstanceNames", ns, r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_Namespace"/></IPARAMVALUE>"#), Role::ReadOnly);
-        assert!(out.contains(">root/cimv2</KEYVALUE>") && out.contains(">root/interop</KEYVALUE>"), "{out}");
-    }
+    let (out, _) = run(&broker, &imethod("EnumerateInstanceNames", "root/interop", r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_Namespace"/></IPARAMVALUE>"#), Role::ReadOnly);
+    assert!(out.contains(">root/cimv2</KEYVALUE>") && out.contains(">root/interop</KEYVALUE>"), "{out}");
     let (out, _) = run(&broker, &imethod("EnumerateInstances", "root/interop", r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_RegisteredProfile"/></IPARAMVALUE>"#), Role::ReadOnly);
     assert!(out.contains("<VALUE>System Virtualization</VALUE>") && out.contains("<VALUE>Virtual System</VALUE>"));
     // The VM conforms to DSP1057: the profile's associators in interop reach into root/cimv2.
