@@ -34,6 +34,8 @@ pub const PROFILES: &[(&str, &str, &str)] = &[
     ("Virtual System", "1.0.0", "DSP1057"),
     ("Resource Allocation", "1.1.0", "DSP1041"),
     ("Computer System", "1.0.0", "DSP1052"),
+    ("CPU", "1.0.0", "DSP1022"),
+    ("System Memory", "1.0.0", "DSP1026"),
 ];
 
 fn profile_id(name: &str, version: &str) -> String {
@@ -252,6 +254,8 @@ fn interop(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Vec<Objec
         ("Virtual System", "System Virtualization"),
         ("Resource Allocation", "System Virtualization"),
         ("Computer System", "Virtual System"),
+        ("CPU", "Computer System"),
+        ("System Memory", "Computer System"),
     ] {
         out.push(b.make(ns, "CIM_ReferencedProfile", vec![
             ("Antecedent", r(&prof(referenced)?)),
@@ -316,6 +320,46 @@ fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Ve
         ("OperationalStatus", nums(&[2])),
         ("HealthState", n(5)),
     ])?);
+    // DSP1022/DSP1026: the host's processors and system memory.
+    for cpu in 0..host.cpus {
+        let p = b.make(ns, "Mantle_Processor", vec![
+            ("SystemCreationClassName", s(HOST_CLASS)),
+            ("SystemName", s(host.hostname.clone())),
+            ("CreationClassName", s("Mantle_Processor")),
+            ("DeviceID", s(format!("CPU{cpu}"))),
+            ("ElementName", s(format!("CPU {cpu}"))),
+            ("Role", s("Central Processor")),
+            ("Family", n(1)),
+            ("DataWidth", n(64)),
+            ("AddressWidth", n(64)),
+            ("CPUStatus", n(1)),
+            ("NumberOfEnabledCores", n(1)),
+            ("EnabledState", n(2)),
+            ("RequestedState", n(12)),
+            ("OperationalStatus", nums(&[2])),
+            ("HealthState", n(5)),
+        ])?;
+        out.push(b.make(ns, "CIM_SystemDevice", vec![("GroupComponent", r(&hp)), ("PartComponent", r(&p.path))])?);
+        out.push(p);
+    }
+    let mem = b.make(ns, "Mantle_Memory", vec![
+        ("SystemCreationClassName", s(HOST_CLASS)),
+        ("SystemName", s(host.hostname.clone())),
+        ("CreationClassName", s("Mantle_Memory")),
+        ("DeviceID", s("memory")),
+        ("ElementName", s("System memory")),
+        ("BlockSize", n(4096)),
+        ("NumberOfBlocks", n(host.memory_mib * 256)),
+        ("ConsumableBlocks", n(host.memory_mib * 256)),
+        ("Volatile", Value::bool(true)),
+        ("Primordial", Value::bool(false)),
+        ("EnabledState", n(2)),
+        ("RequestedState", n(12)),
+        ("OperationalStatus", nums(&[2])),
+        ("HealthState", n(5)),
+    ])?;
+    out.push(b.make(ns, "CIM_SystemDevice", vec![("GroupComponent", r(&hp)), ("PartComponent", r(&mem.path))])?);
+    out.push(mem);
     let vsms = vsms_path(host);
     out.push(b.make(ns, VSMS_CLASS, vec![
         ("SystemCreationClassName", s(HOST_CLASS)),

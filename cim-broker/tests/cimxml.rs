@@ -459,3 +459,16 @@ fn writer_escapes_and_never_self_closes() {
     // NULL properties are written with an explicit end tag.
     assert!(out.contains(r#"<PROPERTY NAME="InstallDate" TYPE="datetime"></PROPERTY>"#), "{out}");
 }
+
+#[test]
+fn host_processors_and_memory() {
+    let broker = broker_with_vms(0);
+    let (out, rsp) = run(&broker, &imethod("EnumerateInstances", "root/cimv2", r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_Processor"/></IPARAMVALUE>"#), Role::ReadOnly);
+    assert_eq!(rsp.child("IRETURNVALUE").unwrap().children.len(), 4, "one per host CPU: {out}");
+    let host = r#"<IPARAMVALUE NAME="ObjectName"><INSTANCENAME CLASSNAME="Mantle_HostSystem"><KEYBINDING NAME="CreationClassName"><KEYVALUE>Mantle_HostSystem</KEYVALUE></KEYBINDING><KEYBINDING NAME="Name"><KEYVALUE>mantle-test</KEYVALUE></KEYBINDING></INSTANCENAME></IPARAMVALUE><IPARAMVALUE NAME="AssocClass"><CLASSNAME NAME="CIM_SystemDevice"/></IPARAMVALUE><IPARAMVALUE NAME="ResultClass"><CLASSNAME NAME="CIM_Memory"/></IPARAMVALUE>"#;
+    let (out, rsp) = run(&broker, &imethod("Associators", "root/cimv2", host), Role::ReadOnly);
+    let objs: Vec<_> = rsp.child("IRETURNVALUE").unwrap().children_named("VALUE.OBJECTWITHPATH").collect();
+    assert_eq!(objs.len(), 1, "{out}");
+    // 8192 MiB in 4 KiB blocks.
+    assert!(out.contains(r#"<PROPERTY NAME="NumberOfBlocks" TYPE="uint64"><VALUE>2097152</VALUE></PROPERTY>"#), "{out}");
+}
