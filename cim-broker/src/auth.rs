@@ -24,6 +24,22 @@ impl Role {
     }
 }
 
+/// An authenticated caller. The broker passes it to the back end with every call,
+/// so hostd authorizes each change as that user (its session token rides along).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub role: Role,
+    /// The back end's session for this user (hostd's bearer token), if it has one.
+    pub session: Option<String>,
+}
+
+impl Principal {
+    pub fn new(user: impl Into<String>, role: Role) -> Principal {
+        Principal { user: user.into(), role, session: None }
+    }
+}
+
 /// Outcome of a failed authentication.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthError {
@@ -36,7 +52,7 @@ pub enum AuthError {
 }
 
 pub trait Authenticator: Send + Sync {
-    fn authenticate(&self, user: &str, password: &str) -> Result<Role, AuthError>;
+    fn authenticate(&self, user: &str, password: &str) -> Result<Principal, AuthError>;
 }
 
 /// Decodes an `Authorization: Basic ...` header value into (user, password).
@@ -91,14 +107,14 @@ impl UsersFile {
 }
 
 impl Authenticator for UsersFile {
-    fn authenticate(&self, user: &str, password: &str) -> Result<Role, AuthError> {
+    fn authenticate(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
         let mut found = None;
         for (u, r, p) in &self.users {
             if u == user && ct_eq(p.as_bytes(), password.as_bytes()) {
                 found = Some(*r);
             }
         }
-        found.ok_or(AuthError::BadCredentials)
+        found.map(|role| Principal::new(user, role)).ok_or(AuthError::BadCredentials)
     }
 }
 
@@ -112,8 +128,8 @@ mod tests {
         assert_eq!(parse_basic("Bearer x"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
         let f = UsersFile::parse("# c\nroot:administrator:secret\nro:readonly:pw\n").unwrap();
-        assert_eq!(f.authenticate("root", "secret"), Ok(Role::Administrator));
-        assert_eq!(f.authenticate("ro", "pw"), Ok(Role::ReadOnly));
+        assert_eq!(f.authenticate("root", "secret").map(|p| p.role), Ok(Role::Administrator));
+        assert_eq!(f.authenticate("ro", "pw").map(|p| p.role), Ok(Role::ReadOnly));
         assert_eq!(f.authenticate("root", "wrong"), Err(AuthError::BadCredentials));
         assert!(UsersFile::parse("x:boss:pw").is_err());
         assert!(UsersFile::parse("x:admin:").is_err());

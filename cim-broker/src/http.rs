@@ -184,8 +184,8 @@ async fn handle_inner(svc: Arc<Service>, req: Request<Incoming>) -> Response<Cim
         return unauthorized(&svc.config.realm);
     };
     let auth = svc.auth.clone();
-    let role = match tokio::task::spawn_blocking(move || auth.authenticate(&user, &password)).await {
-        Ok(Ok(role)) => role,
+    let principal = match tokio::task::spawn_blocking(move || auth.authenticate(&user, &password)).await {
+        Ok(Ok(p)) => p,
         Ok(Err(AuthError::BadCredentials)) => return unauthorized(&svc.config.realm),
         Ok(Err(AuthError::Forbidden)) => return http_error(StatusCode::FORBIDDEN, None),
         Ok(Err(AuthError::Unavailable(_))) | Err(_) => return http_error(StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -249,7 +249,7 @@ async fn handle_inner(svc: Arc<Service>, req: Request<Incoming>) -> Response<Cim
     }
     let started = std::time::Instant::now();
     let svc3 = svc.clone();
-    let Ok((xml, status)) = tokio::task::spawn_blocking(move || svc3.broker.handle_with_status(&request, role)).await else {
+    let Ok((xml, status)) = tokio::task::spawn_blocking(move || svc3.broker.handle_with_status(&request, &principal)).await else {
         return http_error(StatusCode::INTERNAL_SERVER_ERROR, None);
     };
     let wants_trailers = headers

@@ -3,6 +3,7 @@
 //! DSP1033 profile registration and DSP1071 server objects; root/cimv2 the DSP1042
 //! System Virtualization and DSP1057 Virtual System objects.
 
+use crate::auth::Principal;
 use crate::backend::{HostInfo, PowerState, VirtBackend, VmInfo};
 use crate::cim::{CimError, Instance, InstancePath, KeyValue, StatusCode, Value};
 use crate::repository::{CIMV2_NS, INTEROP_NS, Repository};
@@ -179,19 +180,20 @@ pub fn parse_setting_id(id: &str) -> Option<(&str, Option<&str>)> {
 
 /// Builds the objects the broker serves: those of one namespace, or of both (for
 /// association traversals, which cross from root/interop into root/cimv2).
-pub fn snapshot(repo: &Repository, backend: &dyn VirtBackend, only: Option<&str>) -> Result<Vec<Object>, CimError> {
-    snapshot_of(repo, backend, only, None)
+pub fn snapshot(repo: &Repository, backend: &dyn VirtBackend, who: &Principal, only: Option<&str>) -> Result<Vec<Object>, CimError> {
+    snapshot_of(repo, backend, who, only, None)
 }
 
 /// Like [`snapshot`], keeping only the objects whose class `want` accepts.
 pub fn snapshot_of(
     repo: &Repository,
     backend: &dyn VirtBackend,
+    who: &Principal,
     only: Option<&str>,
     want: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<Vec<Object>, CimError> {
-    let host = backend.host().map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
-    let vms = backend.list_vms().map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
+    let host = backend.host(who).map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
+    let vms = backend.list_vms(who).map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
     let b = Builder { repo, want };
     let mut out = Vec::with_capacity(64 + vms.len() * 16);
     if only.is_none_or(|ns| ns == INTEROP_NS) {
@@ -377,7 +379,7 @@ fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Ve
     let vsmc = b.make(ns, "Mantle_VirtualSystemManagementCapabilities", vec![
         ("InstanceID", s("Mantle:VSMC")),
         ("ElementName", s("Virtual system management capabilities")),
-        ("SynchronousMethodsSupported", nums(&[0, 1, 3, 4])),
+        ("SynchronousMethodsSupported", nums(&[0, 1, 2, 3, 4, 5])),
         ("AsynchronousMethodsSupported", Value::Array(Vec::new())),
         ("VirtualSystemTypesSupported", Value::str_array(["DMTF:x86:64"])),
     ])?;

@@ -1,8 +1,8 @@
 //! The operations: intrinsic (DSP0200 §2.4) and extrinsic methods, over the class
 //! repository and the model. Produces the CIM-XML response body for a decoded request.
 
-use crate::auth::Role;
-use crate::backend::{BackendError, DiskInfo, NicInfo, PowerAction, VirtBackend, VmChange, VmSpec};
+use crate::auth::{Principal, Role};
+use crate::backend::{BackendError, DeviceRef, DiskInfo, NicInfo, PowerAction, VirtBackend, VmChange, VmSpec};
 use crate::cim::{CimError, Class, Instance, InstancePath, StatusCode, Value};
 use crate::model::{self, Object};
 use crate::repository::{Repository, canonical_namespace};
@@ -142,17 +142,17 @@ impl Broker {
     }
 
     /// Handles a decoded request for an authenticated user and returns the response body.
-    pub fn handle(&self, req: &Request, role: Role) -> String {
-        self.handle_with_status(req, role).0
+    pub fn handle(&self, req: &Request, who: &Principal) -> String {
+        self.handle_with_status(req, who).0
     }
 
     /// Like [`Broker::handle`], also returning the CIM error the body carries, if any
     /// (for the chunked response's `CIMStatusCode` trailer).
-    pub fn handle_with_status(&self, req: &Request, role: Role) -> (String, Option<CimError>) {
+    pub fn handle_with_status(&self, req: &Request, who: &Principal) -> (String, Option<CimError>) {
         let mut status = None;
         let body = match &req.call {
             Call::Intrinsic(call) => {
-                let body = match self.intrinsic(call, role) {
+                let body = match self.intrinsic(call, who) {
                     Ok(r) => {
                         let mut s = match r.ireturn {
                             Some(inner) => writer::ireturnvalue(&inner),
@@ -171,7 +171,7 @@ impl Broker {
                 writer::imethod_response(&req.id, &call.name, &body)
             }
             Call::Extrinsic(call) => {
-                let body = match self.extrinsic(call, role) {
+                let body = match self.extrinsic(call, who) {
                     Ok(b) => b,
                     Err(e) => {
                         let mut o = XmlOut::with_host(&self.host_name);
@@ -187,8 +187,8 @@ impl Broker {
     }
 
     /// The objects of one namespace (None: all, for association traversals).
-    fn snapshot(&self, ns: Option<&str>) -> Result<Vec<Object>, CimError> {
-        model::snapshot(&self.repo, self.backend.as_ref(), ns)
+    fn snapshot(&self, who: &Principal, ns: Option<&str>) -> Result<Vec<Object>, CimError> {
+        model::snapshot(&self.repo, self.backend.as_ref(), who, ns)
     }
 
     fn namespace<'a>(&'a self, ns: &str) -> Result<(&'static str, &'a crate::repository::NamespaceClasses), CimError> {
@@ -201,7 +201,7 @@ impl Broker {
         Ok((canon, classes))
     }
 
-    fn intrinsic(&self, call: &IMethodCall, role: Role) -> Result<IResult, CimError> {
+    fn intrinsic(&self, call: &IMethodCall, who: &Principal) -> Result<IResult, CimError> {
         let (ns, classes) = self.namespace(&call.namespace)?;
         let host = self.host_name.as_str();
         let name = call.name.as_str();
@@ -259,7 +259,7 @@ impl Broker {
                 };
                 let list = property_list(call)?;
                 let want = |c: &str| classes.is_a(c, &class.name);
-                let snapshot = model::snapshot_of(&self.repo, self.backend.as_ref(), Some(ns), Some(&want))?;
+                let snapshot = model::snapshot_of(&self.repo, self.backend.as_ref(), who, Some(ns), Some(&want))?;
                 let objects: Vec<Object> = snapshot
                     .into_iter()
                     .filter(|o| o.path.namespace.as_deref() == Some(ns))
@@ -301,7 +301,7 @@ impl Broker {
                     include_qualifiers: false,
                     include_class_origin: bool_param(call, "IncludeClassOrigin", false)?,
                 };
-                let obj = self.find(ns, &path)?;
+                let obj = self.find(who, ns, &path)?;
                 let mut o = XmlOut::with_host(&self.host_name);
                 o.instance(&filter_instance(&obj.instance, list.as_deref(), None), &opts, host);
                 Ok(IResult { ireturn: Some(o.buf), params: String::new() })
@@ -327,7 +327,7 @@ impl Broker {
                         return Err(err(StatusCode::InvalidParameter, format!("class {c} does not exist")));
                     }
                 }
-                let snapshot = self.snapshot(None)?;
+                let snapshot = self.snapshot(who, None)?;
                 let mut target = target;
                 if target.namespace.is_none() {
                     target.namespace = Some(ns.to_string());
@@ -377,7 +377,7 @@ impl Broker {
             "EnumerationCount" => Err(err(StatusCode::NotSupported, "EnumerationCount is not supported")),
             "CreateInstance" | "ModifyInstance" | "DeleteInstance" | "SetProperty" | "CreateClass" | "ModifyClass"
             | "DeleteClass" | "SetQualifier" | "DeleteQualifier" => {
-                if role == Role::ReadOnly {
+                if who.role == Role::ReadOnly {
                     Err(err(StatusCode::AccessDenied, "read-only users cannot change objects"))
                 } else {
                     Err(err(StatusCode::NotSupported, format!("{name} is not supported: use the methods of the DSP1042 service")))
@@ -390,12 +390,12 @@ impl Broker {
         }
     }
 
-    fn find(&self, ns: &str, path: &InstancePath) -> Result<Object, CimError> {
+    fn find(&self, who: &Principal, ns: &str, path: &InstancePath) -> Result<Object, CimError> {
         let mut want = path.clone();
         want.namespace = Some(ns.to_string());
         let classes = self.repo.namespace(ns);
         let wanted = |c: &str| classes.is_some_and(|cl| cl.is_a(c, &path.class_name) || cl.is_a(&path.class_name, c));
-        model::snapshot_of(&self.repo, self.backend.as_ref(), Some(ns), Some(&wanted))?
+        model::snapshot_of(&self.repo, self.backend.as_ref(), who, Some(ns), Some(&wanted))?
             .into_iter()
             .find(|o| o.path.same_instance(&want))
             .ok_or_else(|| err(StatusCode::NotFound, "the object does not exist"))
@@ -510,7 +510,7 @@ impl Broker {
 
     // ---- extrinsic methods ----
 
-    fn extrinsic(&self, call: &MethodCall, role: Role) -> Result<String, CimError> {
+    fn extrinsic(&self, call: &MethodCall, who: &Principal) -> Result<String, CimError> {
         let (ns, classes) = self.namespace(&call.namespace)?;
         let class_name = call.target.class_name();
         let class = classes
@@ -519,7 +519,7 @@ impl Broker {
         let method = class
             .method(&call.name)
             .ok_or_else(|| err(StatusCode::MethodNotFound, format!("{class_name} has no method {}", call.name)))?;
-        if role == Role::ReadOnly {
+        if who.role == Role::ReadOnly {
             return Err(err(StatusCode::AccessDenied, "read-only users cannot invoke methods"));
         }
         for p in &call.params {
@@ -530,13 +530,15 @@ impl Broker {
         let MethodTarget::Instance(path) = &call.target else {
             return Err(err(StatusCode::NotSupported, format!("{} is not a static method", method.name)));
         };
-        let obj = self.find(ns, path)?;
+        let obj = self.find(who, ns, path)?;
         let (code, outs) = match (obj.instance.class_name.as_str(), method.name.as_str()) {
-            (model::VM_CLASS, "RequestStateChange") => self.request_state_change(&obj, call)?,
-            (model::VSMS_CLASS, "DefineSystem") => self.define_system(call)?,
-            (model::VSMS_CLASS, "DestroySystem") => self.destroy_system(call)?,
-            (model::VSMS_CLASS, "ModifyResourceSettings") => self.modify_resource_settings(call)?,
-            (model::VSMS_CLASS, "ModifySystemSettings") => self.modify_system_settings(call)?,
+            (model::VM_CLASS, "RequestStateChange") => self.request_state_change(who, &obj, call)?,
+            (model::VSMS_CLASS, "DefineSystem") => self.define_system(who, call)?,
+            (model::VSMS_CLASS, "DestroySystem") => self.destroy_system(who, call)?,
+            (model::VSMS_CLASS, "ModifyResourceSettings") => self.modify_resource_settings(who, call)?,
+            (model::VSMS_CLASS, "ModifySystemSettings") => self.modify_system_settings(who, call)?,
+            (model::VSMS_CLASS, "AddResourceSettings") => self.add_resource_settings(who, call)?,
+            (model::VSMS_CLASS, "RemoveResourceSettings") => self.remove_resource_settings(who, call)?,
             _ => (1, Vec::new()),
         };
         let mut body = writer::returnvalue(method.return_type.as_str(), &code.to_string());
@@ -552,7 +554,7 @@ impl Broker {
         call.param(name).and_then(|p| p.value.as_str())
     }
 
-    fn request_state_change(&self, vm: &Object, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn request_state_change(&self, who: &Principal, vm: &Object, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let requested = Self::scalar_param(call, "RequestedState")
             .ok_or_else(|| err(StatusCode::InvalidParameter, "RequestedState is required"))?;
         let requested: u16 = requested
@@ -570,7 +572,7 @@ impl Broker {
             _ => return Ok((5, Vec::new())),
         };
         let id = vm.path.key_text("Name").ok_or_else(|| err(StatusCode::Failed, "VM without Name"))?;
-        Ok(match self.backend.power(id, action) {
+        Ok(match self.backend.power(who, id, action) {
             Ok(()) => (0, Vec::new()),
             Err(BackendError::InvalidState(_)) => (4097, Vec::new()),
             Err(BackendError::NotFound(_)) => return Err(err(StatusCode::NotFound, "the VM no longer exists")),
@@ -597,7 +599,7 @@ impl Broker {
             .collect()
     }
 
-    fn define_system(&self, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn define_system(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let vssd = self
             .embedded_instances(call, "SystemSettings")?
             .into_iter()
@@ -617,13 +619,13 @@ impl Broker {
                 return Ok((code, Vec::new()));
             }
         }
-        match self.backend.define_vm(spec) {
+        match self.backend.define_vm(who, spec) {
             Ok(vm) => Ok((0, vec![("ResultingSystem", "reference", Value::Reference(model::vm_path(&vm.id)))])),
             Err(e) => Ok((backend_code(&e)?, Vec::new())),
         }
     }
 
-    fn destroy_system(&self, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn destroy_system(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let Some(ParamValue::Reference(p)) = call.param("AffectedSystem").map(|p| &p.value) else {
             return Err(err(StatusCode::InvalidParameter, "AffectedSystem (a reference) is required"));
         };
@@ -631,13 +633,13 @@ impl Broker {
             return Ok((4, Vec::new()));
         }
         let Some(id) = p.key_text("Name") else { return Ok((4, Vec::new())) };
-        match self.backend.destroy_vm(id) {
+        match self.backend.destroy_vm(who, id) {
             Ok(()) => Ok((0, Vec::new())),
             Err(e) => Ok((backend_code(&e)?, Vec::new())),
         }
     }
 
-    fn modify_resource_settings(&self, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn modify_resource_settings(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let rasds = self.embedded_instances(call, "ResourceSettings")?;
         if rasds.is_empty() {
             return Err(err(StatusCode::InvalidParameter, "ResourceSettings is required"));
@@ -659,7 +661,7 @@ impl Broker {
                 },
                 _ => return Ok((1, Vec::new())),
             }
-            if let Err(e) = self.backend.modify_vm(vm, change) {
+            if let Err(e) = self.backend.modify_vm(who, vm, change) {
                 return Ok((backend_code(&e)?, Vec::new()));
             }
             let id = rasd.scalar("InstanceID").unwrap_or_default();
@@ -670,7 +672,7 @@ impl Broker {
         Ok((0, vec![("ResultingResourceSettings", "reference", Value::ReferenceArray(resulting))]))
     }
 
-    fn modify_system_settings(&self, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn modify_system_settings(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let vssd = self
             .embedded_instances(call, "SystemSettings")?
             .into_iter()
@@ -680,11 +682,88 @@ impl Broker {
             return Ok((4, Vec::new()));
         };
         let change = VmChange { name: vssd.scalar("ElementName").map(str::to_string), ..VmChange::default() };
-        match self.backend.modify_vm(vm, change) {
+        match self.backend.modify_vm(who, vm, change) {
             Ok(_) => Ok((0, Vec::new())),
             Err(e) => Ok((backend_code(&e)?, Vec::new())),
         }
     }
+}
+
+impl Broker {
+    fn add_resource_settings(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+        let Some(ParamValue::Reference(conf)) = call.param("AffectedConfiguration").map(|p| &p.value) else {
+            return Err(err(StatusCode::InvalidParameter, "AffectedConfiguration (a VSSD reference) is required"));
+        };
+        let Some((vm, None)) = conf.key_text("InstanceID").and_then(model::parse_setting_id) else {
+            return Ok((4, Vec::new()));
+        };
+        let vm = vm.to_string();
+        let before = self
+            .backend
+            .list_vms(who)
+            .map_err(|e| err(StatusCode::Failed, e.to_string()))?
+            .into_iter()
+            .find(|v| v.id == vm)
+            .ok_or_else(|| err(StatusCode::NotFound, "the configuration's VM does not exist"))?;
+        let mut spec = VmSpec::default();
+        for rasd in self.embedded_instances(call, "ResourceSettings")? {
+            let rt = model::scalar_u64(&rasd, "ResourceType");
+            if !matches!(rt, Some(10 | 15..=17 | 19 | 31)) {
+                return Ok((1, Vec::new()));
+            }
+            if let Err(code) = apply_rasd(&mut spec, &rasd) {
+                return Ok((code, Vec::new()));
+            }
+        }
+        let mut resulting = Vec::new();
+        for i in 0..spec.disks.len() {
+            resulting.push(setting_path(model::SASD_CLASS, &format!("Mantle:{vm}/disk{}", before.disks.len() + i)));
+        }
+        for i in 0..spec.nics.len() {
+            resulting.push(setting_path(model::RASD_CLASS, &format!("Mantle:{vm}/net{}", before.nics.len() + i)));
+        }
+        let change = VmChange { add_disks: spec.disks, add_nics: spec.nics, ..VmChange::default() };
+        match self.backend.modify_vm(who, &vm, change) {
+            Ok(_) => Ok((0, vec![("ResultingResourceSettings", "reference", Value::ReferenceArray(resulting))])),
+            Err(e) => Ok((backend_code(&e)?, Vec::new())),
+        }
+    }
+
+    fn remove_resource_settings(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+        let refs: Vec<InstancePath> = match call.param("ResourceSettings").map(|p| &p.value) {
+            Some(ParamValue::ReferenceArray(r)) => r.clone(),
+            Some(ParamValue::Reference(r)) => vec![r.clone()],
+            _ => return Err(err(StatusCode::InvalidParameter, "ResourceSettings (RASD references) is required")),
+        };
+        let mut by_vm: Vec<(String, Vec<DeviceRef>)> = Vec::new();
+        for r in &refs {
+            let Some((vm, Some(res))) = r.key_text("InstanceID").and_then(model::parse_setting_id) else {
+                return Ok((4, Vec::new()));
+            };
+            let dev = if let Some(n) = res.strip_prefix("disk").and_then(|n| n.parse().ok()) {
+                DeviceRef::Disk(n)
+            } else if let Some(n) = res.strip_prefix("net").and_then(|n| n.parse().ok()) {
+                DeviceRef::Nic(n)
+            } else {
+                // Processor and memory cannot be removed, only changed.
+                return Ok((4, Vec::new()));
+            };
+            match by_vm.iter_mut().find(|(v, _)| v == vm) {
+                Some((_, devs)) => devs.push(dev),
+                None => by_vm.push((vm.to_string(), vec![dev])),
+            }
+        }
+        for (vm, remove) in by_vm {
+            if let Err(e) = self.backend.modify_vm(who, &vm, VmChange { remove, ..VmChange::default() }) {
+                return Ok((backend_code(&e)?, Vec::new()));
+            }
+        }
+        Ok((0, Vec::new()))
+    }
+}
+
+fn setting_path(class: &str, id: &str) -> InstancePath {
+    InstancePath::new(class).key_str("InstanceID", id).with_namespace(crate::repository::CIMV2_NS)
 }
 
 type OutParam = (&'static str, &'static str, Value);
