@@ -97,6 +97,33 @@ pub enum PowerAction {
     Reset,
 }
 
+/// A long-running operation in the back end (a VM booting, shutting down ...).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobInfo {
+    pub id: String,
+    /// The VM it acts on.
+    pub vm_id: Option<String>,
+    pub description: String,
+    pub state: JobState,
+    pub percent_complete: u16,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    New,
+    Running,
+    Completed,
+    Failed,
+}
+
+/// How a power operation went: done, or started as a job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Done,
+    Started(String),
+}
+
 /// Back-end errors, mapped to CIM method return codes or CIM errors.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BackendError {
@@ -128,7 +155,11 @@ pub trait VirtBackend: Send + Sync {
     fn define_vm(&self, who: &Principal, spec: VmSpec) -> Result<VmInfo, BackendError>;
     fn destroy_vm(&self, who: &Principal, id: &str) -> Result<(), BackendError>;
     fn modify_vm(&self, who: &Principal, id: &str, change: VmChange) -> Result<VmInfo, BackendError>;
-    fn power(&self, who: &Principal, id: &str, action: PowerAction) -> Result<(), BackendError>;
+    fn power(&self, who: &Principal, id: &str, action: PowerAction) -> Result<Outcome, BackendError>;
+    /// Jobs the back end keeps for asynchronous operations.
+    fn jobs(&self, _who: &Principal) -> Result<Vec<JobInfo>, BackendError> {
+        Ok(Vec::new())
+    }
 }
 
 /// hostd's rule, mirrored by the in-memory back end: ReadOnly users change nothing.
@@ -144,11 +175,20 @@ fn deny_read_only(who: &Principal) -> Result<(), BackendError> {
 pub struct MemoryBackend {
     host: HostInfo,
     state: Mutex<(u64, Vec<VmInfo>)>,
+    /// When set, power operations are reported as jobs (completed at once), the way
+    /// hostd reports operations that take time.
+    jobs: Option<Mutex<Vec<JobInfo>>>,
 }
 
 impl MemoryBackend {
     pub fn new(host: HostInfo) -> MemoryBackend {
-        MemoryBackend { host, state: Mutex::new((1, Vec::new())) }
+        MemoryBackend { host, state: Mutex::new((1, Vec::new())), jobs: None }
+    }
+
+    /// Reports power operations as jobs.
+    pub fn with_jobs(mut self) -> MemoryBackend {
+        self.jobs = Some(Mutex::new(Vec::new()));
+        self
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, (u64, Vec<VmInfo>)>, BackendError> {
@@ -261,7 +301,7 @@ impl VirtBackend for MemoryBackend {
         Ok(vm.clone())
     }
 
-    fn power(&self, who: &Principal, id: &str, action: PowerAction) -> Result<(), BackendError> {
+    fn power(&self, who: &Principal, id: &str, action: PowerAction) -> Result<Outcome, BackendError> {
         deny_read_only(who)?;
         let mut st = self.lock()?;
         let vm = st.1.iter_mut().find(|v| v.id == id).ok_or_else(|| BackendError::NotFound(id.into()))?;
@@ -274,6 +314,25 @@ impl VirtBackend for MemoryBackend {
             (Running, Reboot | Reset) => Running,
             (s, a) => return Err(BackendError::InvalidState(format!("{a:?} from {s:?}"))),
         };
-        Ok(())
+        let Some(jobs) = &self.jobs else { return Ok(Outcome::Done) };
+        let mut jobs = jobs.lock().map_err(|_| BackendError::Failed("job list lock poisoned".into()))?;
+        let job = JobInfo {
+            id: (jobs.len() + 1).to_string(),
+            vm_id: Some(id.to_string()),
+            description: format!("{action:?} {id}"),
+            state: JobState::Completed,
+            percent_complete: 100,
+            error: None,
+        };
+        let job_id = job.id.clone();
+        jobs.push(job);
+        Ok(Outcome::Started(job_id))
+    }
+
+    fn jobs(&self, _who: &Principal) -> Result<Vec<JobInfo>, BackendError> {
+        match &self.jobs {
+            Some(j) => Ok(j.lock().map_err(|_| BackendError::Failed("job list lock poisoned".into()))?.clone()),
+            None => Ok(Vec::new()),
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! System Virtualization and DSP1057 Virtual System objects.
 
 use crate::auth::Principal;
-use crate::backend::{HostInfo, PowerState, VirtBackend, VmInfo};
+use crate::backend::{HostInfo, JobInfo, JobState, PowerState, VirtBackend, VmInfo};
 use crate::cim::{CimError, Instance, InstancePath, KeyValue, StatusCode, Value};
 use crate::repository::{CIMV2_NS, INTEROP_NS, Repository};
 
@@ -17,6 +17,11 @@ pub const RASD_CLASS: &str = "Mantle_ResourceAllocationSettingData";
 pub const SASD_CLASS: &str = "Mantle_StorageAllocationSettingData";
 pub const POOL_CLASS: &str = "Mantle_ResourcePool";
 pub const OBJECT_MANAGER_NAME: &str = "Mantle:CIMOM";
+pub const JOB_CLASS: &str = "Mantle_ConcreteJob";
+
+pub fn job_path(job_id: &str) -> InstancePath {
+    InstancePath::new(JOB_CLASS).key_str("InstanceID", format!("Mantle:Job/{job_id}")).with_namespace(CIMV2_NS)
+}
 
 /// The product name clients show as the WBEM server's brand.
 pub const BRAND: &str = "Mantle";
@@ -201,6 +206,8 @@ pub fn snapshot_of(
     }
     if only.is_none_or(|ns| ns == CIMV2_NS) {
         virtualization(&b, &host, &vms, &mut out)?;
+        let jobs = backend.jobs(who).map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
+        jobs_objects(&b, &jobs, &mut out)?;
     }
     if let Some(w) = want {
         out.retain(|o| w(&o.instance.class_name));
@@ -541,6 +548,40 @@ fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Ve
             ])?);
             out.push(rasd);
         }
+    }
+    Ok(())
+}
+
+fn jobs_objects(b: &Builder<'_>, jobs: &[JobInfo], out: &mut Vec<Object>) -> Result<(), CimError> {
+    for job in jobs {
+        let (state, status) = match job.state {
+            JobState::New => (2, "New"),
+            JobState::Running => (4, "Running"),
+            JobState::Completed => (7, "Completed"),
+            JobState::Failed => (10, "Exception"),
+        };
+        let mut values = vec![
+            ("InstanceID", s(format!("Mantle:Job/{}", job.id))),
+            ("Name", s(job.description.clone())),
+            ("ElementName", s(job.description.clone())),
+            ("JobState", n(state)),
+            ("JobStatus", s(status)),
+            ("PercentComplete", n(job.percent_complete)),
+            ("DeleteOnCompletion", Value::bool(false)),
+            ("OperationalStatus", nums(if job.state == JobState::Failed { &[6] } else { &[2] })),
+        ];
+        if let Some(e) = &job.error {
+            values.push(("ErrorDescription", s(e.clone())));
+        }
+        let obj = b.make(CIMV2_NS, JOB_CLASS, values)?;
+        if let Some(vm) = &job.vm_id {
+            out.push(b.make(CIMV2_NS, "CIM_AffectedJobElement", vec![
+                ("AffectedElement", r(&vm_path(vm))),
+                ("AffectingElement", r(&obj.path)),
+                ("ElementEffects", nums(&[6])),
+            ])?);
+        }
+        out.push(obj);
     }
     Ok(())
 }

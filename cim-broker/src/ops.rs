@@ -573,7 +573,10 @@ impl Broker {
         };
         let id = vm.path.key_text("Name").ok_or_else(|| err(StatusCode::Failed, "VM without Name"))?;
         Ok(match self.backend.power(who, id, action) {
-            Ok(()) => (0, Vec::new()),
+            Ok(crate::backend::Outcome::Done) => (0, Vec::new()),
+            Ok(crate::backend::Outcome::Started(job)) => {
+                (4096, vec![("Job", "reference", Value::Reference(model::job_path(&job)))])
+            }
             Err(BackendError::InvalidState(_)) => (4097, Vec::new()),
             Err(BackendError::NotFound(_)) => return Err(err(StatusCode::NotFound, "the VM no longer exists")),
             Err(BackendError::AccessDenied(d)) => return Err(err(StatusCode::AccessDenied, d)),

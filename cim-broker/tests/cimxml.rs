@@ -497,3 +497,22 @@ fn add_and_remove_resource_settings() {
     let (_, rsp) = run(&broker, &remove, Role::Administrator);
     assert_eq!(return_value(&rsp), 4);
 }
+
+#[test]
+fn power_operations_reported_as_jobs() {
+    let backend = MemoryBackend::new(HostInfo { hostname: "mantle-test".into(), cpus: 2, memory_mib: 4096, storage_mib: 10 }).with_jobs();
+    backend.define_vm(&admin(), VmSpec { name: "j".into(), vcpus: 1, memory_mib: 64, ..VmSpec::default() }).unwrap();
+    let broker = Broker::new(Box::new(backend), "mantle-test").unwrap();
+    let rsc = method_call("RequestStateChange", &vm_name_xml("1"), r#"<PARAMVALUE NAME="RequestedState" PARAMTYPE="uint16"><VALUE>2</VALUE></PARAMVALUE>"#);
+    let (out, rsp) = run(&broker, &rsc, Role::Operator);
+    assert_eq!(return_value(&rsp), 4096, "{out}");
+    assert!(out.contains(r#"<PARAMVALUE NAME="Job" PARAMTYPE="reference"><VALUE.REFERENCE><INSTANCEPATH>"#), "{out}");
+    assert!(out.contains("Mantle:Job/1"));
+    let get = imethod("GetInstance", "root/cimv2", r#"<IPARAMVALUE NAME="InstanceName"><INSTANCENAME CLASSNAME="CIM_ConcreteJob"><KEYBINDING NAME="InstanceID"><KEYVALUE>Mantle:Job/1</KEYVALUE></KEYBINDING></INSTANCENAME></IPARAMVALUE>"#);
+    let (out, _) = run(&broker, &get.replace("CLASSNAME=\"CIM_ConcreteJob\"", "CLASSNAME=\"Mantle_ConcreteJob\""), Role::ReadOnly);
+    assert!(out.contains(r#"<PROPERTY NAME="JobState" TYPE="uint16"><VALUE>7</VALUE></PROPERTY>"#), "{out}");
+    assert!(out.contains(r#"<PROPERTY NAME="PercentComplete" TYPE="uint16"><VALUE>100</VALUE></PROPERTY>"#), "{out}");
+    let assoc = format!(r#"<IPARAMVALUE NAME="ObjectName">{}</IPARAMVALUE><IPARAMVALUE NAME="AssocClass"><CLASSNAME NAME="CIM_AffectedJobElement"/></IPARAMVALUE>"#, vm_name_xml("1"));
+    let (out, rsp) = run(&broker, &imethod("AssociatorNames", "root/cimv2", &assoc), Role::ReadOnly);
+    assert_eq!(rsp.child("IRETURNVALUE").unwrap().children.len(), 1, "{out}");
+}
