@@ -350,6 +350,12 @@ fn define_power_modify_destroy_through_methods() {
     let (out, rsp) = run(&broker, &modify, Role::Administrator);
     assert_eq!(return_value(&rsp), 0, "{out}");
     assert_eq!(broker.backend.list_vms(&admin()).unwrap()[0].memory_mib, 1024);
+    // ModifySystemSettings renames it.
+    let vssd = format!("&lt;INSTANCE CLASSNAME=&quot;Mantle_VirtualSystemSettingData&quot;&gt;&lt;PROPERTY NAME=&quot;InstanceID&quot; TYPE=&quot;string&quot;&gt;&lt;VALUE&gt;Mantle:{id}&lt;/VALUE&gt;&lt;/PROPERTY&gt;&lt;PROPERTY NAME=&quot;ElementName&quot; TYPE=&quot;string&quot;&gt;&lt;VALUE&gt;web02&lt;/VALUE&gt;&lt;/PROPERTY&gt;&lt;/INSTANCE&gt;");
+    let modify = method_call("ModifySystemSettings", vsms, &format!(r#"<PARAMVALUE NAME="SystemSettings" PARAMTYPE="string" EmbeddedObject="instance"><VALUE>{vssd}</VALUE></PARAMVALUE>"#));
+    let (out, rsp) = run(&broker, &modify, Role::Administrator);
+    assert_eq!(return_value(&rsp), 0, "{out}");
+    assert_eq!(broker.backend.list_vms(&admin()).unwrap()[0].name, "web02");
     // DestroySystem removes it.
     let destroy = method_call("DestroySystem", vsms, &format!(r#"<PARAMVALUE NAME="AffectedSystem" PARAMTYPE="reference"><VALUE.REFERENCE>{}</VALUE.REFERENCE></PARAMVALUE>"#, vm_name_xml(&id)));
     let (out, rsp) = run(&broker, &destroy, Role::Administrator);

@@ -309,6 +309,66 @@ fn negative_http_cases_keep_the_broker_serving() {
     assert_eq!(st, 200);
 }
 
+/// Reads a chunked body and its trailers after the headers.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> (Vec<u8>, Vec<(String, String)>) {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).unwrap();
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        let mut chunk = vec![0; n + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let mut trailers = Vec::new();
+    loop {
+        let mut l = String::new();
+        reader.read_line(&mut l).unwrap();
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            trailers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    (body, trailers)
+}
+
+#[test]
+fn chunked_responses_carry_the_status_trailer() {
+    let b = BrokerProcess::start("chunked", &[]);
+    let s = TcpStream::connect(("127.0.0.1", b.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    for (ns, code) in [("cimv2", "0"), ("nowhere", "3")] {
+        let body = ENUM_NAMES.replace("cimv2", ns);
+        w.write_all(&post("EnumerateInstanceNames", &format!("root/{ns}"), &body, Some(ROOT), "TE: trailers\r\n")).unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            reader.read_line(&mut l).unwrap();
+            let l = l.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            headers.push(l);
+        }
+        assert!(headers.iter().any(|h| h == "transfer-encoding: chunked"), "{headers:?}");
+        assert!(headers.iter().any(|h| h.starts_with("trailer:") && h.contains("cimstatuscode")), "{headers:?}");
+        let (body, trailers) = read_chunked(&mut reader);
+        assert!(String::from_utf8_lossy(&body).contains("</CIM>"));
+        assert!(trailers.iter().any(|(k, v)| k == "cimstatuscode" && v == code), "{trailers:?}");
+    }
+}
+
 #[test]
 fn connection_limit_refuses_extra_connections() {
     let b = BrokerProcess::start("connlimit", &["--max-connections", "2"]);
