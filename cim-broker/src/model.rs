@@ -59,14 +59,11 @@ pub fn profile_path(name: &str) -> Option<InstancePath> {
 /// is made of the class's key properties.
 pub struct Builder<'a> {
     repo: &'a Repository,
-    /// Classes whose instances are wanted in full; others get only their path (cheap),
-    /// which is all that references to them need.
-    want: Option<&'a dyn Fn(&str) -> bool>,
 }
 
 impl<'a> Builder<'a> {
     pub fn new(repo: &'a Repository) -> Builder<'a> {
-        Builder { repo, want: None }
+        Builder { repo }
     }
 
     /// Makes an object of `class` in `ns` with the given property values.
@@ -86,11 +83,7 @@ impl<'a> Builder<'a> {
         }
         let mut inst = Instance::new(def.name.clone());
         let mut path = InstancePath::new(def.name.clone()).with_namespace(ns);
-        let full = self.want.is_none_or(|w| w(&def.name));
         for p in &def.properties {
-            if !full && !p.is_key() {
-                continue;
-            }
             let value = values.iter().find(|(n, _)| n.eq_ignore_ascii_case(&p.name)).map(|(_, v)| v.clone());
             // Instances carry no qualifiers: copy the declaration without them.
             let prop = crate::cim::Property {
@@ -183,36 +176,39 @@ pub fn parse_setting_id(id: &str) -> Option<(&str, Option<&str>)> {
     })
 }
 
-/// Builds the objects the broker serves: those of one namespace, or of both (for
-/// association traversals, which cross from root/interop into root/cimv2).
-pub fn snapshot(repo: &Repository, backend: &dyn VirtBackend, who: &Principal, only: Option<&str>) -> Result<Vec<Object>, CimError> {
-    snapshot_of(repo, backend, who, only, None)
+/// What the model is built from: the back end's state at one moment. The broker
+/// rebuilds its objects only when this changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inputs {
+    pub host: HostInfo,
+    pub vms: Vec<VmInfo>,
+    pub jobs: Vec<JobInfo>,
 }
 
-/// Like [`snapshot`], keeping only the objects whose class `want` accepts.
-pub fn snapshot_of(
-    repo: &Repository,
-    backend: &dyn VirtBackend,
-    who: &Principal,
-    only: Option<&str>,
-    want: Option<&dyn Fn(&str) -> bool>,
-) -> Result<Vec<Object>, CimError> {
-    let host = backend.host(who).map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
-    let vms = backend.list_vms(who).map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
-    let b = Builder { repo, want };
-    let mut out = Vec::with_capacity(64 + vms.len() * 16);
+/// Reads the back end's state as `who`.
+pub fn inputs(backend: &dyn VirtBackend, who: &Principal) -> Result<Inputs, CimError> {
+    let fail = |e: crate::backend::BackendError| CimError::new(StatusCode::Failed, format!("back end: {e}"));
+    Ok(Inputs { host: backend.host(who).map_err(fail)?, vms: backend.list_vms(who).map_err(fail)?, jobs: backend.jobs(who).map_err(fail)? })
+}
+
+/// Builds the objects the broker serves: those of one namespace, or of both (for
+/// association traversals, which cross from root/interop into root/cimv2).
+pub fn build(repo: &Repository, inputs: &Inputs, only: Option<&str>) -> Result<Vec<Object>, CimError> {
+    let b = Builder::new(repo);
+    let mut out = Vec::with_capacity(64 + inputs.vms.len() * 24);
     if only.is_none_or(|ns| ns == INTEROP_NS) {
-        interop(&b, &host, &vms, &mut out)?;
+        interop(&b, &inputs.host, &inputs.vms, &mut out)?;
     }
     if only.is_none_or(|ns| ns == CIMV2_NS) {
-        virtualization(&b, &host, &vms, &mut out)?;
-        let jobs = backend.jobs(who).map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
-        jobs_objects(&b, &jobs, &mut out)?;
-    }
-    if let Some(w) = want {
-        out.retain(|o| w(&o.instance.class_name));
+        virtualization(&b, &inputs.host, &inputs.vms, &mut out)?;
+        jobs_objects(&b, &inputs.jobs, &mut out)?;
     }
     Ok(out)
+}
+
+/// Reads the back end and builds the objects (see [`build`]).
+pub fn snapshot(repo: &Repository, backend: &dyn VirtBackend, who: &Principal, only: Option<&str>) -> Result<Vec<Object>, CimError> {
+    build(repo, &inputs(backend, who)?, only)
 }
 
 fn interop(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Vec<Object>) -> Result<(), CimError> {

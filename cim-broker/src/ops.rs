@@ -10,7 +10,7 @@ use crate::xml::dom::Limits;
 use crate::xml::reader::{self, Call, IMethodCall, MethodCall, MethodTarget, ParamValue, Request};
 use crate::xml::writer::{self, ObjectOptions, XmlOut};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Pull-operation limits.
@@ -42,6 +42,9 @@ pub struct Broker {
     pub host_name: String,
     pub limits: Limits,
     enumerations: Mutex<(u64, HashMap<String, Enumeration>)>,
+    /// The objects last built per scope (a namespace, or None for both), with the
+    /// back-end state they were built from.
+    model_cache: Mutex<Vec<(Option<&'static str>, model::Inputs, Arc<Vec<Object>>)>>,
 }
 
 fn err(code: StatusCode, d: impl Into<String>) -> CimError {
@@ -138,6 +141,7 @@ impl Broker {
             host_name: host_name.into(),
             limits: Limits::default(),
             enumerations: Mutex::new((1, HashMap::new())),
+            model_cache: Mutex::new(Vec::new()),
         })
     }
 
@@ -186,9 +190,21 @@ impl Broker {
         (body, status)
     }
 
-    /// The objects of one namespace (None: all, for association traversals).
-    fn snapshot(&self, who: &Principal, ns: Option<&str>) -> Result<Vec<Object>, CimError> {
-        model::snapshot(&self.repo, self.backend.as_ref(), who, ns)
+    /// The objects of one namespace (None: both, for association traversals), rebuilt
+    /// only when the back end's state differs from the last build's.
+    fn objects(&self, who: &Principal, ns: Option<&'static str>) -> Result<Arc<Vec<Object>>, CimError> {
+        let inputs = model::inputs(self.backend.as_ref(), who)?;
+        {
+            let cache = self.model_cache.lock().map_err(|_| err(StatusCode::Failed, "model cache lock"))?;
+            if let Some((_, _, objs)) = cache.iter().find(|(n, i, _)| *n == ns && *i == inputs) {
+                return Ok(objs.clone());
+            }
+        }
+        let objs = Arc::new(model::build(&self.repo, &inputs, ns)?);
+        let mut cache = self.model_cache.lock().map_err(|_| err(StatusCode::Failed, "model cache lock"))?;
+        cache.retain(|(n, _, _)| *n != ns);
+        cache.push((ns, inputs, objs.clone()));
+        Ok(objs)
     }
 
     fn namespace<'a>(&'a self, ns: &str) -> Result<(&'static str, &'a crate::repository::NamespaceClasses), CimError> {
@@ -258,14 +274,13 @@ impl Broker {
                     include_class_origin: bool_param(call, "IncludeClassOrigin", false)?,
                 };
                 let list = property_list(call)?;
-                let want = |c: &str| classes.is_a(c, &class.name);
-                let snapshot = model::snapshot_of(&self.repo, self.backend.as_ref(), who, Some(ns), Some(&want))?;
-                let objects: Vec<Object> = snapshot
-                    .into_iter()
-                    .filter(|o| o.path.namespace.as_deref() == Some(ns))
+                let all = self.objects(who, Some(ns))?;
+                let objects: Vec<Object> = all
+                    .iter()
+                    .filter(|o| o.path.namespace.as_deref() == Some(ns) && classes.is_a(&o.instance.class_name, &class.name))
                     .map(|o| {
                         let inst = filter_instance(&o.instance, list.as_deref(), (!deep).then_some(class));
-                        Object { path: o.path, instance: inst }
+                        Object { path: o.path.clone(), instance: inst }
                     })
                     .collect();
                 match name {
@@ -327,7 +342,7 @@ impl Broker {
                         return Err(err(StatusCode::InvalidParameter, format!("class {c} does not exist")));
                     }
                 }
-                let snapshot = self.snapshot(who, None)?;
+                let snapshot = self.objects(who, None)?;
                 let mut target = target;
                 if target.namespace.is_none() {
                     target.namespace = Some(ns.to_string());
@@ -393,11 +408,11 @@ impl Broker {
     fn find(&self, who: &Principal, ns: &str, path: &InstancePath) -> Result<Object, CimError> {
         let mut want = path.clone();
         want.namespace = Some(ns.to_string());
-        let classes = self.repo.namespace(ns);
-        let wanted = |c: &str| classes.is_some_and(|cl| cl.is_a(c, &path.class_name) || cl.is_a(&path.class_name, c));
-        model::snapshot_of(&self.repo, self.backend.as_ref(), who, Some(ns), Some(&wanted))?
-            .into_iter()
+        let scope = canonical_namespace(ns);
+        self.objects(who, scope)?
+            .iter()
             .find(|o| o.path.same_instance(&want))
+            .cloned()
             .ok_or_else(|| err(StatusCode::NotFound, "the object does not exist"))
     }
 
