@@ -34,6 +34,9 @@ struct Enumeration {
     namespace: String,
 }
 
+/// Objects built for a scope (a namespace, or None for both) from some back-end state.
+type CachedModel = (Option<&'static str>, model::Inputs, Arc<Vec<Object>>);
+
 /// The broker's operation engine.
 pub struct Broker {
     pub repo: Repository,
@@ -44,7 +47,7 @@ pub struct Broker {
     enumerations: Mutex<(u64, HashMap<String, Enumeration>)>,
     /// The objects last built per scope (a namespace, or None for both), with the
     /// back-end state they were built from.
-    model_cache: Mutex<Vec<(Option<&'static str>, model::Inputs, Arc<Vec<Object>>)>>,
+    model_cache: Mutex<Vec<CachedModel>>,
 }
 
 fn err(code: StatusCode, d: impl Into<String>) -> CimError {
