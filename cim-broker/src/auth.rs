@@ -76,9 +76,10 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Accounts from a file of `user:role:password` lines (development and tests only:
-/// production authentication goes through hostd's account service).
+/// production authentication goes through hostd's account service). The role
+/// `disabled` keeps an account that may not use the CIM service (HTTP 403).
 pub struct UsersFile {
-    users: Vec<(String, Role, String)>,
+    users: Vec<(String, Option<Role>, String)>,
 }
 
 impl UsersFile {
@@ -93,7 +94,11 @@ impl UsersFile {
             let (Some(u), Some(r), Some(p)) = (parts.next(), parts.next(), parts.next()) else {
                 return Err(format!("line {}: expected user:role:password", i + 1));
             };
-            let role = Role::parse(r).ok_or_else(|| format!("line {}: unknown role {r}", i + 1))?;
+            let role = if r.eq_ignore_ascii_case("disabled") {
+                None
+            } else {
+                Some(Role::parse(r).ok_or_else(|| format!("line {}: unknown role {r}", i + 1))?)
+            };
             if p.is_empty() {
                 return Err(format!("line {}: empty password", i + 1));
             }
@@ -114,7 +119,11 @@ impl Authenticator for UsersFile {
                 found = Some(*r);
             }
         }
-        found.map(|role| Principal::new(user, role)).ok_or(AuthError::BadCredentials)
+        match found {
+            Some(Some(role)) => Ok(Principal::new(user, role)),
+            Some(None) => Err(AuthError::Forbidden),
+            None => Err(AuthError::BadCredentials),
+        }
     }
 }
 
@@ -127,7 +136,9 @@ mod tests {
         assert_eq!(parse_basic("Basic cm9vdDpzZWNyZXQ="), Some(("root".into(), "secret".into())));
         assert_eq!(parse_basic("Bearer x"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
-        let f = UsersFile::parse("# c\nroot:administrator:secret\nro:readonly:pw\n").unwrap();
+        let f = UsersFile::parse("# c\nroot:administrator:secret\nro:readonly:pw\nold:disabled:pw\n").unwrap();
+        assert_eq!(f.authenticate("old", "pw"), Err(AuthError::Forbidden));
+        assert_eq!(f.authenticate("old", "nope"), Err(AuthError::BadCredentials));
         assert_eq!(f.authenticate("root", "secret").map(|p| p.role), Ok(Role::Administrator));
         assert_eq!(f.authenticate("ro", "pw").map(|p| p.role), Ok(Role::ReadOnly));
         assert_eq!(f.authenticate("root", "wrong"), Err(AuthError::BadCredentials));

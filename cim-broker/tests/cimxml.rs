@@ -522,3 +522,21 @@ fn power_operations_reported_as_jobs() {
     let (out, rsp) = run(&broker, &imethod("AssociatorNames", "root/cimv2", &assoc), Role::ReadOnly);
     assert_eq!(rsp.child("IRETURNVALUE").unwrap().children.len(), 1, "{out}");
 }
+
+#[test]
+fn pull_associators() {
+    let broker = broker_with_vms(1);
+    let open = imethod("OpenAssociatorInstances", "root/cimv2", &format!(r#"<IPARAMVALUE NAME="InstanceName">{}</IPARAMVALUE><IPARAMVALUE NAME="MaxObjectCount"><VALUE>1</VALUE></IPARAMVALUE>"#, vm_name_xml("1")));
+    let (out, rsp) = run(&broker, &open, Role::ReadOnly);
+    assert_eq!(rsp.child("IRETURNVALUE").unwrap().children_named("VALUE.INSTANCEWITHPATH").count(), 1, "{out}");
+    let ctx = rsp.children_named("PARAMVALUE").find(|p| p.attr("NAME") == Some("EnumerationContext")).unwrap().child("VALUE").unwrap().text.clone();
+    let pull = imethod("PullInstancesWithPath", "root/cimv2", &format!(r#"<IPARAMVALUE NAME="EnumerationContext"><VALUE>{ctx}</VALUE></IPARAMVALUE><IPARAMVALUE NAME="MaxObjectCount"><VALUE>100</VALUE></IPARAMVALUE>"#));
+    let (out, rsp) = run(&broker, &pull, Role::ReadOnly);
+    let rest = rsp.child("IRETURNVALUE").unwrap().children_named("VALUE.INSTANCEWITHPATH").count();
+    // Profile, host, service, capabilities, VSSD (reached by two associations, once).
+    assert_eq!(1 + rest, 5, "{out}");
+    let paths = open.replace("OpenAssociatorInstances", "OpenReferenceInstancePaths").replace(">1</VALUE>", ">100</VALUE>");
+    let (out, rsp) = run(&broker, &paths, Role::ReadOnly);
+    // Conformance, hosted dependency, service effect, capabilities, two setting links.
+    assert_eq!(rsp.child("IRETURNVALUE").unwrap().children_named("INSTANCEPATH").count(), 6, "{out}");
+}

@@ -21,7 +21,7 @@ impl BrokerProcess {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cim-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("users"), "root:administrator:secret\nop:operator:opsecret\nro:readonly:rosecret\n").unwrap();
+        std::fs::write(dir.join("users"), "root:administrator:secret\nop:operator:opsecret\nro:readonly:rosecret\nold:disabled:oldsecret\n").unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cim-broker"))
             .args(["--listen", "127.0.0.1", "--http-port", "0", "--https-port", "0", "--hostname", "mantle-test"])
             .arg("--users-file")
@@ -269,6 +269,9 @@ fn negative_http_cases_keep_the_broker_serving() {
     assert!(h.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with("Basic realm=")));
     let (st, _, _) = exchange(&mut s, &post("EnumerateInstanceNames", "root/cimv2", ENUM_NAMES, Some("cm9vdDp3cm9uZw=="), ""));
     assert_eq!(st, 401);
+    // A disabled account: 403.
+    let (st, _, _) = exchange(&mut s, &post("EnumerateInstanceNames", "root/cimv2", ENUM_NAMES, Some("b2xkOm9sZHNlY3JldA=="), ""));
+    assert_eq!(st, 403);
     // Header/body mismatches.
     let (st, h, _) = exchange(&mut s, &post("GetClass", "root/cimv2", ENUM_NAMES, Some(ROOT), ""));
     assert_eq!((st, cim_error(&h)), (400, Some("header-mismatch")));
