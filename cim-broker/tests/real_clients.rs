@@ -82,6 +82,8 @@ fn pywbemcli(b: &BrokerProcess, user: &str, password: &str, args: &[&str]) -> (b
         // requests lets these override the session's CA bundle: point them at ours.
         .env("REQUESTS_CA_BUNDLE", b.cert())
         .env("CURL_CA_BUNDLE", b.cert())
+        .env("NO_PROXY", "localhost,127.0.0.1")
+        .env("no_proxy", "localhost,127.0.0.1")
         .env_remove("PYWBEMCLI_SERVER")
         .env_remove("PYWBEMCLI_DEFAULT_NAMESPACE")
         .output()
@@ -91,7 +93,13 @@ fn pywbemcli(b: &BrokerProcess, user: &str, password: &str, args: &[&str]) -> (b
 }
 
 fn wbemcli(args: &[&str]) -> String {
-    let out = Command::new("wbemcli").args(args).output().expect("wbemcli (Debian sblim-wbemcli) is needed");
+    let out = Command::new("wbemcli")
+        .args(args)
+        // wbemcli talks through libcurl, which honours proxy variables.
+        .env("NO_PROXY", "localhost,127.0.0.1")
+        .env("no_proxy", "localhost,127.0.0.1")
+        .output()
+        .expect("wbemcli (Debian sblim-wbemcli) is needed");
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
@@ -174,6 +182,8 @@ print("destroy", rc, len(c.EnumerateInstanceNames("Mantle_ComputerSystem")))
         .arg(b.cert())
         .env("REQUESTS_CA_BUNDLE", b.cert())
         .env("CURL_CA_BUNDLE", b.cert())
+        .env("NO_PROXY", "localhost,127.0.0.1")
+        .env("no_proxy", "localhost,127.0.0.1")
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
