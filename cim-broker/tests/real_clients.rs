@@ -127,6 +127,11 @@ fn pywbemcli_classes_instances_and_methods() {
     assert!(ok && out.contains("DefineSystem(") && out.contains("EmbeddedInstance") && out.contains("ModifyResourceSettings("), "{out}");
     let (ok, out) = pywbemcli(&b, "ro", "rosecret", &["-d", "root/cimv2", "-o", "table", "instance", "enumerate", "CIM_ComputerSystem"]);
     assert!(ok && out.contains("demo0") && out.contains("demo1") && out.contains("Mantle_HostSystem"), "{out}");
+    // Paths through the pull operations (OpenEnumerateInstancePaths) and counts.
+    let (ok, out) = pywbemcli(&b, "ro", "rosecret", &["-d", "root/cimv2", "instance", "enumerate", "CIM_ComputerSystem", "--names-only"]);
+    assert!(ok && out.matches("root/cimv2:Mantle_ComputerSystem.").count() == 2 && out.contains("Mantle_HostSystem."), "{out}");
+    let (ok, out) = pywbemcli(&b, "ro", "rosecret", &["-d", "root/cimv2", "instance", "count", "Mantle_*"]);
+    assert!(ok && out.contains("Mantle_ResourcePool") && out.contains("Mantle_ComputerSystem"), "{out}");
     let vm = r#"Mantle_ComputerSystem.CreationClassName="Mantle_ComputerSystem",Name="1""#;
     let (ok, out) = pywbemcli(&b, "op", "opsecret", &["-d", "root/cimv2", "instance", "invokemethod", vm, "RequestStateChange", "-p", "RequestedState=2"]);
     assert!(ok && out.contains("ReturnValue=0"), "{out}");
