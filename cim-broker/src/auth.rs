@@ -24,6 +24,22 @@ impl Role {
     }
 }
 
+/// An authenticated caller. The broker passes it to the back end with every call,
+/// so hostd authorizes each change as that user (its session token rides along).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub role: Role,
+    /// The back end's session for this user (hostd's bearer token), if it has one.
+    pub session: Option<String>,
+}
+
+impl Principal {
+    pub fn new(user: impl Into<String>, role: Role) -> Principal {
+        Principal { user: user.into(), role, session: None }
+    }
+}
+
 /// Outcome of a failed authentication.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthError {
@@ -36,7 +52,7 @@ pub enum AuthError {
 }
 
 pub trait Authenticator: Send + Sync {
-    fn authenticate(&self, user: &str, password: &str) -> Result<Role, AuthError>;
+    fn authenticate(&self, user: &str, password: &str) -> Result<Principal, AuthError>;
 }
 
 /// Decodes an `Authorization: Basic ...` header value into (user, password).
@@ -60,9 +76,10 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Accounts from a file of `user:role:password` lines (development and tests only:
-/// production authentication goes through hostd's account service).
+/// production authentication goes through hostd's account service). The role
+/// `disabled` keeps an account that may not use the CIM service (HTTP 403).
 pub struct UsersFile {
-    users: Vec<(String, Role, String)>,
+    users: Vec<(String, Option<Role>, String)>,
 }
 
 impl UsersFile {
@@ -77,7 +94,11 @@ impl UsersFile {
             let (Some(u), Some(r), Some(p)) = (parts.next(), parts.next(), parts.next()) else {
                 return Err(format!("line {}: expected user:role:password", i + 1));
             };
-            let role = Role::parse(r).ok_or_else(|| format!("line {}: unknown role {r}", i + 1))?;
+            let role = if r.eq_ignore_ascii_case("disabled") {
+                None
+            } else {
+                Some(Role::parse(r).ok_or_else(|| format!("line {}: unknown role {r}", i + 1))?)
+            };
             if p.is_empty() {
                 return Err(format!("line {}: empty password", i + 1));
             }
@@ -91,14 +112,18 @@ impl UsersFile {
 }
 
 impl Authenticator for UsersFile {
-    fn authenticate(&self, user: &str, password: &str) -> Result<Role, AuthError> {
+    fn authenticate(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
         let mut found = None;
         for (u, r, p) in &self.users {
             if u == user && ct_eq(p.as_bytes(), password.as_bytes()) {
                 found = Some(*r);
             }
         }
-        found.ok_or(AuthError::BadCredentials)
+        match found {
+            Some(Some(role)) => Ok(Principal::new(user, role)),
+            Some(None) => Err(AuthError::Forbidden),
+            None => Err(AuthError::BadCredentials),
+        }
     }
 }
 
@@ -111,9 +136,11 @@ mod tests {
         assert_eq!(parse_basic("Basic cm9vdDpzZWNyZXQ="), Some(("root".into(), "secret".into())));
         assert_eq!(parse_basic("Bearer x"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
-        let f = UsersFile::parse("# c\nroot:administrator:secret\nro:readonly:pw\n").unwrap();
-        assert_eq!(f.authenticate("root", "secret"), Ok(Role::Administrator));
-        assert_eq!(f.authenticate("ro", "pw"), Ok(Role::ReadOnly));
+        let f = UsersFile::parse("# c\nroot:administrator:secret\nro:readonly:pw\nold:disabled:pw\n").unwrap();
+        assert_eq!(f.authenticate("old", "pw"), Err(AuthError::Forbidden));
+        assert_eq!(f.authenticate("old", "nope"), Err(AuthError::BadCredentials));
+        assert_eq!(f.authenticate("root", "secret").map(|p| p.role), Ok(Role::Administrator));
+        assert_eq!(f.authenticate("ro", "pw").map(|p| p.role), Ok(Role::ReadOnly));
         assert_eq!(f.authenticate("root", "wrong"), Err(AuthError::BadCredentials));
         assert!(UsersFile::parse("x:boss:pw").is_err());
         assert!(UsersFile::parse("x:admin:").is_err());

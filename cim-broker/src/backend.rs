@@ -4,6 +4,7 @@
 //! broker binary on a development host: it is *not* the acceptance path, which goes
 //! through hostd so that a VM defined over CIM is the same VM hostd and vmkcli show.
 
+use crate::auth::Principal;
 use std::sync::Mutex;
 
 /// Facts about the host.
@@ -66,13 +67,23 @@ pub struct VmSpec {
     pub notes: String,
 }
 
-/// Changes from ModifyResourceSettings / ModifySystemSettings.
+/// A device of a VM, by its position in [`VmInfo::disks`] or [`VmInfo::nics`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceRef {
+    Disk(usize),
+    Nic(usize),
+}
+
+/// Changes from Modify/Add/RemoveResourceSettings and ModifySystemSettings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VmChange {
     pub name: Option<String>,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u64>,
     pub notes: Option<String>,
+    pub add_disks: Vec<DiskInfo>,
+    pub add_nics: Vec<NicInfo>,
+    pub remove: Vec<DeviceRef>,
 }
 
 /// A power operation (DSP1057 RequestStateChange values 2/3/4/9/10/11).
@@ -84,6 +95,33 @@ pub enum PowerAction {
     Pause,
     Reboot,
     Reset,
+}
+
+/// A long-running operation in the back end (a VM booting, shutting down ...).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobInfo {
+    pub id: String,
+    /// The VM it acts on.
+    pub vm_id: Option<String>,
+    pub description: String,
+    pub state: JobState,
+    pub percent_complete: u16,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    New,
+    Running,
+    Completed,
+    Failed,
+}
+
+/// How a power operation went: done, or started as a job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Done,
+    Started(String),
 }
 
 /// Back-end errors, mapped to CIM method return codes or CIM errors.
@@ -109,25 +147,48 @@ impl std::fmt::Display for BackendError {
     }
 }
 
-/// The virtualization back end: the VM inventory and lifecycle (hostd).
+/// The virtualization back end: the VM inventory and lifecycle (hostd). Every call
+/// names the caller, so hostd can authorize it as that user.
 pub trait VirtBackend: Send + Sync {
-    fn host(&self) -> Result<HostInfo, BackendError>;
-    fn list_vms(&self) -> Result<Vec<VmInfo>, BackendError>;
-    fn define_vm(&self, spec: VmSpec) -> Result<VmInfo, BackendError>;
-    fn destroy_vm(&self, id: &str) -> Result<(), BackendError>;
-    fn modify_vm(&self, id: &str, change: VmChange) -> Result<VmInfo, BackendError>;
-    fn power(&self, id: &str, action: PowerAction) -> Result<(), BackendError>;
+    fn host(&self, who: &Principal) -> Result<HostInfo, BackendError>;
+    fn list_vms(&self, who: &Principal) -> Result<Vec<VmInfo>, BackendError>;
+    fn define_vm(&self, who: &Principal, spec: VmSpec) -> Result<VmInfo, BackendError>;
+    fn destroy_vm(&self, who: &Principal, id: &str) -> Result<(), BackendError>;
+    fn modify_vm(&self, who: &Principal, id: &str, change: VmChange) -> Result<VmInfo, BackendError>;
+    fn power(&self, who: &Principal, id: &str, action: PowerAction) -> Result<Outcome, BackendError>;
+    /// Jobs the back end keeps for asynchronous operations.
+    fn jobs(&self, _who: &Principal) -> Result<Vec<JobInfo>, BackendError> {
+        Ok(Vec::new())
+    }
+}
+
+/// hostd's rule, mirrored by the in-memory back end: ReadOnly users change nothing.
+fn deny_read_only(who: &Principal) -> Result<(), BackendError> {
+    if who.role == crate::auth::Role::ReadOnly {
+        Err(BackendError::AccessDenied(format!("{} is read-only", who.user)))
+    } else {
+        Ok(())
+    }
 }
 
 /// In-memory inventory for unit tests and local development runs (not hostd).
 pub struct MemoryBackend {
     host: HostInfo,
     state: Mutex<(u64, Vec<VmInfo>)>,
+    /// When set, power operations are reported as jobs (completed at once), the way
+    /// hostd reports operations that take time.
+    jobs: Option<Mutex<Vec<JobInfo>>>,
 }
 
 impl MemoryBackend {
     pub fn new(host: HostInfo) -> MemoryBackend {
-        MemoryBackend { host, state: Mutex::new((1, Vec::new())) }
+        MemoryBackend { host, state: Mutex::new((1, Vec::new())), jobs: None }
+    }
+
+    /// Reports power operations as jobs.
+    pub fn with_jobs(mut self) -> MemoryBackend {
+        self.jobs = Some(Mutex::new(Vec::new()));
+        self
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, (u64, Vec<VmInfo>)>, BackendError> {
@@ -136,15 +197,16 @@ impl MemoryBackend {
 }
 
 impl VirtBackend for MemoryBackend {
-    fn host(&self) -> Result<HostInfo, BackendError> {
+    fn host(&self, _who: &Principal) -> Result<HostInfo, BackendError> {
         Ok(self.host.clone())
     }
 
-    fn list_vms(&self) -> Result<Vec<VmInfo>, BackendError> {
+    fn list_vms(&self, _who: &Principal) -> Result<Vec<VmInfo>, BackendError> {
         Ok(self.lock()?.1.clone())
     }
 
-    fn define_vm(&self, spec: VmSpec) -> Result<VmInfo, BackendError> {
+    fn define_vm(&self, who: &Principal, spec: VmSpec) -> Result<VmInfo, BackendError> {
+        deny_read_only(who)?;
         if spec.name.is_empty() || spec.name.len() > 80 {
             return Err(BackendError::InvalidParameter("a VM name of 1 to 80 characters is required".into()));
         }
@@ -174,7 +236,8 @@ impl VirtBackend for MemoryBackend {
         Ok(vm)
     }
 
-    fn destroy_vm(&self, id: &str) -> Result<(), BackendError> {
+    fn destroy_vm(&self, who: &Principal, id: &str) -> Result<(), BackendError> {
+        deny_read_only(who)?;
         let mut st = self.lock()?;
         let pos = st.1.iter().position(|v| v.id == id).ok_or_else(|| BackendError::NotFound(id.into()))?;
         if st.1[pos].state != PowerState::Off {
@@ -184,7 +247,8 @@ impl VirtBackend for MemoryBackend {
         Ok(())
     }
 
-    fn modify_vm(&self, id: &str, change: VmChange) -> Result<VmInfo, BackendError> {
+    fn modify_vm(&self, who: &Principal, id: &str, change: VmChange) -> Result<VmInfo, BackendError> {
+        deny_read_only(who)?;
         let mut st = self.lock()?;
         let vm = st.1.iter_mut().find(|v| v.id == id).ok_or_else(|| BackendError::NotFound(id.into()))?;
         if (change.vcpus.is_some() || change.memory_mib.is_some()) && vm.state != PowerState::Off {
@@ -202,6 +266,32 @@ impl VirtBackend for MemoryBackend {
             }
             vm.vcpus = c;
         }
+        let mut disks = Vec::new();
+        let mut nics = Vec::new();
+        for r in &change.remove {
+            match *r {
+                DeviceRef::Disk(i) if i < vm.disks.len() => disks.push(i),
+                DeviceRef::Nic(i) if i < vm.nics.len() => nics.push(i),
+                other => return Err(BackendError::NotFound(format!("{other:?}"))),
+            }
+        }
+        if (!disks.is_empty() || !nics.is_empty() || !change.add_disks.is_empty() || !change.add_nics.is_empty())
+            && vm.state != PowerState::Off
+        {
+            return Err(BackendError::InvalidState("devices change only while the VM is off".into()));
+        }
+        disks.sort_unstable();
+        disks.dedup();
+        nics.sort_unstable();
+        nics.dedup();
+        for i in disks.into_iter().rev() {
+            vm.disks.remove(i);
+        }
+        for i in nics.into_iter().rev() {
+            vm.nics.remove(i);
+        }
+        vm.disks.extend(change.add_disks);
+        vm.nics.extend(change.add_nics);
         if let Some(n) = change.name {
             vm.name = n;
         }
@@ -211,7 +301,8 @@ impl VirtBackend for MemoryBackend {
         Ok(vm.clone())
     }
 
-    fn power(&self, id: &str, action: PowerAction) -> Result<(), BackendError> {
+    fn power(&self, who: &Principal, id: &str, action: PowerAction) -> Result<Outcome, BackendError> {
+        deny_read_only(who)?;
         let mut st = self.lock()?;
         let vm = st.1.iter_mut().find(|v| v.id == id).ok_or_else(|| BackendError::NotFound(id.into()))?;
         use PowerAction::*;
@@ -223,6 +314,25 @@ impl VirtBackend for MemoryBackend {
             (Running, Reboot | Reset) => Running,
             (s, a) => return Err(BackendError::InvalidState(format!("{a:?} from {s:?}"))),
         };
-        Ok(())
+        let Some(jobs) = &self.jobs else { return Ok(Outcome::Done) };
+        let mut jobs = jobs.lock().map_err(|_| BackendError::Failed("job list lock poisoned".into()))?;
+        let job = JobInfo {
+            id: (jobs.len() + 1).to_string(),
+            vm_id: Some(id.to_string()),
+            description: format!("{action:?} {id}"),
+            state: JobState::Completed,
+            percent_complete: 100,
+            error: None,
+        };
+        let job_id = job.id.clone();
+        jobs.push(job);
+        Ok(Outcome::Started(job_id))
+    }
+
+    fn jobs(&self, _who: &Principal) -> Result<Vec<JobInfo>, BackendError> {
+        match &self.jobs {
+            Some(j) => Ok(j.lock().map_err(|_| BackendError::Failed("job list lock poisoned".into()))?.clone()),
+            None => Ok(Vec::new()),
+        }
     }
 }

@@ -184,8 +184,8 @@ async fn handle_inner(svc: Arc<Service>, req: Request<Incoming>) -> Response<Cim
         return unauthorized(&svc.config.realm);
     };
     let auth = svc.auth.clone();
-    let role = match tokio::task::spawn_blocking(move || auth.authenticate(&user, &password)).await {
-        Ok(Ok(role)) => role,
+    let principal = match tokio::task::spawn_blocking(move || auth.authenticate(&user, &password)).await {
+        Ok(Ok(p)) => p,
         Ok(Err(AuthError::BadCredentials)) => return unauthorized(&svc.config.realm),
         Ok(Err(AuthError::Forbidden)) => return http_error(StatusCode::FORBIDDEN, None),
         Ok(Err(AuthError::Unavailable(_))) | Err(_) => return http_error(StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -220,37 +220,38 @@ async fn handle_inner(svc: Arc<Service>, req: Request<Incoming>) -> Response<Cim
             return http_error(StatusCode::BAD_REQUEST, Some("request-not-valid"));
         }
     };
+    // Decoding, the header checks against the body and the operation run in one
+    // blocking task: one thread hop per request.
+    let started = std::time::Instant::now();
     let svc2 = svc.clone();
+    let headers2 = headers.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let request = reader::decode_request(&body, &svc2.broker.limits)?;
-        Ok::<_, DecodeError>(request)
+        let request = match reader::decode_request(&body, &svc2.broker.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(match e {
+                    DecodeError::NotWellFormed(_) => (StatusCode::BAD_REQUEST, "request-not-well-formed"),
+                    DecodeError::NotValid(_) | DecodeError::TooLarge(_) => (StatusCode::BAD_REQUEST, "request-not-valid"),
+                    DecodeError::UnsupportedVersion("cim-version", _) => (StatusCode::NOT_IMPLEMENTED, "unsupported-cim-version"),
+                    DecodeError::UnsupportedVersion("dtd-version", _) => (StatusCode::NOT_IMPLEMENTED, "unsupported-dtd-version"),
+                    DecodeError::UnsupportedVersion(_, _) => (StatusCode::NOT_IMPLEMENTED, "unsupported-protocol-version"),
+                    DecodeError::MultipleRequests => (StatusCode::NOT_IMPLEMENTED, "multiple-requests-unsupported"),
+                });
+            }
+        };
+        // The headers must say what the body does.
+        let method_ok = header_str(&headers2, "cimmethod").is_some_and(|m| m.trim() == request.call.name());
+        let object_ok = header_str(&headers2, "cimobject").is_some_and(|o| cimobject_matches(o, &request.call));
+        if !method_ok || !object_ok {
+            return Err((StatusCode::BAD_REQUEST, "header-mismatch"));
+        }
+        Ok(svc2.broker.handle_with_status(&request, &principal))
     })
     .await;
-    let request = match result {
+    let (xml, status) = match result {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let (status, cim) = match e {
-                DecodeError::NotWellFormed(_) => (StatusCode::BAD_REQUEST, "request-not-well-formed"),
-                DecodeError::NotValid(_) | DecodeError::TooLarge(_) => (StatusCode::BAD_REQUEST, "request-not-valid"),
-                DecodeError::UnsupportedVersion("cim-version", _) => (StatusCode::NOT_IMPLEMENTED, "unsupported-cim-version"),
-                DecodeError::UnsupportedVersion("dtd-version", _) => (StatusCode::NOT_IMPLEMENTED, "unsupported-dtd-version"),
-                DecodeError::UnsupportedVersion(_, _) => (StatusCode::NOT_IMPLEMENTED, "unsupported-protocol-version"),
-                DecodeError::MultipleRequests => (StatusCode::NOT_IMPLEMENTED, "multiple-requests-unsupported"),
-            };
-            return http_error(status, Some(cim));
-        }
+        Ok(Err((status, cim))) => return http_error(status, Some(cim)),
         Err(_) => return http_error(StatusCode::INTERNAL_SERVER_ERROR, None),
-    };
-    // The headers must say what the body does.
-    let method_ok = header_str(&headers, "cimmethod").is_some_and(|m| m.trim() == request.call.name());
-    let object_ok = header_str(&headers, "cimobject").is_some_and(|o| cimobject_matches(o, &request.call));
-    if !method_ok || !object_ok {
-        return http_error(StatusCode::BAD_REQUEST, Some("header-mismatch"));
-    }
-    let started = std::time::Instant::now();
-    let svc3 = svc.clone();
-    let Ok((xml, status)) = tokio::task::spawn_blocking(move || svc3.broker.handle_with_status(&request, role)).await else {
-        return http_error(StatusCode::INTERNAL_SERVER_ERROR, None);
     };
     let wants_trailers = headers
         .get_all(hyper::header::TE)
@@ -337,9 +338,8 @@ pub async fn serve(
             let _permit = permit;
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(svc.config.header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve_connection(s, svc).await,
-                        _ => {}
+                    if let Ok(Ok(s)) = tokio::time::timeout(svc.config.header_timeout, acceptor.accept(stream)).await {
+                        serve_connection(s, svc).await;
                     }
                 }
                 None => serve_connection(stream, svc).await,

@@ -75,8 +75,9 @@ fn run(args: Args) -> Result<(), String> {
         "memory" => {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
             let b = MemoryBackend::new(HostInfo { hostname: hostname.clone(), cpus, memory_mib: 16 * 1024, storage_mib: 512 * 1024 });
+            let setup = cim_broker::auth::Principal::new("cim-broker", cim_broker::auth::Role::Administrator);
             for i in 0..args.demo_vms {
-                b.define_vm(VmSpec { name: format!("demo{i}"), vcpus: 1, memory_mib: 256, ..VmSpec::default() })
+                b.define_vm(&setup, VmSpec { name: format!("demo{i}"), vcpus: 1, memory_mib: 256, ..VmSpec::default() })
                     .map_err(|e| format!("demo VM: {e}"))?;
             }
             Box::new(b)

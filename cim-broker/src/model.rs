@@ -3,7 +3,8 @@
 //! DSP1033 profile registration and DSP1071 server objects; root/cimv2 the DSP1042
 //! System Virtualization and DSP1057 Virtual System objects.
 
-use crate::backend::{HostInfo, PowerState, VirtBackend, VmInfo};
+use crate::auth::Principal;
+use crate::backend::{HostInfo, JobInfo, JobState, PowerState, VirtBackend, VmInfo};
 use crate::cim::{CimError, Instance, InstancePath, KeyValue, StatusCode, Value};
 use crate::repository::{CIMV2_NS, INTEROP_NS, Repository};
 
@@ -16,6 +17,11 @@ pub const RASD_CLASS: &str = "Mantle_ResourceAllocationSettingData";
 pub const SASD_CLASS: &str = "Mantle_StorageAllocationSettingData";
 pub const POOL_CLASS: &str = "Mantle_ResourcePool";
 pub const OBJECT_MANAGER_NAME: &str = "Mantle:CIMOM";
+pub const JOB_CLASS: &str = "Mantle_ConcreteJob";
+
+pub fn job_path(job_id: &str) -> InstancePath {
+    InstancePath::new(JOB_CLASS).key_str("InstanceID", format!("Mantle:Job/{job_id}")).with_namespace(CIMV2_NS)
+}
 
 /// The product name clients show as the WBEM server's brand.
 pub const BRAND: &str = "Mantle";
@@ -34,6 +40,8 @@ pub const PROFILES: &[(&str, &str, &str)] = &[
     ("Virtual System", "1.0.0", "DSP1057"),
     ("Resource Allocation", "1.1.0", "DSP1041"),
     ("Computer System", "1.0.0", "DSP1052"),
+    ("CPU", "1.0.0", "DSP1022"),
+    ("System Memory", "1.0.0", "DSP1026"),
 ];
 
 fn profile_id(name: &str, version: &str) -> String {
@@ -77,9 +85,18 @@ impl<'a> Builder<'a> {
         let mut path = InstancePath::new(def.name.clone()).with_namespace(ns);
         for p in &def.properties {
             let value = values.iter().find(|(n, _)| n.eq_ignore_ascii_case(&p.name)).map(|(_, v)| v.clone());
-            let mut prop = p.clone();
-            prop.qualifiers.clear();
-            prop.value = value;
+            // Instances carry no qualifiers: copy the declaration without them.
+            let prop = crate::cim::Property {
+                name: p.name.clone(),
+                ty: p.ty,
+                is_array: p.is_array,
+                reference_class: p.reference_class.clone(),
+                value,
+                class_origin: p.class_origin.clone(),
+                propagated: p.propagated,
+                embedded_object: p.embedded_object.clone(),
+                qualifiers: Vec::new(),
+            };
             if p.is_key() {
                 let kv = match &prop.value {
                     Some(Value::Reference(r)) => KeyValue::Reference(Box::new(r.clone())),
@@ -159,15 +176,39 @@ pub fn parse_setting_id(id: &str) -> Option<(&str, Option<&str>)> {
     })
 }
 
-/// Builds every object the broker serves (both namespaces).
-pub fn snapshot(repo: &Repository, backend: &dyn VirtBackend) -> Result<Vec<Object>, CimError> {
-    let host = backend.host().map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
-    let vms = backend.list_vms().map_err(|e| CimError::new(StatusCode::Failed, format!("back end: {e}")))?;
+/// What the model is built from: the back end's state at one moment. The broker
+/// rebuilds its objects only when this changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inputs {
+    pub host: HostInfo,
+    pub vms: Vec<VmInfo>,
+    pub jobs: Vec<JobInfo>,
+}
+
+/// Reads the back end's state as `who`.
+pub fn inputs(backend: &dyn VirtBackend, who: &Principal) -> Result<Inputs, CimError> {
+    let fail = |e: crate::backend::BackendError| CimError::new(StatusCode::Failed, format!("back end: {e}"));
+    Ok(Inputs { host: backend.host(who).map_err(fail)?, vms: backend.list_vms(who).map_err(fail)?, jobs: backend.jobs(who).map_err(fail)? })
+}
+
+/// Builds the objects the broker serves: those of one namespace, or of both (for
+/// association traversals, which cross from root/interop into root/cimv2).
+pub fn build(repo: &Repository, inputs: &Inputs, only: Option<&str>) -> Result<Vec<Object>, CimError> {
     let b = Builder::new(repo);
-    let mut out = Vec::with_capacity(64 + vms.len() * 16);
-    interop(&b, &host, &vms, &mut out)?;
-    virtualization(&b, &host, &vms, &mut out)?;
+    let mut out = Vec::with_capacity(64 + inputs.vms.len() * 24);
+    if only.is_none_or(|ns| ns == INTEROP_NS) {
+        interop(&b, &inputs.host, &inputs.vms, &mut out)?;
+    }
+    if only.is_none_or(|ns| ns == CIMV2_NS) {
+        virtualization(&b, &inputs.host, &inputs.vms, &mut out)?;
+        jobs_objects(&b, &inputs.jobs, &mut out)?;
+    }
     Ok(out)
+}
+
+/// Reads the back end and builds the objects (see [`build`]).
+pub fn snapshot(repo: &Repository, backend: &dyn VirtBackend, who: &Principal, only: Option<&str>) -> Result<Vec<Object>, CimError> {
+    build(repo, &inputs(backend, who)?, only)
 }
 
 fn interop(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Vec<Object>) -> Result<(), CimError> {
@@ -218,29 +259,37 @@ fn interop(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Vec<Objec
         ("Virtual System", "System Virtualization"),
         ("Resource Allocation", "System Virtualization"),
         ("Computer System", "Virtual System"),
+        ("CPU", "Computer System"),
+        ("System Memory", "Computer System"),
     ] {
         out.push(b.make(ns, "CIM_ReferencedProfile", vec![
             ("Antecedent", r(&prof(referenced)?)),
             ("Dependent", r(&prof(referencing)?)),
         ])?);
     }
-    // Element conformance lives in both namespaces so that either side can traverse it.
-    let mut conforms = vec![
-        (prof("Profile Registration")?, om_path),
-        (prof("System Virtualization")?, host_path(host)),
-    ];
+    let conforms = conformance_pairs(host, vms, Some(om_path))?;
+    conformance(b, ns, conforms, out)
+}
+
+/// Element conformance lives in both namespaces so that either side can traverse it.
+fn conformance(b: &Builder<'_>, ns: &str, conforms: Vec<(InstancePath, InstancePath)>, out: &mut Vec<Object>) -> Result<(), CimError> {
+    for (p, e) in &conforms {
+        out.push(b.make(ns, "CIM_ElementConformsToProfile", vec![("ConformantStandard", r(p)), ("ManagedElement", r(e))])?);
+    }
+    Ok(())
+}
+
+fn conformance_pairs(host: &HostInfo, vms: &[VmInfo], om: Option<InstancePath>) -> Result<Vec<(InstancePath, InstancePath)>, CimError> {
+    let prof = |name: &str| profile_path(name).ok_or_else(|| CimError::new(StatusCode::Failed, "profile"));
+    let mut conforms = Vec::new();
+    if let Some(om) = om {
+        conforms.push((prof("Profile Registration")?, om));
+    }
+    conforms.push((prof("System Virtualization")?, host_path(host)));
     for vm in vms {
         conforms.push((prof("Virtual System")?, vm_path(&vm.id)));
     }
-    for target_ns in [INTEROP_NS, CIMV2_NS] {
-        for (p, e) in &conforms {
-            out.push(b.make(target_ns, "CIM_ElementConformsToProfile", vec![
-                ("ConformantStandard", r(p)),
-                ("ManagedElement", r(e)),
-            ])?);
-        }
-    }
-    Ok(())
+    Ok(conforms)
 }
 
 struct Pool {
@@ -261,6 +310,7 @@ pub fn pool_path(kind: &str) -> InstancePath {
 
 fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Vec<Object>) -> Result<(), CimError> {
     let ns = CIMV2_NS;
+    conformance(b, ns, conformance_pairs(host, vms, None)?, out)?;
     let hp = host_path(host);
     out.push(b.make(ns, HOST_CLASS, vec![
         ("CreationClassName", s(HOST_CLASS)),
@@ -275,6 +325,46 @@ fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Ve
         ("OperationalStatus", nums(&[2])),
         ("HealthState", n(5)),
     ])?);
+    // DSP1022/DSP1026: the host's processors and system memory.
+    for cpu in 0..host.cpus {
+        let p = b.make(ns, "Mantle_Processor", vec![
+            ("SystemCreationClassName", s(HOST_CLASS)),
+            ("SystemName", s(host.hostname.clone())),
+            ("CreationClassName", s("Mantle_Processor")),
+            ("DeviceID", s(format!("CPU{cpu}"))),
+            ("ElementName", s(format!("CPU {cpu}"))),
+            ("Role", s("Central Processor")),
+            ("Family", n(1)),
+            ("DataWidth", n(64)),
+            ("AddressWidth", n(64)),
+            ("CPUStatus", n(1)),
+            ("NumberOfEnabledCores", n(1)),
+            ("EnabledState", n(2)),
+            ("RequestedState", n(12)),
+            ("OperationalStatus", nums(&[2])),
+            ("HealthState", n(5)),
+        ])?;
+        out.push(b.make(ns, "CIM_SystemDevice", vec![("GroupComponent", r(&hp)), ("PartComponent", r(&p.path))])?);
+        out.push(p);
+    }
+    let mem = b.make(ns, "Mantle_Memory", vec![
+        ("SystemCreationClassName", s(HOST_CLASS)),
+        ("SystemName", s(host.hostname.clone())),
+        ("CreationClassName", s("Mantle_Memory")),
+        ("DeviceID", s("memory")),
+        ("ElementName", s("System memory")),
+        ("BlockSize", n(4096)),
+        ("NumberOfBlocks", n(host.memory_mib * 256)),
+        ("ConsumableBlocks", n(host.memory_mib * 256)),
+        ("Volatile", Value::bool(true)),
+        ("Primordial", Value::bool(false)),
+        ("EnabledState", n(2)),
+        ("RequestedState", n(12)),
+        ("OperationalStatus", nums(&[2])),
+        ("HealthState", n(5)),
+    ])?;
+    out.push(b.make(ns, "CIM_SystemDevice", vec![("GroupComponent", r(&hp)), ("PartComponent", r(&mem.path))])?);
+    out.push(mem);
     let vsms = vsms_path(host);
     out.push(b.make(ns, VSMS_CLASS, vec![
         ("SystemCreationClassName", s(HOST_CLASS)),
@@ -292,7 +382,7 @@ fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Ve
     let vsmc = b.make(ns, "Mantle_VirtualSystemManagementCapabilities", vec![
         ("InstanceID", s("Mantle:VSMC")),
         ("ElementName", s("Virtual system management capabilities")),
-        ("SynchronousMethodsSupported", nums(&[0, 1, 3, 4])),
+        ("SynchronousMethodsSupported", nums(&[0, 1, 2, 3, 4, 5])),
         ("AsynchronousMethodsSupported", Value::Array(Vec::new())),
         ("VirtualSystemTypesSupported", Value::str_array(["DMTF:x86:64"])),
     ])?;
@@ -454,6 +544,40 @@ fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Ve
             ])?);
             out.push(rasd);
         }
+    }
+    Ok(())
+}
+
+fn jobs_objects(b: &Builder<'_>, jobs: &[JobInfo], out: &mut Vec<Object>) -> Result<(), CimError> {
+    for job in jobs {
+        let (state, status) = match job.state {
+            JobState::New => (2, "New"),
+            JobState::Running => (4, "Running"),
+            JobState::Completed => (7, "Completed"),
+            JobState::Failed => (10, "Exception"),
+        };
+        let mut values = vec![
+            ("InstanceID", s(format!("Mantle:Job/{}", job.id))),
+            ("Name", s(job.description.clone())),
+            ("ElementName", s(job.description.clone())),
+            ("JobState", n(state)),
+            ("JobStatus", s(status)),
+            ("PercentComplete", n(job.percent_complete)),
+            ("DeleteOnCompletion", Value::bool(false)),
+            ("OperationalStatus", nums(if job.state == JobState::Failed { &[6] } else { &[2] })),
+        ];
+        if let Some(e) = &job.error {
+            values.push(("ErrorDescription", s(e.clone())));
+        }
+        let obj = b.make(CIMV2_NS, JOB_CLASS, values)?;
+        if let Some(vm) = &job.vm_id {
+            out.push(b.make(CIMV2_NS, "CIM_AffectedJobElement", vec![
+                ("AffectedElement", r(&vm_path(vm))),
+                ("AffectingElement", r(&obj.path)),
+                ("ElementEffects", nums(&[6])),
+            ])?);
+        }
+        out.push(obj);
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! The operations: intrinsic (DSP0200 §2.4) and extrinsic methods, over the class
 //! repository and the model. Produces the CIM-XML response body for a decoded request.
 
-use crate::auth::Role;
-use crate::backend::{BackendError, DiskInfo, NicInfo, PowerAction, VirtBackend, VmChange, VmSpec};
+use crate::auth::{Principal, Role};
+use crate::backend::{BackendError, DeviceRef, DiskInfo, NicInfo, PowerAction, VirtBackend, VmChange, VmSpec};
 use crate::cim::{CimError, Class, Instance, InstancePath, StatusCode, Value};
 use crate::model::{self, Object};
 use crate::repository::{Repository, canonical_namespace};
@@ -10,7 +10,7 @@ use crate::xml::dom::Limits;
 use crate::xml::reader::{self, Call, IMethodCall, MethodCall, MethodTarget, ParamValue, Request};
 use crate::xml::writer::{self, ObjectOptions, XmlOut};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Pull-operation limits.
@@ -29,11 +29,13 @@ struct Enumeration {
     kind: PullKind,
     items: std::collections::VecDeque<Object>,
     options: ObjectOptions,
-    property_list: Option<Vec<String>>,
     timeout: Duration,
     expires: Instant,
     namespace: String,
 }
+
+/// Objects built for a scope (a namespace, or None for both) from some back-end state.
+type CachedModel = (Option<&'static str>, model::Inputs, Arc<Vec<Object>>);
 
 /// The broker's operation engine.
 pub struct Broker {
@@ -43,6 +45,9 @@ pub struct Broker {
     pub host_name: String,
     pub limits: Limits,
     enumerations: Mutex<(u64, HashMap<String, Enumeration>)>,
+    /// The objects last built per scope (a namespace, or None for both), with the
+    /// back-end state they were built from.
+    model_cache: Mutex<Vec<CachedModel>>,
 }
 
 fn err(code: StatusCode, d: impl Into<String>) -> CimError {
@@ -139,21 +144,22 @@ impl Broker {
             host_name: host_name.into(),
             limits: Limits::default(),
             enumerations: Mutex::new((1, HashMap::new())),
+            model_cache: Mutex::new(Vec::new()),
         })
     }
 
     /// Handles a decoded request for an authenticated user and returns the response body.
-    pub fn handle(&self, req: &Request, role: Role) -> String {
-        self.handle_with_status(req, role).0
+    pub fn handle(&self, req: &Request, who: &Principal) -> String {
+        self.handle_with_status(req, who).0
     }
 
     /// Like [`Broker::handle`], also returning the CIM error the body carries, if any
     /// (for the chunked response's `CIMStatusCode` trailer).
-    pub fn handle_with_status(&self, req: &Request, role: Role) -> (String, Option<CimError>) {
+    pub fn handle_with_status(&self, req: &Request, who: &Principal) -> (String, Option<CimError>) {
         let mut status = None;
         let body = match &req.call {
             Call::Intrinsic(call) => {
-                let body = match self.intrinsic(call, role) {
+                let body = match self.intrinsic(call, who) {
                     Ok(r) => {
                         let mut s = match r.ireturn {
                             Some(inner) => writer::ireturnvalue(&inner),
@@ -163,7 +169,7 @@ impl Broker {
                         s
                     }
                     Err(e) => {
-                        let mut o = XmlOut::new();
+                        let mut o = XmlOut::with_host(&self.host_name);
                         o.error(&e);
                         status = Some(e);
                         o.buf
@@ -172,10 +178,10 @@ impl Broker {
                 writer::imethod_response(&req.id, &call.name, &body)
             }
             Call::Extrinsic(call) => {
-                let body = match self.extrinsic(call, role) {
+                let body = match self.extrinsic(call, who) {
                     Ok(b) => b,
                     Err(e) => {
-                        let mut o = XmlOut::new();
+                        let mut o = XmlOut::with_host(&self.host_name);
                         o.error(&e);
                         status = Some(e);
                         o.buf
@@ -187,8 +193,21 @@ impl Broker {
         (body, status)
     }
 
-    fn snapshot(&self) -> Result<Vec<Object>, CimError> {
-        model::snapshot(&self.repo, self.backend.as_ref())
+    /// The objects of one namespace (None: both, for association traversals), rebuilt
+    /// only when the back end's state differs from the last build's.
+    fn objects(&self, who: &Principal, ns: Option<&'static str>) -> Result<Arc<Vec<Object>>, CimError> {
+        let inputs = model::inputs(self.backend.as_ref(), who)?;
+        {
+            let cache = self.model_cache.lock().map_err(|_| err(StatusCode::Failed, "model cache lock"))?;
+            if let Some((_, _, objs)) = cache.iter().find(|(n, i, _)| *n == ns && *i == inputs) {
+                return Ok(objs.clone());
+            }
+        }
+        let objs = Arc::new(model::build(&self.repo, &inputs, ns)?);
+        let mut cache = self.model_cache.lock().map_err(|_| err(StatusCode::Failed, "model cache lock"))?;
+        cache.retain(|(n, _, _)| *n != ns);
+        cache.push((ns, inputs, objs.clone()));
+        Ok(objs)
     }
 
     fn namespace<'a>(&'a self, ns: &str) -> Result<(&'static str, &'a crate::repository::NamespaceClasses), CimError> {
@@ -201,7 +220,7 @@ impl Broker {
         Ok((canon, classes))
     }
 
-    fn intrinsic(&self, call: &IMethodCall, role: Role) -> Result<IResult, CimError> {
+    fn intrinsic(&self, call: &IMethodCall, who: &Principal) -> Result<IResult, CimError> {
         let (ns, classes) = self.namespace(&call.namespace)?;
         let host = self.host_name.as_str();
         let name = call.name.as_str();
@@ -215,7 +234,7 @@ impl Broker {
                 }
                 let deep = bool_param(call, "DeepInheritance", false)?;
                 let names = classes.subclass_names(parent.as_deref(), deep);
-                let mut o = XmlOut::new();
+                let mut o = XmlOut::with_host(&self.host_name);
                 if name == "EnumerateClassNames" {
                     for n in names {
                         o.classname(&n);
@@ -244,7 +263,7 @@ impl Broker {
                 };
                 let local_only = bool_param(call, "LocalOnly", true)?;
                 let list = property_list(call)?;
-                let mut o = XmlOut::new();
+                let mut o = XmlOut::with_host(&self.host_name);
                 o.class(&filter_class(c, local_only, list.as_deref()), &opts);
                 Ok(IResult { ireturn: Some(o.buf), params: String::new() })
             }
@@ -258,18 +277,18 @@ impl Broker {
                     include_class_origin: bool_param(call, "IncludeClassOrigin", false)?,
                 };
                 let list = property_list(call)?;
-                let snapshot = self.snapshot()?;
-                let objects: Vec<Object> = snapshot
-                    .into_iter()
+                let all = self.objects(who, Some(ns))?;
+                let objects: Vec<Object> = all
+                    .iter()
                     .filter(|o| o.path.namespace.as_deref() == Some(ns) && classes.is_a(&o.instance.class_name, &class.name))
                     .map(|o| {
                         let inst = filter_instance(&o.instance, list.as_deref(), (!deep).then_some(class));
-                        Object { path: o.path, instance: inst }
+                        Object { path: o.path.clone(), instance: inst }
                     })
                     .collect();
                 match name {
                     "EnumerateInstanceNames" => {
-                        let mut o = XmlOut::new();
+                        let mut o = XmlOut::with_host(&self.host_name);
                         for obj in &objects {
                             let mut p = obj.path.clone();
                             p.namespace = None;
@@ -278,7 +297,7 @@ impl Broker {
                         Ok(IResult { ireturn: Some(o.buf), params: String::new() })
                     }
                     "EnumerateInstances" => {
-                        let mut o = XmlOut::new();
+                        let mut o = XmlOut::with_host(&self.host_name);
                         for obj in &objects {
                             o.value_namedinstance(&obj.path, &obj.instance, &opts);
                         }
@@ -286,7 +305,7 @@ impl Broker {
                     }
                     _ => {
                         let kind = if name == "OpenEnumerateInstances" { PullKind::Instances } else { PullKind::Paths };
-                        self.open_enumeration(call, ns, kind, objects, opts, list)
+                        self.open_enumeration(call, ns, kind, objects, opts)
                     }
                 }
             }
@@ -300,8 +319,8 @@ impl Broker {
                     include_qualifiers: false,
                     include_class_origin: bool_param(call, "IncludeClassOrigin", false)?,
                 };
-                let obj = self.find(ns, &path)?;
-                let mut o = XmlOut::new();
+                let obj = self.find(who, ns, &path)?;
+                let mut o = XmlOut::with_host(&self.host_name);
                 o.instance(&filter_instance(&obj.instance, list.as_deref(), None), &opts, host);
                 Ok(IResult { ireturn: Some(o.buf), params: String::new() })
             }
@@ -326,7 +345,7 @@ impl Broker {
                         return Err(err(StatusCode::InvalidParameter, format!("class {c} does not exist")));
                     }
                 }
-                let snapshot = self.snapshot()?;
+                let snapshot = self.objects(who, None)?;
                 let mut target = target;
                 if target.namespace.is_none() {
                     target.namespace = Some(ns.to_string());
@@ -353,9 +372,9 @@ impl Broker {
                     .collect();
                 if let Some(open) = name.strip_prefix("Open") {
                     let kind = if open.ends_with("Paths") { PullKind::Paths } else { PullKind::Instances };
-                    return self.open_enumeration(call, ns, kind, results, opts, list);
+                    return self.open_enumeration(call, ns, kind, results, opts);
                 }
-                let mut o = XmlOut::new();
+                let mut o = XmlOut::with_host(&self.host_name);
                 for obj in &results {
                     if name.ends_with("Names") {
                         o.objectpath(&obj.path, host);
@@ -376,7 +395,7 @@ impl Broker {
             "EnumerationCount" => Err(err(StatusCode::NotSupported, "EnumerationCount is not supported")),
             "CreateInstance" | "ModifyInstance" | "DeleteInstance" | "SetProperty" | "CreateClass" | "ModifyClass"
             | "DeleteClass" | "SetQualifier" | "DeleteQualifier" => {
-                if role == Role::ReadOnly {
+                if who.role == Role::ReadOnly {
                     Err(err(StatusCode::AccessDenied, "read-only users cannot change objects"))
                 } else {
                     Err(err(StatusCode::NotSupported, format!("{name} is not supported: use the methods of the DSP1042 service")))
@@ -389,12 +408,14 @@ impl Broker {
         }
     }
 
-    fn find(&self, ns: &str, path: &InstancePath) -> Result<Object, CimError> {
+    fn find(&self, who: &Principal, ns: &str, path: &InstancePath) -> Result<Object, CimError> {
         let mut want = path.clone();
         want.namespace = Some(ns.to_string());
-        self.snapshot()?
-            .into_iter()
+        let scope = canonical_namespace(ns);
+        self.objects(who, scope)?
+            .iter()
             .find(|o| o.path.same_instance(&want))
+            .cloned()
             .ok_or_else(|| err(StatusCode::NotFound, "the object does not exist"))
     }
 
@@ -410,7 +431,6 @@ impl Broker {
         kind: PullKind,
         objects: Vec<Object>,
         options: ObjectOptions,
-        property_list: Option<Vec<String>>,
     ) -> Result<IResult, CimError> {
         if string_param(call, "FilterQuery")?.is_some() || string_param(call, "FilterQueryLanguage")?.is_some() {
             return Err(err(StatusCode::FilteredEnumerationNotSupported, "filtered enumerations are not supported"));
@@ -434,7 +454,6 @@ impl Broker {
             kind,
             items: objects.into(),
             options,
-            property_list,
             timeout,
             expires: Instant::now() + timeout,
             namespace: ns.to_string(),
@@ -457,14 +476,14 @@ impl Broker {
     }
 
     fn pull_result(&self, kind: PullKind, batch: &[Object], opts: &ObjectOptions, ctx: Option<&str>) -> IResult {
-        let mut o = XmlOut::new();
+        let mut o = XmlOut::with_host(&self.host_name);
         for obj in batch {
             match kind {
                 PullKind::Instances => o.value_instancewithpath(&obj.path, &obj.instance, opts, &self.host_name),
                 PullKind::Paths => o.instancepath(&obj.path, &self.host_name),
             }
         }
-        let mut p = XmlOut::new();
+        let mut p = XmlOut::with_host(&self.host_name);
         p.paramvalue("EnumerationContext", "string", &Value::str(ctx.unwrap_or("")), &self.host_name);
         p.paramvalue("EndOfSequence", "boolean", &Value::bool(ctx.is_none()), &self.host_name);
         IResult { ireturn: Some(o.buf), params: p.buf }
@@ -487,7 +506,6 @@ impl Broker {
         }
         let batch: Vec<Object> = (0..max.min(e.items.len())).filter_map(|_| e.items.pop_front()).collect();
         e.expires = Instant::now() + e.timeout;
-        let _ = &e.property_list;
         let opts = e.options;
         let done = e.items.is_empty();
         if done {
@@ -510,7 +528,7 @@ impl Broker {
 
     // ---- extrinsic methods ----
 
-    fn extrinsic(&self, call: &MethodCall, role: Role) -> Result<String, CimError> {
+    fn extrinsic(&self, call: &MethodCall, who: &Principal) -> Result<String, CimError> {
         let (ns, classes) = self.namespace(&call.namespace)?;
         let class_name = call.target.class_name();
         let class = classes
@@ -519,7 +537,7 @@ impl Broker {
         let method = class
             .method(&call.name)
             .ok_or_else(|| err(StatusCode::MethodNotFound, format!("{class_name} has no method {}", call.name)))?;
-        if role == Role::ReadOnly {
+        if who.role == Role::ReadOnly {
             return Err(err(StatusCode::AccessDenied, "read-only users cannot invoke methods"));
         }
         for p in &call.params {
@@ -530,17 +548,19 @@ impl Broker {
         let MethodTarget::Instance(path) = &call.target else {
             return Err(err(StatusCode::NotSupported, format!("{} is not a static method", method.name)));
         };
-        let obj = self.find(ns, path)?;
+        let obj = self.find(who, ns, path)?;
         let (code, outs) = match (obj.instance.class_name.as_str(), method.name.as_str()) {
-            (model::VM_CLASS, "RequestStateChange") => self.request_state_change(&obj, call)?,
-            (model::VSMS_CLASS, "DefineSystem") => self.define_system(call)?,
-            (model::VSMS_CLASS, "DestroySystem") => self.destroy_system(call)?,
-            (model::VSMS_CLASS, "ModifyResourceSettings") => self.modify_resource_settings(call)?,
-            (model::VSMS_CLASS, "ModifySystemSettings") => self.modify_system_settings(call)?,
+            (model::VM_CLASS, "RequestStateChange") => self.request_state_change(who, &obj, call)?,
+            (model::VSMS_CLASS, "DefineSystem") => self.define_system(who, call)?,
+            (model::VSMS_CLASS, "DestroySystem") => self.destroy_system(who, call)?,
+            (model::VSMS_CLASS, "ModifyResourceSettings") => self.modify_resource_settings(who, call)?,
+            (model::VSMS_CLASS, "ModifySystemSettings") => self.modify_system_settings(who, call)?,
+            (model::VSMS_CLASS, "AddResourceSettings") => self.add_resource_settings(who, call)?,
+            (model::VSMS_CLASS, "RemoveResourceSettings") => self.remove_resource_settings(who, call)?,
             _ => (1, Vec::new()),
         };
         let mut body = writer::returnvalue(method.return_type.as_str(), &code.to_string());
-        let mut o = XmlOut::new();
+        let mut o = XmlOut::with_host(&self.host_name);
         for (name, ty, v) in outs {
             o.paramvalue(name, ty, &v, &self.host_name);
         }
@@ -552,7 +572,7 @@ impl Broker {
         call.param(name).and_then(|p| p.value.as_str())
     }
 
-    fn request_state_change(&self, vm: &Object, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn request_state_change(&self, who: &Principal, vm: &Object, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let requested = Self::scalar_param(call, "RequestedState")
             .ok_or_else(|| err(StatusCode::InvalidParameter, "RequestedState is required"))?;
         let requested: u16 = requested
@@ -570,8 +590,11 @@ impl Broker {
             _ => return Ok((5, Vec::new())),
         };
         let id = vm.path.key_text("Name").ok_or_else(|| err(StatusCode::Failed, "VM without Name"))?;
-        Ok(match self.backend.power(id, action) {
-            Ok(()) => (0, Vec::new()),
+        Ok(match self.backend.power(who, id, action) {
+            Ok(crate::backend::Outcome::Done) => (0, Vec::new()),
+            Ok(crate::backend::Outcome::Started(job)) => {
+                (4096, vec![("Job", "reference", Value::Reference(model::job_path(&job)))])
+            }
             Err(BackendError::InvalidState(_)) => (4097, Vec::new()),
             Err(BackendError::NotFound(_)) => return Err(err(StatusCode::NotFound, "the VM no longer exists")),
             Err(BackendError::AccessDenied(d)) => return Err(err(StatusCode::AccessDenied, d)),
@@ -597,7 +620,7 @@ impl Broker {
             .collect()
     }
 
-    fn define_system(&self, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn define_system(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let vssd = self
             .embedded_instances(call, "SystemSettings")?
             .into_iter()
@@ -617,13 +640,13 @@ impl Broker {
                 return Ok((code, Vec::new()));
             }
         }
-        match self.backend.define_vm(spec) {
+        match self.backend.define_vm(who, spec) {
             Ok(vm) => Ok((0, vec![("ResultingSystem", "reference", Value::Reference(model::vm_path(&vm.id)))])),
             Err(e) => Ok((backend_code(&e)?, Vec::new())),
         }
     }
 
-    fn destroy_system(&self, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn destroy_system(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let Some(ParamValue::Reference(p)) = call.param("AffectedSystem").map(|p| &p.value) else {
             return Err(err(StatusCode::InvalidParameter, "AffectedSystem (a reference) is required"));
         };
@@ -631,13 +654,13 @@ impl Broker {
             return Ok((4, Vec::new()));
         }
         let Some(id) = p.key_text("Name") else { return Ok((4, Vec::new())) };
-        match self.backend.destroy_vm(id) {
+        match self.backend.destroy_vm(who, id) {
             Ok(()) => Ok((0, Vec::new())),
             Err(e) => Ok((backend_code(&e)?, Vec::new())),
         }
     }
 
-    fn modify_resource_settings(&self, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn modify_resource_settings(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let rasds = self.embedded_instances(call, "ResourceSettings")?;
         if rasds.is_empty() {
             return Err(err(StatusCode::InvalidParameter, "ResourceSettings is required"));
@@ -659,7 +682,7 @@ impl Broker {
                 },
                 _ => return Ok((1, Vec::new())),
             }
-            if let Err(e) = self.backend.modify_vm(vm, change) {
+            if let Err(e) = self.backend.modify_vm(who, vm, change) {
                 return Ok((backend_code(&e)?, Vec::new()));
             }
             let id = rasd.scalar("InstanceID").unwrap_or_default();
@@ -670,7 +693,7 @@ impl Broker {
         Ok((0, vec![("ResultingResourceSettings", "reference", Value::ReferenceArray(resulting))]))
     }
 
-    fn modify_system_settings(&self, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+    fn modify_system_settings(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
         let vssd = self
             .embedded_instances(call, "SystemSettings")?
             .into_iter()
@@ -680,11 +703,88 @@ impl Broker {
             return Ok((4, Vec::new()));
         };
         let change = VmChange { name: vssd.scalar("ElementName").map(str::to_string), ..VmChange::default() };
-        match self.backend.modify_vm(vm, change) {
+        match self.backend.modify_vm(who, vm, change) {
             Ok(_) => Ok((0, Vec::new())),
             Err(e) => Ok((backend_code(&e)?, Vec::new())),
         }
     }
+}
+
+impl Broker {
+    fn add_resource_settings(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+        let Some(ParamValue::Reference(conf)) = call.param("AffectedConfiguration").map(|p| &p.value) else {
+            return Err(err(StatusCode::InvalidParameter, "AffectedConfiguration (a VSSD reference) is required"));
+        };
+        let Some((vm, None)) = conf.key_text("InstanceID").and_then(model::parse_setting_id) else {
+            return Ok((4, Vec::new()));
+        };
+        let vm = vm.to_string();
+        let before = self
+            .backend
+            .list_vms(who)
+            .map_err(|e| err(StatusCode::Failed, e.to_string()))?
+            .into_iter()
+            .find(|v| v.id == vm)
+            .ok_or_else(|| err(StatusCode::NotFound, "the configuration's VM does not exist"))?;
+        let mut spec = VmSpec::default();
+        for rasd in self.embedded_instances(call, "ResourceSettings")? {
+            let rt = model::scalar_u64(&rasd, "ResourceType");
+            if !matches!(rt, Some(10 | 15..=17 | 19 | 31)) {
+                return Ok((1, Vec::new()));
+            }
+            if let Err(code) = apply_rasd(&mut spec, &rasd) {
+                return Ok((code, Vec::new()));
+            }
+        }
+        let mut resulting = Vec::new();
+        for i in 0..spec.disks.len() {
+            resulting.push(setting_path(model::SASD_CLASS, &format!("Mantle:{vm}/disk{}", before.disks.len() + i)));
+        }
+        for i in 0..spec.nics.len() {
+            resulting.push(setting_path(model::RASD_CLASS, &format!("Mantle:{vm}/net{}", before.nics.len() + i)));
+        }
+        let change = VmChange { add_disks: spec.disks, add_nics: spec.nics, ..VmChange::default() };
+        match self.backend.modify_vm(who, &vm, change) {
+            Ok(_) => Ok((0, vec![("ResultingResourceSettings", "reference", Value::ReferenceArray(resulting))])),
+            Err(e) => Ok((backend_code(&e)?, Vec::new())),
+        }
+    }
+
+    fn remove_resource_settings(&self, who: &Principal, call: &MethodCall) -> Result<(u32, Vec<OutParam>), CimError> {
+        let refs: Vec<InstancePath> = match call.param("ResourceSettings").map(|p| &p.value) {
+            Some(ParamValue::ReferenceArray(r)) => r.clone(),
+            Some(ParamValue::Reference(r)) => vec![r.clone()],
+            _ => return Err(err(StatusCode::InvalidParameter, "ResourceSettings (RASD references) is required")),
+        };
+        let mut by_vm: Vec<(String, Vec<DeviceRef>)> = Vec::new();
+        for r in &refs {
+            let Some((vm, Some(res))) = r.key_text("InstanceID").and_then(model::parse_setting_id) else {
+                return Ok((4, Vec::new()));
+            };
+            let dev = if let Some(n) = res.strip_prefix("disk").and_then(|n| n.parse().ok()) {
+                DeviceRef::Disk(n)
+            } else if let Some(n) = res.strip_prefix("net").and_then(|n| n.parse().ok()) {
+                DeviceRef::Nic(n)
+            } else {
+                // Processor and memory cannot be removed, only changed.
+                return Ok((4, Vec::new()));
+            };
+            match by_vm.iter_mut().find(|(v, _)| v == vm) {
+                Some((_, devs)) => devs.push(dev),
+                None => by_vm.push((vm.to_string(), vec![dev])),
+            }
+        }
+        for (vm, remove) in by_vm {
+            if let Err(e) = self.backend.modify_vm(who, &vm, VmChange { remove, ..VmChange::default() }) {
+                return Ok((backend_code(&e)?, Vec::new()));
+            }
+        }
+        Ok((0, Vec::new()))
+    }
+}
+
+fn setting_path(class: &str, id: &str) -> InstancePath {
+    InstancePath::new(class).key_str("InstanceID", id).with_namespace(crate::repository::CIMV2_NS)
 }
 
 type OutParam = (&'static str, &'static str, Value);

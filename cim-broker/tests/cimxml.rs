@@ -2,7 +2,7 @@
 //! operations over the model (with the in-memory back end — unit level; the
 //! acceptance path is hostd), and a bounded mutation fuzz of the reader.
 
-use cim_broker::auth::Role;
+use cim_broker::auth::{Principal, Role};
 use cim_broker::backend::{HostInfo, MemoryBackend, VirtBackend, VmSpec};
 use cim_broker::ops::Broker;
 use cim_broker::xml::dom::{self, Element, Limits};
@@ -13,8 +13,11 @@ fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/wbem-client-requests")
 }
 
-/// (file name, headers, body) of every captured request.
-fn captures() -> Vec<(String, Vec<(String, String)>, Vec<u8>)> {
+/// (file name, headers, body) of a captured request.
+type Capture = (String, Vec<(String, String)>, Vec<u8>);
+
+/// Every captured request.
+fn captures() -> Vec<Capture> {
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(data_dir()).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
@@ -40,10 +43,14 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+fn admin() -> Principal {
+    Principal::new("admin", Role::Administrator)
+}
+
 fn broker_with_vms(n: usize) -> Broker {
     let backend = MemoryBackend::new(HostInfo { hostname: "mantle-test".into(), cpus: 4, memory_mib: 8192, storage_mib: 100_000 });
     for i in 0..n {
-        backend.define_vm(VmSpec { name: format!("vm{i}"), vcpus: 1, memory_mib: 256, ..VmSpec::default() }).unwrap();
+        backend.define_vm(&admin(), VmSpec { name: format!("vm{i}"), vcpus: 1, memory_mib: 256, ..VmSpec::default() }).unwrap();
     }
     Broker::new(Box::new(backend), "mantle-test").unwrap()
 }
@@ -77,7 +84,7 @@ fn error_code(rsp: &Element) -> Option<u32> {
 
 fn run(broker: &Broker, body: &str, role: Role) -> (String, Element) {
     let req = decode_request(body.as_bytes(), &Limits::default()).unwrap();
-    let out = broker.handle(&req, role);
+    let out = broker.handle(&req, &Principal::new("test", role));
     let name = req.call.name().to_string();
     let el = check_response(&out, &name);
     (out, el)
@@ -92,7 +99,7 @@ fn every_captured_request_decodes_and_gets_a_client_safe_response() {
         assert_eq!(header(&headers, "cimmethod"), Some(req.call.name()), "{file}");
         let object = header(&headers, "cimobject").unwrap();
         assert!(cim_broker::http::cimobject_matches(object, &req.call), "{file}: {object}");
-        let out = broker.handle(&req, Role::Administrator);
+        let out = broker.handle(&req, &Principal::new("test", Role::Administrator));
         let rsp = check_response(&out, req.call.name());
         assert_eq!(req.id, rsp_id(&out), "{file}");
         // Only CreateInstance (not offered), lookups of the capture's own vm1 and
@@ -214,10 +221,8 @@ fn interop_namespace_serves_profiles() {
     let broker = broker_with_vms(1);
     let (_, rsp) = run(&broker, &imethod("EnumerateInstanceNames", "interop", r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_Namespace"/></IPARAMVALUE>"#), Role::ReadOnly);
     assert_eq!(error_code(&rsp), Some(3));
-    for ns in ["root/interop"] {
-        let (out, _) = run(&broker, &imethod("EnumerateInstanceNames", ns, r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_Namespace"/></IPARAMVALUE>"#), Role::ReadOnly);
-        assert!(out.contains(">root/cimv2</KEYVALUE>") && out.contains(">root/interop</KEYVALUE>"), "{out}");
-    }
+    let (out, _) = run(&broker, &imethod("EnumerateInstanceNames", "root/interop", r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_Namespace"/></IPARAMVALUE>"#), Role::ReadOnly);
+    assert!(out.contains(">root/cimv2</KEYVALUE>") && out.contains(">root/interop</KEYVALUE>"), "{out}");
     let (out, _) = run(&broker, &imethod("EnumerateInstances", "root/interop", r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_RegisteredProfile"/></IPARAMVALUE>"#), Role::ReadOnly);
     assert!(out.contains("<VALUE>System Virtualization</VALUE>") && out.contains("<VALUE>Virtual System</VALUE>"));
     // The VM conforms to DSP1057: the profile's associators in interop reach into root/cimv2.
@@ -315,7 +320,7 @@ fn define_power_modify_destroy_through_methods() {
     let (out, rsp) = run(&broker, &define, Role::Operator);
     assert_eq!(return_value(&rsp), 0, "{out}");
     assert!(out.contains("<PARAMVALUE NAME=\"ResultingSystem\" PARAMTYPE=\"reference\"><VALUE.REFERENCE><INSTANCEPATH>"), "{out}");
-    let vms = broker.backend.list_vms().unwrap();
+    let vms = broker.backend.list_vms(&admin()).unwrap();
     assert_eq!((vms.len(), vms[0].name.as_str(), vms[0].vcpus, vms[0].memory_mib), (1, "web01", 2, 2048));
     let id = vms[0].id.clone();
     let rsc = |state: u16| method_call("RequestStateChange", &vm_name_xml(&id), &format!(r#"<PARAMVALUE NAME="RequestedState" PARAMTYPE="uint16"><VALUE>{state}</VALUE></PARAMVALUE>"#));
@@ -344,12 +349,18 @@ fn define_power_modify_destroy_through_methods() {
     let modify = method_call("ModifyResourceSettings", vsms, &format!(r#"<PARAMVALUE NAME="ResourceSettings" PARAMTYPE="string" EmbeddedObject="instance"><VALUE.ARRAY><VALUE>{rasd}</VALUE></VALUE.ARRAY></PARAMVALUE>"#));
     let (out, rsp) = run(&broker, &modify, Role::Administrator);
     assert_eq!(return_value(&rsp), 0, "{out}");
-    assert_eq!(broker.backend.list_vms().unwrap()[0].memory_mib, 1024);
+    assert_eq!(broker.backend.list_vms(&admin()).unwrap()[0].memory_mib, 1024);
+    // ModifySystemSettings renames it.
+    let vssd = format!("&lt;INSTANCE CLASSNAME=&quot;Mantle_VirtualSystemSettingData&quot;&gt;&lt;PROPERTY NAME=&quot;InstanceID&quot; TYPE=&quot;string&quot;&gt;&lt;VALUE&gt;Mantle:{id}&lt;/VALUE&gt;&lt;/PROPERTY&gt;&lt;PROPERTY NAME=&quot;ElementName&quot; TYPE=&quot;string&quot;&gt;&lt;VALUE&gt;web02&lt;/VALUE&gt;&lt;/PROPERTY&gt;&lt;/INSTANCE&gt;");
+    let modify = method_call("ModifySystemSettings", vsms, &format!(r#"<PARAMVALUE NAME="SystemSettings" PARAMTYPE="string" EmbeddedObject="instance"><VALUE>{vssd}</VALUE></PARAMVALUE>"#));
+    let (out, rsp) = run(&broker, &modify, Role::Administrator);
+    assert_eq!(return_value(&rsp), 0, "{out}");
+    assert_eq!(broker.backend.list_vms(&admin()).unwrap()[0].name, "web02");
     // DestroySystem removes it.
     let destroy = method_call("DestroySystem", vsms, &format!(r#"<PARAMVALUE NAME="AffectedSystem" PARAMTYPE="reference"><VALUE.REFERENCE>{}</VALUE.REFERENCE></PARAMVALUE>"#, vm_name_xml(&id)));
     let (out, rsp) = run(&broker, &destroy, Role::Administrator);
     assert_eq!(return_value(&rsp), 0, "{out}");
-    assert!(broker.backend.list_vms().unwrap().is_empty());
+    assert!(broker.backend.list_vms(&admin()).unwrap().is_empty());
     let (_, rsp) = run(&broker, &get, Role::ReadOnly);
     assert_eq!(error_code(&rsp), Some(6));
 }
@@ -428,7 +439,7 @@ fn fuzz(iterations: usize, seed: u64) {
         let m = mutate(&mut rng, body);
         if let Ok(req) = decode_request(&m, &limits) {
             decoded += 1;
-            let out = broker.handle(&req, Role::Administrator);
+            let out = broker.handle(&req, &Principal::new("test", Role::Administrator));
             dom::parse(out.as_bytes(), &limits).expect("responses are always well-formed");
         }
     }
@@ -451,10 +462,81 @@ fn fuzz_reader_long() {
 #[test]
 fn writer_escapes_and_never_self_closes() {
     let backend = MemoryBackend::new(HostInfo { hostname: "h".into(), cpus: 2, memory_mib: 4096, storage_mib: 10 });
-    backend.define_vm(VmSpec { name: "a<b>&\"c'".into(), vcpus: 1, memory_mib: 64, ..VmSpec::default() }).unwrap();
+    backend.define_vm(&admin(), VmSpec { name: "a<b>&\"c'".into(), vcpus: 1, memory_mib: 64, ..VmSpec::default() }).unwrap();
     let broker = Broker::new(Box::new(backend), "h").unwrap();
     let (out, _) = run(&broker, &ENUM_CS.replace("EXTRA", ""), Role::ReadOnly);
     assert!(out.contains("<VALUE>a&lt;b&gt;&amp;&quot;c&apos;</VALUE>"), "{out}");
     // NULL properties are written with an explicit end tag.
     assert!(out.contains(r#"<PROPERTY NAME="InstallDate" TYPE="datetime"></PROPERTY>"#), "{out}");
+}
+
+#[test]
+fn host_processors_and_memory() {
+    let broker = broker_with_vms(0);
+    let (out, rsp) = run(&broker, &imethod("EnumerateInstances", "root/cimv2", r#"<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_Processor"/></IPARAMVALUE>"#), Role::ReadOnly);
+    assert_eq!(rsp.child("IRETURNVALUE").unwrap().children.len(), 4, "one per host CPU: {out}");
+    let host = r#"<IPARAMVALUE NAME="ObjectName"><INSTANCENAME CLASSNAME="Mantle_HostSystem"><KEYBINDING NAME="CreationClassName"><KEYVALUE>Mantle_HostSystem</KEYVALUE></KEYBINDING><KEYBINDING NAME="Name"><KEYVALUE>mantle-test</KEYVALUE></KEYBINDING></INSTANCENAME></IPARAMVALUE><IPARAMVALUE NAME="AssocClass"><CLASSNAME NAME="CIM_SystemDevice"/></IPARAMVALUE><IPARAMVALUE NAME="ResultClass"><CLASSNAME NAME="CIM_Memory"/></IPARAMVALUE>"#;
+    let (out, rsp) = run(&broker, &imethod("Associators", "root/cimv2", host), Role::ReadOnly);
+    let objs: Vec<_> = rsp.child("IRETURNVALUE").unwrap().children_named("VALUE.OBJECTWITHPATH").collect();
+    assert_eq!(objs.len(), 1, "{out}");
+    // 8192 MiB in 4 KiB blocks.
+    assert!(out.contains(r#"<PROPERTY NAME="NumberOfBlocks" TYPE="uint64"><VALUE>2097152</VALUE></PROPERTY>"#), "{out}");
+}
+
+#[test]
+fn add_and_remove_resource_settings() {
+    let broker = broker_with_vms(1);
+    let vsms = r#"<INSTANCENAME CLASSNAME="Mantle_VirtualSystemManagementService"><KEYBINDING NAME="CreationClassName"><KEYVALUE>Mantle_VirtualSystemManagementService</KEYVALUE></KEYBINDING><KEYBINDING NAME="Name"><KEYVALUE>vsms</KEYVALUE></KEYBINDING><KEYBINDING NAME="SystemCreationClassName"><KEYVALUE>Mantle_HostSystem</KEYVALUE></KEYBINDING><KEYBINDING NAME="SystemName"><KEYVALUE>mantle-test</KEYVALUE></KEYBINDING></INSTANCENAME>"#;
+    let vssd = r#"<VALUE.REFERENCE><INSTANCENAME CLASSNAME="Mantle_VirtualSystemSettingData"><KEYBINDING NAME="InstanceID"><KEYVALUE>Mantle:1</KEYVALUE></KEYBINDING></INSTANCENAME></VALUE.REFERENCE>"#;
+    let disk = "<![CDATA[<INSTANCE CLASSNAME=\"CIM_StorageAllocationSettingData\"><PROPERTY NAME=\"ResourceType\" TYPE=\"uint16\"><VALUE>31</VALUE></PROPERTY><PROPERTY.ARRAY NAME=\"HostResource\" TYPE=\"string\"><VALUE.ARRAY><VALUE>/vmfs/volumes/ds1/vm1/disk.img</VALUE></VALUE.ARRAY></PROPERTY.ARRAY><PROPERTY NAME=\"VirtualQuantity\" TYPE=\"uint64\"><VALUE>100</VALUE></PROPERTY></INSTANCE>]]>";
+    let add = method_call("AddResourceSettings", vsms, &format!(r#"<PARAMVALUE NAME="AffectedConfiguration" PARAMTYPE="reference">{vssd}</PARAMVALUE><PARAMVALUE NAME="ResourceSettings" PARAMTYPE="string" EmbeddedObject="instance"><VALUE.ARRAY><VALUE>{disk}</VALUE></VALUE.ARRAY></PARAMVALUE>"#));
+    let (out, rsp) = run(&broker, &add, Role::Administrator);
+    assert_eq!(return_value(&rsp), 0, "{out}");
+    assert!(out.contains("Mantle:1/disk0"), "{out}");
+    let vm = &broker.backend.list_vms(&admin()).unwrap()[0];
+    assert_eq!(vm.disks[0].path, "/vmfs/volumes/ds1/vm1/disk.img");
+    let remove = method_call("RemoveResourceSettings", vsms, r#"<PARAMVALUE NAME="ResourceSettings" PARAMTYPE="reference"><VALUE.REFARRAY><VALUE.REFERENCE><INSTANCENAME CLASSNAME="Mantle_StorageAllocationSettingData"><KEYBINDING NAME="InstanceID"><KEYVALUE>Mantle:1/disk0</KEYVALUE></KEYBINDING></INSTANCENAME></VALUE.REFERENCE></VALUE.REFARRAY></PARAMVALUE>"#);
+    let (out, rsp) = run(&broker, &remove, Role::Administrator);
+    assert_eq!(return_value(&rsp), 0, "{out}");
+    assert!(broker.backend.list_vms(&admin()).unwrap()[0].disks.is_empty());
+    // Removing it again: the device no longer exists.
+    let (_, rsp) = run(&broker, &remove, Role::Administrator);
+    assert_eq!(return_value(&rsp), 4);
+}
+
+#[test]
+fn power_operations_reported_as_jobs() {
+    let backend = MemoryBackend::new(HostInfo { hostname: "mantle-test".into(), cpus: 2, memory_mib: 4096, storage_mib: 10 }).with_jobs();
+    backend.define_vm(&admin(), VmSpec { name: "j".into(), vcpus: 1, memory_mib: 64, ..VmSpec::default() }).unwrap();
+    let broker = Broker::new(Box::new(backend), "mantle-test").unwrap();
+    let rsc = method_call("RequestStateChange", &vm_name_xml("1"), r#"<PARAMVALUE NAME="RequestedState" PARAMTYPE="uint16"><VALUE>2</VALUE></PARAMVALUE>"#);
+    let (out, rsp) = run(&broker, &rsc, Role::Operator);
+    assert_eq!(return_value(&rsp), 4096, "{out}");
+    assert!(out.contains(r#"<PARAMVALUE NAME="Job" PARAMTYPE="reference"><VALUE.REFERENCE><INSTANCEPATH>"#), "{out}");
+    assert!(out.contains("Mantle:Job/1"));
+    let get = imethod("GetInstance", "root/cimv2", r#"<IPARAMVALUE NAME="InstanceName"><INSTANCENAME CLASSNAME="CIM_ConcreteJob"><KEYBINDING NAME="InstanceID"><KEYVALUE>Mantle:Job/1</KEYVALUE></KEYBINDING></INSTANCENAME></IPARAMVALUE>"#);
+    let (out, _) = run(&broker, &get.replace("CLASSNAME=\"CIM_ConcreteJob\"", "CLASSNAME=\"Mantle_ConcreteJob\""), Role::ReadOnly);
+    assert!(out.contains(r#"<PROPERTY NAME="JobState" TYPE="uint16"><VALUE>7</VALUE></PROPERTY>"#), "{out}");
+    assert!(out.contains(r#"<PROPERTY NAME="PercentComplete" TYPE="uint16"><VALUE>100</VALUE></PROPERTY>"#), "{out}");
+    let assoc = format!(r#"<IPARAMVALUE NAME="ObjectName">{}</IPARAMVALUE><IPARAMVALUE NAME="AssocClass"><CLASSNAME NAME="CIM_AffectedJobElement"/></IPARAMVALUE>"#, vm_name_xml("1"));
+    let (out, rsp) = run(&broker, &imethod("AssociatorNames", "root/cimv2", &assoc), Role::ReadOnly);
+    assert_eq!(rsp.child("IRETURNVALUE").unwrap().children.len(), 1, "{out}");
+}
+
+#[test]
+fn pull_associators() {
+    let broker = broker_with_vms(1);
+    let open = imethod("OpenAssociatorInstances", "root/cimv2", &format!(r#"<IPARAMVALUE NAME="InstanceName">{}</IPARAMVALUE><IPARAMVALUE NAME="MaxObjectCount"><VALUE>1</VALUE></IPARAMVALUE>"#, vm_name_xml("1")));
+    let (out, rsp) = run(&broker, &open, Role::ReadOnly);
+    assert_eq!(rsp.child("IRETURNVALUE").unwrap().children_named("VALUE.INSTANCEWITHPATH").count(), 1, "{out}");
+    let ctx = rsp.children_named("PARAMVALUE").find(|p| p.attr("NAME") == Some("EnumerationContext")).unwrap().child("VALUE").unwrap().text.clone();
+    let pull = imethod("PullInstancesWithPath", "root/cimv2", &format!(r#"<IPARAMVALUE NAME="EnumerationContext"><VALUE>{ctx}</VALUE></IPARAMVALUE><IPARAMVALUE NAME="MaxObjectCount"><VALUE>100</VALUE></IPARAMVALUE>"#));
+    let (out, rsp) = run(&broker, &pull, Role::ReadOnly);
+    let rest = rsp.child("IRETURNVALUE").unwrap().children_named("VALUE.INSTANCEWITHPATH").count();
+    // Profile, host, service, capabilities, VSSD (reached by two associations, once).
+    assert_eq!(1 + rest, 5, "{out}");
+    let paths = open.replace("OpenAssociatorInstances", "OpenReferenceInstancePaths").replace(">1</VALUE>", ">100</VALUE>");
+    let (out, rsp) = run(&broker, &paths, Role::ReadOnly);
+    // Conformance, hosted dependency, service effect, capabilities, two setting links.
+    assert_eq!(rsp.child("IRETURNVALUE").unwrap().children_named("INSTANCEPATH").count(), 6, "{out}");
 }

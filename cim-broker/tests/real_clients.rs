@@ -21,7 +21,7 @@ impl BrokerProcess {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cim-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("users"), "root:administrator:secret\nop:operator:opsecret\nro:readonly:rosecret\n").unwrap();
+        std::fs::write(dir.join("users"), "root:administrator:secret\nop:operator:opsecret\nro:readonly:rosecret\nold:disabled:oldsecret\n").unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cim-broker"))
             .args(["--listen", "127.0.0.1", "--http-port", "0", "--https-port", "0", "--hostname", "mantle-test"])
             .arg("--users-file")
@@ -82,6 +82,8 @@ fn pywbemcli(b: &BrokerProcess, user: &str, password: &str, args: &[&str]) -> (b
         // requests lets these override the session's CA bundle: point them at ours.
         .env("REQUESTS_CA_BUNDLE", b.cert())
         .env("CURL_CA_BUNDLE", b.cert())
+        .env("NO_PROXY", "localhost,127.0.0.1")
+        .env("no_proxy", "localhost,127.0.0.1")
         .env_remove("PYWBEMCLI_SERVER")
         .env_remove("PYWBEMCLI_DEFAULT_NAMESPACE")
         .output()
@@ -91,7 +93,13 @@ fn pywbemcli(b: &BrokerProcess, user: &str, password: &str, args: &[&str]) -> (b
 }
 
 fn wbemcli(args: &[&str]) -> String {
-    let out = Command::new("wbemcli").args(args).output().expect("wbemcli (Debian sblim-wbemcli) is needed");
+    let out = Command::new("wbemcli")
+        .args(args)
+        // wbemcli talks through libcurl, which honours proxy variables.
+        .env("NO_PROXY", "localhost,127.0.0.1")
+        .env("no_proxy", "localhost,127.0.0.1")
+        .output()
+        .expect("wbemcli (Debian sblim-wbemcli) is needed");
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
@@ -119,6 +127,11 @@ fn pywbemcli_classes_instances_and_methods() {
     assert!(ok && out.contains("DefineSystem(") && out.contains("EmbeddedInstance") && out.contains("ModifyResourceSettings("), "{out}");
     let (ok, out) = pywbemcli(&b, "ro", "rosecret", &["-d", "root/cimv2", "-o", "table", "instance", "enumerate", "CIM_ComputerSystem"]);
     assert!(ok && out.contains("demo0") && out.contains("demo1") && out.contains("Mantle_HostSystem"), "{out}");
+    // Paths through the pull operations (OpenEnumerateInstancePaths) and counts.
+    let (ok, out) = pywbemcli(&b, "ro", "rosecret", &["-d", "root/cimv2", "instance", "enumerate", "CIM_ComputerSystem", "--names-only"]);
+    assert!(ok && out.matches("root/cimv2:Mantle_ComputerSystem.").count() == 2 && out.contains("Mantle_HostSystem."), "{out}");
+    let (ok, out) = pywbemcli(&b, "ro", "rosecret", &["-d", "root/cimv2", "instance", "count", "Mantle_*"]);
+    assert!(ok && out.contains("Mantle_ResourcePool") && out.contains("Mantle_ComputerSystem"), "{out}");
     let vm = r#"Mantle_ComputerSystem.CreationClassName="Mantle_ComputerSystem",Name="1""#;
     let (ok, out) = pywbemcli(&b, "op", "opsecret", &["-d", "root/cimv2", "instance", "invokemethod", vm, "RequestStateChange", "-p", "RequestedState=2"]);
     assert!(ok && out.contains("ReturnValue=0"), "{out}");
@@ -174,6 +187,8 @@ print("destroy", rc, len(c.EnumerateInstanceNames("Mantle_ComputerSystem")))
         .arg(b.cert())
         .env("REQUESTS_CA_BUNDLE", b.cert())
         .env("CURL_CA_BUNDLE", b.cert())
+        .env("NO_PROXY", "localhost,127.0.0.1")
+        .env("no_proxy", "localhost,127.0.0.1")
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -269,6 +284,9 @@ fn negative_http_cases_keep_the_broker_serving() {
     assert!(h.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with("Basic realm=")));
     let (st, _, _) = exchange(&mut s, &post("EnumerateInstanceNames", "root/cimv2", ENUM_NAMES, Some("cm9vdDp3cm9uZw=="), ""));
     assert_eq!(st, 401);
+    // A disabled account: 403.
+    let (st, _, _) = exchange(&mut s, &post("EnumerateInstanceNames", "root/cimv2", ENUM_NAMES, Some("b2xkOm9sZHNlY3JldA=="), ""));
+    assert_eq!(st, 403);
     // Header/body mismatches.
     let (st, h, _) = exchange(&mut s, &post("GetClass", "root/cimv2", ENUM_NAMES, Some(ROOT), ""));
     assert_eq!((st, cim_error(&h)), (400, Some("header-mismatch")));
@@ -307,6 +325,66 @@ fn negative_http_cases_keep_the_broker_serving() {
     s2.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let (st, _, _) = exchange(&mut s2, &post("EnumerateInstanceNames", "root/cimv2", ENUM_NAMES, Some(ROOT), ""));
     assert_eq!(st, 200);
+}
+
+/// Reads a chunked body and its trailers after the headers.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> (Vec<u8>, Vec<(String, String)>) {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).unwrap();
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        let mut chunk = vec![0; n + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let mut trailers = Vec::new();
+    loop {
+        let mut l = String::new();
+        reader.read_line(&mut l).unwrap();
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            trailers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    (body, trailers)
+}
+
+#[test]
+fn chunked_responses_carry_the_status_trailer() {
+    let b = BrokerProcess::start("chunked", &[]);
+    let s = TcpStream::connect(("127.0.0.1", b.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    for (ns, code) in [("cimv2", "0"), ("nowhere", "3")] {
+        let body = ENUM_NAMES.replace("cimv2", ns);
+        w.write_all(&post("EnumerateInstanceNames", &format!("root/{ns}"), &body, Some(ROOT), "TE: trailers\r\n")).unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            reader.read_line(&mut l).unwrap();
+            let l = l.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            headers.push(l);
+        }
+        assert!(headers.iter().any(|h| h == "transfer-encoding: chunked"), "{headers:?}");
+        assert!(headers.iter().any(|h| h.starts_with("trailer:") && h.contains("cimstatuscode")), "{headers:?}");
+        let (body, trailers) = read_chunked(&mut reader);
+        assert!(String::from_utf8_lossy(&body).contains("</CIM>"));
+        assert!(trailers.iter().any(|(k, v)| k == "cimstatuscode" && v == code), "{trailers:?}");
+    }
 }
 
 #[test]

@@ -22,14 +22,25 @@ pub struct ObjectOptions {
 }
 
 /// A growing XML document.
-#[derive(Default)]
 pub struct XmlOut {
     pub buf: String,
+    /// The host name written into references nested in key bindings.
+    pub host: String,
+}
+
+impl Default for XmlOut {
+    fn default() -> XmlOut {
+        XmlOut::new()
+    }
 }
 
 impl XmlOut {
     pub fn new() -> XmlOut {
-        XmlOut { buf: String::with_capacity(4096) }
+        XmlOut { buf: String::with_capacity(4096), host: "localhost".into() }
+    }
+
+    pub fn with_host(host: &str) -> XmlOut {
+        XmlOut { buf: String::with_capacity(4096), host: host.into() }
     }
 
     fn open(&mut self, name: &str, attrs: &[(&str, &str)]) {
@@ -105,7 +116,10 @@ impl XmlOut {
                     self.buf.push_str(&escape(text));
                     self.close("KEYVALUE");
                 }
-                KeyValue::Reference(p) => self.value_reference(p, "localhost"),
+                KeyValue::Reference(p) => {
+                    let host = self.host.clone();
+                    self.value_reference(p, &host)
+                }
             }
             self.close("KEYBINDING");
         }
@@ -265,7 +279,8 @@ impl XmlOut {
             }
         }
         for p in &c.properties {
-            self.property(p, opts, "localhost");
+            let host = self.host.clone();
+            self.property(p, opts, &host);
         }
         for m in &c.methods {
             self.method(m, opts);
@@ -278,7 +293,8 @@ impl XmlOut {
         let mut local = path.clone();
         local.namespace = None;
         self.instancename(&local);
-        self.instance(inst, opts, "localhost");
+        let host = self.host.clone();
+        self.instance(inst, opts, &host);
         self.close("VALUE.NAMEDINSTANCE");
     }
 
