@@ -719,3 +719,100 @@ async fn security_headers(mut r: Response<Body>) -> Response<Body> {
     hs.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
+
+/// The API over the fake VMkernel (in process, no TLS): the power paths the
+/// Linux host cannot reach with the real binary.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Settings;
+    use crate::vmkernel::fake::FakeVmKernel;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    async fn send(app: &Router, token: &str, method: &str, path: &str, body: Option<serde_json::Value>) -> (StatusCode, serde_json::Value) {
+        let mut b = axum::http::Request::builder().method(method).uri(path).header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let body = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        let r = app.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    async fn wait_task(app: &Router, tok: &str, id: u64) -> serde_json::Value {
+        for _ in 0..500 {
+            let (_, t) = send(app, tok, "GET", &format!("/api/tasks/{id}"), None).await;
+            if t["finished"].is_u64() {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("task {id} did not finish");
+    }
+
+    #[tokio::test]
+    async fn power_operations_through_the_api() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("volumes/ds1")).unwrap();
+        std::fs::write(d.path().join("k.bin"), b"k").unwrap();
+        let settings = Settings {
+            config_dir: d.path().join("config"),
+            volumes_dir: d.path().join("volumes"),
+            port_groups: vec!["VM Network".into()],
+            session_idle: Duration::from_secs(60),
+            lockout_after: 5,
+            lockout_for: Duration::from_secs(60),
+        };
+        let kernel = Arc::new(FakeVmKernel::default());
+        let h = Hostd::open(settings, kernel.clone()).unwrap();
+        let (admin, op, ro) = {
+            let mut s = auth_lock(&h.sessions);
+            (
+                s.create("root", Role::Administrator).unwrap().token,
+                s.create("op", Role::Operator).unwrap().token,
+                s.create("ro", Role::ReadOnly).unwrap().token,
+            )
+        };
+        let app = app(Arc::clone(&h));
+        let spec = serde_json::json!({"name": "vm1", "memory_mib": 16, "kernel": d.path().join("k.bin")});
+        assert_eq!(send(&app, &admin, "POST", "/api/vms", Some(spec)).await.0, StatusCode::CREATED);
+        let on = serde_json::json!({"action": "on"});
+        assert_eq!(send(&app, &ro, "POST", "/api/vms/vm1/power", Some(on.clone())).await.0, StatusCode::FORBIDDEN);
+        let (st, task) = send(&app, &op, "POST", "/api/vms/vm1/power", Some(on.clone())).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{task}");
+        assert_eq!(task["kind"], "vm.powerOn");
+        let t = wait_task(&app, &op, task["id"].as_u64().unwrap()).await;
+        assert_eq!((t["state"].as_str(), t["progress"].as_u64(), t["user"].as_str()), (Some("success"), Some(100), Some("op")));
+        let (_, vm) = send(&app, &ro, "GET", "/api/vms/vm1", None).await;
+        assert_eq!(vm["power_state"], "poweredOn");
+        assert!(vm["kernel_id"].is_u64());
+        // Wrong state: 409, no task.
+        let (st, e) = send(&app, &op, "POST", "/api/vms/vm1/power", Some(on)).await;
+        assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+        let (st, _) = send(&app, &admin, "DELETE", "/api/vms/vm1", None).await;
+        assert_eq!(st, StatusCode::CONFLICT, "a powered-on VM is not destroyed");
+        let (st, _) = send(&app, &admin, "PATCH", "/api/vms/vm1", Some(serde_json::json!({"vcpus": 2}))).await;
+        assert_eq!(st, StatusCode::CONFLICT, "CPU count does not change while powered on");
+        for action in ["pause", "resume", "reset", "off"] {
+            let (st, task) = send(&app, &op, "POST", "/api/vms/vm1/power", Some(serde_json::json!({"action": action}))).await;
+            assert_eq!(st, StatusCode::ACCEPTED, "{action}: {task}");
+            let t = wait_task(&app, &op, task["id"].as_u64().unwrap()).await;
+            assert_eq!(t["state"], "success", "{action}: {t}");
+        }
+        let (_, vm) = send(&app, &ro, "GET", "/api/vms/vm1", None).await;
+        assert_eq!(vm["power_state"], "poweredOff");
+        let (_, events) = send(&app, &ro, "GET", "/api/events?limit=1000", None).await;
+        for kind in ["vm.poweredOn", "vm.paused", "vm.resumed", "vm.reset", "vm.poweredOff"] {
+            assert!(events.as_array().unwrap().iter().any(|e| e["kind"] == kind && e["user"] == "op"), "{kind}: {events}");
+        }
+        assert_eq!(send(&app, &admin, "DELETE", "/api/vms/vm1", None).await.0, StatusCode::NO_CONTENT);
+        let calls = kernel.calls.lock().unwrap().clone();
+        assert_eq!(calls, ["create vm1", "start 1", "pause 1", "resume 1", "reset 1", "stop 1", "destroy 1"]);
+    }
+}

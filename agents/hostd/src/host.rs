@@ -542,7 +542,7 @@ impl Hostd {
                 return Err(bad(format!("{vmx_path:?} is not in a VM directory on a datastore (<datastore>/<vm>/<vm>.vmx)")));
             }
             let text = fs::read_to_string(&vmx).map_err(|e| if e.kind() == io::ErrorKind::NotFound { OpError::NotFound(format!("{vmx_path} does not exist")) } else { bad(e.to_string()) })?;
-            let cfg = VmConfig::from_vmx(&text).map_err(|e| bad(e))?;
+            let cfg = VmConfig::from_vmx(&text).map_err(bad)?;
             let (mem, cpus, pgs, roots) = self.limits_owned();
             cfg.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&dir))?;
             let mut inv = lock(&self.inventory);
@@ -729,7 +729,7 @@ impl Hostd {
             };
             me.event(kind, Some(&name), Some(&user), msg);
         });
-        Ok(self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))?)
+        self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))
     }
 
     fn run_power(&self, task: u64, name: &str, action: PowerAction, cfg: &VmConfig, k: Option<KernelVm>) -> Result<(), OpError> {

@@ -456,7 +456,7 @@ fn bad_input_gets_clear_4xx_never_5xx() {
     assert!(r.body["message"].as_str().unwrap().contains("colour"), "{}", r.body);
     assert_error(&r, 400, None);
     // No Content-Type.
-    assert_error(&h.curl("POST", "/api/vms", &[auth.clone()], Some(b"{}")), 400, None);
+    assert_error(&h.curl("POST", "/api/vms", std::slice::from_ref(&auth), Some(b"{}")), 400, None);
     // Huge bodies.
     let huge = format!("{{\"name\": \"x\", \"annotation\": \"{}\"}}", "a".repeat(2 << 20));
     assert_error(&send("POST", "/api/vms", huge.as_bytes()), 413, None);
