@@ -703,12 +703,47 @@ pub fn app(h: H) -> Router {
     let doc = Arc::new(doc);
     api_routes
         .route("/api/openapi.json", axum::routing::get(move || async move { Json((*doc).clone()) }))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(web_client)
         .layer(middleware::from_fn_with_state(Arc::clone(&h), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::map_response(security_headers))
         .with_state(h)
+}
+
+/// Serves the web client's files (GET only, never outside its directory);
+/// anything under /api that no route took is a 404.
+async fn web_client(State(h): State<H>, method: Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let Some(dir) = h.settings.ui_dir.clone() else { return ApiError::not_found("no such endpoint").into_response() };
+    if path.starts_with("/api") || !(method == Method::GET || method == Method::HEAD) {
+        return ApiError::not_found("no such endpoint").into_response();
+    }
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "index.html" } else { rel };
+    let safe = rel.split('/').all(|c| !c.is_empty() && !c.starts_with('.') && c.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)));
+    if !safe {
+        return ApiError::not_found("no such file").into_response();
+    }
+    let file = dir.join(rel);
+    let Ok(bytes) = tokio::fs::read(&file).await else { return ApiError::not_found("no such file").into_response() };
+    let ctype = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        Some("woff2") => "font/woff2",
+        _ => "application/octet-stream",
+    };
+    let mut r = Response::new(Body::from(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    r
 }
 
 async fn security_headers(mut r: Response<Body>) -> Response<Body> {
@@ -768,6 +803,7 @@ mod tests {
             session_idle: Duration::from_secs(60),
             lockout_after: 5,
             lockout_for: Duration::from_secs(60),
+            ui_dir: None,
         };
         let kernel = Arc::new(FakeVmKernel::default());
         let h = Hostd::open(settings, kernel.clone()).unwrap();

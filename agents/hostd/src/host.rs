@@ -33,6 +33,8 @@ pub struct Settings {
     pub session_idle: Duration,
     pub lockout_after: u32,
     pub lockout_for: Duration,
+    /// The built web client (index.html and its assets), if any.
+    pub ui_dir: Option<PathBuf>,
 }
 
 /// An operation failed: why, in the API's terms.
@@ -856,6 +858,7 @@ mod tests {
             session_idle: Duration::from_secs(60),
             lockout_after: 5,
             lockout_for: Duration::from_secs(60),
+            ui_dir: None,
         }
     }
 
