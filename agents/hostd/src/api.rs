@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{self, Privilege, Role, Session, UserRecord};
-use crate::host::{AuditRecord, Datastore, Event, Hostd, OpError, PowerAction, Task, VmView};
+use crate::host::{AuditRecord, Datastore, Event, Hostd, OpError, PowerAction, Task, VmStats, VmView};
 use crate::vmx::{VmConfigPatch, VmCreateSpec};
 
 /// Largest request body accepted (JSON documents only).
@@ -474,6 +474,15 @@ async fn power_vm(State(h): State<H>, Auth(s): Auth<OPERATE>, Path(name): Path<S
         .map_err(ApiError::from)
 }
 
+/// A powered-on VM's statistics: exits by kind, vCPU run time, host memory,
+/// and samples of the last hour (every 20 s).
+#[utoipa::path(get, path = "/api/vms/{name}/stats", tag = "vms", params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = VmStats), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Powered off", body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn vm_stats(State(h): State<H>, _a: Auth<READ>, Path(name): Path<String>) -> Result<Json<VmStats>, ApiError> {
+    blocking(&h, move |h| h.vm_stats(&name)).await.map(Json)
+}
+
 // ---- tasks, events, audit ----
 
 /// Tasks, newest first.
@@ -687,6 +696,7 @@ pub fn routes() -> (Router<H>, utoipa::openapi::OpenApi) {
         .routes(routes!(unregister_vm))
         .routes(routes!(register_vm))
         .routes(routes!(power_vm))
+        .routes(routes!(vm_stats))
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
         .routes(routes!(list_events))
@@ -828,6 +838,9 @@ mod tests {
         let (_, vm) = send(&app, &ro, "GET", "/api/vms/vm1", None).await;
         assert_eq!(vm["power_state"], "poweredOn");
         assert!(vm["kernel_id"].is_u64());
+        let (st, stats) = send(&app, &ro, "GET", "/api/vms/vm1/stats", None).await;
+        assert_eq!(st, StatusCode::OK, "{stats}");
+        assert_eq!(stats["guest_memory_bytes"], 16 << 20);
         // Wrong state: 409, no task.
         let (st, e) = send(&app, &op, "POST", "/api/vms/vm1/power", Some(on)).await;
         assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));

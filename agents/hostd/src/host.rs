@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use crate::auth::{Accounts, Lockout, Sessions};
 use crate::store::{self, JsonLog};
 use crate::vmkernel::{KernelState, KernelVm, Resources, VmKernel};
+use std::collections::HashMap;
 use crate::vmx::{FieldError, HostLimits, VmConfig, VmConfigPatch, VmCreateSpec};
 
 /// What hostd is told at start.
@@ -174,6 +175,39 @@ pub struct AuditRecord {
     pub peer: Option<String>,
 }
 
+/// One sample of a VM's counters (the sampler takes one every
+/// `SAMPLE_PERIOD`); rates are the differences between samples.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct StatSample {
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// Total vCPU run time so far.
+    pub run_ns: u64,
+    /// Total VM exits so far.
+    pub exits: u64,
+}
+
+pub const SAMPLE_PERIOD: Duration = Duration::from_secs(20);
+/// One hour at the sampling period.
+pub const SAMPLES_KEPT: usize = 180;
+
+/// A VM's statistics now and over the last hour.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct VmStats {
+    pub name: String,
+    pub power_state: String,
+    pub run_ns: u64,
+    pub exits: u64,
+    /// VM exits by kind: `[kind, count]`.
+    #[schema(value_type = Vec<(String, u64)>)]
+    pub exits_by_kind: Vec<(String, u64)>,
+    pub vcpu_run_ns: Vec<u64>,
+    pub guest_memory_bytes: u64,
+    pub overhead_bytes: u64,
+    /// Oldest first; empty until the sampler has run.
+    pub history: Vec<StatSample>,
+}
+
 /// Records kept in memory from a persisted log (the newest `cap`).
 struct Recent<T> {
     log: JsonLog,
@@ -219,6 +253,7 @@ pub struct Hostd {
     tasks: Mutex<(VecDeque<Task>, u64)>,
     events: Mutex<Recent<Event>>,
     audit: Mutex<Recent<AuditRecord>>,
+    samples: Mutex<HashMap<String, VecDeque<StatSample>>>,
     pub started: Instant,
 }
 
@@ -245,6 +280,7 @@ impl Hostd {
             tasks: Mutex::new((VecDeque::new(), 1)),
             events: Mutex::new(recent(elog, ev, |e: &Event| e.id)),
             audit: Mutex::new(recent(alog, au, |a: &AuditRecord| a.id)),
+            samples: Mutex::new(HashMap::new()),
             started: Instant::now(),
             settings,
         };
@@ -467,6 +503,54 @@ impl Hostd {
 
     fn powered_on(k: &Option<KernelVm>) -> bool {
         matches!(k.as_ref().map(|k| k.state), Some(KernelState::Running | KernelState::Paused))
+    }
+
+    // ---- statistics ----
+
+    /// Takes one sample of every running inventory VM's counters; forgets
+    /// VMs that no longer run.
+    pub fn sample_stats(&self) {
+        let Ok(kvms) = self.kernel_vms() else { return };
+        let names: Vec<String> = lock(&self.inventory).keys().cloned().collect();
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let mut samples = lock(&self.samples);
+        samples.retain(|n, _| kvms.iter().any(|k| &k.name == n && k.state != KernelState::Off));
+        for k in kvms.iter().filter(|k| names.contains(&k.name) && matches!(k.state, KernelState::Running | KernelState::Paused)) {
+            let q = samples.entry(k.name.clone()).or_default();
+            q.push_back(StatSample { time_ms, run_ns: k.run_ns, exits: k.exits });
+            while q.len() > SAMPLES_KEPT {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Samples forever on a thread of its own.
+    pub fn start_sampler(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        std::thread::spawn(move || {
+            while let Some(h) = me.upgrade() {
+                h.sample_stats();
+                drop(h);
+                std::thread::sleep(SAMPLE_PERIOD);
+            }
+        });
+    }
+
+    pub fn vm_stats(&self, name: &str) -> Result<VmStats, OpError> {
+        let view = self.vm(name)?;
+        let k = self.kernel_vm(name)?.filter(|k| k.state != KernelState::Off).ok_or_else(|| OpError::Conflict(format!("VM {name} is powered off")))?;
+        let s = self.kernel.stats(k.id, k.vcpus).map_err(|e| OpError::Unavailable(format!("reading the VM's statistics: {e}")))?;
+        Ok(VmStats {
+            name: name.into(),
+            power_state: view.power_state,
+            run_ns: k.run_ns,
+            exits: k.exits,
+            exits_by_kind: s.exits_by_kind,
+            vcpu_run_ns: s.vcpu_run_ns,
+            guest_memory_bytes: s.guest_memory_bytes,
+            overhead_bytes: s.overhead_bytes,
+            history: lock(&self.samples).get(name).map(|q| q.iter().copied().collect()).unwrap_or_default(),
+        })
     }
 
     // ---- inventory operations ----
@@ -948,6 +1032,26 @@ mod tests {
         assert_eq!(calls.iter().filter(|c| c.starts_with("create")).count(), 3, "{calls:?}");
         assert!(calls.contains(&"destroy 2".to_string()), "{calls:?}");
         assert!(matches!(h.power("vm1", PowerAction::Shutdown, "op"), Err(OpError::Conflict(m)) if m.contains("not supported")));
+    }
+
+    #[test]
+    fn statistics_are_sampled_while_running() {
+        let (d, h, k) = setup();
+        h.define(spec(d.path(), "vm1"), "root").unwrap();
+        assert!(matches!(h.vm_stats("vm1"), Err(OpError::Conflict(_))));
+        let t = h.power("vm1", PowerAction::On, "op").unwrap();
+        wait_task(&h, t.id);
+        h.sample_stats();
+        k.guest_runs("vm1", 5_000_000, 300);
+        h.sample_stats();
+        let s = h.vm_stats("vm1").unwrap();
+        assert_eq!((s.run_ns, s.exits, s.guest_memory_bytes), (5_000_000, 300, 16 << 20));
+        assert_eq!(s.history.len(), 2);
+        assert_eq!((s.history[1].run_ns - s.history[0].run_ns, s.history[1].exits - s.history[0].exits), (5_000_000, 300));
+        let t = h.power("vm1", PowerAction::Off, "op").unwrap();
+        wait_task(&h, t.id);
+        h.sample_stats();
+        assert!(lock(&h.samples).is_empty(), "a powered-off VM's samples are dropped");
     }
 
     #[test]

@@ -139,6 +139,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         ui_dir: cli.ui_dir.join("index.html").is_file().then(|| cli.ui_dir.clone()),
     };
     let h = Hostd::open(settings, Arc::new(vmkernel::RealVmKernel)).map_err(|e| format!("opening the config store: {e}"))?;
+    h.start_sampler();
     let app = api::app(h);
     let https = server::bind_when_possible(SocketAddr::new(cli.listen, cli.https_port), "HTTPS").await;
     let https_port = https.local_addr().map(|a| a.port()).unwrap_or(cli.https_port);

@@ -335,11 +335,13 @@ fn openapi_document_matches_the_routes_and_every_endpoint_needs_a_session() {
             continue;
         }
         let r = h.call(&tok, m, p, Some(json!({})));
-        assert!(r.status != 405 && r.status < 500, "{m} {p}: {} {}", r.status, r.body);
+        // 503 only for what needs the VMkernel, which the Linux host lacks.
+        assert!(r.status != 405 && (r.status < 500 || r.body["code"] == "vmkernel_unavailable"), "{m} {p}: {} {}", r.status, r.body);
         if r.status == 404 {
             assert!(!r.body["message"].as_str().unwrap().contains("no such endpoint"), "{m} {p} is documented but not routed");
         }
         if m == "GET" && !p.contains("web01") && p != "/api/tasks/1" {
+            // Every parameterless read works for an Administrator.
             assert_eq!(r.status, 200, "{m} {p}: {}", r.body);
         }
     }
