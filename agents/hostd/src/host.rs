@@ -217,6 +217,25 @@ struct Recent<T> {
 }
 
 const RECENT_CAP: usize = 10_000;
+/// A log file larger than this is cut down to the records kept in memory.
+const LOG_MAX_BYTES: u64 = 8 << 20;
+
+impl<T: Serialize> Recent<T> {
+    fn push(&mut self, r: T) {
+        if let Err(err) = self.log.append(&r) {
+            eprintln!("hostd: cannot append to {}: {err}", self.log.path().display());
+        }
+        self.items.push_back(r);
+        if self.items.len() > self.cap {
+            self.items.pop_front();
+        }
+        if self.log.len() > LOG_MAX_BYTES
+            && let Err(err) = self.log.rewrite(self.items.iter())
+        {
+            eprintln!("hostd: cannot compact {}: {err}", self.log.path().display());
+        }
+    }
+}
 
 /// Power operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -323,13 +342,7 @@ impl Hostd {
         let mut ev = lock(&self.events);
         let e = Event { id: ev.next_id, time: now_secs(), kind: kind.into(), vm: vm.map(Into::into), user: user.map(Into::into), message };
         ev.next_id += 1;
-        if let Err(err) = ev.log.append(&e) {
-            eprintln!("hostd: cannot append to {}: {err}", ev.log.path().display());
-        }
-        ev.items.push_back(e);
-        if ev.items.len() > ev.cap {
-            ev.items.pop_front();
-        }
+        ev.push(e);
     }
 
     pub fn events(&self, after: u64, limit: usize) -> Vec<Event> {
@@ -340,13 +353,7 @@ impl Hostd {
         let mut au = lock(&self.audit);
         let r = AuditRecord { id: au.next_id, time: now_secs(), user: user.into(), action, status, peer };
         au.next_id += 1;
-        if let Err(err) = au.log.append(&r) {
-            eprintln!("hostd: cannot append to {}: {err}", au.log.path().display());
-        }
-        au.items.push_back(r);
-        if au.items.len() > au.cap {
-            au.items.pop_front();
-        }
+        au.push(r);
     }
 
     pub fn audit_records(&self, after: u64, limit: usize) -> Vec<AuditRecord> {

@@ -56,6 +56,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
 pub struct JsonLog {
     path: PathBuf,
     file: File,
+    bytes: u64,
 }
 
 impl JsonLog {
@@ -74,7 +75,8 @@ impl JsonLog {
             // A crash tore the last record: end it, so the next one starts on a line of its own.
             file.write_all(b"\n")?;
         }
-        Ok((JsonLog { path: path.to_path_buf(), file }, records))
+        let bytes = data.len() as u64 + u64::from(!ends_with_newline);
+        Ok((JsonLog { path: path.to_path_buf(), file, bytes }, records))
     }
 
     /// Appends one record and syncs it to disk.
@@ -82,7 +84,31 @@ impl JsonLog {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
         self.file.write_all(&line)?;
+        self.bytes += line.len() as u64;
         self.file.sync_data()
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Replaces the whole log with `records` (atomically), e.g. the newest
+    /// ones when it has grown too large.
+    pub fn rewrite<'a, T: Serialize + 'a>(&mut self, records: impl IntoIterator<Item = &'a T>) -> io::Result<()> {
+        let mut text = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut text, r).map_err(io::Error::other)?;
+            text.push(b'\n');
+        }
+        write_atomic(&self.path, &text)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.bytes = text.len() as u64;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -142,7 +168,12 @@ mod tests {
         assert_eq!(recs, [R { n: 1 }, R { n: 2 }]);
         log.append(&R { n: 3 }).unwrap();
         drop(log);
-        let (_, recs) = JsonLog::open::<R>(&p).unwrap();
+        let (mut log, recs) = JsonLog::open::<R>(&p).unwrap();
         assert_eq!(recs, [R { n: 1 }, R { n: 2 }, R { n: 3 }]);
+        log.rewrite(&recs[1..]).unwrap();
+        log.append(&R { n: 4 }).unwrap();
+        assert_eq!(log.len(), fs::metadata(&p).unwrap().len());
+        let (_, recs) = JsonLog::open::<R>(&p).unwrap();
+        assert_eq!(recs, [R { n: 2 }, R { n: 3 }, R { n: 4 }]);
     }
 }
