@@ -301,6 +301,10 @@ async fn login(State(h): State<H>, peer: Option<axum::Extension<Peer>>, ApiJson(
         h.audit(&name, "login".into(), 403, peer);
         return Err(ApiError::new(StatusCode::FORBIDDEN, "account_locked", format!("account {name} is locked after repeated failed logins; try again in {left} s")));
     }
+    // Password hashing is deliberately expensive: a few at a time, so a
+    // flood of logins cannot take every CPU.
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _permit = HASHING.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let h2 = Arc::clone(&h);
     let (n2, pw) = (name.clone(), req.password);
     let role = tokio::task::spawn_blocking(move || auth_lock(&h2.accounts).verify(&n2, &pw)).await.map_err(|e| ApiError::internal(e.to_string()))?;

@@ -29,10 +29,23 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Replaces `path` with `data` atomically.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, data, 0o644)
+}
+
+/// Like [`write_atomic`] for secrets: the file is never readable by others,
+/// not even while it is being written.
+pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, data, 0o600)
+}
+
+fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        // A stale temporary file from a crash may have other permissions: start afresh.
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
@@ -47,9 +60,18 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic(path, &json_text(value)?)
+}
+
+/// Writes `value` as pretty JSON, atomically, readable only by its owner.
+pub fn write_json_private<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_private(path, &json_text(value)?)
+}
+
+fn json_text<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let mut text = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     text.push(b'\n');
-    write_atomic(path, &text)
+    Ok(text)
 }
 
 /// An append-only log of JSON records, one per line.
@@ -130,6 +152,15 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert!(!temp_path(&p).exists());
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("key");
+        write_private(&p, b"secret").unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
