@@ -1,6 +1,6 @@
 //! The base system in every image: BusyBox (Debian's busybox-static,
 //! fetched at build time) with its applet links, Mantle's own user worlds
-//! (`init`, the conformance program), the files in /etc, and the test
+//! (`init`, the conformance program, hostd), the files in /etc, and the test
 //! guests under /usr/lib/mantle/guests (including the guest suite).
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::kernel::workspace_root;
 use crate::rootfs::{AddSpec, Rootfs};
 
-/// Static user worlds built from `userworld/`.
+/// Static user worlds built from `userworld/` and `agents/hostd/`.
 pub const PROGRAMS: &[(&str, &str)] =
     &[
         ("init", "sbin/init"),
@@ -18,17 +18,19 @@ pub const PROGRAMS: &[(&str, &str)] =
         ("hostile", "usr/lib/mantle/hostile"),
         ("vmbench", "usr/lib/mantle/vmbench"),
         ("sysfuzz", "usr/lib/mantle/sysfuzz"),
+        // The host agent (agents/hostd); not started by init until the VMkernel has sockets.
+        ("hostd", "sbin/hostd"),
     ];
 
-/// Builds the `userworld` crate's binaries as static executables (static
-/// PIE, as docs/platform.md describes) in a target directory of their own.
+/// Builds the `userworld` and `hostd` crates' binaries as static executables
+/// (static PIE, as docs/platform.md describes) in a target directory of their own.
 pub fn build_static(quiet: bool) -> Result<PathBuf, String> {
     let root = workspace_root();
     let target_dir = root.join("target/userworld-static");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "-p", "userworld", "--bins", "--target", "x86_64-unknown-linux-gnu"])
+        .args(["build", "--release", "-p", "userworld", "-p", "hostd", "--bins", "--target", "x86_64-unknown-linux-gnu"])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static\x1f-Cstrip=debuginfo")

@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{self, Privilege, Role, Session, UserRecord};
-use crate::host::{AuditRecord, Datastore, Event, Hostd, OpError, PowerAction, Task, VmView};
+use crate::host::{AuditRecord, Datastore, Event, Hostd, OpError, PowerAction, Task, VmStats, VmView};
 use crate::vmx::{VmConfigPatch, VmCreateSpec};
 
 /// Largest request body accepted (JSON documents only).
@@ -301,6 +301,10 @@ async fn login(State(h): State<H>, peer: Option<axum::Extension<Peer>>, ApiJson(
         h.audit(&name, "login".into(), 403, peer);
         return Err(ApiError::new(StatusCode::FORBIDDEN, "account_locked", format!("account {name} is locked after repeated failed logins; try again in {left} s")));
     }
+    // Password hashing is deliberately expensive: a few at a time, so a
+    // flood of logins cannot take every CPU.
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _permit = HASHING.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let h2 = Arc::clone(&h);
     let (n2, pw) = (name.clone(), req.password);
     let role = tokio::task::spawn_blocking(move || auth_lock(&h2.accounts).verify(&n2, &pw)).await.map_err(|e| ApiError::internal(e.to_string()))?;
@@ -472,6 +476,15 @@ async fn power_vm(State(h): State<H>, Auth(s): Auth<OPERATE>, Path(name): Path<S
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map(|t| (StatusCode::ACCEPTED, Json(t)))
         .map_err(ApiError::from)
+}
+
+/// A powered-on VM's statistics: exits by kind, vCPU run time, host memory,
+/// and samples of the last hour (every 20 s).
+#[utoipa::path(get, path = "/api/vms/{name}/stats", tag = "vms", params(("name" = String, Path, description = "VM name")),
+    responses((status = 200, body = VmStats), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Powered off", body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn vm_stats(State(h): State<H>, _a: Auth<READ>, Path(name): Path<String>) -> Result<Json<VmStats>, ApiError> {
+    blocking(&h, move |h| h.vm_stats(&name)).await.map(Json)
 }
 
 // ---- tasks, events, audit ----
@@ -687,6 +700,7 @@ pub fn routes() -> (Router<H>, utoipa::openapi::OpenApi) {
         .routes(routes!(unregister_vm))
         .routes(routes!(register_vm))
         .routes(routes!(power_vm))
+        .routes(routes!(vm_stats))
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
         .routes(routes!(list_events))
@@ -703,12 +717,47 @@ pub fn app(h: H) -> Router {
     let doc = Arc::new(doc);
     api_routes
         .route("/api/openapi.json", axum::routing::get(move || async move { Json((*doc).clone()) }))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(web_client)
         .layer(middleware::from_fn_with_state(Arc::clone(&h), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::map_response(security_headers))
         .with_state(h)
+}
+
+/// Serves the web client's files (GET only, never outside its directory);
+/// anything under /api that no route took is a 404.
+async fn web_client(State(h): State<H>, method: Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let Some(dir) = h.settings.ui_dir.clone() else { return ApiError::not_found("no such endpoint").into_response() };
+    if path.starts_with("/api") || !(method == Method::GET || method == Method::HEAD) {
+        return ApiError::not_found("no such endpoint").into_response();
+    }
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "index.html" } else { rel };
+    let safe = rel.split('/').all(|c| !c.is_empty() && !c.starts_with('.') && c.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)));
+    if !safe {
+        return ApiError::not_found("no such file").into_response();
+    }
+    let file = dir.join(rel);
+    let Ok(bytes) = tokio::fs::read(&file).await else { return ApiError::not_found("no such file").into_response() };
+    let ctype = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        Some("woff2") => "font/woff2",
+        _ => "application/octet-stream",
+    };
+    let mut r = Response::new(Body::from(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    r
 }
 
 async fn security_headers(mut r: Response<Body>) -> Response<Body> {
@@ -718,4 +767,105 @@ async fn security_headers(mut r: Response<Body>) -> Response<Body> {
     hs.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     hs.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// The API over the fake VMkernel (in process, no TLS): the power paths the
+/// Linux host cannot reach with the real binary.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::Settings;
+    use crate::vmkernel::fake::FakeVmKernel;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    async fn send(app: &Router, token: &str, method: &str, path: &str, body: Option<serde_json::Value>) -> (StatusCode, serde_json::Value) {
+        let mut b = axum::http::Request::builder().method(method).uri(path).header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let body = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        let r = app.clone().oneshot(b.body(body).unwrap()).await.unwrap();
+        let status = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    async fn wait_task(app: &Router, tok: &str, id: u64) -> serde_json::Value {
+        for _ in 0..500 {
+            let (_, t) = send(app, tok, "GET", &format!("/api/tasks/{id}"), None).await;
+            if t["finished"].is_u64() {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("task {id} did not finish");
+    }
+
+    #[tokio::test]
+    async fn power_operations_through_the_api() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("volumes/ds1")).unwrap();
+        std::fs::write(d.path().join("k.bin"), b"k").unwrap();
+        let settings = Settings {
+            config_dir: d.path().join("config"),
+            volumes_dir: d.path().join("volumes"),
+            port_groups: vec!["VM Network".into()],
+            session_idle: Duration::from_secs(60),
+            lockout_after: 5,
+            lockout_for: Duration::from_secs(60),
+            ui_dir: None,
+        };
+        let kernel = Arc::new(FakeVmKernel::default());
+        let h = Hostd::open(settings, kernel.clone()).unwrap();
+        let (admin, op, ro) = {
+            let mut s = auth_lock(&h.sessions);
+            (
+                s.create("root", Role::Administrator).unwrap().token,
+                s.create("op", Role::Operator).unwrap().token,
+                s.create("ro", Role::ReadOnly).unwrap().token,
+            )
+        };
+        let app = app(Arc::clone(&h));
+        let spec = serde_json::json!({"name": "vm1", "memory_mib": 16, "kernel": d.path().join("k.bin")});
+        assert_eq!(send(&app, &admin, "POST", "/api/vms", Some(spec)).await.0, StatusCode::CREATED);
+        let on = serde_json::json!({"action": "on"});
+        assert_eq!(send(&app, &ro, "POST", "/api/vms/vm1/power", Some(on.clone())).await.0, StatusCode::FORBIDDEN);
+        let (st, task) = send(&app, &op, "POST", "/api/vms/vm1/power", Some(on.clone())).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{task}");
+        assert_eq!(task["kind"], "vm.powerOn");
+        let t = wait_task(&app, &op, task["id"].as_u64().unwrap()).await;
+        assert_eq!((t["state"].as_str(), t["progress"].as_u64(), t["user"].as_str()), (Some("success"), Some(100), Some("op")));
+        let (_, vm) = send(&app, &ro, "GET", "/api/vms/vm1", None).await;
+        assert_eq!(vm["power_state"], "poweredOn");
+        assert!(vm["kernel_id"].is_u64());
+        let (st, stats) = send(&app, &ro, "GET", "/api/vms/vm1/stats", None).await;
+        assert_eq!(st, StatusCode::OK, "{stats}");
+        assert_eq!(stats["guest_memory_bytes"], 16 << 20);
+        // Wrong state: 409, no task.
+        let (st, e) = send(&app, &op, "POST", "/api/vms/vm1/power", Some(on)).await;
+        assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+        let (st, _) = send(&app, &admin, "DELETE", "/api/vms/vm1", None).await;
+        assert_eq!(st, StatusCode::CONFLICT, "a powered-on VM is not destroyed");
+        let (st, _) = send(&app, &admin, "PATCH", "/api/vms/vm1", Some(serde_json::json!({"vcpus": 2}))).await;
+        assert_eq!(st, StatusCode::CONFLICT, "CPU count does not change while powered on");
+        for action in ["pause", "resume", "reset", "off"] {
+            let (st, task) = send(&app, &op, "POST", "/api/vms/vm1/power", Some(serde_json::json!({"action": action}))).await;
+            assert_eq!(st, StatusCode::ACCEPTED, "{action}: {task}");
+            let t = wait_task(&app, &op, task["id"].as_u64().unwrap()).await;
+            assert_eq!(t["state"], "success", "{action}: {t}");
+        }
+        let (_, vm) = send(&app, &ro, "GET", "/api/vms/vm1", None).await;
+        assert_eq!(vm["power_state"], "poweredOff");
+        let (_, events) = send(&app, &ro, "GET", "/api/events?limit=1000", None).await;
+        for kind in ["vm.poweredOn", "vm.paused", "vm.resumed", "vm.reset", "vm.poweredOff"] {
+            assert!(events.as_array().unwrap().iter().any(|e| e["kind"] == kind && e["user"] == "op"), "{kind}: {events}");
+        }
+        assert_eq!(send(&app, &admin, "DELETE", "/api/vms/vm1", None).await.0, StatusCode::NO_CONTENT);
+        let calls = kernel.calls.lock().unwrap().clone();
+        assert_eq!(calls, ["create vm1", "start 1", "pause 1", "resume 1", "reset 1", "stop 1", "destroy 1"]);
+    }
 }

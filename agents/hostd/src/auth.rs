@@ -126,7 +126,7 @@ impl Accounts {
     }
 
     fn save(&self) -> io::Result<()> {
-        store::write_json(&self.path, &UsersFile { version: 1, users: self.users.clone() })
+        store::write_json_private(&self.path, &UsersFile { version: 1, users: self.users.clone() })
     }
 
     pub fn users(&self) -> &[UserRecord] {

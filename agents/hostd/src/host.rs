@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use crate::auth::{Accounts, Lockout, Sessions};
 use crate::store::{self, JsonLog};
 use crate::vmkernel::{KernelState, KernelVm, Resources, VmKernel};
+use std::collections::HashMap;
 use crate::vmx::{FieldError, HostLimits, VmConfig, VmConfigPatch, VmCreateSpec};
 
 /// What hostd is told at start.
@@ -33,6 +34,8 @@ pub struct Settings {
     pub session_idle: Duration,
     pub lockout_after: u32,
     pub lockout_for: Duration,
+    /// The built web client (index.html and its assets), if any.
+    pub ui_dir: Option<PathBuf>,
 }
 
 /// An operation failed: why, in the API's terms.
@@ -172,6 +175,39 @@ pub struct AuditRecord {
     pub peer: Option<String>,
 }
 
+/// One sample of a VM's counters (the sampler takes one every
+/// `SAMPLE_PERIOD`); rates are the differences between samples.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct StatSample {
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// Total vCPU run time so far.
+    pub run_ns: u64,
+    /// Total VM exits so far.
+    pub exits: u64,
+}
+
+pub const SAMPLE_PERIOD: Duration = Duration::from_secs(20);
+/// One hour at the sampling period.
+pub const SAMPLES_KEPT: usize = 180;
+
+/// A VM's statistics now and over the last hour.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct VmStats {
+    pub name: String,
+    pub power_state: String,
+    pub run_ns: u64,
+    pub exits: u64,
+    /// VM exits by kind: `[kind, count]`.
+    #[schema(value_type = Vec<(String, u64)>)]
+    pub exits_by_kind: Vec<(String, u64)>,
+    pub vcpu_run_ns: Vec<u64>,
+    pub guest_memory_bytes: u64,
+    pub overhead_bytes: u64,
+    /// Oldest first; empty until the sampler has run.
+    pub history: Vec<StatSample>,
+}
+
 /// Records kept in memory from a persisted log (the newest `cap`).
 struct Recent<T> {
     log: JsonLog,
@@ -181,6 +217,25 @@ struct Recent<T> {
 }
 
 const RECENT_CAP: usize = 10_000;
+/// A log file larger than this is cut down to the records kept in memory.
+const LOG_MAX_BYTES: u64 = 8 << 20;
+
+impl<T: Serialize> Recent<T> {
+    fn push(&mut self, r: T) {
+        if let Err(err) = self.log.append(&r) {
+            eprintln!("hostd: cannot append to {}: {err}", self.log.path().display());
+        }
+        self.items.push_back(r);
+        if self.items.len() > self.cap {
+            self.items.pop_front();
+        }
+        if self.log.len() > LOG_MAX_BYTES
+            && let Err(err) = self.log.rewrite(self.items.iter())
+        {
+            eprintln!("hostd: cannot compact {}: {err}", self.log.path().display());
+        }
+    }
+}
 
 /// Power operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -217,6 +272,7 @@ pub struct Hostd {
     tasks: Mutex<(VecDeque<Task>, u64)>,
     events: Mutex<Recent<Event>>,
     audit: Mutex<Recent<AuditRecord>>,
+    samples: Mutex<HashMap<String, VecDeque<StatSample>>>,
     pub started: Instant,
 }
 
@@ -243,6 +299,7 @@ impl Hostd {
             tasks: Mutex::new((VecDeque::new(), 1)),
             events: Mutex::new(recent(elog, ev, |e: &Event| e.id)),
             audit: Mutex::new(recent(alog, au, |a: &AuditRecord| a.id)),
+            samples: Mutex::new(HashMap::new()),
             started: Instant::now(),
             settings,
         };
@@ -285,13 +342,7 @@ impl Hostd {
         let mut ev = lock(&self.events);
         let e = Event { id: ev.next_id, time: now_secs(), kind: kind.into(), vm: vm.map(Into::into), user: user.map(Into::into), message };
         ev.next_id += 1;
-        if let Err(err) = ev.log.append(&e) {
-            eprintln!("hostd: cannot append to {}: {err}", ev.log.path().display());
-        }
-        ev.items.push_back(e);
-        if ev.items.len() > ev.cap {
-            ev.items.pop_front();
-        }
+        ev.push(e);
     }
 
     pub fn events(&self, after: u64, limit: usize) -> Vec<Event> {
@@ -302,13 +353,7 @@ impl Hostd {
         let mut au = lock(&self.audit);
         let r = AuditRecord { id: au.next_id, time: now_secs(), user: user.into(), action, status, peer };
         au.next_id += 1;
-        if let Err(err) = au.log.append(&r) {
-            eprintln!("hostd: cannot append to {}: {err}", au.log.path().display());
-        }
-        au.items.push_back(r);
-        if au.items.len() > au.cap {
-            au.items.pop_front();
-        }
+        au.push(r);
     }
 
     pub fn audit_records(&self, after: u64, limit: usize) -> Vec<AuditRecord> {
@@ -467,6 +512,54 @@ impl Hostd {
         matches!(k.as_ref().map(|k| k.state), Some(KernelState::Running | KernelState::Paused))
     }
 
+    // ---- statistics ----
+
+    /// Takes one sample of every running inventory VM's counters; forgets
+    /// VMs that no longer run.
+    pub fn sample_stats(&self) {
+        let Ok(kvms) = self.kernel_vms() else { return };
+        let names: Vec<String> = lock(&self.inventory).keys().cloned().collect();
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let mut samples = lock(&self.samples);
+        samples.retain(|n, _| kvms.iter().any(|k| &k.name == n && k.state != KernelState::Off));
+        for k in kvms.iter().filter(|k| names.contains(&k.name) && matches!(k.state, KernelState::Running | KernelState::Paused)) {
+            let q = samples.entry(k.name.clone()).or_default();
+            q.push_back(StatSample { time_ms, run_ns: k.run_ns, exits: k.exits });
+            while q.len() > SAMPLES_KEPT {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Samples forever on a thread of its own.
+    pub fn start_sampler(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        std::thread::spawn(move || {
+            while let Some(h) = me.upgrade() {
+                h.sample_stats();
+                drop(h);
+                std::thread::sleep(SAMPLE_PERIOD);
+            }
+        });
+    }
+
+    pub fn vm_stats(&self, name: &str) -> Result<VmStats, OpError> {
+        let view = self.vm(name)?;
+        let k = self.kernel_vm(name)?.filter(|k| k.state != KernelState::Off).ok_or_else(|| OpError::Conflict(format!("VM {name} is powered off")))?;
+        let s = self.kernel.stats(k.id, k.vcpus).map_err(|e| OpError::Unavailable(format!("reading the VM's statistics: {e}")))?;
+        Ok(VmStats {
+            name: name.into(),
+            power_state: view.power_state,
+            run_ns: k.run_ns,
+            exits: k.exits,
+            exits_by_kind: s.exits_by_kind,
+            vcpu_run_ns: s.vcpu_run_ns,
+            guest_memory_bytes: s.guest_memory_bytes,
+            overhead_bytes: s.overhead_bytes,
+            history: lock(&self.samples).get(name).map(|q| q.iter().copied().collect()).unwrap_or_default(),
+        })
+    }
+
     // ---- inventory operations ----
 
     /// Defines a new VM: its directory, new disks and `.vmx` on the
@@ -542,7 +635,7 @@ impl Hostd {
                 return Err(bad(format!("{vmx_path:?} is not in a VM directory on a datastore (<datastore>/<vm>/<vm>.vmx)")));
             }
             let text = fs::read_to_string(&vmx).map_err(|e| if e.kind() == io::ErrorKind::NotFound { OpError::NotFound(format!("{vmx_path} does not exist")) } else { bad(e.to_string()) })?;
-            let cfg = VmConfig::from_vmx(&text).map_err(|e| bad(e))?;
+            let cfg = VmConfig::from_vmx(&text).map_err(bad)?;
             let (mem, cpus, pgs, roots) = self.limits_owned();
             cfg.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&dir))?;
             let mut inv = lock(&self.inventory);
@@ -729,7 +822,7 @@ impl Hostd {
             };
             me.event(kind, Some(&name), Some(&user), msg);
         });
-        Ok(self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))?)
+        self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))
     }
 
     fn run_power(&self, task: u64, name: &str, action: PowerAction, cfg: &VmConfig, k: Option<KernelVm>) -> Result<(), OpError> {
@@ -856,6 +949,7 @@ mod tests {
             session_idle: Duration::from_secs(60),
             lockout_after: 5,
             lockout_for: Duration::from_secs(60),
+            ui_dir: None,
         }
     }
 
@@ -945,6 +1039,26 @@ mod tests {
         assert_eq!(calls.iter().filter(|c| c.starts_with("create")).count(), 3, "{calls:?}");
         assert!(calls.contains(&"destroy 2".to_string()), "{calls:?}");
         assert!(matches!(h.power("vm1", PowerAction::Shutdown, "op"), Err(OpError::Conflict(m)) if m.contains("not supported")));
+    }
+
+    #[test]
+    fn statistics_are_sampled_while_running() {
+        let (d, h, k) = setup();
+        h.define(spec(d.path(), "vm1"), "root").unwrap();
+        assert!(matches!(h.vm_stats("vm1"), Err(OpError::Conflict(_))));
+        let t = h.power("vm1", PowerAction::On, "op").unwrap();
+        wait_task(&h, t.id);
+        h.sample_stats();
+        k.guest_runs("vm1", 5_000_000, 300);
+        h.sample_stats();
+        let s = h.vm_stats("vm1").unwrap();
+        assert_eq!((s.run_ns, s.exits, s.guest_memory_bytes), (5_000_000, 300, 16 << 20));
+        assert_eq!(s.history.len(), 2);
+        assert_eq!((s.history[1].run_ns - s.history[0].run_ns, s.history[1].exits - s.history[0].exits), (5_000_000, 300));
+        let t = h.power("vm1", PowerAction::Off, "op").unwrap();
+        wait_task(&h, t.id);
+        h.sample_stats();
+        assert!(lock(&h.samples).is_empty(), "a powered-off VM's samples are dropped");
     }
 
     #[test]

@@ -48,6 +48,9 @@ struct Cli {
     /// `hostd passwd root` is run at the console.
     #[arg(long)]
     root_password_file: Option<PathBuf>,
+    /// The built web client to serve at / (index.html and assets).
+    #[arg(long, default_value = "/usr/share/mantle/hostd-ui")]
+    ui_dir: PathBuf,
     /// Where the kernel command line is read from.
     #[arg(long, default_value = "/proc/cmdline")]
     kernel_cmdline: PathBuf,
@@ -133,8 +136,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         session_idle: Duration::from_secs(cli.session_idle_secs.max(1)),
         lockout_after: cli.lockout_after.max(1),
         lockout_for: Duration::from_secs(cli.lockout_secs),
+        ui_dir: cli.ui_dir.join("index.html").is_file().then(|| cli.ui_dir.clone()),
     };
     let h = Hostd::open(settings, Arc::new(vmkernel::RealVmKernel)).map_err(|e| format!("opening the config store: {e}"))?;
+    h.start_sampler();
     let app = api::app(h);
     let https = server::bind_when_possible(SocketAddr::new(cli.listen, cli.https_port), "HTTPS").await;
     let https_port = https.local_addr().map(|a| a.port()).unwrap_or(cli.https_port);

@@ -43,19 +43,9 @@ pub fn ensure_certificate(config_dir: &Path, hostname: &str) -> io::Result<bool>
     }
     let ck = rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
     // The key first: a certificate without its key is useless, the reverse is regenerated.
-    write_private(&key, ck.key_pair.serialize_pem().as_bytes())?;
+    store::write_private(&key, ck.key_pair.serialize_pem().as_bytes())?;
     store::write_atomic(&crt, ck.cert.pem().as_bytes())?;
     Ok(true)
-}
-
-fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    store::write_atomic(path, data)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    }
-    Ok(())
 }
 
 /// The TLS configuration from the certificate files.

@@ -29,10 +29,23 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Replaces `path` with `data` atomically.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, data, 0o644)
+}
+
+/// Like [`write_atomic`] for secrets: the file is never readable by others,
+/// not even while it is being written.
+pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, data, 0o600)
+}
+
+fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        // A stale temporary file from a crash may have other permissions: start afresh.
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
@@ -47,15 +60,25 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_atomic(path, &json_text(value)?)
+}
+
+/// Writes `value` as pretty JSON, atomically, readable only by its owner.
+pub fn write_json_private<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_private(path, &json_text(value)?)
+}
+
+fn json_text<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let mut text = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     text.push(b'\n');
-    write_atomic(path, &text)
+    Ok(text)
 }
 
 /// An append-only log of JSON records, one per line.
 pub struct JsonLog {
     path: PathBuf,
     file: File,
+    bytes: u64,
 }
 
 impl JsonLog {
@@ -74,7 +97,8 @@ impl JsonLog {
             // A crash tore the last record: end it, so the next one starts on a line of its own.
             file.write_all(b"\n")?;
         }
-        Ok((JsonLog { path: path.to_path_buf(), file }, records))
+        let bytes = data.len() as u64 + u64::from(!ends_with_newline);
+        Ok((JsonLog { path: path.to_path_buf(), file, bytes }, records))
     }
 
     /// Appends one record and syncs it to disk.
@@ -82,7 +106,31 @@ impl JsonLog {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
         self.file.write_all(&line)?;
+        self.bytes += line.len() as u64;
         self.file.sync_data()
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Replaces the whole log with `records` (atomically), e.g. the newest
+    /// ones when it has grown too large.
+    pub fn rewrite<'a, T: Serialize + 'a>(&mut self, records: impl IntoIterator<Item = &'a T>) -> io::Result<()> {
+        let mut text = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut text, r).map_err(io::Error::other)?;
+            text.push(b'\n');
+        }
+        write_atomic(&self.path, &text)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.bytes = text.len() as u64;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -104,6 +152,15 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert!(!temp_path(&p).exists());
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("key");
+        write_private(&p, b"secret").unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -142,7 +199,12 @@ mod tests {
         assert_eq!(recs, [R { n: 1 }, R { n: 2 }]);
         log.append(&R { n: 3 }).unwrap();
         drop(log);
-        let (_, recs) = JsonLog::open::<R>(&p).unwrap();
+        let (mut log, recs) = JsonLog::open::<R>(&p).unwrap();
         assert_eq!(recs, [R { n: 1 }, R { n: 2 }, R { n: 3 }]);
+        log.rewrite(&recs[1..]).unwrap();
+        log.append(&R { n: 4 }).unwrap();
+        assert_eq!(log.len(), fs::metadata(&p).unwrap().len());
+        let (_, recs) = JsonLog::open::<R>(&p).unwrap();
+        assert_eq!(recs, [R { n: 2 }, R { n: 3 }, R { n: 4 }]);
     }
 }

@@ -40,6 +40,19 @@ pub struct Resources {
     pub limit_pct: Option<u32>,
 }
 
+/// A running VM's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct KernelVmStats {
+    /// VM exits by kind (`io`, `mmio`, `cpuid`, `hlt`, ...).
+    pub exits_by_kind: Vec<(String, u64)>,
+    /// Run time of each vCPU.
+    pub vcpu_run_ns: Vec<u64>,
+    /// Host memory backing guest RAM.
+    pub guest_memory_bytes: u64,
+    /// Host memory the VMM uses beyond guest RAM (nested page tables).
+    pub overhead_bytes: u64,
+}
+
 /// The VM calls hostd makes. Errors are the kernel's errno.
 pub trait VmKernel: Send + Sync + 'static {
     /// The API version (Err: not running on Mantle).
@@ -56,6 +69,7 @@ pub trait VmKernel: Send + Sync + 'static {
     /// Frees a stopped VM.
     fn destroy(&self, id: u32) -> io::Result<()>;
     fn set_resources(&self, group: u32, r: Resources) -> io::Result<()>;
+    fn stats(&self, id: u32, vcpus: u32) -> io::Result<KernelVmStats>;
 }
 
 /// Names for `vmk_api::EXIT_REASON_*` (0 = none).
@@ -142,6 +156,16 @@ impl VmKernel for RealVmKernel {
         };
         vmk::group_set(group, &p)
     }
+    fn stats(&self, id: u32, vcpus: u32) -> io::Result<KernelVmStats> {
+        use userworld::vmk;
+        let r = vmk::vm_stats(id)?;
+        Ok(KernelVmStats {
+            exits_by_kind: vmk::VM_EXIT_KIND_NAMES.iter().zip(r.exits_by_kind).map(|(n, c)| (n.to_string(), c)).collect(),
+            vcpu_run_ns: r.vcpu_run_ns.iter().take(vcpus as usize).copied().collect(),
+            guest_memory_bytes: r.guest_frames.saturating_mul(4096),
+            overhead_bytes: r.overhead_frames.saturating_mul(4096),
+        })
+    }
 }
 
 /// A VMkernel in memory, for unit tests of hostd's logic.
@@ -171,6 +195,13 @@ pub mod fake {
         }
         fn log(&self, s: String) {
             lock(&self.calls).push(s);
+        }
+        /// As if the guest ran for a while.
+        pub fn guest_runs(&self, name: &str, ns: u64, exits: u64) {
+            for v in lock(&self.vms).iter_mut().filter(|v| v.name == name) {
+                v.run_ns += ns;
+                v.exits += exits;
+            }
         }
         /// As if the guest halted by itself.
         pub fn guest_stops(&self, name: &str) {
@@ -259,6 +290,16 @@ pub mod fake {
         fn set_resources(&self, group: u32, r: Resources) -> io::Result<()> {
             lock(&self.resources).push((group, r));
             Ok(())
+        }
+        fn stats(&self, id: u32, vcpus: u32) -> io::Result<KernelVmStats> {
+            let vms = lock(&self.vms);
+            let v = vms.iter().find(|v| v.id == id).ok_or_else(|| io::Error::from_raw_os_error(2))?;
+            Ok(KernelVmStats {
+                exits_by_kind: vec![("io".into(), v.exits), ("hlt".into(), 0)],
+                vcpu_run_ns: vec![v.run_ns / vcpus.max(1) as u64; vcpus as usize],
+                guest_memory_bytes: v.memory_mib << 20,
+                overhead_bytes: 12 << 10,
+            })
         }
     }
 }

@@ -448,7 +448,7 @@ impl VmConfig {
             }
             seen.push(d.file.clone());
             if let Some(s) = d.size_mib
-                && (s < 1 || s > MAX_NEW_DISK_MIB)
+                && !(1..=MAX_NEW_DISK_MIB).contains(&s)
             {
                 return Err(FieldError::new(format!("disks[{i}].size_mib"), format!("{s}: must be 1 to {MAX_NEW_DISK_MIB}")));
             }
@@ -761,7 +761,8 @@ mod tests {
         let ds = vec![PathBuf::from("/vmfs/volumes/ds1")];
         let l = limits(&pg, &ds);
         sample().validate(&l, None).unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut VmConfig)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut VmConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.vcpus = 0), "vcpus"),
             (Box::new(|c| c.vcpus = 5), "vcpus"),
             (Box::new(|c| c.memory_mib = 2048), "memory_mib"),

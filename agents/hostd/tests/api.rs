@@ -335,11 +335,13 @@ fn openapi_document_matches_the_routes_and_every_endpoint_needs_a_session() {
             continue;
         }
         let r = h.call(&tok, m, p, Some(json!({})));
-        assert!(r.status != 405 && r.status < 500, "{m} {p}: {} {}", r.status, r.body);
+        // 503 only for what needs the VMkernel, which the Linux host lacks.
+        assert!(r.status != 405 && (r.status < 500 || r.body["code"] == "vmkernel_unavailable"), "{m} {p}: {} {}", r.status, r.body);
         if r.status == 404 {
             assert!(!r.body["message"].as_str().unwrap().contains("no such endpoint"), "{m} {p} is documented but not routed");
         }
         if m == "GET" && !p.contains("web01") && p != "/api/tasks/1" {
+            // Every parameterless read works for an Administrator.
             assert_eq!(r.status, 200, "{m} {p}: {}", r.body);
         }
     }
@@ -456,7 +458,7 @@ fn bad_input_gets_clear_4xx_never_5xx() {
     assert!(r.body["message"].as_str().unwrap().contains("colour"), "{}", r.body);
     assert_error(&r, 400, None);
     // No Content-Type.
-    assert_error(&h.curl("POST", "/api/vms", &[auth.clone()], Some(b"{}")), 400, None);
+    assert_error(&h.curl("POST", "/api/vms", std::slice::from_ref(&auth), Some(b"{}")), 400, None);
     // Huge bodies.
     let huge = format!("{{\"name\": \"x\", \"annotation\": \"{}\"}}", "a".repeat(2 << 20));
     assert_error(&send("POST", "/api/vms", huge.as_bytes()), 413, None);
@@ -573,4 +575,45 @@ fn no_password_works_until_root_sets_one() {
     let r = h.login_reply("root", "console-set-pw");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["role"], "Administrator");
+}
+
+/// The web client in Debian's headless Chromium (playwright-core, no browser
+/// download): built with npm at test time, served by hostd, driven by
+/// `ui/test/browser.mjs`. Screenshots go to `<target>/tmp/hostd-ui-screenshots/`.
+#[test]
+fn web_client_in_headless_chromium() {
+    let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+    let npm = |args: &[&str]| {
+        let out = Command::new("npm").args(args).current_dir(&ui).output().expect("npm (Node.js 20) is needed to build the web client");
+        assert!(out.status.success(), "npm {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    };
+    if !ui.join("node_modules/.package-lock.json").exists() {
+        npm(&["ci", "--no-audit", "--no-fund"]);
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dist = t.path().join("ui-dist");
+    npm(&["run", "build", "--", "--outDir", dist.to_str().unwrap(), "--emptyOutDir"]);
+    assert!(dist.join("index.html").is_file());
+    let h = start_fresh(&t.path().join("host"), &["--ui-dir", dist.to_str().unwrap()]);
+    // The page is served without a session; the API behind it is not.
+    let page = Command::new("curl").args(["-sS", "--max-time", "10", "--cacert"]).arg(h.dir.join("config/ssl/host.crt")).arg(h.url("/")).output().unwrap();
+    assert!(String::from_utf8_lossy(&page.stdout).contains("<div id=\"app\">"));
+    assert_error(&h.curl("GET", "/api/vms", &[], None), 401, None);
+    assert_error(&h.curl("GET", "/../config/users.json", &[], None), 404, None);
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostd-ui-screenshots");
+    let out = Command::new("node")
+        .arg("test/browser.mjs")
+        .arg(h.url("/"))
+        .args(["root", ROOT_PW, &h.kernel()])
+        .arg(&shots)
+        .current_dir(&ui)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success() && text.contains("browser: 8 passed, 0 failed"), "{text}");
+    assert!(shots.join("vms.png").is_file());
+    // What the browser did is on the server.
+    assert!(h.datastore().join("ui01/ui01.vmx").is_file());
+    assert!(!h.datastore().join("ui02").exists());
 }

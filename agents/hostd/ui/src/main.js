@@ -1,0 +1,220 @@
+// The Mantle web host client: a single page on hostd's REST API.
+// The browser session is the HttpOnly `hostd_session` cookie; every change
+// carries the session's CSRF token in X-CSRF-Token. All data reaches the page
+// through textContent, never as HTML.
+import './style.css';
+
+const app = document.getElementById('app');
+let csrf = null;
+let timer = null;
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body && body.message ? body.message : `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
+  const r = await fetch(path, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  const data = text ? JSON.parse(text) : null;
+  if (r.status === 401 && path !== '/api/session') {
+    showLogin('Your session ended; log in again.');
+    throw new ApiError(r.status, data);
+  }
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'onclick' || k === 'onsubmit') e[k] = v;
+    else if (k === 'text') e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function showLogin(message) {
+  if (timer) clearInterval(timer);
+  timer = null;
+  csrf = null;
+  const err = el('p', { id: 'login-error', class: 'error', text: message || '' });
+  const form = el(
+    'form',
+    { id: 'login-form', class: 'card login' },
+    el('h1', { text: 'Mantle Host Client' }),
+    el('label', { text: 'User name' }, el('input', { id: 'username', name: 'username', autocomplete: 'username', required: '' })),
+    el('label', { text: 'Password' }, el('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: '' })),
+    el('button', { id: 'login', type: 'submit', text: 'Log in' }),
+    err,
+  );
+  form.onsubmit = async (ev) => {
+    ev.preventDefault();
+    err.textContent = '';
+    try {
+      const s = await api('POST', '/api/session', {
+        username: form.username.value,
+        password: form.password.value,
+      });
+      csrf = s.csrf_token;
+      showHost(s);
+    } catch (e) {
+      err.textContent = e.message;
+    }
+  };
+  app.replaceChildren(form);
+}
+
+function fmtUptime(s) {
+  if (s == null) return '?';
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  return `${d}d ${h}h ${m}m`;
+}
+
+function showHost(session) {
+  const status = el('p', { id: 'status', class: 'status' });
+  const summary = el('dl', { id: 'host-summary', class: 'summary' });
+  const vms = el('tbody', { id: 'vm-rows' });
+  const tasks = el('ul', { id: 'tasks', class: 'log' });
+  const events = el('ul', { id: 'events', class: 'log' });
+  const datastore = el('select', { id: 'new-datastore', name: 'datastore' });
+  const create = el(
+    'form',
+    { id: 'create-vm', class: 'card' },
+    el('h2', { text: 'New virtual machine' }),
+    el('label', { text: 'Name' }, el('input', { id: 'new-name', name: 'name', required: '' })),
+    el('label', { text: 'vCPUs' }, el('input', { id: 'new-vcpus', name: 'vcpus', type: 'number', min: '1', value: '1' })),
+    el('label', { text: 'Memory (MiB)' }, el('input', { id: 'new-memory', name: 'memory_mib', type: 'number', min: '4', value: '64' })),
+    el('label', { text: 'Kernel (path on the host)' }, el('input', { id: 'new-kernel', name: 'kernel', value: '/usr/lib/mantle/guests/hello.bin' })),
+    el('label', { text: 'Command line' }, el('input', { id: 'new-cmdline', name: 'cmdline' })),
+    el('label', { text: 'Datastore' }, datastore),
+    el('button', { id: 'create', type: 'submit', text: 'Create' }),
+  );
+  create.onsubmit = async (ev) => {
+    ev.preventDefault();
+    try {
+      await api('POST', '/api/vms', {
+        name: create.name.value,
+        vcpus: Number(create.vcpus.value),
+        memory_mib: Number(create.memory_mib.value),
+        kernel: create.kernel.value,
+        cmdline: create.cmdline.value,
+        datastore: datastore.value || undefined,
+      });
+      status.textContent = `VM ${create.name.value} created`;
+      create.reset();
+      refresh();
+    } catch (e) {
+      status.textContent = e.body && e.body.field ? `${e.body.field}: ${e.message}` : e.message;
+    }
+  };
+  const logout = el('button', { id: 'logout', text: 'Log out' });
+  logout.onclick = async () => {
+    try {
+      await api('DELETE', '/api/session');
+    } finally {
+      showLogin('Logged out.');
+    }
+  };
+  app.replaceChildren(
+    el('header', {}, el('h1', { text: 'Mantle' }), el('span', { id: 'whoami', text: `${session.user} (${session.role})` }), logout),
+    status,
+    el('section', { class: 'card' }, el('h2', { text: 'Host' }), summary),
+    el(
+      'section',
+      { class: 'card' },
+      el('h2', { text: 'Virtual machines' }),
+      el('table', { id: 'vms' }, el('thead', {}, el('tr', {}, ...['Name', 'State', 'vCPUs', 'Memory', 'Datastore', ''].map((t) => el('th', { text: t })))), vms),
+    ),
+    create,
+    el('section', { class: 'card' }, el('h2', { text: 'Recent tasks' }), tasks),
+    el('section', { class: 'card' }, el('h2', { text: 'Events' }), events),
+  );
+
+  async function power(name, action) {
+    try {
+      const t = await api('POST', `/api/vms/${encodeURIComponent(name)}/power`, { action });
+      status.textContent = `${t.kind} of ${name}: task ${t.id} started`;
+      refresh();
+    } catch (e) {
+      status.textContent = e.message;
+    }
+  }
+
+  async function refresh() {
+    try {
+      const [host, list, taskList, eventList] = await Promise.all([
+        api('GET', '/api/host'),
+        api('GET', '/api/vms'),
+        api('GET', '/api/tasks'),
+        api('GET', '/api/events?limit=1000'),
+      ]);
+      const rows = [
+        ['Version', `${host.product} ${host.version}`],
+        ['Host name', host.hostname],
+        ['CPUs', String(host.cpus)],
+        ['Memory', `${host.memory_mib} MiB`],
+        ['Uptime', fmtUptime(host.uptime_secs)],
+        ['VMkernel API', host.vmkernel_api_version == null ? 'unavailable' : String(host.vmkernel_api_version)],
+      ];
+      summary.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
+      const chosen = datastore.value;
+      datastore.replaceChildren(...host.datastores.map((d) => el('option', { value: d.name, text: d.name })));
+      if (chosen) datastore.value = chosen;
+      vms.replaceChildren(
+        ...list.map((vm) => {
+          const c = vm.config || {};
+          const on = el('button', { class: 'power-on', text: 'Power on' });
+          on.onclick = () => power(vm.name, 'on');
+          const off = el('button', { class: 'power-off', text: 'Power off' });
+          off.onclick = () => power(vm.name, 'off');
+          return el(
+            'tr',
+            { 'data-vm': vm.name },
+            el('td', { text: vm.name }),
+            el('td', { class: 'state', text: vm.power_state }),
+            el('td', { text: String(c.vcpus ?? '?') }),
+            el('td', { text: c.memory_mib != null ? `${c.memory_mib} MiB` : '?' }),
+            el('td', { text: vm.datastore || '' }),
+            el('td', {}, on, off),
+          );
+        }),
+      );
+      tasks.replaceChildren(
+        ...taskList.slice(0, 10).map((t) => el('li', { text: `#${t.id} ${t.kind} ${t.target} by ${t.user}: ${t.state} ${t.progress}%${t.error ? ' — ' + t.error : ''}` })),
+      );
+      events.replaceChildren(
+        ...eventList.slice(-15).reverse().map((e) => el('li', { text: `${new Date(e.time * 1000).toISOString()} ${e.message}` })),
+      );
+    } catch (e) {
+      if (e.status !== 401) status.textContent = e.message;
+    }
+  }
+
+  refresh();
+  timer = setInterval(refresh, 2000);
+}
+
+// A reload keeps the cookie session: ask for it (and its CSRF token).
+(async () => {
+  try {
+    const s = await api('GET', '/api/session');
+    csrf = s.csrf_token;
+    showHost(s);
+  } catch {
+    showLogin();
+  }
+})();
