@@ -65,6 +65,7 @@ fn host_area() -> u64 {
 
 /// VMCB field offsets (AMD APM vol. 2, appendix B).
 pub mod vmcb {
+    pub const INTERCEPT_CR: usize = 0x000;
     pub const INTERCEPT_DR: usize = 0x004;
     pub const INTERCEPT_EXCEPTIONS: usize = 0x008;
     pub const INTERCEPT_MISC1: usize = 0x00c;
@@ -110,6 +111,9 @@ pub mod vmcb {
 
 /// Exit codes the VMM handles.
 pub mod exit {
+    /// MOV from CRn is `READ_CR + n`, MOV to CRn `WRITE_CR + n`.
+    pub const READ_CR: u64 = 0x00;
+    pub const WRITE_CR: u64 = 0x10;
     /// MOV from DRn is `READ_DR + n`, MOV to DRn `WRITE_DR + n`.
     pub const READ_DR: u64 = 0x20;
     pub const WRITE_DR: u64 = 0x30;
@@ -238,11 +242,20 @@ impl Vmcb {
             | (1 << 11)
             | (1 << 12)
             | (1 << 13);
+        // CR4 writes: the CPU model decides which bits a guest may set
+        // (SVM has no guest/host mask; unchecked, a hidden or reserved bit
+        // would reach the hardware). CR8 both ways: the task priority is
+        // the LAPIC model's TPR, never V_TPR alone — and a guest CR8 write
+        // while a virtual interrupt is pending must not reach QEMU TCG's
+        // CR8 path, which aborts the emulator (see hv::vm::cr8_access).
+        v.w32(vmcb::INTERCEPT_CR, (1 << 8) | (1 << (16 + 4)) | (1 << (16 + 8)));
         v.w32(vmcb::INTERCEPT_MISC1, misc1);
         v.w32(vmcb::INTERCEPT_MISC2, misc2);
         // #AC is intercepted and reflected: a guest must not be able to
         // wedge the CPU in an endless #AC delivery loop (CVE-2015-5307).
-        v.w32(vmcb::INTERCEPT_EXCEPTIONS, 1 << 17);
+        // #DB too (CVE-2015-8104: a #DB raised while delivering #DB would
+        // loop in the CPU without end); reflected with its DR6 bits.
+        v.w32(vmcb::INTERCEPT_EXCEPTIONS, (1 << 17) | (1 << 1));
         // Every debug-register access: the guest's DRs are kept in software
         // (SVM does not switch DR0-DR3; see vmm::debug_regs), and the DR7
         // the guest runs with stays 0x400.
@@ -377,9 +390,15 @@ impl VcpuHw for Vmcb {
             exit::VINTR => Exit::InterruptWindow,
             exit::NPF => Exit::NestedPageFault { gpa: i2, write: i1 & 2 != 0 },
             exit::XSETBV => Exit::Xsetbv,
+            exit::READ_CR..=0x1f => Exit::MovCr { write: code >= exit::WRITE_CR, cr: (code & 0xf) as u8 },
             // Which GPR, and the next RIP, only decode assists and NRIP save
             // would tell (QEMU has neither): the VMM decodes the instruction.
             exit::READ_DR..=0x3f => Exit::MovDr { write: code >= exit::WRITE_DR, dr: (code & 0xf) as u8, operand: None },
+            c if c == exit::EXCEPTION + 1 => {
+                let dr6 = self.r64(vmcb::DR6);
+                self.w64(vmcb::DR6, 0xffff_0ff0);
+                Exit::DebugTrap { dr6 }
+            }
             exit::EXCEPTION..=0x5f => {
                 let vector = (code - exit::EXCEPTION) as u8;
                 // Vectors with an error code (#DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP).
@@ -436,6 +455,7 @@ impl VcpuHw for Vmcb {
             Ctl::Efer => self.r64(vmcb::EFER) & !EFER_SVME,
             Ctl::Pat => self.r64(vmcb::G_PAT),
             Ctl::TscOffset => self.r64(vmcb::TSC_OFFSET),
+            Ctl::Dr7 => self.r64(vmcb::DR7),
         }
     }
     fn set_ctl(&mut self, r: Ctl, value: u64) {
@@ -448,6 +468,7 @@ impl VcpuHw for Vmcb {
             Ctl::Efer => self.w64(vmcb::EFER, value | EFER_SVME),
             Ctl::Pat => self.w64(vmcb::G_PAT, value),
             Ctl::TscOffset => self.w64(vmcb::TSC_OFFSET, value),
+            Ctl::Dr7 => self.w64(vmcb::DR7, value),
         }
     }
     fn segment(&self, s: SegReg) -> Segment {

@@ -48,7 +48,23 @@ fn probe_controls() -> Result<Controls, &'static str> {
     // SAFETY: the VMX capability MSRs exist when CPUID reports VMX; the
     // secondary and EPT ones are read only after the primary controls say
     // they exist (Controls::probe checks in that order).
-    Controls::probe(|m| unsafe { cpu::rdmsr(m) })
+    let mut c = Controls::probe(|m| unsafe { cpu::rdmsr(m) })?;
+    // The CR4 bits the CPU model offers (hv::cpu_model is built on these
+    // controls, so from the raw CPUID; no CR4 bit depends on them).
+    c.guest_cr4 = vmkernel::vmm::cpu_model::CpuModel::from_host(super::host_cpuid).cr4_allowed();
+    Ok(c)
+}
+
+/// Hides from the host's CPUID what VM entry would turn into #UD unless
+/// enabled (RDTSCP, INVPCID), before the CPU model sees it.
+pub fn limit_host_cpuid(leaf: u32, sub: u32, r: &mut [u32; 4]) {
+    let Ok(c) = controls() else { return };
+    if leaf == 0x8000_0001 && c.proc2 & x::proc2::ENABLE_RDTSCP == 0 {
+        r[3] &= !(1 << 27);
+    }
+    if leaf == 7 && sub == 0 && c.proc2 & x::proc2::ENABLE_INVPCID == 0 {
+        r[1] &= !(1 << 10);
+    }
 }
 
 /// Is VT-x with EPT and unrestricted guest usable?
@@ -399,7 +415,9 @@ impl Vmcs {
         vmwrite(f::ENTRY_CONTROLS, c.entry as u64);
         // #AC is intercepted and reflected: a guest must not be able to
         // wedge the CPU in an endless #AC delivery loop (CVE-2015-5307).
-        vmwrite(f::EXCEPTION_BITMAP, 1 << 17);
+        // #DB too (CVE-2015-8104: a #DB raised while delivering #DB would
+        // loop in the CPU without end); reflected with its DR6 bits.
+        vmwrite(f::EXCEPTION_BITMAP, (1 << 17) | (1 << 1));
         vmwrite(f::PF_ERROR_CODE_MASK, 0);
         vmwrite(f::PF_ERROR_CODE_MATCH, 0);
         vmwrite(f::CR3_TARGET_COUNT, 0);
@@ -703,6 +721,10 @@ impl VcpuHw for Vmcs {
                     unsafe { asm!("int 2", options(nostack)) };
                     return Exit::Nmi;
                 }
+                if info as u8 == 1 {
+                    // The exit qualification holds B0-B3, BD and BS.
+                    return Exit::DebugTrap { dr6: q & 0x600f };
+                }
                 let error_code = (info & intr_info::ERROR_CODE_VALID != 0).then(|| vmread(f::EXIT_INTERRUPTION_ERROR_CODE) as u32);
                 Exit::Exception { vector: info as u8, error_code }
             }
@@ -787,6 +809,7 @@ impl VcpuHw for Vmcs {
             Ctl::Efer => self.r(f::GUEST_EFER),
             Ctl::Pat => self.r(f::GUEST_PAT),
             Ctl::TscOffset => self.r(f::TSC_OFFSET),
+            Ctl::Dr7 => self.r(f::GUEST_DR7),
         }
     }
     fn set_ctl(&mut self, reg: Ctl, value: u64) {
@@ -812,6 +835,7 @@ impl VcpuHw for Vmcs {
             }
             Ctl::Pat => self.w(f::GUEST_PAT, value),
             Ctl::TscOffset => self.w(f::TSC_OFFSET, value),
+            Ctl::Dr7 => self.w(f::GUEST_DR7, value),
         }
     }
     fn segment(&self, s: SegReg) -> Segment {
@@ -866,15 +890,7 @@ impl VcpuHw for Vmcs {
     fn host_frames(&self) -> usize {
         3
     }
-    fn adjust_cpuid(&self, leaf: u32, sub: u32, r: &mut [u32; 4]) {
-        // Instructions VM entry would turn into #UD unless enabled.
-        if leaf == 0x8000_0001 && self.ctl.proc2 & x::proc2::ENABLE_RDTSCP == 0 {
-            r[3] &= !(1 << 27);
-        }
-        if leaf == 7 && sub == 0 && self.ctl.proc2 & x::proc2::ENABLE_INVPCID == 0 {
-            r[1] &= !(1 << 10);
-        }
-    }
+
 }
 
 /// VMLAUNCH (first entry) or VMRESUME with the guest GPRs loaded from and

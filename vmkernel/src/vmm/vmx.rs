@@ -292,6 +292,10 @@ pub struct Controls {
     /// The VMX-preemption timer counts down once every 2^shift TSC ticks
     /// (None: the CPU has no preemption timer).
     pub preemption_timer_shift: Option<u8>,
+    /// The CR4 bits the virtual CPU offers (`cpu_model::CpuModel::cr4_allowed`;
+    /// all until the caller narrows it): the others stay host-owned, so
+    /// setting one exits and is refused.
+    pub guest_cr4: u64,
 }
 
 /// Why a VMX CPU cannot run Mantle's guests.
@@ -381,6 +385,7 @@ impl Controls {
             invvpid_single: ept_vpid & (1 << 41) != 0,
             ept_2m: ept_vpid & (1 << 16) != 0,
             preemption_timer_shift: (pin & pin::PREEMPTION_TIMER != 0).then_some((misc & 0x1f) as u8),
+            guest_cr4: !0,
         })
     }
 
@@ -399,10 +404,11 @@ impl Controls {
         fixed & !(cr0::PE | cr0::PG) & 0xffff_ffff
     }
 
-    /// CR4 bits the guest may not own: the fixed ones (VMXE) and OSXSAVE
-    /// (the virtual CPU offers no XSAVE; the XCR0 in force is the host's).
+    /// CR4 bits the guest may not own: the fixed ones (VMXE), OSXSAVE
+    /// (the XCR0 in force is the host's) and every bit the CPU model does
+    /// not offer (a write setting one exits and is refused).
     pub fn cr4_host_mask(&self) -> u64 {
-        ((self.cr4_fixed0 | !self.cr4_fixed1) & 0xffff_ffff) | cr4::OSXSAVE | cr4::VMXE
+        ((self.cr4_fixed0 | !self.cr4_fixed1 | !self.guest_cr4) & 0xffff_ffff) | cr4::OSXSAVE | cr4::VMXE
     }
 
     /// The CR0 the hardware runs the guest with for a guest-visible value.
@@ -418,7 +424,7 @@ impl Controls {
 
     /// A guest CR4 value the virtual CPU accepts (else MOV to CR4 #GPs).
     pub fn cr4_write_allowed(&self, value: u64, long_mode: bool) -> bool {
-        let allowed = self.cr4_fixed1 & !(cr4::VMXE | cr4::OSXSAVE | cr4::SMXE);
+        let allowed = self.cr4_fixed1 & self.guest_cr4 & !(cr4::VMXE | cr4::OSXSAVE | cr4::SMXE);
         value & !allowed == 0 && !(long_mode && value & cr4::PAE == 0)
     }
 }
@@ -698,6 +704,11 @@ mod tests {
         assert!(!c.cr4_write_allowed(cr4::VMXE, false), "no nested VMX");
         assert!(!c.cr4_write_allowed(cr4::OSXSAVE, false), "no XSAVE offered");
         assert!(!c.cr4_write_allowed(1 << 23, false), "bits the CPU lacks");
+        // Bits the CPU has but the model hides: host-owned and refused.
+        let mut hidden = c;
+        hidden.guest_cr4 = !(1u64 << 20);
+        assert!(c.cr4_write_allowed(1 << 20, false) && !hidden.cr4_write_allowed(1 << 20, false), "SMEP hidden by the model");
+        assert!(hidden.cr4_host_mask() & (1 << 20) != 0 && c.cr4_host_mask() & (1 << 20) == 0);
     }
 
     #[test]
