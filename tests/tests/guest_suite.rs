@@ -197,9 +197,14 @@ const MANTLE_TESTS: &[&str] = &[
     "cr8-self-ipi-x2apic",
     "mmio-open-bus",
     "hpet",
+    "nmi-blocked-until-iret",
     "debug-single-step",
-    "debug-dr0-breakpoint",
 ];
+
+/// Checks that must pass on VMX (Bochs), besides [`MANTLE_TESTS`]: QEMU
+/// 7.2 TCG's SVM cannot arm guest breakpoints (Mantle says so in its
+/// hypervisor leaf and the check skips there).
+const VMX_TESTS: &[&str] = &["debug-dr0-breakpoint"];
 
 /// Checks that must pass on AMD (SVM) hosts, besides [`MANTLE_TESTS`].
 const AMD_TESTS: &[&str] = &["msr-k7-perf"];
@@ -255,7 +260,7 @@ fn suite_passes_in_a_vm_on_vmx_in_bochs() {
         1,
         "vmkcli vm create --name suite --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 2 --cmdline \"expect-kernel=/usr/lib/mantle/guests/suite.elf expect-modules=0 expect-cpus=2 expect-mem-mib=32 expect-hypervisor=MantleMantle\"",
     );
-    match check_report(&console, 40, MANTLE_TESTS) {
+    match check_report(&console, 40, &[MANTLE_TESTS, VMX_TESTS].concat()) {
         Ok((p, _, s)) => eprintln!("Mantle VM on VMX (Bochs): {p} passed, 0 failed, {s} skipped"),
         Err(e) => check(&c, false, &format!("suite in a VM on VMX: {e}\n--- VM console ---\n{console}")),
     }

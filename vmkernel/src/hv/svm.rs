@@ -122,6 +122,7 @@ pub mod exit {
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const VINTR: u64 = 0x64;
+    pub const IRET: u64 = 0x74;
     pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
@@ -150,6 +151,13 @@ pub mod exit {
 /// One VMCB page (the permission maps it points to are shared).
 pub struct Vmcb {
     page: u64,
+    /// NMI blocking, which SVM without vNMI leaves to the VMM: set when an
+    /// NMI is injected (IRET intercepted from then on), cleared once the
+    /// guest's IRET has completed.
+    nmi_blocked: bool,
+    /// The guest reached IRET while NMIs were blocked: the VMM single-steps
+    /// it (TF; #DB is intercepted) and unblocks after it. `Some(guest TF)`.
+    iret_step: Option<bool>,
 }
 
 /// The I/O and MSR permission maps every VMCB points to: one policy for
@@ -210,7 +218,7 @@ impl Vmcb {
     /// `ncr3` and address-space ID `asid`.
     pub fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
         let (iopm, msrpm) = permission_maps()?;
-        let v = Vmcb { page: mm::alloc_frame()? };
+        let v = Vmcb { page: mm::alloc_frame()?, nmi_blocked: false, iret_step: None };
         // INTR, NMI, RDPMC (the host's counters), CPUID, INVD (it would
         // drop the host's dirty cache lines), PAUSE, HLT, INVLPGA, IOIO,
         // MSR, shutdown.
@@ -358,6 +366,8 @@ fn seg_off(s: SegReg) -> usize {
 const V_IRQ: u64 = 1 << 8;
 const V_IGN_TPR: u64 = 1 << 20;
 const INTERCEPT_VINTR: u32 = 1 << 4;
+const INTERCEPT_IRET: u32 = 1 << 20;
+const RFLAGS_TF: u64 = 1 << 8;
 
 impl VcpuHw for Vmcb {
     fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit {
@@ -397,7 +407,25 @@ impl VcpuHw for Vmcb {
             c if c == exit::EXCEPTION + 1 => {
                 let dr6 = self.r64(vmcb::DR6);
                 self.w64(vmcb::DR6, 0xffff_0ff0);
+                if let Some(guest_tf) = self.iret_step.take() {
+                    // The single step over the NMI handler's IRET: NMIs
+                    // are unblocked. The guest sees the #DB only if it was
+                    // single-stepping itself or hit a breakpoint too.
+                    self.nmi_blocked = false;
+                    if !guest_tf && dr6 & 0xf == 0 {
+                        return Exit::Handled;
+                    }
+                }
                 Exit::DebugTrap { dr6 }
+            }
+            exit::IRET => {
+                // Intercepted before it executes: step over it, then unblock.
+                let misc1 = self.r64(vmcb::INTERCEPT_MISC1) as u32;
+                self.w32(vmcb::INTERCEPT_MISC1, misc1 & !INTERCEPT_IRET);
+                let rflags = self.rflags();
+                self.iret_step = Some(rflags & RFLAGS_TF != 0);
+                self.w64(vmcb::RFLAGS, rflags | RFLAGS_TF);
+                Exit::Handled
             }
             exit::EXCEPTION..=0x5f => {
                 let vector = (code - exit::EXCEPTION) as u8;
@@ -490,7 +518,15 @@ impl VcpuHw for Vmcb {
     fn event_pending(&self) -> bool {
         self.r64(vmcb::EVENT_INJ) & (1 << 31) != 0
     }
+    fn nmi_blocked(&self) -> bool {
+        self.nmi_blocked
+    }
     fn inject(&mut self, e: Event) {
+        if e == Event::Nmi {
+            self.nmi_blocked = true;
+            let misc1 = self.r64(vmcb::INTERCEPT_MISC1) as u32;
+            self.w32(vmcb::INTERCEPT_MISC1, misc1 | INTERCEPT_IRET);
+        }
         // EVENTINJ: vector, type (0 INTR, 2 NMI, 3 exception), EV, V.
         let v = match e {
             Event::ExternalInterrupt(v) => v as u64,

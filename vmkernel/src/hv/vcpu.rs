@@ -97,6 +97,8 @@ pub enum Exit {
     Nmi,
     /// The guest can take an interrupt now (requested interrupt window).
     InterruptWindow,
+    /// The guest can take an NMI now (requested NMI window, VMX).
+    NmiWindow,
     /// Guest-physical access with no RAM behind it (MMIO).
     NestedPageFault { gpa: u64, write: bool },
     Xsetbv,
@@ -165,6 +167,13 @@ pub trait VcpuHw {
     /// Asks for (or cancels) an exit as soon as the guest can take an
     /// external interrupt.
     fn set_interrupt_window(&mut self, on: bool);
+    /// Is the guest blocking NMIs (one was delivered and its handler's IRET
+    /// has not completed)? A new NMI stays latched until then.
+    fn nmi_blocked(&self) -> bool {
+        false
+    }
+    /// Asks for (or cancels) an exit as soon as the guest can take an NMI.
+    fn set_nmi_window(&mut self, _on: bool) {}
     /// Host frames this vCPU's control structures hold (statistics).
     fn host_frames(&self) -> usize;
 

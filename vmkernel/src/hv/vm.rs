@@ -777,6 +777,10 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 count(api::VM_EXIT_INTERRUPT_WINDOW);
                 v.set_interrupt_window(false);
             }
+            Exit::NmiWindow => {
+                count(api::VM_EXIT_INTERRUPT_WINDOW);
+                v.set_nmi_window(false);
+            }
             // #UD: the virtual CPU has no XSAVE.
             Exit::Xsetbv => {
                 count(api::VM_EXIT_OTHER);
@@ -855,7 +859,7 @@ fn halt(vm: &Vm, index: usize, v: &mut dyn VcpuHw) -> Option<Stop> {
         let (pending, nmi, deadline) = {
             let mut p = vm.platform.lock();
             p.advance(now);
-            (p.pending_interrupt(index).is_some(), p.lapics.get(index).is_some_and(|l| l.nmi_pending()), p.next_deadline())
+            (p.pending_interrupt(index).is_some(), p.lapics.get(index).is_some_and(|l| l.nmi_pending()) && !v.nmi_blocked(), p.next_deadline())
         };
         if nmi || (if_on && pending) {
             break None;
@@ -888,9 +892,13 @@ fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw, completed: bool) 
     }
     let mut p = vm.platform.lock();
     p.advance(time::uptime_ns());
-    if p.take_nmi(index) {
-        v.inject(Event::Nmi);
-        return;
+    // An NMI waits (latched) while the guest still handles the last one.
+    if p.lapics.get(index).is_some_and(|l| l.nmi_pending()) {
+        if !v.nmi_blocked() && p.take_nmi(index) {
+            v.inject(Event::Nmi);
+            return;
+        }
+        v.set_nmi_window(true);
     }
     let Some(vec) = p.pending_interrupt(index) else { return };
     let if_on = v.rflags() & (1 << 9) != 0;

@@ -731,6 +731,7 @@ impl VcpuHw for Vmcs {
             r::TRIPLE_FAULT => Exit::Shutdown,
             r::INIT => Exit::Init,
             r::INTERRUPT_WINDOW => Exit::InterruptWindow,
+            r::NMI_WINDOW => Exit::NmiWindow,
             r::CPUID => Exit::Cpuid,
             r::HLT => Exit::Hlt,
             r::PAUSE => Exit::Pause,
@@ -881,6 +882,19 @@ impl VcpuHw for Vmcs {
             self.w(f::ENTRY_EXCEPTION_ERROR_CODE, ec as u64);
         }
         self.w(f::ENTRY_INTERRUPTION_INFO, (info | intr_info::VALID) as u64);
+    }
+    fn nmi_blocked(&self) -> bool {
+        // Blocking by NMI (interruptibility bit 3): virtual-NMI blocking,
+        // from an injected NMI to the guest's IRET.
+        self.ctl.virtual_nmis && self.r(f::GUEST_INTERRUPTIBILITY) & 8 != 0
+    }
+    fn set_nmi_window(&mut self, on: bool) {
+        if !self.ctl.virtual_nmis {
+            return;
+        }
+        let p = self.r(f::PROC_BASED_CONTROLS);
+        let bit = x::proc1::NMI_WINDOW_EXITING as u64;
+        self.w(f::PROC_BASED_CONTROLS, if on { p | bit } else { p & !bit });
     }
     fn set_interrupt_window(&mut self, on: bool) {
         let p = self.r(f::PROC_BASED_CONTROLS);

@@ -164,6 +164,7 @@ pub mod msr {
 pub mod pin {
     pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
     pub const NMI_EXITING: u32 = 1 << 3;
+    pub const VIRTUAL_NMIS: u32 = 1 << 5;
     pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
@@ -177,6 +178,7 @@ pub mod proc1 {
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
     pub const CR8_LOAD_EXITING: u32 = 1 << 19;
     pub const CR8_STORE_EXITING: u32 = 1 << 20;
+    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub const MOV_DR_EXITING: u32 = 1 << 23;
     pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
@@ -296,6 +298,8 @@ pub struct Controls {
     /// all until the caller narrows it): the others stay host-owned, so
     /// setting one exits and is refused.
     pub guest_cr4: u64,
+    /// Virtual NMIs with NMI-window exiting.
+    pub virtual_nmis: bool,
 }
 
 /// Why a VMX CPU cannot run Mantle's guests.
@@ -331,7 +335,11 @@ impl Controls {
         // where an external interrupt might not end it (Bochs re-evaluates
         // interrupt masking at VM entry only when RFLAGS.IF changes, so a
         // guest entered with IF=0 that spins is otherwise never preempted).
-        let pin = fit_controls(pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, pin::PREEMPTION_TIMER, pin_cap)
+        // Virtual NMIs (with NMI-window exiting): the CPU tracks the guest's
+        // NMI blocking from an injected NMI to its IRET.
+        let nmi_window = (proc_cap >> 32) as u32 & proc1::NMI_WINDOW_EXITING != 0;
+        let vnmi = if nmi_window { pin::VIRTUAL_NMIS } else { 0 };
+        let pin = fit_controls(pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, pin::PREEMPTION_TIMER | vnmi, pin_cap)
             .map_err(|_| "VT-x without external-interrupt or NMI exiting")?;
         let misc = rdmsr(msr::MISC);
         let proc1 = fit_controls(
@@ -386,6 +394,7 @@ impl Controls {
             ept_2m: ept_vpid & (1 << 16) != 0,
             preemption_timer_shift: (pin & pin::PREEMPTION_TIMER != 0).then_some((misc & 0x1f) as u8),
             guest_cr4: !0,
+            virtual_nmis: pin & pin::VIRTUAL_NMIS != 0,
         })
     }
 

@@ -418,6 +418,14 @@ const NO_FAULT: u32 = u32::MAX;
 static EXPECT_VECTOR: AtomicU32 = AtomicU32::new(NO_FAULT);
 static EXPECT_LEN: AtomicU64 = AtomicU64::new(0);
 static FAULT_TAKEN: AtomicBool = AtomicBool::new(false);
+/// NMIs expected (the `nmi-*` checks).
+static NMI_ARMED: AtomicBool = AtomicBool::new(false);
+static NMI_COUNT: AtomicU32 = AtomicU32::new(0);
+static NMI_DEPTH: AtomicU32 = AtomicU32::new(0);
+static NMI_NESTED: AtomicBool = AtomicBool::new(false);
+/// The first NMI's handler sends itself another NMI and waits this many
+/// TSC ticks for it (it must stay latched until the IRET).
+static NMI_WAIT_TSC: AtomicU64 = AtomicU64::new(0);
 /// #DB expected: the handler records the RIP and count.
 static DB_ARMED: AtomicBool = AtomicBool::new(false);
 static DB_RIP: AtomicU64 = AtomicU64::new(0);
@@ -638,6 +646,10 @@ struct Frame {
 #[unsafe(no_mangle)]
 extern "C" fn suite_trap(f: &mut Frame) {
     let v = f.vector as usize;
+    if v == 2 && NMI_ARMED.load(SeqCst) {
+        nmi_handler();
+        return;
+    }
     if v == 1 && DB_ARMED.load(SeqCst) {
         // A single-step or breakpoint trap the test asked for: note where,
         // stop stepping (RF resumes past an instruction breakpoint).
@@ -1084,6 +1096,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("fw-cfg-signature", t_fwcfg_sig),
         ("fw-cfg-cpus", t_fwcfg_cpus),
         ("fw-cfg-ram-size", t_fwcfg_ram),
+        ("nmi-blocked-until-iret", t_nmi_blocking),
         ("debug-single-step", t_single_step),
         ("debug-dr0-breakpoint", t_dr0_breakpoint),
         ("hypercall-version", t_hc_version),
@@ -2632,6 +2645,43 @@ fn hypercall_env(env: &Env) -> Result<(), Msg> {
         return Err(msg!("vendor neither AMD nor Intel: no hypercall instruction known"));
     }
     Ok(())
+}
+
+const ICR_NMI: u32 = 4 << 8;
+
+fn nmi_handler() {
+    if NMI_DEPTH.fetch_add(1, SeqCst) > 0 {
+        NMI_NESTED.store(true, SeqCst);
+    }
+    if NMI_COUNT.fetch_add(1, SeqCst) == 0 {
+        // A second NMI now: blocked until this handler's IRET.
+        send_ipi(lapic_id(), ICR_NMI);
+        let t0 = rdtsc();
+        while rdtsc() - t0 < NMI_WAIT_TSC.load(SeqCst) && NMI_COUNT.load(SeqCst) == 1 {
+            core::hint::spin_loop();
+        }
+    }
+    NMI_DEPTH.fetch_sub(1, SeqCst);
+}
+
+/// NMI blocking (SDM 6.7.1): an NMI sent from inside the NMI handler is
+/// held until the handler's IRET, then delivered (latched, not lost).
+fn t_nmi_blocking(env: &mut Env) -> Outcome {
+    check!(env.tsc_calibrated, "no time base");
+    NMI_COUNT.store(0, SeqCst);
+    NMI_DEPTH.store(0, SeqCst);
+    NMI_NESTED.store(false, SeqCst);
+    NMI_WAIT_TSC.store(us_to_tsc(20_000), SeqCst);
+    NMI_ARMED.store(true, SeqCst);
+    let sent = send_ipi(lapic_id(), ICR_NMI);
+    let both = wait_for(1_000_000, || NMI_COUNT.load(SeqCst) >= 2);
+    delay_us(10_000);
+    NMI_ARMED.store(false, SeqCst);
+    let n = NMI_COUNT.load(SeqCst);
+    check!(sent, "NMI IPI: delivery status stuck");
+    check!(!NMI_NESTED.load(SeqCst), "the second NMI was taken inside the first one's handler (before its IRET)");
+    check!(both && n == 2, "{n} NMIs taken, expected 2 (the second latched until the first one's IRET)");
+    Outcome::Pass
 }
 
 /// RFLAGS.TF: #DB after the next instruction, with DR6.BS — after a plain
