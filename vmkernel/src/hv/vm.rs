@@ -1133,7 +1133,15 @@ fn fetch_insn(vm: &Vm, v: &dyn VcpuHw) -> ([u8; 15], usize, vmkernel::vmm::decod
 fn emulate_mmio(vm: &Vm, vcpu: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs) -> Result<(), ()> {
     use vmkernel::vmm::decode::{self, Regs};
     let (bytes, n, mode) = fetch_insn(vm, v);
-    let insn = decode::decode(&bytes[..n], mode).map_err(|_| ())?;
+    let insn = match decode::decode(bytes.get(..n).unwrap_or(&[]), mode) {
+        Ok(i) => i,
+        // An encoding the CPU itself refuses: #UD, as on hardware.
+        Err(decode::DecodeError::Invalid) => {
+            v.inject(Event::ud());
+            return Ok(());
+        }
+        Err(_) => return Err(()),
+    };
     let mut r = Regs { gpr: regs.gpr, rip: v.rip(), rflags: v.rflags() };
     let mut acc = MmioAccess { vm, vcpu, paging: paging(v), bases: seg_bases(v) };
     decode::execute(&insn, &mut r, &mut acc).map_err(|_| ())?;
