@@ -198,6 +198,7 @@ const MANTLE_TESTS: &[&str] = &[
     "mmio-open-bus",
     "hpet",
     "nmi-blocked-until-iret",
+    "ipi-round-trip",
     "debug-single-step",
 ];
 

@@ -591,6 +591,8 @@ const V_AP2BSP: usize = 0x42;
 const V_DEADLINE: usize = 0x43;
 const V_SHORTHAND: usize = 0x44;
 const V_CR8: usize = 0x45;
+const V_PING: usize = 0x46;
+const V_PONG: usize = 0x47;
 const V_PIT: usize = 0x50;
 /// The 8259 pair is remapped to 0x20-0x2f.
 const V_PIC_BASE: usize = 0x20;
@@ -691,6 +693,10 @@ extern "C" fn suite_trap(f: &mut Frame) {
         }
         outb(0x20, 0x20);
     } else if v != V_SPURIOUS {
+        if v == V_PING && cpu != 0 {
+            // Round-trip measurement: answer the BSP at once.
+            send_ipi(BSP_APIC.load(SeqCst) as u8, V_PONG as u32 | 0x4000);
+        }
         if X2APIC_ON.load(SeqCst) && cpu == 0 {
             wrmsr(0x80b, 0);
         } else {
@@ -1093,6 +1099,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("ipi-bsp-to-ap", t_ipi_bsp_to_ap),
         ("ipi-ap-to-bsp", t_ipi_ap_to_bsp),
         ("ipi-shorthands", t_ipi_shorthands),
+        ("ipi-round-trip", t_ipi_round_trip),
         ("fw-cfg-signature", t_fwcfg_sig),
         ("fw-cfg-cpus", t_fwcfg_cpus),
         ("fw-cfg-ram-size", t_fwcfg_ram),
@@ -2547,6 +2554,31 @@ fn t_ipi_bsp_to_ap(env: &mut Env) -> Outcome {
         let n = irqs(idx, V_BSP2AP) - start;
         check!(n == IPI_COUNT, "AP {apic} took {n} IPIs, {IPI_COUNT} were sent");
     }
+    Outcome::Pass
+}
+
+/// IPI round trips BSP -> AP -> BSP (the AP answers from its handler):
+/// each must complete; the median and maximum are reported (a benchmark
+/// figure: on a loaded host even plain QEMU TCG takes tens of ms).
+fn t_ipi_round_trip(env: &mut Env) -> Outcome {
+    const ROUNDS: usize = 21;
+    if env.started < 2 {
+        skip!("no AP running");
+    }
+    check!(env.tsc_calibrated, "no time base");
+    let Some((idx, apic)) = aps(env).next() else { skip!("no AP running") };
+    let _ = idx;
+    let mut us = [0u64; ROUNDS];
+    for (k, slot) in us.iter_mut().enumerate() {
+        let before = irqs(0, V_PONG);
+        let t0 = rdtsc();
+        check!(send_ipi(apic, V_PING as u32 | 0x4000), "round trip {k}: delivery status stuck");
+        check!(wait_for(1_000_000, || irqs(0, V_PONG) > before), "round trip {k}: no answer within 1 s");
+        *slot = tsc_to_us(rdtsc() - t0);
+    }
+    us.sort_unstable();
+    let median = us[ROUNDS / 2];
+    say!("[median {median} µs, max {} µs] ", us[ROUNDS - 1]);
     Outcome::Pass
 }
 
