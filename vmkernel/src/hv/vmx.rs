@@ -524,7 +524,8 @@ impl Vmcs {
             CrAccess::MovTo { cr: 4, gpr } => {
                 let v = reg(regs, gpr);
                 let long = self.ctl(Ctl::Efer) & x::EFER_LMA != 0;
-                if !self.ctl.cr4_write_allowed(v, long) {
+                let (old, cr3) = (self.ctl(Ctl::Cr4), self.ctl(Ctl::Cr3));
+                if !self.ctl.cr4_write_allowed(v, long) || !super::cpu_model().cr4_write_allowed(old, v, long, cr3) {
                     return Err(Event::gp());
                 }
                 self.set_ctl(Ctl::Cr4, v);
