@@ -196,6 +196,7 @@ pub mod proc2 {
 }
 
 pub mod exit_ctl {
+    pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
     pub const SAVE_PAT: u32 = 1 << 18;
     pub const LOAD_PAT: u32 = 1 << 19;
@@ -204,6 +205,9 @@ pub mod exit_ctl {
 }
 
 pub mod entry_ctl {
+    /// Load DR7 and IA32_DEBUGCTL from the guest fields (the guest's
+    /// breakpoints; with the true controls this default-1 bit may be 0).
+    pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const IA32E_MODE_GUEST: u32 = 1 << 9;
     pub const LOAD_PAT: u32 = 1 << 14;
     pub const LOAD_EFER: u32 = 1 << 15;
@@ -369,14 +373,14 @@ impl Controls {
             .map_err(|_| "VT-x without EPT and unrestricted guest")?;
         let exit = fit_controls(
             exit_ctl::HOST_ADDRESS_SPACE_SIZE | exit_ctl::SAVE_PAT | exit_ctl::LOAD_PAT | exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER,
-            0,
+            exit_ctl::SAVE_DEBUG_CONTROLS,
             exit_cap,
         )
         .map_err(|_| "VT-x without 64-bit host, PAT and EFER switching on exit")?;
         if (entry_cap >> 32) as u32 & entry_ctl::IA32E_MODE_GUEST == 0 {
             return Err("VT-x without 64-bit guests");
         }
-        let entry = fit_controls(entry_ctl::LOAD_PAT | entry_ctl::LOAD_EFER, 0, entry_cap).map_err(|_| "VT-x without PAT and EFER loading on entry")?;
+        let entry = fit_controls(entry_ctl::LOAD_PAT | entry_ctl::LOAD_EFER, entry_ctl::LOAD_DEBUG_CONTROLS, entry_cap).map_err(|_| "VT-x without PAT and EFER loading on entry")?;
         Ok(Controls {
             revision: basic as u32 & 0x7fff_ffff,
             pin,
@@ -673,6 +677,8 @@ mod tests {
         assert!(c.proc1 & proc1::HLT_EXITING != 0 && c.proc1 & proc1::UNCONDITIONAL_IO_EXITING != 0);
         assert!(!cr3_exiting_forced(c.proc1), "true controls let CR3 exiting be off");
         assert!(c.pin & pin::EXTERNAL_INTERRUPT_EXITING != 0);
+        assert!(c.entry & entry_ctl::LOAD_DEBUG_CONTROLS != 0, "the guest's DR7 is loaded at entry (true controls allow 0)");
+        assert!(c.exit & exit_ctl::SAVE_DEBUG_CONTROLS != 0);
         assert_eq!(c.entry & entry_ctl::IA32E_MODE_GUEST, 0, "IA-32e mode follows the guest's EFER.LMA");
         assert!(c.pin & pin::PREEMPTION_TIMER != 0);
         // 10 ms at 3.5 GHz, counted in units of 32 TSC ticks.
