@@ -129,12 +129,12 @@ impl MemOperand {
     pub fn effective_address(&self, regs: &Regs, next_rip: u64) -> u64 {
         let mut ea = self.disp as u64;
         match self.base {
-            Some(Base::Reg(r)) => ea = ea.wrapping_add(regs.gpr[r as usize]),
+            Some(Base::Reg(r)) => ea = ea.wrapping_add(regs.gpr[r as usize & 15]),
             Some(Base::Rip) => ea = ea.wrapping_add(next_rip),
             None => {}
         }
         if let Some((i, scale)) = self.index {
-            ea = ea.wrapping_add(regs.gpr[i as usize].wrapping_mul(scale as u64));
+            ea = ea.wrapping_add(regs.gpr[i as usize & 15].wrapping_mul(scale as u64));
         }
         mask(ea, self.addr_size)
     }
