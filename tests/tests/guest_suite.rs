@@ -98,6 +98,9 @@ fn direct(cpu: &str, cpus: u32) {
     q.no_reboot = true;
     q.timeout = Duration::from_secs(120);
     let b = boot(&q);
+    for l in b.serial().lines().filter(|l| l.contains("ipi-round-trip")) {
+        eprintln!("QEMU -cpu {cpu} -smp {cpus} -kernel: {l}");
+    }
     // QEMU passes "<kernel path> <args>".
     b.assert_contains(&format!("suite: multiboot cmdline \"{kernel} {args}\""));
     match check_report(b.serial(), 34, &[MULTIBOOT_TESTS, &["smp-start-aps", "ipi-bsp-to-ap", "ipi-ap-to-bsp", "acpi-madt", "fw-cfg-cpus"]].concat()) {
@@ -185,7 +188,30 @@ const MANTLE_TESTS: &[&str] = &[
     "acpi-madt",
     "mp-table",
     "fw-cfg-cpus",
+    "cpuid-no-pmu",
+    "msr-tsc-adjust",
+    "cr4-hidden-bits-gp",
+    "efer-reserved-bits",
+    "lapic-tpr-cr8",
+    "lapic-timer-mode-switch",
+    "cpuid-apic-follows-en",
+    "msr-apic-base-reserved",
+    "cr8-self-ipi-xapic",
+    "cr8-self-ipi-x2apic",
+    "mmio-open-bus",
+    "hpet",
+    "nmi-blocked-until-iret",
+    "ipi-round-trip",
+    "debug-single-step",
 ];
+
+/// Checks that must pass on VMX (Bochs), besides [`MANTLE_TESTS`]: QEMU
+/// 7.2 TCG's SVM cannot arm guest breakpoints (Mantle says so in its
+/// hypervisor leaf and the check skips there).
+const VMX_TESTS: &[&str] = &["debug-dr0-breakpoint"];
+
+/// Checks that must pass on AMD (SVM) hosts, besides [`MANTLE_TESTS`].
+const AMD_TESTS: &[&str] = &["msr-k7-perf"];
 
 fn in_vm(cpu: &str, also_4_vcpus: bool) {
     let (_lock, mut c) = shell(cpu);
@@ -194,7 +220,11 @@ fn in_vm(cpu: &str, also_4_vcpus: bool) {
         1,
         "vmkcli vm create --name suite --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 2 --cmdline \"expect-kernel=/usr/lib/mantle/guests/suite.elf expect-modules=0 expect-cpus=2 expect-mem-mib=32 expect-hypervisor=MantleMantle\"",
     );
-    match check_report(&console, 40, MANTLE_TESTS) {
+    // The IPI round-trip figure, for the benchmark notes.
+    for l in console.lines().filter(|l| l.contains("ipi-round-trip")) {
+        eprintln!("Mantle VM on -cpu {cpu}: {l}");
+    }
+    match check_report(&console, 40, &[MANTLE_TESTS, AMD_TESTS].concat()) {
         Ok((p, _, s)) => eprintln!("Mantle VM on -cpu {cpu}: {p} passed, 0 failed, {s} skipped"),
         Err(e) => check(&c, false, &format!("suite in a VM on {cpu}: {e}\n--- VM console ---\n{console}")),
     }
@@ -238,7 +268,10 @@ fn suite_passes_in_a_vm_on_vmx_in_bochs() {
         1,
         "vmkcli vm create --name suite --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 2 --cmdline \"expect-kernel=/usr/lib/mantle/guests/suite.elf expect-modules=0 expect-cpus=2 expect-mem-mib=32 expect-hypervisor=MantleMantle\"",
     );
-    match check_report(&console, 40, MANTLE_TESTS) {
+    for l in console.lines().filter(|l| l.contains("ipi-round-trip")) {
+        eprintln!("Mantle VM on VMX (Bochs): {l}");
+    }
+    match check_report(&console, 40, &[MANTLE_TESTS, VMX_TESTS].concat()) {
         Ok((p, _, s)) => eprintln!("Mantle VM on VMX (Bochs): {p} passed, 0 failed, {s} skipped"),
         Err(e) => check(&c, false, &format!("suite in a VM on VMX: {e}\n--- VM console ---\n{console}")),
     }

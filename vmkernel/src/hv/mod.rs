@@ -53,6 +53,28 @@ pub fn unavailable_reason() -> &'static str {
     REASON.get().copied().unwrap_or("")
 }
 
+/// This host's CPUID as a 4-array.
+fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = cpu::cpuid(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// The virtual CPU every VM on this host gets (`vmm::cpu_model`): the
+/// host's features through the model's table, minus what the backend
+/// cannot let a guest use.
+pub fn cpu_model() -> &'static vmkernel::vmm::cpu_model::CpuModel {
+    static MODEL: Once<vmkernel::vmm::cpu_model::CpuModel> = Once::new();
+    MODEL.call_once(|| {
+        vmkernel::vmm::cpu_model::CpuModel::from_host(|leaf, sub| {
+            let mut r = host_cpuid(leaf, sub);
+            if let Some(Backend::Vmx { .. }) = detect() {
+                vmx::limit_host_cpuid(leaf, sub, &mut r);
+            }
+            r
+        })
+    })
+}
+
 /// Enables the backend on the calling CPU (every CPU that runs vCPUs).
 pub fn init_this_cpu() -> Result<(), &'static str> {
     match detect() {
@@ -127,6 +149,15 @@ pub fn guest_cpus() -> Option<vmkernel::sched::CpuSet> {
 /// May the calling CPU enter a guest (see `guest_cpus`)?
 pub fn may_enter_guest_here() -> bool {
     guest_cpus().is_none_or(|s| s.contains(crate::arch::gdt::cpu_index()))
+}
+
+/// Do guest DR0-DR3 breakpoints fail to fire on this host? Under QEMU 7.2
+/// TCG's SVM they do: its VMRUN copies the VMCB's DR7 without arming the
+/// breakpoints (later QEMU versions fix this). Reported to guests in
+/// hypervisor leaf 0x40000001 EAX bit 0.
+pub fn guest_breakpoints_unavailable() -> bool {
+    static V: Once<bool> = Once::new();
+    *V.call_once(|| matches!(detect(), Some(Backend::Svm { .. })) && under_qemu_tcg())
 }
 
 fn under_qemu_tcg() -> bool {

@@ -65,6 +65,7 @@ fn host_area() -> u64 {
 
 /// VMCB field offsets (AMD APM vol. 2, appendix B).
 pub mod vmcb {
+    pub const INTERCEPT_CR: usize = 0x000;
     pub const INTERCEPT_DR: usize = 0x004;
     pub const INTERCEPT_EXCEPTIONS: usize = 0x008;
     pub const INTERCEPT_MISC1: usize = 0x00c;
@@ -110,6 +111,9 @@ pub mod vmcb {
 
 /// Exit codes the VMM handles.
 pub mod exit {
+    /// MOV from CRn is `READ_CR + n`, MOV to CRn `WRITE_CR + n`.
+    pub const READ_CR: u64 = 0x00;
+    pub const WRITE_CR: u64 = 0x10;
     /// MOV from DRn is `READ_DR + n`, MOV to DRn `WRITE_DR + n`.
     pub const READ_DR: u64 = 0x20;
     pub const WRITE_DR: u64 = 0x30;
@@ -118,6 +122,7 @@ pub mod exit {
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const VINTR: u64 = 0x64;
+    pub const IRET: u64 = 0x74;
     pub const RDPMC: u64 = 0x6f;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
@@ -146,6 +151,13 @@ pub mod exit {
 /// One VMCB page (the permission maps it points to are shared).
 pub struct Vmcb {
     page: u64,
+    /// NMI blocking, which SVM without vNMI leaves to the VMM: set when an
+    /// NMI is injected (IRET intercepted from then on), cleared once the
+    /// guest's IRET has completed.
+    nmi_blocked: bool,
+    /// The guest reached IRET while NMIs were blocked: the VMM single-steps
+    /// it (TF; #DB is intercepted) and unblocks after it. `Some(guest TF)`.
+    iret_step: Option<bool>,
 }
 
 /// The I/O and MSR permission maps every VMCB points to: one policy for
@@ -206,7 +218,7 @@ impl Vmcb {
     /// `ncr3` and address-space ID `asid`.
     pub fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
         let (iopm, msrpm) = permission_maps()?;
-        let v = Vmcb { page: mm::alloc_frame()? };
+        let v = Vmcb { page: mm::alloc_frame()?, nmi_blocked: false, iret_step: None };
         // INTR, NMI, RDPMC (the host's counters), CPUID, INVD (it would
         // drop the host's dirty cache lines), PAUSE, HLT, INVLPGA, IOIO,
         // MSR, shutdown.
@@ -238,11 +250,20 @@ impl Vmcb {
             | (1 << 11)
             | (1 << 12)
             | (1 << 13);
+        // CR4 writes: the CPU model decides which bits a guest may set
+        // (SVM has no guest/host mask; unchecked, a hidden or reserved bit
+        // would reach the hardware). CR8 both ways: the task priority is
+        // the LAPIC model's TPR, never V_TPR alone — and a guest CR8 write
+        // while a virtual interrupt is pending must not reach QEMU TCG's
+        // CR8 path, which aborts the emulator (see hv::vm::cr8_access).
+        v.w32(vmcb::INTERCEPT_CR, (1 << 8) | (1 << (16 + 4)) | (1 << (16 + 8)));
         v.w32(vmcb::INTERCEPT_MISC1, misc1);
         v.w32(vmcb::INTERCEPT_MISC2, misc2);
         // #AC is intercepted and reflected: a guest must not be able to
         // wedge the CPU in an endless #AC delivery loop (CVE-2015-5307).
-        v.w32(vmcb::INTERCEPT_EXCEPTIONS, 1 << 17);
+        // #DB too (CVE-2015-8104: a #DB raised while delivering #DB would
+        // loop in the CPU without end); reflected with its DR6 bits.
+        v.w32(vmcb::INTERCEPT_EXCEPTIONS, (1 << 17) | (1 << 1));
         // Every debug-register access: the guest's DRs are kept in software
         // (SVM does not switch DR0-DR3; see vmm::debug_regs), and the DR7
         // the guest runs with stays 0x400.
@@ -345,6 +366,8 @@ fn seg_off(s: SegReg) -> usize {
 const V_IRQ: u64 = 1 << 8;
 const V_IGN_TPR: u64 = 1 << 20;
 const INTERCEPT_VINTR: u32 = 1 << 4;
+const INTERCEPT_IRET: u32 = 1 << 20;
+const RFLAGS_TF: u64 = 1 << 8;
 
 impl VcpuHw for Vmcb {
     fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit {
@@ -377,9 +400,33 @@ impl VcpuHw for Vmcb {
             exit::VINTR => Exit::InterruptWindow,
             exit::NPF => Exit::NestedPageFault { gpa: i2, write: i1 & 2 != 0 },
             exit::XSETBV => Exit::Xsetbv,
+            exit::READ_CR..=0x1f => Exit::MovCr { write: code >= exit::WRITE_CR, cr: (code & 0xf) as u8 },
             // Which GPR, and the next RIP, only decode assists and NRIP save
             // would tell (QEMU has neither): the VMM decodes the instruction.
             exit::READ_DR..=0x3f => Exit::MovDr { write: code >= exit::WRITE_DR, dr: (code & 0xf) as u8, operand: None },
+            c if c == exit::EXCEPTION + 1 => {
+                let dr6 = self.r64(vmcb::DR6);
+                self.w64(vmcb::DR6, 0xffff_0ff0);
+                if let Some(guest_tf) = self.iret_step.take() {
+                    // The single step over the NMI handler's IRET: NMIs
+                    // are unblocked. The guest sees the #DB only if it was
+                    // single-stepping itself or hit a breakpoint too.
+                    self.nmi_blocked = false;
+                    if !guest_tf && dr6 & 0xf == 0 {
+                        return Exit::Handled;
+                    }
+                }
+                Exit::DebugTrap { dr6 }
+            }
+            exit::IRET => {
+                // Intercepted before it executes: step over it, then unblock.
+                let misc1 = self.r64(vmcb::INTERCEPT_MISC1) as u32;
+                self.w32(vmcb::INTERCEPT_MISC1, misc1 & !INTERCEPT_IRET);
+                let rflags = self.rflags();
+                self.iret_step = Some(rflags & RFLAGS_TF != 0);
+                self.w64(vmcb::RFLAGS, rflags | RFLAGS_TF);
+                Exit::Handled
+            }
             exit::EXCEPTION..=0x5f => {
                 let vector = (code - exit::EXCEPTION) as u8;
                 // Vectors with an error code (#DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP).
@@ -436,6 +483,7 @@ impl VcpuHw for Vmcb {
             Ctl::Efer => self.r64(vmcb::EFER) & !EFER_SVME,
             Ctl::Pat => self.r64(vmcb::G_PAT),
             Ctl::TscOffset => self.r64(vmcb::TSC_OFFSET),
+            Ctl::Dr7 => self.r64(vmcb::DR7),
         }
     }
     fn set_ctl(&mut self, r: Ctl, value: u64) {
@@ -448,6 +496,7 @@ impl VcpuHw for Vmcb {
             Ctl::Efer => self.w64(vmcb::EFER, value | EFER_SVME),
             Ctl::Pat => self.w64(vmcb::G_PAT, value),
             Ctl::TscOffset => self.w64(vmcb::TSC_OFFSET, value),
+            Ctl::Dr7 => self.w64(vmcb::DR7, value),
         }
     }
     fn segment(&self, s: SegReg) -> Segment {
@@ -469,7 +518,15 @@ impl VcpuHw for Vmcb {
     fn event_pending(&self) -> bool {
         self.r64(vmcb::EVENT_INJ) & (1 << 31) != 0
     }
+    fn nmi_blocked(&self) -> bool {
+        self.nmi_blocked
+    }
     fn inject(&mut self, e: Event) {
+        if e == Event::Nmi {
+            self.nmi_blocked = true;
+            let misc1 = self.r64(vmcb::INTERCEPT_MISC1) as u32;
+            self.w32(vmcb::INTERCEPT_MISC1, misc1 | INTERCEPT_IRET);
+        }
         // EVENTINJ: vector, type (0 INTR, 2 NMI, 3 exception), EV, V.
         let v = match e {
             Event::ExternalInterrupt(v) => v as u64,

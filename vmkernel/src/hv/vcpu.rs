@@ -53,6 +53,9 @@ pub enum Ctl {
     Pat,
     /// Added to the host TSC for the guest's RDTSC.
     TscOffset,
+    /// The DR7 the guest runs with (its own while it has breakpoints
+    /// armed, else 0x400; see `hv::vm::load_debug_regs`).
+    Dr7,
 }
 
 /// What to deliver into the guest at the next entry.
@@ -94,6 +97,8 @@ pub enum Exit {
     Nmi,
     /// The guest can take an interrupt now (requested interrupt window).
     InterruptWindow,
+    /// The guest can take an NMI now (requested NMI window, VMX).
+    NmiWindow,
     /// Guest-physical access with no RAM behind it (MMIO).
     NestedPageFault { gpa: u64, write: bool },
     Xsetbv,
@@ -102,10 +107,17 @@ pub enum Exit {
     /// MOV to/from CR8 (VMX intercepts it: the task priority is the
     /// LAPIC model's TPR, never the host's). `gpr` in decoder order.
     Cr8 { write: bool, gpr: u8, next_rip: u64 },
+    /// MOV to or from control register `cr` (SVM: CR4 writes, CR8 both
+    /// ways); the VMM decodes which general register.
+    MovCr { write: bool, cr: u8 },
     /// MOV to (`write`) or from debug register `dr`; `operand` is the
     /// general register (decoder order) and the next RIP when the hardware
     /// says (VMX's qualification), else the VMM decodes the instruction.
     MovDr { write: bool, dr: u8, operand: Option<(u8, u64)> },
+    /// A #DB in the guest (intercepted so a #DB loop cannot wedge the CPU,
+    /// CVE-2015-8104); `dr6` holds the B0-B3, BD, BS bits the hardware
+    /// reported.
+    DebugTrap { dr6: u64 },
     /// An intercepted guest exception (reflected back into the guest).
     Exception { vector: u8, error_code: Option<u32> },
     /// The backend dealt with the exit itself (e.g. a CR0/CR4 write under
@@ -155,10 +167,15 @@ pub trait VcpuHw {
     /// Asks for (or cancels) an exit as soon as the guest can take an
     /// external interrupt.
     fn set_interrupt_window(&mut self, on: bool);
+    /// Is the guest blocking NMIs (one was delivered and its handler's IRET
+    /// has not completed)? A new NMI stays latched until then.
+    fn nmi_blocked(&self) -> bool {
+        false
+    }
+    /// Asks for (or cancels) an exit as soon as the guest can take an NMI.
+    fn set_nmi_window(&mut self, _on: bool) {}
     /// Host frames this vCPU's control structures hold (statistics).
     fn host_frames(&self) -> usize;
-    /// Hides CPUID features this backend cannot let the guest use.
-    fn adjust_cpuid(&self, _leaf: u32, _sub: u32, _regs: &mut [u32; 4]) {}
 
     /// Loads a loader's initial state (or the reset state of an AP).
     fn load_state(&mut self, s: &VcpuState, regs: &mut GuestRegs) {

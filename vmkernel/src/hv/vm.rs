@@ -150,6 +150,10 @@ fn new_platform(config: &VmConfig, size: u64) -> Platform {
         // The LAPIC model implements x2APIC (MSRs 0x800-0x8ff) and CPUID
         // offers it: guests then reach the APIC by MSR exits, not MMIO decode.
         x2apic: true,
+        phys_addr_bits: match cpu::cpuid(0x8000_0000, 0).eax {
+            m if m >= 0x8000_0008 => cpu::cpuid(0x8000_0008, 0).eax as u8,
+            _ => 36,
+        },
     })
 }
 
@@ -342,20 +346,37 @@ impl Vm {
 
     /// Makes vCPU `i` look at its state soon: wakes its world if it sleeps
     /// (HLT, wait-for-SIPI, paused) and kicks its CPU out of guest mode.
-    fn kick(&self, i: usize) {
-        let w = self.vcpus[i].world.load(Ordering::Acquire);
+    /// Returns whether that vCPU's world is queued on this host CPU (and
+    /// is not the caller): it then runs only when this world gives way.
+    fn kick(&self, i: usize) -> bool {
+        let Some(w) = self.vcpus.get(i).map(|s| s.world.load(Ordering::Acquire)) else { return false };
         if w == 0 {
-            return;
+            return false;
         }
         world::wake(w);
-        if let Some(cpu) = world::with_policy(|p| p.world_cpu(w)) {
-            crate::arch::apic::kick_cpu(cpu);
+        match world::with_policy(|p| p.world_cpu(w)) {
+            Some(cpu) if cpu == crate::arch::gdt::cpu_index() && w != world::current_id() => true,
+            Some(cpu) => {
+                crate::arch::apic::kick_cpu(cpu);
+                false
+            }
+            None => false,
         }
     }
 
     fn kick_all(&self) {
         for i in 0..self.vcpus.len() {
             self.kick(i);
+        }
+    }
+
+    /// Gives the host CPU to vCPUs this one just woke on it (an IPI, INIT,
+    /// START-UP): with vCPUs sharing a CPU they would otherwise wait for
+    /// this one's slice to end (~40 ms under QEMU TCG), making every IPI
+    /// round trip that slow. The scheduler's fairness still decides.
+    fn run_woken(&self, woke_here: bool) {
+        if woke_here {
+            world::yield_now();
         }
     }
 
@@ -438,6 +459,7 @@ impl Vm {
     fn handle_events(&self) -> Option<(u32, u64)> {
         let events = self.platform.lock().events();
         let mut end = None;
+        let mut woke_here = false;
         for e in events {
             match e {
                 VmEvent::Exit(val) => end = end.or(Some((api::EXIT_REASON_DEBUG_EXIT, val as u64))),
@@ -446,15 +468,18 @@ impl Vm {
                     // Only a START-UP after this INIT counts.
                     self.vcpus[i].sipi.store(0, Ordering::Release);
                     self.vcpus[i].init.store(true, Ordering::Release);
-                    self.kick(i);
+                    woke_here |= self.kick(i);
                 }
                 VmEvent::StartVcpu { vcpu, vector } if vcpu < self.vcpus.len() => {
                     self.vcpus[vcpu].sipi.store(0x100 | vector as u32, Ordering::Release);
-                    self.kick(vcpu);
+                    woke_here |= self.kick(vcpu);
                 }
-                VmEvent::Kick(i) if i < self.vcpus.len() => self.kick(i),
+                VmEvent::Kick(i) if i < self.vcpus.len() => woke_here |= self.kick(i),
                 _ => {}
             }
+        }
+        if end.is_none() {
+            self.run_woken(woke_here);
         }
         end
     }
@@ -583,7 +608,7 @@ enum Stop {
 
 /// The virtual CPU's identity (see `vmm::cpuid`) over this CPU's CPUID.
 fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
-    vmkernel::vmm::cpuid::virtual_cpuid(leaf, sub, vcpu as u32, vcpus as u32, |l, s| {
+    vmkernel::vmm::cpuid::virtual_cpuid(super::cpu_model(), leaf, sub, vcpu as u32, vcpus as u32, |l, s| {
         let r = cpu::cpuid(l, s);
         [r.eax, r.ebx, r.ecx, r.edx]
     })
@@ -615,10 +640,14 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             continue;
         }
         inject_interrupt(vm, index, v, completed);
+        load_debug_regs(v, debug);
         let exit = v.run(regs, fpu);
         vm.exits.fetch_add(1, Ordering::Relaxed);
         let now = time::uptime_ns();
         let rip = v.rip();
+        // Single-stepping (RFLAGS.TF) over an instruction the VMM completes
+        // for the guest: the #DB the CPU would raise after it.
+        let single_step = v.rflags() & (1 << 8) != 0;
         match exit {
             Exit::Io { port, string: true, .. } => {
                 count(api::VM_EXIT_IO);
@@ -645,7 +674,16 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 count(api::VM_EXIT_CPUID);
                 let (leaf, sub) = (regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
                 let mut r = cpuid(leaf, sub, index, vm.vcpus.len());
-                v.adjust_cpuid(leaf, sub, &mut r);
+                // Hypervisor leaf 0x40000001 EAX bit 0: guest hardware
+                // breakpoints do not fire on this host (QEMU 7.2 TCG's VMRUN
+                // loads the VMCB's DR7 without arming its breakpoints).
+                if leaf == 0x4000_0001 && super::guest_breakpoints_unavailable() {
+                    r[0] |= 1;
+                }
+                // CPUID.1:EDX.APIC (and AMD's copy) follows IA32_APIC_BASE.EN.
+                if matches!(leaf, 1 | 0x8000_0001) && !vm.platform.lock().lapic_enabled(index) {
+                    r[3] &= !(1 << 9);
+                }
                 regs.gpr[RAX] = r[0] as u64;
                 regs.gpr[RBX] = r[1] as u64;
                 regs.gpr[RCX] = r[2] as u64;
@@ -657,11 +695,20 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 let msr = regs.gpr[RCX] as u32;
                 let mut p = vm.platform.lock();
                 p.advance(now);
-                let ok = if write {
+                let model = super::cpu_model();
+                let ok = if !model.offers_msr(msr) {
+                    false
+                } else if write {
                     let val = (regs.gpr[RDX] << 32) | (regs.gpr[RAX] & 0xffff_ffff);
                     if msr == 0xc000_0080 {
-                        v.set_ctl(Ctl::Efer, val);
-                        true
+                        // Only the bits the CPU model offers; LMA is the
+                        // processor's (long mode active), not the writer's.
+                        let lma = 1 << 10;
+                        let ok = val & !model.efer_allowed() == 0;
+                        if ok {
+                            v.set_ctl(Ctl::Efer, (val & !lma) | (v.ctl(Ctl::Efer) & lma));
+                        }
+                        ok
                     } else if Platform::handles_msr(msr) {
                         p.msr_write(index, msr, val).is_ok()
                     } else if VirtualMsrs::handles(msr) {
@@ -751,6 +798,10 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 count(api::VM_EXIT_INTERRUPT_WINDOW);
                 v.set_interrupt_window(false);
             }
+            Exit::NmiWindow => {
+                count(api::VM_EXIT_INTERRUPT_WINDOW);
+                v.set_nmi_window(false);
+            }
             // #UD: the virtual CPU has no XSAVE.
             Exit::Xsetbv => {
                 count(api::VM_EXIT_OTHER);
@@ -766,28 +817,26 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             Exit::Init => return Stop::Init,
             Exit::Cr8 { write, gpr, next_rip } => {
                 count(api::VM_EXIT_OTHER);
-                let mut p = vm.platform.lock();
-                p.advance(now);
-                if write {
-                    let val = regs.gpr[gpr as usize & 15];
-                    if val > 15 {
-                        // Reserved CR8 bits: #GP, as on hardware.
-                        drop(p);
-                        v.inject(Event::gp());
-                        continue;
-                    }
-                    p.cr8_write(index, val);
-                } else {
-                    regs.gpr[gpr as usize & 15] = p.cr8_read(index);
+                if let Err(e) = cr8_access(vm, index, v, regs, write, gpr, next_rip) {
+                    v.inject(e);
                 }
-                drop(p);
-                v.set_rip(next_rip);
+            }
+            Exit::MovCr { write, cr } => {
+                count(api::VM_EXIT_OTHER);
+                if let Err(e) = mov_cr(vm, index, v, regs, write, cr) {
+                    v.inject(e);
+                }
             }
             Exit::MovDr { write, dr, operand } => {
                 count(api::VM_EXIT_OTHER);
                 if let Err(e) = mov_dr(vm, v, regs, debug, write, dr, operand) {
                     v.inject(e);
                 }
+            }
+            Exit::DebugTrap { dr6 } => {
+                count(api::VM_EXIT_OTHER);
+                debug.dr6 |= dr6 & 0x600f;
+                v.inject(Event::Exception { vector: 1, error_code: None });
             }
             // Intercepted only so the host stays in control (#AC): the
             // guest gets its exception as if nothing had intervened.
@@ -804,6 +853,10 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             }
         }
         completed = v.rip() != rip;
+        if completed && single_step && !v.event_pending() {
+            debug.dr6 |= 1 << 14; // BS
+            v.inject(Event::Exception { vector: 1, error_code: None });
+        }
         if let Some((reason, code)) = vm.handle_events() {
             return Stop::Vm(reason, code);
         }
@@ -827,7 +880,7 @@ fn halt(vm: &Vm, index: usize, v: &mut dyn VcpuHw) -> Option<Stop> {
         let (pending, nmi, deadline) = {
             let mut p = vm.platform.lock();
             p.advance(now);
-            (p.pending_interrupt(index).is_some(), p.lapics.get(index).is_some_and(|l| l.nmi_pending()), p.next_deadline())
+            (p.pending_interrupt(index).is_some(), p.lapics.get(index).is_some_and(|l| l.nmi_pending()) && !v.nmi_blocked(), p.next_deadline())
         };
         if nmi || (if_on && pending) {
             break None;
@@ -860,9 +913,13 @@ fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw, completed: bool) 
     }
     let mut p = vm.platform.lock();
     p.advance(time::uptime_ns());
-    if p.take_nmi(index) {
-        v.inject(Event::Nmi);
-        return;
+    // An NMI waits (latched) while the guest still handles the last one.
+    if p.lapics.get(index).is_some_and(|l| l.nmi_pending()) {
+        if !v.nmi_blocked() && p.take_nmi(index) {
+            v.inject(Event::Nmi);
+            return;
+        }
+        v.set_nmi_window(true);
     }
     let Some(vec) = p.pending_interrupt(index) else { return };
     let if_on = v.rflags() & (1 << 9) != 0;
@@ -872,6 +929,34 @@ fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw, completed: bool) 
     }
     let vec = p.ack_interrupt(index, vec);
     v.inject(Event::ExternalInterrupt(vec));
+}
+
+/// The guest's breakpoints in the hardware, lazily: while its DR7 arms
+/// none, it runs with DR7 0x400 and the CPU's DR0-DR3 are left as they
+/// are (no guest can read them: every MOV DR exits to the software copy).
+/// While it arms some, its DR0-DR3 are loaded before each entry (the vCPU
+/// may have moved, another VM may have run here) and it runs with its
+/// DR7 (GD cleared: MOV DR exits anyway). #DB always exits (CVE-2015-8104).
+fn load_debug_regs(v: &mut dyn VcpuHw, debug: &DebugRegs) {
+    let want = if debug.dr7 & 0xff != 0 {
+        let [a0, a1, a2, a3] = debug.address;
+        // SAFETY: the host arms no hardware breakpoint (its DR7 enables
+        // are 0, and SVM/VMX give it DR7 0x400 at every exit), so these
+        // addresses have no effect outside this guest.
+        unsafe {
+            core::arch::asm!(
+                "mov dr0, {}", "mov dr1, {}", "mov dr2, {}", "mov dr3, {}",
+                in(reg) a0, in(reg) a1, in(reg) a2, in(reg) a3,
+                options(nostack, preserves_flags)
+            )
+        };
+        (debug.dr7 & !(1 << 13)) | 0x400
+    } else {
+        0x400
+    };
+    if v.ctl(Ctl::Dr7) != want {
+        v.set_ctl(Ctl::Dr7, want);
+    }
 }
 
 /// Segment bases by the decoder's segment numbers (ES, CS, SS, DS, FS, GS).
@@ -914,6 +999,7 @@ impl MmioAccess<'_> {
 impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     fn read(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8) -> Result<u64, vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, false)?;
+        let size = size.clamp(1, 8);
         let mut p = self.vm.platform.lock();
         if p.mmio_claims(self.vcpu, gpa) {
             return Ok(p.mmio_read(self.vcpu, gpa, size));
@@ -930,6 +1016,7 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     }
     fn write(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8, value: u64) -> Result<(), vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, true)?;
+        let size = size.clamp(1, 8);
         let mut p = self.vm.platform.lock();
         if p.mmio_claims(self.vcpu, gpa) {
             p.mmio_write(self.vcpu, gpa, size, value);
@@ -941,6 +1028,59 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
             self.vm.note_open_bus(gpa);
         }
         Ok(())
+    }
+}
+
+/// MOV to/from CR8: the LAPIC model's task priority (TPR[7:4]); moves RIP
+/// to `next_rip`, or returns the exception instead. On SVM every CR8 access
+/// exits: besides keeping TPR and CR8 one register, that keeps a guest's
+/// CR8 write while a virtual interrupt is pending out of QEMU TCG, which
+/// aborts in that path (`mov cr8` + self-IPI + `sti; hlt`; the
+/// `cr8-self-ipi` guest-suite check repeats it).
+fn cr8_access(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, write: bool, gpr: u8, next_rip: u64) -> Result<(), Event> {
+    let mut p = vm.platform.lock();
+    p.advance(time::uptime_ns());
+    let g = gpr as usize & 15;
+    if write {
+        let val = regs.gpr[g];
+        if val > 15 {
+            // Reserved CR8 bits: #GP, as on hardware.
+            return Err(Event::gp());
+        }
+        p.cr8_write(index, val);
+    } else {
+        regs.gpr[g] = p.cr8_read(index);
+    }
+    drop(p);
+    v.set_rip(next_rip);
+    Ok(())
+}
+
+/// SVM's CR-access exits (CR4 writes, CR8 both ways): decode the
+/// instruction, then emulate it against the CPU model.
+fn mov_cr(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, write: bool, cr: u8) -> Result<(), Event> {
+    let (bytes, n, mode) = fetch_insn(vm, v);
+    let m = match vmkernel::vmm::mov_cr::decode_mov_cr(bytes.get(..n).unwrap_or(&[]), mode) {
+        Some(m) if m.write == write && m.cr == cr => m,
+        _ => return Err(Event::ud()),
+    };
+    let next_rip = v.rip() + m.len as u64;
+    match (cr, write) {
+        (8, _) => cr8_access(vm, index, v, regs, write, m.gpr, next_rip),
+        (4, true) => {
+            let mut value = regs.gpr[m.gpr as usize & 15];
+            if mode != vmkernel::vmm::decode::CpuMode::Bits64 {
+                value &= 0xffff_ffff;
+            }
+            let long = v.ctl(Ctl::Efer) & (1 << 10) != 0;
+            if !super::cpu_model().cr4_write_allowed(v.ctl(Ctl::Cr4), value, long, v.ctl(Ctl::Cr3)) {
+                return Err(Event::gp());
+            }
+            v.set_ctl(Ctl::Cr4, value);
+            v.set_rip(next_rip);
+            Ok(())
+        }
+        _ => Err(Event::ud()),
     }
 }
 
@@ -1014,7 +1154,15 @@ fn fetch_insn(vm: &Vm, v: &dyn VcpuHw) -> ([u8; 15], usize, vmkernel::vmm::decod
 fn emulate_mmio(vm: &Vm, vcpu: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs) -> Result<(), ()> {
     use vmkernel::vmm::decode::{self, Regs};
     let (bytes, n, mode) = fetch_insn(vm, v);
-    let insn = decode::decode(&bytes[..n], mode).map_err(|_| ())?;
+    let insn = match decode::decode(bytes.get(..n).unwrap_or(&[]), mode) {
+        Ok(i) => i,
+        // An encoding the CPU itself refuses: #UD, as on hardware.
+        Err(decode::DecodeError::Invalid) => {
+            v.inject(Event::ud());
+            return Ok(());
+        }
+        Err(_) => return Err(()),
+    };
     let mut r = Regs { gpr: regs.gpr, rip: v.rip(), rflags: v.rflags() };
     let mut acc = MmioAccess { vm, vcpu, paging: paging(v), bases: seg_bases(v) };
     decode::execute(&insn, &mut r, &mut acc).map_err(|_| ())?;

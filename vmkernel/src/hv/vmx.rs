@@ -48,7 +48,23 @@ fn probe_controls() -> Result<Controls, &'static str> {
     // SAFETY: the VMX capability MSRs exist when CPUID reports VMX; the
     // secondary and EPT ones are read only after the primary controls say
     // they exist (Controls::probe checks in that order).
-    Controls::probe(|m| unsafe { cpu::rdmsr(m) })
+    let mut c = Controls::probe(|m| unsafe { cpu::rdmsr(m) })?;
+    // The CR4 bits the CPU model offers (hv::cpu_model is built on these
+    // controls, so from the raw CPUID; no CR4 bit depends on them).
+    c.guest_cr4 = vmkernel::vmm::cpu_model::CpuModel::from_host(super::host_cpuid).cr4_allowed();
+    Ok(c)
+}
+
+/// Hides from the host's CPUID what VM entry would turn into #UD unless
+/// enabled (RDTSCP, INVPCID), before the CPU model sees it.
+pub fn limit_host_cpuid(leaf: u32, sub: u32, r: &mut [u32; 4]) {
+    let Ok(c) = controls() else { return };
+    if leaf == 0x8000_0001 && c.proc2 & x::proc2::ENABLE_RDTSCP == 0 {
+        r[3] &= !(1 << 27);
+    }
+    if leaf == 7 && sub == 0 && c.proc2 & x::proc2::ENABLE_INVPCID == 0 {
+        r[1] &= !(1 << 10);
+    }
 }
 
 /// Is VT-x with EPT and unrestricted guest usable?
@@ -399,7 +415,9 @@ impl Vmcs {
         vmwrite(f::ENTRY_CONTROLS, c.entry as u64);
         // #AC is intercepted and reflected: a guest must not be able to
         // wedge the CPU in an endless #AC delivery loop (CVE-2015-5307).
-        vmwrite(f::EXCEPTION_BITMAP, 1 << 17);
+        // #DB too (CVE-2015-8104: a #DB raised while delivering #DB would
+        // loop in the CPU without end); reflected with its DR6 bits.
+        vmwrite(f::EXCEPTION_BITMAP, (1 << 17) | (1 << 1));
         vmwrite(f::PF_ERROR_CODE_MASK, 0);
         vmwrite(f::PF_ERROR_CODE_MATCH, 0);
         vmwrite(f::CR3_TARGET_COUNT, 0);
@@ -506,7 +524,8 @@ impl Vmcs {
             CrAccess::MovTo { cr: 4, gpr } => {
                 let v = reg(regs, gpr);
                 let long = self.ctl(Ctl::Efer) & x::EFER_LMA != 0;
-                if !self.ctl.cr4_write_allowed(v, long) {
+                let (old, cr3) = (self.ctl(Ctl::Cr4), self.ctl(Ctl::Cr3));
+                if !self.ctl.cr4_write_allowed(v, long) || !super::cpu_model().cr4_write_allowed(old, v, long, cr3) {
                     return Err(Event::gp());
                 }
                 self.set_ctl(Ctl::Cr4, v);
@@ -703,12 +722,17 @@ impl VcpuHw for Vmcs {
                     unsafe { asm!("int 2", options(nostack)) };
                     return Exit::Nmi;
                 }
+                if info as u8 == 1 {
+                    // The exit qualification holds B0-B3, BD and BS.
+                    return Exit::DebugTrap { dr6: q & 0x600f };
+                }
                 let error_code = (info & intr_info::ERROR_CODE_VALID != 0).then(|| vmread(f::EXIT_INTERRUPTION_ERROR_CODE) as u32);
                 Exit::Exception { vector: info as u8, error_code }
             }
             r::TRIPLE_FAULT => Exit::Shutdown,
             r::INIT => Exit::Init,
             r::INTERRUPT_WINDOW => Exit::InterruptWindow,
+            r::NMI_WINDOW => Exit::NmiWindow,
             r::CPUID => Exit::Cpuid,
             r::HLT => Exit::Hlt,
             r::PAUSE => Exit::Pause,
@@ -787,6 +811,7 @@ impl VcpuHw for Vmcs {
             Ctl::Efer => self.r(f::GUEST_EFER),
             Ctl::Pat => self.r(f::GUEST_PAT),
             Ctl::TscOffset => self.r(f::TSC_OFFSET),
+            Ctl::Dr7 => self.r(f::GUEST_DR7),
         }
     }
     fn set_ctl(&mut self, reg: Ctl, value: u64) {
@@ -812,6 +837,7 @@ impl VcpuHw for Vmcs {
             }
             Ctl::Pat => self.w(f::GUEST_PAT, value),
             Ctl::TscOffset => self.w(f::TSC_OFFSET, value),
+            Ctl::Dr7 => self.w(f::GUEST_DR7, value),
         }
     }
     fn segment(&self, s: SegReg) -> Segment {
@@ -858,6 +884,19 @@ impl VcpuHw for Vmcs {
         }
         self.w(f::ENTRY_INTERRUPTION_INFO, (info | intr_info::VALID) as u64);
     }
+    fn nmi_blocked(&self) -> bool {
+        // Blocking by NMI (interruptibility bit 3): virtual-NMI blocking,
+        // from an injected NMI to the guest's IRET.
+        self.ctl.virtual_nmis && self.r(f::GUEST_INTERRUPTIBILITY) & 8 != 0
+    }
+    fn set_nmi_window(&mut self, on: bool) {
+        if !self.ctl.virtual_nmis {
+            return;
+        }
+        let p = self.r(f::PROC_BASED_CONTROLS);
+        let bit = x::proc1::NMI_WINDOW_EXITING as u64;
+        self.w(f::PROC_BASED_CONTROLS, if on { p | bit } else { p & !bit });
+    }
     fn set_interrupt_window(&mut self, on: bool) {
         let p = self.r(f::PROC_BASED_CONTROLS);
         let bit = x::proc1::INTERRUPT_WINDOW_EXITING as u64;
@@ -866,15 +905,7 @@ impl VcpuHw for Vmcs {
     fn host_frames(&self) -> usize {
         3
     }
-    fn adjust_cpuid(&self, leaf: u32, sub: u32, r: &mut [u32; 4]) {
-        // Instructions VM entry would turn into #UD unless enabled.
-        if leaf == 0x8000_0001 && self.ctl.proc2 & x::proc2::ENABLE_RDTSCP == 0 {
-            r[3] &= !(1 << 27);
-        }
-        if leaf == 7 && sub == 0 && self.ctl.proc2 & x::proc2::ENABLE_INVPCID == 0 {
-            r[1] &= !(1 << 10);
-        }
-    }
+
 }
 
 /// VMLAUNCH (first entry) or VMRESUME with the guest GPRs loaded from and

@@ -1,16 +1,17 @@
 //! The virtual CPU's CPUID: a consistent identity built from the host's.
 //!
 //! A hypervisor is present (leaf 1 ECX bit 31) and leaf 0x40000000 names
-//! it "MantleMantle"; features come from the host minus what the VMM cannot
-//! back (MONITOR/MWAIT, VMX/SVM, XSAVE/AVX and what needs it, RDTSCP), plus
-//! the LAPIC model's x2APIC. The topology is the VM's, not the host's: one
+//! it "MantleMantle"; the feature bits are the CPU model's
+//! ([`super::cpu_model`]: the table of what is offered and backed). The topology is the VM's, not the host's: one
 //! package of `vcpus` cores, one thread each, x2APIC ID = vCPU index — in
 //! leaf 1, the extended topology leaf 0xB, the cache leaf 4 and AMD's
 //! 0x80000008, so a guest counting CPUs any of those ways gets one answer.
 
+use super::cpu_model::{CpuModel, zero_leaf};
+
 /// CPUID for vCPU `vcpu` of `vcpus`; `host(leaf, subleaf)` is the real
 /// instruction.
-pub fn virtual_cpuid(leaf: u32, sub: u32, vcpu: u32, vcpus: u32, host: impl Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
+pub fn virtual_cpuid(model: &CpuModel, leaf: u32, sub: u32, vcpu: u32, vcpus: u32, host: impl Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
     match leaf {
         0x4000_0000 => {
             let v = b"MantleMantle";
@@ -18,18 +19,16 @@ pub fn virtual_cpuid(leaf: u32, sub: u32, vcpu: u32, vcpus: u32, host: impl Fn(u
             return [0x4000_0001, w(0), w(4), w(8)];
         }
         0x4000_0001 => return [0; 4],
+        l if zero_leaf(l) => return [0; 4],
         _ => {}
     }
-    let [mut a, mut b, mut c, mut d] = host(leaf, sub);
+    let mut r = host(leaf, sub);
+    model.filter(leaf, sub, &mut r);
+    let [mut a, mut b, c, mut d] = r;
     // Bits of the x2APIC ID that number cores in the package.
     let core_bits = 32 - (vcpus.max(1) - 1).leading_zeros();
     match leaf {
         1 => {
-            // MONITOR, VMX, FMA, XSAVE, OSXSAVE, AVX: not backed.
-            c &= !((1 << 3) | (1 << 5) | (1 << 12) | (1 << 26) | (1 << 27) | (1 << 28));
-            // x2APIC: the LAPIC model's, whatever the host has; and the
-            // hypervisor-present bit.
-            c |= (1 << 21) | (1 << 31);
             // Initial APIC ID = vCPU index; logical processors per package.
             b = (b & 0xffff) | ((vcpus & 0xff) << 16) | ((vcpu & 0xff) << 24);
             if vcpus > 1 {
@@ -48,34 +47,18 @@ pub fn virtual_cpuid(leaf: u32, sub: u32, vcpu: u32, vcpus: u32, host: impl Fn(u
                 a = 0; // no more caches: the whole leaf reads zero
             }
         }
-        7 if sub == 0 => {
-            // AVX2, AVX-512 and friends need XSAVE state the VMM does not switch.
-            b &= !((1 << 5) | (0xffff << 16));
-            c = 0;
-        }
         // Extended topology: level 0 SMT (one thread per core), level 1
         // cores (all vCPUs, `core_bits` of the x2APIC ID), then invalid.
         0xb => {
-            d = vcpu;
-            (a, b, c) = match sub {
+            let (a, b, c) = match sub {
                 0 => (0, 1, 1 << 8),
                 1 => (core_bits, vcpus, (2 << 8) | 1),
                 _ => (0, 0, sub & 0xff),
             };
-        }
-        // V2 extended topology and XSAVE state: not offered.
-        0x1f | 0xd => [a, b, c, d] = [0; 4],
-        0x8000_0001 => {
-            // SVM; TOPOEXT (leaf 0x8000001e would describe the host).
-            c &= !((1 << 2) | (1 << 22));
-            // RDTSCP: it reads IA32_TSC_AUX, which is not part of the
-            // guest state the VMM switches (RDTSCP would return the host's
-            // value) and the MSR is not virtualised.
-            d &= !(1 << 27);
+            return [a, b, c, vcpu];
         }
         // AMD: cores per package - 1 and the APIC ID bits that number them.
-        0x8000_0008 => c = (c & !0xf0ff) | ((vcpus.max(1) - 1) & 0xff) | (core_bits << 12),
-        0x8000_000a | 0x8000_001e => [a, b, c, d] = [0; 4],
+        0x8000_0008 => return [a, b, (r[2] & !0xf0ff) | ((vcpus.max(1) - 1) & 0xff) | (core_bits << 12), d],
         _ => {}
     }
     [a, b, c, d]
@@ -96,49 +79,61 @@ mod tests {
         }
     }
 
+    fn m() -> CpuModel {
+        CpuModel::from_host(host)
+    }
+
+    #[test]
+    fn no_pmu_leaf() {
+        assert_eq!(virtual_cpuid(&m(), 0xa, 0, 0, 1, host), [0; 4]);
+        assert_eq!(virtual_cpuid(&m(), 1, 0, 0, 1, host)[2] & (1 << 15), 0, "PDCM");
+        assert_eq!(virtual_cpuid(&m(), 0x8000_0001, 0, 0, 1, host)[2] & (1 << 23), 0, "PerfCtrCore");
+        assert_ne!(virtual_cpuid(&m(), 7, 0, 0, 1, host)[1] & (1 << 1), 0, "TSC_ADJUST offered");
+    }
+
     #[test]
     fn hypervisor_leaves() {
-        let v = virtual_cpuid(0x4000_0000, 0, 0, 1, host);
+        let v = virtual_cpuid(&m(), 0x4000_0000, 0, 0, 1, host);
         assert_eq!(v[0], 0x4000_0001);
         let name: Vec<u8> = v[1..].iter().flat_map(|r| r.to_le_bytes()).collect();
         assert_eq!(&name, b"MantleMantle");
-        assert_eq!(virtual_cpuid(0x4000_0001, 0, 0, 1, host), [0; 4]);
+        assert_eq!(virtual_cpuid(&m(), 0x4000_0001, 0, 0, 1, host), [0; 4]);
     }
 
     #[test]
     fn features_hidden_and_offered() {
-        let [_, b, c, d] = virtual_cpuid(1, 0, 2, 4, host);
+        let [_, b, c, d] = virtual_cpuid(&m(), 1, 0, 2, 4, host);
         assert_eq!(c & ((1 << 3) | (1 << 5) | (1 << 26) | (1 << 27) | (1 << 28)), 0, "MONITOR, VMX, XSAVE, OSXSAVE, AVX hidden");
         assert_ne!(c & (1 << 21), 0, "x2APIC offered");
         assert_ne!(c & (1 << 31), 0, "hypervisor bit");
         assert_eq!(b >> 24, 2, "initial APIC ID = vCPU index");
         assert_eq!((b >> 16) & 0xff, 4, "logical processors per package");
         assert_ne!(d & (1 << 28), 0, "HTT with more than one vCPU");
-        assert_eq!(virtual_cpuid(1, 0, 0, 1, host)[3] & (1 << 28), 0, "no HTT with one vCPU");
-        let [_, _, c, d] = virtual_cpuid(0x8000_0001, 0, 0, 1, host);
+        assert_eq!(virtual_cpuid(&m(), 1, 0, 0, 1, host)[3] & (1 << 28), 0, "no HTT with one vCPU");
+        let [_, _, c, d] = virtual_cpuid(&m(), 0x8000_0001, 0, 0, 1, host);
         assert_eq!(c & ((1 << 2) | (1 << 22)), 0, "SVM and TOPOEXT hidden");
         assert_eq!(d & (1 << 27), 0, "RDTSCP hidden");
-        assert_eq!(virtual_cpuid(0xd, 0, 0, 1, host), [0; 4]);
-        assert_eq!(virtual_cpuid(0x8000_001e, 0, 0, 1, host), [0; 4]);
+        assert_eq!(virtual_cpuid(&m(), 0xd, 0, 0, 1, host), [0; 4]);
+        assert_eq!(virtual_cpuid(&m(), 0x8000_001e, 0, 0, 1, host), [0; 4]);
     }
 
     #[test]
     fn topology_is_the_vms() {
         // Three vCPUs: two x2APIC ID bits number the cores.
-        assert_eq!(virtual_cpuid(0xb, 0, 1, 3, host), [0, 1, 0x100, 1]);
-        assert_eq!(virtual_cpuid(0xb, 1, 1, 3, host), [2, 3, 0x201, 1]);
-        assert_eq!(virtual_cpuid(0xb, 2, 1, 3, host), [0, 0, 2, 1], "level 2 is invalid");
-        assert_eq!(virtual_cpuid(0xb, 1, 0, 1, host), [0, 1, 0x201, 0], "one vCPU: no core bits");
-        assert_eq!(virtual_cpuid(0xb, 1, 0, 4, host)[0], 2);
-        assert_eq!(virtual_cpuid(0xb, 1, 0, 5, host)[0], 3);
+        assert_eq!(virtual_cpuid(&m(), 0xb, 0, 1, 3, host), [0, 1, 0x100, 1]);
+        assert_eq!(virtual_cpuid(&m(), 0xb, 1, 1, 3, host), [2, 3, 0x201, 1]);
+        assert_eq!(virtual_cpuid(&m(), 0xb, 2, 1, 3, host), [0, 0, 2, 1], "level 2 is invalid");
+        assert_eq!(virtual_cpuid(&m(), 0xb, 1, 0, 1, host), [0, 1, 0x201, 0], "one vCPU: no core bits");
+        assert_eq!(virtual_cpuid(&m(), 0xb, 1, 0, 4, host)[0], 2);
+        assert_eq!(virtual_cpuid(&m(), 0xb, 1, 0, 5, host)[0], 3);
         // Leaf 4: L1 not shared, L3 by all vCPUs, cores per package - 1.
-        let l1 = virtual_cpuid(4, 0, 0, 3, host)[0];
+        let l1 = virtual_cpuid(&m(), 4, 0, 0, 3, host)[0];
         assert_eq!((l1 & 0x1f, (l1 >> 14) & 0xfff, l1 >> 26), (1, 0, 2));
-        let l3 = virtual_cpuid(4, 1, 0, 3, host)[0];
+        let l3 = virtual_cpuid(&m(), 4, 1, 0, 3, host)[0];
         assert_eq!(((l3 >> 5) & 7, (l3 >> 14) & 0xfff, l3 >> 26), (3, 2, 2));
-        assert_eq!(virtual_cpuid(4, 2, 0, 3, host), [0; 4]);
+        assert_eq!(virtual_cpuid(&m(), 4, 2, 0, 3, host), [0; 4]);
         // AMD: NC = vCPUs - 1, ApicIdCoreIdSize = core bits.
-        let c = virtual_cpuid(0x8000_0008, 0, 0, 3, host)[2];
+        let c = virtual_cpuid(&m(), 0x8000_0008, 0, 0, 3, host)[2];
         assert_eq!((c & 0xff, (c >> 12) & 0xf), (2, 2));
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! Neither SVM nor VMX switches DR0–DR3 (nor VMX DR6): a guest that wrote
 //! them directly would leave its values in the CPU for the next VM or the
-//! host to read, and hardware breakpoints it armed could wedge the CPU in a
-//! #DB delivery loop (CVE-2015-8104). So every MOV to or from a debug
-//! register exits and lands here; the hardware DR7 a guest runs with stays
-//! 0x400 (nothing armed). Guest breakpoints therefore never fire — the
-//! registers read back what was written, as debuggers probing them expect.
+//! host to read. So every MOV to or from a debug register exits and lands
+//! here, and the guest reads back what it wrote. Its breakpoints still
+//! fire: while its DR7 arms any, the VMM loads its DR0–DR3 into the CPU
+//! before each entry and runs it with its DR7 (`hv::vm::load_debug_regs`);
+//! otherwise the guest runs with DR7 0x400. #DB always exits and is
+//! reflected with its DR6 bits, so no guest can wedge the CPU in a #DB
+//! delivery loop (CVE-2015-8104).
 
 use super::decode::CpuMode;
 

@@ -4,10 +4,13 @@
 //!
 //! - [`decode`]: x86 instruction decoding and emulation for MMIO exits (the
 //!   VMM must decode itself: QEMU's SVM has no decode assists, no nRIP save).
+//! - [`cpu_model`]: the one table of CPU features offered, driving CPUID,
+//!   the CR4/EFER bits a guest may set and the MSRs it may use.
 //! - [`cpuid`]: the virtual CPU's CPUID (features, hypervisor leaves, the
 //!   VM's own topology) from the host's.
 //! - [`debug_regs`]: the guest's DR0–DR7, kept in software (the hardware
 //!   switches none of DR0–DR3), and MOV DR decoding for SVM.
+//! - [`mov_cr`]: MOV CR decoding for SVM's CR4/CR8 intercepts.
 //! - [`guest_paging`]: guest-virtual → guest-physical translation for
 //!   instruction fetch.
 //! - [`loader`]: putting guest kernels into guest memory (Multiboot v1, flat
@@ -23,6 +26,7 @@
 //!   `hv::vmx` does the VMX instructions).
 
 pub mod bus;
+pub mod cpu_model;
 pub mod cpuid;
 pub mod debug_regs;
 pub mod decode;
@@ -31,6 +35,7 @@ pub mod event;
 pub mod firmware;
 pub mod guest_paging;
 pub mod loader;
+pub mod mov_cr;
 pub mod msrs;
 pub mod platform;
 pub mod vmx;

@@ -2,8 +2,10 @@
 //! LAPIC's, in `devices::lapic`, and EFER, which lives in the control
 //! structure): the ones guests read while booting — TSC, MTRRs, PAT,
 //! MISC_ENABLE, machine-check capabilities, feature control, microcode ID.
-//! Everything else raises #GP in the guest. The set matches what CPUID
-//! advertises (TSC, MTRR, PAT, MCE/MCA with zero banks).
+//! IA32_TSC_ADJUST (part of the guest's TSC offset) and AMD's K7 legacy
+//! performance counters (read as zero, writes ignored: no vPMU). Whether
+//! the guest may reach an MSR at all is the CPU model's decision
+//! (`cpu_model::MSRS`); everything else raises #GP in the guest.
 
 /// What a write asks of the backend besides storing the value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +23,10 @@ pub struct MsrFault;
 pub const IA32_TSC: u32 = 0x10;
 pub const IA32_PLATFORM_ID: u32 = 0x17;
 pub const IA32_FEATURE_CONTROL: u32 = 0x3a;
+pub const IA32_TSC_ADJUST: u32 = 0x3b;
+/// AMD K7 PERFEVTSEL0-3 (0xc0010000-3) and PERFCTR0-3 (0xc0010004-7).
+pub const AMD_K7_PERF_FIRST: u32 = 0xc001_0000;
+pub const AMD_K7_PERF_LAST: u32 = 0xc001_0007;
 pub const IA32_BIOS_SIGN_ID: u32 = 0x8b;
 pub const IA32_MTRRCAP: u32 = 0xfe;
 pub const IA32_MCG_CAP: u32 = 0x179;
@@ -42,6 +48,9 @@ pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtualMsrs {
     tsc_offset: u64,
+    /// IA32_TSC_ADJUST: what the guest's writes to IA32_TSC and to this
+    /// MSR have added to its TSC (SDM 17.17.3).
+    tsc_adjust: u64,
     pat: u64,
     mtrr_def_type: u64,
     mtrr_fixed: [u64; 11],
@@ -53,6 +62,7 @@ impl Default for VirtualMsrs {
     fn default() -> Self {
         VirtualMsrs {
             tsc_offset: 0,
+            tsc_adjust: 0,
             pat: PAT_DEFAULT,
             mtrr_def_type: 0,
             mtrr_fixed: [0; 11],
@@ -88,6 +98,8 @@ impl VirtualMsrs {
                 | IA32_PAT
                 | IA32_MTRR_DEF_TYPE
                 | AMD_HWCR
+                | IA32_TSC_ADJUST
+                | AMD_K7_PERF_FIRST..=AMD_K7_PERF_LAST
         ) || (IA32_MTRR_PHYSBASE0..IA32_MTRR_PHYSBASE0 + 2 * VARIABLE_MTRRS as u32).contains(&msr)
             || FIXED_MTRRS.contains(&msr)
     }
@@ -97,6 +109,8 @@ impl VirtualMsrs {
         Ok(match msr {
             IA32_TSC => host_tsc.wrapping_add(self.tsc_offset),
             IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MCG_CAP | IA32_MCG_STATUS | AMD_HWCR => 0,
+            IA32_TSC_ADJUST => self.tsc_adjust,
+            AMD_K7_PERF_FIRST..=AMD_K7_PERF_LAST => 0,
             // Locked, VMX off: the virtual CPU offers no VMX.
             IA32_FEATURE_CONTROL => 1,
             // VCNT, fixed ranges supported, write-combining supported.
@@ -104,9 +118,13 @@ impl VirtualMsrs {
             IA32_MISC_ENABLE => self.misc_enable,
             IA32_PAT => self.pat,
             IA32_MTRR_DEF_TYPE => self.mtrr_def_type,
-            m if FIXED_MTRRS.contains(&m) => self.mtrr_fixed[FIXED_MTRRS.iter().position(|&f| f == m).unwrap()],
-            m if Self::handles(m) => self.mtrr_var[(m - IA32_MTRR_PHYSBASE0) as usize],
-            _ => return Err(MsrFault),
+            m => {
+                if let Some(i) = FIXED_MTRRS.iter().position(|&f| f == m) {
+                    self.mtrr_fixed[i]
+                } else {
+                    *m.checked_sub(IA32_MTRR_PHYSBASE0).and_then(|i| self.mtrr_var.get(i as usize)).ok_or(MsrFault)?
+                }
+            }
         })
     }
 
@@ -114,9 +132,19 @@ impl VirtualMsrs {
     pub fn write(&mut self, msr: u32, value: u64, host_tsc: u64) -> Result<Option<MsrEffect>, MsrFault> {
         match msr {
             IA32_TSC => {
+                let old = host_tsc.wrapping_add(self.tsc_offset);
+                self.tsc_adjust = self.tsc_adjust.wrapping_add(value.wrapping_sub(old));
                 self.tsc_offset = value.wrapping_sub(host_tsc);
                 return Ok(Some(MsrEffect::SetTscOffset(self.tsc_offset)));
             }
+            IA32_TSC_ADJUST => {
+                self.tsc_offset = self.tsc_offset.wrapping_add(value.wrapping_sub(self.tsc_adjust));
+                self.tsc_adjust = value;
+                return Ok(Some(MsrEffect::SetTscOffset(self.tsc_offset)));
+            }
+            // No vPMU: the event selectors and counters take any value and
+            // read back zero (counters that never count).
+            AMD_K7_PERF_FIRST..=AMD_K7_PERF_LAST => {}
             // Microcode update trigger and machine-check status: accepted, no effect.
             IA32_BIOS_SIGN_ID | IA32_MCG_STATUS if msr == IA32_BIOS_SIGN_ID || value == 0 => {}
             IA32_PAT if valid_pat(value) => {
@@ -130,7 +158,8 @@ impl VirtualMsrs {
                 if !(0..8).all(|i| valid_mtrr_type((value >> (8 * i)) & 0xff)) {
                     return Err(MsrFault);
                 }
-                self.mtrr_fixed[FIXED_MTRRS.iter().position(|&f| f == m).unwrap()] = value;
+                let i = FIXED_MTRRS.iter().position(|&f| f == m).ok_or(MsrFault)?;
+                self.mtrr_fixed[i] = value;
             }
             m if (IA32_MTRR_PHYSBASE0..IA32_MTRR_PHYSBASE0 + 2 * VARIABLE_MTRRS as u32).contains(&m) => {
                 let i = (m - IA32_MTRR_PHYSBASE0) as usize;
@@ -171,6 +200,37 @@ mod tests {
         // Backwards works too (wrapping offset).
         m.write(IA32_TSC, 0, 1500).unwrap();
         assert_eq!(m.read(IA32_TSC, 1600), Ok(100));
+    }
+
+    #[test]
+    fn tsc_adjust_is_part_of_the_offset() {
+        let mut m = VirtualMsrs::default();
+        assert_eq!(m.read(IA32_TSC_ADJUST, 0), Ok(0));
+        // Adding 1000 to TSC_ADJUST moves the TSC forward by 1000.
+        assert_eq!(m.write(IA32_TSC_ADJUST, 1000, 50), Ok(Some(MsrEffect::SetTscOffset(1000))));
+        assert_eq!(m.read(IA32_TSC, 100), Ok(1100));
+        // A write to IA32_TSC adds the same step to TSC_ADJUST.
+        m.write(IA32_TSC, 5100, 100).unwrap();
+        assert_eq!(m.read(IA32_TSC_ADJUST, 100), Ok(5000));
+        assert_eq!(m.read(IA32_TSC, 200), Ok(5200));
+        // Back to 0: the offset drops by what the adjustment was.
+        assert_eq!(m.write(IA32_TSC_ADJUST, 0, 200), Ok(Some(MsrEffect::SetTscOffset(0))));
+        assert_eq!(m.read(IA32_TSC, 300), Ok(300));
+        // Negative adjustments wrap as two's complement.
+        m.write(IA32_TSC_ADJUST, (-50i64) as u64, 300).unwrap();
+        assert_eq!(m.read(IA32_TSC, 300), Ok(250));
+    }
+
+    #[test]
+    fn k7_counters_read_zero_and_take_writes() {
+        let mut m = VirtualMsrs::default();
+        for msr in AMD_K7_PERF_FIRST..=AMD_K7_PERF_LAST {
+            assert!(VirtualMsrs::handles(msr));
+            assert_eq!(m.write(msr, 0, 0), Ok(None));
+            assert_eq!(m.write(msr, 0x53_0076, 0), Ok(None));
+            assert_eq!(m.read(msr, 0), Ok(0));
+        }
+        assert!(!VirtualMsrs::handles(AMD_K7_PERF_LAST + 1));
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct PlatformConfig {
     pub console_ring: usize,
     /// The LAPICs accept x2APIC mode (CPUID must say so too).
     pub x2apic: bool,
+    /// The virtual CPU's physical-address width (CPUID.80000008:EAX[7:0]):
+    /// IA32_APIC_BASE bits above it are reserved.
+    pub phys_addr_bits: u8,
 }
 
 impl Default for PlatformConfig {
@@ -86,6 +89,7 @@ impl Default for PlatformConfig {
             tsc_khz: 1_000_000,
             tsc_base: 0,
             console_ring: super::devices::serial::DEFAULT_OUTPUT_RING,
+            phys_addr_bits: 52,
             x2apic: true,
         }
     }
@@ -137,6 +141,7 @@ impl Platform {
                     let mut l = Lapic::new(i as u32, cfg.tsc_khz);
                     l.set_tsc_base(cfg.tsc_base);
                     l.set_x2apic_offered(cfg.x2apic);
+                    l.set_phys_addr_bits(cfg.phys_addr_bits);
                     l
                 })
                 .collect(),
@@ -568,6 +573,12 @@ impl Platform {
         }
     }
 
+    /// Is `vcpu`'s LAPIC globally enabled (IA32_APIC_BASE.EN)? CPUID.1:EDX.APIC
+    /// says so.
+    pub fn lapic_enabled(&self, vcpu: usize) -> bool {
+        self.lapics.get(vcpu).is_some_and(|l| l.mode() != crate::vmm::devices::lapic::ApicMode::Disabled)
+    }
+
     // --- MSRs ----------------------------------------------------------------------
 
     /// Whether the platform implements `msr` (IA32_APIC_BASE, TSC deadline,
@@ -968,6 +979,19 @@ mod tests {
         assert_eq!(p.pending_interrupt(0), None);
         p.cr8_write(0, 0);
         assert_eq!(p.pending_interrupt(0), Some(0x45));
+    }
+
+    #[test]
+    fn cpuid_apic_bit_follows_apic_base_enable() {
+        let mut p = platform(2);
+        assert!(p.lapic_enabled(0) && p.lapic_enabled(1));
+        let base = p.msr_read(0, lapic::MSR_APIC_BASE).unwrap();
+        p.msr_write(0, lapic::MSR_APIC_BASE, base & !lapic::APIC_BASE_EN).unwrap();
+        assert!(!p.lapic_enabled(0), "EN clear: no APIC");
+        assert!(p.lapic_enabled(1), "another vCPU's LAPIC is its own");
+        p.msr_write(0, lapic::MSR_APIC_BASE, base).unwrap();
+        assert!(p.lapic_enabled(0));
+        assert!(!p.lapic_enabled(7), "no such vCPU");
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub mod msr {
 pub mod pin {
     pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
     pub const NMI_EXITING: u32 = 1 << 3;
+    pub const VIRTUAL_NMIS: u32 = 1 << 5;
     pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
@@ -177,6 +178,7 @@ pub mod proc1 {
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
     pub const CR8_LOAD_EXITING: u32 = 1 << 19;
     pub const CR8_STORE_EXITING: u32 = 1 << 20;
+    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub const MOV_DR_EXITING: u32 = 1 << 23;
     pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
@@ -194,6 +196,7 @@ pub mod proc2 {
 }
 
 pub mod exit_ctl {
+    pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const HOST_ADDRESS_SPACE_SIZE: u32 = 1 << 9;
     pub const SAVE_PAT: u32 = 1 << 18;
     pub const LOAD_PAT: u32 = 1 << 19;
@@ -202,6 +205,9 @@ pub mod exit_ctl {
 }
 
 pub mod entry_ctl {
+    /// Load DR7 and IA32_DEBUGCTL from the guest fields (the guest's
+    /// breakpoints; with the true controls this default-1 bit may be 0).
+    pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const IA32E_MODE_GUEST: u32 = 1 << 9;
     pub const LOAD_PAT: u32 = 1 << 14;
     pub const LOAD_EFER: u32 = 1 << 15;
@@ -292,6 +298,12 @@ pub struct Controls {
     /// The VMX-preemption timer counts down once every 2^shift TSC ticks
     /// (None: the CPU has no preemption timer).
     pub preemption_timer_shift: Option<u8>,
+    /// The CR4 bits the virtual CPU offers (`cpu_model::CpuModel::cr4_allowed`;
+    /// all until the caller narrows it): the others stay host-owned, so
+    /// setting one exits and is refused.
+    pub guest_cr4: u64,
+    /// Virtual NMIs with NMI-window exiting.
+    pub virtual_nmis: bool,
 }
 
 /// Why a VMX CPU cannot run Mantle's guests.
@@ -327,7 +339,11 @@ impl Controls {
         // where an external interrupt might not end it (Bochs re-evaluates
         // interrupt masking at VM entry only when RFLAGS.IF changes, so a
         // guest entered with IF=0 that spins is otherwise never preempted).
-        let pin = fit_controls(pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, pin::PREEMPTION_TIMER, pin_cap)
+        // Virtual NMIs (with NMI-window exiting): the CPU tracks the guest's
+        // NMI blocking from an injected NMI to its IRET.
+        let nmi_window = (proc_cap >> 32) as u32 & proc1::NMI_WINDOW_EXITING != 0;
+        let vnmi = if nmi_window { pin::VIRTUAL_NMIS } else { 0 };
+        let pin = fit_controls(pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING, pin::PREEMPTION_TIMER | vnmi, pin_cap)
             .map_err(|_| "VT-x without external-interrupt or NMI exiting")?;
         let misc = rdmsr(msr::MISC);
         let proc1 = fit_controls(
@@ -357,14 +373,14 @@ impl Controls {
             .map_err(|_| "VT-x without EPT and unrestricted guest")?;
         let exit = fit_controls(
             exit_ctl::HOST_ADDRESS_SPACE_SIZE | exit_ctl::SAVE_PAT | exit_ctl::LOAD_PAT | exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER,
-            0,
+            exit_ctl::SAVE_DEBUG_CONTROLS,
             exit_cap,
         )
         .map_err(|_| "VT-x without 64-bit host, PAT and EFER switching on exit")?;
         if (entry_cap >> 32) as u32 & entry_ctl::IA32E_MODE_GUEST == 0 {
             return Err("VT-x without 64-bit guests");
         }
-        let entry = fit_controls(entry_ctl::LOAD_PAT | entry_ctl::LOAD_EFER, 0, entry_cap).map_err(|_| "VT-x without PAT and EFER loading on entry")?;
+        let entry = fit_controls(entry_ctl::LOAD_PAT | entry_ctl::LOAD_EFER, entry_ctl::LOAD_DEBUG_CONTROLS, entry_cap).map_err(|_| "VT-x without PAT and EFER loading on entry")?;
         Ok(Controls {
             revision: basic as u32 & 0x7fff_ffff,
             pin,
@@ -381,6 +397,8 @@ impl Controls {
             invvpid_single: ept_vpid & (1 << 41) != 0,
             ept_2m: ept_vpid & (1 << 16) != 0,
             preemption_timer_shift: (pin & pin::PREEMPTION_TIMER != 0).then_some((misc & 0x1f) as u8),
+            guest_cr4: !0,
+            virtual_nmis: pin & pin::VIRTUAL_NMIS != 0,
         })
     }
 
@@ -399,10 +417,11 @@ impl Controls {
         fixed & !(cr0::PE | cr0::PG) & 0xffff_ffff
     }
 
-    /// CR4 bits the guest may not own: the fixed ones (VMXE) and OSXSAVE
-    /// (the virtual CPU offers no XSAVE; the XCR0 in force is the host's).
+    /// CR4 bits the guest may not own: the fixed ones (VMXE), OSXSAVE
+    /// (the XCR0 in force is the host's) and every bit the CPU model does
+    /// not offer (a write setting one exits and is refused).
     pub fn cr4_host_mask(&self) -> u64 {
-        ((self.cr4_fixed0 | !self.cr4_fixed1) & 0xffff_ffff) | cr4::OSXSAVE | cr4::VMXE
+        ((self.cr4_fixed0 | !self.cr4_fixed1 | !self.guest_cr4) & 0xffff_ffff) | cr4::OSXSAVE | cr4::VMXE
     }
 
     /// The CR0 the hardware runs the guest with for a guest-visible value.
@@ -418,7 +437,7 @@ impl Controls {
 
     /// A guest CR4 value the virtual CPU accepts (else MOV to CR4 #GPs).
     pub fn cr4_write_allowed(&self, value: u64, long_mode: bool) -> bool {
-        let allowed = self.cr4_fixed1 & !(cr4::VMXE | cr4::OSXSAVE | cr4::SMXE);
+        let allowed = self.cr4_fixed1 & self.guest_cr4 & !(cr4::VMXE | cr4::OSXSAVE | cr4::SMXE);
         value & !allowed == 0 && !(long_mode && value & cr4::PAE == 0)
     }
 }
@@ -658,6 +677,8 @@ mod tests {
         assert!(c.proc1 & proc1::HLT_EXITING != 0 && c.proc1 & proc1::UNCONDITIONAL_IO_EXITING != 0);
         assert!(!cr3_exiting_forced(c.proc1), "true controls let CR3 exiting be off");
         assert!(c.pin & pin::EXTERNAL_INTERRUPT_EXITING != 0);
+        assert!(c.entry & entry_ctl::LOAD_DEBUG_CONTROLS != 0, "the guest's DR7 is loaded at entry (true controls allow 0)");
+        assert!(c.exit & exit_ctl::SAVE_DEBUG_CONTROLS != 0);
         assert_eq!(c.entry & entry_ctl::IA32E_MODE_GUEST, 0, "IA-32e mode follows the guest's EFER.LMA");
         assert!(c.pin & pin::PREEMPTION_TIMER != 0);
         // 10 ms at 3.5 GHz, counted in units of 32 TSC ticks.
@@ -698,6 +719,11 @@ mod tests {
         assert!(!c.cr4_write_allowed(cr4::VMXE, false), "no nested VMX");
         assert!(!c.cr4_write_allowed(cr4::OSXSAVE, false), "no XSAVE offered");
         assert!(!c.cr4_write_allowed(1 << 23, false), "bits the CPU lacks");
+        // Bits the CPU has but the model hides: host-owned and refused.
+        let mut hidden = c;
+        hidden.guest_cr4 = !(1u64 << 20);
+        assert!(c.cr4_write_allowed(1 << 20, false) && !hidden.cr4_write_allowed(1 << 20, false), "SMEP hidden by the model");
+        assert!(hidden.cr4_host_mask() & (1 << 20) != 0 && c.cr4_host_mask() & (1 << 20) == 0);
     }
 
     #[test]

@@ -418,6 +418,18 @@ const NO_FAULT: u32 = u32::MAX;
 static EXPECT_VECTOR: AtomicU32 = AtomicU32::new(NO_FAULT);
 static EXPECT_LEN: AtomicU64 = AtomicU64::new(0);
 static FAULT_TAKEN: AtomicBool = AtomicBool::new(false);
+/// NMIs expected (the `nmi-*` checks).
+static NMI_ARMED: AtomicBool = AtomicBool::new(false);
+static NMI_COUNT: AtomicU32 = AtomicU32::new(0);
+static NMI_DEPTH: AtomicU32 = AtomicU32::new(0);
+static NMI_NESTED: AtomicBool = AtomicBool::new(false);
+/// The first NMI's handler sends itself another NMI and waits this many
+/// TSC ticks for it (it must stay latched until the IRET).
+static NMI_WAIT_TSC: AtomicU64 = AtomicU64::new(0);
+/// #DB expected: the handler records the RIP and count.
+static DB_ARMED: AtomicBool = AtomicBool::new(false);
+static DB_RIP: AtomicU64 = AtomicU64::new(0);
+static DB_COUNT: AtomicU32 = AtomicU32::new(0);
 
 fn arm(vector: u32, len: u64) {
     FAULT_TAKEN.store(false, SeqCst);
@@ -578,11 +590,16 @@ const V_BSP2AP: usize = 0x41;
 const V_AP2BSP: usize = 0x42;
 const V_DEADLINE: usize = 0x43;
 const V_SHORTHAND: usize = 0x44;
+const V_CR8: usize = 0x45;
+const V_PING: usize = 0x46;
+const V_PONG: usize = 0x47;
 const V_PIT: usize = 0x50;
 /// The 8259 pair is remapped to 0x20-0x2f.
 const V_PIC_BASE: usize = 0x20;
 const V_SPURIOUS: usize = 0xff;
 
+/// The BSP's LAPIC is in x2APIC mode (EOI through MSR 0x80B).
+static X2APIC_ON: AtomicBool = AtomicBool::new(false);
 static IRQS: [[AtomicU32; 256]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; 256] }; MAX_CPUS];
 /// TSC at the last interrupt of each vector on the BSP.
 static LAST_IRQ_TSC: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
@@ -631,6 +648,18 @@ struct Frame {
 #[unsafe(no_mangle)]
 extern "C" fn suite_trap(f: &mut Frame) {
     let v = f.vector as usize;
+    if v == 2 && NMI_ARMED.load(SeqCst) {
+        nmi_handler();
+        return;
+    }
+    if v == 1 && DB_ARMED.load(SeqCst) {
+        // A single-step or breakpoint trap the test asked for: note where,
+        // stop stepping (RF resumes past an instruction breakpoint).
+        DB_RIP.store(f.rip, SeqCst);
+        DB_COUNT.fetch_add(1, SeqCst);
+        f.rflags = (f.rflags & !(1 << 8)) | (1 << 16);
+        return;
+    }
     if v < 32 {
         if EXPECT_VECTOR.load(SeqCst) == v as u32 {
             EXPECT_VECTOR.store(NO_FAULT, SeqCst);
@@ -664,7 +693,15 @@ extern "C" fn suite_trap(f: &mut Frame) {
         }
         outb(0x20, 0x20);
     } else if v != V_SPURIOUS {
-        lapic_w(LAPIC_EOI, 0);
+        if v == V_PING && cpu != 0 {
+            // Round-trip measurement: answer the BSP at once.
+            send_ipi(BSP_APIC.load(SeqCst) as u8, V_PONG as u32 | 0x4000);
+        }
+        if X2APIC_ON.load(SeqCst) && cpu == 0 {
+            wrmsr(0x80b, 0);
+        } else {
+            lapic_w(LAPIC_EOI, 0);
+        }
     }
 }
 
@@ -1022,6 +1059,11 @@ extern "C" fn suite_bsp_main() -> ! {
         ("msr-tsc", t_msr_tsc),
         ("msr-efer", t_msr_efer),
         ("msr-unknown-gp", t_msr_unknown),
+        ("msr-k7-perf", t_msr_k7_perf),
+        ("cpuid-no-pmu", t_cpuid_no_pmu),
+        ("msr-tsc-adjust", t_msr_tsc_adjust),
+        ("cr4-hidden-bits-gp", t_cr4_hidden),
+        ("efer-reserved-bits", t_efer_reserved),
         ("io-com1-scratch", t_io_scratch),
         ("io-cmos-ram", t_io_cmos),
         ("io-unknown-port", t_io_unknown),
@@ -1029,6 +1071,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("mmio-lapic-regs", t_mmio_lapic),
         ("mmio-lapic-tpr", t_mmio_tpr),
         ("mmio-ioapic", t_mmio_ioapic),
+        ("mmio-open-bus", t_mmio_open_bus),
         ("pit-channel2", t_pit_ch2),
         ("pit-channel0", t_pit_ch0),
         ("rtc-uip", t_rtc_uip),
@@ -1040,18 +1083,29 @@ extern "C" fn suite_bsp_main() -> ! {
         ("hlt-wakeup-lapic-timer", t_hlt_lapic),
         ("hlt-wakeup-pit-ioapic", t_hlt_pit),
         ("pic-virtual-wire", t_pic_virtual_wire),
+        ("lapic-tpr-cr8", t_tpr_cr8),
+        ("lapic-timer-mode-switch", t_timer_mode_switch),
+        ("cpuid-apic-follows-en", t_cpuid_apic_en),
+        ("msr-apic-base-reserved", t_apic_base_reserved),
+        ("cr8-self-ipi-xapic", t_cr8_self_ipi_xapic),
+        ("cr8-self-ipi-x2apic", t_cr8_self_ipi_x2apic),
         ("acpi-rsdp", t_acpi_rsdp),
         ("acpi-rsdt-xsdt", t_acpi_sdts),
         ("acpi-madt", t_acpi_madt),
+        ("hpet", t_hpet),
         ("mp-table", t_mptable),
         ("smp-start-aps", t_smp_start),
         ("smp-ap-state", t_smp_ap_state),
         ("ipi-bsp-to-ap", t_ipi_bsp_to_ap),
         ("ipi-ap-to-bsp", t_ipi_ap_to_bsp),
         ("ipi-shorthands", t_ipi_shorthands),
+        ("ipi-round-trip", t_ipi_round_trip),
         ("fw-cfg-signature", t_fwcfg_sig),
         ("fw-cfg-cpus", t_fwcfg_cpus),
         ("fw-cfg-ram-size", t_fwcfg_ram),
+        ("nmi-blocked-until-iret", t_nmi_blocking),
+        ("debug-single-step", t_single_step),
+        ("debug-dr0-breakpoint", t_dr0_breakpoint),
         ("hypercall-version", t_hc_version),
         ("hypercall-console-write", t_hc_console),
         ("hypercall-unknown", t_hc_unknown),
@@ -1440,6 +1494,135 @@ fn t_msr_unknown(env: &mut Env) -> Outcome {
     Outcome::Pass
 }
 
+/// AMD's K7 legacy performance MSRs exist on every AMD64 CPU; software
+/// clears them unconditionally at start-up.
+fn t_msr_k7_perf(env: &mut Env) -> Outcome {
+    if !env.amd {
+        skip!("the K7 performance MSRs are AMD's");
+    }
+    for msr in 0xc001_0000..=0xc001_0007u32 {
+        check!(wrmsr_safe(msr, 0).is_ok(), "WRMSR {msr:#x} <- 0 raised #GP");
+        let r = rdmsr_safe(msr);
+        check!(r == Ok(0), "RDMSR {msr:#x} after writing 0: {r:x?}");
+    }
+    Outcome::Pass
+}
+
+/// Mantle offers no PMU: leaf 0xA all zero, PDCM clear, AMD PerfCtrCore
+/// clear (and its counters' MSRs absent).
+fn t_cpuid_no_pmu(env: &mut Env) -> Outcome {
+    if !env.mantle {
+        skip!("whether a PMU is offered is the platform's choice");
+    }
+    if cpuid(0, 0)[0] >= 0xa {
+        let l = cpuid(0xa, 0);
+        check!(l == [0; 4], "CPUID.0xA (architectural PMU) reads {l:x?}");
+    }
+    check!(cpuid(1, 0)[2] & (1 << 15) == 0, "CPUID.1:ECX.PDCM set (IA32_PERF_CAPABILITIES) without a PMU");
+    check!(cpuid(0x8000_0001, 0)[2] & (1 << 23) == 0, "CPUID.80000001:ECX.PerfCtrCore set without a PMU");
+    check!(rdmsr_safe(0x345).is_err(), "IA32_PERF_CAPABILITIES readable with PDCM clear");
+    Outcome::Pass
+}
+
+/// IA32_TSC_ADJUST (SDM 17.17.3): writing it moves the TSC by the change;
+/// writing IA32_TSC changes it by the same step.
+fn t_msr_tsc_adjust(env: &mut Env) -> Outcome {
+    if cpuid(0, 0)[0] < 7 || cpuid(7, 0)[1] & (1 << 1) == 0 {
+        skip!("IA32_TSC_ADJUST not advertised");
+    }
+    if env.tcg {
+        skip!("QEMU TCG 7.2 stores IA32_TSC_ADJUST without moving the TSC");
+    }
+    const STEP: u64 = 1 << 40;
+    let Ok(a) = rdmsr_safe(0x3b) else { fail!("IA32_TSC_ADJUST advertised but RDMSR raised #GP") };
+    let t0 = rdtsc();
+    check!(wrmsr_safe(0x3b, a.wrapping_add(STEP)).is_ok(), "WRMSR IA32_TSC_ADJUST raised #GP");
+    let t1 = rdtsc();
+    let adj = rdmsr(0x3b);
+    wrmsr(0x3b, a);
+    let t2 = rdtsc();
+    check!(adj == a.wrapping_add(STEP), "IA32_TSC_ADJUST reads {adj:#x} after writing {:#x}", a.wrapping_add(STEP));
+    check!(t1.wrapping_sub(t0) >= STEP && t1.wrapping_sub(t0) < STEP + us_to_tsc(1_000_000), "TSC moved by {:#x} after adding {STEP:#x} to IA32_TSC_ADJUST", t1.wrapping_sub(t0));
+    check!(t2.wrapping_sub(t0) < us_to_tsc(1_000_000), "TSC not back ({:#x} past the start) after restoring IA32_TSC_ADJUST", t2.wrapping_sub(t0));
+    // A write to IA32_TSC adds its step to IA32_TSC_ADJUST.
+    let t = rdtsc();
+    wrmsr(0x10, t.wrapping_add(STEP));
+    let adj = rdmsr(0x3b);
+    wrmsr(0x3b, a);
+    let moved = adj.wrapping_sub(a);
+    check!(moved <= STEP && STEP - moved < us_to_tsc(1_000_000), "IA32_TSC_ADJUST moved by {moved:#x} after IA32_TSC jumped {STEP:#x}");
+    check!(rdtsc().wrapping_sub(t) < us_to_tsc(1_000_000), "TSC not back after restoring IA32_TSC_ADJUST");
+    Outcome::Pass
+}
+
+/// MOV to CR4 with a bit whose feature CPUID does not offer, or a reserved
+/// bit, raises #GP and changes nothing.
+fn t_cr4_hidden(env: &mut Env) -> Outcome {
+    if env.tcg {
+        // Checked: helper_write_crN answers a reserved CR4 bit with an SVM
+        // #VMEXIT (SVM_EXIT_ERR) even outside a guest; the CPU then hangs.
+        skip!("QEMU TCG 7.2 does not raise #GP for reserved CR4 bits");
+    }
+    let l1 = cpuid(1, 0);
+    let (b7, c7) = if cpuid(0, 0)[0] >= 7 { (cpuid(7, 0)[1], cpuid(7, 0)[2]) } else { (0, 0) };
+    let has = |r: u32, b: u32| r & (1 << b) != 0;
+    // (CR4 bit, offered, name); LA57 cannot change in long mode at all.
+    let bits: [(u32, bool, &str); 13] = [
+        (11, has(c7, 2), "UMIP"),
+        (12, false, "LA57 (in long mode)"),
+        (13, has(l1[2], 5), "VMXE"),
+        (14, has(l1[2], 6), "SMXE"),
+        (15, false, "reserved bit 15"),
+        (16, has(b7, 0), "FSGSBASE"),
+        (18, has(l1[2], 26), "OSXSAVE"),
+        (20, has(b7, 7), "SMEP"),
+        (21, has(b7, 20), "SMAP"),
+        (22, has(c7, 3), "PKE"),
+        (24, has(c7, 31), "PKS"),
+        (30, false, "reserved bit 30"),
+        (31, false, "reserved bit 31"),
+    ];
+    let cr4 = read_cr4();
+    let mut tried = 0;
+    for (bit, offered, name) in bits {
+        if offered || cr4 & (1 << bit) != 0 {
+            continue;
+        }
+        tried += 1;
+        let r = write_cr4_safe(cr4 | (1 << bit));
+        let now = read_cr4();
+        if now != cr4 {
+            let _ = write_cr4_safe(cr4);
+        }
+        check!(r.is_err(), "setting CR4.{name} (bit {bit}, not offered) did not raise #GP");
+        check!(now == cr4, "CR4 {now:#x} after a refused write of bit {bit} (was {cr4:#x})");
+    }
+    check!(write_cr4_safe(cr4 | (1 << 40)).is_err(), "setting CR4 bit 40 (reserved) did not raise #GP");
+    check!(read_cr4() == cr4, "CR4 changed by a refused write");
+    say!("[{tried} hidden bits refused] ");
+    Outcome::Pass
+}
+
+/// EFER bits the CPU does not offer: #GP (QEMU TCG drops them silently).
+fn t_efer_reserved(env: &mut Env) -> Outcome {
+    let efer = rdmsr(0xC000_0080);
+    let svm = cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0;
+    let mut bits = [(9u32, "reserved bit 9"), (12, "SVME"), (63, "reserved bit 63")].into_iter().filter(|&(b, _)| !(b == 12 && svm));
+    for (bit, name) in &mut bits {
+        let r = wrmsr_safe(0xC000_0080, efer | (1 << bit));
+        let now = rdmsr(0xC000_0080);
+        if now != efer {
+            wrmsr(0xC000_0080, efer);
+        }
+        check!(now == efer, "EFER.{name} (bit {bit}, not offered) sticks after WRMSR");
+        if env.tcg {
+            continue;
+        }
+        check!(r.is_err(), "setting EFER.{name} (bit {bit}, not offered) did not raise #GP");
+    }
+    Outcome::Pass
+}
+
 // --- tests: port I/O ------------------------------------------------------------------------------
 
 fn t_io_scratch(_env: &mut Env) -> Outcome {
@@ -1522,6 +1705,61 @@ fn t_mmio_tpr(_env: &mut Env) -> Outcome {
         check!(p == v, "PPR {p:#x} with TPR {v:#x} and nothing in service");
     }
     lapic_w(LAPIC_TPR, 0);
+    Outcome::Pass
+}
+
+/// Guest-physical space with nothing behind it (here 0xd0000000: above
+/// the RAM of every configuration the suite runs in, below the PCI and
+/// APIC windows' devices) reads all ones and drops writes, in every form:
+/// MOV, CMPS, SCAS, LODS, MOVS both ways, STOS.
+const OPEN_BUS: u64 = 0xd000_0000;
+
+fn t_mmio_open_bus(env: &mut Env) -> Outcome {
+    if env.tcg {
+        // Checked: QEMU's unassigned memory reads 0 (a PC's PCI master
+        // abort reads all ones).
+        skip!("QEMU reads unassigned guest-physical memory as 0");
+    }
+    let v = mmio_r32(OPEN_BUS);
+    check!(v == u32::MAX, "MOV from {OPEN_BUS:#x} read {v:#x}");
+    mmio_w32(OPEN_BUS, 0x1234_5678);
+    let v = mmio_r32(OPEN_BUS + 0x10);
+    check!(v == u32::MAX, "MOV read {v:#x} after a write to open bus");
+    let ones = [0xffu8; 16];
+    let mut buf = [0u8; 16];
+    // repe cmpsb over 16 bytes: all equal to 0xff, RCX runs out.
+    let (left, flags): (u64, u64);
+    // SAFETY: compares 16 bytes of a local with 16 bytes of unbacked
+    // guest-physical space (identity-mapped); DF is clear in this suite.
+    unsafe {
+        asm!("repe cmpsb", "pushfq", "pop {f}", f = out(reg) flags, inout("rsi") ones.as_ptr() => _, inout("rdi") OPEN_BUS => _, inout("rcx") 16u64 => left, options(nostack))
+    }
+    check!(left == 0 && flags & (1 << 6) != 0, "REPE CMPSB against open bus stopped with RCX {left}, ZF {}", flags >> 6 & 1);
+    // scasd: EAX all ones equals open bus.
+    let flags: u64;
+    // SAFETY: reads 4 bytes of unbacked space.
+    unsafe { asm!("scasd", "pushfq", "pop {f}", f = out(reg) flags, in("eax") u32::MAX, inout("rdi") OPEN_BUS => _, options(nostack)) }
+    check!(flags & (1 << 6) != 0, "SCASD against open bus: not equal to all ones");
+    // lodsq
+    let v: u64;
+    // SAFETY: reads 8 bytes of unbacked space.
+    unsafe { asm!("lodsq", out("rax") v, inout("rsi") OPEN_BUS => _, options(nostack, preserves_flags)) }
+    check!(v == u64::MAX, "LODSQ from open bus: {v:#x}");
+    // rep movsb into RAM: all ones arrive.
+    // SAFETY: copies 16 bytes of unbacked space into a local.
+    unsafe { asm!("rep movsb", inout("rsi") OPEN_BUS => _, inout("rdi") buf.as_mut_ptr() => _, inout("rcx") 16u64 => _, options(nostack, preserves_flags)) }
+    check!(buf == ones, "REP MOVSB from open bus copied {buf:x?}");
+    // rep movsb and rep stosd out of RAM into open bus: dropped.
+    let zeros = [0u8; 16];
+    // SAFETY: writes to unbacked space, which has nothing to change.
+    unsafe {
+        asm!("rep movsb", inout("rsi") zeros.as_ptr() => _, inout("rdi") OPEN_BUS => _, inout("rcx") 16u64 => _, options(nostack, preserves_flags));
+        asm!("rep stosd", in("eax") 0u32, inout("rdi") OPEN_BUS + 0x20 => _, inout("rcx") 4u64 => _, options(nostack, preserves_flags));
+    }
+    for off in [0u64, 8, 0x20, 0x2c] {
+        let v = mmio_r32(OPEN_BUS + off);
+        check!(v == u32::MAX, "{:#x} reads {v:#x} after MOVS/STOS of zeros to open bus", OPEN_BUS + off);
+    }
     Outcome::Pass
 }
 
@@ -1819,6 +2057,166 @@ fn t_pic_virtual_wire(env: &mut Env) -> Outcome {
     within("PIT 100 Hz interrupts through the 8259", n as u64, us / 10_000, TOL).map_or_else(Outcome::Fail, |_| Outcome::Pass)
 }
 
+/// Changing the LVT timer between one-shot and periodic keeps the initial
+/// count and the counting (SDM 10.5.4: only TSC-deadline mode changes
+/// disarm it).
+fn t_timer_mode_switch(_env: &mut Env) -> Outcome {
+    const INITIAL: u32 = 0x0800_0000;
+    lapic_w(LAPIC_TIMER_DCR, 0x3); // divide by 16
+    lapic_w(LAPIC_LVT_TIMER, 0x1_0000 | V_TIMER as u32); // one-shot, masked
+    lapic_w(LAPIC_TIMER_ICR, INITIAL);
+    delay_us(1000);
+    let c1 = lapic_r(LAPIC_TIMER_CCR);
+    lapic_w(LAPIC_LVT_TIMER, 0x3_0000 | V_TIMER as u32); // periodic, masked
+    let icr = lapic_r(LAPIC_TIMER_ICR);
+    delay_us(1000);
+    let c2 = lapic_r(LAPIC_TIMER_CCR);
+    lapic_w(LAPIC_LVT_TIMER, 0x1_0000 | V_TIMER as u32); // one-shot again
+    let icr2 = lapic_r(LAPIC_TIMER_ICR);
+    delay_us(1000);
+    let c3 = lapic_r(LAPIC_TIMER_CCR);
+    lapic_w(LAPIC_TIMER_ICR, 0);
+    check!(c1 > 0 && c1 < INITIAL, "current count {c1:#x} 1 ms after starting at {INITIAL:#x}");
+    check!(icr == INITIAL && icr2 == INITIAL, "initial count {icr:#x} / {icr2:#x} after timer mode changes, {INITIAL:#x} was written");
+    check!(c2 > 0 && c2 < c1, "current count {c2:#x} after switching to periodic (was {c1:#x}): not counting on");
+    check!(c3 > 0 && c3 < c2, "current count {c3:#x} after switching back to one-shot (was {c2:#x}): not counting on");
+    Outcome::Pass
+}
+
+/// CPUID.1:EDX.APIC says whether the LAPIC is enabled (IA32_APIC_BASE.EN).
+fn t_cpuid_apic_en(env: &mut Env) -> Outcome {
+    let base = rdmsr(0x1b);
+    check!(cpuid(1, 0)[3] & (1 << 9) != 0, "CPUID.1:EDX.APIC clear with the LAPIC enabled");
+    wrmsr(0x1b, base & !(1 << 11));
+    let off = cpuid(1, 0)[3] & (1 << 9) != 0;
+    wrmsr(0x1b, base);
+    lapic_init();
+    let on = cpuid(1, 0)[3] & (1 << 9) != 0;
+    check!(!off, "CPUID.1:EDX.APIC still set with IA32_APIC_BASE.EN clear");
+    // QEMU TCG 7.2 clears the feature bit for good on disable
+    // (cpu_clear_apic_feature), as P6-era CPUs needed a reset to re-enable.
+    check!(on || env.tcg, "CPUID.1:EDX.APIC clear after re-enabling the LAPIC");
+    Outcome::Pass
+}
+
+/// IA32_APIC_BASE: bits 0-7, 9 and those at and above MAXPHYADDR are
+/// reserved (#GP).
+fn t_apic_base_reserved(env: &mut Env) -> Outcome {
+    if env.tcg {
+        skip!("QEMU TCG 7.2 takes any IA32_APIC_BASE value without #GP");
+    }
+    let base = rdmsr(0x1b);
+    let width = if cpuid(0x8000_0000, 0)[0] >= 0x8000_0008 { cpuid(0x8000_0008, 0)[0] & 0xff } else { 36 };
+    for bit in [0u32, 7, 9, width, 63] {
+        let r = wrmsr_safe(0x1b, base | (1 << bit));
+        let now = rdmsr(0x1b);
+        if now != base {
+            wrmsr(0x1b, base);
+            lapic_init();
+        }
+        check!(r.is_err(), "IA32_APIC_BASE bit {bit} (reserved; address width {width}) accepted");
+        check!(now == base, "IA32_APIC_BASE {now:#x} after a refused write (was {base:#x})");
+    }
+    Outcome::Pass
+}
+
+fn write_cr8(v: u64) {
+    // SAFETY: CR8 is the task priority; the callers restore 0.
+    unsafe { asm!("mov cr8, {}", in(reg) v, options(nomem, nostack, preserves_flags)) }
+}
+fn read_cr8() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR8 has no side effects.
+    unsafe { asm!("mov {}, cr8", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// CR8 and the LAPIC's TPR are one register (SDM 10.8.6.1): MOV to CR8
+/// sets TPR[7:4], a TPR write shows in CR8.
+fn t_tpr_cr8(_env: &mut Env) -> Outcome {
+    for v in [0xf, 0x5, 0x0] {
+        write_cr8(v);
+        let tpr = lapic_r(LAPIC_TPR) & 0xff;
+        check!(tpr == (v as u32) << 4, "TPR reads {tpr:#x} after MOV CR8 <- {v:#x}");
+    }
+    lapic_w(LAPIC_TPR, 0x70);
+    let c = read_cr8();
+    lapic_w(LAPIC_TPR, 0);
+    check!(c == 7, "CR8 reads {c:#x} after TPR <- 0x70");
+    check!(read_cr8() == 0, "CR8 not 0 after TPR <- 0");
+    Outcome::Pass
+}
+
+/// Raise TPR with MOV CR8, send a self-IPI (held off by the TPR), lower
+/// TPR with MOV CR8, then `sti; hlt` (or `sti; nop`): the interrupt must
+/// be taken, every time. Under Mantle on QEMU TCG's SVM this sequence
+/// used to abort QEMU itself (a guest stopping the host platform).
+const CR8_ROUNDS: u32 = 100;
+
+fn cr8_round(i: u32, x2: bool) -> Result<(), Msg> {
+    let before = irqs(0, V_CR8);
+    write_cr8(15);
+    if x2 {
+        if i % 2 == 0 {
+            wrmsr(0x83f, V_CR8 as u64); // SELF IPI register
+        } else {
+            wrmsr(0x830, V_CR8 as u64 | 1 << 18); // ICR, self shorthand
+        }
+    } else {
+        if !send_ipi(0, V_CR8 as u32 | 1 << 18) {
+            write_cr8(0);
+            return Err(msg!("round {i}: self IPI delivery status stuck"));
+        }
+    }
+    // The IPI waits in IRR, blocked by the task priority.
+    let irr = if x2 { rdmsr(0x820 + (V_CR8 as u32 >> 5)) as u32 } else { lapic_r(0x200 + 0x10 * (V_CR8 as u64 >> 5)) };
+    let taken_early = irqs(0, V_CR8) != before;
+    write_cr8(0);
+    if irr & (1 << (V_CR8 & 31)) == 0 || taken_early {
+        quiesce();
+        return Err(msg!("round {i}: after the self IPI with TPR 15, IRR {irr:#x}, taken already: {taken_early}"));
+    }
+    if i % 4 == 3 {
+        // SAFETY: as irq_window.
+        unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) }
+    } else {
+        sti_hlt();
+    }
+    let n = irqs(0, V_CR8) - before;
+    if n != 1 {
+        return Err(msg!("round {i}: {n} interrupts taken after lowering CR8, expected 1"));
+    }
+    Ok(())
+}
+
+fn t_cr8_self_ipi_xapic(_env: &mut Env) -> Outcome {
+    for i in 0..CR8_ROUNDS {
+        if let Err(m) = cr8_round(i, false) {
+            return Outcome::Fail(m);
+        }
+    }
+    Outcome::Pass
+}
+
+fn t_cr8_self_ipi_x2apic(_env: &mut Env) -> Outcome {
+    if cpuid(1, 0)[2] & (1 << 21) == 0 {
+        skip!("x2APIC not advertised");
+    }
+    let base = rdmsr(0x1b);
+    check!(wrmsr_safe(0x1b, base | (1 << 10) | (1 << 11)).is_ok(), "enabling x2APIC raised #GP");
+    X2APIC_ON.store(true, SeqCst);
+    let r = (0..CR8_ROUNDS).try_for_each(|i| cr8_round(i, true));
+    X2APIC_ON.store(false, SeqCst);
+    // Back to xAPIC: x2APIC -> disabled -> xAPIC (the only legal path).
+    wrmsr(0x1b, base & !((1 << 10) | (1 << 11)));
+    wrmsr(0x1b, base);
+    lapic_init();
+    match r {
+        Ok(()) => Outcome::Pass,
+        Err(m) => Outcome::Fail(m),
+    }
+}
+
 // --- tests: ACPI and MP tables ----------------------------------------------------------------
 
 fn find_rsdp() -> Option<Result<(u64, Rsdp), Msg>> {
@@ -1915,6 +2313,51 @@ fn acpi_walk() -> Result<Option<&'static [u8]>, Msg> {
         }
     }
     Ok(madt)
+}
+
+/// The ACPI table with signature `sig` listed in the RSDT.
+fn acpi_find(sig: &[u8; 4]) -> Option<&'static [u8]> {
+    let Some(Ok((_, r))) = find_rsdp() else { return None };
+    let rsdt = acpi_table(r.rsdt as u64).ok()?;
+    let mut found = None;
+    guest_suite::sdt_entries(rsdt, false, |a| {
+        if let Ok(t) = acpi_table(a)
+            && t.get(..4) == Some(&sig[..])
+        {
+            found = Some(t);
+        }
+    });
+    found
+}
+
+/// The HPET: described by an ACPI table and counting once enabled, or
+/// absent consistently (no table, all ones at 0xfed00000).
+fn t_hpet(env: &mut Env) -> Outcome {
+    const DEFAULT: u64 = 0xfed0_0000;
+    let Some(t) = acpi_find(b"HPET") else {
+        let caps = mmio_r32(DEFAULT);
+        let counter = mmio_r32(DEFAULT + 0xf0);
+        check!(caps == u32::MAX && counter == u32::MAX, "no HPET table, but {DEFAULT:#x} reads capabilities {caps:#x}, counter {counter:#x}");
+        return Outcome::Pass;
+    };
+    check!(env.tsc_calibrated, "no time base");
+    check!(t.len() >= 56, "HPET table of {} bytes", t.len());
+    let base = u64::from_le_bytes(t[44..52].try_into().unwrap_or([0; 8]));
+    check!(base != 0 && base < 1 << 32, "HPET base address {base:#x}");
+    let caps_hi = mmio_r32(base + 4);
+    let period_fs = caps_hi as u64;
+    check!(period_fs > 0 && period_fs <= 100_000_000, "HPET counter period {period_fs} fs");
+    let conf = mmio_r32(base + 0x10);
+    mmio_w32(base + 0x10, conf | 1);
+    let c0 = mmio_r32(base + 0xf0);
+    let t0 = rdtsc();
+    delay_us(10_000);
+    let c1 = mmio_r32(base + 0xf0);
+    let us = tsc_to_us(rdtsc() - t0);
+    mmio_w32(base + 0x10, conf);
+    let ticks = c1.wrapping_sub(c0) as u64;
+    check!(ticks > 0, "HPET main counter not running (read {c0:#x} then {c1:#x})");
+    within("HPET ticks over the delay", ticks, us * 1_000_000_000 / period_fs, TOL).map_or_else(Outcome::Fail, |_| Outcome::Pass)
 }
 
 fn t_acpi_sdts(_env: &mut Env) -> Outcome {
@@ -2114,6 +2557,31 @@ fn t_ipi_bsp_to_ap(env: &mut Env) -> Outcome {
     Outcome::Pass
 }
 
+/// IPI round trips BSP -> AP -> BSP (the AP answers from its handler):
+/// each must complete; the median and maximum are reported (a benchmark
+/// figure: on a loaded host even plain QEMU TCG takes tens of ms).
+fn t_ipi_round_trip(env: &mut Env) -> Outcome {
+    const ROUNDS: usize = 21;
+    if env.started < 2 {
+        skip!("no AP running");
+    }
+    check!(env.tsc_calibrated, "no time base");
+    let Some((idx, apic)) = aps(env).next() else { skip!("no AP running") };
+    let _ = idx;
+    let mut us = [0u64; ROUNDS];
+    for (k, slot) in us.iter_mut().enumerate() {
+        let before = irqs(0, V_PONG);
+        let t0 = rdtsc();
+        check!(send_ipi(apic, V_PING as u32 | 0x4000), "round trip {k}: delivery status stuck");
+        check!(wait_for(1_000_000, || irqs(0, V_PONG) > before), "round trip {k}: no answer within 1 s");
+        *slot = tsc_to_us(rdtsc() - t0);
+    }
+    us.sort_unstable();
+    let median = us[ROUNDS / 2];
+    say!("[median {median} µs, max {} µs] ", us[ROUNDS - 1]);
+    Outcome::Pass
+}
+
 fn t_ipi_ap_to_bsp(env: &mut Env) -> Outcome {
     if env.started < 2 {
         skip!("no AP running");
@@ -2209,6 +2677,118 @@ fn hypercall_env(env: &Env) -> Result<(), Msg> {
         return Err(msg!("vendor neither AMD nor Intel: no hypercall instruction known"));
     }
     Ok(())
+}
+
+const ICR_NMI: u32 = 4 << 8;
+
+fn nmi_handler() {
+    if NMI_DEPTH.fetch_add(1, SeqCst) > 0 {
+        NMI_NESTED.store(true, SeqCst);
+    }
+    if NMI_COUNT.fetch_add(1, SeqCst) == 0 {
+        // A second NMI now: blocked until this handler's IRET.
+        send_ipi(lapic_id(), ICR_NMI);
+        let t0 = rdtsc();
+        while rdtsc() - t0 < NMI_WAIT_TSC.load(SeqCst) && NMI_COUNT.load(SeqCst) == 1 {
+            core::hint::spin_loop();
+        }
+    }
+    NMI_DEPTH.fetch_sub(1, SeqCst);
+}
+
+/// NMI blocking (SDM 6.7.1): an NMI sent from inside the NMI handler is
+/// held until the handler's IRET, then delivered (latched, not lost).
+fn t_nmi_blocking(env: &mut Env) -> Outcome {
+    check!(env.tsc_calibrated, "no time base");
+    NMI_COUNT.store(0, SeqCst);
+    NMI_DEPTH.store(0, SeqCst);
+    NMI_NESTED.store(false, SeqCst);
+    NMI_WAIT_TSC.store(us_to_tsc(20_000), SeqCst);
+    NMI_ARMED.store(true, SeqCst);
+    let sent = send_ipi(lapic_id(), ICR_NMI);
+    let both = wait_for(1_000_000, || NMI_COUNT.load(SeqCst) >= 2);
+    delay_us(10_000);
+    NMI_ARMED.store(false, SeqCst);
+    let n = NMI_COUNT.load(SeqCst);
+    check!(sent, "NMI IPI: delivery status stuck");
+    check!(!NMI_NESTED.load(SeqCst), "the second NMI was taken inside the first one's handler (before its IRET)");
+    check!(both && n == 2, "{n} NMIs taken, expected 2 (the second latched until the first one's IRET)");
+    Outcome::Pass
+}
+
+/// RFLAGS.TF: #DB after the next instruction, with DR6.BS — after a plain
+/// instruction and after CPUID (which a VMM completes for the guest).
+fn t_single_step(_env: &mut Env) -> Outcome {
+    for (name, cpuid_step) in [("NOP", false), ("CPUID", true)] {
+        DB_COUNT.store(0, SeqCst);
+        DB_ARMED.store(true, SeqCst);
+        let want: u64;
+        // Clear DR6 first: BS is sticky.
+        // SAFETY: TF makes the instruction after POPFQ trap; the handler
+        // clears TF. CPUID clobbers EAX-EDX (RBX saved by hand).
+        unsafe {
+            asm!("mov {z}, 0", "mov dr6, {z}", z = out(reg) _, options(nostack));
+            if cpuid_step {
+                asm!("push rbx", "lea {w}, [rip + 2f]", "pushfq", "or qword ptr [rsp], 0x100", "popfq", "cpuid", "2:", "nop", "pop rbx",
+                    w = out(reg) want, inout("eax") 0u32 => _, out("ecx") _, out("edx") _)
+            } else {
+                asm!("lea {w}, [rip + 2f]", "pushfq", "or qword ptr [rsp], 0x100", "popfq", "nop", "2:", "nop", w = out(reg) want)
+            }
+        }
+        DB_ARMED.store(false, SeqCst);
+        let (n, at) = (DB_COUNT.load(SeqCst), DB_RIP.load(SeqCst));
+        let dr6: u64;
+        // SAFETY: reading DR6 has no side effects.
+        unsafe { asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack)) }
+        check!(n == 1, "single step over {name}: {n} #DB taken");
+        check!(at == want, "single step over {name}: #DB at {at:#x}, expected {want:#x} (right after it)");
+        check!(dr6 & (1 << 14) != 0, "single step over {name}: DR6 {dr6:#x} without BS");
+    }
+    Outcome::Pass
+}
+
+/// DR0 as an execution breakpoint (DR7.L0, R/W0 = 00, LEN0 = 00): #DB
+/// before the instruction at DR0 runs, DR6.B0 set.
+fn t_dr0_breakpoint(env: &mut Env) -> Outcome {
+    if env.mantle && cpuid(0x4000_0001, 0)[0] & 1 != 0 {
+        // Mantle's hypervisor leaf says its platform cannot arm guest
+        // breakpoints (QEMU 7.2 TCG's VMRUN loads DR7 without arming it).
+        skip!("Mantle reports guest hardware breakpoints unavailable on this host");
+    }
+    DB_COUNT.store(0, SeqCst);
+    DB_ARMED.store(true, SeqCst);
+    let at_bp: u64;
+    let ran: u64;
+    // SAFETY: arms DR0 on a local label, runs it once (the handler sets RF
+    // to resume), disarms DR7; clobbers only the named registers.
+    unsafe {
+        asm!(
+            "xor {ran:e}, {ran:e}",
+            "mov {z}, 0",
+            "mov dr6, {z}",
+            "lea {bp}, [rip + 2f]",
+            "mov dr0, {bp}",
+            "mov {z}, 1",
+            "mov dr7, {z}",
+            "nop",
+            "2:",
+            "inc {ran:e}",
+            "mov {z}, 0x400",
+            "mov dr7, {z}",
+            bp = out(reg) at_bp, z = out(reg) _, ran = out(reg) ran,
+            options(nostack),
+        )
+    }
+    DB_ARMED.store(false, SeqCst);
+    let (n, at) = (DB_COUNT.load(SeqCst), DB_RIP.load(SeqCst));
+    let dr6: u64;
+    // SAFETY: reading DR6 has no side effects.
+    unsafe { asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack)) }
+    check!(ran == 1, "the instruction at the breakpoint ran {ran} times");
+    check!(n == 1, "DR0 execution breakpoint: {n} #DB taken");
+    check!(at == at_bp, "#DB at {at:#x}, breakpoint at {at_bp:#x}");
+    check!(dr6 & 1 != 0, "DR6 {dr6:#x} without B0");
+    Outcome::Pass
 }
 
 fn t_hc_version(env: &mut Env) -> Outcome {

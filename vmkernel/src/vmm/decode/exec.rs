@@ -37,6 +37,9 @@ pub trait MemoryAccess {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecError {
     Access(AccessError),
+    /// The decoded instruction does not fit the executor (a decoder bug,
+    /// never a guest's doing): the VMM stops that VM, nothing else.
+    Malformed,
 }
 
 impl From<AccessError> for ExecError {
@@ -52,15 +55,16 @@ pub const REP_BATCH: u64 = 4096;
 
 /// Reads a register operand of `size` bytes.
 pub fn read_reg(regs: &Regs, r: Reg, size: u8) -> u64 {
-    let v = regs.gpr[r.num as usize];
+    let v = regs.gpr[r.num as usize & 15];
     if r.high8 { (v >> 8) & 0xff } else { mask(v, size) }
 }
 
 /// Writes a register operand with the architectural rules: 8- and 16-bit
 /// writes merge into the old value, 32-bit writes zero bits 63:32.
 pub fn write_reg(regs: &mut Regs, r: Reg, size: u8, value: u64) {
-    let old = regs.gpr[r.num as usize];
-    regs.gpr[r.num as usize] = match (size, r.high8) {
+    let slot = &mut regs.gpr[r.num as usize & 15];
+    let old = *slot;
+    *slot = match (size, r.high8) {
         (1, true) => (old & !0xff00) | ((value & 0xff) << 8),
         (1, false) => (old & !0xff) | (value & 0xff),
         (2, _) => (old & !0xffff) | (value & 0xffff),
@@ -94,7 +98,7 @@ fn szp(res: u64, size: u8) -> u64 {
 }
 
 /// The result and status flags of an ALU operation on `size`-byte values.
-/// Returns `None` for the result of flag-only operations' non-result ops.
+/// Operations that are not ALU operations compute nothing (flags 0).
 fn alu(op: Op, a: u64, b: u64, size: u8, flags_in: u64) -> (u64, u64) {
     let bits = size as u32 * 8;
     let carry_in = (flags_in & rflags::CF != 0) as u128;
@@ -116,7 +120,7 @@ fn alu(op: Op, a: u64, b: u64, size: u8, flags_in: u64) -> (u64, u64) {
             }
             (res, f)
         }
-        Op::Sub | Op::Sbb | Op::Cmp | Op::Neg => {
+        Op::Sub | Op::Sbb | Op::Cmp | Op::Neg | Op::Cmps | Op::Scas => {
             let c = if op == Op::Sbb { carry_in } else { 0 };
             let res = ((a as u128).wrapping_sub(b as u128).wrapping_sub(c) & m) as u64;
             let mut f = szp(res, size);
@@ -144,7 +148,7 @@ fn alu(op: Op, a: u64, b: u64, size: u8, flags_in: u64) -> (u64, u64) {
             let res = a ^ b;
             (res, szp(res, size))
         }
-        _ => unreachable!("alu() called for {op:?}"),
+        _ => (0, 0),
     }
 }
 
@@ -172,7 +176,7 @@ pub fn execute(insn: &Instruction, regs: &mut Regs, mem: &mut dyn MemoryAccess) 
         return string(insn, regs, mem);
     }
     let next_rip = insn.next_rip(regs.rip);
-    let m: MemOperand = insn.mem.expect("decoded instructions carry a memory operand");
+    let m: MemOperand = insn.mem.ok_or(ExecError::Malformed)?;
     let ea = m.effective_address(regs, next_rip);
     let size = insn.size;
     match insn.op {
@@ -217,7 +221,7 @@ pub fn execute(insn: &Instruction, regs: &mut Regs, mem: &mut dyn MemoryAccess) 
             regs.rflags = (regs.rflags & !rflags::STATUS) | f;
         }
         Op::Xchg => {
-            let Operand::Reg(r) = insn.src else { unreachable!() };
+            let Operand::Reg(r) = insn.src else { return Err(ExecError::Malformed) };
             let old = mem.read(m.seg, ea, size)?;
             mem.write(m.seg, ea, size, read_reg(regs, r, size))?;
             write_reg(regs, r, size, old);
@@ -236,7 +240,7 @@ pub fn execute(insn: &Instruction, regs: &mut Regs, mem: &mut dyn MemoryAccess) 
                     (addr, (off as u64) & (bits - 1))
                 }
                 Operand::Imm(i) => (ea, i & (bits - 1)),
-                _ => unreachable!(),
+                _ => return Err(ExecError::Malformed),
             };
             let v = mem.read(m.seg, addr, size)?;
             let was = (v >> bit) & 1;
@@ -251,14 +255,15 @@ pub fn execute(insn: &Instruction, regs: &mut Regs, mem: &mut dyn MemoryAccess) 
             }
             regs.rflags = (regs.rflags & !rflags::CF) | was;
         }
-        Op::Movs | Op::Stos | Op::Lods => unreachable!(),
+        Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas => return Err(ExecError::Malformed),
     }
     regs.rip = next_rip;
     Ok(())
 }
 
-/// MOVS/STOS/LODS, with REP: rSI/rDI/rCX are used and updated at the
-/// address size, stepping by the operand size in the direction of DF.
+/// MOVS/STOS/LODS/CMPS/SCAS, with REP: rSI/rDI/rCX are used and updated
+/// at the address size, stepping by the operand size in the direction of
+/// DF; CMPS/SCAS set the flags of the comparison and REPE/REPNE end on ZF.
 fn string(insn: &Instruction, regs: &mut Regs, mem: &mut dyn MemoryAccess) -> Result<(), ExecError> {
     let asize = insn.addr_size;
     let size = insn.size;
@@ -293,11 +298,26 @@ fn string(insn: &Instruction, regs: &mut Regs, mem: &mut dyn MemoryAccess) -> Re
                 mem.write(Seg::Es, di, size, read_reg(regs, rax, size))?;
                 write_reg(regs, rdi, asize, di.wrapping_add(step));
             }
-            _ => {
+            Op::Lods => {
                 let v = mem.read(src_seg, si, size)?;
                 write_reg(regs, rax, size, v);
                 write_reg(regs, rsi, asize, si.wrapping_add(step));
             }
+            Op::Cmps => {
+                let a = mem.read(src_seg, si, size)?;
+                let b = mem.read(Seg::Es, di, size)?;
+                let (_, f) = alu(Op::Cmps, a, b, size, 0);
+                regs.rflags = (regs.rflags & !rflags::STATUS) | f;
+                write_reg(regs, rsi, asize, si.wrapping_add(step));
+                write_reg(regs, rdi, asize, di.wrapping_add(step));
+            }
+            Op::Scas => {
+                let b = mem.read(Seg::Es, di, size)?;
+                let (_, f) = alu(Op::Scas, read_reg(regs, rax, size), b, size, 0);
+                regs.rflags = (regs.rflags & !rflags::STATUS) | f;
+                write_reg(regs, rdi, asize, di.wrapping_add(step));
+            }
+            _ => return Err(ExecError::Malformed),
         }
         done += 1;
         if !repeated {
@@ -305,6 +325,13 @@ fn string(insn: &Instruction, regs: &mut Regs, mem: &mut dyn MemoryAccess) -> Re
         }
         let c = read_reg(regs, rcx, asize);
         write_reg(regs, rcx, asize, c.wrapping_sub(1));
+        // REPE stops on a difference, REPNE on a match (after the count).
+        if matches!(insn.op, Op::Cmps | Op::Scas) {
+            let zf = regs.rflags & rflags::ZF != 0;
+            if (insn.rep == Rep::Rep) != zf {
+                break;
+            }
+        }
     }
     regs.rip = insn.next_rip(regs.rip);
     Ok(())

@@ -129,12 +129,12 @@ impl MemOperand {
     pub fn effective_address(&self, regs: &Regs, next_rip: u64) -> u64 {
         let mut ea = self.disp as u64;
         match self.base {
-            Some(Base::Reg(r)) => ea = ea.wrapping_add(regs.gpr[r as usize]),
+            Some(Base::Reg(r)) => ea = ea.wrapping_add(regs.gpr[r as usize & 15]),
             Some(Base::Rip) => ea = ea.wrapping_add(next_rip),
             None => {}
         }
         if let Some((i, scale)) = self.index {
-            ea = ea.wrapping_add(regs.gpr[i as usize].wrapping_mul(scale as u64));
+            ea = ea.wrapping_add(regs.gpr[i as usize & 15].wrapping_mul(scale as u64));
         }
         mask(ea, self.addr_size)
     }
@@ -175,12 +175,16 @@ pub enum Op {
     Stos,
     /// LODS: `rAX ← [seg:rSI]`.
     Lods,
+    /// CMPS: flags of `[seg:rSI] − [ES:rDI]`.
+    Cmps,
+    /// SCAS: flags of `rAX − [ES:rDI]`.
+    Scas,
 }
 
 impl Op {
     /// Whether the destination is written (CMP, TEST and BT only set flags).
     pub fn writes_dst(self) -> bool {
-        !matches!(self, Op::Cmp | Op::Test | Op::Bt)
+        !matches!(self, Op::Cmp | Op::Test | Op::Bt | Op::Cmps | Op::Scas)
     }
 }
 
@@ -203,7 +207,8 @@ pub enum Rep {
     None,
     /// F3 (REP/REPE).
     Rep,
-    /// F2 (REPNE; for MOVS/STOS/LODS it repeats like F3).
+    /// F2 (REPNE; for MOVS/STOS/LODS it repeats like F3; CMPS/SCAS stop
+    /// when ZF is set, and with F3 when it is clear).
     Repne,
 }
 
@@ -247,15 +252,15 @@ impl Instruction {
         self.mem.map(|m| m.effective_address(regs, self.next_rip(regs.rip)))
     }
 
-    /// Whether this is a string instruction (MOVS/STOS/LODS).
+    /// Whether this is a string instruction (MOVS/STOS/LODS/CMPS/SCAS).
     pub fn is_string(&self) -> bool {
-        matches!(self.op, Op::Movs | Op::Stos | Op::Lods)
+        matches!(self.op, Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas)
     }
 
-    /// The ES:rDI destination operand of MOVS (ES cannot be overridden).
+    /// The ES:rDI second operand of MOVS and CMPS (ES cannot be overridden).
     pub fn string_dst(&self) -> Option<MemOperand> {
         match self.op {
-            Op::Movs => Some(MemOperand {
+            Op::Movs | Op::Cmps => Some(MemOperand {
                 seg: Seg::Es,
                 base: Some(Base::Reg(gpr::RDI)),
                 index: None,
@@ -619,8 +624,9 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
                 insn.src = r;
             }
         }
-        // String instructions; F2 and F3 both mean REP for these.
-        0xA4 | 0xA5 | 0xAA | 0xAB | 0xAC | 0xAD => {
+        // String instructions; F2 and F3 both mean REP for MOVS/STOS/LODS,
+        // REPNE and REPE for CMPS/SCAS.
+        0xA4..=0xA7 | 0xAA..=0xAF => {
             let size = if opcode & 1 == 0 { 1 } else { osize };
             insn.size = size;
             insn.rep = rep;
@@ -639,10 +645,22 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<Instruction, DecodeError> {
                     insn.src = Operand::Mem;
                     insn.dst = Operand::None; // see string_dst()
                 }
+                0xA6 | 0xA7 => {
+                    insn.op = Op::Cmps;
+                    insn.mem = Some(si);
+                    insn.src = Operand::Mem;
+                    insn.dst = Operand::None; // see string_dst()
+                }
                 0xAA | 0xAB => {
                     insn.op = Op::Stos;
                     insn.mem = Some(di);
                     insn.src = Operand::Reg(Reg::new(gpr::RAX));
+                }
+                0xAE | 0xAF => {
+                    insn.op = Op::Scas;
+                    insn.mem = Some(di);
+                    insn.src = Operand::Mem;
+                    insn.dst = Operand::Reg(Reg::new(gpr::RAX));
                 }
                 _ => {
                     insn.op = Op::Lods;

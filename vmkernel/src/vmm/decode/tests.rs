@@ -461,6 +461,61 @@ fn decode_string_forms() {
     assert_eq!((i.op, i.size, i.rep, i.dst), (Op::Lods, 2, Rep::None, r(RAX)));
     let i = decode(&[0xF2, 0xAC], Bits64).unwrap();
     assert_eq!((i.op, i.rep), (Op::Lods, Rep::Repne));
+    let i = decode(&[0xF3, 0xA6], Bits64).unwrap();
+    assert_eq!((i.op, i.size, i.rep, i.len), (Op::Cmps, 1, Rep::Rep, 2));
+    assert_eq!(i.string_dst().map(|m| m.seg), Some(Seg::Es));
+    let i = decode(&[0x48, 0xAF], Bits64).unwrap();
+    assert_eq!((i.op, i.size, i.dst), (Op::Scas, 8, r(RAX)));
+    assert_eq!(i.mem, Some(mem(Seg::Es, Some(Base::Reg(RDI)), None, 0, 8)));
+}
+
+#[test]
+fn execute_cmps_and_scas() {
+    const RAX: usize = gpr::RAX as usize;
+    const RCX: usize = gpr::RCX as usize;
+    const RSI: usize = gpr::RSI as usize;
+    const RDI: usize = gpr::RDI as usize;
+    let mut m = Mem::default();
+    // "abcd" at 0x1000, "abXd" at 0x2000.
+    m.set(0x1000, u32::from_le_bytes(*b"abcd") as u64, 4);
+    m.set(0x2000, u32::from_le_bytes(*b"abXd") as u64, 4);
+    let mut regs = Regs { gpr: [0; 16], rip: 0x100, rflags: 2 };
+    regs.gpr[RSI] = 0x1000;
+    regs.gpr[RDI] = 0x2000;
+    regs.gpr[RCX] = 4;
+    // repe cmpsb: stops after the third byte (c != X), RCX 1, ZF clear.
+    run(Bits64, &[0xF3, 0xA6], &mut regs, &mut m);
+    assert_eq!((regs.gpr[RSI], regs.gpr[RDI], regs.gpr[RCX], regs.rip), (0x1003, 0x2003, 1, 0x102));
+    assert_eq!(regs.rflags & exec::rflags::ZF, 0);
+    assert_eq!(regs.rflags & exec::rflags::CF, 0, "0x63 - 0x58 borrows nothing");
+    // repne scasb for 'd' from 0x2000: found at the fourth byte.
+    regs.gpr[RDI] = 0x2000;
+    regs.gpr[RCX] = 10;
+    regs.gpr[RAX] = b'd' as u64;
+    run(Bits64, &[0xF2, 0xAE], &mut regs, &mut m);
+    assert_eq!((regs.gpr[RDI], regs.gpr[RCX]), (0x2004, 6));
+    assert_ne!(regs.rflags & exec::rflags::ZF, 0);
+    // Unbacked memory reads all ones: cmpsd against 0xffffffff.
+    let mut ones = OnesMem;
+    let mut regs = Regs { gpr: [0; 16], rip: 0x100, rflags: 2 };
+    regs.gpr[RSI] = 0x1000;
+    regs.gpr[RDI] = 0x2000;
+    let i = decode(&[0xA7], Bits64).unwrap();
+    execute(&i, &mut regs, &mut ones).unwrap();
+    assert_ne!(regs.rflags & exec::rflags::ZF, 0, "all ones equals all ones");
+    assert_eq!((regs.gpr[RSI], regs.gpr[RDI]), (0x1004, 0x2004));
+}
+
+/// Open bus: reads all ones, writes go nowhere.
+struct OnesMem;
+
+impl MemoryAccess for OnesMem {
+    fn read(&mut self, _: Seg, _: u64, size: u8) -> Result<u64, AccessError> {
+        Ok(mask(u64::MAX, size))
+    }
+    fn write(&mut self, _: Seg, _: u64, _: u8, _: u64) -> Result<(), AccessError> {
+        Ok(())
+    }
 }
 
 #[test]

@@ -152,6 +152,9 @@ pub struct Lapic {
     /// Whether the virtual CPU offers x2APIC (CPUID.1:ECX[21]); without it
     /// IA32_APIC_BASE.EXTD is reserved (#GP), as on hardware.
     x2apic_offered: bool,
+    /// IA32_APIC_BASE bits of the base address that exist (below the
+    /// virtual CPU's physical-address width).
+    base_addr_mask: u64,
     apic_base: u64,
     id: u32,
     tpr: u32,
@@ -188,6 +191,7 @@ impl Lapic {
         let mut l = Lapic {
             initial_id: index,
             x2apic_offered: true,
+            base_addr_mask: APIC_BASE_ADDR_MASK,
             apic_base: APIC_BASE_DEFAULT | APIC_BASE_EN | if bsp { APIC_BASE_BSP } else { 0 },
             id: 0,
             tpr: 0,
@@ -331,6 +335,13 @@ impl Lapic {
 
     /// Takes a pending NMI for injection.
     /// Offer x2APIC mode or not (it must match what CPUID says).
+    /// The virtual CPU's physical-address width: IA32_APIC_BASE bits at and
+    /// above it are reserved (#GP).
+    pub fn set_phys_addr_bits(&mut self, bits: u8) {
+        let bits = bits.clamp(32, 52);
+        self.base_addr_mask = APIC_BASE_ADDR_MASK & ((1u64 << bits) - 1);
+    }
+
     pub fn set_x2apic_offered(&mut self, offered: bool) {
         self.x2apic_offered = offered;
     }
@@ -476,13 +487,13 @@ impl Lapic {
     }
 
     fn current_count(&self, now: u64) -> u32 {
-        if self.timer_mode() == 2 || self.timer_initial == 0 {
+        // Stopped (expired one-shot, TSC-deadline mode, initial count 0).
+        if self.timer_mode() == 2 || self.timer_initial == 0 || self.timer_next.is_none() {
             return 0;
         }
         let elapsed = now.saturating_sub(self.timer_start) / self.tick_ns();
         match self.timer_mode() {
             1 => self.timer_initial - (elapsed % self.timer_initial as u64) as u32,
-            _ if self.timer_next.is_none() => 0,
             _ => (self.timer_initial as u64).saturating_sub(elapsed) as u32,
         }
     }
@@ -553,9 +564,22 @@ impl Lapic {
         if !self.software_enabled() {
             v |= LVT_MASKED;
         }
-        if idx == LVT_TIMER && (v >> 17) & 3 != self.timer_mode() {
-            // Switching timer modes disarms the timer.
-            self.stop_timer();
+        if idx == LVT_TIMER {
+            let (old, new) = (self.timer_mode(), (v >> 17) & 3);
+            if old != new && (old == 2 || new == 2) {
+                // Into or out of TSC-deadline mode disarms the timer (SDM
+                // 10.5.4.1).
+                self.stop_timer();
+            } else if old == 1 && new == 0 {
+                // Periodic to one-shot: the count goes on from where it is,
+                // to zero, as a one-shot count started at this period's start.
+                if let Some(next) = self.timer_next {
+                    let period = self.timer_period_ns().max(MIN_PERIODIC_NS);
+                    self.timer_start = next.saturating_sub(period);
+                }
+            }
+            // One-shot to periodic: the count goes on; the reload happens
+            // when it reaches zero (`advance`).
         }
         self.lvt[idx] = v;
     }
@@ -722,7 +746,7 @@ impl Lapic {
     /// so a later re-enable starts from the power-up state.
     fn write_apic_base(&mut self, value: u64) -> Result<(), GeneralProtection> {
         let extd = if self.x2apic_offered { APIC_BASE_EXTD } else { 0 };
-        if value & !(APIC_BASE_ADDR_MASK | APIC_BASE_EN | extd | APIC_BASE_BSP) != 0 {
+        if value & !(self.base_addr_mask | APIC_BASE_EN | extd | APIC_BASE_BSP) != 0 {
             return Err(GeneralProtection);
         }
         let old = self.mode();
@@ -896,6 +920,51 @@ mod tests {
         assert!(l.matches_dest(1, false, false));
         assert!(!l.matches_dest(2, false, false));
         assert!(l.matches_dest(0xff, false, false));
+    }
+
+    #[test]
+    fn timer_mode_change_keeps_the_count() {
+        let mut l = enabled(0);
+        w(&mut l, REG_TIMER_DCR, divide_config(1));
+        w(&mut l, REG_LVT_TIMER, 0x20);
+        l.mmio_write(REG_TIMER_ICR as u64, 1_000_000, 0); // 1 ms one-shot
+        assert_eq!(l.mmio_read(REG_TIMER_CCR as u64, 100_000), 900_000);
+        // One-shot -> periodic: initial count kept, counting goes on.
+        l.mmio_write(REG_LVT_TIMER as u64, LVT_TIMER_PERIODIC | 0x20, 200_000);
+        assert_eq!(r(&l, REG_TIMER_ICR), 1_000_000);
+        assert_eq!(l.mmio_read(REG_TIMER_CCR as u64, 300_000), 700_000);
+        assert_eq!(l.next_deadline(), Some(1_000_000));
+        assert!(l.advance(1_000_000));
+        assert_eq!(l.next_deadline(), Some(2_000_000), "periodic now: reloads");
+        assert_eq!(l.mmio_read(REG_TIMER_CCR as u64, 1_250_000), 750_000);
+        // Periodic -> one-shot in the second period: counts down to zero,
+        // then stops.
+        l.mmio_write(REG_LVT_TIMER as u64, 0x20, 1_500_000);
+        assert_eq!(r(&l, REG_TIMER_ICR), 1_000_000);
+        assert_eq!(l.mmio_read(REG_TIMER_CCR as u64, 1_600_000), 400_000);
+        assert!(l.advance(2_000_000));
+        assert_eq!(l.next_deadline(), None);
+        assert_eq!(l.mmio_read(REG_TIMER_CCR as u64, 2_100_000), 0);
+        // Expired one-shot -> periodic: stays stopped (count 0).
+        l.mmio_write(REG_LVT_TIMER as u64, LVT_TIMER_PERIODIC | 0x20, 2_200_000);
+        assert_eq!(l.mmio_read(REG_TIMER_CCR as u64, 2_300_000), 0);
+        assert_eq!(r(&l, REG_TIMER_ICR), 1_000_000);
+        // Into TSC-deadline mode: disarmed.
+        l.mmio_write(REG_TIMER_ICR as u64, 1_000_000, 3_000_000);
+        l.mmio_write(REG_LVT_TIMER as u64, LVT_TIMER_TSC_DEADLINE | 0x20, 3_100_000);
+        assert_eq!(l.next_deadline(), None);
+    }
+
+    #[test]
+    fn apic_base_reserved_bits_above_the_address_width() {
+        let mut l = enabled(0);
+        l.set_phys_addr_bits(40);
+        let base = l.msr_read(MSR_APIC_BASE, 0).unwrap();
+        assert!(l.msr_write(MSR_APIC_BASE, base | (1 << 40), 0).is_err(), "bit 40 with a 40-bit address width");
+        assert!(l.msr_write(MSR_APIC_BASE, base | (1 << 9), 0).is_err(), "bit 9 is reserved");
+        assert!(l.msr_write(MSR_APIC_BASE, base | 1, 0).is_err(), "bits 0-7 are reserved");
+        assert_eq!(l.msr_read(MSR_APIC_BASE, 0), Ok(base), "a refused write changes nothing");
+        assert!(l.msr_write(MSR_APIC_BASE, (base & !0xffff_f000) | 0xf_fee0_0000, 0).is_ok(), "bit 39 exists");
     }
 
     #[test]
