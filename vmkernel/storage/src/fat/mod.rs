@@ -1308,6 +1308,11 @@ impl Datastore {
             files.nodes.clear();
             files.handles.clear();
         });
+        // Counting free clusters marks fatfs's FSInfo copy for writing at
+        // unmount (a freshly formatted volume has none; fsck would say so).
+        if !read_only && let Err(e) = vol.borrow_owner().stats() {
+            first_err.get_or_insert(FsError::from(e));
+        }
         let fs = vol.into_owner();
         if !read_only {
             fs.unmount()?;
