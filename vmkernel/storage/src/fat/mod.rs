@@ -128,10 +128,23 @@ impl FsError {
 
 impl fmt::Display for FsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FsError::Io(e) => write!(f, "I/O error: {e}"),
-            other => write!(f, "{other:?} (errno {})", other.errno()),
-        }
+        f.write_str(match self {
+            FsError::Io(e) => return write!(f, "I/O error: {e}"),
+            FsError::NotFound => "no such file or directory",
+            FsError::Exists => "file exists",
+            FsError::NotDir => "not a directory",
+            FsError::IsDir => "is a directory",
+            FsError::NotEmpty => "directory not empty",
+            FsError::NoSpace => "no space left on the datastore",
+            FsError::FileTooBig => "file too large (FAT files end at 4 GiB - 1)",
+            FsError::ReadOnly => "read-only datastore",
+            FsError::Busy => "file is open (busy)",
+            FsError::Invalid => "invalid name or argument",
+            FsError::NameTooLong => "file name too long",
+            FsError::BadHandle => "bad file handle",
+            FsError::Denied => "permission denied (datastore-internal file)",
+            FsError::Corrupt => "file system metadata is inconsistent",
+        })
     }
 }
 
