@@ -203,6 +203,9 @@ fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
     drop(ds);
     assert!(total > 50, "workload made only {total} writes");
 
+    // fsck.fat (dosfstools) judges each recovered volume, as in CI.
+    let fsck = Some(tool("fsck.fat", "dosfstools"));
+    let dir = tempfile::tempdir().unwrap();
     let mut recoveries = 0;
     for k in 0..points {
         // Spread crash points over the whole run, each with its own seed.
@@ -216,6 +219,7 @@ fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
         let image = disk.durable_image();
         let mem = Arc::new(MemDisk::from_image(512, image));
         let mut ds = mount(mem.clone());
+        let msgs = ds.messages().to_vec();
         if ds.messages().iter().any(|m| m.contains("recovered")) {
             recoveries += 1;
         }
@@ -232,6 +236,13 @@ fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
             replace(&mut ds, i, 1000).unwrap_or_else(|e| panic!("crash at write {n}: rewrite after recovery: {e}"));
         }
         ds.unmount().unwrap();
+        if let Some(fsck) = &fsck {
+            let img = dir.path().join("crashed.img");
+            std::fs::write(&img, mem.image()).unwrap();
+            let out = std::process::Command::new(fsck).arg("-n").arg(&img).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "crash at write {n}: fsck.fat -n after recovery and unmount:\n{text}\nmount said: {msgs:?}");
+        }
         let mut ds = mount(mem);
         assert!(
             ds.messages().iter().all(|m| !m.contains("inconsistent")),

@@ -520,6 +520,9 @@ pub struct Datastore {
     journal_seq: u64,
     next_handle: u64,
     log: Vec<String>,
+    /// The volume was clean at mount or has been mended: unmount may
+    /// clear its dirty flag (fatfs keeps a flag it found set).
+    clear_dirty_on_unmount: bool,
 }
 
 /// Splits and checks a path: components, without empty ones.
@@ -641,7 +644,8 @@ impl Datastore {
         cache.read(0, &mut bs).map_err(MountError::Io)?;
         let geometry = check::parse_boot_sector(&bs, cache.size()).map_err(MountError::BadBootSector)?;
         let mut read_only = opts.read_only || cache.read_only();
-        let report = check::check_fat(&cache, &geometry).map_err(MountError::Io)?;
+        let unclean = bs.get(geometry.dirty_flag_offset() as usize).is_some_and(|b| b & 1 != 0);
+        let mut report = check::check_fat(&cache, &geometry).map_err(MountError::Io)?;
         if let Some(why) = &report.skipped {
             log.push(format!("FAT check skipped: {why}"));
         }
@@ -686,6 +690,31 @@ impl Datastore {
                 log.push(String::from("mounted read-only: the FAT is inconsistent and repair is off (bad chains cut in memory only)"));
             }
         }
+        // After an unclean shutdown (or a damaged FAT), make the FAT copies
+        // and every directory entry agree before fatfs sees the volume.
+        let mut mended = !unclean && report.repairs.is_empty();
+        if unclean || !report.repairs.is_empty() {
+            if unclean {
+                log.push(String::from("volume was not cleanly unmounted"));
+            }
+            if read_only || !opts.repair {
+                log.push(String::from("not checked further: read-only or repair off"));
+            } else if report.skipped.is_none() {
+                if check::sync_fat_copies(&cache, &geometry).map_err(MountError::Io)? {
+                    log.push(String::from("FAT copies differed; the first FAT was copied over the others"));
+                }
+                let fixes = check::scan_and_mend(&cache, &geometry, &mut report.next).map_err(MountError::Io)?;
+                for f in fixes.iter().take(16) {
+                    log.push(format!("mended: {f}"));
+                }
+                if fixes.len() > 16 {
+                    log.push(format!("mended {} more entries", fixes.len() - 16));
+                }
+                cache.flush().map_err(MountError::Io)?;
+                mended = true;
+            }
+        }
+        drop(report);
         let io = CacheIo {
             cache: cache.clone(),
             pos: 0,
@@ -708,6 +737,7 @@ impl Datastore {
             journal_seq: 0,
             next_handle: 1,
             log,
+            clear_dirty_on_unmount: mended,
         };
         if let Err(e) = ds.open_journal(opts.journal_bytes) {
             ds.log.push(format!("journal unavailable ({e}): renames over existing files are not atomic"));
@@ -1310,7 +1340,7 @@ impl Datastore {
     /// Closes every handle, writes the FSInfo sector, clears the volume's
     /// dirty flag and flushes the cache.
     pub fn unmount(self) -> Result<(), FsError> {
-        let Datastore { mut vol, cache, read_only, .. } = self;
+        let Datastore { mut vol, cache, read_only, clear_dirty_on_unmount, geometry, .. } = self;
         let mut first_err = None;
         vol.with_dependent_mut(|_, files| {
             for n in files.nodes.values_mut() {
@@ -1329,6 +1359,11 @@ impl Datastore {
         let fs = vol.into_owner();
         if !read_only {
             fs.unmount()?;
+            if clear_dirty_on_unmount {
+                let mut b = [0u8];
+                cache.read(geometry.dirty_flag_offset(), &mut b)?;
+                cache.write(geometry.dirty_flag_offset(), &[b[0] & !1])?;
+            }
             cache.flush()?;
         }
         match first_err {
