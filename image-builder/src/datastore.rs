@@ -234,7 +234,11 @@ pub fn ls(image: &Path, dir: &str) -> Result<Vec<String>, String> {
     let mut entries = if st.kind == FileKind::Dir {
         ds.readdir(dir).map_err(|e| format!("{dir}: {e}"))?
     } else {
-        vec![vmk_storage::fat::DirEntry { name: dir.rsplit('/').next().unwrap_or(dir).into(), kind: st.kind, size: st.size }]
+        vec![vmk_storage::fat::DirEntry {
+            name: dir.rsplit('/').next().unwrap_or(dir).into(),
+            kind: st.kind,
+            size: st.size,
+        }]
     };
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries

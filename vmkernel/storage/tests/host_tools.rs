@@ -125,7 +125,9 @@ fn images_written_here_pass_fsck_and_read_back_with_mtools() {
         ds.unlink("many/entry number 007 with a long name.log").unwrap();
         ds.mkdir("gone").unwrap();
         ds.rmdir("gone").unwrap();
-        let h = ds.open("A file with a Long Name.json", vmk_storage::fat::OpenFlags { write: true, ..Default::default() }).unwrap();
+        let h = ds
+            .open("A file with a Long Name.json", vmk_storage::fat::OpenFlags { write: true, ..Default::default() })
+            .unwrap();
         ds.truncate(h, 1000).unwrap();
         ds.close(h).unwrap();
         ds.unmount().unwrap();
@@ -144,7 +146,10 @@ fn images_written_here_pass_fsck_and_read_back_with_mtools() {
             .arg("::/vms/web server 01/web server 01-flat.vmdk")
             .output()
             .unwrap();
-        assert!(leaf.stdout == tree["vms/web server 01/web server 01-flat.vmdk"], "{kind:?}: mtype of the 700 KB file differs");
+        assert!(
+            leaf.stdout == tree["vms/web server 01/web server 01-flat.vmdk"],
+            "{kind:?}: mtype of the 700 KB file differs"
+        );
         let listing = run(Command::new(&mdir).arg("-i").arg(&img).arg("::/many"));
         assert!(listing.contains("entry number 039 with a long name.log"), "{listing}");
         assert!(!listing.contains("entry number 007"), "{listing}");
@@ -198,7 +203,9 @@ fn sfdisk_gpt_and_mbr_tables_parse() {
     let got: Vec<(u64, u64)> = t.partitions.iter().map(|p| (p.start, p.sectors)).collect();
     assert_eq!(got, want);
     assert_eq!(t.partitions[0].name, "datastore1");
-    assert!(t.partitions[0].kind.may_be_fat() && !t.partitions[1].kind.may_be_fat() && t.partitions[2].kind.may_be_fat());
+    assert!(
+        t.partitions[0].kind.may_be_fat() && !t.partitions[1].kind.may_be_fat() && t.partitions[2].kind.may_be_fat()
+    );
     // Damage the primary header: the backup still gives the same table.
     let mut bytes = std::fs::read(&img).unwrap();
     bytes[512 + 40] ^= 0xff;

@@ -205,7 +205,8 @@ pub fn check_fat(cache: &BlockCache, g: &Geometry) -> Result<FatReport, BlockErr
     }
     let n = g.clusters as usize + 2;
     let (_, width) = g.entry_pos(0);
-    let fat_bytes = (g.entry_pos(n as u32 - 1).0 as usize + width).min(g.fat_sectors as usize * g.bytes_per_sector as usize);
+    let fat_bytes =
+        (g.entry_pos(n as u32 - 1).0 as usize + width).min(g.fat_sectors as usize * g.bytes_per_sector as usize);
     // Read the FAT in pieces so the peak is one piece plus `next`.
     let mut next: Vec<u32> = vec![0; n];
     let start = g.fat_offset(0);
@@ -288,13 +289,12 @@ pub fn check_fat(cache: &BlockCache, g: &Geometry) -> Result<FatReport, BlockErr
     Ok(report)
 }
 
+/// Reads bytes of the volume at an offset.
+pub type ReadAt<'a> = dyn FnMut(u64, &mut [u8]) -> Result<(), BlockError> + 'a;
+
 /// The byte writes that set `cluster`'s entry to end-of-chain in every FAT
 /// copy, given a reader for the current bytes: `(offset, bytes)`.
-pub fn end_chain_writes(
-    g: &Geometry,
-    cluster: u32,
-    read: &mut dyn FnMut(u64, &mut [u8]) -> Result<(), BlockError>,
-) -> Result<Vec<(u64, Vec<u8>)>, BlockError> {
+pub fn end_chain_writes(g: &Geometry, cluster: u32, read: &mut ReadAt<'_>) -> Result<Vec<(u64, Vec<u8>)>, BlockError> {
     let (pos, w) = g.entry_pos(cluster);
     let mut out = Vec::new();
     for copy in 0..g.fats {
@@ -488,7 +488,8 @@ impl Scan<'_> {
                     }
                     continue;
                 }
-                if !self.g.is_link(first) || self.next[first as usize] == 0 || self.next[first as usize] == self.g.bad() {
+                if !self.g.is_link(first) || self.next[first as usize] == 0 || self.next[first as usize] == self.g.bad()
+                {
                     self.write_entry(at, 0, 0)?;
                     self.log.push(format!("{what}: starts at a free or invalid cluster {first}; emptied"));
                     continue;
@@ -501,7 +502,8 @@ impl Scan<'_> {
                     // Clusters but size 0, or only shared clusters: detach.
                     self.write_entry(at, 0, 0)?;
                     if shared || chain.len() > 1 || size != 0 {
-                        self.log.push(format!("{what}: chain {}; emptied", if shared { "shared" } else { "without data" }));
+                        self.log
+                            .push(format!("{what}: chain {}; emptied", if shared { "shared" } else { "without data" }));
                     }
                     if !shared && need == 0 {
                         // Its clusters become lost and are freed below.
@@ -514,7 +516,8 @@ impl Scan<'_> {
                 }
                 if (size as u64) > kept_bytes {
                     self.write_entry(at, first, kept_bytes as u32)?;
-                    self.log.push(format!("{what}: {size} bytes but {kept_bytes} in its chain; size set to {kept_bytes}"));
+                    self.log
+                        .push(format!("{what}: {size} bytes but {kept_bytes} in its chain; size set to {kept_bytes}"));
                 } else if keep < chain.len() {
                     self.log.push(format!("{what}: chain longer than its {size} bytes; tail cut"));
                 }

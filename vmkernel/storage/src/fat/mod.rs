@@ -405,7 +405,8 @@ pub struct OpenFlags {
 }
 
 impl OpenFlags {
-    pub const READ: OpenFlags = OpenFlags { read: true, write: false, create: false, exclusive: false, truncate: false, append: false };
+    pub const READ: OpenFlags =
+        OpenFlags { read: true, write: false, create: false, exclusive: false, truncate: false, append: false };
     pub const WRITE_CREATE_TRUNC: OpenFlags =
         OpenFlags { read: false, write: true, create: true, exclusive: false, truncate: true, append: false };
 }
@@ -499,7 +500,13 @@ pub fn format(cache: &Arc<BlockCache>, opts: &FormatOptions<'_>) -> Result<(), F
         }
         fo = fo.bytes_per_cluster(b);
     }
-    let mut io = CacheIo { cache: cache.clone(), pos: 0, read_only: false, patches: Arc::new(BTreeMap::new()), sector: ss as u64 };
+    let mut io = CacheIo {
+        cache: cache.clone(),
+        pos: 0,
+        read_only: false,
+        patches: Arc::new(BTreeMap::new()),
+        sector: ss as u64,
+    };
     fatfs::format_volume(&mut io, fo)?;
     cache.flush()?;
     Ok(())
@@ -553,7 +560,10 @@ fn split_parent(path: &str) -> (&str, &str) {
 }
 
 /// The entry `name` of `dir`, if any.
-fn lookup<'a>(dir: &FatDir<'a>, name: &str) -> Result<Option<fatfs::DirEntry<'a, CacheIo, FatTime, fatfs::LossyOemCpConverter>>, FsError> {
+fn lookup<'a>(
+    dir: &FatDir<'a>,
+    name: &str,
+) -> Result<Option<fatfs::DirEntry<'a, CacheIo, FatTime, fatfs::LossyOemCpConverter>>, FsError> {
     for e in dir.iter() {
         let e = e?;
         if e.eq_name(name) {
@@ -579,7 +589,15 @@ fn open_dir<'a>(fs: &'a Fs, path: &str) -> Result<FatDir<'a>, FsError> {
 fn stat_entry(fs: &Fs, path: &str, read_only: bool) -> Result<Stat, FsError> {
     let dir_mode = if read_only { 0o555 } else { 0o755 };
     if path.is_empty() {
-        return Ok(Stat { kind: FileKind::Dir, size: 0, mode: 0o040_000 | dir_mode, allocated: 0, mtime: 0, atime: 0, ctime: 0 });
+        return Ok(Stat {
+            kind: FileKind::Dir,
+            size: 0,
+            mode: 0o040_000 | dir_mode,
+            allocated: 0,
+            mtime: 0,
+            atime: 0,
+            ctime: 0,
+        });
     }
     let (parent, name) = split_parent(path);
     let pdir = open_dir(fs, parent)?;
@@ -637,7 +655,11 @@ impl Datastore {
     /// Mounts the FAT volume on `cache`'s device: checks the boot sector
     /// and the FAT, repairs or falls back to read-only, opens the journal
     /// and replays a pending replace.
-    pub fn mount(cache: Arc<BlockCache>, clock: Arc<dyn WallClock>, opts: MountOptions) -> Result<Datastore, MountError> {
+    pub fn mount(
+        cache: Arc<BlockCache>,
+        clock: Arc<dyn WallClock>,
+        opts: MountOptions,
+    ) -> Result<Datastore, MountError> {
         let mut log = Vec::new();
         let ss = cache.device().sector_size().max(512) as usize;
         let mut bs = vec![0u8; ss];
@@ -667,7 +689,10 @@ impl Datastore {
                     cache.write(*off, b).map_err(MountError::Io)?;
                 }
                 cache.flush().map_err(MountError::Io)?;
-                log.push(format!("repaired: {} chain(s) cut at the bad link (end of chain written to every FAT)", report.repairs.len()));
+                log.push(format!(
+                    "repaired: {} chain(s) cut at the bad link (end of chain written to every FAT)",
+                    report.repairs.len()
+                ));
             } else {
                 read_only = true;
                 // Cut the chains in memory only, per sector.
@@ -687,7 +712,9 @@ impl Datastore {
                         entry[(at - base) as usize] = *byte;
                     }
                 }
-                log.push(String::from("mounted read-only: the FAT is inconsistent and repair is off (bad chains cut in memory only)"));
+                log.push(String::from(
+                    "mounted read-only: the FAT is inconsistent and repair is off (bad chains cut in memory only)",
+                ));
             }
         }
         // After an unclean shutdown (or a damaged FAT), make the FAT copies
@@ -782,28 +809,28 @@ impl Datastore {
         let root = fs.root_dir();
         let existing = lookup(&root, JOURNAL_NAME)?;
         let (extents, total, size) = {
-        let mut file = match existing {
-            Some(e) if e.is_file() && e.len() >= journal::HEADER as u64 + 512 => e.to_file(),
-            Some(_) => return Err(FsError::Corrupt),
-            None => {
-                if self.read_only || cap < 4096 {
-                    return if cap < 4096 { Err(FsError::NoSpace) } else { Ok(()) };
+            let mut file = match existing {
+                Some(e) if e.is_file() && e.len() >= journal::HEADER as u64 + 512 => e.to_file(),
+                Some(_) => return Err(FsError::Corrupt),
+                None => {
+                    if self.read_only || cap < 4096 {
+                        return if cap < 4096 { Err(FsError::NoSpace) } else { Ok(()) };
+                    }
+                    let mut f = root.create_file(JOURNAL_NAME)?;
+                    extend_with_zeros(&mut f, 0, cap as u64)?;
+                    f.flush()?;
+                    f
                 }
-                let mut f = root.create_file(JOURNAL_NAME)?;
-                extend_with_zeros(&mut f, 0, cap as u64)?;
-                f.flush()?;
-                f
+            };
+            let mut extents = Vec::new();
+            let mut total = 0u64;
+            for x in file.extents() {
+                let x = x?;
+                extents.push((x.offset, x.size as u64));
+                total += x.size as u64;
             }
-        };
-        let mut extents = Vec::new();
-        let mut total = 0u64;
-        for x in file.extents() {
-            let x = x?;
-            extents.push((x.offset, x.size as u64));
-            total += x.size as u64;
-        }
-        let size = file.size().unwrap_or(0) as u64;
-        (extents, total, size)
+            let size = file.size().unwrap_or(0) as u64;
+            (extents, total, size)
         };
         drop(root);
         self.cache.flush()?;
@@ -1001,7 +1028,8 @@ impl Datastore {
         };
         self.cache.flush()?;
         self.journal_seq += 1;
-        let intent = Intent { seq: self.journal_seq, from: from.to_string(), to: to.to_string(), mtime: mtime as u32, data };
+        let intent =
+            Intent { seq: self.journal_seq, from: from.to_string(), to: to.to_string(), mtime: mtime as u32, data };
         let Some(area) = self.journal.clone() else { return Err(FsError::Io(BlockError::Io)) };
         area.write(&self.cache, &journal::encode(&intent))?;
         self.cache.flush()?;
@@ -1134,7 +1162,11 @@ impl Datastore {
         self.vol.borrow_dependent().handles.get(&h.0).map(|i| i.path.as_str())
     }
 
-    fn with_node<R>(&mut self, h: Handle, f: impl FnOnce(&mut FatFile<'_>, &HandleInfo) -> Result<R, FsError>) -> Result<R, FsError> {
+    fn with_node<R>(
+        &mut self,
+        h: Handle,
+        f: impl FnOnce(&mut FatFile<'_>, &HandleInfo) -> Result<R, FsError>,
+    ) -> Result<R, FsError> {
         self.vol.with_dependent_mut(|_, files| {
             let info = files.handles.get(&h.0).ok_or(FsError::BadHandle)?;
             if info.dir {
