@@ -16,6 +16,9 @@
 //! - A file that is open cannot be renamed over or removed
 //!   ([`FsError::Busy`], EBUSY), as on VMFS: FAT has no inodes to keep an
 //!   unlinked file alive.
+//! - A new name must start with an ASCII character: the fatfs crate's
+//!   short-name generator panics on others, so they are refused with
+//!   [`FsError::Invalid`] (such names made elsewhere are read normally).
 //! - Directory times cannot be set (the crate offers no directory entry
 //!   editor); [`Datastore::set_times`] on a directory changes nothing.
 //!
@@ -544,6 +547,19 @@ fn components(path: &str) -> Result<Vec<&str>, FsError> {
     Ok(parts)
 }
 
+/// Whether fatfs can make a new entry called `name`: its short-name
+/// generator slices the name at byte 1 and panics when the first character
+/// is not ASCII, so such names are refused (existing ones still work).
+/// Characters FAT's long names cannot hold are refused here too, before
+/// fatfs allocates anything (it would leak the new directory's cluster).
+fn creatable(name: &str) -> Result<(), FsError> {
+    let bad = |c: char| (c as u32) < 0x20 || "\"*/:<>?\\|".contains(c);
+    match name.chars().next() {
+        Some(c) if c.is_ascii() && !name.chars().any(bad) => Ok(()),
+        _ => Err(FsError::Invalid),
+    }
+}
+
 fn norm(path: &str) -> Result<String, FsError> {
     Ok(components(path)?.join("/"))
 }
@@ -617,6 +633,19 @@ fn stat_entry(fs: &Fs, path: &str, read_only: bool) -> Result<Stat, FsError> {
         atime: fat_date_to_unix(&e.accessed()),
         ctime: fat_to_unix(&e.created()),
     })
+}
+
+/// A (non-root) directory's first cluster, from its `.` entry.
+fn dir_first_cluster(dir: &FatDir<'_>) -> Result<u32, FsError> {
+    let mut f = dir.as_file().ok_or(FsError::Corrupt)?.clone();
+    f.seek(SeekFrom::Start(0))?;
+    let mut e = [0u8; 32];
+    f.read_exact(&mut e)?;
+    if &e[0..11] != b".          " {
+        return Err(FsError::Corrupt);
+    }
+    let c = (u16::from_le_bytes([e[20], e[21]]) as u32) << 16 | u16::from_le_bytes([e[26], e[27]]) as u32;
+    if c < 2 { Err(FsError::Corrupt) } else { Ok(c) }
 }
 
 fn read_all(file: &mut FatFile<'_>) -> Result<Vec<u8>, FsError> {
@@ -910,6 +939,7 @@ impl Datastore {
         if lookup(&pdir, name)?.is_some() {
             return Err(FsError::Exists);
         }
+        creatable(name)?;
         pdir.create_dir(name)?;
         Ok(())
     }
@@ -939,15 +969,14 @@ impl Datastore {
         if Self::is_internal(&path) {
             return Err(FsError::Denied);
         }
-        if self.is_open(&path) {
-            return Err(FsError::Busy);
-        }
+        let busy = self.is_open(&path);
         let fs = self.vol.borrow_owner();
         let (parent, name) = split_parent(&path);
         let pdir = open_dir(fs, parent)?;
         match lookup(&pdir, name)? {
             None => Err(FsError::NotFound),
             Some(e) if e.is_dir() => Err(FsError::IsDir),
+            Some(_) if busy => Err(FsError::Busy),
             Some(_) => Ok(pdir.remove(name)?),
         }
     }
@@ -972,6 +1001,7 @@ impl Datastore {
                 return Ok(());
             }
             // A change of case only: FAT's rename handles it in place.
+            creatable(split_parent(&to).1)?;
             let fs = self.vol.borrow_owner();
             let (parent, name) = split_parent(&from);
             let (_, new_name) = split_parent(&to);
@@ -992,6 +1022,7 @@ impl Datastore {
         };
         // The destination's parent must exist (and be a directory).
         open_dir(self.vol.borrow_owner(), split_parent(&to).0)?;
+        creatable(split_parent(&to).1)?;
         match (&src.kind, dst.as_ref().map(|d| d.kind)) {
             (FileKind::File, Some(FileKind::Dir)) => return Err(FsError::IsDir),
             (FileKind::Dir, Some(FileKind::File)) => return Err(FsError::NotDir),
@@ -1014,6 +1045,15 @@ impl Datastore {
         let fdir = open_dir(fs, fp)?;
         let tdir = open_dir(fs, tp)?;
         fdir.rename(fname, &tdir, tn)?;
+        if src.kind == FileKind::Dir && key_of(fp) != key_of(tp) {
+            // fatfs moves the entry but leaves the directory's `..` naming
+            // its old parent; point it at the new one (0 is the root).
+            let moved = dir_first_cluster(&open_dir(fs, &to)?)?;
+            let parent = if tp.is_empty() { 0 } else { dir_first_cluster(&tdir)? };
+            let at = self.geometry.cluster_offset(moved) + 32;
+            self.cache.write(at + 20, &((parent >> 16) as u16).to_le_bytes())?;
+            self.cache.write(at + 26, &(parent as u16).to_le_bytes())?;
+        }
         Ok(())
     }
 
@@ -1048,7 +1088,10 @@ impl Datastore {
         let mut f = match lookup(&tdir, tn)? {
             Some(e) if e.is_dir() => return Err(FsError::IsDir),
             Some(e) => e.to_file(),
-            None => tdir.create_file(tn)?,
+            None => {
+                creatable(tn)?;
+                tdir.create_file(tn)?
+            }
         };
         f.seek(SeekFrom::Start(0))?;
         f.truncate()?;
@@ -1118,7 +1161,10 @@ impl Datastore {
                 let pdir = open_dir(fs, parent)?;
                 let file = match lookup(&pdir, name)? {
                     Some(e) => e.to_file(),
-                    None => pdir.create_file(name)?,
+                    None => {
+                        creatable(name)?;
+                        pdir.create_file(name)?
+                    }
                 };
                 files.nodes.insert(key.clone(), Node { file, refs: 0 });
             }
