@@ -353,6 +353,41 @@ type FatDir<'a> = fatfs::Dir<'a, CacheIo, FatTime, fatfs::LossyOemCpConverter>;
 struct Node<'a> {
     file: FatFile<'a>,
     refs: u32,
+    /// Where the file's bytes are on the volume, built on the first read
+    /// and dropped by any write or truncate: reads at random offsets then
+    /// cost a binary search instead of a walk down the cluster chain.
+    map: Option<Vec<Run>>,
+}
+
+/// `len` bytes of a file at `file_off` live at volume byte `disk_off`.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    file_off: u64,
+    disk_off: u64,
+    len: u64,
+}
+
+/// The runs of a file's clusters, adjacent clusters merged.
+fn build_map(file: &mut FatFile<'_>) -> Result<Vec<Run>, FsError> {
+    let size = file.size().unwrap_or(0) as u64;
+    let mut runs: Vec<Run> = Vec::new();
+    let mut covered = 0u64;
+    for x in file.extents() {
+        if covered >= size {
+            break;
+        }
+        let x = x?;
+        let len = (x.size as u64).min(size - covered);
+        if len == 0 {
+            break;
+        }
+        match runs.last_mut() {
+            Some(r) if r.disk_off + r.len == x.offset => r.len += len,
+            _ => runs.push(Run { file_off: covered, disk_off: x.offset, len }),
+        }
+        covered += len;
+    }
+    Ok(runs)
 }
 
 struct HandleInfo {
@@ -1166,10 +1201,11 @@ impl Datastore {
                         pdir.create_file(name)?
                     }
                 };
-                files.nodes.insert(key.clone(), Node { file, refs: 0 });
+                files.nodes.insert(key.clone(), Node { file, refs: 0, map: None });
             }
             let Some(node) = files.nodes.get_mut(&key) else { return Err(FsError::BadHandle) };
             if truncate {
+                node.map = None;
                 node.file.seek(SeekFrom::Start(0))?;
                 node.file.truncate()?;
             }
@@ -1211,7 +1247,7 @@ impl Datastore {
     fn with_node<R>(
         &mut self,
         h: Handle,
-        f: impl FnOnce(&mut FatFile<'_>, &HandleInfo) -> Result<R, FsError>,
+        f: impl FnOnce(&mut Node<'_>, &HandleInfo) -> Result<R, FsError>,
     ) -> Result<R, FsError> {
         self.vol.with_dependent_mut(|_, files| {
             let info = files.handles.get(&h.0).ok_or(FsError::BadHandle)?;
@@ -1219,26 +1255,48 @@ impl Datastore {
                 return Err(FsError::IsDir);
             }
             let node = files.nodes.get_mut(&info.key).ok_or(FsError::BadHandle)?;
-            f(&mut node.file, info)
+            f(node, info)
         })
     }
 
     pub fn size(&mut self, h: Handle) -> Result<u64, FsError> {
-        self.with_node(h, |f, _| Ok(f.size().unwrap_or(0) as u64))
+        self.with_node(h, |n, _| Ok(n.file.size().unwrap_or(0) as u64))
     }
 
     /// Reads at `offset`; returns the bytes read (0 at or past the end).
     pub fn read_at(&mut self, h: Handle, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
-        self.with_node(h, |f, info| {
+        let cache = self.cache.clone();
+        let patched = self.read_only;
+        self.with_node(h, |node, info| {
             if !info.read {
                 return Err(FsError::BadHandle);
             }
+            let f = &mut node.file;
             let size = f.size().unwrap_or(0) as u64;
             if offset >= size || buf.is_empty() {
                 return Ok(0);
             }
-            f.seek(SeekFrom::Start(offset))?;
             let want = (size - offset).min(buf.len() as u64) as usize;
+            // Straight from the cache through the run map (not on a
+            // read-only mount, whose repairs live in fatfs's view only).
+            if !patched {
+                if node.map.is_none() {
+                    node.map = Some(build_map(f)?);
+                }
+                let runs = node.map.as_deref().unwrap_or(&[]);
+                let mut done = 0usize;
+                while done < want {
+                    let pos = offset + done as u64;
+                    let i = runs.partition_point(|r| r.file_off + r.len <= pos);
+                    let Some(r) = runs.get(i).filter(|r| r.file_off <= pos) else { break };
+                    let n = ((r.file_off + r.len - pos) as usize).min(want - done);
+                    cache.read(r.disk_off + (pos - r.file_off), &mut buf[done..done + n])?;
+                    done += n;
+                }
+                if done == want {
+                    return Ok(done);
+                }
+            }
             let mut done = 0;
             while done < want {
                 let n = f.read(&mut buf[done..want])?;
@@ -1259,10 +1317,12 @@ impl Datastore {
         if self.read_only {
             return Err(FsError::ReadOnly);
         }
-        self.with_node(h, |f, info| {
+        self.with_node(h, |node, info| {
             if !info.write {
                 return Err(FsError::BadHandle);
             }
+            node.map = None;
+            let f = &mut node.file;
             let size = f.size().unwrap_or(0) as u64;
             let pos = if info.append { size } else { offset };
             if buf.is_empty() {
@@ -1297,10 +1357,12 @@ impl Datastore {
         if len > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
-        self.with_node(h, |f, info| {
+        self.with_node(h, |node, info| {
             if !info.write {
                 return Err(FsError::BadHandle);
             }
+            node.map = None;
+            let f = &mut node.file;
             let size = f.size().unwrap_or(0) as u64;
             if len < size {
                 f.seek(SeekFrom::Start(len))?;
@@ -1355,7 +1417,7 @@ impl Datastore {
     pub fn fsync(&mut self, h: Handle) -> Result<(), FsError> {
         let is_dir = self.vol.borrow_dependent().handles.get(&h.0).ok_or(FsError::BadHandle)?.dir;
         if !is_dir && !self.read_only {
-            self.with_node(h, |f, _| Ok(f.flush()?))?;
+            self.with_node(h, |n, _| Ok(n.file.flush()?))?;
         }
         if !self.read_only {
             self.cache.flush()?;
