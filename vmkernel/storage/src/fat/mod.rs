@@ -696,6 +696,14 @@ fn read_all(file: &mut FatFile<'_>) -> Result<Vec<u8>, FsError> {
     }
 }
 
+/// Cuts a file back to `size` after a failed extension (best effort: the
+/// error that made it necessary is what the caller reports).
+fn shrink_back(file: &mut FatFile<'_>, size: u64) {
+    if file.size().unwrap_or(0) as u64 > size && file.seek(SeekFrom::Start(size)).is_ok() {
+        let _ = file.truncate();
+    }
+}
+
 /// Writes zeros from the end of `file` up to `to` (FAT has no holes).
 fn extend_with_zeros(file: &mut FatFile<'_>, size: u64, to: u64) -> Result<(), FsError> {
     if to <= size {
@@ -1332,21 +1340,25 @@ impl Datastore {
                 return Err(FsError::FileTooBig);
             }
             let len = (MAX_FILE_SIZE - pos).min(buf.len() as u64) as usize;
-            extend_with_zeros(f, size, pos)?;
-            f.seek(SeekFrom::Start(pos))?;
-            let mut done = 0;
-            while done < len {
-                match f.write(&buf[done..len]) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(fatfs::Error::NotEnoughSpace) if done > 0 => break,
-                    Err(e) => return Err(e.into()),
+            // A write that stores nothing leaves the file as it was: the
+            // gap filled with zeros is taken back.
+            let written = extend_with_zeros(f, size, pos).and_then(|()| {
+                f.seek(SeekFrom::Start(pos))?;
+                let mut done = 0;
+                while done < len {
+                    match f.write(&buf[done..len]) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(fatfs::Error::NotEnoughSpace) if done > 0 => break,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
+                if done == 0 { Err(FsError::NoSpace) } else { Ok(done) }
+            });
+            if written.is_err() {
+                shrink_back(f, size);
             }
-            if done == 0 {
-                return Err(FsError::NoSpace);
-            }
-            Ok(done)
+            written
         })
     }
 
@@ -1369,7 +1381,11 @@ impl Datastore {
                 f.truncate()?;
                 Ok(())
             } else {
-                extend_with_zeros(f, size, len)
+                let r = extend_with_zeros(f, size, len);
+                if r.is_err() {
+                    shrink_back(f, size);
+                }
+                r
             }
         })
     }
