@@ -222,10 +222,6 @@ fn random_file_calls_agree_with_a_model_and_leave_a_clean_volume() {
     random_calls_run(1..4, 400);
 }
 
-/// Open finding: seed 147 on FAT32 fails after ~2,000 calls — a file deep
-/// in a repeatedly moved directory tree is not found after remount while
-/// fsck.fat finds the volume clean (a directory-move bug or a model bug;
-/// not yet isolated).
 #[test]
 #[ignore]
 fn random_file_calls_long() {
