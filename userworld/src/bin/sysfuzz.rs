@@ -33,7 +33,9 @@ const HIST: usize = 135;
 /// the mappings and files it leaked are given back regularly).
 const WORKER_CALLS: u64 = 2500;
 /// A worker whose calls make no progress this long is killed.
-const HANG_KILL: Duration = Duration::from_secs(5);
+const HANG_KILL: Duration = Duration::from_secs(2);
+/// A killed worker still there after this long survived SIGKILL.
+const UNKILLABLE: Duration = Duration::from_secs(10);
 /// A thread stuck in one call this long is interrupted with SIGUSR1.
 const NUDGE_AFTER: Duration = Duration::from_millis(30);
 const ARENA_PAGES: usize = 16;
@@ -48,6 +50,9 @@ struct Shared {
     completed: AtomicU64,
     hist: [AtomicU64; HIST],
     heartbeat: [AtomicU64; MAX_WORKERS],
+    /// The call each thread is in (number + 1; 0 = none), for reports.
+    current: [[AtomicU64; MAX_THREADS]; MAX_WORKERS],
+    args: [[[AtomicU64; 6]; MAX_THREADS]; MAX_WORKERS],
 }
 
 /// System calls Mantle implements: drawn twice as often as the rest.
@@ -353,7 +358,12 @@ fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6]) {
         let (n, a) = c.call();
         // SAFETY: arguments made by `Caller::call`: addresses are the
         // arena's or hostile, never this worker's live memory.
+        for (slot, v) in w.shared.args[w.slot][idx].iter().zip(a) {
+            slot.store(v, Ordering::Relaxed);
+        }
+        w.shared.current[w.slot][idx].store(n + 1, Ordering::Relaxed);
         let r = unsafe { if CLONE_LIKE.contains(&n) { raw_clone_like(n, a) } else { raw(n, a) } };
+        w.shared.current[w.slot][idx].store(0, Ordering::Relaxed);
         let bucket = if (-4095..0).contains(&r) { ((-r) as usize).min(HIST - 1) } else { 0 };
         w.shared.hist[bucket].fetch_add(1, Ordering::Relaxed);
         w.shared.completed.fetch_add(1, Ordering::Relaxed);
@@ -487,9 +497,13 @@ fn main() {
     let start = Instant::now();
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() } as i64;
-    let mut slots: Vec<Option<(i32, u64, Instant)>> = vec![None; workers];
+    // Per slot: worker pid, last heartbeat, since when, SIGKILLs sent.
+    let mut slots: Vec<Option<(i32, u64, Instant, u32)>> = vec![None; workers];
+    let mut unkillable: Vec<i32> = Vec::new();
     let (mut generation, mut deaths, mut hung) = (0u64, 0u64, 0u64);
     let mut signals = std::collections::BTreeMap::<i32, u64>::new();
+    // System calls that a SIGUSR1 did not get out of: number -> times.
+    let mut stuck = std::collections::BTreeMap::<u64, u64>::new();
     loop {
         // Reap workers (and any stray children that were re-parented here).
         loop {
@@ -499,7 +513,8 @@ fn main() {
             if pid <= 0 {
                 break;
             }
-            if let Some(s) = slots.iter_mut().find(|s| s.is_some_and(|(p, _, _)| p == pid)) {
+            unkillable.retain(|&p| p != pid);
+            if let Some(s) = slots.iter_mut().find(|s| s.is_some_and(|(p, _, _, _)| p == pid)) {
                 *s = None;
                 if libc::WIFSIGNALED(st) {
                     deaths += 1;
@@ -519,25 +534,44 @@ fn main() {
                 None if !done => {
                     generation += 1;
                     shared.heartbeat[i].store(0, Ordering::Relaxed);
+                    for t in &shared.current[i] {
+                        t.store(0, Ordering::Relaxed);
+                    }
                     // SAFETY: this process is single-threaded, so the child may run Rust code.
                     let pid = unsafe { libc::fork() };
                     if pid == 0 {
                         worker(shared, i, mix(seed, generation), calls, threads, me);
                     }
                     if pid > 0 {
-                        *s = Some((pid, 0, Instant::now()));
+                        *s = Some((pid, 0, Instant::now(), 0));
                     }
                 }
-                Some((pid, beat, since)) => {
+                Some((pid, beat, since, kills)) => {
                     let now = shared.heartbeat[i].load(Ordering::Relaxed);
                     if now != *beat {
                         *beat = now;
                         *since = Instant::now();
-                    } else if since.elapsed() > HANG_KILL {
+                    } else if *kills == 0 && since.elapsed() > HANG_KILL {
                         hung += 1;
+                        let mut calls = Vec::new();
+                        for (t, args) in shared.current[i].iter().zip(&shared.args[i]) {
+                            let n = t.swap(0, Ordering::Relaxed);
+                            if n > 0 {
+                                *stuck.entry(n - 1).or_default() += 1;
+                                let a: Vec<String> = args.iter().map(|v| format!("{:#x}", v.load(Ordering::Relaxed))).collect();
+                                calls.push(format!("{}({})", n - 1, a.join(", ")));
+                            }
+                        }
+                        println!("sysfuzz: worker {pid} stuck in {}: SIGKILL", calls.join(" "));
                         // SAFETY: kills our own worker process.
                         unsafe { libc::kill(*pid, libc::SIGKILL) };
+                        *kills = 1;
                         *since = Instant::now();
+                    } else if *kills > 0 && since.elapsed() > UNKILLABLE {
+                        // SIGKILL must always end a process: this is a kernel bug.
+                        println!("sysfuzz: worker {pid} survives SIGKILL for {} s", UNKILLABLE.as_secs());
+                        unkillable.push(*pid);
+                        *s = None;
                     }
                 }
                 None => {}
@@ -553,10 +587,16 @@ fn main() {
     errs.sort_by(|a, b| b.cmp(a));
     let errs: Vec<String> = errs.iter().map(|(n, e)| format!("{}={n}", errno_name(*e))).collect();
     let sigs: Vec<String> = signals.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    let stuck: Vec<String> = stuck.iter().map(|(s, n)| format!("{s}={n}")).collect();
     println!(
-        "sysfuzz: calls {issued} completed {completed} ok {ok} worker-deaths {deaths} (signals {}) hung {hung} workers-started {generation} seconds {} errno {}",
+        "sysfuzz: calls {issued} completed {completed} ok {ok} worker-deaths {deaths} (signals {}) hung {hung} (stuck in {}) workers-started {generation} seconds {} errno {}",
         sigs.join(","),
+        stuck.join(","),
         start.elapsed().as_secs(),
         errs.join(",")
     );
+    if !unkillable.is_empty() {
+        println!("sysfuzz: FAILED: workers {unkillable:?} survived SIGKILL");
+        std::process::exit(1);
+    }
 }
