@@ -33,9 +33,9 @@ const HIST: usize = 135;
 /// the mappings and files it leaked are given back regularly).
 const WORKER_CALLS: u64 = 2500;
 /// A worker whose calls make no progress this long is killed.
-const HANG_KILL: Duration = Duration::from_secs(2);
+const HANG_KILL: Duration = Duration::from_secs(10);
 /// A killed worker still there after this long survived SIGKILL.
-const UNKILLABLE: Duration = Duration::from_secs(10);
+const UNKILLABLE: Duration = Duration::from_secs(30);
 /// A thread stuck in one call this long is interrupted with SIGUSR1.
 const NUDGE_AFTER: Duration = Duration::from_millis(30);
 const ARENA_PAGES: usize = 16;
@@ -241,6 +241,20 @@ impl Arena {
         at
     }
 
+    /// A signal-mask pointer whose mask (if it is in the arena) leaves
+    /// SIGUSR1 unblocked; the read-only page becomes an arena copy.
+    fn unblock_usr1(&self, set: u64) -> u64 {
+        let set = if set >= self.ro && set < self.ro + PAGE { self.base + (set - self.ro) } else { set };
+        if set >= self.base && set.saturating_add(8) <= self.end() {
+            // SAFETY: eight bytes inside the arena's writable pages.
+            unsafe {
+                let p = set as *mut u64;
+                p.write_unaligned(p.read_unaligned() & !(1u64 << (libc::SIGUSR1 - 1)));
+            }
+        }
+        set
+    }
+
     /// An address for the address-space calls: arena pages (aligned or
     /// not), the guard pages, or a hostile address.
     fn region(&self, rng: &mut Rng) -> u64 {
@@ -320,8 +334,11 @@ impl Caller {
             }
             // ARCH_SET_FS would pull thread-local storage away: ask ARCH_GET_FS instead.
             158 if a[0] == 0x1002 => a[0] = 0x1003,
-            // rt_sigaction on SIGUSR1 would disable the watchdog's nudges.
+            // rt_sigaction on SIGUSR1 would disable the watchdog's nudges,
+            // and so would a mask that blocks it.
             13 if a[0] == libc::SIGUSR1 as u64 => a[0] = libc::SIGUSR2 as u64,
+            14 => a[1] = self.arena.unblock_usr1(a[1]),
+            130 => a[0] = self.arena.unblock_usr1(a[0]),
             59 | 322 => {
                 let i = if n == 59 { 0 } else { 1 };
                 a[i] = self.arena.path(r);

@@ -132,7 +132,7 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
             if child.vfork_released.load(Ordering::Acquire) {
                 break;
             }
-            if io_wait::wait(seen, None) == Woken::Signal && signal::kill_pending() {
+            if io_wait::wait_for_event(seen) == Woken::Signal {
                 // Still must not run on the shared stack: keep waiting, but
                 // let SIGKILL through — on the way out of the system call,
                 // where nothing on this stack holds the process any more.
