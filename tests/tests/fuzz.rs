@@ -60,7 +60,10 @@ fn fuzz_and_check(name: &str, seed: u64, calls: u64, timeout: Duration) {
     let before = HostMemory::parse(&run(&mut c, HostMemory::COMMAND)).expect("memory figures");
     sysfuzz(&mut c, seed, calls, timeout);
     // Reaped zombies and closed files may need a moment to be given back.
-    run(&mut c, "sleep 1");
+    // Anything the workers left outside their scratch directory would hold
+    // memory legitimately: show it.
+    let left = run(&mut c, "sleep 1; ls -A /tmp /root; ps | wc -l");
+    eprintln!("after sysfuzz: {left}");
     let after = HostMemory::parse(&run(&mut c, HostMemory::COMMAND)).expect("memory figures");
     eprintln!("host memory before/after {calls} random system calls: {before:?} / {after:?}");
     let log = c.log();

@@ -42,6 +42,10 @@ const ARENA_PAGES: usize = 16;
 const PAGE: u64 = 4096;
 const NOBODY: u32 = 65534;
 const SCRATCH: &str = "/tmp/sysfuzz";
+/// The workers' working directory: deep enough that a few chdir("..")
+/// keep them inside SCRATCH (files they create elsewhere would outlive the
+/// run and look like a kernel leak); they also return to it regularly.
+const WORKDIR: &std::ffi::CStr = c"/tmp/sysfuzz/w/x/y/z";
 
 /// Counters shared by the coordinator and all workers (one MAP_SHARED page).
 #[repr(C)]
@@ -385,6 +389,10 @@ fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6]) {
         w.shared.hist[bucket].fetch_add(1, Ordering::Relaxed);
         w.shared.completed.fetch_add(1, Ordering::Relaxed);
         w.progress[idx].fetch_add(1, Ordering::Relaxed);
+        if c.rng.below(16) == 0 {
+            // SAFETY: chdir to a valid C string.
+            unsafe { libc::chdir(WORKDIR.as_ptr()) };
+        }
         if c.rng.below(64) == 0 {
             let p = c.arena.base + c.rng.below(ARENA_PAGES as u64) * PAGE;
             c.arena.fill(&mut c.rng, p, PAGE as usize);
@@ -409,7 +417,7 @@ fn worker(shared: &'static Shared, slot: usize, seed: u64, calls: u64, threads: 
         if null > 2 {
             libc::close(null);
         }
-        libc::chdir(c"/tmp/sysfuzz".as_ptr());
+        libc::chdir(WORKDIR.as_ptr());
         libc::setgroups(0, std::ptr::null());
         if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 || libc::getuid() != NOBODY {
             libc::_exit(3);
@@ -494,15 +502,17 @@ fn main() {
     let workers = num(3).unwrap_or(4).clamp(1, MAX_WORKERS as u64) as usize;
     let threads = num(4).unwrap_or(3).clamp(1, MAX_THREADS as u64) as usize;
     let _ = std::fs::remove_dir_all(SCRATCH);
-    if let Err(e) = std::fs::create_dir(SCRATCH) {
+    if let Err(e) = std::fs::create_dir_all(WORKDIR.to_str().unwrap_or(SCRATCH)) {
         eprintln!("sysfuzz: {SCRATCH}: {e}");
         std::process::exit(1);
     }
     // SAFETY: valid C strings and ids; a shared anonymous mapping of one
     // zeroed `Shared` (all-zero atomics are valid), never unmapped.
     let shared: &'static Shared = unsafe {
-        libc::chown(c"/tmp/sysfuzz".as_ptr(), NOBODY, NOBODY);
-        libc::chmod(c"/tmp/sysfuzz".as_ptr(), 0o777);
+        for d in [c"/tmp/sysfuzz", c"/tmp/sysfuzz/w", c"/tmp/sysfuzz/w/x", c"/tmp/sysfuzz/w/x/y", WORKDIR] {
+            libc::chown(d.as_ptr(), NOBODY, NOBODY);
+            libc::chmod(d.as_ptr(), 0o777);
+        }
         let m = libc::mmap(std::ptr::null_mut(), std::mem::size_of::<Shared>(), libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0);
         if m == libc::MAP_FAILED {
             eprintln!("sysfuzz: no shared memory");
