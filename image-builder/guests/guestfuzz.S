@@ -20,9 +20,12 @@
  * iteration and its timer armed, so a ring-3 loop always ends.
  *
  * The command line: the first decimal number is the iteration count
- * (default 10000); the whole string seeds the generator. Every 1000
+ * (default 10000); the whole string seeds the generator. Every 100
  * iterations and at the end it prints `guestfuzz: iterations N executed E
- * faults F interrupts I` on COM1; at the end debug-exit 0x10.
+ * faults F interrupts I` on COM1; at the end debug-exit 0x10. A random
+ * instruction whose MMIO access the VMM cannot emulate stops the VM (as
+ * KVM stops a guest on an emulation failure): the last line says how far
+ * it got.
  */
         .code32
         .set MB_MAGIC, 0x1badb002
@@ -251,15 +254,14 @@ main_loop:
         mov iter, %eax
         cmp count, %eax
         jae finish
-        incl iter
-        mov iter, %eax
         xor %edx, %edx
-        mov $1000, %ecx
+        mov $100, %ecx
         div %ecx
         test %edx, %edx
         jnz 1f
         call report_line
-1:      call rearm
+1:      incl iter
+        call rearm
         call rand
         test $3, %eax
         jnz 2f
@@ -563,7 +565,12 @@ ring3_insn:
         jmp 8f
 6:      cmp $4, %ebx
         jne 7f
-        and $0xfff, %eax                /* one of the MMIO pages */
+        test $0x3000, %eax              /* 1 in 4 of these (a VMM stops */
+        jz 60f                          /* a VM whose MMIO access cannot */
+        and $0x3ffff, %eax              /* be emulated, as KVM does) */
+        add $UDATA, %eax
+        jmp 8f
+60:     and $0xfff, %eax                /* one of the MMIO pages */
         test $0x100, %eax
         jz 61f
         add $IOAPIC, %eax
