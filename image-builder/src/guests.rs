@@ -191,6 +191,11 @@ pub fn bench() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     assemble("bench.S", &[(1, "bench-cpuid.elf"), (2, "bench-work.elf")])
 }
 
+/// The guest fuzzer (`image-builder/guests/guestfuzz.S`).
+pub fn fuzz() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    assemble("guestfuzz.S", &[(1, "guestfuzz.elf")])
+}
+
 /// The guests in every image, under /usr/lib/mantle/guests/.
 pub fn all() -> Vec<(&'static str, Vec<u8>)> {
     vec![
@@ -222,7 +227,7 @@ mod tests {
 
     #[test]
     fn assembled_guests_are_multiboot_elf32() {
-        for (name, img) in hostile().unwrap().into_iter().chain(bench().unwrap()) {
+        for (name, img) in hostile().unwrap().into_iter().chain(bench().unwrap()).chain(fuzz().unwrap()) {
             assert_eq!(&img[..5], b"\x7fELF\x01", "{name}: ELF32");
             let at = (0..8192).step_by(4).find(|&i| img[i..i + 4] == 0x1bad_b002u32.to_le_bytes()).expect("Multiboot header");
             let w = |i: usize| u32::from_le_bytes(img[at + i * 4..at + i * 4 + 4].try_into().unwrap());

@@ -33,13 +33,19 @@ const HIST: usize = 135;
 /// the mappings and files it leaked are given back regularly).
 const WORKER_CALLS: u64 = 2500;
 /// A worker whose calls make no progress this long is killed.
-const HANG_KILL: Duration = Duration::from_secs(5);
+const HANG_KILL: Duration = Duration::from_secs(10);
+/// A killed worker still there after this long survived SIGKILL.
+const UNKILLABLE: Duration = Duration::from_secs(30);
 /// A thread stuck in one call this long is interrupted with SIGUSR1.
 const NUDGE_AFTER: Duration = Duration::from_millis(30);
 const ARENA_PAGES: usize = 16;
 const PAGE: u64 = 4096;
 const NOBODY: u32 = 65534;
 const SCRATCH: &str = "/tmp/sysfuzz";
+/// The workers' working directory: deep enough that a few chdir("..")
+/// keep them inside SCRATCH (files they create elsewhere would outlive the
+/// run and look like a kernel leak); they also return to it regularly.
+const WORKDIR: &std::ffi::CStr = c"/tmp/sysfuzz/w/x/y/z";
 
 /// Counters shared by the coordinator and all workers (one MAP_SHARED page).
 #[repr(C)]
@@ -48,6 +54,9 @@ struct Shared {
     completed: AtomicU64,
     hist: [AtomicU64; HIST],
     heartbeat: [AtomicU64; MAX_WORKERS],
+    /// The call each thread is in (number + 1; 0 = none), for reports.
+    current: [[AtomicU64; MAX_THREADS]; MAX_WORKERS],
+    args: [[[AtomicU64; 6]; MAX_THREADS]; MAX_WORKERS],
 }
 
 /// System calls Mantle implements: drawn twice as often as the rest.
@@ -236,6 +245,20 @@ impl Arena {
         at
     }
 
+    /// A signal-mask pointer whose mask (if it is in the arena) leaves
+    /// SIGUSR1 unblocked; the read-only page becomes an arena copy.
+    fn unblock_usr1(&self, set: u64) -> u64 {
+        let set = if set >= self.ro && set < self.ro + PAGE { self.base + (set - self.ro) } else { set };
+        if set >= self.base && set.saturating_add(8) <= self.end() {
+            // SAFETY: eight bytes inside the arena's writable pages.
+            unsafe {
+                let p = set as *mut u64;
+                p.write_unaligned(p.read_unaligned() & !(1u64 << (libc::SIGUSR1 - 1)));
+            }
+        }
+        set
+    }
+
     /// An address for the address-space calls: arena pages (aligned or
     /// not), the guard pages, or a hostile address.
     fn region(&self, rng: &mut Rng) -> u64 {
@@ -315,8 +338,11 @@ impl Caller {
             }
             // ARCH_SET_FS would pull thread-local storage away: ask ARCH_GET_FS instead.
             158 if a[0] == 0x1002 => a[0] = 0x1003,
-            // rt_sigaction on SIGUSR1 would disable the watchdog's nudges.
+            // rt_sigaction on SIGUSR1 would disable the watchdog's nudges,
+            // and so would a mask that blocks it.
             13 if a[0] == libc::SIGUSR1 as u64 => a[0] = libc::SIGUSR2 as u64,
+            14 => a[1] = self.arena.unblock_usr1(a[1]),
+            130 => a[0] = self.arena.unblock_usr1(a[0]),
             59 | 322 => {
                 let i = if n == 59 { 0 } else { 1 };
                 a[i] = self.arena.path(r);
@@ -353,11 +379,20 @@ fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6]) {
         let (n, a) = c.call();
         // SAFETY: arguments made by `Caller::call`: addresses are the
         // arena's or hostile, never this worker's live memory.
+        for (slot, v) in w.shared.args[w.slot][idx].iter().zip(a) {
+            slot.store(v, Ordering::Relaxed);
+        }
+        w.shared.current[w.slot][idx].store(n + 1, Ordering::Relaxed);
         let r = unsafe { if CLONE_LIKE.contains(&n) { raw_clone_like(n, a) } else { raw(n, a) } };
+        w.shared.current[w.slot][idx].store(0, Ordering::Relaxed);
         let bucket = if (-4095..0).contains(&r) { ((-r) as usize).min(HIST - 1) } else { 0 };
         w.shared.hist[bucket].fetch_add(1, Ordering::Relaxed);
         w.shared.completed.fetch_add(1, Ordering::Relaxed);
         w.progress[idx].fetch_add(1, Ordering::Relaxed);
+        if c.rng.below(16) == 0 {
+            // SAFETY: chdir to a valid C string.
+            unsafe { libc::chdir(WORKDIR.as_ptr()) };
+        }
         if c.rng.below(64) == 0 {
             let p = c.arena.base + c.rng.below(ARENA_PAGES as u64) * PAGE;
             c.arena.fill(&mut c.rng, p, PAGE as usize);
@@ -382,7 +417,7 @@ fn worker(shared: &'static Shared, slot: usize, seed: u64, calls: u64, threads: 
         if null > 2 {
             libc::close(null);
         }
-        libc::chdir(c"/tmp/sysfuzz".as_ptr());
+        libc::chdir(WORKDIR.as_ptr());
         libc::setgroups(0, std::ptr::null());
         if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 || libc::getuid() != NOBODY {
             libc::_exit(3);
@@ -467,15 +502,17 @@ fn main() {
     let workers = num(3).unwrap_or(4).clamp(1, MAX_WORKERS as u64) as usize;
     let threads = num(4).unwrap_or(3).clamp(1, MAX_THREADS as u64) as usize;
     let _ = std::fs::remove_dir_all(SCRATCH);
-    if let Err(e) = std::fs::create_dir(SCRATCH) {
+    if let Err(e) = std::fs::create_dir_all(WORKDIR.to_str().unwrap_or(SCRATCH)) {
         eprintln!("sysfuzz: {SCRATCH}: {e}");
         std::process::exit(1);
     }
     // SAFETY: valid C strings and ids; a shared anonymous mapping of one
     // zeroed `Shared` (all-zero atomics are valid), never unmapped.
     let shared: &'static Shared = unsafe {
-        libc::chown(c"/tmp/sysfuzz".as_ptr(), NOBODY, NOBODY);
-        libc::chmod(c"/tmp/sysfuzz".as_ptr(), 0o777);
+        for d in [c"/tmp/sysfuzz", c"/tmp/sysfuzz/w", c"/tmp/sysfuzz/w/x", c"/tmp/sysfuzz/w/x/y", WORKDIR] {
+            libc::chown(d.as_ptr(), NOBODY, NOBODY);
+            libc::chmod(d.as_ptr(), 0o777);
+        }
         let m = libc::mmap(std::ptr::null_mut(), std::mem::size_of::<Shared>(), libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0);
         if m == libc::MAP_FAILED {
             eprintln!("sysfuzz: no shared memory");
@@ -487,9 +524,13 @@ fn main() {
     let start = Instant::now();
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() } as i64;
-    let mut slots: Vec<Option<(i32, u64, Instant)>> = vec![None; workers];
+    // Per slot: worker pid, last heartbeat, since when, SIGKILLs sent.
+    let mut slots: Vec<Option<(i32, u64, Instant, u32)>> = vec![None; workers];
+    let mut unkillable: Vec<i32> = Vec::new();
     let (mut generation, mut deaths, mut hung) = (0u64, 0u64, 0u64);
     let mut signals = std::collections::BTreeMap::<i32, u64>::new();
+    // System calls that a SIGUSR1 did not get out of: number -> times.
+    let mut stuck = std::collections::BTreeMap::<u64, u64>::new();
     loop {
         // Reap workers (and any stray children that were re-parented here).
         loop {
@@ -499,7 +540,8 @@ fn main() {
             if pid <= 0 {
                 break;
             }
-            if let Some(s) = slots.iter_mut().find(|s| s.is_some_and(|(p, _, _)| p == pid)) {
+            unkillable.retain(|&p| p != pid);
+            if let Some(s) = slots.iter_mut().find(|s| s.is_some_and(|(p, _, _, _)| p == pid)) {
                 *s = None;
                 if libc::WIFSIGNALED(st) {
                     deaths += 1;
@@ -519,25 +561,44 @@ fn main() {
                 None if !done => {
                     generation += 1;
                     shared.heartbeat[i].store(0, Ordering::Relaxed);
+                    for t in &shared.current[i] {
+                        t.store(0, Ordering::Relaxed);
+                    }
                     // SAFETY: this process is single-threaded, so the child may run Rust code.
                     let pid = unsafe { libc::fork() };
                     if pid == 0 {
                         worker(shared, i, mix(seed, generation), calls, threads, me);
                     }
                     if pid > 0 {
-                        *s = Some((pid, 0, Instant::now()));
+                        *s = Some((pid, 0, Instant::now(), 0));
                     }
                 }
-                Some((pid, beat, since)) => {
+                Some((pid, beat, since, kills)) => {
                     let now = shared.heartbeat[i].load(Ordering::Relaxed);
                     if now != *beat {
                         *beat = now;
                         *since = Instant::now();
-                    } else if since.elapsed() > HANG_KILL {
+                    } else if *kills == 0 && since.elapsed() > HANG_KILL {
                         hung += 1;
+                        let mut calls = Vec::new();
+                        for (t, args) in shared.current[i].iter().zip(&shared.args[i]) {
+                            let n = t.swap(0, Ordering::Relaxed);
+                            if n > 0 {
+                                *stuck.entry(n - 1).or_default() += 1;
+                                let a: Vec<String> = args.iter().map(|v| format!("{:#x}", v.load(Ordering::Relaxed))).collect();
+                                calls.push(format!("{}({})", n - 1, a.join(", ")));
+                            }
+                        }
+                        println!("sysfuzz: worker {pid} stuck in {}: SIGKILL", calls.join(" "));
                         // SAFETY: kills our own worker process.
                         unsafe { libc::kill(*pid, libc::SIGKILL) };
+                        *kills = 1;
                         *since = Instant::now();
+                    } else if *kills > 0 && since.elapsed() > UNKILLABLE {
+                        // SIGKILL must always end a process: this is a kernel bug.
+                        println!("sysfuzz: worker {pid} survives SIGKILL for {} s", UNKILLABLE.as_secs());
+                        unkillable.push(*pid);
+                        *s = None;
                     }
                 }
                 None => {}
@@ -553,10 +614,16 @@ fn main() {
     errs.sort_by(|a, b| b.cmp(a));
     let errs: Vec<String> = errs.iter().map(|(n, e)| format!("{}={n}", errno_name(*e))).collect();
     let sigs: Vec<String> = signals.iter().map(|(s, n)| format!("{s}={n}")).collect();
+    let stuck: Vec<String> = stuck.iter().map(|(s, n)| format!("{s}={n}")).collect();
     println!(
-        "sysfuzz: calls {issued} completed {completed} ok {ok} worker-deaths {deaths} (signals {}) hung {hung} workers-started {generation} seconds {} errno {}",
+        "sysfuzz: calls {issued} completed {completed} ok {ok} worker-deaths {deaths} (signals {}) hung {hung} (stuck in {}) workers-started {generation} seconds {} errno {}",
         sigs.join(","),
+        stuck.join(","),
         start.elapsed().as_secs(),
         errs.join(",")
     );
+    if !unkillable.is_empty() {
+        println!("sysfuzz: FAILED: workers {unkillable:?} survived SIGKILL");
+        std::process::exit(1);
+    }
 }

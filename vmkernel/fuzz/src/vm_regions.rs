@@ -33,7 +33,10 @@ fn check(m: &VmMap) {
         assert!(v.end <= USER_END, "area beyond user space {v:?}");
         prev = v.end;
     }
-    assert!(m.len() <= m.max_map_count + 1, "{} areas, limit {}", m.len(), m.max_map_count);
+    // Like Linux, the checks run before a change: mmap refuses only above
+    // the limit and an mprotect in the middle of an area splits it twice,
+    // so the count may end up to two past it, never further.
+    assert!(m.len() <= m.max_map_count + 2, "{} areas, limit {}", m.len(), m.max_map_count);
 }
 
 pub fn one(rng: &mut Rng) {

@@ -304,12 +304,26 @@ pub fn measure_tick_rates(ms: u64) -> Vec<u64> {
 
 /// Vector of the "flush your TLB" IPI.
 pub const TLB_FLUSH_VECTOR: u8 = 0xf1;
-static TLB_ACKS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 static TLB_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+/// The last shootdown request, and per CPU the last request it has flushed
+/// for: a CPU acknowledges request `g` by flushing and then storing `g`,
+/// in the IPI handler or while it waits for `TLB_LOCK` itself.
+static TLB_GEN: AtomicU64 = AtomicU64::new(0);
+static TLB_SEEN: [AtomicU64; gdt::MAX_CPUS] = [const { AtomicU64::new(0) }; gdt::MAX_CPUS];
+
+/// Flushes this CPU's TLB if a request came since it last did.
+fn serve_tlb_flush() {
+    let g = TLB_GEN.load(Ordering::Acquire);
+    if let Some(seen) = TLB_SEEN.get(gdt::cpu_index() as usize)
+        && seen.load(Ordering::Relaxed) < g
+    {
+        crate::mm::flush_tlb();
+        seen.store(g, Ordering::Release);
+    }
+}
 
 fn on_tlb_flush(_: &mut trap::TrapFrame) {
-    crate::mm::flush_tlb();
-    TLB_ACKS.fetch_add(1, Ordering::AcqRel);
+    serve_tlb_flush();
     eoi();
 }
 
@@ -348,11 +362,30 @@ pub fn tlb_shootdown() {
     if others == 0 || TIMER_FREQ.load(Ordering::Acquire) == 0 {
         return;
     }
-    let _g = TLB_LOCK.lock();
-    TLB_ACKS.store(0, Ordering::Release);
+    // A CPU waiting here runs with interrupts off, so it serves the
+    // holder's request itself: otherwise the holder waits its full 100 ms
+    // for an acknowledgement that cannot come (found by sysfuzz: two CPUs
+    // unmapping at once slowed the host to a crawl).
+    let _g = loop {
+        if let Some(g) = TLB_LOCK.try_lock() {
+            break g;
+        }
+        serve_tlb_flush();
+        cpu::pause();
+    };
+    let g = TLB_GEN.fetch_add(1, Ordering::AcqRel) + 1;
+    let me = gdt::cpu_index();
+    // This CPU's own translations are its caller's to flush.
+    if let Some(seen) = TLB_SEEN.get(me as usize) {
+        seen.store(g, Ordering::Release);
+    }
     send(Icr { shorthand: apic_regs::Shorthand::AllExcludingSelf, ..Icr::fixed(0, TLB_FLUSH_VECTOR) });
     let deadline = time::uptime_ns() + 100_000_000;
-    while TLB_ACKS.load(Ordering::Acquire) < others && time::uptime_ns() < deadline {
+    let pending = || {
+        (0..gdt::MAX_CPUS as u32)
+            .any(|i| i != me && gdt::cpu(i).is_some() && TLB_SEEN[i as usize].load(Ordering::Acquire) < g)
+    };
+    while pending() && time::uptime_ns() < deadline {
         cpu::pause();
     }
 }

@@ -132,7 +132,7 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
             if child.vfork_released.load(Ordering::Acquire) {
                 break;
             }
-            if io_wait::wait(seen, None) == Woken::Signal && signal::kill_pending() {
+            if io_wait::wait_for_event(seen) == Woken::Signal {
                 // Still must not run on the shared stack: keep waiting, but
                 // let SIGKILL through — on the way out of the system call,
                 // where nothing on this stack holds the process any more.
@@ -228,6 +228,16 @@ fn tgkill(cx: &Ctx, tgid: i64, tid: u64, sig: u64) -> SysResult {
     let t = process::lookup_thread(tid as u32).ok_or(neg(ESRCH))?;
     if tgid > 0 && t.process.pid != tgid as u32 {
         return Err(neg(ESRCH));
+    }
+    // The same rules as kill(2) (found by sysfuzz: without them `nobody`
+    // could send any signal to any thread, root's and init's included).
+    let me = cx.p.ids.lock().clone();
+    let target_uid = t.process.ids.lock().uid;
+    if me.euid != 0 && me.uid != target_uid && me.euid != target_uid {
+        return Err(neg(EPERM));
+    }
+    if t.process.pid == 1 && sig != 0 && t.process.sig.lock().get(sig as u32).handler == 0 {
+        return Ok(0); // init ignores signals it has no handler for
     }
     if sig != 0 {
         let info = vmkernel::linux_abi::signal::SigInfo::kill(sig as u32, -6 /* SI_TKILL */, cx.p.pid, 0);

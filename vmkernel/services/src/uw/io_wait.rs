@@ -61,3 +61,20 @@ pub fn wait(seen: u64, deadline: Option<u64>) -> Woken {
         });
     }
 }
+
+/// Like [`wait`], but only SIGKILL (or a group exit) ends it early, for
+/// waits that must not go back to user space on other signals (a vfork
+/// parent). [`wait`] returns at once while any signal is pending, so a
+/// loop around it would spin with the CPU held (found by sysfuzz: two
+/// vfork parents with a signal pending wedged both CPUs of the host).
+pub fn wait_for_event(seen: u64) -> Woken {
+    loop {
+        if super::signal::kill_pending() {
+            return Woken::Signal;
+        }
+        if generation() != seen {
+            return Woken::Event;
+        }
+        WAITERS.wait_until_once(|| generation() != seen || super::signal::kill_pending());
+    }
+}
