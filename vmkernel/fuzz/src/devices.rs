@@ -75,6 +75,7 @@ pub fn one(rng: &mut Rng) {
         tsc_khz: *rng.pick(&[100_000, 1_000_000, 2_100_000, 3_000_000, 5_000_000]),
         tsc_base: rng.interesting_u64(),
         console_ring: rng.range(1, 4096) as usize,
+        phys_addr_bits: *rng.pick(&[36, 39, 40, 46, 48, 52]),
         x2apic: rng.bool(),
     };
     let mut p = Platform::new(&cfg);
