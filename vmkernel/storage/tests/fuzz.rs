@@ -87,13 +87,17 @@ fn random_calls(ds: &mut Datastore, seed: u64, ops: usize) -> BTreeMap<String, V
                 if let Ok(h) = ds.open(&p, flags) {
                     let f = files.entry(k.clone()).or_default();
                     assert!(!dirs.contains(&k), "{ctx}: opened a directory for writing");
-                    if let Ok(n) = ds.write_at(h, off, &data) {
-                        assert_eq!(n, data.len(), "{ctx}");
+                    // A write of nothing does not extend the file.
+                    if let Ok(n) = ds.write_at(h, off, &data)
+                        && n > 0
+                    {
+                        // Short only when the volume is full.
+                        assert!(n <= data.len(), "{ctx}");
                         let end = off as usize + n;
                         if f.len() < end {
                             f.resize(end, 0);
                         }
-                        f[off as usize..end].copy_from_slice(&data);
+                        f[off as usize..end].copy_from_slice(&data[..n]);
                     }
                     if r.below(3) == 0 { open.push((h, k)) } else { ds.close(h).unwrap() }
                 }
