@@ -7,7 +7,7 @@
 //! panic is a failure: the kernel must turn every bad input into an error.
 //!
 //! [`run`] drives a harness for a bounded time so that it runs in plain
-//! `cargo test` (`FUZZ_SECS`, default 5 s per harness; longer on purpose,
+//! `cargo test` (`FUZZ_SECS`, default 3 s per harness; longer on purpose,
 //! e.g. `FUZZ_SECS=600 cargo test --release -p vmk-fuzz -- --nocapture`).
 //! Execution `i` of seed `s` draws its input from `Rng::for_execution(s, i)`
 //! alone, so a failure is replayed exactly with `FUZZ_SEED=s FUZZ_ITER=i`.
@@ -206,7 +206,7 @@ impl Settings {
     /// From the environment; the default seed is fixed so that the bounded
     /// run in CI is reproducible (its first executions are always the same).
     pub fn from_env() -> Settings {
-        let secs = std::env::var("FUZZ_SECS").ok().and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(5.0);
+        let secs = std::env::var("FUZZ_SECS").ok().and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(3.0);
         Settings {
             duration: Duration::from_secs_f64(secs.max(0.0)),
             seed: env_num("FUZZ_SEED").unwrap_or(0x4d61_6e74_6c65),
