@@ -807,7 +807,9 @@ impl Hostd {
         let (name, user) = (name.to_string(), user.to_string());
         std::thread::spawn(move || {
             let r = me.run_power(task, &name, action, &cfg, k);
-            me.task_end(task, &r);
+            // The VM is free and the event recorded before the task reads as
+            // ended: a client that saw the task finish may act on the VM at
+            // once and finds the event in the log.
             if let Some(e) = lock(&me.inventory).get_mut(&name) {
                 e.busy = None;
             }
@@ -821,6 +823,7 @@ impl Hostd {
                 (Err(err), _) => ("vm.powerFailed", format!("{} of VM {name} failed: {}", action.task_kind(), op_message(err))),
             };
             me.event(kind, Some(&name), Some(&user), msg);
+            me.task_end(task, &r);
         });
         self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))
     }
