@@ -48,6 +48,7 @@ const TESTS: &[(&str, fn() -> TestResult)] = &[
     ("sched.user_reservation_40_percent", sched_user_reservation),
     ("vmm.flat_guest_runs_and_exits", vmm_flat_guest),
     ("vmm.guest_ram_in_large_pages", vmm_large_pages),
+    ("nic.arp_reply_by_interrupt", crate::nic::ktest::arp_reply_by_interrupt),
 ];
 
 /// Runs the scheduler from the test (idle) context until `done()` or a

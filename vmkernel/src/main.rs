@@ -13,6 +13,7 @@ mod console;
 mod hv;
 mod ktest;
 mod mm;
+mod nic;
 mod pci;
 mod power;
 mod syscall;
@@ -74,6 +75,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
     arch::smp::start_aps(platform);
     let pci_functions = pci::init(platform);
+    nic::init(pci::functions());
     boot_archive::log_listing(&bi);
     uw::files::init(&bi);
 
