@@ -67,3 +67,20 @@ fn nics_without_a_driver_are_listed_not_fatal() {
     b.assert_lacks("nic0:");
     b.assert_ready_and_success();
 }
+
+/// A 1 GiB ivshmem BAR does not fit below 4 GiB, so SeaBIOS places the
+/// 64-bit BARs above (virtio-net's BAR 4 at 0x1_4000_0000 with 512 MiB of
+/// RAM, checked with QEMU's `info pci`): beyond the boot direct map, so
+/// the kernel maps the device's registers itself.
+#[test]
+fn virtio_net_with_registers_above_4gib() {
+    let mut q = qemu_pvh(CMDLINE);
+    q.machine = Machine::Q35;
+    q.nics = vec![nic(NicModel::VirtioNet)];
+    q.extra = ["-object", "memory-backend-ram,id=shm,size=1G", "-device", "ivshmem-plain,memdev=shm"]
+        .map(String::from)
+        .to_vec();
+    let b = boot(&q);
+    assert_arp_by_interrupt(&b, 0, "virtio-net", "52:54:00:12:34:56", 0x50);
+    b.assert_contains("ktest: 1 passed, 0 failed").assert_exit(EXIT_SUCCESS);
+}
