@@ -26,6 +26,7 @@ mod hv;
 #[allow(unsafe_code)]
 mod ktest;
 mod host_facts;
+mod net;
 mod nic;
 mod syscall;
 mod uw;
@@ -114,6 +115,11 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     nic::init(pci::functions());
     boot_archive::log_listing(&bi);
     uw::files::init(&bi);
+    // The network world (vmk0, lo) — not while in-kernel tests drive the
+    // NICs themselves.
+    if opts.test.is_none() {
+        net::init(&bi.cmdline);
+    }
 
     kprintln!(
         "mantle: ready cpus={} mem={}MiB pci={}",

@@ -65,6 +65,7 @@ macro_rules! with_driver {
         }
     };
 }
+pub(crate) use with_driver;
 
 impl Nic {
     pub fn mac_address(&self) -> MacAddress {
@@ -114,6 +115,7 @@ fn on_nic_interrupt<const N: usize>(_frame: &mut trap::TrapFrame) {
         IRQ_CAUSES[N].fetch_or(bits, Ordering::AcqRel);
     }
     apic::eoi();
+    crate::net::kick();
 }
 
 const HANDLERS: [trap::Handler; MAX_NICS] = [
