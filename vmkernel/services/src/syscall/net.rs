@@ -257,7 +257,9 @@ fn sigpipe(cx: &Ctx, e: i64, flags: u64) -> i64 {
 
 const MAX_IO: usize = 1 << 20;
 
-pub fn sendto(cx: &Ctx, f: &OpenFile, id: SocketId, buf: u64, len: u64, flags: u64, addr: u64, alen: u64) -> SysResult {
+/// sendto(fd, buf, len, flags, addr, addrlen): `a` are the call's arguments.
+pub fn sendto(cx: &Ctx, f: &OpenFile, id: SocketId, a: &[u64; 6]) -> SysResult {
+    let (buf, len, flags, addr, alen) = (a[1], a[2], a[3], a[4], a[5]);
     let to = if addr != 0 { Some(read_sockaddr(cx, addr, alen)?) } else { None };
     let mut data = alloc::vec![0u8; (len as usize).min(MAX_IO)];
     cx.p.copy_from_user(buf, &mut data)?;
@@ -270,7 +272,9 @@ fn send_data(cx: &Ctx, f: &OpenFile, id: SocketId, data: &[u8], flags: u64, to: 
     wait_loop(f, nonblock, || stack(|s| s.send_to(id, data, to, fl))).map(|n| n as i64).map_err(|e| sigpipe(cx, e, flags))
 }
 
-pub fn recvfrom(cx: &Ctx, f: &OpenFile, id: SocketId, buf: u64, len: u64, flags: u64, addr: u64, alen: u64) -> SysResult {
+/// recvfrom(fd, buf, len, flags, addr, addrlen): `a` are the call's arguments.
+pub fn recvfrom(cx: &Ctx, f: &OpenFile, id: SocketId, a: &[u64; 6]) -> SysResult {
+    let (buf, len, flags, addr, alen) = (a[1], a[2], a[3], a[4], a[5]);
     let mut data = alloc::vec![0u8; (len as usize).min(MAX_IO)];
     let nonblock = flags & msg::DONTWAIT as u64 != 0;
     let fl = (flags & MSG_KNOWN) as i32;
@@ -413,11 +417,11 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         52 => name(cx, a[0], a[1], a[2], true),
         54 => setsockopt(cx, a[0], a[1], a[2], a[3], a[4]),
         55 => getsockopt(cx, a[0], a[1], a[2], a[3], a[4]),
-        44 | 45 | 46 | 47 | 48 => {
+        44..=48 => {
             let Some((f, id)) = inet_socket(cx, a[0])? else { return Err(NOT_MINE) };
             match n {
-                44 => sendto(cx, &f, id, a[1], a[2], a[3], a[4], a[5]),
-                45 => recvfrom(cx, &f, id, a[1], a[2], a[3], a[4], a[5]),
+                44 => sendto(cx, &f, id, &a),
+                45 => recvfrom(cx, &f, id, &a),
                 46 => msg_io(cx, &f, id, a[1], a[2], true),
                 47 => msg_io(cx, &f, id, a[1], a[2], false),
                 _ => shutdown(id, a[1]),
