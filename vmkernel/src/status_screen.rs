@@ -42,6 +42,7 @@ pub fn print(bi: &BootInfo, pci_functions: usize) {
             Protocol::Pvh => "PVH",
         },
         pci_functions,
+        network_adapters: &crate::nic::status_lines(),
         management_network: None,
     };
     let mut screen = String::new();
