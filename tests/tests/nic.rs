@@ -50,11 +50,14 @@ fn e1000e_and_modern_virtio_net_on_q35_receive_by_msix() {
     b.assert_contains("1af4:1041 class 02.00.00 network controller");
     assert_arp_by_interrupt(&b, 0, "e1000e", "52:54:00:12:34:56", 0x50);
     assert_arp_by_interrupt(&b, 1, "virtio-net", "52:54:00:12:34:57", 0x51);
+    b.assert_contains("| Network adapters:        nic0 e1000e 52:54:00:12:34:56, link up ");
+    b.assert_contains("|                          nic1 virtio-net 52:54:00:12:34:57, link up ");
     b.assert_contains("ktest: 2 passed, 0 failed").assert_exit(EXIT_SUCCESS);
 }
 
 /// An Intel e1000 (82540EM, no driver) and a legacy-only virtio-net
-/// (no virtio 1.0 capabilities) are reported; the host boots to ready.
+/// (no virtio 1.0 capabilities) are reported in the log and on the status
+/// screen; the host boots to ready.
 #[test]
 fn nics_without_a_driver_are_listed_not_fatal() {
     let mut q = qemu_pvh(POWEROFF_CMDLINE);
@@ -68,6 +71,8 @@ fn nics_without_a_driver_are_listed_not_fatal() {
     b.assert_contains("8086:100e class 02.00.00 network controller: no driver for this NIC (listed, not used)");
     b.assert_contains("1af4:1000 class 02.00.00 network controller: cannot bring it up: virtio-net: ");
     b.assert_lacks("nic0:");
+    b.assert_contains("| Network adapters:        0000:00:03.0 8086:100e: no driver ");
+    b.assert_contains("|                          0000:00:04.0 1af4:1000: driver failed (see log) ");
     b.assert_ready_and_success();
 }
 

@@ -38,6 +38,7 @@ pub fn print_status_screen(bi: &BootInfo, pci_functions: usize) {
             Protocol::Pvh => "PVH",
         },
         pci_functions,
+        network_adapters: &crate::nic::status_lines(),
         management_network: network.as_deref(),
     };
     let mut screen = String::new();

@@ -97,6 +97,24 @@ impl Nic {
 /// The NICs brought up at boot, in PCI order (`nic0`, `nic1`, ...).
 pub static NICS: Mutex<Vec<Nic>> = Mutex::new(Vec::new());
 
+/// Network functions found but not driven, and why.
+static UNDRIVEN: Mutex<Vec<(Function, &'static str)>> = Mutex::new(Vec::new());
+
+/// The status screen's lines: `nic0 virtio-net 52:54:00:12:34:56, link up`
+/// for each driven NIC, `0000:00:03.0 8086:100e: no driver` for the rest.
+pub fn status_lines() -> Vec<alloc::string::String> {
+    use alloc::format;
+    let mut lines = Vec::new();
+    for (i, nic) in NICS.lock().iter_mut().enumerate() {
+        let link = if nic.link_up() { "up" } else { "down" };
+        lines.push(format!("nic{i} {} {}, link {link}", nic.model(), nic.mac_address()));
+    }
+    for (f, why) in UNDRIVEN.lock().iter() {
+        lines.push(format!("{} {:04x}:{:04x}: {why}", f.address, f.vendor_id, f.device_id));
+    }
+    lines
+}
+
 pub const MAX_NICS: usize = 8;
 
 /// Interrupts taken per NIC, and the causes seen (bit 0 rx, 1 tx, 2 link).
@@ -141,13 +159,20 @@ pub fn init(functions: &[Function]) -> usize {
     for f in functions.iter().filter(|f| f.class == CLASS_NETWORK) {
         if nics.len() == MAX_NICS {
             log::warn!("nic: {f}: more than {MAX_NICS} NICs; not used");
+            UNDRIVEN.lock().push((*f, "not used (too many NICs)"));
             continue;
         }
         let index = nics.len();
         match bring_up(&access, f, index) {
             Ok(Some(nic)) => nics.push(nic),
-            Ok(None) => log::info!("nic: {f}: no driver for this NIC (listed, not used)"),
-            Err(e) => log::warn!("nic: {f}: cannot bring it up: {e}"),
+            Ok(None) => {
+                log::info!("nic: {f}: no driver for this NIC (listed, not used)");
+                UNDRIVEN.lock().push((*f, "no driver"));
+            }
+            Err(e) => {
+                log::warn!("nic: {f}: cannot bring it up: {e}");
+                UNDRIVEN.lock().push((*f, "driver failed (see log)"));
+            }
         }
     }
     let count = nics.len();
