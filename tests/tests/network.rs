@@ -14,10 +14,9 @@ use image_builder::qemu::{Console, Machine, Nic, NicModel, PortForward};
 use tests::*;
 
 const PROMPT: &str = "# ";
-const STEP: Duration = Duration::from_secs(120);
-/// The transferred file. (Issue 9 asks for 64 MiB; under TCG on a loaded
-/// 2-core machine this size keeps the test within the suite's budget.)
-const PAYLOAD_BYTES: usize = 4 << 20;
+const STEP: Duration = Duration::from_secs(300);
+/// The transferred file (issue 9's 64 MiB).
+const PAYLOAD_BYTES: usize = 64 << 20;
 
 fn payload() -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -83,7 +82,7 @@ fn check(c: &Console, ok: bool, what: &str) {
 /// GET `path` from 127.0.0.1:`port`: the body of a 200 answer.
 fn http_get(port: u16, path: &str) -> Result<Vec<u8>, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(300))).map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: mantle\r\n\r\n").map_err(|e| e.to_string())?;
     let mut all = Vec::new();
     s.read_to_end(&mut all).map_err(|e| e.to_string())?;
@@ -142,7 +141,7 @@ fn network_end_to_end(model: NicModel, machine: Machine, mac: &str) {
     check(&c, sum.contains(&want_sha), &format!("sha256 on Mantle {sum:?}, want {want_sha}"));
 
     // httpd on Mantle, fetched through the forwarded port.
-    run(&mut c, "mkdir -p /tmp/www && cp /tmp/payload /tmp/www/payload && httpd -p 80 -h /tmp/www");
+    run(&mut c, "httpd -p 80 -h /tmp");
     let netstat = run(&mut c, "netstat -tln");
     check(&c, netstat.lines().any(|l| l.contains(":80 ") && l.contains("LISTEN")), &format!("netstat -tln shows port 80:\n{netstat}"));
     let got = http_get(fwd, "/payload").unwrap_or_else(|e| panic!("fetching from Mantle's httpd: {e}\n--- serial log ---\n{}", c.log()));
