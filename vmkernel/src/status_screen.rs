@@ -101,6 +101,9 @@ pub struct StatusFacts<'a> {
     pub vm_backend: &'a str,
     pub boot_protocol: &'a str,
     pub pci_functions: usize,
+    /// One line per network-class PCI function: driven NICs and those
+    /// without a driver alike.
+    pub network_adapters: &'a [alloc::string::String],
     /// The management address once networking is configured.
     pub management_network: Option<&'a str>,
 }
@@ -126,6 +129,13 @@ pub fn render(facts: &StatusFacts, out: &mut impl Write) -> fmt::Result {
     line(out, "VM backend:", format_args!("{}", facts.vm_backend), false)?;
     line(out, "Boot protocol:", format_args!("{}", facts.boot_protocol), false)?;
     line(out, "PCI:", format_args!("{} functions", facts.pci_functions), false)?;
+    if facts.network_adapters.is_empty() {
+        line(out, "Network adapters:", format_args!("none"), false)?;
+    }
+    for (i, adapter) in facts.network_adapters.iter().enumerate() {
+        // (A blank label keeps continuation lines in the value column.)
+        line(out, if i == 0 { "Network adapters:" } else { " " }, format_args!("{adapter}"), false)?;
+    }
     line(out, "", format_args!(""), false)?;
     let network = facts.management_network.unwrap_or("not configured");
     line(out, "Management network:", format_args!("{network}"), false)?;
@@ -198,6 +208,7 @@ mod tests {
             vm_backend: "AMD-V, nested paging, 16 ASIDs",
             boot_protocol: "PVH",
             pci_functions: 9,
+            network_adapters: &[],
             management_network: None,
         }
     }
@@ -233,6 +244,13 @@ mod tests {
         assert!(s.contains("Boot protocol:           PVH"));
         assert!(s.contains("PCI:                     9 functions"));
         assert!(s.contains("Management network:      not configured"));
+        assert!(s.contains("| Network adapters:        none "));
+        let adapters = [String::from("nic0 e1000e 52:54:00:12:34:56, link up"), String::from("0000:00:04.0 8086:100e: no driver")];
+        let mut f = facts();
+        f.network_adapters = &adapters;
+        let s = rendered(&f);
+        assert!(s.contains("| Network adapters:        nic0 e1000e 52:54:00:12:34:56, link up "));
+        assert!(s.contains("|                          0000:00:04.0 8086:100e: no driver "));
         let mut f = facts();
         f.management_network = Some("192.168.1.5 (DHCP)");
         f.virtualization = Virtualization::None;

@@ -520,3 +520,6 @@ impl<H: Hal, R: Registers> Drop for E1000e<H, R> {
         let _ = reset(&self.regs);
     }
 }
+
+#[cfg(test)]
+mod smoltcp_phy;

@@ -130,6 +130,8 @@ pub enum Error {
     /// The common configuration is missing, too short or in a BAR the
     /// kernel cannot map (checked before `virtio-drivers` maps it).
     CommonConfig,
+    /// The PCI capability list loops.
+    CapabilityLoop,
     NoMemory,
 }
 
@@ -139,6 +141,7 @@ impl core::fmt::Display for Error {
             Error::Transport(e) => write!(f, "virtio PCI transport: {e}"),
             Error::Device(e) => write!(f, "virtio device: {e}"),
             Error::CommonConfig => f.write_str("no mappable virtio 1.0 common configuration (a legacy-only device?)"),
+            Error::CapabilityLoop => f.write_str("the PCI capability list loops"),
             Error::NoMemory => f.write_str("no DMA memory for the buffers"),
         }
     }
@@ -258,6 +261,11 @@ impl<H: Hal> VirtioNet<H> {
         let df = DeviceFunction { bus: address.bus(), device: address.device(), function: address.function() };
         let reader = PciConfig::new(access, address.segment());
         let mut root = PciRoot::new(PciConfig::new(access, address.segment()));
+        // `virtio-drivers` walks the capability list without a bound: refuse
+        // a list that loops (48 is the most 192 bytes can hold).
+        if root.capabilities(df).take(49).count() > 48 {
+            return Err(Error::CapabilityLoop);
+        }
         let map = |root: &mut PciRoot<_>, cfg_type| {
             virtio_structure(root, &reader, df, cfg_type).and_then(|(phys, len)| Mmio::map::<H>(phys, len))
         };
@@ -542,6 +550,52 @@ mod tests {
         assert_eq!(unsafe { VirtioHal::<HostHal>::share(buffer, BufferDirection::DriverToDevice) }, phys + 100);
         // SAFETY: exactly what `dma_alloc` returned, no longer used.
         assert_eq!(unsafe { VirtioHal::<HostHal>::dma_dealloc(phys, virt, 2) }, 0);
+    }
+
+    /// A virtio-net function's configuration space: plain memory.
+    struct FakeFunction(std::cell::RefCell<[u32; 64]>);
+
+    impl FakeFunction {
+        /// 1af4:1041 with vendor capabilities at 0x40 -> 0x50 -> `last_next`.
+        fn new(last_next: u8) -> Self {
+            let mut r = [0u32; 64];
+            r[0] = 0x1041_1af4;
+            r[1] = 0x0010_0000; // capability list
+            r[2] = 0x0200_0000;
+            r[4] = 0xfe00_0000; // BAR 0, 32-bit memory
+            r[13] = 0x40;
+            r[0x40 / 4] = 16 << 16 | 1 << 24 | 0x50 << 8 | 0x09; // common cfg, BAR 0
+            r[0x50 / 4] = 16 << 16 | 4 << 24 | (last_next as u32) << 8 | 0x09; // device cfg
+            r[0x4c / 4] = 0x38;
+            FakeFunction(std::cell::RefCell::new(r))
+        }
+    }
+
+    impl ConfigRegionAccess for FakeFunction {
+        unsafe fn read(&self, _: PciAddress, offset: u16) -> u32 {
+            self.0.borrow()[(offset as usize & 0xfc) / 4]
+        }
+        unsafe fn write(&self, _: PciAddress, offset: u16, value: u32) {
+            let i = (offset as usize & 0xfc) / 4;
+            // BAR 0 decodes 4 KiB; everything else is memory.
+            self.0.borrow_mut()[i] = if i == 4 { value & !0xfff } else { value };
+        }
+    }
+
+    #[test]
+    fn an_unmappable_common_config_is_refused_before_virtio_drivers_maps_it() {
+        // The host HAL maps no MMIO: the device must be refused cleanly.
+        let f = FakeFunction::new(0);
+        let e = VirtioNet::<HostHal>::new(&f, PciAddress::new(0, 0, 3, 0)).err().expect("refused");
+        assert!(matches!(e, Error::CommonConfig), "{e}");
+        assert_eq!(f.0.borrow()[4], 0xfe00_0000, "BAR restored after sizing");
+    }
+
+    #[test]
+    fn a_looping_capability_list_is_refused() {
+        let f = FakeFunction::new(0x40);
+        let e = VirtioNet::<HostHal>::new(&f, PciAddress::new(0, 0, 3, 0)).err().expect("refused");
+        assert!(matches!(e, Error::CapabilityLoop), "{e}");
     }
 
     #[test]

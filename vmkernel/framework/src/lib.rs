@@ -22,6 +22,7 @@ pub mod arch;
 pub mod backtrace;
 pub mod boot_archive;
 pub mod console;
+pub mod hal;
 pub mod mm;
 pub mod pci;
 pub mod power;

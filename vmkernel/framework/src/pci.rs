@@ -112,7 +112,6 @@ impl ConfigRegionAccess for EcamAccess {
 static FUNCTIONS: Once<Vec<Function>> = Once::new();
 
 /// Every PCI function found at boot.
-#[allow(dead_code)] // for the device drivers that come next (virtio)
 pub fn functions() -> &'static [Function] {
     FUNCTIONS.get().map_or(&[], |f| f.as_slice())
 }

@@ -24,6 +24,7 @@ pub fn print_status_screen(bi: &BootInfo, pci_functions: usize) {
         ),
         None => alloc::format!("none ({}): no VMs", crate::hv::unavailable_reason()),
     };
+    let network = crate::net::status_line();
     let facts = StatusFacts {
         product: "Mantle",
         version: crate::VERSION,
@@ -37,7 +38,8 @@ pub fn print_status_screen(bi: &BootInfo, pci_functions: usize) {
             Protocol::Pvh => "PVH",
         },
         pci_functions,
-        management_network: None,
+        network_adapters: &crate::nic::status_lines(),
+        management_network: network.as_deref(),
     };
     let mut screen = String::new();
     let _ = status::render(&facts, &mut screen);

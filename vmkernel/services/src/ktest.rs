@@ -65,6 +65,8 @@ const TESTS: &[Test] = &[
     ("sched.user_reservation_40_percent", sched_user_reservation),
     ("vmm.flat_guest_runs_and_exits", vmm_flat_guest),
     ("vmm.guest_ram_in_large_pages", vmm_large_pages),
+    ("nic.arp_reply_by_interrupt", crate::nic::ktest::arp_reply_by_interrupt),
+    ("nic.rings_wrap_without_allocation", crate::nic::ktest::rings_wrap_without_allocation),
 ];
 
 /// Runs the scheduler from the test (idle) context until `done()` or a

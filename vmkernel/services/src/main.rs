@@ -26,6 +26,8 @@ mod hv;
 #[allow(unsafe_code)]
 mod ktest;
 mod host_facts;
+mod net;
+mod nic;
 mod syscall;
 mod uw;
 mod vmk_calls;
@@ -110,8 +112,14 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     //    then idles), PCI, the root file system.
     arch::smp::start_aps(platform, arch::smp::ApStart { init: start_services_on_ap, run: world::idle_loop });
     let pci_functions = pci::init(platform);
+    nic::init(pci::functions());
     boot_archive::log_listing(&bi);
     uw::files::init(&bi);
+    // The network world (vmk0, lo) — not while in-kernel tests drive the
+    // NICs themselves.
+    if opts.test.is_none() {
+        net::init(&bi.cmdline);
+    }
 
     kprintln!(
         "mantle: ready cpus={} mem={}MiB pci={}",

@@ -201,7 +201,59 @@ fn put_ids3(p: &Process, a: [u64; 6], v: [u32; 3]) -> SysResult {
     Ok(0)
 }
 
+/// `struct itimerval` (interval, value; two timevals) from ns values.
+fn itimerval_bytes((value, interval): (u64, u64)) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, ns) in [interval, value].into_iter().enumerate() {
+        out[i * 16..i * 16 + 8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+        out[i * 16 + 8..i * 16 + 16].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
+    }
+    out
+}
+
+/// getitimer/setitimer/alarm: ITIMER_REAL only (the others: EINVAL).
+fn itimer_call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
+    let pid = cx.p.pid;
+    match n {
+        37 => {
+            let (old, _) = crate::uw::itimer::set(pid, a[0].min(1 << 31).saturating_mul(1_000_000_000), 0);
+            Ok(old.div_ceil(1_000_000_000) as i64)
+        }
+        36 => {
+            if a[0] != 0 {
+                return Err(neg(EINVAL));
+            }
+            cx.p.copy_to_user(a[1], &itimerval_bytes(crate::uw::itimer::get(pid)))?;
+            Ok(0)
+        }
+        _ => {
+            if a[0] != 0 {
+                return Err(neg(EINVAL));
+            }
+            let mut b = [0u8; 32];
+            cx.p.copy_from_user(a[1], &mut b)?;
+            let q = |o: usize| i64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+            let tv = |s: i64, us: i64| -> Result<u64, i64> {
+                if s < 0 || !(0..1_000_000).contains(&us) {
+                    return Err(neg(EINVAL));
+                }
+                Ok((s as u64).saturating_mul(1_000_000_000).saturating_add(us as u64 * 1000))
+            };
+            let interval = tv(q(0), q(8))?;
+            let value = tv(q(16), q(24))?;
+            let old = crate::uw::itimer::set(pid, value, interval);
+            if a[2] != 0 {
+                cx.p.copy_to_user(a[2], &itimerval_bytes(old))?;
+            }
+            Ok(0)
+        }
+    }
+}
+
 pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
+    if matches!(n, 36..=38) {
+        return itimer_call(cx, n, a);
+    }
     let p = &cx.p;
     match n {
         24 => {

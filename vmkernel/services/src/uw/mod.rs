@@ -16,6 +16,7 @@ pub mod fdtable;
 pub mod files;
 pub mod futex;
 pub mod io_wait;
+pub mod itimer;
 pub mod process;
 pub mod signal;
 
