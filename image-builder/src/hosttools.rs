@@ -48,11 +48,18 @@ pub const BOCHS_BIOS: Tool =
     Tool { what: "Bochs BIOS", probe: Probe::File("/usr/share/bochs/BIOS-bochs-latest"), package: "bochsbios" };
 pub const VGABIOS: Tool = Tool { what: "VGA BIOS", probe: Probe::File("/usr/share/vgabios/vgabios.bin"), package: "vgabios" };
 
+pub const QEMU_IMG: Tool = Tool { what: "qemu-img", probe: Probe::Exe("qemu-img"), package: "qemu-utils" };
+pub const MKFS_FAT: Tool = Tool { what: "mkfs.fat", probe: Probe::File("/usr/sbin/mkfs.fat"), package: "dosfstools" };
+pub const FSCK_FAT: Tool = Tool { what: "fsck.fat", probe: Probe::File("/usr/sbin/fsck.fat"), package: "dosfstools" };
+pub const SFDISK: Tool = Tool { what: "sfdisk", probe: Probe::File("/usr/sbin/sfdisk"), package: "fdisk" };
+
 /// Everything needed to make an ISO.
 pub const ISO_TOOLS: &[Tool] = &[GRUB_MKRESCUE, GRUB_PC, GRUB_EFI, XORRISO, MFORMAT];
 /// Everything needed to boot in QEMU (UEFI included).
 pub const QEMU_TOOLS: &[Tool] = &[QEMU, OVMF_CODE, OVMF_VARS];
 pub const BOCHS_TOOLS: &[Tool] = &[BOCHS, BOCHS_TERM, BOCHS_BIOS, VGABIOS];
+/// What the storage tests check datastore images with.
+pub const DISK_TOOLS: &[Tool] = &[QEMU_IMG, MKFS_FAT, FSCK_FAT, MFORMAT, SFDISK];
 
 /// Every package CI installs (kept in step with `.ci/run`).
 pub const ALL_PACKAGES: &[&str] = &[
@@ -67,6 +74,9 @@ pub const ALL_PACKAGES: &[&str] = &[
     "bochs-term",
     "bochsbios",
     "vgabios",
+    "qemu-utils",
+    "dosfstools",
+    "fdisk",
 ];
 
 pub fn find_exe(name: &str) -> Option<PathBuf> {

@@ -1,11 +1,11 @@
-//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `bench boot`.
+//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `bench boot`, `datastore`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use image_builder::qemu::{self, Boot, DEFAULT_CPU, Qemu};
-use image_builder::{AddSpec, IsoOptions, Progress, bochs, build_iso, human_size, out_dir};
+use image_builder::{AddSpec, IsoOptions, Progress, bochs, build_iso, datastore, human_size, out_dir};
 
 #[derive(Parser)]
 #[command(name = "image-builder", about = "Builds the Mantle ISO and boots it in QEMU or Bochs")]
@@ -25,6 +25,26 @@ struct IsoArgs {
     /// Kernel only: no BusyBox, init or /etc in the root archive.
     #[arg(long)]
     minimal: bool,
+}
+
+/// The datastore disks `run` attaches.
+#[derive(clap::Args, Clone)]
+struct DiskArgs {
+    /// How datastore disks are attached.
+    #[arg(long, value_enum, default_value = "virtio-blk")]
+    disk_bus: DiskBusArg,
+    /// Attach another datastore image besides target/mantle/datastore1.img
+    /// (created, 16 GiB sparse, if absent); repeatable.
+    #[arg(long = "datastore", value_name = "PATH")]
+    datastores: Vec<PathBuf>,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum DiskBusArg {
+    /// virtio-blk-pci.
+    VirtioBlk,
+    /// An NVMe controller (QEMU `-device nvme`).
+    Nvme,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -77,6 +97,8 @@ enum Cmd {
         forwards: Vec<qemu::PortForward>,
         #[command(flatten)]
         iso: IsoArgs,
+        #[command(flatten)]
+        disks: DiskArgs,
         /// Extra QEMU arguments, after `--`.
         #[arg(last = true)]
         qemu_args: Vec<String>,
@@ -97,10 +119,53 @@ enum Cmd {
     /// Run clippy on the kernel binary with its real target, flags and
     /// features (fails on any warning; `.ci/run` runs it before the tests).
     Lint,
+    /// Datastore disk images (GPT + FAT, as `run` attaches them).
+    Datastore {
+        #[command(subcommand)]
+        what: DatastoreCmd,
+    },
     /// Benchmarks (figures are printed, not asserted).
     Bench {
         #[command(subcommand)]
         what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatastoreCmd {
+    /// Create a sparse image: GPT, one FAT partition (FAT32 from 512 MiB).
+    New {
+        /// [default: target/mantle/datastore1.img]
+        path: Option<PathBuf>,
+        /// Size, e.g. 16G, 512M.
+        #[arg(long, default_value = "16G")]
+        size: String,
+        /// Volume label (the /vmfs/volumes/<label> name).
+        #[arg(long, default_value = image_builder::datastore::DEFAULT_LABEL)]
+        label: String,
+    },
+    /// List a directory (or show a file) on the datastore.
+    Ls {
+        #[arg(long, value_name = "PATH")]
+        image: Option<PathBuf>,
+        #[arg(default_value = "/")]
+        dir: String,
+    },
+    /// Copy a host file or directory (recursively) onto the datastore.
+    Put {
+        #[arg(long, value_name = "PATH")]
+        image: Option<PathBuf>,
+        host_path: PathBuf,
+        /// Destination path or directory on the datastore.
+        #[arg(default_value = "/")]
+        dest: String,
+    },
+    /// Copy a file or directory from the datastore to the host.
+    Get {
+        #[arg(long, value_name = "PATH")]
+        image: Option<PathBuf>,
+        src: String,
+        host_path: PathBuf,
     },
 }
 
@@ -159,8 +224,9 @@ fn real_main() -> Result<ExitCode, String> {
         Cmd::Iso { out, iso } => {
             build(&iso_options(out, iso))?;
         }
-        Cmd::Run { cpus, mem, uefi, cpu, nic, forwards, iso, qemu_args } => {
+        Cmd::Run { cpus, mem, uefi, cpu, nic, forwards, iso, disks, qemu_args } => {
             let iso = build(&iso_options(None, iso))?;
+            let disk_args = datastore_disks(disks)?;
             let mut q = Qemu::new(Boot::Iso(iso));
             q.cpus = cpus;
             q.mem_mib = mem;
@@ -186,7 +252,8 @@ fn real_main() -> Result<ExitCode, String> {
                 }
                 q.nics.push(n);
             }
-            q.extra = qemu_args;
+            q.extra = disk_args;
+            q.extra.extend(qemu_args);
             let status = q.run_interactive()?;
             println!("QEMU exited with status {status}");
             return Ok(ExitCode::from(status.clamp(0, 255) as u8));
@@ -217,6 +284,7 @@ fn real_main() -> Result<ExitCode, String> {
             let bins = image_builder::userworlds::build_static(false)?;
             image_builder::bench::bench_vm(&kernel, &bins.join("vmbench"), runs)?;
         }
+        Cmd::Datastore { what } => datastore_cmd(what)?,
         Cmd::Kernel => {
             let elf = image_builder::kernel::build_kernel(true)?;
             println!("{}", elf.display());
@@ -227,4 +295,47 @@ fn real_main() -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the default datastore disk if absent; QEMU arguments for it and
+/// the extra ones.
+fn datastore_disks(d: DiskArgs) -> Result<Vec<String>, String> {
+    let mut images = vec![datastore::ensure_default()?];
+    for p in d.datastores {
+        if !p.is_file() {
+            return Err(format!("--datastore {}: no such image (make one with `image-builder datastore new PATH`)", p.display()));
+        }
+        images.push(p);
+    }
+    let bus = match d.disk_bus {
+        DiskBusArg::VirtioBlk => datastore::DiskBus::VirtioBlk,
+        DiskBusArg::Nvme => datastore::DiskBus::Nvme,
+    };
+    Ok(datastore::qemu_disk_args(&images, bus))
+}
+
+fn datastore_cmd(what: DatastoreCmd) -> Result<(), String> {
+    let image = |p: Option<PathBuf>| p.unwrap_or_else(datastore::default_image);
+    match what {
+        DatastoreCmd::New { path, size, label } => {
+            let path = image(path);
+            let bytes = datastore::parse_size(&size)?;
+            datastore::create(&path, bytes, &label)?;
+            println!("created {} ({}, sparse; GPT, FAT partition \"{label}\")", path.display(), human_size(bytes));
+        }
+        DatastoreCmd::Ls { image: img, dir } => {
+            for line in datastore::ls(&image(img), &dir)? {
+                println!("{line}");
+            }
+        }
+        DatastoreCmd::Put { image: img, host_path, dest } => {
+            let (files, bytes) = datastore::put(&image(img), &host_path, &dest)?;
+            println!("copied {files} file(s), {}", human_size(bytes));
+        }
+        DatastoreCmd::Get { image: img, src, host_path } => {
+            let (files, bytes) = datastore::get(&image(img), &src, &host_path)?;
+            println!("copied {files} file(s), {}", human_size(bytes));
+        }
+    }
+    Ok(())
 }

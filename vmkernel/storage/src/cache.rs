@@ -197,9 +197,9 @@ impl BlockCache {
         let mut inner = self.inner.lock();
         // Blocks written only in part must be read first; wholly
         // overwritten ones need not be.
-        let partial_first = offset % bs != 0 || (buf.len() as u64) < self.block_len(first) as u64;
+        let partial_first = !offset.is_multiple_of(bs) || (buf.len() as u64) < self.block_len(first) as u64;
         let end = offset + buf.len() as u64;
-        let partial_last = end % bs != 0 && end != self.size;
+        let partial_last = !end.is_multiple_of(bs) && end != self.size;
         if partial_first {
             self.load_range(&mut inner, first, first)?;
         }
@@ -210,8 +210,8 @@ impl BlockCache {
         for b in first..=last {
             let stamp = self.touch(&mut inner, b);
             let len = self.block_len(b);
-            if !inner.blocks.contains_key(&b) {
-                inner.blocks.insert(b, Entry { data: vec![0; len], dirty_since: None, stamp });
+            if let alloc::collections::btree_map::Entry::Vacant(v) = inner.blocks.entry(b) {
+                v.insert(Entry { data: vec![0; len], dirty_since: None, stamp });
                 inner.bytes += len;
             }
             let Some(e) = inner.blocks.get_mut(&b) else { return Err(BlockError::Io) };
@@ -368,7 +368,10 @@ impl BlockCache {
             if inner.blocks.get(&b).is_some_and(|e| e.dirty_since.is_some()) {
                 let max_blocks = (self.config.max_request_bytes / self.block_size).max(1) as u64;
                 let mut lo = b;
-                while lo > 0 && b - lo + 1 < max_blocks && inner.blocks.get(&(lo - 1)).is_some_and(|e| e.dirty_since.is_some()) {
+                while lo > 0
+                    && b - lo + 1 < max_blocks
+                    && inner.blocks.get(&(lo - 1)).is_some_and(|e| e.dirty_since.is_some())
+                {
                     lo -= 1;
                 }
                 let mut hi = b;
@@ -504,7 +507,8 @@ mod tests {
     fn flush_expired_writes_only_old_blocks() {
         let spy = Spy::new(1024);
         let clock = Arc::new(Manual(AtomicU64::new(1000)));
-        let c = BlockCache::new(spy.clone(), clock.clone(), CacheConfig { max_dirty_age_ms: 5000, ..Default::default() });
+        let c =
+            BlockCache::new(spy.clone(), clock.clone(), CacheConfig { max_dirty_age_ms: 5000, ..Default::default() });
         c.write(0, &[1; 4096]).unwrap();
         clock.0.store(4000, Relaxed);
         c.write(65536, &[2; 4096]).unwrap();
@@ -536,7 +540,8 @@ mod tests {
 
     #[test]
     fn read_only_device_refuses_writes() {
-        let c = BlockCache::new(Arc::new(MemDisk::new(512, 8).into_read_only()), Arc::new(NoClock), CacheConfig::default());
+        let c =
+            BlockCache::new(Arc::new(MemDisk::new(512, 8).into_read_only()), Arc::new(NoClock), CacheConfig::default());
         assert_eq!(c.write(0, &[0; 10]), Err(BlockError::ReadOnly));
         c.flush().unwrap();
     }

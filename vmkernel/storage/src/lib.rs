@@ -13,6 +13,30 @@
 //!   through the cache, with the VFS-facing API the kernel wraps, a
 //!   bounded consistency check at mount, and atomic replace (see
 //!   [`fat`]'s "Crash safety").
+//! - [`volumes`]: mounting every FAT volume of the registry at boot, with
+//!   its `/vmfs/volumes/<label>` and `<uuid>` names.
+//!
+//! # How the kernel plugs in (next steps)
+//! - A block driver implements [`block::BlockDevice`] and registers the
+//!   disk: `registry.add_disk(&registry::adapter_disk_name(n), Arc::new(dev))`
+//!   (the returned lines go to the log). Partitions appear as `name:N`.
+//! - At boot, [`volumes::mount_all`] mounts every FAT volume; the VFS puts
+//!   each at `/vmfs/volumes/<name>` with `<uuid>` beside it, and serves
+//!   `/proc/diskstats` from [`registry::DeviceRegistry::diskstats`].
+//! - The VFS maps system calls onto [`fat::Datastore`]: `open` (O_CREAT,
+//!   O_EXCL, O_TRUNC, O_APPEND as [`fat::OpenFlags`]), `read`/`pread` →
+//!   `read_at`, `write`/`pwrite` → `write_at` (the file position stays in
+//!   the VFS), `ftruncate` → `truncate`, `fsync`/`fdatasync` → `fsync`,
+//!   `rename`, `unlink`, `mkdir`, `rmdir`, `getdents64` → `readdir`,
+//!   `stat`, `utimensat` → `set_times`, `statfs`; errors carry their errno
+//!   ([`fat::FsError::errno`]).
+//! - A periodic world calls [`fat::Datastore::flush_expired`] (dirty data
+//!   reaches the disk within the cache's age limit); `sync` and power-off
+//!   call `sync`, `umount` calls `unmount`.
+//! - A `Datastore` is not `Send`: fatfs uses `RefCell`s and open files
+//!   borrow the volume (all inside the datastore's own allocation). The
+//!   kernel keeps each one behind a single lock and may move it between
+//!   CPUs in a newtype whose `unsafe impl Send` says exactly that.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -26,3 +50,4 @@ pub mod fat;
 pub mod partition;
 pub mod registry;
 pub mod stats;
+pub mod volumes;

@@ -390,6 +390,9 @@ fn read_gpt(dev: &dyn BlockDevice) -> Result<PartitionTable, PartitionError> {
     Ok(PartitionTable { kind: TableKind::Gpt { disk_guid: h.disk_guid }, partitions, warnings })
 }
 
+/// Sector writes `(lba, sector bytes)`.
+pub type SectorWrites = Vec<(u64, Vec<u8>)>;
+
 /// A partition to put into a new GPT.
 pub struct NewPartition<'a> {
     pub kind: Guid,
@@ -409,7 +412,7 @@ pub fn build_gpt(
     disk_sectors: u64,
     disk_guid: Guid,
     parts: &[NewPartition<'_>],
-) -> Result<(Vec<(u64, Vec<u8>)>, Vec<Partition>), String> {
+) -> Result<(SectorWrites, Vec<Partition>), String> {
     let ss = sector_size as u64;
     const ENTRIES: u64 = 128;
     const ENTRY_SIZE: u64 = 128;

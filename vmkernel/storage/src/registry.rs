@@ -80,7 +80,8 @@ impl DeviceRegistry {
     /// registers each partition as `name:N`. Returns log lines describing
     /// what was found (table kind, partitions, damage survived).
     pub fn add_disk(&mut self, name: &str, raw: Arc<dyn BlockDevice>) -> Result<Vec<String>, RegistryError> {
-        if name.is_empty() || name.len() > 200 || name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
+        if name.is_empty() || name.len() > 200 || name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        {
             return Err(RegistryError::BadName(String::from(name)));
         }
         if self.find(name).is_some() {
@@ -103,7 +104,11 @@ impl DeviceRegistry {
         let mut partitions = Vec::new();
         match &table {
             Ok(t) => {
-                log.push(format!("storage: disk {name}: {:?} partition table, {} partition(s)", t.kind, t.partitions.len()));
+                log.push(format!(
+                    "storage: disk {name}: {:?} partition table, {} partition(s)",
+                    t.kind,
+                    t.partitions.len()
+                ));
                 for w in &t.warnings {
                     log.push(format!("storage: disk {name}: warning: {w}"));
                 }
@@ -143,7 +148,14 @@ impl DeviceRegistry {
             Err(e) => log.push(format!("storage: disk {name}: {e}")),
         }
         self.disks.push(Disk {
-            entry: DeviceEntry { name: String::from(name), major: SD_MAJOR, minor, device: counted, stats, partition: None },
+            entry: DeviceEntry {
+                name: String::from(name),
+                major: SD_MAJOR,
+                minor,
+                device: counted,
+                stats,
+                partition: None,
+            },
             table,
             partitions,
         });
@@ -152,7 +164,11 @@ impl DeviceRegistry {
 
     /// Forgets a disk and its partitions (hot removal).
     pub fn remove_disk(&mut self, name: &str) -> Result<(), RegistryError> {
-        let i = self.disks.iter().position(|d| d.entry.name == name).ok_or_else(|| RegistryError::NotFound(String::from(name)))?;
+        let i = self
+            .disks
+            .iter()
+            .position(|d| d.entry.name == name)
+            .ok_or_else(|| RegistryError::NotFound(String::from(name)))?;
         self.disks.remove(i);
         Ok(())
     }
@@ -179,7 +195,9 @@ impl DeviceRegistry {
         for d in &self.disks {
             match &d.table {
                 Err(PartitionError::NoTable) => v.push(&d.entry),
-                Ok(_) => v.extend(d.partitions.iter().filter(|p| p.partition.as_ref().is_some_and(|p| p.kind.may_be_fat()))),
+                Ok(_) => {
+                    v.extend(d.partitions.iter().filter(|p| p.partition.as_ref().is_some_and(|p| p.kind.may_be_fat())))
+                }
                 Err(_) => {}
             }
         }

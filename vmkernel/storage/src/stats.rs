@@ -139,7 +139,12 @@ impl CountedDevice {
         }
     }
 
-    fn timed<T>(&self, kind: Kind, sectors512: u64, op: impl FnOnce() -> Result<T, BlockError>) -> Result<T, BlockError> {
+    fn timed<T>(
+        &self,
+        kind: Kind,
+        sectors512: u64,
+        op: impl FnOnce() -> Result<T, BlockError>,
+    ) -> Result<T, BlockError> {
         self.each(|s| {
             s.in_flight.fetch_add(1, Relaxed);
         });
@@ -219,10 +224,7 @@ mod tests {
     #[test]
     fn line_format_matches_linux() {
         let s = DiskStatsSnapshot { reads: 1, sectors_read: 8, writes: 2, sectors_written: 16, ..Default::default() };
-        assert_eq!(
-            diskstats_line(8, 0, "sda", &s),
-            "   8       0 sda 1 0 8 0 2 0 16 0 0 0 0 0 0 0 0 0 0\n"
-        );
+        assert_eq!(diskstats_line(8, 0, "sda", &s), "   8       0 sda 1 0 8 0 2 0 16 0 0 0 0 0 0 0 0 0 0\n");
         // Linux prints exactly 20 whitespace-separated fields.
         assert_eq!(diskstats_line(259, 1, "nvme0n1p1", &s).split_whitespace().count(), 20);
     }

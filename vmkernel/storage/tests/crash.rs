@@ -164,7 +164,8 @@ fn workload(ds: &mut Datastore, rounds: u32) -> ([u32; FILES], Option<usize>) {
                 return (committed, Some(i));
             }
             committed[i] = r;
-            let Ok(h) = ds.open("var/log/big.log", OpenFlags { write: true, append: true, ..Default::default() }) else {
+            let Ok(h) = ds.open("var/log/big.log", OpenFlags { write: true, append: true, ..Default::default() })
+            else {
                 return (committed, None);
             };
             let line = pattern(r as u64 * 100 + i as u64, 700);
@@ -203,6 +204,9 @@ fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
     drop(ds);
     assert!(total > 50, "workload made only {total} writes");
 
+    // fsck.fat (dosfstools) judges each recovered volume, as in CI.
+    let fsck = Some(tool("fsck.fat", "dosfstools"));
+    let dir = tempfile::tempdir().unwrap();
     let mut recoveries = 0;
     for k in 0..points {
         // Spread crash points over the whole run, each with its own seed.
@@ -216,15 +220,17 @@ fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
         let image = disk.durable_image();
         let mem = Arc::new(MemDisk::from_image(512, image));
         let mut ds = mount(mem.clone());
+        let msgs = ds.messages().to_vec();
         if ds.messages().iter().any(|m| m.contains("recovered")) {
             recoveries += 1;
         }
-        for i in 0..FILES {
+        for (i, &done) in committed.iter().enumerate() {
             let data = read_file(&mut ds, &format!("etc/config {i}.json"));
-            let v = version_of(i, &data)
-                .unwrap_or_else(|| panic!("crash at write {n}: config {i} is not a whole version ({} bytes)", data.len()));
-            let ok = v == committed[i] || (in_flight == Some(i) && v == committed[i] + 1);
-            assert!(ok, "crash at write {n}: config {i} is v{v}, committed v{}, in flight {in_flight:?}", committed[i]);
+            let v = version_of(i, &data).unwrap_or_else(|| {
+                panic!("crash at write {n}: config {i} is not a whole version ({} bytes)", data.len())
+            });
+            let ok = v == done || (in_flight == Some(i) && v == done + 1);
+            assert!(ok, "crash at write {n}: config {i} is v{v}, committed v{done}, in flight {in_flight:?}");
         }
         // The volume stays usable: another round of rewrites, then a
         // clean remount whose FAT check finds nothing to mend.
@@ -232,12 +238,18 @@ fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
             replace(&mut ds, i, 1000).unwrap_or_else(|e| panic!("crash at write {n}: rewrite after recovery: {e}"));
         }
         ds.unmount().unwrap();
+        if let Some(fsck) = &fsck {
+            let img = dir.path().join("crashed.img");
+            std::fs::write(&img, mem.image()).unwrap();
+            let out = std::process::Command::new(fsck).arg("-n").arg(&img).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "crash at write {n}: fsck.fat -n after recovery and unmount:\n{text}\nmount said: {msgs:?}"
+            );
+        }
         let mut ds = mount(mem);
-        assert!(
-            ds.messages().iter().all(|m| !m.contains("inconsistent")),
-            "crash at write {n}: {:?}",
-            ds.messages()
-        );
+        assert!(ds.messages().iter().all(|m| !m.contains("inconsistent")), "crash at write {n}: {:?}", ds.messages());
         for i in 0..FILES {
             assert_eq!(version_of(i, &read_file(&mut ds, &format!("etc/config {i}.json"))), Some(1000));
         }

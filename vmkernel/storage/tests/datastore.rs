@@ -38,7 +38,8 @@ fn file_and_directory_operations_survive_remount() {
             Err(FsError::Exists)
         );
         // Writes past the end fill the gap with zeros; truncate both ways.
-        let h = ds.open("sparse.bin", OpenFlags { read: true, write: true, create: true, ..Default::default() }).unwrap();
+        let h =
+            ds.open("sparse.bin", OpenFlags { read: true, write: true, create: true, ..Default::default() }).unwrap();
         ds.write_at(h, 10_000, b"x").unwrap();
         assert_eq!(ds.size(h).unwrap(), 10_001);
         let mut b = vec![1u8; 10_001];
@@ -233,7 +234,9 @@ fn looping_cluster_chain_is_repaired_or_mounted_read_only() {
     let (fat0, fat_bytes, _, _) = fat32_layout(&img);
     // Find the directory's chain: the longest run of links in the FAT;
     // point its last link back at its first cluster.
-    let entry = |img: &[u8], c: usize| u32::from_le_bytes(img[fat0 + 4 * c..fat0 + 4 * c + 4].try_into().unwrap()) & 0x0FFF_FFFF;
+    let entry = |img: &[u8], c: usize| {
+        u32::from_le_bytes(img[fat0 + 4 * c..fat0 + 4 * c + 4].try_into().unwrap()) & 0x0FFF_FFFF
+    };
     let mut head = 0;
     let mut best = 0;
     for c in 3..fat_bytes / 4 {

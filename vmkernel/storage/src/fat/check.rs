@@ -184,6 +184,8 @@ pub struct Repair {
 pub struct FatReport {
     /// Entries to set to end-of-chain.
     pub repairs: Vec<Repair>,
+    /// The first FAT as read, with the repairs applied (empty if skipped).
+    pub next: Vec<u32>,
     /// Set when the volume is too big for the mount-time walk.
     pub skipped: Option<String>,
 }
@@ -203,7 +205,8 @@ pub fn check_fat(cache: &BlockCache, g: &Geometry) -> Result<FatReport, BlockErr
     }
     let n = g.clusters as usize + 2;
     let (_, width) = g.entry_pos(0);
-    let fat_bytes = (g.entry_pos(n as u32 - 1).0 as usize + width).min(g.fat_sectors as usize * g.bytes_per_sector as usize);
+    let fat_bytes =
+        (g.entry_pos(n as u32 - 1).0 as usize + width).min(g.fat_sectors as usize * g.bytes_per_sector as usize);
     // Read the FAT in pieces so the peak is one piece plus `next`.
     let mut next: Vec<u32> = vec![0; n];
     let start = g.fat_offset(0);
@@ -282,16 +285,16 @@ pub fn check_fat(cache: &BlockCache, g: &Geometry) -> Result<FatReport, BlockErr
             cur = v as usize;
         }
     }
+    report.next = next;
     Ok(report)
 }
 
+/// Reads bytes of the volume at an offset.
+pub type ReadAt<'a> = dyn FnMut(u64, &mut [u8]) -> Result<(), BlockError> + 'a;
+
 /// The byte writes that set `cluster`'s entry to end-of-chain in every FAT
 /// copy, given a reader for the current bytes: `(offset, bytes)`.
-pub fn end_chain_writes(
-    g: &Geometry,
-    cluster: u32,
-    read: &mut dyn FnMut(u64, &mut [u8]) -> Result<(), BlockError>,
-) -> Result<Vec<(u64, Vec<u8>)>, BlockError> {
+pub fn end_chain_writes(g: &Geometry, cluster: u32, read: &mut ReadAt<'_>) -> Result<Vec<(u64, Vec<u8>)>, BlockError> {
     let (pos, w) = g.entry_pos(cluster);
     let mut out = Vec::new();
     for copy in 0..g.fats {
@@ -313,4 +316,262 @@ pub fn end_chain_writes(
         out.push((off, b));
     }
     Ok(out)
+}
+
+impl Geometry {
+    /// Bytes per cluster.
+    pub fn cluster_bytes(&self) -> u64 {
+        self.sectors_per_cluster as u64 * self.bytes_per_sector as u64
+    }
+    fn root_dir_bytes(&self) -> u64 {
+        (self.root_entries as u64 * 32).div_ceil(self.bytes_per_sector as u64) * self.bytes_per_sector as u64
+    }
+    /// Byte offset of the FAT12/16 root directory region.
+    fn root_dir_offset(&self) -> u64 {
+        self.fat_offset(self.fats)
+    }
+    /// Byte offset of cluster `c` (≥ 2).
+    pub fn cluster_offset(&self, c: u32) -> u64 {
+        self.root_dir_offset() + self.root_dir_bytes() + (c as u64 - 2) * self.cluster_bytes()
+    }
+    /// Offset of the boot sector byte holding the volume's dirty flag.
+    pub fn dirty_flag_offset(&self) -> u64 {
+        if self.kind == FatKind::Fat32 { 0x41 } else { 0x25 }
+    }
+    fn bad(&self) -> u32 {
+        match self.kind {
+            FatKind::Fat12 => 0xFF7,
+            FatKind::Fat16 => 0xFFF7,
+            FatKind::Fat32 => 0x0FFF_FFF7,
+        }
+    }
+    fn is_link(&self, v: u32) -> bool {
+        v >= 2 && v < self.clusters + 2
+    }
+}
+
+/// Sets FAT entry `cluster` to `value` in every FAT copy (and in `next`).
+pub fn set_fat(cache: &BlockCache, g: &Geometry, next: &mut [u32], cluster: u32, value: u32) -> Result<(), BlockError> {
+    let (pos, w) = g.entry_pos(cluster);
+    for copy in 0..g.fats {
+        let off = g.fat_offset(copy) + pos;
+        let mut b = [0u8; 4];
+        cache.read(off, &mut b[..w])?;
+        match g.kind {
+            FatKind::Fat12 => {
+                let v = u16::from_le_bytes([b[0], b[1]]);
+                let value = (value & 0xFFF) as u16;
+                let v = if cluster % 2 == 1 { (v & 0x000F) | (value << 4) } else { (v & 0xF000) | value };
+                b[..2].copy_from_slice(&v.to_le_bytes());
+            }
+            FatKind::Fat16 => b[..2].copy_from_slice(&(value as u16).to_le_bytes()),
+            FatKind::Fat32 => {
+                let v = u32::from_le_bytes(b);
+                b.copy_from_slice(&((v & 0xF000_0000) | (value & 0x0FFF_FFFF)).to_le_bytes());
+            }
+        }
+        cache.write(off, &b[..w])?;
+    }
+    if let Some(slot) = next.get_mut(cluster as usize) {
+        *slot = value;
+    }
+    Ok(())
+}
+
+/// Copies the first FAT over the others where they differ (a crash can
+/// leave the copies half-updated). Returns whether anything differed.
+pub fn sync_fat_copies(cache: &BlockCache, g: &Geometry) -> Result<bool, BlockError> {
+    let bytes = g.fat_sectors as u64 * g.bytes_per_sector as u64;
+    const PIECE: u64 = 256 << 10;
+    let mut a = vec![0u8; PIECE as usize];
+    let mut b = vec![0u8; PIECE as usize];
+    let mut differed = false;
+    for copy in 1..g.fats {
+        let mut at = 0;
+        while at < bytes {
+            let n = (bytes - at).min(PIECE) as usize;
+            cache.read(g.fat_offset(0) + at, &mut a[..n])?;
+            cache.read(g.fat_offset(copy) + at, &mut b[..n])?;
+            if a[..n] != b[..n] {
+                cache.write(g.fat_offset(copy) + at, &a[..n])?;
+                differed = true;
+            }
+            at += n as u64;
+        }
+    }
+    Ok(differed)
+}
+
+/// Deepest directory nesting the tree scan follows.
+const MAX_DEPTH: usize = 128;
+
+struct Scan<'a> {
+    cache: &'a BlockCache,
+    g: &'a Geometry,
+    next: &'a mut Vec<u32>,
+    owned: Vec<bool>,
+    log: Vec<String>,
+}
+
+impl Scan<'_> {
+    /// The clusters of a chain from `first`, stopping at its end, at a
+    /// cluster another entry owns (returned as the second value), or at
+    /// the volume's cluster count (a bound; loops were cut before).
+    fn chain(&self, first: u32) -> (Vec<u32>, bool) {
+        let mut v = Vec::new();
+        let mut c = first;
+        loop {
+            if self.owned[c as usize] || v.len() > self.g.clusters as usize {
+                return (v, true);
+            }
+            v.push(c);
+            let n = self.next[c as usize];
+            if !self.g.is_link(n) || self.next[n as usize] == 0 {
+                return (v, false);
+            }
+            c = n;
+        }
+    }
+
+    fn write_entry(&mut self, at: u64, first: u32, size: u32) -> Result<(), BlockError> {
+        self.cache.write(at + 20, &((first >> 16) as u16).to_le_bytes())?;
+        self.cache.write(at + 26, &(first as u16).to_le_bytes())?;
+        self.cache.write(at + 28, &size.to_le_bytes())
+    }
+
+    /// Byte ranges of a directory: the fixed FAT12/16 root, or a chain.
+    fn walk_dir(&mut self, ranges: Vec<(u64, u64)>, path: &str, depth: usize) -> Result<(), BlockError> {
+        let mut subdirs = Vec::new();
+        'outer: for (start, len) in ranges {
+            let mut buf = vec![0u8; len as usize];
+            self.cache.read(start, &mut buf)?;
+            for (i, e) in buf.chunks_exact(32).enumerate() {
+                let at = start + i as u64 * 32;
+                match e[0] {
+                    0x00 => break 'outer,
+                    0xE5 => continue,
+                    b'.' => continue,
+                    _ => {}
+                }
+                let attr = e[11];
+                if attr & 0x0F == 0x0F || attr & 0x08 != 0 {
+                    continue; // long-name part or volume label
+                }
+                let hi = if self.g.kind == FatKind::Fat32 { u16::from_le_bytes([e[20], e[21]]) as u32 } else { 0 };
+                let first = hi << 16 | u16::from_le_bytes([e[26], e[27]]) as u32;
+                let size = u32::from_le_bytes([e[28], e[29], e[30], e[31]]);
+                let name = short_name(e);
+                let what = format!("{path}/{name}");
+                if attr & 0x10 != 0 {
+                    if !self.g.is_link(first) || self.next[first as usize] == 0 || self.owned[first as usize] {
+                        self.cache.write(at, &[0xE5])?;
+                        self.log.push(format!("{what}: directory entry points to no valid cluster; removed"));
+                        continue;
+                    }
+                    let (chain, shared) = self.chain(first);
+                    if shared {
+                        let last = chain[chain.len() - 1];
+                        set_fat(self.cache, self.g, self.next, last, self.g.eoc())?;
+                        self.log.push(format!("{what}: directory shares clusters with another entry; cut"));
+                    }
+                    for &c in &chain {
+                        self.owned[c as usize] = true;
+                    }
+                    let cb = self.g.cluster_bytes();
+                    subdirs.push((chain.iter().map(|&c| (self.g.cluster_offset(c), cb)).collect::<Vec<_>>(), what));
+                    continue;
+                }
+                if first == 0 {
+                    if size != 0 {
+                        self.write_entry(at, 0, 0)?;
+                        self.log.push(format!("{what}: {size} bytes but no clusters; size set to 0"));
+                    }
+                    continue;
+                }
+                if !self.g.is_link(first) || self.next[first as usize] == 0 || self.next[first as usize] == self.g.bad()
+                {
+                    self.write_entry(at, 0, 0)?;
+                    self.log.push(format!("{what}: starts at a free or invalid cluster {first}; emptied"));
+                    continue;
+                }
+                let (chain, shared) = self.chain(first);
+                let cb = self.g.cluster_bytes();
+                let need = (size as u64).div_ceil(cb) as usize;
+                let keep = if shared { chain.len().min(need) } else { chain.len().min(need.max(1)) };
+                if keep == 0 || (need == 0 && !shared) {
+                    // Clusters but size 0, or only shared clusters: detach.
+                    self.write_entry(at, 0, 0)?;
+                    if shared || chain.len() > 1 || size != 0 {
+                        self.log
+                            .push(format!("{what}: chain {}; emptied", if shared { "shared" } else { "without data" }));
+                    }
+                    if !shared && need == 0 {
+                        // Its clusters become lost and are freed below.
+                    }
+                    continue;
+                }
+                let kept_bytes = keep as u64 * cb;
+                if keep < chain.len() || shared {
+                    set_fat(self.cache, self.g, self.next, chain[keep - 1], self.g.eoc())?;
+                }
+                if (size as u64) > kept_bytes {
+                    self.write_entry(at, first, kept_bytes as u32)?;
+                    self.log
+                        .push(format!("{what}: {size} bytes but {kept_bytes} in its chain; size set to {kept_bytes}"));
+                } else if keep < chain.len() {
+                    self.log.push(format!("{what}: chain longer than its {size} bytes; tail cut"));
+                }
+                for &c in &chain[..keep] {
+                    self.owned[c as usize] = true;
+                }
+            }
+        }
+        if depth < MAX_DEPTH {
+            for (ranges, path) in subdirs {
+                self.walk_dir(ranges, &path, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short_name(e: &[u8]) -> String {
+    let base: String = e[0..8].iter().map(|&b| b as char).collect::<String>().trim_end().into();
+    let ext: String = e[8..11].iter().map(|&b| b as char).collect::<String>().trim_end().into();
+    if ext.is_empty() { base } else { format!("{base}.{ext}") }
+}
+
+/// After an unclean shutdown: makes every directory entry agree with the
+/// FAT (entries pointing at free clusters emptied, sizes fitted to their
+/// chains, chains cut where they run into another entry's clusters) and
+/// frees clusters no entry reaches. Writes go through `cache`; returns a
+/// log line per fix. `next` is the FAT from [`check_fat`].
+pub fn scan_and_mend(cache: &BlockCache, g: &Geometry, next: &mut Vec<u32>) -> Result<Vec<String>, BlockError> {
+    let n = g.clusters as usize + 2;
+    if next.len() != n {
+        return Ok(Vec::new());
+    }
+    let mut scan = Scan { cache, g, next, owned: vec![false; n], log: Vec::new() };
+    let root = if g.kind == FatKind::Fat32 {
+        let (chain, _) = scan.chain(g.root_cluster);
+        for &c in &chain {
+            scan.owned[c as usize] = true;
+        }
+        chain.iter().map(|&c| (g.cluster_offset(c), g.cluster_bytes())).collect()
+    } else {
+        vec![(g.root_dir_offset(), g.root_dir_bytes())]
+    };
+    scan.walk_dir(root, "", 0)?;
+    let mut lost = 0u32;
+    for c in 2..n {
+        let v = scan.next[c];
+        if v != 0 && v != g.bad() && !scan.owned[c] {
+            set_fat(cache, g, scan.next, c as u32, 0)?;
+            lost += 1;
+        }
+    }
+    if lost > 0 {
+        scan.log.push(format!("freed {lost} lost cluster(s) no entry reached"));
+    }
+    Ok(scan.log)
 }

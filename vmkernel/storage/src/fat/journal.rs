@@ -160,7 +160,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_torn_records_are_rejected() {
-        let i = Intent { seq: 7, from: "a/b.tmp".into(), to: "a/b".into(), mtime: 0x1234_5678, data: b"hello".to_vec() };
+        let i =
+            Intent { seq: 7, from: "a/b.tmp".into(), to: "a/b".into(), mtime: 0x1234_5678, data: b"hello".to_vec() };
         let r = encode(&i);
         assert_eq!(decode(&r), Some(i));
         for k in 0..r.len() {

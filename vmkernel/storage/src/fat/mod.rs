@@ -16,6 +16,9 @@
 //! - A file that is open cannot be renamed over or removed
 //!   ([`FsError::Busy`], EBUSY), as on VMFS: FAT has no inodes to keep an
 //!   unlinked file alive.
+//! - A new name must start with an ASCII character: the fatfs crate's
+//!   short-name generator panics on others, so they are refused with
+//!   [`FsError::Invalid`] (such names made elsewhere are read normally).
 //! - Directory times cannot be set (the crate offers no directory entry
 //!   editor); [`Datastore::set_times`] on a directory changes nothing.
 //!
@@ -128,10 +131,23 @@ impl FsError {
 
 impl fmt::Display for FsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FsError::Io(e) => write!(f, "I/O error: {e}"),
-            other => write!(f, "{other:?} (errno {})", other.errno()),
-        }
+        f.write_str(match self {
+            FsError::Io(e) => return write!(f, "I/O error: {e}"),
+            FsError::NotFound => "no such file or directory",
+            FsError::Exists => "file exists",
+            FsError::NotDir => "not a directory",
+            FsError::IsDir => "is a directory",
+            FsError::NotEmpty => "directory not empty",
+            FsError::NoSpace => "no space left on the datastore",
+            FsError::FileTooBig => "file too large (FAT files end at 4 GiB - 1)",
+            FsError::ReadOnly => "read-only datastore",
+            FsError::Busy => "file is open (busy)",
+            FsError::Invalid => "invalid name or argument",
+            FsError::NameTooLong => "file name too long",
+            FsError::BadHandle => "bad file handle",
+            FsError::Denied => "permission denied (datastore-internal file)",
+            FsError::Corrupt => "file system metadata is inconsistent",
+        })
     }
 }
 
@@ -337,6 +353,41 @@ type FatDir<'a> = fatfs::Dir<'a, CacheIo, FatTime, fatfs::LossyOemCpConverter>;
 struct Node<'a> {
     file: FatFile<'a>,
     refs: u32,
+    /// Where the file's bytes are on the volume, built on the first read
+    /// and dropped by any write or truncate: reads at random offsets then
+    /// cost a binary search instead of a walk down the cluster chain.
+    map: Option<Vec<Run>>,
+}
+
+/// `len` bytes of a file at `file_off` live at volume byte `disk_off`.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    file_off: u64,
+    disk_off: u64,
+    len: u64,
+}
+
+/// The runs of a file's clusters, adjacent clusters merged.
+fn build_map(file: &mut FatFile<'_>) -> Result<Vec<Run>, FsError> {
+    let size = file.size().unwrap_or(0) as u64;
+    let mut runs: Vec<Run> = Vec::new();
+    let mut covered = 0u64;
+    for x in file.extents() {
+        if covered >= size {
+            break;
+        }
+        let x = x?;
+        let len = (x.size as u64).min(size - covered);
+        if len == 0 {
+            break;
+        }
+        match runs.last_mut() {
+            Some(r) if r.disk_off + r.len == x.offset => r.len += len,
+            _ => runs.push(Run { file_off: covered, disk_off: x.offset, len }),
+        }
+        covered += len;
+    }
+    Ok(runs)
 }
 
 struct HandleInfo {
@@ -392,7 +443,8 @@ pub struct OpenFlags {
 }
 
 impl OpenFlags {
-    pub const READ: OpenFlags = OpenFlags { read: true, write: false, create: false, exclusive: false, truncate: false, append: false };
+    pub const READ: OpenFlags =
+        OpenFlags { read: true, write: false, create: false, exclusive: false, truncate: false, append: false };
     pub const WRITE_CREATE_TRUNC: OpenFlags =
         OpenFlags { read: false, write: true, create: true, exclusive: false, truncate: true, append: false };
 }
@@ -486,7 +538,13 @@ pub fn format(cache: &Arc<BlockCache>, opts: &FormatOptions<'_>) -> Result<(), F
         }
         fo = fo.bytes_per_cluster(b);
     }
-    let mut io = CacheIo { cache: cache.clone(), pos: 0, read_only: false, patches: Arc::new(BTreeMap::new()), sector: ss as u64 };
+    let mut io = CacheIo {
+        cache: cache.clone(),
+        pos: 0,
+        read_only: false,
+        patches: Arc::new(BTreeMap::new()),
+        sector: ss as u64,
+    };
     fatfs::format_volume(&mut io, fo)?;
     cache.flush()?;
     Ok(())
@@ -507,6 +565,9 @@ pub struct Datastore {
     journal_seq: u64,
     next_handle: u64,
     log: Vec<String>,
+    /// The volume was clean at mount or has been mended: unmount may
+    /// clear its dirty flag (fatfs keeps a flag it found set).
+    clear_dirty_on_unmount: bool,
 }
 
 /// Splits and checks a path: components, without empty ones.
@@ -519,6 +580,19 @@ fn components(path: &str) -> Result<Vec<&str>, FsError> {
         return Err(FsError::NameTooLong);
     }
     Ok(parts)
+}
+
+/// Whether fatfs can make a new entry called `name`: its short-name
+/// generator slices the name at byte 1 and panics when the first character
+/// is not ASCII, so such names are refused (existing ones still work).
+/// Characters FAT's long names cannot hold are refused here too, before
+/// fatfs allocates anything (it would leak the new directory's cluster).
+fn creatable(name: &str) -> Result<(), FsError> {
+    let bad = |c: char| (c as u32) < 0x20 || "\"*/:<>?\\|".contains(c);
+    match name.chars().next() {
+        Some(c) if c.is_ascii() && !name.chars().any(bad) => Ok(()),
+        _ => Err(FsError::Invalid),
+    }
 }
 
 fn norm(path: &str) -> Result<String, FsError> {
@@ -537,7 +611,10 @@ fn split_parent(path: &str) -> (&str, &str) {
 }
 
 /// The entry `name` of `dir`, if any.
-fn lookup<'a>(dir: &FatDir<'a>, name: &str) -> Result<Option<fatfs::DirEntry<'a, CacheIo, FatTime, fatfs::LossyOemCpConverter>>, FsError> {
+fn lookup<'a>(
+    dir: &FatDir<'a>,
+    name: &str,
+) -> Result<Option<fatfs::DirEntry<'a, CacheIo, FatTime, fatfs::LossyOemCpConverter>>, FsError> {
     for e in dir.iter() {
         let e = e?;
         if e.eq_name(name) {
@@ -563,7 +640,15 @@ fn open_dir<'a>(fs: &'a Fs, path: &str) -> Result<FatDir<'a>, FsError> {
 fn stat_entry(fs: &Fs, path: &str, read_only: bool) -> Result<Stat, FsError> {
     let dir_mode = if read_only { 0o555 } else { 0o755 };
     if path.is_empty() {
-        return Ok(Stat { kind: FileKind::Dir, size: 0, mode: 0o040_000 | dir_mode, allocated: 0, mtime: 0, atime: 0, ctime: 0 });
+        return Ok(Stat {
+            kind: FileKind::Dir,
+            size: 0,
+            mode: 0o040_000 | dir_mode,
+            allocated: 0,
+            mtime: 0,
+            atime: 0,
+            ctime: 0,
+        });
     }
     let (parent, name) = split_parent(path);
     let pdir = open_dir(fs, parent)?;
@@ -583,6 +668,19 @@ fn stat_entry(fs: &Fs, path: &str, read_only: bool) -> Result<Stat, FsError> {
         atime: fat_date_to_unix(&e.accessed()),
         ctime: fat_to_unix(&e.created()),
     })
+}
+
+/// A (non-root) directory's first cluster, from its `.` entry.
+fn dir_first_cluster(dir: &FatDir<'_>) -> Result<u32, FsError> {
+    let mut f = dir.as_file().ok_or(FsError::Corrupt)?.clone();
+    f.seek(SeekFrom::Start(0))?;
+    let mut e = [0u8; 32];
+    f.read_exact(&mut e)?;
+    if &e[0..11] != b".          " {
+        return Err(FsError::Corrupt);
+    }
+    let c = (u16::from_le_bytes([e[20], e[21]]) as u32) << 16 | u16::from_le_bytes([e[26], e[27]]) as u32;
+    if c < 2 { Err(FsError::Corrupt) } else { Ok(c) }
 }
 
 fn read_all(file: &mut FatFile<'_>) -> Result<Vec<u8>, FsError> {
@@ -621,14 +719,19 @@ impl Datastore {
     /// Mounts the FAT volume on `cache`'s device: checks the boot sector
     /// and the FAT, repairs or falls back to read-only, opens the journal
     /// and replays a pending replace.
-    pub fn mount(cache: Arc<BlockCache>, clock: Arc<dyn WallClock>, opts: MountOptions) -> Result<Datastore, MountError> {
+    pub fn mount(
+        cache: Arc<BlockCache>,
+        clock: Arc<dyn WallClock>,
+        opts: MountOptions,
+    ) -> Result<Datastore, MountError> {
         let mut log = Vec::new();
         let ss = cache.device().sector_size().max(512) as usize;
         let mut bs = vec![0u8; ss];
         cache.read(0, &mut bs).map_err(MountError::Io)?;
         let geometry = check::parse_boot_sector(&bs, cache.size()).map_err(MountError::BadBootSector)?;
         let mut read_only = opts.read_only || cache.read_only();
-        let report = check::check_fat(&cache, &geometry).map_err(MountError::Io)?;
+        let unclean = bs.get(geometry.dirty_flag_offset() as usize).is_some_and(|b| b & 1 != 0);
+        let mut report = check::check_fat(&cache, &geometry).map_err(MountError::Io)?;
         if let Some(why) = &report.skipped {
             log.push(format!("FAT check skipped: {why}"));
         }
@@ -650,7 +753,10 @@ impl Datastore {
                     cache.write(*off, b).map_err(MountError::Io)?;
                 }
                 cache.flush().map_err(MountError::Io)?;
-                log.push(format!("repaired: {} chain(s) cut at the bad link (end of chain written to every FAT)", report.repairs.len()));
+                log.push(format!(
+                    "repaired: {} chain(s) cut at the bad link (end of chain written to every FAT)",
+                    report.repairs.len()
+                ));
             } else {
                 read_only = true;
                 // Cut the chains in memory only, per sector.
@@ -670,9 +776,36 @@ impl Datastore {
                         entry[(at - base) as usize] = *byte;
                     }
                 }
-                log.push(String::from("mounted read-only: the FAT is inconsistent and repair is off (bad chains cut in memory only)"));
+                log.push(String::from(
+                    "mounted read-only: the FAT is inconsistent and repair is off (bad chains cut in memory only)",
+                ));
             }
         }
+        // After an unclean shutdown (or a damaged FAT), make the FAT copies
+        // and every directory entry agree before fatfs sees the volume.
+        let mut mended = !unclean && report.repairs.is_empty();
+        if unclean || !report.repairs.is_empty() {
+            if unclean {
+                log.push(String::from("volume was not cleanly unmounted"));
+            }
+            if read_only || !opts.repair {
+                log.push(String::from("not checked further: read-only or repair off"));
+            } else if report.skipped.is_none() {
+                if check::sync_fat_copies(&cache, &geometry).map_err(MountError::Io)? {
+                    log.push(String::from("FAT copies differed; the first FAT was copied over the others"));
+                }
+                let fixes = check::scan_and_mend(&cache, &geometry, &mut report.next).map_err(MountError::Io)?;
+                for f in fixes.iter().take(16) {
+                    log.push(format!("mended: {f}"));
+                }
+                if fixes.len() > 16 {
+                    log.push(format!("mended {} more entries", fixes.len() - 16));
+                }
+                cache.flush().map_err(MountError::Io)?;
+                mended = true;
+            }
+        }
+        drop(report);
         let io = CacheIo {
             cache: cache.clone(),
             pos: 0,
@@ -695,6 +828,7 @@ impl Datastore {
             journal_seq: 0,
             next_handle: 1,
             log,
+            clear_dirty_on_unmount: mended,
         };
         if let Err(e) = ds.open_journal(opts.journal_bytes) {
             ds.log.push(format!("journal unavailable ({e}): renames over existing files are not atomic"));
@@ -739,28 +873,28 @@ impl Datastore {
         let root = fs.root_dir();
         let existing = lookup(&root, JOURNAL_NAME)?;
         let (extents, total, size) = {
-        let mut file = match existing {
-            Some(e) if e.is_file() && e.len() >= journal::HEADER as u64 + 512 => e.to_file(),
-            Some(_) => return Err(FsError::Corrupt),
-            None => {
-                if self.read_only || cap < 4096 {
-                    return if cap < 4096 { Err(FsError::NoSpace) } else { Ok(()) };
+            let mut file = match existing {
+                Some(e) if e.is_file() && e.len() >= journal::HEADER as u64 + 512 => e.to_file(),
+                Some(_) => return Err(FsError::Corrupt),
+                None => {
+                    if self.read_only || cap < 4096 {
+                        return if cap < 4096 { Err(FsError::NoSpace) } else { Ok(()) };
+                    }
+                    let mut f = root.create_file(JOURNAL_NAME)?;
+                    extend_with_zeros(&mut f, 0, cap as u64)?;
+                    f.flush()?;
+                    f
                 }
-                let mut f = root.create_file(JOURNAL_NAME)?;
-                extend_with_zeros(&mut f, 0, cap as u64)?;
-                f.flush()?;
-                f
+            };
+            let mut extents = Vec::new();
+            let mut total = 0u64;
+            for x in file.extents() {
+                let x = x?;
+                extents.push((x.offset, x.size as u64));
+                total += x.size as u64;
             }
-        };
-        let mut extents = Vec::new();
-        let mut total = 0u64;
-        for x in file.extents() {
-            let x = x?;
-            extents.push((x.offset, x.size as u64));
-            total += x.size as u64;
-        }
-        let size = file.size().unwrap_or(0) as u64;
-        (extents, total, size)
+            let size = file.size().unwrap_or(0) as u64;
+            (extents, total, size)
         };
         drop(root);
         self.cache.flush()?;
@@ -840,6 +974,7 @@ impl Datastore {
         if lookup(&pdir, name)?.is_some() {
             return Err(FsError::Exists);
         }
+        creatable(name)?;
         pdir.create_dir(name)?;
         Ok(())
     }
@@ -869,15 +1004,14 @@ impl Datastore {
         if Self::is_internal(&path) {
             return Err(FsError::Denied);
         }
-        if self.is_open(&path) {
-            return Err(FsError::Busy);
-        }
+        let busy = self.is_open(&path);
         let fs = self.vol.borrow_owner();
         let (parent, name) = split_parent(&path);
         let pdir = open_dir(fs, parent)?;
         match lookup(&pdir, name)? {
             None => Err(FsError::NotFound),
             Some(e) if e.is_dir() => Err(FsError::IsDir),
+            Some(_) if busy => Err(FsError::Busy),
             Some(_) => Ok(pdir.remove(name)?),
         }
     }
@@ -902,6 +1036,7 @@ impl Datastore {
                 return Ok(());
             }
             // A change of case only: FAT's rename handles it in place.
+            creatable(split_parent(&to).1)?;
             let fs = self.vol.borrow_owner();
             let (parent, name) = split_parent(&from);
             let (_, new_name) = split_parent(&to);
@@ -922,6 +1057,7 @@ impl Datastore {
         };
         // The destination's parent must exist (and be a directory).
         open_dir(self.vol.borrow_owner(), split_parent(&to).0)?;
+        creatable(split_parent(&to).1)?;
         match (&src.kind, dst.as_ref().map(|d| d.kind)) {
             (FileKind::File, Some(FileKind::Dir)) => return Err(FsError::IsDir),
             (FileKind::Dir, Some(FileKind::File)) => return Err(FsError::NotDir),
@@ -944,6 +1080,15 @@ impl Datastore {
         let fdir = open_dir(fs, fp)?;
         let tdir = open_dir(fs, tp)?;
         fdir.rename(fname, &tdir, tn)?;
+        if src.kind == FileKind::Dir && key_of(fp) != key_of(tp) {
+            // fatfs moves the entry but leaves the directory's `..` naming
+            // its old parent; point it at the new one (0 is the root).
+            let moved = dir_first_cluster(&open_dir(fs, &to)?)?;
+            let parent = if tp.is_empty() { 0 } else { dir_first_cluster(&tdir)? };
+            let at = self.geometry.cluster_offset(moved) + 32;
+            self.cache.write(at + 20, &((parent >> 16) as u16).to_le_bytes())?;
+            self.cache.write(at + 26, &(parent as u16).to_le_bytes())?;
+        }
         Ok(())
     }
 
@@ -958,7 +1103,8 @@ impl Datastore {
         };
         self.cache.flush()?;
         self.journal_seq += 1;
-        let intent = Intent { seq: self.journal_seq, from: from.to_string(), to: to.to_string(), mtime: mtime as u32, data };
+        let intent =
+            Intent { seq: self.journal_seq, from: from.to_string(), to: to.to_string(), mtime: mtime as u32, data };
         let Some(area) = self.journal.clone() else { return Err(FsError::Io(BlockError::Io)) };
         area.write(&self.cache, &journal::encode(&intent))?;
         self.cache.flush()?;
@@ -977,7 +1123,10 @@ impl Datastore {
         let mut f = match lookup(&tdir, tn)? {
             Some(e) if e.is_dir() => return Err(FsError::IsDir),
             Some(e) => e.to_file(),
-            None => tdir.create_file(tn)?,
+            None => {
+                creatable(tn)?;
+                tdir.create_file(tn)?
+            }
         };
         f.seek(SeekFrom::Start(0))?;
         f.truncate()?;
@@ -1047,12 +1196,16 @@ impl Datastore {
                 let pdir = open_dir(fs, parent)?;
                 let file = match lookup(&pdir, name)? {
                     Some(e) => e.to_file(),
-                    None => pdir.create_file(name)?,
+                    None => {
+                        creatable(name)?;
+                        pdir.create_file(name)?
+                    }
                 };
-                files.nodes.insert(key.clone(), Node { file, refs: 0 });
+                files.nodes.insert(key.clone(), Node { file, refs: 0, map: None });
             }
             let Some(node) = files.nodes.get_mut(&key) else { return Err(FsError::BadHandle) };
             if truncate {
+                node.map = None;
                 node.file.seek(SeekFrom::Start(0))?;
                 node.file.truncate()?;
             }
@@ -1091,33 +1244,59 @@ impl Datastore {
         self.vol.borrow_dependent().handles.get(&h.0).map(|i| i.path.as_str())
     }
 
-    fn with_node<R>(&mut self, h: Handle, f: impl FnOnce(&mut FatFile<'_>, &HandleInfo) -> Result<R, FsError>) -> Result<R, FsError> {
+    fn with_node<R>(
+        &mut self,
+        h: Handle,
+        f: impl FnOnce(&mut Node<'_>, &HandleInfo) -> Result<R, FsError>,
+    ) -> Result<R, FsError> {
         self.vol.with_dependent_mut(|_, files| {
             let info = files.handles.get(&h.0).ok_or(FsError::BadHandle)?;
             if info.dir {
                 return Err(FsError::IsDir);
             }
             let node = files.nodes.get_mut(&info.key).ok_or(FsError::BadHandle)?;
-            f(&mut node.file, info)
+            f(node, info)
         })
     }
 
     pub fn size(&mut self, h: Handle) -> Result<u64, FsError> {
-        self.with_node(h, |f, _| Ok(f.size().unwrap_or(0) as u64))
+        self.with_node(h, |n, _| Ok(n.file.size().unwrap_or(0) as u64))
     }
 
     /// Reads at `offset`; returns the bytes read (0 at or past the end).
     pub fn read_at(&mut self, h: Handle, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
-        self.with_node(h, |f, info| {
+        let cache = self.cache.clone();
+        let patched = self.read_only;
+        self.with_node(h, |node, info| {
             if !info.read {
                 return Err(FsError::BadHandle);
             }
+            let f = &mut node.file;
             let size = f.size().unwrap_or(0) as u64;
             if offset >= size || buf.is_empty() {
                 return Ok(0);
             }
-            f.seek(SeekFrom::Start(offset))?;
             let want = (size - offset).min(buf.len() as u64) as usize;
+            // Straight from the cache through the run map (not on a
+            // read-only mount, whose repairs live in fatfs's view only).
+            if !patched {
+                if node.map.is_none() {
+                    node.map = Some(build_map(f)?);
+                }
+                let runs = node.map.as_deref().unwrap_or(&[]);
+                let mut done = 0usize;
+                while done < want {
+                    let pos = offset + done as u64;
+                    let i = runs.partition_point(|r| r.file_off + r.len <= pos);
+                    let Some(r) = runs.get(i).filter(|r| r.file_off <= pos) else { break };
+                    let n = ((r.file_off + r.len - pos) as usize).min(want - done);
+                    cache.read(r.disk_off + (pos - r.file_off), &mut buf[done..done + n])?;
+                    done += n;
+                }
+                if done == want {
+                    return Ok(done);
+                }
+            }
             let mut done = 0;
             while done < want {
                 let n = f.read(&mut buf[done..want])?;
@@ -1138,10 +1317,12 @@ impl Datastore {
         if self.read_only {
             return Err(FsError::ReadOnly);
         }
-        self.with_node(h, |f, info| {
+        self.with_node(h, |node, info| {
             if !info.write {
                 return Err(FsError::BadHandle);
             }
+            node.map = None;
+            let f = &mut node.file;
             let size = f.size().unwrap_or(0) as u64;
             let pos = if info.append { size } else { offset };
             if buf.is_empty() {
@@ -1176,10 +1357,12 @@ impl Datastore {
         if len > MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
-        self.with_node(h, |f, info| {
+        self.with_node(h, |node, info| {
             if !info.write {
                 return Err(FsError::BadHandle);
             }
+            node.map = None;
+            let f = &mut node.file;
             let size = f.size().unwrap_or(0) as u64;
             if len < size {
                 f.seek(SeekFrom::Start(len))?;
@@ -1234,7 +1417,7 @@ impl Datastore {
     pub fn fsync(&mut self, h: Handle) -> Result<(), FsError> {
         let is_dir = self.vol.borrow_dependent().handles.get(&h.0).ok_or(FsError::BadHandle)?.dir;
         if !is_dir && !self.read_only {
-            self.with_node(h, |f, _| Ok(f.flush()?))?;
+            self.with_node(h, |n, _| Ok(n.file.flush()?))?;
         }
         if !self.read_only {
             self.cache.flush()?;
@@ -1297,7 +1480,7 @@ impl Datastore {
     /// Closes every handle, writes the FSInfo sector, clears the volume's
     /// dirty flag and flushes the cache.
     pub fn unmount(self) -> Result<(), FsError> {
-        let Datastore { mut vol, cache, read_only, .. } = self;
+        let Datastore { mut vol, cache, read_only, clear_dirty_on_unmount, geometry, .. } = self;
         let mut first_err = None;
         vol.with_dependent_mut(|_, files| {
             for n in files.nodes.values_mut() {
@@ -1308,9 +1491,19 @@ impl Datastore {
             files.nodes.clear();
             files.handles.clear();
         });
+        // Counting free clusters marks fatfs's FSInfo copy for writing at
+        // unmount (a freshly formatted volume has none; fsck would say so).
+        if !read_only && let Err(e) = vol.borrow_owner().stats() {
+            first_err.get_or_insert(FsError::from(e));
+        }
         let fs = vol.into_owner();
         if !read_only {
             fs.unmount()?;
+            if clear_dirty_on_unmount {
+                let mut b = [0u8];
+                cache.read(geometry.dirty_flag_offset(), &mut b)?;
+                cache.write(geometry.dirty_flag_offset(), &[b[0] & !1])?;
+            }
             cache.flush()?;
         }
         match first_err {
