@@ -75,6 +75,15 @@ impl OpenFile {
         )
     }
 
+    /// A file with no place in the tree whose I/O and metadata an object
+    /// of the kernel's services provides (a network socket): `node` gives
+    /// fstat, `dev` read/write/poll/ioctl. `flags` may hold O_NONBLOCK and
+    /// O_CLOEXEC.
+    pub fn anonymous(node: Arc<dyn Inode>, dev: Arc<dyn Device>, flags: u32) -> OpenFile {
+        let keep = flags & (O_NONBLOCK | O_CLOEXEC);
+        OpenFile::new(Backing::Device { node, dev }, None, PIPE_DEV, 0, O_RDWR | keep)
+    }
+
     /// `socketpair`: two connected, bidirectional ends.
     pub fn socket_pair(flags: u32) -> (OpenFile, OpenFile) {
         let (r1, w1) = pipe::pipe();

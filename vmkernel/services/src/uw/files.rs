@@ -135,6 +135,16 @@ fn on_console_byte(b: u8) {
 struct Provider;
 
 impl ProcProvider for Provider {
+    fn net_file(&self, name: &str) -> Option<String> {
+        crate::net::with_stack(|s| match name {
+            "dev" => Some(s.proc_net_dev()),
+            "route" => Some(s.proc_net_route()),
+            "tcp" => Some(s.proc_net_tcp()),
+            "udp" => Some(s.proc_net_udp()),
+            _ => None,
+        })
+        .flatten()
+    }
     fn pids(&self) -> Vec<u32> {
         process::all().iter().map(|p| p.pid).collect()
     }

@@ -6,6 +6,7 @@
 pub mod text;
 
 use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::any::Any;
@@ -33,6 +34,11 @@ pub trait ProcProvider: Send + Sync {
     fn diskstats(&self) -> Vec<u8> {
         Vec::new()
     }
+    /// The text of `/proc/net/<name>` (`dev`, `route`, `tcp`, `udp`), or
+    /// `None` while the kernel has no network stack.
+    fn net_file(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +48,14 @@ enum Node {
     SelfLink,
     PidDir(u32),
     PidFile(u32, PidFile),
+    /// `/proc/net`
+    NetDir,
+    /// `/proc/net/<NET_FILES[i]>`
+    NetFile(usize),
 }
+
+/// The files of `/proc/net`.
+const NET_FILES: [&str; 4] = ["dev", "route", "tcp", "udp"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Global {
@@ -76,8 +89,9 @@ const PID_FILES: [(&[u8], PidFile); 4] = [
     (b"status", PidFile::Status),
     (b"exe", PidFile::Exe),
 ];
-/// Root cookies: the globals, then `self`, then FIRST_PID_COOKIE + pid.
-const FIRST_PID_COOKIE: u64 = GLOBALS.len() as u64 + 1;
+/// Root cookies: the globals, then `self`, `net`, then FIRST_PID_COOKIE + pid.
+const NET_COOKIE: u64 = GLOBALS.len() as u64 + 1;
+const FIRST_PID_COOKIE: u64 = GLOBALS.len() as u64 + 2;
 
 pub struct ProcFs {
     provider: Arc<dyn ProcProvider>,
@@ -119,6 +133,8 @@ impl ProcInode {
             Node::Root => 1,
             Node::Global(g) => 2 + GLOBALS.iter().position(|(_, x)| *x == g).unwrap_or(0) as u64,
             Node::SelfLink => 2 + GLOBALS.len() as u64,
+            Node::NetDir => 3 + GLOBALS.len() as u64,
+            Node::NetFile(i) => 4 + GLOBALS.len() as u64 + i as u64,
             Node::PidDir(pid) => pid_base(pid),
             Node::PidFile(pid, f) => {
                 pid_base(pid) + 1 + PID_FILES.iter().position(|(_, x)| *x == f).unwrap_or(0) as u64
@@ -139,6 +155,10 @@ impl ProcInode {
             Node::PidFile(pid, PidFile::Stat) => pid_stat(&proc_of(pid)?).into_bytes(),
             Node::PidFile(pid, PidFile::Cmdline) => pid_cmdline(&proc_of(pid)?),
             Node::PidFile(pid, PidFile::Status) => pid_status(&proc_of(pid)?).into_bytes(),
+            Node::NetFile(i) => {
+                let name = NET_FILES.get(i).ok_or(Errno::ENOENT)?;
+                p.net_file(name).ok_or(Errno::ENOENT)?.into_bytes()
+            }
             _ => return Err(Errno::EINVAL),
         })
     }
@@ -159,7 +179,7 @@ fn parse_pid(name: &[u8]) -> Option<u32> {
 impl Inode for ProcInode {
     fn metadata(&self) -> Metadata {
         let (mode, nlink) = match self.node {
-            Node::Root | Node::PidDir(_) => (S_IFDIR | 0o555, 2),
+            Node::Root | Node::PidDir(_) | Node::NetDir => (S_IFDIR | 0o555, 2),
             Node::SelfLink | Node::PidFile(_, PidFile::Exe) => (S_IFLNK | 0o777, 1),
             _ => (S_IFREG | 0o444, 1),
         };
@@ -190,7 +210,7 @@ impl Inode for ProcInode {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if matches!(self.node, Node::Root | Node::PidDir(_)) {
+        if matches!(self.node, Node::Root | Node::PidDir(_) | Node::NetDir) {
             return Err(Errno::EISDIR);
         }
         let mut cache = self.cache.lock();
@@ -217,6 +237,9 @@ impl Inode for ProcInode {
                 if name == b"self" {
                     return Ok(self.new_node(Node::SelfLink));
                 }
+                if name == b"net" {
+                    return Ok(self.new_node(Node::NetDir));
+                }
                 if let Some((_, g)) = GLOBALS.iter().find(|(n, _)| *n == name) {
                     return Ok(self.new_node(Node::Global(*g)));
                 }
@@ -238,6 +261,16 @@ impl Inode for ProcInode {
                     .map(|(_, f)| self.new_node(Node::PidFile(pid, *f)))
                     .ok_or(Errno::ENOENT)
             }
+            Node::NetDir => {
+                if name == b".." {
+                    return Ok(self.new_node(Node::Root));
+                }
+                NET_FILES
+                    .iter()
+                    .position(|n| n.as_bytes() == name)
+                    .map(|i| self.new_node(Node::NetFile(i)))
+                    .ok_or(Errno::ENOENT)
+            }
             _ => Err(Errno::ENOTDIR),
         }
     }
@@ -250,8 +283,12 @@ impl Inode for ProcInode {
                     let e = entry(Self::ino_of(Node::Global(*g)), name, FileType::Regular);
                     return Ok(Some((e, cookie + 1)));
                 }
-                if cookie < FIRST_PID_COOKIE {
+                if cookie < NET_COOKIE {
                     let e = entry(Self::ino_of(Node::SelfLink), b"self", FileType::Symlink);
+                    return Ok(Some((e, NET_COOKIE)));
+                }
+                if cookie < FIRST_PID_COOKIE {
+                    let e = entry(Self::ino_of(Node::NetDir), b"net", FileType::Directory);
                     return Ok(Some((e, FIRST_PID_COOKIE)));
                 }
                 let from = cookie - FIRST_PID_COOKIE;
@@ -265,6 +302,9 @@ impl Inode for ProcInode {
                     (e, FIRST_PID_COOKIE + pid as u64 + 1)
                 }))
             }
+            Node::NetDir => Ok(NET_FILES.get(cookie as usize).map(|name| {
+                (entry(Self::ino_of(Node::NetFile(cookie as usize)), name.as_bytes(), FileType::Regular), cookie + 1)
+            })),
             Node::PidDir(pid) => Ok(PID_FILES.get(cookie as usize).map(|(name, f)| {
                 let ty = if *f == PidFile::Exe { FileType::Symlink } else { FileType::Regular };
                 (entry(Self::ino_of(Node::PidFile(pid, *f)), name, ty), cookie + 1)

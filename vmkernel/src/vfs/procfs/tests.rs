@@ -108,10 +108,15 @@ fn listing_and_pids() {
     let d = v.open(&Credentials::root(), &v.root(), b"/proc", O_RDONLY | O_DIRECTORY, 0).unwrap();
     let n = names(&d);
     let want: Vec<&[u8]> = vec![
-        b".", b"..", b"meminfo", b"uptime", b"stat", b"loadavg", b"mounts", b"diskstats", b"self", b"1", b"7",
-        b"300",
+        b".", b"..", b"meminfo", b"uptime", b"stat", b"loadavg", b"mounts", b"diskstats", b"self", b"net", b"1",
+        b"7", b"300",
     ];
     assert_eq!(n, want);
+    // /proc/net lists its files; without a network stack they are absent.
+    let d = v.open(&Credentials::root(), &v.root(), b"/proc/net", O_RDONLY | O_DIRECTORY, 0).unwrap();
+    assert_eq!(names(&d)[2..], [b"dev".to_vec(), b"route".to_vec(), b"tcp".to_vec(), b"udp".to_vec()]);
+    assert_eq!(cat(&v, b"/proc/net/dev").err(), Some(Errno::ENOENT));
+    assert_eq!(cat(&v, b"/proc/net/nothing").err(), Some(Errno::ENOENT));
     let d =
         v.open(&Credentials::root(), &v.root(), b"/proc/300", O_RDONLY | O_DIRECTORY, 0).unwrap();
     assert_eq!(

@@ -1,0 +1,188 @@
+//! The network world: it owns the VMkernel's TCP/IP stack (`vmk_net`),
+//! with `lo` and `vmk0` on the first driven NIC, and polls it when the
+//! NIC interrupts, when a system call queued something, and when
+//! smoltcp's `poll_delay` says a timer is due — never busy.
+//!
+//! vmk0's configuration: `ip=` on the kernel command line, else
+//! `/etc/mantle/network.conf`, else DHCP (`vmk_net::config::boot_config`).
+
+pub mod phy;
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use spin::Mutex;
+use vmk_net::config::{ConfigSource, boot_config};
+use vmk_net::{AddressMode, Duration, IfIndex, Instant, NetStack, StackConfig};
+
+use crate::uw::{files, io_wait};
+use crate::{time, world};
+
+pub use phy::NicPort;
+
+/// The stack, once the network world has built it.
+pub static STACK: Mutex<Option<NetStack<NicPort>>> = Mutex::new(None);
+
+/// vmk0's interface index (0: none).
+static VMK0: AtomicU64 = AtomicU64::new(0);
+/// The network world (0 until it runs).
+static NET_WORLD: AtomicU64 = AtomicU64::new(0);
+/// Set by interrupts and system calls: poll now.
+static KICKED: AtomicBool = AtomicBool::new(false);
+
+/// The stack's clock.
+pub fn now() -> Instant {
+    Instant::from_micros((time::uptime_ns() / 1000) as i64)
+}
+
+/// Asks the network world to poll the stack soon (a NIC interrupt, or a
+/// system call that queued data or changed a socket).
+pub fn kick() {
+    KICKED.store(true, Ordering::Release);
+    let id = NET_WORLD.load(Ordering::Acquire);
+    if id != 0 {
+        world::wake(id);
+    }
+}
+
+/// Runs `f` on the stack (`None` before the network world built it), then
+/// kicks the network world if the stack wants a poll now.
+pub fn with_stack<R>(f: impl FnOnce(&mut NetStack<NicPort>) -> R) -> Option<R> {
+    let mut guard = STACK.lock();
+    let stack = guard.as_mut()?;
+    let r = f(stack);
+    let due = stack.poll_delay(now()).is_some_and(|d| d == Duration::ZERO);
+    drop(guard);
+    if due {
+        kick();
+    }
+    Some(r)
+}
+
+/// Reads a small text file of the root file system (`None` if absent).
+fn read_text_file(path: &[u8]) -> Option<String> {
+    let vfs = files::vfs()?;
+    let cred = vmkernel::vfs::Credentials::root();
+    let file = vfs.open(&cred, &vfs.root(), path, vmkernel::vfs::flags::O_RDONLY, 0).ok()?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+        if out.len() > 64 << 10 {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What the status screen shows for the management network right after
+/// boot (DHCP may still be running; the log reports the lease).
+pub fn status_line() -> Option<String> {
+    let stack = STACK.lock();
+    let stack = stack.as_ref()?;
+    let vmk0 = stack.interface("vmk0")?;
+    let mac = vmk0.mac.map(|m| hal::MacAddress(m).to_string()).unwrap_or_default();
+    let mode = match vmk0.config.as_ref().map(|c| &c.mode) {
+        Some(AddressMode::Dhcp) | None => "DHCP",
+        Some(AddressMode::Static { .. }) => "static",
+    };
+    Some(match vmk0.ipv4 {
+        Some((a, p)) => alloc::format!("vmk0 {mac}, {a}/{p} ({mode})"),
+        None => alloc::format!("vmk0 {mac}, {mode} (in progress)"),
+    })
+}
+
+/// Builds the stack (loopback, vmk0 on the first NIC with its boot
+/// configuration) and starts the network world. Without a NIC only `lo`
+/// exists.
+pub fn init(cmdline: &str) {
+    let mut seed = [0u8; 8];
+    files::fill_random(&mut seed);
+    let cfg = StackConfig { random_seed: u64::from_le_bytes(seed), ..StackConfig::default() };
+    let mut stack = NetStack::new(cfg, now());
+    if let Some((port, mac)) = NicPort::first() {
+        let index = stack.add_ethernet(port, mac.0, now());
+        VMK0.store(u64::from(index), Ordering::Release);
+        let conf = read_text_file(b"/etc/mantle/network.conf");
+        let (config, source, errors) = boot_config(cmdline, conf.as_deref());
+        for e in &errors {
+            log::warn!("net: {e}");
+        }
+        let from = match source {
+            ConfigSource::Cmdline => "the kernel command line",
+            ConfigSource::File => "/etc/mantle/network.conf",
+            ConfigSource::Default => "the default (DHCP)",
+        };
+        match stack.configure(index, &config) {
+            Ok(()) => log::info!("net: vmk0 {mac} configured from {from}: {:?}", config.mode),
+            Err(e) => log::warn!("net: vmk0: cannot apply the configuration from {from}: {e}"),
+        }
+        let up = phy::link_up(0);
+        let _ = stack.set_link(index, up);
+        phy::set_interrupts_enabled(0, true);
+    } else {
+        log::info!("net: no NIC driven; only the loopback interface lo");
+    }
+    *STACK.lock() = Some(stack);
+    match world::spawn_system("net", world::default_group(), network_world) {
+        Ok(id) => NET_WORLD.store(id, Ordering::Release),
+        Err(e) => log::error!("net: cannot start the network world: {e:?}"),
+    }
+}
+
+/// The last address reported in the log, to report changes once.
+static REPORTED: Mutex<Option<(core::net::Ipv4Addr, u8)>> = Mutex::new(None);
+
+fn network_world() {
+    loop {
+        KICKED.store(false, Ordering::Release);
+        let t = now();
+        let (delay, changed) = {
+            let mut guard = STACK.lock();
+            let Some(stack) = guard.as_mut() else { return };
+            let vmk0 = VMK0.load(Ordering::Acquire) as IfIndex;
+            if vmk0 != 0 {
+                let _ = stack.set_link(vmk0, phy::link_up(0));
+            }
+            let delay = stack.poll(t);
+            let changed = !stack.take_changed().is_empty();
+            report_address(stack);
+            (delay, changed)
+        };
+        if changed {
+            io_wait::notify();
+        }
+        if KICKED.load(Ordering::Acquire) {
+            continue;
+        }
+        match delay {
+            Some(d) if d == Duration::ZERO => world::yield_now(),
+            Some(d) => world::block_until(time::uptime_ns().saturating_add(d.total_micros().saturating_mul(1000))),
+            // Nothing timed pending: wait for an interrupt or a system call,
+            // but look at the link now and then.
+            None => world::block_until(time::uptime_ns().saturating_add(1_000_000_000)),
+        }
+    }
+}
+
+fn report_address(stack: &NetStack<NicPort>) {
+    let Some(vmk0) = stack.interface("vmk0") else { return };
+    let mut reported = REPORTED.lock();
+    if *reported == vmk0.ipv4 {
+        return;
+    }
+    *reported = vmk0.ipv4;
+    let mac = vmk0.mac.map(|m| hal::MacAddress(m).to_string()).unwrap_or_default();
+    match vmk0.ipv4 {
+        Some((a, p)) => {
+            let gw = vmk0.gateway.map(|g| alloc::format!(" gateway {g}")).unwrap_or_default();
+            crate::kprintln!("net: vmk0 {a}/{p}{gw} MAC {mac}");
+        }
+        None => crate::kprintln!("net: vmk0 has no address (MAC {mac})"),
+    }
+}
