@@ -218,13 +218,25 @@ impl<H: Hal> VirtioBlk<H> {
     }
 
     /// Makes completed writes durable (the device's write cache).
-    /// `virtio-drivers` 0.13 has no non-blocking flush: this one polls the
-    /// queue until the device answers (a flush is rare: fsync and sync).
-    pub fn flush(&mut self) -> Result<(), Error> {
+    ///
+    /// `virtio-drivers` 0.13 has no non-blocking flush, and its blocking
+    /// one shares a request header on the caller's stack with the device.
+    /// So the flush is sent only when this stack is memory the device can
+    /// reach (a world's kernel stack, on the heap) — then it polls until
+    /// the device answers (flushes are rare: fsync, sync, unmount) — and
+    /// skipped otherwise (the boot stack, outside the direct map), where
+    /// `Ok(false)` says so: the writes were issued, only the barrier is
+    /// missing.
+    pub fn flush(&mut self) -> Result<bool, Error> {
         if self.read_only {
-            return Ok(());
+            return Ok(true);
         }
-        self.blk.flush().map_err(Error::Device)
+        let probe = 0u64;
+        if H::virt_to_phys(core::ptr::addr_of!(probe) as usize).is_none() {
+            return Ok(false);
+        }
+        self.blk.flush().map_err(Error::Device)?;
+        Ok(true)
     }
 
 }

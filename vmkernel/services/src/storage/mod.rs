@@ -44,6 +44,9 @@ const MAX_DISKS: usize = 8;
 static REGISTRY: Mutex<Option<DeviceRegistry>> = Mutex::new(None);
 static VOLUMES: Mutex<Vec<Arc<Volume>>> = Mutex::new(Vec::new());
 static DISK_WAITERS: world::WaitQueue = world::WaitQueue::new();
+/// Flushes the driver could not send (from the boot stack, see
+/// `virtio_blk::VirtioBlk::flush`).
+pub static FLUSHES_SKIPPED: AtomicU64 = AtomicU64::new(0);
 /// Completion interrupts taken, per disk.
 pub static IRQ_COUNT: [AtomicU64; MAX_DISKS] = [const { AtomicU64::new(0) }; MAX_DISKS];
 
@@ -124,7 +127,14 @@ impl BlockDevice for VirtioDisk {
         self.dev.lock().write(lba, buf, &mut wait_for_completion).map_err(block_error)
     }
     fn flush(&self) -> Result<(), BlockError> {
-        self.dev.lock().flush().map_err(block_error)
+        match self.dev.lock().flush() {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                FLUSHES_SKIPPED.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(block_error(e)),
+        }
     }
 }
 
@@ -167,7 +177,7 @@ pub fn find_disks(functions: &[Function]) -> usize {
                     disk.sectors * virtio_blk::SECTOR_BYTES as u64 >> 20
                 );
                 match registry.add_disk(&name, Arc::new(disk)) {
-                    Ok(lines) => lines.iter().for_each(|l| log::info!("storage: {l}")),
+                    Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
                     Err(e) => log::warn!("storage: {name}: not registered: {e}"),
                 }
                 disks += 1;
