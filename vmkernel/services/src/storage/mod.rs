@@ -174,7 +174,7 @@ pub fn find_disks(functions: &[Function]) -> usize {
                 log::info!(
                     "storage: {name}: virtio-blk at {}, {} MiB{ro}",
                     f.address,
-                    disk.sectors * virtio_blk::SECTOR_BYTES as u64 >> 20
+                    (disk.sectors * virtio_blk::SECTOR_BYTES as u64) >> 20
                 );
                 match registry.add_disk(&name, Arc::new(disk)) {
                     Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
