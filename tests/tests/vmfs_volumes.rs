@@ -5,7 +5,9 @@
 //! `/proc/diskstats` list it; a file written with `dd` from
 //! `/dev/urandom` has the same sha256 after `poweroff` and a fresh boot;
 //! then the host reads it with mtools and `fsck.fat -n` finds the
-//! partition clean.
+//! partition clean. A second disk made on the host (`mkfs.fat` on the
+//! whole disk, nested directories and long names by mtools) mounts beside
+//! it and reads correctly.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,15 +46,17 @@ fn sha256_of(text: &str) -> Option<String> {
     text.split_whitespace().find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit())).map(String::from)
 }
 
-fn boot_with(img: &Path) -> Console {
+fn boot_with(imgs: &[&Path]) -> Console {
     let mut q = qemu_iso(iso("vmfs-volumes", "", &[]));
     q.debug_exit = false;
-    q.extra = vec![
-        "-drive".into(),
-        format!("file={},format=raw,if=none,id=ds0,cache=writeback", img.display()),
-        "-device".into(),
-        "virtio-blk-pci,drive=ds0".into(),
-    ];
+    for (i, img) in imgs.iter().enumerate() {
+        q.extra.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=none,id=ds{i},cache=writeback", img.display()),
+            "-device".into(),
+            format!("virtio-blk-pci,drive=ds{i}"),
+        ]);
+    }
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
     activate_shell(&mut c, Duration::from_secs(180), STEP);
     c
@@ -77,8 +81,29 @@ fn virtio_blk_datastore_survives_poweroff_and_is_clean_for_the_host() {
     let img = dir.path().join("datastore1.img");
     image_builder::datastore::create(&img, IMAGE_BYTES, "datastore1").expect("image-builder datastore new");
 
+    // A second disk made on the host: mkfs.fat on the whole disk (no
+    // partition table), nested directories and long names put by mtools.
+    let host_img = dir.path().join("hostmade.img");
+    std::fs::File::create(&host_img).unwrap().set_len(64 << 20).unwrap();
+    let mkfs = tool("mkfs.fat", "dosfstools");
+    assert!(Command::new(&mkfs).args(["-n", "HOSTMADE"]).arg(&host_img).output().unwrap().status.success(), "mkfs.fat");
+    let hspec = host_img.display().to_string();
+    let long_file = dir.path().join("A long file name, with spaces.txt");
+    std::fs::write(&long_file, "made on the host\n").unwrap();
+    for args in [
+        vec!["mmd".to_string(), "-i".into(), hspec.clone(), "::/Nested Directory".into()],
+        vec!["mmd".into(), "-i".into(), hspec.clone(), "::/Nested Directory/Second Level".into()],
+        vec!["mcopy".into(), "-i".into(), hspec.clone(), long_file.display().to_string(), "::/Nested Directory/Second Level/".into()],
+    ] {
+        let st = Command::new(tool(&args[0], "mtools")).env("MTOOLS_SKIP_CHECK", "1").args(&args[1..]).status().unwrap();
+        assert!(st.success(), "{args:?}");
+    }
+
     let _lock = emulator_lock();
-    let mut c = boot_with(&img);
+    let mut c = boot_with(&[&img, &host_img]);
+    // Two datastores at once; the host-made one reads correctly.
+    let nested = run(&mut c, "cat '/vmfs/volumes/HOSTMADE/Nested Directory/Second Level/A long file name, with spaces.txt'; ls /vmfs/volumes/");
+    check(&c, nested.contains("made on the host") && nested.contains("datastore1") && nested.contains("HOSTMADE"), &format!("the host-made datastore:\n{nested}"));
     check(&c, c.log().contains("storage: mpx.vmhba0:C0:T0:L0: virtio-blk at "), "the disk is found");
     check(&c, c.log().contains("completions by MSI-X vector"), "completions come by MSI-X");
     check(&c, c.log().contains("storage: datastore datastore1 at /vmfs/volumes/"), "the datastore is mounted");
@@ -118,7 +143,7 @@ fn virtio_blk_datastore_survives_poweroff_and_is_clean_for_the_host() {
     power_off(c);
 
     // A fresh boot from the same image.
-    let mut c = boot_with(&img);
+    let mut c = boot_with(&[&img]);
     let sum2 = run(&mut c, "sha256sum /vmfs/volumes/datastore1/random.bin");
     check(&c, sha256_of(&sum2).as_deref() == Some(sum1.as_str()), &format!("after reboot: {sum2}, before: {sum1}"));
     let cat = run(&mut c, "cat /vmfs/volumes/datastore1/vms/web01/web01.vmx");
