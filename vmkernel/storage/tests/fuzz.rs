@@ -222,6 +222,9 @@ fn random_file_calls_agree_with_a_model_and_leave_a_clean_volume() {
     random_calls_run(1..4, 400);
 }
 
+/// Open finding: seed 167 (FAT12) fails at call 1,700 — a 16,740-byte file
+/// written at call 938, deep in a directory tree moved by later renames,
+/// reads back empty (a directory-move bug or a model bug; not yet isolated).
 #[test]
 #[ignore]
 fn random_file_calls_long() {

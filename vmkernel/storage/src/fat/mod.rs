@@ -45,7 +45,9 @@
 //!    absent), flushed; `name.tmp` is removed, flushed;
 //! 4. the record is marked idle and flushed.
 //!
-//! Recovery at mount replays a valid pending record (steps 3 and 4; they
+//! A replace that cannot fit is refused (ENOSPC) before step 2; one that
+//! fails after it (an I/O error) stays pending and completes at the next
+//! mount. Recovery at mount replays a valid pending record (steps 3 and 4; they
 //! are idempotent) and ignores a torn one (nothing had been touched yet).
 //! So after a crash at any instant `name` holds the old or the new
 //! contents, whole. Larger files and directories are renamed by FAT's
@@ -696,6 +698,14 @@ fn read_all(file: &mut FatFile<'_>) -> Result<Vec<u8>, FsError> {
     }
 }
 
+/// Cuts a file back to `size` after a failed extension (best effort: the
+/// error that made it necessary is what the caller reports).
+fn shrink_back(file: &mut FatFile<'_>, size: u64) {
+    if file.size().unwrap_or(0) as u64 > size && file.seek(SeekFrom::Start(size)).is_ok() {
+        let _ = file.truncate();
+    }
+}
+
 /// Writes zeros from the end of `file` up to `to` (FAT has no holes).
 fn extend_with_zeros(file: &mut FatFile<'_>, size: u64, to: u64) -> Result<(), FsError> {
     if to <= size {
@@ -1067,7 +1077,7 @@ impl Datastore {
             && let Some(j) = &self.journal
             && src.size <= j.max_data(&from, &to) as u64
         {
-            return self.atomic_replace(&from, &to);
+            return self.atomic_replace(&from, &to, dst.map(|d| d.size));
         }
         // Not atomic: FAT's delete + rename (directories, large files).
         let fs = self.vol.borrow_owner();
@@ -1092,7 +1102,7 @@ impl Datastore {
         Ok(())
     }
 
-    fn atomic_replace(&mut self, from: &str, to: &str) -> Result<(), FsError> {
+    fn atomic_replace(&mut self, from: &str, to: &str, to_size: Option<u64>) -> Result<(), FsError> {
         let (data, mtime) = {
             let fs = self.vol.borrow_owner();
             let (fp, fname) = split_parent(from);
@@ -1101,6 +1111,18 @@ impl Datastore {
             let mut f = e.to_file();
             (read_all(&mut f)?, fat_to_unix(&m))
         };
+        // Refuse now, with nothing touched, if the new contents cannot fit
+        // where the old ones are freed (plus a cluster for a directory
+        // that must grow to hold a new name). Once the intent is recorded
+        // a failure (an I/O error) leaves it pending, and the next mount
+        // completes the replace as after a crash.
+        let fs_stats = self.statfs()?;
+        let cb = fs_stats.block_size.max(1) as u64;
+        let need = (data.len() as u64).div_ceil(cb) + if to_size.is_none() { 1 } else { 0 };
+        let have = fs_stats.free_blocks + to_size.map_or(0, |s| s.div_ceil(cb));
+        if need > have {
+            return Err(FsError::NoSpace);
+        }
         self.cache.flush()?;
         self.journal_seq += 1;
         let intent =
@@ -1332,21 +1354,25 @@ impl Datastore {
                 return Err(FsError::FileTooBig);
             }
             let len = (MAX_FILE_SIZE - pos).min(buf.len() as u64) as usize;
-            extend_with_zeros(f, size, pos)?;
-            f.seek(SeekFrom::Start(pos))?;
-            let mut done = 0;
-            while done < len {
-                match f.write(&buf[done..len]) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(fatfs::Error::NotEnoughSpace) if done > 0 => break,
-                    Err(e) => return Err(e.into()),
+            // A write that stores nothing leaves the file as it was: the
+            // gap filled with zeros is taken back.
+            let written = extend_with_zeros(f, size, pos).and_then(|()| {
+                f.seek(SeekFrom::Start(pos))?;
+                let mut done = 0;
+                while done < len {
+                    match f.write(&buf[done..len]) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(fatfs::Error::NotEnoughSpace) if done > 0 => break,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
+                if done == 0 { Err(FsError::NoSpace) } else { Ok(done) }
+            });
+            if written.is_err() {
+                shrink_back(f, size);
             }
-            if done == 0 {
-                return Err(FsError::NoSpace);
-            }
-            Ok(done)
+            written
         })
     }
 
@@ -1369,7 +1395,11 @@ impl Datastore {
                 f.truncate()?;
                 Ok(())
             } else {
-                extend_with_zeros(f, size, len)
+                let r = extend_with_zeros(f, size, len);
+                if r.is_err() {
+                    shrink_back(f, size);
+                }
+                r
             }
         })
     }
