@@ -70,6 +70,13 @@ fn power_off(mut c: Console) -> String {
     let log = c.log();
     assert!(status.is_some(), "QEMU did not exit after poweroff\n--- serial log ---\n{log}");
     assert!(log.contains("storage: datastore1 ("), "the datastore was not unmounted at poweroff\n{log}");
+    // Requests completed by interrupt (the waiting world blocked).
+    let irqs: Option<u64> = log
+        .split("storage: mpx.vmhba0:C0:T0:L0 took ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    assert!(irqs.is_some_and(|n| n > 0), "no completion interrupts counted\n{log}");
     log
 }
 

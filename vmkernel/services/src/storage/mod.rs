@@ -323,6 +323,15 @@ pub fn sync_all() {
 /// Power-off and reboot: unmount every datastore (files flushed, FSInfo
 /// written, the volume marked clean, the cache flushed).
 pub fn shutdown() {
+    let disks = REGISTRY.lock().as_ref().map_or(0, |r| r.disks().len());
+    for (i, n) in IRQ_COUNT.iter().take(disks).enumerate() {
+        log::info!(
+            "storage: {} took {} completion interrupts ({} flushes skipped at boot)",
+            adapter_disk_name(i as u32),
+            n.load(Ordering::Acquire),
+            FLUSHES_SKIPPED.load(Ordering::Relaxed)
+        );
+    }
     let vols: Vec<Arc<Volume>> = VOLUMES.lock().clone();
     for v in vols {
         let ds = v.ds.lock().take();
