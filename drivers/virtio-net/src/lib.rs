@@ -252,6 +252,35 @@ fn virtio_structure<A: ConfigRegionAccess>(
     None
 }
 
+/// Maps the virtio 1.0 common configuration structure of the function at
+/// `address` (for routing queue interrupts; shared with `virtio-blk`).
+/// `None` for a legacy-only device or an unmappable BAR.
+pub fn map_common_config<H: Hal, A: ConfigRegionAccess>(access: &A, address: PciAddress) -> Option<Mmio> {
+    let df = DeviceFunction { bus: address.bus(), device: address.device(), function: address.function() };
+    let reader = PciConfig::new(access, address.segment());
+    let mut root = PciRoot::new(PciConfig::new(access, address.segment()));
+    if root.capabilities(df).take(49).count() > 48 {
+        return None;
+    }
+    virtio_structure(&mut root, &reader, df, VIRTIO_PCI_CAP_COMMON_CFG)
+        .and_then(|(phys, len)| Mmio::map::<H>(phys, len))
+        .filter(|m| m.len() >= common_cfg::LEN)
+}
+
+/// Routes the configuration-change interrupt and `queues` to MSI-X table
+/// entry `entry` through the common configuration `cfg`; `false` if the
+/// device refused the vector.
+pub fn route_queues_to_msix(cfg: &Mmio, queues: &[u16], entry: u16) -> bool {
+    cfg.write16(common_cfg::MSIX_CONFIG, entry);
+    let mut ok = cfg.read16(common_cfg::MSIX_CONFIG) == entry;
+    for &queue in queues {
+        cfg.write16(common_cfg::QUEUE_SELECT, queue);
+        cfg.write16(common_cfg::QUEUE_MSIX_VECTOR, entry);
+        ok &= cfg.read16(common_cfg::QUEUE_MSIX_VECTOR) == entry;
+    }
+    ok && entry != NO_VECTOR
+}
+
 impl<H: Hal> VirtioNet<H> {
     /// Brings up the virtio-net function at `address`: feature
     /// negotiation, both virtqueues, every receive buffer posted.
@@ -305,14 +334,7 @@ impl<H: Hal> VirtioNet<H> {
     /// configuration window.
     pub fn route_interrupts_to_msix(&mut self, entry: u16) -> bool {
         let Some(cfg) = &self.common_cfg else { return false };
-        cfg.write16(common_cfg::MSIX_CONFIG, entry);
-        let mut ok = cfg.read16(common_cfg::MSIX_CONFIG) == entry;
-        for queue in [QUEUE_RECEIVE, QUEUE_TRANSMIT] {
-            cfg.write16(common_cfg::QUEUE_SELECT, queue);
-            cfg.write16(common_cfg::QUEUE_MSIX_VECTOR, entry);
-            ok &= cfg.read16(common_cfg::QUEUE_MSIX_VECTOR) == entry;
-        }
-        ok && entry != NO_VECTOR
+        route_queues_to_msix(cfg, &[QUEUE_RECEIVE, QUEUE_TRANSMIT], entry)
     }
 
     /// Takes back transmit slots the device has finished with.

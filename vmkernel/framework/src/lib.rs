@@ -27,5 +27,6 @@ pub mod mm;
 pub mod pci;
 pub mod power;
 pub mod rt;
+pub mod sleep_lock;
 pub mod time;
 pub mod world;

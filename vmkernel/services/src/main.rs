@@ -28,6 +28,7 @@ mod ktest;
 mod host_facts;
 mod net;
 mod nic;
+mod storage;
 mod syscall;
 mod uw;
 mod vmk_calls;
@@ -115,6 +116,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     nic::init(pci::functions());
     boot_archive::log_listing(&bi);
     uw::files::init(&bi);
+    storage::init(pci::functions(), uw::files::vfs());
     // The network world (vmk0, lo) — not while in-kernel tests drive the
     // NICs themselves.
     if opts.test.is_none() {
@@ -143,6 +145,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
     match opts.after_boot {
         AfterBoot::PowerOff => {
+            storage::shutdown();
             power::debug_exit(true);
             power::power_off()
         }

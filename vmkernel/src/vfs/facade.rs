@@ -132,6 +132,11 @@ impl Vfs {
         }
     }
 
+    /// statfs figures of the file system `loc` is on (`None`: memory-backed).
+    pub fn statfs(&self, loc: &Location) -> Option<super::inode::FsStats> {
+        self.mounts.read().get(loc.mount).and_then(|m| m.fs.statfs())
+    }
+
     /// st_dev of everything reached through `loc`'s mount.
     pub fn dev_of(&self, loc: &Location) -> u64 {
         MountTable::dev(loc.mount)

@@ -301,6 +301,14 @@ impl OpenFile {
         }
     }
 
+    /// fsync/fdatasync: the inode's file system makes it durable.
+    pub fn fsync(&self) -> Result<()> {
+        match &self.backing {
+            Backing::Inode(i) => i.fsync(),
+            _ => Ok(()),
+        }
+    }
+
     /// ftruncate: a regular file open for writing.
     pub fn truncate(&self, len: u64) -> Result<()> {
         let f = self.state.lock().flags;

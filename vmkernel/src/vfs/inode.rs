@@ -71,6 +71,11 @@ pub trait Inode: Send + Sync + Any {
     fn truncate(&self, _len: u64) -> Result<()> {
         Err(self.not_a_file())
     }
+    /// fsync/fdatasync: the file's data and entry reach the medium
+    /// (memory-backed file systems have nothing to do).
+    fn fsync(&self) -> Result<()> {
+        Ok(())
+    }
 
     // ---- directories ----
     /// Looks a name up; `..` must work (the root's `..` is itself), `.` never
@@ -142,6 +147,22 @@ pub trait FileSystem: Send + Sync {
     fn root(&self) -> Arc<dyn Inode>;
     /// The type name shown in /proc/mounts ("ramfs", "proc", "vfat").
     fn fs_type(&self) -> &str;
+    /// Size and free space for statfs; `None`: the system-call layer
+    /// reports memory-backed figures.
+    fn statfs(&self) -> Option<FsStats> {
+        None
+    }
+}
+
+/// What statfs reports for a file system with a medium.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsStats {
+    /// `f_type` (e.g. MSDOS_SUPER_MAGIC 0x4d44).
+    pub magic: u64,
+    pub block_size: u64,
+    pub blocks: u64,
+    pub free_blocks: u64,
+    pub name_max: u64,
 }
 
 /// A character device: what a device node of a given `rdev` opens to. The

@@ -442,10 +442,20 @@ fn do_select(cx: &Ctx, nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<
     }
 }
 
-fn statfs(cx: &Ctx, buf: u64) -> SysResult {
-    // struct statfs (120 bytes): a RAM file system sized by free memory.
+fn statfs(cx: &Ctx, buf: u64, medium: Option<vmkernel::vfs::FsStats>) -> SysResult {
+    // struct statfs (120 bytes): the file system's medium, else a RAM
+    // file system sized by free memory.
     let mut b = [0u8; 120];
     let put = |b: &mut [u8], off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    if let Some(s) = medium {
+        for (off, v) in [(0, s.magic), (8, s.block_size), (16, s.blocks), (24, s.free_blocks), (32, s.free_blocks)] {
+            put(&mut b, off, v);
+        }
+        put(&mut b, 64, s.name_max);
+        put(&mut b, 72, s.block_size);
+        cx.p.copy_to_user(buf, &b)?;
+        return Ok(0);
+    }
     let total = crate::mm::usable_bytes() / 4096;
     let free = crate::mm::free_frames();
     put(&mut b, 0, 0x8584_58f6); // RAMFS_MAGIC
@@ -570,7 +580,12 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         48 => file(p, a[0]).map(|_| 0),     // shutdown
         53 => socketpair(cx, a[0], a[1], a[2], a[3]),
         72 => fcntl(cx, a[0], a[1], a[2]),
-        73 | 74 | 75 | 162 => Ok(0), // flock, fsync, fdatasync, sync: RAM-backed
+        73 => Ok(0), // flock
+        74 | 75 => file(p, a[0]).and_then(|f| f.fsync().map(|_| 0).map_err(err)), // fsync, fdatasync
+        162 => {
+            crate::storage::sync_all();
+            Ok(0)
+        }
         76 => path(p, a[0]).and_then(|path| vfs()?.truncate(&cred(), &cwd(p)?, &path, a[1]).map(|_| 0).map_err(err)),
         77 => file(p, a[0]).and_then(|f| f.truncate(a[1]).map(|_| 0).map_err(err)),
         79 => {
@@ -615,8 +630,11 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         }),
         95 => Ok(p.umask.swap(a[0] as u32 & 0o777, core::sync::atomic::Ordering::Relaxed) as i64),
         133 => mknodat(cx, AT_FDCWD as i64 as u64, a[0], a[1], a[2]),
-        137 => path(p, a[0]).and_then(|_| statfs(cx, a[1])),
-        138 => file(p, a[0]).and_then(|_| statfs(cx, a[1])),
+        137 => path(p, a[0]).and_then(|path| {
+            let loc = vfs()?.resolve(&cred(), &cwd(p)?, &path, true).map_err(err)?;
+            statfs(cx, a[1], vfs()?.statfs(&loc))
+        }),
+        138 => file(p, a[0]).and_then(|f| statfs(cx, a[1], f.location().and_then(|l| vfs().ok()?.statfs(l)))),
         217 => getdents64(cx, a[0], a[1], a[2]),
         257 => openat(cx, a[0], a[1], a[2], a[3]),
         258 => mkdirat(cx, a[0], a[1], a[2]),

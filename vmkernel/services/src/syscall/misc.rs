@@ -402,8 +402,14 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
                 Err(neg(EINVAL))
             } else {
                 match a[2] as u32 {
-                    0x4321_fedc | 0xcdef_0123 => crate::power::power_off(),
-                    0x0123_4567 => crate::power::reboot(),
+                    0x4321_fedc | 0xcdef_0123 => {
+                        crate::storage::shutdown();
+                        crate::power::power_off()
+                    }
+                    0x0123_4567 => {
+                        crate::storage::shutdown();
+                        crate::power::reboot()
+                    }
                     _ => Err(neg(EINVAL)),
                 }
             }

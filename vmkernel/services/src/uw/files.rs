@@ -234,6 +234,9 @@ impl ProcProvider for Provider {
     fn mounts(&self) -> Vec<MountInfo> {
         VFS.get().map(|v| v.mounts()).unwrap_or_default()
     }
+    fn diskstats(&self) -> Vec<u8> {
+        crate::storage::diskstats()
+    }
 }
 
 fn is_running(world_id: u64) -> bool {

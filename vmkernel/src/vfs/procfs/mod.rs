@@ -30,6 +30,10 @@ pub trait ProcProvider: Send + Sync {
     fn uptime(&self) -> Uptime;
     fn loadavg(&self) -> LoadAvg;
     fn mounts(&self) -> Vec<MountInfo>;
+    /// /proc/diskstats, already formatted (the block layer's text).
+    fn diskstats(&self) -> Vec<u8> {
+        Vec::new()
+    }
     /// The text of `/proc/net/<name>` (`dev`, `route`, `tcp`, `udp`), or
     /// `None` while the kernel has no network stack.
     fn net_file(&self, _name: &str) -> Option<String> {
@@ -60,6 +64,7 @@ enum Global {
     Stat,
     Loadavg,
     Mounts,
+    Diskstats,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,12 +75,13 @@ enum PidFile {
     Exe,
 }
 
-const GLOBALS: [(&[u8], Global); 5] = [
+const GLOBALS: [(&[u8], Global); 6] = [
     (b"meminfo", Global::Meminfo),
     (b"uptime", Global::Uptime),
     (b"stat", Global::Stat),
     (b"loadavg", Global::Loadavg),
     (b"mounts", Global::Mounts),
+    (b"diskstats", Global::Diskstats),
 ];
 const PID_FILES: [(&[u8], PidFile); 4] = [
     (b"stat", PidFile::Stat),
@@ -145,6 +151,7 @@ impl ProcInode {
             Node::Global(Global::Stat) => stat(&p.stat()).into_bytes(),
             Node::Global(Global::Loadavg) => loadavg(&p.loadavg()).into_bytes(),
             Node::Global(Global::Mounts) => mounts(&p.mounts()),
+            Node::Global(Global::Diskstats) => p.diskstats(),
             Node::PidFile(pid, PidFile::Stat) => pid_stat(&proc_of(pid)?).into_bytes(),
             Node::PidFile(pid, PidFile::Cmdline) => pid_cmdline(&proc_of(pid)?),
             Node::PidFile(pid, PidFile::Status) => pid_status(&proc_of(pid)?).into_bytes(),

@@ -108,7 +108,7 @@ fn listing_and_pids() {
     let d = v.open(&Credentials::root(), &v.root(), b"/proc", O_RDONLY | O_DIRECTORY, 0).unwrap();
     let n = names(&d);
     let want: Vec<&[u8]> = vec![
-        b".", b"..", b"meminfo", b"uptime", b"stat", b"loadavg", b"mounts", b"self", b"net", b"1",
+        b".", b"..", b"meminfo", b"uptime", b"stat", b"loadavg", b"mounts", b"diskstats", b"self", b"net", b"1",
         b"7", b"300",
     ];
     assert_eq!(n, want);

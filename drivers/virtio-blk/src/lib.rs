@@ -1,0 +1,249 @@
+//! virtio-blk over PCI, on `virtio-drivers`' `VirtIOBlk`.
+//!
+//! `virtio-drivers` negotiates features and runs the virtqueue; this crate
+//! adds what a kernel driver needs around it:
+//! - DMA safety: the device only ever sees the driver's own DMA memory (a
+//!   bounce buffer of [`BOUNCE_BYTES`] and the request/response headers),
+//!   never a caller's buffer, so any buffer works and a request larger
+//!   than the bounce buffer is split;
+//! - waiting: a request is submitted, then the caller's `wait` function is
+//!   called with a readiness check (the kernel blocks the world until the
+//!   completion interrupt, or polls during boot), then completed;
+//! - interrupts: with MSI-X the queue's vector is set in the common
+//!   configuration ([`VirtioBlk::route_interrupts_to_msix`]);
+//! - read-only media are reported ([`VirtioBlk::read_only`]) and writes to
+//!   them refused.
+//!
+//! The virtio PCI glue (`VirtioHal`, `PciConfig`, MSI-X routing) is shared
+//! with `virtio-net`.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+
+use hal::{Dma, Hal, Mmio, PAGE_SIZE};
+use pci::{ConfigRegionAccess, PciAddress};
+use virtio_drivers::device::blk::{BlkReq, BlkResp, RespStatus, SECTOR_SIZE, VirtIOBlk};
+use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
+use virtio_net::{PciConfig, VirtioHal};
+
+pub use virtio_drivers::transport::pci::VirtioPciError;
+
+pub const VENDOR_VIRTIO: u16 = 0x1af4;
+/// Transitional (0x1001) and modern (0x1042) block device IDs.
+pub const DEVICE_IDS: [u16; 2] = [0x1001, 0x1042];
+
+pub fn supports(vendor: u16, device: u16) -> bool {
+    vendor == VENDOR_VIRTIO && DEVICE_IDS.contains(&device)
+}
+
+/// The bounce buffer: the longest single device request.
+pub const BOUNCE_BYTES: usize = 256 * 1024;
+/// virtio-blk addresses 512-byte sectors.
+pub const SECTOR_BYTES: usize = SECTOR_SIZE;
+const REQUEST_QUEUE: u16 = 0;
+
+/// Why a device or a request failed.
+#[derive(Debug)]
+pub enum Error {
+    Transport(VirtioPciError),
+    Device(virtio_drivers::Error),
+    /// No mappable virtio 1.0 common configuration (a legacy-only device).
+    CommonConfig,
+    NoMemory,
+    /// The request reaches past the end of the disk.
+    OutOfRange,
+    /// The buffer is not a whole number of sectors.
+    Unaligned,
+    /// The medium is read-only.
+    ReadOnly,
+    /// The device answered with an error status.
+    Status(RespStatus),
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Transport(e) => write!(f, "virtio PCI transport: {e}"),
+            Error::Device(e) => write!(f, "virtio device: {e}"),
+            Error::CommonConfig => f.write_str("no mappable virtio 1.0 common configuration (a legacy-only device?)"),
+            Error::NoMemory => f.write_str("no DMA memory for the bounce buffer"),
+            Error::OutOfRange => f.write_str("request past the end of the disk"),
+            Error::Unaligned => f.write_str("buffer is not a whole number of sectors"),
+            Error::ReadOnly => f.write_str("the medium is read-only"),
+            Error::Status(s) => write!(f, "device status {s:?}"),
+        }
+    }
+}
+
+/// How the caller waits for a completion: called with a check that turns
+/// true once the device has answered; returns when it has (the kernel
+/// blocks the world until an interrupt makes the check true).
+pub type Wait<'a> = dyn FnMut(&mut dyn FnMut() -> bool) + 'a;
+
+/// A driven virtio-blk device.
+pub struct VirtioBlk<H: Hal> {
+    // First, so it drops first: dropping the transport resets the device
+    // before the memory it used is freed.
+    blk: VirtIOBlk<VirtioHal<H>, PciTransport>,
+    bounce: Dma<H>,
+    // Heap memory lies in the kernel's direct map, which `Hal::virt_to_phys`
+    // translates: the headers are shared with the device from there.
+    req: Box<BlkReq>,
+    resp: Box<BlkResp>,
+    common_cfg: Mmio,
+    capacity: u64,
+    read_only: bool,
+    requests: u64,
+}
+
+impl<H: Hal> VirtioBlk<H> {
+    /// Brings up the virtio-blk function at `address` (its BARs decoded,
+    /// bus mastering on). Interrupts stay off until
+    /// `set_interrupts_enabled(true)`.
+    pub fn new<A: ConfigRegionAccess>(access: &A, address: PciAddress) -> Result<Self, Error> {
+        let df = DeviceFunction { bus: address.bus(), device: address.device(), function: address.function() };
+        let common_cfg = virtio_net::map_common_config::<H, A>(access, address).ok_or(Error::CommonConfig)?;
+        let mut root = PciRoot::new(PciConfig::new(access, address.segment()));
+        let transport = PciTransport::new::<VirtioHal<H>, _>(&mut root, df).map_err(Error::Transport)?;
+        let bounce = Dma::new(BOUNCE_BYTES / PAGE_SIZE).ok_or(Error::NoMemory)?;
+        let mut blk = VirtIOBlk::<VirtioHal<H>, _>::new(transport).map_err(Error::Device)?;
+        blk.disable_interrupts();
+        let capacity = blk.capacity();
+        let read_only = blk.readonly();
+        Ok(VirtioBlk {
+            blk,
+            bounce,
+            req: Box::new(BlkReq::default()),
+            resp: Box::new(BlkResp::default()),
+            common_cfg,
+            capacity,
+            read_only,
+            requests: 0,
+        })
+    }
+
+    /// Capacity in 512-byte sectors.
+    pub fn sector_count(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Requests completed so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Routes the request queue's and the configuration interrupts to
+    /// MSI-X table entry `entry`; `false` if the device refused it.
+    pub fn route_interrupts_to_msix(&mut self, entry: u16) -> bool {
+        virtio_net::route_queues_to_msix(&self.common_cfg, &[REQUEST_QUEUE], entry)
+    }
+
+    pub fn set_interrupts_enabled(&mut self, enabled: bool) {
+        if enabled {
+            self.blk.enable_interrupts();
+        } else {
+            self.blk.disable_interrupts();
+        }
+    }
+
+    /// Reads the ISR (clears a pending INTx; MSI-X needs no acknowledge).
+    pub fn acknowledge_interrupt(&mut self) {
+        let _ = self.blk.ack_interrupt();
+    }
+
+    fn check(&self, lba: u64, len: usize) -> Result<(), Error> {
+        if len == 0 || !len.is_multiple_of(SECTOR_BYTES) {
+            return Err(Error::Unaligned);
+        }
+        match lba.checked_add((len / SECTOR_BYTES) as u64) {
+            Some(end) if end <= self.capacity => Ok(()),
+            _ => Err(Error::OutOfRange),
+        }
+    }
+
+    /// Reads `buf.len() / 512` sectors from `lba`.
+    pub fn read(&mut self, lba: u64, buf: &mut [u8], wait: &mut Wait<'_>) -> Result<(), Error> {
+        self.check(lba, buf.len())?;
+        let mut sector = lba;
+        for chunk in buf.chunks_mut(BOUNCE_BYTES) {
+            let bounce = self.bounce.bytes_mut(0, chunk.len()).ok_or(Error::NoMemory)?;
+            // SAFETY: `req`, `bounce` and `resp` are the driver's own memory,
+            // mapped and device-visible; nothing touches them until the
+            // request is completed below with the same buffers.
+            let token = unsafe { self.blk.read_blocks_nb(sector as usize, &mut self.req, bounce, &mut self.resp) }
+                .map_err(Error::Device)?;
+            let blk = &mut self.blk;
+            wait(&mut || blk.peek_used() == Some(token));
+            // SAFETY: the same buffers as at submission, and the device is
+            // done with them (its token is on the used ring).
+            unsafe { self.blk.complete_read_blocks(token, &self.req, bounce, &mut self.resp) }
+                .map_err(|e| status_error(&self.resp, e))?;
+            chunk.copy_from_slice(bounce);
+            self.requests += 1;
+            sector += (chunk.len() / SECTOR_BYTES) as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf.len() / 512` sectors at `lba` (durable after `flush`).
+    pub fn write(&mut self, lba: u64, buf: &[u8], wait: &mut Wait<'_>) -> Result<(), Error> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.check(lba, buf.len())?;
+        let mut sector = lba;
+        for chunk in buf.chunks(BOUNCE_BYTES) {
+            let bounce = self.bounce.bytes_mut(0, chunk.len()).ok_or(Error::NoMemory)?;
+            bounce.copy_from_slice(chunk);
+            // SAFETY: as in `read`: the driver's own device-visible memory,
+            // untouched until completion.
+            let token = unsafe { self.blk.write_blocks_nb(sector as usize, &mut self.req, bounce, &mut self.resp) }
+                .map_err(Error::Device)?;
+            let blk = &mut self.blk;
+            wait(&mut || blk.peek_used() == Some(token));
+            // SAFETY: the same buffers as at submission; the device is done.
+            unsafe { self.blk.complete_write_blocks(token, &self.req, bounce, &mut self.resp) }
+                .map_err(|e| status_error(&self.resp, e))?;
+            self.requests += 1;
+            sector += (chunk.len() / SECTOR_BYTES) as u64;
+        }
+        Ok(())
+    }
+
+    /// Makes completed writes durable (the device's write cache).
+    ///
+    /// `virtio-drivers` 0.13 has no non-blocking flush, and its blocking
+    /// one shares a request header on the caller's stack with the device.
+    /// So the flush is sent only when this stack is memory the device can
+    /// reach (a world's kernel stack, on the heap) — then it polls until
+    /// the device answers (flushes are rare: fsync, sync, unmount) — and
+    /// skipped otherwise (the boot stack, outside the direct map), where
+    /// `Ok(false)` says so: the writes were issued, only the barrier is
+    /// missing.
+    pub fn flush(&mut self) -> Result<bool, Error> {
+        if self.read_only {
+            return Ok(true);
+        }
+        let probe = 0u64;
+        if H::virt_to_phys(core::ptr::addr_of!(probe) as usize).is_none() {
+            return Ok(false);
+        }
+        self.blk.flush().map_err(Error::Device)?;
+        Ok(true)
+    }
+
+}
+
+fn status_error(resp: &BlkResp, e: virtio_drivers::Error) -> Error {
+    match resp.status() {
+        RespStatus::OK => Error::Device(e),
+        s => Error::Status(s),
+    }
+}

@@ -1,0 +1,101 @@
+//! A lock whose waiters block (leave the CPU) instead of spinning, for
+//! state held across device I/O, and `Unshared`, the wrapper that lets
+//! such state move between CPUs.
+//!
+//! Kernel code runs with interrupts off: a world spinning on a lock whose
+//! holder is blocked waiting for a disk interrupt would keep that
+//! interrupt from being taken on its CPU. Waiters here block on a wait
+//! queue instead. Outside a world (the boot path on the idle world) the
+//! wait degrades to polling, which is what boot needs.
+
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::world::WaitQueue;
+
+pub struct SleepLock<T> {
+    busy: AtomicBool,
+    waiters: WaitQueue,
+    value: spin::Mutex<T>,
+}
+
+impl<T> SleepLock<T> {
+    pub const fn new(value: T) -> Self {
+        SleepLock { busy: AtomicBool::new(false), waiters: WaitQueue::new(), value: spin::Mutex::new(value) }
+    }
+
+    fn try_claim(&self) -> bool {
+        self.busy.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Takes the lock, blocking the calling world while another holds it.
+    pub fn lock(&self) -> SleepLockGuard<'_, T> {
+        self.waiters.wait_until(|| self.try_claim());
+        // The claim makes this the only holder: the inner lock is free.
+        SleepLockGuard { lock: self, inner: Some(self.value.lock()) }
+    }
+
+    /// The lock if it is free now.
+    pub fn try_lock(&self) -> Option<SleepLockGuard<'_, T>> {
+        self.try_claim().then(|| SleepLockGuard { lock: self, inner: Some(self.value.lock()) })
+    }
+}
+
+pub struct SleepLockGuard<'a, T> {
+    lock: &'a SleepLock<T>,
+    inner: Option<spin::MutexGuard<'a, T>>,
+}
+
+impl<T> Deref for SleepLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // `inner` is Some until drop.
+        self.inner.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<T> DerefMut for SleepLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.inner.as_deref_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<T> Drop for SleepLockGuard<'_, T> {
+    fn drop(&mut self) {
+        self.inner = None;
+        self.lock.busy.store(false, Ordering::Release);
+        self.lock.waiters.wake_all();
+    }
+}
+
+/// A value that is not `Send` only because of shared-ownership or
+/// interior-mutability types (`Rc`, `RefCell`) whose every clone and
+/// borrow lives inside the value itself: such a value may move to
+/// another CPU as a whole. The storage services keep each FAT datastore
+/// (fatfs's `RefCell`s and the open files borrowing its volume, all in
+/// one allocation) in one of these, behind one `SleepLock`, and never
+/// hand a piece of it out.
+pub struct Unshared<T>(T);
+
+impl<T> Unshared<T> {
+    /// Wraps a value that owns all its non-`Send` parts (see the type).
+    pub fn new(value: T) -> Self {
+        Unshared(value)
+    }
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+// SAFETY: by the type's contract the wrapped value shares nothing
+// non-thread-safe with anything outside it, so moving it whole between
+// CPUs is the same as moving it between points of one thread; access
+// from several CPUs at once is excluded by the `&mut`/lock discipline of
+// whoever holds it (it is not `Sync`).
+unsafe impl<T> Send for Unshared<T> {}

@@ -1,0 +1,350 @@
+//! Storage: disks found on PCI, the block layer's device registry, and the
+//! FAT datastores mounted at `/vmfs/volumes/<uuid>` with the ESXi-style
+//! name `/vmfs/volumes/<label>` as a symlink beside it.
+//!
+//! Every mass-storage PCI function is listed in the log; virtio-blk disks
+//! are driven (`virtio-blk`, one MSI-X vector each; a request blocks the
+//! calling world until the completion interrupt, with a 10 ms re-check in
+//! case one is lost; during boot, on the idle world, waiting is polling).
+//! Unknown controllers and failed bring-ups are reported, never fatal.
+//!
+//! Dirty cache blocks reach the disk from the `storage-flush` world (every
+//! 2 s, blocks older than the cache's age limit), at `sync`/`fsync`, and at
+//! power-off, which unmounts every datastore (`shutdown`).
+
+pub mod fs;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use framework::hal::KernelHal;
+use framework::sleep_lock::{SleepLock, Unshared};
+use pci::Function;
+use pci::interrupts::{self, MsiMessage, MsixTable};
+use spin::Mutex;
+use vmk_storage::block::{BlockDevice, BlockError};
+use vmk_storage::cache::CacheConfig;
+use vmk_storage::fat::{MountOptions, WallClock};
+use vmk_storage::registry::{DeviceRegistry, adapter_disk_name};
+use vmk_storage::stats::Clock;
+use vmk_storage::volumes;
+use vmkernel::vfs::{Credentials, MountFlags, Vfs};
+
+use crate::arch::{apic, trap};
+use crate::pci::PortConfigAccess;
+use crate::{time, world};
+use fs::{FatFs, Volume};
+
+const CLASS_MASS_STORAGE: u8 = 0x01;
+const MAX_DISKS: usize = 8;
+
+static REGISTRY: Mutex<Option<DeviceRegistry>> = Mutex::new(None);
+static VOLUMES: Mutex<Vec<Arc<Volume>>> = Mutex::new(Vec::new());
+static DISK_WAITERS: world::WaitQueue = world::WaitQueue::new();
+/// Flushes the driver could not send (from the boot stack, see
+/// `virtio_blk::VirtioBlk::flush`).
+pub static FLUSHES_SKIPPED: AtomicU64 = AtomicU64::new(0);
+/// Completion interrupts taken, per disk.
+pub static IRQ_COUNT: [AtomicU64; MAX_DISKS] = [const { AtomicU64::new(0) }; MAX_DISKS];
+
+struct MonotonicClock;
+impl Clock for MonotonicClock {
+    fn now_ms(&self) -> u64 {
+        time::uptime_ns() / 1_000_000
+    }
+}
+
+struct RealTimeClock;
+impl WallClock for RealTimeClock {
+    fn unix_time(&self) -> u64 {
+        time::realtime_ns() / 1_000_000_000
+    }
+}
+
+fn on_disk_interrupt<const N: usize>(_frame: &mut trap::TrapFrame) {
+    IRQ_COUNT[N].fetch_add(1, Ordering::AcqRel);
+    apic::eoi();
+    DISK_WAITERS.wake_all();
+}
+
+const HANDLERS: [trap::Handler; MAX_DISKS] = [
+    on_disk_interrupt::<0>,
+    on_disk_interrupt::<1>,
+    on_disk_interrupt::<2>,
+    on_disk_interrupt::<3>,
+    on_disk_interrupt::<4>,
+    on_disk_interrupt::<5>,
+    on_disk_interrupt::<6>,
+    on_disk_interrupt::<7>,
+];
+
+/// How a request waits for its completion: blocked on the disk wait
+/// queue (woken by the interrupt, or after 10 ms in case it was lost).
+fn wait_for_completion(done: &mut dyn FnMut() -> bool) {
+    loop {
+        if done() {
+            return;
+        }
+        let deadline = time::uptime_ns() + 10_000_000;
+        world::arm_wakeup(deadline);
+        DISK_WAITERS.wait_until_once(|| done() || time::uptime_ns() >= deadline);
+    }
+}
+
+/// A virtio-blk disk as the block layer's `BlockDevice`.
+struct VirtioDisk {
+    dev: SleepLock<virtio_blk::VirtioBlk<KernelHal>>,
+    sectors: u64,
+    read_only: bool,
+}
+
+fn block_error(e: virtio_blk::Error) -> BlockError {
+    match e {
+        virtio_blk::Error::OutOfRange => BlockError::OutOfRange,
+        virtio_blk::Error::Unaligned => BlockError::Unaligned,
+        virtio_blk::Error::ReadOnly => BlockError::ReadOnly,
+        _ => BlockError::Io,
+    }
+}
+
+impl BlockDevice for VirtioDisk {
+    fn sector_size(&self) -> u32 {
+        virtio_blk::SECTOR_BYTES as u32
+    }
+    fn sector_count(&self) -> u64 {
+        self.sectors
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn read_sectors(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.dev.lock().read(lba, buf, &mut wait_for_completion).map_err(block_error)
+    }
+    fn write_sectors(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.dev.lock().write(lba, buf, &mut wait_for_completion).map_err(block_error)
+    }
+    fn flush(&self) -> Result<(), BlockError> {
+        match self.dev.lock().flush() {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                FLUSHES_SKIPPED.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(block_error(e)),
+        }
+    }
+}
+
+/// Boot: finds the disks, mounts their datastores in `vfs`, starts the
+/// writeback world.
+pub fn init(functions: &[Function], vfs: Option<&Vfs>) {
+    find_disks(functions);
+    if let Some(vfs) = vfs {
+        mount_datastores(vfs);
+        start_writeback();
+    }
+}
+
+/// Finds the disks, registers them and their partitions. Returns how
+/// many disks are driven.
+pub fn find_disks(functions: &[Function]) -> usize {
+    let access = PortConfigAccess::new();
+    let mut registry = DeviceRegistry::new(Arc::new(MonotonicClock));
+    let mut disks = 0;
+    for f in functions {
+        let virtio = virtio_blk::supports(f.vendor_id, f.device_id);
+        if f.class != CLASS_MASS_STORAGE && !virtio {
+            continue;
+        }
+        if !virtio {
+            log::info!("storage: {f}: no driver for this storage controller (listed, not used)");
+            continue;
+        }
+        if disks == MAX_DISKS {
+            log::warn!("storage: {f}: more than {MAX_DISKS} disks; not used");
+            continue;
+        }
+        match bring_up(&access, f, disks) {
+            Ok(disk) => {
+                let name = adapter_disk_name(disks as u32);
+                let ro = if disk.read_only { ", read-only medium" } else { "" };
+                log::info!(
+                    "storage: {name}: virtio-blk at {}, {} MiB{ro}",
+                    f.address,
+                    (disk.sectors * virtio_blk::SECTOR_BYTES as u64) >> 20
+                );
+                match registry.add_disk(&name, Arc::new(disk)) {
+                    Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
+                    Err(e) => log::warn!("storage: {name}: not registered: {e}"),
+                }
+                disks += 1;
+            }
+            Err(e) => log::warn!("storage: {f}: cannot bring it up: {e}"),
+        }
+    }
+    *REGISTRY.lock() = Some(registry);
+    disks
+}
+
+fn bring_up(access: &PortConfigAccess, f: &Function, index: usize) -> Result<VirtioDisk, String> {
+    interrupts::enable_dma_and_mmio(access, f.address);
+    let mut dev = virtio_blk::VirtioBlk::<KernelHal>::new(access, f.address).map_err(|e| format!("virtio-blk: {e}"))?;
+    let how = route_interrupt(access, f, index, &mut dev);
+    log::info!("storage: {}: completions {how}", f.address);
+    let (sectors, read_only) = (dev.sector_count(), dev.read_only());
+    Ok(VirtioDisk { dev: SleepLock::new(dev), sectors, read_only })
+}
+
+/// MSI-X entry 0 aimed at a fresh vector on this CPU; else the disk is
+/// polled by its waiters (every 10 ms).
+fn route_interrupt(
+    access: &PortConfigAccess,
+    f: &Function,
+    index: usize,
+    dev: &mut virtio_blk::VirtioBlk<KernelHal>,
+) -> String {
+    let support = interrupts::interrupt_support(access, f.address);
+    let Some(mut msix) = support.msix else { return String::from("polled (no MSI-X)") };
+    let Some(vector) = framework::hal::allocate_vector(HANDLERS[index]) else {
+        return String::from("polled (no free interrupt vector)");
+    };
+    let Some(message) = MsiMessage::x86(apic::id(), vector) else { return String::from("polled") };
+    let table = interrupts::msix_table_location(access, f.address, &msix)
+        .and_then(|(phys, len)| hal::Mmio::map::<KernelHal>(phys, len))
+        .map(|regs| MsixTable::new(regs, msix.table_size()));
+    let Some(table) = table else { return String::from("polled (MSI-X table not mappable)") };
+    interrupts::msix_enable_masked(access, f.address, &mut msix);
+    for entry in 1..table.entries() {
+        let _ = table.set_masked(entry, true);
+    }
+    let routed = table.program(0, message).is_ok() && dev.route_interrupts_to_msix(0);
+    interrupts::msix_unmask_function(access, &mut msix);
+    if routed {
+        dev.set_interrupts_enabled(true);
+        format!("by MSI-X vector {vector:#x}")
+    } else {
+        msix.set_enabled(false, access);
+        String::from("polled (the device refused MSI-X entry 0)")
+    }
+}
+
+/// Mounts every FAT volume of the registered disks under /vmfs/volumes.
+pub fn mount_datastores(vfs: &Vfs) {
+    let reg = REGISTRY.lock();
+    let Some(registry) = reg.as_ref() else { return };
+    let report = volumes::mount_all(
+        registry,
+        Arc::new(MonotonicClock),
+        Arc::new(RealTimeClock),
+        CacheConfig::default(),
+        MountOptions::default(),
+    );
+    for l in &report.log {
+        log::info!("{l}");
+    }
+    let cred = Credentials::root();
+    let root = vfs.root();
+    let mut names: Vec<String> = Vec::new();
+    for m in report.mounted {
+        // ESXi's name is the label as the user gave it: the GPT partition
+        // name keeps its case (FAT labels are stored upper-case).
+        let gpt_name = registry
+            .find(&m.device)
+            .and_then(|e| e.partition.as_ref())
+            .map(|p| String::from(p.name.trim()))
+            .filter(|n| !n.is_empty() && n.eq_ignore_ascii_case(m.name.trim()) && !n.contains('/'));
+        let name = volumes::unique_name(gpt_name.as_deref().unwrap_or(&m.name), &names);
+        let read_only = m.datastore.is_read_only();
+        let vol = Arc::new(Volume {
+            ds: SleepLock::new(Some(Unshared::new(m.datastore))),
+            name: name.clone(),
+            uuid: m.uuid.clone(),
+            device: m.device.clone(),
+            read_only,
+        });
+        let dir = format!("/vmfs/volumes/{}", m.uuid);
+        let _ = vfs.mkdir(&cred, &root, dir.as_bytes(), 0o755);
+        let source = format!("/vmfs/devices/disks/{}", m.device);
+        match vfs.mount_at(dir.as_bytes(), FatFs::new(vol.clone()), &source, MountFlags { read_only }) {
+            Ok(_) => {
+                let link = format!("/vmfs/volumes/{name}");
+                if let Err(e) = vfs.symlink(&cred, m.uuid.as_bytes(), &root, link.as_bytes()) {
+                    log::warn!("storage: {link}: {e:?}");
+                }
+                log::info!("storage: datastore {name} at {dir}{}", if read_only { " (read-only)" } else { "" });
+                names.push(name);
+                VOLUMES.lock().push(vol);
+            }
+            Err(e) => log::warn!("storage: mounting {} at {dir}: {e:?}", m.device),
+        }
+    }
+}
+
+/// Starts the periodic writeback world.
+pub fn start_writeback() {
+    if VOLUMES.lock().is_empty() {
+        return;
+    }
+    if let Err(e) = world::spawn_system("storage-flush", world::default_group(), writeback_loop) {
+        log::warn!("storage: no writeback world ({e}); data reaches the disk at sync and power-off only");
+    }
+}
+
+fn writeback_loop() {
+    loop {
+        world::sleep_ns(2_000_000_000);
+        let vols: Vec<Arc<Volume>> = VOLUMES.lock().clone();
+        let now = time::uptime_ns() / 1_000_000;
+        for v in vols {
+            // A busy datastore is being written anyway; try again later.
+            if let Some(g) = v.ds.try_lock()
+                && let Some(ds) = g.as_ref()
+                && let Err(e) = ds.get().flush_expired(now)
+            {
+                log::warn!("storage: {}: writeback: {e:?}", v.name);
+            }
+        }
+    }
+}
+
+/// sync(2): every datastore's open files, FAT summary and dirty blocks.
+pub fn sync_all() {
+    let vols: Vec<Arc<Volume>> = VOLUMES.lock().clone();
+    for v in vols {
+        if let Err(e) = v.with(|ds| ds.sync()) {
+            log::warn!("storage: {}: sync: {e:?}", v.name);
+        }
+    }
+}
+
+/// Power-off and reboot: unmount every datastore (files flushed, FSInfo
+/// written, the volume marked clean, the cache flushed).
+pub fn shutdown() {
+    let disks = REGISTRY.lock().as_ref().map_or(0, |r| r.disks().len());
+    for (i, n) in IRQ_COUNT.iter().take(disks).enumerate() {
+        log::info!(
+            "storage: {} took {} completion interrupts ({} flushes skipped at boot)",
+            adapter_disk_name(i as u32),
+            n.load(Ordering::Acquire),
+            FLUSHES_SKIPPED.load(Ordering::Relaxed)
+        );
+    }
+    let vols: Vec<Arc<Volume>> = VOLUMES.lock().clone();
+    for v in vols {
+        let ds = v.ds.lock().take();
+        if let Some(ds) = ds {
+            match ds.into_inner().unmount() {
+                Ok(()) => log::info!("storage: {} ({} on {}) unmounted", v.name, v.uuid, v.device),
+                Err(e) => log::warn!("storage: {}: unmount: {e:?}", v.name),
+            }
+        }
+    }
+}
+
+/// /proc/diskstats.
+pub fn diskstats() -> Vec<u8> {
+    REGISTRY.lock().as_ref().map(|r| r.diskstats().into_bytes()).unwrap_or_default()
+}
