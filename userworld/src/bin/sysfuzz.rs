@@ -377,12 +377,12 @@ fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6]) {
             break;
         }
         let (n, a) = c.call();
-        // SAFETY: arguments made by `Caller::call`: addresses are the
-        // arena's or hostile, never this worker's live memory.
         for (slot, v) in w.shared.args[w.slot][idx].iter().zip(a) {
             slot.store(v, Ordering::Relaxed);
         }
         w.shared.current[w.slot][idx].store(n + 1, Ordering::Relaxed);
+        // SAFETY: arguments made by `Caller::call`: addresses are the
+        // arena's or hostile, never this worker's live memory.
         let r = unsafe { if CLONE_LIKE.contains(&n) { raw_clone_like(n, a) } else { raw(n, a) } };
         w.shared.current[w.slot][idx].store(0, Ordering::Relaxed);
         let bucket = if (-4095..0).contains(&r) { ((-r) as usize).min(HIST - 1) } else { 0 };
