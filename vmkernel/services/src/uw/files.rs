@@ -22,6 +22,7 @@ use crate::{arch, console, mm, time, world};
 static VFS: Once<Vfs> = Once::new();
 static CONSOLE_TTY: Once<Arc<Tty>> = Once::new();
 static RNG: Mutex<Option<Csprng>> = Mutex::new(None);
+static KERNEL_CMDLINE: Once<String> = Once::new();
 
 pub fn vfs() -> Option<&'static Vfs> {
     VFS.get()
@@ -92,6 +93,7 @@ impl TtySink for ConsoleSink {
 
 /// Unpacks the root archive into a ramfs and mounts /dev and /proc.
 pub fn init(bi: &BootInfo) {
+    KERNEL_CMDLINE.call_once(|| String::from(bi.cmdline.as_str()));
     let clock: Arc<dyn Clock> = Arc::new(KernelClock);
     let root_fs = RamFs::new(clock.clone());
     match crate::boot_archive::archive(bi) {
@@ -236,6 +238,9 @@ impl ProcProvider for Provider {
     }
     fn diskstats(&self) -> Vec<u8> {
         crate::storage::diskstats()
+    }
+    fn kernel_cmdline(&self) -> String {
+        KERNEL_CMDLINE.get().cloned().unwrap_or_default()
     }
 }
 
