@@ -98,10 +98,11 @@ pub fn bring_up(access: &PortConfigAccess, f: &Function, index: usize) -> Result
     interrupts::enable_dma_and_mmio(access, f.address);
     interrupts::set_intx_disabled(access, f.address, true);
     let regs = Mmio::map::<KernelHal>(bar, size as usize).ok_or("BAR0 cannot be mapped")?;
-    let dev = Controller::new(regs, &mut wait_for_completion).map_err(|e| format!("nvme: {e}"))?;
-    // The I/O completion queue interrupts on entry 0; the controller
-    // needs no further setup for it.
+    // MSI-X first: a controller takes an interrupt vector into use when
+    // it creates a completion queue on it (QEMU's does so only while
+    // MSI-X is on). Both queues interrupt on entry 0.
     let (_, how) = route_interrupt(access, f, index, true, &mut || true);
+    let dev = Controller::new(regs, &mut wait_for_completion).map_err(|e| format!("nvme: {e}"))?;
     let id = dev.identity();
     let (block_size, blocks, read_only) = (id.block_size, id.blocks, id.read_only);
     let what = format!(
