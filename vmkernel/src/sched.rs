@@ -607,6 +607,11 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Is `w` on a CPU now (picked and not yet released)?
+    pub fn is_running(&self, w: WorldId) -> bool {
+        self.worlds.get(&w).is_some_and(|e| e.running)
+    }
+
     /// Marks `w` as on a CPU, so no other CPU picks it.
     pub fn mark_running(&mut self, w: WorldId) {
         if let Some(e) = self.worlds.get_mut(&w) {
@@ -943,5 +948,8 @@ mod tests {
         assert!(s.preempts(3, Some(2)));
         // Unknown worlds never preempt.
         assert!(!s.preempts(99, Some(2)));
+        assert!(!s.is_running(1));
+        s.mark_running(1);
+        assert!(s.is_running(1));
     }
 }

@@ -319,9 +319,11 @@ pub fn block_current() {
     }
 }
 
-/// Makes a blocked world runnable again. Returns false if it is gone.
+/// Makes a blocked world runnable again (a runnable one's next block
+/// returns at once). Returns false if it is gone.
 ///
-/// Wake-up preemption: when the woken world comes before the one its CPU
+/// Wake-up preemption: when the woken world — or a runnable one waiting
+/// for its CPU, e.g. a vCPU just sent an interrupt — comes before the one its CPU
 /// runs now (or that CPU idles), that CPU is told to reschedule — by a
 /// reschedule IPI if it is another CPU — so the woken world runs within
 /// an IPI's latency instead of after the running world's slice (up to
@@ -330,19 +332,25 @@ pub fn block_current() {
 /// fair share.
 pub fn wake(id: WorldId) -> bool {
     let Some(w) = WORLDS.lock().get(&id).cloned() else { return false };
-    let kick = with_policy(|p| match w.state() {
-        WorldState::Blocked => {
-            w.state.store(WorldState::Runnable as u8, Ordering::Release);
-            let _ = p.set_runnable(id, true);
-            let cpu = p.world_cpu(id)?;
-            let running = RUNNING.get(cpu as usize)?.load(Ordering::Acquire);
-            p.preempts(id, (running != 0).then_some(running)).then_some(cpu)
+    let kick = with_policy(|p| {
+        match w.state() {
+            WorldState::Blocked => {
+                w.state.store(WorldState::Runnable as u8, Ordering::Release);
+                let _ = p.set_runnable(id, true);
+            }
+            // Runnable already: waiting for its CPU (an interrupted vCPU
+            // whose CPU runs another world) or running.
+            WorldState::Runnable => {
+                w.wake_pending.store(true, Ordering::Release);
+                if p.is_running(id) {
+                    return None;
+                }
+            }
+            WorldState::Dead => return None,
         }
-        WorldState::Runnable => {
-            w.wake_pending.store(true, Ordering::Release);
-            None
-        }
-        WorldState::Dead => None,
+        let cpu = p.world_cpu(id)?;
+        let running = RUNNING.get(cpu as usize)?.load(Ordering::Acquire);
+        p.preempts(id, (running != 0).then_some(running)).then_some(cpu)
     });
     if let Some(cpu) = kick {
         RESCHED[cpu as usize].store(true, Ordering::Release);
