@@ -80,6 +80,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     });
     world::on_user_tick(uw::process::check_pending_kill);
     arch::apic::set_tick_handler(world::on_timer_tick);
+    arch::apic::set_kick_handler(world::on_resched_ipi);
 
     // 4. Interrupts: ACPI tables, then the 8259s and IOAPICs before the
     //    LAPIC (masking the 8259s drops their INTR line while LINT0 still
