@@ -2,7 +2,7 @@
 //! crate graph runs one way (abi ← library ← framework ← services), the
 //! framework never names the services, its hardware sub-layer (arch, mm)
 //! never names worlds, and unsafe code is allowed only where README says
-//! (the framework, plus the in-kernel tests until they move). The
+//! (the framework, plus one marker-trait assertion in vmk-storage). The
 //! compiler enforces `deny(unsafe_code)` itself; this test makes sure the
 //! attributes stay and no new exception appears. Clippy
 //! (`image-builder lint`, run by `.ci/run`) checks the SAFETY comments.
@@ -136,10 +136,7 @@ fn unsafe_code_stays_in_the_framework() {
         assert!(read(file).contains(attr), "{file} lost {attr}");
     }
     // The only exceptions in the services, each for a stated reason.
-    let allowed: [(&str, &str); 2] = [
-        ("vmkernel/services/src/main.rs", "mod ktest;"),
-        ("vmkernel/services/src/main.rs", "extern \"C\" fn kernel_entry"),
-    ];
+    let allowed: [(&str, &str); 1] = [("vmkernel/services/src/main.rs", "extern \"C\" fn kernel_entry")];
     let mut exceptions = Vec::new();
     for (file, text) in rust_files("vmkernel/services/src") {
         let lines: Vec<&str> = text.lines().collect();
@@ -159,9 +156,6 @@ fn unsafe_code_stays_in_the_framework() {
     // compiler checks this too; here it is a fact README states).
     let mut unsafe_lines = Vec::new();
     for (file, text) in rust_files("vmkernel/services/src") {
-        if file.ends_with("ktest.rs") {
-            continue;
-        }
         for (n, line) in code_lines(&text) {
             let l = line.trim();
             if l.contains("unsafe") && l != "#[unsafe(no_mangle)]" && !l.contains("unsafe_code") {
@@ -170,6 +164,37 @@ fn unsafe_code_stays_in_the_framework() {
         }
     }
     assert!(unsafe_lines.is_empty(), "unsafe code in the services:\n{}", unsafe_lines.join("\n"));
+}
+
+/// The hardware-free crates have no unsafe code, except one stated
+/// assertion: a FAT datastore may move between CPUs as a whole
+/// (`vmkernel/storage/src/fat/mod.rs` says why).
+#[test]
+fn hardware_free_crates_have_no_unsafe_code() {
+    let allowed = [("vmkernel/storage/src/fat/mod.rs", "unsafe impl Send for Datastore {}")];
+    let mut found = Vec::new();
+    for (dir, lib) in [
+        ("vmkernel/src", "vmkernel/src/lib.rs"),
+        ("vmkernel/abi/src", "vmkernel/abi/src/lib.rs"),
+        ("vmkernel/net/src", "vmkernel/net/src/lib.rs"),
+        ("vmkernel/storage/src", "vmkernel/storage/src/lib.rs"),
+    ] {
+        assert!(read(lib).contains("#![deny(unsafe_code)]"), "{lib} lost #![deny(unsafe_code)]");
+        // Host-only unit tests (`tests.rs`) may build fake physical memory.
+        for (file, text) in rust_files(dir).into_iter().filter(|(f, _)| !f.ends_with("/tests.rs")) {
+            let lines: Vec<&str> = text.lines().collect();
+            for (n, line) in code_lines(&text) {
+                let l = line.trim();
+                let item = if l.contains("allow(unsafe_code)") { lines.get(n).map_or("", |x| x.trim()) } else { l };
+                if (l.contains("unsafe") && !l.contains("deny(unsafe_code)") && !l.contains("forbid(unsafe_code)"))
+                    && !allowed.iter().any(|(f, i)| *f == file && item == *i)
+                {
+                    found.push(format!("{file}:{n}: {l}"));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "unsafe code in the hardware-free crates:\n{}", found.join("\n"));
 }
 
 /// The scans themselves catch what they look for.

@@ -28,6 +28,7 @@ pub mod mm;
 pub mod pci;
 pub mod power;
 pub mod rt;
+pub mod selftest;
 pub mod sleep_lock;
 pub mod time;
 pub mod world;

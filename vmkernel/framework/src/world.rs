@@ -24,6 +24,7 @@ pub use vmkernel::sched::WorldId;
 
 use crate::arch::context::{self, FpuState};
 use crate::arch::{cpu, gdt};
+use crate::mm::AddressSpace;
 use crate::time;
 
 pub use crate::arch::gdt::MAX_CPUS;
@@ -63,8 +64,10 @@ pub struct World {
     /// Owned kernel stack (the idle worlds run on their CPU's boot stack).
     stack: Option<Box<[u8]>>,
     pub exit_code: AtomicU64,
-    /// Page-table root this world runs on (0: the kernel's own).
-    pub cr3: AtomicU64,
+    /// Page-table root this world runs on (0: the kernel's own), the root
+    /// of `space`, which it keeps alive.
+    cr3: AtomicU64,
+    space: Mutex<Option<Arc<AddressSpace>>>,
     /// The user thread this world runs (the services' type, see
     /// [`UserThread`]).
     pub thread: spin::Once<Arc<dyn UserThread>>,
@@ -115,6 +118,26 @@ impl World {
         unsafe { f(&mut *self.fpu.get()) }
     }
 
+    /// Makes `space` (None: the kernel's tables) the address space this
+    /// world runs on — at once if it is the calling CPU's world, else from
+    /// its next switch. The world keeps `space` alive while it is set.
+    pub fn set_address_space(&self, space: Option<Arc<AddressSpace>>) {
+        let root = space.as_ref().map_or(0, |s| s.root());
+        let old = core::mem::replace(&mut *self.space.lock(), space);
+        self.cr3.store(root, Ordering::Release);
+        if self.id == current_id() {
+            let cr3 = if root == 0 { crate::mm::kernel_pml4() } else { root };
+            if cpu::read_cr3() != cr3 {
+                // SAFETY: every address space maps the kernel half
+                // identically, and the world holds the new one alive.
+                unsafe { cpu::write_cr3(cr3) };
+            }
+        }
+        // Only now, when this CPU no longer runs on them, may the old
+        // tables go.
+        drop(old);
+    }
+
     pub fn stack_top(&self) -> u64 {
         self.stack.as_ref().map_or(0, |s| (s.as_ptr() as u64 + s.len() as u64) & !15)
     }
@@ -162,6 +185,7 @@ pub fn init_this_cpu() {
         stack: None,
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
+        space: Mutex::new(None),
         thread: spin::Once::new(),
         entry: Mutex::new(None),
     });
@@ -189,6 +213,7 @@ fn new_world(name: &str, kind: WorldKind, entry: WorldEntry) -> Option<Arc<World
         stack: Some(stack),
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
+        space: Mutex::new(None),
         thread: spin::Once::new(),
         entry: Mutex::new(Some(entry)),
     }))

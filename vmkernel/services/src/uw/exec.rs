@@ -89,11 +89,8 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
             let mut off = 0;
             while off < seg.len() {
                 seg.fill(&data[..], off, &mut page).map_err(|e| Errno(e.errno()))?;
-                let frame = mm::alloc_user_frame_with(&page).ok_or(Errno::ENOMEM)?;
-                m.space.map(seg.start + off, frame, pte_flags(seg.prot)).map_err(|_| {
-                    let _ = mm::free_frame(frame);
-                    Errno::ENOEXEC
-                })?;
+                let frame = mm::UserFrame::alloc_with(&page).ok_or(Errno::ENOMEM)?;
+                m.space.map(seg.start + off, frame, pte_flags(seg.prot)).map_err(|_| Errno::ENOEXEC)?;
                 off += 4096;
             }
             vm.mmap(seg.start, seg.len(), seg.prot, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, None, 0)
@@ -131,7 +128,7 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
     let base = st.rsp & !0xfff;
     let mut va = base;
     while va < USER_END {
-        let frame = mm::alloc_user_frame().ok_or(Errno::ENOMEM)?;
+        let frame = mm::UserFrame::alloc().ok_or(Errno::ENOMEM)?;
         m.space.map(va, frame, pte_flags(PROT_READ | PROT_WRITE)).map_err(|_| Errno::ENOMEM)?;
         va += 4096;
     }
@@ -155,13 +152,12 @@ pub fn commit(t: &Arc<Thread>, img: Image, frame: &mut TrapFrame) {
         other.sig_pending.fetch_or(1 << 8, Ordering::AcqRel); // SIGKILL
         world::wake(other.world.load(Ordering::Relaxed));
     }
-    let root = img.mm.space.root();
+    let space = img.mm.space.clone();
     let old = core::mem::replace(&mut *p.mm.lock(), img.mm);
     if let Some(w) = world::current() {
-        w.cr3.store(root, Ordering::Release);
+        w.set_address_space(Some(space));
         w.with_user_fpu(|f| f.reset());
     }
-    p.mm.lock().space.activate();
     drop(old);
     p.fds.lock().close_on_exec();
     p.sig.lock().reset_for_exec();
