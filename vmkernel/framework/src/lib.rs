@@ -22,6 +22,7 @@ pub mod arch;
 pub mod backtrace;
 pub mod boot_archive;
 pub mod console;
+pub mod cpu;
 pub mod hal;
 pub mod hv;
 pub mod mm;

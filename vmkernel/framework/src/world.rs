@@ -27,7 +27,7 @@ use crate::arch::{cpu, gdt};
 use crate::mm::AddressSpace;
 use crate::time;
 
-pub use crate::arch::gdt::MAX_CPUS;
+pub use crate::cpu::MAX_CPUS;
 const KERNEL_STACK_SIZE: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

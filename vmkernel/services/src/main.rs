@@ -41,6 +41,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     // 1. Early CPU state and the console, then the boot information.
     arch::trap::load_idt();
+    arch::trap::set_kernel_fault_handler(power::report_kernel_fault);
     console::init();
     time::calibrate();
     time::init_wall_clock();
@@ -62,7 +63,9 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
 
     // 2. Memory: frames, the direct map, the kernel heap.
-    mm::init(&bi);
+    if let Err(e) = mm::init(&bi) {
+        power::fatal_stop(e);
+    }
 
     // 3. This CPU: per-CPU block, FPU, SYSCALL; the services' handlers for
     //    what user mode does.

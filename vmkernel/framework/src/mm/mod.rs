@@ -17,7 +17,7 @@ use vmkernel::bootinfo::{BootInfo, PhysRead, RegionKind};
 use vmkernel::frames::{FRAME_SIZE, FrameAllocator};
 use vmkernel::paging::{self, GLOBAL, NO_EXECUTE, TableMemory, WRITABLE};
 
-use crate::arch::cpu;
+use crate::cpu;
 
 pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
 pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
@@ -123,8 +123,9 @@ impl TableMemory for Tables {
     }
 }
 
-/// Sets up the frame allocator, the kernel's page tables and the heap.
-pub fn init(bi: &BootInfo) {
+/// Sets up the frame allocator, the kernel's page tables and the heap;
+/// the error says why the machine cannot run.
+pub fn init(bi: &BootInfo) -> Result<(), &'static str> {
     // SAFETY: a linker-script symbol: only its address is taken.
     let kernel_phys_end = sym(unsafe { &__kernel_end }) - KERNEL_VMA;
     let top = bi.regions.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.end()).max().unwrap_or(0);
@@ -153,7 +154,7 @@ pub fn init(bi: &BootInfo) {
         }
     }
     let Some(bitmap_at) = bitmap_at else {
-        crate::power::fatal_stop("no room for the frame bitmap below 4 GiB");
+        return Err("no room for the frame bitmap below 4 GiB");
     };
     // SAFETY: the range is usable RAM no one else uses (checked above),
     // mapped by the boot direct map, and handed to the allocator for good.
@@ -195,6 +196,7 @@ pub fn init(bi: &BootInfo) {
     }
     KERNEL_PML4.store(root, Ordering::Release);
     heap::init();
+    Ok(())
 }
 
 fn build_kernel_tables(fa: &mut FrameAllocator, top: u64) -> u64 {
