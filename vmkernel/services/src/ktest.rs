@@ -64,6 +64,7 @@ const TESTS: &[Test] = &[
     ("sched.user_shares_2_to_1", sched_user_shares),
     ("sched.user_limit_25_percent", sched_user_limit),
     ("sched.user_reservation_40_percent", sched_user_reservation),
+    ("syscall.buffers_fail_with_enomem", syscall_buffers_enomem),
     ("vmm.flat_guest_runs_and_exits", vmm_flat_guest),
     ("vmm.guest_ram_in_large_pages", vmm_large_pages),
     ("nic.arp_reply_by_interrupt", crate::nic::ktest::arp_reply_by_interrupt),
@@ -125,6 +126,18 @@ fn mm_heap() -> TestResult {
     drop(map);
     let (claimed2, _) = mm::heap::stats();
     ensure!(claimed2 == claimed1, "heap grew although freed memory was enough");
+    Ok(())
+}
+
+/// A system call's buffer that the heap cannot hold is ENOMEM for that
+/// call, not a kernel abort; the heap stays usable.
+fn syscall_buffers_enomem() -> TestResult {
+    let enomem = -(vmkernel::linux_abi::errno::ENOMEM as i64);
+    let more_than_ram = (mm::usable_bytes() as usize).saturating_mul(2);
+    let r = crate::syscall::zeroed_buffer(more_than_ram).map(|v| v.len());
+    ensure!(r == Err(enomem), "a {more_than_ram}-byte buffer gave {r:?}, want Err({enomem})");
+    let v = crate::syscall::zeroed_buffer(1 << 20).map_err(|e| format!("a 1 MiB buffer failed: {e}"))?;
+    ensure!(v.len() == 1 << 20 && v.iter().all(|&b| b == 0), "the 1 MiB buffer is not 1 MiB of zeros");
     Ok(())
 }
 

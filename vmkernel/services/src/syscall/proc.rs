@@ -126,10 +126,16 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
     }
     if flags & CLONE_VFORK != 0 {
         // The parent sleeps until the child execs or exits (the child is
-        // using its address space).
-        while !child.vfork_released.load(Ordering::Acquire) {
+        // using its address space). A CLONE_THREAD child is a thread of
+        // this very process: it releases the parent by ending (its process
+        // ends or execs only after that).
+        let released = || {
+            child.vfork_released.load(Ordering::Acquire)
+                || (flags & CLONE_THREAD != 0 && !child.threads.lock().iter().any(|x| Arc::ptr_eq(x, &thread)))
+        };
+        while !released() {
             let seen = io_wait::generation();
-            if child.vfork_released.load(Ordering::Acquire) {
+            if released() {
                 break;
             }
             if io_wait::wait_for_event(seen) == Woken::Signal {

@@ -33,7 +33,10 @@ fn read_all(f: &vmkernel::vfs::OpenFile) -> Result<Vec<u8>, Errno> {
     if size > MAX_EXEC_SIZE {
         return Err(Errno::ENOMEM);
     }
-    let mut data = alloc::vec![0u8; size as usize];
+    // Up to MAX_EXEC_SIZE: ENOMEM when the heap cannot hold it.
+    let mut data = Vec::new();
+    data.try_reserve_exact(size as usize).map_err(|_| Errno::ENOMEM)?;
+    data.resize(size as usize, 0);
     let mut off = 0;
     while off < data.len() {
         let n = f.pread(off as u64, &mut data[off..])?;

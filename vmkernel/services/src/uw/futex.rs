@@ -43,15 +43,16 @@ pub fn wait(p: &Process, uaddr: u64, val: u32, bitset: u32, deadline: Option<u64
         }
         w.entry(k).or_default().push(me);
     }
-    let queued = || WAITERS.lock().get(&k).is_some_and(|v| v.contains(&me));
+    // FUTEX_REQUEUE may move this waiter to another word's queue: it waits
+    // wherever it is queued now, and leaves whichever queue holds it (a
+    // stale entry would stay in the table for good).
+    let queued = || WAITERS.lock().values().any(|v| v.contains(&me));
     let dequeue = || {
         let mut w = WAITERS.lock();
-        if let Some(v) = w.get_mut(&k) {
+        w.retain(|_, v| {
             v.retain(|&x| x != me);
-            if v.is_empty() {
-                w.remove(&k);
-            }
-        }
+            !v.is_empty()
+        });
     };
     loop {
         if !queued() {

@@ -306,13 +306,16 @@ impl Process {
         let mut a = addr;
         loop {
             let n = (4096 - (a & 0xfff)) as usize;
-            let mut chunk = alloc::vec![0u8; n];
-            self.copy_from_user(a, &mut chunk)?;
+            let mut page = [0u8; 4096];
+            let chunk = &mut page[..n];
+            self.copy_from_user(a, chunk)?;
             if let Some(z) = chunk.iter().position(|&c| c == 0) {
+                out.try_reserve(z).map_err(|_| -(Errno::ENOMEM.0 as i64))?;
                 out.extend_from_slice(&chunk[..z]);
                 return Ok(out);
             }
-            out.extend_from_slice(&chunk);
+            out.try_reserve(n).map_err(|_| -(Errno::ENOMEM.0 as i64))?;
+            out.extend_from_slice(chunk);
             if out.len() > max {
                 return Err(-(Errno::ENAMETOOLONG.0 as i64));
             }
@@ -477,6 +480,10 @@ pub fn exit_thread(status: ExitStatus) -> ! {
     drop(t);
     if last {
         finish_process(&p, status);
+    } else {
+        // A thread made with CLONE_VFORK releases its parent thread by
+        // ending (`clone` waits for it).
+        super::io_wait::notify();
     }
     drop(p);
     let code = match status {
@@ -523,6 +530,7 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
         committed: AtomicU64::new(0),
     });
     *p.cwd.lock() = None;
+    super::itimer::forget(p.pid);
     p.vfork_released.store(true, Ordering::Release);
     // Orphans go to init (pid 1), which reaps them.
     let orphans: Vec<Arc<Process>> = core::mem::take(&mut *p.children.lock());
