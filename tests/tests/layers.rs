@@ -311,6 +311,19 @@ fn framework_modules_have_no_cycles() {
     }
 }
 
+#[test]
+fn service_modules_have_no_cycles() {
+    // E.g. uw below net (the network services register the /proc/net
+    // files with `uw::files`), nic below net (`nic::set_interrupt_hook`),
+    // syscall and vmk_calls on top.
+    let graph = module_graph("vmkernel/services/src", "vmkernel/services/src/main.rs");
+    assert!(graph.contains_key("uw") && graph.contains_key("syscall"), "{:?}", graph.keys());
+    assert!(graph["syscall"].contains_key("uw"), "the scan should see syscall -> uw: {:?}", graph["syscall"]);
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("module cycle in the services: {}", cycle.join(" -> "));
+    }
+}
+
 /// The scans themselves catch what they look for.
 #[test]
 fn scans_see_what_they_look_for() {
