@@ -373,12 +373,28 @@ pub fn block_until(deadline: u64) {
     SLEEPERS.lock().remove(&(deadline, me.id));
 }
 
+/// An armed wake-up ([`arm_wakeup`]): disarmed when dropped, so a wait
+/// that ends early (an event, a signal) leaves no entry behind until its
+/// deadline — which a hostile timeout puts centuries away.
+#[must_use = "the wake-up is disarmed when this is dropped"]
+pub struct Wakeup {
+    deadline: u64,
+    id: WorldId,
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        SLEEPERS.lock().remove(&(self.deadline, self.id));
+    }
+}
+
 /// Makes sure the current world is woken at `deadline` even if nothing
-/// else wakes it (timed waits). A spurious early wake-up is harmless: the
-/// waiter re-checks.
-pub fn arm_wakeup(deadline: u64) {
+/// else wakes it (timed waits), for as long as the returned guard lives.
+/// A spurious early wake-up is harmless: the waiter re-checks.
+pub fn arm_wakeup(deadline: u64) -> Wakeup {
     let id = current_id();
     SLEEPERS.lock().insert((deadline, id));
+    Wakeup { deadline, id }
 }
 
 /// Wakes sleepers whose time has come (called from the timer tick and
@@ -404,6 +420,9 @@ pub fn exit_current(code: u64) -> ! {
     me.exit_code.store(code, Ordering::Relaxed);
     me.state.store(WorldState::Dead as u8, Ordering::Release);
     with_policy(|p| p.set_runnable(me.id, false).ok());
+    // A dead world needs no wake-ups (its waits' guards never drop: this
+    // function does not return).
+    SLEEPERS.lock().retain(|&(_, w)| w != me.id);
     drop(me);
     schedule();
     unreachable!("a dead world was scheduled again");

@@ -89,7 +89,7 @@ fn wait_for_completion(done: &mut dyn FnMut() -> bool) {
             return;
         }
         let deadline = time::uptime_ns() + 10_000_000;
-        world::arm_wakeup(deadline);
+        let _wakeup = world::arm_wakeup(deadline);
         DISK_WAITERS.wait_until_once(|| done() || time::uptime_ns() >= deadline);
     }
 }

@@ -62,13 +62,14 @@ pub fn wait(p: &Process, uaddr: u64, val: u32, bitset: u32, deadline: Option<u64
             dequeue();
             return Err(EINTR);
         }
-        if let Some(d) = deadline {
-            if time::uptime_ns() >= d {
+        let _wakeup = match deadline {
+            Some(d) if time::uptime_ns() >= d => {
                 dequeue();
                 return Err(ETIMEDOUT);
             }
-            world::arm_wakeup(d);
-        }
+            Some(d) => Some(world::arm_wakeup(d)),
+            None => None,
+        };
         world::block_current();
     }
 }
