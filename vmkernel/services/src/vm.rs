@@ -536,7 +536,7 @@ fn vcpu_body(vm: &Vm, index: usize) -> Option<(u32, u64)> {
         log::warn!("vm {}: {e}", vm.config.name);
         return Some((api::EXIT_REASON_UNHANDLED, 0));
     }
-    let mut v = match hv::new_vcpu(vm.memory.root()) {
+    let mut v = match hv::new_vcpu(&vm.memory) {
         Ok(v) => v,
         Err(e) => {
             log::warn!("vm {}: {e}", vm.config.name);

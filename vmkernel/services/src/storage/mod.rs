@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use framework::hal::KernelHal;
-use framework::sleep_lock::{SleepLock, Unshared};
+use framework::sleep_lock::SleepLock;
 use pci::Function;
 use pci::interrupts::{self, MsiMessage, MsixTable};
 use spin::Mutex;
@@ -88,7 +88,7 @@ fn wait_for_completion(done: &mut dyn FnMut() -> bool) {
             return;
         }
         let deadline = time::uptime_ns() + 10_000_000;
-        world::arm_wakeup(deadline);
+        let _wakeup = world::arm_wakeup(deadline);
         DISK_WAITERS.wait_until_once(|| done() || time::uptime_ns() >= deadline);
     }
 }
@@ -275,7 +275,7 @@ pub fn mount_datastores(vfs: &Vfs) {
         let name = volumes::unique_name(gpt_name.as_deref().unwrap_or(&m.name), &names);
         let read_only = m.datastore.is_read_only();
         let vol = Arc::new(Volume {
-            ds: SleepLock::new(Some(Unshared::new(m.datastore))),
+            ds: SleepLock::new(Some(m.datastore)),
             name: name.clone(),
             uuid: m.uuid.clone(),
             device: m.device.clone(),
@@ -318,7 +318,7 @@ fn writeback_loop() {
             // A busy datastore is being written anyway; try again later.
             if let Some(g) = v.ds.try_lock()
                 && let Some(ds) = g.as_ref()
-                && let Err(e) = ds.get().flush_expired(now)
+                && let Err(e) = ds.flush_expired(now)
             {
                 log::warn!("storage: {}: writeback: {e:?}", v.name);
             }
@@ -351,7 +351,7 @@ pub fn shutdown() {
     for v in vols {
         let ds = v.ds.lock().take();
         if let Some(ds) = ds {
-            match ds.into_inner().unmount() {
+            match ds.unmount() {
                 Ok(()) => log::info!("storage: {} ({} on {}) unmounted", v.name, v.uuid, v.device),
                 Err(e) => log::warn!("storage: {}: unmount: {e:?}", v.name),
             }

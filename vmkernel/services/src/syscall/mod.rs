@@ -33,6 +33,16 @@ pub fn err(e: Errno) -> i64 {
     -(e.0 as i64)
 }
 
+/// A zeroed buffer of `len` bytes for a system call, or ENOMEM when the
+/// kernel heap cannot hold it: a call fails when memory runs out, it never
+/// takes the kernel down (`vec!` would abort on a failed allocation).
+pub fn zeroed_buffer(len: usize) -> Result<alloc::vec::Vec<u8>, i64> {
+    let mut v = alloc::vec::Vec::new();
+    v.try_reserve_exact(len).map_err(|_| neg(ENOMEM))?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
 pub fn neg(e: i32) -> i64 {
     -(e as i64)
 }

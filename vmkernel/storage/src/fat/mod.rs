@@ -586,6 +586,32 @@ pub struct Datastore {
     clear_dirty_on_unmount: bool,
 }
 
+// SAFETY: a `Datastore` is not `Send` for one reason: the open files
+// (`Volume`'s dependent, fatfs `File`s) hold `&FileSystem`, and fatfs's
+// `FileSystem` has `RefCell`s, so it is not `Sync`. Those references
+// never leave the datastore: they live in the same self-cell as the file
+// system they borrow, no method returns a reference into the volume that
+// outlives its borrow of `self`, and the fields' private types keep it
+// so. Everything else in it is `Send` (asserted below). Moving the whole
+// datastore to another CPU therefore moves the file system together with
+// every reference to it, as a move within one thread does; it stays
+// `!Sync`, so no two CPUs use it at once. The kernel keeps each one
+// behind a lock and moves it between CPUs that way.
+#[allow(unsafe_code)]
+unsafe impl Send for Datastore {}
+
+// The parts of a `Datastore` other than the borrowing files are `Send`.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Fs>();
+    send::<Arc<BlockCache>>();
+    send::<Arc<dyn WallClock>>();
+    send::<Geometry>();
+    send::<Option<JournalArea>>();
+    send::<Vec<String>>();
+    send::<BTreeMap<u64, HandleInfo>>();
+};
+
 /// Splits and checks a path: components, without empty ones.
 fn components(path: &str) -> Result<Vec<&str>, FsError> {
     let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
