@@ -18,23 +18,23 @@ pub fn archive_module(modules: &[Module]) -> Option<&Module> {
 /// How the module stores the cpio archive, told by its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Packing {
-    /// gzip, as image-builder writes it.
-    Gzip,
+    /// An LZ4 frame, as image-builder writes it.
+    Lz4,
     /// Anything else is taken as a plain cpio archive (images from before
     /// compression, hand-made modules); the cpio reader judges it.
     Cpio,
 }
 
 pub fn packing(module: &[u8]) -> Packing {
-    if crate::gzip::is_gzip(module) { Packing::Gzip } else { Packing::Cpio }
+    if crate::lz4_frame::is_lz4_frame(module) { Packing::Lz4 } else { Packing::Cpio }
 }
 
 /// The cpio bytes of a root archive module: the module itself when it is
-/// plain cpio, else the unpacked gzip member (at most `limit` bytes).
-pub fn unpack(module: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, crate::gzip::GzipError> {
+/// plain cpio, else the unpacked LZ4 frame (at most `limit` bytes).
+pub fn unpack(module: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, crate::lz4_frame::Lz4Error> {
     match packing(module) {
         Packing::Cpio => Ok(Cow::Borrowed(module)),
-        Packing::Gzip => crate::gzip::gunzip(module, limit).map(Cow::Owned),
+        Packing::Lz4 => crate::lz4_frame::unpack(module, limit).map(Cow::Owned),
     }
 }
 
@@ -132,20 +132,21 @@ mod tests {
     }
 
     #[test]
-    fn plain_and_gzipped_archives_unpack_to_the_same_cpio() {
+    fn plain_and_compressed_archives_unpack_to_the_same_cpio() {
         use std::io::Write;
         let mut w = Writer::new();
         w.add("etc/motd", S_IFREG | 0o644, 0, 0, 0, b"welcome\n");
         let cpio = w.finish();
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let info = lz4_flex::frame::FrameInfo::new().content_size(Some(cpio.len() as u64));
+        let mut e = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
         e.write_all(&cpio).unwrap();
-        let gz = e.finish().unwrap();
+        let lz = e.finish().unwrap();
         assert_eq!(packing(&cpio), Packing::Cpio);
-        assert_eq!(packing(&gz), Packing::Gzip);
+        assert_eq!(packing(&lz), Packing::Lz4);
         assert!(matches!(unpack(&cpio, 0).unwrap(), Cow::Borrowed(b) if b == &cpio[..]));
-        assert_eq!(&*unpack(&gz, 1 << 20).unwrap(), &cpio[..]);
+        assert_eq!(&*unpack(&lz, 1 << 20).unwrap(), &cpio[..]);
         // A truncated compressed archive is an error, not a short root.
-        assert!(unpack(&gz[..gz.len() - 3], 1 << 20).is_err());
+        assert!(unpack(&lz[..lz.len() - 3], 1 << 20).is_err());
         // Unknown bytes go to the cpio reader, which reports them.
         assert_eq!(list(&unpack(b"garbage", 0).unwrap(), |_| ()).unwrap_err().error, CpioError::Corrupt(0));
     }

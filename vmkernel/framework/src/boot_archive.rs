@@ -1,5 +1,5 @@
 //! The root archive handed over as a boot module: find it, unpack it when
-//! it is compressed (gzip, as image-builder writes it; a plain cpio module
+//! it is compressed (an LZ4 frame, as image-builder writes it; a plain cpio module
 //! is used in place), log its listing, and give its frames back once the
 //! RAM file system holds the files.
 
@@ -67,7 +67,7 @@ pub fn open(bi: &BootInfo) -> Option<RootArchive> {
         Ok(cpio) => {
             let us = time::uptime_ns().saturating_sub(started) / 1000;
             log::info!(
-                "rootfs: gzip archive, {} bytes compressed, {} bytes unpacked in {}.{:03} ms",
+                "rootfs: LZ4 archive, {} bytes compressed, {} bytes unpacked in {}.{:03} ms",
                 bytes.len(),
                 cpio.len(),
                 us / 1000,
@@ -76,7 +76,7 @@ pub fn open(bi: &BootInfo) -> Option<RootArchive> {
             Some(RootArchive { module, cpio })
         }
         Err(e) => {
-            log::error!("rootfs: cannot unpack the gzip root archive ({} bytes): {e}; root archive ignored", bytes.len());
+            log::error!("rootfs: cannot unpack the LZ4 root archive ({} bytes): {e}; root archive ignored", bytes.len());
             None
         }
     }
