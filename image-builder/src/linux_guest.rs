@@ -1,0 +1,173 @@
+//! The demo Linux guest: Debian's cloud kernel (a stock bzImage) and a small
+//! BusyBox initramfs that carries the kernel's virtio modules, both built at
+//! build time from Debian packages (never committed) under
+//! `target/linux-guest/`.
+//!
+//! The initramfs's `/init` mounts `/proc`, `/sys` and `/dev`, loads the
+//! virtio (and ACPI button / evdev) modules found in the kernel package, and
+//! prints [`SHELL_MARKER`] before it starts a shell on the console, so a test
+//! or a person at `vmkcli vm console --follow` can type commands
+//! (`poweroff -f`, `reboot -f`, `nproc`, ...).
+
+use std::path::{Path, PathBuf};
+
+use vmkernel::cpio;
+
+/// What `/init` prints once the modules are loaded, just before the shell.
+pub const SHELL_MARKER: &str = "mantle-linux: shell ready";
+
+/// Modules `/init` loads, in dependency order, if the kernel package has
+/// them (`<name>.ko` anywhere under `lib/modules/<version>/kernel/`).
+pub const MODULES: &[&str] = &[
+    "virtio",
+    "virtio_ring",
+    "virtio_mmio",
+    "virtio_blk",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "virtio_console",
+    "virtio-rng",
+    "button",
+    "evdev",
+];
+
+/// BusyBox applets linked in `/bin` (the shell finds every other applet
+/// through `busybox --install` at boot).
+const APPLETS: &[&str] = &["sh", "busybox"];
+
+/// `/init`: a POSIX shell script run by BusyBox.
+pub fn init_script() -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n\
+/bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin\n\
+/bin/busybox --install -s\n\
+mount -t proc proc /proc\n\
+mount -t sysfs sysfs /sys\n\
+mount -t devtmpfs devtmpfs /dev 2>/dev/null\n\
+[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1\n\
+for m in",
+    );
+    for m in MODULES {
+        s.push(' ');
+        s.push_str(m);
+    }
+    s.push_str(
+        "; do\n  [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko\n\
+done\n\
+echo \"mantle-linux: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource) cpus $(nproc)\"\n",
+    );
+    s.push_str(&format!("echo \"{SHELL_MARKER}\"\n"));
+    // A shell on the console; when it ends, so does the guest.
+    s.push_str("setsid cttyhack sh\npoweroff -f\n");
+    s
+}
+
+/// The initramfs (cpio newc): BusyBox, `/init`, and `lib/modules/<m>.ko`
+/// for each `(name, bytes)` module given.
+pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut w = cpio::Writer::new();
+    for dir in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
+        w.add(dir, cpio::S_IFDIR | 0o755, 0, 0, 0, &[]);
+    }
+    w.add("bin/busybox", cpio::S_IFREG | 0o755, 0, 0, 0, busybox);
+    for applet in APPLETS.iter().filter(|a| **a != "busybox") {
+        w.add(&format!("bin/{applet}"), cpio::S_IFLNK | 0o777, 0, 0, 0, b"busybox");
+    }
+    for (name, bytes) in modules {
+        w.add(&format!("lib/modules/{name}.ko"), cpio::S_IFREG | 0o644, 0, 0, 0, bytes);
+    }
+    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, init_script().as_bytes());
+    w.finish()
+}
+
+/// Finds `<name>.ko` under `dir` (recursively).
+fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
+    let file = format!("{name}.ko");
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = find_module(&p, name) {
+                return Some(f);
+            }
+        } else if p.file_name().and_then(|n| n.to_str()) == Some(file.as_str()) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// The guest's files on the build host.
+#[derive(Clone, Debug)]
+pub struct LinuxGuest {
+    /// Debian's bzImage.
+    pub kernel: PathBuf,
+    /// The BusyBox initramfs.
+    pub initrd: PathBuf,
+    /// Names of the modules the initramfs carries.
+    pub modules: Vec<String>,
+}
+
+/// `target/linux-guest`.
+pub fn dir() -> PathBuf {
+    crate::kernel::workspace_root().join("target/linux-guest")
+}
+
+/// Fetches the kernel and BusyBox packages (once) and writes the initramfs
+/// to `target/linux-guest/initrd.cpio` (replaced atomically).
+pub fn prepare() -> Result<LinuxGuest, String> {
+    let root = crate::debian::fetch_package(crate::debian::LINUX_CLOUD_META)?;
+    let kernel = crate::debian::find_kernel(&root)?;
+    let busybox_path = crate::debian::busybox_static()?;
+    let busybox = std::fs::read(&busybox_path).map_err(|e| format!("{}: {e}", busybox_path.display()))?;
+    let mut modules = Vec::new();
+    let moddir = root.join("lib/modules");
+    for m in MODULES {
+        if let Some(p) = find_module(&moddir, m) {
+            let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            modules.push((m.to_string(), bytes));
+        }
+    }
+    let out = dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let initrd = out.join("initrd.cpio");
+    let tmp = out.join("initrd.cpio.partial");
+    std::fs::write(&tmp, initramfs(&busybox, &modules)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
+    Ok(LinuxGuest { kernel, initrd, modules: modules.into_iter().map(|(n, _)| n).collect() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initramfs_layout_and_init() {
+        let mods = vec![("virtio".to_string(), b"\x7fELFv".to_vec()), ("virtio_mmio".to_string(), b"\x7fELFm".to_vec())];
+        let archive = initramfs(b"\x7fELFbusybox", &mods);
+        let entries: Vec<cpio::Entry> = cpio::entries(&archive).collect::<Result<_, _>>().unwrap();
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap_or_else(|| panic!("{n} missing"));
+        assert_eq!(get("bin/busybox").data, b"\x7fELFbusybox");
+        assert!(get("bin/sh").is_symlink());
+        assert_eq!(get("lib/modules/virtio_mmio.ko").data, b"\x7fELFm");
+        let init = get("init");
+        assert!(init.is_file() && init.mode & 0o111 != 0);
+        let script = std::str::from_utf8(init.data).unwrap();
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(script.contains("insmod /lib/modules/$m.ko"));
+        assert!(script.contains("virtio virtio_ring virtio_mmio"), "dependency order: {script}");
+        assert!(script.contains(SHELL_MARKER));
+        assert!(script.find("insmod").unwrap() < script.find(SHELL_MARKER).unwrap());
+    }
+
+    #[test]
+    fn finds_modules_recursively() {
+        let d = std::env::temp_dir().join(format!("mantle-linux-guest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("6.1/kernel/drivers/virtio")).unwrap();
+        std::fs::write(d.join("6.1/kernel/drivers/virtio/virtio_mmio.ko"), b"m").unwrap();
+        assert_eq!(find_module(&d, "virtio_mmio"), Some(d.join("6.1/kernel/drivers/virtio/virtio_mmio.ko")));
+        assert_eq!(find_module(&d, "virtio_blk"), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
