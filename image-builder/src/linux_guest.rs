@@ -16,28 +16,19 @@ use vmkernel::cpio;
 /// What `/init` prints once the modules are loaded, just before the shell.
 pub const SHELL_MARKER: &str = "mantle-linux: shell ready";
 
-/// Modules `/init` loads, in dependency order, if the kernel package has
-/// them (`<name>.ko` anywhere under `lib/modules/<version>/kernel/`).
-pub const MODULES: &[&str] = &[
-    "virtio",
-    "virtio_ring",
-    "virtio_mmio",
-    "virtio_blk",
-    "failover",
-    "net_failover",
-    "virtio_net",
-    "virtio_console",
-    "virtio-rng",
-    "button",
-    "evdev",
-];
+/// Modules the initramfs carries if the kernel package has them
+/// (`<name>.ko` anywhere under `lib/modules/<version>/kernel/`), with the
+/// modules they depend on (their `.modinfo` `depends=`), loaded by `/init`
+/// dependencies first.
+pub const MODULES: &[&str] =
+    &["virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "button", "evdev"];
 
 /// BusyBox applets linked in `/bin` (the shell finds every other applet
 /// through `busybox --install` at boot).
 const APPLETS: &[&str] = &["sh", "busybox"];
 
-/// `/init`: a POSIX shell script run by BusyBox.
-pub fn init_script() -> String {
+/// `/init` (a POSIX shell script run by BusyBox) loading `modules` in order.
+pub fn init_script(modules: &[String]) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin\n\
@@ -48,7 +39,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null\n\
 [ -c /dev/console ] && exec </dev/console >/dev/console 2>&1\n\
 for m in",
     );
-    for m in MODULES {
+    for m in modules {
         s.push(' ');
         s.push_str(m);
     }
@@ -64,7 +55,7 @@ echo \"mantle-linux: clocksource $(cat /sys/devices/system/clocksource/clocksour
 }
 
 /// The initramfs (cpio newc): BusyBox, `/init`, and `lib/modules/<m>.ko`
-/// for each `(name, bytes)` module given.
+/// for each `(name, bytes)` module given (in load order).
 pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut w = cpio::Writer::new();
     for dir in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
@@ -77,20 +68,58 @@ pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
     for (name, bytes) in modules {
         w.add(&format!("lib/modules/{name}.ko"), cpio::S_IFREG | 0o644, 0, 0, 0, bytes);
     }
-    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, init_script().as_bytes());
+    let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, init_script(&names).as_bytes());
     w.finish()
 }
 
-/// Finds `<name>.ko` under `dir` (recursively).
+/// The `depends=` list of a module's `.modinfo` section.
+pub fn module_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"depends=";
+    let Some(at) = ko.windows(key.len()).position(|w| w == key) else { return Vec::new() };
+    let rest = &ko[at + key.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end]).split(',').filter(|d| !d.is_empty()).map(str::to_string).collect()
+}
+
+/// Module names use `_` where file names may use `-`.
+fn same_module(a: &str, b: &str) -> bool {
+    a.replace('-', "_") == b.replace('-', "_")
+}
+
+/// `wanted` and their dependencies from `moddir`, dependencies first; names
+/// without a file are skipped.
+fn resolve_modules(moddir: &Path, wanted: &[&str]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    fn visit(moddir: &Path, name: &str, out: &mut Vec<(String, Vec<u8>)>, depth: usize) -> Result<(), String> {
+        if depth > 16 || out.iter().any(|(n, _)| same_module(n, name)) {
+            return Ok(());
+        }
+        let Some(p) = find_module(moddir, name) else { return Ok(()) };
+        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        for d in module_depends(&bytes) {
+            visit(moddir, &d, out, depth + 1)?;
+        }
+        if !out.iter().any(|(n, _)| same_module(n, name)) {
+            out.push((name.to_string(), bytes));
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for w in wanted {
+        visit(moddir, w, &mut out, 0)?;
+    }
+    Ok(out)
+}
+
+/// Finds `<name>.ko` under `dir` (recursively; `-` and `_` alike).
 fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
-    let file = format!("{name}.ko");
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let p = e.path();
         if p.is_dir() {
             if let Some(f) = find_module(&p, name) {
                 return Some(f);
             }
-        } else if p.file_name().and_then(|n| n.to_str()) == Some(file.as_str()) {
+        } else if p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko")).is_some_and(|n| same_module(n, name)) {
             return Some(p);
         }
     }
@@ -120,14 +149,7 @@ pub fn prepare() -> Result<LinuxGuest, String> {
     let kernel = crate::debian::find_kernel(&root)?;
     let busybox_path = crate::debian::busybox_static()?;
     let busybox = std::fs::read(&busybox_path).map_err(|e| format!("{}: {e}", busybox_path.display()))?;
-    let mut modules = Vec::new();
-    let moddir = root.join("lib/modules");
-    for m in MODULES {
-        if let Some(p) = find_module(&moddir, m) {
-            let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            modules.push((m.to_string(), bytes));
-        }
-    }
+    let modules = resolve_modules(&root.join("lib/modules"), MODULES)?;
     let out = dir();
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let initrd = out.join("initrd.cpio");
@@ -155,7 +177,7 @@ mod tests {
         let script = std::str::from_utf8(init.data).unwrap();
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(script.contains("insmod /lib/modules/$m.ko"));
-        assert!(script.contains("virtio virtio_ring virtio_mmio"), "dependency order: {script}");
+        assert!(script.contains("for m in virtio virtio_mmio;"), "{script}");
         assert!(script.contains(SHELL_MARKER));
         assert!(script.find("insmod").unwrap() < script.find(SHELL_MARKER).unwrap());
     }
@@ -168,6 +190,15 @@ mod tests {
         std::fs::write(d.join("6.1/kernel/drivers/virtio/virtio_mmio.ko"), b"m").unwrap();
         assert_eq!(find_module(&d, "virtio_mmio"), Some(d.join("6.1/kernel/drivers/virtio/virtio_mmio.ko")));
         assert_eq!(find_module(&d, "virtio_blk"), None);
+        // Dependencies first, each once; `-` and `_` are the same name.
+        std::fs::write(d.join("6.1/kernel/drivers/virtio/virtio_mmio.ko"), b"\x7fELF\0depends=virtio,virtio_ring\0name=virtio_mmio").unwrap();
+        std::fs::write(d.join("6.1/kernel/drivers/virtio/virtio.ko"), b"depends=virtio_ring\0").unwrap();
+        std::fs::write(d.join("6.1/kernel/drivers/virtio/virtio_ring.ko"), b"depends=\0").unwrap();
+        std::fs::write(d.join("6.1/kernel/drivers/virtio/virtio-rng.ko"), b"depends=virtio,virtio_ring\0").unwrap();
+        let order: Vec<String> =
+            resolve_modules(&d, &["virtio_mmio", "virtio-rng", "nope"]).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(order, ["virtio_ring", "virtio", "virtio_mmio", "virtio-rng"]);
+        assert_eq!(module_depends(b"x\0depends=\0"), Vec::<String>::new());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
