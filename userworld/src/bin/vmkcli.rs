@@ -66,7 +66,8 @@ enum VmCmd {
         #[arg(long)]
         limit: Option<u32>,
         /// How to load the kernel: multiboot (ELF32/ELF64 or a.out-kludge
-        /// header), flat (raw bytes at --load-address) or elf64 (64-bit entry).
+        /// header), flat (raw bytes at --load-address), elf64 (64-bit entry)
+        /// or linux (a bzImage through the Linux boot protocol).
         #[arg(long, default_value = "multiboot")]
         format: String,
         /// flat: guest-physical address the bytes go to (e.g. 0x7c00).
@@ -78,6 +79,9 @@ enum VmCmd {
         /// flat: enter in `real` or `protected` (32-bit, flat) mode.
         #[arg(long, default_value = "protected")]
         entry_mode: String,
+        /// Linux: the initial RAM disk (implies --format linux).
+        #[arg(long)]
+        initrd: Option<String>,
         /// A configuration file (`key = value` lines) instead of the flags.
         #[arg(long)]
         config: Option<String>,
@@ -135,7 +139,7 @@ fn state_name(r: &vmk::VmInfoRecord) -> String {
 
 fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
     match cmd {
-        VmCmd::Create { name, kernel, memory, vcpus, cmdline, modules, shares, reservation, limit, format, load_address, entry, entry_mode, config } => {
+        VmCmd::Create { name, kernel, memory, vcpus, cmdline, modules, shares, reservation, limit, format, load_address, entry, entry_mode, initrd, config } => {
             let text = match config {
                 Some(path) => std::fs::read_to_string(path)?,
                 None => {
@@ -150,7 +154,11 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
                     for m in modules {
                         t += &format!("module = {m}\n");
                     }
+                    let format = if initrd.is_some() && format == "multiboot" { "linux".to_string() } else { format };
                     t += &format!("format = {format}\nentry_mode = {entry_mode}\n");
+                    if let Some(i) = initrd {
+                        t += &format!("initrd = {i}\n");
+                    }
                     if let Some(a) = load_address {
                         t += &format!("load_address = {a}\n");
                     }
