@@ -41,7 +41,7 @@ enum VmCmd {
         /// VM name (letters, digits, '-', '_', '.').
         #[arg(long)]
         name: Option<String>,
-        /// Multiboot kernel to boot (absolute path).
+        /// Kernel to boot (absolute path; see --format).
         #[arg(long)]
         kernel: Option<String>,
         /// Guest RAM in MiB.
@@ -92,6 +92,8 @@ enum VmCmd {
     Stop { id: u32 },
     /// Hard reset: power off and on again from the initial state.
     Reset { id: u32 },
+    /// Graceful shutdown: press the guest's ACPI power button.
+    Shutdown { id: u32 },
     /// Hold the vCPUs (the VM keeps its memory and devices).
     Pause { id: u32 },
     /// Let a paused VM run again.
@@ -178,6 +180,10 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
         VmCmd::Stop { id } => {
             vmk::vm_stop(id)?;
             println!("VM {id} powering off");
+        }
+        VmCmd::Shutdown { id } => {
+            vmk::vm_shutdown(id)?;
+            println!("VM {id}: power button pressed");
         }
         VmCmd::Reset { id } => {
             vmk::vm_reset(id)?;
@@ -446,6 +452,7 @@ fn main() -> ExitCode {
                 Some(libc::ENODEV) => "this host has no usable hardware virtualization".to_string(),
                 Some(libc::ENOEXEC) => "the kernel is not a loadable Multiboot image (see the host log)".to_string(),
                 Some(libc::ETIMEDOUT) => "timed out".to_string(),
+                Some(libc::EAGAIN) => "the guest does not handle the ACPI power button (no ACPI, or nothing listening); use `vm stop`".to_string(),
                 Some(libc::EBUSY) => "busy: the group still has members, or the VM is (not) running".to_string(),
                 Some(libc::EINVAL) => "invalid settings (see the host log for VM configurations; shares 1..=1000000; limit at least the reservation)".to_string(),
                 Some(libc::ENOSYS) => "not running on the Mantle VMkernel".to_string(),

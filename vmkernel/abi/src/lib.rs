@@ -148,6 +148,9 @@ pub const VMK_VM_PAUSE: u64 = VMK_BASE + 0x19;
 pub const VMK_VM_RESUME: u64 = VMK_BASE + 0x1a;
 /// Per-VM statistics (a0 = VM, a1 = buffer of `VmStatsRecord::SIZE`).
 pub const VMK_VM_STATS: u64 = VMK_BASE + 0x1b;
+/// Graceful shutdown: press the guest's ACPI power button (a0 = VM).
+/// EAGAIN when the guest does not listen for it.
+pub const VMK_VM_SHUTDOWN: u64 = VMK_BASE + 0x1c;
 pub const MAX_VCPUS: u32 = 16;
 /// Modules a Multiboot kernel may be given.
 pub const MAX_MODULES: usize = 16;
