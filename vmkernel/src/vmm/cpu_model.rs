@@ -308,6 +308,7 @@ pub const MSRS: &[(u32, u32, MsrGate)] = &[
     (0xc000_0081, 0xc000_0084, MsrGate::Feature(bit(0x8000_0001, EDX, 11))), // STAR..SFMASK
     (0xc000_0100, 0xc000_0102, MsrGate::Feature(LM)),       // FS/GS/KERNEL_GS base
     (0xc001_0000, 0xc001_0007, MsrGate::AmdOnly),          // K7 PERFEVTSEL0-3, PERFCTR0-3
+    (0xc001_0010, 0xc001_0010, MsrGate::AmdOnly),          // SYSCFG
     (0xc001_0015, 0xc001_0015, MsrGate::AmdOnly),          // HWCR
 ];
 
