@@ -46,7 +46,11 @@ for m in",
     s.push_str(
         "; do\n  [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko\n\
 done\n\
-echo \"mantle-linux: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource) cpus $(nproc)\"\n",
+echo \"mantle-linux: clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource) cpus $(nproc)\"\n\
+for d in /sys/class/input/event*; do\n\
+  grep -q 'Power Button' $d/device/name 2>/dev/null || continue\n\
+  (head -c 1 /dev/input/${d##*/} >/dev/null && echo 'mantle-linux: power button' && poweroff -f) &\n\
+done\n",
     );
     s.push_str(&format!("echo \"{SHELL_MARKER}\"\n"));
     // A shell on the console; when it ends, so does the guest.
@@ -180,6 +184,7 @@ mod tests {
         assert!(script.contains("for m in virtio virtio_mmio;"), "{script}");
         assert!(script.contains(SHELL_MARKER));
         assert!(script.find("insmod").unwrap() < script.find(SHELL_MARKER).unwrap());
+        assert!(script.contains("Power Button") && script.contains("poweroff -f) &"), "power-button watcher");
     }
 
     #[test]

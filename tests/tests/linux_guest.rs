@@ -120,4 +120,56 @@ fn debian_cloud_kernel_boots_reboots_and_powers_off() {
     if !log.contains("reset by the guest") {
         fail(&c, "no guest reset in the host log");
     }
+
+    // Power on again; `vmkcli vm shutdown` presses the ACPI power button,
+    // and the guest (its button watcher) powers off gracefully.
+    c.send("vmkcli vm start 1 && vmkcli vm console 1 --follow\n").unwrap_or_else(|e| fail(&c, &e));
+    expect(&mut c, SHELL_MARKER, GUEST_BOOT);
+    expect(&mut c, PROMPT, STEP);
+    c.send("\x1d").unwrap_or_else(|e| fail(&c, &e)); // Ctrl-]: detach
+    expect(&mut c, PROMPT, STEP);
+    let out = run(&mut c, "vmkcli vm shutdown 1 && vmkcli vm wait 1 --timeout 120; vmkcli vm info 1");
+    if !out.contains("power button pressed") || !out.contains("powered off") {
+        fail(&c, &format!("shutdown: {out:?}"));
+    }
+    if !c.log().contains("mantle-linux: power button") {
+        fail(&c, "the guest did not see the power button");
+    }
+}
+
+/// A 4-vCPU Linux guest: the cloud kernel finds its CPUs only in the MADT
+/// (no MP table support), starts them with INIT/SIPI, and `nproc` says 4.
+#[test]
+fn debian_cloud_kernel_with_four_vcpus() {
+    let guest = linux_guest::prepare().unwrap_or_else(|e| panic!("preparing the Linux guest: {e}"));
+    let adds = [format!("{}={KERNEL}", guest.kernel.display()), format!("{}={INITRD}", guest.initrd.display())];
+    let adds: Vec<&str> = adds.iter().map(String::as_str).collect();
+    let iso = iso("linux-guest", "", &adds);
+    let _lock = emulator_lock();
+    let mut q = qemu_iso(iso);
+    q.cpus = 2;
+    q.cpu = "qemu64,+svm,+npt".into();
+    q.debug_exit = false;
+    q.timeout = GUEST_BOOT * 3;
+    let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
+    activate_shell(&mut c, Duration::from_secs(120), STEP);
+    let out = run(&mut c, &format!("vmkcli vm create --name smp --kernel {KERNEL} --initrd {INITRD} --memory 128 --vcpus 4 --cmdline console=ttyS0"));
+    if !out.contains("created VM 1") {
+        fail(&c, &format!("create: {out:?}"));
+    }
+    let t0 = Instant::now();
+    c.send("vmkcli vm start 1 && vmkcli vm console 1 --follow\n").unwrap_or_else(|e| fail(&c, &e));
+    let boot_log = expect(&mut c, SHELL_MARKER, GUEST_BOOT);
+    eprintln!("4-vCPU Linux guest: power-on to shell marker in {:.1} s", t0.elapsed().as_secs_f64());
+    if !boot_log.contains("cpus 4") || !boot_log.contains("smp: Brought up 1 node, 4 CPUs") {
+        fail(&c, "the guest does not run on 4 CPUs");
+    }
+    for bad in ["Kernel panic", "unstable", "ACPI Error", "failed to come online"] {
+        if boot_log.contains(bad) {
+            fail(&c, &format!("guest log has {bad:?}"));
+        }
+    }
+    expect(&mut c, PROMPT, STEP);
+    c.send("poweroff -f\n").unwrap_or_else(|e| fail(&c, &e));
+    expect(&mut c, "VM 1: stopped (powered off)", STEP);
 }
