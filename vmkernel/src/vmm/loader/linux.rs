@@ -20,7 +20,7 @@
 use alloc::vec::Vec;
 
 use super::long_mode::{BOOT_STACK, identity_map, long_mode_state, write_gdt, LOW_AREA_END};
-use super::{BOOT_GDT, BOOT_PML4, CMDLINE, GuestMemory, LoadError, VcpuState, ZERO_PAGE, overlaps};
+use super::{BOOT_GDT, BOOT_PML4, CMDLINE, GuestMemory, LoadError, VcpuState, ZERO_PAGE};
 use crate::vmm::decode::gpr;
 use crate::vmm::firmware::{E820Entry, GuestLayout};
 
@@ -124,6 +124,9 @@ pub fn parse_header(bz: &[u8]) -> Result<SetupHeader, LoadError> {
     Ok(h)
 }
 
+// The zero page, GDT, page tables and command line do not overlap.
+const _: () = assert!(ZERO_PAGE >= BOOT_GDT + 32 && ZERO_PAGE + 0x1000 <= BOOT_PML4 && LOW_AREA_END <= CMDLINE);
+
 /// Where things went (for logs and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinuxLayout {
@@ -198,7 +201,6 @@ pub fn load(mem: &mut dyn GuestMemory, bz: &[u8], initrd: Option<&[u8]>, cmdline
         _ => None,
     };
     let zp = zero_page(bz, &h, &layout.e820(), CMDLINE, initrd_at, rsdp, kernel)?;
-    debug_assert!(!overlaps(ZERO_PAGE, 0x1000, BOOT_GDT, 32) && ZERO_PAGE + 0x1000 <= BOOT_PML4);
     mem.write(kernel, pm)?;
     if let (Some((at, _)), Some(rd)) = (initrd_at, initrd) {
         mem.write(at, rd)?;
@@ -210,7 +212,6 @@ pub fn load(mem: &mut dyn GuestMemory, bz: &[u8], initrd: Option<&[u8]>, cmdline
     mem.write(ZERO_PAGE, &zp)?;
     let gdtr = write_gdt(mem)?;
     let cr3 = identity_map(mem, BOOT_PML4)?;
-    debug_assert!(LOW_AREA_END <= CMDLINE);
     let mut st = long_mode_state(kernel + 0x200, BOOT_STACK, gdtr, cr3);
     st.regs.gpr[gpr::RSI as usize] = ZERO_PAGE;
     Ok((st, LinuxLayout { kernel, kernel_len: pm.len() as u64, initrd: initrd_at, cmdline: CMDLINE }))
