@@ -185,8 +185,12 @@ pub const FEATURES: &[Feature] = &[
     host("LM", LM),
     host("3DNowExt", bit(0x8000_0001, EDX, 30)),
     host("3DNow", bit(0x8000_0001, EDX, 31)),
-    // 0x80000007 EDX: the guest's TSC is the host's plus an offset.
-    host("InvariantTSC", bit(0x8000_0007, EDX, 8)),
+    // 0x80000007 EDX: the guest's TSC is the host's plus an offset, and
+    // the VMkernel keeps time by that TSC (calibrated once at boot): it
+    // runs at one constant rate on every CPU, whatever an emulated host
+    // CPU model claims. Without it Linux marks the TSC of a multi-vCPU
+    // AMD-vendor guest "unsynchronized" (and unstable) on sight.
+    always("InvariantTSC", bit(0x8000_0007, EDX, 8)),
     // 0x80000008 EBX.
     host("CLZERO", bit(0x8000_0008, EBX, 0)),
     host("RstrFpErrPtrs", bit(0x8000_0008, EBX, 2)),

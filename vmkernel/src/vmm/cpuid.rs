@@ -120,6 +120,9 @@ mod tests {
         assert_eq!(c & ((1 << 2) | (1 << 22)), 0, "SVM and TOPOEXT hidden");
         assert_eq!(d & (1 << 27), 0, "RDTSCP hidden");
         assert_eq!(virtual_cpuid(&m(), 0xd, 0, 0, 1, host), [0; 4]);
+        let no_itsc = |l: u32, s: u32| if l == 0x8000_0007 { [0; 4] } else { host(l, s) };
+        let m2 = CpuModel::from_host(no_itsc);
+        assert_ne!(virtual_cpuid(&m2, 0x8000_0007, 0, 0, 1, no_itsc)[3] & (1 << 8), 0, "invariant TSC always offered");
         assert_eq!(virtual_cpuid(&m(), 0x8000_001e, 0, 0, 1, host), [0; 4]);
     }
 
