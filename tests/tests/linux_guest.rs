@@ -116,9 +116,9 @@ fn debian_cloud_kernel_boots_reboots_and_powers_off() {
     expect(&mut c, PROMPT, STEP);
 
     // `poweroff -f` (ACPI S5) powers the VM off: the console follow ends
-    // with the VM's state, and the VM stays stopped.
+    // (it detaches when the VM stops), and the VM stays stopped.
     c.send("poweroff -f\n").unwrap_or_else(|e| fail(&c, &e));
-    expect(&mut c, "VM 1: stopped (powered off)", STEP);
+    expect(&mut c, "[detached]", STEP);
     expect(&mut c, PROMPT, STEP);
     let out = run(&mut c, "vmkcli vm info 1");
     if !out.contains("powered off") {
@@ -135,6 +135,7 @@ fn debian_cloud_kernel_boots_reboots_and_powers_off() {
     expect(&mut c, SHELL_MARKER, GUEST_BOOT);
     expect(&mut c, PROMPT, STEP);
     c.send("\x1d").unwrap_or_else(|e| fail(&c, &e)); // Ctrl-]: detach
+    expect(&mut c, "[detached]", STEP);
     expect(&mut c, PROMPT, STEP);
     let out = run(&mut c, "vmkcli vm shutdown 1 && vmkcli vm wait 1 --timeout 120; vmkcli vm info 1");
     if !out.contains("power button pressed") || !out.contains("powered off") {
@@ -179,5 +180,10 @@ fn debian_cloud_kernel_with_four_vcpus() {
     }
     expect(&mut c, PROMPT, STEP);
     c.send("poweroff -f\n").unwrap_or_else(|e| fail(&c, &e));
-    expect(&mut c, "VM 1: stopped (powered off)", STEP);
+    expect(&mut c, "[detached]", STEP);
+    expect(&mut c, PROMPT, STEP);
+    let out = run(&mut c, "vmkcli vm info 1");
+    if !out.contains("powered off") {
+        fail(&c, &format!("after poweroff: {out:?}"));
+    }
 }

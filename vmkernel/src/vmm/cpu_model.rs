@@ -313,6 +313,7 @@ pub const MSRS: &[(u32, u32, MsrGate)] = &[
     (0xc000_0100, 0xc000_0102, MsrGate::Feature(LM)),       // FS/GS/KERNEL_GS base
     (0xc001_0000, 0xc001_0007, MsrGate::AmdOnly),          // K7 PERFEVTSEL0-3, PERFCTR0-3
     (0xc001_0010, 0xc001_0010, MsrGate::AmdOnly),          // SYSCFG
+    (0xc001_0055, 0xc001_0055, MsrGate::AmdOnly),          // INT_PENDING_MSG (C1E)
     (0xc001_0015, 0xc001_0015, MsrGate::AmdOnly),          // HWCR
 ];
 

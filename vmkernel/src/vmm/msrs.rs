@@ -38,6 +38,9 @@ pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 pub const AMD_HWCR: u32 = 0xc001_0015;
 /// AMD SYSCFG: Linux's MTRR code reads it on K8 and later (MtrrFixDramModEn).
 pub const AMD_SYSCFG: u32 = 0xc001_0010;
+/// AMD K8 interrupt-pending message register: Linux reads it on CPUs with
+/// erratum 400 to see whether C1E is active (it is not: reads 0).
+pub const AMD_INT_PENDING_MSG: u32 = 0xc001_0055;
 
 /// Variable-range MTRR pairs offered (MTRRCAP.VCNT).
 pub const VARIABLE_MTRRS: usize = 8;
@@ -101,6 +104,7 @@ impl VirtualMsrs {
                 | IA32_MTRR_DEF_TYPE
                 | AMD_HWCR
                 | AMD_SYSCFG
+                | AMD_INT_PENDING_MSG
                 | IA32_TSC_ADJUST
                 | AMD_K7_PERF_FIRST..=AMD_K7_PERF_LAST
         ) || (IA32_MTRR_PHYSBASE0..IA32_MTRR_PHYSBASE0 + 2 * VARIABLE_MTRRS as u32).contains(&msr)
@@ -111,7 +115,7 @@ impl VirtualMsrs {
     pub fn read(&self, msr: u32, host_tsc: u64) -> Result<u64, MsrFault> {
         Ok(match msr {
             IA32_TSC => host_tsc.wrapping_add(self.tsc_offset),
-            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MCG_CAP | IA32_MCG_STATUS | AMD_HWCR | AMD_SYSCFG => 0,
+            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MCG_CAP | IA32_MCG_STATUS | AMD_HWCR | AMD_SYSCFG | AMD_INT_PENDING_MSG => 0,
             IA32_TSC_ADJUST => self.tsc_adjust,
             AMD_K7_PERF_FIRST..=AMD_K7_PERF_LAST => 0,
             // Locked, VMX off: the virtual CPU offers no VMX.
@@ -159,7 +163,7 @@ impl VirtualMsrs {
             AMD_HWCR => {}
             // No memory encryption, no fixed-range MTRR extensions to enable:
             // accepted, reads 0.
-            AMD_SYSCFG => {}
+            AMD_SYSCFG | AMD_INT_PENDING_MSG => {}
             m if FIXED_MTRRS.contains(&m) => {
                 if !(0..8).all(|i| valid_mtrr_type((value >> (8 * i)) & 0xff)) {
                     return Err(MsrFault);
@@ -247,6 +251,9 @@ mod tests {
         assert_eq!(m.read(AMD_SYSCFG, 0), Ok(0));
         assert_eq!(m.write(AMD_SYSCFG, 1 << 19, 0), Ok(None));
         assert_eq!(m.read(AMD_SYSCFG, 0), Ok(0));
+        // Erratum 400's C1E check: not active.
+        assert!(VirtualMsrs::handles(AMD_INT_PENDING_MSG));
+        assert_eq!(m.read(AMD_INT_PENDING_MSG, 0), Ok(0));
     }
 
     #[test]
