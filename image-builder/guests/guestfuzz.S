@@ -13,7 +13,8 @@
  * on with the next iteration.
  *
  * Kept out, because they would only end or wedge this guest, not test the
- * host: the debug-exit, reset (0xcf9, 0x92, 0x64) and COM1 ports, the
+ * host: the debug-exit, reset (0xcf9, 0x92, 0x64), ACPI PM1 control
+ * (0x602-0x605: S5 powers off) and COM1 ports, the
  * LAPIC's ICR (an INIT to itself), the SYSENTER/SYSCALL MSRs and EFER
  * (a random ring-0 entry point), APIC_BASE values other than enable/
  * disable/x2APIC at the default base. The LAPIC is put back each
@@ -331,7 +332,11 @@ fuzz_port:
         je 9f
         cmp $0xcf9, %edx
         je 9f
-        cmp $COM1, %edx
+        cmp $0x602, %edx                /* ACPI PM1 control (S5 = power off), */
+        jb 4f                           /* reached by word/dword accesses from 0x602 */
+        cmp $0x606, %edx
+        jb 9f
+4:      cmp $COM1, %edx
         jb 2f
         cmp $COM1 + 8, %edx
         jb 9f

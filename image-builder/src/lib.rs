@@ -10,6 +10,7 @@ pub mod bench;
 pub mod datastore;
 pub mod debian;
 pub mod guests;
+pub mod linux_guest;
 pub mod qemu;
 pub mod rootfs;
 pub mod suite;

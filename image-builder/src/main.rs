@@ -116,6 +116,9 @@ enum Cmd {
     },
     /// Build only the kernel and print the ELF's path.
     Kernel,
+    /// Fetch Debian's cloud kernel and build the BusyBox initramfs of the
+    /// demo Linux guest; print both paths (`target/linux-guest/`).
+    LinuxGuest,
     /// Run clippy on the kernel binary with its real target, flags and
     /// features (fails on any warning; `.ci/run` runs it before the tests).
     Lint,
@@ -301,6 +304,10 @@ fn real_main() -> Result<ExitCode, String> {
         Cmd::Kernel => {
             let elf = image_builder::kernel::build_kernel(true)?;
             println!("{}", elf.display());
+        }
+        Cmd::LinuxGuest => {
+            let g = image_builder::linux_guest::prepare()?;
+            println!("kernel {}\ninitrd {}\nmodules {}", g.kernel.display(), g.initrd.display(), g.modules.join(" "));
         }
         Cmd::Lint => {
             image_builder::kernel::lint_kernel()?;

@@ -73,6 +73,10 @@ pub fn vm_reset(id: u32) -> io::Result<()> {
     call(VMK_VM_RESET, [id as u64, 0, 0, 0]).map(|_| ())
 }
 
+pub fn vm_shutdown(id: u32) -> io::Result<()> {
+    call(VMK_VM_SHUTDOWN, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
 pub fn vm_pause(id: u32) -> io::Result<()> {
     call(VMK_VM_PAUSE, [id as u64, 0, 0, 0]).map(|_| ())
 }

@@ -41,7 +41,7 @@ enum VmCmd {
         /// VM name (letters, digits, '-', '_', '.').
         #[arg(long)]
         name: Option<String>,
-        /// Multiboot kernel to boot (absolute path).
+        /// Kernel to boot (absolute path; see --format).
         #[arg(long)]
         kernel: Option<String>,
         /// Guest RAM in MiB.
@@ -66,7 +66,8 @@ enum VmCmd {
         #[arg(long)]
         limit: Option<u32>,
         /// How to load the kernel: multiboot (ELF32/ELF64 or a.out-kludge
-        /// header), flat (raw bytes at --load-address) or elf64 (64-bit entry).
+        /// header), flat (raw bytes at --load-address), elf64 (64-bit entry)
+        /// or linux (a bzImage through the Linux boot protocol).
         #[arg(long, default_value = "multiboot")]
         format: String,
         /// flat: guest-physical address the bytes go to (e.g. 0x7c00).
@@ -78,6 +79,9 @@ enum VmCmd {
         /// flat: enter in `real` or `protected` (32-bit, flat) mode.
         #[arg(long, default_value = "protected")]
         entry_mode: String,
+        /// Linux: the initial RAM disk (implies --format linux).
+        #[arg(long)]
+        initrd: Option<String>,
         /// A configuration file (`key = value` lines) instead of the flags.
         #[arg(long)]
         config: Option<String>,
@@ -88,6 +92,8 @@ enum VmCmd {
     Stop { id: u32 },
     /// Hard reset: power off and on again from the initial state.
     Reset { id: u32 },
+    /// Graceful shutdown: press the guest's ACPI power button.
+    Shutdown { id: u32 },
     /// Hold the vCPUs (the VM keeps its memory and devices).
     Pause { id: u32 },
     /// Let a paused VM run again.
@@ -137,7 +143,7 @@ fn state_name(r: &vmk::VmInfoRecord) -> String {
 
 fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
     match cmd {
-        VmCmd::Create { name, kernel, memory, vcpus, cmdline, modules, shares, reservation, limit, format, load_address, entry, entry_mode, config } => {
+        VmCmd::Create { name, kernel, memory, vcpus, cmdline, modules, shares, reservation, limit, format, load_address, entry, entry_mode, initrd, config } => {
             let text = match config {
                 Some(path) => std::fs::read_to_string(path)?,
                 None => {
@@ -152,7 +158,11 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
                     for m in modules {
                         t += &format!("module = {m}\n");
                     }
+                    let format = if initrd.is_some() && format == "multiboot" { "linux".to_string() } else { format };
                     t += &format!("format = {format}\nentry_mode = {entry_mode}\n");
+                    if let Some(i) = initrd {
+                        t += &format!("initrd = {i}\n");
+                    }
                     if let Some(a) = load_address {
                         t += &format!("load_address = {a}\n");
                     }
@@ -172,6 +182,10 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
         VmCmd::Stop { id } => {
             vmk::vm_stop(id)?;
             println!("VM {id} powering off");
+        }
+        VmCmd::Shutdown { id } => {
+            vmk::vm_shutdown(id)?;
+            println!("VM {id}: power button pressed");
         }
         VmCmd::Reset { id } => {
             vmk::vm_reset(id)?;
@@ -444,6 +458,7 @@ fn main() -> ExitCode {
                 Some(libc::ENODEV) => "this host has no usable hardware virtualization".to_string(),
                 Some(libc::ENOEXEC) => "the kernel is not a loadable Multiboot image (see the host log)".to_string(),
                 Some(libc::ETIMEDOUT) => "timed out".to_string(),
+                Some(libc::EAGAIN) => "the guest does not handle the ACPI power button (no ACPI, or nothing listening); use `vm stop`".to_string(),
                 Some(libc::EBUSY) => "busy: the group still has members, or the VM is (not) running".to_string(),
                 Some(libc::EINVAL) => "invalid settings (see the host log for VM configurations; shares 1..=1000000; limit at least the reservation)".to_string(),
                 Some(libc::ENOSYS) => "not running on the Mantle VMkernel".to_string(),

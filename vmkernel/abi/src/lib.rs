@@ -148,6 +148,9 @@ pub const VMK_VM_PAUSE: u64 = VMK_BASE + 0x19;
 pub const VMK_VM_RESUME: u64 = VMK_BASE + 0x1a;
 /// Per-VM statistics (a0 = VM, a1 = buffer of `VmStatsRecord::SIZE`).
 pub const VMK_VM_STATS: u64 = VMK_BASE + 0x1b;
+/// Graceful shutdown: press the guest's ACPI power button (a0 = VM).
+/// EAGAIN when the guest does not listen for it.
+pub const VMK_VM_SHUTDOWN: u64 = VMK_BASE + 0x1c;
 /// An NMI from outside through every vCPU's LINT1 (a0 = VM), as a PC's
 /// chipset raises it (ESXi's `vmdumper nmi`, QEMU's monitor `nmi`): a vCPU
 /// whose LVT LINT1 is masked, or not in NMI mode, does not take it as one.
@@ -159,7 +162,8 @@ pub const MAX_VM_MEMORY_MIB: u32 = 64 * 1024;
 
 /// A VM definition. Text form, one `key = value` per line (`#` comments):
 /// `name`, `memory_mib`, `vcpus`, `kernel` (Multiboot kernel path),
-/// `cmdline`, `shares`, `reservation_pct`, `limit_pct`.
+/// `cmdline`, `shares`, `reservation_pct`, `limit_pct`, `format`
+/// (`multiboot`, `flat`, `elf64`, `linux`), `initrd` (Linux only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
     pub name: alloc::string::String,
@@ -175,6 +179,8 @@ pub struct VmConfig {
     pub modules: alloc::vec::Vec<(alloc::string::String, alloc::string::String)>,
     /// How `kernel` is loaded.
     pub format: KernelFormat,
+    /// The initial RAM disk of a Linux kernel (`format = "linux"`).
+    pub initrd: Option<alloc::string::String>,
 }
 
 /// How a VM's kernel file is loaded.
@@ -188,6 +194,9 @@ pub enum KernelFormat {
     Flat { load: u32, entry: u32, real_mode: bool },
     /// An ELF64 image entered in 64-bit mode (identity-mapped low 4 GiB).
     Elf64,
+    /// A Linux bzImage booted through the 64-bit Linux boot protocol, with
+    /// the VM's ACPI tables and optional `initrd`.
+    Linux,
 }
 
 impl VmConfig {
@@ -216,6 +225,7 @@ impl VmConfig {
             limit_pct: None,
             modules: alloc::vec::Vec::new(),
             format: KernelFormat::Multiboot,
+            initrd: None,
         };
         let (mut format, mut load, mut entry, mut real_mode) = (String::from("multiboot"), None, None, false);
         for (n, raw) in text.lines().enumerate() {
@@ -245,6 +255,12 @@ impl VmConfig {
                         _ => return Err(format!("line {}: entry_mode: real or protected, not {v:?}", n + 1)),
                     }
                 }
+                "initrd" => {
+                    if !v.starts_with('/') {
+                        return Err(format!("line {}: initrd: an absolute path is required", n + 1));
+                    }
+                    c.initrd = Some(v.into());
+                }
                 "module" => {
                     let (path, args) = v.split_once(' ').map_or((v, ""), |(p, a)| (p, a.trim()));
                     if !path.starts_with('/') {
@@ -273,6 +289,7 @@ impl VmConfig {
         c.format = match format.as_str() {
             "multiboot" => KernelFormat::Multiboot,
             "elf64" => KernelFormat::Elf64,
+            "linux" => KernelFormat::Linux,
             "flat" => {
                 let load = load.ok_or("format flat: load_address is required")?;
                 let entry = entry.unwrap_or(load);
@@ -281,10 +298,13 @@ impl VmConfig {
                 }
                 KernelFormat::Flat { load, entry, real_mode }
             }
-            f => return Err(format!("format {f:?}: multiboot, flat or elf64")),
+            f => return Err(format!("format {f:?}: multiboot, flat, elf64 or linux")),
         };
         if c.format != KernelFormat::Multiboot && !c.modules.is_empty() {
             return Err("modules are for Multiboot kernels".into());
+        }
+        if c.format != KernelFormat::Linux && c.initrd.is_some() {
+            return Err("initrd is for Linux kernels (format = linux)".into());
         }
         Ok(c)
     }
@@ -444,6 +464,17 @@ mod vm_tests {
     }
 
     #[test]
+    fn config_linux_and_initrd() {
+        let c = VmConfig::parse("name=l\nkernel=/vmfs/volumes/ds/l/vmlinuz\nformat = \"linux\"\ninitrd = \"/vmfs/volumes/ds/l/initrd.cpio\"\ncmdline = console=ttyS0").unwrap();
+        assert_eq!(c.format, KernelFormat::Linux);
+        assert_eq!(c.initrd.as_deref(), Some("/vmfs/volumes/ds/l/initrd.cpio"));
+        assert_eq!(VmConfig::parse("name=l\nkernel=/k\nformat=linux").unwrap().initrd, None);
+        assert!(VmConfig::parse("name=l\nkernel=/k\nformat=linux\ninitrd=rel").unwrap_err().contains("absolute"));
+        assert!(VmConfig::parse("name=l\nkernel=/k\ninitrd=/i").unwrap_err().contains("format = linux"));
+        assert!(VmConfig::parse("name=l\nkernel=/k\nformat=linux\nmodule=/m").unwrap_err().contains("Multiboot"));
+    }
+
+    #[test]
     fn config_modules() {
         let c = VmConfig::parse("name=x\nkernel=/k\nmodule = /m1 one two\nmodule=/m2\n").unwrap();
         assert_eq!(c.modules, [("/m1".into(), "one two".into()), ("/m2".into(), "".into())]);
@@ -466,7 +497,7 @@ mod vm_tests {
             ("format=flat", "load_address is required"),
             ("format=flat\nload_address=0x200000\nentry_mode=real", "real mode"),
             ("format=flat\nload_address=zz", "not an address"),
-            ("format=pe", "multiboot, flat or elf64"),
+            ("format=pe", "multiboot, flat, elf64 or linux"),
             ("format=elf64\nmodule=/m", "modules are for Multiboot"),
             ("entry_mode=v86", "real or protected"),
         ] {
@@ -517,7 +548,7 @@ mod tests {
             ("format=flat", "load_address is required"),
             ("format=flat\nload_address=0x200000\nentry_mode=real", "real mode"),
             ("format=flat\nload_address=zz", "not an address"),
-            ("format=pe", "multiboot, flat or elf64"),
+            ("format=pe", "multiboot, flat, elf64 or linux"),
             ("format=elf64\nmodule=/m", "modules are for Multiboot"),
             ("entry_mode=v86", "real or protected"),
         ] {

@@ -19,12 +19,17 @@ use vmkernel::vmm::event::VmEvent;
 use vmkernel::vmm::loader::{self, MemError, VcpuState};
 use vmkernel::vmm::msrs::{MsrEffect, VirtualMsrs};
 use vmkernel::vmm::platform::{Platform, PlatformConfig};
+use vmkernel::vmm::pvclock::{self, ClockWrite, KvmClock};
 
 use crate::hv;
 use hv::guest_memory::GuestMemory;
 use hv::vcpu::{Ctl, Event, Exit, GuestRegs, RAX, RBX, RCX, RDX, SegReg, VcpuHw};
 use crate::arch::cpu;
 use crate::{time, world};
+
+/// A stop reason that is not one: the guest reset the VM, which powers on
+/// again at once (never recorded as an exit reason).
+const REASON_GUEST_RESET: u32 = u32::MAX;
 
 /// Guest-physical holes left unmapped (MMIO): the IOAPIC and LAPIC pages.
 const MMIO_HOLES: [(u64, u64); 2] = [(0xfec0_0000, 0xfec0_1000), (0xfee0_0000, 0xfee0_1000)];
@@ -47,6 +52,8 @@ struct VcpuSlot {
     /// Host frames of this vCPU's hardware structures (VMCB or VMCS and
     /// their bitmaps) while it exists.
     hw_frames: AtomicU64,
+    /// MSR_KVM_SYSTEM_TIME_NEW as the guest last wrote it.
+    kvm_system_time: AtomicU64,
 }
 
 /// Exit counters by reason (`VmStatsRecord` order).
@@ -77,6 +84,12 @@ pub struct Vm {
     pub group: u32,
     vcpus: Vec<VcpuSlot>,
     initial: Mutex<VcpuState>,
+    /// The paravirtual clock of this power-on.
+    clock: Mutex<KvmClock>,
+    /// MSR_KVM_WALL_CLOCK_NEW as the guest last wrote it.
+    kvm_wall_clock: AtomicU64,
+    /// Resets the guest asked for (reboots), since creation.
+    guest_resets: AtomicU64,
 }
 
 static VMS: Mutex<BTreeMap<u32, Arc<Vm>>> = Mutex::new(BTreeMap::new());
@@ -110,13 +123,14 @@ const ENOMEM: i64 = 12;
 const ENODEV: i64 = 19;
 const EBUSY: i64 = 16;
 const ENOEXEC: i64 = 8;
+const EAGAIN: i64 = 11;
 
 /// Writes what firmware would leave in guest memory (ACPI tables with the
 /// MADT for every vCPU, an MP table) and loads the kernel and modules.
 fn load_guest(memory: &GuestMemory, config: &VmConfig, image: &[u8], modules: &[ModuleImage]) -> Result<VcpuState, (i64, String)> {
     let mut lm = LoaderMem(memory);
     let fw = vmkernel::vmm::firmware::PlatformConfig::new(config.vcpus);
-    vmkernel::vmm::firmware::build_acpi(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the ACPI tables: {e:?}")))?;
+    let acpi = vmkernel::vmm::firmware::build_acpi(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the ACPI tables: {e:?}")))?;
     vmkernel::vmm::firmware::build_mp_table(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the MP table: {e:?}")))?;
     let loaded = match config.format {
         api::KernelFormat::Multiboot => {
@@ -133,8 +147,19 @@ fn load_guest(memory: &GuestMemory, config: &VmConfig, image: &[u8], modules: &[
         }
         api::KernelFormat::Flat { load, entry, real_mode: false } => loader::flat::load_protected32(&mut lm, image, load, entry, load),
         api::KernelFormat::Elf64 => loader::long_mode::load_elf64(&mut lm, image, None),
+        // The initrd, if any, is the one module (see `vmk_calls::vm_create`).
+        api::KernelFormat::Linux => {
+            let initrd = modules.first().map(|m| &m.image[..]);
+            loader::linux::load(&mut lm, image, initrd, &config.cmdline, acpi.rsdp).map(|(state, _)| state)
+        }
     };
     loaded.map_err(|e| (-ENOEXEC, alloc::format!("cannot load {}: {e:?}", config.kernel)))
+}
+
+/// The paravirtual clock of a power-on: 0 now, at the host's TSC rate (the
+/// guest's TSC is the host's until it writes IA32_TSC).
+fn new_clock() -> KvmClock {
+    KvmClock::new(cpu::rdtsc(), time::tsc_hz())
 }
 
 fn new_platform(config: &VmConfig, size: u64) -> Platform {
@@ -189,7 +214,14 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
     let platform = new_platform(&config, size);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let vcpus = (0..config.vcpus)
-        .map(|_| VcpuSlot { world: AtomicU64::new(0), init: AtomicBool::new(false), sipi: AtomicU32::new(0), run_ns: AtomicU64::new(0), hw_frames: AtomicU64::new(0) })
+        .map(|_| VcpuSlot {
+            world: AtomicU64::new(0),
+            init: AtomicBool::new(false),
+            sipi: AtomicU32::new(0),
+            run_ns: AtomicU64::new(0),
+            hw_frames: AtomicU64::new(0),
+            kvm_system_time: AtomicU64::new(0),
+        })
         .collect();
     let vm = Arc::new(Vm {
         id,
@@ -212,6 +244,9 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
         group,
         vcpus,
         initial: Mutex::new(initial),
+        clock: Mutex::new(new_clock()),
+        kvm_wall_clock: AtomicU64::new(0),
+        guest_resets: AtomicU64::new(0),
     });
     VMS.lock().insert(id, vm.clone());
     Ok(vm)
@@ -227,7 +262,7 @@ impl Vm {
     pub fn start(self: &Arc<Self>) -> Result<(), (i64, String)> {
         if self.state.load(Ordering::Acquire) == api::VM_STATE_STOPPED {
             // Powering on again after a stop is a reset to the initial state.
-            self.reinitialize()?;
+            self.reinitialize(false)?;
         }
         if self.state.compare_exchange(api::VM_STATE_OFF, api::VM_STATE_RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err((-EBUSY, "the VM is not powered off".into()));
@@ -267,17 +302,28 @@ impl Vm {
     }
 
     /// Back to the powered-off state after a stop: guest RAM zeroed, the
-    /// kernel and firmware tables loaded again, devices reset.
-    fn reinitialize(&self) -> Result<(), (i64, String)> {
+    /// kernel and firmware tables loaded again, devices reset. A reset the
+    /// guest asked for keeps the console output (one log across reboots).
+    fn reinitialize(&self, keep_console: bool) -> Result<(), (i64, String)> {
         if self.live.load(Ordering::Acquire) != 0 {
             return Err((-EBUSY, "the VM is still stopping".into()));
         }
         self.memory.clear();
         let initial = load_guest(&self.memory, &self.config, &self.image, &self.modules)?;
         *self.initial.lock() = initial;
-        *self.platform.lock() = new_platform(&self.config, self.memory.size());
+        let mut platform = new_platform(&self.config, self.memory.size());
+        {
+            let mut old = self.platform.lock();
+            if keep_console {
+                core::mem::swap(platform.serial.output_mut(), old.serial.output_mut());
+            }
+            *old = platform;
+        }
+        *self.clock.lock() = new_clock();
+        self.kvm_wall_clock.store(0, Ordering::Relaxed);
         for s in &self.vcpus {
             s.run_ns.store(0, Ordering::Relaxed);
+            s.kvm_system_time.store(0, Ordering::Relaxed);
         }
         self.exits.store(0, Ordering::Relaxed);
         for c in &self.exit_counts.0 {
@@ -292,6 +338,18 @@ impl Vm {
     /// Hard power off: the vCPU worlds stop at their next exit.
     pub fn stop(&self) {
         self.request_stop(api::EXIT_REASON_POWER_OFF, 0);
+    }
+
+    /// Graceful shutdown: presses the ACPI power button. Fails when the
+    /// guest has not enabled the power-button event (no ACPI, or no one
+    /// listening), since then nothing would happen.
+    pub fn shutdown(&self) -> Result<(), (i64, String)> {
+        if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
+            return Err((-EBUSY, "the VM is not running".into()));
+        }
+        let listening = self.platform.lock().press_power_button();
+        self.kick_all();
+        if listening { Ok(()) } else { Err((-EAGAIN, "the guest does not handle the ACPI power button".into())) }
     }
 
     /// Hard reset: power off, then on again from the initial state. Blocks
@@ -455,17 +513,40 @@ impl Vm {
         self.platform.lock().console_input(bytes)
     }
 
-    /// The last vCPU world out records why the VM stopped.
-    fn vcpu_done(&self) {
+    /// The last vCPU world out records why the VM stopped, or powers it on
+    /// again when the guest reset it.
+    fn vcpu_done(self: &Arc<Self>) {
         if self.live.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
         let (reason, code) = self.stop_reason.lock().unwrap_or((api::EXIT_REASON_POWER_OFF, 0));
+        if reason == REASON_GUEST_RESET {
+            let n = self.guest_resets.fetch_add(1, Ordering::Relaxed) + 1;
+            log::info!("vm {} ({}): reset by the guest (reset {n}), powering on again", self.id, self.config.name);
+            let again = self.reinitialize_after_guest_reset().and_then(|_| self.start());
+            match again {
+                Ok(()) => return,
+                Err((_, why)) => {
+                    log::warn!("vm {}: cannot power on again after the guest's reset: {why}", self.id);
+                    self.exit_reason.store(api::EXIT_REASON_POWER_OFF, Ordering::Release);
+                    self.state.store(api::VM_STATE_STOPPED, Ordering::Release);
+                    crate::uw::io_wait::notify();
+                    return;
+                }
+            }
+        }
         log::info!("vm {} ({}): stopped (reason {reason}, code {code:#x}, {} exits)", self.id, self.config.name, self.exits.load(Ordering::Relaxed));
         self.exit_reason.store(reason, Ordering::Release);
         self.exit_code.store(code, Ordering::Release);
         self.state.store(api::VM_STATE_STOPPED, Ordering::Release);
         crate::uw::io_wait::notify();
+    }
+
+    /// A guest reset: RAM, firmware tables and devices as at power-on; the
+    /// console log continues.
+    fn reinitialize_after_guest_reset(&self) -> Result<(), (i64, String)> {
+        self.state.store(api::VM_STATE_STOPPED, Ordering::Release);
+        self.reinitialize(true)
     }
 
     /// Drains the platform's requests; returns a reason to end the VM.
@@ -476,7 +557,8 @@ impl Vm {
         for e in events {
             match e {
                 VmEvent::Exit(val) => end = end.or(Some((api::EXIT_REASON_DEBUG_EXIT, val as u64))),
-                VmEvent::ResetVm => end = end.or(Some((api::EXIT_REASON_POWER_OFF, 0))),
+                VmEvent::ResetVm => end = end.or(Some((REASON_GUEST_RESET, 0))),
+                VmEvent::PowerOff => end = end.or(Some((api::EXIT_REASON_POWER_OFF, 0))),
                 VmEvent::InitVcpu(i) if i < self.vcpus.len() => {
                     // Only a START-UP after this INIT counts.
                     self.vcpus[i].sipi.store(0, Ordering::Release);
@@ -708,7 +790,10 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 let mut p = vm.platform.lock();
                 p.advance(now);
                 let model = hv::cpu_model();
-                let ok = if !model.offers_msr(msr) {
+                let ok = if pvclock::handles_msr(msr) {
+                    drop(p);
+                    kvmclock_msr(vm, index, msr, write, regs)
+                } else if !model.offers_msr(msr) {
                     false
                 } else if write {
                     let val = (regs.gpr[RDX] << 32) | (regs.gpr[RAX] & 0xffff_ffff);
@@ -754,7 +839,6 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                     }
                     val.is_some()
                 };
-                drop(p);
                 if ok {
                     v.set_rip(rip + 2);
                 } else {
@@ -875,6 +959,31 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             return Stop::Vm(reason, code);
         }
     }
+}
+
+/// RDMSR/WRMSR of a kvmclock MSR: writes fill in the guest's time
+/// structures. False: #GP (the address is not guest RAM).
+fn kvmclock_msr(vm: &Vm, index: usize, msr: u32, write: bool, regs: &mut GuestRegs) -> bool {
+    let slot = &vm.vcpus[index];
+    let reg = if msr == pvclock::MSR_KVM_SYSTEM_TIME_NEW { &slot.kvm_system_time } else { &vm.kvm_wall_clock };
+    if !write {
+        let val = reg.load(Ordering::Relaxed);
+        regs.gpr[RAX] = val & 0xffff_ffff;
+        regs.gpr[RDX] = val >> 32;
+        return true;
+    }
+    let val = (regs.gpr[RDX] << 32) | (regs.gpr[RAX] & 0xffff_ffff);
+    let clock = *vm.clock.lock();
+    let ok = match clock.msr_write(msr, val, time::realtime_ns(), cpu::rdtsc()) {
+        Some(ClockWrite::TimeInfo { gpa, bytes }) => vm.memory.write(gpa, &bytes),
+        Some(ClockWrite::WallClock { gpa, bytes }) => vm.memory.write(gpa, &bytes),
+        Some(ClockWrite::Disabled) => true,
+        None => false,
+    };
+    if ok {
+        reg.store(val, Ordering::Relaxed);
+    }
+    ok
 }
 
 /// HLT: sleep until an interrupt is pending for this vCPU (a device timer

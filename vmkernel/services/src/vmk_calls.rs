@@ -37,6 +37,7 @@ pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
                 })
             })
             .unwrap_or_else(|e| e),
+        api::VMK_VM_SHUTDOWN => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.shutdown().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_RESET => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.reset().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_PAUSE => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.pause().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_NMI => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.nmi().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
@@ -153,6 +154,11 @@ fn vm_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
     for (path, args) in &config.modules {
         let image = read_file(p, path)?;
         modules.push(crate::vm::ModuleImage { image, string: vmkernel::vmk_api::VmConfig::module_string(path, args) });
+    }
+    // A Linux kernel's initrd travels as the one module.
+    if let Some(path) = &config.initrd {
+        let image = read_file(p, path)?;
+        modules.push(crate::vm::ModuleImage { image, string: path.clone() });
     }
     let vm = crate::vm::create(config, image, modules).map_err(report)?;
     Ok(vm.id as i64)

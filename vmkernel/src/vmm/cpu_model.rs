@@ -185,8 +185,12 @@ pub const FEATURES: &[Feature] = &[
     host("LM", LM),
     host("3DNowExt", bit(0x8000_0001, EDX, 30)),
     host("3DNow", bit(0x8000_0001, EDX, 31)),
-    // 0x80000007 EDX: the guest's TSC is the host's plus an offset.
-    host("InvariantTSC", bit(0x8000_0007, EDX, 8)),
+    // 0x80000007 EDX: the guest's TSC is the host's plus an offset, and
+    // the VMkernel keeps time by that TSC (calibrated once at boot): it
+    // runs at one constant rate on every CPU, whatever an emulated host
+    // CPU model claims. Without it Linux marks the TSC of a multi-vCPU
+    // AMD-vendor guest "unsynchronized" (and unstable) on sight.
+    always("InvariantTSC", bit(0x8000_0007, EDX, 8)),
     // 0x80000008 EBX.
     host("CLZERO", bit(0x8000_0008, EBX, 0)),
     host("RstrFpErrPtrs", bit(0x8000_0008, EBX, 2)),
@@ -308,6 +312,8 @@ pub const MSRS: &[(u32, u32, MsrGate)] = &[
     (0xc000_0081, 0xc000_0084, MsrGate::Feature(bit(0x8000_0001, EDX, 11))), // STAR..SFMASK
     (0xc000_0100, 0xc000_0102, MsrGate::Feature(LM)),       // FS/GS/KERNEL_GS base
     (0xc001_0000, 0xc001_0007, MsrGate::AmdOnly),          // K7 PERFEVTSEL0-3, PERFCTR0-3
+    (0xc001_0010, 0xc001_0010, MsrGate::AmdOnly),          // SYSCFG
+    (0xc001_0055, 0xc001_0055, MsrGate::AmdOnly),          // INT_PENDING_MSG (C1E)
     (0xc001_0015, 0xc001_0015, MsrGate::AmdOnly),          // HWCR
 ];
 

@@ -19,6 +19,8 @@ pub fn virtual_cpuid(model: &CpuModel, leaf: u32, sub: u32, vcpu: u32, vcpus: u3
             return [0x4000_0001, w(0), w(4), w(8)];
         }
         0x4000_0001 => return [0; 4],
+        // The KVM-compatible leaves of the paravirtual clock.
+        l if super::pvclock::cpuid(l).is_some() => return super::pvclock::cpuid(l).unwrap_or_default(),
         l if zero_leaf(l) => return [0; 4],
         _ => {}
     }
@@ -98,6 +100,10 @@ mod tests {
         let name: Vec<u8> = v[1..].iter().flat_map(|r| r.to_le_bytes()).collect();
         assert_eq!(&name, b"MantleMantle");
         assert_eq!(virtual_cpuid(&m(), 0x4000_0001, 0, 0, 1, host), [0; 4]);
+        let kvm = virtual_cpuid(&m(), 0x4000_0100, 0, 0, 1, host);
+        let name: Vec<u8> = kvm[1..].iter().flat_map(|r| r.to_le_bytes()).collect();
+        assert_eq!((kvm[0], &name[..]), (0x4000_0101, &b"KVMKVMKVM\0\0\0"[..]));
+        assert_ne!(virtual_cpuid(&m(), 0x4000_0101, 0, 0, 1, host)[0] & (1 << 3), 0, "kvmclock MSRs");
     }
 
     #[test]
@@ -114,6 +120,9 @@ mod tests {
         assert_eq!(c & ((1 << 2) | (1 << 22)), 0, "SVM and TOPOEXT hidden");
         assert_eq!(d & (1 << 27), 0, "RDTSCP hidden");
         assert_eq!(virtual_cpuid(&m(), 0xd, 0, 0, 1, host), [0; 4]);
+        let no_itsc = |l: u32, s: u32| if l == 0x8000_0007 { [0; 4] } else { host(l, s) };
+        let m2 = CpuModel::from_host(no_itsc);
+        assert_ne!(virtual_cpuid(&m2, 0x8000_0007, 0, 0, 1, no_itsc)[3] & (1 << 8), 0, "invariant TSC always offered");
         assert_eq!(virtual_cpuid(&m(), 0x8000_001e, 0, 0, 1, host), [0; 4]);
     }
 

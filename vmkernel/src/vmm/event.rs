@@ -6,6 +6,8 @@
 pub enum VmEvent {
     /// Reset the whole VM (i8042 command 0xFE, port 0x92 bit 0, port 0xCF9).
     ResetVm,
+    /// The guest powered itself off (ACPI S5 through PM1 control).
+    PowerOff,
     /// The guest wrote `value` to the QEMU-compatible debug-exit port. QEMU's
     /// `isa-debug-exit` would exit with status `(value << 1) | 1`.
     Exit(u32),

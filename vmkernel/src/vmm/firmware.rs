@@ -22,6 +22,14 @@ pub const ONE_MIB: u64 = 0x10_0000;
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 pub const LAPIC_BASE: u64 = 0xFEE0_0000;
 pub const ACPI_BASE: u64 = 0xE_0000;
+/// Guest virtio-mmio slots (the shared contract): slot `i` of
+/// [`VIRTIO_MMIO_SLOTS`] has its registers at `VIRTIO_MMIO_BASE + i *
+/// VIRTIO_MMIO_SIZE` and IOAPIC GSI `VIRTIO_MMIO_GSI_BASE + i`
+/// (level-triggered, active high), declared in the DSDT as `LNRO0005`.
+pub const VIRTIO_MMIO_BASE: u64 = 0xfeb0_0000;
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+pub const VIRTIO_MMIO_GSI_BASE: u32 = 16;
+pub const VIRTIO_MMIO_SLOTS: usize = 8;
 pub const MP_BASE: u64 = 0xF_0000;
 
 /// e820 address range types (ACPI §15).
@@ -127,6 +135,11 @@ pub struct PlatformConfig {
     pub rtc_century: u8,
     /// An i8042 keyboard controller exists (IAPC_BOOT_ARCH 8042).
     pub has_i8042: bool,
+    /// The power button is the PM1 fixed feature (FADT PWR_BUTTON clear).
+    pub fixed_power_button: bool,
+    /// Occupied virtio-mmio slots (bit `i` = slot `i`), one `LNRO0005`
+    /// device each in the DSDT.
+    pub virtio_mmio_slots: u8,
 }
 
 impl PlatformConfig {
@@ -143,6 +156,8 @@ impl PlatformConfig {
             s5_slp_typ: 5,
             rtc_century: 0x32,
             has_i8042: true,
+            fixed_power_button: true,
+            virtio_mmio_slots: 0,
         }
     }
 }
@@ -250,11 +265,148 @@ pub struct AcpiInfo {
     pub end: u64,
 }
 
-/// The DSDT body: `Name (\_S5, Package (4) { typ, typ, Zero, Zero })`.
-fn dsdt_aml(s5: u8) -> [u8; 15] {
-    // NameOp '\' "_S5_" PackageOp PkgLength(8) NumElements(4)
-    // BytePrefix typ BytePrefix typ ZeroOp ZeroOp
-    [0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0A, s5, 0x0A, s5, 0x00, 0x00]
+/// A small AML encoder (ACPI §20.2): the terms the DSDT needs.
+pub mod aml {
+    use alloc::vec::Vec;
+
+    /// PkgLength for a body of `body` bytes: the encoded length counts its
+    /// own bytes (1 to 4; 28 bits at most).
+    pub fn pkg_length(body: usize) -> Vec<u8> {
+        if body + 1 < 0x40 {
+            return alloc::vec![(body + 1) as u8];
+        }
+        for n in 2..=4usize {
+            let total = body + n;
+            if total < 1 << (4 + 8 * (n - 1)) {
+                let mut v = alloc::vec![(((n - 1) << 6) | (total & 0xf)) as u8];
+                for i in 0..n - 1 {
+                    v.push((total >> (4 + 8 * i)) as u8);
+                }
+                return v;
+            }
+        }
+        // Nothing the DSDT builds comes near 256 MiB.
+        alloc::vec![0xff, 0xff, 0xff, 0xff]
+    }
+
+    fn with_pkg(op: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut v = op.to_vec();
+        v.extend_from_slice(&pkg_length(body.len()));
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// `Name (seg, data)`; `seg` is a 4-character NameSeg (or a path).
+    pub fn name(seg: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut v = alloc::vec![0x08];
+        v.extend_from_slice(seg);
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// A string constant.
+    pub fn string(s: &str) -> Vec<u8> {
+        let mut v = alloc::vec![0x0d];
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        v
+    }
+
+    /// An integer constant in its shortest encoding.
+    pub fn integer(i: u64) -> Vec<u8> {
+        match i {
+            0 => alloc::vec![0x00],
+            1 => alloc::vec![0x01],
+            2..=0xff => alloc::vec![0x0a, i as u8],
+            0x100..=0xffff => [&[0x0b][..], &(i as u16).to_le_bytes()].concat(),
+            0x1_0000..=0xffff_ffff => [&[0x0c][..], &(i as u32).to_le_bytes()].concat(),
+            _ => [&[0x0e][..], &i.to_le_bytes()].concat(),
+        }
+    }
+
+    /// `Buffer () { bytes }`.
+    pub fn buffer(bytes: &[u8]) -> Vec<u8> {
+        let mut body = integer(bytes.len() as u64);
+        body.extend_from_slice(bytes);
+        with_pkg(&[0x11], &body)
+    }
+
+    /// `Package () { elements }` (each already encoded).
+    pub fn package(elements: &[Vec<u8>]) -> Vec<u8> {
+        let mut body = alloc::vec![elements.len() as u8];
+        for e in elements {
+            body.extend_from_slice(e);
+        }
+        with_pkg(&[0x12], &body)
+    }
+
+    /// `Device (seg) { body }`.
+    pub fn device(seg: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut b = seg.to_vec();
+        b.extend_from_slice(body);
+        with_pkg(&[0x5b, 0x82], &b)
+    }
+
+    /// `Scope (path) { body }`.
+    pub fn scope(path: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut b = path.to_vec();
+        b.extend_from_slice(body);
+        with_pkg(&[0x10], &b)
+    }
+
+    /// A resource template (ACPI §6.4): the descriptors and the end tag.
+    pub fn resource_template(descriptors: &[Vec<u8>]) -> Vec<u8> {
+        let mut b: Vec<u8> = descriptors.concat();
+        b.extend_from_slice(&[0x79, 0x00]); // End Tag, checksum 0 = "sums fine"
+        buffer(&b)
+    }
+
+    /// `Memory32Fixed (ReadWrite, base, len)`.
+    pub fn memory32_fixed(base: u32, len: u32) -> Vec<u8> {
+        let mut v = alloc::vec![0x86, 9, 0, 1];
+        v.extend_from_slice(&base.to_le_bytes());
+        v.extend_from_slice(&len.to_le_bytes());
+        v
+    }
+
+    /// `Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive) { gsi }`.
+    pub fn interrupt_level_high(gsi: u32) -> Vec<u8> {
+        let mut v = alloc::vec![0x89, 6, 0, 0x01, 1];
+        v.extend_from_slice(&gsi.to_le_bytes());
+        v
+    }
+}
+
+/// Four hex digits' NameSeg such as `VR03`.
+fn slot_name(prefix: &[u8; 2], i: usize) -> [u8; 4] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    [prefix[0], prefix[1], HEX[(i >> 4) & 0xf], HEX[i & 0xf]]
+}
+
+/// The DSDT body: `Name (\_S5, Package (4) { typ, typ, Zero, Zero })` and,
+/// in `\_SB`, one `LNRO0005` (virtio-mmio) device per occupied slot with
+/// its register page and interrupt.
+pub fn dsdt_aml(cfg: &PlatformConfig) -> Vec<u8> {
+    let s5 = cfg.s5_slp_typ as u64;
+    let mut v = aml::name(b"\\_S5_", &aml::package(&[aml::integer(s5), aml::integer(s5), aml::integer(0), aml::integer(0)]));
+    let mut sb = Vec::new();
+    for i in (0..VIRTIO_MMIO_SLOTS).filter(|i| cfg.virtio_mmio_slots & (1 << i) != 0) {
+        let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
+        let mut body = aml::name(b"_HID", &aml::string("LNRO0005"));
+        body.extend(aml::name(b"_UID", &aml::integer(i as u64)));
+        body.extend(aml::name(
+            b"_CRS",
+            &aml::resource_template(&[
+                aml::memory32_fixed(base as u32, VIRTIO_MMIO_SIZE as u32),
+                aml::interrupt_level_high(VIRTIO_MMIO_GSI_BASE + i as u32),
+            ]),
+        ));
+        sb.extend(aml::device(&slot_name(b"VR", i), &body));
+    }
+    if !sb.is_empty() {
+        v.extend(aml::scope(b"\\_SB_", &sb));
+    }
+    v
 }
 
 fn fadt(cfg: &PlatformConfig, facs: u64, dsdt: u64) -> Vec<u8> {
@@ -279,9 +431,13 @@ fn fadt(cfg: &PlatformConfig, facs: u64, dsdt: u64) -> Vec<u8> {
         boot_arch |= 2; // 8042
     }
     b.u16(boot_arch).u8(0);
-    // Flags: WBINVD, PROC_C1, PWR_BUTTON and SLP_BUTTON (no fixed-feature
-    // buttons), TMR_VAL_EXT, RESET_REG_SUP.
-    let mut flags = 1 | (1 << 2) | (1 << 4) | (1 << 5);
+    // Flags: WBINVD, PROC_C1, SLP_BUTTON (no sleep button), PWR_BUTTON
+    // unless the power button is the fixed feature, TMR_VAL_EXT,
+    // RESET_REG_SUP.
+    let mut flags = 1 | (1 << 2) | (1 << 5);
+    if !cfg.fixed_power_button {
+        flags |= 1 << 4;
+    }
     if cfg.pm_tmr_32bit {
         flags |= 1 << 8;
     }
@@ -368,7 +524,7 @@ pub fn build_acpi(mem: &mut dyn GuestMemory, cfg: &PlatformConfig) -> Result<Acp
     let facs_at = align(rsdp_at + 36, 64); // FACS must be 64-byte aligned.
     let dsdt_at = align(facs_at + 64, 16);
     let mut dsdt = sdt(b"DSDT", 2);
-    dsdt.bytes(&dsdt_aml(cfg.s5_slp_typ));
+    dsdt.bytes(&dsdt_aml(cfg));
     let dsdt = finish_sdt(dsdt);
     let fadt_at = align(dsdt_at + dsdt.len() as u64, 16);
     let fadt = fadt(cfg, facs_at, dsdt_at);

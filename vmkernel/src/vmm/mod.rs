@@ -20,7 +20,8 @@
 //!   (legacy PC devices, APICs), the I/O bus that dispatches port and MMIO
 //!   accesses, and the `Platform` aggregate the exit handlers call;
 //!   [`event`]: what devices ask of the VMM (reset, exit, start a vCPU);
-//!   [`msrs`]: the MSRs a virtual CPU answers itself (TSC, MTRRs, PAT, ...).
+//!   [`msrs`]: the MSRs a virtual CPU answers itself (TSC, MTRRs, PAT, ...);
+//!   [`pvclock`]: the KVM-compatible paravirtual clock (kvmclock).
 //! - [`vmx`]: Intel VT-x as data — VMCS encodings, controls fitted to the
 //!   capability MSRs, exit qualifications, CR0/CR4 rules (the kernel's
 //!   `hv::vmx` does the VMX instructions).
@@ -38,4 +39,5 @@ pub mod loader;
 pub mod mov_cr;
 pub mod msrs;
 pub mod platform;
+pub mod pvclock;
 pub mod vmx;

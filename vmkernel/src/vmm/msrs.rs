@@ -36,6 +36,11 @@ pub const IA32_MTRR_PHYSBASE0: u32 = 0x200;
 pub const IA32_PAT: u32 = 0x277;
 pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
 pub const AMD_HWCR: u32 = 0xc001_0015;
+/// AMD SYSCFG: Linux's MTRR code reads it on K8 and later (MtrrFixDramModEn).
+pub const AMD_SYSCFG: u32 = 0xc001_0010;
+/// AMD K8 interrupt-pending message register: Linux reads it on CPUs with
+/// erratum 400 to see whether C1E is active (it is not: reads 0).
+pub const AMD_INT_PENDING_MSG: u32 = 0xc001_0055;
 
 /// Variable-range MTRR pairs offered (MTRRCAP.VCNT).
 pub const VARIABLE_MTRRS: usize = 8;
@@ -98,6 +103,8 @@ impl VirtualMsrs {
                 | IA32_PAT
                 | IA32_MTRR_DEF_TYPE
                 | AMD_HWCR
+                | AMD_SYSCFG
+                | AMD_INT_PENDING_MSG
                 | IA32_TSC_ADJUST
                 | AMD_K7_PERF_FIRST..=AMD_K7_PERF_LAST
         ) || (IA32_MTRR_PHYSBASE0..IA32_MTRR_PHYSBASE0 + 2 * VARIABLE_MTRRS as u32).contains(&msr)
@@ -108,7 +115,7 @@ impl VirtualMsrs {
     pub fn read(&self, msr: u32, host_tsc: u64) -> Result<u64, MsrFault> {
         Ok(match msr {
             IA32_TSC => host_tsc.wrapping_add(self.tsc_offset),
-            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MCG_CAP | IA32_MCG_STATUS | AMD_HWCR => 0,
+            IA32_PLATFORM_ID | IA32_BIOS_SIGN_ID | IA32_MCG_CAP | IA32_MCG_STATUS | AMD_HWCR | AMD_SYSCFG | AMD_INT_PENDING_MSG => 0,
             IA32_TSC_ADJUST => self.tsc_adjust,
             AMD_K7_PERF_FIRST..=AMD_K7_PERF_LAST => 0,
             // Locked, VMX off: the virtual CPU offers no VMX.
@@ -154,6 +161,9 @@ impl VirtualMsrs {
             IA32_MTRR_DEF_TYPE if value & !0xcff == 0 && valid_mtrr_type(value & 0xff) => self.mtrr_def_type = value,
             IA32_MISC_ENABLE => self.misc_enable = value,
             AMD_HWCR => {}
+            // No memory encryption, no fixed-range MTRR extensions to enable:
+            // accepted, reads 0.
+            AMD_SYSCFG | AMD_INT_PENDING_MSG => {}
             m if FIXED_MTRRS.contains(&m) => {
                 if !(0..8).all(|i| valid_mtrr_type((value >> (8 * i)) & 0xff)) {
                     return Err(MsrFault);
@@ -231,6 +241,19 @@ mod tests {
             assert_eq!(m.read(msr, 0), Ok(0));
         }
         assert!(!VirtualMsrs::handles(AMD_K7_PERF_LAST + 1));
+    }
+
+    #[test]
+    fn amd_syscfg_reads_zero() {
+        // Linux's MTRR setup reads SYSCFG on every AMD K8+ CPU.
+        let mut m = VirtualMsrs::default();
+        assert!(VirtualMsrs::handles(AMD_SYSCFG));
+        assert_eq!(m.read(AMD_SYSCFG, 0), Ok(0));
+        assert_eq!(m.write(AMD_SYSCFG, 1 << 19, 0), Ok(None));
+        assert_eq!(m.read(AMD_SYSCFG, 0), Ok(0));
+        // Erratum 400's C1E check: not active.
+        assert!(VirtualMsrs::handles(AMD_INT_PENDING_MSG));
+        assert_eq!(m.read(AMD_INT_PENDING_MSG, 0), Ok(0));
     }
 
     #[test]

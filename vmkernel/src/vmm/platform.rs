@@ -18,6 +18,7 @@
 use alloc::vec::Vec;
 
 use super::bus::{self, Bus, BusError};
+use super::devices::acpi_pm::{self, AcpiPm, PmEffect};
 use super::devices::i8042::{self, I8042, I8042Effect};
 use super::devices::ioapic::{self, DeliveryMode, IoApic, IrqMessage};
 use super::devices::lapic::{GeneralProtection, Ipi, Lapic, LapicEffect, Shorthand};
@@ -33,6 +34,12 @@ pub const COM1_IRQ: u8 = 4;
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 pub const POST_PORT: u16 = 0x80;
 pub const PORT92: u16 = 0x92;
+/// The ACPI PM1 event/control blocks and PM timer (the FADT's ports, see
+/// `firmware::PlatformConfig`), and the SCI's ISA IRQ.
+pub const ACPI_PM_BASE: u16 = 0x600;
+pub const ACPI_SCI_IRQ: u8 = 9;
+/// SLP_TYP of `\_S5` in the DSDT.
+pub const ACPI_S5_SLP_TYP: u8 = 5;
 
 /// The device behind a bus range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,13 +55,14 @@ pub enum Dev {
     FwCfg,
     PciHost,
     IoApic,
+    AcpiPm,
 }
 
 impl Dev {
     /// Devices that take 2- and 4-byte accesses whole; accesses to the
     /// others are split into byte accesses at consecutive ports (as on ISA).
     fn wide(self) -> bool {
-        matches!(self, Dev::DebugExit | Dev::FwCfg | Dev::PciHost | Dev::IoApic)
+        matches!(self, Dev::DebugExit | Dev::FwCfg | Dev::PciHost | Dev::IoApic | Dev::AcpiPm)
     }
 }
 
@@ -108,6 +116,7 @@ pub struct Platform {
     pub fw_cfg: FwCfg,
     pub pci: PciHost,
     pub ioapic: IoApic,
+    pub acpi_pm: AcpiPm,
     pub lapics: Vec<Lapic>,
     events: Vec<VmEvent>,
     now: u64,
@@ -136,6 +145,7 @@ impl Platform {
             fw_cfg: FwCfg::new(cfg.ram_below_4g + cfg.ram_above_4g, vcpus as u16),
             pci: PciHost::default(),
             ioapic: IoApic::new(vcpus as u8),
+            acpi_pm: AcpiPm::new(ACPI_S5_SLP_TYP),
             lapics: (0..vcpus)
                 .map(|i| {
                     let mut l = Lapic::new(i as u32, cfg.tsc_khz);
@@ -169,6 +179,7 @@ impl Platform {
             (DEBUG_EXIT_PORT, 1, Dev::DebugExit),
             (misc::FW_CFG_PORT_SEL, 2, Dev::FwCfg),
             (misc::PCI_CONFIG_ADDRESS, 8, Dev::PciHost),
+            (ACPI_PM_BASE, acpi_pm::PM_BLOCK_LEN, Dev::AcpiPm),
         ];
         for &(base, len, dev) in pio {
             self.pio.register(base as u64, len, dev)?;
@@ -220,6 +231,16 @@ impl Platform {
         self.set_irq_line(1, k);
         let r = self.rtc.irq_level();
         self.set_irq_line(8, r);
+        let sci = self.acpi_pm.sci_level();
+        self.set_irq_line(ACPI_SCI_IRQ, sci);
+    }
+
+    /// The ACPI power button: the guest sees a fixed power-button event (an
+    /// SCI) if it enabled one. Returns whether it did.
+    pub fn press_power_button(&mut self) -> bool {
+        self.acpi_pm.press_power_button();
+        self.sync_irqs();
+        self.acpi_pm.power_button_enabled()
     }
 
     fn kick(&mut self, vcpu: usize) {
@@ -450,6 +471,7 @@ impl Platform {
             Dev::FwCfg => bus::all_ones(size) as u32,
             Dev::PciHost => self.pci.read(off, size),
             Dev::IoApic => bus::all_ones(size) as u32,
+            Dev::AcpiPm => self.acpi_pm.read(off, size, now),
         }
     }
 
@@ -488,6 +510,12 @@ impl Platform {
             }
             Dev::PciHost => self.pci.write(off, size, value),
             Dev::IoApic => None,
+            Dev::AcpiPm => {
+                if self.acpi_pm.write(off, size, value) == Some(PmEffect::PowerOff) {
+                    self.events.push(VmEvent::PowerOff);
+                }
+                None
+            }
         };
         match effect {
             Some(MiscEffect::ResetVm) => self.events.push(VmEvent::ResetVm),
@@ -856,6 +884,32 @@ mod tests {
         assert_eq!(p.io_in(0x80, 1), 0x55);
         assert_eq!(p.events(), [VmEvent::ResetVm, VmEvent::ResetVm, VmEvent::ResetVm, VmEvent::Exit(0x31)]);
         assert!(p.events().is_empty());
+    }
+
+    #[test]
+    fn acpi_s5_power_off_and_power_button_sci() {
+        let mut p = platform(1);
+        // Linux's acpi_hw_legacy_sleep for S5: SLP_TYP, then SLP_TYP | SLP_EN.
+        p.io_out(ACPI_PM_BASE + 4, 2, 5 << 10 | 1);
+        assert!(p.events().is_empty());
+        p.io_out(ACPI_PM_BASE + 4, 2, 5 << 10 | 1 << 13 | 1);
+        assert_eq!(p.events(), [VmEvent::PowerOff]);
+        // The PM timer reads through the bus at 3.58 MHz of guest time.
+        p.advance(1_000_000_000);
+        assert_eq!(p.io_in(ACPI_PM_BASE + 8, 4), 3_579_545);
+        // Power button: with PWRBTN_EN set, the SCI (IRQ 9) reaches the PIC.
+        init_pic(&mut p, (1 << 9) | (1 << 2));
+        assert!(!p.press_power_button(), "not enabled yet");
+        assert_eq!(p.pending_interrupt(0), None);
+        p.io_out(ACPI_PM_BASE + 2, 2, 1 << 8);
+        assert_eq!(p.pending_interrupt(0), Some(0x39));
+        p.ack_interrupt(0, 0x39);
+        assert_eq!(p.io_in(ACPI_PM_BASE, 2) & (1 << 8), 1 << 8);
+        p.io_out(ACPI_PM_BASE, 2, 1 << 8); // the handler clears the status
+        p.io_out(0xa0, 1, 0x20);
+        p.io_out(0x20, 1, 0x20);
+        assert_eq!(p.pending_interrupt(0), None);
+        assert!(p.press_power_button());
     }
 
     #[test]

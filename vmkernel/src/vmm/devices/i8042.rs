@@ -12,6 +12,9 @@ pub const PORT_STATUS: u16 = 0x64;
 pub const STATUS_OBF: u8 = 1 << 0;
 pub const STATUS_SYS: u8 = 1 << 2;
 pub const STATUS_CMD: u8 = 1 << 3;
+/// Keyboard not inhibited (the keylock switch is open): Linux warns
+/// "Keylock active" without it.
+pub const STATUS_UNLOCKED: u8 = 1 << 4;
 pub const STATUS_AUX_OBF: u8 = 1 << 5;
 
 /// What a write asks of the platform.
@@ -56,7 +59,7 @@ impl I8042 {
             PORT_DATA => self.out.pop_front().unwrap_or(0),
             PORT_STATUS => {
                 // System flag set (self-test passed); input buffer never full.
-                (!self.out.is_empty() as u8) | STATUS_SYS | (self.last_was_command as u8) << 3
+                (!self.out.is_empty() as u8) | STATUS_SYS | STATUS_UNLOCKED | (self.last_was_command as u8) << 3
             }
             _ => 0xff,
         }
@@ -139,7 +142,7 @@ mod tests {
     #[test]
     fn status_and_self_test() {
         let mut k = I8042::new();
-        assert_eq!(k.read(PORT_STATUS), STATUS_SYS);
+        assert_eq!(k.read(PORT_STATUS), STATUS_SYS | STATUS_UNLOCKED, "self-test passed, keyboard not inhibited");
         k.write(PORT_STATUS, 0xaa);
         assert_eq!(k.read(PORT_STATUS) & STATUS_OBF, STATUS_OBF);
         assert_eq!(k.read(PORT_DATA), 0x55);

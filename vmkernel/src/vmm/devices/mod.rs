@@ -4,6 +4,7 @@
 //! matters, and reports interrupts as output levels, returned counts or
 //! messages that [`super::platform::Platform`] wires together.
 
+pub mod acpi_pm;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;

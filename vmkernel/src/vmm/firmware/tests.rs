@@ -301,3 +301,128 @@ mod acpi_crate {
         }
     }
 }
+
+/// Decodes a PkgLength at `b[0..]`: (value, bytes it took).
+fn decode_pkg_length(b: &[u8]) -> (usize, usize) {
+    let n = (b[0] >> 6) as usize;
+    if n == 0 {
+        return ((b[0] & 0x3f) as usize, 1);
+    }
+    let mut v = (b[0] & 0xf) as usize;
+    for i in 0..n {
+        v |= (b[1 + i] as usize) << (4 + 8 * i);
+    }
+    (v, n + 1)
+}
+
+#[test]
+fn aml_pkg_length_boundaries() {
+    for body in [0usize, 1, 62, 63, 64, 200, 4093, 4094, 5000, 1 << 20] {
+        let enc = aml::pkg_length(body);
+        let (v, n) = decode_pkg_length(&enc);
+        assert_eq!(n, enc.len(), "{body}");
+        assert_eq!(v, body + n, "the length counts its own bytes ({body})");
+    }
+    assert_eq!(aml::pkg_length(62), [63]);
+    assert_eq!(aml::pkg_length(63).len(), 2);
+    assert_eq!(aml::integer(0), [0]);
+    assert_eq!(aml::integer(5), [0x0a, 5]);
+    assert_eq!(aml::integer(0x1234), [0x0b, 0x34, 0x12]);
+    assert_eq!(aml::integer(0xfeb0_0000), [0x0c, 0, 0, 0xb0, 0xfe]);
+}
+
+/// Walks `\_SB`'s devices in the DSDT body: (NameSeg, _HID, _UID, _CRS bytes).
+fn sb_devices(body: &[u8]) -> std::vec::Vec<([u8; 4], std::string::String, u64, std::vec::Vec<u8>)> {
+    // Skip `Name (\_S5_, Package ...)`.
+    assert_eq!(&body[..6], b"\x08\\_S5_");
+    let (plen, _) = decode_pkg_length(&body[7..]);
+    let mut at = 7 + plen;
+    let mut out = std::vec::Vec::new();
+    if at == body.len() {
+        return out;
+    }
+    assert_eq!(body[at], 0x10, "ScopeOp");
+    let (slen, sn) = decode_pkg_length(&body[at + 1..]);
+    assert_eq!(at + 1 + slen, body.len(), "the scope runs to the end");
+    assert_eq!(&body[at + 1 + sn..at + 1 + sn + 5], b"\\_SB_");
+    at += 1 + sn + 5;
+    while at < body.len() {
+        assert_eq!(&body[at..at + 2], [0x5b, 0x82], "DeviceOp");
+        let (dlen, dn) = decode_pkg_length(&body[at + 2..]);
+        let end = at + 2 + dlen;
+        let seg: [u8; 4] = body[at + 2 + dn..at + 6 + dn].try_into().unwrap();
+        let mut p = at + 6 + dn;
+        let (mut hid, mut uid, mut crs) = (std::string::String::new(), u64::MAX, std::vec::Vec::new());
+        while p < end {
+            assert_eq!(body[p], 0x08, "NameOp");
+            let n = &body[p + 1..p + 5];
+            p += 5;
+            match n {
+                b"_HID" => {
+                    assert_eq!(body[p], 0x0d);
+                    let z = body[p + 1..].iter().position(|&c| c == 0).unwrap();
+                    hid = std::string::String::from_utf8(body[p + 1..p + 1 + z].to_vec()).unwrap();
+                    p += z + 2;
+                }
+                b"_UID" => match body[p] {
+                    0 | 1 => {
+                        uid = body[p] as u64;
+                        p += 1;
+                    }
+                    0x0a => {
+                        uid = body[p + 1] as u64;
+                        p += 2;
+                    }
+                    o => panic!("UID op {o:#x}"),
+                },
+                b"_CRS" => {
+                    assert_eq!(body[p], 0x11, "BufferOp");
+                    let (blen, bn) = decode_pkg_length(&body[p + 1..]);
+                    let bend = p + 1 + blen;
+                    let q = p + 1 + bn;
+                    let (size, sz) = match body[q] {
+                        0x0a => (body[q + 1] as usize, 2),
+                        o => panic!("size op {o:#x}"),
+                    };
+                    crs = body[q + sz..bend].to_vec();
+                    assert_eq!(crs.len(), size);
+                    p = bend;
+                }
+                other => panic!("unexpected name {other:?}"),
+            }
+        }
+        assert_eq!(p, end);
+        out.push((seg, hid, uid, crs));
+        at = end;
+    }
+    out
+}
+
+#[test]
+fn dsdt_declares_occupied_virtio_mmio_slots() {
+    let mut cfg = PlatformConfig::new(2);
+    assert!(sb_devices(&dsdt_aml(&cfg)).is_empty(), "no slots: no \\_SB scope");
+    cfg.virtio_mmio_slots = 0b1000_0101;
+    let mut m = VecMemory::new(32 * MIB);
+    let info = build_acpi(&mut m, &cfg).unwrap();
+    let d = table(&m, info.dsdt, b"DSDT");
+    let devs = sb_devices(&d[36..]);
+    assert_eq!(devs.len(), 3);
+    for ((seg, hid, uid, crs), slot) in devs.iter().zip([0u32, 2, 7]) {
+        assert_eq!(std::str::from_utf8(seg).unwrap(), std::format!("VR{slot:02X}"));
+        assert_eq!((hid.as_str(), *uid), ("LNRO0005", slot as u64));
+        // Memory32Fixed RW base/len, Extended IRQ consumer level high GSI, End.
+        let base = 0xfeb0_0000 + slot * 0x1000;
+        assert_eq!(&crs[..4], [0x86, 9, 0, 1]);
+        assert_eq!((u32_at(crs, 4), u32_at(crs, 8)), (base, 0x1000));
+        assert_eq!(&crs[12..17], [0x89, 6, 0, 0x01, 1]);
+        assert_eq!(u32_at(crs, 17), 16 + slot);
+        assert_eq!(&crs[21..], [0x79, 0]);
+    }
+    // Still the kernel's `\_S5` finder reads the package.
+    let s5 = crate::acpi_s5::find_s5(&d[36..]).unwrap();
+    assert_eq!((s5.slp_typ_a, s5.slp_typ_b), (5, 5));
+    // The FADT's power button is the fixed feature (PWR_BUTTON clear).
+    let fadt_at = u64_at(table(&m, info.xsdt, b"XSDT"), 36);
+    assert_eq!(u32_at(table(&m, fadt_at, b"FACP"), 112) & (1 << 4), 0);
+}

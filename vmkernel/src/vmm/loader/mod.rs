@@ -15,19 +15,13 @@
 //! - [`long_mode`]: an ELF64 entered directly in 64-bit mode with identity-
 //!   mapped page tables and a GDT the loader writes into guest memory.
 //!
-//! The Linux boot protocol fits the same shape and comes later: a
-//! `linux::load(mem, bzimage, initrd, cmdline)` will copy the setup header
-//! into a zero page at [`ZERO_PAGE`], put the protected-mode kernel at
-//! 1 MiB (or its preferred address), the initrd page-aligned below
-//! `initrd_addr_max` near the top of low RAM, the command line at
-//! [`CMDLINE`], fill the zero page's e820 table from
-//! [`GuestLayout::e820`](super::firmware::GuestLayout::e820) and
-//! `acpi_rsdp_addr`, and reuse [`long_mode::identity_map`] and the GDT here
-//! (code 0x10, data 0x18) to enter at load address + 0x200 with RSI = zero
-//! page.
+//! - [`linux`]: a stock bzImage through the 64-bit Linux boot protocol
+//!   (zero page at [`ZERO_PAGE`], command line at [`CMDLINE`], initrd at
+//!   the top of low RAM, e820 from the layout, `acpi_rsdp_addr`).
 
 pub mod elf;
 pub mod flat;
+pub mod linux;
 pub mod long_mode;
 pub mod multiboot;
 
@@ -37,11 +31,11 @@ use super::decode::Regs;
 /// 640 KiB, above the real-mode IVT and BDA). Guests own this memory once
 /// they run; each loader documents which of these it uses.
 pub const BOOT_GDT: u64 = 0x500;
-/// Linux zero page (boot_params), for the future Linux loader.
+/// Linux zero page (boot_params).
 pub const ZERO_PAGE: u64 = 0x7000;
 /// Page tables of the 64-bit entry: PML4, PDPT, then four page directories.
 pub const BOOT_PML4: u64 = 0x9000;
-/// Linux command line, for the future Linux loader.
+/// Linux command line.
 pub const CMDLINE: u64 = 0x2_0000;
 
 /// An access outside guest RAM.
@@ -93,6 +87,9 @@ pub enum LoadError {
     Overlap { addr: u64, len: u64 },
     /// The file is shorter than its headers say.
     Truncated,
+    /// A Linux kernel (bzImage) this loader cannot boot, or a request it
+    /// cannot fulfil (command line too long, ...).
+    BadKernel(&'static str),
     Memory(MemError),
 }
 
