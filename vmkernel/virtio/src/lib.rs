@@ -22,6 +22,7 @@
 
 extern crate alloc;
 
+pub mod blk;
 pub mod mmio;
 pub mod queue;
 

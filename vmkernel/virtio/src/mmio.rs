@@ -479,6 +479,74 @@ pub(crate) mod tests {
         dev.read(reg::STATUS, 4) as u32
     }
 
+    /// Feeds every hostile input the queue layer must catch to a fresh
+    /// device from `make`, on its queue `queue`: each puts that device into
+    /// DEVICE_NEEDS_RESET with the matching error while a second device of
+    /// the same kind next to it keeps working, and a reset plus a correct
+    /// bring-up makes the first one usable again.
+    pub(crate) fn hostile_inputs(make: impl Fn() -> Box<dyn VirtioDevice>, queue: usize) {
+        use crate::queue::MAX_CHAIN_BYTES;
+        use crate::testmem::F_NEXT;
+        let mem = TestMem::new(4 << 20);
+        let layout = |base: u64| -> Vec<DriverQueue> {
+            (0..make().queue_count()).map(|i| DriverQueue::new(32, base + i as u64 * 0x1000)).collect()
+        };
+        type Attack = fn(&TestMem, &mut DriverQueue);
+        let attacks: [(&str, Attack, fn(&QueueError) -> bool); 5] = [
+            ("descriptor loop", |m, q| {
+                q.set_desc(m, 0, 0x8000, 4, F_NEXT, 1);
+                q.set_desc(m, 1, 0x8000, 4, F_NEXT, 0);
+                q.publish(m, 0);
+            }, |e| matches!(e, QueueError::DescriptorLoop { .. })),
+            ("address outside RAM", |m, q| q.add_chain(m, 0, &[(0x8000, 16, false), (8 << 20, 512, true)]), |e| {
+                matches!(e, QueueError::BufferOutsideRam { .. })
+            }),
+            ("oversized chain", |m, q| {
+                let n = (MAX_CHAIN_BYTES / (1 << 20)) as u16 + 1;
+                for i in 0..n {
+                    q.set_desc(m, i, 0, 1 << 20, crate::testmem::F_WRITE | if i + 1 < n { F_NEXT } else { 0 }, i + 1);
+                }
+                q.publish(m, 0);
+            }, |e| matches!(e, QueueError::ChainTooLong { .. })),
+            ("available index jump", |m, q| {
+                q.avail_idx = 100;
+                q.publish(m, 0);
+            }, |e| matches!(e, QueueError::AvailIndexJump { .. })),
+            ("head beyond the queue", |m, q| q.publish(m, 31000), |e| matches!(e, QueueError::IndexOutOfRange(_))),
+        ];
+        for (what, attack, expect) in attacks {
+            let mut bad = MmioDevice::new(0, make());
+            let mut good = MmioDevice::new(1, make());
+            let mut bq = layout(0x10_0000);
+            let gq = layout(0x20_0000);
+            assert_eq!(bring_up(&mut bad, &mem, &bq.iter().collect::<Vec<_>>(), VERSION_1), 0xf, "{what}");
+            assert_eq!(bring_up(&mut good, &mem, &gq.iter().collect::<Vec<_>>(), VERSION_1), 0xf, "{what}");
+            attack(&mem, &mut bq[queue]);
+            bad.write(reg::QUEUE_NOTIFY, 4, queue as u64, &mem);
+            match bad.last_error() {
+                Some(DeviceError::Queue { error, .. }) if expect(&error) => {}
+                other => panic!("{what}: {other:?}"),
+            }
+            assert!(!bad.running() && bad.status() & status::DEVICE_NEEDS_RESET != 0, "{what}");
+            assert!(good.running(), "{what}: the neighbour is untouched");
+            // After a reset the device works again.
+            let fresh = layout(0x30_0000);
+            assert_eq!(bring_up(&mut bad, &mem, &fresh.iter().collect::<Vec<_>>(), VERSION_1), 0xf, "{what}");
+            assert!(bad.running());
+        }
+        // A queue size that is not a power of two.
+        let mut d = MmioDevice::new(0, make());
+        let mut qs = layout(0x10_0000);
+        qs[queue].size = 24;
+        bring_up(&mut d, &mem, &qs.iter().collect::<Vec<_>>(), VERSION_1);
+        assert_eq!(d.last_error(), Some(DeviceError::Queue { queue: queue as u16, error: QueueError::BadSize(24) }));
+        // A bad status sequence.
+        let mut d = MmioDevice::new(0, make());
+        d.write(reg::STATUS, 4, 1, &mem);
+        d.write(reg::STATUS, 4, 5, &mem);
+        assert!(matches!(d.last_error(), Some(DeviceError::BadStatus { .. })));
+    }
+
     #[test]
     fn identifies_as_virtio_mmio_version_2() {
         let mut d = MmioDevice::new(3, Box::new(Echo));
@@ -588,6 +656,11 @@ pub(crate) mod tests {
         good.write(reg::QUEUE_NOTIFY, 4, 0, &mem);
         assert_eq!(good_q.used_idx(&mem), 1);
         assert!(good.running() && !bad.running());
+    }
+
+    #[test]
+    fn hostile_inputs_stop_only_the_echo_device() {
+        hostile_inputs(|| Box::new(Echo), 0);
     }
 
     #[test]
