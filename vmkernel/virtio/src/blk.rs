@@ -92,7 +92,7 @@ impl Blk {
         let data_in = chain.writable_len() - 1;
         let data_out = chain.readable_len() - 16;
         let range_ok = |len: u64, size: u64| {
-            len % SECTOR == 0 && sector.checked_mul(SECTOR).and_then(|o| o.checked_add(len)).is_some_and(|end| end <= size)
+            len.is_multiple_of(SECTOR) && sector.checked_mul(SECTOR).and_then(|o| o.checked_add(len)).is_some_and(|end| end <= size)
         };
         match kind {
             T_IN => {

@@ -24,7 +24,9 @@ extern crate alloc;
 
 pub mod blk;
 pub mod mmio;
+pub mod net;
 pub mod queue;
+pub mod rng;
 
 #[cfg(test)]
 pub(crate) mod testmem;

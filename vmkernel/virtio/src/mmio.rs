@@ -130,6 +130,15 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, _features: u64) {}
     /// The driver reset the device.
     fn reset(&mut self) {}
+    /// A network device takes a frame from the switch (default: dropped).
+    /// Returns whether used buffers were returned.
+    fn receive(&mut self, _frame: &[u8], _queues: &mut [Queue], _mem: &dyn GuestMemory) -> Result<bool, DeviceError> {
+        Ok(false)
+    }
+    /// A network device hands over the frames its driver transmitted.
+    fn take_transmitted(&mut self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
     /// The driver notified queue `q`: process what it made available.
     /// Returns whether used buffers were returned (an interrupt is due).
     fn process_queue(&mut self, q: usize, queues: &mut [Queue], mem: &dyn GuestMemory) -> Result<bool, DeviceError>;
@@ -381,18 +390,12 @@ impl MmioDevice {
         }
     }
 
-    /// Lets the device model work outside a notification (a frame arrived
-    /// for a NIC): `f` runs only while the device is live, and an `Ok(true)`
-    /// raises the used-buffer interrupt.
-    pub fn with_device(
-        &mut self,
-        mem: &dyn GuestMemory,
-        f: impl FnOnce(&mut dyn VirtioDevice, &mut [Queue], &dyn GuestMemory) -> Result<bool, DeviceError>,
-    ) {
+    /// Gives a frame to a network device (dropped unless it is live).
+    pub fn receive(&mut self, frame: &[u8], mem: &dyn GuestMemory) {
         if !self.running() {
             return;
         }
-        match f(&mut *self.device, &mut self.queues, mem) {
+        match self.device.receive(frame, &mut self.queues, mem) {
             Ok(true) => self.interrupt_status |= INT_USED_BUFFER,
             Ok(false) => {}
             Err(e) => self.fail(e),
@@ -492,7 +495,8 @@ pub(crate) mod tests {
             (0..make().queue_count()).map(|i| DriverQueue::new(32, base + i as u64 * 0x1000)).collect()
         };
         type Attack = fn(&TestMem, &mut DriverQueue);
-        let attacks: [(&str, Attack, fn(&QueueError) -> bool); 5] = [
+        type Expect = fn(&QueueError) -> bool;
+        let attacks: [(&str, Attack, Expect); 5] = [
             ("descriptor loop", |m, q| {
                 q.set_desc(m, 0, 0x8000, 4, F_NEXT, 1);
                 q.set_desc(m, 1, 0x8000, 4, F_NEXT, 0);
