@@ -260,8 +260,10 @@ impl VmConfig {
             nics: alloc::vec::Vec::new(),
         };
         // diskN.* / nicN.* keys by index, checked after the loop.
-        let mut disks: alloc::collections::BTreeMap<usize, (Option<String>, Option<String>, Option<bool>)> = Default::default();
-        let mut nics: alloc::collections::BTreeMap<usize, (Option<String>, Option<String>, Option<String>)> = Default::default();
+        type DiskKeys = (Option<String>, Option<String>, Option<bool>);
+        type NicKeys = (Option<String>, Option<String>, Option<String>);
+        let mut disks: alloc::collections::BTreeMap<usize, DiskKeys> = Default::default();
+        let mut nics: alloc::collections::BTreeMap<usize, NicKeys> = Default::default();
         let (mut format, mut load, mut entry, mut real_mode) = (String::from("multiboot"), None, None, false);
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
