@@ -148,6 +148,15 @@ pub const VMK_VM_PAUSE: u64 = VMK_BASE + 0x19;
 pub const VMK_VM_RESUME: u64 = VMK_BASE + 0x1a;
 /// Per-VM statistics (a0 = VM, a1 = buffer of `VmStatsRecord::SIZE`).
 pub const VMK_VM_STATS: u64 = VMK_BASE + 0x1b;
+/// `(name, len, vlan) -> 0`: adds a port group to the virtual switch
+/// vSwitch0 (root; EEXIST, EINVAL for a bad name or a VLAN above 4094).
+pub const VMK_PORTGROUP_ADD: u64 = VMK_BASE + 0x30;
+/// `(name, len) -> 0`: removes a port group no NIC uses (root; EBUSY, ENOENT).
+pub const VMK_PORTGROUP_REMOVE: u64 = VMK_BASE + 0x31;
+/// `(name, len, vlan) -> 0`: moves a port group to another VLAN (root).
+pub const VMK_PORTGROUP_SET_VLAN: u64 = VMK_BASE + 0x32;
+/// Longest port group name.
+pub const PORTGROUP_NAME_LEN: usize = 64;
 pub const MAX_VCPUS: u32 = 16;
 /// Modules a Multiboot kernel may be given.
 pub const MAX_MODULES: usize = 16;

@@ -9,6 +9,7 @@
 pub mod guest_memory;
 pub mod svm;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 pub mod vmx;
 

@@ -22,12 +22,18 @@ use vmkernel::vmm::msrs::{MsrEffect, VirtualMsrs};
 use vmkernel::vmm::platform::{Platform, PlatformConfig};
 
 use super::guest_memory::GuestMemory;
+use super::virtio::{GuestRam, VirtioSlots};
 use super::vcpu::{Ctl, Event, Exit, GuestRegs, RAX, RBX, RCX, RDX, SegReg, VcpuHw};
 use crate::arch::cpu;
 use crate::{time, world};
 
-/// Guest-physical holes left unmapped (MMIO): the IOAPIC and LAPIC pages.
-const MMIO_HOLES: [(u64, u64); 2] = [(0xfec0_0000, 0xfec0_1000), (0xfee0_0000, 0xfee0_1000)];
+/// Guest-physical holes left unmapped (MMIO): the virtio-mmio slots, the
+/// IOAPIC and LAPIC pages.
+const MMIO_HOLES: [(u64, u64); 3] = [
+    (vmk_virtio::mmio::SLOTS_BASE, vmk_virtio::mmio::SLOTS_BASE + vmk_virtio::mmio::SLOTS as u64 * vmk_virtio::mmio::SLOT_SIZE),
+    (0xfec0_0000, 0xfec0_1000),
+    (0xfee0_0000, 0xfee0_1000),
+];
 
 /// A module file given to a Multiboot kernel.
 pub struct ModuleImage {
@@ -58,6 +64,8 @@ pub struct Vm {
     pub config: VmConfig,
     memory: GuestMemory,
     platform: Mutex<Platform>,
+    /// Disks and NICs in virtio-mmio slots.
+    virtio: VirtioSlots,
     image: Vec<u8>,
     modules: Vec<ModuleImage>,
     pub state: AtomicU32,
@@ -188,6 +196,14 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
     };
     let platform = new_platform(&config, size);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let virtio = match VirtioSlots::build(id, &config) {
+        Ok(v) => v,
+        Err(e) => {
+            drop(memory);
+            undo_group();
+            return Err(e);
+        }
+    };
     let vcpus = (0..config.vcpus)
         .map(|_| VcpuSlot { world: AtomicU64::new(0), init: AtomicBool::new(false), sipi: AtomicU32::new(0), run_ns: AtomicU64::new(0), hw_frames: AtomicU64::new(0) })
         .collect();
@@ -196,6 +212,7 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
         config,
         memory,
         platform: Mutex::new(platform),
+        virtio,
         image: kernel_image,
         modules,
         state: AtomicU32::new(api::VM_STATE_OFF),
@@ -278,6 +295,7 @@ impl Vm {
         let initial = load_guest(&self.memory, &self.config, &self.image, &self.modules)?;
         *self.initial.lock() = initial;
         *self.platform.lock() = new_platform(&self.config, self.memory.size());
+        self.virtio.reset_all();
         for s in &self.vcpus {
             s.run_ns.store(0, Ordering::Relaxed);
         }
@@ -416,6 +434,60 @@ impl Vm {
         let vcpu_frames: u64 = self.vcpus.iter().map(|s| s.hw_frames.load(Ordering::Relaxed)).sum();
         r.overhead_frames = self.memory.table_frames() as u64 + vcpu_frames;
         r
+    }
+
+    fn guest_ram(&self) -> GuestRam<'_> {
+        GuestRam { memory: &self.memory, holes: &MMIO_HOLES }
+    }
+
+    /// A guest access to virtio-mmio slot `slot` (`value`: a write). The
+    /// device may run a queue (disk I/O blocks this world); then the slot's
+    /// IOAPIC pin follows the device's interrupt level, and frames a NIC
+    /// transmitted go through the virtual switch.
+    fn virtio_access(&self, slot: usize, offset: u64, size: u8, value: Option<u64>) -> Option<u64> {
+        let s = self.virtio.get(slot)?;
+        let ram = self.guest_ram();
+        let (read, level, frames) = {
+            let mut d = s.device.lock();
+            let read = match value {
+                Some(v) => {
+                    d.write(offset, size, v, &ram);
+                    0
+                }
+                None => d.read(offset, size),
+            };
+            (read, d.irq_level(), d.device_mut().take_transmitted())
+        };
+        self.platform.lock().set_ioapic_pin(vmk_virtio::mmio::slot_gsi(slot) as usize, level);
+        if let Some(port) = s.port {
+            for frame in frames {
+                for (vm, to, f) in crate::net::vswitch::input(port, &frame) {
+                    if let Some(target) = lookup(vm) {
+                        target.virtio_receive(to, &f);
+                    }
+                }
+            }
+        }
+        Some(read)
+    }
+
+    /// A frame from the virtual switch for the NIC in `slot`.
+    fn virtio_receive(&self, slot: usize, frame: &[u8]) {
+        let Some(s) = self.virtio.get(slot) else { return };
+        if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
+            return;
+        }
+        let ram = self.guest_ram();
+        let level = {
+            let mut d = s.device.lock();
+            d.receive(frame, &ram);
+            d.irq_level()
+        };
+        self.platform.lock().set_ioapic_pin(vmk_virtio::mmio::slot_gsi(slot) as usize, level);
+        if level {
+            // A halted vCPU re-checks for the interrupt.
+            self.kick_all();
+        }
     }
 
     /// An access to guest-physical space with nothing behind it (logged a
@@ -1000,6 +1072,11 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     fn read(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8) -> Result<u64, vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, false)?;
         let size = size.clamp(1, 8);
+        if let Some((slot, off)) = vmk_virtio::mmio::slot_of(gpa)
+            && let Some(v) = self.vm.virtio_access(slot, off, size, None)
+        {
+            return Ok(v);
+        }
         let mut p = self.vm.platform.lock();
         if p.mmio_claims(self.vcpu, gpa) {
             return Ok(p.mmio_read(self.vcpu, gpa, size));
@@ -1017,6 +1094,11 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     fn write(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8, value: u64) -> Result<(), vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, true)?;
         let size = size.clamp(1, 8);
+        if let Some((slot, off)) = vmk_virtio::mmio::slot_of(gpa)
+            && self.vm.virtio_access(slot, off, size, Some(value)).is_some()
+        {
+            return Ok(());
+        }
         let mut p = self.vm.platform.lock();
         if p.mmio_claims(self.vcpu, gpa) {
             p.mmio_write(self.vcpu, gpa, size, value);

@@ -47,8 +47,9 @@ fn be32(b: &[u8], at: usize) -> u32 {
 enum Mapping {
     /// Never written: the backing file or zeros.
     Unallocated,
-    /// Reads as zeros (v3 zero flag).
-    Zero,
+    /// Reads as zeros (v3 zero flag), possibly with a cluster this image
+    /// owns preallocated behind it.
+    Zero { owned: Option<u64> },
     /// Host offset of the data and whether this image owns it alone.
     Data { host: u64, copied: bool },
     Compressed,
@@ -242,10 +243,11 @@ impl Qcow2 {
         if e & COMPRESSED != 0 {
             return Ok(Mapping::Compressed);
         }
-        if self.version == 3 && e & ZERO != 0 {
-            return Ok(Mapping::Zero);
-        }
         let host = e & OFFSET_MASK;
+        if self.version == 3 && e & ZERO != 0 {
+            let owned = (host != 0 && e & COPIED != 0 && host.is_multiple_of(self.cs())).then_some(host);
+            return Ok(Mapping::Zero { owned });
+        }
         if host == 0 {
             return Ok(Mapping::Unallocated);
         }
@@ -259,7 +261,7 @@ impl Qcow2 {
     fn read_piece(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         match self.lookup(offset)? {
             Mapping::Data { host, .. } => self.file.read_at(host + (offset & (self.cs() - 1)), buf),
-            Mapping::Zero => {
+            Mapping::Zero { .. } => {
                 buf.fill(0);
                 Ok(())
             }
@@ -373,7 +375,11 @@ impl Qcow2 {
             self.read_piece(base, &mut cluster[..valid])?;
         }
         cluster[in_cluster as usize..in_cluster as usize + data.len()].copy_from_slice(data);
-        let c = self.alloc_cluster()?;
+        // A preallocated zero cluster is reused (dropping it would leak it).
+        let c = match mapping {
+            Mapping::Zero { owned: Some(host) } => host,
+            _ => self.alloc_cluster()?,
+        };
         self.file.write_at(c, &cluster)?;
         self.file.write_at(l2 + 8 * l2i, &(c | COPIED).to_be_bytes())?;
         if let Mapping::Data { host, copied: false } = mapping {

@@ -163,6 +163,26 @@ fn qcow2_v2_writes_pass_qemu_img_check_and_compare() {
 }
 
 #[test]
+fn qcow2_preallocated_metadata_and_zeroed_clusters_are_written_in_place() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, reference) = (p(d.path(), "pre.qcow2"), p(d.path(), "ref.raw"));
+    let size = 16u64 << 20;
+    must(&["create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", &img, "16M"]);
+    // Zero-flagged clusters that keep their preallocated offsets.
+    let io = Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -z 0 4M", &img]).output().expect("qemu-io (qemu-utils)");
+    assert!(io.status.success(), "{}", String::from_utf8_lossy(&io.stderr));
+    raw_file(&reference, size);
+    let len_before = std::fs::metadata(&img).unwrap().len();
+    let mut store = HostStore::default();
+    let mut disk = vmk_vdisk::open(&mut store, &img, Format::Qcow2, false).unwrap();
+    let w = writes(size);
+    apply(&mut *disk, &reference, &w);
+    drop(disk);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), len_before, "every write landed in a preallocated cluster");
+    check_and_compare(&img, "qcow2", &reference);
+}
+
+#[test]
 fn qcow2_small_clusters_allocate_refcount_blocks() {
     // 4 KiB clusters with 16-bit refcounts: one refcount block covers 8 MiB
     // of file, so the writes below need new refcount blocks.

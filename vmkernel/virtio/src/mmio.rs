@@ -223,6 +223,13 @@ impl MmioDevice {
         self.interrupt_status |= INT_CONFIG_CHANGE;
     }
 
+    /// The VM was reset or powered off: back to the power-on state, with
+    /// no queue addresses left that could name the next boot's memory.
+    pub fn host_reset(&mut self) {
+        self.reset();
+        self.last_error = None;
+    }
+
     fn reset(&mut self) {
         for q in &mut self.queues {
             q.reset();

@@ -7,6 +7,7 @@
 //! `/etc/mantle/network.conf`, else DHCP (`vmk_net::config::boot_config`).
 
 pub mod phy;
+pub mod vswitch;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;

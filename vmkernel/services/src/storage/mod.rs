@@ -13,6 +13,7 @@
 //! power-off, which unmounts every datastore (`shutdown`).
 
 pub mod fs;
+pub mod vdisk;
 
 use alloc::format;
 use alloc::string::String;

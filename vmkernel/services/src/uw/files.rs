@@ -136,6 +136,9 @@ struct Provider;
 
 impl ProcProvider for Provider {
     fn net_file(&self, name: &str) -> Option<String> {
+        if name == "vswitch" {
+            return Some(crate::net::vswitch::describe());
+        }
         crate::net::with_stack(|s| match name {
             "dev" => Some(s.proc_net_dev()),
             "route" => Some(s.proc_net_route()),
