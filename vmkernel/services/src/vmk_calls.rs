@@ -66,7 +66,7 @@ pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
             })
             .unwrap_or_else(|e| e),
         api::VMK_PORTGROUP_ADD | api::VMK_PORTGROUP_REMOVE | api::VMK_PORTGROUP_SET_VLAN => {
-            root(&p).and_then(|_| portgroup(&p, n, a)).unwrap_or_else(|e| e)
+            root(&p).and_then(|_| portgroup(&p, nr, a)).unwrap_or_else(|e| e)
         }
         _ => -ENOSYS,
     }
