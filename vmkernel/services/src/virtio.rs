@@ -19,7 +19,7 @@ use vmk_virtio::net::Net;
 use vmk_vswitch::PortId;
 use vmkernel::vmk_api::VmConfig;
 
-use super::guest_memory::GuestMemory;
+use crate::hv::guest_memory::GuestMemory;
 use crate::net::vswitch;
 use crate::storage::vdisk::VfsImageStore;
 
