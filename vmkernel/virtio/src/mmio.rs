@@ -689,3 +689,104 @@ pub(crate) mod tests {
         assert_eq!(d.read(reg::MAGIC + 1, 4), 0);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::testmem::TestMem;
+    use alloc::vec;
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    struct NullDisk(Vec<u8>);
+    impl vmk_vdisk::BlockBackend for NullDisk {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), vmk_vdisk::DiskError> {
+            let o = offset as usize;
+            buf.copy_from_slice(self.0.get(o..o + buf.len()).ok_or(vmk_vdisk::DiskError::OutOfRange)?);
+            Ok(())
+        }
+        fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), vmk_vdisk::DiskError> {
+            let o = offset as usize;
+            self.0.get_mut(o..o + data.len()).ok_or(vmk_vdisk::DiskError::OutOfRange)?.copy_from_slice(data);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), vmk_vdisk::DiskError> {
+            Ok(())
+        }
+    }
+
+    struct Zeros;
+    impl crate::rng::EntropySource for Zeros {
+        fn fill(&mut self, buf: &mut [u8]) {
+            buf.fill(0);
+        }
+    }
+
+    /// A guest that writes random registers (biased towards the ones that
+    /// matter) over random RAM, with random queue kicks and frames: no
+    /// device model may panic or run while it waits for a reset.
+    #[test]
+    fn random_guests_never_panic() {
+        let regs = [
+            reg::STATUS, reg::QUEUE_SEL, reg::QUEUE_NUM, reg::QUEUE_READY, reg::QUEUE_NOTIFY, reg::QUEUE_DESC_LOW,
+            reg::QUEUE_DRIVER_LOW, reg::QUEUE_DEVICE_LOW, reg::DRIVER_FEATURES, reg::DRIVER_FEATURES_SEL, reg::INTERRUPT_ACK,
+            reg::CONFIG, reg::QUEUE_DESC_HIGH,
+        ];
+        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        for round in 0..60 {
+            let mem = TestMem::new(64 << 10);
+            {
+                let mut m = mem.0.borrow_mut();
+                for b in m.iter_mut() {
+                    *b = rng.next() as u8;
+                }
+            }
+            let device: Box<dyn VirtioDevice> = match round % 3 {
+                0 => Box::new(crate::blk::Blk::new(Box::new(NullDisk(vec![0; 1 << 16])), "fuzz")),
+                1 => Box::new(crate::net::Net::new([2, 0, 0, 0, 0, 1])),
+                _ => Box::new(crate::rng::Rng::new(Box::new(Zeros))),
+            };
+            let mut d = MmioDevice::new(0, device);
+            for _ in 0..2000 {
+                let r = rng.next();
+                let reg = regs[(r % regs.len() as u64) as usize];
+                let value = match reg {
+                    reg::STATUS => [0, 1, 3, 0xb, 0xf, r >> 8][(r >> 4) as usize % 6],
+                    reg::QUEUE_NUM => [8, 16, 3, 0, 256, 1000][(r >> 4) as usize % 6],
+                    reg::QUEUE_DESC_LOW | reg::QUEUE_DRIVER_LOW | reg::QUEUE_DEVICE_LOW => (r >> 8) % (80 << 10),
+                    reg::QUEUE_SEL | reg::QUEUE_NOTIFY => (r >> 8) % 3,
+                    _ => r >> 8,
+                };
+                d.write(reg, 4, value, &mem);
+                if r & 0xf == 0 {
+                    // The driver scribbles over its rings.
+                    let at = rng.next() % (64 << 10);
+                    mem.put(at.min((64 << 10) - 8), &rng.next().to_le_bytes());
+                }
+                if r & 0x3f == 1 {
+                    d.receive(&[0xff; 60], &mem);
+                }
+                let _ = d.read(rng.next() % 0x200, 4);
+                d.device_mut().take_transmitted();
+                // A device that needs a reset stays stopped until the driver resets it.
+                if d.status() & status::DEVICE_NEEDS_RESET != 0 {
+                    assert!(!d.running());
+                }
+            }
+        }
+    }
+}
