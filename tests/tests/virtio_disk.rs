@@ -116,9 +116,9 @@ fn guest_reads_and_writes_qcow2_clone_and_split_vmdk_on_a_datastore() {
     // Port groups of the virtual switch.
     let pg = run(&mut c, "vmkcli portgroup add Lab --vlan 20 && vmkcli vswitch list; vmkcli portgroup add Lab; echo again=$?; vmkcli portgroup add Bad --vlan 4095; echo bad=$?");
     check(&c, pg.contains("portgroup \"VM Network\" vlan 0") && pg.contains("portgroup \"Lab\" vlan 20"), &format!("vswitch list:\n{pg}"));
-    check(&c, pg.contains("already exists") && pg.contains("again=1") && pg.contains("bad=1"), &format!("duplicate and bad port groups:\n{pg}"));
+    check(&c, pg.contains("vmkcli: it already exists") && pg.contains("again=1") && pg.contains("VLAN 0 to 4094") && pg.contains("bad=1"), &format!("duplicate and bad port groups:\n{pg}"));
     let pg = run(&mut c, "vmkcli portgroup set Lab --vlan 30 && vmkcli portgroup remove Lab && vmkcli vswitch list");
-    check(&c, !pg.contains("\"Lab\"") && pg.contains("VM Network"), &format!("after remove:\n{pg}"));
+    check(&c, !pg.contains("portgroup \"Lab\"") && pg.contains("portgroup \"VM Network\" vlan 0"), &format!("after remove:\n{pg}"));
 
     let _ = c.send("poweroff -f\n");
     let status = c.wait_exit(Duration::from_secs(120));

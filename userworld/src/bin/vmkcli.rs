@@ -428,20 +428,10 @@ fn run(cli: Cli) -> std::io::Result<()> {
         Cmd::Version => println!("VMkernel API version {}", vmk::version()?),
         Cmd::Vm { cmd } => vm_cmd(cmd)?,
         Cmd::Vswitch { cmd: VswitchCmd::List } => print!("{}", std::fs::read_to_string("/proc/net/vswitch")?),
-        Cmd::Portgroup { cmd } => match cmd {
-            PortgroupCmd::Add { name, vlan } => {
-                vmk::portgroup_add(&name, vlan)?;
-                println!("port group {name:?} added (VLAN {vlan})");
-            }
-            PortgroupCmd::Remove { name } => {
-                vmk::portgroup_remove(&name)?;
-                println!("port group {name:?} removed");
-            }
-            PortgroupCmd::Set { name, vlan } => {
-                vmk::portgroup_set_vlan(&name, vlan)?;
-                println!("port group {name:?} on VLAN {vlan}");
-            }
-        },
+        Cmd::Portgroup { cmd } => portgroup_cmd(cmd).map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => std::io::Error::other("invalid port group: a name of 1 to 64 printable characters and a VLAN 0 to 4094"),
+            _ => e,
+        })?,
         Cmd::Group { cmd } => match cmd {
             GroupCmd::List => {
                 for id in vmk::group_list()? {
@@ -472,6 +462,24 @@ fn run(cli: Cli) -> std::io::Result<()> {
                 return Err(err);
             }
         },
+    }
+    Ok(())
+}
+
+fn portgroup_cmd(cmd: PortgroupCmd) -> std::io::Result<()> {
+    match cmd {
+        PortgroupCmd::Add { name, vlan } => {
+            vmk::portgroup_add(&name, vlan)?;
+            println!("port group {name:?} added (VLAN {vlan})");
+        }
+        PortgroupCmd::Remove { name } => {
+            vmk::portgroup_remove(&name)?;
+            println!("port group {name:?} removed");
+        }
+        PortgroupCmd::Set { name, vlan } => {
+            vmk::portgroup_set_vlan(&name, vlan)?;
+            println!("port group {name:?} on VLAN {vlan}");
+        }
     }
     Ok(())
 }
