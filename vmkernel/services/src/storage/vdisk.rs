@@ -23,7 +23,7 @@ impl ImageFile for VfsImageFile {
             match self.0.pread(offset + done as u64, &mut buf[done..]) {
                 Ok(0) => return Err(DiskError::Io(5)),
                 Ok(n) => done += n,
-                Err(e) => return Err(DiskError::Io(e.0 as i32)),
+                Err(e) => return Err(DiskError::Io(e.0)),
             }
         }
         Ok(())
@@ -36,13 +36,13 @@ impl ImageFile for VfsImageFile {
                 Ok(n) => done += n,
                 // ENOSPC and EFBIG: the datastore or FAT's 4 GiB file limit.
                 Err(e) if e.0 == 28 || e.0 == 27 => return Err(DiskError::NoSpace),
-                Err(e) => return Err(DiskError::Io(e.0 as i32)),
+                Err(e) => return Err(DiskError::Io(e.0)),
             }
         }
         Ok(())
     }
     fn flush(&mut self) -> Result<(), DiskError> {
-        self.0.fsync().map_err(|e| DiskError::Io(e.0 as i32))
+        self.0.fsync().map_err(|e| DiskError::Io(e.0))
     }
 }
 
