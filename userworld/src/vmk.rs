@@ -123,3 +123,15 @@ pub fn vm_console_read(id: u32, from: u64, max: usize) -> io::Result<Vec<u8>> {
 pub fn vm_console_write(id: u32, data: &[u8]) -> io::Result<usize> {
     call(VMK_VM_CONSOLE_WRITE, [id as u64, data.as_ptr() as u64, data.len() as u64, 0]).map(|n| n as usize)
 }
+
+pub fn portgroup_add(name: &str, vlan: u16) -> io::Result<()> {
+    call(VMK_PORTGROUP_ADD, [name.as_ptr() as u64, name.len() as u64, vlan as u64, 0]).map(|_| ())
+}
+
+pub fn portgroup_remove(name: &str) -> io::Result<()> {
+    call(VMK_PORTGROUP_REMOVE, [name.as_ptr() as u64, name.len() as u64, 0, 0]).map(|_| ())
+}
+
+pub fn portgroup_set_vlan(name: &str, vlan: u16) -> io::Result<()> {
+    call(VMK_PORTGROUP_SET_VLAN, [name.as_ptr() as u64, name.len() as u64, vlan as u64, 0]).map(|_| ())
+}

@@ -28,8 +28,42 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VmCmd,
     },
+    /// The virtual switch vSwitch0: port groups, ports and their counters.
+    Vswitch {
+        #[command(subcommand)]
+        cmd: VswitchCmd,
+    },
+    /// Port groups of vSwitch0 (VM NICs name one in `nicN.network`).
+    Portgroup {
+        #[command(subcommand)]
+        cmd: PortgroupCmd,
+    },
     /// Print the VMkernel API version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum VswitchCmd {
+    /// Port groups (name, VLAN) and ports (NIC, counters).
+    List,
+}
+
+#[derive(Subcommand)]
+enum PortgroupCmd {
+    /// Add a port group (VLAN 0: untagged).
+    Add {
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        vlan: u16,
+    },
+    /// Remove a port group no NIC is connected to.
+    Remove { name: String },
+    /// Move a port group to another VLAN.
+    Set {
+        name: String,
+        #[arg(long)]
+        vlan: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -413,6 +447,11 @@ fn run(cli: Cli) -> std::io::Result<()> {
     match cli.cmd {
         Cmd::Version => println!("VMkernel API version {}", vmk::version()?),
         Cmd::Vm { cmd } => vm_cmd(cmd)?,
+        Cmd::Vswitch { cmd: VswitchCmd::List } => print!("{}", std::fs::read_to_string("/proc/net/vswitch")?),
+        Cmd::Portgroup { cmd } => portgroup_cmd(cmd).map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => std::io::Error::other("invalid port group: a name of 1 to 64 printable characters and a VLAN 0 to 4094"),
+            _ => e,
+        })?,
         Cmd::Group { cmd } => match cmd {
             GroupCmd::List => {
                 for id in vmk::group_list()? {
@@ -447,6 +486,24 @@ fn run(cli: Cli) -> std::io::Result<()> {
     Ok(())
 }
 
+fn portgroup_cmd(cmd: PortgroupCmd) -> std::io::Result<()> {
+    match cmd {
+        PortgroupCmd::Add { name, vlan } => {
+            vmk::portgroup_add(&name, vlan)?;
+            println!("port group {name:?} added (VLAN {vlan})");
+        }
+        PortgroupCmd::Remove { name } => {
+            vmk::portgroup_remove(&name)?;
+            println!("port group {name:?} removed");
+        }
+        PortgroupCmd::Set { name, vlan } => {
+            vmk::portgroup_set_vlan(&name, vlan)?;
+            println!("port group {name:?} on VLAN {vlan}");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -459,7 +516,8 @@ fn main() -> ExitCode {
                 Some(libc::ENOEXEC) => "the kernel is not a loadable Multiboot image (see the host log)".to_string(),
                 Some(libc::ETIMEDOUT) => "timed out".to_string(),
                 Some(libc::EAGAIN) => "the guest does not handle the ACPI power button (no ACPI, or nothing listening); use `vm stop`".to_string(),
-                Some(libc::EBUSY) => "busy: the group still has members, or the VM is (not) running".to_string(),
+                Some(libc::EBUSY) => "busy: the group or port group still has members, or the VM is (not) running".to_string(),
+                Some(libc::EEXIST) => "it already exists".to_string(),
                 Some(libc::EINVAL) => "invalid settings (see the host log for VM configurations; shares 1..=1000000; limit at least the reservation)".to_string(),
                 Some(libc::ENOSYS) => "not running on the Mantle VMkernel".to_string(),
                 _ => e.to_string(),

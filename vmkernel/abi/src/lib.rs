@@ -155,15 +155,66 @@ pub const VMK_VM_SHUTDOWN: u64 = VMK_BASE + 0x1c;
 /// chipset raises it (ESXi's `vmdumper nmi`, QEMU's monitor `nmi`): a vCPU
 /// whose LVT LINT1 is masked, or not in NMI mode, does not take it as one.
 pub const VMK_VM_NMI: u64 = VMK_BASE + 0x20;
+/// `(name, len, vlan) -> 0`: adds a port group to the virtual switch
+/// vSwitch0 (root; EEXIST, EINVAL for a bad name or a VLAN above 4094).
+pub const VMK_PORTGROUP_ADD: u64 = VMK_BASE + 0x30;
+/// `(name, len) -> 0`: removes a port group no NIC uses (root; EBUSY, ENOENT).
+pub const VMK_PORTGROUP_REMOVE: u64 = VMK_BASE + 0x31;
+/// `(name, len, vlan) -> 0`: moves a port group to another VLAN (root).
+pub const VMK_PORTGROUP_SET_VLAN: u64 = VMK_BASE + 0x32;
+/// Longest port group name.
+pub const PORTGROUP_NAME_LEN: usize = 64;
 pub const MAX_VCPUS: u32 = 16;
 /// Modules a Multiboot kernel may be given.
 pub const MAX_MODULES: usize = 16;
 pub const MAX_VM_MEMORY_MIB: u32 = 64 * 1024;
 
+/// Virtio devices a VM may have (virtio-mmio slots 0..8: disks first, then NICs).
+pub const MAX_VIRTIO_DEVICES: usize = 8;
+
+/// A VM's disk (`diskN.*`): an image file on a datastore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Absolute path of the image (`/vmfs/volumes/<ds>/<vm>/<file>`).
+    pub file: alloc::string::String,
+    /// `raw`, `qcow2` or `vmdk` (default: from the file name, else raw).
+    pub format: alloc::string::String,
+    pub readonly: bool,
+}
+
+/// A VM's NIC (`nicN.*`) on a port group of the virtual switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NicConfig {
+    /// Port group name.
+    pub network: alloc::string::String,
+    /// Unicast MAC; `None`: the kernel makes one from the VM's ID.
+    pub mac: Option<[u8; 6]>,
+    /// `virtio-net` (the only model the VMM offers).
+    pub model: alloc::string::String,
+}
+
+/// Parses a unicast, non-zero MAC `xx:xx:xx:xx:xx:xx`.
+pub fn parse_unicast_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    (parts.next().is_none() && mac[0] & 1 == 0 && mac != [0; 6]).then_some(mac)
+}
+
 /// A VM definition. Text form, one `key = value` per line (`#` comments):
 /// `name`, `memory_mib`, `vcpus`, `kernel` (Multiboot kernel path),
 /// `cmdline`, `shares`, `reservation_pct`, `limit_pct`, `format`
-/// (`multiboot`, `flat`, `elf64`, `linux`), `initrd` (Linux only).
+/// (`multiboot`, `flat`, `elf64`, `linux`), `initrd` (Linux only); disks
+/// `diskN.file` (absolute path), `diskN.format` (`raw`|`qcow2`|`vmdk`),
+/// `diskN.readonly` (`true`|`false`); NICs `nicN.network` (port group),
+/// `nicN.mac`, `nicN.model` (`virtio-net`). N counts from 0 without gaps;
+/// disks and NICs together take at most [`MAX_VIRTIO_DEVICES`] slots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmConfig {
     pub name: alloc::string::String,
@@ -181,6 +232,8 @@ pub struct VmConfig {
     pub format: KernelFormat,
     /// The initial RAM disk of a Linux kernel (`format = "linux"`).
     pub initrd: Option<alloc::string::String>,
+    pub disks: alloc::vec::Vec<DiskConfig>,
+    pub nics: alloc::vec::Vec<NicConfig>,
 }
 
 /// How a VM's kernel file is loaded.
@@ -226,7 +279,14 @@ impl VmConfig {
             modules: alloc::vec::Vec::new(),
             format: KernelFormat::Multiboot,
             initrd: None,
+            disks: alloc::vec::Vec::new(),
+            nics: alloc::vec::Vec::new(),
         };
+        // diskN.* / nicN.* keys by index, checked after the loop.
+        type DiskKeys = (Option<String>, Option<String>, Option<bool>);
+        type NicKeys = (Option<String>, Option<String>, Option<String>);
+        let mut disks: alloc::collections::BTreeMap<usize, DiskKeys> = Default::default();
+        let mut nics: alloc::collections::BTreeMap<usize, NicKeys> = Default::default();
         let (mut format, mut load, mut entry, mut real_mode) = (String::from("multiboot"), None, None, false);
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -271,8 +331,89 @@ impl VmConfig {
                     }
                     c.modules.push((path.into(), args.into()));
                 }
-                _ => return Err(format!("line {}: unknown setting {k:?}", n + 1)),
+                _ => {
+                    // diskN.file / nicN.network and friends.
+                    let indexed = |prefix: &str| -> Option<Result<(usize, &str), String>> {
+                        let rest = k.strip_prefix(prefix)?;
+                        let (digits, field) = rest.split_once('.')?;
+                        let canonical = digits == "0" || !digits.starts_with('0');
+                        Some(match digits.parse::<usize>() {
+                            Ok(i) if i < MAX_VIRTIO_DEVICES && canonical => Ok((i, field)),
+                            _ => Err(format!("line {}: {k}: bad index (0 to {})", n + 1, MAX_VIRTIO_DEVICES - 1)),
+                        })
+                    };
+                    if let Some(r) = indexed("disk") {
+                        let (i, field) = r?;
+                        let d = disks.entry(i).or_default();
+                        match field {
+                            "file" => d.0 = Some(v.into()),
+                            "format" => d.1 = Some(v.into()),
+                            "readonly" => {
+                                d.2 = Some(match v.to_ascii_lowercase().as_str() {
+                                    "true" | "yes" | "1" => true,
+                                    "false" | "no" | "0" => false,
+                                    _ => return Err(format!("line {}: {k}: true or false, not {v:?}", n + 1)),
+                                })
+                            }
+                            _ => return Err(format!("line {}: unknown setting {k:?}", n + 1)),
+                        }
+                    } else if let Some(r) = indexed("nic") {
+                        let (i, field) = r?;
+                        let e = nics.entry(i).or_default();
+                        match field {
+                            "network" => e.0 = Some(v.into()),
+                            "mac" => e.1 = Some(v.into()),
+                            "model" => e.2 = Some(v.into()),
+                            _ => return Err(format!("line {}: unknown setting {k:?}", n + 1)),
+                        }
+                    } else {
+                        return Err(format!("line {}: unknown setting {k:?}", n + 1));
+                    }
+                }
             }
+        }
+        for (pos, (i, (file, fmt, readonly))) in disks.into_iter().enumerate() {
+            if pos != i {
+                return Err(format!("disk{pos}: missing (disks count from 0 without gaps)"));
+            }
+            let file = file.ok_or_else(|| format!("disk{i}.file is required"))?;
+            if !file.starts_with('/') || file.split('/').any(|p| p == "..") {
+                return Err(format!("disk{i}.file {file:?}: an absolute path without '..' is required"));
+            }
+            let fmt = fmt.unwrap_or_else(|| {
+                if file.ends_with(".qcow2") {
+                    "qcow2".into()
+                } else if file.ends_with(".vmdk") {
+                    "vmdk".into()
+                } else {
+                    "raw".into()
+                }
+            });
+            if !matches!(fmt.as_str(), "raw" | "qcow2" | "vmdk") {
+                return Err(format!("disk{i}.format {fmt:?}: raw, qcow2 or vmdk"));
+            }
+            c.disks.push(DiskConfig { file, format: fmt, readonly: readonly.unwrap_or(false) });
+        }
+        for (pos, (i, (network, mac, model))) in nics.into_iter().enumerate() {
+            if pos != i {
+                return Err(format!("nic{pos}: missing (NICs count from 0 without gaps)"));
+            }
+            let network = network.ok_or_else(|| format!("nic{i}.network is required"))?;
+            if network.is_empty() || network.len() > 64 {
+                return Err(format!("nic{i}.network: 1 to 64 characters"));
+            }
+            let mac = match mac.as_deref() {
+                None | Some("") => None,
+                Some(m) => Some(parse_unicast_mac(m).ok_or_else(|| format!("nic{i}.mac {m:?}: six hex pairs, unicast, not all zero"))?),
+            };
+            let model = model.unwrap_or_else(|| "virtio-net".into());
+            if model != "virtio-net" {
+                return Err(format!("nic{i}.model {model:?}: the VMM offers virtio-net"));
+            }
+            c.nics.push(NicConfig { network, mac, model });
+        }
+        if c.disks.len() + c.nics.len() > MAX_VIRTIO_DEVICES {
+            return Err(format!("at most {MAX_VIRTIO_DEVICES} disks and NICs together"));
         }
         if c.name.is_empty() || c.name.len() > NAME_LEN || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
             return Err(format!("name {:?}: 1 to {NAME_LEN} letters, digits, '-', '_' or '.'", c.name));
@@ -472,6 +613,44 @@ mod vm_tests {
         assert!(VmConfig::parse("name=l\nkernel=/k\nformat=linux\ninitrd=rel").unwrap_err().contains("absolute"));
         assert!(VmConfig::parse("name=l\nkernel=/k\ninitrd=/i").unwrap_err().contains("format = linux"));
         assert!(VmConfig::parse("name=l\nkernel=/k\nformat=linux\nmodule=/m").unwrap_err().contains("Multiboot"));
+    }
+
+    #[test]
+    fn config_disks_and_nics() {
+        let c = VmConfig::parse(
+            "name=x\nkernel=/k\ndisk0.file = \"/vmfs/volumes/ds1/x/x.qcow2\"\ndisk1.file=/vmfs/volumes/ds1/x/d.img\ndisk1.readonly=TRUE\ndisk1.format=raw\nnic0.network = \"VM Network\"\nnic0.mac=00:50:56:0a:0b:0c\nnic1.network=Lab\nnic1.model=virtio-net\n",
+        )
+        .unwrap();
+        assert_eq!(c.disks, [
+            DiskConfig { file: "/vmfs/volumes/ds1/x/x.qcow2".into(), format: "qcow2".into(), readonly: false },
+            DiskConfig { file: "/vmfs/volumes/ds1/x/d.img".into(), format: "raw".into(), readonly: true },
+        ]);
+        assert_eq!(c.nics, [
+            NicConfig { network: "VM Network".into(), mac: Some([0, 0x50, 0x56, 0x0a, 0x0b, 0x0c]), model: "virtio-net".into() },
+            NicConfig { network: "Lab".into(), mac: None, model: "virtio-net".into() },
+        ]);
+        assert_eq!(VmConfig::parse("name=x\nkernel=/k\ndisk0.file=/a.vmdk").unwrap().disks[0].format, "vmdk");
+        for (bad, why) in [
+            ("disk0.file=rel.img", "absolute path"),
+            ("disk0.file=/vmfs/volumes/ds/../../etc/passwd", "absolute path"),
+            ("disk1.file=/a.img", "disk0: missing"),
+            ("disk0.format=qcow2", "disk0.file is required"),
+            ("disk0.file=/a\ndisk0.format=vdi", "raw, qcow2 or vmdk"),
+            ("disk0.file=/a\ndisk0.readonly=maybe", "true or false"),
+            ("disk0.size=1", "unknown setting"),
+            ("disk8.file=/a", "bad index"),
+            ("disk01.file=/a", "bad index"),
+            ("nic0.mac=00:50:56:0a:0b:0c", "nic0.network is required"),
+            ("nic0.network=n\nnic0.mac=01:00:5e:00:00:01", "unicast"),
+            ("nic0.network=n\nnic0.mac=00:00:00:00:00:00", "unicast"),
+            ("nic0.network=n\nnic0.model=e1000", "virtio-net"),
+            ("nic0.color=red", "unknown setting"),
+        ] {
+            let e = VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{bad}")).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        let many: String = (0..5).map(|i| alloc::format!("disk{i}.file=/d{i}\nnic{i}.network=n\n")).collect();
+        assert!(VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{many}")).unwrap_err().contains("at most 8"));
     }
 
     #[test]

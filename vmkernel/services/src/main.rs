@@ -23,6 +23,7 @@ mod nic;
 mod storage;
 mod syscall;
 mod uw;
+mod virtio;
 mod vm;
 mod vmk_calls;
 

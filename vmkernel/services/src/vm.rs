@@ -24,6 +24,7 @@ use vmkernel::vmm::pvclock::{self, ClockWrite, KvmClock};
 use crate::hv;
 use hv::guest_memory::GuestMemory;
 use hv::vcpu::{Ctl, Event, Exit, GuestRegs, RAX, RBX, RCX, RDX, SegReg, VcpuHw};
+use crate::virtio::{GuestRam, VirtioSlots};
 use crate::arch::cpu;
 use crate::{time, world};
 
@@ -31,8 +32,13 @@ use crate::{time, world};
 /// again at once (never recorded as an exit reason).
 const REASON_GUEST_RESET: u32 = u32::MAX;
 
-/// Guest-physical holes left unmapped (MMIO): the IOAPIC and LAPIC pages.
-const MMIO_HOLES: [(u64, u64); 2] = [(0xfec0_0000, 0xfec0_1000), (0xfee0_0000, 0xfee0_1000)];
+/// Guest-physical holes left unmapped (MMIO): the virtio-mmio slots, the
+/// IOAPIC and LAPIC pages.
+const MMIO_HOLES: [(u64, u64); 3] = [
+    (vmk_virtio::mmio::SLOTS_BASE, vmk_virtio::mmio::SLOTS_BASE + vmk_virtio::mmio::SLOTS as u64 * vmk_virtio::mmio::SLOT_SIZE),
+    (0xfec0_0000, 0xfec0_1000),
+    (0xfee0_0000, 0xfee0_1000),
+];
 
 /// A module file given to a Multiboot kernel.
 pub struct ModuleImage {
@@ -65,6 +71,8 @@ pub struct Vm {
     pub config: VmConfig,
     memory: GuestMemory,
     platform: Mutex<Platform>,
+    /// Disks and NICs in virtio-mmio slots.
+    virtio: VirtioSlots,
     image: Vec<u8>,
     modules: Vec<ModuleImage>,
     pub state: AtomicU32,
@@ -129,7 +137,8 @@ const EAGAIN: i64 = 11;
 /// MADT for every vCPU, an MP table) and loads the kernel and modules.
 fn load_guest(memory: &GuestMemory, config: &VmConfig, image: &[u8], modules: &[ModuleImage]) -> Result<VcpuState, (i64, String)> {
     let mut lm = LoaderMem(memory);
-    let fw = vmkernel::vmm::firmware::PlatformConfig::new(config.vcpus);
+    let mut fw = vmkernel::vmm::firmware::PlatformConfig::new(config.vcpus);
+    fw.virtio_mmio_slots = VirtioSlots::occupied(config);
     let acpi = vmkernel::vmm::firmware::build_acpi(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the ACPI tables: {e:?}")))?;
     vmkernel::vmm::firmware::build_mp_table(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the MP table: {e:?}")))?;
     let loaded = match config.format {
@@ -213,6 +222,14 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
     };
     let platform = new_platform(&config, size);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let virtio = match VirtioSlots::build(id, &config) {
+        Ok(v) => v,
+        Err(e) => {
+            drop(memory);
+            undo_group();
+            return Err(e);
+        }
+    };
     let vcpus = (0..config.vcpus)
         .map(|_| VcpuSlot {
             world: AtomicU64::new(0),
@@ -228,6 +245,7 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
         config,
         memory,
         platform: Mutex::new(platform),
+        virtio,
         image: kernel_image,
         modules,
         state: AtomicU32::new(api::VM_STATE_OFF),
@@ -321,6 +339,7 @@ impl Vm {
         }
         *self.clock.lock() = new_clock();
         self.kvm_wall_clock.store(0, Ordering::Relaxed);
+        self.virtio.reset_all();
         for s in &self.vcpus {
             s.run_ns.store(0, Ordering::Relaxed);
             s.kvm_system_time.store(0, Ordering::Relaxed);
@@ -472,6 +491,60 @@ impl Vm {
         let vcpu_frames: u64 = self.vcpus.iter().map(|s| s.hw_frames.load(Ordering::Relaxed)).sum();
         r.overhead_frames = self.memory.table_frames() as u64 + vcpu_frames;
         r
+    }
+
+    fn guest_ram(&self) -> GuestRam<'_> {
+        GuestRam { memory: &self.memory, holes: &MMIO_HOLES }
+    }
+
+    /// A guest access to virtio-mmio slot `slot` (`value`: a write). The
+    /// device may run a queue (disk I/O blocks this world); then the slot's
+    /// IOAPIC pin follows the device's interrupt level, and frames a NIC
+    /// transmitted go through the virtual switch.
+    fn virtio_access(&self, slot: usize, offset: u64, size: u8, value: Option<u64>) -> Option<u64> {
+        let s = self.virtio.get(slot)?;
+        let ram = self.guest_ram();
+        let (read, level, frames) = {
+            let mut d = s.device.lock();
+            let read = match value {
+                Some(v) => {
+                    d.write(offset, size, v, &ram);
+                    0
+                }
+                None => d.read(offset, size),
+            };
+            (read, d.irq_level(), d.device_mut().take_transmitted())
+        };
+        self.platform.lock().set_ioapic_pin(vmk_virtio::mmio::slot_gsi(slot) as usize, level);
+        if let Some(port) = s.port {
+            for frame in frames {
+                for (vm, to, f) in crate::net::vswitch::input(port, &frame) {
+                    if let Some(target) = lookup(vm) {
+                        target.virtio_receive(to, &f);
+                    }
+                }
+            }
+        }
+        Some(read)
+    }
+
+    /// A frame from the virtual switch for the NIC in `slot`.
+    fn virtio_receive(&self, slot: usize, frame: &[u8]) {
+        let Some(s) = self.virtio.get(slot) else { return };
+        if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
+            return;
+        }
+        let ram = self.guest_ram();
+        let level = {
+            let mut d = s.device.lock();
+            d.receive(frame, &ram);
+            d.irq_level()
+        };
+        self.platform.lock().set_ioapic_pin(vmk_virtio::mmio::slot_gsi(slot) as usize, level);
+        if level {
+            // A halted vCPU re-checks for the interrupt.
+            self.kick_all();
+        }
     }
 
     /// An access to guest-physical space with nothing behind it (logged a
@@ -1113,6 +1186,11 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     fn read(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8) -> Result<u64, vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, false)?;
         let size = size.clamp(1, 8);
+        if let Some((slot, off)) = vmk_virtio::mmio::slot_of(gpa)
+            && let Some(v) = self.vm.virtio_access(slot, off, size, None)
+        {
+            return Ok(v);
+        }
         let mut p = self.vm.platform.lock();
         if p.mmio_claims(self.vcpu, gpa) {
             return Ok(p.mmio_read(self.vcpu, gpa, size));
@@ -1130,6 +1208,11 @@ impl vmkernel::vmm::decode::MemoryAccess for MmioAccess<'_> {
     fn write(&mut self, seg: vmkernel::vmm::decode::Seg, ea: u64, size: u8, value: u64) -> Result<(), vmkernel::vmm::decode::AccessError> {
         let gpa = self.gpa(seg, ea, true)?;
         let size = size.clamp(1, 8);
+        if let Some((slot, off)) = vmk_virtio::mmio::slot_of(gpa)
+            && self.vm.virtio_access(slot, off, size, Some(value)).is_some()
+        {
+            return Ok(());
+        }
         let mut p = self.vm.platform.lock();
         if p.mmio_claims(self.vcpu, gpa) {
             p.mmio_write(self.vcpu, gpa, size, value);

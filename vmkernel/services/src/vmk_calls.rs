@@ -67,8 +67,32 @@ pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
                 Ok(v.console_input(&b) as i64)
             })
             .unwrap_or_else(|e| e),
+        api::VMK_PORTGROUP_ADD | api::VMK_PORTGROUP_REMOVE | api::VMK_PORTGROUP_SET_VLAN => {
+            root(&p).and_then(|_| portgroup(&p, nr, a)).unwrap_or_else(|e| e)
+        }
         _ => -ENOSYS,
     }
+}
+
+/// Port group management on vSwitch0.
+fn portgroup(p: &Process, n: u64, a: [u64; 4]) -> Result<i64, i64> {
+    let len = a[1] as usize;
+    if len == 0 || len > api::PORTGROUP_NAME_LEN {
+        return Err(-EINVAL);
+    }
+    let mut name = [0u8; api::PORTGROUP_NAME_LEN];
+    p.copy_from_user(a[0], &mut name[..len])?;
+    let name = core::str::from_utf8(&name[..len]).map_err(|_| -EINVAL)?;
+    let vlan = u16::try_from(a[2]).map_err(|_| -EINVAL)?;
+    let r = match n {
+        api::VMK_PORTGROUP_ADD => crate::net::vswitch::add_port_group(name, vlan),
+        api::VMK_PORTGROUP_REMOVE => crate::net::vswitch::remove_port_group(name),
+        _ => crate::net::vswitch::set_vlan(name, vlan),
+    };
+    r.map(|()| 0).map_err(|e| {
+        log::warn!("vswitch: {e}");
+        -(crate::net::vswitch::errno(&e) as i64)
+    })
 }
 
 fn root(p: &Process) -> Result<(), i64> {

@@ -7,6 +7,7 @@
 //! `/etc/mantle/network.conf`, else DHCP (`vmk_net::config::boot_config`).
 
 pub mod phy;
+pub mod vswitch;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -38,6 +39,9 @@ pub fn now() -> Instant {
 
 /// The text of `/proc/net/<name>` (None: no such file, or no stack yet).
 fn proc_net_file(name: &str) -> Option<alloc::string::String> {
+    if name == "vswitch" {
+        return Some(vswitch::describe());
+    }
     with_stack(|s| match name {
         "dev" => Some(s.proc_net_dev()),
         "route" => Some(s.proc_net_route()),

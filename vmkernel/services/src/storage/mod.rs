@@ -15,6 +15,7 @@
 
 pub mod fs;
 mod nvme_disk;
+pub mod vdisk;
 
 use alloc::format;
 use alloc::string::String;

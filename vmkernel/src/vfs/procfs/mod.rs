@@ -34,7 +34,8 @@ pub trait ProcProvider: Send + Sync {
     fn diskstats(&self) -> Vec<u8> {
         Vec::new()
     }
-    /// The text of `/proc/net/<name>` (`dev`, `route`, `tcp`, `udp`), or
+    /// The text of `/proc/net/<name>` (`dev`, `route`, `tcp`, `udp`,
+    /// `vswitch`: the virtual switch's port groups and ports), or
     /// `None` while the kernel has no network stack.
     fn net_file(&self, _name: &str) -> Option<String> {
         None
@@ -59,7 +60,7 @@ enum Node {
 }
 
 /// The files of `/proc/net`.
-const NET_FILES: [&str; 4] = ["dev", "route", "tcp", "udp"];
+const NET_FILES: [&str; 5] = ["dev", "route", "tcp", "udp", "vswitch"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Global {
