@@ -195,6 +195,23 @@ pub fn activate_shell(c: &mut image_builder::qemu::Console, boot: std::time::Dur
     if let Err(e) = ok {
         panic!("no shell prompt: {e}\n{}\n--- serial log ---\n{}", c.command_line, c.log());
     }
+    wait_for_hostd(c, boot);
+}
+
+/// Waits (at most `limit`) until hostd, which init starts at boot, listens
+/// or has given up: its start-up (certificate, sockets, listening pools)
+/// would otherwise land inside a test's measurements, such as the kernel
+/// heap before and after a fuzz run. Images without hostd just wait out
+/// the limit; this never fails a test.
+pub fn wait_for_hostd(c: &image_builder::qemu::Console, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let log = c.log();
+        if log.contains("hostd: HTTP redirect on") || log.contains("hostd: cannot start") || !log.contains("init: starting hostd") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 

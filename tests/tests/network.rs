@@ -4,7 +4,8 @@
 //! (raw ICMP as root); `wget` fetches a file from an HTTP server this test
 //! runs on the host (10.0.2.2 is the host's 127.0.0.1) with a matching
 //! sha256; BusyBox `httpd` on Mantle serves the file back to the host
-//! through a forwarded port, byte-exact.
+//! through a forwarded port, byte-exact (on 8000: port 80 is hostd's HTTPS
+//! redirect).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -104,7 +105,7 @@ fn network_end_to_end(model: NicModel, machine: Machine, mac: &str) {
     let mut q = qemu_iso(iso("network", "", &[]));
     q.machine = machine;
     q.debug_exit = false;
-    q.nics = vec![Nic { model, forwards: vec![PortForward { host: fwd, guest: 80 }] }];
+    q.nics = vec![Nic { model, forwards: vec![PortForward { host: fwd, guest: 8000 }] }];
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
     activate_shell(&mut c, Duration::from_secs(120), STEP);
 
@@ -141,9 +142,9 @@ fn network_end_to_end(model: NicModel, machine: Machine, mac: &str) {
     check(&c, sum.contains(&want_sha), &format!("sha256 on Mantle {sum:?}, want {want_sha}"));
 
     // httpd on Mantle, fetched through the forwarded port.
-    run(&mut c, "httpd -p 80 -h /tmp");
+    run(&mut c, "httpd -p 8000 -h /tmp");
     let netstat = run(&mut c, "netstat -tln");
-    check(&c, netstat.lines().any(|l| l.contains(":80 ") && l.contains("LISTEN")), &format!("netstat -tln shows port 80:\n{netstat}"));
+    check(&c, netstat.lines().any(|l| l.contains(":8000 ") && l.contains("LISTEN")), &format!("netstat -tln shows port 8000:\n{netstat}"));
     let got = http_get(fwd, "/payload").unwrap_or_else(|e| panic!("fetching from Mantle's httpd: {e}\n--- serial log ---\n{}", c.log()));
     check(&c, got.len() == data.len(), &format!("httpd sent {} bytes, want {}", got.len(), data.len()));
     check(&c, got == data, "httpd's bytes differ from the file");

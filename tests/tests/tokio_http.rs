@@ -137,7 +137,7 @@ fn tokio_hyper_server_answers_concurrent_clients() {
         .collect();
     for s in sleepers {
         let r = s.join().expect("sleeper thread");
-        assert_eq!(r.map(|(st, b)| (st, b)), Ok((200, b"slept 500".to_vec())), "\n--- serial log ---\n{}", c.log());
+        assert_eq!(r, Ok((200, b"slept 500".to_vec())), "\n--- serial log ---\n{}", c.log());
     }
     let el = t.elapsed();
     assert!(el >= Duration::from_millis(500) && el < Duration::from_secs(60), "five concurrent 500 ms sleeps took {el:?}");

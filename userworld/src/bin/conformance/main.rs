@@ -13,6 +13,7 @@ mod misc;
 mod pipes;
 mod process;
 mod signals;
+mod sockets;
 mod threads;
 mod time;
 
@@ -103,6 +104,7 @@ fn main() {
     misc::run(&mut r, &dir);
     signals::run(&mut r);
     events::run(&mut r);
+    sockets::run(&mut r);
 
     r.check("cleanup_temp_dir", || std::fs::remove_dir_all(&dir).map_err(|e| e.to_string()));
     println!("{} passed, {} failed", r.passed, r.failed);

@@ -213,6 +213,9 @@ fn msg_io(cx: &Ctx, fd: u64, msg: u64, send: bool) -> SysResult {
     cx.p.copy_from_user(msg, &mut h)?;
     let q = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap());
     let (iov, iovlen) = (q(16), q(24));
+    if iovlen > 1024 {
+        return Err(neg(EMSGSIZE));
+    }
     if !send {
         // No ancillary data comes back; msg_controllen = 0, msg_flags = 0.
         cx.p.write_u64(msg + 40, 0)?;

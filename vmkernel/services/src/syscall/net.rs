@@ -295,9 +295,11 @@ fn addrlen_nonnull(addr: u64, alen: u64) -> bool {
     addr != 0 && alen != 0
 }
 
+/// A msghdr's iovecs; more than UIO_MAXIOV is EMSGSIZE (as Linux's
+/// sendmsg/recvmsg, unlike readv/writev's EINVAL).
 fn iovecs(cx: &Ctx, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i64> {
     if cnt > 1024 {
-        return Err(err(Errno::EINVAL));
+        return Err(super::neg(vmkernel::linux_abi::errno::EMSGSIZE));
     }
     let mut raw = super::zeroed_buffer(cnt as usize * 16)?;
     cx.p.copy_from_user(iov, &mut raw)?;
