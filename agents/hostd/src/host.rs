@@ -592,7 +592,7 @@ impl Hostd {
             let vmx = vm_dir.join(format!("{}.vmx", cfg.name));
             let result = (|| {
                 let created = create_disks(&vm_dir, &mut cfg)?;
-                let r = store::write_atomic(&vmx, cfg.to_vmx().as_bytes()).map_err(internal("writing the .vmx"));
+                let r = cfg.to_vmx().map_err(OpError::from).and_then(|t| store::write_atomic(&vmx, t.as_bytes()).map_err(internal("writing the .vmx")));
                 if r.is_err() {
                     remove_files(&created);
                 }
@@ -682,7 +682,7 @@ impl Hostd {
             }
             new.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&dir))?;
             let created = create_disks(&dir, &mut new)?;
-            if let Err(err) = store::write_atomic(&e.vmx, new.to_vmx().as_bytes()).map_err(internal("writing the .vmx")) {
+            if let Err(err) = new.to_vmx().map_err(OpError::from).and_then(|t| store::write_atomic(&e.vmx, t.as_bytes()).map_err(internal("writing the .vmx"))) {
                 remove_files(&created);
                 return Err(err);
             }
@@ -798,6 +798,7 @@ impl Hostd {
             }
             _ => {}
         }
+        let vm_dir = e.dir();
         let task = self.task_begin(action.task_kind(), name, user);
         if let Some(e) = inv.get_mut(name) {
             e.busy = Some(task);
@@ -806,7 +807,7 @@ impl Hostd {
         let me = Arc::clone(self);
         let (name, user) = (name.to_string(), user.to_string());
         std::thread::spawn(move || {
-            let r = me.run_power(task, &name, action, &cfg, k);
+            let r = me.run_power(task, &name, action, &cfg, &vm_dir, k);
             // The VM is free and the event recorded before the task reads as
             // ended: a client that saw the task finish may act on the VM at
             // once and finds the event in the log.
@@ -828,7 +829,7 @@ impl Hostd {
         self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))
     }
 
-    fn run_power(&self, task: u64, name: &str, action: PowerAction, cfg: &VmConfig, k: Option<KernelVm>) -> Result<(), OpError> {
+    fn run_power(&self, task: u64, name: &str, action: PowerAction, cfg: &VmConfig, vm_dir: &Path, k: Option<KernelVm>) -> Result<(), OpError> {
         let kerr = |what: &'static str| move |e: io::Error| OpError::Unavailable(format!("{what}: {e}"));
         match action {
             PowerAction::On => {
@@ -837,7 +838,8 @@ impl Hostd {
                     self.kernel.destroy(old.id).map_err(kerr("freeing the stopped VM"))?;
                 }
                 self.task_progress(task, 10);
-                let id = self.kernel.create(&cfg.kernel_text()).map_err(kerr("creating the VM in the VMkernel"))?;
+                let text = cfg.kernel_text(vm_dir).map_err(|e| OpError::Conflict(format!("the configuration of {name} is not valid now: {e}")))?;
+                let id = self.kernel.create(&text).map_err(kerr("creating the VM in the VMkernel"))?;
                 self.task_progress(task, 80);
                 if let Err(e) = self.kernel.start(id) {
                     let _ = self.kernel.destroy(id);

@@ -220,7 +220,7 @@ pub mod fake {
             Ok(lock(&self.vms).clone())
         }
         fn create(&self, text: &str) -> io::Result<u32> {
-            let c = vmkernel::vmk_api::VmConfig::parse(text).map_err(|_| io::Error::from_raw_os_error(22))?;
+            let c = mantle_abi::VmConfig::parse(text).map_err(|_| io::Error::from_raw_os_error(22))?;
             let mut vms = lock(&self.vms);
             if vms.iter().any(|v| v.name == c.name) {
                 return Err(io::Error::from_raw_os_error(17));

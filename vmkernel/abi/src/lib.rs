@@ -152,139 +152,11 @@ pub const MAX_VCPUS: u32 = 16;
 /// Modules a Multiboot kernel may be given.
 pub const MAX_MODULES: usize = 16;
 pub const MAX_VM_MEMORY_MIB: u32 = 64 * 1024;
+/// Longest configuration text `VMK_VM_CREATE` takes.
+pub const MAX_CONFIG_TEXT: usize = 16 * 1024;
 
-/// A VM definition. Text form, one `key = value` per line (`#` comments):
-/// `name`, `memory_mib`, `vcpus`, `kernel` (Multiboot kernel path),
-/// `cmdline`, `shares`, `reservation_pct`, `limit_pct`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VmConfig {
-    pub name: alloc::string::String,
-    pub memory_mib: u32,
-    pub vcpus: u32,
-    pub kernel: alloc::string::String,
-    pub cmdline: alloc::string::String,
-    pub shares: u32,
-    pub reservation_pct: u32,
-    pub limit_pct: Option<u32>,
-    /// Multiboot modules: (path, arguments); the module string the guest
-    /// sees is "<path> <arguments>" (as GRUB and QEMU pass it).
-    pub modules: alloc::vec::Vec<(alloc::string::String, alloc::string::String)>,
-    /// How `kernel` is loaded.
-    pub format: KernelFormat,
-}
-
-/// How a VM's kernel file is loaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum KernelFormat {
-    /// Multiboot (v1): ELF32/ELF64 or the header's address fields.
-    #[default]
-    Multiboot,
-    /// Raw bytes at `load` entered at `entry` in real mode (CS:IP =
-    /// entry >> 4 : entry & 0xf) or 32-bit protected mode (flat, paging off).
-    Flat { load: u32, entry: u32, real_mode: bool },
-    /// An ELF64 image entered in 64-bit mode (identity-mapped low 4 GiB).
-    Elf64,
-}
-
-impl VmConfig {
-    /// The module strings the guest sees.
-    pub fn module_string(path: &str, args: &str) -> alloc::string::String {
-        if args.is_empty() { path.into() } else { alloc::format!("{path} {args}") }
-    }
-
-    pub fn parse(text: &str) -> Result<VmConfig, alloc::string::String> {
-        let hex = |v: &str| -> Option<u32> {
-            match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-                Some(h) => u32::from_str_radix(h, 16).ok(),
-                None => v.parse().ok(),
-            }
-        };
-        use alloc::format;
-        use alloc::string::String;
-        let mut c = VmConfig {
-            name: String::new(),
-            memory_mib: 64,
-            vcpus: 1,
-            kernel: String::new(),
-            cmdline: String::new(),
-            shares: 1000,
-            reservation_pct: 0,
-            limit_pct: None,
-            modules: alloc::vec::Vec::new(),
-            format: KernelFormat::Multiboot,
-        };
-        let (mut format, mut load, mut entry, mut real_mode) = (String::from("multiboot"), None, None, false);
-        for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (k, v) = line.split_once('=').ok_or_else(|| format!("line {}: expected key = value", n + 1))?;
-            let (k, v) = (k.trim(), v.trim().trim_matches('"'));
-            let num = |v: &str| v.parse::<u32>().map_err(|_| format!("line {}: {k}: {v:?} is not a number", n + 1));
-            match k {
-                "name" => c.name = v.into(),
-                "memory_mib" => c.memory_mib = num(v)?,
-                "vcpus" => c.vcpus = num(v)?,
-                "kernel" => c.kernel = v.into(),
-                "cmdline" => c.cmdline = v.into(),
-                "shares" => c.shares = num(v)?,
-                "reservation_pct" => c.reservation_pct = num(v)?,
-                "limit_pct" => c.limit_pct = Some(num(v)?),
-                "format" => format = v.into(),
-                "load_address" => load = Some(hex(v).ok_or_else(|| format!("line {}: load_address: {v:?} is not an address", n + 1))?),
-                "entry" => entry = Some(hex(v).ok_or_else(|| format!("line {}: entry: {v:?} is not an address", n + 1))?),
-                "entry_mode" => {
-                    real_mode = match v {
-                        "real" => true,
-                        "protected" => false,
-                        _ => return Err(format!("line {}: entry_mode: real or protected, not {v:?}", n + 1)),
-                    }
-                }
-                "module" => {
-                    let (path, args) = v.split_once(' ').map_or((v, ""), |(p, a)| (p, a.trim()));
-                    if !path.starts_with('/') {
-                        return Err(format!("line {}: module: an absolute path is required", n + 1));
-                    }
-                    if c.modules.len() == MAX_MODULES {
-                        return Err(format!("line {}: at most {MAX_MODULES} modules", n + 1));
-                    }
-                    c.modules.push((path.into(), args.into()));
-                }
-                _ => return Err(format!("line {}: unknown setting {k:?}", n + 1)),
-            }
-        }
-        if c.name.is_empty() || c.name.len() > NAME_LEN || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
-            return Err(format!("name {:?}: 1 to {NAME_LEN} letters, digits, '-', '_' or '.'", c.name));
-        }
-        if !(4..=MAX_VM_MEMORY_MIB).contains(&c.memory_mib) {
-            return Err(format!("memory_mib {}: must be 4 to {MAX_VM_MEMORY_MIB}", c.memory_mib));
-        }
-        if !(1..=MAX_VCPUS).contains(&c.vcpus) {
-            return Err(format!("vcpus {}: must be 1 to {MAX_VCPUS}", c.vcpus));
-        }
-        if !c.kernel.starts_with('/') {
-            return Err("kernel: an absolute path to a Multiboot kernel is required".into());
-        }
-        c.format = match format.as_str() {
-            "multiboot" => KernelFormat::Multiboot,
-            "elf64" => KernelFormat::Elf64,
-            "flat" => {
-                let load = load.ok_or("format flat: load_address is required")?;
-                let entry = entry.unwrap_or(load);
-                if real_mode && entry >= 0x10_0000 {
-                    return Err(format!("entry {entry:#x}: real mode reaches only the first MiB"));
-                }
-                KernelFormat::Flat { load, entry, real_mode }
-            }
-            f => return Err(format!("format {f:?}: multiboot, flat or elf64")),
-        };
-        if c.format != KernelFormat::Multiboot && !c.modules.is_empty() {
-            return Err("modules are for Multiboot kernels".into());
-        }
-        Ok(c)
-    }
-}
+mod vmconfig;
+pub use vmconfig::*;
 
 /// VM power states.
 pub const VM_STATE_OFF: u32 = 0;
@@ -421,57 +293,6 @@ mod vm_tests {
     use super::*;
 
     #[test]
-    fn config_parses_and_validates() {
-        let c = VmConfig::parse("# a guest\nname = web01\nmemory_mib=128\nvcpus = 2\nkernel = /vmfs/k.elf\ncmdline = \"console=ttyS0 quiet\"\nshares=2000\n").unwrap();
-        assert_eq!((c.name.as_str(), c.memory_mib, c.vcpus, c.shares), ("web01", 128, 2, 2000));
-        assert_eq!(c.cmdline, "console=ttyS0 quiet");
-        for (bad, why) in [
-            ("name=x\nkernel=/k\nmemory_mib=1", "memory_mib 1"),
-            ("name=x\nkernel=/k\nvcpus=0", "vcpus 0"),
-            ("name=x\nkernel=k", "absolute path"),
-            ("name=bad name\nkernel=/k", "name"),
-            ("name=x\nkernel=/k\nfrobnicate=1", "unknown setting"),
-            ("name=x\nkernel=/k\nmemory_mib=lots", "not a number"),
-            ("garbage", "key = value"),
-        ] {
-            let e = VmConfig::parse(bad).unwrap_err();
-            assert!(e.contains(why), "{bad:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn config_modules() {
-        let c = VmConfig::parse("name=x\nkernel=/k\nmodule = /m1 one two\nmodule=/m2\n").unwrap();
-        assert_eq!(c.modules, [("/m1".into(), "one two".into()), ("/m2".into(), "".into())]);
-        assert_eq!(VmConfig::module_string("/m1", "one two"), "/m1 one two");
-        assert_eq!(VmConfig::module_string("/m2", ""), "/m2");
-        assert!(VmConfig::parse("name=x\nkernel=/k\nmodule=rel").unwrap_err().contains("absolute"));
-        let many: String = (0..=MAX_MODULES).map(|i| alloc::format!("module=/m{i}\n")).collect();
-        assert!(VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{many}")).unwrap_err().contains("at most"));
-    }
-
-    #[test]
-    fn config_formats() {
-        assert_eq!(VmConfig::parse("name=x\nkernel=/k").unwrap().format, KernelFormat::Multiboot);
-        assert_eq!(VmConfig::parse("name=x\nkernel=/k\nformat=elf64").unwrap().format, KernelFormat::Elf64);
-        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x100000\nentry=0x100020").unwrap();
-        assert_eq!(c.format, KernelFormat::Flat { load: 0x10_0000, entry: 0x10_0020, real_mode: false });
-        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x7c00\nentry_mode=real").unwrap();
-        assert_eq!(c.format, KernelFormat::Flat { load: 0x7c00, entry: 0x7c00, real_mode: true });
-        for (bad, why) in [
-            ("format=flat", "load_address is required"),
-            ("format=flat\nload_address=0x200000\nentry_mode=real", "real mode"),
-            ("format=flat\nload_address=zz", "not an address"),
-            ("format=pe", "multiboot, flat or elf64"),
-            ("format=elf64\nmodule=/m", "modules are for Multiboot"),
-            ("entry_mode=v86", "real or protected"),
-        ] {
-            let e = VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{bad}")).unwrap_err();
-            assert!(e.contains(why), "{bad:?}: {e}");
-        }
-    }
-
-    #[test]
     fn stats_round_trip() {
         let mut r = VmStatsRecord { guest_frames: 4096, overhead_frames: 12, ..Default::default() };
         r.exits_by_kind[VM_EXIT_MMIO] = 7;
@@ -499,27 +320,6 @@ mod tests {
         assert_eq!(GroupParamsRecord::decode(&p.encode()), Some(p));
         let q = GroupParamsRecord { shares: 1, reservation_pct: 0, limit_pct: 25, mem_limit_mib: 64 };
         assert_eq!(GroupParamsRecord::decode(&q.encode()), Some(q));
-    }
-
-    #[test]
-    fn config_formats() {
-        assert_eq!(VmConfig::parse("name=x\nkernel=/k").unwrap().format, KernelFormat::Multiboot);
-        assert_eq!(VmConfig::parse("name=x\nkernel=/k\nformat=elf64").unwrap().format, KernelFormat::Elf64);
-        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x100000\nentry=0x100020").unwrap();
-        assert_eq!(c.format, KernelFormat::Flat { load: 0x10_0000, entry: 0x10_0020, real_mode: false });
-        let c = VmConfig::parse("name=x\nkernel=/k\nformat=flat\nload_address=0x7c00\nentry_mode=real").unwrap();
-        assert_eq!(c.format, KernelFormat::Flat { load: 0x7c00, entry: 0x7c00, real_mode: true });
-        for (bad, why) in [
-            ("format=flat", "load_address is required"),
-            ("format=flat\nload_address=0x200000\nentry_mode=real", "real mode"),
-            ("format=flat\nload_address=zz", "not an address"),
-            ("format=pe", "multiboot, flat or elf64"),
-            ("format=elf64\nmodule=/m", "modules are for Multiboot"),
-            ("entry_mode=v86", "real or protected"),
-        ] {
-            let e = VmConfig::parse(&alloc::format!("name=x\nkernel=/k\n{bad}")).unwrap_err();
-            assert!(e.contains(why), "{bad:?}: {e}");
-        }
     }
 
     #[test]
