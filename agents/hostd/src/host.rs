@@ -36,6 +36,10 @@ pub struct Settings {
     pub lockout_for: Duration,
     /// The built web client (index.html and its assets), if any.
     pub ui_dir: Option<PathBuf>,
+    /// How often host and VM statistics are sampled.
+    pub sample_period: Duration,
+    /// Largest file a datastore upload may write.
+    pub max_upload_bytes: u64,
 }
 
 /// An operation failed: why, in the API's terms.
@@ -47,6 +51,8 @@ pub enum OpError {
     Conflict(String),
     /// The VMkernel cannot do it (not on Mantle, or it refused).
     Unavailable(String),
+    /// The VMkernel has no call for it.
+    NotSupported(String),
     Internal(String),
 }
 
@@ -185,9 +191,58 @@ pub struct StatSample {
     pub run_ns: u64,
     /// Total VM exits so far.
     pub exits: u64,
+    /// Host memory backing the guest (its RAM and the VMM's tables).
+    pub memory_bytes: u64,
+}
+
+/// One sample of the host's counters.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct HostSample {
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// Percent of all CPUs busy since the previous sample (`/proc/stat`);
+    /// null for the first sample or when the host does not say.
+    pub cpu_busy_pct: Option<f64>,
+    /// Memory in use (`MemTotal - MemAvailable` of `/proc/meminfo`).
+    pub memory_used_mib: Option<u64>,
+    /// VMs powered on.
+    pub vms_running: u32,
+    /// Total vCPU run time of the powered-on VMs.
+    pub vm_run_ns: u64,
+    /// Total VM exits of the powered-on VMs.
+    pub vm_exits: u64,
+}
+
+/// The host's statistics over the sampled period.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HostStats {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Milliseconds between samples.
+    pub sample_period_ms: u64,
+    /// Oldest first.
+    pub history: Vec<HostSample>,
+}
+
+/// `(busy, total)` jiffies of all CPUs from `/proc/stat`'s `cpu` line.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let t = fs::read_to_string("/proc/stat").ok()?;
+    let line = t.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+fn memory_used_mib() -> Option<u64> {
+    let t = fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |k: &str| t.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok());
+    Some(kib("MemTotal:")?.saturating_sub(kib("MemAvailable:")?) / 1024)
 }
 
 pub const SAMPLE_PERIOD: Duration = Duration::from_secs(20);
+/// How long a guest shutdown may take before the task gives up.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(120);
 /// One hour at the sampling period.
 pub const SAMPLES_KEPT: usize = 180;
 
@@ -273,6 +328,8 @@ pub struct Hostd {
     events: Mutex<Recent<Event>>,
     audit: Mutex<Recent<AuditRecord>>,
     samples: Mutex<HashMap<String, VecDeque<StatSample>>>,
+    /// Host samples and the last `/proc/stat` reading.
+    host_samples: Mutex<(VecDeque<HostSample>, Option<(u64, u64)>)>,
     pub started: Instant,
 }
 
@@ -300,6 +357,7 @@ impl Hostd {
             events: Mutex::new(recent(elog, ev, |e: &Event| e.id)),
             audit: Mutex::new(recent(alog, au, |a: &AuditRecord| a.id)),
             samples: Mutex::new(HashMap::new()),
+            host_samples: Mutex::new((VecDeque::new(), None)),
             started: Instant::now(),
             settings,
         };
@@ -362,7 +420,7 @@ impl Hostd {
 
     // ---- tasks ----
 
-    fn task_begin(&self, kind: &str, target: &str, user: &str) -> u64 {
+    pub(crate) fn task_begin(&self, kind: &str, target: &str, user: &str) -> u64 {
         let mut t = lock(&self.tasks);
         let id = t.1;
         t.1 += 1;
@@ -389,13 +447,13 @@ impl Hostd {
         id
     }
 
-    fn task_progress(&self, id: u64, pct: u8) {
+    pub(crate) fn task_progress(&self, id: u64, pct: u8) {
         if let Some(t) = lock(&self.tasks).0.iter_mut().find(|t| t.id == id) {
             t.progress = pct.min(100);
         }
     }
 
-    fn task_end(&self, id: u64, result: &Result<(), OpError>) {
+    pub(crate) fn task_end(&self, id: u64, result: &Result<(), OpError>) {
         if let Some(t) = lock(&self.tasks).0.iter_mut().find(|t| t.id == id) {
             t.finished = Some(now_secs());
             match result {
@@ -451,6 +509,11 @@ impl Hostd {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// A datastore's directory by name.
+    pub fn datastore_root(&self, name: &str) -> Result<PathBuf, OpError> {
+        self.datastores().into_iter().find(|d| d.name == name).map(|d| PathBuf::from(d.path)).ok_or_else(|| OpError::NotFound(format!("no datastore named {name:?}")))
     }
 
     fn datastore_roots(&self) -> Vec<PathBuf> {
@@ -512,22 +575,73 @@ impl Hostd {
         matches!(k.as_ref().map(|k| k.state), Some(KernelState::Running | KernelState::Paused))
     }
 
+    /// The VMkernel id of a VM whose console can be opened (powered on).
+    pub fn console_vm(&self, name: &str) -> Result<u32, OpError> {
+        if !lock(&self.inventory).contains_key(name) {
+            return Err(not_found(name));
+        }
+        match self.kernel_vm(name)? {
+            Some(k) if k.state != KernelState::Off => Ok(k.id),
+            _ => Err(OpError::Conflict(format!("VM {name} is powered off: it has no console"))),
+        }
+    }
+
     // ---- statistics ----
 
     /// Takes one sample of every running inventory VM's counters; forgets
     /// VMs that no longer run.
     pub fn sample_stats(&self) {
-        let Ok(kvms) = self.kernel_vms() else { return };
-        let names: Vec<String> = lock(&self.inventory).keys().cloned().collect();
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let kvms = self.kernel_vms().ok();
+        let running: Vec<&KernelVm> = kvms.iter().flatten().filter(|k| matches!(k.state, KernelState::Running | KernelState::Paused)).collect();
+        {
+            let jiffies = cpu_jiffies();
+            let mut hs = lock(&self.host_samples);
+            let cpu_busy_pct = match (hs.1, jiffies) {
+                (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1.saturating_sub(b0)) as f64 * 100.0 / (t1 - t0) as f64),
+                _ => None,
+            };
+            hs.1 = jiffies;
+            hs.0.push_back(HostSample {
+                time_ms,
+                cpu_busy_pct,
+                memory_used_mib: memory_used_mib(),
+                vms_running: running.len() as u32,
+                vm_run_ns: running.iter().map(|k| k.run_ns).sum(),
+                vm_exits: running.iter().map(|k| k.exits).sum(),
+            });
+            while hs.0.len() > SAMPLES_KEPT {
+                hs.0.pop_front();
+            }
+        }
+        let Some(kvms) = &kvms else { return };
+        let names: Vec<String> = lock(&self.inventory).keys().cloned().collect();
+        let mem: Vec<(String, u64)> = running
+            .iter()
+            .filter(|k| names.contains(&k.name))
+            .map(|k| {
+                let m = self.kernel.stats(k.id, k.vcpus).map(|s| s.guest_memory_bytes + s.overhead_bytes).unwrap_or(k.memory_mib << 20);
+                (k.name.clone(), m)
+            })
+            .collect();
         let mut samples = lock(&self.samples);
         samples.retain(|n, _| kvms.iter().any(|k| &k.name == n && k.state != KernelState::Off));
-        for k in kvms.iter().filter(|k| names.contains(&k.name) && matches!(k.state, KernelState::Running | KernelState::Paused)) {
+        for k in running.iter().filter(|k| names.contains(&k.name)) {
+            let memory_bytes = mem.iter().find(|m| m.0 == k.name).map_or(0, |m| m.1);
             let q = samples.entry(k.name.clone()).or_default();
-            q.push_back(StatSample { time_ms, run_ns: k.run_ns, exits: k.exits });
+            q.push_back(StatSample { time_ms, run_ns: k.run_ns, exits: k.exits, memory_bytes });
             while q.len() > SAMPLES_KEPT {
                 q.pop_front();
             }
+        }
+    }
+
+    pub fn host_stats(&self) -> HostStats {
+        HostStats {
+            cpus: host_cpus(),
+            memory_mib: host_memory_mib(),
+            sample_period_ms: self.settings.sample_period.as_millis() as u64,
+            history: lock(&self.host_samples).0.iter().copied().collect(),
         }
     }
 
@@ -537,8 +651,9 @@ impl Hostd {
         std::thread::spawn(move || {
             while let Some(h) = me.upgrade() {
                 h.sample_stats();
+                let period = h.settings.sample_period;
                 drop(h);
-                std::thread::sleep(SAMPLE_PERIOD);
+                std::thread::sleep(period);
             }
         });
     }
@@ -789,12 +904,18 @@ impl Hostd {
             PowerAction::Pause if state != Some(KernelState::Running) => return refuse("is not running"),
             PowerAction::Resume if state != Some(KernelState::Paused) => return refuse("is not paused"),
             PowerAction::Shutdown => {
-                if !Self::powered_on(&k) {
-                    return refuse("is powered off");
+                if state != Some(KernelState::Running) {
+                    return refuse("is not running");
                 }
-                // Nothing in the VMM can ask a guest to shut down yet (no ACPI
-                // power button, no guest tools): say so rather than pull the plug.
-                return Err(OpError::Conflict("guest shutdown is not supported by the VMkernel yet (no ACPI power button in the VMM); use power off".into()));
+                // Ask the guest now (the ACPI power button), so a VMkernel
+                // without the call is a clear error rather than a failed task.
+                let id = k.as_ref().map_or(0, |k| k.id);
+                self.kernel.shutdown(id).map_err(|e| match e.raw_os_error() {
+                    Some(crate::vmkernel::ENOSYS) => OpError::NotSupported(
+                        "guest shutdown is not supported by this VMkernel (no ACPI power button call in its API); use power off".into(),
+                    ),
+                    _ => OpError::Unavailable(format!("asking the guest to shut down: {e}")),
+                })?;
             }
             _ => {}
         }
@@ -856,7 +977,27 @@ impl Hostd {
             PowerAction::Reset => self.kernel.reset(k.map_or(0, |k| k.id)).map_err(kerr("resetting the VM")),
             PowerAction::Pause => self.kernel.pause(k.map_or(0, |k| k.id)).map_err(kerr("pausing the VM")),
             PowerAction::Resume => self.kernel.resume(k.map_or(0, |k| k.id)).map_err(kerr("resuming the VM")),
-            PowerAction::Shutdown => Err(OpError::Conflict("not supported".into())),
+            PowerAction::Shutdown => {
+                // The guest was asked in `power`; wait for it to stop, then
+                // free it as a power-off does.
+                let deadline = Instant::now() + SHUTDOWN_WAIT;
+                loop {
+                    match self.kernel_vm(name)? {
+                        Some(k) if k.state == KernelState::Stopped || k.state == KernelState::Off => {
+                            return self.kernel.destroy(k.id).map_err(kerr("freeing the VM"));
+                        }
+                        None => return Ok(()),
+                        Some(_) if Instant::now() >= deadline => {
+                            return Err(OpError::Conflict(format!("the guest did not shut down within {} s; power it off", SHUTDOWN_WAIT.as_secs())));
+                        }
+                        Some(_) => {
+                            let waited = SHUTDOWN_WAIT.saturating_sub(deadline.saturating_duration_since(Instant::now()));
+                            self.task_progress(task, (10 + waited.as_secs() * 80 / SHUTDOWN_WAIT.as_secs()) as u8);
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -867,7 +1008,9 @@ fn not_found(name: &str) -> OpError {
 
 pub fn op_message(e: &OpError) -> String {
     match e {
-        OpError::Invalid(_, m) | OpError::NotFound(m) | OpError::Conflict(m) | OpError::Unavailable(m) | OpError::Internal(m) => m.clone(),
+        OpError::Invalid(_, m) | OpError::NotFound(m) | OpError::Conflict(m) | OpError::Unavailable(m) | OpError::NotSupported(m) | OpError::Internal(m) => {
+            m.clone()
+        }
     }
 }
 
@@ -955,6 +1098,8 @@ mod tests {
             lockout_after: 5,
             lockout_for: Duration::from_secs(60),
             ui_dir: None,
+            sample_period: SAMPLE_PERIOD,
+            max_upload_bytes: 1 << 20,
         }
     }
 
@@ -1043,7 +1188,14 @@ mod tests {
         let calls = k.calls.lock().unwrap().clone();
         assert_eq!(calls.iter().filter(|c| c.starts_with("create")).count(), 3, "{calls:?}");
         assert!(calls.contains(&"destroy 2".to_string()), "{calls:?}");
-        assert!(matches!(h.power("vm1", PowerAction::Shutdown, "op"), Err(OpError::Conflict(m)) if m.contains("not supported")));
+        // Guest shutdown: a clear "not supported" while the VMkernel lacks
+        // the call; with it, the guest is asked and the VM ends powered off.
+        assert!(matches!(h.power("vm1", PowerAction::Shutdown, "op"), Err(OpError::NotSupported(m)) if m.contains("not supported")));
+        k.has_shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+        let t = h.power("vm1", PowerAction::Shutdown, "op").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(h.vm("vm1").unwrap().power_state, "poweredOff");
+        assert!(k.calls.lock().unwrap().iter().any(|c| c == "shutdown 3"), "{:?}", k.calls.lock().unwrap());
     }
 
     #[test]

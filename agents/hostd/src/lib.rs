@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod datastore;
 pub mod host;
 pub mod store;
 pub mod vmkernel;
