@@ -28,7 +28,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{self, Privilege, Role, Session, UserRecord};
 use crate::datastore::{self, FileEntry, Listing};
-use crate::host::{AuditRecord, Datastore, Event, HostStats, Hostd, OpError, PowerAction, Task, VmStats, VmView};
+use crate::host::{AuditRecord, CloneSpec, Datastore, Event, HostStats, Hostd, OpError, PowerAction, Task, VmStats, VmView};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use crate::vmx::{VmConfigPatch, VmCreateSpec};
 
@@ -607,6 +607,21 @@ async fn register_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, ApiJson(r): A
     blocking(&h, move |h| h.register(&r.vmx_path, &s.user)).await.map(|v| (StatusCode::CREATED, Json(v)))
 }
 
+/// Clone a powered-off VM (full copy of the disks in its directory, or
+/// `linked`: qcow2 overlays on them): starts a task; the clone appears in
+/// the inventory when it succeeds. Administrator only.
+#[utoipa::path(post, path = "/api/vms/{name}/clone", tag = "vms", params(("name" = String, Path, description = "The VM to clone")), request_body = CloneSpec,
+    responses((status = 202, description = "Started; poll the task", body = Task), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Powered on, busy, name taken, or a linked clone of non-qcow2 disks", body = ErrorBody)))]
+async fn clone_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, Path(name): Path<String>, ApiJson(spec): ApiJson<CloneSpec>) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let h2 = Arc::clone(&h);
+    tokio::task::spawn_blocking(move || h2.clone_vm(&name, spec, &s.user))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map(|t| (StatusCode::ACCEPTED, Json(t)))
+        .map_err(ApiError::from)
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PowerRequest {
@@ -933,6 +948,7 @@ pub fn routes() -> (Router<H>, utoipa::openapi::OpenApi) {
         .routes(routes!(unregister_vm))
         .routes(routes!(register_vm))
         .routes(routes!(power_vm))
+        .routes(routes!(clone_vm))
         .routes(routes!(vm_stats))
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))

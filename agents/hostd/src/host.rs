@@ -84,6 +84,23 @@ pub struct Datastore {
     pub free_bytes: Option<u64>,
 }
 
+/// A request to clone a powered-off VM.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneSpec {
+    /// The new VM's name.
+    pub name: String,
+    /// Datastore for the new VM (default: the source's).
+    #[serde(default)]
+    pub datastore: Option<String>,
+    /// A linked clone: each disk in the source's directory becomes a qcow2
+    /// overlay on it (the source's disks must be qcow2). The source's disks
+    /// are then the clones' base: the source cannot be powered on or
+    /// destroyed while a linked clone uses them.
+    #[serde(default)]
+    pub linked: bool,
+}
+
 /// A VM in the inventory.
 #[derive(Clone, Debug)]
 pub struct VmEntry {
@@ -224,6 +241,9 @@ pub struct HostStats {
     pub history: Vec<HostSample>,
 }
 
+/// Host samples, and the last `(busy, total)` CPU jiffies.
+type HostSamples = (VecDeque<HostSample>, Option<(u64, u64)>);
+
 /// `(busy, total)` jiffies of all CPUs from `/proc/stat`'s `cpu` line.
 fn cpu_jiffies() -> Option<(u64, u64)> {
     let t = fs::read_to_string("/proc/stat").ok()?;
@@ -329,7 +349,7 @@ pub struct Hostd {
     audit: Mutex<Recent<AuditRecord>>,
     samples: Mutex<HashMap<String, VecDeque<StatSample>>>,
     /// Host samples and the last `/proc/stat` reading.
-    host_samples: Mutex<(VecDeque<HostSample>, Option<(u64, u64)>)>,
+    host_samples: Mutex<HostSamples>,
     pub started: Instant,
 }
 
@@ -860,6 +880,10 @@ impl Hostd {
             let e = inv.get(name).ok_or_else(|| not_found(name))?.clone();
             self.check_off(&e)?;
             let dir = e.dir();
+            let clones = Self::linked_clones_of(&inv, &dir);
+            if !clones.is_empty() {
+                return Err(OpError::Conflict(format!("VM {name} holds the base disks of the linked clones {clones:?}; destroy them first")));
+            }
             // Only ever a VM directory directly on a datastore.
             if !roots.iter().any(|r| dir.parent() == Some(r.as_path())) {
                 return Err(OpError::Conflict(format!("{} is not a VM directory on a datastore; unregister the VM instead", dir.display())));
@@ -877,6 +901,128 @@ impl Hostd {
             }
             r.map_err(internal("deleting the VM directory"))
         })
+    }
+
+    /// The inventory VMs whose disks are qcow2 overlays on files in `dir`.
+    fn linked_clones_of(inv: &BTreeMap<String, VmEntry>, dir: &Path) -> Vec<String> {
+        inv.values()
+            .filter(|e| e.dir() != dir)
+            .filter(|e| {
+                e.config.iter().flat_map(|c| c.disks.iter()).any(|d| {
+                    crate::qcow2::backing_file(&VmConfig::disk_path(&e.dir(), &d.file)).is_some_and(|b| Path::new(&b).starts_with(dir))
+                })
+            })
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    /// Clones a powered-off VM as a task: a full copy of the disks in its
+    /// directory (sparse where the source is), or qcow2 overlays for a
+    /// linked clone; disks elsewhere (absolute paths) are shared. The clone
+    /// gets new MAC addresses. Nothing is left behind on failure.
+    pub fn clone_vm(self: &Arc<Self>, src: &str, spec: CloneSpec, user: &str) -> Result<Task, OpError> {
+        let (mem, cpus, pgs, roots) = self.limits_owned();
+        let stores = self.datastores();
+        let mut inv = lock(&self.inventory);
+        let e = inv.get(src).ok_or_else(|| not_found(src))?;
+        if let Some(t) = e.busy {
+            return Err(OpError::Conflict(format!("VM {src} is busy with task {t}")));
+        }
+        let cfg = e.config.clone().ok_or_else(|| OpError::Conflict(format!("the configuration of {src} is unreadable: {}", e.error.clone().unwrap_or_default())))?;
+        let src_dir = e.dir();
+        if Self::powered_on(&self.kernel_vm(src).unwrap_or(None)) {
+            return Err(OpError::Conflict(format!("VM {src} is powered on; power it off first so its disks are consistent")));
+        }
+        if !crate::vmx::valid_name(&spec.name) {
+            return Err(OpError::Invalid(Some("name".into()), format!("name: {:?}: 1 to 32 letters, digits, '-', '_' or '.', not starting with '.'", spec.name)));
+        }
+        if inv.contains_key(&spec.name) {
+            return Err(OpError::Conflict(format!("a VM named {:?} is already in the inventory", spec.name)));
+        }
+        let ds_root = match &spec.datastore {
+            Some(n) => stores.iter().find(|d| &d.name == n).map(|d| PathBuf::from(&d.path)).ok_or_else(|| {
+                OpError::Invalid(Some("datastore".into()), format!("datastore: {n:?}: no such datastore (the host has {:?})", stores.iter().map(|d| &d.name).collect::<Vec<_>>()))
+            })?,
+            None => src_dir.parent().map(Path::to_path_buf).ok_or_else(|| OpError::Conflict(format!("{} has no datastore", src_dir.display())))?,
+        };
+        let dst_dir = ds_root.join(&spec.name);
+        if dst_dir.exists() {
+            return Err(OpError::Conflict(format!("{} already exists on the datastore", dst_dir.display())));
+        }
+        let mut new = cfg.clone();
+        new.name = spec.name.clone();
+        let mut copies = Vec::new();
+        for (i, d) in new.disks.iter_mut().enumerate() {
+            if d.file.starts_with('/') {
+                continue;
+            }
+            let from = src_dir.join(&d.file);
+            let file = match d.file.strip_prefix(src) {
+                Some(rest) => format!("{}{rest}", spec.name),
+                None => d.file.clone(),
+            };
+            if spec.linked && !matches!(crate::qcow2::virtual_size(&from), Ok(Some(_))) {
+                return Err(OpError::Conflict(format!("disks[{i}]: {} is not a qcow2 image; a linked clone needs qcow2 disks (make a full clone)", from.display())));
+            }
+            d.file = file.clone();
+            copies.push((from, dst_dir.join(file)));
+        }
+        for n in new.nics.iter_mut() {
+            n.mac = random_mac().map_err(internal("generating a MAC address"))?;
+        }
+        new.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, None)?;
+        let task = self.task_begin(if spec.linked { "vm.linkedClone" } else { "vm.clone" }, src, user);
+        if let Some(e) = inv.get_mut(src) {
+            e.busy = Some(task);
+        }
+        drop(inv);
+        let me = Arc::clone(self);
+        let (src, user) = (src.to_string(), user.to_string());
+        std::thread::spawn(move || {
+            let r = me.run_clone(task, &copies, &dst_dir, &new, spec.linked);
+            if r.is_err() {
+                let _ = fs::remove_dir_all(&dst_dir);
+            }
+            if let Some(e) = lock(&me.inventory).get_mut(&src) {
+                e.busy = None;
+            }
+            match &r {
+                Ok(()) => me.event("vm.cloned", Some(&new.name), Some(&user), format!("VM {} {} from {src}", new.name, if spec.linked { "linked-cloned" } else { "cloned" })),
+                Err(err) => me.event("vm.cloneFailed", Some(&src), Some(&user), format!("cloning {src} as {} failed: {}", new.name, op_message(err))),
+            }
+            me.task_end(task, &r);
+        });
+        self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))
+    }
+
+    fn run_clone(&self, task: u64, copies: &[(PathBuf, PathBuf)], dst_dir: &Path, cfg: &VmConfig, linked: bool) -> Result<(), OpError> {
+        fs::create_dir(dst_dir).map_err(internal("creating the VM directory"))?;
+        let total: u64 = copies.iter().map(|(f, _)| fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum::<u64>().max(1);
+        let mut done = 0u64;
+        for (from, to) in copies {
+            if linked {
+                crate::qcow2::create_overlay(to, from).map_err(|e| OpError::Internal(format!("creating {}: {e}", to.display())))?;
+            } else {
+                copy_sparse(from, to, &mut |n| {
+                    done += n;
+                    self.task_progress(task, (done.min(total) * 90 / total) as u8);
+                })
+                .map_err(|e| OpError::Internal(format!("copying {} to {}: {e}", from.display(), to.display())))?;
+            }
+        }
+        let vmx = dst_dir.join(format!("{}.vmx", cfg.name));
+        let text = cfg.to_vmx()?;
+        store::write_atomic(&vmx, text.as_bytes()).map_err(internal("writing the .vmx"))?;
+        let mut inv = lock(&self.inventory);
+        if inv.contains_key(&cfg.name) {
+            return Err(OpError::Conflict(format!("a VM named {:?} appeared in the inventory meanwhile", cfg.name)));
+        }
+        inv.insert(cfg.name.clone(), VmEntry { name: cfg.name.clone(), vmx, config: Some(cfg.clone()), error: None, busy: None });
+        if let Err(e) = self.save_inventory(&inv) {
+            inv.remove(&cfg.name);
+            return Err(e);
+        }
+        Ok(())
     }
 
     // ---- power ----
@@ -897,6 +1043,10 @@ impl Hostd {
         match action {
             PowerAction::On if Self::powered_on(&k) => return refuse("is already powered on"),
             PowerAction::On => {
+                let clones = Self::linked_clones_of(&inv, &e.dir());
+                if !clones.is_empty() {
+                    return refuse(&format!("holds the base disks of the linked clones {clones:?}: powering it on would change them under the clones"));
+                }
                 cfg.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&e.dir()))
                     .map_err(|fe| OpError::Conflict(format!("the configuration of {name} is not valid now: {fe}")))?;
             }
@@ -1041,6 +1191,34 @@ fn create_disks(vm_dir: &Path, cfg: &mut VmConfig) -> Result<Vec<PathBuf>, OpErr
         let _ = store::sync_dir(dir);
     }
     Ok(created)
+}
+
+/// Copies a file, leaving holes where the source has zero blocks (disk
+/// images are mostly empty); `progress` gets the bytes done.
+fn copy_sparse(from: &Path, to: &Path, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut src = fs::File::open(from)?;
+    let len = src.metadata()?.len();
+    let mut dst = fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            dst.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            dst.write_all(&buf[..n])?;
+        }
+        progress(n as u64);
+    }
+    dst.set_len(len)?;
+    dst.sync_all()?;
+    if let Some(dir) = to.parent() {
+        let _ = store::sync_dir(dir);
+    }
+    Ok(())
 }
 
 fn remove_files(files: &[PathBuf]) {
@@ -1243,6 +1421,43 @@ mod tests {
         assert!(matches!(h.register("/etc/passwd.vmx", "root"), Err(OpError::Invalid(..))));
         h.destroy("vm1", "root").unwrap();
         assert!(!d.path().join("volumes/ds1/vm1").exists());
+    }
+
+    #[test]
+    fn full_and_linked_clones() {
+        let (d, h, k) = setup();
+        h.define(spec(d.path(), "src"), "root").unwrap();
+        let ds = d.path().join("volumes/ds1");
+        fs::write(ds.join("src/src.img"), b"disk data").unwrap();
+        let clone = |name: &str, linked: bool| CloneSpec { name: name.into(), datastore: None, linked };
+        let t = h.clone_vm("src", clone("copy", false), "root").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(fs::read(ds.join("copy/copy.img")).unwrap(), b"disk data");
+        let c = h.vm("copy").unwrap().config.unwrap();
+        let s = h.vm("src").unwrap().config.unwrap();
+        assert_eq!(c.disks[0].file, "copy.img");
+        assert_ne!(c.nics[0].mac, s.nics[0].mac, "a clone gets its own MAC");
+        assert!(fs::read_to_string(ds.join("copy/copy.vmx")).unwrap().contains("name = \"copy\""));
+        assert!(matches!(h.clone_vm("src", clone("copy", false), "root"), Err(OpError::Conflict(_))));
+        assert!(matches!(h.clone_vm("src", clone("../x", false), "root"), Err(OpError::Invalid(Some(f), _)) if f == "name"));
+        // A raw disk cannot be linked; nothing is left behind.
+        assert!(matches!(h.clone_vm("src", clone("lc", true), "root"), Err(OpError::Conflict(m)) if m.contains("qcow2")));
+        assert!(!ds.join("lc").exists());
+        // qcow2 disks: the clone is an overlay on the source's disk.
+        fs::remove_file(ds.join("src/src.img")).unwrap();
+        fs::write(ds.join("src/src.img"), crate::qcow2::overlay_bytes("/nonexistent", 1 << 20).unwrap()).unwrap();
+        let t = h.clone_vm("src", clone("lc", true), "root").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(crate::qcow2::backing_file(&ds.join("lc/lc.img")).unwrap(), ds.join("src/src.img").display().to_string());
+        // The base stays still while a linked clone uses it.
+        assert!(matches!(h.power("src", PowerAction::On, "root"), Err(OpError::Conflict(m)) if m.contains("linked clones")));
+        assert!(matches!(h.destroy("src", "root"), Err(OpError::Conflict(m)) if m.contains("linked clones")));
+        h.destroy("lc", "root").unwrap();
+        let t = h.power("src", PowerAction::On, "root").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert!(matches!(h.clone_vm("src", clone("c2", false), "root"), Err(OpError::Conflict(m)) if m.contains("powered on")));
+        assert!(h.events(0, 100).iter().any(|e| e.kind == "vm.cloned" && e.vm.as_deref() == Some("lc")));
+        let _ = k;
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod datastore;
+pub mod qcow2;
 pub mod host;
 pub mod store;
 pub mod vmkernel;

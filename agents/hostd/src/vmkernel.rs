@@ -214,6 +214,9 @@ pub mod fake {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    /// Output so far, and the line being typed.
+    type FakeConsole = (Vec<u8>, Vec<u8>);
+
     #[derive(Default)]
     pub struct FakeVmKernel {
         pub vms: Mutex<Vec<KernelVm>>,
@@ -222,7 +225,7 @@ pub mod fake {
         pub calls: Mutex<Vec<String>>,
         pub resources: Mutex<Vec<(u32, Resources)>>,
         /// Console output so far and the line being typed, per VM.
-        consoles: Mutex<HashMap<u32, (Vec<u8>, Vec<u8>)>>,
+        consoles: Mutex<HashMap<u32, FakeConsole>>,
         /// Running guests use CPU and exit on every list (for live charts).
         pub ticking: AtomicBool,
         /// Whether the fake has the ACPI shutdown call.
