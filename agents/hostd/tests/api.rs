@@ -579,7 +579,10 @@ fn no_password_works_until_root_sets_one() {
 
 /// The web client in Debian's headless Chromium (playwright-core, no browser
 /// download): built with npm at test time, served by hostd, driven by
-/// `ui/test/browser.mjs`. Screenshots go to `<target>/tmp/hostd-ui-screenshots/`.
+/// `ui/test/browser.mjs`. The Linux host has no VMkernel, so hostd runs with
+/// its in-memory fake (`--fake-vmkernel`): power, console, statistics and
+/// clones go through the same API paths as on Mantle. Screenshots go to
+/// `<target>/tmp/hostd-ui-screenshots/`.
 #[test]
 fn web_client_in_headless_chromium() {
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
@@ -594,7 +597,7 @@ fn web_client_in_headless_chromium() {
     let dist = t.path().join("ui-dist");
     npm(&["run", "build", "--", "--outDir", dist.to_str().unwrap(), "--emptyOutDir"]);
     assert!(dist.join("index.html").is_file());
-    let h = start_fresh(&t.path().join("host"), &["--ui-dir", dist.to_str().unwrap()]);
+    let h = start_fresh(&t.path().join("host"), &["--ui-dir", dist.to_str().unwrap(), "--fake-vmkernel", "--sample-secs", "1"]);
     // The page is served without a session; the API behind it is not.
     let page = Command::new("curl").args(["-sS", "--max-time", "10", "--cacert"]).arg(h.dir.join("config/ssl/host.crt")).arg(h.url("/")).output().unwrap();
     assert!(String::from_utf8_lossy(&page.stdout).contains("<div id=\"app\">"));
@@ -611,9 +614,17 @@ fn web_client_in_headless_chromium() {
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{text}");
-    assert!(out.status.success() && text.contains("browser: 8 passed, 0 failed"), "{text}");
-    assert!(shots.join("vms.png").is_file());
+    assert!(out.status.success() && text.contains("browser: 14 passed, 0 failed"), "{text}");
+    for shot in ["host.png", "console.png", "charts.png", "datastore.png", "vms.png"] {
+        assert!(shots.join(shot).is_file(), "{shot}");
+    }
     // What the browser did is on the server.
     assert!(h.datastore().join("ui01/ui01.vmx").is_file());
+    assert_eq!(std::fs::metadata(h.datastore().join("ui01/ui01.img")).unwrap().len(), 4 << 20);
     assert!(!h.datastore().join("ui02").exists());
+    assert_eq!(std::fs::read(h.datastore().join("notes.txt")).unwrap(), b"hello datastore\n");
+    assert!(h.datastore().join("ui01-copy/ui01-copy.vmx").is_file() && h.datastore().join("ui01-copy/ui01-copy.img").is_file());
+    let tok = h.login("root", ROOT_PW);
+    let audit = h.call(&tok, "GET", "/api/audit?limit=1000", None).body;
+    assert!(audit.as_array().unwrap().iter().any(|a| a["action"] == "console ui01" && a["user"] == "root" && a["status"] == 101), "{audit}");
 }
