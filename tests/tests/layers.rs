@@ -2,7 +2,7 @@
 //! crate graph runs one way (abi ← library ← framework ← services), the
 //! framework never names the services, its hardware sub-layer (arch, mm)
 //! never names worlds, and unsafe code is allowed only where README says
-//! (the framework, plus `hv` and the in-kernel tests until they move). The
+//! (the framework, plus the in-kernel tests until they move). The
 //! compiler enforces `deny(unsafe_code)` itself; this test makes sure the
 //! attributes stay and no new exception appears. Clippy
 //! (`image-builder lint`, run by `.ci/run`) checks the SAFETY comments.
@@ -94,7 +94,7 @@ fn framework_never_names_the_services() {
         .map(|e| e.unwrap().path())
         .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .filter(|s| s != "main")
-        .chain(["hv".to_string(), "vmkernel_services".to_string()])
+        .chain(["vmkernel_services".to_string()])
         .collect();
     let mut found = Vec::new();
     for (file, text) in rust_files("vmkernel/framework/src") {
@@ -136,8 +136,7 @@ fn unsafe_code_stays_in_the_framework() {
         assert!(read(file).contains(attr), "{file} lost {attr}");
     }
     // The only exceptions in the services, each for a stated reason.
-    let allowed: [(&str, &str); 3] = [
-        ("vmkernel/services/src/main.rs", "mod hv;"),
+    let allowed: [(&str, &str); 2] = [
         ("vmkernel/services/src/main.rs", "mod ktest;"),
         ("vmkernel/services/src/main.rs", "extern \"C\" fn kernel_entry"),
     ];

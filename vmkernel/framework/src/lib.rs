@@ -23,6 +23,7 @@ pub mod backtrace;
 pub mod boot_archive;
 pub mod console;
 pub mod hal;
+pub mod hv;
 pub mod mm;
 pub mod pci;
 pub mod power;

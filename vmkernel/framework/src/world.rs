@@ -81,12 +81,9 @@ pub trait UserThread: Send + Sync + 'static {
     fn into_any(self: Arc<Self>) -> Arc<dyn core::any::Any + Send + Sync>;
 }
 
-/// A world's entry: typed code (a closure owning its arguments), or the
-/// older function-and-word form the VM backend still uses (`hv` moves to
-/// closures next).
+/// A world's entry: typed code (a closure owning its arguments).
 enum WorldEntry {
     Code(Box<dyn FnOnce() + Send>),
-    Word(fn(usize), usize),
 }
 
 // SAFETY: `rsp` and `fpu` are touched only by the CPU that is switching the
@@ -215,19 +212,17 @@ pub fn spawn(
     spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, None)
 }
 
-/// Like `spawn`, for the function-and-word entry the VM backend uses; the
-/// world may only ever run on the CPUs in `cpus` (`None`: anywhere): the
-/// set is in place before the world is runnable.
+/// Like `spawn`, for a world that may only ever run on the CPUs in `cpus`
+/// (`None`: anywhere): the set is in place before the world is runnable.
 pub fn spawn_on(
     name: &str,
     kind: WorldKind,
     group: GroupId,
-    entry: fn(usize),
-    arg: usize,
+    entry: impl FnOnce() + Send + 'static,
     setup: impl FnOnce(&World),
     cpus: Option<vmkernel::sched::CpuSet>,
 ) -> Result<WorldId, vmkernel::sched::SchedError> {
-    spawn_world(name, kind, group, WorldEntry::Word(entry, arg), setup, cpus)
+    spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, cpus)
 }
 
 fn spawn_world(
@@ -526,7 +521,6 @@ extern "C" fn world_start() -> ! {
     let entry = current().and_then(|w| w.entry.lock().take());
     match entry {
         Some(WorldEntry::Code(f)) => f(),
-        Some(WorldEntry::Word(f, arg)) => f(arg),
         None => log::error!("world {} started without an entry", current_id()),
     }
     exit_current(0);

@@ -692,7 +692,7 @@ fn vmm_flat_guest() -> TestResult {
         fpu.reset();
         let (mut out, mut cpuids, mut halted) = (Vec::new(), 0, false);
         for _ in 0..1000 {
-            match v.run(&mut regs, fpu.area_mut().as_mut_ptr()) {
+            match v.run(&mut regs, &mut fpu) {
                 Exit::Io { port: 0xe9, input: false, next_rip, .. } => {
                     out.push(regs.gpr[RAX] as u8);
                     v.set_rip(next_rip);

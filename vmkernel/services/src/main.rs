@@ -1,9 +1,10 @@
 //! The Mantle VMkernel image: the boot sequence (`kernel_entry`) and the
 //! kernel's services — user worlds (`uw`), system calls (`syscall`), the
-//! VMkernel API (`vmk_calls`), VMs (`hv`), the in-kernel tests (`ktest`).
-//! They are built only on the framework's safe interfaces
-//! (`vmkernel/framework`) and the hardware-free library (`vmkernel`):
-//! no unsafe code here (`hv` still has its own, see below).
+//! VMkernel API (`vmk_calls`), the VM lifecycle (`vm`), the in-kernel tests
+//! (`ktest`). They are built only on the framework's safe interfaces
+//! (`vmkernel/framework`, whose `hv` holds the SVM/VMX backends) and the
+//! hardware-free library (`vmkernel`): no unsafe code here (`ktest` still
+//! has its own, see below).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -12,14 +13,8 @@ extern crate alloc;
 
 // The framework's modules under the names the services use
 // (`crate::arch`, `crate::mm`, ...): they are the only way down.
-use framework::{acpi, arch, backtrace, boot_archive, console, kprintln, mm, pci, power, time, world};
+use framework::{acpi, arch, backtrace, boot_archive, console, hv, kprintln, mm, pci, power, time, world};
 
-// The VM lifecycle and the SVM/VMX backends. It still holds unsafe code of
-// its own (VMCB/VMCS access, VM entry): that part moves into the framework
-// next (it is being reworked for VMM conformance at the same time).
-#[allow(unsafe_code)]
-#[path = "../../src/hv/mod.rs"]
-mod hv;
 // The in-kernel tests reach below the safe interfaces on purpose (they
 // check frames, page tables and the trap path themselves); they move into
 // the framework crate next.
@@ -31,6 +26,7 @@ mod nic;
 mod storage;
 mod syscall;
 mod uw;
+mod vm;
 mod vmk_calls;
 
 use vmkernel::bootinfo::BootInfo;

@@ -9,7 +9,6 @@
 pub mod guest_memory;
 pub mod svm;
 pub mod vcpu;
-pub mod vm;
 pub mod vmx;
 
 use spin::Once;
@@ -103,6 +102,22 @@ pub fn new_vcpu(nested_root: u64) -> Result<alloc::boxed::Box<dyn vcpu::VcpuHw>,
         Some(Backend::Vmx { .. }) => Ok(alloc::boxed::Box::new(vmx::Vmcs::new(nested_root)?)),
         None => Err(unavailable_reason()),
     }
+}
+
+/// Loads a guest's breakpoint addresses into DR0-DR3 (before an entry
+/// whose DR7 arms some of them).
+pub fn load_guest_breakpoint_addresses(address: [u64; 4]) {
+    let [a0, a1, a2, a3] = address;
+    // SAFETY: the host arms no hardware breakpoint (its DR7 enables
+    // are 0, and SVM/VMX give it DR7 0x400 at every exit), so these
+    // addresses have no effect outside this guest.
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {}", "mov dr1, {}", "mov dr2, {}", "mov dr3, {}",
+            in(reg) a0, in(reg) a1, in(reg) a2, in(reg) a3,
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// Where vCPU worlds may run (`None`: on any CPU).
