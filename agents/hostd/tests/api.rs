@@ -618,7 +618,7 @@ fn web_client_in_headless_chromium() {
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{text}");
-    assert!(out.status.success() && text.contains("browser: 14 passed, 0 failed"), "{text}");
+    assert!(out.status.success() && text.contains("browser: 15 passed, 0 failed"), "{text}");
     for shot in ["host.png", "console.png", "charts.png", "datastore.png", "vms.png"] {
         assert!(shots.join(shot).is_file(), "{shot}");
     }
@@ -627,6 +627,8 @@ fn web_client_in_headless_chromium() {
     assert_eq!(std::fs::metadata(h.datastore().join("ui01/ui01.img")).unwrap().len(), 4 << 20);
     assert!(!h.datastore().join("ui02").exists());
     assert_eq!(std::fs::read(h.datastore().join("notes.txt")).unwrap(), b"hello datastore\n");
+    let users = h.call(&h.login("root", ROOT_PW), "GET", "/api/users", None).body;
+    assert!(users.as_array().unwrap().iter().any(|u| u["name"] == "viewer" && u["role"] == "ReadOnly"), "{users}");
     assert!(h.datastore().join("ui01-copy/ui01-copy.vmx").is_file() && h.datastore().join("ui01-copy/ui01-copy.img").is_file());
     let tok = h.login("root", ROOT_PW);
     let audit = h.call(&tok, "GET", "/api/audit?limit=1000", None).body;

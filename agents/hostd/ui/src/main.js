@@ -111,6 +111,57 @@ function showHost(session) {
     el('button', { id: 'clone', type: 'submit', text: 'Clone' }),
   );
   let monitored = null;
+  const isAdmin = session.role === 'Administrator';
+  const userRows = el('tbody', { id: 'user-rows' });
+  const userForm = el(
+    'form',
+    { id: 'new-user', class: 'inline' },
+    el('label', { text: 'User name' }, el('input', { id: 'new-user-name', name: 'name', required: '' })),
+    el('label', { text: 'Password' }, el('input', { id: 'new-user-password', name: 'password', type: 'password', autocomplete: 'new-password', required: '' })),
+    el('label', { text: 'Role' }, el('select', { id: 'new-user-role', name: 'role' }, ...['ReadOnly', 'Operator', 'Administrator'].map((r) => el('option', { value: r, text: r })))),
+    el('button', { id: 'add-user', type: 'submit', text: 'Add user' }),
+  );
+  const usersSection = el(
+    'section',
+    { id: 'users', class: 'card' },
+    el('h2', { text: 'Users and roles' }),
+    el('table', {}, el('thead', {}, el('tr', {}, ...['User', 'Role', 'Locked', ''].map((t) => el('th', { text: t })))), userRows),
+    userForm,
+  );
+  usersSection.hidden = !isAdmin;
+  userForm.onsubmit = async (ev) => {
+    ev.preventDefault();
+    try {
+      await api('POST', '/api/users', { name: userForm.name.value, password: userForm.password.value, role: userForm.role.value });
+      status.textContent = `user ${userForm.name.value} added`;
+      userForm.reset();
+      refreshUsers();
+    } catch (e) {
+      status.textContent = e.body && e.body.field ? `${e.body.field}: ${e.message}` : e.message;
+    }
+  };
+  async function refreshUsers() {
+    if (!isAdmin) return;
+    try {
+      const users = await api('GET', '/api/users');
+      userRows.replaceChildren(
+        ...users.map((u) => {
+          const del = el('button', { class: 'delete-user', text: 'Remove' });
+          del.onclick = async () => {
+            try {
+              await api('DELETE', `/api/users/${encodeURIComponent(u.name)}`);
+              refreshUsers();
+            } catch (e) {
+              status.textContent = e.message;
+            }
+          };
+          return el('tr', { 'data-user': u.name }, el('td', { text: u.name }), el('td', { text: u.role }), el('td', { text: u.locked_secs ? `${u.locked_secs} s` : '' }), el('td', {}, u.name === session.user ? '' : del));
+        }),
+      );
+    } catch (e) {
+      status.textContent = e.message;
+    }
+  }
   const create = el(
     'form',
     { id: 'create-vm', class: 'card' },
@@ -121,8 +172,12 @@ function showHost(session) {
     el('label', { text: 'Kernel (path on the host)' }, el('input', { id: 'new-kernel', name: 'kernel', value: '/usr/lib/mantle/guests/hello.bin' })),
     el('label', { text: 'Command line' }, el('input', { id: 'new-cmdline', name: 'cmdline' })),
     el('label', { text: 'Datastore' }, datastore),
+    el('label', { text: 'Initrd / module (path, optional)' }, el('input', { id: 'new-initrd', name: 'initrd' })),
     el('label', { text: 'New disk (MiB, 0: none)' }, el('input', { id: 'new-disk', name: 'disk_mib', type: 'number', min: '0', value: '0' })),
     el('label', { text: 'Network' }, network),
+    el('label', { text: 'CPU shares' }, el('input', { id: 'new-shares', name: 'shares', type: 'number', min: '1', value: '1000' })),
+    el('label', { text: 'CPU reservation (% of a CPU)' }, el('input', { id: 'new-reservation', name: 'reservation_pct', type: 'number', min: '0', value: '0' })),
+    el('label', { text: 'CPU limit (%, empty: none)' }, el('input', { id: 'new-limit', name: 'limit_pct', type: 'number', min: '1' })),
     el('button', { id: 'create', type: 'submit', text: 'Create' }),
   );
   create.onsubmit = async (ev) => {
@@ -137,6 +192,10 @@ function showHost(session) {
         cmdline: create.cmdline.value,
         datastore: datastore.value || undefined,
         disks: diskMib > 0 ? [{ file: `${create.name.value}.img`, size_mib: diskMib }] : [],
+        modules: create.initrd.value ? [{ path: create.initrd.value, args: '' }] : [],
+        shares: Number(create.shares.value),
+        reservation_pct: Number(create.reservation_pct.value),
+        limit_pct: create.limit_pct.value ? Number(create.limit_pct.value) : null,
         nics: network.value ? [{ network: network.value }] : [],
       });
       status.textContent = `VM ${create.name.value} created`;
@@ -169,6 +228,7 @@ function showHost(session) {
     cloneForm,
     perf,
     dsSection,
+    usersSection,
     el('section', { class: 'card' }, el('h2', { text: 'Recent tasks' }), tasks),
     el('section', { class: 'card' }, el('h2', { text: 'Events' }), events),
   );
@@ -229,6 +289,11 @@ function showHost(session) {
         ['Memory', `${host.memory_mib} MiB`],
         ['Uptime', fmtUptime(host.uptime_secs)],
         ['VMkernel API', host.vmkernel_api_version == null ? 'unavailable' : String(host.vmkernel_api_version)],
+        ...host.datastores.map((d) => [
+          `Datastore ${d.name}`,
+          d.capacity_bytes ? `${((d.capacity_bytes - d.free_bytes) / (1 << 30)).toFixed(1)} of ${(d.capacity_bytes / (1 << 30)).toFixed(1)} GiB used` : d.path,
+        ]),
+        ['Port groups', host.port_groups.join(', ')],
       ];
       summary.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
       const chosen = datastore.value;
@@ -279,6 +344,7 @@ function showHost(session) {
   }
 
   refresh();
+  refreshUsers();
   timer = setInterval(refresh, 2000);
 }
 

@@ -9,7 +9,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
 
-const STEPS = 14;
+const STEPS = 15;
 
 const [url, user, password, kernel, shots] = process.argv.slice(2);
 if (!shots) {
@@ -124,6 +124,14 @@ try {
     await page.fill('#clone-name', 'ui01-copy');
     await page.click('#clone');
     await page.waitForSelector('tr[data-vm="ui01-copy"]', { timeout: 20000 });
+  });
+  await step('an administrator adds a user', async () => {
+    await page.fill('#new-user-name', 'viewer');
+    await page.fill('#new-user-password', 'viewer-pass-1');
+    await page.selectOption('#new-user-role', 'ReadOnly');
+    await page.click('#add-user');
+    await page.waitForSelector('tr[data-user="viewer"]');
+    expect((await page.textContent('tr[data-user="viewer"]')).includes('ReadOnly'), 'role shown');
   });
   await step('reload keeps the session', async () => {
     await page.reload();
