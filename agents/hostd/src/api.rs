@@ -690,26 +690,39 @@ async fn vm_console(
     let id = blocking(&h, move |h| h.console_vm(&n2)).await?;
     let ws = ws.map_err(|e| ApiError::bad_request(format!("a WebSocket handshake is required: {e}")))?;
     h.audit(&s.user, format!("console {name}"), 101, peer.map(|p| p.0.0.ip().to_string()));
-    Ok(ws.max_message_size(CONSOLE_MAX_MESSAGE).on_upgrade(move |socket| console_session(h, id, socket)))
+    Ok(ws.max_message_size(CONSOLE_MAX_MESSAGE).on_upgrade(move |socket| console_session(h, id, s.token, socket)))
 }
 
-async fn console_session(h: H, id: u32, mut socket: WebSocket) {
+/// How often an open console checks that its session still exists (a
+/// logout, an expiry or a removed account ends the console too).
+const CONSOLE_SESSION_CHECK: u32 = 20;
+
+async fn console_session(h: H, id: u32, token: String, mut socket: WebSocket) {
     let mut pos = 0u64;
     let mut tick = tokio::time::interval(CONSOLE_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
-            _ = tick.tick() => match h.kernel.console_read(id, pos) {
-                Ok((data, next)) => {
-                    pos = next;
-                    if !data.is_empty() && socket.send(Message::Binary(data.into())).await.is_err() {
-                        return;
-                    }
-                }
-                Err(_) => {
-                    let close = CloseFrame { code: 1000, reason: "the VM is powered off".into() };
+            _ = tick.tick() => {
+                ticks = ticks.wrapping_add(1);
+                if ticks % CONSOLE_SESSION_CHECK == 0 && auth_lock(&h.sessions).get(&token).is_none() {
+                    let close = CloseFrame { code: 1008, reason: "the session ended".into() };
                     let _ = socket.send(Message::Close(Some(close))).await;
                     return;
+                }
+                match h.kernel.console_read(id, pos) {
+                    Ok((data, next)) => {
+                        pos = next;
+                        if !data.is_empty() && socket.send(Message::Binary(data.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        let close = CloseFrame { code: 1000, reason: "the VM is powered off".into() };
+                        let _ = socket.send(Message::Close(Some(close))).await;
+                        return;
+                    }
                 }
             },
             msg = socket.recv() => {

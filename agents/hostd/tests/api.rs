@@ -794,6 +794,19 @@ fn console_websocket_shutdown_and_clone_over_tls() {
     assert_eq!(body.first(), Some(&0x82), "{body:?}");
     assert!(String::from_utf8_lossy(&body).contains("fake guest ws01: booted"), "{}", String::from_utf8_lossy(&body));
 
+    // A logout ends an open console: a close frame (0x88) with 1008.
+    let tok2 = h.login("root", ROOT_PW);
+    let reader = std::thread::scope(|sc| {
+        let r = sc.spawn(|| ws(Some(&tok2), "ws01", &[&own]));
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(h.call(&tok2, "DELETE", "/api/session", None).status, 204);
+        r.join().unwrap()
+    });
+    assert_eq!(reader.0, 101);
+    let close_at = reader.2.windows(2).position(|w| w == [0x88, 0x13]).expect("a close frame");
+    assert_eq!(&reader.2[close_at + 2..close_at + 4], &1008u16.to_be_bytes());
+    assert!(String::from_utf8_lossy(&reader.2).contains("the session ended"));
+
     // Guest shutdown: this VMkernel has no ACPI power-button call yet.
     let r = h.call(&root, "POST", "/api/vms/ws01/power", Some(json!({"action": "shutdown"})));
     assert_error(&r, 501, None);
