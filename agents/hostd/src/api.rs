@@ -706,7 +706,7 @@ async fn console_session(h: H, id: u32, token: String, mut socket: WebSocket) {
         tokio::select! {
             _ = tick.tick() => {
                 ticks = ticks.wrapping_add(1);
-                if ticks % CONSOLE_SESSION_CHECK == 0 && auth_lock(&h.sessions).get(&token).is_none() {
+                if ticks.is_multiple_of(CONSOLE_SESSION_CHECK) && auth_lock(&h.sessions).get(&token).is_none() {
                     let close = CloseFrame { code: 1008, reason: "the session ended".into() };
                     let _ = socket.send(Message::Close(Some(close))).await;
                     return;
