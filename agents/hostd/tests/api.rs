@@ -479,7 +479,7 @@ fn bad_input_gets_clear_4xx_never_5xx() {
         seed
     };
     let base = serde_json::to_vec(&h.vm_spec("fz")).unwrap();
-    let targets = ["/api/vms", "/api/vms/fz", "/api/vms/fz/power", "/api/users", "/api/inventory/register", "/api/session"];
+    let targets = ["/api/vms", "/api/vms/fz", "/api/vms/fz/power", "/api/vms/fz/clone", "/api/users", "/api/inventory/register", "/api/session"];
     let start = Instant::now();
     for i in 0..60 {
         let mut body = base.clone();
