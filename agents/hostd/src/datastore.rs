@@ -8,7 +8,8 @@
 //! they change through the VM API only. An upload streams into a hidden
 //! temporary file in the target directory and is renamed into place when
 //! complete (fsync, rename, fsync of the directory), so a reader sees the
-//! old file or the whole new one, never part of it.
+//! old file or the whole new one, never part of it; hostd removes the
+//! temporary files a crash left behind when it starts.
 
 use std::fs;
 use std::io;
@@ -151,6 +152,24 @@ pub fn upload_paths(ds: &str, root: &Path, rel: &str, overwrite: bool) -> Result
     Ok((target, tmp))
 }
 
+/// Removes the temporary files of uploads a crash cut short (hidden
+/// `.<name>.upload-<hex>` files), down to `depth` directory levels.
+pub fn remove_stale_uploads(dir: &Path, depth: u32) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let Ok(m) = fs::symlink_metadata(e.path()) else { continue };
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if m.is_file() && name.starts_with('.') && name.contains(".upload-") {
+            n += usize::from(fs::remove_file(e.path()).is_ok());
+        } else if m.is_dir() && depth > 0 && !name.starts_with('.') {
+            n += remove_stale_uploads(&e.path(), depth - 1);
+        }
+    }
+    n
+}
+
 pub fn delete(ds: &str, root: &Path, rel: &str) -> Result<(), OpError> {
     not_vmx(rel)?;
     let (p, _) = download_path(ds, root, rel)?;
@@ -186,6 +205,10 @@ mod tests {
         let l = list("ds1", &root, "").unwrap();
         assert_eq!(l.entries.iter().map(|e| (e.name.as_str(), e.kind.as_str())).collect::<Vec<_>>(), [("isos", "dir"), ("new", "dir")]);
         assert!(matches!(list("ds1", &root, "nope"), Err(OpError::NotFound(_))));
+        fs::write(&tmp, b"half an upload").unwrap();
+        fs::write(root.join("isos/.keep"), b"not ours").unwrap();
+        assert_eq!(remove_stale_uploads(&root, 3), 1);
+        assert!(!tmp.exists() && root.join("isos/.keep").exists());
         delete("ds1", &root, "isos/a.iso").unwrap();
         assert!(matches!(delete("ds1", &root, "isos/a.iso"), Err(OpError::NotFound(_))));
     }

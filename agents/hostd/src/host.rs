@@ -382,6 +382,12 @@ impl Hostd {
             settings,
         };
         h.load_inventory()?;
+        for ds in h.datastores() {
+            let n = crate::datastore::remove_stale_uploads(Path::new(&ds.path), 3);
+            if n > 0 {
+                eprintln!("hostd: removed {n} unfinished upload(s) from datastore {}", ds.name);
+            }
+        }
         let n = lock(&h.inventory).len();
         h.event("hostd.started", None, None, format!("hostd {} started; {n} VMs in the inventory", env!("CARGO_PKG_VERSION")));
         Ok(Arc::new(h))
