@@ -18,6 +18,7 @@ pub const PROGRAMS: &[(&str, &str)] =
         ("hostile", "usr/lib/mantle/hostile"),
         ("vmbench", "usr/lib/mantle/vmbench"),
         ("sysfuzz", "usr/lib/mantle/sysfuzz"),
+        ("tokio_httpd", "usr/lib/mantle/tokio_httpd"),
         // The host agent (agents/hostd); not started by init until the VMkernel has sockets.
         ("hostd", "sbin/hostd"),
     ];

@@ -3,8 +3,7 @@
 //! VMkernel API (`vmk_calls`), the VM lifecycle (`vm`), the in-kernel tests
 //! (`ktest`). They are built only on the framework's safe interfaces
 //! (`vmkernel/framework`, whose `hv` holds the SVM/VMX backends) and the
-//! hardware-free library (`vmkernel`): no unsafe code here (`ktest` still
-//! has its own, see below).
+//! hardware-free library (`vmkernel`): no unsafe code here.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -15,10 +14,8 @@ extern crate alloc;
 // (`crate::arch`, `crate::mm`, ...): they are the only way down.
 use framework::{acpi, arch, backtrace, boot_archive, console, hv, kprintln, mm, pci, power, time, world};
 
-// The in-kernel tests reach below the safe interfaces on purpose (they
-// check frames, page tables and the trap path themselves); they move into
-// the framework crate next.
-#[allow(unsafe_code)]
+// The in-kernel tests; the checks that reach below the safe interfaces
+// are the framework's own (`framework::selftest`).
 mod ktest;
 mod host_facts;
 mod net;
@@ -29,7 +26,6 @@ mod uw;
 mod vm;
 mod vmk_calls;
 
-use vmkernel::bootinfo::BootInfo;
 use vmkernel::cmdline::{AfterBoot, InjectedFault, Options};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -45,10 +41,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     // 1. Early CPU state and the console, then the boot information.
     arch::trap::load_idt();
+    arch::trap::set_kernel_fault_handler(power::report_kernel_fault);
     console::init();
     time::calibrate();
     time::init_wall_clock();
-    let bi = match BootInfo::parse(magic, info as u64, &mm::DirectMap) {
+    let bi = match mm::parse_boot_info(magic, info as u64) {
         Ok(bi) => bi,
         Err(e) => power::fatal_stop(match e {
             vmkernel::bootinfo::BootInfoError::UnknownMagic(_) => "unknown boot protocol (not Multiboot2 or PVH)",
@@ -66,7 +63,9 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
 
     // 2. Memory: frames, the direct map, the kernel heap.
-    mm::init(&bi);
+    if let Err(e) = mm::init(&bi) {
+        power::fatal_stop(e);
+    }
 
     // 3. This CPU: per-CPU block, FPU, SYSCALL; the services' handlers for
     //    what user mode does.
@@ -80,6 +79,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     });
     world::on_user_tick(uw::process::check_pending_kill);
     arch::apic::set_tick_handler(world::on_timer_tick);
+    arch::apic::set_kick_handler(world::on_resched_ipi);
 
     // 4. Interrupts: ACPI tables, then the 8259s and IOAPICs before the
     //    LAPIC (masking the 8259s drops their INTR line while LINT0 still
