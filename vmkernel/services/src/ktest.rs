@@ -222,7 +222,7 @@ static LAT_ROUNDS: AtomicU64 = AtomicU64::new(0);
 static LAT_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Blocks until woken, notes when it ran, again, until told to stop.
-fn remote_sleeper(_: usize) {
+fn remote_sleeper() {
     LAT_SLEEPER.store(world::current_id(), Ordering::Release);
     loop {
         world::block_current();
@@ -250,7 +250,7 @@ fn world_remote_wake() -> TestResult {
     LAT_ROUNDS.store(0, Ordering::Release);
     let base = world::count();
     let set = vmkernel::sched::CpuSet::single(target);
-    world::spawn_on("wake-latency", world::WorldKind::System, world::default_group(), remote_sleeper, 0, |_| {}, Some(set))
+    world::spawn_on("wake-latency", world::WorldKind::System, world::default_group(), remote_sleeper, |_| {}, Some(set))
         .map_err(|e| format!("{e}"))?;
     let blocked = |id: u64| world::lookup(id).is_some_and(|w| w.state() == world::WorldState::Blocked);
     let mut lat_us = Vec::new();

@@ -49,7 +49,7 @@ fn wait_for_completion(done: &mut dyn FnMut() -> bool) -> bool {
             return false;
         }
         let deadline = (now + 10_000_000).min(give_up);
-        world::arm_wakeup(deadline);
+        let _armed = world::arm_wakeup(deadline);
         DISK_WAITERS.wait_until_once(|| done() || time::uptime_ns() >= deadline);
     }
 }

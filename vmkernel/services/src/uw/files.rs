@@ -7,7 +7,6 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use spin::{Mutex, Once};
-use vmkernel::bootinfo::BootInfo;
 use vmkernel::csprng::Csprng;
 use vmkernel::vfs::devfs::{self, RandomSource};
 use vmkernel::vfs::procfs::text::{CpuTimes, LoadAvg, MemInfo, ProcessInfo, SystemStat, Uptime};
@@ -99,12 +98,13 @@ impl TtySink for ConsoleSink {
     }
 }
 
-/// Unpacks the root archive into a ramfs and mounts /dev and /proc.
-pub fn init(bi: &BootInfo) {
-    KERNEL_CMDLINE.call_once(|| String::from(bi.cmdline.as_str()));
+/// Unpacks the root archive (its cpio bytes) into a ramfs and mounts /dev
+/// and /proc; `cmdline` is the kernel command line `/proc/cmdline` shows.
+pub fn init(root_archive: Option<&[u8]>, cmdline: &str) {
+    KERNEL_CMDLINE.call_once(|| String::from(cmdline));
     let clock: Arc<dyn Clock> = Arc::new(KernelClock);
     let root_fs = RamFs::new(clock.clone());
-    match crate::boot_archive::archive(bi) {
+    match root_archive {
         Some(a) => match load_cpio(&root_fs, a) {
             Ok(r) => log::info!("rootfs: unpacked {:?}", r),
             Err(e) => log::error!("rootfs: cannot unpack the root archive: {e:?}; starting with an empty root"),
