@@ -6,7 +6,9 @@
 //! it lists `/api/vms`, creates a VM on the datastore, powers it on and
 //! sees it running in the API and in `vmkcli vm list`; the VM's `.vmx`
 //! lands at `/vmfs/volumes/datastore1/<vm>/<vm>.vmx`, survives a reboot
-//! (a fresh QEMU on the same disk) and registers again from there.
+//! (a fresh QEMU on the same disk) and registers again from there. On the
+//! way it reads a guest's serial console over the WebSocket and uploads,
+//! lists and downloads a datastore file.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -51,6 +53,22 @@ fn curl(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// curl with any headers and a raw body; the output is the response head
+/// and body (`-i`) as text. A WebSocket stays open until `--max-time`.
+fn curl_raw(port: u16, method: &str, path: &str, headers: &[&str], body: Option<&str>, max_secs: u32) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", "-i", "--http1.1", "-N", "--max-time", &max_secs.to_string(), "-X", method]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    cmd.arg(format!("https://127.0.0.1:{port}{path}"));
+    let out = cmd.output().expect("running curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The value of a string field `"key":"value"` in a JSON text.
@@ -127,6 +145,37 @@ fn hostd_serves_https_and_manages_vms_on_mantle() {
     }
     let list = run(&mut c, "vmkcli vm list");
     check(&c, list.lines().any(|l| l.contains(VM) && l.to_lowercase().contains("running")), &format!("vmkcli vm list:\n{list}"));
+    // The serial console over the WebSocket: a guest that prints and stops
+    // by itself; hostd streams what it printed.
+    let spec = "{\"name\":\"hello\",\"memory_mib\":16,\"kernel\":\"/usr/lib/mantle/guests/hello.bin\"}";
+    let (code, body) = curl(port, "POST", "/api/vms", Some(&token), Some(spec));
+    check(&c, code == 201, &format!("POST /api/vms hello: {code} {body}"));
+    let (code, body) = curl(port, "POST", "/api/vms/hello/power", Some(&token), Some("{\"action\":\"on\"}"));
+    check(&c, code == 202, &format!("power on hello: {code} {body}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, body) = curl(port, "GET", "/api/vms/hello", Some(&token), None);
+        if code == 200 && json_str(&body, "exit_reason").as_deref() == Some("debug-exit") {
+            break;
+        }
+        check(&c, Instant::now() < deadline, &format!("the hello guest does not finish: {code} {body}"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let auth = format!("Authorization: Bearer {token}");
+    let ws = ["Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", &auth];
+    let out = curl_raw(port, "GET", "/api/vms/hello/console", &ws, None, 8);
+    check(&c, out.starts_with("HTTP/1.1 101") && out.contains("hello from a Mantle guest"), &format!("console WebSocket: {out:?}"));
+    // A file uploaded to the datastore, listed and downloaded again.
+    let octet = "Content-Type: application/octet-stream";
+    let out = curl_raw(port, "PUT", "/api/datastores/datastore1/file?path=isos/note.txt", &[&auth, octet], Some("uploaded to Mantle"), 120);
+    check(&c, out.starts_with("HTTP/1.1 201"), &format!("upload: {out}"));
+    let (code, body) = curl(port, "GET", "/api/datastores/datastore1/browse?path=isos", Some(&token), None);
+    check(&c, code == 200 && body.contains("\"note.txt\""), &format!("browse: {code} {body}"));
+    let (code, body) = curl(port, "GET", "/api/datastores/datastore1/file?path=isos/note.txt", Some(&token), None);
+    check(&c, code == 200 && body == "uploaded to Mantle", &format!("download: {code} {body:?}"));
+    let note = run(&mut c, "cat /vmfs/volumes/datastore1/isos/note.txt; echo");
+    check(&c, note.contains("uploaded to Mantle"), &format!("the uploaded file on Mantle: {note}"));
+
     let vmx = run(&mut c, &format!("cat /vmfs/volumes/datastore1/{VM}/{VM}.vmx"));
     check(&c, vmx.contains("config.version") && vmx.contains("spin.bin"), &format!("the .vmx on the datastore:\n{vmx}"));
     // hostd keeps running: init's respawn line and a live process.

@@ -27,7 +27,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{self, Privilege, Role, Session, UserRecord};
-use crate::host::{AuditRecord, Datastore, Event, Hostd, OpError, PowerAction, Task, VmStats, VmView};
+use crate::datastore::{self, FileEntry, Listing};
+use crate::host::{AuditRecord, CloneSpec, Datastore, Event, HostStats, Hostd, OpError, PowerAction, Task, VmStats, VmView};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use crate::vmx::{VmConfigPatch, VmCreateSpec};
 
 /// Largest request body accepted (JSON documents only).
@@ -111,6 +113,7 @@ impl From<OpError> for ApiError {
             OpError::NotFound(m) => ApiError::not_found(m),
             OpError::Conflict(m) => ApiError::conflict(m),
             OpError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "vmkernel_unavailable", m),
+            OpError::NotSupported(m) => ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_supported", m),
             OpError::Internal(m) => ApiError::internal(m),
         }
     }
@@ -386,10 +389,157 @@ async fn host_summary(State(h): State<H>, _a: Auth<READ>) -> Result<Json<HostSum
     .map(Json)
 }
 
+/// Host statistics sampled over the last hour: CPU busy, memory used, and
+/// the powered-on VMs' run time and exits.
+#[utoipa::path(get, path = "/api/host/stats", tag = "host", responses((status = 200, body = HostStats), (status = 401, body = ErrorBody)))]
+async fn host_stats(State(h): State<H>, _a: Auth<READ>) -> Json<HostStats> {
+    Json(h.host_stats())
+}
+
 /// Datastores (directories under the volumes directory) with their usage.
 #[utoipa::path(get, path = "/api/datastores", tag = "host", responses((status = 200, body = [Datastore]), (status = 401, body = ErrorBody)))]
 async fn list_datastores(State(h): State<H>, _a: Auth<READ>) -> Result<Json<Vec<Datastore>>, ApiError> {
     blocking(&h, |h| Ok(h.datastores())).await.map(Json)
+}
+
+// ---- datastore browser ----
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FileQuery {
+    /// A path relative to the datastore's root, `/`-separated (the root when left out for a listing).
+    pub path: Option<String>,
+    /// Upload only: replace an existing file.
+    pub overwrite: Option<bool>,
+}
+
+/// A directory on a datastore: its files and subdirectories.
+#[utoipa::path(get, path = "/api/datastores/{name}/browse", tag = "datastores", params(("name" = String, Path, description = "Datastore name"), FileQuery),
+    responses((status = 200, body = Listing), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn browse_datastore(State(h): State<H>, _a: Auth<READ>, Path(name): Path<String>, Query(q): Query<FileQuery>) -> Result<Json<Listing>, ApiError> {
+    blocking(&h, move |h| {
+        let root = h.datastore_root(&name)?;
+        datastore::list(&name, &root, q.path.as_deref().unwrap_or(""))
+    })
+    .await
+    .map(Json)
+}
+
+/// Download a file from a datastore (streamed).
+#[utoipa::path(get, path = "/api/datastores/{name}/file", tag = "datastores", params(("name" = String, Path, description = "Datastore name"), FileQuery),
+    responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn download_file(State(h): State<H>, _a: Auth<READ>, Path(name): Path<String>, Query(q): Query<FileQuery>) -> Result<Response, ApiError> {
+    let rel = q.path.unwrap_or_default();
+    let (path, size) = blocking(&h, move |h| {
+        let root = h.datastore_root(&name)?;
+        datastore::download_path(&name, &root, &rel)
+    })
+    .await?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| ApiError::not_found(format!("{}: {e}", path.display())))?;
+    let fname: String = path.file_name().map(|n| n.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric() || "-_.+".contains(*c)).collect()).unwrap_or_default();
+    let mut r = Response::new(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024)));
+    let hs = r.headers_mut();
+    hs.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    hs.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{fname}\"")) {
+        hs.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    let mut e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the file is larger than the upload limit of {limit} bytes"));
+    e.close = true;
+    e
+}
+
+/// Upload a file to a datastore: the request body is the file's bytes,
+/// streamed to disk and renamed into place when complete. A task shows the
+/// progress (against Content-Length). Administrator only.
+#[utoipa::path(put, path = "/api/datastores/{name}/file", tag = "datastores", params(("name" = String, Path, description = "Datastore name"), FileQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
+    responses((status = 201, body = FileEntry), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Exists (without overwrite) or is a directory", body = ErrorBody),
+        (status = 413, description = "Larger than the upload limit", body = ErrorBody)))]
+async fn upload_file(
+    State(h): State<H>,
+    Auth(s): Auth<CONFIGURE>,
+    Path(name): Path<String>,
+    Query(q): Query<FileQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<FileEntry>), ApiError> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let limit = h.settings.max_upload_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let rel = q.path.clone().unwrap_or_default();
+    let (n2, r2, overwrite) = (name.clone(), rel.clone(), q.overwrite.unwrap_or(false));
+    let (target, tmp) = blocking(&h, move |h| {
+        let root = h.datastore_root(&n2)?;
+        datastore::upload_paths(&n2, &root, &r2, overwrite)
+    })
+    .await?;
+    let task = h.task_begin("datastore.upload", &format!("{name}/{rel}"), &s.user);
+    let result: Result<u64, ApiError> = async {
+        let mut f = tokio::fs::File::create_new(&tmp).await.map_err(|e| ApiError::internal(format!("creating {}: {e}", tmp.display())))?;
+        let mut stream = body.into_data_stream();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload was interrupted: {e}")))?;
+            n += chunk.len() as u64;
+            if n > limit {
+                return Err(too_large(limit));
+            }
+            f.write_all(&chunk).await.map_err(|e| ApiError::internal(format!("writing {}: {e}", tmp.display())))?;
+            if let Some(total) = declared.filter(|&t| t > 0) {
+                h.task_progress(task, (n.min(total) * 99 / total) as u8);
+            }
+        }
+        f.sync_all().await.map_err(|e| ApiError::internal(format!("writing {}: {e}", tmp.display())))?;
+        drop(f);
+        if !overwrite && tokio::fs::symlink_metadata(&target).await.is_ok() {
+            return Err(ApiError::conflict(format!("{name}/{rel} appeared during the upload")));
+        }
+        tokio::fs::rename(&tmp, &target).await.map_err(|e| ApiError::internal(format!("renaming into {}: {e}", target.display())))?;
+        if let Some(dir) = target.parent() {
+            let _ = crate::store::sync_dir(dir);
+        }
+        Ok(n)
+    }
+    .await;
+    let task_result = result.as_ref().map(|_| ()).map_err(|e| OpError::Invalid(None, e.body.message.clone()));
+    h.task_end(task, &task_result);
+    let n = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    h.event("datastore.fileUploaded", None, Some(&s.user), format!("{n} bytes uploaded to {name}/{rel}"));
+    let meta = tokio::fs::metadata(&target).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let fname = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
+    Ok((StatusCode::CREATED, Json(FileEntry { name: fname, kind: "file".into(), size_bytes: meta.len(), modified })))
+}
+
+/// Delete a file from a datastore (not a `.vmx`: use the VM API). Administrator only.
+#[utoipa::path(delete, path = "/api/datastores/{name}/file", tag = "datastores", params(("name" = String, Path, description = "Datastore name"), FileQuery),
+    responses((status = 204, description = "Deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_file(State(h): State<H>, Auth(s): Auth<CONFIGURE>, Path(name): Path<String>, Query(q): Query<FileQuery>) -> Result<StatusCode, ApiError> {
+    let rel = q.path.unwrap_or_default();
+    blocking(&h, move |h| {
+        let root = h.datastore_root(&name)?;
+        datastore::delete(&name, &root, &rel)?;
+        h.event("datastore.fileDeleted", None, Some(&s.user), format!("{name}/{rel} deleted"));
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 // ---- VMs ----
@@ -457,6 +607,21 @@ async fn register_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, ApiJson(r): A
     blocking(&h, move |h| h.register(&r.vmx_path, &s.user)).await.map(|v| (StatusCode::CREATED, Json(v)))
 }
 
+/// Clone a powered-off VM (full copy of the disks in its directory, or
+/// `linked`: qcow2 overlays on them): starts a task; the clone appears in
+/// the inventory when it succeeds. Administrator only.
+#[utoipa::path(post, path = "/api/vms/{name}/clone", tag = "vms", params(("name" = String, Path, description = "The VM to clone")), request_body = CloneSpec,
+    responses((status = 202, description = "Started; poll the task", body = Task), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Powered on, busy, name taken, or a linked clone of non-qcow2 disks", body = ErrorBody)))]
+async fn clone_vm(State(h): State<H>, Auth(s): Auth<CONFIGURE>, Path(name): Path<String>, ApiJson(spec): ApiJson<CloneSpec>) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let h2 = Arc::clone(&h);
+    tokio::task::spawn_blocking(move || h2.clone_vm(&name, spec, &s.user))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map(|t| (StatusCode::ACCEPTED, Json(t)))
+        .map_err(ApiError::from)
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PowerRequest {
@@ -485,6 +650,98 @@ async fn power_vm(State(h): State<H>, Auth(s): Auth<OPERATE>, Path(name): Path<S
         (status = 409, description = "Powered off", body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn vm_stats(State(h): State<H>, _a: Auth<READ>, Path(name): Path<String>) -> Result<Json<VmStats>, ApiError> {
     blocking(&h, move |h| h.vm_stats(&name)).await.map(Json)
+}
+
+/// A browser always sends `Origin` with a WebSocket handshake: it must be
+/// this host, so no other site can open a console with the user's cookie.
+fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin = origin.to_str().unwrap_or("");
+    if origin.strip_prefix("https://").is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host)) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("a console may be opened only from this host's own pages, not from {origin:?}")))
+    }
+}
+
+/// Largest message a console client may send.
+const CONSOLE_MAX_MESSAGE: usize = 64 * 1024;
+const CONSOLE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A powered-on VM's serial console as a WebSocket: binary messages from
+/// hostd are the guest's output (first the last 16 KiB it printed), text or
+/// binary messages from the client are typed into the guest. hostd closes
+/// the socket (1000) when the VM is powered off. Operator or Administrator.
+#[utoipa::path(get, path = "/api/vms/{name}/console", tag = "vms", params(("name" = String, Path, description = "VM name")),
+    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400, description = "Not a WebSocket handshake", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, description = "Role, or a page of another site", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Powered off", body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn vm_console(
+    State(h): State<H>,
+    Auth(s): Auth<OPERATE>,
+    Path(name): Path<String>,
+    peer: Option<axum::Extension<Peer>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    same_origin(&headers)?;
+    let n2 = name.clone();
+    let id = blocking(&h, move |h| h.console_vm(&n2)).await?;
+    let ws = ws.map_err(|e| ApiError::bad_request(format!("a WebSocket handshake is required: {e}")))?;
+    h.audit(&s.user, format!("console {name}"), 101, peer.map(|p| p.0.0.ip().to_string()));
+    Ok(ws.max_message_size(CONSOLE_MAX_MESSAGE).on_upgrade(move |socket| console_session(h, id, s.token, socket)))
+}
+
+/// How often an open console checks that its session still exists (a
+/// logout, an expiry or a removed account ends the console too).
+const CONSOLE_SESSION_CHECK: u32 = 20;
+
+async fn console_session(h: H, id: u32, token: String, mut socket: WebSocket) {
+    let mut pos = 0u64;
+    let mut tick = tokio::time::interval(CONSOLE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(CONSOLE_SESSION_CHECK) && auth_lock(&h.sessions).get(&token).is_none() {
+                    let close = CloseFrame { code: 1008, reason: "the session ended".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
+                match h.kernel.console_read(id, pos) {
+                    Ok((data, next)) => {
+                        pos = next;
+                        if !data.is_empty() && socket.send(Message::Binary(data.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        let close = CloseFrame { code: 1000, reason: "the VM is powered off".into() };
+                        let _ = socket.send(Message::Close(Some(close))).await;
+                        return;
+                    }
+                }
+            },
+            msg = socket.recv() => {
+                let input = match msg {
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(Message::Text(t))) => t.as_str().as_bytes().to_vec(),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                // The guest's UART takes what fits; a full FIFO drops the rest,
+                // as a real serial line without flow control would.
+                for chunk in input.chunks(4096) {
+                    if h.kernel.console_write(id, chunk).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
 
 // ---- tasks, events, audit ----
@@ -685,7 +942,7 @@ impl Modify for Security {
     modifiers(&Security),
     security(("bearer" = []), ("cookie" = [])),
     components(schemas(ErrorBody, PowerAction)),
-    tags((name = "session"), (name = "host"), (name = "vms"), (name = "tasks"), (name = "events"), (name = "users"))
+    tags((name = "session"), (name = "host"), (name = "datastores"), (name = "vms"), (name = "tasks"), (name = "events"), (name = "users"))
 )]
 struct ApiDoc;
 
@@ -694,12 +951,17 @@ pub fn routes() -> (Router<H>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(login, session_info, logout))
         .routes(routes!(host_summary))
+        .routes(routes!(host_stats))
+        .routes(routes!(vm_console))
         .routes(routes!(list_datastores))
+        .routes(routes!(browse_datastore))
+        .routes(routes!(download_file, upload_file, delete_file))
         .routes(routes!(list_vms, create_vm))
         .routes(routes!(get_vm, reconfigure_vm, destroy_vm))
         .routes(routes!(unregister_vm))
         .routes(routes!(register_vm))
         .routes(routes!(power_vm))
+        .routes(routes!(clone_vm))
         .routes(routes!(vm_stats))
         .routes(routes!(list_tasks))
         .routes(routes!(get_task))
@@ -818,6 +1080,8 @@ mod tests {
             lockout_after: 5,
             lockout_for: Duration::from_secs(60),
             ui_dir: None,
+            sample_period: crate::host::SAMPLE_PERIOD,
+            max_upload_bytes: 1 << 20,
         };
         let kernel = Arc::new(FakeVmKernel::default());
         let h = Hostd::open(settings, kernel.clone()).unwrap();

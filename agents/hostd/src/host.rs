@@ -36,6 +36,10 @@ pub struct Settings {
     pub lockout_for: Duration,
     /// The built web client (index.html and its assets), if any.
     pub ui_dir: Option<PathBuf>,
+    /// How often host and VM statistics are sampled.
+    pub sample_period: Duration,
+    /// Largest file a datastore upload may write.
+    pub max_upload_bytes: u64,
 }
 
 /// An operation failed: why, in the API's terms.
@@ -47,6 +51,8 @@ pub enum OpError {
     Conflict(String),
     /// The VMkernel cannot do it (not on Mantle, or it refused).
     Unavailable(String),
+    /// The VMkernel has no call for it.
+    NotSupported(String),
     Internal(String),
 }
 
@@ -76,6 +82,23 @@ pub struct Datastore {
     pub path: String,
     pub capacity_bytes: Option<u64>,
     pub free_bytes: Option<u64>,
+}
+
+/// A request to clone a powered-off VM.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneSpec {
+    /// The new VM's name.
+    pub name: String,
+    /// Datastore for the new VM (default: the source's).
+    #[serde(default)]
+    pub datastore: Option<String>,
+    /// A linked clone: each disk in the source's directory becomes a qcow2
+    /// overlay on it (the source's disks must be qcow2). The source's disks
+    /// are then the clones' base: the source cannot be powered on or
+    /// destroyed while a linked clone uses them.
+    #[serde(default)]
+    pub linked: bool,
 }
 
 /// A VM in the inventory.
@@ -185,9 +208,61 @@ pub struct StatSample {
     pub run_ns: u64,
     /// Total VM exits so far.
     pub exits: u64,
+    /// Host memory backing the guest (its RAM and the VMM's tables).
+    pub memory_bytes: u64,
+}
+
+/// One sample of the host's counters.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct HostSample {
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// Percent of all CPUs busy since the previous sample (`/proc/stat`);
+    /// null for the first sample or when the host does not say.
+    pub cpu_busy_pct: Option<f64>,
+    /// Memory in use (`MemTotal - MemAvailable` of `/proc/meminfo`).
+    pub memory_used_mib: Option<u64>,
+    /// VMs powered on.
+    pub vms_running: u32,
+    /// Total vCPU run time of the powered-on VMs.
+    pub vm_run_ns: u64,
+    /// Total VM exits of the powered-on VMs.
+    pub vm_exits: u64,
+}
+
+/// The host's statistics over the sampled period.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HostStats {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Milliseconds between samples.
+    pub sample_period_ms: u64,
+    /// Oldest first.
+    pub history: Vec<HostSample>,
+}
+
+/// Host samples, and the last `(busy, total)` CPU jiffies.
+type HostSamples = (VecDeque<HostSample>, Option<(u64, u64)>);
+
+/// `(busy, total)` jiffies of all CPUs from `/proc/stat`'s `cpu` line.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let t = fs::read_to_string("/proc/stat").ok()?;
+    let line = t.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+fn memory_used_mib() -> Option<u64> {
+    let t = fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |k: &str| t.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok());
+    Some(kib("MemTotal:")?.saturating_sub(kib("MemAvailable:")?) / 1024)
 }
 
 pub const SAMPLE_PERIOD: Duration = Duration::from_secs(20);
+/// How long a guest shutdown may take before the task gives up.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(120);
 /// One hour at the sampling period.
 pub const SAMPLES_KEPT: usize = 180;
 
@@ -273,6 +348,8 @@ pub struct Hostd {
     events: Mutex<Recent<Event>>,
     audit: Mutex<Recent<AuditRecord>>,
     samples: Mutex<HashMap<String, VecDeque<StatSample>>>,
+    /// Host samples and the last `/proc/stat` reading.
+    host_samples: Mutex<HostSamples>,
     pub started: Instant,
 }
 
@@ -300,10 +377,17 @@ impl Hostd {
             events: Mutex::new(recent(elog, ev, |e: &Event| e.id)),
             audit: Mutex::new(recent(alog, au, |a: &AuditRecord| a.id)),
             samples: Mutex::new(HashMap::new()),
+            host_samples: Mutex::new((VecDeque::new(), None)),
             started: Instant::now(),
             settings,
         };
         h.load_inventory()?;
+        for ds in h.datastores() {
+            let n = crate::datastore::remove_stale_uploads(Path::new(&ds.path), 3);
+            if n > 0 {
+                eprintln!("hostd: removed {n} unfinished upload(s) from datastore {}", ds.name);
+            }
+        }
         let n = lock(&h.inventory).len();
         h.event("hostd.started", None, None, format!("hostd {} started; {n} VMs in the inventory", env!("CARGO_PKG_VERSION")));
         Ok(Arc::new(h))
@@ -362,7 +446,7 @@ impl Hostd {
 
     // ---- tasks ----
 
-    fn task_begin(&self, kind: &str, target: &str, user: &str) -> u64 {
+    pub(crate) fn task_begin(&self, kind: &str, target: &str, user: &str) -> u64 {
         let mut t = lock(&self.tasks);
         let id = t.1;
         t.1 += 1;
@@ -389,13 +473,13 @@ impl Hostd {
         id
     }
 
-    fn task_progress(&self, id: u64, pct: u8) {
+    pub(crate) fn task_progress(&self, id: u64, pct: u8) {
         if let Some(t) = lock(&self.tasks).0.iter_mut().find(|t| t.id == id) {
             t.progress = pct.min(100);
         }
     }
 
-    fn task_end(&self, id: u64, result: &Result<(), OpError>) {
+    pub(crate) fn task_end(&self, id: u64, result: &Result<(), OpError>) {
         if let Some(t) = lock(&self.tasks).0.iter_mut().find(|t| t.id == id) {
             t.finished = Some(now_secs());
             match result {
@@ -451,6 +535,11 @@ impl Hostd {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// A datastore's directory by name.
+    pub fn datastore_root(&self, name: &str) -> Result<PathBuf, OpError> {
+        self.datastores().into_iter().find(|d| d.name == name).map(|d| PathBuf::from(d.path)).ok_or_else(|| OpError::NotFound(format!("no datastore named {name:?}")))
     }
 
     fn datastore_roots(&self) -> Vec<PathBuf> {
@@ -512,22 +601,73 @@ impl Hostd {
         matches!(k.as_ref().map(|k| k.state), Some(KernelState::Running | KernelState::Paused))
     }
 
+    /// The VMkernel id of a VM whose console can be opened (powered on).
+    pub fn console_vm(&self, name: &str) -> Result<u32, OpError> {
+        if !lock(&self.inventory).contains_key(name) {
+            return Err(not_found(name));
+        }
+        match self.kernel_vm(name)? {
+            Some(k) if k.state != KernelState::Off => Ok(k.id),
+            _ => Err(OpError::Conflict(format!("VM {name} is powered off: it has no console"))),
+        }
+    }
+
     // ---- statistics ----
 
     /// Takes one sample of every running inventory VM's counters; forgets
     /// VMs that no longer run.
     pub fn sample_stats(&self) {
-        let Ok(kvms) = self.kernel_vms() else { return };
-        let names: Vec<String> = lock(&self.inventory).keys().cloned().collect();
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let kvms = self.kernel_vms().ok();
+        let running: Vec<&KernelVm> = kvms.iter().flatten().filter(|k| matches!(k.state, KernelState::Running | KernelState::Paused)).collect();
+        {
+            let jiffies = cpu_jiffies();
+            let mut hs = lock(&self.host_samples);
+            let cpu_busy_pct = match (hs.1, jiffies) {
+                (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1.saturating_sub(b0)) as f64 * 100.0 / (t1 - t0) as f64),
+                _ => None,
+            };
+            hs.1 = jiffies;
+            hs.0.push_back(HostSample {
+                time_ms,
+                cpu_busy_pct,
+                memory_used_mib: memory_used_mib(),
+                vms_running: running.len() as u32,
+                vm_run_ns: running.iter().map(|k| k.run_ns).sum(),
+                vm_exits: running.iter().map(|k| k.exits).sum(),
+            });
+            while hs.0.len() > SAMPLES_KEPT {
+                hs.0.pop_front();
+            }
+        }
+        let Some(kvms) = &kvms else { return };
+        let names: Vec<String> = lock(&self.inventory).keys().cloned().collect();
+        let mem: Vec<(String, u64)> = running
+            .iter()
+            .filter(|k| names.contains(&k.name))
+            .map(|k| {
+                let m = self.kernel.stats(k.id, k.vcpus).map(|s| s.guest_memory_bytes + s.overhead_bytes).unwrap_or(k.memory_mib << 20);
+                (k.name.clone(), m)
+            })
+            .collect();
         let mut samples = lock(&self.samples);
         samples.retain(|n, _| kvms.iter().any(|k| &k.name == n && k.state != KernelState::Off));
-        for k in kvms.iter().filter(|k| names.contains(&k.name) && matches!(k.state, KernelState::Running | KernelState::Paused)) {
+        for k in running.iter().filter(|k| names.contains(&k.name)) {
+            let memory_bytes = mem.iter().find(|m| m.0 == k.name).map_or(0, |m| m.1);
             let q = samples.entry(k.name.clone()).or_default();
-            q.push_back(StatSample { time_ms, run_ns: k.run_ns, exits: k.exits });
+            q.push_back(StatSample { time_ms, run_ns: k.run_ns, exits: k.exits, memory_bytes });
             while q.len() > SAMPLES_KEPT {
                 q.pop_front();
             }
+        }
+    }
+
+    pub fn host_stats(&self) -> HostStats {
+        HostStats {
+            cpus: host_cpus(),
+            memory_mib: host_memory_mib(),
+            sample_period_ms: self.settings.sample_period.as_millis() as u64,
+            history: lock(&self.host_samples).0.iter().copied().collect(),
         }
     }
 
@@ -537,8 +677,9 @@ impl Hostd {
         std::thread::spawn(move || {
             while let Some(h) = me.upgrade() {
                 h.sample_stats();
+                let period = h.settings.sample_period;
                 drop(h);
-                std::thread::sleep(SAMPLE_PERIOD);
+                std::thread::sleep(period);
             }
         });
     }
@@ -592,7 +733,7 @@ impl Hostd {
             let vmx = vm_dir.join(format!("{}.vmx", cfg.name));
             let result = (|| {
                 let created = create_disks(&vm_dir, &mut cfg)?;
-                let r = store::write_atomic(&vmx, cfg.to_vmx().as_bytes()).map_err(internal("writing the .vmx"));
+                let r = cfg.to_vmx().map_err(OpError::from).and_then(|t| store::write_atomic(&vmx, t.as_bytes()).map_err(internal("writing the .vmx")));
                 if r.is_err() {
                     remove_files(&created);
                 }
@@ -682,7 +823,7 @@ impl Hostd {
             }
             new.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&dir))?;
             let created = create_disks(&dir, &mut new)?;
-            if let Err(err) = store::write_atomic(&e.vmx, new.to_vmx().as_bytes()).map_err(internal("writing the .vmx")) {
+            if let Err(err) = new.to_vmx().map_err(OpError::from).and_then(|t| store::write_atomic(&e.vmx, t.as_bytes()).map_err(internal("writing the .vmx"))) {
                 remove_files(&created);
                 return Err(err);
             }
@@ -745,6 +886,10 @@ impl Hostd {
             let e = inv.get(name).ok_or_else(|| not_found(name))?.clone();
             self.check_off(&e)?;
             let dir = e.dir();
+            let clones = Self::linked_clones_of(&inv, &dir);
+            if !clones.is_empty() {
+                return Err(OpError::Conflict(format!("VM {name} holds the base disks of the linked clones {clones:?}; destroy them first")));
+            }
             // Only ever a VM directory directly on a datastore.
             if !roots.iter().any(|r| dir.parent() == Some(r.as_path())) {
                 return Err(OpError::Conflict(format!("{} is not a VM directory on a datastore; unregister the VM instead", dir.display())));
@@ -762,6 +907,128 @@ impl Hostd {
             }
             r.map_err(internal("deleting the VM directory"))
         })
+    }
+
+    /// The inventory VMs whose disks are qcow2 overlays on files in `dir`.
+    fn linked_clones_of(inv: &BTreeMap<String, VmEntry>, dir: &Path) -> Vec<String> {
+        inv.values()
+            .filter(|e| e.dir() != dir)
+            .filter(|e| {
+                e.config.iter().flat_map(|c| c.disks.iter()).any(|d| {
+                    crate::qcow2::backing_file(&VmConfig::disk_path(&e.dir(), &d.file)).is_some_and(|b| Path::new(&b).starts_with(dir))
+                })
+            })
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    /// Clones a powered-off VM as a task: a full copy of the disks in its
+    /// directory (sparse where the source is), or qcow2 overlays for a
+    /// linked clone; disks elsewhere (absolute paths) are shared. The clone
+    /// gets new MAC addresses. Nothing is left behind on failure.
+    pub fn clone_vm(self: &Arc<Self>, src: &str, spec: CloneSpec, user: &str) -> Result<Task, OpError> {
+        let (mem, cpus, pgs, roots) = self.limits_owned();
+        let stores = self.datastores();
+        let mut inv = lock(&self.inventory);
+        let e = inv.get(src).ok_or_else(|| not_found(src))?;
+        if let Some(t) = e.busy {
+            return Err(OpError::Conflict(format!("VM {src} is busy with task {t}")));
+        }
+        let cfg = e.config.clone().ok_or_else(|| OpError::Conflict(format!("the configuration of {src} is unreadable: {}", e.error.clone().unwrap_or_default())))?;
+        let src_dir = e.dir();
+        if Self::powered_on(&self.kernel_vm(src).unwrap_or(None)) {
+            return Err(OpError::Conflict(format!("VM {src} is powered on; power it off first so its disks are consistent")));
+        }
+        if !crate::vmx::valid_name(&spec.name) {
+            return Err(OpError::Invalid(Some("name".into()), format!("name: {:?}: 1 to 32 letters, digits, '-', '_' or '.', not starting with '.'", spec.name)));
+        }
+        if inv.contains_key(&spec.name) {
+            return Err(OpError::Conflict(format!("a VM named {:?} is already in the inventory", spec.name)));
+        }
+        let ds_root = match &spec.datastore {
+            Some(n) => stores.iter().find(|d| &d.name == n).map(|d| PathBuf::from(&d.path)).ok_or_else(|| {
+                OpError::Invalid(Some("datastore".into()), format!("datastore: {n:?}: no such datastore (the host has {:?})", stores.iter().map(|d| &d.name).collect::<Vec<_>>()))
+            })?,
+            None => src_dir.parent().map(Path::to_path_buf).ok_or_else(|| OpError::Conflict(format!("{} has no datastore", src_dir.display())))?,
+        };
+        let dst_dir = ds_root.join(&spec.name);
+        if dst_dir.exists() {
+            return Err(OpError::Conflict(format!("{} already exists on the datastore", dst_dir.display())));
+        }
+        let mut new = cfg.clone();
+        new.name = spec.name.clone();
+        let mut copies = Vec::new();
+        for (i, d) in new.disks.iter_mut().enumerate() {
+            if d.file.starts_with('/') {
+                continue;
+            }
+            let from = src_dir.join(&d.file);
+            let file = match d.file.strip_prefix(src) {
+                Some(rest) => format!("{}{rest}", spec.name),
+                None => d.file.clone(),
+            };
+            if spec.linked && !matches!(crate::qcow2::virtual_size(&from), Ok(Some(_))) {
+                return Err(OpError::Conflict(format!("disks[{i}]: {} is not a qcow2 image; a linked clone needs qcow2 disks (make a full clone)", from.display())));
+            }
+            d.file = file.clone();
+            copies.push((from, dst_dir.join(file)));
+        }
+        for n in new.nics.iter_mut() {
+            n.mac = random_mac().map_err(internal("generating a MAC address"))?;
+        }
+        new.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, None)?;
+        let task = self.task_begin(if spec.linked { "vm.linkedClone" } else { "vm.clone" }, src, user);
+        if let Some(e) = inv.get_mut(src) {
+            e.busy = Some(task);
+        }
+        drop(inv);
+        let me = Arc::clone(self);
+        let (src, user) = (src.to_string(), user.to_string());
+        std::thread::spawn(move || {
+            let r = me.run_clone(task, &copies, &dst_dir, &new, spec.linked);
+            if r.is_err() {
+                let _ = fs::remove_dir_all(&dst_dir);
+            }
+            if let Some(e) = lock(&me.inventory).get_mut(&src) {
+                e.busy = None;
+            }
+            match &r {
+                Ok(()) => me.event("vm.cloned", Some(&new.name), Some(&user), format!("VM {} {} from {src}", new.name, if spec.linked { "linked-cloned" } else { "cloned" })),
+                Err(err) => me.event("vm.cloneFailed", Some(&src), Some(&user), format!("cloning {src} as {} failed: {}", new.name, op_message(err))),
+            }
+            me.task_end(task, &r);
+        });
+        self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))
+    }
+
+    fn run_clone(&self, task: u64, copies: &[(PathBuf, PathBuf)], dst_dir: &Path, cfg: &VmConfig, linked: bool) -> Result<(), OpError> {
+        fs::create_dir(dst_dir).map_err(internal("creating the VM directory"))?;
+        let total: u64 = copies.iter().map(|(f, _)| fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum::<u64>().max(1);
+        let mut done = 0u64;
+        for (from, to) in copies {
+            if linked {
+                crate::qcow2::create_overlay(to, from).map_err(|e| OpError::Internal(format!("creating {}: {e}", to.display())))?;
+            } else {
+                copy_sparse(from, to, &mut |n| {
+                    done += n;
+                    self.task_progress(task, (done.min(total) * 90 / total) as u8);
+                })
+                .map_err(|e| OpError::Internal(format!("copying {} to {}: {e}", from.display(), to.display())))?;
+            }
+        }
+        let vmx = dst_dir.join(format!("{}.vmx", cfg.name));
+        let text = cfg.to_vmx()?;
+        store::write_atomic(&vmx, text.as_bytes()).map_err(internal("writing the .vmx"))?;
+        let mut inv = lock(&self.inventory);
+        if inv.contains_key(&cfg.name) {
+            return Err(OpError::Conflict(format!("a VM named {:?} appeared in the inventory meanwhile", cfg.name)));
+        }
+        inv.insert(cfg.name.clone(), VmEntry { name: cfg.name.clone(), vmx, config: Some(cfg.clone()), error: None, busy: None });
+        if let Err(e) = self.save_inventory(&inv) {
+            inv.remove(&cfg.name);
+            return Err(e);
+        }
+        Ok(())
     }
 
     // ---- power ----
@@ -782,6 +1049,10 @@ impl Hostd {
         match action {
             PowerAction::On if Self::powered_on(&k) => return refuse("is already powered on"),
             PowerAction::On => {
+                let clones = Self::linked_clones_of(&inv, &e.dir());
+                if !clones.is_empty() {
+                    return refuse(&format!("holds the base disks of the linked clones {clones:?}: powering it on would change them under the clones"));
+                }
                 cfg.validate(&HostLimits { memory_mib: mem, cpus, port_groups: &pgs, datastores: &roots, check_files: true }, Some(&e.dir()))
                     .map_err(|fe| OpError::Conflict(format!("the configuration of {name} is not valid now: {fe}")))?;
             }
@@ -789,15 +1060,22 @@ impl Hostd {
             PowerAction::Pause if state != Some(KernelState::Running) => return refuse("is not running"),
             PowerAction::Resume if state != Some(KernelState::Paused) => return refuse("is not paused"),
             PowerAction::Shutdown => {
-                if !Self::powered_on(&k) {
-                    return refuse("is powered off");
+                if state != Some(KernelState::Running) {
+                    return refuse("is not running");
                 }
-                // Nothing in the VMM can ask a guest to shut down yet (no ACPI
-                // power button, no guest tools): say so rather than pull the plug.
-                return Err(OpError::Conflict("guest shutdown is not supported by the VMkernel yet (no ACPI power button in the VMM); use power off".into()));
+                // Ask the guest now (the ACPI power button), so a VMkernel
+                // without the call is a clear error rather than a failed task.
+                let id = k.as_ref().map_or(0, |k| k.id);
+                self.kernel.shutdown(id).map_err(|e| match e.raw_os_error() {
+                    Some(crate::vmkernel::ENOSYS) => OpError::NotSupported(
+                        "guest shutdown is not supported by this VMkernel (no ACPI power button call in its API); use power off".into(),
+                    ),
+                    _ => OpError::Unavailable(format!("asking the guest to shut down: {e}")),
+                })?;
             }
             _ => {}
         }
+        let vm_dir = e.dir();
         let task = self.task_begin(action.task_kind(), name, user);
         if let Some(e) = inv.get_mut(name) {
             e.busy = Some(task);
@@ -806,7 +1084,7 @@ impl Hostd {
         let me = Arc::clone(self);
         let (name, user) = (name.to_string(), user.to_string());
         std::thread::spawn(move || {
-            let r = me.run_power(task, &name, action, &cfg, k);
+            let r = me.run_power(task, &name, action, &cfg, &vm_dir, k);
             // The VM is free and the event recorded before the task reads as
             // ended: a client that saw the task finish may act on the VM at
             // once and finds the event in the log.
@@ -828,7 +1106,7 @@ impl Hostd {
         self.task(task).ok_or_else(|| OpError::Internal("task vanished".into()))
     }
 
-    fn run_power(&self, task: u64, name: &str, action: PowerAction, cfg: &VmConfig, k: Option<KernelVm>) -> Result<(), OpError> {
+    fn run_power(&self, task: u64, name: &str, action: PowerAction, cfg: &VmConfig, vm_dir: &Path, k: Option<KernelVm>) -> Result<(), OpError> {
         let kerr = |what: &'static str| move |e: io::Error| OpError::Unavailable(format!("{what}: {e}"));
         match action {
             PowerAction::On => {
@@ -837,7 +1115,8 @@ impl Hostd {
                     self.kernel.destroy(old.id).map_err(kerr("freeing the stopped VM"))?;
                 }
                 self.task_progress(task, 10);
-                let id = self.kernel.create(&cfg.kernel_text()).map_err(kerr("creating the VM in the VMkernel"))?;
+                let text = cfg.kernel_text(vm_dir).map_err(|e| OpError::Conflict(format!("the configuration of {name} is not valid now: {e}")))?;
+                let id = self.kernel.create(&text).map_err(kerr("creating the VM in the VMkernel"))?;
                 self.task_progress(task, 80);
                 if let Err(e) = self.kernel.start(id) {
                     let _ = self.kernel.destroy(id);
@@ -854,7 +1133,27 @@ impl Hostd {
             PowerAction::Reset => self.kernel.reset(k.map_or(0, |k| k.id)).map_err(kerr("resetting the VM")),
             PowerAction::Pause => self.kernel.pause(k.map_or(0, |k| k.id)).map_err(kerr("pausing the VM")),
             PowerAction::Resume => self.kernel.resume(k.map_or(0, |k| k.id)).map_err(kerr("resuming the VM")),
-            PowerAction::Shutdown => Err(OpError::Conflict("not supported".into())),
+            PowerAction::Shutdown => {
+                // The guest was asked in `power`; wait for it to stop, then
+                // free it as a power-off does.
+                let deadline = Instant::now() + SHUTDOWN_WAIT;
+                loop {
+                    match self.kernel_vm(name)? {
+                        Some(k) if k.state == KernelState::Stopped || k.state == KernelState::Off => {
+                            return self.kernel.destroy(k.id).map_err(kerr("freeing the VM"));
+                        }
+                        None => return Ok(()),
+                        Some(_) if Instant::now() >= deadline => {
+                            return Err(OpError::Conflict(format!("the guest did not shut down within {} s; power it off", SHUTDOWN_WAIT.as_secs())));
+                        }
+                        Some(_) => {
+                            let waited = SHUTDOWN_WAIT.saturating_sub(deadline.saturating_duration_since(Instant::now()));
+                            self.task_progress(task, (10 + waited.as_secs() * 80 / SHUTDOWN_WAIT.as_secs()) as u8);
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -865,7 +1164,9 @@ fn not_found(name: &str) -> OpError {
 
 pub fn op_message(e: &OpError) -> String {
     match e {
-        OpError::Invalid(_, m) | OpError::NotFound(m) | OpError::Conflict(m) | OpError::Unavailable(m) | OpError::Internal(m) => m.clone(),
+        OpError::Invalid(_, m) | OpError::NotFound(m) | OpError::Conflict(m) | OpError::Unavailable(m) | OpError::NotSupported(m) | OpError::Internal(m) => {
+            m.clone()
+        }
     }
 }
 
@@ -896,6 +1197,34 @@ fn create_disks(vm_dir: &Path, cfg: &mut VmConfig) -> Result<Vec<PathBuf>, OpErr
         let _ = store::sync_dir(dir);
     }
     Ok(created)
+}
+
+/// Copies a file, leaving holes where the source has zero blocks (disk
+/// images are mostly empty); `progress` gets the bytes done.
+fn copy_sparse(from: &Path, to: &Path, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut src = fs::File::open(from)?;
+    let len = src.metadata()?.len();
+    let mut dst = fs::OpenOptions::new().write(true).create_new(true).open(to)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            dst.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            dst.write_all(&buf[..n])?;
+        }
+        progress(n as u64);
+    }
+    dst.set_len(len)?;
+    dst.sync_all()?;
+    if let Some(dir) = to.parent() {
+        let _ = store::sync_dir(dir);
+    }
+    Ok(())
 }
 
 fn remove_files(files: &[PathBuf]) {
@@ -953,6 +1282,8 @@ mod tests {
             lockout_after: 5,
             lockout_for: Duration::from_secs(60),
             ui_dir: None,
+            sample_period: SAMPLE_PERIOD,
+            max_upload_bytes: 1 << 20,
         }
     }
 
@@ -1041,7 +1372,14 @@ mod tests {
         let calls = k.calls.lock().unwrap().clone();
         assert_eq!(calls.iter().filter(|c| c.starts_with("create")).count(), 3, "{calls:?}");
         assert!(calls.contains(&"destroy 2".to_string()), "{calls:?}");
-        assert!(matches!(h.power("vm1", PowerAction::Shutdown, "op"), Err(OpError::Conflict(m)) if m.contains("not supported")));
+        // Guest shutdown: a clear "not supported" while the VMkernel lacks
+        // the call; with it, the guest is asked and the VM ends powered off.
+        assert!(matches!(h.power("vm1", PowerAction::Shutdown, "op"), Err(OpError::NotSupported(m)) if m.contains("not supported")));
+        k.has_shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+        let t = h.power("vm1", PowerAction::Shutdown, "op").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(h.vm("vm1").unwrap().power_state, "poweredOff");
+        assert!(k.calls.lock().unwrap().iter().any(|c| c == "shutdown 3"), "{:?}", k.calls.lock().unwrap());
     }
 
     #[test]
@@ -1089,6 +1427,43 @@ mod tests {
         assert!(matches!(h.register("/etc/passwd.vmx", "root"), Err(OpError::Invalid(..))));
         h.destroy("vm1", "root").unwrap();
         assert!(!d.path().join("volumes/ds1/vm1").exists());
+    }
+
+    #[test]
+    fn full_and_linked_clones() {
+        let (d, h, k) = setup();
+        h.define(spec(d.path(), "src"), "root").unwrap();
+        let ds = d.path().join("volumes/ds1");
+        fs::write(ds.join("src/src.img"), b"disk data").unwrap();
+        let clone = |name: &str, linked: bool| CloneSpec { name: name.into(), datastore: None, linked };
+        let t = h.clone_vm("src", clone("copy", false), "root").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(fs::read(ds.join("copy/copy.img")).unwrap(), b"disk data");
+        let c = h.vm("copy").unwrap().config.unwrap();
+        let s = h.vm("src").unwrap().config.unwrap();
+        assert_eq!(c.disks[0].file, "copy.img");
+        assert_ne!(c.nics[0].mac, s.nics[0].mac, "a clone gets its own MAC");
+        assert!(fs::read_to_string(ds.join("copy/copy.vmx")).unwrap().contains("name = \"copy\""));
+        assert!(matches!(h.clone_vm("src", clone("copy", false), "root"), Err(OpError::Conflict(_))));
+        assert!(matches!(h.clone_vm("src", clone("../x", false), "root"), Err(OpError::Invalid(Some(f), _)) if f == "name"));
+        // A raw disk cannot be linked; nothing is left behind.
+        assert!(matches!(h.clone_vm("src", clone("lc", true), "root"), Err(OpError::Conflict(m)) if m.contains("qcow2")));
+        assert!(!ds.join("lc").exists());
+        // qcow2 disks: the clone is an overlay on the source's disk.
+        fs::remove_file(ds.join("src/src.img")).unwrap();
+        fs::write(ds.join("src/src.img"), crate::qcow2::overlay_bytes("/nonexistent", 1 << 20).unwrap()).unwrap();
+        let t = h.clone_vm("src", clone("lc", true), "root").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(crate::qcow2::backing_file(&ds.join("lc/lc.img")).unwrap(), ds.join("src/src.img").display().to_string());
+        // The base stays still while a linked clone uses it.
+        assert!(matches!(h.power("src", PowerAction::On, "root"), Err(OpError::Conflict(m)) if m.contains("linked clones")));
+        assert!(matches!(h.destroy("src", "root"), Err(OpError::Conflict(m)) if m.contains("linked clones")));
+        h.destroy("lc", "root").unwrap();
+        let t = h.power("src", PowerAction::On, "root").unwrap();
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert!(matches!(h.clone_vm("src", clone("c2", false), "root"), Err(OpError::Conflict(m)) if m.contains("powered on")));
+        assert!(h.events(0, 100).iter().any(|e| e.kind == "vm.cloned" && e.vm.as_deref() == Some("lc")));
+        let _ = k;
     }
 
     #[test]

@@ -5,6 +5,8 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod datastore;
+pub mod qcow2;
 pub mod host;
 pub mod store;
 pub mod vmkernel;

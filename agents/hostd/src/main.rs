@@ -54,6 +54,17 @@ struct Cli {
     /// Where the kernel command line is read from.
     #[arg(long, default_value = "/proc/cmdline")]
     kernel_cmdline: PathBuf,
+    /// Seconds between samples of host and VM statistics.
+    #[arg(long, default_value_t = 20)]
+    sample_secs: u64,
+    /// Largest file a datastore upload may write, in MiB (FAT datastores
+    /// end files at 4 GiB - 1).
+    #[arg(long, default_value_t = 4095)]
+    max_upload_mib: u64,
+    /// Test and demo only: run against an in-memory VMkernel instead of the
+    /// real one (VMs run nowhere; their console echoes what is typed).
+    #[arg(long, hide = true)]
+    fake_vmkernel: bool,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -137,8 +148,18 @@ async fn run(cli: Cli) -> Result<(), String> {
         lockout_after: cli.lockout_after.max(1),
         lockout_for: Duration::from_secs(cli.lockout_secs),
         ui_dir: cli.ui_dir.join("index.html").is_file().then(|| cli.ui_dir.clone()),
+        sample_period: Duration::from_secs(cli.sample_secs.max(1)),
+        max_upload_bytes: cli.max_upload_mib.saturating_mul(1 << 20),
     };
-    let h = Hostd::open(settings, Arc::new(vmkernel::RealVmKernel)).map_err(|e| format!("opening the config store: {e}"))?;
+    let kernel: Arc<dyn vmkernel::VmKernel> = if cli.fake_vmkernel {
+        eprintln!("hostd: using the in-memory fake VMkernel (test mode): VMs do not run");
+        let k = vmkernel::fake::FakeVmKernel::default();
+        k.ticking.store(true, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(k)
+    } else {
+        Arc::new(vmkernel::RealVmKernel)
+    };
+    let h = Hostd::open(settings, kernel).map_err(|e| format!("opening the config store: {e}"))?;
     h.start_sampler();
     let app = api::app(h);
     let https = server::bind_when_possible(SocketAddr::new(cli.listen, cli.https_port), "HTTPS").await;

@@ -129,7 +129,8 @@ async fn serve_tls_connection(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcc
     });
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(64 * 1024);
-    let _ = b.serve_connection(TokioIo::new(tls), svc).await;
+    // Upgrades: the console WebSocket.
+    let _ = b.serve_connection(TokioIo::new(tls), svc).with_upgrades().await;
 }
 
 /// Plain HTTP: every request is redirected to the same path over HTTPS.

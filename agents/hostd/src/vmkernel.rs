@@ -70,7 +70,22 @@ pub trait VmKernel: Send + Sync + 'static {
     fn destroy(&self, id: u32) -> io::Result<()>;
     fn set_resources(&self, group: u32, r: Resources) -> io::Result<()>;
     fn stats(&self, id: u32, vcpus: u32) -> io::Result<KernelVmStats>;
+    /// The guest's serial console output from stream position `from`, and
+    /// the position after it. A reader more than [`CONSOLE_WINDOW`] behind
+    /// skips ahead to the last `CONSOLE_WINDOW` bytes.
+    fn console_read(&self, id: u32, from: u64) -> io::Result<(Vec<u8>, u64)>;
+    /// Input for the guest's serial console; returns the bytes taken.
+    fn console_write(&self, id: u32, data: &[u8]) -> io::Result<usize>;
+    /// Asks the guest to shut down (the ACPI power button). `ENOSYS` when
+    /// the VMkernel has no such call.
+    fn shutdown(&self, id: u32) -> io::Result<()>;
 }
+
+/// How far back a console reader may start (the kernel keeps 64 KiB).
+pub const CONSOLE_WINDOW: u64 = 16 * 1024;
+
+/// errno for "the VMkernel has no such call".
+pub const ENOSYS: i32 = 38;
 
 /// Names for `vmk_api::EXIT_REASON_*` (0 = none).
 fn exit_reason_name(r: u32) -> Option<String> {
@@ -156,6 +171,27 @@ impl VmKernel for RealVmKernel {
         };
         vmk::group_set(group, &p)
     }
+    fn console_read(&self, id: u32, from: u64) -> io::Result<(Vec<u8>, u64)> {
+        use userworld::vmk;
+        // The kernel clamps a position it no longer holds without saying
+        // where it started: stay within what it surely holds, and read only
+        // up to the end seen now so the new position is exact.
+        let end = vmk::vm_info(id)?.console_pos;
+        let from = from.clamp(end.saturating_sub(CONSOLE_WINDOW), end);
+        if from == end {
+            return Ok((Vec::new(), end));
+        }
+        let data = vmk::vm_console_read(id, from, (end - from) as usize)?;
+        let next = from + data.len() as u64;
+        Ok((data, next))
+    }
+    fn console_write(&self, id: u32, data: &[u8]) -> io::Result<usize> {
+        userworld::vmk::vm_console_write(id, data)
+    }
+    fn shutdown(&self, _id: u32) -> io::Result<()> {
+        // The narrow API has no guest shutdown (ACPI power button) call yet.
+        Err(io::Error::from_raw_os_error(ENOSYS))
+    }
     fn stats(&self, id: u32, vcpus: u32) -> io::Result<KernelVmStats> {
         use userworld::vmk;
         let r = vmk::vm_stats(id)?;
@@ -168,11 +204,18 @@ impl VmKernel for RealVmKernel {
     }
 }
 
-/// A VMkernel in memory, for unit tests of hostd's logic.
-#[cfg(test)]
+/// A VMkernel in memory, for unit tests of hostd's logic and for running
+/// hostd on a Linux host with `--fake-vmkernel` (the browser test): VMs run
+/// nowhere; a started VM's console prints a banner and a prompt, echoes
+/// what is typed and answers each line with `you typed: <line>`.
 pub mod fake {
     use super::*;
+    use std::collections::HashMap;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Output so far, and the line being typed.
+    type FakeConsole = (Vec<u8>, Vec<u8>);
 
     #[derive(Default)]
     pub struct FakeVmKernel {
@@ -181,6 +224,12 @@ pub mod fake {
         /// Calls made, in order ("create web01", "start 1", ...).
         pub calls: Mutex<Vec<String>>,
         pub resources: Mutex<Vec<(u32, Resources)>>,
+        /// Console output so far and the line being typed, per VM.
+        consoles: Mutex<HashMap<u32, FakeConsole>>,
+        /// Running guests use CPU and exit on every list (for live charts).
+        pub ticking: AtomicBool,
+        /// Whether the fake has the ACPI shutdown call.
+        pub has_shutdown: AtomicBool,
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -217,10 +266,17 @@ pub mod fake {
             Ok(1)
         }
         fn list(&self) -> io::Result<Vec<KernelVm>> {
-            Ok(lock(&self.vms).clone())
+            let mut vms = lock(&self.vms);
+            if self.ticking.load(Ordering::Relaxed) {
+                for v in vms.iter_mut().filter(|v| v.state == KernelState::Running) {
+                    v.run_ns += 3_000_000 + (v.run_ns / 7) % 5_000_000;
+                    v.exits += 200 + v.exits % 300;
+                }
+            }
+            Ok(vms.clone())
         }
         fn create(&self, text: &str) -> io::Result<u32> {
-            let c = vmkernel::vmk_api::VmConfig::parse(text).map_err(|_| io::Error::from_raw_os_error(22))?;
+            let c = mantle_abi::VmConfig::parse(text).map_err(|_| io::Error::from_raw_os_error(22))?;
             let mut vms = lock(&self.vms);
             if vms.iter().any(|v| v.name == c.name) {
                 return Err(io::Error::from_raw_os_error(17));
@@ -246,10 +302,15 @@ pub mod fake {
         }
         fn start(&self, id: u32) -> io::Result<()> {
             self.log(format!("start {id}"));
+            let mut name = String::new();
             self.with(id, |v| {
                 v.state = KernelState::Running;
+                name = v.name.clone();
                 Ok(())
-            })
+            })?;
+            let banner = format!("fake guest {name}: booted\r\n$ ");
+            lock(&self.consoles).entry(id).or_default().0.extend_from_slice(banner.as_bytes());
+            Ok(())
         }
         fn stop(&self, id: u32) -> io::Result<()> {
             self.log(format!("stop {id}"));
@@ -285,6 +346,7 @@ pub mod fake {
             let mut vms = lock(&self.vms);
             let n = vms.len();
             vms.retain(|v| v.id != id);
+            lock(&self.consoles).remove(&id);
             if vms.len() == n { Err(io::Error::from_raw_os_error(2)) } else { Ok(()) }
         }
         fn set_resources(&self, group: u32, r: Resources) -> io::Result<()> {
@@ -299,6 +361,49 @@ pub mod fake {
                 vcpu_run_ns: vec![v.run_ns / vcpus.max(1) as u64; vcpus as usize],
                 guest_memory_bytes: v.memory_mib << 20,
                 overhead_bytes: 12 << 10,
+            })
+        }
+        fn console_read(&self, id: u32, from: u64) -> io::Result<(Vec<u8>, u64)> {
+            self.with(id, |_| Ok(()))?;
+            let consoles = lock(&self.consoles);
+            let out = consoles.get(&id).map(|c| c.0.as_slice()).unwrap_or_default();
+            let end = out.len() as u64;
+            let from = from.clamp(end.saturating_sub(CONSOLE_WINDOW), end);
+            Ok((out[from as usize..].to_vec(), end))
+        }
+        fn console_write(&self, id: u32, data: &[u8]) -> io::Result<usize> {
+            self.with(id, |v| if v.state == KernelState::Running { Ok(()) } else { Err(io::Error::from_raw_os_error(22)) })?;
+            let mut consoles = lock(&self.consoles);
+            let (out, line) = consoles.entry(id).or_default();
+            for &b in data {
+                match b {
+                    b'\r' | b'\n' => {
+                        let typed = String::from_utf8_lossy(line).into_owned();
+                        line.clear();
+                        out.extend_from_slice(format!("\r\nyou typed: {typed}\r\n$ ").as_bytes());
+                    }
+                    0x7f | 0x08 => {
+                        if line.pop().is_some() {
+                            out.extend_from_slice(b"\x08 \x08");
+                        }
+                    }
+                    b => {
+                        line.push(b);
+                        out.push(b);
+                    }
+                }
+            }
+            Ok(data.len())
+        }
+        fn shutdown(&self, id: u32) -> io::Result<()> {
+            self.log(format!("shutdown {id}"));
+            if !self.has_shutdown.load(Ordering::Relaxed) {
+                return Err(io::Error::from_raw_os_error(ENOSYS));
+            }
+            self.with(id, |v| {
+                v.state = KernelState::Stopped;
+                v.exit_reason = Some("power-off".into());
+                Ok(())
             })
         }
     }

@@ -1,49 +1,26 @@
-//! A VM's configuration file (`<datastore>/<vm>/<vm>.vmx`): its format,
-//! its JSON form in the API, and the rules a configuration must satisfy.
+//! A VM's configuration file (`<datastore>/<vm>/<vm>.vmx`) as the API
+//! shows it (JSON), and the rules that need the host.
 //!
-//! The file is plain text, one `key = "value"` per line, `#` starts a comment
-//! line (the same shape as VMware's `.vmx` and close to the kernel's own
-//! `vmkcli` configuration, `vmkernel::vmk_api::VmConfig`). Values are quoted;
-//! inside the quotes `\\`, `\"` and `\n` are escapes. Keys:
-//!
-//! | key | meaning |
-//! | --- | --- |
-//! | `config.version` | format version, `1` (required, first) |
-//! | `name` | VM name: 1–32 letters, digits, `-`, `_`, `.`; not starting with `.` |
-//! | `memory_mib`, `vcpus` | guest RAM in MiB (4 … host RAM), virtual CPUs (1 … host CPUs, at most 16) |
-//! | `kernel` | absolute path of the kernel the VM boots |
-//! | `format` | `multiboot` (default), `elf64` or `flat` |
-//! | `load_address`, `entry`, `entry_mode` | `flat` only: where the bytes go, where to enter, `real` or `protected` |
-//! | `cmdline` | the kernel command line |
-//! | `moduleN.path`, `moduleN.args` | Multiboot modules (N from 0, at most 16) |
-//! | `shares`, `reservation_pct`, `limit_pct` | CPU shares (1–1000000), reservation and limit in percent of one host CPU |
-//! | `diskN.file` | a disk image: a file name in the VM's directory, or an absolute path on a datastore (at most 8) |
-//! | `nicN.network`, `nicN.mac`, `nicN.model` | a NIC: port group, unicast MAC `xx:xx:xx:xx:xx:xx`, `virtio-net`, `e1000` or `e1000e` (at most 4) |
-//! | `annotation` | free text for the administrator |
-//!
-//! Disks and NICs are inventory data today: the VMkernel's VMM has no disk or
-//! network devices yet, so a power-on passes only the boot, CPU, memory and
-//! resource settings to the kernel ([`VmConfig::kernel_text`]).
+//! The file format is the VMkernel's own, parsed and written in one place:
+//! `mantle_abi::VmConfig` (`vmkernel/abi/src/vmconfig.rs` documents every
+//! key). hostd's files always carry `config.version` and quote every value;
+//! a power-on hands the same text to the kernel, with disk files made
+//! absolute ([`VmConfig::kernel_text`]). This module converts between that
+//! record and the API's JSON form and adds the checks that need the host:
+//! its memory and CPUs, the files, the port groups and the datastores.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
+
+use mantle_abi::{ConfigError, DiskConfig, KernelFormat, NicConfig};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// The configuration file format version this hostd writes and reads.
-pub const CONFIG_VERSION: u32 = 1;
-pub const NAME_MAX: usize = 32;
-pub const MAX_VCPUS: u32 = 16;
-pub const MAX_MEMORY_MIB: u32 = 64 * 1024;
-pub const MAX_MODULES: usize = 16;
-pub const MAX_DISKS: usize = 8;
-pub const MAX_NICS: usize = 4;
+pub use mantle_abi::{CONFIG_VERSION, MAX_DISKS, MAX_MODULES, MAX_NICS, MAX_VCPUS, NIC_MODELS, valid_mac};
+pub const NAME_MAX: usize = mantle_abi::NAME_LEN;
+pub const MAX_MEMORY_MIB: u32 = mantle_abi::MAX_VM_MEMORY_MIB;
 /// FAT datastores end files at 4 GiB - 1.
 pub const MAX_NEW_DISK_MIB: u64 = 4095;
-pub const NIC_MODELS: [&str; 3] = ["virtio-net", "e1000", "e1000e"];
-pub const FORMATS: [&str; 3] = ["multiboot", "elf64", "flat"];
 
 /// A Multiboot module: the guest sees the string `"<path> <args>"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -273,6 +250,13 @@ impl FieldError {
     }
 }
 
+impl From<ConfigError> for FieldError {
+    fn from(e: ConfigError) -> Self {
+        let field = if e.field.is_empty() { "config".to_string() } else { e.field };
+        FieldError { field, message: e.message }
+    }
+}
+
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.field, self.message)
@@ -292,54 +276,14 @@ pub struct HostLimits<'a> {
 
 /// True for a VM name hostd accepts (also a safe directory name).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= NAME_MAX
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    mantle_abi::valid_vm_name(name)
 }
 
-fn text_ok(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
-    if v.len() > max {
-        return Err(FieldError::new(field, format!("at most {max} bytes")));
-    }
-    if v.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(FieldError::new(field, "control characters are not allowed"));
-    }
-    Ok(())
-}
-
-fn one_line(field: &str, v: &str, max: usize) -> Result<(), FieldError> {
-    text_ok(field, v, max)?;
-    if v.contains('\n') {
-        return Err(FieldError::new(field, "must be one line"));
-    }
-    Ok(())
-}
-
-fn abs_file(field: &str, path: &str, check: bool) -> Result<(), FieldError> {
-    one_line(field, path, 1024)?;
-    if !path.starts_with('/') {
-        return Err(FieldError::new(field, format!("{path:?}: an absolute path is required")));
-    }
-    if path.contains(char::is_whitespace) {
-        return Err(FieldError::new(field, format!("{path:?}: blanks are not allowed in paths")));
-    }
-    if check && !Path::new(path).is_file() {
+fn file_exists(field: &str, path: &str) -> Result<(), FieldError> {
+    if !Path::new(path).is_file() {
         return Err(FieldError::new(field, format!("{path:?} does not exist or is not a file")));
     }
     Ok(())
-}
-
-/// Checks a MAC address string: six hex pairs, unicast, not all zeros.
-pub fn valid_mac(mac: &str) -> bool {
-    let parts: Vec<&str> = mac.split(':').collect();
-    if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
-        return false;
-    }
-    let Ok(bytes) = parts.iter().map(|p| u8::from_str_radix(p, 16)).collect::<Result<Vec<u8>, _>>() else {
-        return false;
-    };
-    bytes[0] & 1 == 0 && bytes.iter().any(|&b| b != 0)
 }
 
 impl VmConfig {
@@ -348,105 +292,97 @@ impl VmConfig {
         if file.starts_with('/') { PathBuf::from(file) } else { vm_dir.join(file) }
     }
 
-    /// Checks every rule; the first broken one names its field.
-    /// `vm_dir` is where relative disk files live (None: not known yet,
-    /// skip disk existence checks).
-    pub fn validate(&self, host: &HostLimits, vm_dir: Option<&Path>) -> Result<(), FieldError> {
-        if !valid_name(&self.name) {
-            return Err(FieldError::new(
-                "name",
-                format!("{:?}: 1 to {NAME_MAX} letters, digits, '-', '_' or '.', not starting with '.'", self.name),
-            ));
+    /// The shared configuration record (the file format's), checked by its
+    /// own rules.
+    pub fn to_abi(&self) -> Result<mantle_abi::VmConfig, FieldError> {
+        let real_mode = match self.entry_mode.as_deref() {
+            None | Some("protected") => false,
+            Some("real") => true,
+            Some(m) => return Err(FieldError::new("entry_mode", format!("{m:?}: real or protected"))),
+        };
+        if self.format != "flat" && self.entry_mode.is_some() {
+            return Err(FieldError::new("entry_mode", "only for format flat"));
         }
+        let format = mantle_abi::VmConfig::kernel_format(&self.format, self.load_address, self.entry, real_mode)?;
+        let c = mantle_abi::VmConfig {
+            name: self.name.clone(),
+            memory_mib: self.memory_mib,
+            vcpus: self.vcpus,
+            kernel: self.kernel.clone(),
+            cmdline: self.cmdline.clone(),
+            shares: self.shares,
+            reservation_pct: self.reservation_pct,
+            limit_pct: self.limit_pct,
+            modules: self.modules.iter().map(|m| (m.path.clone(), m.args.clone())).collect(),
+            format,
+            disks: self.disks.iter().map(|d| DiskConfig { file: d.file.clone() }).collect(),
+            nics: self.nics.iter().map(|n| NicConfig { network: n.network.clone(), mac: n.mac.clone(), model: n.model.clone() }).collect(),
+            annotation: self.annotation.clone(),
+        };
+        c.check()?;
+        Ok(c)
+    }
+
+    /// The API's form of a configuration record.
+    pub fn from_abi(c: &mantle_abi::VmConfig) -> VmConfig {
+        let (load_address, entry, entry_mode) = match c.format {
+            KernelFormat::Flat { load, entry, real_mode } => (Some(load), (entry != load).then_some(entry), real_mode.then(|| "real".to_string())),
+            _ => (None, None, None),
+        };
+        VmConfig {
+            name: c.name.clone(),
+            memory_mib: c.memory_mib,
+            vcpus: c.vcpus,
+            kernel: c.kernel.clone(),
+            format: c.format.name().into(),
+            load_address,
+            entry,
+            entry_mode,
+            cmdline: c.cmdline.clone(),
+            modules: c.modules.iter().map(|(path, args)| Module { path: path.clone(), args: args.clone() }).collect(),
+            shares: c.shares,
+            reservation_pct: c.reservation_pct,
+            limit_pct: c.limit_pct,
+            disks: c.disks.iter().map(|d| Disk { file: d.file.clone(), size_mib: None }).collect(),
+            nics: c.nics.iter().map(|n| Nic { network: n.network.clone(), mac: n.mac.clone(), model: n.model.clone() }).collect(),
+            annotation: c.annotation.clone(),
+        }
+    }
+
+    /// Checks every rule; the first broken one names its field. The file
+    /// format's own rules come first (`mantle_abi::VmConfig::check`), then
+    /// the host's. `vm_dir` is where relative disk files live (None: not
+    /// known yet, skip disk existence checks).
+    pub fn validate(&self, host: &HostLimits, vm_dir: Option<&Path>) -> Result<(), FieldError> {
+        let abi = self.to_abi()?;
         let mem_max = (MAX_MEMORY_MIB as u64).min(host.memory_mib);
-        if self.memory_mib < 4 || self.memory_mib as u64 > mem_max {
+        if self.memory_mib as u64 > mem_max {
             return Err(FieldError::new("memory_mib", format!("{}: must be 4 to {mem_max} (the host's memory)", self.memory_mib)));
         }
         let cpu_max = MAX_VCPUS.min(host.cpus.max(1));
-        if self.vcpus < 1 || self.vcpus > cpu_max {
+        if self.vcpus > cpu_max {
             return Err(FieldError::new("vcpus", format!("{}: must be 1 to {cpu_max} (the host's CPUs)", self.vcpus)));
         }
-        abs_file("kernel", &self.kernel, host.check_files)?;
-        if !FORMATS.contains(&self.format.as_str()) {
-            return Err(FieldError::new("format", format!("{:?}: multiboot, elf64 or flat", self.format)));
-        }
-        if self.format == "flat" {
-            let Some(load) = self.load_address else {
-                return Err(FieldError::new("load_address", "required for format flat"));
-            };
-            let real = match self.entry_mode.as_deref() {
-                None | Some("protected") => false,
-                Some("real") => true,
-                Some(m) => return Err(FieldError::new("entry_mode", format!("{m:?}: real or protected"))),
-            };
-            let entry = self.entry.unwrap_or(load);
-            if real && entry >= 0x10_0000 {
-                return Err(FieldError::new("entry", format!("{entry:#x}: real mode reaches only the first MiB")));
+        if host.check_files {
+            file_exists("kernel", &self.kernel)?;
+            for (i, m) in self.modules.iter().enumerate() {
+                file_exists(&format!("modules[{i}].path"), &m.path)?;
             }
-        } else {
-            for (f, set) in [("load_address", self.load_address.is_some()), ("entry", self.entry.is_some()), ("entry_mode", self.entry_mode.is_some())] {
-                if set {
-                    return Err(FieldError::new(f, "only for format flat"));
-                }
-            }
-        }
-        one_line("cmdline", &self.cmdline, 4096)?;
-        if self.cmdline.trim().starts_with('"') || self.cmdline.trim().ends_with('"') {
-            return Err(FieldError::new("cmdline", "must not start or end with a quote"));
-        }
-        if self.modules.len() > MAX_MODULES {
-            return Err(FieldError::new("modules", format!("at most {MAX_MODULES}")));
-        }
-        if !self.modules.is_empty() && self.format != "multiboot" {
-            return Err(FieldError::new("modules", "modules are for Multiboot kernels"));
-        }
-        for (i, m) in self.modules.iter().enumerate() {
-            abs_file(&format!("modules[{i}].path"), &m.path, host.check_files)?;
-            one_line(&format!("modules[{i}].args"), &m.args, 1024)?;
-        }
-        if self.shares < 1 || self.shares > 1_000_000 {
-            return Err(FieldError::new("shares", format!("{}: must be 1 to 1000000", self.shares)));
         }
         let cpu_pct = host.cpus.max(1).saturating_mul(100);
         if self.reservation_pct > cpu_pct {
             return Err(FieldError::new("reservation_pct", format!("{}: at most {cpu_pct} (100 per host CPU)", self.reservation_pct)));
         }
-        if let Some(l) = self.limit_pct {
-            if l < 1 {
-                return Err(FieldError::new("limit_pct", "at least 1 (leave it out for no limit)"));
-            }
-            if l < self.reservation_pct {
-                return Err(FieldError::new("limit_pct", format!("{l} is below reservation_pct {}", self.reservation_pct)));
-            }
-        }
-        if self.disks.len() > MAX_DISKS {
-            return Err(FieldError::new("disks", format!("at most {MAX_DISKS}")));
-        }
-        let mut seen = Vec::new();
         for (i, d) in self.disks.iter().enumerate() {
             let field = format!("disks[{i}].file");
-            one_line(&field, &d.file, 1024)?;
-            if d.file.is_empty() {
-                return Err(FieldError::new(field, "required"));
-            }
             if d.file.starts_with('/') {
                 let p = Path::new(&d.file);
-                if p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
-                    return Err(FieldError::new(field, "'.' and '..' are not allowed"));
-                }
-                if !host.datastores.iter().any(|ds| p.starts_with(ds) && p != ds.as_path()) {
+                if p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+                    || !host.datastores.iter().any(|ds| p.starts_with(ds) && p != ds.as_path())
+                {
                     return Err(FieldError::new(field, format!("{:?} is not on a datastore", d.file)));
                 }
-            } else if d.file.contains('/') || d.file.starts_with('.') {
-                return Err(FieldError::new(field, "a file name in the VM's directory (no '/', not starting with '.') or an absolute datastore path"));
             }
-            if d.file.ends_with(".vmx") {
-                return Err(FieldError::new(field, "a .vmx file is not a disk"));
-            }
-            if seen.contains(&d.file) {
-                return Err(FieldError::new(field, format!("{:?} is listed twice", d.file)));
-            }
-            seen.push(d.file.clone());
             if let Some(s) = d.size_mib
                 && !(1..=MAX_NEW_DISK_MIB).contains(&s)
             {
@@ -460,9 +396,6 @@ impl VmConfig {
                 return Err(FieldError::new(field, format!("{:?} does not exist (give size_mib to create it)", d.file)));
             }
         }
-        if self.nics.len() > MAX_NICS {
-            return Err(FieldError::new("nics", format!("at most {MAX_NICS}")));
-        }
         for (i, n) in self.nics.iter().enumerate() {
             if !host.port_groups.contains(&n.network) {
                 return Err(FieldError::new(
@@ -470,219 +403,33 @@ impl VmConfig {
                     format!("{:?}: no such port group (the host has {:?})", n.network, host.port_groups),
                 ));
             }
-            if !n.mac.is_empty() && !valid_mac(&n.mac) {
-                return Err(FieldError::new(format!("nics[{i}].mac"), format!("{:?}: six hex pairs, unicast, not all zero", n.mac)));
-            }
-            if !NIC_MODELS.contains(&n.model.as_str()) {
-                return Err(FieldError::new(format!("nics[{i}].model"), format!("{:?}: one of {NIC_MODELS:?}", n.model)));
-            }
         }
-        text_ok("annotation", &self.annotation, 4096)?;
+        if abi.to_text().len() > mantle_abi::MAX_CONFIG_TEXT {
+            return Err(FieldError::new("config", format!("the configuration is larger than {} bytes", mantle_abi::MAX_CONFIG_TEXT)));
+        }
         Ok(())
     }
 
-    /// The text the VMkernel's VM API takes (`VMK_VM_CREATE`).
-    pub fn kernel_text(&self) -> String {
-        let mut t = String::new();
-        let _ = writeln!(t, "name = {}", self.name);
-        let _ = writeln!(t, "memory_mib = {}", self.memory_mib);
-        let _ = writeln!(t, "vcpus = {}", self.vcpus);
-        let _ = writeln!(t, "kernel = {}", self.kernel);
-        let _ = writeln!(t, "format = {}", self.format);
-        if let Some(a) = self.load_address {
-            let _ = writeln!(t, "load_address = {a:#x}");
+    /// The text the VMkernel's VM API takes (`VMK_VM_CREATE`): the `.vmx`
+    /// format itself, with the disk files as absolute paths.
+    pub fn kernel_text(&self, vm_dir: &Path) -> Result<String, FieldError> {
+        let mut abi = self.to_abi()?;
+        for d in &mut abi.disks {
+            d.file = Self::disk_path(vm_dir, &d.file).display().to_string();
         }
-        if let Some(a) = self.entry {
-            let _ = writeln!(t, "entry = {a:#x}");
-        }
-        if let Some(m) = &self.entry_mode {
-            let _ = writeln!(t, "entry_mode = {m}");
-        }
-        if !self.cmdline.is_empty() {
-            let _ = writeln!(t, "cmdline = {}", self.cmdline);
-        }
-        for m in &self.modules {
-            let _ = writeln!(t, "module = {} {}", m.path, m.args);
-        }
-        let _ = writeln!(t, "shares = {}", self.shares);
-        let _ = writeln!(t, "reservation_pct = {}", self.reservation_pct);
-        if let Some(l) = self.limit_pct {
-            let _ = writeln!(t, "limit_pct = {l}");
-        }
-        t
+        Ok(abi.to_text())
     }
 
     /// The `.vmx` file text.
-    pub fn to_vmx(&self) -> String {
-        let mut t = String::from(
-            "# Mantle virtual machine configuration, written by hostd.\n# key = \"value\" per line; the keys are documented in agents/hostd/src/vmx.rs.\n",
-        );
-        let mut kv = |k: &str, v: &str| {
-            let _ = writeln!(t, "{k} = \"{}\"", escape(v));
-        };
-        kv("config.version", &CONFIG_VERSION.to_string());
-        kv("name", &self.name);
-        kv("memory_mib", &self.memory_mib.to_string());
-        kv("vcpus", &self.vcpus.to_string());
-        kv("kernel", &self.kernel);
-        kv("format", &self.format);
-        if let Some(a) = self.load_address {
-            kv("load_address", &format!("{a:#x}"));
-        }
-        if let Some(a) = self.entry {
-            kv("entry", &format!("{a:#x}"));
-        }
-        if let Some(m) = &self.entry_mode {
-            kv("entry_mode", m);
-        }
-        kv("cmdline", &self.cmdline);
-        for (i, m) in self.modules.iter().enumerate() {
-            kv(&format!("module{i}.path"), &m.path);
-            kv(&format!("module{i}.args"), &m.args);
-        }
-        kv("shares", &self.shares.to_string());
-        kv("reservation_pct", &self.reservation_pct.to_string());
-        if let Some(l) = self.limit_pct {
-            kv("limit_pct", &l.to_string());
-        }
-        for (i, d) in self.disks.iter().enumerate() {
-            kv(&format!("disk{i}.file"), &d.file);
-        }
-        for (i, n) in self.nics.iter().enumerate() {
-            kv(&format!("nic{i}.network"), &n.network);
-            kv(&format!("nic{i}.mac"), &n.mac);
-            kv(&format!("nic{i}.model"), &n.model);
-        }
-        kv("annotation", &self.annotation);
-        t
+    pub fn to_vmx(&self) -> Result<String, FieldError> {
+        let body = self.to_abi()?.to_text();
+        Ok(format!("# Mantle virtual machine configuration, written by hostd.\n# key = \"value\" per line; the keys are documented in vmkernel/abi/src/vmconfig.rs.\n{body}"))
     }
 
-    /// Parses `.vmx` text. Checks the syntax and the version; the rules are
-    /// [`VmConfig::validate`]'s.
+    /// Parses `.vmx` text: the syntax, the version and the file format's
+    /// rules; the host's are [`VmConfig::validate`]'s.
     pub fn from_vmx(text: &str) -> Result<VmConfig, String> {
-        let mut c = VmConfig {
-            name: String::new(),
-            memory_mib: default_memory(),
-            vcpus: default_vcpus(),
-            kernel: String::new(),
-            format: default_format(),
-            load_address: None,
-            entry: None,
-            entry_mode: None,
-            cmdline: String::new(),
-            modules: Vec::new(),
-            shares: default_shares(),
-            reservation_pct: 0,
-            limit_pct: None,
-            disks: Vec::new(),
-            nics: Vec::new(),
-            annotation: String::new(),
-        };
-        let mut version = None;
-        let mut modules: BTreeMap<usize, Module> = BTreeMap::new();
-        let mut disks: BTreeMap<usize, Disk> = BTreeMap::new();
-        let mut nics: BTreeMap<usize, Nic> = BTreeMap::new();
-        for (n, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let at = |m: String| format!("line {}: {m}", n + 1);
-            let (k, v) = line.split_once('=').ok_or_else(|| at("expected key = \"value\"".into()))?;
-            let k = k.trim();
-            let v = unquote(v.trim()).ok_or_else(|| at(format!("{k}: the value must be one quoted string")))?;
-            let num = |v: &str| -> Result<u32, String> {
-                let r = match v.strip_prefix("0x") {
-                    Some(h) => u32::from_str_radix(h, 16).ok(),
-                    None => v.parse().ok(),
-                };
-                r.ok_or_else(|| at(format!("{k}: {v:?} is not a number")))
-            };
-            let indexed = |prefix: &str| -> Option<Result<(usize, String), String>> {
-                let rest = k.strip_prefix(prefix)?;
-                let (idx, field) = rest.split_once('.')?;
-                Some(match idx.parse::<usize>() {
-                    Ok(i) if i < 64 => Ok((i, field.to_string())),
-                    _ => Err(at(format!("{k}: bad index"))),
-                })
-            };
-            match k {
-                "config.version" => version = Some(num(&v)?),
-                "name" => c.name = v,
-                "memory_mib" => c.memory_mib = num(&v)?,
-                "vcpus" => c.vcpus = num(&v)?,
-                "kernel" => c.kernel = v,
-                "format" => c.format = v,
-                "load_address" => c.load_address = Some(num(&v)?),
-                "entry" => c.entry = Some(num(&v)?),
-                "entry_mode" => c.entry_mode = Some(v),
-                "cmdline" => c.cmdline = v,
-                "shares" => c.shares = num(&v)?,
-                "reservation_pct" => c.reservation_pct = num(&v)?,
-                "limit_pct" => c.limit_pct = Some(num(&v)?),
-                "annotation" => c.annotation = v,
-                _ => {
-                    if let Some(r) = indexed("module") {
-                        let (i, f) = r?;
-                        let m = modules.entry(i).or_insert(Module { path: String::new(), args: String::new() });
-                        match f.as_str() {
-                            "path" => m.path = v,
-                            "args" => m.args = v,
-                            _ => return Err(at(format!("unknown setting {k:?}"))),
-                        }
-                    } else if let Some(r) = indexed("disk") {
-                        let (i, f) = r?;
-                        let d = disks.entry(i).or_insert(Disk { file: String::new(), size_mib: None });
-                        match f.as_str() {
-                            "file" => d.file = v,
-                            _ => return Err(at(format!("unknown setting {k:?}"))),
-                        }
-                    } else if let Some(r) = indexed("nic") {
-                        let (i, f) = r?;
-                        let nic = nics.entry(i).or_insert(Nic { network: String::new(), mac: String::new(), model: default_nic_model() });
-                        match f.as_str() {
-                            "network" => nic.network = v,
-                            "mac" => nic.mac = v,
-                            "model" => nic.model = v,
-                            _ => return Err(at(format!("unknown setting {k:?}"))),
-                        }
-                    } else {
-                        return Err(at(format!("unknown setting {k:?}")));
-                    }
-                }
-            }
-        }
-        match version {
-            Some(CONFIG_VERSION) => {}
-            Some(v) => return Err(format!("config.version {v}: this hostd reads version {CONFIG_VERSION}")),
-            None => return Err("config.version is missing".into()),
-        }
-        c.modules = modules.into_values().collect();
-        c.disks = disks.into_values().collect();
-        c.nics = nics.into_values().collect();
-        Ok(c)
-    }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// `"..."` with escapes, and nothing after the closing quote.
-fn unquote(v: &str) -> Option<String> {
-    let inner = v.strip_prefix('"')?;
-    let mut out = String::new();
-    let mut chars = inner.chars();
-    loop {
-        match chars.next()? {
-            '"' => return chars.as_str().trim().is_empty().then_some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                c @ ('\\' | '"') => out.push(c),
-                _ => return None,
-            },
-            c => out.push(c),
-        }
+        mantle_abi::VmConfig::parse_versioned(text).map(|c| Self::from_abi(&c)).map_err(|e| e.to_string())
     }
 }
 
@@ -718,7 +465,7 @@ mod tests {
     #[test]
     fn vmx_round_trip() {
         let c = sample();
-        let text = c.to_vmx();
+        let text = c.to_vmx().unwrap();
         assert!(text.contains("config.version = \"1\""));
         assert_eq!(VmConfig::from_vmx(&text).unwrap(), c);
     }
@@ -726,13 +473,12 @@ mod tests {
     #[test]
     fn vmx_rejects_bad_files() {
         for (bad, why) in [
-            ("name = \"x\"", "config.version is missing"),
+            ("name = \"x\"", "config.version"),
             ("config.version = \"2\"", "version 2"),
             ("config.version = \"1\"\nmemory_mib = \"lots\"", "not a number"),
             ("config.version = \"1\"\nfrobnicate = \"1\"", "unknown setting"),
-            ("config.version = \"1\"\nname = x", "quoted"),
             ("config.version = \"1\"\nname = \"x\" junk", "quoted"),
-            ("config.version = \"1\"\ndisk99.file = \"x\"", "bad index"),
+            ("config.version = \"1\"\ndisk99.file = \"x\"", "index"),
             ("config.version = \"1\"\ngarbage", "key ="),
         ] {
             let e = VmConfig::from_vmx(bad).unwrap_err();
@@ -740,19 +486,26 @@ mod tests {
         }
     }
 
+    /// The kernel gets the file format itself: the whole configuration,
+    /// disk files made absolute, parsed by the same `mantle_abi` code.
     #[test]
-    fn kernel_text_is_what_the_vmkernel_accepts() {
+    fn kernel_text_is_the_vmx_format() {
         let mut c = sample();
-        let k = vmkernel::vmk_api::VmConfig::parse(&c.kernel_text()).unwrap();
+        let dir = Path::new("/vmfs/volumes/ds1/web01");
+        let k = mantle_abi::VmConfig::parse(&c.kernel_text(dir).unwrap()).unwrap();
         assert_eq!((k.name.as_str(), k.memory_mib, k.vcpus, k.shares, k.reservation_pct, k.limit_pct), ("web01", 128, 2, 2000, 10, Some(50)));
         assert_eq!(k.cmdline, "console=ttyS0 quiet");
         assert_eq!(k.modules, [("/boot/initrd".to_string(), "a b".to_string())]);
+        assert_eq!(k.disks[0].file, "/vmfs/volumes/ds1/web01/web01.img");
+        assert_eq!(k.nics[0].mac, "02:4d:4e:00:00:01");
+        assert_eq!(k.annotation, c.annotation);
         c.format = "flat".into();
         c.modules.clear();
         c.load_address = Some(0x7c00);
         c.entry_mode = Some("real".into());
-        let k = vmkernel::vmk_api::VmConfig::parse(&c.kernel_text()).unwrap();
-        assert_eq!(k.format, vmkernel::vmk_api::KernelFormat::Flat { load: 0x7c00, entry: 0x7c00, real_mode: true });
+        let k = mantle_abi::VmConfig::parse(&c.kernel_text(dir).unwrap()).unwrap();
+        assert_eq!(k.format, KernelFormat::Flat { load: 0x7c00, entry: 0x7c00, real_mode: true });
+        assert_eq!(VmConfig::from_abi(&k).entry_mode.as_deref(), Some("real"));
     }
 
     #[test]
@@ -773,7 +526,14 @@ mod tests {
             (Box::new(|c| c.format = "pe".into()), "format"),
             (Box::new(|c| c.shares = 0), "shares"),
             (Box::new(|c| c.limit_pct = Some(5)), "limit_pct"),
-            (Box::new(|c| c.reservation_pct = 401), "reservation_pct"),
+            (
+                Box::new(|c| {
+                    c.limit_pct = None;
+                    c.reservation_pct = 401;
+                }),
+                "reservation_pct",
+            ),
+            (Box::new(|c| c.entry_mode = Some("real".into())), "entry_mode"),
             (Box::new(|c| c.cmdline = "a\nb".into()), "cmdline"),
             (Box::new(|c| c.disks[0].file = "../etc/passwd".into()), "disks[0].file"),
             (Box::new(|c| c.disks[0].file = "/etc/passwd".into()), "disks[0].file"),

@@ -479,7 +479,7 @@ fn bad_input_gets_clear_4xx_never_5xx() {
         seed
     };
     let base = serde_json::to_vec(&h.vm_spec("fz")).unwrap();
-    let targets = ["/api/vms", "/api/vms/fz", "/api/vms/fz/power", "/api/users", "/api/inventory/register", "/api/session"];
+    let targets = ["/api/vms", "/api/vms/fz", "/api/vms/fz/power", "/api/vms/fz/clone", "/api/users", "/api/inventory/register", "/api/session"];
     let start = Instant::now();
     for i in 0..60 {
         let mut body = base.clone();
@@ -579,7 +579,10 @@ fn no_password_works_until_root_sets_one() {
 
 /// The web client in Debian's headless Chromium (playwright-core, no browser
 /// download): built with npm at test time, served by hostd, driven by
-/// `ui/test/browser.mjs`. Screenshots go to `<target>/tmp/hostd-ui-screenshots/`.
+/// `ui/test/browser.mjs`. The Linux host has no VMkernel, so hostd runs with
+/// its in-memory fake (`--fake-vmkernel`): power, console, statistics and
+/// clones go through the same API paths as on Mantle. Screenshots go to
+/// `<target>/tmp/hostd-ui-screenshots/`.
 #[test]
 fn web_client_in_headless_chromium() {
     let ui = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
@@ -587,14 +590,18 @@ fn web_client_in_headless_chromium() {
         let out = Command::new("npm").args(args).current_dir(&ui).output().expect("npm (Node.js 20) is needed to build the web client");
         assert!(out.status.success(), "npm {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     };
-    if !ui.join("node_modules/.package-lock.json").exists() {
+    // Install when nothing is installed or the lock file changed since (a
+    // merge that adds a package).
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let installed = mtime(&ui.join("node_modules/.package-lock.json"));
+    if installed.is_none() || mtime(&ui.join("package-lock.json")) > installed {
         npm(&["ci", "--no-audit", "--no-fund"]);
     }
     let t = tempfile::tempdir().unwrap();
     let dist = t.path().join("ui-dist");
     npm(&["run", "build", "--", "--outDir", dist.to_str().unwrap(), "--emptyOutDir"]);
     assert!(dist.join("index.html").is_file());
-    let h = start_fresh(&t.path().join("host"), &["--ui-dir", dist.to_str().unwrap()]);
+    let h = start_fresh(&t.path().join("host"), &["--ui-dir", dist.to_str().unwrap(), "--fake-vmkernel", "--sample-secs", "1"]);
     // The page is served without a session; the API behind it is not.
     let page = Command::new("curl").args(["-sS", "--max-time", "10", "--cacert"]).arg(h.dir.join("config/ssl/host.crt")).arg(h.url("/")).output().unwrap();
     assert!(String::from_utf8_lossy(&page.stdout).contains("<div id=\"app\">"));
@@ -611,9 +618,219 @@ fn web_client_in_headless_chromium() {
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{text}");
-    assert!(out.status.success() && text.contains("browser: 8 passed, 0 failed"), "{text}");
-    assert!(shots.join("vms.png").is_file());
+    assert!(out.status.success() && text.contains("browser: 15 passed, 0 failed"), "{text}");
+    for shot in ["host.png", "console.png", "charts.png", "datastore.png", "vms.png"] {
+        assert!(shots.join(shot).is_file(), "{shot}");
+    }
     // What the browser did is on the server.
     assert!(h.datastore().join("ui01/ui01.vmx").is_file());
+    assert_eq!(std::fs::metadata(h.datastore().join("ui01/ui01.img")).unwrap().len(), 4 << 20);
     assert!(!h.datastore().join("ui02").exists());
+    assert_eq!(std::fs::read(h.datastore().join("notes.txt")).unwrap(), b"hello datastore\n");
+    let users = h.call(&h.login("root", ROOT_PW), "GET", "/api/users", None).body;
+    assert!(users.as_array().unwrap().iter().any(|u| u["name"] == "viewer" && u["role"] == "ReadOnly"), "{users}");
+    assert!(h.datastore().join("ui01-copy/ui01-copy.vmx").is_file() && h.datastore().join("ui01-copy/ui01-copy.img").is_file());
+    let tok = h.login("root", ROOT_PW);
+    let audit = h.call(&tok, "GET", "/api/audit?limit=1000", None).body;
+    assert!(audit.as_array().unwrap().iter().any(|a| a["action"] == "console ui01" && a["user"] == "root" && a["status"] == 101), "{audit}");
+}
+
+impl Hostd {
+    /// A request whose answer is not JSON (downloads, uploads of raw bytes,
+    /// WebSocket handshakes): status, headers and body bytes. curl may end
+    /// by its time limit (a WebSocket stays open).
+    fn raw(&self, method: &str, path: &str, headers: &[String], body: Option<&Path>, max_secs: u32) -> (u16, String, Vec<u8>) {
+        let hdr_file = tempfile::NamedTempFile::new().unwrap();
+        let out_file = tempfile::NamedTempFile::new().unwrap();
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--http1.1", "-N", "--max-time", &max_secs.to_string(), "--cacert"])
+            .arg(self.dir.join("config/ssl/host.crt"))
+            .args(["-X", method, "-o"])
+            .arg(out_file.path())
+            .arg("-D")
+            .arg(hdr_file.path());
+        for h in headers {
+            c.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            c.arg("--data-binary").arg(format!("@{}", b.display()));
+        }
+        c.arg(self.url(path));
+        let out = c.output().expect("run curl");
+        let headers = std::fs::read_to_string(hdr_file.path()).unwrap_or_default();
+        // The final status line (after any `100 Continue`).
+        let status = headers.lines().rev().find(|l| l.starts_with("HTTP/")).and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert!(status != 0, "curl {method} {path}: no answer: {}", String::from_utf8_lossy(&out.stderr));
+        (status, headers, std::fs::read(out_file.path()).unwrap())
+    }
+}
+
+fn bearer(tok: &str) -> String {
+    format!("Authorization: Bearer {tok}")
+}
+
+fn error_code(body: &[u8]) -> (String, String) {
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)));
+    (v["code"].as_str().unwrap_or("").into(), v["field"].as_str().unwrap_or("").into())
+}
+
+/// The datastore browser with curl: streamed uploads larger than any JSON
+/// body, replace only when asked, atomic (no partial or temporary file
+/// left by a refused one), size-limited (413), path-safe, role-checked;
+/// downloads return the same bytes.
+#[test]
+fn datastore_upload_download_over_tls() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &["--max-upload-mib", "1"]);
+    let root = h.login("root", ROOT_PW);
+    for (u, role) in [("oper", "Operator"), ("reader", "ReadOnly")] {
+        assert_eq!(h.call(&root, "POST", "/api/users", Some(json!({"name": u, "password": "user-pass-12", "role": role}))).status, 201);
+    }
+    let (op, ro) = (h.login("oper", "user-pass-12"), h.login("reader", "user-pass-12"));
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = t.path().join("upload.bin");
+    std::fs::write(&file, &data).unwrap();
+    let octet = "Content-Type: application/octet-stream".to_string();
+    let put = |tok: &str, path: &str, f: &Path| h.raw("PUT", &format!("/api/datastores/datastore1/file?path={path}"), &[bearer(tok), octet.clone()], Some(f), 30);
+
+    let (st, _, body) = put(&root, "isos/a.bin", &file);
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((v["name"].as_str(), v["size_bytes"].as_u64()), (Some("a.bin"), Some(300_000)));
+    assert_eq!(std::fs::read(h.datastore().join("isos/a.bin")).unwrap(), data);
+    assert_eq!(put(&root, "isos/a.bin", &file).0, 409, "no silent replace");
+    std::fs::write(&file, b"second version").unwrap();
+    assert_eq!(put(&root, "isos/a.bin&overwrite=true", &file).0, 201);
+    assert_eq!(std::fs::read(h.datastore().join("isos/a.bin")).unwrap(), b"second version");
+
+    // Too large: 413, and nothing (not even a temporary file) is left.
+    let big = t.path().join("big.bin");
+    std::fs::write(&big, vec![1u8; 2 << 20]).unwrap();
+    let (st, _, body) = put(&root, "isos/big.bin", &big);
+    assert_eq!((st, error_code(&body).0.as_str()), (413, "too_large"));
+    assert_eq!(dir_entries(&h.datastore().join("isos")), ["a.bin"]);
+    // Without a declared size the stream is cut off at the limit.
+    let chunked = h.raw("PUT", "/api/datastores/datastore1/file?path=isos/chunked.bin", &[bearer(&root), octet.clone(), "Transfer-Encoding: chunked".into()], Some(&big), 30);
+    assert_eq!((chunked.0, error_code(&chunked.2).0.as_str()), (413, "too_large"));
+    assert_eq!(dir_entries(&h.datastore().join("isos")), ["a.bin"]);
+
+    // Paths stay inside the datastore; .vmx files are hostd's.
+    for bad in ["../../config/users.json", "isos/../../x", ".hidden", "vm/vm.vmx", "a%5Cb"] {
+        let (st, _, body) = put(&root, bad, &file);
+        assert_eq!((st, error_code(&body).1.as_str()), (400, "path"), "{bad}");
+        if !bad.ends_with(".vmx") {
+            // Reading a .vmx is fine (a backup); reaching outside is not.
+            let (st, _, body) = h.raw("GET", &format!("/api/datastores/datastore1/file?path={bad}"), &[bearer(&root)], None, 10);
+            assert_eq!(st, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+        }
+    }
+    assert_eq!(h.raw("GET", "/api/datastores/nowhere/browse", &[bearer(&root)], None, 10).0, 404);
+
+    // Roles: reads for everyone with a session, changes for Administrators.
+    assert_eq!(put(&op, "isos/op.bin", &file).0, 403);
+    assert_eq!(put(&ro, "isos/ro.bin", &file).0, 403);
+    assert_eq!(h.raw("DELETE", "/api/datastores/datastore1/file?path=isos/a.bin", &[bearer(&ro)], None, 10).0, 403);
+    assert_eq!(h.raw("GET", "/api/datastores/datastore1/file?path=isos/a.bin", &[], None, 10).0, 401);
+    let (st, headers, body) = h.raw("GET", "/api/datastores/datastore1/file?path=isos/a.bin", &[bearer(&ro)], None, 10);
+    assert_eq!((st, body.as_slice()), (200, b"second version".as_slice()));
+    assert!(headers.to_ascii_lowercase().contains("content-disposition: attachment; filename=\"a.bin\""), "{headers}");
+    let l = h.call(&ro, "GET", "/api/datastores/datastore1/browse?path=isos", None);
+    assert_eq!(l.status, 200);
+    assert_eq!(l.body["entries"], json!([{"name": "a.bin", "kind": "file", "size_bytes": 14, "modified": l.body["entries"][0]["modified"]}]));
+
+    assert_eq!(h.raw("DELETE", "/api/datastores/datastore1/file?path=isos/a.bin", &[bearer(&root)], None, 10).0, 204);
+    assert!(!h.datastore().join("isos/a.bin").exists());
+    let tasks = h.call(&root, "GET", "/api/tasks", None).body;
+    assert!(tasks.as_array().unwrap().iter().any(|t| t["kind"] == "datastore.upload" && t["state"] == "success" && t["progress"] == 100), "{tasks}");
+    assert!(!tasks.as_array().unwrap().iter().any(|t| t["target"] == "datastore1/isos/big.bin"), "refused by its declared size before it started");
+    assert!(
+        tasks.as_array().unwrap().iter().any(|t| t["target"] == "datastore1/isos/chunked.bin" && t["state"] == "error"),
+        "a chunked upload is cut off at the limit: {tasks}"
+    );
+}
+
+const WS_HANDSHAKE: [&str; 4] = ["Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="];
+
+/// The console WebSocket's handshake with curl: a session, the Operator
+/// role and this host's origin are required; on the fake VMkernel a
+/// powered-on VM's console answers 101 and streams the guest's output.
+/// Also guest shutdown (501 without the kernel call) and clones through
+/// the API.
+#[test]
+fn console_websocket_shutdown_and_clone_over_tls() {
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &["--fake-vmkernel"]);
+    let root = h.login("root", ROOT_PW);
+    assert_eq!(h.call(&root, "POST", "/api/users", Some(json!({"name": "reader", "password": "user-pass-12", "role": "ReadOnly"}))).status, 201);
+    let ro = h.login("reader", "user-pass-12");
+    assert_eq!(h.call(&root, "POST", "/api/vms", Some(h.vm_spec("ws01"))).status, 201);
+    let ws = |tok: Option<&str>, vm: &str, extra: &[&str]| {
+        let mut hs: Vec<String> = WS_HANDSHAKE.iter().map(|s| s.to_string()).collect();
+        hs.extend(tok.map(bearer));
+        hs.extend(extra.iter().map(|s| s.to_string()));
+        h.raw("GET", &format!("/api/vms/{vm}/console"), &hs, None, 3)
+    };
+    assert_eq!(ws(None, "ws01", &[]).0, 401);
+    assert_eq!(ws(Some(&ro), "ws01", &[]).0, 403, "ReadOnly may not type into a console");
+    assert_eq!(ws(Some(&root), "nope", &[]).0, 404);
+    let (st, _, body) = ws(Some(&root), "ws01", &[]);
+    assert_eq!((st, error_code(&body).0.as_str()), (409, "conflict"), "powered off: no console");
+
+    let task = h.call(&root, "POST", "/api/vms/ws01/power", Some(json!({"action": "on"})));
+    assert_eq!(task.status, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.call(&root, "GET", "/api/vms/ws01", None).body["power_state"] != "poweredOn" {
+        assert!(Instant::now() < deadline, "not powered on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let other = format!("Origin: https://evil.example:{}", h.https);
+    assert_eq!(ws(Some(&root), "ws01", &[&other]).0, 403, "another site's page may not open a console");
+    assert_eq!(h.raw("GET", "/api/vms/ws01/console", &[bearer(&root)], None, 3).0, 400, "not a WebSocket handshake");
+    let own = format!("Origin: https://127.0.0.1:{}", h.https);
+    let (st, headers, body) = ws(Some(&root), "ws01", &[&own]);
+    assert_eq!(st, 101, "{headers}");
+    assert!(headers.to_ascii_lowercase().contains("upgrade: websocket"), "{headers}");
+    // The first server frame: unmasked binary (0x82) carrying the backlog.
+    assert_eq!(body.first(), Some(&0x82), "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("fake guest ws01: booted"), "{}", String::from_utf8_lossy(&body));
+
+    // A logout ends an open console: a close frame (0x88) with 1008.
+    let tok2 = h.login("root", ROOT_PW);
+    let reader = std::thread::scope(|sc| {
+        let r = sc.spawn(|| ws(Some(&tok2), "ws01", &[&own]));
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(h.call(&tok2, "DELETE", "/api/session", None).status, 204);
+        r.join().unwrap()
+    });
+    assert_eq!(reader.0, 101);
+    let close_at = reader.2.windows(2).position(|w| w == [0x88, 0x13]).expect("a close frame");
+    assert_eq!(&reader.2[close_at + 2..close_at + 4], &1008u16.to_be_bytes());
+    assert!(String::from_utf8_lossy(&reader.2).contains("the session ended"));
+
+    // Guest shutdown: this VMkernel has no ACPI power-button call yet.
+    let r = h.call(&root, "POST", "/api/vms/ws01/power", Some(json!({"action": "shutdown"})));
+    assert_error(&r, 501, None);
+    assert_eq!(r.body["code"], "not_supported");
+
+    // Clones: refused while powered on, then a full copy.
+    assert_error(&h.call(&root, "POST", "/api/vms/ws01/clone", Some(json!({"name": "ws02"}))), 409, None);
+    assert_eq!(h.call(&root, "POST", "/api/vms/ws01/power", Some(json!({"action": "off"}))).status, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = h.call(&root, "POST", "/api/vms/ws01/clone", Some(json!({"name": "ws02"})));
+        if r.status == 202 {
+            break;
+        }
+        assert!(Instant::now() < deadline && r.status == 409, "{}", r.body);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.call(&root, "GET", "/api/vms/ws02", None).status != 200 {
+        assert!(Instant::now() < deadline, "the clone did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::metadata(h.datastore().join("ws02/ws02.img")).unwrap().len(), 4 << 20);
+    assert_error(&h.call(&ro, "POST", "/api/vms/ws01/clone", Some(json!({"name": "ws03"}))), 403, None);
+    assert_error(&h.call(&root, "POST", "/api/vms/ws01/clone", Some(json!({"name": "ws03", "linked": true}))), 409, None);
+    assert!(!h.datastore().join("ws03").exists());
 }

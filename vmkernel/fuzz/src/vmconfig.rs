@@ -65,6 +65,9 @@ pub fn one(rng: &mut Rng) {
         for (p, a) in &c.modules {
             assert!(VmConfig::module_string(p, a).starts_with(p.as_str()));
         }
+        // The writer's text reads back to the same configuration (hostd
+        // stores it, the kernel reads it).
+        assert_eq!(VmConfig::parse_versioned(&c.to_text()).as_ref(), Ok(&c), "{text:?}");
     }
     // Records decoded from user memory.
     let g = GroupParamsRecord::decode(&record::<{ GroupParamsRecord::SIZE }>(rng));

@@ -76,13 +76,16 @@ impl VirtioSlots {
         let mut slots: Vec<Option<Slot>> = (0..mmio::SLOTS).map(|_| None).collect();
         let mut built = VirtioSlots { slots: Vec::new() };
         for (i, d) in config.disks.iter().enumerate() {
-            let format = vmk_vdisk::Format::parse(&d.format).ok_or((-EINVAL, format!("disk{i}: unknown format {:?}", d.format)))?;
+            if !d.file.starts_with('/') {
+                return Err((-EINVAL, format!("disk{i}: {:?}: the kernel opens absolute paths only", d.file)));
+            }
+            let format = vmk_vdisk::Format::parse(d.image_format()).ok_or((-EINVAL, format!("disk{i}: unknown format {:?}", d.image_format())))?;
             let backend = vmk_vdisk::open(&mut VfsImageStore, &d.file, format, d.readonly)
-                .map_err(|e| (-ENOENT, format!("disk{i} {} ({}): {e}", d.file, d.format)))?;
+                .map_err(|e| (-ENOENT, format!("disk{i} {} ({}): {e}", d.file, d.image_format())))?;
             log::info!(
                 "vm {vm}: disk{i} {} ({}, {} MiB{}) as virtio-blk in slot {i} (GSI {})",
                 d.file,
-                d.format,
+                d.image_format(),
                 backend.len() >> 20,
                 if d.readonly { ", read-only" } else { "" },
                 mmio::slot_gsi(i)
@@ -92,7 +95,10 @@ impl VirtioSlots {
         }
         for (j, n) in config.nics.iter().enumerate() {
             let slot = config.disks.len() + j;
-            let mac = n.mac.unwrap_or_else(|| generated_mac(vm, j));
+            if n.model != "virtio-net" {
+                return Err((-EINVAL, format!("nic{j}: model {:?}: the VMM offers virtio-net only", n.model)));
+            }
+            let mac = vmkernel::vmk_api::parse_unicast_mac(&n.mac).unwrap_or_else(|| generated_mac(vm, j));
             let port = match vswitch::connect(&n.network, &format!("{}.nic{j}", config.name), vm, slot) {
                 Ok(p) => p,
                 Err(e) => {

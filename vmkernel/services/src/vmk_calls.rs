@@ -163,7 +163,7 @@ fn report((errno, why): (i64, alloc::string::String)) -> i64 {
 
 fn vm_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
     let len = a[1] as usize;
-    if len == 0 || len > 16 * 1024 {
+    if len == 0 || len > vmkernel::vmk_api::MAX_CONFIG_TEXT {
         return Err(-EINVAL);
     }
     let mut text = alloc::vec![0u8; len];

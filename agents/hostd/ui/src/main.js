@@ -3,6 +3,10 @@
 // carries the session's CSRF token in X-CSRF-Token. All data reaches the page
 // through textContent, never as HTML.
 import './style.css';
+import { el } from './dom.js';
+import { openConsole, closeConsole } from './console.js';
+import { HostChart, VmChart } from './charts.js';
+import { DatastoreBrowser } from './datastore.js';
 
 const app = document.getElementById('app');
 let csrf = null;
@@ -36,18 +40,8 @@ async function api(method, path, body) {
   return data;
 }
 
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === 'onclick' || k === 'onsubmit') e[k] = v;
-    else if (k === 'text') e.textContent = v;
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) e.append(c);
-  return e;
-}
-
 function showLogin(message) {
+  closeConsole();
   if (timer) clearInterval(timer);
   timer = null;
   csrf = null;
@@ -91,6 +85,83 @@ function showHost(session) {
   const tasks = el('ul', { id: 'tasks', class: 'log' });
   const events = el('ul', { id: 'events', class: 'log' });
   const datastore = el('select', { id: 'new-datastore', name: 'datastore' });
+  const network = el('select', { id: 'new-network', name: 'network' });
+  const consoleTitle = el('h2', { text: 'Console' });
+  const consoleBox = el('div', { id: 'console', class: 'console' });
+  const consoleClose = el('button', { id: 'console-close', text: 'Close console' });
+  consoleClose.onclick = () => {
+    closeConsole();
+    consoleSection.hidden = true;
+  };
+  const consoleSection = el('section', { id: 'console-section', class: 'card' }, consoleTitle, consoleBox, consoleClose);
+  consoleSection.hidden = true;
+  const hostChartBox = el('div', { id: 'host-chart', class: 'chart', 'data-samples': '0' });
+  const vmChartBox = el('div', { id: 'vm-chart', class: 'chart', 'data-samples': '0' });
+  const vmChartTitle = el('h3', { id: 'vm-chart-title', text: 'VM: choose one with "Monitor"' });
+  const perf = el('section', { id: 'performance', class: 'card' }, el('h2', { text: 'Performance' }), el('h3', { text: 'Host' }), hostChartBox, vmChartTitle, vmChartBox);
+  const dsSection = el('section', { id: 'datastore-browser', class: 'card' });
+  const cloneSource = el('select', { id: 'clone-source' });
+  const cloneForm = el(
+    'form',
+    { id: 'clone-vm', class: 'card' },
+    el('h2', { text: 'Clone a powered-off VM' }),
+    el('label', { text: 'Source' }, cloneSource),
+    el('label', { text: 'New name' }, el('input', { id: 'clone-name', name: 'name', required: '' })),
+    el('label', { class: 'check', text: 'Linked (qcow2 disks)' }, el('input', { id: 'clone-linked', name: 'linked', type: 'checkbox' })),
+    el('button', { id: 'clone', type: 'submit', text: 'Clone' }),
+  );
+  let monitored = null;
+  const isAdmin = session.role === 'Administrator';
+  const userRows = el('tbody', { id: 'user-rows' });
+  const userForm = el(
+    'form',
+    { id: 'new-user', class: 'inline' },
+    el('label', { text: 'User name' }, el('input', { id: 'new-user-name', name: 'name', required: '' })),
+    el('label', { text: 'Password' }, el('input', { id: 'new-user-password', name: 'password', type: 'password', autocomplete: 'new-password', required: '' })),
+    el('label', { text: 'Role' }, el('select', { id: 'new-user-role', name: 'role' }, ...['ReadOnly', 'Operator', 'Administrator'].map((r) => el('option', { value: r, text: r })))),
+    el('button', { id: 'add-user', type: 'submit', text: 'Add user' }),
+  );
+  const usersSection = el(
+    'section',
+    { id: 'users', class: 'card' },
+    el('h2', { text: 'Users and roles' }),
+    el('table', {}, el('thead', {}, el('tr', {}, ...['User', 'Role', 'Locked', ''].map((t) => el('th', { text: t })))), userRows),
+    userForm,
+  );
+  usersSection.hidden = !isAdmin;
+  userForm.onsubmit = async (ev) => {
+    ev.preventDefault();
+    try {
+      await api('POST', '/api/users', { name: userForm.name.value, password: userForm.password.value, role: userForm.role.value });
+      status.textContent = `user ${userForm.name.value} added`;
+      userForm.reset();
+      refreshUsers();
+    } catch (e) {
+      status.textContent = e.body && e.body.field ? `${e.body.field}: ${e.message}` : e.message;
+    }
+  };
+  async function refreshUsers() {
+    if (!isAdmin) return;
+    try {
+      const users = await api('GET', '/api/users');
+      userRows.replaceChildren(
+        ...users.map((u) => {
+          const del = el('button', { class: 'delete-user', text: 'Remove' });
+          del.onclick = async () => {
+            try {
+              await api('DELETE', `/api/users/${encodeURIComponent(u.name)}`);
+              refreshUsers();
+            } catch (e) {
+              status.textContent = e.message;
+            }
+          };
+          return el('tr', { 'data-user': u.name }, el('td', { text: u.name }), el('td', { text: u.role }), el('td', { text: u.locked_secs ? `${u.locked_secs} s` : '' }), el('td', {}, u.name === session.user ? '' : del));
+        }),
+      );
+    } catch (e) {
+      status.textContent = e.message;
+    }
+  }
   const create = el(
     'form',
     { id: 'create-vm', class: 'card' },
@@ -101,11 +172,18 @@ function showHost(session) {
     el('label', { text: 'Kernel (path on the host)' }, el('input', { id: 'new-kernel', name: 'kernel', value: '/usr/lib/mantle/guests/hello.bin' })),
     el('label', { text: 'Command line' }, el('input', { id: 'new-cmdline', name: 'cmdline' })),
     el('label', { text: 'Datastore' }, datastore),
+    el('label', { text: 'Initrd / module (path, optional)' }, el('input', { id: 'new-initrd', name: 'initrd' })),
+    el('label', { text: 'New disk (MiB, 0: none)' }, el('input', { id: 'new-disk', name: 'disk_mib', type: 'number', min: '0', value: '0' })),
+    el('label', { text: 'Network' }, network),
+    el('label', { text: 'CPU shares' }, el('input', { id: 'new-shares', name: 'shares', type: 'number', min: '1', value: '1000' })),
+    el('label', { text: 'CPU reservation (% of a CPU)' }, el('input', { id: 'new-reservation', name: 'reservation_pct', type: 'number', min: '0', value: '0' })),
+    el('label', { text: 'CPU limit (%, empty: none)' }, el('input', { id: 'new-limit', name: 'limit_pct', type: 'number', min: '1' })),
     el('button', { id: 'create', type: 'submit', text: 'Create' }),
   );
   create.onsubmit = async (ev) => {
     ev.preventDefault();
     try {
+      const diskMib = Number(create.disk_mib.value);
       await api('POST', '/api/vms', {
         name: create.name.value,
         vcpus: Number(create.vcpus.value),
@@ -113,6 +191,12 @@ function showHost(session) {
         kernel: create.kernel.value,
         cmdline: create.cmdline.value,
         datastore: datastore.value || undefined,
+        disks: diskMib > 0 ? [{ file: `${create.name.value}.img`, size_mib: diskMib }] : [],
+        modules: create.initrd.value ? [{ path: create.initrd.value, args: '' }] : [],
+        shares: Number(create.shares.value),
+        reservation_pct: Number(create.reservation_pct.value),
+        limit_pct: create.limit_pct.value ? Number(create.limit_pct.value) : null,
+        nics: network.value ? [{ network: network.value }] : [],
       });
       status.textContent = `VM ${create.name.value} created`;
       create.reset();
@@ -139,10 +223,33 @@ function showHost(session) {
       el('h2', { text: 'Virtual machines' }),
       el('table', { id: 'vms' }, el('thead', {}, el('tr', {}, ...['Name', 'State', 'vCPUs', 'Memory', 'Datastore', ''].map((t) => el('th', { text: t })))), vms),
     ),
+    consoleSection,
     create,
+    cloneForm,
+    perf,
+    dsSection,
+    usersSection,
     el('section', { class: 'card' }, el('h2', { text: 'Recent tasks' }), tasks),
     el('section', { class: 'card' }, el('h2', { text: 'Events' }), events),
   );
+
+  const hostChart = new HostChart(hostChartBox);
+  const vmChart = new VmChart(vmChartBox);
+  const browser = new DatastoreBrowser(dsSection, { api, csrf: () => csrf, status });
+  cloneForm.onsubmit = async (ev) => {
+    ev.preventDefault();
+    try {
+      const t = await api('POST', `/api/vms/${encodeURIComponent(cloneSource.value)}/clone`, {
+        name: cloneForm.name.value,
+        linked: cloneForm.linked.checked,
+      });
+      status.textContent = `${t.kind} of ${cloneSource.value}: task ${t.id} started`;
+      cloneForm.reset();
+      refresh();
+    } catch (e) {
+      status.textContent = e.body && e.body.field ? `${e.body.field}: ${e.message}` : e.message;
+    }
+  };
 
   async function power(name, action) {
     try {
@@ -156,12 +263,25 @@ function showHost(session) {
 
   async function refresh() {
     try {
-      const [host, list, taskList, eventList] = await Promise.all([
+      const [host, list, taskList, eventList, hostStats] = await Promise.all([
         api('GET', '/api/host'),
         api('GET', '/api/vms'),
         api('GET', '/api/tasks'),
         api('GET', '/api/events?limit=1000'),
+        api('GET', '/api/host/stats'),
       ]);
+      hostChart.update(hostStats);
+      const mv = monitored && list.find((v) => v.name === monitored);
+      if (mv && (mv.power_state === 'poweredOn' || mv.power_state === 'paused')) {
+        vmChart.update(await api('GET', `/api/vms/${encodeURIComponent(monitored)}/stats`));
+      }
+      const chosenNet = network.value;
+      network.replaceChildren(el('option', { value: '', text: '(no NIC)' }), ...host.port_groups.map((p) => el('option', { value: p, text: p })));
+      if (chosenNet) network.value = chosenNet;
+      const chosenSrc = cloneSource.value;
+      cloneSource.replaceChildren(...list.map((v) => el('option', { value: v.name, text: v.name })));
+      if (chosenSrc) cloneSource.value = chosenSrc;
+      browser.setDatastores(host.datastores.map((d) => d.name));
       const rows = [
         ['Version', `${host.product} ${host.version}`],
         ['Host name', host.hostname],
@@ -169,6 +289,11 @@ function showHost(session) {
         ['Memory', `${host.memory_mib} MiB`],
         ['Uptime', fmtUptime(host.uptime_secs)],
         ['VMkernel API', host.vmkernel_api_version == null ? 'unavailable' : String(host.vmkernel_api_version)],
+        ...host.datastores.map((d) => [
+          `Datastore ${d.name}`,
+          d.capacity_bytes ? `${((d.capacity_bytes - d.free_bytes) / (1 << 30)).toFixed(1)} of ${(d.capacity_bytes / (1 << 30)).toFixed(1)} GiB used` : d.path,
+        ]),
+        ['Port groups', host.port_groups.join(', ')],
       ];
       summary.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
       const chosen = datastore.value;
@@ -181,6 +306,20 @@ function showHost(session) {
           on.onclick = () => power(vm.name, 'on');
           const off = el('button', { class: 'power-off', text: 'Power off' });
           off.onclick = () => power(vm.name, 'off');
+          const shut = el('button', { class: 'shutdown', text: 'Shut down' });
+          shut.onclick = () => power(vm.name, 'shutdown');
+          const con = el('button', { class: 'console-open', text: 'Console' });
+          con.onclick = () => {
+            consoleSection.hidden = false;
+            openConsole(consoleBox, consoleTitle, vm.name);
+          };
+          const mon = el('button', { class: 'monitor', text: 'Monitor' });
+          mon.onclick = () => {
+            monitored = vm.name;
+            vmChartTitle.textContent = `VM: ${vm.name}`;
+            vmChart.clear();
+            refresh();
+          };
           return el(
             'tr',
             { 'data-vm': vm.name },
@@ -189,7 +328,7 @@ function showHost(session) {
             el('td', { text: String(c.vcpus ?? '?') }),
             el('td', { text: c.memory_mib != null ? `${c.memory_mib} MiB` : '?' }),
             el('td', { text: vm.datastore || '' }),
-            el('td', {}, on, off),
+            el('td', {}, on, off, shut, con, mon),
           );
         }),
       );
@@ -205,6 +344,7 @@ function showHost(session) {
   }
 
   refresh();
+  refreshUsers();
   timer = setInterval(refresh, 2000);
 }
 

@@ -1,9 +1,15 @@
 // Drives the built host client in Debian's headless Chromium through
-// playwright-core (no browser download): log in, see the host, create a VM
-// in the form, try to power it on, reload (the cookie session stays), log out.
+// playwright-core (no browser download), against hostd running with its
+// in-memory fake VMkernel (--fake-vmkernel): log in, see the host, create a
+// VM in the wizard, power it on, see its console and type into it, watch
+// the performance charts grow, upload a file to the datastore, see it
+// listed and download it again, power the VM off, clone it, reload (the
+// cookie session stays), log out. Screenshots go to SCREENSHOT_DIR.
 // Usage: node test/browser.mjs URL USER PASSWORD KERNEL_PATH SCREENSHOT_DIR
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+
+const STEPS = 15;
 
 const [url, user, password, kernel, shots] = process.argv.slice(2);
 if (!shots) {
@@ -55,10 +61,12 @@ try {
     expect((await page.textContent('#whoami')).includes('Administrator'), 'role shown');
     await page.screenshot({ path: `${shots}/host.png`, fullPage: true });
   });
-  await step('create a VM in the form', async () => {
+  await step('create a VM in the wizard', async () => {
     await page.fill('#new-name', 'ui01');
     await page.fill('#new-memory', '32');
     await page.fill('#new-kernel', kernel);
+    await page.fill('#new-disk', '4');
+    await page.selectOption('#new-network', 'VM Network');
     await page.click('#create');
     await page.waitForSelector('tr[data-vm="ui01"]');
     expect((await page.textContent('tr[data-vm="ui01"]')).includes('32 MiB'), 'memory shown');
@@ -71,11 +79,59 @@ try {
     await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('memory_mib'));
     expect((await page.$('tr[data-vm="ui02"]')) === null, 'nothing created');
   });
-  await step('power on reaches hostd', async () => {
+  await step('power on', async () => {
     await page.click('tr[data-vm="ui01"] .power-on');
-    // On a Linux test host there is no VMkernel: hostd says so.
-    await page.waitForFunction(() => /VMkernel|task/.test(document.querySelector('#status').textContent));
+    await page.waitForFunction(() => document.querySelector('tr[data-vm="ui01"] .state')?.textContent === 'poweredOn');
+  });
+  await step('the console shows the guest and typing reaches it', async () => {
+    await page.click('tr[data-vm="ui01"] .console-open');
+    await page.waitForFunction(() => document.querySelector('#console .xterm-rows')?.textContent.includes('fake guest ui01: booted'));
+    await page.click('#console .xterm');
+    await page.keyboard.type('uname -a');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelector('#console .xterm-rows').textContent.includes('you typed: uname -a'));
+    await page.screenshot({ path: `${shots}/console.png`, fullPage: true });
+  });
+  await step('the charts update', async () => {
+    await page.click('tr[data-vm="ui01"] .monitor');
+    const hostBefore = Number(await page.getAttribute('#host-chart', 'data-samples'));
+    await page.waitForFunction((n) => Number(document.querySelector('#host-chart').dataset.samples) > n, hostBefore, { timeout: 20000 });
+    await page.waitForFunction(() => Number(document.querySelector('#vm-chart').dataset.samples) >= 2, null, { timeout: 20000 });
+    expect((await page.$$('#performance canvas')).length >= 2, 'two charts drawn');
+    await page.locator('#performance').screenshot({ path: `${shots}/charts.png` });
+  });
+  await step('upload a file to the datastore and see it listed', async () => {
+    await page.setInputFiles('#ds-upload-file', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hello datastore\n') });
+    await page.click('#ds-upload');
+    await page.waitForSelector('tr[data-file="notes.txt"]');
+    expect((await page.textContent('tr[data-file="notes.txt"]')).includes('16 B'), 'size shown');
+    expect((await page.$('tr[data-dir="ui01"]')) !== null, 'the VM directory is listed');
+    await page.locator('#datastore-browser').screenshot({ path: `${shots}/datastore.png` });
+  });
+  await step('download it again', async () => {
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('tr[data-file="notes.txt"] a.download')]);
+    const text = readFileSync(await dl.path(), 'utf8');
+    expect(text === 'hello datastore\n', `downloaded ${JSON.stringify(text)}`);
+  });
+  await step('power off ends the console', async () => {
+    await page.click('tr[data-vm="ui01"] .power-off');
+    await page.waitForFunction(() => document.querySelector('tr[data-vm="ui01"] .state')?.textContent === 'poweredOff');
+    await page.waitForFunction(() => document.querySelector('#console .xterm-rows').textContent.includes('console closed'));
     await page.screenshot({ path: `${shots}/vms.png`, fullPage: true });
+  });
+  await step('clone the VM', async () => {
+    await page.selectOption('#clone-source', 'ui01');
+    await page.fill('#clone-name', 'ui01-copy');
+    await page.click('#clone');
+    await page.waitForSelector('tr[data-vm="ui01-copy"]', { timeout: 20000 });
+  });
+  await step('an administrator adds a user', async () => {
+    await page.fill('#new-user-name', 'viewer');
+    await page.fill('#new-user-password', 'viewer-pass-1');
+    await page.selectOption('#new-user-role', 'ReadOnly');
+    await page.click('#add-user');
+    await page.waitForSelector('tr[data-user="viewer"]');
+    expect((await page.textContent('tr[data-user="viewer"]')).includes('ReadOnly'), 'role shown');
   });
   await step('reload keeps the session', async () => {
     await page.reload();
@@ -94,4 +150,4 @@ try {
   await browser.close();
 }
 console.log(`browser: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 && passed === 8 ? 0 : 1);
+process.exit(failed === 0 && passed === STEPS ? 0 : 1);
