@@ -17,6 +17,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once by clap per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// CPU resource groups: shares, reservation and limit (percent of one CPU).
     Group {

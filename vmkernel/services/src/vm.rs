@@ -285,6 +285,11 @@ impl Vm {
         if self.state.compare_exchange(api::VM_STATE_OFF, api::VM_STATE_RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err((-EBUSY, "the VM is not powered off".into()));
         }
+        self.spawn_vcpus()
+    }
+
+    /// Starts every vCPU world (the state is already RUNNING).
+    fn spawn_vcpus(self: &Arc<Self>) -> Result<(), (i64, String)> {
         self.stop_requested.store(false, Ordering::Release);
         self.paused.store(false, Ordering::Release);
         *self.stop_reason.lock() = None;
@@ -596,7 +601,9 @@ impl Vm {
         if reason == REASON_GUEST_RESET {
             let n = self.guest_resets.fetch_add(1, Ordering::Relaxed) + 1;
             log::info!("vm {} ({}): reset by the guest (reset {n}), powering on again", self.id, self.config.name);
-            let again = self.reinitialize_after_guest_reset().and_then(|_| self.start());
+            // The VM stays RUNNING throughout (a console follower or
+            // `vm wait` sees one power-on).
+            let again = self.reinitialize(true).and_then(|_| self.spawn_vcpus());
             match again {
                 Ok(()) => return,
                 Err((_, why)) => {
@@ -613,13 +620,6 @@ impl Vm {
         self.exit_code.store(code, Ordering::Release);
         self.state.store(api::VM_STATE_STOPPED, Ordering::Release);
         crate::uw::io_wait::notify();
-    }
-
-    /// A guest reset: RAM, firmware tables and devices as at power-on; the
-    /// console log continues.
-    fn reinitialize_after_guest_reset(&self) -> Result<(), (i64, String)> {
-        self.state.store(api::VM_STATE_STOPPED, Ordering::Release);
-        self.reinitialize(true)
     }
 
     /// Drains the platform's requests; returns a reason to end the VM.
