@@ -91,17 +91,36 @@ pub fn new_guest_memory(size: u64, holes: &[(u64, u64)]) -> Option<guest_memory:
     }
 }
 
-/// A vCPU on this CPU's backend over the nested page table rooted at
-/// `nested_root`.
-pub fn new_vcpu(nested_root: u64) -> Result<alloc::boxed::Box<dyn vcpu::VcpuHw>, &'static str> {
-    match detect() {
-        Some(Backend::Svm { .. }) => {
-            let v = svm::Vmcb::new(nested_root, 1).ok_or("no memory for a VMCB")?;
-            Ok(alloc::boxed::Box::new(v))
-        }
-        Some(Backend::Vmx { .. }) => Ok(alloc::boxed::Box::new(vmx::Vmcs::new(nested_root)?)),
-        None => Err(unavailable_reason()),
+/// A vCPU's control structure on this CPU's backend, running over a
+/// guest memory's nested page table: it borrows that memory, so the
+/// tables cannot go while the vCPU can still enter the guest.
+pub struct Vcpu<'m> {
+    hw: alloc::boxed::Box<dyn vcpu::VcpuHw>,
+    _memory: core::marker::PhantomData<&'m guest_memory::GuestMemory>,
+}
+
+impl core::ops::Deref for Vcpu<'_> {
+    type Target = dyn vcpu::VcpuHw;
+    fn deref(&self) -> &Self::Target {
+        &*self.hw
     }
+}
+
+impl core::ops::DerefMut for Vcpu<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.hw
+    }
+}
+
+/// A vCPU on this CPU's backend over `memory`.
+pub fn new_vcpu(memory: &guest_memory::GuestMemory) -> Result<Vcpu<'_>, &'static str> {
+    let nested_root = memory.root();
+    let hw: alloc::boxed::Box<dyn vcpu::VcpuHw> = match detect() {
+        Some(Backend::Svm { .. }) => alloc::boxed::Box::new(svm::Vmcb::new(nested_root, 1).ok_or("no memory for a VMCB")?),
+        Some(Backend::Vmx { .. }) => alloc::boxed::Box::new(vmx::Vmcs::new(nested_root)?),
+        None => return Err(unavailable_reason()),
+    };
+    Ok(Vcpu { hw, _memory: core::marker::PhantomData })
 }
 
 /// Loads a guest's breakpoint addresses into DR0-DR3 (before an entry

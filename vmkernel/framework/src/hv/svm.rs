@@ -216,7 +216,7 @@ impl Vmcb {
     /// A VMCB intercepting every I/O port and MSR, CPUID, HLT, shutdown,
     /// VMRUN/VMMCALL and physical interrupts, with nested paging rooted at
     /// `ncr3` and address-space ID `asid`.
-    pub fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
+    pub(crate) fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
         let (iopm, msrpm) = permission_maps()?;
         let v = Vmcb { page: mm::alloc_frame()?, nmi_blocked: false, iret_step: None };
         // INTR, NMI, RDPMC (the host's counters), CPUID, INVD (it would

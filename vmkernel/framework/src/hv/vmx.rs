@@ -286,7 +286,7 @@ pub struct Vmcs {
 impl Vmcs {
     /// A VMCS for a guest over the EPT rooted at `ept_root`, loaded and
     /// current on this CPU, in the architectural reset state (real mode).
-    pub fn new(ept_root: u64) -> Result<Vmcs, &'static str> {
+    pub(crate) fn new(ept_root: u64) -> Result<Vmcs, &'static str> {
         let ctl = controls()?;
         enable_this_cpu()?;
         let page = mm::alloc_frame().ok_or("no memory for a VMCS")?;
