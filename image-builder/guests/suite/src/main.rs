@@ -1142,6 +1142,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("hypercall-console-write", t_hc_console),
         ("hypercall-unknown", t_hc_unknown),
         ("virtio-blk", t_virtio_blk),
+        ("virtio-net", t_virtio_net),
     ];
     // `only=a,b`: run just these tests (and the calibration), for debugging.
     let mut only = [0u8; 256];
@@ -3346,4 +3347,154 @@ fn alloc_fmt_marker(prefix: &[u8], slot: u64) -> [u8; 20] {
     m[..prefix.len()].copy_from_slice(prefix);
     m[prefix.len()] = b'0' + slot as u8;
     m
+}
+
+// --- tests: virtio-mmio network device -----------------------------------------------------------
+
+/// The driver's memory for virtio-net: receive queue at +0 (descriptors),
+/// +0x100 (available), +0x200 (used); transmit queue at +0x400, +0x500,
+/// +0x600; four receive buffers of 2 KiB from +0x1000; the transmit
+/// buffer at +0x3000.
+static mut VIRTIO_NET_AREA: VirtioArea = VirtioArea([0; 0x4000]);
+const NET_ETHERTYPE: u16 = 0x88b5; // IEEE local experimental
+const NET_HDR: usize = 12;
+
+fn narea() -> u64 {
+    // SAFETY: only the address is taken; only this test (on the BSP) uses the area.
+    unsafe { core::ptr::addr_of_mut!(VIRTIO_NET_AREA) as u64 }
+}
+fn nput(off: u64, data: &[u8]) {
+    assert!(off as usize + data.len() <= 0x4000);
+    // SAFETY: inside VIRTIO_NET_AREA (checked above); volatile: the device reads it.
+    unsafe {
+        for (i, b) in data.iter().enumerate() {
+            core::ptr::write_volatile((narea() + off + i as u64) as *mut u8, *b);
+        }
+    }
+}
+fn nget(off: u64, out: &mut [u8]) {
+    assert!(off as usize + out.len() <= 0x4000);
+    // SAFETY: as nput; the device writes these bytes.
+    unsafe {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = core::ptr::read_volatile((narea() + off + i as u64) as *const u8);
+        }
+    }
+}
+fn nget16(off: u64) -> u16 {
+    let mut b = [0; 2];
+    nget(off, &mut b);
+    u16::from_le_bytes(b)
+}
+fn ndesc(table: u64, i: u16, addr: u64, len: u32, flags: u16) {
+    let mut d = [0u8; 16];
+    d[0..8].copy_from_slice(&addr.to_le_bytes());
+    d[8..12].copy_from_slice(&len.to_le_bytes());
+    d[12..14].copy_from_slice(&flags.to_le_bytes());
+    nput(table + 16 * i as u64, &d);
+}
+
+/// The first virtio-mmio network device: bring-up with its MAC, receive
+/// buffers posted, then for up to `virtio-net-secs` (default 30) seconds a
+/// broadcast frame (EtherType 0x88b5) every 200 ms while polling for one
+/// from another MAC. `virtio-net-expect=peer` (default): passes once a
+/// peer's frame arrived and ten more were sent (so the peer hears this one
+/// too); `virtio-net-expect=none`: passes if nothing from a peer arrived.
+fn t_virtio_net(env: &mut Env) -> Outcome {
+    check!(env.tsc_calibrated, "no time base");
+    let Some(base) = (0..8u64).map(|s| VIRTIO_MMIO + s * 0x1000).find(|&b| mmio_r32(b) == 0x7472_6976 && mmio_r32(b + 8) == 1) else {
+        skip!("no virtio-mmio network device");
+    };
+    let r = |reg: u64| mmio_r32(base + reg);
+    let w = |reg: u64, v: u32| mmio_w32(base + reg, v);
+    w(0x70, 0);
+    w(0x70, 1);
+    w(0x70, 3);
+    w(0x14, 0);
+    check!(r(0x10) & (1 << 5) != 0, "MAC feature not offered");
+    w(0x24, 0);
+    w(0x20, 1 << 5);
+    w(0x24, 1);
+    w(0x20, 1);
+    w(0x70, 0xb);
+    check!(r(0x70) & 8 != 0, "FEATURES_OK refused");
+    let mut mac = [0u8; 6];
+    for (i, b) in mac.iter_mut().enumerate() {
+        *b = mmio_r32(base + 0x100 + (i as u64 & !3)).to_le_bytes()[i & 3];
+    }
+    check!(mac[0] & 1 == 0 && mac != [0; 6], "MAC {mac:x?}");
+    let a = narea();
+    nput(0, &[0; 0x800]);
+    for (q, off) in [(0u32, 0u64), (1, 0x400)] {
+        w(0x30, q);
+        w(0x38, 8);
+        for (reg, addr) in [(0x80, a + off), (0x90, a + off + 0x100), (0xa0, a + off + 0x200)] {
+            w(reg, addr as u32);
+            w(reg + 4, (addr >> 32) as u32);
+        }
+        w(0x44, 1);
+    }
+    w(0x70, 0xf);
+    check!(r(0x70) == 0xf, "status {:#x} after DRIVER_OK", r(0x70));
+    for i in 0..4u16 {
+        ndesc(0, i, a + 0x1000 + 0x800 * i as u64, 0x800, 2);
+        nput(0x104 + 2 * i as u64, &i.to_le_bytes());
+    }
+    let mut rx_avail = 4u16;
+    nput(0x102, &rx_avail.to_le_bytes());
+    w(0x50, 0);
+    let expect_peer = env.cmd().get("virtio-net-expect") != Some("none");
+    let secs = env.cmd().get_u64("virtio-net-secs").unwrap_or(30);
+    let (mut tx_idx, mut rx_used, mut sent_after_peer, mut peer) = (0u16, 0u16, 0u32, None);
+    let end = rdtsc() + us_to_tsc(secs * 1_000_000);
+    let mut next_send = 0;
+    while rdtsc() < end {
+        if rdtsc() >= next_send {
+            next_send = rdtsc() + us_to_tsc(200_000);
+            let mut f = [0u8; NET_HDR + 60];
+            f[NET_HDR..NET_HDR + 6].copy_from_slice(&[0xff; 6]);
+            f[NET_HDR + 6..NET_HDR + 12].copy_from_slice(&mac);
+            f[NET_HDR + 12..NET_HDR + 14].copy_from_slice(&NET_ETHERTYPE.to_be_bytes());
+            f[NET_HDR + 14..NET_HDR + 34].copy_from_slice(b"mantle-vswitch-hello");
+            nput(0x3000, &f);
+            ndesc(0x400, tx_idx % 8, a + 0x3000, f.len() as u32, 0);
+            nput(0x504 + 2 * (tx_idx % 8) as u64, &(tx_idx % 8).to_le_bytes());
+            tx_idx = tx_idx.wrapping_add(1);
+            nput(0x502, &tx_idx.to_le_bytes());
+            w(0x50, 1);
+            if !wait_for(1_000_000, || nget16(0x602) == tx_idx) {
+                fail!("frame {tx_idx} not transmitted");
+            }
+            if peer.is_some() {
+                sent_after_peer += 1;
+            }
+        }
+        while nget16(0x202) != rx_used {
+            let mut e = [0u8; 8];
+            nget(0x204 + 8 * (rx_used % 8) as u64, &mut e);
+            rx_used = rx_used.wrapping_add(1);
+            let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u64 % 4;
+            let mut f = [0u8; 40];
+            nget(0x1000 + 0x800 * id + NET_HDR as u64, &mut f);
+            let src: [u8; 6] = f[6..12].try_into().unwrap_or([0; 6]);
+            if u16::from_be_bytes([f[12], f[13]]) == NET_ETHERTYPE && src != mac && &f[14..34] == b"mantle-vswitch-hello" && peer.is_none() {
+                peer = Some(src);
+            }
+            nput(0x104 + 2 * (rx_avail % 8) as u64, &(id as u16).to_le_bytes());
+            rx_avail = rx_avail.wrapping_add(1);
+            nput(0x102, &rx_avail.to_le_bytes());
+            w(0x50, 0);
+        }
+        if expect_peer && sent_after_peer >= 10 {
+            break;
+        }
+        irq_window();
+    }
+    w(0x70, 0);
+    match (expect_peer, peer) {
+        (true, Some(_)) => Outcome::Pass,
+        (true, None) => fail!("no frame from another NIC in {secs} s ({tx_idx} sent)"),
+        (false, None) => Outcome::Pass,
+        (false, Some(p)) => fail!("a frame from {p:02x?} crossed into this port group"),
+    }
 }
