@@ -159,6 +159,13 @@ static WORLDS: Mutex<BTreeMap<WorldId, Arc<World>>> = Mutex::new(BTreeMap::new()
 static CPUS: [Mutex<CpuState>; MAX_CPUS] =
     [const { Mutex::new(CpuState { current: None, idle: None, since: 0, slice_end: 0, prev: None }) }; MAX_CPUS];
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// The world each CPU runs now (0: its idle world), for wake-up
+/// preemption decisions taken on other CPUs.
+static RUNNING: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// A world that should run before the current one was woken for this
+/// CPU: reschedule at the next safe point (a tick or a reschedule IPI
+/// from user or guest mode, a vCPU's next exit, the idle loop).
+static RESCHED: [core::sync::atomic::AtomicBool; MAX_CPUS] = [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
 /// Sleeping worlds by wake-up time.
 static SLEEPERS: Mutex<BTreeSet<(u64, WorldId)>> = Mutex::new(BTreeSet::new());
 
@@ -332,18 +339,61 @@ pub fn block_current() {
     }
 }
 
-/// Makes a blocked world runnable again. Returns false if it is gone.
+/// Makes a blocked world runnable again (a runnable one's next block
+/// returns at once). Returns false if it is gone.
+///
+/// Wake-up preemption: when the woken world — or a runnable one waiting
+/// for its CPU, e.g. a vCPU just sent an interrupt — comes before the one its CPU
+/// runs now (or that CPU idles), that CPU is told to reschedule — by a
+/// reschedule IPI if it is another CPU — so the woken world runs within
+/// an IPI's latency instead of after the running world's slice (up to
+/// `DEFAULT_SLICE_NS`) or the next tick. The scheduler's fair order
+/// decides (`Scheduler::preempts`), so wake-ups cannot buy more than a
+/// fair share.
 pub fn wake(id: WorldId) -> bool {
     let Some(w) = WORLDS.lock().get(&id).cloned() else { return false };
-    with_policy(|p| match w.state() {
-        WorldState::Blocked => {
-            w.state.store(WorldState::Runnable as u8, Ordering::Release);
-            let _ = p.set_runnable(id, true);
+    let kick = with_policy(|p| {
+        match w.state() {
+            WorldState::Blocked => {
+                w.state.store(WorldState::Runnable as u8, Ordering::Release);
+                let _ = p.set_runnable(id, true);
+            }
+            // Runnable already: waiting for its CPU (an interrupted vCPU
+            // whose CPU runs another world) or running.
+            WorldState::Runnable => {
+                w.wake_pending.store(true, Ordering::Release);
+                if p.is_running(id) {
+                    return None;
+                }
+            }
+            WorldState::Dead => return None,
         }
-        WorldState::Runnable => w.wake_pending.store(true, Ordering::Release),
-        WorldState::Dead => {}
+        let cpu = p.world_cpu(id)?;
+        let running = RUNNING.get(cpu as usize)?.load(Ordering::Acquire);
+        p.preempts(id, (running != 0).then_some(running)).then_some(cpu)
     });
+    if let Some(cpu) = kick {
+        RESCHED[cpu as usize].store(true, Ordering::Release);
+        if cpu != gdt::cpu_index() {
+            crate::arch::apic::kick_cpu(cpu);
+        }
+    }
     true
+}
+
+/// Takes this CPU's reschedule request (see `wake`): true if a woken
+/// world should run before the current one.
+pub fn take_resched() -> bool {
+    RESCHED[gdt::cpu_index() as usize].swap(false, Ordering::AcqRel)
+}
+
+/// The reschedule (kick) IPI: from user mode, reschedule now if asked;
+/// elsewhere the request waits for the next safe point (a vCPU's exit
+/// handling, the idle loop) — kernel code is not preemptible.
+pub fn on_resched_ipi(from_user: bool) {
+    if from_user && take_resched() {
+        schedule();
+    }
 }
 
 /// Sleeps for at least `ns` nanoseconds.
@@ -446,7 +496,7 @@ pub fn on_timer_tick(from_user: bool) {
         wake_sleepers(now);
     }
     if from_user {
-        if due || slice_expired(now) {
+        if due || slice_expired(now) || take_resched() {
             schedule();
         }
         if let Some(hook) = USER_TICK.get() {
@@ -471,6 +521,7 @@ pub fn schedule() {
     let cpu = gdt::cpu_index();
     let now = time::uptime_ns();
     wake_sleepers(now);
+    RESCHED[cpu as usize].store(false, Ordering::Release);
     let mut c = CPUS[cpu as usize].lock();
     let Some(prev) = c.current.clone() else { return };
     let idle = c.idle.clone().expect("CPU without idle world");
@@ -512,6 +563,7 @@ pub fn schedule() {
     }
     c.current = Some(next.clone());
     c.prev = Some(prev.clone());
+    RUNNING[cpu as usize].store(if next.kind == WorldKind::Idle { 0 } else { next.id }, Ordering::Release);
     if next.kind != WorldKind::Idle {
         gdt::set_kernel_stack(next.stack_top());
     }

@@ -79,6 +79,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     });
     world::on_user_tick(uw::process::check_pending_kill);
     arch::apic::set_tick_handler(world::on_timer_tick);
+    arch::apic::set_kick_handler(world::on_resched_ipi);
 
     // 4. Interrupts: ACPI tables, then the 8259s and IOAPICs before the
     //    LAPIC (masking the 8259s drops their INTR line while LINT0 still
@@ -109,8 +110,14 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     arch::smp::start_aps(platform, arch::smp::ApStart { init: start_services_on_ap, run: world::idle_loop });
     let pci_functions = pci::init(platform);
     nic::init(pci::functions());
-    boot_archive::log_listing(&bi);
-    uw::files::init(&bi);
+    let root_archive = boot_archive::open(&bi);
+    if let Some(a) = &root_archive {
+        boot_archive::log_listing(a);
+    }
+    uw::files::init(root_archive.as_ref().map(|a| a.cpio()), bi.cmdline.as_str());
+    if let Some(a) = root_archive {
+        boot_archive::release(a, &bi);
+    }
     storage::init(pci::functions(), uw::files::vfs());
     // The network world (vmk0, lo) — not while in-kernel tests drive the
     // NICs themselves.

@@ -436,6 +436,21 @@ impl Vm {
         self.platform.lock().console_output().read_since(pos, out)
     }
 
+    /// Raises LINT1 on every vCPU (the NMI line of a PC's chipset).
+    pub fn nmi(&self) -> Result<(), (i64, String)> {
+        if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
+            return Err((-EBUSY, "the VM is not running".into()));
+        }
+        {
+            let mut p = self.platform.lock();
+            for l in p.lapics.iter_mut() {
+                l.raise_lint(1);
+            }
+        }
+        self.kick_all();
+        Ok(())
+    }
+
     pub fn console_input(&self, bytes: &[u8]) -> usize {
         self.platform.lock().console_input(bytes)
     }
@@ -787,7 +802,9 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             Exit::ExternalInterrupt | Exit::Nmi => {
                 count(api::VM_EXIT_INTERRUPT);
                 cpu::take_pending_interrupts();
-                if world::slice_expired(time::uptime_ns()) {
+                // The slice is over, or a world woken for this CPU comes
+                // first (wake-up preemption: the kick IPI got us here).
+                if world::slice_expired(time::uptime_ns()) || world::take_resched() {
                     world::yield_now();
                 }
             }

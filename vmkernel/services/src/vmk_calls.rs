@@ -39,6 +39,7 @@ pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
             .unwrap_or_else(|e| e),
         api::VMK_VM_RESET => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.reset().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_PAUSE => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.pause().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
+        api::VMK_VM_NMI => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.nmi().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_RESUME => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.resume().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_STATS => vm(a[0]).and_then(|v| p.copy_to_user(a[1], &v.stats().encode()).map(|_| 0)).unwrap_or_else(|e| e),
         api::VMK_VM_DESTROY => root(&p).and_then(|_| crate::vm::destroy(a[0] as u32).map(|_| 0).map_err(report)).unwrap_or_else(|e| e),

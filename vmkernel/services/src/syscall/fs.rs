@@ -509,7 +509,16 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         0 => read(cx, a[0], a[1], a[2]),
         1 => write(cx, a[0], a[1], a[2]),
         2 => openat(cx, AT_FDCWD as i64 as u64, a[0], a[1], a[2]),
-        3 => p.fds.lock().remove(a[0] as i32).map(|_| 0).map_err(err),
+        3 => {
+            let f = p.fds.lock().remove(a[0] as i32).map_err(err)?;
+            let others = wakes_others(&f);
+            drop(f);
+            // Closing a pipe or socket end may wake the other end (HUP).
+            if others {
+                io_wait::notify();
+            }
+            Ok(0)
+        }
         4 => fstatat(cx, AT_FDCWD as i64 as u64, a[0], a[1], 0),
         5 => file(p, a[0]).and_then(|f| stat_to_user(p, f.stat(), a[1])),
         6 => fstatat(cx, AT_FDCWD as i64 as u64, a[0], a[1], AT_SYMLINK_NOFOLLOW as u64),

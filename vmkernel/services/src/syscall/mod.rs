@@ -4,6 +4,7 @@
 //! `-ENOSYS` and are logged once per number; nothing a user world passes
 //! can panic the kernel: every pointer goes through the checked copies.
 
+mod epoll;
 mod fs;
 mod misc;
 mod net;
@@ -123,7 +124,7 @@ fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
     if (vmkernel::vmk_api::VMK_BASE..vmkernel::vmk_api::VMK_BASE + 0x100).contains(&n) {
         return Ok(crate::vmk_calls::dispatch(n, [a[0], a[1], a[2], a[3]]));
     }
-    for group in [net::call, fs::call, proc::call, misc::call] {
+    for group in [net::call, epoll::call, fs::call, proc::call, misc::call] {
         match group(cx, n, a) {
             Err(NOT_MINE) => continue,
             r => return r,

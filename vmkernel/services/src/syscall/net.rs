@@ -75,6 +75,9 @@ impl Device for SocketFile {
             Err(_) => PollEvents::ERR,
         }
     }
+    fn poll_generation(&self) -> Option<u64> {
+        stack(|s| s.readiness(self.id)).ok().map(|r| r.generation)
+    }
     fn seekable(&self) -> bool {
         false
     }
