@@ -155,4 +155,91 @@ pub fn run(r: &mut Runner) {
         expect_eq("FUTEX_WAKE count", woke, 1)?;
         expect_eq("waiter's FUTEX_WAIT result", waiter, Ok(0))
     });
+
+    r.check("futex_requeue_moves_the_waiter_to_the_second_word", || {
+        let words = Arc::new((AtomicU32::new(0), AtomicU32::new(0)));
+        let done = Arc::new(AtomicU32::new(0));
+        let (w2, d2) = (Arc::clone(&words), Arc::clone(&done));
+        let h = thread::spawn(move || {
+            let ts = libc::timespec { tv_sec: 60, tv_nsec: 0 };
+            let r = futex(&w2.0, FUTEX_WAIT_PRIVATE, 0, Some(&ts));
+            d2.store(1, Ordering::Release);
+            r
+        });
+        // Once the thread waits on the first word, move it to the second
+        // (wake 0, requeue 1: the count goes in the timeout slot).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let requeued = loop {
+            // SAFETY: both words are live, aligned u32s for the whole call.
+            let n = sys(unsafe {
+                libc::syscall(libc::SYS_futex, words.0.as_ptr(), FUTEX_REQUEUE_PRIVATE, 0u32, 1usize, words.1.as_ptr(), 0u32)
+            });
+            match n {
+                Ok(1) => break true,
+                Ok(0) if Instant::now() < deadline => thread::sleep(Duration::from_millis(2)),
+                _ => break false,
+            }
+        };
+        // The requeued waiter sleeps on until the second word is woken.
+        thread::sleep(Duration::from_millis(200));
+        let asleep = done.load(Ordering::Acquire) == 0;
+        let woken = futex(&words.1, FUTEX_WAKE_PRIVATE, 1, None);
+        if !requeued || woken != Ok(1) {
+            // Release the waiter wherever it is, so it can be joined.
+            let _ = futex(&words.0, FUTEX_WAKE_PRIVATE, 1, None);
+            let _ = futex(&words.1, FUTEX_WAKE_PRIVATE, 1, None);
+        }
+        let waiter = h.join().map_err(|_| "waiter panicked".to_string())?;
+        expect_eq("FUTEX_REQUEUE moved the waiter", requeued, true)?;
+        expect_eq("the requeued waiter still asleep", asleep, true)?;
+        expect_eq("FUTEX_WAKE on the second word", woken, Ok(1))?;
+        expect_eq("waiter's FUTEX_WAIT result", waiter, Ok(0))
+    });
+
+    r.check("clone_vfork_thread_returns_when_the_thread_ends", || {
+        // In a child process, so a parent left waiting cannot stall the run.
+        let pid = fork_child(|| i32::from(clone_vfork_thread() <= 0))?;
+        let status = wait_child(pid, Duration::from_secs(20))?;
+        expect_eq("child's status", describe_status(status), describe_status(0))
+    });
+}
+
+const FUTEX_REQUEUE_PRIVATE: i32 = libc::FUTEX_REQUEUE | libc::FUTEX_PRIVATE_FLAG;
+
+/// clone(CLONE_VM | CLONE_THREAD | CLONE_VFORK ...) of a thread that exits
+/// at once: the caller sleeps until that thread has ended, then gets its
+/// tid (a negative errno on failure).
+fn clone_vfork_thread() -> i64 {
+    let mut stack = vec![0u8; 16 * 1024];
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    let flags =
+        (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD | libc::CLONE_VFORK) as u64;
+    let ret: i64;
+    // SAFETY: the new thread runs only the instructions after the first
+    // SYSCALL (rax = 0 there): exit(0) of itself, on its own stack, touching
+    // no memory; the caller resumes when it has gone (CLONE_VFORK), so the
+    // stack outlives it.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov eax, 60",
+            "xor edi, edi",
+            "syscall",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone => ret,
+            in("rdi") flags,
+            in("rsi") top,
+            in("rdx") 0usize,
+            in("r10") 0usize,
+            in("r8") 0usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    drop(stack);
+    ret
 }

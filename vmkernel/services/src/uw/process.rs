@@ -535,9 +535,26 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
     // Orphans go to init (pid 1), which reaps them.
     let orphans: Vec<Arc<Process>> = core::mem::take(&mut *p.children.lock());
     if let Some(init) = lookup(1).filter(|i| i.pid != p.pid) {
+        let mut zombies = Vec::new();
         for c in orphans {
             c.ppid.store(1, Ordering::Release);
+            if c.is_zombie() {
+                zombies.push(c.clone());
+            }
             init.children.lock().push(c);
+        }
+        // Orphans that have already exited: init learns of them as Linux
+        // tells it (SIGCHLD), or they go at once if it discards children;
+        // otherwise they would wait, holding their memory, for some later
+        // SIGCHLD of init's own.
+        if !zombies.is_empty() {
+            if init.sig.lock().discards_children() {
+                for z in &zombies {
+                    reap(z);
+                }
+            } else {
+                super::signal::send_to_process(&init, vmkernel::linux_abi::signal::SIGCHLD, None);
+            }
         }
     }
     let ppid = p.ppid.load(Ordering::Acquire);
