@@ -946,8 +946,8 @@ pub fn bench_vm(kernel_elf: &Path, vmbench: &Path, runs: usize) -> Result<(), St
 /// Debian cloud kernel modules Linux needs for a FAT file system on
 /// virtio-blk, in load order (the initramfs has no depmod data).
 pub const DISK_MODULES: &[&str] = &[
-    "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_pci_legacy_dev.ko",
     "drivers/virtio/virtio_pci_modern_dev.ko",
     "drivers/virtio/virtio_pci.ko",
@@ -956,6 +956,8 @@ pub const DISK_MODULES: &[&str] = &[
     "fs/fat/vfat.ko",
     "fs/nls/nls_cp437.ko",
     "fs/nls/nls_utf8.ko",
+    // Debian builds vfat with iocharset=ascii by default.
+    "fs/nls/nls_ascii.ko",
 ];
 
 /// `/init` of Linux's disk-benchmark initramfs: load the modules, mount
