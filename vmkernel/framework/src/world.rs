@@ -24,9 +24,10 @@ pub use vmkernel::sched::WorldId;
 
 use crate::arch::context::{self, FpuState};
 use crate::arch::{cpu, gdt};
+use crate::mm::AddressSpace;
 use crate::time;
 
-pub use crate::arch::gdt::MAX_CPUS;
+pub use crate::cpu::MAX_CPUS;
 const KERNEL_STACK_SIZE: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +64,10 @@ pub struct World {
     /// Owned kernel stack (the idle worlds run on their CPU's boot stack).
     stack: Option<Box<[u8]>>,
     pub exit_code: AtomicU64,
-    /// Page-table root this world runs on (0: the kernel's own).
-    pub cr3: AtomicU64,
+    /// Page-table root this world runs on (0: the kernel's own), the root
+    /// of `space`, which it keeps alive.
+    cr3: AtomicU64,
+    space: Mutex<Option<Arc<AddressSpace>>>,
     /// The user thread this world runs (the services' type, see
     /// [`UserThread`]).
     pub thread: spin::Once<Arc<dyn UserThread>>,
@@ -81,12 +84,9 @@ pub trait UserThread: Send + Sync + 'static {
     fn into_any(self: Arc<Self>) -> Arc<dyn core::any::Any + Send + Sync>;
 }
 
-/// A world's entry: typed code (a closure owning its arguments), or the
-/// older function-and-word form the VM backend still uses (`hv` moves to
-/// closures next).
+/// A world's entry: typed code (a closure owning its arguments).
 enum WorldEntry {
     Code(Box<dyn FnOnce() + Send>),
-    Word(fn(usize), usize),
 }
 
 // SAFETY: `rsp` and `fpu` are touched only by the CPU that is switching the
@@ -116,6 +116,26 @@ impl World {
     pub fn with_user_fpu<R>(&self, f: impl FnOnce(&mut FpuState) -> R) -> R {
         // SAFETY: called by the running world (or before a new world runs).
         unsafe { f(&mut *self.fpu.get()) }
+    }
+
+    /// Makes `space` (None: the kernel's tables) the address space this
+    /// world runs on — at once if it is the calling CPU's world, else from
+    /// its next switch. The world keeps `space` alive while it is set.
+    pub fn set_address_space(&self, space: Option<Arc<AddressSpace>>) {
+        let root = space.as_ref().map_or(0, |s| s.root());
+        let old = core::mem::replace(&mut *self.space.lock(), space);
+        self.cr3.store(root, Ordering::Release);
+        if self.id == current_id() {
+            let cr3 = if root == 0 { crate::mm::kernel_pml4() } else { root };
+            if cpu::read_cr3() != cr3 {
+                // SAFETY: every address space maps the kernel half
+                // identically, and the world holds the new one alive.
+                unsafe { cpu::write_cr3(cr3) };
+            }
+        }
+        // Only now, when this CPU no longer runs on them, may the old
+        // tables go.
+        drop(old);
     }
 
     pub fn stack_top(&self) -> u64 {
@@ -172,6 +192,7 @@ pub fn init_this_cpu() {
         stack: None,
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
+        space: Mutex::new(None),
         thread: spin::Once::new(),
         entry: Mutex::new(None),
     });
@@ -199,6 +220,7 @@ fn new_world(name: &str, kind: WorldKind, entry: WorldEntry) -> Option<Arc<World
         stack: Some(stack),
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
+        space: Mutex::new(None),
         thread: spin::Once::new(),
         entry: Mutex::new(Some(entry)),
     }))
@@ -222,19 +244,17 @@ pub fn spawn(
     spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, None)
 }
 
-/// Like `spawn`, for the function-and-word entry the VM backend uses; the
-/// world may only ever run on the CPUs in `cpus` (`None`: anywhere): the
-/// set is in place before the world is runnable.
+/// Like `spawn`, for a world that may only ever run on the CPUs in `cpus`
+/// (`None`: anywhere): the set is in place before the world is runnable.
 pub fn spawn_on(
     name: &str,
     kind: WorldKind,
     group: GroupId,
-    entry: fn(usize),
-    arg: usize,
+    entry: impl FnOnce() + Send + 'static,
     setup: impl FnOnce(&World),
     cpus: Option<vmkernel::sched::CpuSet>,
 ) -> Result<WorldId, vmkernel::sched::SchedError> {
-    spawn_world(name, kind, group, WorldEntry::Word(entry, arg), setup, cpus)
+    spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, cpus)
 }
 
 fn spawn_world(
@@ -403,12 +423,28 @@ pub fn block_until(deadline: u64) {
     SLEEPERS.lock().remove(&(deadline, me.id));
 }
 
+/// An armed wake-up ([`arm_wakeup`]): disarmed when dropped, so a wait
+/// that ends early (an event, a signal) leaves no entry behind until its
+/// deadline — which a hostile timeout puts centuries away.
+#[must_use = "the wake-up is disarmed when this is dropped"]
+pub struct Wakeup {
+    deadline: u64,
+    id: WorldId,
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        SLEEPERS.lock().remove(&(self.deadline, self.id));
+    }
+}
+
 /// Makes sure the current world is woken at `deadline` even if nothing
-/// else wakes it (timed waits). A spurious early wake-up is harmless: the
-/// waiter re-checks.
-pub fn arm_wakeup(deadline: u64) {
+/// else wakes it (timed waits), for as long as the returned guard lives.
+/// A spurious early wake-up is harmless: the waiter re-checks.
+pub fn arm_wakeup(deadline: u64) -> Wakeup {
     let id = current_id();
     SLEEPERS.lock().insert((deadline, id));
+    Wakeup { deadline, id }
 }
 
 /// Wakes sleepers whose time has come (called from the timer tick and
@@ -434,6 +470,9 @@ pub fn exit_current(code: u64) -> ! {
     me.exit_code.store(code, Ordering::Relaxed);
     me.state.store(WorldState::Dead as u8, Ordering::Release);
     with_policy(|p| p.set_runnable(me.id, false).ok());
+    // A dead world needs no wake-ups (its waits' guards never drop: this
+    // function does not return).
+    SLEEPERS.lock().retain(|&(_, w)| w != me.id);
     drop(me);
     schedule();
     unreachable!("a dead world was scheduled again");
@@ -578,7 +617,6 @@ extern "C" fn world_start() -> ! {
     let entry = current().and_then(|w| w.entry.lock().take());
     match entry {
         Some(WorldEntry::Code(f)) => f(),
-        Some(WorldEntry::Word(f, arg)) => f(arg),
         None => log::error!("world {} started without an entry", current_id()),
     }
     exit_current(0);
