@@ -138,15 +138,12 @@ fn main() {
     }
 }
 
-/// Waits for files another service makes (hostd's certificate), saying so once.
+/// Waits for files another service makes (hostd's certificate). Quietly: init starts
+/// the broker at boot, and a line on the console while hostd is not running yet would
+/// land in the middle of the shell's output.
 fn wait_for(paths: &[&Path]) {
-    let mut told = false;
-    while let Some(missing) = paths.iter().find(|p| !p.exists()) {
-        if !told {
-            eprintln!("cim-broker: waiting for {}", missing.display());
-            told = true;
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    while paths.iter().any(|p| !p.exists()) {
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
