@@ -940,3 +940,162 @@ pub fn bench_vm(kernel_elf: &Path, vmbench: &Path, runs: usize) -> Result<(), St
     println!("(d) VMs created and powered on per second: {:.1}", get("vms_per_second"));
     Ok(())
 }
+
+// ---- disk benchmark: the datastore on Mantle vs Linux's vfat ----
+
+/// Debian cloud kernel modules Linux needs for a FAT file system on
+/// virtio-blk, in load order (the initramfs has no depmod data).
+pub const DISK_MODULES: &[&str] = &[
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "drivers/block/virtio_blk.ko",
+    "fs/fat/fat.ko",
+    "fs/fat/vfat.ko",
+    "fs/nls/nls_cp437.ko",
+    "fs/nls/nls_utf8.ko",
+];
+
+/// `/init` of Linux's disk-benchmark initramfs: load the modules, mount
+/// the datastore's FAT partition, run the benchmark, unmount.
+pub fn disk_init_script() -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n\
+         /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
+         [ -c /dev/console ] && exec </dev/console >/dev/console 2>&1\n\
+         mount -t proc proc /proc\n",
+    );
+    for m in DISK_MODULES {
+        let name = m.rsplit('/').next().unwrap_or(m);
+        s.push_str(&format!("insmod /lib/modules/{name} || echo \"diskbench: error insmod {name}\"\n"));
+    }
+    s.push_str(
+        "i=0; while [ ! -b /dev/vda1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n\
+         mkdir -p /mnt\n\
+         mount -t vfat /dev/vda1 /mnt || echo \"diskbench: error mount\"\n\
+         /diskbench /mnt\n\
+         umount /mnt && echo \"diskbench: unmounted\"\n\
+         poweroff -f\n",
+    );
+    s
+}
+
+/// `diskbench: <name> <value> <unit>` lines.
+pub fn parse_diskbench(out: &str) -> Vec<(String, f64, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("diskbench: ")?;
+            let mut w = rest.split_whitespace();
+            let (name, value, unit) = (w.next()?, w.next()?.parse().ok()?, w.next()?);
+            Some((name.to_string(), value, unit.to_string()))
+        })
+        .collect()
+}
+
+/// Runs `diskbench` (a static binary from `userworld/`) as PID 1 on
+/// Mantle (datastore auto-mounted) and on Debian's Linux (vfat mounted by
+/// the initramfs), alternately, `runs` times each, on the same FAT32
+/// image file behind the same `virtio-blk-pci` device and cache mode;
+/// prints the medians side by side.
+pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize) -> Result<(), String> {
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bin = std::fs::read(diskbench).map_err(|e| format!("{}: {e}", diskbench.display()))?;
+    let img = dir.join("diskbench.img");
+    let _ = std::fs::remove_file(&img);
+    crate::datastore::create(&img, 1 << 30, "datastore1")?;
+
+    let mut w = cpio::Writer::new();
+    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, &bin);
+    let mantle_initrd = dir.join("diskbench-mantle.cpio");
+    std::fs::write(&mantle_initrd, w.finish()).map_err(|e| e.to_string())?;
+
+    let kernel = crate::debian::linux_cloud_kernel()?;
+    let modules_root = crate::debian::fetch_package(crate::debian::LINUX_CLOUD_META)?.join("lib/modules");
+    let version_dir = std::fs::read_dir(&modules_root)
+        .map_err(|e| format!("{}: {e}", modules_root.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.join("kernel").is_dir())
+        .ok_or_else(|| format!("no kernel modules under {}", modules_root.display()))?;
+    let busybox = std::fs::read(crate::debian::busybox_static()?).map_err(|e| e.to_string())?;
+    let mut w = cpio::Writer::new();
+    for d in ["bin", "dev", "proc", "sys", "tmp", "mnt", "lib", "lib/modules"] {
+        w.add(d, cpio::S_IFDIR | 0o755, 0, 0, 0, &[]);
+    }
+    w.add("bin/busybox", cpio::S_IFREG | 0o755, 0, 0, 0, &busybox);
+    for applet in ["sh", "mount", "umount", "insmod", "mkdir", "sleep", "poweroff", "echo", "[", "test"] {
+        w.add(&format!("bin/{applet}"), cpio::S_IFLNK | 0o777, 0, 0, 0, b"busybox");
+    }
+    for m in DISK_MODULES {
+        let path = version_dir.join("kernel").join(m);
+        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let name = m.rsplit('/').next().unwrap_or(m);
+        w.add(&format!("lib/modules/{name}"), cpio::S_IFREG | 0o644, 0, 0, 0, &data);
+    }
+    w.add("diskbench", cpio::S_IFREG | 0o755, 0, 0, 0, &bin);
+    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, disk_init_script().as_bytes());
+    let linux_initrd = dir.join("diskbench-linux.cpio");
+    std::fs::write(&linux_initrd, w.finish()).map_err(|e| e.to_string())?;
+
+    let disk = [
+        "-drive".to_string(),
+        format!("file={},format=raw,if=none,id=ds0,cache=writeback", img.display()),
+        "-device".to_string(),
+        "virtio-blk-pci,drive=ds0".to_string(),
+    ];
+    let mut mantle_args: Vec<String> =
+        ["-kernel", &kernel_elf.display().to_string(), "-initrd", &mantle_initrd.display().to_string(), "-append", "init=/init"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    mantle_args.extend(disk.iter().cloned());
+    let mut linux_args: Vec<String> = [
+        "-kernel",
+        &kernel.display().to_string(),
+        "-initrd",
+        &linux_initrd.display().to_string(),
+        "-append",
+        "console=ttyS0 quiet tsc_early_khz=2000000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    linux_args.extend(disk.iter().cloned());
+
+    let mut results: Vec<(String, Vec<f64>, Vec<f64>, String)> = Vec::new();
+    for run in 0..runs.max(1) {
+        for (who, args) in [("Mantle", &mantle_args), ("Linux", &linux_args)] {
+            // Both end by unmounting (Mantle's kernel logs "... unmounted").
+            let out = serial_until(args, "unmounted", Duration::from_secs(1800))?;
+            if let Some(l) = out.lines().find(|l| l.contains("diskbench: error")) {
+                return Err(format!("{who}: {l}\n{}", tail(out.as_bytes())));
+            }
+            for (name, v, unit) in parse_diskbench(&out) {
+                println!("  run {}/{}: {who:<6} {name:<22} {v:>10.2} {unit}", run + 1, runs);
+                let i = match results.iter().position(|r| r.0 == name) {
+                    Some(i) => i,
+                    None => {
+                        results.push((name.clone(), Vec::new(), Vec::new(), unit.clone()));
+                        results.len() - 1
+                    }
+                };
+                if who == "Mantle" { results[i].1.push(v) } else { results[i].2.push(v) }
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!();
+    println!("{:<24} {:>14} {:>14} {:>13}", "benchmark (median)", "Mantle", "Linux", "Mantle/Linux");
+    for (name, mut m, mut l, unit) in results {
+        let (m, l) = (med(&mut m), med(&mut l));
+        println!("{name:<24} {m:>9.2} {unit:<4} {l:>9.2} {unit:<4} {:>13.2}", m / l);
+    }
+    println!("(QEMU TCG, {} MiB RAM, 1 CPU, virtio-blk-pci, cache=writeback, the same 1 GiB FAT32 image; compare the ratio)", QEMU_COMMON[5]);
+    Ok(())
+}

@@ -145,6 +145,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Creates a sparse image of `size` bytes: GPT, one basic-data partition
 /// named `label` from 1 MiB to the end, formatted FAT (FAT32 from 512 MiB)
 /// with the same label. Refuses to overwrite an existing file.
+/// Images this large (and larger) get FAT32; smaller ones the FAT the
+/// formatter picks for their size (FAT16 or FAT12).
+pub const FAT32_FROM_IMAGE_BYTES: u64 = 512 << 20;
+
 pub fn create(path: &Path, size: u64, label: &str) -> Result<(), String> {
     if size < 8 << 20 {
         return Err(format!("a datastore image needs at least 8 MiB (asked for {size} bytes)"));
@@ -174,7 +178,10 @@ pub fn create(path: &Path, size: u64, label: &str) -> Result<(), String> {
         let window: Arc<dyn BlockDevice> =
             Arc::new(Window::new(disk.clone(), p.start, p.sectors).map_err(|e| e.to_string())?);
         let cache = Arc::new(BlockCache::new(window, Arc::new(NoClock), CacheConfig::default()));
-        let kind = (p.sectors * 512 >= 512 << 20).then_some(FatKind::Fat32);
+        // FAT32 from a 512 MiB image (whose partition is 1 MiB and the
+        // backup GPT smaller): README's promise. With 4 KiB clusters that is
+        // ~130,000 clusters, well inside FAT32's range.
+        let kind = (size >= FAT32_FROM_IMAGE_BYTES).then_some(FatKind::Fat32);
         format(&cache, &FormatOptions { label, volume_id: random_u64() as u32, kind, bytes_per_cluster: None })
             .map_err(|e| format!("formatting: {e}"))?;
         // Mount once to lay down the journal and check the result.
@@ -433,6 +440,30 @@ mod tests {
         let fs = ds.statfs().unwrap();
         assert!(fs.blocks * fs.block_size as u64 > 15 << 30, "{fs:?}");
         assert!(ls(&img, "/").unwrap().is_empty());
+    }
+
+    /// README: FAT32 from 512 MiB; smaller images get FAT16. fsck.fat
+    /// agrees on the type and finds the volume clean.
+    #[test]
+    fn fat32_from_512_mib() {
+        let fsck = tool("fsck.fat", "dosfstools");
+        let dir = tempfile::tempdir().unwrap();
+        for (size, want) in [(512u64 << 20, FatKind::Fat32), ((512 << 20) - (1 << 20), FatKind::Fat16)] {
+            let img = dir.path().join(format!("ds{size}.img"));
+            create(&img, size, "datastore1").unwrap();
+            assert_eq!(open(&img, false).unwrap().fat_kind(), want, "{size} bytes");
+            let part = dir.path().join("part.img");
+            // The partition alone, kept sparse: 1 MiB in, up to the backup GPT.
+            let count = size - (1 << 20) - 33 * 512;
+            run(Command::new("dd")
+                .arg(format!("if={}", img.display()))
+                .arg(format!("of={}", part.display()))
+                .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none", "skip=1048576"])
+                .arg(format!("count={count}")));
+            let out = run(Command::new(&fsck).arg("-n").arg("-v").arg(&part));
+            let bits = if want == FatKind::Fat32 { "32" } else { "16" };
+            assert!(out.contains(&format!("2 FATs, {bits} bit entries")), "{out}");
+        }
     }
 
     /// put/get/ls on a small image; fsck.fat and mtools agree.

@@ -23,6 +23,7 @@ const MKRESCUE_ARGS: &[&str] = &[
 /// What goes into an ISO.
 pub struct IsoSpec<'a> {
     pub kernel: &'a Path,
+    /// The root archive as the module carries it (LZ4-compressed cpio).
     pub rootfs: &'a [u8],
     pub cmdline: &'a str,
     pub out: &'a Path,
@@ -46,7 +47,7 @@ pub fn grub_cfg(cmdline: &str) -> String {
          set default=0\n\
          menuentry \"Mantle\" {{\n\
          \x20   multiboot2 /boot/vmkernel{sep}{cmdline}\n\
-         \x20   module2 /boot/rootfs.cpio rootfs\n\
+         \x20   module2 /boot/rootfs.cpio.lz4 rootfs\n\
          \x20   boot\n\
          }}\n"
     )
@@ -85,7 +86,7 @@ pub fn make_iso(spec: &IsoSpec) -> Result<IsoInfo, String> {
     // The ISO carries the kernel without its line tables (smaller, faster
     // to load); target/kernel keeps the full ELF for symbolizing reports.
     let _ = std::process::Command::new("objcopy").arg("--strip-debug").arg(boot.join("vmkernel")).status();
-    std::fs::write(boot.join("rootfs.cpio"), spec.rootfs).map_err(|e| e.to_string())?;
+    std::fs::write(boot.join("rootfs.cpio.lz4"), spec.rootfs).map_err(|e| e.to_string())?;
     std::fs::write(boot.join("grub/grub.cfg"), &cfg).map_err(|e| e.to_string())?;
 
     // Build next to the target and rename, so a failed or interrupted run
@@ -123,7 +124,7 @@ mod tests {
         let c = grub_cfg("loglevel=debug debug_exit");
         assert!(c.starts_with("set timeout=0\n"));
         assert!(c.contains("multiboot2 /boot/vmkernel loglevel=debug debug_exit\n"));
-        assert!(c.contains("module2 /boot/rootfs.cpio rootfs\n"));
+        assert!(c.contains("module2 /boot/rootfs.cpio.lz4 rootfs\n"));
         assert!(grub_cfg("").contains("multiboot2 /boot/vmkernel\n"));
     }
 

@@ -207,6 +207,14 @@ enum BenchCmd {
         #[arg(long = "url")]
         urls: Vec<String>,
     },
+    /// Datastore throughput: sequential write and read of a 256 MiB file,
+    /// 4 KiB random reads and fsync'd random writes, by the same static
+    /// program as PID 1 on Mantle and on Debian's Linux (vfat), on the same
+    /// FAT32 image behind the same virtio-blk device.
+    Disk {
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -302,6 +310,11 @@ fn real_main() -> Result<ExitCode, String> {
         }
         Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls } } => {
             image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls })?;
+        }
+        Cmd::Bench { what: BenchCmd::Disk { runs } } => {
+            let kernel = image_builder::kernel::build_kernel(true)?;
+            let bins = image_builder::userworlds::build_static(false)?;
+            image_builder::bench::bench_disk(&kernel, &bins.join("diskbench"), runs)?;
         }
         Cmd::Datastore { what } => datastore_cmd(what)?,
         Cmd::Kernel => {

@@ -18,6 +18,7 @@ pub const PROGRAMS: &[(&str, &str)] =
         ("hostile", "usr/lib/mantle/hostile"),
         ("vmbench", "usr/lib/mantle/vmbench"),
         ("sysfuzz", "usr/lib/mantle/sysfuzz"),
+        ("tokio_httpd", "usr/lib/mantle/tokio_httpd"),
         // The host agent (agents/hostd); not started by init until the VMkernel has sockets.
         ("hostd", "sbin/hostd"),
         // The CIM broker (cim-broker/); init starts it, and it waits for hostd's certificate.
@@ -47,6 +48,24 @@ pub fn build_static(quiet: bool) -> Result<PathBuf, String> {
     Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
 }
 
+/// Copies an executable without its symbol table, keeping its mode: the
+/// image needs none (nothing symbolizes user worlds inside Mantle). Done on
+/// a copy, so the build stays incremental (`-C strip=symbols` would be a
+/// different build of every crate).
+fn strip(from: &Path, to: &Path) -> Result<(), String> {
+    let out = Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|e| format!("cannot run objcopy (binutils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("objcopy --strip-all {}: {}", from.display(), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let mode = std::fs::metadata(from).map_err(|e| format!("{}: {e}", from.display()))?.permissions();
+    std::fs::set_permissions(to, mode).map_err(|e| format!("{}: {e}", to.display()))
+}
+
 /// Applet paths (`bin/ls`, `sbin/ifconfig`, ...) as BusyBox lists them.
 pub fn applets(busybox: &Path) -> Result<Vec<String>, String> {
     let out = Command::new(busybox).arg("--list-full").output().map_err(|e| format!("{}: {e}", busybox.display()))?;
@@ -74,8 +93,11 @@ pub fn add_base_system(r: &mut Rootfs, quiet: bool) -> Result<(), String> {
         r.insert_symlink(&applet, &target);
     }
     let bins = build_static(quiet)?;
+    let stripped = tempfile::tempdir().map_err(|e| e.to_string())?;
     for (name, image) in PROGRAMS {
-        r.add(&AddSpec { host: bins.join(name), image: (*image).into() })?;
+        let host = stripped.path().join(name);
+        strip(&bins.join(name), &host)?;
+        r.add(&AddSpec { host, image: (*image).into() })?;
     }
     r.add(&AddSpec { host: workspace_root().join("userworld/etc/inittab"), image: "etc/inittab".into() })?;
     r.add(&AddSpec { host: workspace_root().join("cim-broker/etc/cim-broker.conf"), image: "etc/mantle/cim-broker.conf".into() })?;

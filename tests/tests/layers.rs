@@ -2,7 +2,7 @@
 //! crate graph runs one way (abi ← library ← framework ← services), the
 //! framework never names the services, its hardware sub-layer (arch, mm)
 //! never names worlds, and unsafe code is allowed only where README says
-//! (the framework, plus `hv` and the in-kernel tests until they move). The
+//! (the framework, plus one marker-trait assertion in vmk-storage). The
 //! compiler enforces `deny(unsafe_code)` itself; this test makes sure the
 //! attributes stay and no new exception appears. Clippy
 //! (`image-builder lint`, run by `.ci/run`) checks the SAFETY comments.
@@ -94,7 +94,7 @@ fn framework_never_names_the_services() {
         .map(|e| e.unwrap().path())
         .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .filter(|s| s != "main")
-        .chain(["hv".to_string(), "vmkernel_services".to_string()])
+        .chain(["vmkernel_services".to_string()])
         .collect();
     let mut found = Vec::new();
     for (file, text) in rust_files("vmkernel/framework/src") {
@@ -136,11 +136,7 @@ fn unsafe_code_stays_in_the_framework() {
         assert!(read(file).contains(attr), "{file} lost {attr}");
     }
     // The only exceptions in the services, each for a stated reason.
-    let allowed: [(&str, &str); 3] = [
-        ("vmkernel/services/src/main.rs", "mod hv;"),
-        ("vmkernel/services/src/main.rs", "mod ktest;"),
-        ("vmkernel/services/src/main.rs", "extern \"C\" fn kernel_entry"),
-    ];
+    let allowed: [(&str, &str); 1] = [("vmkernel/services/src/main.rs", "extern \"C\" fn kernel_entry")];
     let mut exceptions = Vec::new();
     for (file, text) in rust_files("vmkernel/services/src") {
         let lines: Vec<&str> = text.lines().collect();
@@ -160,9 +156,6 @@ fn unsafe_code_stays_in_the_framework() {
     // compiler checks this too; here it is a fact README states).
     let mut unsafe_lines = Vec::new();
     for (file, text) in rust_files("vmkernel/services/src") {
-        if file.ends_with("ktest.rs") {
-            continue;
-        }
         for (n, line) in code_lines(&text) {
             let l = line.trim();
             if l.contains("unsafe") && l != "#[unsafe(no_mangle)]" && !l.contains("unsafe_code") {
@@ -173,6 +166,164 @@ fn unsafe_code_stays_in_the_framework() {
     assert!(unsafe_lines.is_empty(), "unsafe code in the services:\n{}", unsafe_lines.join("\n"));
 }
 
+/// The hardware-free crates have no unsafe code, except one stated
+/// assertion: a FAT datastore may move between CPUs as a whole
+/// (`vmkernel/storage/src/fat/mod.rs` says why).
+#[test]
+fn hardware_free_crates_have_no_unsafe_code() {
+    let allowed = [("vmkernel/storage/src/fat/mod.rs", "unsafe impl Send for Datastore {}")];
+    let mut found = Vec::new();
+    for (dir, lib) in [
+        ("vmkernel/src", "vmkernel/src/lib.rs"),
+        ("vmkernel/abi/src", "vmkernel/abi/src/lib.rs"),
+        ("vmkernel/net/src", "vmkernel/net/src/lib.rs"),
+        ("vmkernel/storage/src", "vmkernel/storage/src/lib.rs"),
+    ] {
+        assert!(read(lib).contains("#![deny(unsafe_code)]"), "{lib} lost #![deny(unsafe_code)]");
+        // Host-only unit tests (`tests.rs`) may build fake physical memory.
+        for (file, text) in rust_files(dir).into_iter().filter(|(f, _)| !f.ends_with("/tests.rs")) {
+            let lines: Vec<&str> = text.lines().collect();
+            for (n, line) in code_lines(&text) {
+                let l = line.trim();
+                let item = if l.contains("allow(unsafe_code)") { lines.get(n).map_or("", |x| x.trim()) } else { l };
+                if (l.contains("unsafe") && !l.contains("deny(unsafe_code)") && !l.contains("forbid(unsafe_code)"))
+                    && !allowed.iter().any(|(f, i)| *f == file && item == *i)
+                {
+                    found.push(format!("{file}:{n}: {l}"));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "unsafe code in the hardware-free crates:\n{}", found.join("\n"));
+}
+
+/// The top-level modules a line of code names through `crate::` (also
+/// inside `crate::{a, b::c}` groups).
+fn crate_modules_named(line: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // The group's top-level items (nested groups belong to theirs).
+            let (mut depth, mut item) = (0, String::new());
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.push(item.trim().split("::").next().unwrap_or("").to_string());
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            names.push(item.trim().split("::").next().unwrap_or("").to_string());
+        } else {
+            names.push(rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect());
+        }
+    }
+    names.retain(|n| !n.is_empty() && n != "self");
+    names
+}
+
+/// Module-level dependency graph of a crate's top-level modules (files and
+/// folders under `src`): module -> (module it names, where).
+fn module_graph(src: &str, root_file: &str) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let module_of = |file: &str| -> String {
+        let rel = file.strip_prefix(src).unwrap_or(file).trim_start_matches('/');
+        rel.split('/').next().unwrap_or("").trim_end_matches(".rs").to_string()
+    };
+    let files = rust_files(src);
+    let modules: std::collections::BTreeSet<String> =
+        files.iter().filter(|(f, _)| !f.ends_with(root_file)).map(|(f, _)| module_of(f)).collect();
+    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        modules.iter().map(|m| (m.clone(), Default::default())).collect();
+    for (file, text) in files.iter().filter(|(f, _)| !f.ends_with(root_file)) {
+        let from = module_of(file);
+        for (n, line) in code_lines(text) {
+            for to in crate_modules_named(line) {
+                if to != from && modules.contains(&to) {
+                    graph.get_mut(&from).unwrap().entry(to).or_insert_with(|| format!("{file}:{n}"));
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// A cycle in `graph`, as the modules along it with where each names the
+/// next, if there is one.
+fn find_cycle(graph: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>) -> Option<Vec<String>> {
+    fn visit(
+        m: &str,
+        graph: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+        state: &mut std::collections::BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(m.to_string(), 1);
+        path.push(m.to_string());
+        for (to, at) in &graph[m] {
+            match state.get(to.as_str()).copied().unwrap_or(0) {
+                1 => {
+                    let start = path.iter().position(|p| p == to).unwrap_or(0);
+                    let mut cycle: Vec<String> = path[start..].to_vec();
+                    cycle.push(format!("{to} (named at {at})"));
+                    return Some(cycle);
+                }
+                0 => {
+                    if let Some(c) = visit(to, graph, state, path) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        path.pop();
+        state.insert(m.to_string(), 2);
+        None
+    }
+    let mut state = std::collections::BTreeMap::new();
+    for m in graph.keys() {
+        if state.get(m.as_str()).copied().unwrap_or(0) == 0
+            && let Some(c) = visit(m, graph, &mut state, &mut Vec::new())
+        {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[test]
+fn framework_modules_have_no_cycles() {
+    // The order they form: cpu at the bottom; mm, time; acpi, backtrace;
+    // arch (traps, APICs, SMP); console, power; worlds, hv and the rest.
+    // A lower module that must reach a higher one offers a registration
+    // point instead (e.g. `arch::trap::set_kernel_fault_handler`).
+    let graph = module_graph("vmkernel/framework/src", "vmkernel/framework/src/lib.rs");
+    assert!(graph.len() > 10 && graph.contains_key("arch") && graph.contains_key("cpu"), "{:?}", graph.keys());
+    assert!(graph["arch"].contains_key("mm"), "the scan should see arch -> mm: {:?}", graph["arch"]);
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("module cycle in the framework: {}", cycle.join(" -> "));
+    }
+}
+
+#[test]
+fn service_modules_have_no_cycles() {
+    // E.g. uw below net (the network services register the /proc/net
+    // files with `uw::files`), nic below net (`nic::set_interrupt_hook`),
+    // syscall and vmk_calls on top.
+    let graph = module_graph("vmkernel/services/src", "vmkernel/services/src/main.rs");
+    assert!(graph.contains_key("uw") && graph.contains_key("syscall"), "{:?}", graph.keys());
+    assert!(graph["syscall"].contains_key("uw"), "the scan should see syscall -> uw: {:?}", graph["syscall"]);
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("module cycle in the services: {}", cycle.join(" -> "));
+    }
+}
+
 /// The scans themselves catch what they look for.
 #[test]
 fn scans_see_what_they_look_for() {
@@ -180,6 +331,14 @@ fn scans_see_what_they_look_for() {
     let code: Vec<(usize, &str)> = code_lines(text).collect();
     assert_eq!(code.len(), 2);
     assert!(code[0].1.contains("crate::uw::") && !code[0].1.contains("crate::world"));
+    assert_eq!(crate_modules_named("use crate::{mm, time::{a, b}}; crate::arch::cpu::x(); crate::{self}"), ["mm", "time", "arch"]);
+    let mut g: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> = Default::default();
+    g.entry("a".into()).or_default().insert("b".into(), "a.rs:1".into());
+    g.entry("b".into()).or_default().insert("c".into(), "b.rs:1".into());
+    g.entry("c".into()).or_default();
+    assert_eq!(find_cycle(&g), None);
+    g.get_mut("c").unwrap().insert("a".into(), "c.rs:7".into());
+    assert_eq!(find_cycle(&g), Some(vec!["a".into(), "b".into(), "c".into(), "a (named at c.rs:7)".into()]));
     let deps = path_dependencies("vmkernel/services/Cargo.toml");
     assert!(deps.iter().any(|(n, p)| n == "mantle-framework" && p == "../framework"), "{deps:?}");
 }

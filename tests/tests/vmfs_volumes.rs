@@ -2,7 +2,7 @@
 //! `image-builder datastore new` is attached as virtio-blk; BusyBox
 //! writes, copies, renames and deletes files and directories on
 //! `/vmfs/volumes/datastore1`, `df` shows its size, `/proc/mounts` and
-//! `/proc/diskstats` list it; a file written with `dd` from
+//! `/proc/diskstats` list it; a 256 MiB file written with `dd` from
 //! `/dev/urandom` has the same sha256 after `poweroff` and a fresh boot;
 //! then the host reads it with mtools and `fsck.fat -n` finds the
 //! partition clean. A second disk made on the host (`mkfs.fat` on the
@@ -13,15 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use image_builder::datastore::{DiskBus, qemu_disk_args};
 use image_builder::qemu::Console;
 use tests::*;
 
 const PROMPT: &str = "# ";
 const STEP: Duration = Duration::from_secs(300);
 const IMAGE_BYTES: u64 = 512 << 20;
-/// The random file. (Issue 10 asks for 256 MiB; under TCG on a loaded
-/// 2-core machine this size keeps the test within the suite's budget.)
-const RANDOM_MIB: u32 = 16;
+/// The random file, as issue 10 asks (under TCG: about a minute each to
+/// write and to hash it).
+const RANDOM_MIB: u32 = 256;
 const PARTITION_OFFSET: u64 = 1 << 20;
 
 fn run(c: &mut Console, cmd: &str) -> String {
@@ -46,29 +47,25 @@ fn sha256_of(text: &str) -> Option<String> {
     text.split_whitespace().find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit())).map(String::from)
 }
 
-fn boot_with(imgs: &[&Path]) -> Console {
+fn boot_with(imgs: &[&Path], bus: DiskBus) -> Console {
     let mut q = qemu_iso(iso("vmfs-volumes", "", &[]));
     q.debug_exit = false;
-    for (i, img) in imgs.iter().enumerate() {
-        q.extra.extend([
-            "-drive".into(),
-            format!("file={},format=raw,if=none,id=ds{i},cache=writeback", img.display()),
-            "-device".into(),
-            format!("virtio-blk-pci,drive=ds{i}"),
-        ]);
-    }
+    let imgs: Vec<PathBuf> = imgs.iter().map(|p| p.to_path_buf()).collect();
+    q.extra.extend(qemu_disk_args(&imgs, bus));
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
     activate_shell(&mut c, Duration::from_secs(180), STEP);
     c
 }
 
 fn power_off(mut c: Console) -> String {
-    // `-f`: Mantle's init does not take BusyBox's SIGUSR2; BusyBox syncs
-    // and calls reboot(2), where the kernel unmounts the datastores.
-    let _ = c.send("poweroff -f\n");
+    // Plain `poweroff`: BusyBox sends init SIGUSR2; init stops the
+    // services, syncs and calls reboot(2), where the kernel unmounts the
+    // datastores.
+    let _ = c.send("poweroff\n");
     let status = c.wait_exit(Duration::from_secs(120));
     let log = c.log();
     assert!(status.is_some(), "QEMU did not exit after poweroff\n--- serial log ---\n{log}");
+    assert!(log.contains("init: powering off: stopping services"), "init did not take SIGUSR2\n{log}");
     assert!(log.contains("storage: datastore1 ("), "the datastore was not unmounted at poweroff\n{log}");
     // Requests completed by interrupt (the waiting world blocked).
     let irqs: Option<u64> = log
@@ -82,6 +79,15 @@ fn power_off(mut c: Console) -> String {
 
 #[test]
 fn virtio_blk_datastore_survives_poweroff_and_is_clean_for_the_host() {
+    datastore_survives_poweroff_and_is_clean_for_the_host(DiskBus::VirtioBlk);
+}
+
+#[test]
+fn nvme_datastore_survives_poweroff_and_is_clean_for_the_host() {
+    datastore_survives_poweroff_and_is_clean_for_the_host(DiskBus::Nvme);
+}
+
+fn datastore_survives_poweroff_and_is_clean_for_the_host(bus: DiskBus) {
     let mcopy = tool("mcopy", "mtools");
     let fsck = tool("fsck.fat", "dosfstools");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -107,11 +113,15 @@ fn virtio_blk_datastore_survives_poweroff_and_is_clean_for_the_host() {
     }
 
     let _lock = emulator_lock();
-    let mut c = boot_with(&[&img, &host_img]);
+    let mut c = boot_with(&[&img, &host_img], bus);
     // Two datastores at once; the host-made one reads correctly.
     let nested = run(&mut c, "cat '/vmfs/volumes/HOSTMADE/Nested Directory/Second Level/A long file name, with spaces.txt'; ls /vmfs/volumes/");
     check(&c, nested.contains("made on the host") && nested.contains("datastore1") && nested.contains("HOSTMADE"), &format!("the host-made datastore:\n{nested}"));
-    check(&c, c.log().contains("storage: mpx.vmhba0:C0:T0:L0: virtio-blk at "), "the disk is found");
+    let model = match bus {
+        DiskBus::VirtioBlk => "virtio-blk at ",
+        DiskBus::Nvme => "NVMe at ",
+    };
+    check(&c, c.log().contains(&format!("storage: mpx.vmhba0:C0:T0:L0: {model}")), "the disk is found");
     check(&c, c.log().contains("completions by MSI-X vector"), "completions come by MSI-X");
     check(&c, c.log().contains("storage: datastore datastore1 at /vmfs/volumes/"), "the datastore is mounted");
     check(&c, !c.log().contains("journal unavailable"), "the atomic-replace journal is usable");
@@ -137,9 +147,13 @@ fn virtio_blk_datastore_survives_poweroff_and_is_clean_for_the_host() {
     let cat = run(&mut c, "cat /vmfs/volumes/datastore1/vms/renamed.vmx");
     check(&c, cat.contains("hello datastore"), &format!("copied file:\n{cat}"));
 
+    let t = std::time::Instant::now();
     let dd = run(&mut c, &format!("dd if=/dev/urandom of=/vmfs/volumes/datastore1/random.bin bs=1M count={RANDOM_MIB}; echo dd=$?"));
     check(&c, dd.contains("dd=0"), &format!("dd:\n{dd}"));
+    println!("{bus:?}: dd of {RANDOM_MIB} MiB took {:?}", t.elapsed());
+    let t = std::time::Instant::now();
     let sum1 = run(&mut c, "sha256sum /vmfs/volumes/datastore1/random.bin");
+    println!("{bus:?}: sha256sum of {RANDOM_MIB} MiB took {:?}", t.elapsed());
     let sum1 = sha256_of(&sum1).unwrap_or_else(|| panic!("sha256sum output: {sum1}"));
     let ls = run(&mut c, "ls -l /vmfs/volumes/datastore1/random.bin");
     check(&c, ls.contains(&format!("{}", RANDOM_MIB << 20)), &format!("size of random.bin:\n{ls}"));
@@ -150,7 +164,7 @@ fn virtio_blk_datastore_survives_poweroff_and_is_clean_for_the_host() {
     power_off(c);
 
     // A fresh boot from the same image.
-    let mut c = boot_with(&[&img]);
+    let mut c = boot_with(&[&img], bus);
     let sum2 = run(&mut c, "sha256sum /vmfs/volumes/datastore1/random.bin");
     check(&c, sha256_of(&sum2).as_deref() == Some(sum1.as_str()), &format!("after reboot: {sum2}, before: {sum1}"));
     let cat = run(&mut c, "cat /vmfs/volumes/datastore1/vms/web01/web01.vmx");
@@ -182,4 +196,131 @@ fn virtio_blk_datastore_survives_poweroff_and_is_clean_for_the_host() {
     let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
     assert!(report.status.success(), "fsck.fat -n: {}\n{text}", report.status);
     assert!(!text.contains("differences") && !text.contains("Dirty bit") && !text.contains("Free cluster summary"), "fsck.fat -n:\n{text}");
+}
+
+/// Runs an mtools command on a whole-disk FAT image.
+fn mtools(args: &[&str]) {
+    let st = Command::new(tool(args[0], "mtools")).env("MTOOLS_SKIP_CHECK", "1").args(&args[1..]).status().unwrap();
+    assert!(st.success(), "{args:?}");
+}
+
+/// A whole-disk FAT16 image made by mkfs.fat with a file on it.
+fn host_fat(path: &Path, mib: u64, label: &str, file: &Path) {
+    std::fs::File::create(path).unwrap().set_len(mib << 20).unwrap();
+    let mkfs = tool("mkfs.fat", "dosfstools");
+    assert!(Command::new(&mkfs).args(["-F", "16", "-n", label]).arg(path).output().unwrap().status.success(), "mkfs.fat");
+    mtools(&["mcopy", "-i", &path.display().to_string(), &file.display().to_string(), "::/keep.bin"]);
+}
+
+/// Bad input and load through the kernel: a full datastore gives ENOSPC
+/// and keeps its files; a write at 4 GiB gives EFBIG; a datastore with a
+/// garbled boot sector is refused and one whose cluster chain loops is
+/// repaired at mount (the loop cut where it closes; the file reads whole),
+/// each with a log line, and the host keeps running; four processes write and read back
+/// different files at once; `/proc/diskstats` counts each disk and
+/// partition in the format iostat reads (Debian's BusyBox has no iostat
+/// applet).
+#[test]
+fn bad_input_and_concurrent_writers_through_the_kernel() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let img = dir.path().join("datastore1.img");
+    image_builder::datastore::create(&img, IMAGE_BYTES, "datastore1").expect("image-builder datastore new");
+    let keep = dir.path().join("keep.bin");
+    let keep_data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&keep, &keep_data).unwrap();
+    let keep_sum = {
+        let out = Command::new("sha256sum").arg(&keep).output().unwrap();
+        sha256_of(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    };
+
+    // 8 MiB: fills fast.
+    let small = dir.path().join("small.img");
+    host_fat(&small, 8, "SMALL", &keep);
+    // A garbled boot sector: 3 sectors per cluster, no FATs. (Still a
+    // boot sector, not an MBR: its jump and bytes per sector are intact.)
+    let badboot = dir.path().join("badboot.img");
+    host_fat(&badboot, 8, "BADBOOT", &keep);
+    {
+        let mut b = std::fs::read(&badboot).unwrap();
+        b[13] = 3;
+        b[16] = 0;
+        std::fs::write(&badboot, b).unwrap();
+    }
+    // A cluster chain that loops: keep.bin's last cluster points back to its first.
+    let looped = dir.path().join("looped.img");
+    host_fat(&looped, 8, "LOOPED", &keep);
+    {
+        let mut b = std::fs::read(&looped).unwrap();
+        let bps = u16::from_le_bytes([b[11], b[12]]) as usize;
+        let spc = b[13] as usize;
+        let reserved = u16::from_le_bytes([b[14], b[15]]) as usize;
+        let fats = b[16] as usize;
+        let fat_sectors = u16::from_le_bytes([b[22], b[23]]) as usize;
+        let root_entries = u16::from_le_bytes([b[17], b[18]]) as usize;
+        let root = (reserved + fats * fat_sectors) * bps;
+        // keep.bin's directory entry: the first one that is not the label.
+        let entry = (0..root_entries).map(|i| root + 32 * i).find(|&e| b[e] != 0 && b[e + 11] & 0x08 == 0).expect("keep.bin entry");
+        let first = u16::from_le_bytes([b[entry + 26], b[entry + 27]]) as usize;
+        let clusters = keep_data.len().div_ceil(bps * spc);
+        let last = first + clusters - 1;
+        for f in 0..fats {
+            let at = (reserved + f * fat_sectors) * bps + 2 * last;
+            b[at..at + 2].copy_from_slice(&(first as u16).to_le_bytes());
+        }
+        std::fs::write(&looped, b).unwrap();
+    }
+
+    let _lock = emulator_lock();
+    let mut c = boot_with(&[&img, &small, &badboot, &looped], DiskBus::VirtioBlk);
+    let log = c.log();
+    check(&c, log.contains("storage: datastore SMALL at /vmfs/volumes/"), "the small datastore mounts");
+    let refused = log.lines().find(|l| l.contains("mpx.vmhba2") && l.contains("not mounted")).map(String::from);
+    check(&c, refused.is_some(), "the garbled boot sector is refused with a log line");
+    println!("garbled boot sector: {}", refused.unwrap_or_default());
+    // The kernel mounts with repair on: the loop is cut where it closes
+    // (end of chain written to every FAT), with a log line saying so.
+    let why: Vec<&str> = log.lines().filter(|l| l.contains("storage: LOOPED: ") && l.contains("loop")).collect();
+    check(&c, !why.is_empty(), "a log line says the chain loops");
+    check(&c, log.lines().any(|l| l.contains("storage: LOOPED: repaired")), "the looping chain is repaired");
+    check(&c, log.contains("storage: datastore LOOPED at /vmfs/volumes/"), "the repaired datastore mounts");
+    println!("looping chain: {why:?}");
+    let looped_read = run(&mut c, "wc -c < /vmfs/volumes/LOOPED/keep.bin; sha256sum /vmfs/volumes/LOOPED/keep.bin");
+    check(&c, sha256_of(&looped_read).as_deref() == Some(keep_sum.as_str()), &format!("reading the repaired file:\n{looped_read}"));
+
+    // ENOSPC: the small datastore fills; keep.bin stays intact and a new file can be removed.
+    let fill = run(&mut c, "dd if=/dev/zero of=/vmfs/volumes/SMALL/fill bs=64k count=400; echo dd=$?");
+    check(&c, fill.contains("No space left on device") && !fill.contains("dd=0"), &format!("filling the datastore:\n{fill}"));
+    let after = run(&mut c, "sha256sum /vmfs/volumes/SMALL/keep.bin; rm /vmfs/volumes/SMALL/fill; echo rm=$?; df -k /vmfs/volumes/SMALL/");
+    check(&c, sha256_of(&after).as_deref() == Some(keep_sum.as_str()), &format!("keep.bin after ENOSPC:\n{after}"));
+    check(&c, after.contains("rm=0"), &format!("removing the filler:\n{after}"));
+
+    // EFBIG: one byte at 4 GiB - 1 would make a 4 GiB file; truncate to 4 GiB as well.
+    let big = run(
+        &mut c,
+        "cd /vmfs/volumes/datastore1 && dd if=/dev/zero of=big bs=1 count=1 seek=4294967295; echo dd=$?; \
+         truncate -s 4294967296 big2; echo tr=$?; ls -l big big2",
+    );
+    check(&c, big.contains("File too large") && big.contains("dd=1") && big.contains("tr=1"), &format!("EFBIG:\n{big}"));
+
+    // Four processes writing and reading their own files at once.
+    let four = run(
+        &mut c,
+        "cd /vmfs/volumes/datastore1 && for i in 1 2 3 4; do ( r=0; while [ $r -lt 3 ]; do \
+         dd if=/dev/urandom bs=64k count=24 2>/dev/null | tee w$i.bin | sha256sum > w$i.want; \
+         sha256sum < w$i.bin > w$i.got; cmp -s w$i.want w$i.got && echo \"writer $i round $r ok\" || echo \"writer $i round $r BAD\"; \
+         r=$((r+1)); done ) & done; wait; ls -l w?.bin",
+    );
+    check(&c, four.matches(" ok").count() == 12 && !four.contains("BAD"), &format!("four writers:\n{four}"));
+    check(&c, four.matches("1572864").count() == 4, &format!("four writers' sizes:\n{four}"));
+
+    // /proc/diskstats: disks and partitions, with reads and writes counted.
+    let stats = run(&mut c, "cat /proc/diskstats");
+    for dev in ["mpx.vmhba0:C0:T0:L0", "mpx.vmhba0:C0:T0:L0:1", "mpx.vmhba1:C0:T0:L0"] {
+        let line = stats.lines().find(|l| l.split_whitespace().nth(2) == Some(dev));
+        let fields: Vec<u64> = line.map(|l| l.split_whitespace().skip(3).filter_map(|f| f.parse().ok()).collect()).unwrap_or_default();
+        check(&c, fields.len() >= 11 && fields[0] > 0 && fields[4] > 0, &format!("/proc/diskstats for {dev}:\n{stats}"));
+    }
+    let running = c.is_running();
+    check(&c, running, "the host keeps running");
+    let _ = power_off(c);
 }

@@ -77,6 +77,10 @@ pub fn vm_pause(id: u32) -> io::Result<()> {
     call(VMK_VM_PAUSE, [id as u64, 0, 0, 0]).map(|_| ())
 }
 
+pub fn vm_nmi(id: u32) -> io::Result<()> {
+    call(VMK_VM_NMI, [id as u64, 0, 0, 0]).map(|_| ())
+}
+
 pub fn vm_resume(id: u32) -> io::Result<()> {
     call(VMK_VM_RESUME, [id as u64, 0, 0, 0]).map(|_| ())
 }

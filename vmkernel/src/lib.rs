@@ -20,6 +20,7 @@ pub mod cpio;
 pub mod csprng;
 pub mod elf;
 pub mod frames;
+pub mod lz4_frame;
 pub mod linux_abi;
 pub mod paging;
 pub mod sched;

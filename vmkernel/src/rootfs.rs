@@ -1,5 +1,8 @@
-//! The root archive: which boot module holds it, and reading its entries
-//! for display. Unpacking into a RAM file system builds on [`list`].
+//! The root archive: which boot module holds it, unpacking it when it is
+//! compressed, and reading its entries for display. Loading it into a RAM
+//! file system is `vfs::ramfs::load`.
+
+use alloc::borrow::Cow;
 
 use arrayvec::ArrayString;
 
@@ -10,6 +13,29 @@ use crate::cpio::{self, CpioError, Entry};
 /// `module2 /boot/rootfs.cpio rootfs`), else the first (PVH module 0).
 pub fn archive_module(modules: &[Module]) -> Option<&Module> {
     modules.iter().find(|m| m.name.split_ascii_whitespace().any(|w| w == "rootfs")).or(modules.first())
+}
+
+/// How the module stores the cpio archive, told by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// An LZ4 frame, as image-builder writes it.
+    Lz4,
+    /// Anything else is taken as a plain cpio archive (images from before
+    /// compression, hand-made modules); the cpio reader judges it.
+    Cpio,
+}
+
+pub fn packing(module: &[u8]) -> Packing {
+    if crate::lz4_frame::is_lz4_frame(module) { Packing::Lz4 } else { Packing::Cpio }
+}
+
+/// The cpio bytes of a root archive module: the module itself when it is
+/// plain cpio, else the unpacked LZ4 frame (at most `limit` bytes).
+pub fn unpack(module: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, crate::lz4_frame::Lz4Error> {
+    match packing(module) {
+        Packing::Cpio => Ok(Cow::Borrowed(module)),
+        Packing::Lz4 => crate::lz4_frame::unpack(module, limit).map(Cow::Owned),
+    }
 }
 
 /// An archive name as an absolute path: `etc/motd` is `/etc/motd`, and
@@ -103,6 +129,26 @@ mod tests {
         let mods = [module("", 7), module("initrd", 8)];
         assert_eq!(archive_module(&mods).unwrap().start, 7);
         assert!(archive_module(&[]).is_none());
+    }
+
+    #[test]
+    fn plain_and_compressed_archives_unpack_to_the_same_cpio() {
+        use std::io::Write;
+        let mut w = Writer::new();
+        w.add("etc/motd", S_IFREG | 0o644, 0, 0, 0, b"welcome\n");
+        let cpio = w.finish();
+        let info = lz4_flex::frame::FrameInfo::new().content_size(Some(cpio.len() as u64));
+        let mut e = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+        e.write_all(&cpio).unwrap();
+        let lz = e.finish().unwrap();
+        assert_eq!(packing(&cpio), Packing::Cpio);
+        assert_eq!(packing(&lz), Packing::Lz4);
+        assert!(matches!(unpack(&cpio, 0).unwrap(), Cow::Borrowed(b) if b == &cpio[..]));
+        assert_eq!(&*unpack(&lz, 1 << 20).unwrap(), &cpio[..]);
+        // A truncated compressed archive is an error, not a short root.
+        assert!(unpack(&lz[..lz.len() - 3], 1 << 20).is_err());
+        // Unknown bytes go to the cpio reader, which reports them.
+        assert_eq!(list(&unpack(b"garbage", 0).unwrap(), |_| ()).unwrap_err().error, CpioError::Corrupt(0));
     }
 
     #[test]

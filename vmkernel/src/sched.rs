@@ -607,6 +607,11 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Is `w` on a CPU now (picked and not yet released)?
+    pub fn is_running(&self, w: WorldId) -> bool {
+        self.worlds.get(&w).is_some_and(|e| e.running)
+    }
+
     /// Marks `w` as on a CPU, so no other CPU picks it.
     pub fn mark_running(&mut self, w: WorldId) {
         if let Some(e) = self.worlds.get_mut(&w) {
@@ -619,6 +624,34 @@ impl Scheduler {
         if let Some(e) = self.worlds.get_mut(&w) {
             e.running = false;
         }
+    }
+
+    /// Wake-up preemption: should `woken`, just made runnable, take its
+    /// CPU from `running` (`None`: the CPU idles)? Yes when the fair
+    /// order puts it first: below the two worlds' nearest common group,
+    /// the branch holding `woken` (its world, or the child group on its
+    /// path) has the smaller virtual time. A world that sleeps a lot (a
+    /// halted vCPU taking an IPI) is then run at once instead of after the
+    /// running world's slice; one that has had its share is not, so a
+    /// storm of wake-ups cannot take more than the fair share.
+    pub fn preempts(&self, woken: WorldId, running: Option<WorldId>) -> bool {
+        let Some(r) = running else { return true };
+        let (Some(w), Some(re)) = (self.worlds.get(&woken), self.worlds.get(&r)) else { return false };
+        if woken == r {
+            return false;
+        }
+        // Paths from the root down: [root, ..., own group].
+        let path = |g: GroupId| -> Vec<GroupId> {
+            let mut v: Vec<GroupId> = self.ancestors(g).collect();
+            v.reverse();
+            v
+        };
+        let (pw, pr) = (path(w.group), path(re.group));
+        let common = pw.iter().zip(pr.iter()).take_while(|(a, b)| a == b).count();
+        // The key of each side just below the common group: the child
+        // group on its path, or the world itself when it sits there.
+        let key = |p: &[GroupId], own: u128| p.get(common).map_or(own, |g| self.groups[g].vtime);
+        key(&pw, w.vtime) < key(&pr, re.vtime)
     }
 
     /// Load balancing: if `cpu` has nothing runnable, move one runnable,
@@ -882,5 +915,41 @@ mod tests {
         simulate(&mut s, 2, 2);
         let u = share(&s, g, 2);
         assert!((u - 0.5).abs() < 0.05, "two CPUs together held to half a CPU: {u}");
+    }
+
+    #[test]
+    fn wake_up_preemption_follows_the_fair_order() {
+        let mut s = Scheduler::new(1);
+        let vm_a = s.create_group(ROOT_GROUP, "vm-a", GroupParams::default()).unwrap();
+        let vm_b = s.create_group(ROOT_GROUP, "vm-b", GroupParams::default()).unwrap();
+        s.add_world(1, vm_a, 0, 1000).unwrap(); // a vCPU that mostly halts
+        s.add_world(2, vm_b, 0, 1000).unwrap(); // a spinning vCPU
+        s.add_world(3, vm_b, 0, 1000).unwrap();
+        s.set_runnable(2, true).unwrap();
+        s.charge(2, 50_000_000, 50_000_000).unwrap();
+        s.release(2);
+        // An idle CPU always takes a woken world.
+        assert!(s.preempts(1, None));
+        // The halted VM has used less than the spinning one: it goes first.
+        s.set_runnable(1, true).unwrap();
+        assert!(s.preempts(1, Some(2)));
+        assert!(!s.preempts(2, Some(1)));
+        assert!(!s.preempts(1, Some(1)));
+        // Once it has had more than its share, it waits its turn.
+        s.charge(1, 80_000_000, 130_000_000).unwrap();
+        s.release(1);
+        assert!(!s.preempts(1, Some(2)));
+        // Within one group the worlds' own virtual times decide: world 3
+        // wakes at the group's least virtual time (no banked credit), so
+        // it does not preempt world 2 until world 2 has run on.
+        s.set_runnable(3, true).unwrap();
+        assert!(!s.preempts(3, Some(2)));
+        s.charge(2, 10_000_000, 140_000_000).unwrap();
+        assert!(s.preempts(3, Some(2)));
+        // Unknown worlds never preempt.
+        assert!(!s.preempts(99, Some(2)));
+        assert!(!s.is_running(1));
+        s.mark_running(1);
+        assert!(s.is_running(1));
     }
 }

@@ -61,6 +61,8 @@ pub enum Error {
     ReadOnly,
     /// The device answered with an error status.
     Status(RespStatus),
+    /// The flush header would sit on a stack the device cannot reach.
+    StackNotDeviceVisible,
 }
 
 impl core::fmt::Display for Error {
@@ -74,6 +76,7 @@ impl core::fmt::Display for Error {
             Error::Unaligned => f.write_str("buffer is not a whole number of sectors"),
             Error::ReadOnly => f.write_str("the medium is read-only"),
             Error::Status(s) => write!(f, "device status {s:?}"),
+            Error::StackNotDeviceVisible => f.write_str("flush header on a stack the device cannot reach"),
         }
     }
 }
@@ -219,26 +222,23 @@ impl<H: Hal> VirtioBlk<H> {
 
     /// Makes completed writes durable (the device's write cache).
     ///
-    /// `virtio-drivers` 0.13 has no non-blocking flush, and its blocking
-    /// one shares a request header on the caller's stack with the device.
-    /// So the flush is sent only when this stack is memory the device can
-    /// reach (a world's kernel stack, on the heap) — then it polls until
-    /// the device answers (flushes are rare: fsync, sync, unmount) — and
-    /// skipped otherwise (the boot stack, outside the direct map), where
-    /// `Ok(false)` says so: the writes were issued, only the barrier is
-    /// missing.
-    pub fn flush(&mut self) -> Result<bool, Error> {
+    /// `virtio-drivers` 0.13 has no non-blocking flush: its blocking one
+    /// shares a request header on the caller's stack with the device and
+    /// polls until the device answers (flushes are rare: fsync, sync,
+    /// unmount). Every kernel stack is device-visible — world stacks lie
+    /// in the direct map, the boot stack in the kernel image, both of
+    /// which `Hal::virt_to_phys` translates — and a stack it cannot
+    /// translate is an error, never a request aimed at address 0.
+    pub fn flush(&mut self) -> Result<(), Error> {
         if self.read_only {
-            return Ok(true);
+            return Ok(());
         }
         let probe = 0u64;
         if H::virt_to_phys(core::ptr::addr_of!(probe) as usize).is_none() {
-            return Ok(false);
+            return Err(Error::StackNotDeviceVisible);
         }
-        self.blk.flush().map_err(Error::Device)?;
-        Ok(true)
+        self.blk.flush().map_err(Error::Device)
     }
-
 }
 
 fn status_error(resp: &BlkResp, e: virtio_drivers::Error) -> Error {

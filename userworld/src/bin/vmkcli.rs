@@ -92,6 +92,8 @@ enum VmCmd {
     Pause { id: u32 },
     /// Let a paused VM run again.
     Resume { id: u32 },
+    /// Send an NMI through every vCPU's LINT1 (as a PC's NMI button).
+    Nmi { id: u32 },
     /// Remove a powered-off VM and free its memory.
     Destroy { id: u32 },
     /// List VMs.
@@ -182,6 +184,10 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
         VmCmd::Resume { id } => {
             vmk::vm_resume(id)?;
             println!("VM {id} resumed");
+        }
+        VmCmd::Nmi { id } => {
+            vmk::vm_nmi(id)?;
+            println!("VM {id}: NMI sent");
         }
         VmCmd::Destroy { id } => {
             vmk::vm_destroy(id)?;

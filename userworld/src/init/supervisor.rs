@@ -1,6 +1,11 @@
 //! The running init: starts entries, reaps children, restarts services, stops on
 //! SIGTERM (when it is not PID 1).
 //!
+//! As PID 1 it takes BusyBox init's shutdown signals, which BusyBox's `halt`,
+//! `poweroff` and `reboot` (without `-f`) send: SIGUSR1 halts, SIGUSR2 powers off,
+//! SIGTERM reboots — services stopped (SIGTERM, then SIGKILL after a grace period),
+//! file systems synced, then reboot(2), where the kernel unmounts the datastores.
+//!
 //! Signals only set a flag and write a byte to a self-pipe; the main loop sleeps in
 //! `poll` on that pipe with a timeout for the next scheduled restart, so it needs
 //! nothing beyond rt_sigaction, pipe2, poll, wait4 and the fork/exec path.
@@ -21,6 +26,45 @@ const DEFAULT_PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
 
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 static TERM_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The last shutdown signal PID 1 received (0: none).
+static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// What PID 1 does on a BusyBox shutdown signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    Halt,
+    PowerOff,
+    Reboot,
+}
+
+impl Shutdown {
+    /// BusyBox init's meaning of `sig` (SIGUSR1 halt, SIGUSR2 poweroff, SIGTERM reboot).
+    pub fn from_signal(sig: libc::c_int) -> Option<Shutdown> {
+        match sig {
+            libc::SIGUSR1 => Some(Shutdown::Halt),
+            libc::SIGUSR2 => Some(Shutdown::PowerOff),
+            libc::SIGTERM => Some(Shutdown::Reboot),
+            _ => None,
+        }
+    }
+
+    /// reboot(2)'s command.
+    pub fn reboot_cmd(self) -> libc::c_int {
+        match self {
+            Shutdown::Halt => libc::LINUX_REBOOT_CMD_HALT,
+            Shutdown::PowerOff => libc::LINUX_REBOOT_CMD_POWER_OFF,
+            Shutdown::Reboot => libc::LINUX_REBOOT_CMD_RESTART,
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Shutdown::Halt => "halting",
+            Shutdown::PowerOff => "powering off",
+            Shutdown::Reboot => "rebooting",
+        }
+    }
+}
 
 /// Writes one `init: ` line to the console (stderr) in a single write.
 pub fn log(msg: &str) {
@@ -81,6 +125,9 @@ extern "C" fn on_signal(sig: libc::c_int) {
     if sig == libc::SIGTERM || sig == libc::SIGINT {
         TERM_REQUESTED.store(true, Ordering::SeqCst);
     }
+    if Shutdown::from_signal(sig).is_some() {
+        SHUTDOWN_SIGNAL.store(sig, Ordering::SeqCst);
+    }
     // SAFETY: errno is saved and restored around write(2), which is async-signal-safe;
     // the pipe is non-blocking, so a full pipe (already a pending wake-up) is fine.
     unsafe {
@@ -139,7 +186,7 @@ impl Supervisor {
         // SAFETY: both descriptors were just created and are owned by nobody else.
         let (wake_rd, wake_wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         WAKE_FD.store(wake_wr.as_raw_fd(), Ordering::SeqCst);
-        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT] {
+        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGUSR2] {
             // SAFETY: a zeroed sigaction is valid; `on_signal` only touches atomics and write(2).
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();
@@ -199,14 +246,36 @@ impl Supervisor {
     /// On a pending SIGTERM/SIGINT: stops everything and returns the exit status,
     /// unless init is PID 1, which must never exit.
     fn handle_term(&mut self) -> Option<i32> {
-        if !TERM_REQUESTED.swap(false, Ordering::SeqCst) {
-            return None;
-        }
+        let term = TERM_REQUESTED.swap(false, Ordering::SeqCst);
+        let shutdown = Shutdown::from_signal(SHUTDOWN_SIGNAL.swap(0, Ordering::SeqCst));
         if self.is_pid1 {
-            log("ignoring SIGTERM: PID 1 does not exit");
+            if let Some(how) = shutdown {
+                self.system_shutdown(how);
+            }
             return None;
         }
-        Some(self.shutdown())
+        // Not PID 1 (tests, a nested init): SIGTERM/SIGINT stop it; SIGUSR1/2 are ignored.
+        term.then(|| self.shutdown())
+    }
+
+    /// PID 1's halt, power-off or reboot: stop every service, sync, reboot(2).
+    /// Only returns if reboot(2) fails (then init carries on supervising).
+    fn system_shutdown(&mut self, how: Shutdown) {
+        log(&format!("{}: stopping services", how.verb()));
+        self.shutdown();
+        // SAFETY: sync and reboot take no pointers; the kernel checks the privilege.
+        let err = unsafe {
+            libc::sync();
+            libc::reboot(how.reboot_cmd());
+            io::Error::last_os_error()
+        };
+        log(&format!("{} failed: {err}; restarting services", how.verb()));
+        self.stopping = false;
+        for i in 0..self.services.len() {
+            if self.services[i].entry.action.restarts() {
+                self.start(i);
+            }
+        }
     }
 
     fn start(&mut self, i: usize) {
@@ -274,7 +343,7 @@ impl Supervisor {
     /// grace period, reap them all, then exit 0.
     fn shutdown(&mut self) -> i32 {
         self.stopping = true;
-        log("received SIGTERM, stopping services");
+        log("stopping services");
         for (id, pid) in self.running() {
             log(&format!("stopping {id} (pid {pid})"));
             // SAFETY: signalling our own children and the process groups they lead.
@@ -338,6 +407,18 @@ fn spawn(entry: &Entry) -> io::Result<libc::pid_t> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busybox_shutdown_signals() {
+        assert_eq!(Shutdown::from_signal(libc::SIGUSR1), Some(Shutdown::Halt));
+        assert_eq!(Shutdown::from_signal(libc::SIGUSR2), Some(Shutdown::PowerOff));
+        assert_eq!(Shutdown::from_signal(libc::SIGTERM), Some(Shutdown::Reboot));
+        assert_eq!(Shutdown::from_signal(libc::SIGINT), None);
+        assert_eq!(Shutdown::from_signal(0), None);
+        assert_eq!(Shutdown::PowerOff.reboot_cmd(), 0x4321_fedc);
+        assert_eq!(Shutdown::Halt.reboot_cmd(), 0xcdef_0123_u32 as libc::c_int);
+        assert_eq!(Shutdown::Reboot.reboot_cmd(), 0x0123_4567);
+    }
 
     #[test]
     fn describes_exit_and_signal_statuses() {

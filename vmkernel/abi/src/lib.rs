@@ -148,6 +148,10 @@ pub const VMK_VM_PAUSE: u64 = VMK_BASE + 0x19;
 pub const VMK_VM_RESUME: u64 = VMK_BASE + 0x1a;
 /// Per-VM statistics (a0 = VM, a1 = buffer of `VmStatsRecord::SIZE`).
 pub const VMK_VM_STATS: u64 = VMK_BASE + 0x1b;
+/// An NMI from outside through every vCPU's LINT1 (a0 = VM), as a PC's
+/// chipset raises it (ESXi's `vmdumper nmi`, QEMU's monitor `nmi`): a vCPU
+/// whose LVT LINT1 is masked, or not in NMI mode, does not take it as one.
+pub const VMK_VM_NMI: u64 = VMK_BASE + 0x20;
 pub const MAX_VCPUS: u32 = 16;
 /// Modules a Multiboot kernel may be given.
 pub const MAX_MODULES: usize = 16;

@@ -12,10 +12,10 @@ use spin::Once;
 use vmkernel::acpi_s5::{SleepType, find_s5};
 use vmkernel::bootinfo::{BootInfo, Rsdp};
 
-use crate::arch::cpu::Ports;
+use crate::cpu::Ports;
 use crate::mm;
 
-pub use crate::arch::gdt::MAX_CPUS;
+pub use crate::cpu::MAX_CPUS;
 
 #[derive(Clone, Copy, Debug)]
 pub struct IoApic {

@@ -12,7 +12,7 @@ use spin::Mutex;
 use uart16550::{COM1, Uart};
 use vmkernel::cmdline::LogLevel;
 
-use crate::arch::cpu::Ports;
+use crate::cpu::Ports;
 use crate::arch::gdt;
 use crate::time;
 

@@ -53,7 +53,7 @@ fn map_device_memory(phys: u64, len: u64) -> bool {
 // else owns, inside the direct map, which maps them at `phys_to_virt`);
 // MMIO is returned only where the direct map (or `map_device_memory`)
 // maps exactly the requested physical range; `virt_to_phys` inverts the
-// direct map.
+// direct map, or walks the page tables for the kernel image.
 unsafe impl hal::Hal for KernelHal {
     fn dma_alloc(pages: usize) -> Option<(u64, NonNull<u8>)> {
         let pages = pages.max(1) as u64;
@@ -77,7 +77,14 @@ unsafe impl hal::Hal for KernelHal {
     }
 
     fn virt_to_phys(virt: usize) -> Option<u64> {
-        let phys = (virt as u64).checked_sub(mm::PHYS_OFFSET)?;
+        let virt = virt as u64;
+        // The kernel image — its statics and the bootstrap CPU's boot
+        // stack, where boot-time requests keep their headers — is mapped
+        // linearly at KERNEL_VMA, outside the direct map.
+        if virt >= mm::KERNEL_VMA {
+            return mm::translate_kernel(virt).map(|t| t.phys);
+        }
+        let phys = virt.checked_sub(mm::PHYS_OFFSET)?;
         mm::direct_map_covers(phys, 1).then_some(phys)
     }
 }

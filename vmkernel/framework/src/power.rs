@@ -1,8 +1,10 @@
 //! Stopping the machine: power-off, reset, and the fatal stop.
 
+use core::fmt::Write as _;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::arch::cpu::{self, Ports};
+use crate::cpu::{self, Ports};
+use crate::arch::trap::TrapFrame;
 use crate::console;
 
 /// Values written to QEMU's isa-debug-exit port; QEMU exits with `(v<<1)|1`.
@@ -41,6 +43,7 @@ pub fn fatal_stop(reason: &str) -> ! {
         cpu::halt_forever();
     }
     // Stop the other CPUs first (their NMI handler halts, see trap.rs).
+    crate::arch::trap::halt_on_nmi();
     crate::arch::apic::nmi_others();
     let _ = writeln!(out, "mantle: halted: {reason}");
     out.drain();
@@ -82,4 +85,58 @@ pub fn reboot() -> ! {
         core::arch::asm!("int3");
     }
     cpu::halt_forever();
+}
+
+/// Reports a CPU exception the kernel cannot carry on from and stops the
+/// machine (registered with `arch::trap::set_kernel_fault_handler`).
+pub fn report_kernel_fault(frame: &TrapFrame) -> ! {
+    let v = frame.vector as usize;
+    let mut out = console::emergency();
+    let _ = writeln!(out, "\n*** CPU EXCEPTION on cpu{}: vector {} {}", crate::arch::gdt::cpu_index(), v, crate::arch::trap::exception_name(v as u64));
+    let _ = writeln!(
+        out,
+        "error code {:#x}  RIP {:#018x}  CS {:#x}  RFLAGS {:#x}",
+        frame.error_code, frame.rip, frame.cs, frame.rflags
+    );
+    let _ = writeln!(out, "CR2 {:#018x}  CR3 {:#018x}  RSP {:#018x}  SS {:#x}", cpu::read_cr2(), cpu::read_cr3(), frame.rsp, frame.ss);
+    if v == 14 {
+        let e = frame.error_code;
+        let _ = writeln!(
+            out,
+            "page fault: {} {} in {} mode{}",
+            if e & 1 != 0 { "protection violation" } else { "page not present" },
+            if e & 2 != 0 { "on write" } else if e & 16 != 0 { "on instruction fetch" } else { "on read" },
+            if e & 4 != 0 { "user" } else { "kernel" },
+            if e & 8 != 0 { ", reserved bit set" } else { "" }
+        );
+    }
+    let regs = [
+        ("RAX", frame.rax),
+        ("RBX", frame.rbx),
+        ("RCX", frame.rcx),
+        ("RDX", frame.rdx),
+        ("RSI", frame.rsi),
+        ("RDI", frame.rdi),
+        ("RBP", frame.rbp),
+        ("R8 ", frame.r8),
+        ("R9 ", frame.r9),
+        ("R10", frame.r10),
+        ("R11", frame.r11),
+        ("R12", frame.r12),
+        ("R13", frame.r13),
+        ("R14", frame.r14),
+        ("R15", frame.r15),
+    ];
+    for row in regs.chunks(3) {
+        for (name, val) in row {
+            let _ = write!(out, "{name} {val:#018x}  ");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "backtrace:");
+    let _ = writeln!(out, "  #0 {:#018x}", frame.rip);
+    crate::backtrace::walk(frame.rbp, |i, ret| {
+        let _ = writeln!(out, "  #{} {:#018x}", i + 1, ret);
+    });
+    fatal_stop("fatal CPU exception in the kernel");
 }

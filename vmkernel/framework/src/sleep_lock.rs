@@ -1,6 +1,5 @@
 //! A lock whose waiters block (leave the CPU) instead of spinning, for
-//! state held across device I/O, and `Unshared`, the wrapper that lets
-//! such state move between CPUs.
+//! state held across device I/O.
 //!
 //! Kernel code runs with interrupts off: a world spinning on a lock whose
 //! holder is blocked waiting for a disk interrupt would keep that
@@ -67,35 +66,3 @@ impl<T> Drop for SleepLockGuard<'_, T> {
         self.lock.waiters.wake_all();
     }
 }
-
-/// A value that is not `Send` only because of shared-ownership or
-/// interior-mutability types (`Rc`, `RefCell`) whose every clone and
-/// borrow lives inside the value itself: such a value may move to
-/// another CPU as a whole. The storage services keep each FAT datastore
-/// (fatfs's `RefCell`s and the open files borrowing its volume, all in
-/// one allocation) in one of these, behind one `SleepLock`, and never
-/// hand a piece of it out.
-pub struct Unshared<T>(T);
-
-impl<T> Unshared<T> {
-    /// Wraps a value that owns all its non-`Send` parts (see the type).
-    pub fn new(value: T) -> Self {
-        Unshared(value)
-    }
-    pub fn get(&self) -> &T {
-        &self.0
-    }
-    pub fn get_mut(&mut self) -> &mut T {
-        &mut self.0
-    }
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
-// SAFETY: by the type's contract the wrapped value shares nothing
-// non-thread-safe with anything outside it, so moving it whole between
-// CPUs is the same as moving it between points of one thread; access
-// from several CPUs at once is excluded by the `&mut`/lock discipline of
-// whoever holds it (it is not `Sync`).
-unsafe impl<T> Send for Unshared<T> {}

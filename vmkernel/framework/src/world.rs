@@ -24,9 +24,10 @@ pub use vmkernel::sched::WorldId;
 
 use crate::arch::context::{self, FpuState};
 use crate::arch::{cpu, gdt};
+use crate::mm::AddressSpace;
 use crate::time;
 
-pub use crate::arch::gdt::MAX_CPUS;
+pub use crate::cpu::MAX_CPUS;
 const KERNEL_STACK_SIZE: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +64,10 @@ pub struct World {
     /// Owned kernel stack (the idle worlds run on their CPU's boot stack).
     stack: Option<Box<[u8]>>,
     pub exit_code: AtomicU64,
-    /// Page-table root this world runs on (0: the kernel's own).
-    pub cr3: AtomicU64,
+    /// Page-table root this world runs on (0: the kernel's own), the root
+    /// of `space`, which it keeps alive.
+    cr3: AtomicU64,
+    space: Mutex<Option<Arc<AddressSpace>>>,
     /// The user thread this world runs (the services' type, see
     /// [`UserThread`]).
     pub thread: spin::Once<Arc<dyn UserThread>>,
@@ -81,12 +84,9 @@ pub trait UserThread: Send + Sync + 'static {
     fn into_any(self: Arc<Self>) -> Arc<dyn core::any::Any + Send + Sync>;
 }
 
-/// A world's entry: typed code (a closure owning its arguments), or the
-/// older function-and-word form the VM backend still uses (`hv` moves to
-/// closures next).
+/// A world's entry: typed code (a closure owning its arguments).
 enum WorldEntry {
     Code(Box<dyn FnOnce() + Send>),
-    Word(fn(usize), usize),
 }
 
 // SAFETY: `rsp` and `fpu` are touched only by the CPU that is switching the
@@ -118,6 +118,26 @@ impl World {
         unsafe { f(&mut *self.fpu.get()) }
     }
 
+    /// Makes `space` (None: the kernel's tables) the address space this
+    /// world runs on — at once if it is the calling CPU's world, else from
+    /// its next switch. The world keeps `space` alive while it is set.
+    pub fn set_address_space(&self, space: Option<Arc<AddressSpace>>) {
+        let root = space.as_ref().map_or(0, |s| s.root());
+        let old = core::mem::replace(&mut *self.space.lock(), space);
+        self.cr3.store(root, Ordering::Release);
+        if self.id == current_id() {
+            let cr3 = if root == 0 { crate::mm::kernel_pml4() } else { root };
+            if cpu::read_cr3() != cr3 {
+                // SAFETY: every address space maps the kernel half
+                // identically, and the world holds the new one alive.
+                unsafe { cpu::write_cr3(cr3) };
+            }
+        }
+        // Only now, when this CPU no longer runs on them, may the old
+        // tables go.
+        drop(old);
+    }
+
     pub fn stack_top(&self) -> u64 {
         self.stack.as_ref().map_or(0, |s| (s.as_ptr() as u64 + s.len() as u64) & !15)
     }
@@ -139,6 +159,13 @@ static WORLDS: Mutex<BTreeMap<WorldId, Arc<World>>> = Mutex::new(BTreeMap::new()
 static CPUS: [Mutex<CpuState>; MAX_CPUS] =
     [const { Mutex::new(CpuState { current: None, idle: None, since: 0, slice_end: 0, prev: None }) }; MAX_CPUS];
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// The world each CPU runs now (0: its idle world), for wake-up
+/// preemption decisions taken on other CPUs.
+static RUNNING: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// A world that should run before the current one was woken for this
+/// CPU: reschedule at the next safe point (a tick or a reschedule IPI
+/// from user or guest mode, a vCPU's next exit, the idle loop).
+static RESCHED: [core::sync::atomic::AtomicBool; MAX_CPUS] = [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
 /// Sleeping worlds by wake-up time.
 static SLEEPERS: Mutex<BTreeSet<(u64, WorldId)>> = Mutex::new(BTreeSet::new());
 
@@ -165,6 +192,7 @@ pub fn init_this_cpu() {
         stack: None,
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
+        space: Mutex::new(None),
         thread: spin::Once::new(),
         entry: Mutex::new(None),
     });
@@ -192,6 +220,7 @@ fn new_world(name: &str, kind: WorldKind, entry: WorldEntry) -> Option<Arc<World
         stack: Some(stack),
         exit_code: AtomicU64::new(0),
         cr3: AtomicU64::new(0),
+        space: Mutex::new(None),
         thread: spin::Once::new(),
         entry: Mutex::new(Some(entry)),
     }))
@@ -215,19 +244,17 @@ pub fn spawn(
     spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, None)
 }
 
-/// Like `spawn`, for the function-and-word entry the VM backend uses; the
-/// world may only ever run on the CPUs in `cpus` (`None`: anywhere): the
-/// set is in place before the world is runnable.
+/// Like `spawn`, for a world that may only ever run on the CPUs in `cpus`
+/// (`None`: anywhere): the set is in place before the world is runnable.
 pub fn spawn_on(
     name: &str,
     kind: WorldKind,
     group: GroupId,
-    entry: fn(usize),
-    arg: usize,
+    entry: impl FnOnce() + Send + 'static,
     setup: impl FnOnce(&World),
     cpus: Option<vmkernel::sched::CpuSet>,
 ) -> Result<WorldId, vmkernel::sched::SchedError> {
-    spawn_world(name, kind, group, WorldEntry::Word(entry, arg), setup, cpus)
+    spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, cpus)
 }
 
 fn spawn_world(
@@ -312,18 +339,61 @@ pub fn block_current() {
     }
 }
 
-/// Makes a blocked world runnable again. Returns false if it is gone.
+/// Makes a blocked world runnable again (a runnable one's next block
+/// returns at once). Returns false if it is gone.
+///
+/// Wake-up preemption: when the woken world — or a runnable one waiting
+/// for its CPU, e.g. a vCPU just sent an interrupt — comes before the one its CPU
+/// runs now (or that CPU idles), that CPU is told to reschedule — by a
+/// reschedule IPI if it is another CPU — so the woken world runs within
+/// an IPI's latency instead of after the running world's slice (up to
+/// `DEFAULT_SLICE_NS`) or the next tick. The scheduler's fair order
+/// decides (`Scheduler::preempts`), so wake-ups cannot buy more than a
+/// fair share.
 pub fn wake(id: WorldId) -> bool {
     let Some(w) = WORLDS.lock().get(&id).cloned() else { return false };
-    with_policy(|p| match w.state() {
-        WorldState::Blocked => {
-            w.state.store(WorldState::Runnable as u8, Ordering::Release);
-            let _ = p.set_runnable(id, true);
+    let kick = with_policy(|p| {
+        match w.state() {
+            WorldState::Blocked => {
+                w.state.store(WorldState::Runnable as u8, Ordering::Release);
+                let _ = p.set_runnable(id, true);
+            }
+            // Runnable already: waiting for its CPU (an interrupted vCPU
+            // whose CPU runs another world) or running.
+            WorldState::Runnable => {
+                w.wake_pending.store(true, Ordering::Release);
+                if p.is_running(id) {
+                    return None;
+                }
+            }
+            WorldState::Dead => return None,
         }
-        WorldState::Runnable => w.wake_pending.store(true, Ordering::Release),
-        WorldState::Dead => {}
+        let cpu = p.world_cpu(id)?;
+        let running = RUNNING.get(cpu as usize)?.load(Ordering::Acquire);
+        p.preempts(id, (running != 0).then_some(running)).then_some(cpu)
     });
+    if let Some(cpu) = kick {
+        RESCHED[cpu as usize].store(true, Ordering::Release);
+        if cpu != gdt::cpu_index() {
+            crate::arch::apic::kick_cpu(cpu);
+        }
+    }
     true
+}
+
+/// Takes this CPU's reschedule request (see `wake`): true if a woken
+/// world should run before the current one.
+pub fn take_resched() -> bool {
+    RESCHED[gdt::cpu_index() as usize].swap(false, Ordering::AcqRel)
+}
+
+/// The reschedule (kick) IPI: from user mode, reschedule now if asked;
+/// elsewhere the request waits for the next safe point (a vCPU's exit
+/// handling, the idle loop) — kernel code is not preemptible.
+pub fn on_resched_ipi(from_user: bool) {
+    if from_user && take_resched() {
+        schedule();
+    }
 }
 
 /// Sleeps for at least `ns` nanoseconds.
@@ -353,12 +423,28 @@ pub fn block_until(deadline: u64) {
     SLEEPERS.lock().remove(&(deadline, me.id));
 }
 
+/// An armed wake-up ([`arm_wakeup`]): disarmed when dropped, so a wait
+/// that ends early (an event, a signal) leaves no entry behind until its
+/// deadline — which a hostile timeout puts centuries away.
+#[must_use = "the wake-up is disarmed when this is dropped"]
+pub struct Wakeup {
+    deadline: u64,
+    id: WorldId,
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        SLEEPERS.lock().remove(&(self.deadline, self.id));
+    }
+}
+
 /// Makes sure the current world is woken at `deadline` even if nothing
-/// else wakes it (timed waits). A spurious early wake-up is harmless: the
-/// waiter re-checks.
-pub fn arm_wakeup(deadline: u64) {
+/// else wakes it (timed waits), for as long as the returned guard lives.
+/// A spurious early wake-up is harmless: the waiter re-checks.
+pub fn arm_wakeup(deadline: u64) -> Wakeup {
     let id = current_id();
     SLEEPERS.lock().insert((deadline, id));
+    Wakeup { deadline, id }
 }
 
 /// Wakes sleepers whose time has come (called from the timer tick and
@@ -384,6 +470,9 @@ pub fn exit_current(code: u64) -> ! {
     me.exit_code.store(code, Ordering::Relaxed);
     me.state.store(WorldState::Dead as u8, Ordering::Release);
     with_policy(|p| p.set_runnable(me.id, false).ok());
+    // A dead world needs no wake-ups (its waits' guards never drop: this
+    // function does not return).
+    SLEEPERS.lock().retain(|&(_, w)| w != me.id);
     drop(me);
     schedule();
     unreachable!("a dead world was scheduled again");
@@ -407,7 +496,7 @@ pub fn on_timer_tick(from_user: bool) {
         wake_sleepers(now);
     }
     if from_user {
-        if due || slice_expired(now) {
+        if due || slice_expired(now) || take_resched() {
             schedule();
         }
         if let Some(hook) = USER_TICK.get() {
@@ -432,6 +521,7 @@ pub fn schedule() {
     let cpu = gdt::cpu_index();
     let now = time::uptime_ns();
     wake_sleepers(now);
+    RESCHED[cpu as usize].store(false, Ordering::Release);
     let mut c = CPUS[cpu as usize].lock();
     let Some(prev) = c.current.clone() else { return };
     let idle = c.idle.clone().expect("CPU without idle world");
@@ -473,6 +563,7 @@ pub fn schedule() {
     }
     c.current = Some(next.clone());
     c.prev = Some(prev.clone());
+    RUNNING[cpu as usize].store(if next.kind == WorldKind::Idle { 0 } else { next.id }, Ordering::Release);
     if next.kind != WorldKind::Idle {
         gdt::set_kernel_stack(next.stack_top());
     }
@@ -526,7 +617,6 @@ extern "C" fn world_start() -> ! {
     let entry = current().and_then(|w| w.entry.lock().take());
     match entry {
         Some(WorldEntry::Code(f)) => f(),
-        Some(WorldEntry::Word(f, arg)) => f(arg),
         None => log::error!("world {} started without an entry", current_id()),
     }
     exit_current(0);

@@ -2,7 +2,9 @@
 //! lister (`rootfs::list`) and unpacking into a size-limited ramfs
 //! (`vfs::ramfs::load::load_cpio`), fed mutated real archives (written
 //! with the project's own `cpio::Writer`: files, directories, symlinks,
-//! nested paths, `..`, odd modes) and random bytes.
+//! nested paths, `..`, odd modes) and random bytes; and the compressed
+//! form the ISO carries (`lz4_frame::unpack` through `rootfs::unpack`),
+//! mutated frames with and without their checksums.
 
 use std::sync::Arc;
 
@@ -52,6 +54,29 @@ pub fn one(rng: &mut Rng) {
             mutate(rng, &mut b, max);
         }
         b
+    };
+    // A quarter of the cases go through the LZ4 frame first; without
+    // checksums most mutations reach the block decoder itself.
+    let bytes = if rng.chance(1, 4) {
+        let checksums = rng.bool();
+        let info = lz4_flex::frame::FrameInfo::new()
+            .content_size(Some(bytes.len() as u64))
+            .block_size(*rng.pick(&[lz4_flex::frame::BlockSize::Max64KB, lz4_flex::frame::BlockSize::Max4MB]))
+            .block_checksums(checksums)
+            .content_checksum(checksums);
+        let mut e = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+        std::io::Write::write_all(&mut e, &bytes).expect("in-memory LZ4 encoding");
+        let mut packed = e.finish().expect("in-memory LZ4 encoding");
+        if rng.chance(3, 4) {
+            let max = packed.len() + 64;
+            mutate(rng, &mut packed, max);
+        }
+        match vmkernel::rootfs::unpack(&packed, *rng.pick(&[1 << 20, 100, 0])) {
+            Ok(cpio) => cpio.into_owned(),
+            Err(_) => return,
+        }
+    } else {
+        bytes
     };
     let mut count = 0usize;
     for e in cpio::entries(&bytes) {

@@ -1,9 +1,9 @@
 //! The Mantle VMkernel image: the boot sequence (`kernel_entry`) and the
 //! kernel's services — user worlds (`uw`), system calls (`syscall`), the
-//! VMkernel API (`vmk_calls`), VMs (`hv`), the in-kernel tests (`ktest`).
-//! They are built only on the framework's safe interfaces
-//! (`vmkernel/framework`) and the hardware-free library (`vmkernel`):
-//! no unsafe code here (`hv` still has its own, see below).
+//! VMkernel API (`vmk_calls`), the VM lifecycle (`vm`), the in-kernel tests
+//! (`ktest`). They are built only on the framework's safe interfaces
+//! (`vmkernel/framework`, whose `hv` holds the SVM/VMX backends) and the
+//! hardware-free library (`vmkernel`): no unsafe code here.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -12,18 +12,10 @@ extern crate alloc;
 
 // The framework's modules under the names the services use
 // (`crate::arch`, `crate::mm`, ...): they are the only way down.
-use framework::{acpi, arch, backtrace, boot_archive, console, kprintln, mm, pci, power, time, world};
+use framework::{acpi, arch, backtrace, boot_archive, console, hv, kprintln, mm, pci, power, time, world};
 
-// The VM lifecycle and the SVM/VMX backends. It still holds unsafe code of
-// its own (VMCB/VMCS access, VM entry): that part moves into the framework
-// next (it is being reworked for VMM conformance at the same time).
-#[allow(unsafe_code)]
-#[path = "../../src/hv/mod.rs"]
-mod hv;
-// The in-kernel tests reach below the safe interfaces on purpose (they
-// check frames, page tables and the trap path themselves); they move into
-// the framework crate next.
-#[allow(unsafe_code)]
+// The in-kernel tests; the checks that reach below the safe interfaces
+// are the framework's own (`framework::selftest`).
 mod ktest;
 mod host_facts;
 mod net;
@@ -31,9 +23,9 @@ mod nic;
 mod storage;
 mod syscall;
 mod uw;
+mod vm;
 mod vmk_calls;
 
-use vmkernel::bootinfo::BootInfo;
 use vmkernel::cmdline::{AfterBoot, InjectedFault, Options};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -49,10 +41,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     // 1. Early CPU state and the console, then the boot information.
     arch::trap::load_idt();
+    arch::trap::set_kernel_fault_handler(power::report_kernel_fault);
     console::init();
     time::calibrate();
     time::init_wall_clock();
-    let bi = match BootInfo::parse(magic, info as u64, &mm::DirectMap) {
+    let bi = match mm::parse_boot_info(magic, info as u64) {
         Ok(bi) => bi,
         Err(e) => power::fatal_stop(match e {
             vmkernel::bootinfo::BootInfoError::UnknownMagic(_) => "unknown boot protocol (not Multiboot2 or PVH)",
@@ -70,7 +63,9 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     }
 
     // 2. Memory: frames, the direct map, the kernel heap.
-    mm::init(&bi);
+    if let Err(e) = mm::init(&bi) {
+        power::fatal_stop(e);
+    }
 
     // 3. This CPU: per-CPU block, FPU, SYSCALL; the services' handlers for
     //    what user mode does.
@@ -84,6 +79,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     });
     world::on_user_tick(uw::process::check_pending_kill);
     arch::apic::set_tick_handler(world::on_timer_tick);
+    arch::apic::set_kick_handler(world::on_resched_ipi);
 
     // 4. Interrupts: ACPI tables, then the 8259s and IOAPICs before the
     //    LAPIC (masking the 8259s drops their INTR line while LINT0 still
@@ -114,8 +110,14 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     arch::smp::start_aps(platform, arch::smp::ApStart { init: start_services_on_ap, run: world::idle_loop });
     let pci_functions = pci::init(platform);
     nic::init(pci::functions());
-    boot_archive::log_listing(&bi);
-    uw::files::init(&bi);
+    let root_archive = boot_archive::open(&bi);
+    if let Some(a) = &root_archive {
+        boot_archive::log_listing(a);
+    }
+    uw::files::init(root_archive.as_ref().map(|a| a.cpio()), bi.cmdline.as_str());
+    if let Some(a) = root_archive {
+        boot_archive::release(a, &bi);
+    }
     storage::init(pci::functions(), uw::files::vfs());
     // The network world (vmk0, lo) — not while in-kernel tests drive the
     // NICs themselves.

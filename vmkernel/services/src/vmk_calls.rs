@@ -39,11 +39,12 @@ pub fn dispatch(nr: u64, a: [u64; 4]) -> i64 {
             .unwrap_or_else(|e| e),
         api::VMK_VM_RESET => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.reset().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_PAUSE => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.pause().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
+        api::VMK_VM_NMI => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.nmi().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_RESUME => root(&p).and_then(|_| vm(a[0]).and_then(|v| v.resume().map(|_| 0).map_err(report))).unwrap_or_else(|e| e),
         api::VMK_VM_STATS => vm(a[0]).and_then(|v| p.copy_to_user(a[1], &v.stats().encode()).map(|_| 0)).unwrap_or_else(|e| e),
-        api::VMK_VM_DESTROY => root(&p).and_then(|_| crate::hv::vm::destroy(a[0] as u32).map(|_| 0).map_err(report)).unwrap_or_else(|e| e),
+        api::VMK_VM_DESTROY => root(&p).and_then(|_| crate::vm::destroy(a[0] as u32).map(|_| 0).map_err(report)).unwrap_or_else(|e| e),
         api::VMK_VM_LIST => {
-            let ids = crate::hv::vm::list();
+            let ids = crate::vm::list();
             let n = ids.len().min(a[1] as usize);
             let bytes: Vec<u8> = ids[..n].iter().flat_map(|g| g.to_le_bytes()).collect();
             p.copy_to_user(a[0], &bytes).map(|_| ids.len() as i64).unwrap_or_else(|e| e)
@@ -124,8 +125,8 @@ fn group_join(pid: u32, group: u32) -> Result<i64, i64> {
     Ok(0)
 }
 
-fn vm(id: u64) -> Result<alloc::sync::Arc<crate::hv::vm::Vm>, i64> {
-    crate::hv::vm::lookup(id as u32).ok_or(-2)
+fn vm(id: u64) -> Result<alloc::sync::Arc<crate::vm::Vm>, i64> {
+    crate::vm::lookup(id as u32).ok_or(-2)
 }
 
 /// Logs why a VM call failed (the administrator sees it on the console
@@ -151,9 +152,9 @@ fn vm_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {
     let mut modules = Vec::new();
     for (path, args) in &config.modules {
         let image = read_file(p, path)?;
-        modules.push(crate::hv::vm::ModuleImage { image, string: vmkernel::vmk_api::VmConfig::module_string(path, args) });
+        modules.push(crate::vm::ModuleImage { image, string: vmkernel::vmk_api::VmConfig::module_string(path, args) });
     }
-    let vm = crate::hv::vm::create(config, image, modules).map_err(report)?;
+    let vm = crate::vm::create(config, image, modules).map_err(report)?;
     Ok(vm.id as i64)
 }
 

@@ -9,7 +9,9 @@
 //! offsets and numbers with the host's `libc` crate.
 
 pub mod auxv;
+pub mod epoll;
 pub mod errno;
+pub mod eventfd;
 pub mod flags;
 pub mod signal;
 pub mod syscall;

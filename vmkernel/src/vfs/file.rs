@@ -287,6 +287,18 @@ impl OpenFile {
         }
     }
 
+    /// The file's wake-up generation (see `Device::poll_generation`);
+    /// None where the object keeps none.
+    pub fn poll_generation(&self) -> Option<u64> {
+        match &self.backing {
+            Backing::Inode(_) => None,
+            Backing::Device { dev, .. } => dev.poll_generation(),
+            Backing::PipeRead(r) => Some(r.generation()),
+            Backing::PipeWrite(w) => Some(w.generation()),
+            Backing::Socket { rx, tx } => Some(rx.generation().wrapping_add(tx.generation())),
+        }
+    }
+
     pub fn poll(&self) -> PollEvents {
         match &self.backing {
             Backing::Inode(i) => i.poll(),

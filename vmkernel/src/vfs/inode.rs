@@ -179,6 +179,11 @@ pub trait Device: Send + Sync {
     fn poll(&self) -> PollEvents {
         PollEvents::IN | PollEvents::OUT
     }
+    /// A counter that advances whenever the device may have become ready
+    /// (edge-triggered epoll); None: the device keeps none.
+    fn poll_generation(&self) -> Option<u64> {
+        None
+    }
     /// Stream devices (ttys) answer lseek with ESPIPE.
     fn seekable(&self) -> bool {
         true

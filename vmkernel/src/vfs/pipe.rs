@@ -26,13 +26,18 @@ struct State {
     buf: VecDeque<u8>,
     readers: usize,
     writers: usize,
+    /// Wake-up generations (edge-triggered epoll): `to_readers` advances
+    /// on data or the last writer's close, `to_writers` on space or the
+    /// last reader's close.
+    to_readers: u64,
+    to_writers: u64,
 }
 
 /// Makes a pipe; dropping the last clone of an end closes that end.
 pub fn pipe() -> (PipeReader, PipeWriter) {
     let p = Arc::new(Pipe {
         ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
-        state: Mutex::new(State { buf: VecDeque::new(), readers: 1, writers: 1 }),
+        state: Mutex::new(State { buf: VecDeque::new(), readers: 1, writers: 1, to_readers: 0, to_writers: 0 }),
     });
     (PipeReader(p.clone()), PipeWriter(p))
 }
@@ -73,7 +78,13 @@ impl PipeReader {
         for (dst, src) in buf.iter_mut().zip(s.buf.drain(..n)) {
             *dst = src;
         }
+        s.to_writers += 1;
         Ok(n)
+    }
+
+    /// Advances whenever this end may have become readable.
+    pub fn generation(&self) -> u64 {
+        self.0.state.lock().to_readers
     }
 
     pub fn poll(&self) -> PollEvents {
@@ -111,7 +122,13 @@ impl PipeWriter {
         }
         let n = data.len().min(space);
         s.buf.extend(&data[..n]);
+        s.to_readers += 1;
         Ok(n)
+    }
+
+    /// Advances whenever this end may have become writable.
+    pub fn generation(&self) -> u64 {
+        self.0.state.lock().to_writers
     }
 
     pub fn poll(&self) -> PollEvents {
@@ -139,13 +156,17 @@ impl Clone for PipeWriter {
 
 impl Drop for PipeReader {
     fn drop(&mut self) {
-        self.0.state.lock().readers -= 1;
+        let mut s = self.0.state.lock();
+        s.readers -= 1;
+        s.to_writers += 1;
     }
 }
 
 impl Drop for PipeWriter {
     fn drop(&mut self) {
-        self.0.state.lock().writers -= 1;
+        let mut s = self.0.state.lock();
+        s.writers -= 1;
+        s.to_readers += 1;
     }
 }
 
@@ -170,6 +191,22 @@ mod tests {
         drop(w2);
         assert_eq!(r.poll(), PollEvents::HUP);
         assert_eq!(r.read(&mut buf), Ok(0));
+    }
+
+    #[test]
+    fn generations_advance_on_wakeups_only() {
+        let (r, w) = pipe();
+        let (g_r, g_w) = (r.generation(), w.generation());
+        assert_eq!(w.write(b"ab"), Ok(2));
+        assert!(r.generation() > g_r);
+        assert_eq!(w.generation(), g_w);
+        let g_r = r.generation();
+        let mut buf = [0u8; 1];
+        assert_eq!(r.read(&mut buf), Ok(1));
+        assert_eq!(r.generation(), g_r);
+        assert!(w.generation() > g_w);
+        drop(w);
+        assert!(r.generation() > g_r);
     }
 
     #[test]

@@ -33,10 +33,11 @@
 //! - A periodic world calls [`fat::Datastore::flush_expired`] (dirty data
 //!   reaches the disk within the cache's age limit); `sync` and power-off
 //!   call `sync`, `umount` calls `unmount`.
-//! - A `Datastore` is not `Send`: fatfs uses `RefCell`s and open files
-//!   borrow the volume (all inside the datastore's own allocation). The
-//!   kernel keeps each one behind a single lock and may move it between
-//!   CPUs in a newtype whose `unsafe impl Send` says exactly that.
+//! - A `Datastore` is `Send` but not `Sync`: fatfs uses `RefCell`s and open
+//!   files borrow the volume, all inside the datastore's own allocation,
+//!   so it may move between CPUs as a whole (`fat/mod.rs` states why, the
+//!   one `unsafe` item outside the kernel's framework). The kernel keeps
+//!   each one behind a single lock.
 #![no_std]
 #![deny(unsafe_code)]
 

@@ -567,8 +567,60 @@ pub fn decode_rtc(raw: [u8; 7], reg_b: u8) -> Result<RtcTime, Msg> {
     Ok(t)
 }
 
+/// A timer sample bracketed by the guest's own clock: the TSC-derived
+/// time (µs) just before and just after the reads that sampled `count`.
+/// A vCPU (or the emulator's thread) may be descheduled between a device
+/// read and the guest's next RDTSC, so the device's moment is known only
+/// to lie inside the bracket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bracketed {
+    pub before_us: u64,
+    pub after_us: u64,
+    pub count: u64,
+}
+
+impl Bracketed {
+    pub fn width_us(&self) -> u64 {
+        self.after_us.saturating_sub(self.before_us)
+    }
+}
+
+/// Does a counter that advanced `ticks` (at `hz`) between samples `a` and
+/// `b` agree with the guest clock within `pct` percent? The true interval
+/// between the two samples lies between `b.before - a.after` (shortest)
+/// and `b.after - a.before` (longest); the counter's interval must fall in
+/// that range widened by `pct` on each side. With narrow brackets this is
+/// the plain ±`pct` check; a sample that was delayed widens only its own
+/// side, by exactly the time the guest could not see.
+pub fn ticks_agree(what: &str, ticks: u64, hz: u64, a: Bracketed, b: Bracketed, pct: u64) -> Result<(), Msg> {
+    let shortest = b.before_us.saturating_sub(a.after_us);
+    let longest = b.after_us.saturating_sub(a.before_us);
+    let lo = shortest * hz / 1_000_000 * (100 - pct.min(100)) / 100;
+    let hi = longest * hz / 1_000_000 * (100 + pct) / 100;
+    if (lo..=hi).contains(&ticks) {
+        Ok(())
+    } else {
+        Err(msg!("{what}: {ticks} ticks, expected {lo}..={hi} ({shortest}..{longest} µs by the TSC ±{pct}%)"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ticks_agree_uses_the_brackets() {
+        let hz = 1_000_000; // one tick per µs
+        let at = |b, a| Bracketed { before_us: b, after_us: a, count: 0 };
+        // Narrow brackets: the plain ±30% check around 10 ms.
+        assert!(ticks_agree("x", 10_000, hz, at(0, 10), at(10_010, 10_020), 30).is_ok());
+        assert!(ticks_agree("x", 13_500, hz, at(0, 10), at(10_010, 10_020), 30).is_err());
+        assert!(ticks_agree("x", 6_000, hz, at(0, 10), at(10_010, 10_020), 30).is_err());
+        // The first sample's read was delayed 6 ms: 16 ms of counter time
+        // fit, 25 ms do not.
+        assert!(ticks_agree("x", 16_000, hz, at(0, 6_000), at(16_000, 16_010), 30).is_ok());
+        assert!(ticks_agree("x", 25_000, hz, at(0, 6_000), at(16_000, 16_010), 30).is_err());
+        assert_eq!(at(5, 9).width_us(), 4);
+    }
     use super::*;
 
     fn text(f: impl FnOnce(&mut String) -> fmt::Result) -> String {

@@ -5,6 +5,7 @@
 //! starting with `child-` (or `exit N`) it acts as the child program for the
 //! exec checks, so exec needs no other binary.
 
+mod events;
 mod files;
 mod harness;
 mod memory;
@@ -101,6 +102,7 @@ fn main() {
     time::run(&mut r);
     misc::run(&mut r, &dir);
     signals::run(&mut r);
+    events::run(&mut r);
 
     r.check("cleanup_temp_dir", || std::fs::remove_dir_all(&dir).map_err(|e| e.to_string()));
     println!("{} passed, {} failed", r.passed, r.failed);

@@ -332,13 +332,26 @@ pub fn init_tlb_shootdown() {
     trap::register(KICK_VECTOR, on_kick);
 }
 
-/// Vector of the "kick" IPI: it does nothing but make the target CPU leave
-/// guest mode (a #VMEXIT on the interrupt), so a vCPU running there sees
-/// an interrupt or request another vCPU just posted.
+/// Vector of the "kick" IPI: it makes the target CPU leave guest mode (a
+/// #VMEXIT on the interrupt), so a vCPU running there sees an interrupt
+/// or request another vCPU just posted, and it is the scheduler's
+/// reschedule IPI (see `set_kick_handler`).
 pub const KICK_VECTOR: u8 = 0xf2;
 
-fn on_kick(_: &mut trap::TrapFrame) {
+fn on_kick(frame: &mut trap::TrapFrame) {
     eoi();
+    if let Some(handler) = KICK_HANDLER.get() {
+        handler(frame.cs & 3 == 3);
+    }
+}
+
+static KICK_HANDLER: spin::Once<fn(bool)> = spin::Once::new();
+
+/// Registers what runs on every kick IPI after its EOI (the scheduler's
+/// reschedule check; its argument says whether the IPI interrupted user
+/// or guest mode).
+pub fn set_kick_handler(handler: fn(bool)) {
+    KICK_HANDLER.call_once(|| handler);
 }
 
 /// Kicks CPU `index` (no-op for this CPU or an offline one).

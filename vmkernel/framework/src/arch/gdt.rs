@@ -70,8 +70,7 @@ const _: () = assert!(core::mem::offset_of!(PerCpu, user_rsp_scratch) == PERCPU_
 static PERCPU_READY: AtomicBool = AtomicBool::new(false);
 static CPUS_ONLINE: AtomicU32 = AtomicU32::new(0);
 
-/// Upper bound on CPU indices (the MADT list is capped at the same size).
-pub const MAX_CPUS: usize = 256;
+pub use crate::cpu::MAX_CPUS;
 
 /// Every online CPU's block by index, so one CPU can look at another's
 /// counters (tests, statistics) and IPIs can name a CPU by index.

@@ -3,7 +3,9 @@
 pub mod apic;
 pub mod boot;
 pub mod context;
-pub mod cpu;
+// The CPU instructions sit below everything (`crate::cpu`); here under
+// their old name too.
+pub use crate::cpu;
 pub mod gdt;
 pub mod syscall;
 pub mod ioapic;

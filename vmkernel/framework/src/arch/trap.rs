@@ -11,7 +11,6 @@
 //! where Rust code keeps red-zone data).
 
 use core::arch::global_asm;
-use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::Once;
 use x86_64::VirtAddr;
@@ -325,7 +324,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 
 fn dispatch_vector(frame: &mut TrapFrame) {
     let v = frame.vector as usize;
-    if v == 2 && crate::power::stopping() {
+    if v == 2 && HALT_ON_NMI.load(Ordering::Acquire) {
         // Another CPU hit a fatal error and asked every CPU to stop.
         cpu::halt_forever();
     }
@@ -361,55 +360,32 @@ fn exception(frame: &mut TrapFrame) {
     kernel_exception(frame)
 }
 
-/// A CPU exception the kernel cannot carry on from: report and stop.
+/// What handles a CPU exception the kernel cannot carry on from (reports
+/// it and stops the machine); registered at boot by the layer that has a
+/// console (`power::report_kernel_fault`).
+pub type KernelFaultHandler = fn(&TrapFrame) -> !;
+
+static KERNEL_FAULT: Once<KernelFaultHandler> = Once::new();
+
+/// Registers the kernel-fault handler (once, early in boot).
+pub fn set_kernel_fault_handler(h: KernelFaultHandler) {
+    KERNEL_FAULT.call_once(|| h);
+}
+
+/// A CPU exception the kernel cannot carry on from: the registered
+/// handler reports it and stops; before there is one, this CPU halts.
 fn kernel_exception(frame: &mut TrapFrame) {
-    let v = frame.vector as usize;
-    let mut out = crate::console::emergency();
-    let _ = writeln!(out, "\n*** CPU EXCEPTION on cpu{}: vector {} {}", gdt::cpu_index(), v, exception_name(v as u64));
-    let _ = writeln!(
-        out,
-        "error code {:#x}  RIP {:#018x}  CS {:#x}  RFLAGS {:#x}",
-        frame.error_code, frame.rip, frame.cs, frame.rflags
-    );
-    let _ = writeln!(out, "CR2 {:#018x}  CR3 {:#018x}  RSP {:#018x}  SS {:#x}", cpu::read_cr2(), cpu::read_cr3(), frame.rsp, frame.ss);
-    if v == 14 {
-        let e = frame.error_code;
-        let _ = writeln!(
-            out,
-            "page fault: {} {} in {} mode{}",
-            if e & 1 != 0 { "protection violation" } else { "page not present" },
-            if e & 2 != 0 { "on write" } else if e & 16 != 0 { "on instruction fetch" } else { "on read" },
-            if e & 4 != 0 { "user" } else { "kernel" },
-            if e & 8 != 0 { ", reserved bit set" } else { "" }
-        );
+    match KERNEL_FAULT.get() {
+        Some(h) => h(frame),
+        None => cpu::halt_forever(),
     }
-    let regs = [
-        ("RAX", frame.rax),
-        ("RBX", frame.rbx),
-        ("RCX", frame.rcx),
-        ("RDX", frame.rdx),
-        ("RSI", frame.rsi),
-        ("RDI", frame.rdi),
-        ("RBP", frame.rbp),
-        ("R8 ", frame.r8),
-        ("R9 ", frame.r9),
-        ("R10", frame.r10),
-        ("R11", frame.r11),
-        ("R12", frame.r12),
-        ("R13", frame.r13),
-        ("R14", frame.r14),
-        ("R15", frame.r15),
-    ];
-    for row in regs.chunks(3) {
-        for (name, val) in row {
-            let _ = write!(out, "{name} {val:#018x}  ");
-        }
-        let _ = writeln!(out);
-    }
-    let _ = writeln!(out, "backtrace:");
-    let _ = writeln!(out, "  #0 {:#018x}", frame.rip);
-    crate::backtrace::walk(frame.rbp, |i, ret| {
-        let _ = writeln!(out, "  #{} {:#018x}", i + 1, ret);
-    });
-    crate::power::fatal_stop("fatal CPU exception in the kernel");
+}
+
+/// Set when the machine is stopping: every CPU's NMI handler then halts.
+static HALT_ON_NMI: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// From now on an NMI halts the CPU that takes it (a fatal stop sends
+/// one to every other CPU).
+pub fn halt_on_nmi() {
+    HALT_ON_NMI.store(true, Ordering::Release);
 }

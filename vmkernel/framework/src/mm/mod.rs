@@ -17,7 +17,7 @@ use vmkernel::bootinfo::{BootInfo, PhysRead, RegionKind};
 use vmkernel::frames::{FRAME_SIZE, FrameAllocator};
 use vmkernel::paging::{self, GLOBAL, NO_EXECUTE, TableMemory, WRITABLE};
 
-use crate::arch::cpu;
+use crate::cpu;
 
 pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
 pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
@@ -37,17 +37,26 @@ fn sym(s: &u8) -> u64 {
     s as *const u8 as u64
 }
 
-pub fn phys_to_virt(phys: u64) -> u64 {
+/// Where the direct map shows physical address `phys`. Framework-only:
+/// the services reach memory through typed owners ([`UserFrame`], the
+/// user-memory copies of [`AddressSpace`]), never by physical address.
+pub(crate) fn phys_to_virt(phys: u64) -> u64 {
     PHYS_OFFSET + phys
 }
 
-pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+pub(crate) static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
 static KERNEL_PML4: AtomicU64 = AtomicU64::new(0);
 static DIRECT_MAP_END: AtomicU64 = AtomicU64::new(BOOT_DIRECT_MAP);
 static USABLE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Reads physical memory through the direct map (boot-info parsing).
-pub struct DirectMap;
+struct DirectMap;
+
+/// Parses the boot loader's information at physical address `info`
+/// (`magic` names the protocol), reading it through the direct map.
+pub fn parse_boot_info(magic: u32, info: u64) -> Result<BootInfo, vmkernel::bootinfo::BootInfoError> {
+    BootInfo::parse(magic, info, &DirectMap)
+}
 
 impl PhysRead for DirectMap {
     fn read(&self, phys: u64, buf: &mut [u8]) {
@@ -96,8 +105,9 @@ impl TableMemory for KernelTables<'_, '_> {
 /// Page tables after boot: each new table frame is taken from the frame
 /// allocator under its lock for just that allocation, so walks can run
 /// without holding the lock (and may allocate from the heap, whose growth
-/// takes the same lock).
-pub struct Tables;
+/// takes the same lock). Framework-only: it reads and writes any
+/// physical page it is given.
+pub(crate) struct Tables;
 
 impl TableMemory for Tables {
     fn alloc_table(&mut self) -> Option<u64> {
@@ -113,8 +123,9 @@ impl TableMemory for Tables {
     }
 }
 
-/// Sets up the frame allocator, the kernel's page tables and the heap.
-pub fn init(bi: &BootInfo) {
+/// Sets up the frame allocator, the kernel's page tables and the heap;
+/// the error says why the machine cannot run.
+pub fn init(bi: &BootInfo) -> Result<(), &'static str> {
     // SAFETY: a linker-script symbol: only its address is taken.
     let kernel_phys_end = sym(unsafe { &__kernel_end }) - KERNEL_VMA;
     let top = bi.regions.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.end()).max().unwrap_or(0);
@@ -143,7 +154,7 @@ pub fn init(bi: &BootInfo) {
         }
     }
     let Some(bitmap_at) = bitmap_at else {
-        crate::power::fatal_stop("no room for the frame bitmap below 4 GiB");
+        return Err("no room for the frame bitmap below 4 GiB");
     };
     // SAFETY: the range is usable RAM no one else uses (checked above),
     // mapped by the boot direct map, and handed to the allocator for good.
@@ -185,6 +196,7 @@ pub fn init(bi: &BootInfo) {
     }
     KERNEL_PML4.store(root, Ordering::Release);
     heap::init();
+    Ok(())
 }
 
 fn build_kernel_tables(fa: &mut FrameAllocator, top: u64) -> u64 {
@@ -239,8 +251,9 @@ pub fn is_kernel_readable(virt: u64, len: u64) -> bool {
     true
 }
 
-/// Allocates one zeroed frame.
-pub fn alloc_frame() -> Option<u64> {
+/// Allocates one zeroed frame (framework-internal: the services own
+/// memory through [`UserFrame`]).
+pub(crate) fn alloc_frame() -> Option<u64> {
     let f = FRAMES.lock().as_mut()?.alloc()?;
     // SAFETY: fresh frame, ours.
     unsafe { core::ptr::write_bytes(phys_to_virt(f) as *mut u8, 0, FRAME_SIZE as usize) };
@@ -256,7 +269,7 @@ fn kernel_reserve_frames() -> u64 {
 
 /// Allocates a zeroed frame for user or guest memory, refusing when only
 /// the kernel's reserve is left.
-pub fn alloc_user_frame() -> Option<u64> {
+pub(crate) fn alloc_user_frame() -> Option<u64> {
     if free_frames() <= kernel_reserve_frames() {
         return None;
     }
@@ -268,7 +281,7 @@ pub const FRAMES_PER_2M: u64 = 512;
 
 /// A fresh (zeroed) user frame holding `data` (at most a page) at its
 /// start; None when memory is short or `data` is longer than a page.
-pub fn alloc_user_frame_with(data: &[u8]) -> Option<u64> {
+pub(crate) fn alloc_user_frame_with(data: &[u8]) -> Option<u64> {
     if data.len() > 4096 {
         return None;
     }
@@ -282,7 +295,7 @@ pub fn alloc_user_frame_with(data: &[u8]) -> Option<u64> {
 /// Allocates a zeroed, 2 MiB-aligned run of 512 frames for guest memory
 /// (one large nested page), refusing when that would dip into the kernel's
 /// reserve or no whole aligned block is free.
-pub fn alloc_user_block_2m() -> Option<u64> {
+pub(crate) fn alloc_user_block_2m() -> Option<u64> {
     if free_frames() <= kernel_reserve_frames() + FRAMES_PER_2M {
         return None;
     }
@@ -294,7 +307,7 @@ pub fn alloc_user_block_2m() -> Option<u64> {
 }
 
 /// Returns a block from `alloc_user_block_2m`.
-pub fn free_block_2m(phys: u64) -> Result<(), vmkernel::frames::FrameError> {
+pub(crate) fn free_block_2m(phys: u64) -> Result<(), vmkernel::frames::FrameError> {
     match FRAMES.lock().as_mut() {
         Some(fa) => fa.free_contiguous(phys, FRAMES_PER_2M),
         None => Err(vmkernel::frames::FrameError::OutOfRange(phys)),
@@ -317,10 +330,59 @@ pub fn direct_map_covers(phys: u64, len: u64) -> bool {
     phys + len <= DIRECT_MAP_END.load(Ordering::Relaxed)
 }
 
-pub fn free_frame(phys: u64) -> Result<(), vmkernel::frames::FrameError> {
+pub(crate) fn free_frame(phys: u64) -> Result<(), vmkernel::frames::FrameError> {
     match FRAMES.lock().as_mut() {
         Some(fa) => fa.free_frame(phys),
         None => Err(vmkernel::frames::FrameError::OutOfRange(phys)),
+    }
+}
+
+/// A frame of user memory its holder owns: zeroed (or holding the bytes
+/// it was made with) when allocated, freed when dropped unless it was
+/// handed to an address space ([`AddressSpace::map`]), which then owns
+/// it. Its physical address never leaves the framework, so safe code can
+/// neither free nor map memory it does not own.
+pub struct UserFrame {
+    phys: u64,
+}
+
+impl UserFrame {
+    /// A zeroed frame, or None when only the kernel's reserve is left.
+    pub fn alloc() -> Option<Self> {
+        alloc_user_frame().map(|phys| Self { phys })
+    }
+
+    /// A frame holding `data` (at most a page) at its start, zeroed after
+    /// it; None when memory is short or `data` is longer than a page.
+    pub fn alloc_with(data: &[u8]) -> Option<Self> {
+        alloc_user_frame_with(data).map(|phys| Self { phys })
+    }
+
+    /// Gives up ownership (to a page table).
+    fn into_phys(self) -> u64 {
+        let phys = self.phys;
+        core::mem::forget(self);
+        phys
+    }
+}
+
+impl Drop for UserFrame {
+    fn drop(&mut self) {
+        let _ = free_frame(self.phys);
+    }
+}
+
+/// A user frame just taken out of an address space
+/// ([`AddressSpace::unmap_deferred`]): its reference is dropped (the frame
+/// freed when it was the last owner) when this is dropped — after the
+/// other CPUs have dropped stale TLB entries for it.
+pub struct UnmappedFrame {
+    phys: u64,
+}
+
+impl Drop for UnmappedFrame {
+    fn drop(&mut self) {
+        release_user_frame(self.phys);
     }
 }
 
@@ -365,17 +427,21 @@ impl AddressSpace {
         Some(Self { pml4, lock: Mutex::new(()) })
     }
 
-    pub fn root(&self) -> u64 {
+    pub(crate) fn root(&self) -> u64 {
         self.pml4
     }
 
-    /// Maps one 4 KiB page in the lower half.
-    pub fn map(&self, virt: u64, frame: u64, flags: u64) -> Result<(), paging::MapError> {
+    /// Maps `frame` as one 4 KiB page at `virt` in the lower half; the
+    /// address space owns the frame from then on. On failure (`virt`
+    /// already mapped, no memory for a table) the frame is freed.
+    pub fn map(&self, virt: u64, frame: UserFrame, flags: u64) -> Result<(), paging::MapError> {
         if virt >= 1 << 47 || self.pml4 == 0 {
             return Err(paging::MapError::NonCanonical(virt));
         }
         let _g = self.lock.lock();
-        paging::map(&mut Tables, self.pml4, virt, frame, paging::PageSize::Size4K, flags)
+        paging::map(&mut Tables, self.pml4, virt, frame.phys, paging::PageSize::Size4K, flags)?;
+        frame.into_phys();
+        Ok(())
     }
 
     pub fn translate(&self, virt: u64) -> Option<paging::Translation> {
@@ -438,15 +504,15 @@ impl AddressSpace {
     }
 
     /// Removes the mapping at `virt` and returns its frame without releasing
-    /// it: the caller releases it after other CPUs dropped stale TLB entries.
-    pub fn unmap_deferred(&self, virt: u64) -> Option<u64> {
+    /// it: the caller drops it after other CPUs dropped stale TLB entries.
+    pub fn unmap_deferred(&self, virt: u64) -> Option<UnmappedFrame> {
         if self.pml4 == 0 {
             return None;
         }
         let _g = self.lock.lock();
-        let f = paging::unmap_4k(&mut Tables, self.pml4, virt)?;
+        let phys = paging::unmap_4k(&mut Tables, self.pml4, virt)?;
         invalidate_page(virt);
-        Some(f)
+        Some(UnmappedFrame { phys })
     }
 
     /// Makes a present page writable and not copy-on-write (shared
@@ -504,22 +570,9 @@ impl AddressSpace {
     }
 }
 
-impl AddressSpace {
-    /// Makes this the calling CPU's address space (exec). Its tables must
-    /// outlive that: the owner (a process's memory) switches to the
-    /// kernel's tables with [`activate_kernel_tables`] before dropping it.
-    /// An empty space activates the kernel's tables.
-    pub fn activate(&self) {
-        let root = if self.pml4 == 0 { kernel_pml4() } else { self.pml4 };
-        // SAFETY: every address space maps the kernel half (code, stacks,
-        // direct map) exactly as the kernel's own tables (`new`).
-        unsafe { cpu::write_cr3(root) };
-    }
-}
-
 /// Makes the kernel's own tables the calling CPU's address space (before a
 /// process's address space is dropped).
-pub fn activate_kernel_tables() {
+pub(crate) fn activate_kernel_tables() {
     // SAFETY: the kernel's tables map everything the kernel uses.
     unsafe { cpu::write_cr3(kernel_pml4()) };
 }
@@ -543,6 +596,10 @@ impl Drop for AddressSpace {
         if self.pml4 == 0 {
             return;
         }
+        // Never free the tables this CPU runs on.
+        if cpu::read_cr3() == self.pml4 {
+            activate_kernel_tables();
+        }
         let mut guard = FRAMES.lock();
         if let Some(fa) = guard.as_mut() {
             free_level(fa, self.pml4, 4, 0..256);
@@ -557,7 +614,7 @@ impl Drop for AddressSpace {
 static SHARED_FRAMES: Mutex<alloc::collections::BTreeMap<u64, u32>> = Mutex::new(alloc::collections::BTreeMap::new());
 
 /// Drops one reference to a user frame; frees it when none are left.
-pub fn release_user_frame(frame: u64) {
+fn release_user_frame(frame: u64) {
     let mut shared = SHARED_FRAMES.lock();
     match shared.get_mut(&frame) {
         Some(n) if *n > 2 => *n -= 1,

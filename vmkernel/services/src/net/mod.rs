@@ -36,6 +36,18 @@ pub fn now() -> Instant {
     Instant::from_micros((time::uptime_ns() / 1000) as i64)
 }
 
+/// The text of `/proc/net/<name>` (None: no such file, or no stack yet).
+fn proc_net_file(name: &str) -> Option<alloc::string::String> {
+    with_stack(|s| match name {
+        "dev" => Some(s.proc_net_dev()),
+        "route" => Some(s.proc_net_route()),
+        "tcp" => Some(s.proc_net_tcp()),
+        "udp" => Some(s.proc_net_udp()),
+        _ => None,
+    })
+    .flatten()
+}
+
 /// Asks the network world to poll the stack soon (a NIC interrupt, or a
 /// system call that queued data or changed a socket).
 pub fn kick() {
@@ -101,6 +113,8 @@ pub fn status_line() -> Option<String> {
 /// configuration) and starts the network world. Without a NIC only `lo`
 /// exists.
 pub fn init(cmdline: &str) {
+    files::register_net_files(proc_net_file);
+    crate::nic::set_interrupt_hook(kick);
     let mut seed = [0u8; 8];
     files::fill_random(&mut seed);
     let cfg = StackConfig { random_seed: u64::from_le_bytes(seed), ..StackConfig::default() };

@@ -98,6 +98,15 @@ impl Nic {
 pub static NICS: Mutex<Vec<Nic>> = Mutex::new(Vec::new());
 
 /// Network functions found but not driven, and why.
+/// What a NIC interrupt wakes (the network world's poll; registered by the
+/// network services, which sit above the drivers).
+static ON_INTERRUPT: spin::Once<fn()> = spin::Once::new();
+
+/// Registers what each NIC interrupt calls after recording its cause.
+pub fn set_interrupt_hook(f: fn()) {
+    ON_INTERRUPT.call_once(|| f);
+}
+
 static UNDRIVEN: Mutex<Vec<(Function, &'static str)>> = Mutex::new(Vec::new());
 
 /// The status screen's lines: `nic0 virtio-net 52:54:00:12:34:56, link up`
@@ -133,7 +142,9 @@ fn on_nic_interrupt<const N: usize>(_frame: &mut trap::TrapFrame) {
         IRQ_CAUSES[N].fetch_or(bits, Ordering::AcqRel);
     }
     apic::eoi();
-    crate::net::kick();
+    if let Some(kick) = ON_INTERRUPT.get() {
+        kick();
+    }
 }
 
 const HANDLERS: [trap::Handler; MAX_NICS] = [

@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::any::Any;
 
-use framework::sleep_lock::{SleepLock, Unshared};
+use framework::sleep_lock::SleepLock;
 use spin::Mutex;
 use vmk_storage::fat::{Datastore, FileKind, FsError, Handle, OpenFlags};
 use vmkernel::vfs::{
@@ -21,7 +21,7 @@ use vmkernel::vfs::{
 const MSDOS_SUPER_MAGIC: u64 = 0x4d44;
 
 /// `None` once unmounted (power-off).
-pub type Locked = SleepLock<Option<Unshared<Datastore>>>;
+pub type Locked = SleepLock<Option<Datastore>>;
 
 /// One mounted datastore.
 pub struct Volume {
@@ -36,7 +36,7 @@ impl Volume {
     /// Runs `f` on the datastore under its lock; EIO once unmounted.
     pub fn with<R>(&self, f: impl FnOnce(&mut Datastore) -> core::result::Result<R, FsError>) -> Result<R> {
         let mut g = self.ds.lock();
-        let ds = g.as_mut().ok_or(Errno::EIO)?.get_mut();
+        let ds = g.as_mut().ok_or(Errno::EIO)?;
         f(ds).map_err(errno)
     }
 }

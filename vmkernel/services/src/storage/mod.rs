@@ -2,8 +2,9 @@
 //! FAT datastores mounted at `/vmfs/volumes/<uuid>` with the ESXi-style
 //! name `/vmfs/volumes/<label>` as a symlink beside it.
 //!
-//! Every mass-storage PCI function is listed in the log; virtio-blk disks
-//! are driven (`virtio-blk`, one MSI-X vector each; a request blocks the
+//! Every mass-storage PCI function is listed in the log; virtio-blk and
+//! NVMe disks are driven (`virtio-blk`, `nvme` in `nvme_disk`; one MSI-X
+//! vector each, MSI for NVMe without MSI-X; a request blocks the
 //! calling world until the completion interrupt, with a 10 ms re-check in
 //! case one is lost; during boot, on the idle world, waiting is polling).
 //! Unknown controllers and failed bring-ups are reported, never fatal.
@@ -13,6 +14,7 @@
 //! power-off, which unmounts every datastore (`shutdown`).
 
 pub mod fs;
+mod nvme_disk;
 
 use alloc::format;
 use alloc::string::String;
@@ -21,7 +23,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use framework::hal::KernelHal;
-use framework::sleep_lock::{SleepLock, Unshared};
+use framework::sleep_lock::SleepLock;
 use pci::Function;
 use pci::interrupts::{self, MsiMessage, MsixTable};
 use spin::Mutex;
@@ -44,9 +46,6 @@ const MAX_DISKS: usize = 8;
 static REGISTRY: Mutex<Option<DeviceRegistry>> = Mutex::new(None);
 static VOLUMES: Mutex<Vec<Arc<Volume>>> = Mutex::new(Vec::new());
 static DISK_WAITERS: world::WaitQueue = world::WaitQueue::new();
-/// Flushes the driver could not send (from the boot stack, see
-/// `virtio_blk::VirtioBlk::flush`).
-pub static FLUSHES_SKIPPED: AtomicU64 = AtomicU64::new(0);
 /// Completion interrupts taken, per disk.
 pub static IRQ_COUNT: [AtomicU64; MAX_DISKS] = [const { AtomicU64::new(0) }; MAX_DISKS];
 
@@ -89,7 +88,7 @@ fn wait_for_completion(done: &mut dyn FnMut() -> bool) {
             return;
         }
         let deadline = time::uptime_ns() + 10_000_000;
-        world::arm_wakeup(deadline);
+        let _wakeup = world::arm_wakeup(deadline);
         DISK_WAITERS.wait_until_once(|| done() || time::uptime_ns() >= deadline);
     }
 }
@@ -127,14 +126,7 @@ impl BlockDevice for VirtioDisk {
         self.dev.lock().write(lba, buf, &mut wait_for_completion).map_err(block_error)
     }
     fn flush(&self) -> Result<(), BlockError> {
-        match self.dev.lock().flush() {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                FLUSHES_SKIPPED.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => Err(block_error(e)),
-        }
+        self.dev.lock().flush().map_err(block_error)
     }
 }
 
@@ -156,10 +148,11 @@ pub fn find_disks(functions: &[Function]) -> usize {
     let mut disks = 0;
     for f in functions {
         let virtio = virtio_blk::supports(f.vendor_id, f.device_id);
+        let nvme = nvme::is_nvme(f.class, f.subclass, f.prog_if);
         if f.class != CLASS_MASS_STORAGE && !virtio {
             continue;
         }
-        if !virtio {
+        if !virtio && !nvme {
             log::info!("storage: {f}: no driver for this storage controller (listed, not used)");
             continue;
         }
@@ -167,16 +160,24 @@ pub fn find_disks(functions: &[Function]) -> usize {
             log::warn!("storage: {f}: more than {MAX_DISKS} disks; not used");
             continue;
         }
-        match bring_up(&access, f, disks) {
-            Ok(disk) => {
-                let name = adapter_disk_name(disks as u32);
+        let disk: Result<(Arc<dyn BlockDevice>, String), String> = if virtio {
+            bring_up(&access, f, disks).map(|disk| {
                 let ro = if disk.read_only { ", read-only medium" } else { "" };
-                log::info!(
-                    "storage: {name}: virtio-blk at {}, {} MiB{ro}",
+                let what = format!(
+                    "virtio-blk at {}, {} MiB{ro}",
                     f.address,
                     (disk.sectors * virtio_blk::SECTOR_BYTES as u64) >> 20
                 );
-                match registry.add_disk(&name, Arc::new(disk)) {
+                (Arc::new(disk) as Arc<dyn BlockDevice>, what)
+            })
+        } else {
+            nvme_disk::bring_up(&access, f, disks).map(|(disk, what)| (disk as Arc<dyn BlockDevice>, what))
+        };
+        match disk {
+            Ok((disk, what)) => {
+                let name = adapter_disk_name(disks as u32);
+                log::info!("storage: {name}: {what}");
+                match registry.add_disk(&name, disk) {
                     Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
                     Err(e) => log::warn!("storage: {name}: not registered: {e}"),
                 }
@@ -192,42 +193,57 @@ pub fn find_disks(functions: &[Function]) -> usize {
 fn bring_up(access: &PortConfigAccess, f: &Function, index: usize) -> Result<VirtioDisk, String> {
     interrupts::enable_dma_and_mmio(access, f.address);
     let mut dev = virtio_blk::VirtioBlk::<KernelHal>::new(access, f.address).map_err(|e| format!("virtio-blk: {e}"))?;
-    let how = route_interrupt(access, f, index, &mut dev);
+    let (routed, how) = route_interrupt(access, f, index, false, &mut || dev.route_interrupts_to_msix(0));
+    if routed {
+        dev.set_interrupts_enabled(true);
+    }
     log::info!("storage: {}: completions {how}", f.address);
     let (sectors, read_only) = (dev.sector_count(), dev.read_only());
     Ok(VirtioDisk { dev: SleepLock::new(dev), sectors, read_only })
 }
 
-/// MSI-X entry 0 aimed at a fresh vector on this CPU; else the disk is
-/// polled by its waiters (every 10 ms).
+/// MSI-X entry 0 aimed at a fresh vector on this CPU (`accept` tells
+/// the device to use that entry), else single-message MSI when
+/// `msi_fallback`; otherwise the disk is polled by its waiters (every
+/// 10 ms). Returns how completions arrive, for the log.
 fn route_interrupt(
     access: &PortConfigAccess,
     f: &Function,
     index: usize,
-    dev: &mut virtio_blk::VirtioBlk<KernelHal>,
-) -> String {
+    msi_fallback: bool,
+    accept: &mut dyn FnMut() -> bool,
+) -> (bool, String) {
     let support = interrupts::interrupt_support(access, f.address);
-    let Some(mut msix) = support.msix else { return String::from("polled (no MSI-X)") };
-    let Some(vector) = framework::hal::allocate_vector(HANDLERS[index]) else {
-        return String::from("polled (no free interrupt vector)");
+    let Some(mut msix) = support.msix else {
+        if msi_fallback && let Some(msi) = support.msi {
+            let Some(vector) = framework::hal::allocate_vector(HANDLERS[index]) else {
+                return (false, String::from("polled (no free interrupt vector)"));
+            };
+            let Some(message) = MsiMessage::x86(apic::id(), vector) else { return (false, String::from("polled")) };
+            interrupts::msi_enable(access, f.address, &msi, message);
+            return (true, format!("by MSI vector {vector:#x}"));
+        }
+        return (false, String::from("polled (no MSI-X)"));
     };
-    let Some(message) = MsiMessage::x86(apic::id(), vector) else { return String::from("polled") };
+    let Some(vector) = framework::hal::allocate_vector(HANDLERS[index]) else {
+        return (false, String::from("polled (no free interrupt vector)"));
+    };
+    let Some(message) = MsiMessage::x86(apic::id(), vector) else { return (false, String::from("polled")) };
     let table = interrupts::msix_table_location(access, f.address, &msix)
         .and_then(|(phys, len)| hal::Mmio::map::<KernelHal>(phys, len))
         .map(|regs| MsixTable::new(regs, msix.table_size()));
-    let Some(table) = table else { return String::from("polled (MSI-X table not mappable)") };
+    let Some(table) = table else { return (false, String::from("polled (MSI-X table not mappable)")) };
     interrupts::msix_enable_masked(access, f.address, &mut msix);
     for entry in 1..table.entries() {
         let _ = table.set_masked(entry, true);
     }
-    let routed = table.program(0, message).is_ok() && dev.route_interrupts_to_msix(0);
+    let routed = table.program(0, message).is_ok() && accept();
     interrupts::msix_unmask_function(access, &mut msix);
     if routed {
-        dev.set_interrupts_enabled(true);
-        format!("by MSI-X vector {vector:#x}")
+        (true, format!("by MSI-X vector {vector:#x}"))
     } else {
         msix.set_enabled(false, access);
-        String::from("polled (the device refused MSI-X entry 0)")
+        (false, String::from("polled (the device refused MSI-X entry 0)"))
     }
 }
 
@@ -259,7 +275,7 @@ pub fn mount_datastores(vfs: &Vfs) {
         let name = volumes::unique_name(gpt_name.as_deref().unwrap_or(&m.name), &names);
         let read_only = m.datastore.is_read_only();
         let vol = Arc::new(Volume {
-            ds: SleepLock::new(Some(Unshared::new(m.datastore))),
+            ds: SleepLock::new(Some(m.datastore)),
             name: name.clone(),
             uuid: m.uuid.clone(),
             device: m.device.clone(),
@@ -302,7 +318,7 @@ fn writeback_loop() {
             // A busy datastore is being written anyway; try again later.
             if let Some(g) = v.ds.try_lock()
                 && let Some(ds) = g.as_ref()
-                && let Err(e) = ds.get().flush_expired(now)
+                && let Err(e) = ds.flush_expired(now)
             {
                 log::warn!("storage: {}: writeback: {e:?}", v.name);
             }
@@ -326,22 +342,22 @@ pub fn shutdown() {
     let disks = REGISTRY.lock().as_ref().map_or(0, |r| r.disks().len());
     for (i, n) in IRQ_COUNT.iter().take(disks).enumerate() {
         log::info!(
-            "storage: {} took {} completion interrupts ({} flushes skipped at boot)",
+            "storage: {} took {} completion interrupts",
             adapter_disk_name(i as u32),
-            n.load(Ordering::Acquire),
-            FLUSHES_SKIPPED.load(Ordering::Relaxed)
+            n.load(Ordering::Acquire)
         );
     }
     let vols: Vec<Arc<Volume>> = VOLUMES.lock().clone();
     for v in vols {
         let ds = v.ds.lock().take();
         if let Some(ds) = ds {
-            match ds.into_inner().unmount() {
+            match ds.unmount() {
                 Ok(()) => log::info!("storage: {} ({} on {}) unmounted", v.name, v.uuid, v.device),
                 Err(e) => log::warn!("storage: {}: unmount: {e:?}", v.name),
             }
         }
     }
+    nvme_disk::shutdown_all();
 }
 
 /// /proc/diskstats.

@@ -94,7 +94,7 @@ const MAX_IO: usize = 1 << 20;
 
 fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
-    let mut data = alloc::vec![0u8; (len as usize).min(MAX_IO)];
+    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
     let n = blocking(&f, || f.read(&mut data))?;
     cx.p.copy_to_user(buf, &data[..n])?;
     Ok(n as i64)
@@ -102,7 +102,7 @@ fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
 
 fn write(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
-    let mut data = alloc::vec![0u8; (len as usize).min(MAX_IO)];
+    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
     cx.p.copy_from_user(buf, &mut data)?;
     blocking(&f, || f.write(&data)).map(|n| n as i64).map_err(|e| epipe(cx, e))
 }
@@ -111,7 +111,7 @@ fn iovecs(p: &Process, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i64> {
     if cnt > 1024 {
         return Err(neg(EINVAL));
     }
-    let mut b = alloc::vec![0u8; cnt as usize * 16];
+    let mut b = super::zeroed_buffer(cnt as usize * 16)?;
     p.copy_from_user(iov, &mut b)?;
     Ok(b.chunks(16).map(|c| (u64::from_le_bytes(c[..8].try_into().unwrap()), u64::from_le_bytes(c[8..].try_into().unwrap()))).collect())
 }
@@ -120,7 +120,7 @@ fn readv(cx: &Ctx, fd: u64, iov: u64, cnt: u64) -> SysResult {
     let v = iovecs(&cx.p, iov, cnt)?;
     let total: u64 = v.iter().map(|x| x.1).sum();
     let f = file(&cx.p, fd)?;
-    let mut data = alloc::vec![0u8; (total as usize).min(MAX_IO)];
+    let mut data = super::zeroed_buffer((total as usize).min(MAX_IO))?;
     let n = blocking(&f, || f.read(&mut data))?;
     let mut off = 0;
     for (base, len) in v {
@@ -261,7 +261,7 @@ fn readlinkat(cx: &Ctx, dirfd: u64, pathp: u64, buf: u64, size: u64) -> SysResul
 
 fn getdents64(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
-    let mut data = alloc::vec![0u8; (len as usize).min(MAX_IO)];
+    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
     let n = f.getdents64(&mut data).map_err(err)?;
     cx.p.copy_to_user(buf, &data[..n])?;
     Ok(n as i64)
@@ -340,7 +340,7 @@ fn do_poll(cx: &Ctx, fds_addr: u64, nfds: u64, timeout_ns: Option<u64>) -> SysRe
     if nfds > crate::uw::fdtable::MAX_FDS as u64 {
         return Err(neg(EINVAL));
     }
-    let mut raw = alloc::vec![0u8; nfds as usize * 8];
+    let mut raw = super::zeroed_buffer(nfds as usize * 8)?;
     cx.p.copy_from_user(fds_addr, &mut raw)?;
     let deadline = timeout_ns.map(|t| time::uptime_ns().saturating_add(t));
     loop {
@@ -398,7 +398,7 @@ fn do_select(cx: &Ctx, nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<
     }
     let bytes = (nfds as usize).div_ceil(64) * 8;
     let load = |a: u64| -> Result<Vec<u8>, i64> {
-        let mut v = alloc::vec![0u8; bytes];
+        let mut v = super::zeroed_buffer(bytes)?;
         if a != 0 {
             cx.p.copy_from_user(a, &mut v)?;
         }
@@ -409,7 +409,7 @@ fn do_select(cx: &Ctx, nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<
     let deadline = timeout_ns.map(|t| time::uptime_ns().saturating_add(t));
     loop {
         let seen = io_wait::generation();
-        let (mut r_out, mut w_out, e_out) = (alloc::vec![0u8; bytes], alloc::vec![0u8; bytes], alloc::vec![0u8; bytes]);
+        let (mut r_out, mut w_out, e_out) = (super::zeroed_buffer(bytes)?, super::zeroed_buffer(bytes)?, super::zeroed_buffer(bytes)?);
         let mut n = 0;
         for i in 0..nfds as usize {
             if !(isset(&r_in, i) || isset(&w_in, i) || isset(&e_in, i)) {
@@ -509,7 +509,16 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         0 => read(cx, a[0], a[1], a[2]),
         1 => write(cx, a[0], a[1], a[2]),
         2 => openat(cx, AT_FDCWD as i64 as u64, a[0], a[1], a[2]),
-        3 => p.fds.lock().remove(a[0] as i32).map(|_| 0).map_err(err),
+        3 => {
+            let f = p.fds.lock().remove(a[0] as i32).map_err(err)?;
+            let others = wakes_others(&f);
+            drop(f);
+            // Closing a pipe or socket end may wake the other end (HUP).
+            if others {
+                io_wait::notify();
+            }
+            Ok(0)
+        }
         4 => fstatat(cx, AT_FDCWD as i64 as u64, a[0], a[1], 0),
         5 => file(p, a[0]).and_then(|f| stat_to_user(p, f.stat(), a[1])),
         6 => fstatat(cx, AT_FDCWD as i64 as u64, a[0], a[1], AT_SYMLINK_NOFOLLOW as u64),
@@ -535,13 +544,13 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
             }
         }),
         17 => file(p, a[0]).and_then(|f| {
-            let mut data = alloc::vec![0u8; (a[2] as usize).min(MAX_IO)];
+            let mut data = super::zeroed_buffer((a[2] as usize).min(MAX_IO))?;
             let k = f.pread(a[3], &mut data).map_err(err)?;
             p.copy_to_user(a[1], &data[..k])?;
             Ok(k as i64)
         }),
         18 => file(p, a[0]).and_then(|f| {
-            let mut data = alloc::vec![0u8; (a[2] as usize).min(MAX_IO)];
+            let mut data = super::zeroed_buffer((a[2] as usize).min(MAX_IO))?;
             p.copy_from_user(a[1], &mut data)?;
             f.pwrite(a[3], &data).map(|k| k as i64).map_err(err)
         }),

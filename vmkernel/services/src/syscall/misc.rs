@@ -92,7 +92,7 @@ fn getrandom(cx: &Ctx, buf: u64, len: u64, flags: u64) -> SysResult {
         return Err(neg(EINVAL));
     }
     let n = (len as usize).min(1 << 20);
-    let mut data = alloc::vec![0u8; n];
+    let mut data = super::zeroed_buffer(n)?;
     files::fill_random(&mut data);
     cx.p.copy_to_user(buf, &data)?;
     Ok(n as i64)
@@ -335,7 +335,7 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
             } else if a[0] > 65536 {
                 Err(neg(EINVAL))
             } else {
-                let mut b = alloc::vec![0u8; a[0] as usize * 4];
+                let mut b = super::zeroed_buffer(a[0] as usize * 4)?;
                 p.copy_from_user(a[1], &mut b)?;
                 p.ids.lock().groups = b.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
                 Ok(0)
@@ -429,7 +429,7 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
             if size < 8 {
                 return Err(neg(EINVAL));
             }
-            let mut mask = alloc::vec![0u8; size];
+            let mut mask = super::zeroed_buffer(size)?;
             for c in 0..cpus.min(size as u64 * 8) {
                 mask[(c / 8) as usize] |= 1 << (c % 8);
             }

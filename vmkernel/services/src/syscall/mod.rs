@@ -4,6 +4,7 @@
 //! `-ENOSYS` and are logged once per number; nothing a user world passes
 //! can panic the kernel: every pointer goes through the checked copies.
 
+mod epoll;
 mod fs;
 mod misc;
 mod net;
@@ -30,6 +31,16 @@ pub const NOT_MINE: i64 = i64::MIN;
 
 pub fn err(e: Errno) -> i64 {
     -(e.0 as i64)
+}
+
+/// A zeroed buffer of `len` bytes for a system call, or ENOMEM when the
+/// kernel heap cannot hold it: a call fails when memory runs out, it never
+/// takes the kernel down (`vec!` would abort on a failed allocation).
+pub fn zeroed_buffer(len: usize) -> Result<alloc::vec::Vec<u8>, i64> {
+    let mut v = alloc::vec::Vec::new();
+    v.try_reserve_exact(len).map_err(|_| neg(ENOMEM))?;
+    v.resize(len, 0);
+    Ok(v)
 }
 
 pub fn neg(e: i32) -> i64 {
@@ -113,7 +124,7 @@ fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
     if (vmkernel::vmk_api::VMK_BASE..vmkernel::vmk_api::VMK_BASE + 0x100).contains(&n) {
         return Ok(crate::vmk_calls::dispatch(n, [a[0], a[1], a[2], a[3]]));
     }
-    for group in [net::call, fs::call, proc::call, misc::call] {
+    for group in [net::call, epoll::call, fs::call, proc::call, misc::call] {
         match group(cx, n, a) {
             Err(NOT_MINE) => continue,
             r => return r,

@@ -75,6 +75,9 @@ impl Device for SocketFile {
             Err(_) => PollEvents::ERR,
         }
     }
+    fn poll_generation(&self) -> Option<u64> {
+        stack(|s| s.readiness(self.id)).ok().map(|r| r.generation)
+    }
     fn seekable(&self) -> bool {
         false
     }
@@ -165,7 +168,7 @@ fn read_sockaddr(cx: &Ctx, addr: u64, len: u64) -> Result<SocketAddrV4, i64> {
     if len > 128 {
         return Err(err(Errno::EINVAL));
     }
-    let mut b = alloc::vec![0u8; len as usize];
+    let mut b = super::zeroed_buffer(len as usize)?;
     cx.p.copy_from_user(addr, &mut b)?;
     abi::decode_sockaddr_in(&b).map_err(|e| err(ve(e)))
 }
@@ -261,7 +264,7 @@ const MAX_IO: usize = 1 << 20;
 pub fn sendto(cx: &Ctx, f: &OpenFile, id: SocketId, a: &[u64; 6]) -> SysResult {
     let (buf, len, flags, addr, alen) = (a[1], a[2], a[3], a[4], a[5]);
     let to = if addr != 0 { Some(read_sockaddr(cx, addr, alen)?) } else { None };
-    let mut data = alloc::vec![0u8; (len as usize).min(MAX_IO)];
+    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
     cx.p.copy_from_user(buf, &mut data)?;
     send_data(cx, f, id, &data, flags, to)
 }
@@ -275,7 +278,7 @@ fn send_data(cx: &Ctx, f: &OpenFile, id: SocketId, data: &[u8], flags: u64, to: 
 /// recvfrom(fd, buf, len, flags, addr, addrlen): `a` are the call's arguments.
 pub fn recvfrom(cx: &Ctx, f: &OpenFile, id: SocketId, a: &[u64; 6]) -> SysResult {
     let (buf, len, flags, addr, alen) = (a[1], a[2], a[3], a[4], a[5]);
-    let mut data = alloc::vec![0u8; (len as usize).min(MAX_IO)];
+    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
     let nonblock = flags & msg::DONTWAIT as u64 != 0;
     let fl = (flags & MSG_KNOWN) as i32;
     let info = wait_loop(f, nonblock, || stack(|s| s.recv_from(id, &mut data, fl)))?;
@@ -296,7 +299,7 @@ fn iovecs(cx: &Ctx, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i64> {
     if cnt > 1024 {
         return Err(err(Errno::EINVAL));
     }
-    let mut raw = alloc::vec![0u8; cnt as usize * 16];
+    let mut raw = super::zeroed_buffer(cnt as usize * 16)?;
     cx.p.copy_from_user(iov, &mut raw)?;
     Ok(raw
         .chunks_exact(16)
@@ -333,7 +336,7 @@ pub fn msg_io(cx: &Ctx, f: &OpenFile, id: SocketId, msgp: u64, flags: u64, send:
         }
         send_data(cx, f, id, &data, flags, to)
     } else {
-        let mut data = alloc::vec![0u8; total.min(MAX_IO as u64) as usize];
+        let mut data = super::zeroed_buffer(total.min(MAX_IO as u64) as usize)?;
         let nonblock = flags & msg::DONTWAIT as u64 != 0;
         let fl = (flags & MSG_KNOWN) as i32;
         let info = wait_loop(f, nonblock, || stack(|s| s.recv_from(id, &mut data, fl)))?;
@@ -383,7 +386,7 @@ pub fn setsockopt(cx: &Ctx, fd: u64, level: u64, name: u64, val: u64, len: u64) 
     if len > 256 {
         return Err(err(Errno::EINVAL));
     }
-    let mut v = alloc::vec![0u8; len as usize];
+    let mut v = super::zeroed_buffer(len as usize)?;
     cx.p.copy_from_user(val, &mut v)?;
     stack(|s| s.setsockopt(id, level as i32, name as i32, &v)).map(|_| 0).map_err(err)
 }

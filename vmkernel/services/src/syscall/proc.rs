@@ -126,10 +126,16 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
     }
     if flags & CLONE_VFORK != 0 {
         // The parent sleeps until the child execs or exits (the child is
-        // using its address space).
-        while !child.vfork_released.load(Ordering::Acquire) {
+        // using its address space). A CLONE_THREAD child is a thread of
+        // this very process: it releases the parent by ending (its process
+        // ends or execs only after that).
+        let released = || {
+            child.vfork_released.load(Ordering::Acquire)
+                || (flags & CLONE_THREAD != 0 && !child.threads.lock().iter().any(|x| Arc::ptr_eq(x, &thread)))
+        };
+        while !released() {
             let seen = io_wait::generation();
-            if child.vfork_released.load(Ordering::Acquire) {
+            if released() {
                 break;
             }
             if io_wait::wait_for_event(seen) == Woken::Signal {
@@ -265,9 +271,8 @@ fn unmap_areas(mm: &Mm, areas: &[Vma]) {
     if !frames.is_empty() {
         crate::arch::apic::tlb_shootdown();
     }
-    for f in frames {
-        crate::mm::release_user_frame(f);
-    }
+    // Dropping them releases them.
+    drop(frames);
 }
 
 fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> SysResult {
@@ -297,10 +302,9 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         // the frames themselves (demand faults would give each its own).
         let pages = len.div_ceil(4096);
         for i in 0..pages {
-            let frame = crate::mm::alloc_user_frame().ok_or(neg(ENOMEM))?;
-            if mm.space.map(mapped.addr + i * 4096, frame, pte_flags(prot)).is_err() {
-                let _ = crate::mm::free_frame(frame);
-            }
+            let frame = crate::mm::UserFrame::alloc().ok_or(neg(ENOMEM))?;
+            // Already mapped: the frame is freed.
+            let _ = mm.space.map(mapped.addr + i * 4096, frame, pte_flags(prot));
         }
     }
     if let Some((f, _)) = file {
@@ -310,10 +314,8 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         for i in 0..pages {
             let mut page = [0u8; 4096];
             let _ = f.pread(off + i * 4096, &mut page);
-            let frame = crate::mm::alloc_user_frame_with(&page).ok_or(neg(ENOMEM))?;
-            if mm.space.map(mapped.addr + i * 4096, frame, pte_flags(prot)).is_err() {
-                let _ = crate::mm::free_frame(frame);
-            }
+            let frame = crate::mm::UserFrame::alloc_with(&page).ok_or(neg(ENOMEM))?;
+            let _ = mm.space.map(mapped.addr + i * 4096, frame, pte_flags(prot));
         }
     }
     Ok(mapped.addr as i64)

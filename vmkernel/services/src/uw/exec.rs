@@ -33,7 +33,10 @@ fn read_all(f: &vmkernel::vfs::OpenFile) -> Result<Vec<u8>, Errno> {
     if size > MAX_EXEC_SIZE {
         return Err(Errno::ENOMEM);
     }
-    let mut data = alloc::vec![0u8; size as usize];
+    // Up to MAX_EXEC_SIZE: ENOMEM when the heap cannot hold it.
+    let mut data = Vec::new();
+    data.try_reserve_exact(size as usize).map_err(|_| Errno::ENOMEM)?;
+    data.resize(size as usize, 0);
     let mut off = 0;
     while off < data.len() {
         let n = f.pread(off as u64, &mut data[off..])?;
@@ -89,11 +92,8 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
             let mut off = 0;
             while off < seg.len() {
                 seg.fill(&data[..], off, &mut page).map_err(|e| Errno(e.errno()))?;
-                let frame = mm::alloc_user_frame_with(&page).ok_or(Errno::ENOMEM)?;
-                m.space.map(seg.start + off, frame, pte_flags(seg.prot)).map_err(|_| {
-                    let _ = mm::free_frame(frame);
-                    Errno::ENOEXEC
-                })?;
+                let frame = mm::UserFrame::alloc_with(&page).ok_or(Errno::ENOMEM)?;
+                m.space.map(seg.start + off, frame, pte_flags(seg.prot)).map_err(|_| Errno::ENOEXEC)?;
                 off += 4096;
             }
             vm.mmap(seg.start, seg.len(), seg.prot, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, None, 0)
@@ -131,7 +131,7 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
     let base = st.rsp & !0xfff;
     let mut va = base;
     while va < USER_END {
-        let frame = mm::alloc_user_frame().ok_or(Errno::ENOMEM)?;
+        let frame = mm::UserFrame::alloc().ok_or(Errno::ENOMEM)?;
         m.space.map(va, frame, pte_flags(PROT_READ | PROT_WRITE)).map_err(|_| Errno::ENOMEM)?;
         va += 4096;
     }
@@ -155,13 +155,12 @@ pub fn commit(t: &Arc<Thread>, img: Image, frame: &mut TrapFrame) {
         other.sig_pending.fetch_or(1 << 8, Ordering::AcqRel); // SIGKILL
         world::wake(other.world.load(Ordering::Relaxed));
     }
-    let root = img.mm.space.root();
+    let space = img.mm.space.clone();
     let old = core::mem::replace(&mut *p.mm.lock(), img.mm);
     if let Some(w) = world::current() {
-        w.cr3.store(root, Ordering::Release);
+        w.set_address_space(Some(space));
         w.with_user_fpu(|f| f.reset());
     }
-    p.mm.lock().space.activate();
     drop(old);
     p.fds.lock().close_on_exec();
     p.sig.lock().reset_for_exec();

@@ -44,12 +44,11 @@ fn resolve_access(mm: &Mm, va: u64, access: Access) -> bool {
         None => {
             // Not present: a fresh zeroed page (file contents are copied in
             // when a file mapping is made, so only anonymous memory faults).
-            let Some(frame) = mm::alloc_user_frame() else {
+            let Some(frame) = mm::UserFrame::alloc() else {
                 log::warn!("out of memory on a user page fault at {va:#x}");
                 return false;
             };
             if mm.space.map(page, frame, pte_flags(vma.prot)).is_err() {
-                let _ = mm::free_frame(frame);
                 // Another thread mapped it meanwhile: fine.
                 return mm.space.translate(page).is_some();
             }

@@ -7,7 +7,6 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use spin::{Mutex, Once};
-use vmkernel::bootinfo::BootInfo;
 use vmkernel::csprng::Csprng;
 use vmkernel::vfs::devfs::{self, RandomSource};
 use vmkernel::vfs::procfs::text::{CpuTimes, LoadAvg, MemInfo, ProcessInfo, SystemStat, Uptime};
@@ -22,6 +21,15 @@ use crate::{arch, console, mm, time, world};
 static VFS: Once<Vfs> = Once::new();
 static CONSOLE_TTY: Once<Arc<Tty>> = Once::new();
 static RNG: Mutex<Option<Csprng>> = Mutex::new(None);
+static KERNEL_CMDLINE: Once<String> = Once::new();
+/// What serves `/proc/net/<name>` (registered by the network services,
+/// which sit above the user-world layer).
+static NET_FILES: Once<fn(&str) -> Option<String>> = Once::new();
+
+/// Registers the source of the `/proc/net` files.
+pub fn register_net_files(f: fn(&str) -> Option<String>) {
+    NET_FILES.call_once(|| f);
+}
 
 pub fn vfs() -> Option<&'static Vfs> {
     VFS.get()
@@ -90,11 +98,13 @@ impl TtySink for ConsoleSink {
     }
 }
 
-/// Unpacks the root archive into a ramfs and mounts /dev and /proc.
-pub fn init(bi: &BootInfo) {
+/// Unpacks the root archive (its cpio bytes) into a ramfs and mounts /dev
+/// and /proc; `cmdline` is the kernel command line `/proc/cmdline` shows.
+pub fn init(root_archive: Option<&[u8]>, cmdline: &str) {
+    KERNEL_CMDLINE.call_once(|| String::from(cmdline));
     let clock: Arc<dyn Clock> = Arc::new(KernelClock);
     let root_fs = RamFs::new(clock.clone());
-    match crate::boot_archive::archive(bi) {
+    match root_archive {
         Some(a) => match load_cpio(&root_fs, a) {
             Ok(r) => log::info!("rootfs: unpacked {:?}", r),
             Err(e) => log::error!("rootfs: cannot unpack the root archive: {e:?}; starting with an empty root"),
@@ -136,14 +146,7 @@ struct Provider;
 
 impl ProcProvider for Provider {
     fn net_file(&self, name: &str) -> Option<String> {
-        crate::net::with_stack(|s| match name {
-            "dev" => Some(s.proc_net_dev()),
-            "route" => Some(s.proc_net_route()),
-            "tcp" => Some(s.proc_net_tcp()),
-            "udp" => Some(s.proc_net_udp()),
-            _ => None,
-        })
-        .flatten()
+        NET_FILES.get().and_then(|f| f(name))
     }
     fn pids(&self) -> Vec<u32> {
         process::all().iter().map(|p| p.pid).collect()
@@ -236,6 +239,9 @@ impl ProcProvider for Provider {
     }
     fn diskstats(&self) -> Vec<u8> {
         crate::storage::diskstats()
+    }
+    fn kernel_cmdline(&self) -> String {
+        KERNEL_CMDLINE.get().cloned().unwrap_or_default()
     }
 }
 

@@ -43,15 +43,16 @@ pub fn wait(p: &Process, uaddr: u64, val: u32, bitset: u32, deadline: Option<u64
         }
         w.entry(k).or_default().push(me);
     }
-    let queued = || WAITERS.lock().get(&k).is_some_and(|v| v.contains(&me));
+    // FUTEX_REQUEUE may move this waiter to another word's queue: it waits
+    // wherever it is queued now, and leaves whichever queue holds it (a
+    // stale entry would stay in the table for good).
+    let queued = || WAITERS.lock().values().any(|v| v.contains(&me));
     let dequeue = || {
         let mut w = WAITERS.lock();
-        if let Some(v) = w.get_mut(&k) {
+        w.retain(|_, v| {
             v.retain(|&x| x != me);
-            if v.is_empty() {
-                w.remove(&k);
-            }
-        }
+            !v.is_empty()
+        });
     };
     loop {
         if !queued() {
@@ -61,13 +62,14 @@ pub fn wait(p: &Process, uaddr: u64, val: u32, bitset: u32, deadline: Option<u64
             dequeue();
             return Err(EINTR);
         }
-        if let Some(d) = deadline {
-            if time::uptime_ns() >= d {
+        let _wakeup = match deadline {
+            Some(d) if time::uptime_ns() >= d => {
                 dequeue();
                 return Err(ETIMEDOUT);
             }
-            world::arm_wakeup(d);
-        }
+            Some(d) => Some(world::arm_wakeup(d)),
+            None => None,
+        };
         world::block_current();
     }
 }

@@ -48,12 +48,11 @@ pub fn wait(seen: u64, deadline: Option<u64>) -> Woken {
         if generation() != seen {
             return Woken::Event;
         }
-        if let Some(d) = deadline {
-            if time::uptime_ns() >= d {
-                return Woken::Timeout;
-            }
-            world::arm_wakeup(d);
-        }
+        let _wakeup = match deadline {
+            Some(d) if time::uptime_ns() >= d => return Woken::Timeout,
+            Some(d) => Some(world::arm_wakeup(d)),
+            None => None,
+        };
         WAITERS.wait_until_once(|| {
             generation() != seen
                 || super::signal::pending_for_current()

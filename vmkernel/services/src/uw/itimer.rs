@@ -34,6 +34,12 @@ pub fn set(pid: u32, value_ns: u64, interval_ns: u64) -> (u64, u64) {
     old
 }
 
+/// Drops pid's timer (the process has ended): an entry left behind would
+/// stay until its expiry, which `alarm` can put decades away.
+pub fn forget(pid: u32) {
+    TIMERS.lock().remove(&pid);
+}
+
 /// pid's timer: (remaining, interval), zeros if disarmed.
 pub fn get(pid: u32) -> (u64, u64) {
     let now = time::uptime_ns();

@@ -9,6 +9,7 @@
 //! - `fdtable`: per-process file descriptors;
 //! - `io_wait`: how blocked system calls wait for readiness.
 
+pub mod alarm;
 pub mod commit;
 pub mod exec;
 pub mod fault;

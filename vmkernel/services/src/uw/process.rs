@@ -46,7 +46,7 @@ impl ExitStatus {
 
 /// An address space and its areas.
 pub struct Mm {
-    pub space: AddressSpace,
+    pub space: Arc<AddressSpace>,
     pub vm: Mutex<VmMap>,
     /// The resource group its commitments are charged to.
     pub group: AtomicU32,
@@ -57,7 +57,7 @@ pub struct Mm {
 impl Mm {
     pub fn new() -> Option<Arc<Mm>> {
         Some(Arc::new(Mm {
-            space: AddressSpace::new()?,
+            space: Arc::new(AddressSpace::new()?),
             vm: Mutex::new(VmMap::new(DEFAULT_MMAP_BASE)),
             group: AtomicU32::new(world::default_group()),
             committed: AtomicU64::new(0),
@@ -67,7 +67,7 @@ impl Mm {
     /// A copy-on-write duplicate (fork).
     pub fn fork(&self) -> Option<Arc<Mm>> {
         let vm = self.vm.lock().clone();
-        let space = self.space.fork()?;
+        let space = Arc::new(self.space.fork()?);
         // MAP_SHARED areas stay shared: undo copy-on-write for them in both.
         for a in vm.areas().filter(|a| a.shared && a.prot & vmkernel::linux_abi::flags::mman::PROT_WRITE != 0) {
             let mut va = a.start;
@@ -259,11 +259,8 @@ impl Process {
         let pages = (bytes.len() as u64).div_ceil(4096).max(1);
         for i in 0..pages {
             let chunk = &bytes[(i * 4096).min(bytes.len() as u64) as usize..((i + 1) * 4096).min(bytes.len() as u64) as usize];
-            let frame = mm::alloc_user_frame_with(chunk).ok_or("out of memory")?;
-            mm.space.map(va + i * 4096, frame, flags | paging::USER).map_err(|_| {
-                let _ = mm::free_frame(frame);
-                "address already mapped"
-            })?;
+            let frame = mm::UserFrame::alloc_with(chunk).ok_or("out of memory")?;
+            mm.space.map(va + i * 4096, frame, flags | paging::USER).map_err(|_| "address already mapped")?;
         }
         Ok(())
     }
@@ -309,13 +306,16 @@ impl Process {
         let mut a = addr;
         loop {
             let n = (4096 - (a & 0xfff)) as usize;
-            let mut chunk = alloc::vec![0u8; n];
-            self.copy_from_user(a, &mut chunk)?;
+            let mut page = [0u8; 4096];
+            let chunk = &mut page[..n];
+            self.copy_from_user(a, chunk)?;
             if let Some(z) = chunk.iter().position(|&c| c == 0) {
+                out.try_reserve(z).map_err(|_| -(Errno::ENOMEM.0 as i64))?;
                 out.extend_from_slice(&chunk[..z]);
                 return Ok(out);
             }
-            out.extend_from_slice(&chunk);
+            out.try_reserve(n).map_err(|_| -(Errno::ENOMEM.0 as i64))?;
+            out.extend_from_slice(chunk);
             if out.len() > max {
                 return Err(-(Errno::ENAMETOOLONG.0 as i64));
             }
@@ -417,11 +417,11 @@ impl Thread {
 pub fn spawn_thread(thread: &Arc<Thread>, frame: TrapFrame, home_cpu_hint: u32) -> Result<world::WorldId, String> {
     let _ = home_cpu_hint;
     let p = &thread.process;
-    let root = p.mm().space.root();
+    let space = p.mm().space.clone();
     let t = thread.clone();
     let name = p.name.lock().clone();
     world::spawn(&name, WorldKind::User, p.group.load(Ordering::Relaxed), move || user_world_start(frame), |w| {
-        w.cr3.store(root, Ordering::Release);
+        w.set_address_space(Some(space));
         t.world.store(w.id, Ordering::Release);
         w.thread.call_once(|| t);
     })
@@ -480,6 +480,10 @@ pub fn exit_thread(status: ExitStatus) -> ! {
     drop(t);
     if last {
         finish_process(&p, status);
+    } else {
+        // A thread made with CLONE_VFORK releases its parent thread by
+        // ending (`clone` waits for it).
+        super::io_wait::notify();
     }
     drop(p);
     let code = match status {
@@ -516,17 +520,17 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
     *p.fds.lock() = FdTable::new();
     // Drop our reference to the address space; the last one frees it. The
     // CPU is still on these tables: load the kernel's first.
-    mm::activate_kernel_tables();
     if let Some(w) = world::current() {
-        w.cr3.store(0, Ordering::Release);
+        w.set_address_space(None);
     }
     *p.mm.lock() = Arc::new(Mm {
-        space: AddressSpace::empty(),
+        space: Arc::new(AddressSpace::empty()),
         vm: Mutex::new(VmMap::new(DEFAULT_MMAP_BASE)),
         group: AtomicU32::new(world::default_group()),
         committed: AtomicU64::new(0),
     });
     *p.cwd.lock() = None;
+    super::itimer::forget(p.pid);
     p.vfork_released.store(true, Ordering::Release);
     // Orphans go to init (pid 1), which reaps them.
     let orphans: Vec<Arc<Process>> = core::mem::take(&mut *p.children.lock());

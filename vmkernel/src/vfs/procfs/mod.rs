@@ -39,6 +39,10 @@ pub trait ProcProvider: Send + Sync {
     fn net_file(&self, _name: &str) -> Option<String> {
         None
     }
+    /// The kernel command line (`/proc/cmdline`, without its newline).
+    fn kernel_cmdline(&self) -> String {
+        String::new()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +69,7 @@ enum Global {
     Loadavg,
     Mounts,
     Diskstats,
+    Cmdline,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,13 +80,14 @@ enum PidFile {
     Exe,
 }
 
-const GLOBALS: [(&[u8], Global); 6] = [
+const GLOBALS: [(&[u8], Global); 7] = [
     (b"meminfo", Global::Meminfo),
     (b"uptime", Global::Uptime),
     (b"stat", Global::Stat),
     (b"loadavg", Global::Loadavg),
     (b"mounts", Global::Mounts),
     (b"diskstats", Global::Diskstats),
+    (b"cmdline", Global::Cmdline),
 ];
 const PID_FILES: [(&[u8], PidFile); 4] = [
     (b"stat", PidFile::Stat),
@@ -152,6 +158,7 @@ impl ProcInode {
             Node::Global(Global::Loadavg) => loadavg(&p.loadavg()).into_bytes(),
             Node::Global(Global::Mounts) => mounts(&p.mounts()),
             Node::Global(Global::Diskstats) => p.diskstats(),
+            Node::Global(Global::Cmdline) => alloc::format!("{}\n", p.kernel_cmdline()).into_bytes(),
             Node::PidFile(pid, PidFile::Stat) => pid_stat(&proc_of(pid)?).into_bytes(),
             Node::PidFile(pid, PidFile::Cmdline) => pid_cmdline(&proc_of(pid)?),
             Node::PidFile(pid, PidFile::Status) => pid_status(&proc_of(pid)?).into_bytes(),

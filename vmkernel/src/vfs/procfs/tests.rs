@@ -49,6 +49,9 @@ impl ProcProvider for Fake {
     fn mounts(&self) -> Vec<MountInfo> {
         self.vfs_mounts.lock().clone()
     }
+    fn kernel_cmdline(&self) -> String {
+        "loglevel=info hostd.root_password=x".into()
+    }
 }
 
 fn setup() -> (Vfs, Arc<Fake>) {
@@ -108,10 +111,11 @@ fn listing_and_pids() {
     let d = v.open(&Credentials::root(), &v.root(), b"/proc", O_RDONLY | O_DIRECTORY, 0).unwrap();
     let n = names(&d);
     let want: Vec<&[u8]> = vec![
-        b".", b"..", b"meminfo", b"uptime", b"stat", b"loadavg", b"mounts", b"diskstats", b"self", b"net", b"1",
+        b".", b"..", b"meminfo", b"uptime", b"stat", b"loadavg", b"mounts", b"diskstats", b"cmdline", b"self", b"net", b"1",
         b"7", b"300",
     ];
     assert_eq!(n, want);
+    assert_eq!(cat(&v, b"/proc/cmdline").unwrap(), b"loglevel=info hostd.root_password=x\n");
     // /proc/net lists its files; without a network stack they are absent.
     let d = v.open(&Credentials::root(), &v.root(), b"/proc/net", O_RDONLY | O_DIRECTORY, 0).unwrap();
     assert_eq!(names(&d)[2..], [b"dev".to_vec(), b"route".to_vec(), b"tcp".to_vec(), b"udp".to_vec()]);

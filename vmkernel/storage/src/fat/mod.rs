@@ -13,9 +13,13 @@
 //!   directories, `0o644` for files, `0o444`/`0o555` on a read-only mount).
 //! - A full volume gives [`FsError::NoSpace`] (ENOSPC); what was already
 //!   written stays intact.
-//! - A file that is open cannot be renamed over or removed
-//!   ([`FsError::Busy`], EBUSY), as on VMFS: FAT has no inodes to keep an
-//!   unlinked file alive.
+//! - Open files behave as POSIX asks although FAT has no inodes: a file
+//!   removed while open moves to the hidden directory [`ORPHANS`] and
+//!   lives there until its last handle closes (mount and unmount clear
+//!   what a crash left there); a file renamed while open keeps its
+//!   handles. One difference: an atomic replace (below) over a file that
+//!   is open rewrites that file in place, so its open handles see the new
+//!   contents rather than the old.
 //! - A new name must start with an ASCII character: the fatfs crate's
 //!   short-name generator panics on others, so they are refused with
 //!   [`FsError::Invalid`] (such names made elsewhere are read normally).
@@ -70,6 +74,14 @@ use crate::block::BlockError;
 use crate::cache::BlockCache;
 use check::Geometry;
 use journal::{Intent, JOURNAL_NAME, JournalArea};
+
+/// Where files removed while open live until their last close (hidden
+/// from listings; emptied at mount and unmount).
+pub const ORPHANS: &str = ".mantle-orphans";
+const ORPHANS_PREFIX: &str = ".mantle-orphans/";
+/// A replaced file that is open, for the moment between its rename and
+/// its move to [`ORPHANS`].
+const REPLACED: &str = ".mantle-replaced";
 
 /// Wall-clock time in seconds since 1970 (UTC), for file times.
 pub trait WallClock: Send + Sync {
@@ -355,6 +367,8 @@ type FatDir<'a> = fatfs::Dir<'a, CacheIo, FatTime, fatfs::LossyOemCpConverter>;
 struct Node<'a> {
     file: FatFile<'a>,
     refs: u32,
+    /// Unlinked while open: it sits in [`ORPHANS`] and goes at the last close.
+    orphan: bool,
     /// Where the file's bytes are on the volume, built on the first read
     /// and dropped by any write or truncate: reads at random offsets then
     /// cost a binary search instead of a walk down the cluster chain.
@@ -571,6 +585,32 @@ pub struct Datastore {
     /// clear its dirty flag (fatfs keeps a flag it found set).
     clear_dirty_on_unmount: bool,
 }
+
+// SAFETY: a `Datastore` is not `Send` for one reason: the open files
+// (`Volume`'s dependent, fatfs `File`s) hold `&FileSystem`, and fatfs's
+// `FileSystem` has `RefCell`s, so it is not `Sync`. Those references
+// never leave the datastore: they live in the same self-cell as the file
+// system they borrow, no method returns a reference into the volume that
+// outlives its borrow of `self`, and the fields' private types keep it
+// so. Everything else in it is `Send` (asserted below). Moving the whole
+// datastore to another CPU therefore moves the file system together with
+// every reference to it, as a move within one thread does; it stays
+// `!Sync`, so no two CPUs use it at once. The kernel keeps each one
+// behind a lock and moves it between CPUs that way.
+#[allow(unsafe_code)]
+unsafe impl Send for Datastore {}
+
+// The parts of a `Datastore` other than the borrowing files are `Send`.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<Fs>();
+    send::<Arc<BlockCache>>();
+    send::<Arc<dyn WallClock>>();
+    send::<Geometry>();
+    send::<Option<JournalArea>>();
+    send::<Vec<String>>();
+    send::<BTreeMap<u64, HandleInfo>>();
+};
 
 /// Splits and checks a path: components, without empty ones.
 fn components(path: &str) -> Result<Vec<&str>, FsError> {
@@ -843,6 +883,13 @@ impl Datastore {
         if let Err(e) = ds.open_journal(opts.journal_bytes) {
             ds.log.push(format!("journal unavailable ({e}): renames over existing files are not atomic"));
         }
+        if !ds.read_only {
+            match ds.clear_orphans() {
+                Ok(0) => {}
+                Ok(n) => ds.log.push(format!("removed {n} file(s) unlinked while open before the last shutdown")),
+                Err(e) => ds.log.push(format!("could not clear {ORPHANS}: {e}")),
+            }
+        }
         Ok(ds)
     }
 
@@ -932,7 +979,83 @@ impl Datastore {
     }
 
     fn is_internal(path: &str) -> bool {
-        key_of(path) == JOURNAL_NAME
+        let key = key_of(path);
+        key == JOURNAL_NAME || key == ORPHANS || key.starts_with(ORPHANS_PREFIX)
+    }
+
+    fn is_open_exact(&self, key: &str) -> bool {
+        self.vol.borrow_dependent().nodes.contains_key(key)
+    }
+
+    /// Flushes and closes the fatfs file behind an open node, keeping its
+    /// handles: before its directory entry moves (fatfs files remember
+    /// where their entry is). Its reference count and orphan flag.
+    fn park(&mut self, key: &str) -> Result<Option<(u32, bool)>, FsError> {
+        self.vol.with_dependent_mut(|_, files| match files.nodes.remove(key) {
+            Some(mut n) => {
+                n.file.flush()?;
+                Ok(Some((n.refs, n.orphan)))
+            }
+            None => Ok(None),
+        })
+    }
+
+    /// Reopens parked nodes (`old_keys`) as one node at `path` and points
+    /// their handles there.
+    fn unpark(&mut self, old_keys: &[&str], path: &str, refs: u32, orphan: bool) -> Result<(), FsError> {
+        let key = key_of(path);
+        self.vol.with_dependent_mut(|fs, files| {
+            for h in files.handles.values_mut() {
+                if old_keys.contains(&h.key.as_str()) {
+                    h.key = key.clone();
+                    h.path = String::from(path);
+                }
+            }
+            let (parent, name) = split_parent(path);
+            let e = lookup(&open_dir(fs, parent)?, name)?.ok_or(FsError::NotFound)?;
+            files.nodes.insert(key.clone(), Node { file: e.to_file(), refs, orphan, map: None });
+            Ok(())
+        })
+    }
+
+    /// Moves the file at `path` into [`ORPHANS`] (made on first use); its
+    /// path there.
+    fn orphan_entry(&mut self, path: &str) -> Result<String, FsError> {
+        let name = format!("o{}", self.next_handle);
+        self.next_handle += 1;
+        let fs = self.vol.borrow_owner();
+        let root = fs.root_dir();
+        let odir = match lookup(&root, ORPHANS)? {
+            Some(e) if e.is_dir() => e.to_dir(),
+            Some(_) => return Err(FsError::Corrupt),
+            None => root.create_dir(ORPHANS)?,
+        };
+        let (parent, fname) = split_parent(path);
+        open_dir(fs, parent)?.rename(fname, &odir, &name)?;
+        Ok(format!("{ORPHANS}/{name}"))
+    }
+
+    /// Removes every file in [`ORPHANS`] that no handle holds; how many.
+    fn clear_orphans(&mut self) -> Result<usize, FsError> {
+        let held: Vec<String> = self.vol.borrow_dependent().nodes.keys().filter(|k| k.starts_with(ORPHANS_PREFIX)).cloned().collect();
+        let fs = self.vol.borrow_owner();
+        let Some(e) = lookup(&fs.root_dir(), ORPHANS)? else { return Ok(0) };
+        if !e.is_dir() {
+            return Ok(0);
+        }
+        let dir = e.to_dir();
+        let mut names = Vec::new();
+        for e in dir.iter() {
+            let e = e?;
+            let n = e.file_name();
+            if n != "." && n != ".." && e.is_file() && !held.contains(&format!("{ORPHANS_PREFIX}{}", n.to_lowercase())) {
+                names.push(n);
+            }
+        }
+        for n in &names {
+            dir.remove(n)?;
+        }
+        Ok(names.len())
     }
 
     fn is_open(&self, path: &str) -> bool {
@@ -963,7 +1086,7 @@ impl Datastore {
         for e in dir.iter() {
             let e = e?;
             let name = e.file_name();
-            if name == "." || name == ".." || (path.is_empty() && name == JOURNAL_NAME) {
+            if name == "." || name == ".." || (path.is_empty() && (name == JOURNAL_NAME || name.eq_ignore_ascii_case(ORPHANS))) {
                 continue;
             }
             let kind = if e.is_dir() { FileKind::Dir } else { FileKind::File };
@@ -1014,14 +1137,28 @@ impl Datastore {
         if Self::is_internal(&path) {
             return Err(FsError::Denied);
         }
-        let busy = self.is_open(&path);
+        let key = key_of(&path);
+        let kind = stat_entry(self.vol.borrow_owner(), &path, false)?.kind;
+        if kind == FileKind::Dir {
+            return Err(FsError::IsDir);
+        }
+        if self.is_open_exact(&key) {
+            // Open: the name goes now, the file at its last close.
+            let Some((refs, _)) = self.park(&key)? else { return Err(FsError::BadHandle) };
+            return match self.orphan_entry(&path) {
+                Ok(at) => self.unpark(&[&key], &at, refs, true),
+                Err(e) => {
+                    let _ = self.unpark(&[&key], &path, refs, false);
+                    Err(e)
+                }
+            };
+        }
         let fs = self.vol.borrow_owner();
         let (parent, name) = split_parent(&path);
         let pdir = open_dir(fs, parent)?;
         match lookup(&pdir, name)? {
             None => Err(FsError::NotFound),
             Some(e) if e.is_dir() => Err(FsError::IsDir),
-            Some(_) if busy => Err(FsError::Busy),
             Some(_) => Ok(pdir.remove(name)?),
         }
     }
@@ -1057,9 +1194,81 @@ impl Datastore {
         if src.kind == FileKind::Dir && key_of(&to).starts_with(&format!("{}/", key_of(&from))) {
             return Err(FsError::Invalid);
         }
-        if self.is_open(&from) || self.is_open(&to) {
-            return Err(FsError::Busy);
+        let (from_key, to_key) = (key_of(&from), key_of(&to));
+        if src.kind == FileKind::Dir {
+            // Files inside keep their entries (the directory's clusters do
+            // not move): only their names change.
+            if self.is_open(&to) {
+                return Err(FsError::Busy);
+            }
+            self.rename_moved(&from, &to, &src)?;
+            let (old_prefix, new_prefix) = (format!("{from_key}/"), format!("{to_key}/"));
+            let to_path = to.clone();
+            self.vol.with_dependent_mut(|_, files| {
+                let moved: Vec<String> = files.nodes.keys().filter(|k| k.starts_with(&old_prefix)).cloned().collect();
+                for k in moved {
+                    if let Some(n) = files.nodes.remove(&k) {
+                        files.nodes.insert(format!("{new_prefix}{}", &k[old_prefix.len()..]), n);
+                    }
+                }
+                for h in files.handles.values_mut() {
+                    if h.key == from_key || h.key.starts_with(&old_prefix) {
+                        h.key = format!("{to_key}{}", &h.key[from_key.len()..]);
+                        h.path = format!("{to_path}{}", &h.path[h.path.len().min(from.len())..]);
+                    }
+                }
+            });
+            return Ok(());
         }
+        // A file: open nodes are parked while entries move, then reopened.
+        let from_parked = self.park(&from_key)?;
+        let to_parked = if self.is_open_exact(&to_key) { self.park(&to_key)? } else { None };
+        let result = self.rename_moved(&from, &to, &src).and_then(|atomic| {
+            let mut refs = from_parked.map_or(0, |p| p.0);
+            if let Some((to_refs, _)) = to_parked {
+                if atomic {
+                    // Rewritten in place: its handles stay on `to`.
+                    refs += to_refs;
+                } else {
+                    // Replaced: its handles keep the old file, now an orphan.
+                    let at = self.orphan_entry_of_replaced(&to)?;
+                    self.unpark(&[&to_key], &at, to_refs, true)?;
+                }
+            }
+            if refs > 0 {
+                self.unpark(&[&from_key, &to_key], &to, refs, false)?;
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            // Best effort: reopen whatever is still where it was.
+            if let Some((r, o)) = from_parked {
+                let _ = self.unpark(&[&from_key], &from, r, o);
+            }
+            if let Some((r, o)) = to_parked
+                && !self.is_open_exact(&to_key)
+            {
+                let _ = self.unpark(&[&to_key], &to, r, o);
+            }
+        }
+        result
+    }
+
+    /// A replaced destination that was open was kept aside by
+    /// `rename_moved` as [`REPLACED`]; give it an orphan's name.
+    fn orphan_entry_of_replaced(&mut self, to: &str) -> Result<String, FsError> {
+        let (tp, _) = split_parent(to);
+        let kept = if tp.is_empty() { String::from(REPLACED) } else { format!("{tp}/{REPLACED}") };
+        self.orphan_entry(&kept)
+    }
+
+    /// The move itself, for paths already checked; `true` if it went
+    /// through the atomic replace. A destination file that is still held
+    /// open (parked) is renamed to [`REPLACED`] beside it instead of
+    /// removed.
+    fn rename_moved(&mut self, from: &str, to: &str, src: &Stat) -> Result<bool, FsError> {
+        let (from, to) = (String::from(from), String::from(to));
+        let to_held = self.vol.borrow_dependent().handles.values().any(|h| h.key == key_of(&to));
         let dst = match stat_entry(self.vol.borrow_owner(), &to, false) {
             Ok(s) => Some(s),
             Err(FsError::NotFound) => None,
@@ -1077,13 +1286,21 @@ impl Datastore {
             && let Some(j) = &self.journal
             && src.size <= j.max_data(&from, &to) as u64
         {
-            return self.atomic_replace(&from, &to, dst.map(|d| d.size));
+            return self.atomic_replace(&from, &to, dst.map(|d| d.size)).map(|()| true);
         }
         // Not atomic: FAT's delete + rename (directories, large files).
         let fs = self.vol.borrow_owner();
         if dst.is_some() {
             let (tp, tn) = split_parent(&to);
-            open_dir(fs, tp)?.remove(tn)?;
+            let tdir = open_dir(fs, tp)?;
+            if to_held {
+                if lookup(&tdir, REPLACED)?.is_some() {
+                    tdir.remove(REPLACED)?;
+                }
+                tdir.rename(tn, &tdir, REPLACED)?;
+            } else {
+                tdir.remove(tn)?;
+            }
         }
         let (fp, fname) = split_parent(&from);
         let (tp, tn) = split_parent(&to);
@@ -1099,7 +1316,7 @@ impl Datastore {
             self.cache.write(at + 20, &((parent >> 16) as u16).to_le_bytes())?;
             self.cache.write(at + 26, &(parent as u16).to_le_bytes())?;
         }
-        Ok(())
+        Ok(false)
     }
 
     fn atomic_replace(&mut self, from: &str, to: &str, to_size: Option<u64>) -> Result<(), FsError> {
@@ -1223,7 +1440,7 @@ impl Datastore {
                         pdir.create_file(name)?
                     }
                 };
-                files.nodes.insert(key.clone(), Node { file, refs: 0, map: None });
+                files.nodes.insert(key.clone(), Node { file, refs: 0, orphan: false, map: None });
             }
             let Some(node) = files.nodes.get_mut(&key) else { return Err(FsError::BadHandle) };
             if truncate {
@@ -1242,7 +1459,7 @@ impl Datastore {
     /// Closes a handle; the file's directory entry is written when its
     /// last handle closes.
     pub fn close(&mut self, h: Handle) -> Result<(), FsError> {
-        self.vol.with_dependent_mut(|_, files| {
+        self.vol.with_dependent_mut(|fs, files| {
             let info = files.handles.remove(&h.0).ok_or(FsError::BadHandle)?;
             if info.dir {
                 return Ok(());
@@ -1256,6 +1473,12 @@ impl Datastore {
             };
             if last && let Some(mut n) = files.nodes.remove(&info.key) {
                 n.file.flush()?;
+                drop(n.file);
+                if n.orphan
+                    && let Some(name) = info.key.strip_prefix(ORPHANS_PREFIX)
+                {
+                    open_dir(fs, ORPHANS)?.remove(name)?;
+                }
             }
             Ok(())
         })
@@ -1509,7 +1732,14 @@ impl Datastore {
 
     /// Closes every handle, writes the FSInfo sector, clears the volume's
     /// dirty flag and flushes the cache.
-    pub fn unmount(self) -> Result<(), FsError> {
+    pub fn unmount(mut self) -> Result<(), FsError> {
+        // Handles still open are closed (files unlinked while open go now).
+        if !self.read_only {
+            let open: Vec<u64> = self.vol.borrow_dependent().handles.keys().copied().collect();
+            for h in open {
+                let _ = self.close(Handle(h));
+            }
+        }
         let Datastore { mut vol, cache, read_only, clear_dirty_on_unmount, geometry, .. } = self;
         let mut first_err = None;
         vol.with_dependent_mut(|_, files| {

@@ -286,7 +286,7 @@ pub struct Vmcs {
 impl Vmcs {
     /// A VMCS for a guest over the EPT rooted at `ept_root`, loaded and
     /// current on this CPU, in the architectural reset state (real mode).
-    pub fn new(ept_root: u64) -> Result<Vmcs, &'static str> {
+    pub(crate) fn new(ept_root: u64) -> Result<Vmcs, &'static str> {
         let ctl = controls()?;
         enable_this_cpu()?;
         let page = mm::alloc_frame().ok_or("no memory for a VMCS")?;
@@ -659,7 +659,7 @@ fn seg_fields(s: SegReg) -> SegFields {
 }
 
 impl VcpuHw for Vmcs {
-    fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit {
+    fn run(&mut self, regs: &mut GuestRegs, fpu: &mut crate::arch::context::FpuState) -> Exit {
         if !self.current() {
             log::warn!("vmx: vCPU on cpu {}: its VMCS (active on cpu {}) could not be loaded", this_cpu(), self.cpu.get());
             return Exit::EntryFailed { code: u64::MAX };
@@ -683,7 +683,7 @@ impl VcpuHw for Vmcs {
         // page-faults.
         let failed = unsafe {
             asm!("mov cr2, {}", in(reg) self.cr2, options(nostack));
-            let r = vmx_run(regs, self.launched.get() as u64, fpu, super::vcpu::guest_xsave_mask());
+            let r = vmx_run(regs, self.launched.get() as u64, fpu.area_mut().as_mut_ptr(), super::vcpu::guest_xsave_mask());
             let cr2: u64;
             asm!("mov {}, cr2", out(reg) cr2, options(nostack));
             self.cr2 = cr2;

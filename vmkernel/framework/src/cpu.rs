@@ -3,6 +3,9 @@
 
 use core::arch::asm;
 
+/// Upper bound on CPU indices (the MADT list is capped at the same size).
+pub const MAX_CPUS: usize = 256;
+
 /// Port I/O. Reading or writing an I/O port cannot corrupt Rust memory by
 /// itself, but it drives devices; the kernel mints this capability only for
 /// its drivers (console, PIT, PIC, ACPI PM, PCI mechanism #1).

@@ -9,7 +9,6 @@
 pub mod guest_memory;
 pub mod svm;
 pub mod vcpu;
-pub mod vm;
 pub mod vmx;
 
 use spin::Once;
@@ -92,17 +91,52 @@ pub fn new_guest_memory(size: u64, holes: &[(u64, u64)]) -> Option<guest_memory:
     }
 }
 
-/// A vCPU on this CPU's backend over the nested page table rooted at
-/// `nested_root`.
-pub fn new_vcpu(nested_root: u64) -> Result<alloc::boxed::Box<dyn vcpu::VcpuHw>, &'static str> {
-    match detect() {
-        Some(Backend::Svm { .. }) => {
-            let v = svm::Vmcb::new(nested_root, 1).ok_or("no memory for a VMCB")?;
-            Ok(alloc::boxed::Box::new(v))
-        }
-        Some(Backend::Vmx { .. }) => Ok(alloc::boxed::Box::new(vmx::Vmcs::new(nested_root)?)),
-        None => Err(unavailable_reason()),
+/// A vCPU's control structure on this CPU's backend, running over a
+/// guest memory's nested page table: it borrows that memory, so the
+/// tables cannot go while the vCPU can still enter the guest.
+pub struct Vcpu<'m> {
+    hw: alloc::boxed::Box<dyn vcpu::VcpuHw>,
+    _memory: core::marker::PhantomData<&'m guest_memory::GuestMemory>,
+}
+
+impl core::ops::Deref for Vcpu<'_> {
+    type Target = dyn vcpu::VcpuHw;
+    fn deref(&self) -> &Self::Target {
+        &*self.hw
     }
+}
+
+impl core::ops::DerefMut for Vcpu<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.hw
+    }
+}
+
+/// A vCPU on this CPU's backend over `memory`.
+pub fn new_vcpu(memory: &guest_memory::GuestMemory) -> Result<Vcpu<'_>, &'static str> {
+    let nested_root = memory.root();
+    let hw: alloc::boxed::Box<dyn vcpu::VcpuHw> = match detect() {
+        Some(Backend::Svm { .. }) => alloc::boxed::Box::new(svm::Vmcb::new(nested_root, 1).ok_or("no memory for a VMCB")?),
+        Some(Backend::Vmx { .. }) => alloc::boxed::Box::new(vmx::Vmcs::new(nested_root)?),
+        None => return Err(unavailable_reason()),
+    };
+    Ok(Vcpu { hw, _memory: core::marker::PhantomData })
+}
+
+/// Loads a guest's breakpoint addresses into DR0-DR3 (before an entry
+/// whose DR7 arms some of them).
+pub fn load_guest_breakpoint_addresses(address: [u64; 4]) {
+    let [a0, a1, a2, a3] = address;
+    // SAFETY: the host arms no hardware breakpoint (its DR7 enables
+    // are 0, and SVM/VMX give it DR7 0x400 at every exit), so these
+    // addresses have no effect outside this guest.
+    unsafe {
+        core::arch::asm!(
+            "mov dr0, {}", "mov dr1, {}", "mov dr2, {}", "mov dr3, {}",
+            in(reg) a0, in(reg) a1, in(reg) a2, in(reg) a3,
+            options(nostack, preserves_flags)
+        )
+    };
 }
 
 /// Where vCPU worlds may run (`None`: on any CPU).

@@ -216,7 +216,7 @@ impl Vmcb {
     /// A VMCB intercepting every I/O port and MSR, CPUID, HLT, shutdown,
     /// VMRUN/VMMCALL and physical interrupts, with nested paging rooted at
     /// `ncr3` and address-space ID `asid`.
-    pub fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
+    pub(crate) fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
         let (iopm, msrpm) = permission_maps()?;
         let v = Vmcb { page: mm::alloc_frame()?, nmi_blocked: false, iret_step: None };
         // INTR, NMI, RDPMC (the host's counters), CPUID, INVD (it would
@@ -324,7 +324,7 @@ impl Vmcb {
     /// `fpu` holds the guest's x87/SSE state (FXSAVE image, 16-byte
     /// aligned); the stub loads it right before VMRUN and saves it right
     /// after, in assembly, so no host code sees or clobbers guest registers.
-    pub fn run_raw(&self, regs: &mut GuestRegs, fpu: *mut u8) -> u64 {
+    pub fn run_raw(&self, regs: &mut GuestRegs, fpu: &mut crate::arch::context::FpuState) -> u64 {
         // The vCPU world may have moved to another CPU since the last run.
         if host_area() == 0 && enable_this_cpu().is_err() {
             return exit::INVALID;
@@ -335,7 +335,7 @@ impl Vmcb {
         // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB and
         // its maps are valid and owned, the guest's memory is its own nested
         // page table; the stub saves and restores every host register.
-        unsafe { svm_run(self.page, regs, host, fpu, super::vcpu::guest_xsave_mask()) };
+        unsafe { svm_run(self.page, regs, host, fpu.area_mut().as_mut_ptr(), super::vcpu::guest_xsave_mask()) };
         regs.gpr[RAX] = self.r64(vmcb::RAX);
         regs.gpr[RSP] = self.r64(vmcb::RSP);
         self.r64(vmcb::EXIT_CODE)
@@ -370,7 +370,7 @@ const INTERCEPT_IRET: u32 = 1 << 20;
 const RFLAGS_TF: u64 = 1 << 8;
 
 impl VcpuHw for Vmcb {
-    fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit {
+    fn run(&mut self, regs: &mut GuestRegs, fpu: &mut crate::arch::context::FpuState) -> Exit {
         let code = self.run_raw(regs, fpu);
         // An exit in the middle of delivering an event (EXITINTINFO valid):
         // deliver it again on the next VMRUN, or it is lost. Software

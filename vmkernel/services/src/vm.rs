@@ -7,7 +7,6 @@
 //! Exit handling is backend-independent: the backend (`hv::svm`,
 //! `hv::vmx`) only enters the guest and reports exits as [`Exit`].
 
-use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -21,8 +20,9 @@ use vmkernel::vmm::loader::{self, MemError, VcpuState};
 use vmkernel::vmm::msrs::{MsrEffect, VirtualMsrs};
 use vmkernel::vmm::platform::{Platform, PlatformConfig};
 
-use super::guest_memory::GuestMemory;
-use super::vcpu::{Ctl, Event, Exit, GuestRegs, RAX, RBX, RCX, RDX, SegReg, VcpuHw};
+use crate::hv;
+use hv::guest_memory::GuestMemory;
+use hv::vcpu::{Ctl, Event, Exit, GuestRegs, RAX, RBX, RCX, RDX, SegReg, VcpuHw};
 use crate::arch::cpu;
 use crate::{time, world};
 
@@ -160,10 +160,10 @@ fn new_platform(config: &VmConfig, size: u64) -> Platform {
 /// Creates a VM: its resource group, memory, platform, and the kernel
 /// loaded; nothing is left behind if any step fails.
 pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>) -> Result<Arc<Vm>, (i64, String)> {
-    if super::backend().is_none() {
-        return Err((-ENODEV, alloc::format!("no usable hardware virtualization: {}", super::unavailable_reason())));
+    if hv::backend().is_none() {
+        return Err((-ENODEV, alloc::format!("no usable hardware virtualization: {}", hv::unavailable_reason())));
     }
-    super::init_this_cpu().map_err(|e| (-ENODEV, String::from(e)))?;
+    hv::init_this_cpu().map_err(|e| (-ENODEV, String::from(e)))?;
     let params = vmkernel::sched::GroupParams {
         shares: config.shares,
         reservation_pct: config.reservation_pct,
@@ -174,7 +174,7 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
         .map_err(|e| (api::errno_for(&e), alloc::format!("{e}")))?;
     let undo_group = || world::with_policy(|p| p.destroy_group(group).ok());
     let size = config.memory_mib as u64 * (1 << 20);
-    let Some(memory) = super::new_guest_memory(size, &MMIO_HOLES) else {
+    let Some(memory) = hv::new_guest_memory(size, &MMIO_HOLES) else {
         undo_group();
         return Err((-ENOMEM, alloc::format!("not enough host memory for {} MiB of guest RAM", config.memory_mib)));
     };
@@ -242,19 +242,17 @@ impl Vm {
             slot.init.store(false, Ordering::Release);
             slot.sipi.store(0, Ordering::Release);
             slot.run_ns.store(0, Ordering::Relaxed);
-            let arg = Box::into_raw(Box::new(VcpuArg { vm: self.clone(), index })) as usize;
+            let arg = VcpuArg { vm: self.clone(), index };
             let name = alloc::format!("vcpu{index}:{}", self.config.name);
             // vCPU worlds migrate freely among the CPUs that may run guests
             // (all, except CPU 0 under QEMU TCG: `hv::guest_cpus`; a VMX
             // VMCS follows its world). The set is in place before the
             // world first runs.
-            match world::spawn_on(&name, world::WorldKind::Vcpu, self.group, vcpu_main, arg, |_| {}, super::guest_cpus()) {
+            match world::spawn_on(&name, world::WorldKind::Vcpu, self.group, move || vcpu_main(arg), |_| {}, hv::guest_cpus()) {
                 Ok(w) => {
                     slot.world.store(w, Ordering::Release);
                 }
                 Err(e) => {
-                    // SAFETY: the world was not created; take the argument back.
-                    drop(unsafe { Box::from_raw(arg as *mut VcpuArg) });
                     // The vCPUs already started stop at their next exit.
                     self.live.fetch_sub((self.vcpus.len() - index) as u32, Ordering::AcqRel);
                     self.request_stop(api::EXIT_REASON_POWER_OFF, 0);
@@ -438,6 +436,21 @@ impl Vm {
         self.platform.lock().console_output().read_since(pos, out)
     }
 
+    /// Raises LINT1 on every vCPU (the NMI line of a PC's chipset).
+    pub fn nmi(&self) -> Result<(), (i64, String)> {
+        if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
+            return Err((-EBUSY, "the VM is not running".into()));
+        }
+        {
+            let mut p = self.platform.lock();
+            for l in p.lapics.iter_mut() {
+                l.raise_lint(1);
+            }
+        }
+        self.kick_all();
+        Ok(())
+    }
+
     pub fn console_input(&self, bytes: &[u8]) -> usize {
         self.platform.lock().console_input(bytes)
     }
@@ -504,9 +517,8 @@ pub fn destroy(id: u32) -> Result<(), (i64, String)> {
     Ok(())
 }
 
-fn vcpu_main(arg: usize) {
-    // SAFETY: `start` leaked this box for the vCPU world.
-    let VcpuArg { vm, index } = *unsafe { Box::from_raw(arg as *mut VcpuArg) };
+fn vcpu_main(arg: VcpuArg) {
+    let VcpuArg { vm, index } = arg;
     let end = vcpu_body(&vm, index);
     // CPU time as the scheduler accounted it (what shares/limits govern).
     let used = world::with_policy(|p| p.world_used_ns(world::current_id())).unwrap_or(0);
@@ -520,11 +532,11 @@ fn vcpu_main(arg: usize) {
 /// Runs vCPU `index` until the VM stops; returns why, when this vCPU
 /// is the one that ends the VM.
 fn vcpu_body(vm: &Vm, index: usize) -> Option<(u32, u64)> {
-    if let Err(e) = super::init_this_cpu() {
+    if let Err(e) = hv::init_this_cpu() {
         log::warn!("vm {}: {e}", vm.config.name);
         return Some((api::EXIT_REASON_UNHANDLED, 0));
     }
-    let mut v = match super::new_vcpu(vm.memory.root()) {
+    let mut v = match hv::new_vcpu(&vm.memory) {
         Ok(v) => v,
         Err(e) => {
             log::warn!("vm {}: {e}", vm.config.name);
@@ -559,7 +571,7 @@ fn vcpu_body(vm: &Vm, index: usize) -> Option<(u32, u64)> {
             fpu.reset();
             debug = DebugRegs::default();
         }
-        match run_loop(vm, index, &mut *v, &mut regs, fpu.area_mut().as_mut_ptr(), &mut msrs, &mut debug) {
+        match run_loop(vm, index, &mut *v, &mut regs, &mut fpu, &mut msrs, &mut debug) {
             Stop::Vm(reason, code) => return Some((reason, code)),
             Stop::Requested => return None,
             Stop::Init => waiting_for_sipi = true,
@@ -608,13 +620,13 @@ enum Stop {
 
 /// The virtual CPU's identity (see `vmm::cpuid`) over this CPU's CPUID.
 fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
-    vmkernel::vmm::cpuid::virtual_cpuid(super::cpu_model(), leaf, sub, vcpu as u32, vcpus as u32, |l, s| {
+    vmkernel::vmm::cpuid::virtual_cpuid(hv::cpu_model(), leaf, sub, vcpu as u32, vcpus as u32, |l, s| {
         let r = cpu::cpuid(l, s);
         [r.eax, r.ebx, r.ecx, r.edx]
     })
 }
 
-fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: *mut u8, msrs: &mut VirtualMsrs, debug: &mut DebugRegs) -> Stop {
+fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: &mut crate::arch::context::FpuState, msrs: &mut VirtualMsrs, debug: &mut DebugRegs) -> Stop {
     let slot = &vm.vcpus[index];
     let count = |k: usize| vm.exit_counts.0[k].fetch_add(1, Ordering::Relaxed);
     // The exit handler completed the guest's instruction (moved RIP past
@@ -631,11 +643,11 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
         while vm.paused.load(Ordering::Acquire) && !vm.stop_requested.load(Ordering::Acquire) {
             world::block_until(time::uptime_ns() + 100_000_000);
         }
-        if !super::may_enter_guest_here() {
+        if !hv::may_enter_guest_here() {
             // Not reached while the scheduler honours the vCPU's CPU set;
             // if it ever is, move rather than enter the guest here.
             let me = world::current_id();
-            world::with_policy(|p| p.set_allowed_cpus(me, super::guest_cpus()).ok());
+            world::with_policy(|p| p.set_allowed_cpus(me, hv::guest_cpus()).ok());
             world::yield_now();
             continue;
         }
@@ -677,7 +689,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 // Hypervisor leaf 0x40000001 EAX bit 0: guest hardware
                 // breakpoints do not fire on this host (QEMU 7.2 TCG's VMRUN
                 // loads the VMCB's DR7 without arming its breakpoints).
-                if leaf == 0x4000_0001 && super::guest_breakpoints_unavailable() {
+                if leaf == 0x4000_0001 && hv::guest_breakpoints_unavailable() {
                     r[0] |= 1;
                 }
                 // CPUID.1:EDX.APIC (and AMD's copy) follows IA32_APIC_BASE.EN.
@@ -695,7 +707,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
                 let msr = regs.gpr[RCX] as u32;
                 let mut p = vm.platform.lock();
                 p.advance(now);
-                let model = super::cpu_model();
+                let model = hv::cpu_model();
                 let ok = if !model.offers_msr(msr) {
                     false
                 } else if write {
@@ -790,7 +802,9 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             Exit::ExternalInterrupt | Exit::Nmi => {
                 count(api::VM_EXIT_INTERRUPT);
                 cpu::take_pending_interrupts();
-                if world::slice_expired(time::uptime_ns()) {
+                // The slice is over, or a world woken for this CPU comes
+                // first (wake-up preemption: the kick IPI got us here).
+                if world::slice_expired(time::uptime_ns()) || world::take_resched() {
                     world::yield_now();
                 }
             }
@@ -939,17 +953,7 @@ fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw, completed: bool) 
 /// DR7 (GD cleared: MOV DR exits anyway). #DB always exits (CVE-2015-8104).
 fn load_debug_regs(v: &mut dyn VcpuHw, debug: &DebugRegs) {
     let want = if debug.dr7 & 0xff != 0 {
-        let [a0, a1, a2, a3] = debug.address;
-        // SAFETY: the host arms no hardware breakpoint (its DR7 enables
-        // are 0, and SVM/VMX give it DR7 0x400 at every exit), so these
-        // addresses have no effect outside this guest.
-        unsafe {
-            core::arch::asm!(
-                "mov dr0, {}", "mov dr1, {}", "mov dr2, {}", "mov dr3, {}",
-                in(reg) a0, in(reg) a1, in(reg) a2, in(reg) a3,
-                options(nostack, preserves_flags)
-            )
-        };
+        hv::load_guest_breakpoint_addresses(debug.address);
         (debug.dr7 & !(1 << 13)) | 0x400
     } else {
         0x400
@@ -1073,7 +1077,7 @@ fn mov_cr(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, write
                 value &= 0xffff_ffff;
             }
             let long = v.ctl(Ctl::Efer) & (1 << 10) != 0;
-            if !super::cpu_model().cr4_write_allowed(v.ctl(Ctl::Cr4), value, long, v.ctl(Ctl::Cr3)) {
+            if !hv::cpu_model().cr4_write_allowed(v.ctl(Ctl::Cr4), value, long, v.ctl(Ctl::Cr3)) {
                 return Err(Event::gp());
             }
             v.set_ctl(Ctl::Cr4, value);

@@ -144,7 +144,7 @@ pub trait VcpuHw {
     /// guest's extended state (a 64-byte aligned XSAVE image, or FXSAVE on
     /// hosts without XSAVE; see [`guest_xsave_mask`]) that the entry stub
     /// loads right before entry and saves right after.
-    fn run(&mut self, regs: &mut GuestRegs, fpu: *mut u8) -> Exit;
+    fn run(&mut self, regs: &mut GuestRegs, fpu: &mut crate::arch::context::FpuState) -> Exit;
 
     fn rip(&self) -> u64;
     fn set_rip(&mut self, rip: u64);

@@ -101,8 +101,13 @@ impl GuestMemory {
         Some(gm)
     }
 
-    pub fn root(&self) -> u64 {
+    pub(crate) fn root(&self) -> u64 {
         self.root
+    }
+
+    /// The size of the nested page mapping `gpa` (None: not guest RAM).
+    pub fn page_size_at(&self, gpa: u64) -> Option<paging::PageSize> {
+        paging::translate(&Tables, self.root, gpa).map(|t| t.size)
     }
 
     pub fn size(&self) -> u64 {
