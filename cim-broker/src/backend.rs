@@ -1,8 +1,9 @@
 //! The virtualization back end the model is built on. hostd owns the VM inventory;
-//! its client (next step: calls to hostd's REST API) implements [`VirtBackend`].
-//! [`MemoryBackend`] is an in-process inventory for unit tests and local runs of the
-//! broker binary on a development host: it is *not* the acceptance path, which goes
-//! through hostd so that a VM defined over CIM is the same VM hostd and vmkcli show.
+//! its REST client ([`crate::hostd::HostdBackend`]) implements [`VirtBackend`] and is
+//! the broker's default. [`MemoryBackend`] is an in-process inventory for unit tests
+//! and local runs of the broker binary on a development host: it is *not* the
+//! acceptance path, which goes through hostd so that a VM defined over CIM is the same
+//! VM hostd and vmkcli show.
 
 use crate::auth::Principal;
 use std::sync::Mutex;
@@ -25,6 +26,8 @@ pub enum PowerState {
     Paused,
     ShuttingDown,
     Starting,
+    /// The back end cannot tell (hostd cannot reach the VMkernel).
+    Unknown,
 }
 
 /// A VM's disk.
@@ -54,6 +57,20 @@ pub struct VmInfo {
     pub disks: Vec<DiskInfo>,
     pub nics: Vec<NicInfo>,
     pub notes: String,
+    pub boot: BootImage,
+    /// The VM's configuration file on its datastore (hostd's `.vmx`), if it has one.
+    pub config_file: String,
+}
+
+/// What the VM boots: a guest kernel image on the host (hostd's `kernel`, `format`,
+/// `cmdline`; Mantle_VirtualSystemSettingData's KernelFile, KernelFormat,
+/// KernelCommandLine).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BootImage {
+    pub kernel: String,
+    /// Empty: the back end's default (hostd: multiboot).
+    pub format: String,
+    pub cmdline: String,
 }
 
 /// What DefineSystem asks for.
@@ -65,6 +82,7 @@ pub struct VmSpec {
     pub disks: Vec<DiskInfo>,
     pub nics: Vec<NicInfo>,
     pub notes: String,
+    pub boot: BootImage,
 }
 
 /// A device of a VM, by its position in [`VmInfo::disks`] or [`VmInfo::nics`].
@@ -81,6 +99,9 @@ pub struct VmChange {
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u64>,
     pub notes: Option<String>,
+    pub kernel: Option<String>,
+    pub kernel_format: Option<String>,
+    pub cmdline: Option<String>,
     pub add_disks: Vec<DiskInfo>,
     pub add_nics: Vec<NicInfo>,
     pub remove: Vec<DeviceRef>,
@@ -231,6 +252,8 @@ impl VirtBackend for MemoryBackend {
             disks: spec.disks,
             nics: spec.nics,
             notes: spec.notes,
+            boot: spec.boot,
+            config_file: String::new(),
         };
         st.1.push(vm.clone());
         Ok(vm)
@@ -297,6 +320,15 @@ impl VirtBackend for MemoryBackend {
         }
         if let Some(n) = change.notes {
             vm.notes = n;
+        }
+        if let Some(k) = change.kernel {
+            vm.boot.kernel = k;
+        }
+        if let Some(f) = change.kernel_format {
+            vm.boot.format = f;
+        }
+        if let Some(c) = change.cmdline {
+            vm.boot.cmdline = c;
         }
         Ok(vm.clone())
     }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod backend;
 pub mod cim;
+pub mod hostd;
 pub mod http;
 pub mod model;
 pub mod mof;

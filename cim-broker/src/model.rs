@@ -138,6 +138,7 @@ pub fn enabled_state(state: PowerState) -> u16 {
         PowerState::ShuttingDown => 4,
         PowerState::Paused => 9,
         PowerState::Starting => 10,
+        PowerState::Unknown => 0,
     }
 }
 
@@ -461,6 +462,10 @@ fn virtualization(b: &Builder<'_>, host: &HostInfo, vms: &[VmInfo], out: &mut Ve
             ("VirtualSystemIdentifier", s(vm.id.clone())),
             ("VirtualSystemType", s("DMTF:x86:64")),
             ("Notes", Value::str_array([vm.notes.clone()])),
+            ("ConfigurationFile", s(vm.config_file.clone())),
+            ("KernelFile", s(vm.boot.kernel.clone())),
+            ("KernelFormat", s(vm.boot.format.clone())),
+            ("KernelCommandLine", s(vm.boot.cmdline.clone())),
         ])?;
         out.push(b.make(ns, "CIM_SettingsDefineState", vec![("ManagedElement", r(&vp)), ("SettingData", r(&vssd.path))])?);
         out.push(b.make(ns, "CIM_ElementSettingData", vec![

@@ -632,9 +632,12 @@ impl Broker {
             .or_else(|| vssd.scalar("VirtualSystemIdentifier"))
             .unwrap_or_default()
             .to_string();
-        if let Some(crate::cim::Value::Array(notes)) = vssd.property("Notes").and_then(|p| p.value.as_ref()) {
-            spec.notes = notes.iter().flatten().cloned().collect::<Vec<_>>().join("\n");
+        if let Some(notes) = vssd_notes(&vssd) {
+            spec.notes = notes;
         }
+        spec.boot.kernel = vssd.scalar("KernelFile").unwrap_or_default().to_string();
+        spec.boot.format = vssd.scalar("KernelFormat").unwrap_or_default().to_string();
+        spec.boot.cmdline = vssd.scalar("KernelCommandLine").unwrap_or_default().to_string();
         for rasd in self.embedded_instances(call, "ResourceSettings")? {
             if let Err(code) = apply_rasd(&mut spec, &rasd) {
                 return Ok((code, Vec::new()));
@@ -702,7 +705,15 @@ impl Broker {
         let Some((vm, None)) = vssd.scalar("InstanceID").and_then(model::parse_setting_id) else {
             return Ok((4, Vec::new()));
         };
-        let change = VmChange { name: vssd.scalar("ElementName").map(str::to_string), ..VmChange::default() };
+        // Properties left out (or NULL) stay as they are.
+        let change = VmChange {
+            name: vssd.scalar("ElementName").map(str::to_string),
+            notes: vssd_notes(&vssd),
+            kernel: vssd.scalar("KernelFile").filter(|k| !k.is_empty()).map(str::to_string),
+            kernel_format: vssd.scalar("KernelFormat").filter(|f| !f.is_empty()).map(str::to_string),
+            cmdline: vssd.scalar("KernelCommandLine").map(str::to_string),
+            ..VmChange::default()
+        };
         match self.backend.modify_vm(who, vm, change) {
             Ok(_) => Ok((0, Vec::new())),
             Err(e) => Ok((backend_code(&e)?, Vec::new())),
@@ -780,6 +791,15 @@ impl Broker {
             }
         }
         Ok((0, Vec::new()))
+    }
+}
+
+/// A VSSD's Notes as one text (None when the property is absent or NULL).
+fn vssd_notes(vssd: &Instance) -> Option<String> {
+    match vssd.property("Notes").and_then(|p| p.value.as_ref()) {
+        Some(Value::Array(notes)) => Some(notes.iter().flatten().cloned().collect::<Vec<_>>().join("\n")),
+        Some(Value::Scalar(n)) => Some(n.clone()),
+        _ => None,
     }
 }
 

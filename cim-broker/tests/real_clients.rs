@@ -23,7 +23,7 @@ impl BrokerProcess {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("users"), "root:administrator:secret\nop:operator:opsecret\nro:readonly:rosecret\nold:disabled:oldsecret\n").unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cim-broker"))
-            .args(["--listen", "127.0.0.1", "--http-port", "0", "--https-port", "0", "--hostname", "mantle-test"])
+            .args(["--backend", "memory", "--listen", "127.0.0.1", "--http-port", "0", "--https-port", "0", "--hostname", "mantle-test"])
             .arg("--users-file")
             .arg(dir.join("users"))
             .arg("--tls-cert")

@@ -7,6 +7,7 @@ pub mod hosttools;
 pub mod iso;
 pub mod kernel;
 pub mod bench;
+pub mod cim_bench;
 pub mod datastore;
 pub mod debian;
 pub mod guests;

@@ -1,4 +1,4 @@
-//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `datastore`, `bench boot`.
+//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `datastore`, `bench boot|user|vm|cim`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -194,6 +194,22 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         runs: usize,
     },
+    /// The CIM broker: EnumerateInstances of CIM_ComputerSystem (with --vms VMs in
+    /// hostd) and CIM_RegisteredProfile, req/s and p50/p99 with 1 and 16 clients; the
+    /// broker over hostd (native Linux), over its in-memory inventory, and any --url.
+    Cim {
+        #[arg(long, default_value_t = 20)]
+        vms: usize,
+        /// Requests per client.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        /// Concurrent clients (repeatable).
+        #[arg(long = "clients", default_values_t = vec![1, 16])]
+        clients: Vec<usize>,
+        /// Another WBEM server to measure the same way (`http://user:pw@host:port`, repeatable).
+        #[arg(long = "url")]
+        urls: Vec<String>,
+    },
     /// Datastore throughput: sequential write and read of a 256 MiB file,
     /// 4 KiB random reads and fsync'd random writes, by the same static
     /// program as PID 1 on Mantle and on Debian's Linux (vfat), on the same
@@ -294,6 +310,9 @@ fn real_main() -> Result<ExitCode, String> {
             let kernel = image_builder::kernel::build_kernel(true)?;
             let bins = image_builder::userworlds::build_static(false)?;
             image_builder::bench::bench_vm(&kernel, &bins.join("vmbench"), runs)?;
+        }
+        Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls } } => {
+            image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls })?;
         }
         Cmd::Bench { what: BenchCmd::Disk { runs } } => {
             let kernel = image_builder::kernel::build_kernel(true)?;

@@ -1,6 +1,6 @@
 //! The base system in every image: BusyBox (Debian's busybox-static,
 //! fetched at build time) with its applet links, Mantle's own user worlds
-//! (`init`, the conformance program, hostd), the files in /etc, and the test
+//! (`init`, the conformance program, hostd, the CIM broker), the files in /etc, and the test
 //! guests under /usr/lib/mantle/guests (including the guest suite).
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::kernel::workspace_root;
 use crate::rootfs::{AddSpec, Rootfs};
 
-/// Static user worlds built from `userworld/` and `agents/hostd/`.
+/// Static user worlds built from `userworld/`, `agents/hostd/` and `cim-broker/`.
 pub const PROGRAMS: &[(&str, &str)] =
     &[
         ("init", "sbin/init"),
@@ -21,9 +21,11 @@ pub const PROGRAMS: &[(&str, &str)] =
         ("tokio_httpd", "usr/lib/mantle/tokio_httpd"),
         // The host agent (agents/hostd); not started by init until the VMkernel has sockets.
         ("hostd", "sbin/hostd"),
+        // The CIM broker (cim-broker/); init starts it, and it waits for hostd's certificate.
+        ("cim-broker", "sbin/cim-broker"),
     ];
 
-/// Builds the `userworld` and `hostd` crates' binaries as static executables
+/// Builds the `userworld`, `hostd` and `cim-broker` crates' binaries as static executables
 /// (static PIE, as docs/platform.md describes) in a target directory of their own.
 pub fn build_static(quiet: bool) -> Result<PathBuf, String> {
     let root = workspace_root();
@@ -31,7 +33,7 @@ pub fn build_static(quiet: bool) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "-p", "userworld", "-p", "hostd", "--bins", "--target", "x86_64-unknown-linux-gnu"])
+        .args(["build", "--release", "-p", "userworld", "-p", "hostd", "-p", "cim-broker", "--bins", "--target", "x86_64-unknown-linux-gnu"])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static\x1f-Cstrip=debuginfo")
@@ -98,6 +100,7 @@ pub fn add_base_system(r: &mut Rootfs, quiet: bool) -> Result<(), String> {
         r.add(&AddSpec { host, image: (*image).into() })?;
     }
     r.add(&AddSpec { host: workspace_root().join("userworld/etc/inittab"), image: "etc/inittab".into() })?;
+    r.add(&AddSpec { host: workspace_root().join("cim-broker/etc/cim-broker.conf"), image: "etc/mantle/cim-broker.conf".into() })?;
     r.insert_file("etc/passwd", 0o644, PASSWD.as_bytes());
     r.insert_file("etc/group", 0o644, GROUP.as_bytes());
     r.insert_file("etc/hostname", 0o644, b"mantle\n");

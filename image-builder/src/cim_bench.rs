@@ -1,0 +1,209 @@
+//! `bench cim`: the CIM broker's requests/s and p50/p99 latency for
+//! EnumerateInstances of CIM_ComputerSystem (with N VMs defined in hostd) and of
+//! CIM_RegisteredProfile, with 1 and 16 concurrent keep-alive clients. The load comes
+//! from the broker's own `bench` example (it takes a URL, so `--url` adds any other
+//! WBEM server, e.g. sfcb, to the same run).
+//!
+//! Measured in one run, side by side:
+//! - the broker over hostd, both native Linux processes on loopback (hostd's real
+//!   binary; VM definitions need no VMkernel) — the reference for the broker on
+//!   Mantle;
+//! - the broker over its in-memory inventory (no hostd: the cost of the REST hop);
+//! - any `--url` given.
+//!
+//! The broker on Mantle itself is not measured yet: hostd and the broker run on tokio,
+//! which needs epoll from the VMkernel. Figures are printed, never asserted.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::kernel::workspace_root;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct CimBenchOptions {
+    /// VMs defined before measuring.
+    pub vms: usize,
+    /// Requests per client.
+    pub requests: usize,
+    /// Concurrent clients, one measurement each.
+    pub clients: Vec<usize>,
+    /// Other WBEM servers (`http://user:pw@host:port`) measured the same way.
+    pub urls: Vec<String>,
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` and waits for a line (on `stderr` or stdout) containing `marker`,
+/// returning the port at the end of that line.
+fn start(mut cmd: Command, marker: &'static str, on_stderr: bool) -> Result<(Proc, u16), String> {
+    if on_stderr {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    }
+    let mut child = cmd.stdin(Stdio::null()).spawn().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let (tx, rx) = mpsc::channel();
+    let pipe: Box<dyn std::io::Read + Send> = if on_stderr {
+        Box::new(child.stderr.take().ok_or("no stderr")?)
+    } else {
+        Box::new(child.stdout.take().ok_or("no stdout")?)
+    };
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.contains(marker) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let proc = Proc(child);
+    let line = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| format!("{cmd:?} did not print {marker:?}"))?;
+    let port = line.rsplit(':').next().and_then(|p| p.trim().parse().ok()).ok_or_else(|| format!("no port in {line:?}"))?;
+    Ok((proc, port))
+}
+
+fn curl(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("curl").args(["-sS", "--max-time", "60"]).args(args).output().map_err(|e| format!("curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One measurement: (req/s, p50 ms, p99 ms, response bytes).
+fn measure(bench: &Path, url: &str, ns: &str, class: &str, clients: usize, requests: usize) -> Result<(f64, f64, f64, u64), String> {
+    let out = Command::new(bench)
+        .args([url, ns, class, &clients.to_string(), &requests.to_string()])
+        .output()
+        .map_err(|e| format!("{}: {e}", bench.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("bench {url} {class}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    parse_bench_line(&text).ok_or_else(|| format!("unexpected bench output {text:?}"))
+}
+
+/// Reads `... response=NB: X req/s, p50 Y ms, p99 Z ms`.
+pub fn parse_bench_line(text: &str) -> Option<(f64, f64, f64, u64)> {
+    let line = text.lines().find(|l| l.contains(" req/s"))?;
+    let bytes = line.split("response=").nth(1)?.split('B').next()?.parse().ok()?;
+    let (_, rest) = line.split_once(": ")?;
+    let mut parts = rest.split(", ");
+    let rps = parts.next()?.strip_suffix(" req/s")?.parse().ok()?;
+    let p50 = parts.next()?.strip_prefix("p50 ")?.strip_suffix(" ms")?.parse().ok()?;
+    let p99 = parts.next()?.strip_prefix("p99 ")?.strip_suffix(" ms")?.parse().ok()?;
+    Some((rps, p50, p99, bytes))
+}
+
+pub fn bench_cim(o: &CimBenchOptions) -> Result<(), String> {
+    let root = workspace_root();
+    println!("[1/4] building hostd, cim-broker and the load generator (release, host) ...");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-q", "-p", "hostd", "-p", "cim-broker", "--bins", "--example", "bench"])
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !st.success() {
+        return Err("building hostd and cim-broker failed".into());
+    }
+    let bin = root.join("target/release");
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = work.path();
+    std::fs::create_dir_all(dir.join("volumes/datastore1")).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("rootpw"), "Bench-root-pw1\n").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("guest.bin"), b"\x02\xb0\xad\x1b bench guest").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("users"), "root:administrator:Bench-root-pw1\n").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("empty.conf"), "").map_err(|e| e.to_string())?;
+
+    println!("[2/4] starting hostd and defining {} VMs ...", o.vms);
+    let mut hostd = Command::new(bin.join("hostd"));
+    hostd
+        .arg("--config-dir")
+        .arg(dir.join("hostd"))
+        .arg("--volumes")
+        .arg(dir.join("volumes"))
+        .args(["--listen", "127.0.0.1", "--https-port", "0", "--http-port", "off", "--kernel-cmdline", "/nonexistent"])
+        .arg("--root-password-file")
+        .arg(dir.join("rootpw"));
+    let (_hostd, hostd_port) = start(hostd, "hostd: HTTPS on", true)?;
+    let cert = dir.join("hostd/ssl/host.crt");
+    let cert_s = cert.to_string_lossy().into_owned();
+    let base = format!("https://localhost:{hostd_port}");
+    let login = curl(&["--cacert", &cert_s, "-H", "Content-Type: application/json", "--data",
+        r#"{"username":"root","password":"Bench-root-pw1"}"#, &format!("{base}/api/session")])?;
+    let token = login.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).ok_or_else(|| format!("hostd login: {login}"))?;
+    let auth = format!("Authorization: Bearer {token}");
+    let kernel = dir.join("guest.bin").to_string_lossy().into_owned();
+    for i in 0..o.vms {
+        let body = format!(r#"{{"name":"bench{i:02}","memory_mib":64,"vcpus":1,"kernel":"{kernel}"}}"#);
+        let r = curl(&["--cacert", &cert_s, "-H", &auth, "-H", "Content-Type: application/json", "--data", &body, &format!("{base}/api/vms")])?;
+        if !r.contains(&format!("\"bench{i:02}\"")) {
+            return Err(format!("hostd did not define bench{i:02}: {r}"));
+        }
+    }
+
+    println!("[3/4] starting the broker over hostd and over its in-memory inventory ...");
+    let broker = |extra: &[&str]| {
+        let mut c = Command::new(bin.join("cim-broker"));
+        c.arg("--config").arg(dir.join("empty.conf")).args(["--listen", "127.0.0.1", "--no-https", "--http-port", "0"]).args(extra);
+        c
+    };
+    let hostd_url = format!("https://localhost:{hostd_port}");
+    let (_b1, p1) = start(broker(&["--backend", "hostd", "--hostd-url", &hostd_url, "--hostd-cert", &cert_s]), "listening http://", false)?;
+    let users = dir.join("users").to_string_lossy().into_owned();
+    let vms = o.vms.to_string();
+    let (_b2, p2) = start(broker(&["--backend", "memory", "--users-file", &users, "--demo-vms", &vms]), "listening http://", false)?;
+
+    let mut targets: Vec<(String, String)> = vec![
+        ("broker -> hostd (Linux, native)".into(), format!("http://root:Bench-root-pw1@127.0.0.1:{p1}")),
+        ("broker, in-memory (no hostd)".into(), format!("http://root:Bench-root-pw1@127.0.0.1:{p2}")),
+    ];
+    for u in &o.urls {
+        targets.push((u.split('@').next_back().unwrap_or(u).to_string(), u.clone()));
+    }
+    println!("[4/4] measuring (EnumerateInstances, HTTP/1.1 keep-alive, {} requests per client) ...", o.requests);
+    println!();
+    println!("{:<34} {:<42} {:>7} {:>9} {:>8} {:>8} {:>8}", "server", "class", "clients", "req/s", "p50 ms", "p99 ms", "bytes");
+    let bench = bin.join("examples/bench");
+    let started = Instant::now();
+    for (ns, class) in [("root/cimv2", "CIM_ComputerSystem"), ("root/interop", "CIM_RegisteredProfile")] {
+        for (label, url) in &targets {
+            for &n in &o.clients {
+                // Warm-up: the first login to hostd and the first model build.
+                let _ = measure(&bench, url, ns, class, 1, 5);
+                match measure(&bench, url, ns, class, n, o.requests) {
+                    Ok((rps, p50, p99, bytes)) => println!(
+                        "{label:<34} {:<42} {n:>7} {rps:>9.0} {p50:>8.3} {p99:>8.3} {bytes:>8}",
+                        format!("{ns}:{class}")
+                    ),
+                    Err(e) => println!("{label:<34} {ns}:{class} clients={n}: {e}"),
+                }
+            }
+        }
+    }
+    println!();
+    println!("({} VMs in hostd's inventory; {:.1} s of measuring; the broker on Mantle is not measured yet: hostd and the broker need epoll in the VMkernel)", o.vms, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_load_generators_line() {
+        let l = "EnumerateInstances root/cimv2:CIM_ComputerSystem clients=16 requests=8000 response=123456B: 1789 req/s, p50 0.450 ms, p99 2.500 ms\n";
+        assert_eq!(super::parse_bench_line(l), Some((1789.0, 0.45, 2.5, 123456)));
+        assert_eq!(super::parse_bench_line("bench: connect refused"), None);
+    }
+}
