@@ -44,6 +44,16 @@ impl VmKernel for FakeKernel {
     fn version(&self) -> io::Result<u32> {
         Ok(1)
     }
+    // The broker has no console and no graceful shutdown; the calls say so.
+    fn console_read(&self, _: u32, _: u64) -> io::Result<(Vec<u8>, u64)> {
+        Err(io::Error::from_raw_os_error(38))
+    }
+    fn console_write(&self, _: u32, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(38))
+    }
+    fn shutdown(&self, _: u32) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(38))
+    }
     fn list(&self) -> io::Result<Vec<KernelVm>> {
         Ok(self.vms.lock().unwrap().clone())
     }
@@ -123,6 +133,8 @@ fn start_hostd(dir: &Path) -> HostdServer {
         lockout_after: 5,
         lockout_for: Duration::from_secs(60),
         ui_dir: None,
+        sample_period: hostd::host::SAMPLE_PERIOD,
+        max_upload_bytes: 1 << 20,
     };
     let kernel = Arc::new(FakeKernel::default());
     let h = Hostd::open(settings, kernel.clone()).unwrap();

@@ -1070,6 +1070,9 @@ impl Hostd {
                     Some(crate::vmkernel::ENOSYS) => OpError::NotSupported(
                         "guest shutdown is not supported by this VMkernel (no ACPI power button call in its API); use power off".into(),
                     ),
+                    Some(11) => OpError::Unavailable(
+                        "the guest does not listen for the ACPI power button (no ACPI, or nothing handles it); use power off".into(),
+                    ),
                     _ => OpError::Unavailable(format!("asking the guest to shut down: {e}")),
                 })?;
             }
@@ -1332,7 +1335,7 @@ mod tests {
         s.vcpus = 0;
         assert!(matches!(h.define(s, "root"), Err(OpError::Invalid(Some(f), _)) if f == "vcpus"));
         let mut s = spec(d.path(), "bad");
-        s.disks.push(crate::vmx::Disk { file: "missing.img".into(), size_mib: None });
+        s.disks.push(crate::vmx::Disk { file: "missing.img".into(), format: String::new(), readonly: false, size_mib: None });
         assert!(matches!(h.define(s, "root"), Err(OpError::Invalid(Some(f), _)) if f == "disks[1].file"));
         assert_eq!(fs::read_dir(d.path().join("volumes/ds1")).unwrap().count(), 0);
         assert!(h.vms().is_empty());

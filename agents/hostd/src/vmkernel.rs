@@ -188,9 +188,10 @@ impl VmKernel for RealVmKernel {
     fn console_write(&self, id: u32, data: &[u8]) -> io::Result<usize> {
         userworld::vmk::vm_console_write(id, data)
     }
-    fn shutdown(&self, _id: u32) -> io::Result<()> {
-        // The narrow API has no guest shutdown (ACPI power button) call yet.
-        Err(io::Error::from_raw_os_error(ENOSYS))
+    fn shutdown(&self, id: u32) -> io::Result<()> {
+        // The ACPI power button (VMK_VM_SHUTDOWN); EAGAIN when the guest
+        // does not listen for it.
+        userworld::vmk::vm_shutdown(id)
     }
     fn stats(&self, id: u32, vcpus: u32) -> io::Result<KernelVmStats> {
         use userworld::vmk;

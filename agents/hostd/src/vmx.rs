@@ -37,6 +37,12 @@ pub struct Module {
 pub struct Disk {
     /// A file name in the VM's directory, or an absolute path on a datastore.
     pub file: String,
+    /// `raw`, `qcow2` or `vmdk`; left out: from the file name's extension.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub format: String,
+    /// The guest may only read the disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly: bool,
     /// Only when creating or reconfiguring: create the file with this size
     /// (MiB, sparse) if it does not exist yet. Never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +84,9 @@ pub struct VmConfig {
     /// `flat` only: `real` or `protected`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entry_mode: Option<String>,
+    /// `format = linux` only: the initial RAM disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
     pub cmdline: String,
     pub modules: Vec<Module>,
     /// CPU shares (relative weight), 1 to 1000000.
@@ -120,6 +129,8 @@ pub struct VmCreateSpec {
     #[serde(default)]
     pub entry_mode: Option<String>,
     #[serde(default)]
+    pub initrd: Option<String>,
+    #[serde(default)]
     pub cmdline: String,
     #[serde(default)]
     pub modules: Vec<Module>,
@@ -161,6 +172,7 @@ impl VmCreateSpec {
             load_address: self.load_address,
             entry: self.entry,
             entry_mode: self.entry_mode,
+            initrd: self.initrd,
             cmdline: self.cmdline,
             modules: self.modules,
             shares: self.shares,
@@ -315,7 +327,8 @@ impl VmConfig {
             limit_pct: self.limit_pct,
             modules: self.modules.iter().map(|m| (m.path.clone(), m.args.clone())).collect(),
             format,
-            disks: self.disks.iter().map(|d| DiskConfig { file: d.file.clone() }).collect(),
+            initrd: self.initrd.clone(),
+            disks: self.disks.iter().map(|d| DiskConfig { file: d.file.clone(), format: d.format.clone(), readonly: d.readonly }).collect(),
             nics: self.nics.iter().map(|n| NicConfig { network: n.network.clone(), mac: n.mac.clone(), model: n.model.clone() }).collect(),
             annotation: self.annotation.clone(),
         };
@@ -338,12 +351,13 @@ impl VmConfig {
             load_address,
             entry,
             entry_mode,
+            initrd: c.initrd.clone(),
             cmdline: c.cmdline.clone(),
             modules: c.modules.iter().map(|(path, args)| Module { path: path.clone(), args: args.clone() }).collect(),
             shares: c.shares,
             reservation_pct: c.reservation_pct,
             limit_pct: c.limit_pct,
-            disks: c.disks.iter().map(|d| Disk { file: d.file.clone(), size_mib: None }).collect(),
+            disks: c.disks.iter().map(|d| Disk { file: d.file.clone(), format: d.format.clone(), readonly: d.readonly, size_mib: None }).collect(),
             nics: c.nics.iter().map(|n| Nic { network: n.network.clone(), mac: n.mac.clone(), model: n.model.clone() }).collect(),
             annotation: c.annotation.clone(),
         }
@@ -447,12 +461,16 @@ mod tests {
             load_address: None,
             entry: None,
             entry_mode: None,
+            initrd: None,
             cmdline: "console=ttyS0 quiet".into(),
             modules: vec![Module { path: "/boot/initrd".into(), args: "a b".into() }],
             shares: 2000,
             reservation_pct: 10,
             limit_pct: Some(50),
-            disks: vec![Disk { file: "web01.img".into(), size_mib: None }],
+            disks: vec![
+                Disk { file: "web01.img".into(), format: String::new(), readonly: false, size_mib: None },
+                Disk { file: "base.vmdk".into(), format: "vmdk".into(), readonly: true, size_mib: None },
+            ],
             nics: vec![Nic { network: "VM Network".into(), mac: "02:4d:4e:00:00:01".into(), model: "e1000".into() }],
             annotation: "line one\nsays \"hi\" \\ back".into(),
         }
