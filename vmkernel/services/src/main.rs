@@ -18,6 +18,7 @@ use framework::{acpi, arch, backtrace, boot_archive, console, hv, kprintln, mm, 
 // are the framework's own (`framework::selftest`).
 mod ktest;
 mod host_facts;
+mod image_store;
 mod net;
 mod nic;
 mod storage;

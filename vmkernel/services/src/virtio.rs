@@ -21,7 +21,7 @@ use vmkernel::vmk_api::VmConfig;
 
 use crate::hv::guest_memory::GuestMemory;
 use crate::net::vswitch;
-use crate::storage::vdisk::VfsImageStore;
+use crate::image_store::VfsImageStore;
 
 /// Guest RAM as the device models see it: RAM from 0 to its size, minus
 /// the MMIO holes.

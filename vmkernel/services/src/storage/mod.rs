@@ -15,7 +15,6 @@
 
 pub mod fs;
 mod nvme_disk;
-pub mod vdisk;
 
 use alloc::format;
 use alloc::string::String;
