@@ -233,13 +233,13 @@ fn bad_input_and_concurrent_writers_through_the_kernel() {
         sha256_of(&String::from_utf8_lossy(&out.stdout)).unwrap()
     };
 
-    // 8 MiB: fills fast.
+    // 16 MiB (the smallest FAT16 mkfs.fat makes): fills fast.
     let small = dir.path().join("small.img");
-    host_fat(&small, 8, "SMALL", &keep);
+    host_fat(&small, 16, "SMALL", &keep);
     // A garbled boot sector: 3 sectors per cluster, no FATs. (Still a
     // boot sector, not an MBR: its jump and bytes per sector are intact.)
     let badboot = dir.path().join("badboot.img");
-    host_fat(&badboot, 8, "BADBOOT", &keep);
+    host_fat(&badboot, 16, "BADBOOT", &keep);
     {
         let mut b = std::fs::read(&badboot).unwrap();
         b[13] = 3;
@@ -248,7 +248,7 @@ fn bad_input_and_concurrent_writers_through_the_kernel() {
     }
     // A cluster chain that loops: keep.bin's last cluster points back to its first.
     let looped = dir.path().join("looped.img");
-    host_fat(&looped, 8, "LOOPED", &keep);
+    host_fat(&looped, 16, "LOOPED", &keep);
     {
         let mut b = std::fs::read(&looped).unwrap();
         let bps = u16::from_le_bytes([b[11], b[12]]) as usize;
