@@ -193,7 +193,9 @@ fn guest_fuzzer_under_svm_leaves_the_host_intact() {
 
 #[test]
 fn guest_fuzzer_under_vmx_in_bochs_leaves_the_host_intact() {
-    guest_fuzzer("guestfuzz-vmx", Host::VmxBochs, 100, 300, 20, 900);
+    // Under Bochs the guest's per-iteration LAPIC timer ends most ring-3
+    // steps first: ~6 executed per 300-iteration VM (~25 s each).
+    guest_fuzzer("guestfuzz-vmx", Host::VmxBochs, 60, 300, 30, 900);
 }
 
 #[test]
