@@ -4,9 +4,7 @@
 //! `target/wbem-venv`) and wbemcli (Debian `sblim-wbemcli`). A VM defined and powered
 //! on over CIM is checked in hostd's REST API (curl) and with `vmkcli` on the console.
 //!
-//! Needs epoll in the VMkernel (tokio, under both hostd and the broker). It reached main
-//! only at the end of the session that wrote this test, which was not run on Mantle
-//! yet: it stays ignored until it is.
+//! The full flow is ignored until it passes on Mantle (see the reason on the test).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -92,12 +90,12 @@ fn rest(port: u16, cert: &Path, token: Option<&str>, method: &str, path: &str, b
     output(&mut cmd).1
 }
 
-/// What already works on Mantle without epoll: init starts the broker from
-/// /etc/inittab with /etc/mantle/cim-broker.conf (hostd's back end, HTTPS 5989 with
-/// hostd's certificate, plain HTTP off), and it waits quietly for that certificate;
-/// the static binary runs (`--version`, a bad setting is refused with the reason).
+/// init starts the broker from /etc/inittab with /etc/mantle/cim-broker.conf (hostd's
+/// back end, HTTPS 5989 with hostd's certificate, plain HTTP off); once hostd (also
+/// started by init) has made its certificate, the broker listens on 5989 and stays up;
+/// the static binary refuses a bad setting with the reason.
 #[test]
-fn cim_broker_is_started_by_init_and_waits_for_hostd() {
+fn cim_broker_is_started_by_init_and_listens() {
     let _lock = emulator_lock();
     let mut q = qemu_iso(iso("cim", "", &[]));
     q.cpus = 2;
@@ -115,17 +113,23 @@ fn cim_broker_is_started_by_init_and_waits_for_hostd() {
     check(&c, out.contains(concat!("cim-broker ", env!("CARGO_PKG_VERSION"))) && out.contains("rc=0"), &format!("--version: {out}"));
     let out = run(&mut c, "echo 'Nonsense' > /tmp/bad.conf; cim-broker --config /tmp/bad.conf; echo rc=$?");
     check(&c, out.contains("/tmp/bad.conf:1: expected key = value") && out.contains("rc=2"), &format!("bad settings: {out}"));
-    // Still waiting (no hostd certificate yet): the same process, not a restart loop,
-    // and quiet about it on the console.
-    let out = run(&mut c, "sleep 3; ps");
-    check(&c, broker_pid(&out) == pid, &format!("the broker was restarted or ended: {out}"));
-    let log = c.log();
-    let noise: Vec<&str> = log.lines().filter(|l| l.trim_start().starts_with("cim-broker:") && !l.contains("/tmp/bad.conf")).collect();
-    check(&c, noise.is_empty() && !log.contains("init: cim-broker"), &format!("the broker or init reported: {noise:?}"));
+    // Listening on 5989 only (no plain HTTP), the same process throughout.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let netstat = loop {
+        let out = run(&mut c, "netstat -tln");
+        if out.contains(":5989") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    check(&c, netstat.contains(":5989") && !netstat.contains(":5988"), &format!("netstat -tln: {netstat}"));
+    let out = run(&mut c, "ps");
+    check(&c, broker_pid(&out) == pid, &format!("the broker was restarted: {out}"));
+    check(&c, c.log().contains("cim-broker: listening https://0.0.0.0:5989") && !c.log().contains("init: cim-broker"), "broker start on the console");
 }
 
 #[test]
-#[ignore = "not yet run on Mantle: epoll (tokio) reached main at the end of the session that wrote it; run it and drop this"]
+#[ignore = "run once on Mantle at the end of the session: server info, profile list and enumeration passed through the forwarded port; DefineSystem returned 2 (hostd refused it) — probably because this QEMU run attaches no datastore disk; attach one and drop this"]
 fn wbem_clients_manage_vms_on_mantle() {
     let (cim_port, hostd_port) = (free_port(), free_port());
     let _lock = emulator_lock();
