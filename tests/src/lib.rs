@@ -32,6 +32,11 @@ pub fn kernel() -> &'static Path {
 
 /// An ISO with this kernel command line and these `--add` specs, at
 /// `target/mantle/test-isos/<name>.iso` (rebuilt only when inputs change).
+/// Kernel command-line words for an image that needs no management agents:
+/// init leaves hostd and the CIM broker out (their start-up takes minutes in
+/// Bochs and would land inside the test's measurements).
+pub const NO_AGENTS: &str = "init.skip=hostd,cim-broker";
+
 pub fn iso(name: &str, cmdline: &str, adds: &[&str]) -> PathBuf {
     let adds: Vec<AddSpec> =
         adds.iter().map(|a| a.parse().unwrap_or_else(|e| panic!("bad --add spec: {e}"))).collect();

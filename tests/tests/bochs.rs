@@ -8,7 +8,7 @@ use tests::*;
 
 #[test]
 fn bochs_vmx_cpu_boots_iso_to_ready() {
-    let iso = iso("bochs", "", &[]);
+    let iso = iso("bochs", tests::NO_AGENTS, &[]);
     let dir = tempfile::tempdir().unwrap();
     let _lock = emulator_lock();
     let b = Bochs::new(iso, dir.path().join("serial.txt"));
@@ -36,7 +36,7 @@ fn bochs_vmx_cpu_boots_iso_to_ready() {
 fn vmx_guests_at_the_shell() {
     const PROMPT: &str = "# ";
     let step = Duration::from_secs(300);
-    let iso = iso("bochs", "", &[]);
+    let iso = iso("bochs", tests::NO_AGENTS, &[]);
     let dir = tempfile::tempdir().unwrap();
     let _lock = emulator_lock();
     let b = Bochs::new(iso, dir.path().join("serial.txt"));

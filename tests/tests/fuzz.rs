@@ -117,7 +117,7 @@ enum Host {
 /// instructions executed and the VMs run.
 fn guest_fuzzer(name: &str, host: Host, total: u64, per_vm: u32, max_vms: u32, timeout_s: u32) -> (u64, u32) {
     let lock = emulator_lock();
-    let iso = iso(name, "", &[]);
+    let iso = iso(name, tests::NO_AGENTS, &[]);
     let mut c = match host {
         Host::Svm => {
             let mut q = qemu_iso(iso);

@@ -142,7 +142,7 @@ fn check(c: &Console, ok: bool, what: &str) {
 /// the suite and the module file under /vm.
 fn suite_iso() -> PathBuf {
     let adds = [format!("{}=/vm/suite.elf", suite_elf().display()), format!("{}=/vm/mod1.txt", module_file().display())];
-    iso("guest-suite", "", &[&adds[0], &adds[1]])
+    iso("guest-suite", tests::NO_AGENTS, &[&adds[0], &adds[1]])
 }
 
 fn shell(cpu: &str) -> (EmulatorLock, Console) {

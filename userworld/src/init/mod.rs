@@ -23,6 +23,20 @@ pub struct Options {
 
 pub const USAGE: &str = "usage: init [--config PATH] [--check]";
 
+/// The inittab entries the kernel command line asks init to leave out:
+/// `init.skip=ID[,ID...]` (e.g. `init.skip=hostd,cim-broker` for a host that
+/// should come up without its management agents, as most image tests do —
+/// hostd's start-up costs minutes in Bochs).
+pub fn skipped_entries(cmdline: &str) -> Vec<String> {
+    cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix("init.skip="))
+        .flat_map(|list| list.split(','))
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 impl Options {
     /// Parses the arguments after the program name. Arguments that are not options
     /// are ignored: the kernel may pass its own command-line words to PID 1.
@@ -64,6 +78,13 @@ mod tests {
         assert_eq!(o.config, PathBuf::from("/x/tab"));
         assert!(o.check_only);
         assert_eq!(parse(&["--config=/y"]).unwrap().config, PathBuf::from("/y"));
+    }
+
+    #[test]
+    fn init_skip_on_the_kernel_command_line() {
+        assert_eq!(skipped_entries("console=ttyS0 init.skip=hostd,cim-broker quiet"), ["hostd", "cim-broker"]);
+        assert_eq!(skipped_entries("init.skip=a init.skip=b,,c"), ["a", "b", "c"]);
+        assert!(skipped_entries("quiet xinit.skip=hostd init.skip=").is_empty());
     }
 
     #[test]

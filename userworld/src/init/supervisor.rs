@@ -165,7 +165,15 @@ pub fn run(opts: &Options) -> i32 {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     log(&format!("Mantle init starting (pid {pid}, config {})", opts.config.display()));
-    let entries = load_config(&opts.config);
+    let mut entries = load_config(&opts.config);
+    let skip = super::skipped_entries(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    entries.retain(|e| {
+        let keep = !skip.contains(&e.id);
+        if !keep {
+            log(&format!("not starting {} (init.skip on the kernel command line)", e.id));
+        }
+        keep
+    });
     let mut sup = match Supervisor::new(entries, pid == 1) {
         Ok(s) => s,
         Err(e) => {
