@@ -467,10 +467,7 @@ mod tests {
             shares: 2000,
             reservation_pct: 10,
             limit_pct: Some(50),
-            disks: vec![
-                Disk { file: "web01.img".into(), format: String::new(), readonly: false, size_mib: None },
-                Disk { file: "base.vmdk".into(), format: "vmdk".into(), readonly: true, size_mib: None },
-            ],
+            disks: vec![Disk { file: "web01.img".into(), format: "raw".into(), readonly: true, size_mib: None }],
             nics: vec![Nic { network: "VM Network".into(), mac: "02:4d:4e:00:00:01".into(), model: "e1000".into() }],
             annotation: "line one\nsays \"hi\" \\ back".into(),
         }
