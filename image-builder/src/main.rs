@@ -37,6 +37,10 @@ struct DiskArgs {
     /// (created, 16 GiB sparse, if absent); repeatable.
     #[arg(long = "datastore", value_name = "PATH")]
     datastores: Vec<PathBuf>,
+    /// Leave the demo Linux VM (`/vmfs/volumes/datastore1/debian/`, put on
+    /// the default datastore when absent) out.
+    #[arg(long)]
+    no_demo_vm: bool,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -339,7 +343,25 @@ fn real_main() -> Result<ExitCode, String> {
 /// Makes the default datastore disk if absent; QEMU arguments for it and
 /// the extra ones.
 fn datastore_disks(d: DiskArgs) -> Result<Vec<String>, String> {
-    let mut images = vec![datastore::ensure_default()?];
+    let default = datastore::ensure_default()?;
+    if !d.no_demo_vm && !image_builder::linux_guest::has_demo_vm(&default)? {
+        // A failed fetch (no package mirror) leaves the datastore without
+        // the demo VM; Mantle still boots.
+        let added = image_builder::linux_guest::prepare().and_then(|guest| {
+            image_builder::linux_guest::put_demo_vm(&default, datastore::DEFAULT_LABEL, &guest, image_builder::linux_guest::DEMO_DISK_MIB)
+        });
+        match added {
+            Ok(true) => println!(
+                "demo VM: /vmfs/volumes/{0}/{1}/{1}.vmx (Debian's cloud kernel, BusyBox, a {2} MiB ext2 disk)",
+                datastore::DEFAULT_LABEL,
+                image_builder::linux_guest::DEMO_VM,
+                image_builder::linux_guest::DEMO_DISK_MIB
+            ),
+            Ok(false) => {}
+            Err(e) => eprintln!("demo VM not added to {}: {e}", default.display()),
+        }
+    }
+    let mut images = vec![default];
     for p in d.datastores {
         if !p.is_file() {
             return Err(format!("--datastore {}: no such image (make one with `image-builder datastore new PATH`)", p.display()));

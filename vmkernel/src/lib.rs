@@ -26,6 +26,7 @@ pub mod paging;
 pub mod sched;
 pub mod rootfs;
 pub mod status_screen;
+pub mod tsc_calibration;
 pub mod vmk_api;
 pub mod vfs;
 pub mod user_stack;
