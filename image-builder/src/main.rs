@@ -277,6 +277,9 @@ fn real_main() -> Result<ExitCode, String> {
                 for url in n.urls() {
                     println!("  {url}");
                 }
+                if n.forwards.iter().any(|f| f.guest == 443) {
+                    println!("hostd (the web host client) refuses every login until a root password is set: at the Mantle console type `hostd passwd root`; it is kept on the first datastore (.mantle/hostd) across reboots");
+                }
                 q.nics.push(n);
             }
             q.extra = disk_args;

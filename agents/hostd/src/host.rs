@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{Accounts, Lockout, Sessions};
+use crate::config_store::ConfigStore;
 use crate::store::{self, JsonLog};
 use crate::vmkernel::{KernelState, KernelVm, Resources, VmKernel};
 use std::collections::HashMap;
@@ -351,6 +352,8 @@ pub struct Hostd {
     /// Host samples and the last `/proc/stat` reading.
     host_samples: Mutex<HostSamples>,
     pub started: Instant,
+    /// Where the config store is (set by main; a given directory otherwise).
+    store_location: std::sync::OnceLock<ConfigStore>,
 }
 
 impl Hostd {
@@ -379,6 +382,7 @@ impl Hostd {
             samples: Mutex::new(HashMap::new()),
             host_samples: Mutex::new((VecDeque::new(), None)),
             started: Instant::now(),
+            store_location: std::sync::OnceLock::new(),
             settings,
         };
         h.load_inventory()?;
@@ -391,6 +395,15 @@ impl Hostd {
         let n = lock(&h.inventory).len();
         h.event("hostd.started", None, None, format!("hostd {} started; {n} VMs in the inventory", env!("CARGO_PKG_VERSION")));
         Ok(Arc::new(h))
+    }
+
+    /// Records how the config store was found (for the host summary).
+    pub fn set_config_store(&self, store: ConfigStore) {
+        let _ = self.store_location.set(store);
+    }
+
+    pub fn config_store(&self) -> ConfigStore {
+        self.store_location.get().cloned().unwrap_or_else(|| ConfigStore::given(self.settings.config_dir.clone()))
     }
 
     fn inventory_path(&self) -> PathBuf {

@@ -39,7 +39,8 @@ fn start(dir: &Path, extra: &[&str]) -> Hostd {
         .arg(dir.join("config"))
         .arg("--volumes")
         .arg(dir.join("volumes"))
-        .args(["--listen", "127.0.0.1", "--https-port", "0", "--http-port", "0", "--kernel-cmdline", "/nonexistent"])
+        .args(["--listen", "127.0.0.1", "--https-port", "0", "--http-port", "0"])
+        .args(if extra.contains(&"--kernel-cmdline") { &[][..] } else { &["--kernel-cmdline", "/nonexistent"][..] })
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -556,25 +557,44 @@ fn sessions_expire_when_idle() {
 #[test]
 fn no_password_works_until_root_sets_one() {
     let t = tempfile::tempdir().unwrap();
-    let h = start(t.path(), &[]);
-    for pw in ["", "root", "vmware", "password", "mantle"] {
+    // A password on the kernel command line is visible to every process in
+    // /proc/cmdline: hostd ignores it (and says so).
+    let cmdline = t.path().join("cmdline");
+    std::fs::create_dir_all(t.path()).unwrap();
+    std::fs::write(&cmdline, "loglevel=info hostd.root_password=Cmdline-pw-1\n").unwrap();
+    let h = start(t.path(), &["--kernel-cmdline", cmdline.to_str().unwrap()]);
+    // Four tries: a fifth failure in a row would lock the name.
+    for pw in ["", "root", "vmware", "Cmdline-pw-1"] {
         assert_error(&h.login_reply("root", pw), 401, None);
     }
-    drop(h);
-    // The console way: `hostd passwd root` reads the password from stdin.
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hostd"))
-        .arg("--config-dir")
-        .arg(t.path().join("config"))
-        .args(["passwd", "root"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(b"console-set-pw\n").unwrap();
-    assert!(c.wait().unwrap().success());
-    let h = start(t.path(), &[]);
+    // The console way, while hostd runs: `hostd passwd root` reads the
+    // password from stdin (a pipe here; a terminal gets asked twice, unechoed).
+    let passwd = |pw: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hostd"))
+            .arg("--config-dir")
+            .arg(t.path().join("config"))
+            .args(["passwd", "root"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+        c.wait().unwrap().success()
+    };
+    assert!(!passwd("short"), "a short password is refused");
+    assert!(passwd("console-set-pw"));
+    // The running hostd uses it at once: no restart.
     let r = h.login_reply("root", "console-set-pw");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["role"], "Administrator");
+    let token = r.body["token"].as_str().unwrap().to_string();
+    let host = h.call(&token, "GET", "/api/host", None);
+    assert_eq!(host.body["config_store"]["persistent"], true, "{}", host.body);
+    assert_eq!(host.body["config_store"]["path"], t.path().join("config").display().to_string());
+    // A new password at the console ends the old password's sessions.
+    assert!(passwd("console-set-pw2"));
+    assert_error(&h.login_reply("root", "console-set-pw"), 401, None);
+    assert_error(&h.call(&token, "GET", "/api/host", None), 401, None);
+    assert_eq!(h.login_reply("root", "console-set-pw2").status, 200);
 }
 
 /// The web client in Debian's headless Chromium (playwright-core, no browser

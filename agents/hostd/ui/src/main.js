@@ -294,6 +294,7 @@ function showHost(session) {
           d.capacity_bytes ? `${((d.capacity_bytes - d.free_bytes) / (1 << 30)).toFixed(1)} of ${(d.capacity_bytes / (1 << 30)).toFixed(1)} GiB used` : d.path,
         ]),
         ['Port groups', host.port_groups.join(', ')],
+        ['Config store', host.config_store.persistent ? host.config_store.path : `${host.config_store.path} (in memory: attach a datastore to keep accounts and inventory across reboots)`],
       ];
       summary.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
       const chosen = datastore.value;
