@@ -159,6 +159,11 @@ fn assert_error(r: &Reply, status: u16, field: Option<&str>) {
     }
 }
 
+/// The `format` a `.vmx` text names.
+fn vmx_format(vmx: &str) -> String {
+    vmx.lines().find_map(|l| l.strip_prefix("format = ")).map(|v| v.trim_matches('"').to_string()).unwrap_or_else(|| "multiboot".into())
+}
+
 fn dir_entries(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
@@ -206,6 +211,8 @@ fn vm_lifecycle_over_tls() {
         (json!({"nics": [{"network": "VM Network", "mac": "ff:ff:ff:ff:ff:ff"}]}), "nics[0].mac"),
         (json!({"limit_pct": 0}), "limit_pct"),
         (json!({"kernel": "/does/not/exist"}), "kernel"),
+        (json!({"format": "linux", "modules": [], "initrd": "/does/not/exist.cpio"}), "initrd"),
+        (json!({"disks": [{"file": "web01.img", "format": "floppy"}]}), "disks[0].format"),
         (json!({"name": "renamed"}), ""),
         (json!({"vcpus": "two"}), ""),
     ] {
@@ -220,6 +227,17 @@ fn vm_lifecycle_over_tls() {
     assert_eq!(r.status, 200, "{}", r.body);
     let vmx2 = std::fs::read_to_string(vm_dir.join("web01.vmx")).unwrap();
     assert!(vmx2.contains("memory_mib = \"32\"") && vmx2.contains("shares = \"2000\""), "{vmx2}");
+    // A Linux guest's initrd and a disk's image format change through PATCH too.
+    let initrd = t.path().join("initrd.cpio");
+    std::fs::write(&initrd, b"070701").unwrap();
+    let linux = json!({"format": "linux", "modules": [], "initrd": initrd, "disks": [{"file": "web01.img", "format": "raw", "readonly": true}]});
+    let r = h.call(&tok, "PATCH", "/api/vms/web01", Some(linux));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.body["config"]["format"].as_str(), r.body["config"]["initrd"].as_str()), (Some("linux"), initrd.to_str()));
+    let vmx3 = std::fs::read_to_string(vm_dir.join("web01.vmx")).unwrap();
+    assert!(vmx3.contains("initrd = ") && vmx3.contains("disk0.format = \"raw\"") && vmx3.contains("disk0.readonly"), "{vmx3}");
+    let back = json!({"format": vmx_format(&vmx2), "initrd": null, "disks": [{"file": "web01.img"}]});
+    assert_eq!(h.call(&tok, "PATCH", "/api/vms/web01", Some(back)).status, 200);
 
     // Invalid definitions: nothing appears on the datastore.
     let mut bad = Vec::new();
