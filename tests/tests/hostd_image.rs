@@ -230,7 +230,8 @@ fn hostd_serves_https_and_manages_vms_on_mantle() {
     // The certificate hostd made is in the store on the datastore and
     // published where the CIM broker reads it.
     let cert = md5(&mut c, "/vmfs/volumes/datastore1/.mantle/hostd/ssl/host.crt");
-    check(&c, md5(&mut c, "/etc/mantle/hostd/ssl/host.crt") == cert, "the published certificate differs from the store's");
+    let published = md5(&mut c, "/etc/mantle/hostd/ssl/host.crt");
+    check(&c, published == cert, "the published certificate differs from the store's");
     let vmx = run(&mut c, &format!("cat /vmfs/volumes/datastore1/{VM}/{VM}.vmx"));
     check(&c, vmx.contains("config.version") && vmx.contains("spin.bin"), &format!("the .vmx on the datastore:\n{vmx}"));
     // hostd keeps running: init's respawn line and a live process.
@@ -252,7 +253,8 @@ fn hostd_serves_https_and_manages_vms_on_mantle() {
     check(&c, code == 200 && json_str(&body, "role").as_deref() == Some("Operator"), &format!("login as ops after reboot: {code} {body}"));
     let (code, body) = curl(port, "GET", "/api/events?limit=1000", Some(&token), None);
     check(&c, code == 200 && body.contains(&format!("VM {VM} created")) && body.matches("\"hostd.started\"").count() >= 2, &format!("the event log after reboot: {code} {body}"));
-    check(&c, md5(&mut c, "/vmfs/volumes/datastore1/.mantle/hostd/ssl/host.crt") == cert, "the host certificate changed across the reboot");
+    let cert2 = md5(&mut c, "/vmfs/volumes/datastore1/.mantle/hostd/ssl/host.crt");
+    check(&c, cert2 == cert, "the host certificate changed across the reboot");
     // The store is hidden from the datastore browser.
     let (code, body) = curl(port, "GET", "/api/datastores/datastore1/browse?path=.mantle", Some(&token), None);
     check(&c, code == 400, &format!("browsing .mantle: {code} {body}"));

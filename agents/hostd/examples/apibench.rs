@@ -115,12 +115,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// Opens a logged-in connection.
+type Connect = Arc<dyn Fn() -> Result<Conn, String> + Send + Sync>;
+/// What one client does on its connection.
+type Work<T> = Arc<dyn Fn(usize, &mut Conn) -> Result<T, String> + Send + Sync>;
+
 /// Runs `f(client, conn)` on `clients` threads, each with its own logged-in connection.
-fn on_clients<T: Send + 'static>(
-    clients: usize,
-    connect: &Arc<dyn Fn() -> Result<Conn, String> + Send + Sync>,
-    f: Arc<dyn Fn(usize, &mut Conn) -> Result<T, String> + Send + Sync>,
-) -> Result<Vec<T>, String> {
+fn on_clients<T: Send + 'static>(clients: usize, connect: &Connect, f: Work<T>) -> Result<Vec<T>, String> {
     let handles: Vec<_> = (0..clients)
         .map(|i| {
             let (connect, f) = (Arc::clone(connect), Arc::clone(&f));
@@ -172,7 +173,7 @@ fn run(a: Args) -> Result<(), String> {
     let mut first = Conn::open(&tls, &hostport, &host)?;
     let (st, login) = first.call("POST", "/api/session", Some(&json!({"username": a.user, "password": a.password})))?;
     let token = login["token"].as_str().ok_or_else(|| format!("login: {st} {login}"))?.to_string();
-    let connect: Arc<dyn Fn() -> Result<Conn, String> + Send + Sync> = {
+    let connect: Connect = {
         let (tls, hostport, host, token) = (Arc::clone(&tls), hostport.clone(), host.clone(), token.clone());
         Arc::new(move || {
             let mut c = Conn::open(&tls, &hostport, &host)?;
