@@ -56,16 +56,27 @@ impl ConfigStore {
 }
 
 /// The datastores under `volumes`, sorted by name (hidden names skipped).
-fn datastores(volumes: &Path) -> Vec<(String, PathBuf)> {
-    let mut out: Vec<(String, PathBuf)> = fs::read_dir(volumes)
+/// Mantle (like ESXi) mounts a datastore at `/vmfs/volumes/<uuid>` and adds
+/// its name as a symbolic link beside it: a datastore is listed once, by
+/// its name, and a directory some name points to is not listed again.
+pub fn datastores(volumes: &Path) -> Vec<(String, PathBuf)> {
+    let entries: Vec<(String, PathBuf, Option<PathBuf>)> = fs::read_dir(volumes)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
-            (!name.starts_with('.') && e.path().is_dir()).then(|| (name, e.path()))
+            let path = e.path();
+            if name.starts_with('.') || !path.is_dir() {
+                return None;
+            }
+            let target = fs::read_link(&path).ok().map(|t| volumes.join(t));
+            Some((name, path, target))
         })
         .collect();
+    let named: Vec<&PathBuf> = entries.iter().filter_map(|(_, _, t)| t.as_ref()).collect();
+    let mut out: Vec<(String, PathBuf)> =
+        entries.iter().filter(|(_, path, target)| target.is_some() || !named.contains(&path)).map(|(n, p, _)| (n.clone(), p.clone())).collect();
     out.sort();
     out
 }
@@ -105,6 +116,19 @@ mod tests {
         assert!(s.describe().contains("no datastore attached"));
         fs::create_dir_all(d.path().join("volumes/.hidden")).unwrap();
         assert_eq!(locate(&d.path().join("volumes"), &mem).path, mem);
+    }
+
+    #[test]
+    fn a_datastore_is_listed_once_by_its_name() {
+        let d = tempfile::tempdir().unwrap();
+        let v = d.path().join("volumes");
+        fs::create_dir_all(v.join("4566-7990")).unwrap();
+        fs::create_dir_all(v.join("plain")).unwrap();
+        std::os::unix::fs::symlink("4566-7990", v.join("datastore1")).unwrap();
+        fs::write(v.join("file"), b"").unwrap();
+        assert_eq!(datastores(&v), [("datastore1".to_string(), v.join("datastore1")), ("plain".to_string(), v.join("plain"))]);
+        let s = locate(&v, Path::new("/nonexistent"));
+        assert_eq!((s.datastore.as_deref(), s.path), (Some("datastore1"), v.join("datastore1/.mantle/hostd")));
     }
 
     #[test]

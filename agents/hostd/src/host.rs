@@ -533,16 +533,7 @@ impl Hostd {
 
     pub fn datastores(&self) -> Vec<Datastore> {
         let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(&self.settings.volumes_dir) else { return out };
-        for e in rd.flatten() {
-            let path = e.path();
-            if !path.is_dir() {
-                continue;
-            }
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
+        for (name, path) in crate::config_store::datastores(&self.settings.volumes_dir) {
             let st = rustix::fs::statvfs(&path).ok();
             out.push(Datastore {
                 name,
