@@ -32,7 +32,12 @@ fn hostd_console_commands_run_on_mantle() {
     activate_shell(&mut c, Duration::from_secs(120), STEP);
     // init started hostd; with no datastore attached it says that its
     // config store is in memory (and keeps working).
-    check(&c, c.log().contains("hostd: no datastore attached: the config store") && c.log().contains("hostd: HTTPS on"), "hostd does not say that its config store is in memory");
+    let said = |log: &str| log.contains("hostd: no datastore attached: the config store") && log.contains("hostd: HTTPS on");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !said(&c.log()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check(&c, said(&c.log()), "hostd does not say that its config store is in memory");
     let out = run(&mut c, "hostd --version; echo rc=$?");
     check(&c, out.contains(concat!("hostd ", env!("CARGO_PKG_VERSION"))) && out.contains("rc=0"), &format!("hostd --version: {out:?}"));
     let out = run(&mut c, "echo console-pw-123 | hostd --config-dir /tmp/hd passwd root; echo rc=$?");
