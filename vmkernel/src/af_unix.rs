@@ -31,6 +31,9 @@ const SUN_PATH_MAX: usize = 108;
 /// Bytes one direction of a stream connection, or one datagram socket's
 /// receive queue, holds (Linux's default socket buffer is 208 KiB).
 pub const QUEUE_BYTES: usize = 256 * 1024;
+/// Bytes all AF_UNIX queues hold together: many sockets with full queues
+/// cannot take the kernel heap (a sender then waits, or gets EAGAIN).
+pub const TOTAL_BYTES: usize = 16 << 20;
 /// Datagrams one receive queue holds (Linux: net.unix.max_dgram_qlen).
 pub const QUEUE_DGRAMS: usize = 512;
 /// A listen() backlog is capped here (Linux's somaxconn).
@@ -48,6 +51,7 @@ pub const MSG_TRUNC: u32 = 0x20;
 pub const POLLRDHUP: PollEvents = PollEvents(0x2000);
 
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
 static NEXT_INO: AtomicU64 = AtomicU64::new(1);
 
 /// The socket types AF_UNIX offers.
@@ -234,13 +238,35 @@ struct Queue {
 
 impl Queue {
     fn space(&self) -> usize {
-        QUEUE_BYTES.saturating_sub(self.bytes)
+        QUEUE_BYTES.saturating_sub(self.bytes).min(TOTAL_BYTES.saturating_sub(QUEUED.load(Ordering::Acquire)))
+    }
+
+    fn add(&mut self, n: usize) {
+        self.bytes += n;
+        QUEUED.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn sub(&mut self, n: usize) {
+        self.bytes -= n;
+        QUEUED.fetch_sub(n, Ordering::AcqRel);
     }
 
     fn clear(&mut self) {
         self.segs.clear();
-        self.bytes = 0;
+        let n = self.bytes;
+        self.sub(n);
     }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        QUEUED.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Bytes queued in all AF_UNIX sockets now (for tests and leak checks).
+pub fn queued_bytes() -> usize {
+    QUEUED.load(Ordering::Acquire)
 }
 
 /// A stream or seqpacket connection: both directions under one lock.
@@ -617,7 +643,7 @@ impl UnixSocket {
             }
             _ => out.segs.push_back(Segment { data: data[..n].to_vec(), read: 0, rights, from: UnixAddr::Unnamed }),
         }
-        out.bytes += n;
+        out.add(n);
         drop(q);
         chan.bump();
         Ok(n)
@@ -654,7 +680,7 @@ impl UnixSocket {
             }
             let rights = rights.take().filter(|r| !r.is_empty());
             ts.rx.segs.push_back(Segment { data: data.to_vec(), read: 0, rights, from });
-            ts.rx.bytes += data.len();
+            ts.rx.add(data.len());
         }
         target.bump();
         Ok(data.len())
@@ -883,8 +909,9 @@ fn take_stream(inq: &mut Queue, buf: &mut [u8], peek: bool, shut_rd: bool) -> Re
             got.rights = r.into_files();
         }
         seg.read += n;
-        inq.bytes -= n;
-        if seg.left() == 0 {
+        let used_up = seg.left() == 0;
+        inq.sub(n);
+        if used_up {
             inq.segs.pop_front();
         }
         if !got.rights.is_empty() {
@@ -915,8 +942,9 @@ fn take_message(inq: &mut Queue, buf: &mut [u8], peek: bool, shut_rd: bool) -> R
     if let Some(r) = seg.rights.take() {
         got.rights = r.into_files();
     }
-    inq.bytes -= seg.data.len();
+    let n = seg.data.len();
     inq.segs.pop_front();
+    inq.sub(n);
     Ok(got)
 }
 
@@ -925,8 +953,13 @@ mod tests {
     use super::*;
 
     const ME: Ucred = Ucred { pid: 7, uid: 1000, gid: 100 };
-    /// Tests that count descriptors in flight (a global) run one at a time.
-    static RIGHTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    /// The tests run one at a time: descriptors in flight and queued bytes
+    /// are host-wide counts.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
     fn recv_all(s: &UnixSocket, n: usize) -> Vec<u8> {
         let mut b = alloc::vec![0u8; n];
@@ -937,6 +970,7 @@ mod tests {
 
     #[test]
     fn sockaddr_un_round_trips_and_bad_ones_are_einval() {
+        let _serial = serial();
         let mut p = AF_UNIX.to_le_bytes().to_vec();
         p.extend_from_slice(b"/tmp/s\0junk");
         assert_eq!(UnixAddr::decode(&p), Ok(UnixAddr::Path(b"/tmp/s".to_vec())));
@@ -952,6 +986,7 @@ mod tests {
 
     #[test]
     fn stream_pair_carries_bytes_both_ways_then_eof_and_epipe() {
+        let _serial = serial();
         let (a, b) = UnixSocket::pair(SockType::Stream, ME);
         assert_eq!(a.send(b"hello", &mut None, None), Ok(5));
         assert_eq!(a.send(b" world", &mut None, None), Ok(6));
@@ -972,6 +1007,7 @@ mod tests {
 
     #[test]
     fn stream_fills_then_eagain_and_peek_keeps_data() {
+        let _serial = serial();
         let (a, b) = UnixSocket::pair(SockType::Stream, ME);
         let big = alloc::vec![9u8; QUEUE_BYTES + 100];
         assert_eq!(a.send(&big, &mut None, None), Ok(QUEUE_BYTES));
@@ -986,6 +1022,7 @@ mod tests {
 
     #[test]
     fn listen_connect_accept_with_backlog_and_names() {
+        let _serial = serial();
         let mut ns = Namespace::new();
         let srv = UnixSocket::new(SockType::Stream, ME);
         ns.bind(&srv, UnixAddr::Abstract(b"srv".to_vec()), Some(NameKey::Abstract(b"srv".to_vec()))).unwrap();
@@ -1025,6 +1062,7 @@ mod tests {
 
     #[test]
     fn closing_a_listener_resets_pending_connections() {
+        let _serial = serial();
         let mut ns = Namespace::new();
         let srv = UnixSocket::new(SockType::Stream, ME);
         ns.bind(&srv, UnixAddr::Path(b"/s".to_vec()), Some(NameKey::Node { dev: 1, ino: 2 })).unwrap();
@@ -1039,7 +1077,7 @@ mod tests {
 
     #[test]
     fn rights_travel_with_their_bytes_and_are_dropped_with_the_queue() {
-        let _serial = RIGHTS.lock();
+        let _serial = serial();
         let (a, b) = UnixSocket::pair(SockType::Stream, ME);
         let (r, w) = OpenFile::pipe(0);
         let (r, w) = (Arc::new(r), Arc::new(w));
@@ -1066,6 +1104,7 @@ mod tests {
 
     #[test]
     fn datagrams_keep_boundaries_truncate_and_name_the_sender() {
+        let _serial = serial();
         let mut ns = Namespace::new();
         let rx = UnixSocket::new(SockType::Dgram, ME);
         ns.bind(&rx, UnixAddr::Abstract(b"rx".to_vec()), Some(NameKey::Abstract(b"rx".to_vec()))).unwrap();
@@ -1091,6 +1130,7 @@ mod tests {
 
     #[test]
     fn seqpacket_keeps_boundaries() {
+        let _serial = serial();
         let (a, b) = UnixSocket::pair(SockType::SeqPacket, ME);
         a.send(b"abc", &mut None, None).unwrap();
         a.send(b"de", &mut None, None).unwrap();
@@ -1101,8 +1141,28 @@ mod tests {
     }
 
     #[test]
+    fn all_queues_together_are_bounded() {
+        let _serial = serial();
+        let before = queued_bytes();
+        let pairs: Vec<_> = (0..TOTAL_BYTES / QUEUE_BYTES + 2).map(|_| UnixSocket::pair(SockType::Stream, ME)).collect();
+        let big = alloc::vec![1u8; QUEUE_BYTES];
+        let mut total = 0;
+        for (a, _) in &pairs {
+            total += a.send(&big, &mut None, None).unwrap_or(0);
+        }
+        assert!(total <= TOTAL_BYTES, "{total} bytes queued");
+        assert_eq!(pairs.last().map(|(a, _)| a.send(b"x", &mut None, None)), Some(Err(Errno::EAGAIN)));
+        // Reading frees budget for everyone.
+        let mut buf = alloc::vec![0u8; 4096];
+        assert_eq!(pairs[0].1.recv(&mut buf, 0).map(|r| r.len), Ok(4096));
+        assert_eq!(pairs.last().map(|(a, _)| a.send(b"x", &mut None, None)), Some(Ok(1)));
+        drop(pairs);
+        assert_eq!(queued_bytes(), before);
+    }
+
+    #[test]
     fn in_flight_descriptors_are_capped() {
-        let _serial = RIGHTS.lock();
+        let _serial = serial();
         let (r, _w) = OpenFile::pipe(0);
         let r = Arc::new(r);
         let before = in_flight();
