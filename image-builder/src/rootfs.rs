@@ -76,6 +76,11 @@ impl Rootfs {
         self.nodes.insert(path.to_string(), Node { mode, mtime, data });
     }
 
+    /// Leaves `path` (a file or symlink) out; whether it was there.
+    pub fn remove(&mut self, path: &str) -> bool {
+        self.nodes.remove(path.trim_start_matches('/')).is_some()
+    }
+
     pub fn insert_file(&mut self, path: &str, perm: u32, data: &[u8]) {
         self.insert(path, S_IFREG | perm, 0, data.to_vec());
     }
