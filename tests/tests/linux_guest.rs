@@ -7,9 +7,10 @@
 //! One Mantle boot carries every check, since each Linux boot under
 //! TCG-in-TCG costs minutes: two VMs defined by `.vmx` files on the FAT
 //! datastore `datastore1` (ESXi's `<datastore>/<vm>/<vm>.vmx` layout), both
-//! with a virtio-net NIC on the port group "VM Network". `debian` (2 vCPUs)
-//! also has a raw ext2 disk made by `mke2fs` on the host, in its directory on
-//! the datastore; `peer` has 4 vCPUs. At the guests' shells (through
+//! with a virtio-net NIC on the port group "VM Network". `debian` is the
+//! demo VM `image-builder run` puts on its datastore (2 vCPUs; the kernel,
+//! the initramfs and a raw ext2 disk made by `mke2fs` in its directory, all
+//! loaded from the datastore); `peer` boots the same kernel with 4 vCPUs. At the guests' shells (through
 //! `vmkcli vm console --follow`) the test reads the guests' logs, times
 //! `sleep 10` against the host's clock, pings and moves 16 MiB over TCP
 //! (BusyBox `nc`) from one VM to the other with matching MD5 sums, mounts
@@ -33,8 +34,6 @@ const STEP: Duration = Duration::from_secs(90);
 const GUEST_BOOT: Duration = Duration::from_secs(400);
 /// 16 MiB between two guests through the virtual switch, under TCG-in-TCG.
 const TRANSFER: Duration = Duration::from_secs(400);
-const KERNEL: &str = "/usr/lib/mantle/guests/linux/vmlinuz";
-const INITRD: &str = "/usr/lib/mantle/guests/linux/initrd.cpio";
 const DATASTORE: &str = "/vmfs/volumes/datastore1";
 /// What the host put on the guest's disk, and what the guest writes there.
 const HOST_TEXT: &str = "written-on-the-host";
@@ -96,37 +95,25 @@ fn host_tool(dir: &Path, program: &str, args: &[&str]) -> (bool, String) {
 #[test]
 fn debian_guests_on_a_datastore_disk_and_a_port_group() {
     let guest = linux_guest::prepare().unwrap_or_else(|e| panic!("preparing the Linux guest: {e}"));
-    let adds = [format!("{}={KERNEL}", guest.kernel.display()), format!("{}={INITRD}", guest.initrd.display())];
-    let adds: Vec<&str> = adds.iter().map(String::as_str).collect();
-    let iso = iso("linux-guest", NO_AGENTS, &adds);
+    let iso = iso("linux-guest", NO_AGENTS, &[]);
 
-    // The datastore: the two VMs' directories, the disk an ext2 file system
-    // with a file from the host.
+    // The datastore: `image-builder run`'s demo VM `debian` (its kernel,
+    // initramfs and ext2 disk in its directory; here the disk holds a file
+    // from the host) and a second VM booting the same kernel.
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("datastore1.img");
     image_builder::datastore::create(&ds, 512 << 20, "datastore1").expect("image-builder datastore new");
     let contents = dir.path().join("contents");
     std::fs::create_dir(&contents).unwrap();
     std::fs::write(contents.join("from-host.txt"), format!("{HOST_TEXT}\n")).unwrap();
-    let vm = |name: &str, memory_mib, vcpus, disk: bool| LinuxVm {
-        name: name.into(),
-        memory_mib,
-        vcpus,
-        kernel: KERNEL.into(),
-        initrd: INITRD.into(),
-        cmdline: "console=ttyS0".into(),
-        disk: disk.then(|| format!("{DATASTORE}/{name}/{name}.img")),
-        network: Some("VM Network".into()),
-    };
-    for spec in [vm("debian", 160, 2, true), vm("peer", 128, 4, false)] {
-        let d = dir.path().join(&spec.name);
-        std::fs::create_dir(&d).unwrap();
-        std::fs::write(d.join(format!("{}.vmx", spec.name)), linux_guest::vmx(&spec)).unwrap();
-        if spec.disk.is_some() {
-            linux_guest::make_ext2_disk(&d.join(format!("{}.img", spec.name)), 16, "guestdisk", Some(&contents)).expect("mke2fs");
-        }
-        image_builder::datastore::put(&ds, &d, &format!("/{}", spec.name)).expect("datastore put");
-    }
+    assert!(linux_guest::put_demo_vm(&ds, "datastore1", &guest, 16, Some(&contents)).expect("the demo VM"));
+    let demo = linux_guest::demo_vm("datastore1");
+    assert_eq!(demo.name, "debian");
+    let peer = LinuxVm { name: "peer".into(), memory_mib: 128, vcpus: 4, disk: None, ..demo };
+    let d = dir.path().join("peer");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("peer.vmx"), linux_guest::vmx(&peer)).unwrap();
+    image_builder::datastore::put(&ds, &d, "/peer").expect("datastore put");
 
     let _lock = emulator_lock();
     let mut q = qemu_iso(iso);
