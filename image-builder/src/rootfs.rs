@@ -41,6 +41,7 @@ fn normalize(p: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+#[derive(Clone)]
 struct Node {
     mode: u32,
     mtime: u32,
@@ -49,7 +50,7 @@ struct Node {
 
 /// What goes into the archive, keyed by path so parents sort before children
 /// and a later `--add` replaces an earlier one.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Rootfs {
     nodes: BTreeMap<String, Node>,
 }
