@@ -249,8 +249,9 @@ pub fn has_demo_vm(image: &Path) -> Result<bool, String> {
 /// Puts the demo VM's directory on the datastore in `image` (labelled
 /// `datastore`) unless it is there already: `<vm>.vmx` (the VMkernel's
 /// configuration format), Debian's kernel, the initramfs and an empty ext2
-/// disk of `disk_mib` MiB. Returns whether it was added.
-pub fn put_demo_vm(image: &Path, datastore: &str, guest: &LinuxGuest, disk_mib: u64) -> Result<bool, String> {
+/// disk of `disk_mib` MiB (holding the files of `contents`, if given).
+/// Returns whether it was added.
+pub fn put_demo_vm(image: &Path, datastore: &str, guest: &LinuxGuest, disk_mib: u64, contents: Option<&Path>) -> Result<bool, String> {
     if has_demo_vm(image)? {
         return Ok(false);
     }
@@ -264,7 +265,7 @@ pub fn put_demo_vm(image: &Path, datastore: &str, guest: &LinuxGuest, disk_mib: 
     copy(&guest.kernel, "vmlinuz")?;
     copy(&guest.initrd, "initrd.cpio")?;
     let disk = format!("{DEMO_VM}.img");
-    make_ext2_disk(&stage.join(&disk), disk_mib, DEMO_VM, None)?;
+    make_ext2_disk(&stage.join(&disk), disk_mib, DEMO_VM, contents)?;
     let vmx_name = format!("{DEMO_VM}.vmx");
     std::fs::write(stage.join(&vmx_name), vmx(&demo_vm(datastore))).map_err(|e| e.to_string())?;
     if crate::datastore::open(image, false)?.stat(&format!("/{DEMO_VM}")).is_err() {
@@ -360,8 +361,8 @@ mod tests {
         std::fs::write(d.join("bzImage"), b"MZ kernel").unwrap();
         std::fs::write(d.join("initrd"), b"070701").unwrap();
         let guest = LinuxGuest { kernel: d.join("bzImage"), initrd: d.join("initrd"), modules: Vec::new() };
-        assert!(put_demo_vm(&image, "datastore1", &guest, 4).unwrap(), "added");
-        assert!(!put_demo_vm(&image, "datastore1", &guest, 4).unwrap(), "added only once");
+        assert!(put_demo_vm(&image, "datastore1", &guest, 4, None).unwrap(), "added");
+        assert!(!put_demo_vm(&image, "datastore1", &guest, 4, None).unwrap(), "added only once");
         crate::datastore::get(&image, "/debian", &d).unwrap();
         let text = std::fs::read_to_string(d.join("debian/debian.vmx")).unwrap();
         let c = vmkernel::vmk_api::VmConfig::parse_versioned(&text).unwrap();

@@ -373,7 +373,7 @@ fn datastore_disks(d: DiskArgs) -> Result<Vec<String>, String> {
         // A failed fetch (no package mirror) leaves the datastore without
         // the demo VM; Mantle still boots.
         let added = image_builder::linux_guest::prepare().and_then(|guest| {
-            image_builder::linux_guest::put_demo_vm(&default, datastore::DEFAULT_LABEL, &guest, image_builder::linux_guest::DEMO_DISK_MIB)
+            image_builder::linux_guest::put_demo_vm(&default, datastore::DEFAULT_LABEL, &guest, image_builder::linux_guest::DEMO_DISK_MIB, None)
         });
         match added {
             Ok(true) => println!(
