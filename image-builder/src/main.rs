@@ -209,6 +209,9 @@ enum BenchCmd {
         /// Another WBEM server to measure the same way (`http://user:pw@host:port`, repeatable).
         #[arg(long = "url")]
         urls: Vec<String>,
+        /// Leave out the broker on Mantle (booting it in QEMU takes minutes).
+        #[arg(long)]
+        no_mantle: bool,
     },
     /// Datastore throughput: sequential write and read of a 256 MiB file,
     /// 4 KiB random reads and fsync'd random writes, by the same static
@@ -311,8 +314,8 @@ fn real_main() -> Result<ExitCode, String> {
             let bins = image_builder::userworlds::build_static(false)?;
             image_builder::bench::bench_vm(&kernel, &bins.join("vmbench"), runs)?;
         }
-        Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls } } => {
-            image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls })?;
+        Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls, no_mantle } } => {
+            image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls, mantle: !no_mantle })?;
         }
         Cmd::Bench { what: BenchCmd::Disk { runs } } => {
             let kernel = image_builder::kernel::build_kernel(true)?;
