@@ -1,9 +1,11 @@
 //! WBEM EnumerateInstances benchmark: requests/s and p50/p99 latency over HTTP/1.1
 //! keep-alive, with N concurrent clients. It takes a URL, so the same run measures
-//! another WBEM server (sfcb, OpenPegasus) on the same machine.
+//! another WBEM server (sfcb, OpenPegasus) on the same machine. HTTPS URLs need the
+//! server's certificate (PEM, trusted as the only root); each client does one TLS
+//! handshake, outside the measured requests.
 //!
 //!     cargo run --release -p cim-broker --example bench -- \
-//!         http://root:secret@127.0.0.1:5988 root/cimv2 CIM_ComputerSystem [clients] [requests per client]
+//!         http://root:secret@127.0.0.1:5988 root/cimv2 CIM_ComputerSystem [clients] [requests per client] [ca.pem]
 
 use base64::Engine;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,10 +18,20 @@ fn main() {
         eprintln!("usage: bench http://user:pass@host:port NAMESPACE CLASS [clients=1] [requests=500]");
         std::process::exit(2);
     }
-    let url = args[1].strip_prefix("http://").unwrap_or_else(|| {
-        eprintln!("bench: only http:// URLs");
-        std::process::exit(2)
-    });
+    let (tls, url) = match (args[1].strip_prefix("http://"), args[1].strip_prefix("https://")) {
+        (Some(u), _) => (None, u),
+        (_, Some(u)) => {
+            let Some(ca) = args.get(6) else {
+                eprintln!("bench: https:// needs the server's certificate (6th argument)");
+                std::process::exit(2)
+            };
+            (Some(tls_config(ca)), u)
+        }
+        _ => {
+            eprintln!("bench: http:// or https:// URLs only");
+            std::process::exit(2)
+        }
+    };
     let (cred, hostport) = url.trim_end_matches('/').rsplit_once('@').unwrap_or(("", url));
     let hostport = hostport.split('/').next().unwrap_or(hostport).to_string();
     let auth = base64::engine::general_purpose::STANDARD.encode(cred);
@@ -40,7 +52,8 @@ fn main() {
         .map(|_| {
             let request = request.clone();
             let hostport = hostport.clone();
-            std::thread::spawn(move || run_client(&hostport, request.as_bytes(), requests))
+            let tls = tls.clone();
+            std::thread::spawn(move || connect(&hostport, tls).and_then(|s| run_client(s, request.as_bytes(), requests)))
         })
         .collect();
     let mut latencies: Vec<Duration> = Vec::new();
@@ -70,16 +83,56 @@ fn main() {
     );
 }
 
-fn run_client(hostport: &str, request: &[u8], n: usize) -> Result<(Vec<Duration>, usize), String> {
+fn tls_config(ca: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca).and_then(|i| i.collect::<Result<Vec<_>, _>>()).unwrap_or_else(|e| {
+        eprintln!("bench: {ca}: {e}");
+        std::process::exit(2)
+    });
+    for c in certs {
+        let _ = roots.add(c);
+    }
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| {
+            eprintln!("bench: TLS: {e}");
+            std::process::exit(2)
+        })
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+/// A plain or TLS connection (the handshake done).
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+fn connect(hostport: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<Box<dyn Stream>, String> {
     let stream = TcpStream::connect(hostport).map_err(|e| format!("connect {hostport}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let Some(config) = tls else { return Ok(Box::new(stream)) };
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h).trim_matches(['[', ']']).to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let mut s = rustls::StreamOwned::new(conn, stream);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| format!("TLS handshake with {hostport}: {e}"))?;
+    }
+    Ok(Box::new(s))
+}
+
+fn run_client(stream: Box<dyn Stream>, request: &[u8], n: usize) -> Result<(Vec<Duration>, usize), String> {
     let mut reader = BufReader::new(stream);
     let mut out = Vec::with_capacity(n);
     let mut size = 0;
     for _ in 0..n {
         let t = Instant::now();
-        writer.write_all(request).map_err(|e| e.to_string())?;
+        let w = reader.get_mut();
+        w.write_all(request).and_then(|_| w.flush()).map_err(|e| e.to_string())?;
         let mut line = String::new();
         reader.read_line(&mut line).map_err(|e| e.to_string())?;
         if !line.contains(" 200 ") {

@@ -52,7 +52,14 @@ pub enum AuthError {
 }
 
 pub trait Authenticator: Send + Sync {
+    /// Checks the credentials; may block (a slow hash, a call to hostd).
     fn authenticate(&self, user: &str, password: &str) -> Result<Principal, AuthError>;
+
+    /// The same answer when it can be given at once without blocking (a session
+    /// cached for these exact credentials); None sends the caller to `authenticate`.
+    fn authenticate_cached(&self, _user: &str, _password: &str) -> Option<Principal> {
+        None
+    }
 }
 
 /// Decodes an `Authorization: Basic ...` header value into (user, password).
@@ -124,6 +131,11 @@ impl Authenticator for UsersFile {
             Some(None) => Err(AuthError::Forbidden),
             None => Err(AuthError::BadCredentials),
         }
+    }
+
+    /// A constant-time comparison in memory: never blocks.
+    fn authenticate_cached(&self, user: &str, password: &str) -> Option<Principal> {
+        self.authenticate(user, password).ok()
     }
 }
 

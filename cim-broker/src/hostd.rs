@@ -419,6 +419,10 @@ impl Authenticator for HostdAuth {
     fn authenticate(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
         self.0.login(user, password)
     }
+
+    fn authenticate_cached(&self, user: &str, password: &str) -> Option<Principal> {
+        self.0.cached_session(user, password)
+    }
 }
 
 /// The back-end half: the inventory and lifecycle through hostd's API.

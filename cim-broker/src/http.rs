@@ -183,8 +183,13 @@ async fn handle_inner(svc: Arc<Service>, req: Request<Incoming>) -> Response<Cim
     let Some((user, password)) = header_str(req.headers(), "authorization").and_then(parse_basic) else {
         return unauthorized(&svc.config.realm);
     };
+    let cached = svc.auth.authenticate_cached(&user, &password);
     let auth = svc.auth.clone();
-    let principal = match tokio::task::spawn_blocking(move || auth.authenticate(&user, &password)).await {
+    let checked = match cached {
+        Some(p) => Ok(Ok(p)),
+        None => tokio::task::spawn_blocking(move || auth.authenticate(&user, &password)).await,
+    };
+    let principal = match checked {
         Ok(Ok(p)) => p,
         Ok(Err(AuthError::BadCredentials)) => return unauthorized(&svc.config.realm),
         Ok(Err(AuthError::Forbidden)) => return http_error(StatusCode::FORBIDDEN, None),
@@ -220,12 +225,12 @@ async fn handle_inner(svc: Arc<Service>, req: Request<Incoming>) -> Response<Cim
             return http_error(StatusCode::BAD_REQUEST, Some("request-not-valid"));
         }
     };
-    // Decoding, the header checks against the body and the operation run in one
-    // blocking task: one thread hop per request.
+    // Decoding, the header checks against the body and the operation run as one
+    // piece of blocking work (the operation may call hostd).
     let started = std::time::Instant::now();
     let svc2 = svc.clone();
     let headers2 = headers.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let work = move || {
         let request = match reader::decode_request(&body, &svc2.broker.limits) {
             Ok(r) => r,
             Err(e) => {
@@ -246,8 +251,15 @@ async fn handle_inner(svc: Arc<Service>, req: Request<Incoming>) -> Response<Cim
             return Err((StatusCode::BAD_REQUEST, "header-mismatch"));
         }
         Ok(svc2.broker.handle_with_status(&request, &principal))
-    })
-    .await;
+    };
+    // On the multi-threaded runtime (the broker's) the work runs on this worker,
+    // which hands its other tasks to the others meanwhile: no thread hop per request.
+    // (block_in_place is not allowed on a current-thread runtime.)
+    let result = if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        Ok(tokio::task::block_in_place(work))
+    } else {
+        tokio::task::spawn_blocking(work).await
+    };
     let (xml, status) = match result {
         Ok(Ok(r)) => r,
         Ok(Err((status, cim))) => return http_error(status, Some(cim)),

@@ -37,6 +37,13 @@ struct Enumeration {
 /// Objects built for a scope (a namespace, or None for both) from some back-end state.
 type CachedModel = (Option<&'static str>, model::Inputs, Arc<Vec<Object>>);
 
+/// A serialized enumeration result: the objects it was written from (valid while the
+/// model is that same build), the request's parameters, the IRETURNVALUE contents.
+type CachedResult = (Arc<Vec<Object>>, String, Arc<str>);
+
+/// Serialized enumeration results kept at most (a few clients' distinct requests).
+const RESULT_CACHE_ENTRIES: usize = 32;
+
 /// The broker's operation engine.
 pub struct Broker {
     pub repo: Repository,
@@ -48,6 +55,11 @@ pub struct Broker {
     /// The objects last built per scope (a namespace, or None for both), with the
     /// back-end state they were built from.
     model_cache: Mutex<Vec<CachedModel>>,
+    /// EnumerateInstances/EnumerateInstanceNames results per model build: polling
+    /// clients ask the same question of an unchanged model again and again, and
+    /// writing the XML (tens of KB for a few VMs) was most of a request's time. Every
+    /// role may read every instance, so results do not depend on the user.
+    result_cache: Mutex<std::collections::VecDeque<CachedResult>>,
 }
 
 fn err(code: StatusCode, d: impl Into<String>) -> CimError {
@@ -145,6 +157,7 @@ impl Broker {
             limits: Limits::default(),
             enumerations: Mutex::new((1, HashMap::new())),
             model_cache: Mutex::new(Vec::new()),
+            result_cache: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -208,6 +221,22 @@ impl Broker {
         cache.retain(|(n, _, _)| *n != ns);
         cache.push((ns, inputs, objs.clone()));
         Ok(objs)
+    }
+
+    fn cached_result(&self, model: &Arc<Vec<Object>>, key: &str) -> Option<Arc<str>> {
+        let cache = self.result_cache.lock().ok()?;
+        cache.iter().find(|(m, k, _)| Arc::ptr_eq(m, model) && k == key).map(|(_, _, r)| r.clone())
+    }
+
+    fn cache_result(&self, model: &Arc<Vec<Object>>, key: String, result: &str) {
+        let Ok(mut cache) = self.result_cache.lock() else { return };
+        // Results of builds that are no longer current (the model cache dropped them)
+        // can never be asked for again.
+        cache.retain(|(m, _, _)| Arc::strong_count(m) > 1);
+        if cache.len() >= RESULT_CACHE_ENTRIES {
+            cache.pop_front();
+        }
+        cache.push_back((model.clone(), key, Arc::from(result)));
     }
 
     fn namespace<'a>(&'a self, ns: &str) -> Result<(&'static str, &'a crate::repository::NamespaceClasses), CimError> {
@@ -278,6 +307,11 @@ impl Broker {
                 };
                 let list = property_list(call)?;
                 let all = self.objects(who, Some(ns))?;
+                let cacheable = matches!(name, "EnumerateInstanceNames" | "EnumerateInstances");
+                let key = if cacheable { format!("{name}\0{ns}\0{:?}", call.params) } else { String::new() };
+                if cacheable && let Some(hit) = self.cached_result(&all, &key) {
+                    return Ok(IResult { ireturn: Some(hit.to_string()), params: String::new() });
+                }
                 let objects: Vec<Object> = all
                     .iter()
                     .filter(|o| o.path.namespace.as_deref() == Some(ns) && classes.is_a(&o.instance.class_name, &class.name))
@@ -294,6 +328,7 @@ impl Broker {
                             p.namespace = None;
                             o.instancename(&p);
                         }
+                        self.cache_result(&all, key, &o.buf);
                         Ok(IResult { ireturn: Some(o.buf), params: String::new() })
                     }
                     "EnumerateInstances" => {
@@ -301,6 +336,7 @@ impl Broker {
                         for obj in &objects {
                             o.value_namedinstance(&obj.path, &obj.instance, &opts);
                         }
+                        self.cache_result(&all, key, &o.buf);
                         Ok(IResult { ireturn: Some(o.buf), params: String::new() })
                     }
                     _ => {

@@ -560,3 +560,34 @@ fn pull_associators() {
     // Conformance, hosted dependency, service effect, capabilities, two setting links.
     assert_eq!(rsp.child("IRETURNVALUE").unwrap().children_named("INSTANCEPATH").count(), 6, "{out}");
 }
+
+/// Enumeration results are reused while the model is unchanged (polling clients),
+/// never after a change: each answer matches the inventory at the time, for every
+/// parameter set on its own.
+#[test]
+fn repeated_enumerations_follow_every_change() {
+    let broker = broker_with_vms(2);
+    let names = |xml: &str| xml.matches("<INSTANCE CLASSNAME=\"Mantle_ComputerSystem\"").count();
+    let all = ENUM_CS.replace("EXTRA", "");
+    let only_names = ENUM_CS.replace("EXTRA", r#"<IPARAMVALUE NAME="PropertyList"><VALUE.ARRAY><VALUE>Name</VALUE></VALUE.ARRAY></IPARAMVALUE>"#);
+    let (first, _) = run(&broker, &all, Role::ReadOnly);
+    let (again, _) = run(&broker, &all, Role::Administrator);
+    assert_eq!(first, again);
+    assert_eq!(names(&first), 2);
+    let (narrow, _) = run(&broker, &only_names, Role::ReadOnly);
+    assert_ne!(narrow, first, "a different PropertyList is a different answer");
+    assert!(!narrow.contains("NAME=\"EnabledState\""), "{narrow}");
+    // A change to the inventory: the next answers show it.
+    broker.backend.define_vm(&admin(), VmSpec { name: "late".into(), vcpus: 1, memory_mib: 64, ..VmSpec::default() }).unwrap();
+    let (after, _) = run(&broker, &all, Role::ReadOnly);
+    assert_eq!(names(&after), 3);
+    assert!(after.contains("<VALUE>late</VALUE>"), "{after}");
+    let (narrow_after, _) = run(&broker, &only_names, Role::ReadOnly);
+    assert_eq!(names(&narrow_after), 3);
+    // A power change (same VMs, new state) too.
+    let id = broker.backend.list_vms(&admin()).unwrap()[0].id.clone();
+    broker.backend.power(&admin(), &id, cim_broker::backend::PowerAction::PowerOn).unwrap();
+    let (powered, _) = run(&broker, &all, Role::ReadOnly);
+    assert_ne!(powered, after);
+    assert!(powered.contains(r#"<PROPERTY NAME="EnabledState" TYPE="uint16"><VALUE>2</VALUE></PROPERTY>"#), "{powered}");
+}

@@ -7,7 +7,7 @@
  * status, says so on COM1 and enters S5 (SLP_EN with SLP_TYP 5, the `\_S5`
  * value in the DSDT Mantle gives its guests), as an OS's ACPI driver
  * would. It never exits by itself, so it also serves pause, resume and
- * reset (a reset prints the banner again).
+ * reset.
  */
         .code32
         .set MB_MAGIC, 0x1badb002

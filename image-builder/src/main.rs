@@ -213,6 +213,9 @@ enum BenchCmd {
         /// Another WBEM server to measure the same way (`http://user:pw@host:port`, repeatable).
         #[arg(long = "url")]
         urls: Vec<String>,
+        /// Leave out the broker on Mantle (booting it in QEMU takes minutes).
+        #[arg(long)]
+        no_mantle: bool,
     },
     /// hostd's REST API: p50/p99 of GET /api/vms and of a power-on under
     /// --clients concurrent HTTPS clients, and VMs created and powered on per
@@ -337,8 +340,8 @@ fn real_main() -> Result<ExitCode, String> {
             let bins = image_builder::userworlds::build_static(false)?;
             image_builder::bench::bench_vm(&kernel, &bins.join("vmbench"), runs)?;
         }
-        Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls } } => {
-            image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls })?;
+        Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls, no_mantle } } => {
+            image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls, mantle: !no_mantle })?;
         }
         Cmd::Bench { what: BenchCmd::Api { clients, requests, vms, host_only, cpus } } => {
             image_builder::api_bench::bench_api(&image_builder::api_bench::ApiBenchOptions { clients, requests, vms, host_only, cpus })?;

@@ -196,7 +196,20 @@ impl VmKernel for RealVmKernel {
         userworld::vmk::vm_start(id)
     }
     fn stop(&self, id: u32) -> io::Result<()> {
-        userworld::vmk::vm_stop(id)
+        use userworld::vmk;
+        vmk::vm_stop(id)?;
+        // The VMkernel stops the vCPUs asynchronously and refuses to free a
+        // VM (EBUSY) until the last has left, which is when its state stops
+        // reading running or paused: wait for that, so a power-off's destroy
+        // that follows does not race the vCPUs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while matches!(vmk::vm_info(id)?.state, vmk::VM_STATE_RUNNING | vmk::VM_STATE_PAUSED) {
+            if std::time::Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the vCPUs did not stop within 10 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
     }
     fn reset(&self, id: u32) -> io::Result<()> {
         userworld::vmk::vm_reset(id)

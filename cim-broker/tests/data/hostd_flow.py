@@ -25,11 +25,14 @@ def vsms():
 
 
 def wait_job(job):
-    for _ in range(400):
+    # Generous: a graceful shutdown waits for the guest, and on Mantle under
+    # QEMU's TCG everything is slow.
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
         j = c.GetInstance(job)
         if int(j["JobState"]) in (7, 8, 9, 10):
             return int(j["JobState"]), int(j["PercentComplete"])
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise SystemExit("job did not finish")
 
 
