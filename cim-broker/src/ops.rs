@@ -609,6 +609,7 @@ impl Broker {
             Some(ParamValue::Value(v)) => vec![v.clone()],
             Some(ParamValue::ValueArray(items)) => items.iter().flatten().cloned().collect(),
             Some(ParamValue::Instance(i)) => return Ok(vec![i.clone()]),
+            Some(ParamValue::InstanceArray(v)) => return Ok(v.clone()),
             Some(_) => return Err(err(StatusCode::InvalidParameter, format!("{name} must hold embedded instances"))),
         };
         texts

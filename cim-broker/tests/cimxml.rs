@@ -141,6 +141,26 @@ fn lenient_input_forms() {
     let ParamValue::Value(text) = &m.param("SystemSettings").unwrap().value else { panic!() };
     let vssd = cim_broker::xml::reader::decode_embedded_instance(text, &Limits::default()).unwrap();
     assert_eq!(vssd.scalar("ElementName"), Some("cdata01"));
+    // wbemcli `cm ... DefineSystem.SystemSettings=<INSTANCE ...>,ResourceSettings=<INSTANCE ...>`
+    // sends the embedded instances as markup inside VALUE, not escaped.
+    let (_, _, wbemcli) =
+        captures().into_iter().find(|(f, _, _)| f == "wbemcli-InvokeMethod-DefineSystem-unescaped.request.http").unwrap();
+    let req = decode_request(&wbemcli, &Limits::default()).unwrap();
+    let Call::Extrinsic(m) = &req.call else { panic!() };
+    let ParamValue::Instance(vssd) = &m.param("SystemSettings").unwrap().value else { panic!("{m:?}") };
+    assert_eq!(vssd.scalar("ElementName"), Some("web02"));
+    let ParamValue::InstanceArray(rasds) = &m.param("ResourceSettings").unwrap().value else { panic!("{m:?}") };
+    assert_eq!((rasds.len(), rasds[0].scalar("VirtualQuantity")), (1, Some("24")));
+    // (captured against a broker on a host named "vm")
+    let body = String::from_utf8(wbemcli.clone()).unwrap().replace("<KEYVALUE VALUETYPE=\"string\">vm</KEYVALUE>", "<KEYVALUE VALUETYPE=\"string\">mantle-test</KEYVALUE>");
+    let broker = broker_with_vms(0);
+    let (out, rsp) = run(&broker, &body, Role::Administrator);
+    assert_eq!(return_value(&rsp), 0, "{out}");
+    let vms = broker.backend.list_vms(&admin()).unwrap();
+    assert_eq!((vms[0].name.as_str(), vms[0].memory_mib, vms[0].boot.kernel.as_str()), ("web02", 24, "/usr/lib/mantle/guests/power-button.elf"));
+    // Markup in a plain string value is still a string.
+    let mixed = body.replace("<VALUE.ARRAY><VALUE><INSTANCE", "<VALUE.ARRAY><VALUE>x</VALUE><VALUE><INSTANCE");
+    assert!(decode_request(mixed.as_bytes(), &Limits::default()).is_err());
 }
 
 const ENUM_CS: &str = r#"<?xml version="1.0" encoding="utf-8" ?><CIM CIMVERSION="2.0" DTDVERSION="2.0"><MESSAGE ID="7" PROTOCOLVERSION="1.0"><SIMPLEREQ><IMETHODCALL NAME="EnumerateInstances"><LOCALNAMESPACEPATH><NAMESPACE NAME="root"/><NAMESPACE NAME="cimv2"/></LOCALNAMESPACEPATH><IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="CIM_ComputerSystem"/></IPARAMVALUE>EXTRA</IMETHODCALL></SIMPLEREQ></MESSAGE></CIM>"#;

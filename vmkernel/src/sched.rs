@@ -171,6 +171,10 @@ struct WorldEntry {
     allowed: Option<CpuSet>,
     vtime: u128,
     total_ns: u64,
+    /// While the world is on a CPU: the instant from which its CPU time is
+    /// not yet in its groups' period usage (its pick, or the last period
+    /// boundary it ran across). `charge` adds the rest.
+    period_from: Option<u64>,
 }
 
 /// Statistics of one group.
@@ -378,6 +382,7 @@ impl Scheduler {
                 allowed: None,
                 vtime,
                 total_ns: 0,
+                period_from: None,
             },
         );
         Ok(())
@@ -509,11 +514,34 @@ impl Scheduler {
     }
 
     fn roll_period(&mut self, now: u64) {
-        if now < self.period_start + PERIOD_NS {
+        let period_end = self.period_start + PERIOD_NS;
+        if now < period_end {
             return;
         }
+        // Worlds on a CPU now ran into this period's end: their time up to
+        // the boundary belongs to the period that closes, whichever CPU
+        // rolls it (on a multi-CPU host another CPU's tick usually does,
+        // before the running world's own CPU charges it).
+        let mut before_end: Vec<(GroupId, u64)> = Vec::new();
         let periods = (now - self.period_start) / PERIOD_NS;
-        self.period_start += periods * PERIOD_NS;
+        let new_start = self.period_start + periods * PERIOD_NS;
+        for e in self.worlds.values_mut() {
+            if let Some(from) = e.period_from
+                && e.running
+            {
+                before_end.push((e.group, period_end.saturating_sub(from)));
+                e.period_from = Some(from.max(new_start));
+            }
+        }
+        for (g, ns) in before_end {
+            let path: Vec<GroupId> = self.ancestors(g).collect();
+            for a in path {
+                if let Some(gr) = self.groups.get_mut(&a) {
+                    gr.period_usage_ns += ns;
+                }
+            }
+        }
+        self.period_start = new_start;
         for g in self.groups.values_mut() {
             // Overshoot beyond a limit is carried into the next period so
             // the long-run rate holds the limit exactly.
@@ -562,7 +590,9 @@ impl Scheduler {
         // Do not run past the period boundary: budgets reset there.
         let to_boundary = (self.period_start + PERIOD_NS).saturating_sub(now).max(MIN_SLICE_NS);
         slice = slice.min(to_boundary);
-        self.worlds.get_mut(&world).unwrap().running = true;
+        let e = self.worlds.get_mut(&world).unwrap();
+        e.running = true;
+        e.period_from = Some(now);
         Some(Pick { world, slice_ns: slice })
     }
 
@@ -591,19 +621,30 @@ impl Scheduler {
     /// Accounts `ran_ns` of CPU to world `w`. The world stays marked as
     /// running (so no other CPU picks it) until `release`d: the kernel
     /// releases it only once its registers are saved.
+    ///
+    /// The run was `[now - ran_ns, now]`; only its part inside the current
+    /// accounting period counts against the period's reservations and
+    /// limits (a period that ended meanwhile got the part before its end
+    /// when it rolled, see `roll_period`).
     pub fn charge(&mut self, w: WorldId, ran_ns: u64, now: u64) -> Result<(), SchedError> {
+        if !self.worlds.contains_key(&w) {
+            return Err(SchedError::NoSuchWorld(w));
+        }
+        self.roll_period(now);
+        let period_start = self.period_start;
         let e = self.worlds.get_mut(&w).ok_or(SchedError::NoSuchWorld(w))?;
         e.total_ns += ran_ns;
         e.vtime += ran_ns as u128 * VT_SCALE / e.shares as u128;
+        let from = now.saturating_sub(ran_ns).max(e.period_from.take().unwrap_or(0)).max(period_start).min(now);
+        let in_period = now - from;
         let g = e.group;
         let path: Vec<GroupId> = self.ancestors(g).collect();
         for a in path {
             let gr = self.groups.get_mut(&a).unwrap();
-            gr.period_usage_ns += ran_ns;
+            gr.period_usage_ns += in_period;
             gr.total_usage_ns += ran_ns;
             gr.vtime += ran_ns as u128 * VT_SCALE / gr.params.shares as u128;
         }
-        self.roll_period(now);
         Ok(())
     }
 
@@ -788,6 +829,96 @@ mod tests {
         simulate(&mut s2, 1, 3);
         let u2 = share(&s2, r2, 3);
         assert!((u2 - 1.0 / 9.0).abs() < 0.03, "shares-only usage {u2}");
+    }
+
+    /// Drives the policy as the kernel does: a periodic tick on every CPU
+    /// (period `tick_ns`, CPU `c` at phase `phase_ns[c]`); a CPU switches
+    /// only on a tick at or past its slice's end; an idle CPU's tick still
+    /// asks for work (and so may roll the period first).
+    fn simulate_ticks(s: &mut Scheduler, tick_ns: u64, phase_ns: &[u64], secs: u64) {
+        let end = secs * 1_000_000_000;
+        let cpus = phase_ns.len();
+        // Per CPU: (next tick, running world, since, slice end).
+        let mut cpu: Vec<(u64, Option<WorldId>, u64, u64)> = phase_ns.iter().map(|&p| (p, None, p, 0)).collect();
+        loop {
+            let c = (0..cpus).min_by_key(|&c| cpu[c].0).unwrap();
+            let now = cpu[c].0;
+            if now >= end {
+                break;
+            }
+            cpu[c].0 += tick_ns;
+            let (_, running, since, slice_end) = cpu[c];
+            if running.is_some() && now < slice_end {
+                continue;
+            }
+            if let Some(w) = running {
+                s.charge(w, now - since, now).unwrap();
+                s.release(w);
+            }
+            let pick = s.pick_next(c as u32, now);
+            cpu[c].1 = pick.map(|p| p.world);
+            cpu[c].2 = now;
+            cpu[c].3 = pick.map_or(0, |p| now + p.slice_ns);
+        }
+    }
+
+    #[test]
+    fn reservation_holds_when_other_cpus_roll_the_period() {
+        // A 40% reservation beside 8x shares, both pinned to CPU 0 of
+        // three. The tick measured on the TSC is a hair short of 10 ms
+        // (as under QEMU), and CPUs 1 and 2 tick before CPU 0 after each
+        // period boundary: they roll the period while CPU 0 still runs the
+        // slice that crossed it. That slice's time before the boundary
+        // belongs to the old period; counted in the new one, it cost the
+        // reserved group a turn in every other period (34.9% measured).
+        for phase0 in [3_470_000, 7_100_000, 9_900_000] {
+            let mut s = Scheduler::new(3);
+            let r = s.create_group(ROOT_GROUP, "reserved", GroupParams { reservation_pct: 40, ..Default::default() }).unwrap();
+            let big = s.create_group(ROOT_GROUP, "big", GroupParams { shares: 8000, ..Default::default() }).unwrap();
+            busy_world(&mut s, 1, r);
+            busy_world(&mut s, 2, big);
+            s.set_affinity(1, Some(0)).unwrap();
+            s.set_affinity(2, Some(0)).unwrap();
+            simulate_ticks(&mut s, 9_999_732, &[phase0, 1_000_000, 2_000_000], 3);
+            let u = share(&s, r, 3);
+            assert!(u >= 0.39, "phase {phase0}: reserved group got {u}");
+            // The same on one CPU, where CPU 0 rolls the period itself.
+            let mut s = Scheduler::new(1);
+            let r = s.create_group(ROOT_GROUP, "reserved", GroupParams { reservation_pct: 40, ..Default::default() }).unwrap();
+            let big = s.create_group(ROOT_GROUP, "big", GroupParams { shares: 8000, ..Default::default() }).unwrap();
+            busy_world(&mut s, 1, r);
+            busy_world(&mut s, 2, big);
+            simulate_ticks(&mut s, 9_999_732, &[phase0], 3);
+            let u = share(&s, r, 3);
+            assert!(u >= 0.39, "one CPU, phase {phase0}: reserved group got {u}");
+        }
+    }
+
+    #[test]
+    fn period_usage_splits_at_the_boundary() {
+        // A run across the period's end counts before the boundary in the
+        // old period and after it in the new one, whichever CPU rolls.
+        let mut s = Scheduler::new(2);
+        let g = s.create_group(ROOT_GROUP, "g", GroupParams { limit_pct: Some(90), ..Default::default() }).unwrap();
+        s.add_world(1, g, 0, 1000).unwrap();
+        s.set_runnable(1, true).unwrap();
+        assert_eq!(s.pick_next(0, PERIOD_NS - 4_000_000).map(|p| p.world), Some(1));
+        // CPU 1 rolls the period 1 ms after the boundary.
+        assert_eq!(s.pick_next(1, PERIOD_NS + 1_000_000), None);
+        assert_eq!(s.group_stats(g).unwrap().period_used_ns, 0, "the old period's part is not in the new period");
+        s.charge(1, 10_000_000, PERIOD_NS + 6_000_000).unwrap();
+        s.release(1);
+        let st = s.group_stats(g).unwrap();
+        assert_eq!(st.period_used_ns, 6_000_000, "only the part after the boundary");
+        assert_eq!(st.used_ns, 10_000_000, "the whole run in the total");
+        // One CPU: the charge itself rolls the period.
+        let mut s = Scheduler::new(1);
+        s.add_world(1, ROOT_GROUP, 0, 1000).unwrap();
+        s.set_runnable(1, true).unwrap();
+        let g = ROOT_GROUP;
+        s.pick_next(0, PERIOD_NS - 4_000_000).unwrap();
+        s.charge(1, 10_000_000, PERIOD_NS + 6_000_000).unwrap();
+        assert_eq!(s.group_stats(g).unwrap().period_used_ns, 6_000_000);
     }
 
     #[test]

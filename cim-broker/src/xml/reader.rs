@@ -1,6 +1,7 @@
 //! Decodes CIM-XML (DSP0201) request messages, leniently: KEYVALUE `TYPE` and
-//! PARAMVALUE `PARAMTYPE` are optional, embedded instances may be escaped text or
-//! CDATA, whitespace between elements is ignored.
+//! PARAMVALUE `PARAMTYPE` are optional, embedded instances may be escaped text,
+//! CDATA or (as wbemcli sends them) unescaped markup inside VALUE, whitespace
+//! between elements is ignored.
 
 use super::dom::{self, Element, Limits, XmlError};
 use crate::cim::{CimType, Instance, InstancePath, KeyBinding, KeyValue, Property, Qualifier, Value};
@@ -140,6 +141,8 @@ pub enum ParamValue {
     NamedInstance(InstancePath, Instance),
     Reference(InstancePath),
     ReferenceArray(Vec<InstancePath>),
+    /// Embedded instances sent as XML inside VALUE.ARRAY's VALUEs, unescaped (wbemcli).
+    InstanceArray(Vec<Instance>),
     /// A CLASS element (CreateClass/ModifyClass, which we do not support).
     Class(String),
 }
@@ -233,9 +236,29 @@ fn decode_iparam_value(p: &Element) -> Result<ParamValue, DecodeError> {
     decode_value_element(child)
 }
 
+/// An embedded instance that wbemcli sends as markup inside VALUE rather than as
+/// escaped text (`<VALUE><INSTANCE ...>...</INSTANCE></VALUE>`).
+fn unescaped_instance(value: &Element) -> Option<&Element> {
+    match value.children.as_slice() {
+        [only] if only.name == "INSTANCE" && value.text.trim().is_empty() => Some(only),
+        _ => None,
+    }
+}
+
 fn decode_value_element(child: &Element) -> Result<ParamValue, DecodeError> {
     Ok(match child.name.as_str() {
-        "VALUE" => ParamValue::Value(child.text.clone()),
+        "VALUE" => match unescaped_instance(child) {
+            Some(inst) => ParamValue::Instance(decode_instance(inst)?),
+            None => ParamValue::Value(child.text.clone()),
+        },
+        "VALUE.ARRAY" if child.children.iter().any(|v| unescaped_instance(v).is_some()) => ParamValue::InstanceArray(
+            child
+                .children
+                .iter()
+                .map(|v| unescaped_instance(v).ok_or_else(|| invalid("VALUE.ARRAY mixes embedded instances and other values")))
+                .map(|i| i.and_then(decode_instance))
+                .collect::<Result<_, _>>()?,
+        ),
         "VALUE.ARRAY" => ParamValue::ValueArray(decode_value_array(child)),
         "CLASSNAME" => ParamValue::ClassName(name_attr(child)?),
         "INSTANCENAME" => ParamValue::InstanceName(decode_instancename(child)?),

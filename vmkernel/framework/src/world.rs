@@ -532,7 +532,7 @@ pub fn on_timer_tick(from_user: bool) {
         wake_sleepers(now);
     }
     if from_user {
-        if due || slice_expired(now) || take_resched() {
+        if due || slice_expired_at_tick(now) || take_resched() {
             schedule();
         }
         if let Some(hook) = USER_TICK.get() {
@@ -541,12 +541,28 @@ pub fn on_timer_tick(from_user: bool) {
     }
 }
 
-/// Whether the current world's slice is over (checked by the timer tick).
+/// Whether the current world's slice is over (a vCPU's exit handling
+/// checks it between ticks).
 pub fn slice_expired(now: u64) -> bool {
+    slice_ends_by(now)
+}
+
+/// The timer tick's check: slices end on ticks, so one that ends nearer
+/// this tick than the next ends now. The tick period measured on the TSC is
+/// a hair off the nominal one; waiting for `now >= slice_end` exactly
+/// stretched a 10 ms slice to two ticks whenever the tick came a few
+/// microseconds early (and a reserved group behind a 20 ms slice missed
+/// its turn).
+fn slice_expired_at_tick(now: u64) -> bool {
+    const HALF_TICK_NS: u64 = 1_000_000_000 / crate::arch::apic::TICK_HZ / 2;
+    slice_ends_by(now + HALF_TICK_NS)
+}
+
+fn slice_ends_by(t: u64) -> bool {
     let c = CPUS[gdt::cpu_index() as usize].lock();
     match &c.current {
         Some(w) if w.kind == WorldKind::Idle => true,
-        Some(_) => now >= c.slice_end,
+        Some(_) => t >= c.slice_end,
         None => false,
     }
 }

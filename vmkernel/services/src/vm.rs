@@ -118,6 +118,14 @@ impl loader::GuestMemory for LoaderMem<'_> {
     }
 }
 
+/// A frame from the virtual switch for NIC `slot` of VM `vm` (dropped
+/// if the VM is gone or not running).
+pub fn deliver_frame(vm: u32, slot: usize, frame: &[u8]) {
+    if let Some(target) = lookup(vm) {
+        target.virtio_receive(slot, frame);
+    }
+}
+
 pub fn lookup(id: u32) -> Option<Arc<Vm>> {
     VMS.lock().get(&id).cloned()
 }
@@ -601,12 +609,16 @@ impl Vm {
         };
         self.platform.lock().set_ioapic_pin(vmk_virtio::mmio::slot_gsi(slot) as usize, level);
         if let Some(port) = s.port {
+            let mut kick = false;
             for frame in frames {
-                for (vm, to, f) in crate::net::vswitch::input(port, &frame) {
-                    if let Some(target) = lookup(vm) {
-                        target.virtio_receive(to, &f);
-                    }
+                let (vms, k) = crate::net::vswitch::input(port, &frame);
+                kick |= k;
+                for (vm, to, f) in vms {
+                    deliver_frame(vm, to, &f);
                 }
+            }
+            if kick {
+                crate::net::kick();
             }
         }
         Some(read)
