@@ -298,6 +298,8 @@ pub mod fake {
         pub has_shutdown: AtomicBool,
         /// Each VM's NICs' port groups (for switch counters).
         nic_groups: Mutex<HashMap<u32, Vec<String>>>,
+        /// This many destroy calls fail with EBUSY first (vCPUs still stopping).
+        pub busy_destroys: std::sync::atomic::AtomicU32,
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -412,6 +414,9 @@ pub mod fake {
         }
         fn destroy(&self, id: u32) -> io::Result<()> {
             self.log(format!("destroy {id}"));
+            if self.busy_destroys.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                return Err(io::Error::from_raw_os_error(16));
+            }
             let mut vms = lock(&self.vms);
             let n = vms.len();
             vms.retain(|v| v.id != id);
