@@ -19,6 +19,7 @@ pub const PROGRAMS: &[(&str, &str)] =
         ("vmbench", "usr/lib/mantle/vmbench"),
         ("sysfuzz", "usr/lib/mantle/sysfuzz"),
         ("tokio_httpd", "usr/lib/mantle/tokio_httpd"),
+        ("ipcecho", "usr/lib/mantle/ipcecho"),
         // The host agent (agents/hostd); not started by init until the VMkernel has sockets.
         ("hostd", "sbin/hostd"),
         // The CIM broker (cim-broker/); init starts it, and it waits for hostd's certificate.

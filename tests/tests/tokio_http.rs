@@ -3,7 +3,9 @@
 //! on epoll, eventfd and non-blocking sockets — and answers the host
 //! through a forwarded port: 200 requests over 50 concurrent keep-alive
 //! connections, every answer checked, in bounded time; then timer-driven
-//! answers (tokio's timers are epoll_wait timeouts).
+//! answers (tokio's timers are epoll_wait timeouts). Then, in the same
+//! boot, two processes exchange UDP datagrams and pass an open file over
+//! an AF_UNIX stream (`ipcecho`).
 //!
 //! The clients open their connections 25 ms apart: QEMU's user network
 //! (libslirp) accepts a forwarded connection at a time from a listen
@@ -145,4 +147,23 @@ fn tokio_hyper_server_answers_concurrent_clients() {
     // The server survived the load and runs on.
     let again = connect(fwd).and_then(|mut r| request(&mut r, "/nope"));
     assert_eq!(again.map(|(s, _)| s), Ok(404), "\n--- serial log ---\n{}", c.log());
+
+    // Two processes on local sockets: a UDP echo, and an AF_UNIX stream
+    // that carries an open file (SCM_RIGHTS) the other process reads.
+    let ipc = c.run("/usr/lib/mantle/ipcecho; echo ipcecho-exit=$?", SHELL_PROMPT, Duration::from_secs(120)).unwrap_or_else(|e| panic!("ipcecho: {e}\n--- serial log ---\n{}", c.log()));
+    assert!(
+        ipc.contains("UDP echo of 20 datagrams between two processes ok")
+            && ipc.contains("AF_UNIX stream with SCM_RIGHTS between two processes ok")
+            && ipc.contains("ipcecho-exit=0"),
+        "ipcecho on Mantle:\n{ipc}\n--- serial log ---\n{}",
+        c.log()
+    );
+    // BusyBox netstat lists a listening AF_UNIX socket from /proc/net/unix.
+    let ns = c
+        .run("(/usr/lib/mantle/ipcecho serve /tmp/probe.sock 7999 &); sleep 2; netstat -xl", SHELL_PROMPT, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("netstat -xl: {e}\n--- serial log ---\n{}", c.log()));
+    assert!(
+        ns.lines().any(|l| l.contains("STREAM") && l.contains("LISTENING") && l.ends_with("/tmp/probe.sock")),
+        "netstat -xl:\n{ns}"
+    );
 }

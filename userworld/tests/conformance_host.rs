@@ -29,3 +29,12 @@ fn parse_summary(line: &str) -> Option<(usize, usize)> {
     let (p, f) = line.split_once(" passed, ")?;
     Some((p.parse().ok()?, f.strip_suffix(" failed")?.parse().ok()?))
 }
+
+/// The two-process socket exchange (UDP echo, AF_UNIX with SCM_RIGHTS)
+/// that the tokio image test runs on Mantle passes on Linux too.
+#[test]
+fn ipcecho_passes_on_host_linux() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipcecho")).output().expect("run ipcecho");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("ipcecho: ok"), "{stdout}");
+}

@@ -51,6 +51,8 @@ pub const MSG_TRUNC: u32 = 0x20;
 pub const POLLRDHUP: PollEvents = PollEvents(0x2000);
 
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Every live socket by inode number, for /proc/net/unix.
+static ALL: Mutex<BTreeMap<u64, Weak<UnixSocket>>> = Mutex::new(BTreeMap::new());
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 static NEXT_INO: AtomicU64 = AtomicU64::new(1);
 
@@ -414,7 +416,7 @@ impl Namespace {
 
 impl UnixSocket {
     pub fn new(ty: SockType, cred: Ucred) -> Arc<UnixSocket> {
-        Arc::new(UnixSocket {
+        let s = Arc::new(UnixSocket {
             ty,
             ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
             cred,
@@ -429,7 +431,9 @@ impl UnixSocket {
                 shut_wr: false,
             }),
             generation: AtomicU64::new(0),
-        })
+        });
+        ALL.lock().insert(s.ino, Arc::downgrade(&s));
+        s
     }
 
     /// socketpair(): two sockets connected to each other.
@@ -875,7 +879,32 @@ impl UnixSocket {
 impl Drop for UnixSocket {
     fn drop(&mut self) {
         self.close();
+        ALL.lock().remove(&self.ino);
     }
+}
+
+/// The text of `/proc/net/unix` (Linux's columns; `Num` is not a kernel
+/// address here but 0).
+pub fn proc_net_unix() -> alloc::string::String {
+    use core::fmt::Write;
+    let socks: Vec<Arc<UnixSocket>> = ALL.lock().values().filter_map(Weak::upgrade).collect();
+    let mut t = alloc::string::String::from("Num       RefCount Protocol Flags    Type St Inode Path\n");
+    for s in socks {
+        let (listening, connected, addr) = {
+            let st = s.st.lock();
+            (matches!(st.conn, Conn::Listening { .. }), matches!(st.conn, Conn::Connected { .. }) || st.dgram_peer.is_some(), st.addr.clone())
+        };
+        // __SO_ACCEPTCON for listeners; SS_UNCONNECTED (1) or SS_CONNECTED (3).
+        let flags = if listening { 0x10000 } else { 0 };
+        let state = if connected { 3 } else { 1 };
+        let path = match addr {
+            UnixAddr::Unnamed => alloc::string::String::new(),
+            UnixAddr::Path(p) => alloc::format!(" {}", alloc::string::String::from_utf8_lossy(&p)),
+            UnixAddr::Abstract(n) => alloc::format!(" @{}", alloc::string::String::from_utf8_lossy(&n)),
+        };
+        let _ = writeln!(t, "0000000000000000: {:08X} 00000000 {flags:08X} {:04X} {state:02X} {}{path}", Arc::strong_count(&s) - 1, s.ty.raw(), s.ino);
+    }
+    t
 }
 
 fn take_stream(inq: &mut Queue, buf: &mut [u8], peek: bool, shut_rd: bool) -> Result<Received> {
@@ -1158,6 +1187,26 @@ mod tests {
         assert_eq!(pairs.last().map(|(a, _)| a.send(b"x", &mut None, None)), Some(Ok(1)));
         drop(pairs);
         assert_eq!(queued_bytes(), before);
+    }
+
+    #[test]
+    fn proc_net_unix_lists_sockets_with_their_names() {
+        let _serial = serial();
+        let mut ns = Namespace::new();
+        let l = UnixSocket::new(SockType::Stream, ME);
+        ns.bind(&l, UnixAddr::Path(b"/tmp/l.sock".to_vec()), Some(NameKey::Node { dev: 9, ino: 9 })).unwrap();
+        l.listen(5).unwrap();
+        let (a, _b) = UnixSocket::pair(SockType::Dgram, ME);
+        let text = proc_net_unix();
+        assert!(text.starts_with("Num       RefCount Protocol Flags    Type St Inode Path\n"), "{text}");
+        let line = |ino: u64| text.lines().find(|x| x.split_whitespace().nth(6) == Some(&ino.to_string())).map(str::to_string);
+        let ll = line(l.ino()).unwrap();
+        assert!(ll.contains(" 00010000 0001 01 ") && ll.ends_with(" /tmp/l.sock"), "{ll}");
+        let al = line(a.ino()).unwrap();
+        assert!(al.contains(" 00000000 0002 03 "), "{al}");
+        let gone = l.ino();
+        drop(l);
+        assert!(!proc_net_unix().lines().any(|x| x.split_whitespace().nth(6) == Some(&gone.to_string())), "closed socket still listed");
     }
 
     #[test]

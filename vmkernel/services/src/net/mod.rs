@@ -42,6 +42,9 @@ fn proc_net_file(name: &str) -> Option<alloc::string::String> {
     if name == "vswitch" {
         return Some(vswitch::describe());
     }
+    if name == "unix" {
+        return Some(vmkernel::af_unix::proc_net_unix());
+    }
     with_stack(|s| match name {
         "dev" => Some(s.proc_net_dev()),
         "route" => Some(s.proc_net_route()),

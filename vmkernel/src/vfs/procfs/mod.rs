@@ -60,7 +60,7 @@ enum Node {
 }
 
 /// The files of `/proc/net`.
-const NET_FILES: [&str; 5] = ["dev", "route", "tcp", "udp", "vswitch"];
+const NET_FILES: [&str; 6] = ["dev", "route", "tcp", "udp", "unix", "vswitch"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Global {

@@ -118,7 +118,7 @@ fn listing_and_pids() {
     assert_eq!(cat(&v, b"/proc/cmdline").unwrap(), b"loglevel=info hostd.root_password=x\n");
     // /proc/net lists its files; without a network stack they are absent.
     let d = v.open(&Credentials::root(), &v.root(), b"/proc/net", O_RDONLY | O_DIRECTORY, 0).unwrap();
-    assert_eq!(names(&d)[2..], [b"dev".to_vec(), b"route".to_vec(), b"tcp".to_vec(), b"udp".to_vec(), b"vswitch".to_vec()]);
+    assert_eq!(names(&d)[2..], [b"dev".to_vec(), b"route".to_vec(), b"tcp".to_vec(), b"udp".to_vec(), b"unix".to_vec(), b"vswitch".to_vec()]);
     assert_eq!(cat(&v, b"/proc/net/dev").err(), Some(Errno::ENOENT));
     assert_eq!(cat(&v, b"/proc/net/nothing").err(), Some(Errno::ENOENT));
     let d =
