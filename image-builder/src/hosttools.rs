@@ -51,6 +51,7 @@ pub const VGABIOS: Tool = Tool { what: "VGA BIOS", probe: Probe::File("/usr/shar
 pub const QEMU_IMG: Tool = Tool { what: "qemu-img", probe: Probe::Exe("qemu-img"), package: "qemu-utils" };
 pub const MKFS_FAT: Tool = Tool { what: "mkfs.fat", probe: Probe::File("/usr/sbin/mkfs.fat"), package: "dosfstools" };
 pub const FSCK_FAT: Tool = Tool { what: "fsck.fat", probe: Probe::File("/usr/sbin/fsck.fat"), package: "dosfstools" };
+pub const MKE2FS: Tool = Tool { what: "mke2fs", probe: Probe::File("/usr/sbin/mke2fs"), package: "e2fsprogs" };
 pub const SFDISK: Tool = Tool { what: "sfdisk", probe: Probe::File("/usr/sbin/sfdisk"), package: "fdisk" };
 
 /// Everything needed to make an ISO.
@@ -77,6 +78,7 @@ pub const ALL_PACKAGES: &[&str] = &[
     "qemu-utils",
     "dosfstools",
     "fdisk",
+    "e2fsprogs",
 ];
 
 pub fn find_exe(name: &str) -> Option<PathBuf> {

@@ -6,6 +6,7 @@ pub mod bochs;
 pub mod hosttools;
 pub mod iso;
 pub mod kernel;
+pub mod api_bench;
 pub mod bench;
 pub mod cim_bench;
 pub mod datastore;

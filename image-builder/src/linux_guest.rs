@@ -163,6 +163,122 @@ pub fn prepare() -> Result<LinuxGuest, String> {
     Ok(LinuxGuest { kernel, initrd, modules: modules.into_iter().map(|(n, _)| n).collect() })
 }
 
+/// A Linux VM for a datastore directory (`<datastore>/<vm>/<vm>.vmx`, the
+/// layout hostd and ESXi use): what [`vmx`] writes.
+#[derive(Clone, Debug)]
+pub struct LinuxVm {
+    pub name: String,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// Absolute paths as Mantle sees them (the kernel opens absolute paths).
+    pub kernel: String,
+    pub initrd: String,
+    pub cmdline: String,
+    /// Absolute path of a raw disk image (virtio-blk, the guest's `/dev/vda`).
+    pub disk: Option<String>,
+    /// Port group of a virtio-net NIC (the guest's `eth0`).
+    pub network: Option<String>,
+}
+
+/// The VM's configuration file, in the VMkernel's one format
+/// (`mantle_abi::VmConfig::to_text`, `config.version` included).
+pub fn vmx(vm: &LinuxVm) -> String {
+    use vmkernel::vmk_api::{DiskConfig, KernelFormat, NicConfig, VmConfig};
+    let config = VmConfig {
+        name: vm.name.clone(),
+        memory_mib: vm.memory_mib,
+        vcpus: vm.vcpus,
+        kernel: vm.kernel.clone(),
+        format: KernelFormat::Linux,
+        initrd: Some(vm.initrd.clone()),
+        cmdline: vm.cmdline.clone(),
+        disks: vm.disk.iter().map(|f| DiskConfig { file: f.clone(), format: "raw".into(), readonly: false }).collect(),
+        nics: vm.network.iter().map(|n| NicConfig { network: n.clone(), ..NicConfig::default() }).collect(),
+        ..VmConfig::default()
+    };
+    config.to_text()
+}
+
+/// Makes `path` a raw disk image of `size_mib` MiB holding an ext2 file
+/// system (the cloud kernel mounts ext2 with its built-in ext4 driver), with
+/// the files of `contents` if given (`mke2fs -d`).
+pub fn make_ext2_disk(path: &Path, size_mib: u64, label: &str, contents: Option<&Path>) -> Result<(), String> {
+    crate::hosttools::ensure(&[crate::hosttools::MKE2FS])?;
+    let _ = std::fs::remove_file(path);
+    let mut cmd = std::process::Command::new("mke2fs");
+    cmd.args(["-q", "-F", "-t", "ext2", "-L", label]);
+    if let Some(dir) = contents {
+        cmd.arg("-d").arg(dir);
+    }
+    cmd.arg(path).arg(format!("{size_mib}M"));
+    let out = cmd.output().map_err(|e| format!("cannot run mke2fs: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("mke2fs {}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// The demo VM `image-builder run` puts on the default datastore: its
+/// directory there (ESXi's `<datastore>/<vm>/`).
+pub const DEMO_VM: &str = "debian";
+
+/// The demo VM's definition on the datastore labelled `datastore`: the
+/// kernel, initramfs and disk live in its directory.
+pub fn demo_vm(datastore: &str) -> LinuxVm {
+    let dir = format!("/vmfs/volumes/{datastore}/{DEMO_VM}");
+    LinuxVm {
+        name: DEMO_VM.into(),
+        memory_mib: 256,
+        vcpus: 2,
+        kernel: format!("{dir}/vmlinuz"),
+        initrd: format!("{dir}/initrd.cpio"),
+        cmdline: "console=ttyS0".into(),
+        disk: Some(format!("{dir}/{DEMO_VM}.img")),
+        network: Some("VM Network".into()),
+    }
+}
+
+/// Size of the demo VM's disk (an ext2 file system, the guest's `/dev/vda`).
+pub const DEMO_DISK_MIB: u64 = 64;
+
+/// Whether the datastore in `image` has the demo VM's configuration.
+pub fn has_demo_vm(image: &Path) -> Result<bool, String> {
+    Ok(crate::datastore::open(image, false)?.stat(&format!("/{DEMO_VM}/{DEMO_VM}.vmx")).is_ok())
+}
+
+/// Puts the demo VM's directory on the datastore in `image` (labelled
+/// `datastore`) unless it is there already: `<vm>.vmx` (the VMkernel's
+/// configuration format), Debian's kernel, the initramfs and an empty ext2
+/// disk of `disk_mib` MiB (holding the files of `contents`, if given).
+/// Returns whether it was added.
+pub fn put_demo_vm(image: &Path, datastore: &str, guest: &LinuxGuest, disk_mib: u64, contents: Option<&Path>) -> Result<bool, String> {
+    if has_demo_vm(image)? {
+        return Ok(false);
+    }
+    let stage = dir().join(format!("demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&stage);
+    let empty = stage.join("empty");
+    std::fs::create_dir_all(&empty).map_err(|e| format!("{}: {e}", empty.display()))?;
+    let copy = |from: &Path, name: &str| {
+        std::fs::copy(from, stage.join(name)).map(|_| ()).map_err(|e| format!("{} -> {name}: {e}", from.display()))
+    };
+    copy(&guest.kernel, "vmlinuz")?;
+    copy(&guest.initrd, "initrd.cpio")?;
+    let disk = format!("{DEMO_VM}.img");
+    make_ext2_disk(&stage.join(&disk), disk_mib, DEMO_VM, contents)?;
+    let vmx_name = format!("{DEMO_VM}.vmx");
+    std::fs::write(stage.join(&vmx_name), vmx(&demo_vm(datastore))).map_err(|e| e.to_string())?;
+    if crate::datastore::open(image, false)?.stat(&format!("/{DEMO_VM}")).is_err() {
+        crate::datastore::put(image, &empty, &format!("/{DEMO_VM}"))?;
+    }
+    // The configuration last: a directory with its .vmx is a complete VM.
+    for name in ["vmlinuz", "initrd.cpio", disk.as_str(), vmx_name.as_str()] {
+        crate::datastore::put(image, &stage.join(name), &format!("/{DEMO_VM}/{name}"))?;
+    }
+    let _ = std::fs::remove_dir_all(&stage);
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +320,59 @@ mod tests {
             resolve_modules(&d, &["virtio_mmio", "virtio-rng", "nope"]).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(order, ["virtio_ring", "virtio", "virtio_mmio", "virtio-rng"]);
         assert_eq!(module_depends(b"x\0depends=\0"), Vec::<String>::new());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn vmx_is_the_kernels_format() {
+        let vm = LinuxVm {
+            name: "debian".into(),
+            memory_mib: 160,
+            vcpus: 2,
+            kernel: "/vmfs/volumes/datastore1/debian/vmlinuz".into(),
+            initrd: "/vmfs/volumes/datastore1/debian/initrd.cpio".into(),
+            cmdline: "console=ttyS0".into(),
+            disk: Some("/vmfs/volumes/datastore1/debian/debian.img".into()),
+            network: Some("VM Network".into()),
+        };
+        let text = vmx(&vm);
+        let c = vmkernel::vmk_api::VmConfig::parse_versioned(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!((c.name.as_str(), c.memory_mib, c.vcpus), ("debian", 160, 2));
+        assert_eq!(c.format, vmkernel::vmk_api::KernelFormat::Linux);
+        assert_eq!(c.initrd.as_deref(), Some("/vmfs/volumes/datastore1/debian/initrd.cpio"));
+        assert_eq!(c.disks.len(), 1);
+        assert_eq!(c.disks[0].image_format(), "raw");
+        assert_eq!(c.nics[0].network, "VM Network");
+        let bare = vmx(&LinuxVm { disk: None, network: None, ..vm });
+        let c = vmkernel::vmk_api::VmConfig::parse(&bare).unwrap();
+        assert!(c.disks.is_empty() && c.nics.is_empty());
+    }
+
+    /// `image-builder run`'s demo VM: a complete VM directory on a fresh
+    /// datastore, added once, its configuration in the kernel's format and
+    /// its disk an ext2 file system the host's e2fsck accepts.
+    #[test]
+    fn demo_vm_on_a_datastore() {
+        let d = std::env::temp_dir().join(format!("mantle-demo-vm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let image = d.join("ds.img");
+        crate::datastore::create(&image, 128 << 20, "datastore1").unwrap();
+        std::fs::write(d.join("bzImage"), b"MZ kernel").unwrap();
+        std::fs::write(d.join("initrd"), b"070701").unwrap();
+        let guest = LinuxGuest { kernel: d.join("bzImage"), initrd: d.join("initrd"), modules: Vec::new() };
+        assert!(put_demo_vm(&image, "datastore1", &guest, 4, None).unwrap(), "added");
+        assert!(!put_demo_vm(&image, "datastore1", &guest, 4, None).unwrap(), "added only once");
+        crate::datastore::get(&image, "/debian", &d).unwrap();
+        let text = std::fs::read_to_string(d.join("debian/debian.vmx")).unwrap();
+        let c = vmkernel::vmk_api::VmConfig::parse_versioned(&text).unwrap();
+        assert_eq!(c.kernel, "/vmfs/volumes/datastore1/debian/vmlinuz");
+        assert_eq!(c.disks[0].file, "/vmfs/volumes/datastore1/debian/debian.img");
+        assert_eq!(std::fs::read(d.join("debian/vmlinuz")).unwrap(), b"MZ kernel");
+        assert_eq!(std::fs::read(d.join("debian/initrd.cpio")).unwrap(), b"070701");
+        assert_eq!(std::fs::metadata(d.join("debian/debian.img")).unwrap().len(), 4 << 20);
+        let fsck = std::process::Command::new("e2fsck").args(["-f", "-n"]).arg(d.join("debian/debian.img")).output().unwrap();
+        assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

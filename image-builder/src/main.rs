@@ -1,4 +1,4 @@
-//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `datastore`, `bench boot|user|vm|cim`.
+//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `datastore`, `bench boot|user|vm|cim|api|disk`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,10 @@ struct DiskArgs {
     /// (created, 16 GiB sparse, if absent); repeatable.
     #[arg(long = "datastore", value_name = "PATH")]
     datastores: Vec<PathBuf>,
+    /// Leave the demo Linux VM (`/vmfs/volumes/datastore1/debian/`, put on
+    /// the default datastore when absent) out.
+    #[arg(long)]
+    no_demo_vm: bool,
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -213,6 +217,25 @@ enum BenchCmd {
         #[arg(long)]
         no_mantle: bool,
     },
+    /// hostd's REST API: p50/p99 of GET /api/vms and of a power-on under
+    /// --clients concurrent HTTPS clients, and VMs created and powered on per
+    /// second; hostd on Mantle (QEMU) next to hostd on the Linux host.
+    Api {
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// GET /api/vms requests per client.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        /// VMs created and powered on.
+        #[arg(long, default_value_t = 50)]
+        vms: usize,
+        /// Measure only hostd on the Linux host.
+        #[arg(long)]
+        host_only: bool,
+        /// vCPUs of the QEMU machine running Mantle.
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+    },
     /// Datastore throughput: sequential write and read of a 256 MiB file,
     /// 4 KiB random reads and fsync'd random writes, by the same static
     /// program as PID 1 on Mantle and on Debian's Linux (vfat), on the same
@@ -280,6 +303,9 @@ fn real_main() -> Result<ExitCode, String> {
                 for url in n.urls() {
                     println!("  {url}");
                 }
+                if n.forwards.iter().any(|f| f.guest == 443) {
+                    println!("hostd (the web host client) refuses every login until a root password is set: at the Mantle console type `hostd passwd root`; it is kept on the first datastore (.mantle/hostd) across reboots");
+                }
                 q.nics.push(n);
             }
             q.extra = disk_args;
@@ -317,6 +343,9 @@ fn real_main() -> Result<ExitCode, String> {
         Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls, no_mantle } } => {
             image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls, mantle: !no_mantle })?;
         }
+        Cmd::Bench { what: BenchCmd::Api { clients, requests, vms, host_only, cpus } } => {
+            image_builder::api_bench::bench_api(&image_builder::api_bench::ApiBenchOptions { clients, requests, vms, host_only, cpus })?;
+        }
         Cmd::Bench { what: BenchCmd::Disk { runs } } => {
             let kernel = image_builder::kernel::build_kernel(true)?;
             let bins = image_builder::userworlds::build_static(false)?;
@@ -342,7 +371,25 @@ fn real_main() -> Result<ExitCode, String> {
 /// Makes the default datastore disk if absent; QEMU arguments for it and
 /// the extra ones.
 fn datastore_disks(d: DiskArgs) -> Result<Vec<String>, String> {
-    let mut images = vec![datastore::ensure_default()?];
+    let default = datastore::ensure_default()?;
+    if !d.no_demo_vm && !image_builder::linux_guest::has_demo_vm(&default)? {
+        // A failed fetch (no package mirror) leaves the datastore without
+        // the demo VM; Mantle still boots.
+        let added = image_builder::linux_guest::prepare().and_then(|guest| {
+            image_builder::linux_guest::put_demo_vm(&default, datastore::DEFAULT_LABEL, &guest, image_builder::linux_guest::DEMO_DISK_MIB, None)
+        });
+        match added {
+            Ok(true) => println!(
+                "demo VM: /vmfs/volumes/{0}/{1}/{1}.vmx (Debian's cloud kernel, BusyBox, a {2} MiB ext2 disk)",
+                datastore::DEFAULT_LABEL,
+                image_builder::linux_guest::DEMO_VM,
+                image_builder::linux_guest::DEMO_DISK_MIB
+            ),
+            Ok(false) => {}
+            Err(e) => eprintln!("demo VM not added to {}: {e}", default.display()),
+        }
+    }
+    let mut images = vec![default];
     for p in d.datastores {
         if !p.is_file() {
             return Err(format!("--datastore {}: no such image (make one with `image-builder datastore new PATH`)", p.display()));

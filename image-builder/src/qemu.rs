@@ -489,6 +489,8 @@ pub struct Console {
     /// Where the next `expect` starts looking.
     mark: usize,
     pub command_line: String,
+    /// When the emulator started (for `MANTLE_STEP_TIMES`).
+    started: Instant,
 }
 
 impl Qemu {
@@ -507,7 +509,7 @@ impl Qemu {
         let serial = Arc::new(Mutex::new(Vec::new()));
         spawn_reader(child.stdout.take().unwrap(), serial.clone());
         let stdin = Box::new(child.stdin.take().unwrap());
-        Ok(Console { child, stdin, serial, mark: 0, command_line })
+        Ok(Console { child, stdin, serial, mark: 0, command_line, started: Instant::now() })
     }
 }
 
@@ -517,7 +519,7 @@ impl Console {
     pub fn from_parts(child: std::process::Child, input: Box<dyn Write + Send>, output: impl Read + Send + 'static, command_line: String) -> Console {
         let serial = Arc::new(Mutex::new(Vec::new()));
         spawn_reader(output, serial.clone());
-        Console { child, stdin: input, serial, mark: 0, command_line }
+        Console { child, stdin: input, serial, mark: 0, command_line, started: Instant::now() }
     }
 
     /// Types `text` (add `\n` to press Enter).
@@ -562,10 +564,17 @@ impl Console {
         // The end marker is computed by the shell, so the echo of the typed
         // line (which shows the arithmetic, not the number) never matches it.
         let n = 1000 + self.mark;
+        let step_start = Instant::now();
         let marker = format!("__done_{}__", n + 1);
         self.send(&format!("{cmd}; echo __done_$(({n}+1))__\n"))?;
         let out = self.expect(&marker, timeout)?;
         let _ = self.expect(prompt, timeout);
+        // Where a test's time goes, when asked (`MANTLE_STEP_TIMES=1 cargo
+        // test ... -- --nocapture`): seconds since boot, this command's.
+        if std::env::var_os("MANTLE_STEP_TIMES").is_some() {
+            let short: String = cmd.chars().take(110).collect();
+            eprintln!("[{:7.1}s {:6.1}s] {short}", self.started.elapsed().as_secs_f64(), step_start.elapsed().as_secs_f64());
+        }
         // Drop the echoed command line: everything through its last bit,
         // which stays whole even when a kernel log line lands in the echo.
         let echo_end = format!("({n}+1))__");
@@ -575,6 +584,11 @@ impl Console {
         };
         let out = out.trim_end_matches(marker.as_str()).replace('\r', "");
         Ok(out.trim_start_matches('\n').trim_end_matches('\n').to_string())
+    }
+
+    /// Time since the emulator started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Everything the console printed so far.

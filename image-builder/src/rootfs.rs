@@ -41,6 +41,7 @@ fn normalize(p: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+#[derive(Clone)]
 struct Node {
     mode: u32,
     mtime: u32,
@@ -49,7 +50,7 @@ struct Node {
 
 /// What goes into the archive, keyed by path so parents sort before children
 /// and a later `--add` replaces an earlier one.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Rootfs {
     nodes: BTreeMap<String, Node>,
 }
@@ -73,6 +74,11 @@ impl Rootfs {
             at += i + 1;
         }
         self.nodes.insert(path.to_string(), Node { mode, mtime, data });
+    }
+
+    /// Leaves `path` (a file or symlink) out; whether it was there.
+    pub fn remove(&mut self, path: &str) -> bool {
+        self.nodes.remove(path.trim_start_matches('/')).is_some()
     }
 
     pub fn insert_file(&mut self, path: &str, perm: u32, data: &[u8]) {

@@ -48,13 +48,17 @@ pub fn build_static(quiet: bool) -> Result<PathBuf, String> {
     Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
 }
 
-/// Copies an executable without its symbol table, keeping its mode: the
+/// Copies an executable without its symbol table, keeping its mode and
+/// modification time (the archive records it: a copy stamped "now" would
+/// make every root archive, and so every ISO, differ from the last and be
+/// made again by grub-mkrescue): the
 /// image needs none (nothing symbolizes user worlds inside Mantle). Done on
 /// a copy, so the build stays incremental (`-C strip=symbols` would be a
 /// different build of every crate).
 fn strip(from: &Path, to: &Path) -> Result<(), String> {
     let out = Command::new("objcopy")
         .arg("--strip-all")
+        .arg("--preserve-dates")
         .arg(from)
         .arg(to)
         .output()

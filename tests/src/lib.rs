@@ -8,7 +8,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 pub use image_builder::qemu::{Boot, EXIT_FAILURE, EXIT_SUCCESS, Machine, Outcome, Qemu, RunResult};
-use image_builder::{AddSpec, IsoOptions, Progress};
+use image_builder::AddSpec;
+use image_builder::rootfs::Rootfs;
 
 /// Memory for tests that do not care: not a power of two on purpose, so
 /// size arithmetic that assumes one shows up.
@@ -30,22 +31,75 @@ pub fn kernel() -> &'static Path {
     }
 }
 
-/// An ISO with this kernel command line and these `--add` specs, at
-/// `target/mantle/test-isos/<name>.iso` (rebuilt only when inputs change).
 /// Kernel command-line words for an image that needs no management agents:
 /// init leaves hostd and the CIM broker out (their start-up takes minutes in
-/// Bochs and would land inside the test's measurements).
+/// Bochs and would land inside the test's measurements). [`iso`] leaves
+/// their programs out of such an image too: they are most of the root
+/// archive (~17 of ~24 MB), which the firmware loads and the kernel
+/// unpacks at every boot.
 pub const NO_AGENTS: &str = "init.skip=hostd,cim-broker";
 
+/// The agents' programs, left out of [`NO_AGENTS`] images.
+const AGENT_PROGRAMS: [&str; 2] = ["sbin/hostd", "sbin/cim-broker"];
+
+/// An ISO with this kernel command line and these `--add` specs, at
+/// `target/mantle/test-isos/<name>.iso` (rebuilt only when inputs change;
+/// an ISO of another name with the same content is reused, see
+/// `image_builder::iso::make_iso`).
 pub fn iso(name: &str, cmdline: &str, adds: &[&str]) -> PathBuf {
-    let adds: Vec<AddSpec> =
+    // Within a test process the same ISO is asked for again and again (the
+    // boot tests' poweroff image, the guest-suite image): the answer is
+    // kept, keyed by everything that goes into it. An added host file that
+    // changes (its size or time) makes a new key.
+    static MADE: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let key = format!("{name}\0{cmdline}\0{}", adds.iter().map(|a| format!("{a}:{:?}", add_stamp(a))).collect::<Vec<_>>().join("\0"));
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = made.iter().find(|(k, _)| *k == key) {
+        return p.clone();
+    }
+    let specs: Vec<AddSpec> =
         adds.iter().map(|a| a.parse().unwrap_or_else(|e| panic!("bad --add spec: {e}"))).collect();
+    let mut root = base_system().clone();
+    if cmdline.split_whitespace().any(|w| w == NO_AGENTS) {
+        for p in AGENT_PROGRAMS {
+            assert!(root.remove(p), "the base system has no {p} to leave out");
+        }
+    }
+    for a in &specs {
+        root.add(a).unwrap_or_else(|e| panic!("making ISO {name}: {e}"));
+    }
+    let archive = image_builder::rootfs::compress(&root.to_cpio()).unwrap_or_else(|e| panic!("making ISO {name}: {e}"));
     let out = image_builder::out_dir().join("test-isos").join(format!("{name}.iso"));
-    let opts = IsoOptions { out: Some(out), adds, cmdline: cmdline.into(), minimal: false, quiet: true };
-    match image_builder::make_iso_with_kernel(kernel(), &opts, &mut Progress::quiet()) {
-        Ok(info) => info.path,
+    let spec = image_builder::iso::IsoSpec { kernel: kernel(), rootfs: &archive, cmdline, out: &out };
+    match image_builder::iso::make_iso(&spec) {
+        Ok(info) => {
+            made.push((key, info.path.clone()));
+            info.path
+        }
         Err(e) => panic!("making ISO {name} failed: {e}"),
     }
+}
+
+/// The base system of every test ISO (BusyBox, init, the user worlds, the
+/// guests), built once per test process: building it (cargo's checks,
+/// stripping, the guests) took seconds for each ISO a test asked for.
+fn base_system() -> &'static Rootfs {
+    static BASE: OnceLock<Result<Rootfs, String>> = OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let mut r = Rootfs::new();
+        image_builder::userworlds::add_base_system(&mut r, true).map(|()| r)
+    });
+    match base {
+        Ok(r) => r,
+        Err(e) => panic!("building the base system failed: {e}"),
+    }
+}
+
+/// Size and modification time of an `--add` spec's host path (the memo key).
+fn add_stamp(spec: &str) -> Option<(u64, std::time::SystemTime)> {
+    let host = spec.split_once('=').map(|(h, _)| h)?;
+    let m = std::fs::metadata(host).ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 /// The standard ISO: boots, reports success through debug-exit, powers off.
@@ -201,6 +255,9 @@ pub fn activate_shell(c: &mut image_builder::qemu::Console, boot: std::time::Dur
         panic!("no shell prompt: {e}\n{}\n--- serial log ---\n{}", c.command_line, c.log());
     }
     wait_for_hostd(c, boot);
+    if std::env::var_os("MANTLE_STEP_TIMES").is_some() {
+        eprintln!("[{:7.1}s] shell ready: {}", c.uptime().as_secs_f64(), c.command_line);
+    }
 }
 
 /// Waits (at most `limit`) until hostd, which init starts at boot, listens
@@ -219,6 +276,75 @@ pub fn wait_for_hostd(c: &image_builder::qemu::Console, limit: std::time::Durati
     }
 }
 
+
+/// Runs the guest fuzzer (`image-builder/guests/guestfuzz.S`: each
+/// iteration maybe a random port, MMIO and MSR access, then one random
+/// instruction in ring 3) at a booted host's shell, in VM after VM — VM
+/// `k` with the seed `<name>-seed-<k>`, up to `per_vm` iterations — until
+/// the guests report `total` random instructions executed. A VM the VMM
+/// stops (an MMIO instruction it cannot emulate) just ends early and the
+/// next one starts. Whatever the guests do, the host must keep going: no
+/// kernel fault, every VM ends within `timeout_s`, the shell answers, and
+/// the host's memory returns to its level (`HostMemory::leak_since`,
+/// measured after a warm-up VM). `step` bounds each shell command. Returns
+/// the instructions executed and the VMs run (after the warm-up).
+#[allow(clippy::too_many_arguments)]
+pub fn guest_fuzz(c: &mut image_builder::qemu::Console, name: &str, step: Duration, total: u64, per_vm: u32, max_vms: u32, timeout_s: u32) -> (u64, u32) {
+    let check = |c: &image_builder::qemu::Console, ok: bool, what: &str| {
+        if !ok {
+            panic!("{what}\n--- serial log ---\n{}", c.log());
+        }
+    };
+    let run = |c: &mut image_builder::qemu::Console, cmd: &str| {
+        c.run(cmd, SHELL_PROMPT, step).unwrap_or_else(|e| panic!("`{cmd}`: {e}\n--- serial log ---\n{}", c.log()))
+    };
+    let one_vm = |c: &mut image_builder::qemu::Console, k: u32, iterations: u32| -> u64 {
+        // The VM's id is whatever the host gives it (the host may have run
+        // other VMs before).
+        let cmd = format!(
+            "id=$(vmkcli vm create --name gf{k} --kernel /usr/lib/mantle/guests/guestfuzz.elf --memory 16 --cmdline \"{iterations} {name}-seed-{k}\" | awk '{{print $3}}') \
+             && echo gf-vm=$id && vmkcli vm start $id && vmkcli vm wait $id --timeout {timeout_s}; vmkcli vm info $id; vmkcli vm console $id | tail -1; vmkcli vm destroy $id"
+        );
+        c.send(&format!("{cmd}; echo gf-done-$((40+2))\n")).unwrap();
+        let out = c
+            .expect("gf-done-42", Duration::from_secs(timeout_s as u64) + step * 2)
+            .unwrap_or_else(|e| panic!("guest fuzzer VM {k}: {e}\n--- serial log ---\n{}", c.log()));
+        let _ = c.expect(SHELL_PROMPT, step);
+        let id: Option<u32> = out.lines().find_map(|l| l.trim().strip_prefix("gf-vm=")).and_then(|n| n.parse().ok());
+        check(c, id.is_some(), &format!("guest fuzzer VM {k} was not created: {out:?}"));
+        let id = id.unwrap_or(0);
+        let last = out.lines().rev().find(|l| l.starts_with("guestfuzz: iterations")).unwrap_or("").trim().to_string();
+        check(c, !last.is_empty(), &format!("guest fuzzer VM {k} (id {id}) printed nothing: {out:?}"));
+        // Finished (debug-exit 0x10), or stopped by the VMM on an MMIO
+        // instruction it cannot emulate; nothing else.
+        let ended = out.contains("debug-exit code 0x10") || out.contains("cannot be emulated") || out.contains("unhandled exit");
+        check(c, ended, &format!("VM {id} did not end as expected: {out:?}"));
+        check(c, out.contains(&format!("VM {id} destroyed")), &format!("VM {id} was not destroyed: {out:?}"));
+        let executed = last.split_whitespace().skip_while(|w| *w != "executed").nth(1).and_then(|n| n.parse::<u64>().ok());
+        check(c, executed.is_some(), &format!("no executed count in {last:?}"));
+        eprintln!("{name} VM {k} (id {id}): {last}");
+        executed.unwrap_or(0)
+    };
+    // Warm-up: the kernel heap reaches its working size for a VM.
+    one_vm(c, 1, 20);
+    let before = HostMemory::parse(&run(c, HostMemory::COMMAND)).expect("memory figures");
+    let (mut executed, mut vms) = (0u64, 0u32);
+    while executed < total && vms < max_vms {
+        vms += 1;
+        executed += one_vm(c, vms + 1, per_vm);
+    }
+    let after = HostMemory::parse(&run(c, HostMemory::COMMAND)).expect("memory figures");
+    eprintln!("{name}: {executed} random guest instructions in {vms} VMs; host memory before/after {before:?} / {after:?}");
+    let log = c.log();
+    check(c, !log.contains("KERNEL PANIC") && !log.contains("CPU EXCEPTION"), "the kernel reported a fault");
+    let out = run(c, "echo alive-$((6*7))");
+    check(c, out.contains("alive-42"), &format!("shell after the guest fuzzer: {out:?}"));
+    check(c, executed >= total, &format!("only {executed} of {total} random instructions executed in {vms} VMs"));
+    if let Some(leak) = before.leak_since(&after) {
+        check(c, false, &format!("the guest fuzzer's VMs leaked host memory: {leak}"));
+    }
+    (executed, vms)
+}
 
 /// Host memory as /proc/meminfo reports it, in kB: free frames, the
 /// kernel heap's frames, and the part of the heap in use.

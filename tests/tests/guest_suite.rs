@@ -220,16 +220,17 @@ const VMX_TESTS: &[&str] = &["debug-dr0-breakpoint"];
 /// Checks that must pass on AMD (SVM) hosts, besides [`MANTLE_TESTS`].
 const AMD_TESTS: &[&str] = &["msr-k7-perf"];
 
-fn in_vm(cpu: &str, also_4_vcpus: bool) {
-    let (_lock, mut c) = shell(cpu);
+/// The suite in a 2-vCPU VM (VM `id`), then, if asked, in a 4-vCPU VM
+/// (VM `id + 1`), at the shell of a host on `-cpu cpu`.
+fn in_vm(c: &mut Console, cpu: &str, id: u32, also_4_vcpus: bool) {
     // The median IPI round trip between the two vCPUs (sharing host CPU
     // 1) must stay well under a scheduler slice or tick (10 ms): a vCPU
     // that waited for one would show it. (It is about 0.5 ms on a quiet
     // machine, see README; this machine's load alone moves it by tens of
     // ms under TCG, as it does for QEMU without Mantle.)
     let (console, info) = run_vm(
-        &mut c,
-        1,
+        c,
+        id,
         "vmkcli vm create --name suite --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 2 --cmdline \"expect-kernel=/usr/lib/mantle/guests/suite.elf expect-modules=0 expect-cpus=2 expect-mem-mib=32 expect-hypervisor=MantleMantle ipi-rtt-max-us=5000\"",
     );
     // The IPI round-trip figure, for the benchmark notes.
@@ -238,18 +239,18 @@ fn in_vm(cpu: &str, also_4_vcpus: bool) {
     }
     match check_report(&console, 40, &[MANTLE_TESTS, AMD_TESTS].concat()) {
         Ok((p, _, s)) => eprintln!("Mantle VM on -cpu {cpu}: {p} passed, 0 failed, {s} skipped"),
-        Err(e) => check(&c, false, &format!("suite in a VM on {cpu}: {e}\n--- VM console ---\n{console}")),
+        Err(e) => check(c, false, &format!("suite in a VM on {cpu}: {e}\n--- VM console ---\n{console}")),
     }
-    check(&c, console.contains("[written by the console hypercall]"), &format!("console hypercall text missing: {console}"));
-    check(&c, info.contains("debug-exit code 0x10"), &format!("vm info should show debug-exit code 0x10: {info:?}"));
+    check(c, console.contains("[written by the console hypercall]"), &format!("console hypercall text missing: {console}"));
+    check(c, info.contains("debug-exit code 0x10"), &format!("vm info should show debug-exit code 0x10: {info:?}"));
     if also_4_vcpus {
         // Four vCPUs on two host CPUs: several APs, IPIs to and from each.
-        let (console, info) = run_vm(&mut c, 2, "vmkcli vm create --name suite4 --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 4 --cmdline \"expect-cpus=4\"");
+        let (console, info) = run_vm(c, id + 1, "vmkcli vm create --name suite4 --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 4 --cmdline \"expect-cpus=4\"");
         match check_report(&console, 40, &["smp-start-aps", "ipi-bsp-to-ap", "ipi-ap-to-bsp", "ipi-shorthands"]) {
             Ok((p, _, s)) => eprintln!("Mantle VM with 4 vCPUs on -cpu {cpu}: {p} passed, 0 failed, {s} skipped"),
-            Err(e) => check(&c, false, &format!("suite in a 4-vCPU VM on {cpu}: {e}\n--- VM console ---\n{console}")),
+            Err(e) => check(c, false, &format!("suite in a 4-vCPU VM on {cpu}: {e}\n--- VM console ---\n{console}")),
         }
-        check(&c, info.contains("debug-exit code 0x10"), &format!("vm info (4 vCPUs): {info:?}"));
+        check(c, info.contains("debug-exit code 0x10"), &format!("vm info (4 vCPUs): {info:?}"));
     }
 }
 
@@ -339,65 +340,68 @@ fn pit_checks_pass_20_times_in_a_row_in_a_2_vcpu_vm_on_4_cpus() {
 /// An NMI from outside (`vmkcli vm nmi`) arrives through LVT LINT1: on
 /// every vCPU whose LINT1 is an unmasked NMI entry, on none whose entry
 /// is masked (the suite's `nmi-lint1` programs one AP masked).
-#[test]
-fn nmi_through_lint1_reaches_the_unmasked_vcpus() {
-    let (_lock, mut c) = shell_with_cpus("qemu64,+svm,+npt", 2);
+fn nmi_through_lint1_reaches_the_unmasked_vcpus(c: &mut Console, id: u32) {
     let out = run(
-        &mut c,
-        "vmkcli vm create --name nmi --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 3 --cmdline \"expect-cpus=3 lint1-nmi only=acpi-rsdp,acpi-rsdt-xsdt,acpi-madt,smp-start-aps,nmi-lint1\" && vmkcli vm start 1",
+        c,
+        &format!("vmkcli vm create --name nmi --kernel /usr/lib/mantle/guests/suite.elf --memory 32 --vcpus 3 --cmdline \"expect-cpus=3 lint1-nmi only=acpi-rsdp,acpi-rsdt-xsdt,acpi-madt,smp-start-aps,nmi-lint1\" && vmkcli vm start {id}"),
     );
-    check(&c, out.contains("VM 1 powered on"), &format!("start: {out:?}"));
+    check(c, out.contains(&format!("VM {id} powered on")), &format!("start: {out:?}"));
     let waiting = (0..120).any(|_| {
-        let con = run(&mut c, "vmkcli vm console 1");
+        let con = run(c, &format!("vmkcli vm console {id}"));
         con.contains("waiting for an NMI through LINT1") || {
             std::thread::sleep(Duration::from_secs(1));
             false
         }
     });
-    check(&c, waiting, "the guest never waited for the LINT1 NMI");
-    let out = run(&mut c, "vmkcli vm nmi 1");
-    check(&c, out.contains("VM 1: NMI sent"), &format!("vmkcli vm nmi: {out:?}"));
-    let out = run(&mut c, "vmkcli vm wait 1 --timeout 300");
-    check(&c, out.contains("debug-exit code") || out.contains("powered off"), &format!("the VM did not stop: {out:?}"));
-    let console = run(&mut c, "vmkcli vm console 1");
+    check(c, waiting, "the guest never waited for the LINT1 NMI");
+    let out = run(c, &format!("vmkcli vm nmi {id}"));
+    check(c, out.contains(&format!("VM {id}: NMI sent")), &format!("vmkcli vm nmi: {out:?}"));
+    let out = run(c, &format!("vmkcli vm wait {id} --timeout 300"));
+    check(c, out.contains("debug-exit code") || out.contains("powered off"), &format!("the VM did not stop: {out:?}"));
+    let console = run(c, &format!("vmkcli vm console {id}"));
     if let Err(e) = check_report(&console, 5, &["smp-start-aps", "nmi-lint1"]) {
-        check(&c, false, &format!("LINT1 NMI: {e}\n--- VM console ---\n{console}"));
+        check(c, false, &format!("LINT1 NMI: {e}\n--- VM console ---\n{console}"));
     }
-    let out = run(&mut c, "vmkcli vm nmi 1");
-    check(&c, !out.contains("NMI sent"), &format!("an NMI to a stopped VM must be refused: {out:?}"));
+    let out = run(c, &format!("vmkcli vm nmi {id}"));
+    check(c, !out.contains("NMI sent"), &format!("an NMI to a stopped VM must be refused: {out:?}"));
 }
 
+/// One host on `qemu64,+svm,+npt` with two CPUs for the suite in a 2-vCPU
+/// and a 4-vCPU VM (VMs 1 and 2), a Multiboot kernel from `--add` (VM 3)
+/// and the LINT1 NMI (VM 4): one boot instead of three.
 #[test]
-fn suite_passes_in_a_vm_on_svm_qemu64() {
-    in_vm("qemu64,+svm,+npt", true);
+fn suite_multiboot_and_lint1_nmi_in_vms_on_svm_qemu64() {
+    let (_lock, mut c) = shell("qemu64,+svm,+npt");
+    in_vm(&mut c, "qemu64,+svm,+npt", 1, true);
+    multiboot_kernel_added_to_the_iso_boots_with_cmdline_and_module(&mut c, 3);
+    nmi_through_lint1_reaches_the_unmasked_vcpus(&mut c, 4);
 }
 
 #[test]
 fn suite_passes_in_a_vm_on_max() {
-    in_vm("max", false);
+    let (_lock, mut c) = shell("max");
+    in_vm(&mut c, "max", 1, false);
 }
 
 /// Acceptance: "A Multiboot kernel given with `image-builder iso --add`
 /// boots under vmkcli with its command line and modules." The suite itself
 /// checks the command line ("<kernel path> <args>", as QEMU passes it) and
 /// the module's size, first bytes and string.
-#[test]
-fn multiboot_kernel_added_to_the_iso_boots_with_cmdline_and_module() {
-    let (_lock, mut c) = shell("qemu64,+svm,+npt");
+fn multiboot_kernel_added_to_the_iso_boots_with_cmdline_and_module(c: &mut Console, id: u32) {
     // `exit=hypercall`: the suite ends the VM through Mantle's exit
     // hypercall (code 0x10 only if that call did not return).
     let args = format!("{} exit=hypercall", multiboot_args("/vm/suite.elf", "/vm/mod1.txt"));
     let (console, info) = run_vm(
-        &mut c,
-        1,
+        c,
+        id,
         &format!("vmkcli vm create --name mb --kernel /vm/suite.elf --memory 32 --vcpus 2 --cmdline \"{args}\" --module /vm/mod1.txt"),
     );
-    check(&c, console.contains(&format!("suite: multiboot cmdline \"/vm/suite.elf {args}\"")), &format!("command line as the guest saw it: {console}"));
+    check(c, console.contains(&format!("suite: multiboot cmdline \"/vm/suite.elf {args}\"")), &format!("command line as the guest saw it: {console}"));
     if let Err(e) = check_report(&console, 35, MULTIBOOT_TESTS) {
-        check(&c, false, &format!("Multiboot guest from --add: {e}\n--- VM console ---\n{console}"));
+        check(c, false, &format!("Multiboot guest from --add: {e}\n--- VM console ---\n{console}"));
     }
-    check(&c, console.contains("suite: exiting through the exit hypercall"), &format!("exit hypercall: {console}"));
-    check(&c, info.contains("debug-exit code 0x10"), &format!("vm info: {info:?}"));
+    check(c, console.contains("suite: exiting through the exit hypercall"), &format!("exit hypercall: {console}"));
+    check(c, info.contains("debug-exit code 0x10"), &format!("vm info: {info:?}"));
 }
 
 #[test]

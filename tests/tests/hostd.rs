@@ -1,8 +1,8 @@
-//! hostd in the image (`/sbin/hostd`, the static binary from agents/hostd).
-//! Until the VMkernel has epoll and sockets hostd cannot serve, so init does
-//! not start it; what already works on Mantle is its console side: `hostd
-//! passwd root` hashes the password with argon2 (random salt) and writes the
-//! account file with the atomic recipe, owner-only.
+//! hostd in the image (`/sbin/hostd`, the static binary from agents/hostd),
+//! on a host without a datastore: init starts hostd, which says its config
+//! store is in memory and serves anyway; `hostd passwd root` (from a pipe)
+//! hashes the password with argon2 (random salt) and writes the account
+//! file with the atomic recipe, owner-only.
 
 use std::time::Duration;
 
@@ -30,6 +30,14 @@ fn hostd_console_commands_run_on_mantle() {
     q.debug_exit = false;
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
     activate_shell(&mut c, Duration::from_secs(120), STEP);
+    // init started hostd; with no datastore attached it says that its
+    // config store is in memory (and keeps working).
+    let said = |log: &str| log.contains("hostd: no datastore attached: the config store") && log.contains("hostd: HTTPS on");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !said(&c.log()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check(&c, said(&c.log()), "hostd does not say that its config store is in memory");
     let out = run(&mut c, "hostd --version; echo rc=$?");
     check(&c, out.contains(concat!("hostd ", env!("CARGO_PKG_VERSION"))) && out.contains("rc=0"), &format!("hostd --version: {out:?}"));
     let out = run(&mut c, "echo console-pw-123 | hostd --config-dir /tmp/hd passwd root; echo rc=$?");

@@ -1,15 +1,17 @@
 //! hostd on Mantle (issue 12's first image test): init starts `/sbin/hostd`
 //! (respawn) at boot; tokio, hyper and rustls run on the VMkernel's epoll,
 //! eventfd and sockets. The host drives it with curl over HTTPS through a
-//! forwarded port: the first-boot root password comes from the kernel
-//! command line (`hostd.root_password=`), and no default password works;
-//! it lists `/api/vms`, creates a VM on the datastore, powers it on and
-//! sees it running in the API and in `vmkcli vm list`; the VM's `.vmx`
-//! lands at `/vmfs/volumes/datastore1/<vm>/<vm>.vmx`, survives a reboot
-//! (a fresh QEMU on the same disk) and registers again from there. On the
-//! way it reads a guest's serial console over the WebSocket and uploads,
-//! lists and downloads a datastore file.
-
+//! forwarded port. First boot, fresh datastore: hostd puts its config store
+//! on the datastore (`.mantle/hostd`); no root password is set, so every
+//! remote login fails until `hostd passwd root` is typed at the serial
+//! console (asked twice, not echoed: the password never shows in the serial
+//! log) — then the running hostd accepts it. It lists `/api/vms`, adds an
+//! Operator account, creates a VM on the datastore, powers it on and sees
+//! it running in the API and in `vmkcli vm list`, reads a guest's serial
+//! console over the WebSocket and uploads, lists and downloads a datastore
+//! file. Second boot (a fresh QEMU on the same disk): the accounts, the
+//! inventory (both VMs, without registering them again), the event log and
+//! the host certificate are all still there.
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
@@ -80,7 +82,9 @@ fn json_str(body: &str, key: &str) -> Option<String> {
 }
 
 fn boot(disk: &Path, port: u16) -> Console {
-    let mut q = qemu_iso(iso("hostd-image", &format!("hostd.root_password={PASSWORD}"), &[]));
+    // No password on the kernel command line: it would be readable by every
+    // process in /proc/cmdline.
+    let mut q = qemu_iso(iso("hostd-image", "", &[]));
     q.debug_exit = false;
     q.cpus = 2;
     q.nics = vec![Nic { model: NicModel::VirtioNet, forwards: vec![PortForward { host: port, guest: 443 }] }];
@@ -90,26 +94,59 @@ fn boot(disk: &Path, port: u16) -> Console {
     c
 }
 
-/// Waits until hostd answers over TLS, then logs in as root.
-fn login(c: &Console, port: u16) -> String {
+/// Waits until hostd answers over TLS (401 without a session).
+fn wait_for_https(c: &Console, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (code, _) = curl(port, "GET", "/api/vms", None, None);
         if code == 401 {
-            break;
+            return;
         }
         check(c, Instant::now() < deadline, &format!("hostd does not answer over HTTPS (last status {code})"));
         std::thread::sleep(Duration::from_secs(2));
     }
-    // No default or wrong password works remotely (four tries: the fifth
-    // failure in a row would lock the account).
-    for pw in ["", "root", "vmware", "Mantle-first-boot-2"] {
-        let (code, body) = curl(port, "POST", "/api/session", None, Some(&format!("{{\"username\":\"root\",\"password\":\"{pw}\"}}")));
+}
+
+fn login_as(port: u16, user: &str, pw: &str) -> (u16, String) {
+    curl(port, "POST", "/api/session", None, Some(&format!("{{\"username\":\"{user}\",\"password\":\"{pw}\"}}")))
+}
+
+/// Logs in as root once hostd answers; wrong passwords fail first.
+fn login(c: &Console, port: u16) -> String {
+    wait_for_https(c, port);
+    // No default or wrong password works remotely (two tries: with the two
+    // before the password was set, a fifth failure in a row would lock root).
+    for pw in ["vmware", "Mantle-first-boot-2"] {
+        let (code, body) = login_as(port, "root", pw);
         check(c, code == 401, &format!("login with password {pw:?}: {code} {body}"));
     }
-    let (code, body) = curl(port, "POST", "/api/session", None, Some(&format!("{{\"username\":\"root\",\"password\":\"{PASSWORD}\"}}")));
+    let (code, body) = login_as(port, "root", PASSWORD);
     check(c, code == 200 || code == 201, &format!("login as root: {code} {body}"));
     json_str(&body, "token").unwrap_or_else(|| panic!("no token in {body}"))
+}
+
+/// `hostd passwd root` at the serial console, as an administrator types it.
+fn set_root_password_at_console(c: &mut Console) {
+    let steps = c
+        .send("hostd passwd root\n")
+        .and_then(|_| c.expect("New password for root: ", STEP))
+        .and_then(|_| c.send(&format!("{PASSWORD}\n")))
+        .and_then(|_| c.expect("Retype the password: ", STEP))
+        .and_then(|_| c.send(&format!("{PASSWORD}\n")))
+        .and_then(|_| c.expect("password of root set", STEP))
+        .and_then(|_| c.expect(PROMPT, STEP));
+    if let Err(e) = steps {
+        panic!("hostd passwd root: {e}\n--- serial log ---\n{}", c.log());
+    }
+    check(c, !c.log().contains(PASSWORD), "the password was echoed on the console");
+}
+
+/// md5sum's hash of a file on Mantle.
+fn md5(c: &mut Console, path: &str) -> String {
+    let out = run(c, &format!("md5sum {path}"));
+    let hash = out.lines().find(|l| l.contains(path)).and_then(|l| l.split_whitespace().next()).unwrap_or_default().to_string();
+    check(c, hash.len() == 32, &format!("md5sum {path}: {out}"));
+    hash
 }
 
 #[test]
@@ -121,7 +158,21 @@ fn hostd_serves_https_and_manages_vms_on_mantle() {
     let _lock = emulator_lock();
 
     let mut c = boot(&disk, port);
+    // A fresh host: the config store goes to the datastore, and no password
+    // works until the console sets one.
+    check(&c, c.log().contains("hostd: config store on datastore datastore1: /vmfs/volumes/datastore1/.mantle/hostd"), "hostd does not keep its config store on the datastore");
+    check(&c, c.log().contains("no root password is set"), "hostd does not say that no root password is set");
+    wait_for_https(&c, port);
+    for pw in ["", PASSWORD] {
+        let (code, body) = login_as(port, "root", pw);
+        check(&c, code == 401, &format!("login with no root password set, password {pw:?}: {code} {body}"));
+    }
+    set_root_password_at_console(&mut c);
     let token = login(&c, port);
+    let (code, body) = curl(port, "GET", "/api/host", Some(&token), None);
+    check(&c, code == 200 && body.contains("\"persistent\":true") && body.contains("/vmfs/volumes/datastore1/.mantle/hostd"), &format!("GET /api/host: config store: {code} {body}"));
+    let (code, body) = curl(port, "POST", "/api/users", Some(&token), Some("{\"name\":\"ops\",\"password\":\"Operator-pw-1\",\"role\":\"Operator\"}"));
+    check(&c, code == 201 || code == 200, &format!("POST /api/users: {code} {body}"));
     let (code, body) = curl(port, "GET", "/api/vms", Some(&token), None);
     check(&c, code == 200 && body.trim() == "[]", &format!("GET /api/vms on a fresh host: {code} {body}"));
     let (code, body) = curl(port, "GET", "/api/datastores", Some(&token), None);
@@ -176,6 +227,11 @@ fn hostd_serves_https_and_manages_vms_on_mantle() {
     let note = run(&mut c, "cat /vmfs/volumes/datastore1/isos/note.txt; echo");
     check(&c, note.contains("uploaded to Mantle"), &format!("the uploaded file on Mantle: {note}"));
 
+    // The certificate hostd made is in the store on the datastore and
+    // published where the CIM broker reads it.
+    let cert = md5(&mut c, "/vmfs/volumes/datastore1/.mantle/hostd/ssl/host.crt");
+    let published = md5(&mut c, "/etc/mantle/hostd/ssl/host.crt");
+    check(&c, published == cert, "the published certificate differs from the store's");
     let vmx = run(&mut c, &format!("cat /vmfs/volumes/datastore1/{VM}/{VM}.vmx"));
     check(&c, vmx.contains("config.version") && vmx.contains("spin.bin"), &format!("the .vmx on the datastore:\n{vmx}"));
     // hostd keeps running: init's respawn line and a live process.
@@ -186,15 +242,22 @@ fn hostd_serves_https_and_manages_vms_on_mantle() {
     check(&c, status.is_some(), "QEMU did not exit after poweroff");
     drop(c);
 
-    // A fresh boot on the same disk: the .vmx is still there and hostd
-    // registers it again from its path.
+    // A fresh boot on the same disk: hostd finds its config store again —
+    // the accounts, the inventory, the event log and the certificate.
     let mut c = boot(&disk, port);
-    let vmx2 = run(&mut c, &format!("cat /vmfs/volumes/datastore1/{VM}/{VM}.vmx"));
-    check(&c, vmx2.contains("config.version") && vmx2.contains("spin.bin"), &format!("the .vmx after a reboot:\n{vmx2}"));
+    check(&c, !c.log().contains("no root password is set"), "after the reboot hostd has forgotten the root password");
     let token = login(&c, port);
-    let reg = format!("{{\"vmx_path\":\"/vmfs/volumes/datastore1/{VM}/{VM}.vmx\"}}");
-    let (code, body) = curl(port, "POST", "/api/inventory/register", Some(&token), Some(&reg));
-    check(&c, code == 200 || code == 201, &format!("register after reboot: {code} {body}"));
     let (code, body) = curl(port, "GET", "/api/vms", Some(&token), None);
-    check(&c, code == 200 && body.contains(VM) && body.contains("poweredOff"), &format!("GET /api/vms after reboot: {code} {body}"));
+    check(&c, code == 200 && body.contains(&format!("\"name\":\"{VM}\"")) && body.contains("\"name\":\"hello\"") && body.contains("poweredOff"), &format!("GET /api/vms after reboot: {code} {body}"));
+    let (code, body) = login_as(port, "ops", "Operator-pw-1");
+    check(&c, code == 200 && json_str(&body, "role").as_deref() == Some("Operator"), &format!("login as ops after reboot: {code} {body}"));
+    let (code, body) = curl(port, "GET", "/api/events?limit=1000", Some(&token), None);
+    check(&c, code == 200 && body.contains(&format!("VM {VM} created")) && body.matches("\"hostd.started\"").count() >= 2, &format!("the event log after reboot: {code} {body}"));
+    let cert2 = md5(&mut c, "/vmfs/volumes/datastore1/.mantle/hostd/ssl/host.crt");
+    check(&c, cert2 == cert, "the host certificate changed across the reboot");
+    // The store is hidden from the datastore browser.
+    let (code, body) = curl(port, "GET", "/api/datastores/datastore1/browse?path=.mantle", Some(&token), None);
+    check(&c, code == 400, &format!("browsing .mantle: {code} {body}"));
+    let (code, body) = curl(port, "GET", "/api/datastores/datastore1/browse", Some(&token), None);
+    check(&c, code == 200 && !body.contains(".mantle"), &format!("the datastore root lists .mantle: {code} {body}"));
 }

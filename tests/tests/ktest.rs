@@ -86,6 +86,29 @@ fn in_kernel_tests_pass_on_three_cpus() {
     b.assert_exit(EXIT_SUCCESS);
 }
 
+/// The scheduler at scale (issue 15): on 8 CPUs, 64 CPU-bound user worlds
+/// (two groups, shares 2:1) and 64 ping-pong pairs for 1 s; the group
+/// shares hold within 10% and no pair stalls on a lost wake-up. Ignored:
+/// 8 TCG vCPUs on a 2-core host are preempted by the host so often that
+/// cross-CPU ping-pong mostly measures the host (see README, "Scheduler
+/// scale"); run on purpose on a host with 8 free cores:
+/// `cargo test -p tests --test ktest -- --ignored scheduler_scale`.
+#[test]
+#[ignore]
+fn scheduler_scale_on_eight_cpus() {
+    let mut q = qemu_pvh("test=long.sched.many_worlds_keep debug_exit after_boot=poweroff");
+    q.cpus = 8;
+    let b = boot(&q);
+    b.assert_contains("mantle: ready cpus=8 ");
+    if let Err(e) = check_all_passed(b.serial(), &[]) {
+        b.fail(&e);
+    }
+    for l in b.serial().lines().filter(|l| l.contains("ktest: sched:")) {
+        eprintln!("{}", l.trim());
+    }
+    b.assert_exit(EXIT_SUCCESS);
+}
+
 /// The report check itself fails on every way a run can fall short.
 #[test]
 fn report_check_rejects_partial_runs() {

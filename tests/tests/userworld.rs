@@ -13,7 +13,7 @@ const STEP: Duration = Duration::from_secs(60);
 /// Boots the image and activates the console shell.
 fn shell(name: &str, adds: &[&str], cpus: u32) -> (EmulatorLock, Console) {
     let lock = emulator_lock();
-    let mut q = qemu_iso(iso(name, "", adds));
+    let mut q = qemu_iso(iso(name, tests::NO_AGENTS, adds));
     q.cpus = cpus;
     q.debug_exit = false;
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));

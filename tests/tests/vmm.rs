@@ -15,7 +15,7 @@ fn shell(name: &str, cpu: &str) -> (EmulatorLock, Console) {
 
 fn shell_on(name: &str, cpu: &str, cpus: u32) -> (EmulatorLock, Console) {
     let lock = emulator_lock();
-    let mut q = qemu_iso(iso(name, "", &[]));
+    let mut q = qemu_iso(iso(name, tests::NO_AGENTS, &[]));
     q.cpus = cpus;
     q.cpu = cpu.into();
     q.debug_exit = false;

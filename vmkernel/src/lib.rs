@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod acpi_s5;
+pub mod af_unix;
 pub mod apic_regs;
 pub mod bootinfo;
 pub mod cmdline;
@@ -26,6 +27,7 @@ pub mod paging;
 pub mod sched;
 pub mod rootfs;
 pub mod status_screen;
+pub mod tsc_calibration;
 pub mod vmk_api;
 pub mod vfs;
 pub mod user_stack;

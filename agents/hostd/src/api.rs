@@ -27,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{self, Privilege, Role, Session, UserRecord};
+use crate::config_store::ConfigStore;
 use crate::datastore::{self, FileEntry, Listing};
 use crate::host::{AuditRecord, CloneSpec, Datastore, Event, HostStats, Hostd, OpError, PowerAction, Task, VmStats, VmView};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -310,7 +311,17 @@ async fn login(State(h): State<H>, peer: Option<axum::Extension<Peer>>, ApiJson(
     let _permit = HASHING.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let h2 = Arc::clone(&h);
     let (n2, pw) = (name.clone(), req.password);
-    let role = tokio::task::spawn_blocking(move || auth_lock(&h2.accounts).verify(&n2, &pw)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let role = tokio::task::spawn_blocking(move || {
+        let mut accounts = auth_lock(&h2.accounts);
+        // The console (`hostd passwd`) may have set a password since.
+        match accounts.reload() {
+            Ok(changed) => changed.iter().for_each(|u| auth_lock(&h2.sessions).remove_user(u)),
+            Err(e) => eprintln!("hostd: reading the accounts again: {e}; using the ones read before"),
+        }
+        accounts.verify(&n2, &pw)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     let Some(role) = role else {
         let locked = auth_lock(&h.lockout).failed(&name);
         h.audit(&name, "login".into(), 401, peer);
@@ -365,6 +376,9 @@ pub struct HostSummary {
     pub vm_count: usize,
     pub datastores: Vec<Datastore>,
     pub port_groups: Vec<String>,
+    /// Where hostd keeps accounts, inventory, logs and certificate; not
+    /// persistent when no datastore is attached.
+    pub config_store: ConfigStore,
 }
 
 /// Host summary.
@@ -383,6 +397,7 @@ async fn host_summary(State(h): State<H>, _a: Auth<READ>) -> Result<Json<HostSum
             vm_count: h.vms().len(),
             datastores: h.datastores(),
             port_groups: h.settings.port_groups.clone(),
+            config_store: h.config_store(),
         })
     })
     .await

@@ -95,6 +95,20 @@ fn verify_hash(p: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(p.as_bytes(), &h).is_ok())
 }
 
+fn read_users(path: &Path) -> io::Result<Vec<UserRecord>> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            let f: UsersFile = serde_json::from_slice(&b).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+            if f.version != 1 {
+                return Err(io::Error::other(format!("{}: version {} unknown", path.display(), f.version)));
+            }
+            Ok(f.users)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The account file and its users.
 pub struct Accounts {
     path: PathBuf,
@@ -107,18 +121,23 @@ pub struct Accounts {
 impl Accounts {
     /// Loads `users.json` (none yet: no accounts).
     pub fn load(path: &Path) -> io::Result<Accounts> {
-        let users = match std::fs::read(path) {
-            Ok(b) => {
-                let f: UsersFile = serde_json::from_slice(&b).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-                if f.version != 1 {
-                    return Err(io::Error::other(format!("{}: version {} unknown", path.display(), f.version)));
-                }
-                f.users
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(Accounts { path: path.to_path_buf(), users, dummy_hash: hash_password("not-a-password")? })
+        Ok(Accounts { path: path.to_path_buf(), users: read_users(path)?, dummy_hash: hash_password("not-a-password")? })
+    }
+
+    /// Reads the file again: `hostd passwd` at the console changes it
+    /// behind a running hostd. Returns the users whose password or role
+    /// changed or who are gone (their sessions should end). On error the
+    /// accounts stay as they were.
+    pub fn reload(&mut self) -> io::Result<Vec<String>> {
+        let fresh = read_users(&self.path)?;
+        let changed = self
+            .users
+            .iter()
+            .filter(|old| !fresh.iter().any(|u| u.name == old.name && u.role == old.role && u.password_hash == old.password_hash))
+            .map(|u| u.name.clone())
+            .collect();
+        self.users = fresh;
+        Ok(changed)
     }
 
     pub fn exists(&self) -> bool {
@@ -150,6 +169,8 @@ impl Accounts {
 
     /// Adds or replaces an account (hash already made).
     pub fn put(&mut self, rec: UserRecord) -> io::Result<()> {
+        // Start from the file: a change made at the console stays.
+        self.reload()?;
         let old = self.users.clone();
         match self.users.iter_mut().find(|u| u.name == rec.name) {
             Some(u) => *u = rec,
@@ -159,6 +180,7 @@ impl Accounts {
     }
 
     pub fn remove(&mut self, name: &str) -> io::Result<bool> {
+        self.reload()?;
         let old = self.users.clone();
         self.users.retain(|u| u.name != name);
         if self.users.len() == old.len() {
@@ -329,6 +351,30 @@ mod tests {
         assert_eq!(a.verify("nobody", "s3cret-pw"), None);
         // Same password, different salt.
         assert_ne!(a.get("root").unwrap().password_hash, a.get("op").unwrap().password_hash);
+    }
+
+    #[test]
+    fn reload_sees_changes_made_behind_its_back() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("users.json");
+        let mut running = Accounts::load(&p).unwrap();
+        assert_eq!(running.verify("root", "first-pw-1"), None);
+        // `hostd passwd root` at the console: another Accounts on the same file.
+        let mut console = Accounts::load(&p).unwrap();
+        console.put(UserRecord { name: "root".into(), role: Role::Administrator, password_hash: hash_password("first-pw-1").unwrap() }).unwrap();
+        assert_eq!(running.reload().unwrap(), Vec::<String>::new());
+        assert_eq!(running.verify("root", "first-pw-1"), Some(Role::Administrator));
+        // A change through the running one keeps what the console wrote.
+        running.put(UserRecord { name: "op".into(), role: Role::Operator, password_hash: hash_password("op-pw-123").unwrap() }).unwrap();
+        console.put(UserRecord { name: "root".into(), role: Role::Administrator, password_hash: hash_password("second-pw-2").unwrap() }).unwrap();
+        assert_eq!(console.get("op").map(|u| u.role), Some(Role::Operator));
+        assert_eq!(running.reload().unwrap(), vec!["root".to_string()]);
+        assert_eq!(running.verify("root", "first-pw-1"), None);
+        assert_eq!(running.verify("root", "second-pw-2"), Some(Role::Administrator));
+        // A damaged file changes nothing.
+        std::fs::write(&p, b"{").unwrap();
+        assert!(running.reload().is_err());
+        assert_eq!(running.verify("root", "second-pw-2"), Some(Role::Administrator));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::{Accounts, Lockout, Sessions};
+use crate::config_store::ConfigStore;
 use crate::store::{self, JsonLog};
 use crate::vmkernel::{KernelState, KernelVm, Resources, VmKernel};
 use std::collections::HashMap;
@@ -210,6 +211,9 @@ pub struct StatSample {
     pub exits: u64,
     /// Host memory backing the guest (its RAM and the VMM's tables).
     pub memory_bytes: u64,
+    /// Bytes the guest's NICs received and sent so far (all NICs).
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
 }
 
 /// One sample of the host's counters.
@@ -279,6 +283,8 @@ pub struct VmStats {
     pub vcpu_run_ns: Vec<u64>,
     pub guest_memory_bytes: u64,
     pub overhead_bytes: u64,
+    /// Each NIC's traffic on the virtual switch (as the guest sees it).
+    pub nics: Vec<crate::vmkernel::NicCounters>,
     /// Oldest first; empty until the sampler has run.
     pub history: Vec<StatSample>,
 }
@@ -351,6 +357,8 @@ pub struct Hostd {
     /// Host samples and the last `/proc/stat` reading.
     host_samples: Mutex<HostSamples>,
     pub started: Instant,
+    /// Where the config store is (set by main; a given directory otherwise).
+    store_location: std::sync::OnceLock<ConfigStore>,
 }
 
 impl Hostd {
@@ -379,6 +387,7 @@ impl Hostd {
             samples: Mutex::new(HashMap::new()),
             host_samples: Mutex::new((VecDeque::new(), None)),
             started: Instant::now(),
+            store_location: std::sync::OnceLock::new(),
             settings,
         };
         h.load_inventory()?;
@@ -391,6 +400,15 @@ impl Hostd {
         let n = lock(&h.inventory).len();
         h.event("hostd.started", None, None, format!("hostd {} started; {n} VMs in the inventory", env!("CARGO_PKG_VERSION")));
         Ok(Arc::new(h))
+    }
+
+    /// Records how the config store was found (for the host summary).
+    pub fn set_config_store(&self, store: ConfigStore) {
+        let _ = self.store_location.set(store);
+    }
+
+    pub fn config_store(&self) -> ConfigStore {
+        self.store_location.get().cloned().unwrap_or_else(|| ConfigStore::given(self.settings.config_dir.clone()))
     }
 
     fn inventory_path(&self) -> PathBuf {
@@ -515,16 +533,7 @@ impl Hostd {
 
     pub fn datastores(&self) -> Vec<Datastore> {
         let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(&self.settings.volumes_dir) else { return out };
-        for e in rd.flatten() {
-            let path = e.path();
-            if !path.is_dir() {
-                continue;
-            }
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
+        for (name, path) in crate::config_store::datastores(&self.settings.volumes_dir) {
             let st = rustix::fs::statvfs(&path).ok();
             out.push(Datastore {
                 name,
@@ -642,20 +651,21 @@ impl Hostd {
         }
         let Some(kvms) = &kvms else { return };
         let names: Vec<String> = lock(&self.inventory).keys().cloned().collect();
-        let mem: Vec<(String, u64)> = running
+        // (name, memory, network rx, network tx)
+        let mem: Vec<(String, u64, u64, u64)> = running
             .iter()
             .filter(|k| names.contains(&k.name))
-            .map(|k| {
-                let m = self.kernel.stats(k.id, k.vcpus).map(|s| s.guest_memory_bytes + s.overhead_bytes).unwrap_or(k.memory_mib << 20);
-                (k.name.clone(), m)
+            .map(|k| match self.kernel.stats(k.id, k.vcpus) {
+                Ok(s) => (k.name.clone(), s.guest_memory_bytes + s.overhead_bytes, s.nics.iter().map(|n| n.rx_bytes).sum(), s.nics.iter().map(|n| n.tx_bytes).sum()),
+                Err(_) => (k.name.clone(), k.memory_mib << 20, 0, 0),
             })
             .collect();
         let mut samples = lock(&self.samples);
         samples.retain(|n, _| kvms.iter().any(|k| &k.name == n && k.state != KernelState::Off));
         for k in running.iter().filter(|k| names.contains(&k.name)) {
-            let memory_bytes = mem.iter().find(|m| m.0 == k.name).map_or(0, |m| m.1);
+            let (memory_bytes, net_rx_bytes, net_tx_bytes) = mem.iter().find(|m| m.0 == k.name).map_or((0, 0, 0), |m| (m.1, m.2, m.3));
             let q = samples.entry(k.name.clone()).or_default();
-            q.push_back(StatSample { time_ms, run_ns: k.run_ns, exits: k.exits, memory_bytes });
+            q.push_back(StatSample { time_ms, run_ns: k.run_ns, exits: k.exits, memory_bytes, net_rx_bytes, net_tx_bytes });
             while q.len() > SAMPLES_KEPT {
                 q.pop_front();
             }
@@ -697,6 +707,7 @@ impl Hostd {
             vcpu_run_ns: s.vcpu_run_ns,
             guest_memory_bytes: s.guest_memory_bytes,
             overhead_bytes: s.overhead_bytes,
+            nics: s.nics,
             history: lock(&self.samples).get(name).map(|q| q.iter().copied().collect()).unwrap_or_default(),
         })
     }
@@ -1131,7 +1142,15 @@ impl Hostd {
                 let k = k.ok_or_else(|| OpError::Conflict(format!("VM {name} is powered off")))?;
                 self.kernel.stop(k.id).map_err(kerr("stopping the VM"))?;
                 self.task_progress(task, 50);
-                self.kernel.destroy(k.id).map_err(kerr("freeing the VM"))
+                // The VMkernel stops the vCPU worlds asynchronously: until they
+                // have, freeing the VM is EBUSY (seen with 50 VMs powering off at once).
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match self.kernel.destroy(k.id) {
+                        Err(e) if e.raw_os_error() == Some(16) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                        r => return r.map_err(kerr("freeing the VM")),
+                    }
+                }
             }
             PowerAction::Reset => self.kernel.reset(k.map_or(0, |k| k.id)).map_err(kerr("resetting the VM")),
             PowerAction::Pause => self.kernel.pause(k.map_or(0, |k| k.id)).map_err(kerr("pausing the VM")),
@@ -1399,8 +1418,15 @@ mod tests {
         assert_eq!((s.run_ns, s.exits, s.guest_memory_bytes), (5_000_000, 300, 16 << 20));
         assert_eq!(s.history.len(), 2);
         assert_eq!((s.history[1].run_ns - s.history[0].run_ns, s.history[1].exits - s.history[0].exits), (5_000_000, 300));
+        // Network counters per NIC (the fake switch moves 60 bytes in and 30 out per exit).
+        assert_eq!(s.nics.len(), 1);
+        assert_eq!((s.nics[0].nic.as_str(), s.nics[0].port_group.as_str(), s.nics[0].rx_bytes, s.nics[0].tx_bytes), ("nic0", "VM Network", 18_000, 9_000));
+        assert_eq!((s.history[1].net_rx_bytes - s.history[0].net_rx_bytes, s.history[1].net_tx_bytes - s.history[0].net_tx_bytes), (18_000, 9_000));
+        // The kernel answers EBUSY while the vCPUs are still stopping: hostd waits.
+        k.busy_destroys.store(3, std::sync::atomic::Ordering::Relaxed);
         let t = h.power("vm1", PowerAction::Off, "op").unwrap();
-        wait_task(&h, t.id);
+        assert_eq!(wait_task(&h, t.id).state, "success");
+        assert_eq!(h.vm("vm1").unwrap().power_state, "poweredOff");
         h.sample_stats();
         assert!(lock(&h.samples).is_empty(), "a powered-off VM's samples are dropped");
     }

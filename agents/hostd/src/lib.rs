@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod config_store;
 pub mod datastore;
 pub mod qcow2;
 pub mod host;

@@ -51,6 +51,56 @@ pub struct KernelVmStats {
     pub guest_memory_bytes: u64,
     /// Host memory the VMM uses beyond guest RAM (nested page tables).
     pub overhead_bytes: u64,
+    /// The VM's NICs' counters on the virtual switch.
+    pub nics: Vec<NicCounters>,
+}
+
+/// One virtual NIC's traffic, as the guest sees it: `rx` is what the guest
+/// received, `tx` what it sent.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct NicCounters {
+    /// `nic0`, `nic1`, ... (the configuration's index).
+    pub nic: String,
+    pub port_group: String,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Frames the switch dropped on this port.
+    pub dropped: u64,
+}
+
+/// The VM `vm`'s NICs in the virtual switch's listing (`/proc/net/vswitch`),
+/// whose port lines read `port 3 web01.nic0 in "VM Network": rx 10 frames
+/// 600 bytes, tx 2 frames 120 bytes, dropped 0` — counted at the switch, so
+/// the port's rx is the guest's tx. Lines that do not parse are skipped.
+pub fn parse_vswitch(text: &str, vm: &str) -> Vec<NicCounters> {
+    let mut out: Vec<NicCounters> = text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("port ")?;
+            let (_, rest) = rest.split_once(' ')?;
+            let rest = rest.strip_prefix(vm)?.strip_prefix('.')?;
+            let (nic, rest) = rest.split_once(" in \"")?;
+            if !nic.strip_prefix("nic").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+                return None;
+            }
+            let (group, counters) = rest.rsplit_once("\": ")?;
+            let n: Vec<u64> = counters.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).filter_map(|w| w.parse().ok()).collect();
+            let [port_rx_frames, port_rx_bytes, port_tx_frames, port_tx_bytes, dropped] = n[..] else { return None };
+            Some(NicCounters {
+                nic: nic.to_string(),
+                port_group: group.replace("\\\"", "\"").replace("\\\\", "\\"),
+                rx_frames: port_tx_frames,
+                rx_bytes: port_tx_bytes,
+                tx_frames: port_rx_frames,
+                tx_bytes: port_rx_bytes,
+                dropped,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (a.nic.len(), &a.nic).cmp(&(b.nic.len(), &b.nic)));
+    out
 }
 
 /// The VM calls hostd makes. Errors are the kernel's errno.
@@ -214,6 +264,8 @@ impl VmKernel for RealVmKernel {
             vcpu_run_ns: r.vcpu_run_ns.iter().take(vcpus as usize).copied().collect(),
             guest_memory_bytes: r.guest_frames.saturating_mul(4096),
             overhead_bytes: r.overhead_frames.saturating_mul(4096),
+            // The switch counts per port; a host without one has no NICs to show.
+            nics: std::fs::read_to_string("/proc/net/vswitch").map(|t| parse_vswitch(&t, vmk::vm_info(id).map(|i| i.name_str().to_string()).unwrap_or_default().as_str())).unwrap_or_default(),
         })
     }
 }
@@ -244,6 +296,10 @@ pub mod fake {
         pub ticking: AtomicBool,
         /// Whether the fake has the ACPI shutdown call.
         pub has_shutdown: AtomicBool,
+        /// Each VM's NICs' port groups (for switch counters).
+        nic_groups: Mutex<HashMap<u32, Vec<String>>>,
+        /// This many destroy calls fail with EBUSY first (vCPUs still stopping).
+        pub busy_destroys: std::sync::atomic::AtomicU32,
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -311,6 +367,7 @@ pub mod fake {
                 group: 100 + id,
             });
             drop(vms);
+            lock(&self.nic_groups).insert(id, c.nics.iter().map(|n| n.network.clone()).collect());
             self.log(format!("create {}", c.name));
             Ok(id)
         }
@@ -357,6 +414,9 @@ pub mod fake {
         }
         fn destroy(&self, id: u32) -> io::Result<()> {
             self.log(format!("destroy {id}"));
+            if self.busy_destroys.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                return Err(io::Error::from_raw_os_error(16));
+            }
             let mut vms = lock(&self.vms);
             let n = vms.len();
             vms.retain(|v| v.id != id);
@@ -375,6 +435,17 @@ pub mod fake {
                 vcpu_run_ns: vec![v.run_ns / vcpus.max(1) as u64; vcpus as usize],
                 guest_memory_bytes: v.memory_mib << 20,
                 overhead_bytes: 12 << 10,
+                // The switch's listing as the kernel writes it, traffic growing with the exits.
+                nics: {
+                    let groups = lock(&self.nic_groups).get(&id).cloned().unwrap_or_default();
+                    let e = v.exits;
+                    let text: String = groups
+                        .iter()
+                        .enumerate()
+                        .map(|(j, g)| format!("port {} {}.nic{j} in {g:?}: rx {} frames {} bytes, tx {e} frames {} bytes, dropped 0\n", 10 + j, v.name, e / 2, e * 30, e * 60))
+                        .collect();
+                    parse_vswitch(&text, &v.name)
+                },
             })
         }
         fn console_read(&self, id: u32, from: u64) -> io::Result<(Vec<u8>, u64)> {
@@ -420,5 +491,31 @@ pub mod fake {
                 Ok(())
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vswitch_ports_of_one_vm_as_the_guest_sees_them() {
+        let text = "switch vSwitch0\nportgroup \"VM Network\" vlan 0\n\
+            port 1 uplink: rx 5 frames 300 bytes, tx 6 frames 400 bytes, dropped 0\n\
+            port 2 web01.nic1 in \"Back \\\"end\\\"\": rx 1 frames 60 bytes, tx 2 frames 120 bytes, dropped 3\n\
+            port 3 web01.nic0 in \"VM Network\": rx 10 frames 600 bytes, tx 20 frames 1200 bytes, dropped 0\n\
+            port 4 web01.x.nic0 in \"VM Network\": rx 7 frames 7 bytes, tx 7 frames 7 bytes, dropped 7\n\
+            port 5 web0.nic0 in \"VM Network\": rx 7 frames 7 bytes, tx 7 frames 7 bytes, dropped 7\n\
+            port 6 web01.nic2 in \"VM Network\": garbage\n";
+        let nics = parse_vswitch(text, "web01");
+        assert_eq!(
+            nics,
+            [
+                NicCounters { nic: "nic0".into(), port_group: "VM Network".into(), rx_frames: 20, rx_bytes: 1200, tx_frames: 10, tx_bytes: 600, dropped: 0 },
+                NicCounters { nic: "nic1".into(), port_group: "Back \"end\"".into(), rx_frames: 2, rx_bytes: 120, tx_frames: 1, tx_bytes: 60, dropped: 3 },
+            ]
+        );
+        assert_eq!(parse_vswitch(text, "web01.x").len(), 1);
+        assert!(parse_vswitch(text, "nobody").is_empty());
     }
 }

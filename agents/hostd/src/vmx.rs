@@ -204,6 +204,10 @@ pub struct VmConfigPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub entry_mode: Option<Option<String>>,
+    /// `format = linux` only: the initial RAM disk (`null` removes it).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub initrd: Option<Option<String>>,
     pub cmdline: Option<String>,
     pub modules: Option<Vec<Module>>,
     pub shares: Option<u32>,
@@ -224,7 +228,7 @@ impl VmConfigPatch {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = p.$f { n.$f = v; } )* };
         }
-        set!(memory_mib, vcpus, kernel, format, load_address, entry, entry_mode, cmdline, modules, shares, reservation_pct, limit_pct, disks, nics, annotation);
+        set!(memory_mib, vcpus, kernel, format, load_address, entry, entry_mode, initrd, cmdline, modules, shares, reservation_pct, limit_pct, disks, nics, annotation);
         n
     }
 
@@ -238,6 +242,7 @@ impl VmConfigPatch {
             && p.load_address.is_none()
             && p.entry.is_none()
             && p.entry_mode.is_none()
+            && p.initrd.is_none()
             && p.cmdline.is_none()
             && p.modules.is_none()
             && p.disks.is_none()
@@ -379,6 +384,9 @@ impl VmConfig {
         }
         if host.check_files {
             file_exists("kernel", &self.kernel)?;
+            if let Some(initrd) = &self.initrd {
+                file_exists("initrd", initrd)?;
+            }
             for (i, m) in self.modules.iter().enumerate() {
                 file_exists(&format!("modules[{i}].path"), &m.path)?;
             }
@@ -588,6 +596,14 @@ mod tests {
         assert_eq!(c.validate(&l, Some(dir.path())).unwrap_err().field, "disks[0].file");
         c.disks[0].size_mib = Some(1);
         c.validate(&l, Some(dir.path())).unwrap();
+        // A Linux guest's initrd must exist too; the error names the field.
+        c.format = "linux".into();
+        c.initrd = Some(dir.path().join("initrd.cpio").display().to_string());
+        let e = c.validate(&l, Some(dir.path())).unwrap_err();
+        assert_eq!(e.field, "initrd", "{e}");
+        assert!(e.to_string().contains("initrd.cpio") && e.to_string().contains("does not exist"), "{e}");
+        std::fs::write(dir.path().join("initrd.cpio"), b"070701").unwrap();
+        c.validate(&l, Some(dir.path())).unwrap();
     }
 
     #[test]
@@ -600,5 +616,19 @@ mod tests {
         let p: VmConfigPatch = serde_json::from_str(r#"{"shares": 10}"#).unwrap();
         assert!(p.only_live_settings() && p.touches_resources());
         assert!(serde_json::from_str::<VmConfigPatch>(r#"{"name": "x"}"#).is_err());
+        // A Linux guest: the format, its initrd and a disk's image format.
+        let p: VmConfigPatch = serde_json::from_str(
+            r#"{"format": "linux", "initrd": "/vmfs/volumes/ds1/i.cpio", "modules": [], "disks": [{"file": "web01.qcow2", "format": "qcow2"}]}"#,
+        )
+        .unwrap();
+        assert!(!p.only_live_settings());
+        let mut n = p.apply(&c);
+        assert_eq!((n.format.as_str(), n.initrd.as_deref()), ("linux", Some("/vmfs/volumes/ds1/i.cpio")));
+        assert_eq!((n.disks[0].file.as_str(), n.disks[0].format.as_str()), ("web01.qcow2", "qcow2"));
+        let text = n.to_vmx().unwrap();
+        assert!(text.contains("initrd = \"/vmfs/volumes/ds1/i.cpio\"") && text.contains("disk0.format = \"qcow2\""), "{text}");
+        n.format = "multiboot".into();
+        let p: VmConfigPatch = serde_json::from_str(r#"{"initrd": null}"#).unwrap();
+        assert_eq!(p.apply(&n).initrd, None);
     }
 }

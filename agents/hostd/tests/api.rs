@@ -39,7 +39,8 @@ fn start(dir: &Path, extra: &[&str]) -> Hostd {
         .arg(dir.join("config"))
         .arg("--volumes")
         .arg(dir.join("volumes"))
-        .args(["--listen", "127.0.0.1", "--https-port", "0", "--http-port", "0", "--kernel-cmdline", "/nonexistent"])
+        .args(["--listen", "127.0.0.1", "--https-port", "0", "--http-port", "0"])
+        .args(if extra.contains(&"--kernel-cmdline") { &[][..] } else { &["--kernel-cmdline", "/nonexistent"][..] })
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -158,6 +159,11 @@ fn assert_error(r: &Reply, status: u16, field: Option<&str>) {
     }
 }
 
+/// The `format` a `.vmx` text names.
+fn vmx_format(vmx: &str) -> String {
+    vmx.lines().find_map(|l| l.strip_prefix("format = ")).map(|v| v.trim_matches('"').to_string()).unwrap_or_else(|| "multiboot".into())
+}
+
 fn dir_entries(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
@@ -205,6 +211,8 @@ fn vm_lifecycle_over_tls() {
         (json!({"nics": [{"network": "VM Network", "mac": "ff:ff:ff:ff:ff:ff"}]}), "nics[0].mac"),
         (json!({"limit_pct": 0}), "limit_pct"),
         (json!({"kernel": "/does/not/exist"}), "kernel"),
+        (json!({"format": "linux", "modules": [], "initrd": "/does/not/exist.cpio"}), "initrd"),
+        (json!({"disks": [{"file": "web01.img", "format": "floppy"}]}), "disks[0].format"),
         (json!({"name": "renamed"}), ""),
         (json!({"vcpus": "two"}), ""),
     ] {
@@ -219,6 +227,17 @@ fn vm_lifecycle_over_tls() {
     assert_eq!(r.status, 200, "{}", r.body);
     let vmx2 = std::fs::read_to_string(vm_dir.join("web01.vmx")).unwrap();
     assert!(vmx2.contains("memory_mib = \"32\"") && vmx2.contains("shares = \"2000\""), "{vmx2}");
+    // A Linux guest's initrd and a disk's image format change through PATCH too.
+    let initrd = t.path().join("initrd.cpio");
+    std::fs::write(&initrd, b"070701").unwrap();
+    let linux = json!({"format": "linux", "modules": [], "initrd": initrd, "disks": [{"file": "web01.img", "format": "raw", "readonly": true}]});
+    let r = h.call(&tok, "PATCH", "/api/vms/web01", Some(linux));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.body["config"]["format"].as_str(), r.body["config"]["initrd"].as_str()), (Some("linux"), initrd.to_str()));
+    let vmx3 = std::fs::read_to_string(vm_dir.join("web01.vmx")).unwrap();
+    assert!(vmx3.contains("initrd = ") && vmx3.contains("disk0.format = \"raw\"") && vmx3.contains("disk0.readonly"), "{vmx3}");
+    let back = json!({"format": vmx_format(&vmx2), "initrd": null, "disks": [{"file": "web01.img"}]});
+    assert_eq!(h.call(&tok, "PATCH", "/api/vms/web01", Some(back)).status, 200);
 
     // Invalid definitions: nothing appears on the datastore.
     let mut bad = Vec::new();
@@ -556,25 +575,44 @@ fn sessions_expire_when_idle() {
 #[test]
 fn no_password_works_until_root_sets_one() {
     let t = tempfile::tempdir().unwrap();
-    let h = start(t.path(), &[]);
-    for pw in ["", "root", "vmware", "password", "mantle"] {
+    // A password on the kernel command line is visible to every process in
+    // /proc/cmdline: hostd ignores it (and says so).
+    let cmdline = t.path().join("cmdline");
+    std::fs::create_dir_all(t.path()).unwrap();
+    std::fs::write(&cmdline, "loglevel=info hostd.root_password=Cmdline-pw-1\n").unwrap();
+    let h = start(t.path(), &["--kernel-cmdline", cmdline.to_str().unwrap()]);
+    // Four tries: a fifth failure in a row would lock the name.
+    for pw in ["", "root", "vmware", "Cmdline-pw-1"] {
         assert_error(&h.login_reply("root", pw), 401, None);
     }
-    drop(h);
-    // The console way: `hostd passwd root` reads the password from stdin.
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hostd"))
-        .arg("--config-dir")
-        .arg(t.path().join("config"))
-        .args(["passwd", "root"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(b"console-set-pw\n").unwrap();
-    assert!(c.wait().unwrap().success());
-    let h = start(t.path(), &[]);
+    // The console way, while hostd runs: `hostd passwd root` reads the
+    // password from stdin (a pipe here; a terminal gets asked twice, unechoed).
+    let passwd = |pw: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hostd"))
+            .arg("--config-dir")
+            .arg(t.path().join("config"))
+            .args(["passwd", "root"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+        c.wait().unwrap().success()
+    };
+    assert!(!passwd("short"), "a short password is refused");
+    assert!(passwd("console-set-pw"));
+    // The running hostd uses it at once: no restart.
     let r = h.login_reply("root", "console-set-pw");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["role"], "Administrator");
+    let token = r.body["token"].as_str().unwrap().to_string();
+    let host = h.call(&token, "GET", "/api/host", None);
+    assert_eq!(host.body["config_store"]["persistent"], true, "{}", host.body);
+    assert_eq!(host.body["config_store"]["path"], t.path().join("config").display().to_string());
+    // A new password at the console ends the old password's sessions.
+    assert!(passwd("console-set-pw2"));
+    assert_error(&h.login_reply("root", "console-set-pw"), 401, None);
+    assert_error(&h.call(&token, "GET", "/api/host", None), 401, None);
+    assert_eq!(h.login_reply("root", "console-set-pw2").status, 200);
 }
 
 /// The web client in Debian's headless Chromium (playwright-core, no browser

@@ -83,6 +83,9 @@ pub mod bits {
     pub const EERD_ADDR_SHIFT: u32 = 2;
     pub const CTRL_EXT_PBA_CLR: u32 = 1 << 31;
     pub const RCTL_EN: u32 = 1 << 1;
+    /// Unicast promiscuous: frames for VMs behind the host's virtual
+    /// switch (the NIC is its uplink) carry their own MACs.
+    pub const RCTL_UPE: u32 = 1 << 3;
     pub const RCTL_MPE: u32 = 1 << 4;
     pub const RCTL_BAM: u32 = 1 << 15;
     pub const RCTL_SECRC: u32 = 1 << 26;
@@ -255,7 +258,7 @@ impl<H: Hal, R: Registers> E1000e<H, R> {
         self.rx.next = 0;
         // BSIZE 00 = 2048 bytes; strip the CRC; broadcast and all multicast
         // (IPv6 neighbour discovery) without a filter table to keep.
-        r.write32(reg::RCTL, RCTL_EN | RCTL_BAM | RCTL_MPE | RCTL_SECRC);
+        r.write32(reg::RCTL, RCTL_EN | RCTL_BAM | RCTL_UPE | RCTL_MPE | RCTL_SECRC);
 
         // Transmit ring, empty (TDH == TDT).
         for i in 0..TX_RING {

@@ -7,36 +7,82 @@ use crate::cpu::{self, Ports};
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
 
-const PIT_HZ: u64 = 1_193_182;
+use vmkernel::tsc_calibration::{self as cal, PIT_HZ, Reading};
 
-/// Measures the TSC frequency over `ms` milliseconds of PIT channel 2.
-/// Returns `None` if the PIT never signals (no legacy PIT).
+/// PIT channel 2's count, latched between two TSC reads.
+fn read_pit2(p: &Ports) -> Reading {
+    let tsc_before = cpu::rdtsc();
+    p.outb(0x43, 0x80); // latch channel 2
+    let lo = p.inb(0x42);
+    let hi = p.inb(0x42);
+    let tsc_after = cpu::rdtsc();
+    Reading { tsc_before, count: u16::from_le_bytes([lo, hi]), tsc_after }
+}
+
+/// The least disturbed of a few back-to-back readings.
+fn best_pit2(p: &Ports) -> Reading {
+    let r = [read_pit2(p), read_pit2(p), read_pit2(p), read_pit2(p), read_pit2(p)];
+    cal::narrowest(&r).unwrap_or(r[0])
+}
+
+/// Whether channel 2 reached its terminal count (OUT2 on port 0x61).
+fn pit2_out(p: &Ports) -> bool {
+    p.inb(0x61) & 0x20 != 0
+}
+
+/// Measures the TSC frequency over about `ms` (at most 40) milliseconds of
+/// PIT channel 2: bracketed readings at both ends
+/// (`vmkernel::tsc_calibration`), so time the CPU loses in between adds no
+/// error; a run whose readings are disturbed or whose count ran out is
+/// repeated (up to 5 runs, the best kept). Returns `None` if the PIT never
+/// counts (no legacy PIT).
 pub fn measure_tsc_hz(ms: u64) -> Option<u64> {
     // SAFETY: the PIT and port 0x61 are owned by the kernel at boot.
     let p = unsafe { Ports::new() };
-    let count = (PIT_HZ * ms / 1000) as u16;
-    // Gate high, speaker off.
-    let v = p.inb(0x61);
-    p.outb(0x61, (v & !0x02) | 0x01);
-    // Channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count).
-    p.outb(0x43, 0xb0);
-    p.outb(0x42, count as u8);
-    p.outb(0x42, (count >> 8) as u8);
-    let start = cpu::rdtsc();
-    let mut spins: u64 = 0;
-    while p.inb(0x61) & 0x20 == 0 {
-        spins += 1;
-        if spins > 200_000_000 {
-            return None;
+    let wanted = (PIT_HZ * ms.clamp(1, 40) / 1000) as u16;
+    let mut best: Option<cal::Estimate> = None;
+    for _ in 0..5 {
+        // Gate high, speaker off; channel 2, lobyte/hibyte, mode 0
+        // (interrupt on terminal count) from 0xffff.
+        let v = p.inb(0x61);
+        p.outb(0x61, (v & !0x02) | 0x01);
+        p.outb(0x43, 0xb0);
+        p.outb(0x42, 0xff);
+        p.outb(0x42, 0xff);
+        // The first reading once the new count is surely loaded.
+        let mut spins: u64 = 0;
+        while read_pit2(&p).count > 0xfff0 {
+            spins += 1;
+            if spins > 20_000_000 {
+                return None;
+            }
+        }
+        let first = best_pit2(&p);
+        while first.count.saturating_sub(read_pit2(&p).count) < wanted && !pit2_out(&p) {
+            spins += 1;
+            if spins > 200_000_000 {
+                return None;
+            }
+        }
+        let second = best_pit2(&p);
+        if pit2_out(&p) {
+            continue; // the count may have wrapped past 0
+        }
+        if let Some(e) = cal::estimate(first, second) {
+            if best.is_none_or(|b| e.error_ppm < b.error_ppm) {
+                best = Some(e);
+            }
+            if e.error_ppm <= 500 {
+                break;
+            }
         }
     }
-    let end = cpu::rdtsc();
-    Some((end - start) * 1000 / ms)
+    best.map(|e| e.hz)
 }
 
 pub fn calibrate() {
     TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
-    let hz = measure_tsc_hz(20).unwrap_or(1_000_000_000);
+    let hz = measure_tsc_hz(30).unwrap_or(1_000_000_000);
     TSC_HZ.store(hz.max(1), Ordering::Relaxed);
 }
 

@@ -112,9 +112,16 @@ impl World {
         unsafe { (*self.fpu.get()).area().as_ptr() as u64 }
     }
 
-    /// Reads or replaces the saved state (signal frames, fork).
-    pub fn with_user_fpu<R>(&self, f: impl FnOnce(&mut FpuState) -> R) -> R {
-        // SAFETY: called by the running world (or before a new world runs).
+    /// Reads or replaces the saved state. Only through
+    /// [`with_current_user_fpu`] (the running world's own) and
+    /// [`NewWorld::with_user_fpu`] (a world not yet runnable).
+    ///
+    /// # Safety
+    /// No other CPU may switch to or from this world meanwhile: it is the
+    /// caller's running world, or it is not yet known to the scheduler.
+    unsafe fn with_user_fpu<R>(&self, f: impl FnOnce(&mut FpuState) -> R) -> R {
+        // SAFETY: the caller guarantees no switch of this world touches the
+        // area meanwhile (see above).
         unsafe { f(&mut *self.fpu.get()) }
     }
 
@@ -226,6 +233,35 @@ fn new_world(name: &str, kind: WorldKind, entry: WorldEntry) -> Option<Arc<World
     }))
 }
 
+/// Reads or replaces the running world's saved extended state (signal
+/// frames, exec, fork's copy). `None` outside a world.
+pub fn with_current_user_fpu<R>(f: impl FnOnce(&mut FpuState) -> R) -> Option<R> {
+    let me = current()?;
+    // SAFETY: `me` is this CPU's running world: only this CPU switches it,
+    // and not from inside this call.
+    Some(unsafe { me.with_user_fpu(f) })
+}
+
+/// A world being made, as `spawn`'s `setup` sees it: not yet known to the
+/// scheduler, so no CPU runs it and its saved state may be written.
+pub struct NewWorld<'a>(&'a World);
+
+impl core::ops::Deref for NewWorld<'_> {
+    type Target = World;
+    fn deref(&self) -> &World {
+        self.0
+    }
+}
+
+impl NewWorld<'_> {
+    /// The extended state the world starts with (fork: the parent's).
+    pub fn with_user_fpu<R>(&self, f: impl FnOnce(&mut FpuState) -> R) -> R {
+        // SAFETY: `NewWorld` exists only inside `spawn_world`'s call of
+        // `setup`, before the world is added to the scheduler.
+        unsafe { self.0.with_user_fpu(f) }
+    }
+}
+
 /// Starts a system world running `entry` in resource group `group`.
 pub fn spawn_system(name: &str, group: GroupId, entry: impl FnOnce() + Send + 'static) -> Result<WorldId, vmkernel::sched::SchedError> {
     spawn(name, WorldKind::System, group, entry, |_| {})
@@ -239,7 +275,7 @@ pub fn spawn(
     kind: WorldKind,
     group: GroupId,
     entry: impl FnOnce() + Send + 'static,
-    setup: impl FnOnce(&World),
+    setup: impl FnOnce(&NewWorld<'_>),
 ) -> Result<WorldId, vmkernel::sched::SchedError> {
     spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, None)
 }
@@ -251,7 +287,7 @@ pub fn spawn_on(
     kind: WorldKind,
     group: GroupId,
     entry: impl FnOnce() + Send + 'static,
-    setup: impl FnOnce(&World),
+    setup: impl FnOnce(&NewWorld<'_>),
     cpus: Option<vmkernel::sched::CpuSet>,
 ) -> Result<WorldId, vmkernel::sched::SchedError> {
     spawn_world(name, kind, group, WorldEntry::Code(Box::new(entry)), setup, cpus)
@@ -262,13 +298,13 @@ fn spawn_world(
     kind: WorldKind,
     group: GroupId,
     entry: WorldEntry,
-    setup: impl FnOnce(&World),
+    setup: impl FnOnce(&NewWorld<'_>),
     cpus: Option<vmkernel::sched::CpuSet>,
 ) -> Result<WorldId, vmkernel::sched::SchedError> {
     let Some(w) = new_world(name, kind, entry) else {
         return Err(vmkernel::sched::SchedError::OutOfMemory);
     };
-    setup(&w);
+    setup(&NewWorld(&w));
     let id = w.id;
     let cpu = least_loaded_cpu();
     WORLDS.lock().insert(id, w);
@@ -496,7 +532,7 @@ pub fn on_timer_tick(from_user: bool) {
         wake_sleepers(now);
     }
     if from_user {
-        if due || slice_expired(now) || take_resched() {
+        if due || slice_expired_at_tick(now) || take_resched() {
             schedule();
         }
         if let Some(hook) = USER_TICK.get() {
@@ -505,12 +541,28 @@ pub fn on_timer_tick(from_user: bool) {
     }
 }
 
-/// Whether the current world's slice is over (checked by the timer tick).
+/// Whether the current world's slice is over (a vCPU's exit handling
+/// checks it between ticks).
 pub fn slice_expired(now: u64) -> bool {
+    slice_ends_by(now)
+}
+
+/// The timer tick's check: slices end on ticks, so one that ends nearer
+/// this tick than the next ends now. The tick period measured on the TSC is
+/// a hair off the nominal one; waiting for `now >= slice_end` exactly
+/// stretched a 10 ms slice to two ticks whenever the tick came a few
+/// microseconds early (and a reserved group behind a 20 ms slice missed
+/// its turn).
+fn slice_expired_at_tick(now: u64) -> bool {
+    const HALF_TICK_NS: u64 = 1_000_000_000 / crate::arch::apic::TICK_HZ / 2;
+    slice_ends_by(now + HALF_TICK_NS)
+}
+
+fn slice_ends_by(t: u64) -> bool {
     let c = CPUS[gdt::cpu_index() as usize].lock();
     match &c.current {
         Some(w) if w.kind == WorldKind::Idle => true,
-        Some(_) => now >= c.slice_end,
+        Some(_) => t >= c.slice_end,
         None => false,
     }
 }

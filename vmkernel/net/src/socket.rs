@@ -575,6 +575,9 @@ impl<D: Device> NetStack<D> {
                 self.orphan(c.m, &sock);
             }
             Body::Udp(d) | Body::Icmp { d, .. } => {
+                for m in &d.members {
+                    self.flush_egress(m.iface);
+                }
                 for m in d.members.into_iter().chain(d.errors) {
                     self.drop_member(m);
                 }

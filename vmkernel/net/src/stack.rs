@@ -496,6 +496,18 @@ impl<D: Device> NetStack<D> {
         core::mem::take(&mut self.changed).into_iter().collect()
     }
 
+    /// Sends what interface `slot`'s sockets have queued (a closing UDP
+    /// socket's datagrams: on Linux they are out when sendto returns).
+    pub(crate) fn flush_egress(&mut self, slot: usize) {
+        let now = self.now;
+        if slot == 0 {
+            let lo = &mut self.ifaces[0];
+            lo.iface.poll_egress(now, &mut self.lo_dev, &mut lo.sockets);
+        } else if let (Some(f), Some(dev)) = (self.ifaces.get_mut(slot), self.eth_devs.get_mut(slot - 1)) {
+            f.iface.poll_egress(now, dev, &mut f.sockets);
+        }
+    }
+
     pub(crate) fn charge(&mut self, bytes: usize) -> SysResult<()> {
         if self.budget_used.saturating_add(bytes) > self.cfg.buffer_budget {
             return Err(Errno::ENOBUFS);

@@ -285,3 +285,50 @@ fn connected_udp_learns_port_unreachable_as_econnrefused() {
     }
     assert_eq!(net.a.budget_used(), 0);
 }
+
+/// Two sockets bound to 127.0.0.1 echo on loopback, the server on a port
+/// another socket held (and closed) just before — the sequence `ipcecho`
+/// uses to pick the server's port.
+#[test]
+fn udp_echo_between_loopback_sockets_on_a_reused_port() {
+    let mut net = Net::new();
+    let probe = net.b.socket(SocketKind::Datagram, 0).unwrap();
+    net.b.bind(probe, sa(Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = net.b.local_addr(probe).unwrap().port();
+    net.b.close(probe).unwrap();
+    let server = net.b.socket(SocketKind::Datagram, 0).unwrap();
+    net.b.bind(server, sa(Ipv4Addr::LOCALHOST, port)).unwrap();
+    let client = net.b.socket(SocketKind::Datagram, 0).unwrap();
+    net.b.bind(client, sa(Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut buf = [0u8; 64];
+    for i in 0..3 {
+        net.b.send_to(client, b"hello", Some(sa(Ipv4Addr::LOCALHOST, port)), 0).unwrap();
+        net.run(20);
+        let r = net.b.recv_from(server, &mut buf, 0).unwrap_or_else(|e| panic!("round {i}: server: {e:?}"));
+        let from = r.from.unwrap();
+        net.b.send_to(server, &buf[..r.len], Some(from), 0).unwrap_or_else(|e| panic!("round {i}: reply to {from}: {e:?}"));
+        net.run(20);
+        let r = net.b.recv_from(client, &mut buf, 0).unwrap_or_else(|e| panic!("round {i}: client: {e:?}"));
+        assert_eq!(&buf[..r.len], b"hello");
+    }
+    // A reply sent just before its socket closes still arrives (on Linux
+    // it is out when sendto returns), on loopback and over the link.
+    net.b.send_to(server, b"last", Some(sa(Ipv4Addr::LOCALHOST, net.b.local_addr(client).unwrap().port())), 0).unwrap();
+    net.b.close(server).unwrap();
+    net.run(20);
+    let r = net.b.recv_from(client, &mut buf, 0).expect("the last reply");
+    assert_eq!(&buf[..r.len], b"last");
+    let remote = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.bind(remote, sa(Ipv4Addr::UNSPECIFIED, 9000)).unwrap();
+    let sender = net.b.socket(SocketKind::Datagram, 0).unwrap();
+    // Over the link once the neighbour is known (a datagram waiting for
+    // ARP still goes with its socket).
+    net.b.send_to(sender, b"warm", Some(sa(A_IP, 9000)), 0).unwrap();
+    net.run_until(1_000, |n| n.a.readiness(remote).unwrap().events & events::IN != 0);
+    net.a.recv_from(remote, &mut buf, 0).expect("the first datagram");
+    net.b.send_to(sender, b"bye", Some(sa(A_IP, 9000)), 0).unwrap();
+    net.b.close(sender).unwrap();
+    net.run_until(1_000, |n| n.a.readiness(remote).unwrap().events & events::IN != 0);
+    let r = net.a.recv_from(remote, &mut buf, 0).expect("the datagram sent before close");
+    assert_eq!(&buf[..r.len], b"bye");
+}

@@ -72,6 +72,15 @@ const TESTS: &[Test] = &[
     ("nic.rings_wrap_without_allocation", crate::nic::ktest::rings_wrap_without_allocation),
 ];
 
+/// Tests only an explicit selector runs (`test=long.` or the full name),
+/// never `test=all`: the scheduler scale test (many CPUs; its boot is
+/// `tests/tests/ktest.rs`'s ignored `scheduler_scale_on_eight_cpus`) and
+/// its long version.
+const LONG_TESTS: &[Test] = &[
+    ("long.sched.many_worlds_keep_shares_and_wakeups", sched_many_worlds),
+    ("long.sched.many_worlds_20s", sched_many_worlds_long),
+];
+
 /// Runs the scheduler from the test (idle) context until `done()` or a
 /// timeout; returns whether `done()` became true.
 fn run_worlds_until(timeout_ms: u64, mut done: impl FnMut() -> bool) -> bool {
@@ -87,7 +96,11 @@ fn run_worlds_until(timeout_ms: u64, mut done: impl FnMut() -> bool) -> bool {
 
 /// Runs the selected tests; returns true if all passed.
 pub fn run(selector: &str) -> bool {
-    let selected: Vec<_> = TESTS.iter().filter(|(n, _)| selector == "all" || n.starts_with(selector)).collect();
+    let selected: Vec<_> = TESTS
+        .iter()
+        .filter(|(n, _)| selector == "all" || n.starts_with(selector))
+        .chain(LONG_TESTS.iter().filter(|(n, _)| n.starts_with(selector)))
+        .collect();
     kprintln!("ktest: running {} tests (selector \"{}\")", selected.len(), selector);
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (name, f) in &selected {
@@ -460,6 +473,156 @@ fn sched_user_reservation() -> TestResult {
     let s = compete(&[GroupParams { reservation_pct: 40, ..Default::default() }, GroupParams { shares: 8000, ..Default::default() }], 2)?;
     kprintln!("ktest: sched: reservation 40% vs 8x shares -> {:.1}% vs {:.1}%", s[0] * 100.0, s[1] * 100.0);
     ensure!(s[0] >= 0.38, "reserved group got {:.1}%", s[0] * 100.0);
+    Ok(())
+}
+
+/// Two worlds that bounce a ball through two wait queues until a deadline.
+struct PingPongPair {
+    ball: AtomicU64,
+    ping: WaitQueue,
+    pong: WaitQueue,
+    /// Set by the pinger at the deadline (or by the test to give up).
+    stop: core::sync::atomic::AtomicBool,
+}
+
+fn pair_ping(p: &PingPongPair, deadline: &AtomicU64) {
+    let mut i = 0u64;
+    loop {
+        p.ping.wait_until(|| p.ball.load(Ordering::Acquire) == 2 * i || p.stop.load(Ordering::Acquire));
+        if p.stop.load(Ordering::Acquire) || time::uptime_ns() >= deadline.load(Ordering::Acquire) {
+            break;
+        }
+        p.ball.store(2 * i + 1, Ordering::Release);
+        p.pong.wake_one();
+        i += 1;
+    }
+    p.stop.store(true, Ordering::Release);
+    p.pong.wake_all();
+}
+
+fn pair_pong(p: &PingPongPair) {
+    let mut i = 0u64;
+    loop {
+        p.pong.wait_until(|| p.ball.load(Ordering::Acquire) == 2 * i + 1 || p.stop.load(Ordering::Acquire));
+        if p.stop.load(Ordering::Acquire) {
+            break;
+        }
+        p.ball.store(2 * i + 2, Ordering::Release);
+        p.ping.wake_one();
+        i += 1;
+    }
+}
+
+fn sched_many_worlds() -> TestResult {
+    many_worlds(1)
+}
+
+fn sched_many_worlds_long() -> TestResult {
+    many_worlds(20)
+}
+
+/// Eight CPU-bound user worlds and eight ping-pong pairs of system worlds
+/// per CPU (64 + 64 on `-smp 8`) for `secs` seconds: the spinners, half in
+/// a group with shares 2000 and half in one with 1000, placed so every CPU
+/// has four of each, get CPU 2:1 (within 10%, the tolerance the other
+/// shares tests use); every pair keeps bouncing to the deadline and ends
+/// (a lost wake-up leaves a pair blocked for good); prints the round trips
+/// per second per CPU (the issue compares 8 CPUs with 2).
+fn many_worlds(secs: u64) -> TestResult {
+    use alloc::sync::Arc;
+    use vmkernel::sched::{GroupParams, ROOT_GROUP};
+    let cpus = gdt::cpus_online();
+    let per_cpu = 8u32;
+    let base = world::count();
+    let code = user_program(UserProgram::Spin);
+    let new_group = |name: &str, params: GroupParams| world::with_policy(|p| p.create_group(ROOT_GROUP, name, params)).map_err(|e| format!("{e}"));
+    // The spinners start in a group held at a 0% limit, so none runs
+    // before all exist; then all move to their groups at one instant.
+    let hold = new_group("ktest-hold", GroupParams { limit_pct: Some(0), ..Default::default() })?;
+    let a = new_group("ktest-a2", GroupParams { shares: 2000, ..Default::default() })?;
+    let b = new_group("ktest-b1", GroupParams { shares: 1000, ..Default::default() })?;
+    let pairs_group = new_group("ktest-pairs", GroupParams::default())?;
+    let mut spinners = Vec::new();
+    for i in 0..cpus * per_cpu {
+        let p = Process::new("spin").ok_or("no memory")?;
+        p.map_bytes(0x40_0000, code, 0)?;
+        // Spins for good: the stopper world below kills it at the deadline.
+        let frame = crate::arch::trap::TrapFrame { rip: 0x40_0000, rsp: 0x80_0000, rflags: 0x202, rdi: u64::MAX, ..Default::default() };
+        let w = p.start_with(hold, frame)?;
+        spinners.push((w, if i % 2 == 0 { a } else { b }, (i / 2) % cpus, p));
+    }
+    // The pairs wait in the held group too, and move with the spinners.
+    let deadline = Arc::new(AtomicU64::new(u64::MAX));
+    let pairs: Vec<Arc<PingPongPair>> = (0..cpus * per_cpu)
+        .map(|_| Arc::new(PingPongPair { ball: AtomicU64::new(0), ping: WaitQueue::new(), pong: WaitQueue::new(), stop: Default::default() }))
+        .collect();
+    let mut pair_worlds = Vec::new();
+    for p in &pairs {
+        let (p1, p2, d) = (p.clone(), p.clone(), deadline.clone());
+        pair_worlds.push(world::spawn_system("ping", hold, move || pair_ping(&p1, &d)).map_err(|e| format!("{e}"))?);
+        pair_worlds.push(world::spawn_system("pong", hold, move || pair_pong(&p2)).map_err(|e| format!("{e}"))?);
+    }
+    let moved_at = world::with_policy(|pol| {
+        for (w, g, cpu, _) in &spinners {
+            pol.move_world(*w, *g).map_err(|e| format!("{e}"))?;
+            pol.set_world_cpu(*w, *cpu).map_err(|e| format!("{e}"))?;
+        }
+        for w in &pair_worlds {
+            pol.move_world(*w, pairs_group).map_err(|e| format!("{e}"))?;
+        }
+        let now = time::uptime_ns();
+        deadline.store(now + secs * 1_000_000_000, Ordering::Release);
+        Ok::<u64, String>(now)
+    })?;
+    let deadline_ns = moved_at + secs * 1_000_000_000;
+    let victims: Vec<Arc<Process>> = spinners.iter().map(|(.., p)| p.clone()).collect();
+    world::spawn_system("stopper", pairs_group, move || {
+        world::sleep_ns(deadline_ns.saturating_sub(time::uptime_ns()));
+        for p in &victims {
+            crate::uw::signal::send_to_process(p, 9, None);
+        }
+    })
+    .map_err(|e| format!("{e}"))?;
+    let budget_ms = (deadline_ns.saturating_sub(time::uptime_ns())) / 1_000_000 + 20_000;
+    let all_ended = run_worlds_until(budget_ms, || world::count() == base);
+    let ran_ns = time::uptime_ns().min(deadline_ns).saturating_sub(moved_at).max(1);
+    let stuck = pairs.iter().filter(|p| !p.stop.load(Ordering::Acquire)).count();
+    if !all_ended {
+        // Free what is stuck so the next tests run.
+        for p in &pairs {
+            p.stop.store(true, Ordering::Release);
+            p.ping.wake_all();
+            p.pong.wake_all();
+        }
+        run_worlds_until(5_000, || world::count() == base);
+    }
+    let used = |g| world::with_policy(|p| p.group_stats(g).map(|s| s.used_ns).unwrap_or(0));
+    let (ua, ub, up) = (used(a), used(b), used(pairs_group));
+    let round_trips: u64 = pairs.iter().map(|p| p.ball.load(Ordering::Acquire) / 2).sum();
+    let min_trips = pairs.iter().map(|p| p.ball.load(Ordering::Acquire) / 2).min().unwrap_or(0);
+    for g in [hold, a, b, pairs_group] {
+        run_worlds_until(1_000, || world::with_policy(|p| p.destroy_group(g).is_ok()));
+    }
+    let ratio = ua as f64 / ub.max(1) as f64;
+    let per_cpu_rate = round_trips as f64 * 1e9 / ran_ns as f64 / f64::from(cpus);
+    kprintln!(
+        "ktest: sched: {} CPUs, {} spinners + {} pairs for {} ms: spinners 2:1 -> {:.1} vs {:.1} CPU-s (ratio {:.2}), pairs {:.1} CPU-s; {} round trips ({:.0}/s per CPU, fewest in a pair {})",
+        cpus,
+        spinners.len(),
+        pairs.len(),
+        ran_ns / 1_000_000,
+        ua as f64 / 1e9,
+        ub as f64 / 1e9,
+        ratio,
+        up as f64 / 1e9,
+        round_trips,
+        per_cpu_rate,
+        min_trips
+    );
+    ensure!(stuck == 0 && all_ended, "{stuck} of {} pairs never reached the deadline: a wake-up was lost ({} worlds left)", pairs.len(), world::count() - base);
+    ensure!(spinners.iter().all(|(.., p)| p.exit_status().is_some()), "a spinner did not finish");
+    ensure!(min_trips > 0, "a pair never completed a round trip");
+    ensure!((ratio - 2.0).abs() <= 0.2, "spinner groups got {ratio:.2}:1, expected 2:1 +- 10%");
     Ok(())
 }
 

@@ -124,6 +124,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
     // The network world (vmk0, lo) — not while in-kernel tests drive the
     // NICs themselves.
     if opts.test.is_none() {
+        net::vswitch::set_vm_delivery(vm::deliver_frame);
         net::init(&bi.cmdline);
     }
 

@@ -118,6 +118,14 @@ impl loader::GuestMemory for LoaderMem<'_> {
     }
 }
 
+/// A frame from the virtual switch for NIC `slot` of VM `vm` (dropped
+/// if the VM is gone or not running).
+pub fn deliver_frame(vm: u32, slot: usize, frame: &[u8]) {
+    if let Some(target) = lookup(vm) {
+        target.virtio_receive(slot, frame);
+    }
+}
+
 pub fn lookup(id: u32) -> Option<Arc<Vm>> {
     VMS.lock().get(&id).cloned()
 }
@@ -126,21 +134,100 @@ pub fn list() -> Vec<u32> {
     VMS.lock().keys().copied().collect()
 }
 
-const EINVAL: i64 = 22;
-const ENOMEM: i64 = 12;
-const ENODEV: i64 = 19;
-const EBUSY: i64 = 16;
-const ENOEXEC: i64 = 8;
-const EAGAIN: i64 = 11;
+/// Why a VM operation failed: what the caller gets instead of a bare errno
+/// and a message (`vmk_calls` turns it into both).
+#[derive(Debug)]
+pub enum VmError {
+    /// No usable VMX or SVM on this host (with the reason found at boot).
+    NoVirtualization(&'static str),
+    /// This CPU could not enter VMX or SVM operation.
+    CpuInit(&'static str),
+    /// The VM's resource group or a vCPU world was refused.
+    Scheduler(vmkernel::sched::SchedError),
+    /// Not enough host memory for the guest's RAM (MiB asked for).
+    OutOfMemory(u32),
+    /// The ACPI tables or the MP table did not fit the guest's memory.
+    Firmware(&'static str, vmkernel::vmm::firmware::FirmwareError),
+    /// The kernel image cannot be loaded (its path, the loader's reason).
+    BadImage(String, loader::LoadError),
+    /// The VM's virtio devices could not be set up (errno, reason).
+    Devices(i64, String),
+    /// No VM has this id.
+    NoSuchVm(u32),
+    /// The VM is not in a state that allows the operation.
+    WrongState(VmStateNeeded),
+    /// The guest has not enabled the ACPI power-button event.
+    PowerButtonIgnored,
+    /// A reset's stop did not finish in time.
+    StopTimedOut,
+}
+
+/// What an operation needed the VM to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmStateNeeded {
+    PoweredOff,
+    Running,
+    Paused,
+    /// Stopped, with every vCPU world gone.
+    Stopped,
+    /// Not running (destroy).
+    NotRunning,
+}
+
+impl VmError {
+    /// The negative errno the VMkernel API returns for it.
+    pub fn errno(&self) -> i64 {
+        const ENOENT: i64 = 2;
+        const ENOEXEC: i64 = 8;
+        const EAGAIN: i64 = 11;
+        const ENOMEM: i64 = 12;
+        const EBUSY: i64 = 16;
+        const ENODEV: i64 = 19;
+        const EINVAL: i64 = 22;
+        match self {
+            VmError::NoVirtualization(_) | VmError::CpuInit(_) => -ENODEV,
+            VmError::Scheduler(e) => api::errno_for(e),
+            VmError::OutOfMemory(_) => -ENOMEM,
+            VmError::Firmware(..) => -EINVAL,
+            VmError::BadImage(..) => -ENOEXEC,
+            VmError::Devices(errno, _) => *errno,
+            VmError::NoSuchVm(_) => -ENOENT,
+            VmError::WrongState(_) | VmError::StopTimedOut => -EBUSY,
+            VmError::PowerButtonIgnored => -EAGAIN,
+        }
+    }
+}
+
+impl core::fmt::Display for VmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmError::NoVirtualization(why) => write!(f, "no usable hardware virtualization: {why}"),
+            VmError::CpuInit(why) => f.write_str(why),
+            VmError::Scheduler(e) => write!(f, "{e}"),
+            VmError::OutOfMemory(mib) => write!(f, "not enough host memory for {mib} MiB of guest RAM"),
+            VmError::Firmware(what, e) => write!(f, "cannot build the {what}: {e:?}"),
+            VmError::BadImage(kernel, e) => write!(f, "cannot load {kernel}: {e:?}"),
+            VmError::Devices(_, why) => f.write_str(why),
+            VmError::NoSuchVm(id) => write!(f, "no VM {id}"),
+            VmError::WrongState(VmStateNeeded::PoweredOff) => f.write_str("the VM is not powered off"),
+            VmError::WrongState(VmStateNeeded::Running) => f.write_str("the VM is not running"),
+            VmError::WrongState(VmStateNeeded::Paused) => f.write_str("the VM is not paused"),
+            VmError::WrongState(VmStateNeeded::Stopped) => f.write_str("the VM is still stopping"),
+            VmError::WrongState(VmStateNeeded::NotRunning) => f.write_str("the VM is running: stop it first"),
+            VmError::PowerButtonIgnored => f.write_str("the guest does not handle the ACPI power button"),
+            VmError::StopTimedOut => f.write_str("the vCPUs did not stop"),
+        }
+    }
+}
 
 /// Writes what firmware would leave in guest memory (ACPI tables with the
 /// MADT for every vCPU, an MP table) and loads the kernel and modules.
-fn load_guest(memory: &GuestMemory, config: &VmConfig, image: &[u8], modules: &[ModuleImage]) -> Result<VcpuState, (i64, String)> {
+fn load_guest(memory: &GuestMemory, config: &VmConfig, image: &[u8], modules: &[ModuleImage]) -> Result<VcpuState, VmError> {
     let mut lm = LoaderMem(memory);
-    let mut fw = vmkernel::vmm::firmware::PlatformConfig::new(config.vcpus);
+    let mut fw = vmkernel::vmm::firmware::FirmwareTablesConfig::new(config.vcpus);
     fw.virtio_mmio_slots = VirtioSlots::occupied(config);
-    let acpi = vmkernel::vmm::firmware::build_acpi(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the ACPI tables: {e:?}")))?;
-    vmkernel::vmm::firmware::build_mp_table(&mut lm, &fw).map_err(|e| (-EINVAL, alloc::format!("cannot build the MP table: {e:?}")))?;
+    let acpi = vmkernel::vmm::firmware::build_acpi(&mut lm, &fw).map_err(|e| VmError::Firmware("ACPI tables", e))?;
+    vmkernel::vmm::firmware::build_mp_table(&mut lm, &fw).map_err(|e| VmError::Firmware("MP table", e))?;
     let loaded = match config.format {
         api::KernelFormat::Multiboot => {
             let mods: Vec<loader::multiboot::Module> = modules.iter().map(|m| loader::multiboot::Module { image: &m.image, string: &m.string }).collect();
@@ -162,7 +249,7 @@ fn load_guest(memory: &GuestMemory, config: &VmConfig, image: &[u8], modules: &[
             loader::linux::load(&mut lm, image, initrd, &config.cmdline, acpi.rsdp).map(|(state, _)| state)
         }
     };
-    loaded.map_err(|e| (-ENOEXEC, alloc::format!("cannot load {}: {e:?}", config.kernel)))
+    loaded.map_err(|e| VmError::BadImage(config.kernel.clone(), e))
 }
 
 /// The paravirtual clock of a power-on: 0 now, at the host's TSC rate (the
@@ -193,11 +280,11 @@ fn new_platform(config: &VmConfig, size: u64) -> Platform {
 
 /// Creates a VM: its resource group, memory, platform, and the kernel
 /// loaded; nothing is left behind if any step fails.
-pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>) -> Result<Arc<Vm>, (i64, String)> {
+pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>) -> Result<Arc<Vm>, VmError> {
     if hv::backend().is_none() {
-        return Err((-ENODEV, alloc::format!("no usable hardware virtualization: {}", hv::unavailable_reason())));
+        return Err(VmError::NoVirtualization(hv::unavailable_reason()));
     }
-    hv::init_this_cpu().map_err(|e| (-ENODEV, String::from(e)))?;
+    hv::init_this_cpu().map_err(VmError::CpuInit)?;
     let params = vmkernel::sched::GroupParams {
         shares: config.shares,
         reservation_pct: config.reservation_pct,
@@ -205,12 +292,12 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
         mem_limit_mib: None,
     };
     let group = world::with_policy(|p| p.create_group(vmkernel::sched::ROOT_GROUP, &alloc::format!("vm-{}", config.name), params))
-        .map_err(|e| (api::errno_for(&e), alloc::format!("{e}")))?;
+        .map_err(VmError::Scheduler)?;
     let undo_group = || world::with_policy(|p| p.destroy_group(group).ok());
     let size = config.memory_mib as u64 * (1 << 20);
     let Some(memory) = hv::new_guest_memory(size, &MMIO_HOLES) else {
         undo_group();
-        return Err((-ENOMEM, alloc::format!("not enough host memory for {} MiB of guest RAM", config.memory_mib)));
+        return Err(VmError::OutOfMemory(config.memory_mib));
     };
     let initial = match load_guest(&memory, &config, &kernel_image, &modules) {
         Ok(s) => s,
@@ -224,10 +311,10 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let virtio = match VirtioSlots::build(id, &config) {
         Ok(v) => v,
-        Err(e) => {
+        Err((errno, why)) => {
             drop(memory);
             undo_group();
-            return Err(e);
+            return Err(VmError::Devices(errno, why));
         }
     };
     let vcpus = (0..config.vcpus)
@@ -277,19 +364,19 @@ struct VcpuArg {
 }
 
 impl Vm {
-    pub fn start(self: &Arc<Self>) -> Result<(), (i64, String)> {
+    pub fn start(self: &Arc<Self>) -> Result<(), VmError> {
         if self.state.load(Ordering::Acquire) == api::VM_STATE_STOPPED {
             // Powering on again after a stop is a reset to the initial state.
             self.reinitialize(false)?;
         }
         if self.state.compare_exchange(api::VM_STATE_OFF, api::VM_STATE_RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return Err((-EBUSY, "the VM is not powered off".into()));
+            return Err(VmError::WrongState(VmStateNeeded::PoweredOff));
         }
         self.spawn_vcpus()
     }
 
     /// Starts every vCPU world (the state is already RUNNING).
-    fn spawn_vcpus(self: &Arc<Self>) -> Result<(), (i64, String)> {
+    fn spawn_vcpus(self: &Arc<Self>) -> Result<(), VmError> {
         self.stop_requested.store(false, Ordering::Release);
         self.paused.store(false, Ordering::Release);
         *self.stop_reason.lock() = None;
@@ -317,7 +404,7 @@ impl Vm {
                     if self.live.load(Ordering::Acquire) == 0 {
                         self.state.store(api::VM_STATE_OFF, Ordering::Release);
                     }
-                    return Err((api::errno_for(&e), alloc::format!("{e}")));
+                    return Err(VmError::Scheduler(e));
                 }
             }
         }
@@ -327,9 +414,9 @@ impl Vm {
     /// Back to the powered-off state after a stop: guest RAM zeroed, the
     /// kernel and firmware tables loaded again, devices reset. A reset the
     /// guest asked for keeps the console output (one log across reboots).
-    fn reinitialize(&self, keep_console: bool) -> Result<(), (i64, String)> {
+    fn reinitialize(&self, keep_console: bool) -> Result<(), VmError> {
         if self.live.load(Ordering::Acquire) != 0 {
-            return Err((-EBUSY, "the VM is still stopping".into()));
+            return Err(VmError::WrongState(VmStateNeeded::Stopped));
         }
         self.memory.clear();
         let initial = load_guest(&self.memory, &self.config, &self.image, &self.modules)?;
@@ -367,20 +454,20 @@ impl Vm {
     /// Graceful shutdown: presses the ACPI power button. Fails when the
     /// guest has not enabled the power-button event (no ACPI, or no one
     /// listening), since then nothing would happen.
-    pub fn shutdown(&self) -> Result<(), (i64, String)> {
+    pub fn shutdown(&self) -> Result<(), VmError> {
         if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
-            return Err((-EBUSY, "the VM is not running".into()));
+            return Err(VmError::WrongState(VmStateNeeded::Running));
         }
         let listening = self.platform.lock().press_power_button();
         self.kick_all();
-        if listening { Ok(()) } else { Err((-EAGAIN, "the guest does not handle the ACPI power button".into())) }
+        if listening { Ok(()) } else { Err(VmError::PowerButtonIgnored) }
     }
 
     /// Hard reset: power off, then on again from the initial state. Blocks
     /// the caller (a user world) until every vCPU has stopped.
-    pub fn reset(self: &Arc<Self>) -> Result<(), (i64, String)> {
+    pub fn reset(self: &Arc<Self>) -> Result<(), VmError> {
         if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
-            return Err((-EBUSY, "the VM is not running".into()));
+            return Err(VmError::WrongState(VmStateNeeded::Running));
         }
         self.stop();
         let deadline = time::uptime_ns() + 5_000_000_000;
@@ -389,25 +476,25 @@ impl Vm {
         // neither running nor stopped.
         while self.live.load(Ordering::Acquire) != 0 || self.state.load(Ordering::Acquire) != api::VM_STATE_STOPPED {
             if time::uptime_ns() > deadline {
-                return Err((-EBUSY, "the vCPUs did not stop".into()));
+                return Err(VmError::StopTimedOut);
             }
             world::sleep_ns(1_000_000);
         }
         self.start()
     }
 
-    pub fn pause(&self) -> Result<(), (i64, String)> {
+    pub fn pause(&self) -> Result<(), VmError> {
         if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
-            return Err((-EBUSY, "the VM is not running".into()));
+            return Err(VmError::WrongState(VmStateNeeded::Running));
         }
         self.paused.store(true, Ordering::Release);
         self.kick_all();
         Ok(())
     }
 
-    pub fn resume(&self) -> Result<(), (i64, String)> {
+    pub fn resume(&self) -> Result<(), VmError> {
         if !self.paused.swap(false, Ordering::AcqRel) {
-            return Err((-EBUSY, "the VM is not paused".into()));
+            return Err(VmError::WrongState(VmStateNeeded::Paused));
         }
         self.kick_all();
         Ok(())
@@ -522,12 +609,16 @@ impl Vm {
         };
         self.platform.lock().set_ioapic_pin(vmk_virtio::mmio::slot_gsi(slot) as usize, level);
         if let Some(port) = s.port {
+            let mut kick = false;
             for frame in frames {
-                for (vm, to, f) in crate::net::vswitch::input(port, &frame) {
-                    if let Some(target) = lookup(vm) {
-                        target.virtio_receive(to, &f);
-                    }
+                let (vms, k) = crate::net::vswitch::input(port, &frame);
+                kick |= k;
+                for (vm, to, f) in vms {
+                    deliver_frame(vm, to, &f);
                 }
+            }
+            if kick {
+                crate::net::kick();
             }
         }
         Some(read)
@@ -573,9 +664,9 @@ impl Vm {
     }
 
     /// Raises LINT1 on every vCPU (the NMI line of a PC's chipset).
-    pub fn nmi(&self) -> Result<(), (i64, String)> {
+    pub fn nmi(&self) -> Result<(), VmError> {
         if self.state.load(Ordering::Acquire) != api::VM_STATE_RUNNING {
-            return Err((-EBUSY, "the VM is not running".into()));
+            return Err(VmError::WrongState(VmStateNeeded::Running));
         }
         {
             let mut p = self.platform.lock();
@@ -606,7 +697,7 @@ impl Vm {
             let again = self.reinitialize(true).and_then(|_| self.spawn_vcpus());
             match again {
                 Ok(()) => return,
-                Err((_, why)) => {
+                Err(why) => {
                     log::warn!("vm {}: cannot power on again after the guest's reset: {why}", self.id);
                     self.exit_reason.store(api::EXIT_REASON_POWER_OFF, Ordering::Release);
                     self.state.store(api::VM_STATE_STOPPED, Ordering::Release);
@@ -654,10 +745,10 @@ impl Vm {
 }
 
 /// Destroys a VM that is not running; its memory and group go with it.
-pub fn destroy(id: u32) -> Result<(), (i64, String)> {
-    let vm = lookup(id).ok_or((-2, String::from("no such VM")))?;
+pub fn destroy(id: u32) -> Result<(), VmError> {
+    let vm = lookup(id).ok_or(VmError::NoSuchVm(id))?;
     if vm.state.load(Ordering::Acquire) == api::VM_STATE_RUNNING || vm.live.load(Ordering::Acquire) != 0 {
-        return Err((-EBUSY, "the VM is running: stop it first".into()));
+        return Err(VmError::WrongState(VmStateNeeded::NotRunning));
     }
     VMS.lock().remove(&id);
     let group = vm.group;

@@ -156,9 +156,9 @@ fn vm(id: u64) -> Result<alloc::sync::Arc<crate::vm::Vm>, i64> {
 
 /// Logs why a VM call failed (the administrator sees it on the console
 /// log) and returns the errno.
-fn report((errno, why): (i64, alloc::string::String)) -> i64 {
-    log::warn!("vm: {why}");
-    errno
+fn report(e: crate::vm::VmError) -> i64 {
+    log::warn!("vm: {e}");
+    e.errno()
 }
 
 fn vm_create(p: &Process, a: [u64; 4]) -> Result<i64, i64> {

@@ -25,9 +25,6 @@ pub enum Backing {
     },
     PipeRead(PipeReader),
     PipeWrite(PipeWriter),
-    /// One end of a connected local socket pair (`socketpair(AF_UNIX)`):
-    /// two pipes, one per direction.
-    Socket { rx: PipeReader, tx: PipeWriter },
 }
 
 pub struct OpenFile {
@@ -84,17 +81,6 @@ impl OpenFile {
         OpenFile::new(Backing::Device { node, dev }, None, PIPE_DEV, 0, O_RDWR | keep)
     }
 
-    /// `socketpair`: two connected, bidirectional ends.
-    pub fn socket_pair(flags: u32) -> (OpenFile, OpenFile) {
-        let (r1, w1) = pipe::pipe();
-        let (r2, w2) = pipe::pipe();
-        let keep = flags & (O_NONBLOCK | O_CLOEXEC);
-        (
-            OpenFile::new(Backing::Socket { rx: r1, tx: w2 }, None, PIPE_DEV, 0, O_RDWR | keep),
-            OpenFile::new(Backing::Socket { rx: r2, tx: w1 }, None, PIPE_DEV, 0, O_RDWR | keep),
-        )
-    }
-
     pub fn backing(&self) -> &Backing {
         &self.backing
     }
@@ -139,7 +125,6 @@ impl OpenFile {
         self.check(false)?;
         match &self.backing {
             Backing::PipeRead(r) => r.read(buf),
-            Backing::Socket { rx, .. } => rx.read(buf),
             Backing::Device { dev, .. } if !dev.seekable() => dev.read(0, buf),
             _ => {
                 let mut s = self.state.lock();
@@ -154,7 +139,6 @@ impl OpenFile {
         let flags = self.check(true)?;
         match &self.backing {
             Backing::PipeWrite(w) => w.write(data),
-            Backing::Socket { tx, .. } => tx.write(data),
             Backing::Device { dev, .. } if !dev.seekable() => dev.write(0, data),
             Backing::Inode(i) => {
                 // The lock spans size lookup and write so O_APPEND writers
@@ -270,7 +254,6 @@ impl OpenFile {
             Backing::Inode(i) | Backing::Device { node: i, .. } => i.metadata(),
             Backing::PipeRead(r) => pipe_meta(r.pipe().ino(), r.pipe().len()),
             Backing::PipeWrite(w) => pipe_meta(w.pipe().ino(), w.pipe().len()),
-            Backing::Socket { rx, .. } => Metadata { mode: 0o140777, ..pipe_meta(rx.pipe().ino(), rx.pipe().len()) },
         }
     }
 
@@ -295,7 +278,6 @@ impl OpenFile {
             Backing::Device { dev, .. } => dev.poll_generation(),
             Backing::PipeRead(r) => Some(r.generation()),
             Backing::PipeWrite(w) => Some(w.generation()),
-            Backing::Socket { rx, tx } => Some(rx.generation().wrapping_add(tx.generation())),
         }
     }
 
@@ -305,11 +287,6 @@ impl OpenFile {
             Backing::Device { dev, .. } => dev.poll(),
             Backing::PipeRead(r) => r.poll(),
             Backing::PipeWrite(w) => w.poll(),
-            Backing::Socket { rx, tx } => {
-                let r = rx.poll();
-                let w = tx.poll();
-                PollEvents((r.0 & (PollEvents::IN.0 | PollEvents::HUP.0)) | (w.0 & (PollEvents::OUT.0 | PollEvents::ERR.0)))
-            }
         }
     }
 

@@ -113,10 +113,12 @@ fn checksum(bytes: &[u8]) -> u8 {
     0u8.wrapping_sub(sum(bytes))
 }
 
-/// Devices and ports the tables describe. The defaults follow the ICH9
+/// What the firmware tables (ACPI, MP) tell a guest about its machine: the
+/// vCPUs, devices and ports they describe. (The device models themselves
+/// are built from `platform::PlatformConfig`.) The defaults follow the ICH9
 /// layout QEMU uses (PM base 0x600) and the i8042 reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlatformConfig {
+pub struct FirmwareTablesConfig {
     /// vCPUs; APIC IDs are 0..cpus. At most 254 (the IOAPIC takes the next
     /// ID and xAPIC IDs are 8 bits).
     pub cpus: u32,
@@ -142,9 +144,9 @@ pub struct PlatformConfig {
     pub virtio_mmio_slots: u8,
 }
 
-impl PlatformConfig {
-    pub fn new(cpus: u32) -> PlatformConfig {
-        PlatformConfig {
+impl FirmwareTablesConfig {
+    pub fn new(cpus: u32) -> FirmwareTablesConfig {
+        FirmwareTablesConfig {
             cpus,
             ioapic_id: cpus.min(254) as u8,
             sci_irq: 9,
@@ -177,7 +179,7 @@ impl From<MemError> for FirmwareError {
     }
 }
 
-fn check_cpus(cfg: &PlatformConfig) -> Result<(), FirmwareError> {
+fn check_cpus(cfg: &FirmwareTablesConfig) -> Result<(), FirmwareError> {
     if cfg.cpus == 0 || cfg.cpus > 254 || (cfg.ioapic_id as u32) < cfg.cpus {
         return Err(FirmwareError::BadCpuCount(cfg.cpus));
     }
@@ -386,7 +388,7 @@ fn slot_name(prefix: &[u8; 2], i: usize) -> [u8; 4] {
 /// The DSDT body: `Name (\_S5, Package (4) { typ, typ, Zero, Zero })` and,
 /// in `\_SB`, one `LNRO0005` (virtio-mmio) device per occupied slot with
 /// its register page and interrupt.
-pub fn dsdt_aml(cfg: &PlatformConfig) -> Vec<u8> {
+pub fn dsdt_aml(cfg: &FirmwareTablesConfig) -> Vec<u8> {
     let s5 = cfg.s5_slp_typ as u64;
     let mut v = aml::name(b"\\_S5_", &aml::package(&[aml::integer(s5), aml::integer(s5), aml::integer(0), aml::integer(0)]));
     let mut sb = Vec::new();
@@ -409,7 +411,7 @@ pub fn dsdt_aml(cfg: &PlatformConfig) -> Vec<u8> {
     v
 }
 
-fn fadt(cfg: &PlatformConfig, facs: u64, dsdt: u64) -> Vec<u8> {
+fn fadt(cfg: &FirmwareTablesConfig, facs: u64, dsdt: u64) -> Vec<u8> {
     // ACPI 6.x FADT, revision 6, 276 bytes (§5.2.9 table 5.9).
     let mut b = sdt(b"FACP", 6);
     b.u32(facs as u32).u32(dsdt as u32); // FIRMWARE_CTRL, DSDT
@@ -463,7 +465,7 @@ fn fadt(cfg: &PlatformConfig, facs: u64, dsdt: u64) -> Vec<u8> {
     finish_sdt(b)
 }
 
-fn madt(cfg: &PlatformConfig) -> Vec<u8> {
+fn madt(cfg: &FirmwareTablesConfig) -> Vec<u8> {
     let mut b = sdt(b"APIC", 4);
     b.u32(LAPIC_BASE as u32).u32(1); // Local Interrupt Controller Address, PCAT_COMPAT
     for i in 0..cfg.cpus {
@@ -518,7 +520,7 @@ fn align(v: u64, a: u64) -> u64 {
 }
 
 /// Writes the ACPI tables at [`ACPI_BASE`] and returns their addresses.
-pub fn build_acpi(mem: &mut dyn GuestMemory, cfg: &PlatformConfig) -> Result<AcpiInfo, FirmwareError> {
+pub fn build_acpi(mem: &mut dyn GuestMemory, cfg: &FirmwareTablesConfig) -> Result<AcpiInfo, FirmwareError> {
     check_cpus(cfg)?;
     let rsdp_at = ACPI_BASE;
     let facs_at = align(rsdp_at + 36, 64); // FACS must be 64-byte aligned.
@@ -564,7 +566,7 @@ pub struct MpInfo {
     pub end: u64,
 }
 
-fn mp_config_table(cfg: &PlatformConfig) -> Vec<u8> {
+fn mp_config_table(cfg: &FirmwareTablesConfig) -> Vec<u8> {
     let mut b = Buf(Vec::new());
     // Header: "PCMP", base table length, spec rev 1.4, checksum, OEM ID,
     // product ID, OEM table pointer/size, entry count, LAPIC address,
@@ -611,7 +613,7 @@ fn mp_config_table(cfg: &PlatformConfig) -> Vec<u8> {
 }
 
 /// Writes the MP floating pointer and configuration table at [`MP_BASE`].
-pub fn build_mp_table(mem: &mut dyn GuestMemory, cfg: &PlatformConfig) -> Result<MpInfo, FirmwareError> {
+pub fn build_mp_table(mem: &mut dyn GuestMemory, cfg: &FirmwareTablesConfig) -> Result<MpInfo, FirmwareError> {
     check_cpus(cfg)?;
     let fp_at = MP_BASE;
     let table_at = fp_at + 16;

@@ -35,7 +35,7 @@ pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 pub const POST_PORT: u16 = 0x80;
 pub const PORT92: u16 = 0x92;
 /// The ACPI PM1 event/control blocks and PM timer (the FADT's ports, see
-/// `firmware::PlatformConfig`), and the SCI's ISA IRQ.
+/// `firmware::FirmwareTablesConfig`), and the SCI's ISA IRQ.
 pub const ACPI_PM_BASE: u16 = 0x600;
 pub const ACPI_SCI_IRQ: u8 = 9;
 /// SLP_TYP of `\_S5` in the DSDT.
@@ -66,7 +66,8 @@ impl Dev {
     }
 }
 
-/// What the platform is built for.
+/// What the platform's device models are built for (the firmware tables
+/// that describe them to the guest come from `firmware::FirmwareTablesConfig`).
 #[derive(Clone, Copy, Debug)]
 pub struct PlatformConfig {
     pub vcpus: usize,

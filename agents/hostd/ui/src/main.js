@@ -98,7 +98,8 @@ function showHost(session) {
   const hostChartBox = el('div', { id: 'host-chart', class: 'chart', 'data-samples': '0' });
   const vmChartBox = el('div', { id: 'vm-chart', class: 'chart', 'data-samples': '0' });
   const vmChartTitle = el('h3', { id: 'vm-chart-title', text: 'VM: choose one with "Monitor"' });
-  const perf = el('section', { id: 'performance', class: 'card' }, el('h2', { text: 'Performance' }), el('h3', { text: 'Host' }), hostChartBox, vmChartTitle, vmChartBox);
+  const vmNet = el('p', { id: 'vm-net' });
+  const perf = el('section', { id: 'performance', class: 'card' }, el('h2', { text: 'Performance' }), el('h3', { text: 'Host' }), hostChartBox, vmChartTitle, vmChartBox, vmNet);
   const dsSection = el('section', { id: 'datastore-browser', class: 'card' });
   const cloneSource = el('select', { id: 'clone-source' });
   const cloneForm = el(
@@ -273,7 +274,12 @@ function showHost(session) {
       hostChart.update(hostStats);
       const mv = monitored && list.find((v) => v.name === monitored);
       if (mv && (mv.power_state === 'poweredOn' || mv.power_state === 'paused')) {
-        vmChart.update(await api('GET', `/api/vms/${encodeURIComponent(monitored)}/stats`));
+        const vmStats = await api('GET', `/api/vms/${encodeURIComponent(monitored)}/stats`);
+        vmChart.update(vmStats);
+        // Each NIC's traffic on the virtual switch, as the guest sees it.
+        vmNet.textContent = (vmStats.nics || [])
+          .map((n) => `${n.nic} (${n.port_group}): received ${n.rx_frames} frames / ${n.rx_bytes} B, sent ${n.tx_frames} frames / ${n.tx_bytes} B, dropped ${n.dropped}`)
+          .join(' · ');
       }
       const chosenNet = network.value;
       network.replaceChildren(el('option', { value: '', text: '(no NIC)' }), ...host.port_groups.map((p) => el('option', { value: p, text: p })));
@@ -294,6 +300,7 @@ function showHost(session) {
           d.capacity_bytes ? `${((d.capacity_bytes - d.free_bytes) / (1 << 30)).toFixed(1)} of ${(d.capacity_bytes / (1 << 30)).toFixed(1)} GiB used` : d.path,
         ]),
         ['Port groups', host.port_groups.join(', ')],
+        ['Config store', host.config_store.persistent ? host.config_store.path : `${host.config_store.path} (in memory: attach a datastore to keep accounts and inventory across reboots)`],
       ];
       summary.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
       const chosen = datastore.value;

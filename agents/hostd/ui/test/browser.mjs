@@ -98,6 +98,7 @@ try {
     await page.waitForFunction((n) => Number(document.querySelector('#host-chart').dataset.samples) > n, hostBefore, { timeout: 20000 });
     await page.waitForFunction(() => Number(document.querySelector('#vm-chart').dataset.samples) >= 2, null, { timeout: 20000 });
     expect((await page.$$('#performance canvas')).length >= 2, 'two charts drawn');
+    await page.waitForFunction(() => /nic0 \(VM Network\): received \d+ frames/.test(document.querySelector('#vm-net').textContent), null, { timeout: 20000 });
     await page.locator('#performance').screenshot({ path: `${shots}/charts.png` });
   });
   await step('upload a file to the datastore and see it listed', async () => {

@@ -604,6 +604,161 @@ pub fn ticks_agree(what: &str, ticks: u64, hz: u64, a: Bracketed, b: Bracketed, 
     }
 }
 
+/// Minimal Ethernet/ARP/IPv4/UDP framing for the guest's uplink check
+/// (the guest has no network stack; it talks to QEMU's user network).
+pub mod frames {
+    pub const ETH_ARP: u16 = 0x0806;
+    pub const ETH_IPV4: u16 = 0x0800;
+    /// The longest frame built here.
+    pub const MAX: usize = 128;
+
+    fn eth(f: &mut [u8; MAX], dst: [u8; 6], src: [u8; 6], ty: u16) {
+        f[0..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f[12..14].copy_from_slice(&ty.to_be_bytes());
+    }
+
+    /// An ARP request (`op` 1) or reply (2): sender `sha`/`spa`, target `tha`/`tpa`;
+    /// requests go to broadcast. Returns the frame and its length (60).
+    pub fn arp(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> ([u8; MAX], usize) {
+        let mut f = [0u8; MAX];
+        eth(&mut f, if op == 1 { [0xff; 6] } else { tha }, sha, ETH_ARP);
+        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, op as u8]);
+        f[22..28].copy_from_slice(&sha);
+        f[28..32].copy_from_slice(&spa);
+        f[32..38].copy_from_slice(&tha);
+        f[38..42].copy_from_slice(&tpa);
+        (f, 60)
+    }
+
+    /// What the uplink check reads from an ARP packet.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Arp {
+        pub op: u16,
+        pub sender_mac: [u8; 6],
+        pub sender_ip: [u8; 4],
+        pub target_ip: [u8; 4],
+    }
+
+    /// What the uplink check reads from a UDP datagram.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Udp<'a> {
+        pub src: [u8; 4],
+        pub sport: u16,
+        pub dst: [u8; 4],
+        pub dport: u16,
+        pub payload: &'a [u8],
+    }
+
+    pub fn parse_arp(f: &[u8]) -> Option<Arp> {
+        if f.len() < 42 || u16::from_be_bytes([f[12], f[13]]) != ETH_ARP || f[14..20] != [0, 1, 8, 0, 6, 4] {
+            return None;
+        }
+        Some(Arp {
+            op: u16::from_be_bytes([f[20], f[21]]),
+            sender_mac: f[22..28].try_into().ok()?,
+            sender_ip: f[28..32].try_into().ok()?,
+            target_ip: f[38..42].try_into().ok()?,
+        })
+    }
+
+    /// The Internet checksum of `b`.
+    pub fn inet_checksum(b: &[u8]) -> u16 {
+        let mut sum = 0u32;
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// A UDP datagram in IPv4 in Ethernet (UDP checksum 0: none). The
+    /// payload is cut to fit `MAX`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn udp(dst_mac: [u8; 6], src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> ([u8; MAX], usize) {
+        let mut f = [0u8; MAX];
+        eth(&mut f, dst_mac, src_mac, ETH_IPV4);
+        let p = &payload[..payload.len().min(MAX - 42)];
+        let ip_len = 20 + 8 + p.len();
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        let c = inet_checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f[38..40].copy_from_slice(&((8 + p.len()) as u16).to_be_bytes());
+        f[42..42 + p.len()].copy_from_slice(p);
+        (f, (14 + ip_len).max(60))
+    }
+
+    /// The UDP datagram in `f`, if it is one with a valid IP header.
+    pub fn parse_udp(f: &[u8]) -> Option<Udp<'_>> {
+        if f.len() < 42 || u16::from_be_bytes([f[12], f[13]]) != ETH_IPV4 || f[14] >> 4 != 4 || f[23] != 17 {
+            return None;
+        }
+        let ihl = usize::from(f[14] & 0xf) * 4;
+        let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+        if ihl < 20 || total < ihl + 8 || f.len() < 14 + total || inet_checksum(&f[14..14 + ihl]) != 0 {
+            return None;
+        }
+        let u = &f[14 + ihl..14 + total];
+        let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
+        if ulen < 8 || ulen > u.len() {
+            return None;
+        }
+        Some(Udp {
+            src: f[26..30].try_into().ok()?,
+            sport: u16::from_be_bytes([u[0], u[1]]),
+            dst: f[30..34].try_into().ok()?,
+            dport: u16::from_be_bytes([u[2], u[3]]),
+            payload: &u[8..ulen],
+        })
+    }
+
+    /// Parses "a.b.c.d".
+    pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+        let mut out = [0u8; 4];
+        let mut parts = s.split('.');
+        for o in &mut out {
+            *o = parts.next()?.parse().ok()?;
+        }
+        parts.next().is_none().then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use super::frames::*;
+
+    #[test]
+    fn udp_round_trips_with_a_valid_header_checksum() {
+        let (f, n) = udp([1; 6], [2; 6], [10, 0, 2, 30], [10, 0, 2, 2], 4000, 5000, b"hello");
+        assert_eq!(n, 60);
+        // RFC 1071: a header with its checksum sums to zero.
+        assert_eq!(inet_checksum(&f[14..34]), 0);
+        let u = parse_udp(&f[..n]).unwrap();
+        assert_eq!(u, Udp { src: [10, 0, 2, 30], sport: 4000, dst: [10, 0, 2, 2], dport: 5000, payload: b"hello" });
+        let mut bad = f;
+        bad[20] ^= 1;
+        assert!(parse_udp(&bad[..n]).is_none());
+    }
+
+    #[test]
+    fn arp_request_and_reply_parse() {
+        let (f, n) = arp(1, [2; 6], [10, 0, 2, 30], [0; 6], [10, 0, 2, 2]);
+        assert_eq!(&f[..6], &[0xff; 6]);
+        assert_eq!(parse_arp(&f[..n]), Some(Arp { op: 1, sender_mac: [2; 6], sender_ip: [10, 0, 2, 30], target_ip: [10, 0, 2, 2] }));
+        assert_eq!(parse_ipv4("10.0.2.30"), Some([10, 0, 2, 30]));
+        assert_eq!(parse_ipv4("10.0.2"), None);
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

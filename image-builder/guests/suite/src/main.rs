@@ -1143,6 +1143,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("hypercall-unknown", t_hc_unknown),
         ("virtio-blk", t_virtio_blk),
         ("virtio-net", t_virtio_net),
+        ("virtio-net-uplink", t_virtio_net_uplink),
     ];
     // `only=a,b`: run just these tests (and the calibration), for debugging.
     let mut only = [0u8; 256];
@@ -3394,6 +3395,120 @@ fn ndesc(table: u64, i: u16, addr: u64, len: u32, flags: u16) {
     nput(table + 16 * i as u64, &d);
 }
 
+/// A virtio-mmio network device the guest drives by polling: the first
+/// one found, up with its MAC and four receive buffers posted.
+struct NetDev {
+    base: u64,
+    mac: [u8; 6],
+    tx_idx: u16,
+    rx_used: u16,
+    rx_avail: u16,
+}
+
+impl NetDev {
+    fn r(&self, reg: u64) -> u32 {
+        mmio_r32(self.base + reg)
+    }
+    fn w(&self, reg: u64, v: u32) {
+        mmio_w32(self.base + reg, v)
+    }
+
+    fn up() -> Result<NetDev, Outcome> {
+        let Some(base) = (0..8u64).map(|s| VIRTIO_MMIO + s * 0x1000).find(|&b| mmio_r32(b) == 0x7472_6976 && mmio_r32(b + 8) == 1) else {
+            return Err(Outcome::Skip(msg!("no virtio-mmio network device")));
+        };
+        let d = NetDev { base, mac: [0; 6], tx_idx: 0, rx_used: 0, rx_avail: 4 };
+        d.w(0x70, 0);
+        d.w(0x70, 1);
+        d.w(0x70, 3);
+        d.w(0x14, 0);
+        if d.r(0x10) & (1 << 5) == 0 {
+            return Err(Outcome::Fail(msg!("MAC feature not offered")));
+        }
+        d.w(0x24, 0);
+        d.w(0x20, 1 << 5);
+        d.w(0x24, 1);
+        d.w(0x20, 1);
+        d.w(0x70, 0xb);
+        if d.r(0x70) & 8 == 0 {
+            return Err(Outcome::Fail(msg!("FEATURES_OK refused")));
+        }
+        let mut mac = [0u8; 6];
+        for (i, b) in mac.iter_mut().enumerate() {
+            *b = mmio_r32(base + 0x100 + (i as u64 & !3)).to_le_bytes()[i & 3];
+        }
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(Outcome::Fail(msg!("MAC {mac:x?}")));
+        }
+        let a = narea();
+        nput(0, &[0; 0x800]);
+        for (q, off) in [(0u32, 0u64), (1, 0x400)] {
+            d.w(0x30, q);
+            d.w(0x38, 8);
+            for (reg, addr) in [(0x80, a + off), (0x90, a + off + 0x100), (0xa0, a + off + 0x200)] {
+                d.w(reg, addr as u32);
+                d.w(reg + 4, (addr >> 32) as u32);
+            }
+            d.w(0x44, 1);
+        }
+        d.w(0x70, 0xf);
+        if d.r(0x70) != 0xf {
+            return Err(Outcome::Fail(msg!("status {:#x} after DRIVER_OK", d.r(0x70))));
+        }
+        for i in 0..4u16 {
+            ndesc(0, i, a + 0x1000 + 0x800 * i as u64, 0x800, 2);
+            nput(0x104 + 2 * i as u64, &i.to_le_bytes());
+        }
+        nput(0x102, &4u16.to_le_bytes());
+        d.w(0x50, 0);
+        Ok(NetDev { mac, ..d })
+    }
+
+    /// Transmits one Ethernet frame and waits until the device used it.
+    fn send(&mut self, frame: &[u8]) -> Result<(), Outcome> {
+        let mut f = [0u8; NET_HDR + 128];
+        let n = frame.len().min(128);
+        f[NET_HDR..NET_HDR + n].copy_from_slice(&frame[..n]);
+        let len = NET_HDR + n.max(60);
+        nput(0x3000, &f[..len]);
+        let slot = self.tx_idx % 8;
+        ndesc(0x400, slot, narea() + 0x3000, len as u32, 0);
+        nput(0x504 + 2 * slot as u64, &slot.to_le_bytes());
+        self.tx_idx = self.tx_idx.wrapping_add(1);
+        nput(0x502, &self.tx_idx.to_le_bytes());
+        self.w(0x50, 1);
+        let idx = self.tx_idx;
+        if !wait_for(1_000_000, || nget16(0x602) == idx) {
+            return Err(Outcome::Fail(msg!("frame {idx} not transmitted")));
+        }
+        Ok(())
+    }
+
+    /// Hands each received frame (its first 256 bytes, without the virtio
+    /// header) to `f` and posts its buffer again.
+    fn poll(&mut self, mut f: impl FnMut(&[u8])) {
+        while nget16(0x202) != self.rx_used {
+            let mut e = [0u8; 8];
+            nget(0x204 + 8 * (self.rx_used % 8) as u64, &mut e);
+            self.rx_used = self.rx_used.wrapping_add(1);
+            let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u64 % 4;
+            let len = (u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize).clamp(NET_HDR, 0x800) - NET_HDR;
+            let mut buf = [0u8; 256];
+            let n = len.min(buf.len());
+            nget(0x1000 + 0x800 * id + NET_HDR as u64, &mut buf[..n]);
+            f(&buf[..n]);
+            nput(0x104 + 2 * (self.rx_avail % 8) as u64, &(id as u16).to_le_bytes());
+            self.rx_avail = self.rx_avail.wrapping_add(1);
+            nput(0x102, &self.rx_avail.to_le_bytes());
+            self.w(0x50, 0);
+        }
+    }
+
+    fn down(&self) {
+        self.w(0x70, 0);
+    }
+}
+
 /// The first virtio-mmio network device: bring-up with its MAC, receive
 /// buffers posted, then for up to `virtio-net-secs` (default 30) seconds a
 /// broadcast frame (EtherType 0x88b5) every 200 ms while polling for one
@@ -3402,99 +3517,118 @@ fn ndesc(table: u64, i: u16, addr: u64, len: u32, flags: u16) {
 /// too); `virtio-net-expect=none`: passes if nothing from a peer arrived.
 fn t_virtio_net(env: &mut Env) -> Outcome {
     check!(env.tsc_calibrated, "no time base");
-    let Some(base) = (0..8u64).map(|s| VIRTIO_MMIO + s * 0x1000).find(|&b| mmio_r32(b) == 0x7472_6976 && mmio_r32(b + 8) == 1) else {
-        skip!("no virtio-mmio network device");
+    let mut dev = match NetDev::up() {
+        Ok(d) => d,
+        Err(o) => return o,
     };
-    let r = |reg: u64| mmio_r32(base + reg);
-    let w = |reg: u64, v: u32| mmio_w32(base + reg, v);
-    w(0x70, 0);
-    w(0x70, 1);
-    w(0x70, 3);
-    w(0x14, 0);
-    check!(r(0x10) & (1 << 5) != 0, "MAC feature not offered");
-    w(0x24, 0);
-    w(0x20, 1 << 5);
-    w(0x24, 1);
-    w(0x20, 1);
-    w(0x70, 0xb);
-    check!(r(0x70) & 8 != 0, "FEATURES_OK refused");
-    let mut mac = [0u8; 6];
-    for (i, b) in mac.iter_mut().enumerate() {
-        *b = mmio_r32(base + 0x100 + (i as u64 & !3)).to_le_bytes()[i & 3];
-    }
-    check!(mac[0] & 1 == 0 && mac != [0; 6], "MAC {mac:x?}");
-    let a = narea();
-    nput(0, &[0; 0x800]);
-    for (q, off) in [(0u32, 0u64), (1, 0x400)] {
-        w(0x30, q);
-        w(0x38, 8);
-        for (reg, addr) in [(0x80, a + off), (0x90, a + off + 0x100), (0xa0, a + off + 0x200)] {
-            w(reg, addr as u32);
-            w(reg + 4, (addr >> 32) as u32);
-        }
-        w(0x44, 1);
-    }
-    w(0x70, 0xf);
-    check!(r(0x70) == 0xf, "status {:#x} after DRIVER_OK", r(0x70));
-    for i in 0..4u16 {
-        ndesc(0, i, a + 0x1000 + 0x800 * i as u64, 0x800, 2);
-        nput(0x104 + 2 * i as u64, &i.to_le_bytes());
-    }
-    let mut rx_avail = 4u16;
-    nput(0x102, &rx_avail.to_le_bytes());
-    w(0x50, 0);
+    let mac = dev.mac;
     let expect_peer = env.cmd().get("virtio-net-expect") != Some("none");
     let secs = env.cmd().get_u64("virtio-net-secs").unwrap_or(30);
-    let (mut tx_idx, mut rx_used, mut sent_after_peer, mut peer) = (0u16, 0u16, 0u32, None);
+    let (mut sent_after_peer, mut peer) = (0u32, None);
     let end = rdtsc() + us_to_tsc(secs * 1_000_000);
     let mut next_send = 0;
     while rdtsc() < end {
         if rdtsc() >= next_send {
             next_send = rdtsc() + us_to_tsc(200_000);
-            let mut f = [0u8; NET_HDR + 60];
-            f[NET_HDR..NET_HDR + 6].copy_from_slice(&[0xff; 6]);
-            f[NET_HDR + 6..NET_HDR + 12].copy_from_slice(&mac);
-            f[NET_HDR + 12..NET_HDR + 14].copy_from_slice(&NET_ETHERTYPE.to_be_bytes());
-            f[NET_HDR + 14..NET_HDR + 34].copy_from_slice(b"mantle-vswitch-hello");
-            nput(0x3000, &f);
-            ndesc(0x400, tx_idx % 8, a + 0x3000, f.len() as u32, 0);
-            nput(0x504 + 2 * (tx_idx % 8) as u64, &(tx_idx % 8).to_le_bytes());
-            tx_idx = tx_idx.wrapping_add(1);
-            nput(0x502, &tx_idx.to_le_bytes());
-            w(0x50, 1);
-            if !wait_for(1_000_000, || nget16(0x602) == tx_idx) {
-                fail!("frame {tx_idx} not transmitted");
+            let mut f = [0u8; 60];
+            f[..6].copy_from_slice(&[0xff; 6]);
+            f[6..12].copy_from_slice(&mac);
+            f[12..14].copy_from_slice(&NET_ETHERTYPE.to_be_bytes());
+            f[14..34].copy_from_slice(b"mantle-vswitch-hello");
+            if let Err(o) = dev.send(&f) {
+                return o;
             }
             if peer.is_some() {
                 sent_after_peer += 1;
             }
         }
-        while nget16(0x202) != rx_used {
-            let mut e = [0u8; 8];
-            nget(0x204 + 8 * (rx_used % 8) as u64, &mut e);
-            rx_used = rx_used.wrapping_add(1);
-            let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u64 % 4;
-            let mut f = [0u8; 40];
-            nget(0x1000 + 0x800 * id + NET_HDR as u64, &mut f);
+        dev.poll(|f| {
+            if f.len() < 34 {
+                return;
+            }
             let src: [u8; 6] = f[6..12].try_into().unwrap_or([0; 6]);
             if u16::from_be_bytes([f[12], f[13]]) == NET_ETHERTYPE && src != mac && &f[14..34] == b"mantle-vswitch-hello" && peer.is_none() {
                 peer = Some(src);
             }
-            nput(0x104 + 2 * (rx_avail % 8) as u64, &(id as u16).to_le_bytes());
-            rx_avail = rx_avail.wrapping_add(1);
-            nput(0x102, &rx_avail.to_le_bytes());
-            w(0x50, 0);
-        }
+        });
         if expect_peer && sent_after_peer >= 10 {
             break;
         }
         irq_window();
     }
-    w(0x70, 0);
+    dev.down();
+    let tx_idx = dev.tx_idx;
     match (expect_peer, peer) {
         (true, Some(_)) => Outcome::Pass,
         (true, None) => fail!("no frame from another NIC in {secs} s ({tx_idx} sent)"),
         (false, None) => Outcome::Pass,
         (false, Some(p)) => fail!("a frame from {p:02x?} crossed into this port group"),
+    }
+}
+
+/// The host's uplink, from a guest: with `uplink-port=P` (else skipped),
+/// the guest takes `uplink-ip` (default 10.0.2.30) on QEMU's user network
+/// behind the host's NIC, asks for `uplink-gw`'s MAC (default 10.0.2.2,
+/// which QEMU maps to the host's loopback) and sends UDP datagrams
+/// "mantle-uplink-hello" to port P until one comes back that starts with
+/// "mantle-uplink-reply" (within `virtio-net-secs`, default 30). It
+/// answers ARP requests for its address meanwhile.
+fn t_virtio_net_uplink(env: &mut Env) -> Outcome {
+    use guest_suite::frames;
+    let Some(port) = env.cmd().get_u64("uplink-port").and_then(|p| u16::try_from(p).ok()) else {
+        skip!("no uplink-port=");
+    };
+    check!(env.tsc_calibrated, "no time base");
+    let ip = env.cmd().get("uplink-ip").and_then(frames::parse_ipv4).unwrap_or([10, 0, 2, 30]);
+    let gw = env.cmd().get("uplink-gw").and_then(frames::parse_ipv4).unwrap_or([10, 0, 2, 2]);
+    let secs = env.cmd().get_u64("virtio-net-secs").unwrap_or(30);
+    let mut dev = match NetDev::up() {
+        Ok(d) => d,
+        Err(o) => return o,
+    };
+    let mac = dev.mac;
+    let (mut gw_mac, mut replied, mut arp_asked) = (None::<[u8; 6]>, false, None::<([u8; 6], [u8; 4])>);
+    let end = rdtsc() + us_to_tsc(secs * 1_000_000);
+    let mut next_send = 0;
+    while rdtsc() < end && !replied {
+        if let Some((who, addr)) = arp_asked.take() {
+            let (f, n) = frames::arp(2, mac, ip, who, addr);
+            if let Err(o) = dev.send(&f[..n]) {
+                return o;
+            }
+        }
+        if rdtsc() >= next_send {
+            next_send = rdtsc() + us_to_tsc(300_000);
+            let (f, n) = match gw_mac {
+                None => frames::arp(1, mac, ip, [0; 6], gw),
+                Some(g) => frames::udp(g, mac, ip, gw, 40000, port, b"mantle-uplink-hello"),
+            };
+            if let Err(o) = dev.send(&f[..n]) {
+                return o;
+            }
+        }
+        dev.poll(|f| {
+            if let Some(a) = frames::parse_arp(f) {
+                if a.op == 2 && a.sender_ip == gw && a.target_ip == ip {
+                    gw_mac = Some(a.sender_mac);
+                } else if a.op == 1 && a.target_ip == ip {
+                    arp_asked = Some((a.sender_mac, a.sender_ip));
+                }
+            } else if let Some(u) = frames::parse_udp(f)
+                && u.src == gw
+                && u.sport == port
+                && u.dst == ip
+                && u.payload.starts_with(b"mantle-uplink-reply")
+            {
+                replied = true;
+            }
+        });
+        irq_window();
+    }
+    dev.down();
+    match (gw_mac, replied) {
+        (_, true) => Outcome::Pass,
+        (None, _) => fail!("no ARP reply for {gw:?} in {secs} s"),
+        (Some(_), false) => fail!("no UDP reply from {gw:?}:{port} in {secs} s"),
     }
 }

@@ -16,6 +16,7 @@ mod signals;
 mod sockets;
 mod threads;
 mod time;
+mod unix;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -105,6 +106,7 @@ fn main() {
     signals::run(&mut r);
     events::run(&mut r);
     sockets::run(&mut r);
+    unix::run(&mut r, &dir);
 
     r.check("cleanup_temp_dir", || std::fs::remove_dir_all(&dir).map_err(|e| e.to_string()));
     println!("{} passed, {} failed", r.passed, r.failed);

@@ -128,6 +128,7 @@ pub fn init_this_cpu(lapic_phys: u64) {
         trap::register(TIMER_VECTOR, on_tick);
         trap::register(ERROR_VECTOR, on_error);
         trap::register(SPURIOUS_VECTOR, on_spurious);
+        trap::set_unclaimed_interrupt_ack(eoi);
     }
 
     // Accept every priority; software-enable with the spurious vector.

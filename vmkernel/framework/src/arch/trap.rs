@@ -136,6 +136,16 @@ pub type Handler = fn(&mut TrapFrame);
 static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
+/// What acknowledges an interrupt no handler claimed, so the interrupt
+/// controller delivers the next one: the local APIC's EOI, registered by
+/// `apic::init_this_cpu` (the APIC driver sits above the trap layer).
+static UNCLAIMED_ACK: Once<fn()> = Once::new();
+
+/// Sets what acknowledges unclaimed interrupts (the first call wins).
+pub fn set_unclaimed_interrupt_ack(ack: fn()) {
+    UNCLAIMED_ACK.call_once(|| ack);
+}
+
 /// Installs `handler` for `vector` (32..=255).
 pub fn register(vector: u8, handler: Handler) {
     assert!(vector >= 32, "vectors below 32 are CPU exceptions");
@@ -339,7 +349,9 @@ fn dispatch_vector(frame: &mut TrapFrame) {
         f(frame);
     } else {
         log::warn!("unexpected interrupt on vector {v}");
-        crate::arch::apic::eoi();
+        if let Some(ack) = UNCLAIMED_ACK.get() {
+            ack();
+        }
     }
 }
 

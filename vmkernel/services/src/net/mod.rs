@@ -125,6 +125,7 @@ pub fn init(cmdline: &str) {
     let mut stack = NetStack::new(cfg, now());
     if let Some((port, mac)) = NicPort::first() {
         let index = stack.add_ethernet(port, mac.0, now());
+        vswitch::attach_uplink(mac.0);
         VMK0.store(u64::from(index), Ordering::Release);
         let conf = read_text_file(b"/etc/mantle/network.conf");
         let (config, source, errors) = boot_config(cmdline, conf.as_deref());
@@ -175,7 +176,14 @@ fn network_world() {
         if changed {
             io_wait::notify();
         }
+        // The switch's frames for the NIC and for VMs, outside the stack's lock.
+        vswitch::flush(|f| crate::nic::NICS.lock().get_mut(0).is_some_and(|n| n.transmit_frame(f)));
         if KICKED.load(Ordering::Acquire) {
+            continue;
+        }
+        if vswitch::pending() {
+            // The NIC's ring was full or VMs sent more: again after others ran.
+            world::yield_now();
             continue;
         }
         match delay {

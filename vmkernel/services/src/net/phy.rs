@@ -7,6 +7,11 @@
 //! smoltcp consumes inside the receive closure). Kernel code runs with
 //! interrupts off, so the handler never interrupts a holder of the lock
 //! on its own CPU.
+//!
+//! With the NIC as vSwitch0's uplink, the port sorts what the NIC
+//! receives (`vswitch::classify_from_nic`): frames only for VMs go to the
+//! switch and smoltcp never sees them; frames VMs sent to vmk0 come in
+//! first; and what vmk0 transmits is shown to the switch (copies for VMs).
 
 use alloc::boxed::Box;
 
@@ -14,6 +19,7 @@ use hal::{EthernetDevice, MacAddress, TxToken as _};
 use vmk_net::smoltcp::phy::{self, DeviceCapabilities, Medium};
 use vmk_net::smoltcp::time::Instant;
 
+use super::vswitch;
 use crate::nic::{Driver, NICS};
 
 /// The longest Ethernet frame (without FCS) the ports take.
@@ -65,9 +71,28 @@ impl phy::Device for NicPort {
         Self: 'a;
 
     fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, Tx)> {
-        let len = NICS.lock().get_mut(self.index)?.receive_into(&mut self.rx_buf[..])?;
-        let frame = self.rx_buf.get(..len)?;
-        Some((Rx { frame }, Tx { index: self.index }))
+        if let Some(f) = vswitch::take_for_vmk0() {
+            let len = f.len().min(self.rx_buf.len());
+            self.rx_buf[..len].copy_from_slice(&f[..len]);
+            return Some((Rx { frame: &self.rx_buf[..len] }, Tx { index: self.index }));
+        }
+        // Frames only for VMs are handed on; a bounded number per call so
+        // smoltcp's poll returns to its other work.
+        for _ in 0..64 {
+            let len = NICS.lock().get_mut(self.index)?.receive_into(&mut self.rx_buf[..])?;
+            let frame = self.rx_buf.get(..len)?;
+            let (for_vmk0, for_switch) = vswitch::classify_from_nic(frame);
+            if for_switch {
+                vswitch::from_uplink(frame);
+            }
+            if for_vmk0 {
+                let frame = self.rx_buf.get(..len)?;
+                return Some((Rx { frame }, Tx { index: self.index }));
+            }
+        }
+        // More may wait in the ring: poll again soon.
+        super::kick();
+        None
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Tx> {
@@ -94,6 +119,12 @@ impl phy::RxToken for Rx<'_> {
 
 impl phy::TxToken for Tx {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        // Shows the built frame to the switch (VMs on the host hear vmk0).
+        let f = |buf: &mut [u8]| {
+            let r = f(buf);
+            vswitch::from_vmk0(buf);
+            r
+        };
         let mut nics = NICS.lock();
         if let Some(nic) = nics.get_mut(self.index) {
             match &mut nic.driver {

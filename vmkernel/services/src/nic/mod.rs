@@ -1,8 +1,8 @@
 //! NICs: discovery of network functions on PCI, the driver instances
 //! (over the framework's `hal::Hal` implementation,
 //! `framework::hal::KernelHal`), and their interrupts (an MSI-X or MSI
-//! vector per NIC from the framework's allocator, INTx left unused: such
-//! a NIC is polled).
+//! vector per NIC from the framework's allocator; without either, the
+//! INTx line through the IOAPIC; without that too, the NIC is polled).
 //!
 //! Every network-class PCI function is listed in the log; the ones a
 //! driver knows (`virtio-net`, `e1000e`) are brought up and kept in
@@ -36,7 +36,9 @@ pub enum Driver {
 pub enum Irq {
     Msix(u8),
     Msi(u8),
-    /// No message-signalled interrupts: the stack polls it.
+    /// The legacy INTx line, routed at its GSI to the vector.
+    Intx { gsi: u32, vector: u8 },
+    /// No interrupt at all: the stack polls it.
     Polled,
 }
 
@@ -45,7 +47,8 @@ impl core::fmt::Display for Irq {
         match self {
             Irq::Msix(v) => write!(f, "MSI-X vector {v:#x}"),
             Irq::Msi(v) => write!(f, "MSI vector {v:#x}"),
-            Irq::Polled => f.write_str("polled (INTx not used)"),
+            Irq::Intx { gsi, vector } => write!(f, "INTx GSI {gsi} vector {vector:#x}"),
+            Irq::Polled => f.write_str("polled (no MSI-X, MSI or INTx line)"),
         }
     }
 }
@@ -222,7 +225,7 @@ fn bring_up(access: &PortConfigAccess, f: &Function, index: usize) -> Result<Opt
 }
 
 /// MSI-X (entry 0, the driver told to use it) if the function has it,
-/// else single-message MSI, else nothing (polled).
+/// else single-message MSI, else the INTx line, else nothing (polled).
 fn route_interrupt(access: &impl ConfigRegionAccess, address: PciAddress, vector: u8, driver: &mut Driver) -> Irq {
     let support = interrupts::interrupt_support(access, address);
     let Some(message) = MsiMessage::x86(apic::id(), vector) else { return Irq::Polled };
@@ -254,6 +257,22 @@ fn route_interrupt(access: &impl ConfigRegionAccess, address: PciAddress, vector
     if let Some(msi) = support.msi {
         interrupts::msi_enable(access, address, &msi, message);
         return Irq::Msi(vector);
+    }
+    // INTx: the line the firmware assigned in Interrupt Line is an ISA IRQ
+    // on QEMU's PIIX and ICH9 (their PCI interrupt routers feed the
+    // IOAPIC's ISA pins); PCI lines are level-triggered and, behind those
+    // routers, active high (QEMU's ACPI link devices say so). The handler
+    // acknowledges the device before the EOI, so the line drops. Shared
+    // lines work as long as the other devices on it are quiet or use MSI.
+    if let Some(intx) = support.intx.filter(|i| (1..16).contains(&i.line)) {
+        let gsi = u32::from(intx.line);
+        match crate::arch::ioapic::route_gsi(gsi, vector, apic::id(), false, true) {
+            Ok(()) => {
+                interrupts::set_intx_disabled(access, address, false);
+                return Irq::Intx { gsi, vector };
+            }
+            Err(e) => log::warn!("nic: {address}: cannot route INTx line {gsi}: {e:?}"),
+        }
     }
     Irq::Polled
 }

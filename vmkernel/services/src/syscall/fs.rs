@@ -177,53 +177,6 @@ fn take_controlling_tty(p: &Process, force: bool) -> bool {
     true
 }
 
-fn socketpair(cx: &Ctx, domain: u64, ty: u64, _proto: u64, sv: u64) -> SysResult {
-    const AF_UNIX: u64 = 1;
-    if domain != AF_UNIX {
-        return Err(neg(EAFNOSUPPORT));
-    }
-    let flags = ty as u32 & (O_CLOEXEC | O_NONBLOCK);
-    if !matches!(ty as u32 & 0xf, 1 | 2 | 5) {
-        return Err(neg(EINVAL));
-    }
-    let (a, b) = OpenFile::socket_pair(flags);
-    let cloexec = flags & O_CLOEXEC != 0;
-    let (fa, fb) = {
-        let mut t = cx.p.fds.lock();
-        let fa = t.insert(Arc::new(a), cloexec).map_err(err)?;
-        match t.insert(Arc::new(b), cloexec) {
-            Ok(fb) => (fa, fb),
-            Err(e) => {
-                let _ = t.remove(fa);
-                return Err(err(e));
-            }
-        }
-    };
-    let mut out = [0u8; 8];
-    out[..4].copy_from_slice(&fa.to_le_bytes());
-    out[4..].copy_from_slice(&fb.to_le_bytes());
-    cx.p.copy_to_user(sv, &out)?;
-    Ok(0)
-}
-
-/// sendmsg/recvmsg on a socket pair: the data part (no addresses, no
-/// ancillary data).
-fn msg_io(cx: &Ctx, fd: u64, msg: u64, send: bool) -> SysResult {
-    let mut h = [0u8; 56];
-    cx.p.copy_from_user(msg, &mut h)?;
-    let q = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap());
-    let (iov, iovlen) = (q(16), q(24));
-    if iovlen > 1024 {
-        return Err(neg(EMSGSIZE));
-    }
-    if !send {
-        // No ancillary data comes back; msg_controllen = 0, msg_flags = 0.
-        cx.p.write_u64(msg + 40, 0)?;
-        cx.p.write_u32(msg + 48, 0)?;
-    }
-    if send { writev(cx, fd, iov, iovlen) } else { readv(cx, fd, iov, iovlen) }
-}
-
 fn stat_to_user(p: &Process, st: vmkernel::vfs::Stat, buf: u64) -> SysResult {
     p.copy_to_user(buf, &st.to_bytes())?;
     Ok(0)
@@ -584,13 +537,8 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
             }
         }
         40 => Err(neg(EINVAL)), // sendfile: callers fall back to read/write
-        41 => Err(neg(EAFNOSUPPORT)), // socket: no network stack yet
-        44 => write(cx, a[0], a[1], a[2]),  // sendto without an address
-        45 => read(cx, a[0], a[1], a[2]),   // recvfrom
-        46 => msg_io(cx, a[0], a[1], true),
-        47 => msg_io(cx, a[0], a[1], false),
-        48 => file(p, a[0]).map(|_| 0),     // shutdown
-        53 => socketpair(cx, a[0], a[1], a[2], a[3]),
+        // Socket calls on a file that is no socket (net and unix took theirs).
+        44..=48 => file(p, a[0]).and(Err(neg(ENOTSOCK))),
         72 => fcntl(cx, a[0], a[1], a[2]),
         73 => Ok(0), // flock
         74 | 75 => file(p, a[0]).and_then(|f| f.fsync().map(|_| 0).map_err(err)), // fsync, fdatasync

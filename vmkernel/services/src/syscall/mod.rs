@@ -9,6 +9,7 @@ mod fs;
 mod misc;
 mod net;
 mod proc;
+mod unix;
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -124,7 +125,7 @@ fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
     if (vmkernel::vmk_api::VMK_BASE..vmkernel::vmk_api::VMK_BASE + 0x100).contains(&n) {
         return Ok(crate::vmk_calls::dispatch(n, [a[0], a[1], a[2], a[3]]));
     }
-    for group in [net::call, epoll::call, fs::call, proc::call, misc::call] {
+    for group in [unix::call, net::call, epoll::call, fs::call, proc::call, misc::call] {
         match group(cx, n, a) {
             Err(NOT_MINE) => continue,
             r => return r,

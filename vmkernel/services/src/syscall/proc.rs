@@ -53,7 +53,7 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
         58 => (CLONE_VM | CLONE_VFORK | 17, 0, 0, 0, 0),             // vfork
         _ => (a[0], a[1], a[2], a[3], a[4]),
     };
-    let parent_fpu: Vec<u8> = world::current().map(|w| w.with_user_fpu(|s| s.area().to_vec())).unwrap_or_default();
+    let parent_fpu: Vec<u8> = world::with_current_user_fpu(|s| s.area().to_vec()).unwrap_or_default();
     let mut child_frame = TrapFrame { rax: 0, ..*f };
     if newsp != 0 {
         child_frame.rsp = newsp;
@@ -116,14 +116,9 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
     if flags & CLONE_CHILD_SETTID != 0 {
         let _ = child.write_u32(ctid, tid);
     }
-    let wid = spawn_thread(&thread, child_frame, 0).map_err(|_| neg(EAGAIN))?;
-    if let Some(w) = world::lookup(wid) {
-        w.with_user_fpu(|s| {
-            if s.area().len() == parent_fpu.len() {
-                s.area_mut().copy_from_slice(&parent_fpu);
-            }
-        });
-    }
+    // The child starts with the parent's extended state, in place before
+    // it can run.
+    spawn_thread(&thread, child_frame, Some(&parent_fpu)).map_err(|_| neg(EAGAIN))?;
     if flags & CLONE_VFORK != 0 {
         // The parent sleeps until the child execs or exits (the child is
         // using its address space). A CLONE_THREAD child is a thread of

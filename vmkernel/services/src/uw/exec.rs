@@ -159,8 +159,8 @@ pub fn commit(t: &Arc<Thread>, img: Image, frame: &mut TrapFrame) {
     let old = core::mem::replace(&mut *p.mm.lock(), img.mm);
     if let Some(w) = world::current() {
         w.set_address_space(Some(space));
-        w.with_user_fpu(|f| f.reset());
     }
+    world::with_current_user_fpu(|f| f.reset());
     drop(old);
     p.fds.lock().close_on_exec();
     p.sig.lock().reset_for_exec();

@@ -274,7 +274,7 @@ impl Process {
     pub fn start_with(self: &Arc<Self>, group: GroupId, frame: TrapFrame) -> Result<world::WorldId, String> {
         self.group.store(group, Ordering::Relaxed);
         let t = Thread::new(self.pid, self.clone());
-        spawn_thread(&t, frame, 0)
+        spawn_thread(&t, frame, None)
     }
 
     /// Copies user memory at `addr` into `buf`; EFAULT unless every byte is
@@ -414,8 +414,10 @@ impl Thread {
 }
 
 /// Creates the world for `thread` that enters ring 3 with `frame`.
-pub fn spawn_thread(thread: &Arc<Thread>, frame: TrapFrame, home_cpu_hint: u32) -> Result<world::WorldId, String> {
-    let _ = home_cpu_hint;
+/// Starts `thread`'s world at `frame`, with `fpu` as its saved extended
+/// state if given (a fork's copy of its parent's; ignored if the size does
+/// not match).
+pub fn spawn_thread(thread: &Arc<Thread>, frame: TrapFrame, fpu: Option<&[u8]>) -> Result<world::WorldId, String> {
     let p = &thread.process;
     let space = p.mm().space.clone();
     let t = thread.clone();
@@ -424,6 +426,13 @@ pub fn spawn_thread(thread: &Arc<Thread>, frame: TrapFrame, home_cpu_hint: u32) 
         w.set_address_space(Some(space));
         t.world.store(w.id, Ordering::Release);
         w.thread.call_once(|| t);
+        if let Some(fpu) = fpu {
+            w.with_user_fpu(|s| {
+                if s.area().len() == fpu.len() {
+                    s.area_mut().copy_from_slice(fpu);
+                }
+            });
+        }
     })
     .map_err(|e| {
         thread.process.threads.lock().retain(|x| !Arc::ptr_eq(x, thread));

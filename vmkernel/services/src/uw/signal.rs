@@ -239,8 +239,7 @@ fn setup_frame(t: &Arc<Thread>, frame: &mut TrapFrame, sig: u32, act: &KernelSig
     let on_alt = ss_flags == 0 && frame.rsp > ss_sp && frame.rsp <= ss_sp + ss_size;
     let use_alt = act.flags & SA_ONSTACK != 0 && ss_flags == 0 && !on_alt;
     let sp = if use_alt { ss_sp + ss_size } else { frame.rsp };
-    let me = world::current().ok_or(-1i64)?;
-    let fpu: alloc::vec::Vec<u8> = me.with_user_fpu(|f| f.area().to_vec());
+    let fpu: alloc::vec::Vec<u8> = world::with_current_user_fpu(|f| f.area().to_vec()).ok_or(-1i64)?;
     let (at, fpstate) = sigframe_layout(sp, use_alt, fpu.len() as u64);
     p.copy_to_user(fpstate, &fpu)?;
     let old_mask = t.sigmask.load(Ordering::Acquire);
@@ -335,9 +334,8 @@ pub fn sigreturn(frame: &mut TrapFrame) -> bool {
     frame.rflags = (frame.rflags & !USER_FLAGS) | (mc.eflags & USER_FLAGS) | 0x202;
     t.sigmask.store(sf.uc.uc_sigmask & !UNBLOCKABLE, Ordering::Release);
     if mc.fpstate != 0
-        && let Some(me) = world::current()
+        && let Some(size) = world::with_current_user_fpu(|f| f.area().len())
     {
-        let size = me.with_user_fpu(|f| f.area().len());
         let mut fpu = alloc::vec![0u8; size];
         if t.process.copy_from_user(mc.fpstate, &mut fpu).is_err() {
             return false;
@@ -351,7 +349,7 @@ pub fn sigreturn(frame: &mut TrapFrame) -> bool {
             fpu[512..520].copy_from_slice(&bv.to_le_bytes());
             fpu[520..576].fill(0); // XCOMP_BV and reserved header bytes
         }
-        me.with_user_fpu(|f| f.area_mut().copy_from_slice(&fpu));
+        world::with_current_user_fpu(|f| f.area_mut().copy_from_slice(&fpu));
     }
     true
 }

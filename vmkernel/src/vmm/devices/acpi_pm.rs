@@ -1,5 +1,5 @@
 //! The ACPI fixed-hardware PM1 block (ACPI §4.8.3) at the ports the FADT
-//! names (`firmware::PlatformConfig`: 0x600 event block, 0x604 control
+//! names (`firmware::FirmwareTablesConfig`: 0x600 event block, 0x604 control
 //! block, 0x608 PM timer), so guests power off through `\_S5` and get a
 //! power-button event:
 //!

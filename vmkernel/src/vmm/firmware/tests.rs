@@ -76,7 +76,7 @@ fn table<'a>(m: &'a VecMemory, addr: u64, sig: &[u8; 4]) -> &'a [u8] {
 #[test]
 fn acpi_tables_parse_back() {
     let mut m = VecMemory::new(64 * MIB);
-    let cfg = PlatformConfig::new(4);
+    let cfg = FirmwareTablesConfig::new(4);
     let info = build_acpi(&mut m, &cfg).unwrap();
     assert!(info.end <= MP_BASE);
     // RSDP: 16-byte aligned in the BIOS area, both checksums.
@@ -143,14 +143,14 @@ fn acpi_tables_parse_back() {
 #[test]
 fn acpi_rejects_bad_cpu_counts() {
     let mut m = VecMemory::new(64 * MIB);
-    assert_eq!(build_acpi(&mut m, &PlatformConfig::new(0)), Err(FirmwareError::BadCpuCount(0)));
-    assert_eq!(build_acpi(&mut m, &PlatformConfig::new(255)), Err(FirmwareError::BadCpuCount(255)));
-    let mut c = PlatformConfig::new(4);
+    assert_eq!(build_acpi(&mut m, &FirmwareTablesConfig::new(0)), Err(FirmwareError::BadCpuCount(0)));
+    assert_eq!(build_acpi(&mut m, &FirmwareTablesConfig::new(255)), Err(FirmwareError::BadCpuCount(255)));
+    let mut c = FirmwareTablesConfig::new(4);
     c.ioapic_id = 2;
     assert_eq!(build_acpi(&mut m, &c), Err(FirmwareError::BadCpuCount(4)));
     assert_eq!(build_mp_table(&mut m, &c), Err(FirmwareError::BadCpuCount(4)));
     // 254 vCPUs fit in both windows.
-    let big = PlatformConfig::new(254);
+    let big = FirmwareTablesConfig::new(254);
     assert!(build_acpi(&mut m, &big).is_ok());
     assert!(build_mp_table(&mut m, &big).is_ok());
 }
@@ -158,7 +158,7 @@ fn acpi_rejects_bad_cpu_counts() {
 #[test]
 fn mp_table_parses_back() {
     let mut m = VecMemory::new(64 * MIB);
-    let cfg = PlatformConfig::new(2);
+    let cfg = FirmwareTablesConfig::new(2);
     let info = build_mp_table(&mut m, &cfg).unwrap();
     let fp = m.slice(info.floating_pointer, 16);
     assert_eq!(&fp[..4], b"_MP_");
@@ -247,7 +247,7 @@ mod acpi_crate {
     fn acpi_crate_accepts_our_tables() {
         for cpus in [1u32, 3, 64] {
             let mut m = VecMemory::new(32 * MIB);
-            let cfg = PlatformConfig::new(cpus);
+            let cfg = FirmwareTablesConfig::new(cpus);
             let info = build_acpi(&mut m, &cfg).unwrap();
             let h = Handler { base: NonNull::new(m.bytes.as_mut_ptr()).unwrap(), len: m.bytes.len() };
             // SAFETY: the handler maps the test buffer, which outlives `t`.
@@ -400,7 +400,7 @@ fn sb_devices(body: &[u8]) -> std::vec::Vec<([u8; 4], std::string::String, u64, 
 
 #[test]
 fn dsdt_declares_occupied_virtio_mmio_slots() {
-    let mut cfg = PlatformConfig::new(2);
+    let mut cfg = FirmwareTablesConfig::new(2);
     assert!(sb_devices(&dsdt_aml(&cfg)).is_empty(), "no slots: no \\_SB scope");
     cfg.virtio_mmio_slots = 0b1000_0101;
     let mut m = VecMemory::new(32 * MIB);
