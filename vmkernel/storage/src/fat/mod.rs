@@ -1714,10 +1714,23 @@ impl Datastore {
         Ok(())
     }
 
-    /// Called by the kernel's periodic writeback with the monotonic time.
-    pub fn flush_expired(&self, now_ms: u64) -> Result<usize, FsError> {
+    /// The kernel's periodic writeback, with the monotonic time: open
+    /// files' changed directory entries (sizes, times) go into the cache,
+    /// then the blocks dirty for longer than the cache's age limit reach
+    /// the disk. So a file that stays open is not left at its old size on
+    /// disk for as long as it is open.
+    pub fn flush_expired(&mut self, now_ms: u64) -> Result<usize, FsError> {
+        if !self.read_only {
+            self.vol.with_dependent_mut(|_, files| -> Result<(), FsError> {
+                for n in files.nodes.values_mut() {
+                    n.file.flush()?;
+                }
+                Ok(())
+            })?;
+        }
         Ok(self.cache.flush_expired(now_ms)?)
     }
+
 
     /// Free and total space.
     pub fn statfs(&self) -> Result<StatFs, FsError> {
