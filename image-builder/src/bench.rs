@@ -1001,7 +1001,8 @@ pub fn parse_diskbench(out: &str) -> Vec<(String, f64, String)> {
 /// the initramfs), alternately, `runs` times each, on the same FAT32
 /// image file behind the same `virtio-blk-pci` device and cache mode;
 /// prints the medians side by side.
-pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize) -> Result<(), String> {
+/// `only`: `Some("mantle")` or `Some("linux")` runs one side alone.
+pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize, only: Option<&str>) -> Result<(), String> {
     let dir = work_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let bin = std::fs::read(diskbench).map_err(|e| format!("{}: {e}", diskbench.display()))?;
@@ -1070,8 +1071,14 @@ pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize) -> Result<()
     let mut results: Vec<(String, Vec<f64>, Vec<f64>, String)> = Vec::new();
     for run in 0..runs.max(1) {
         for (who, args) in [("Mantle", &mantle_args), ("Linux", &linux_args)] {
+            if only.is_some_and(|o| !o.eq_ignore_ascii_case(who)) {
+                continue;
+            }
             // Both end by unmounting (Mantle's kernel logs "... unmounted").
             let out = serial_until(args, "unmounted", Duration::from_secs(1800))?;
+            for l in out.lines().filter(|l| l.contains("storage: diskstats") || l.contains("completion interrupts")) {
+                println!("  run {}/{}: {who:<6} {}", run + 1, runs, l.trim());
+            }
             if let Some(l) = out.lines().find(|l| l.contains("diskbench: error")) {
                 return Err(format!("{who}: {l}\n{}", tail(out.as_bytes())));
             }

@@ -243,6 +243,10 @@ enum BenchCmd {
     Disk {
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Run only one side (`mantle` or `linux`), e.g. while tuning;
+        /// the README's figures come from runs of both.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -346,10 +350,16 @@ fn real_main() -> Result<ExitCode, String> {
         Cmd::Bench { what: BenchCmd::Api { clients, requests, vms, host_only, cpus } } => {
             image_builder::api_bench::bench_api(&image_builder::api_bench::ApiBenchOptions { clients, requests, vms, host_only, cpus })?;
         }
-        Cmd::Bench { what: BenchCmd::Disk { runs } } => {
+        Cmd::Bench { what: BenchCmd::Disk { runs, only } } => {
+            if let Some(o) = &only
+                && o != "mantle"
+                && o != "linux"
+            {
+                return Err(format!("--only takes `mantle` or `linux`, not {o:?}"));
+            }
             let kernel = image_builder::kernel::build_kernel(true)?;
             let bins = image_builder::userworlds::build_static(false)?;
-            image_builder::bench::bench_disk(&kernel, &bins.join("diskbench"), runs)?;
+            image_builder::bench::bench_disk(&kernel, &bins.join("diskbench"), runs, only.as_deref())?;
         }
         Cmd::Datastore { what } => datastore_cmd(what)?,
         Cmd::Kernel => {

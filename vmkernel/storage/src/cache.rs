@@ -9,7 +9,7 @@
 //! on both paths (a miss that spans blocks reads them in one request; a
 //! flush writes each run of consecutive dirty blocks in one request).
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -56,10 +56,17 @@ struct Entry {
     /// When the block was first dirtied since it was last written.
     dirty_since: Option<u64>,
     stamp: u64,
+    /// Which of the block's sectors hold real contents (bit i: sector i).
+    /// A block written in whole sectors without being read first (a FAT
+    /// cluster that straddles two cache blocks) is partly valid until the
+    /// rest is written too or it is filled from the device.
+    valid: u64,
 }
 
 struct Inner {
     blocks: BTreeMap<u64, Entry>,
+    /// The dirty blocks, so a flush costs what is dirty, not what is cached.
+    dirty: BTreeSet<u64>,
     /// Recency order: stamp -> block number.
     lru: BTreeMap<u64, u64>,
     next_stamp: u64,
@@ -75,6 +82,7 @@ pub struct BlockCache {
     config: CacheConfig,
     block_size: usize,
     sectors_per_block: u64,
+    sector_size: usize,
     /// Device size in bytes.
     size: u64,
     inner: Mutex<Inner>,
@@ -87,6 +95,7 @@ impl BlockCache {
         let size = dev.sector_count().saturating_mul(ss as u64);
         BlockCache {
             sectors_per_block: (block_size / ss) as u64,
+            sector_size: ss,
             block_size,
             size,
             dev,
@@ -95,6 +104,7 @@ impl BlockCache {
             config,
             inner: Mutex::new(Inner {
                 blocks: BTreeMap::new(),
+                dirty: BTreeSet::new(),
                 lru: BTreeMap::new(),
                 next_stamp: 0,
                 bytes: 0,
@@ -124,7 +134,7 @@ impl BlockCache {
     }
     /// Bytes of dirty data waiting for writeback.
     pub fn dirty_bytes(&self) -> usize {
-        self.inner.lock().blocks.values().filter(|e| e.dirty_since.is_some()).count() * self.block_size
+        self.inner.lock().dirty.len() * self.block_size
     }
     /// Bytes of cached data.
     pub fn cached_bytes(&self) -> usize {
@@ -135,6 +145,28 @@ impl BlockCache {
     fn block_len(&self, b: u64) -> usize {
         let start = b * self.block_size as u64;
         (self.size - start).min(self.block_size as u64) as usize
+    }
+
+    /// The validity mask of a whole block `b`.
+    fn full_mask(&self, b: u64) -> u64 {
+        let n = self.block_len(b).div_ceil(self.sector_size);
+        if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+    }
+
+    fn is_full(&self, inner: &Inner, b: u64) -> bool {
+        inner.blocks.get(&b).is_some_and(|e| e.valid == self.full_mask(b))
+    }
+
+    /// Fills the sectors of `e` (block `b`) that are not valid from `src`,
+    /// the block as the device has it.
+    fn merge_into(&self, e: &mut Entry, b: u64, src: &[u8]) {
+        let ss = self.sector_size;
+        for (i, chunk) in src.chunks(ss).enumerate() {
+            if i < 64 && e.valid & (1 << i) == 0 {
+                e.data[i * ss..i * ss + chunk.len()].copy_from_slice(chunk);
+            }
+        }
+        e.valid = self.full_mask(b);
     }
 
     fn check(&self, offset: u64, len: usize) -> Result<(), BlockError> {
@@ -158,6 +190,7 @@ impl BlockCache {
         // most reads are small hits in the block read just before.
         if first == last
             && let Some(e) = inner.blocks.get(&first)
+            && e.valid == self.full_mask(first)
         {
             let start = (offset % bs) as usize;
             buf.copy_from_slice(&e.data[start..start + buf.len()]);
@@ -180,6 +213,29 @@ impl BlockCache {
         self.evict_over_budget()
     }
 
+    /// Read-ahead: makes the blocks of `[offset, offset + len)` resident
+    /// without copying anything out, reading each missing run in requests
+    /// of up to `max_request_bytes`. At most a quarter of the budget is
+    /// read per call, so read-ahead cannot push out what it is meant to
+    /// speed up. Returns the bytes read from the device.
+    pub fn prefetch(&self, offset: u64, len: u64) -> Result<u64, BlockError> {
+        let end = offset.saturating_add(len).min(self.size);
+        if offset >= end {
+            return Ok(0);
+        }
+        let bs = self.block_size as u64;
+        let budget_blocks = (self.config.budget_bytes.max(4 * self.block_size) / 4 / self.block_size).max(1) as u64;
+        let first = offset / bs;
+        let last = ((end - 1) / bs).min(first + budget_blocks - 1);
+        let mut inner = self.inner.lock();
+        let before = inner.counters.misses;
+        self.load_range_counted(&mut inner, first, last, false)?;
+        let read = (inner.counters.misses - before) * bs;
+        drop(inner);
+        self.evict_over_budget()?;
+        Ok(read)
+    }
+
     /// Writes `buf` at byte `offset`; the data is dirty in the cache until
     /// written back.
     pub fn write(&self, offset: u64, buf: &[u8]) -> Result<(), BlockError> {
@@ -191,36 +247,43 @@ impl BlockCache {
             return Ok(());
         }
         let bs = self.block_size as u64;
+        let ss = self.sector_size as u64;
         let first = offset / bs;
-        let last = (offset + buf.len() as u64 - 1) / bs;
+        let end = offset + buf.len() as u64;
+        let last = (end - 1) / bs;
         let now = self.clock.now_ms();
         let mut inner = self.inner.lock();
-        // Blocks written only in part must be read first; wholly
-        // overwritten ones need not be.
-        let partial_first = !offset.is_multiple_of(bs) || (buf.len() as u64) < self.block_len(first) as u64;
-        let end = offset + buf.len() as u64;
-        let partial_last = !end.is_multiple_of(bs) && end != self.size;
-        if partial_first {
-            self.load_range(&mut inner, first, first)?;
-        }
-        if partial_last && last != first {
-            self.load_range(&mut inner, last, last)?;
-        }
         let mut done = 0;
         for b in first..=last {
-            let stamp = self.touch(&mut inner, b);
+            let start = b * bs;
             let len = self.block_len(b);
+            // The bytes of this block the write covers: [lo, hi).
+            let lo = (offset.max(start) - start) as usize;
+            let hi = (end.min(start + len as u64) - start) as usize;
+            let (s_lo, s_hi) = (lo / ss as usize, hi.div_ceil(ss as usize));
+            // Sectors the write covers only in part keep their other bytes:
+            // they must be valid first. Whole sectors need no read.
+            let ragged = |e: Option<&Entry>| {
+                let bit = |i: usize| i < 64 && e.is_some_and(|e| e.valid & (1 << i) != 0);
+                (!lo.is_multiple_of(ss as usize) && !bit(s_lo)) || (!hi.is_multiple_of(ss as usize) && !bit(s_hi - 1))
+            };
+            if ragged(inner.blocks.get(&b)) {
+                self.load_range(&mut inner, b, b)?;
+            }
+            let stamp = self.touch(&mut inner, b);
             if let alloc::collections::btree_map::Entry::Vacant(v) = inner.blocks.entry(b) {
-                v.insert(Entry { data: vec![0; len], dirty_since: None, stamp });
+                v.insert(Entry { data: vec![0; len], dirty_since: None, stamp, valid: 0 });
                 inner.bytes += len;
             }
             let Some(e) = inner.blocks.get_mut(&b) else { return Err(BlockError::Io) };
             e.stamp = stamp;
-            let start = if b == first { (offset % bs) as usize } else { 0 };
-            let n = (e.data.len() - start).min(buf.len() - done);
-            e.data[start..start + n].copy_from_slice(&buf[done..done + n]);
+            e.data[lo..hi].copy_from_slice(&buf[done..done + (hi - lo)]);
+            for i in s_lo..s_hi.min(64) {
+                e.valid |= 1 << i;
+            }
             e.dirty_since.get_or_insert(now);
-            done += n;
+            inner.dirty.insert(b);
+            done += hi - lo;
         }
         drop(inner);
         self.evict_over_budget()
@@ -229,7 +292,7 @@ impl BlockCache {
     /// Writes every dirty block, then issues a device flush (barrier).
     pub fn flush(&self) -> Result<(), BlockError> {
         let mut inner = self.inner.lock();
-        let dirty: Vec<u64> = inner.blocks.iter().filter(|(_, e)| e.dirty_since.is_some()).map(|(&b, _)| b).collect();
+        let dirty: Vec<u64> = inner.dirty.iter().copied().collect();
         self.write_back(&mut inner, &dirty)?;
         drop(inner);
         if !self.dev.read_only() {
@@ -244,10 +307,10 @@ impl BlockCache {
         let mut inner = self.inner.lock();
         let age = self.config.max_dirty_age_ms;
         let old: Vec<u64> = inner
-            .blocks
+            .dirty
             .iter()
-            .filter(|(_, e)| e.dirty_since.is_some_and(|t| now_ms.saturating_sub(t) >= age))
-            .map(|(&b, _)| b)
+            .copied()
+            .filter(|b| inner.blocks.get(b).and_then(|e| e.dirty_since).is_some_and(|t| now_ms.saturating_sub(t) >= age))
             .collect();
         self.write_back(&mut inner, &old)?;
         drop(inner);
@@ -293,16 +356,22 @@ impl BlockCache {
     /// Makes blocks `first..=last` resident, reading each run of missing
     /// blocks with as few requests as `max_request_bytes` allows.
     fn load_range(&self, inner: &mut Inner, first: u64, last: u64) -> Result<(), BlockError> {
+        self.load_range_counted(inner, first, last, true)
+    }
+
+    /// `load_range`; `count_hits` false for read-ahead (no one asked for
+    /// the blocks yet).
+    fn load_range_counted(&self, inner: &mut Inner, first: u64, last: u64, count_hits: bool) -> Result<(), BlockError> {
         let max_blocks = (self.config.max_request_bytes / self.block_size).max(1) as u64;
         let mut b = first;
         while b <= last {
-            if inner.blocks.contains_key(&b) {
-                inner.counters.hits += 1;
+            if self.is_full(inner, b) {
+                inner.counters.hits += count_hits as u64;
                 b += 1;
                 continue;
             }
             let mut end = b;
-            while end < last && end + 1 - b < max_blocks && !inner.blocks.contains_key(&(end + 1)) {
+            while end < last && end + 1 - b < max_blocks && !self.is_full(inner, end + 1) {
                 end += 1;
             }
             let start_byte = b * self.block_size as u64;
@@ -318,8 +387,16 @@ impl BlockCache {
                 let from = i * self.block_size;
                 let to = (from + self.block_size).min(buf.len());
                 let stamp = self.touch(inner, blk);
+                // A partly written block keeps what was written.
+                if let Some(mut e) = inner.blocks.remove(&blk) {
+                    self.merge_into(&mut e, blk, &buf[from..to]);
+                    e.stamp = stamp;
+                    inner.blocks.insert(blk, e);
+                    continue;
+                }
                 inner.bytes += to - from;
-                inner.blocks.insert(blk, Entry { data: buf[from..to].to_vec(), dirty_since: None, stamp });
+                let valid = self.full_mask(blk);
+                inner.blocks.insert(blk, Entry { data: buf[from..to].to_vec(), dirty_since: None, stamp, valid });
             }
             b = end + 1;
         }
@@ -330,6 +407,13 @@ impl BlockCache {
     /// blocks into single requests, and marks them clean.
     fn write_back(&self, inner: &mut Inner, blocks: &[u64]) -> Result<(), BlockError> {
         let max_blocks = (self.config.max_request_bytes / self.block_size).max(1);
+        // A block written only in part is completed from the device first
+        // (rare: usually the neighbouring write has filled it by now).
+        for &b in blocks {
+            if inner.blocks.contains_key(&b) && !self.is_full(inner, b) {
+                self.load_range_counted(inner, b, b, false)?;
+            }
+        }
         let mut i = 0;
         while i < blocks.len() {
             let mut j = i + 1;
@@ -352,6 +436,7 @@ impl BlockCache {
                 if let Some(e) = inner.blocks.get_mut(b) {
                     e.dirty_since = None;
                 }
+                inner.dirty.remove(b);
             }
             i = j;
         }
@@ -521,6 +606,71 @@ mod tests {
         spy.disk.read_sectors(128, &mut b).unwrap();
         assert_eq!(b, [0; 512]);
         assert_eq!(c.flush_expired(9000).unwrap(), 1);
+        assert_eq!(c.dirty_bytes(), 0);
+    }
+
+    #[test]
+    fn whole_sector_writes_need_no_read_and_partial_blocks_merge() {
+        let spy = Spy::new(64);
+        spy.disk.write_sectors(0, &[9u8; 512 * 16]).unwrap();
+        let c = cache(&spy, 1 << 20);
+        // Sectors 1..3 of block 0 and 6..10 (across blocks 0 and 1): whole
+        // sectors, so nothing is read (a FAT cluster straddling blocks).
+        c.write(512, &[1; 1024]).unwrap();
+        c.write(6 * 512, &[2; 2048]).unwrap();
+        assert_eq!(spy.reads.load(Relaxed), 0, "whole-sector writes read the device");
+        // Reading the block fills the sectors nobody wrote from the device.
+        let mut b = vec![0u8; 8192];
+        c.read(0, &mut b).unwrap();
+        assert_eq!(spy.reads.load(Relaxed), 1);
+        assert!(b[..512].iter().all(|&x| x == 9));
+        assert!(b[512..1536].iter().all(|&x| x == 1));
+        assert!(b[1536..3072].iter().all(|&x| x == 9));
+        assert!(b[3072..5120].iter().all(|&x| x == 2));
+        assert!(b[5120..].iter().all(|&x| x == 9));
+        // A byte-sized write into a sector no one has read reads it first.
+        let spy = Spy::new(64);
+        spy.disk.write_sectors(0, &[7u8; 512 * 16]).unwrap();
+        let c = cache(&spy, 1 << 20);
+        c.write(4096 + 512, &[3; 512]).unwrap();
+        c.write(4096 + 10, &[4; 4]).unwrap();
+        assert_eq!(spy.reads.load(Relaxed), 1);
+        // Write-back of a block still partly written fills it first, so the
+        // device never gets zeros for sectors nobody wrote.
+        let spy = Spy::new(64);
+        spy.disk.write_sectors(0, &[5u8; 512 * 16]).unwrap();
+        let c = cache(&spy, 1 << 20);
+        c.write(3 * 512, &[6; 512]).unwrap();
+        c.flush().unwrap();
+        let mut d = vec![0u8; 4096];
+        spy.disk.read_sectors(0, &mut d).unwrap();
+        assert!(d[..1536].iter().all(|&x| x == 5) && d[1536..2048].iter().all(|&x| x == 6));
+        assert!(d[2048..].iter().all(|&x| x == 5));
+    }
+
+    #[test]
+    fn prefetch_loads_in_large_requests_within_a_quarter_of_the_budget() {
+        let spy = Spy::new(4096);
+        let c = cache(&spy, 1 << 20);
+        assert_eq!(c.prefetch(0, 512 * 1024).unwrap(), 256 * 1024, "a quarter of the budget");
+        assert_eq!(spy.reads.load(Relaxed), 1, "one request of the maximum size");
+        let mut b = vec![0u8; 256 * 1024];
+        c.read(0, &mut b).unwrap();
+        assert_eq!(spy.reads.load(Relaxed), 1, "the read hit the prefetched blocks");
+        assert_eq!(c.prefetch(u64::MAX - 10, 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn flush_writes_only_dirty_blocks() {
+        let spy = Spy::new(1024);
+        let c = cache(&spy, 1 << 20);
+        let mut b = vec![0u8; 256 * 1024];
+        c.read(0, &mut b).unwrap();
+        c.write(8192, &[1; 4096]).unwrap();
+        assert_eq!(c.dirty_bytes(), 4096);
+        c.flush().unwrap();
+        assert_eq!(spy.writes.load(Relaxed), 1);
+        assert_eq!(spy.last_write_len.load(Relaxed), 4096);
         assert_eq!(c.dirty_bytes(), 0);
     }
 

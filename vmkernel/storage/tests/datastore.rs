@@ -396,3 +396,28 @@ fn fsck_clean(disk: &MemDisk) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && !text.contains("differences"), "fsck.fat -n:\n{text}");
 }
+
+/// The periodic writeback alone (no fsync, no close, no unmount) makes a
+/// file that stays open durable: its data blocks and its directory entry
+/// (the size) reach the disk, so a "crash" (mounting the raw medium as it
+/// is) finds it whole.
+#[test]
+fn periodic_writeback_makes_an_open_file_durable() {
+    let disk = formatted_disk(8 << 20, None, "ds");
+    let mut ds = mount(disk.clone());
+    ds.mkdir("logs").unwrap();
+    let h = ds.open("logs/app.log", OpenFlags { write: true, create: true, ..Default::default() }).unwrap();
+    let data = pattern(7, 100_000);
+    assert_eq!(ds.write_at(h, 0, &data).unwrap(), data.len());
+    // The test cache's clock stands at 0: everything dirty is old enough
+    // at 5 s.
+    assert!(ds.flush_expired(5_000).unwrap() > 0);
+    let crashed = Arc::new(MemDisk::from_image(512, disk.image()));
+    let mut after = mount(crashed);
+    let got = read_file(&mut after, "logs/app.log");
+    assert_eq!(got.len(), data.len(), "the size in the directory entry on disk");
+    assert!(got == data, "the data on disk");
+    drop(after);
+    ds.close(h).unwrap();
+    ds.unmount().unwrap();
+}

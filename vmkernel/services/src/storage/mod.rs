@@ -42,6 +42,9 @@ use fs::{FatFs, Volume};
 
 const CLASS_MASS_STORAGE: u8 = 0x01;
 const MAX_DISKS: usize = 8;
+/// How often the writeback world writes blocks dirty for longer than the
+/// cache's age limit (`CacheConfig::max_dirty_age_ms`, 5 s).
+const WRITEBACK_PERIOD_NS: u64 = 2_000_000_000;
 
 static REGISTRY: Mutex<Option<DeviceRegistry>> = Mutex::new(None);
 static VOLUMES: Mutex<Vec<Arc<Volume>>> = Mutex::new(Vec::new());
@@ -310,19 +313,31 @@ pub fn start_writeback() {
 }
 
 fn writeback_loop() {
+    // Volumes found busy at the last pass: this pass waits for them, so a
+    // datastore that is never idle (a writer in a loop) still has its old
+    // dirty blocks — metadata included — written within two periods.
+    let mut busy_last: Vec<String> = Vec::new();
     loop {
-        world::sleep_ns(2_000_000_000);
+        world::sleep_ns(WRITEBACK_PERIOD_NS);
         let vols: Vec<Arc<Volume>> = VOLUMES.lock().clone();
-        let now = time::uptime_ns() / 1_000_000;
+        let mut busy_now = Vec::new();
         for v in vols {
-            // A busy datastore is being written anyway; try again later.
-            if let Some(g) = v.ds.try_lock()
-                && let Some(ds) = g.as_ref()
+            let mut guard = match v.ds.try_lock() {
+                Some(g) => g,
+                None if busy_last.contains(&v.uuid) => v.ds.lock(),
+                None => {
+                    busy_now.push(v.uuid.clone());
+                    continue;
+                }
+            };
+            let now = time::uptime_ns() / 1_000_000;
+            if let Some(ds) = guard.as_mut()
                 && let Err(e) = ds.flush_expired(now)
             {
                 log::warn!("storage: {}: writeback: {e:?}", v.name);
             }
         }
+        busy_last = busy_now;
     }
 }
 
@@ -346,6 +361,9 @@ pub fn shutdown() {
             adapter_disk_name(i as u32),
             n.load(Ordering::Acquire)
         );
+    }
+    for l in diskstats().split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        log::info!("storage: diskstats: {}", String::from_utf8_lossy(l).trim());
     }
     let vols: Vec<Arc<Volume>> = VOLUMES.lock().clone();
     for v in vols {

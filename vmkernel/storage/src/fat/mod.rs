@@ -373,6 +373,31 @@ struct Node<'a> {
     /// and dropped by any write or truncate: reads at random offsets then
     /// cost a binary search instead of a walk down the cluster chain.
     map: Option<Vec<Run>>,
+    /// Sequential-read detection: where the next read starts if the reader
+    /// goes on in order, and how far read-ahead has already loaded.
+    read_next: u64,
+    read_ahead_end: u64,
+}
+
+impl<'a> Node<'a> {
+    fn new(file: FatFile<'a>, refs: u32, orphan: bool) -> Self {
+        Node { file, refs, orphan, map: None, read_next: 0, read_ahead_end: 0 }
+    }
+}
+
+/// How far ahead of a sequential reader the cache is filled. Read-ahead
+/// turns a reader's many small or medium reads into few device requests of
+/// the cache's maximum size.
+const READ_AHEAD_BYTES: u64 = 1 << 20;
+
+/// The volume ranges (`disk_off`, `len`) behind file bytes `[from, to)`.
+fn disk_ranges(runs: &[Run], from: u64, to: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let i = runs.partition_point(|r| r.file_off + r.len <= from);
+    runs[i..].iter().take_while(move |r| r.file_off < to).map(move |r| {
+        let lo = from.max(r.file_off);
+        let hi = to.min(r.file_off + r.len);
+        (r.disk_off + (lo - r.file_off), hi - lo)
+    })
 }
 
 /// `len` bytes of a file at `file_off` live at volume byte `disk_off`.
@@ -1013,7 +1038,7 @@ impl Datastore {
             }
             let (parent, name) = split_parent(path);
             let e = lookup(&open_dir(fs, parent)?, name)?.ok_or(FsError::NotFound)?;
-            files.nodes.insert(key.clone(), Node { file: e.to_file(), refs, orphan, map: None });
+            files.nodes.insert(key.clone(), Node::new(e.to_file(), refs, orphan));
             Ok(())
         })
     }
@@ -1440,7 +1465,7 @@ impl Datastore {
                         pdir.create_file(name)?
                     }
                 };
-                files.nodes.insert(key.clone(), Node { file, refs: 0, orphan: false, map: None });
+                files.nodes.insert(key.clone(), Node::new(file, 0, false));
             }
             let Some(node) = files.nodes.get_mut(&key) else { return Err(FsError::BadHandle) };
             if truncate {
@@ -1527,8 +1552,25 @@ impl Datastore {
             if !patched {
                 if node.map.is_none() {
                     node.map = Some(build_map(f)?);
+                    node.read_ahead_end = 0;
                 }
                 let runs = node.map.as_deref().unwrap_or(&[]);
+                // A reader going on where it stopped gets read-ahead: the
+                // rest of this read and a window beyond it are loaded in
+                // large requests before the copy.
+                let end = offset + want as u64;
+                if offset == node.read_next {
+                    if node.read_ahead_end < end + READ_AHEAD_BYTES / 2 {
+                        let to = (end + READ_AHEAD_BYTES).min(size);
+                        for (at, len) in disk_ranges(runs, offset.max(node.read_ahead_end), to) {
+                            cache.prefetch(at, len)?;
+                        }
+                        node.read_ahead_end = to;
+                    }
+                } else {
+                    node.read_ahead_end = 0;
+                }
+                node.read_next = end;
                 let mut done = 0usize;
                 while done < want {
                     let pos = offset + done as u64;
@@ -1562,17 +1604,44 @@ impl Datastore {
         if self.read_only {
             return Err(FsError::ReadOnly);
         }
+        let cache = self.cache.clone();
+        let now = unix_to_fat(self.clock.unix_time());
         self.with_node(h, |node, info| {
             if !info.write {
                 return Err(FsError::BadHandle);
             }
-            node.map = None;
-            let f = &mut node.file;
-            let size = f.size().unwrap_or(0) as u64;
+            let size = node.file.size().unwrap_or(0) as u64;
             let pos = if info.append { size } else { offset };
             if buf.is_empty() {
                 return Ok(0);
             }
+            // Overwriting bytes the file already has changes no cluster
+            // chain: straight into the cache through the run map (fatfs
+            // would walk the chain from the start on every seek), and
+            // the entry's modification time.
+            if let Some(end) = pos.checked_add(buf.len() as u64)
+                && end <= size
+            {
+                if node.map.is_none() {
+                    node.map = Some(build_map(&mut node.file)?);
+                }
+                let runs = node.map.as_deref().unwrap_or(&[]);
+                let covered: u64 = disk_ranges(runs, pos, end).map(|(_, len)| len).sum();
+                if covered == buf.len() as u64 {
+                    let mut done = 0usize;
+                    for (at, len) in disk_ranges(runs, pos, end) {
+                        cache.write(at, &buf[done..done + len as usize])?;
+                        done += len as usize;
+                    }
+                    // Deprecated upstream only because a later write
+                    // stamps "now" anyway; this is that stamp.
+                    #[allow(deprecated)]
+                    node.file.set_modified(now);
+                    return Ok(done);
+                }
+            }
+            node.map = None;
+            let f = &mut node.file;
             if pos >= MAX_FILE_SIZE {
                 return Err(FsError::FileTooBig);
             }
@@ -1714,8 +1783,20 @@ impl Datastore {
         Ok(())
     }
 
-    /// Called by the kernel's periodic writeback with the monotonic time.
-    pub fn flush_expired(&self, now_ms: u64) -> Result<usize, FsError> {
+    /// The kernel's periodic writeback, with the monotonic time: open
+    /// files' changed directory entries (sizes, times) go into the cache,
+    /// then the blocks dirty for longer than the cache's age limit reach
+    /// the disk. So a file that stays open is not left at its old size on
+    /// disk for as long as it is open.
+    pub fn flush_expired(&mut self, now_ms: u64) -> Result<usize, FsError> {
+        if !self.read_only {
+            self.vol.with_dependent_mut(|_, files| -> Result<(), FsError> {
+                for n in files.nodes.values_mut() {
+                    n.file.flush()?;
+                }
+                Ok(())
+            })?;
+        }
         Ok(self.cache.flush_expired(now_ms)?)
     }
 
