@@ -42,8 +42,25 @@ fn resolve_access(mm: &Mm, va: u64, access: Access) -> bool {
             true
         }
         None => {
-            // Not present: a fresh zeroed page (file contents are copied in
-            // when a file mapping is made, so only anonymous memory faults).
+            // Not present: the executable's page on its first touch, else
+            // a fresh zeroed page (other file mappings are copied in when
+            // they are made, so only anonymous memory faults).
+            if let (vmkernel::vm_regions::Backing::File { id, offset }, Some(image)) = (vma.backing, &mm.image)
+                && id == image.id()
+            {
+                let mut buf = [0u8; 4096];
+                if !image.fill_page(page, offset + (page - vma.start), &mut buf) {
+                    return false;
+                }
+                let Some(frame) = mm::UserFrame::alloc_with(&buf) else {
+                    log::warn!("out of memory on a user page fault at {va:#x}");
+                    return false;
+                };
+                if mm.space.map(page, frame, pte_flags(vma.prot)).is_err() {
+                    return mm.space.translate(page).is_some();
+                }
+                return true;
+            }
             let Some(frame) = mm::UserFrame::alloc() else {
                 log::warn!("out of memory on a user page fault at {va:#x}");
                 return false;
