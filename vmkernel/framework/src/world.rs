@@ -306,6 +306,16 @@ fn least_loaded_cpu() -> u32 {
     (NEXT.fetch_add(1, Ordering::Relaxed) % gdt::cpus_online().max(1) as u64) as u32
 }
 
+/// Runs `f` on the running world without taking a reference to it (the
+/// system-call path looks up its thread this way).
+pub fn with_current<R>(f: impl FnOnce(&World) -> R) -> Option<R> {
+    let p = CURRENT.get(gdt::cpu_index() as usize)?.load(Ordering::Acquire);
+    // SAFETY: as in `current`: this CPU's current world stays alive while
+    // its own code runs — even if `f` blocks, a world is only freed after
+    // it died, and a dead world never runs again.
+    unsafe { p.as_ref() }.map(f)
+}
+
 pub fn current() -> Option<Arc<World>> {
     let p = CURRENT.get(gdt::cpu_index() as usize)?.load(Ordering::Acquire);
     if p.is_null() {

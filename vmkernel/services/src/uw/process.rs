@@ -470,7 +470,7 @@ impl world::UserThread for Thread {
 }
 
 pub fn current_thread() -> Option<Arc<Thread>> {
-    world::current()?.thread.get().cloned()?.into_any().downcast::<Thread>().ok()
+    world::with_current(|w| w.thread.get().cloned())??.into_any().downcast::<Thread>().ok()
 }
 
 pub fn current() -> Option<Arc<Process>> {
