@@ -898,8 +898,12 @@ pub fn bench_vm(kernel_elf: &Path, vmbench: &Path, runs: usize) -> Result<(), St
         let out = serial_until(&mantle(&icount_rd, true), "vmbench: done", Duration::from_secs(900))?;
         for (name, v, _) in parse_vmbench(&out) {
             if name == "cpuid_exit" {
-                println!("  Mantle -icount: CPUID exit round trip {v} host instructions");
+                println!("  Mantle -icount: CPUID exit round trip {v} host instructions (mean of the loop)");
                 record("cpuid_exit_instructions", v, "instructions");
+            }
+            if name == "cpuid_exit_min" {
+                println!("  Mantle -icount: CPUID exit round trip {v} host instructions (least iteration: no timer tick)");
+                record("cpuid_exit_min_instructions", v, "instructions");
             }
         }
         let out = serial_until(&mantle(&all_rd, false), "vmbench: done", Duration::from_secs(900))?;
@@ -929,7 +933,11 @@ pub fn bench_vm(kernel_elf: &Path, vmbench: &Path, runs: usize) -> Result<(), St
     let get = |n: &str| figures.iter().find(|f| f.0 == n).map(|f| med(&f.1)).unwrap_or(f64::NAN);
     println!();
     println!("VMM benchmarks (medians of {} run(s); QEMU TCG {}, 1 host CPU)", runs.max(1), QEMU_COMMON[3]);
-    println!("(a) host instructions per CPUID exit round trip (-icount shift=0): {:.0}", get("cpuid_exit_instructions"));
+    println!(
+        "(a) host instructions per CPUID exit round trip (-icount shift=0): {:.0} (least iteration, no timer tick); {:.0} (mean of the loop)",
+        get("cpuid_exit_min_instructions"),
+        get("cpuid_exit_instructions")
+    );
     let (wm, wd) = (get("work"), get("work_direct"));
     println!("(b) sieve workload: {wm:.0} ticks in a Mantle VM, {wd:.0} ticks directly in QEMU: ratio {:.2}", wm / wd);
     println!(

@@ -793,10 +793,11 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
     // it): an STI / MOV SS shadow the exit reported covered that
     // instruction and has ended, though the VMCB still says "shadow".
     let mut completed = false;
-    // The next device deadline (guest time, ns) the last full pass saw, and
+    // The next device deadline (as a host TSC value) the last full pass saw, and
     // whether the next entry may skip that pass (see the CPUID fast path).
     let mut deadline = 0;
     let mut reenter = false;
+    let mut cpuid_cache = CpuidCache::default();
     loop {
         if !core::mem::take(&mut reenter) {
             if let Some(stop) = before_entry(vm, index, v, debug, completed, &mut deadline) {
@@ -805,7 +806,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
         }
         let exit = v.run(regs, fpu);
         vm.exits.fetch_add(1, Ordering::Relaxed);
-        if cpuid_fast_path(vm, index, v, regs, &exit, deadline) {
+        if cpuid_fast_path(vm, index, v, regs, &exit, deadline, &mut cpuid_cache) {
             completed = true;
             reenter = true;
             continue;
@@ -839,7 +840,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             }
             Exit::Cpuid => {
                 count(api::VM_EXIT_CPUID);
-                emulate_cpuid(vm, index, regs);
+                emulate_cpuid(vm, index, regs, &mut cpuid_cache);
                 v.set_rip(rip + 2);
             }
             Exit::Msr { write } => {
@@ -1045,7 +1046,7 @@ fn before_entry(vm: &Vm, index: usize, v: &mut dyn VcpuHw, debug: &DebugRegs, co
             world::yield_now();
             continue;
         }
-        *deadline = inject_interrupt(vm, index, v, completed);
+        *deadline = time::tsc_at_uptime(inject_interrupt(vm, index, v, completed));
         load_debug_regs(v, debug);
         return None;
     }
@@ -1057,30 +1058,45 @@ fn before_entry(vm: &Vm, index: usize, v: &mut dyn VcpuHw, debug: &DebugRegs, co
 /// vCPU — no kick since the last full pass (`before_entry`: stop, INIT,
 /// pause, interrupts from devices or other vCPUs all kick), no device
 /// deadline due, no single-step to report. False: not handled here.
-fn cpuid_fast_path(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, exit: &Exit, deadline: u64) -> bool {
+fn cpuid_fast_path(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, exit: &Exit, deadline: u64, cache: &mut CpuidCache) -> bool {
     if !matches!(exit, Exit::Cpuid) || v.rflags() & (1 << 8) != 0 {
         return false;
     }
-    if vm.vcpus[index].kicked.load(Ordering::Acquire) || time::uptime_ns() >= deadline {
+    if vm.vcpus[index].kicked.load(Ordering::Acquire) || cpu::rdtsc() >= deadline {
         return false;
     }
     vm.exit_counts.0[api::VM_EXIT_CPUID].fetch_add(1, Ordering::Relaxed);
-    emulate_cpuid(vm, index, regs);
+    emulate_cpuid(vm, index, regs, cache);
     let rip = v.rip();
     v.set_rip(rip + 2);
     true
 }
 
+/// The last CPUID leaf a vCPU asked for and the virtual CPU's answer:
+/// apart from the APIC bit (applied after it) an answer never changes for
+/// a vCPU, and guests repeat the same leaf in loops.
+#[derive(Default)]
+struct CpuidCache {
+    last: Option<((u32, u32), [u32; 4])>,
+}
+
 /// CPUID as the virtual CPU answers it (`vmm::cpuid`), into RAX..RDX.
-fn emulate_cpuid(vm: &Vm, index: usize, regs: &mut GuestRegs) {
+fn emulate_cpuid(vm: &Vm, index: usize, regs: &mut GuestRegs, cache: &mut CpuidCache) {
     let (leaf, sub) = (regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
-    let mut r = cpuid(leaf, sub, index, vm.vcpus.len());
-    // Hypervisor leaf 0x40000001 EAX bit 0: guest hardware
-    // breakpoints do not fire on this host (QEMU 7.2 TCG's VMRUN
-    // loads the VMCB's DR7 without arming its breakpoints).
-    if leaf == 0x4000_0001 && hv::guest_breakpoints_unavailable() {
-        r[0] |= 1;
-    }
+    let mut r = match cache.last {
+        Some((key, r)) if key == (leaf, sub) => r,
+        _ => {
+            let mut r = cpuid(leaf, sub, index, vm.vcpus.len());
+            // Hypervisor leaf 0x40000001 EAX bit 0: guest hardware
+            // breakpoints do not fire on this host (QEMU 7.2 TCG's VMRUN
+            // loads the VMCB's DR7 without arming its breakpoints).
+            if leaf == 0x4000_0001 && hv::guest_breakpoints_unavailable() {
+                r[0] |= 1;
+            }
+            cache.last = Some(((leaf, sub), r));
+            r
+        }
+    };
     // CPUID.1:EDX.APIC (and AMD's copy) follows IA32_APIC_BASE.EN.
     if matches!(leaf, 1 | 0x8000_0001) && !vm.platform.lock().lapic_enabled(index) {
         r[3] &= !(1 << 9);
