@@ -759,7 +759,10 @@ pub fn parse_ubench(out: &str) -> Vec<(String, f64, String)> {
 /// Runs `ubench` (a static binary from `userworld/`) as PID 1 on Mantle and
 /// on Debian's Linux in the same QEMU configuration, `runs` times each, and
 /// prints the medians side by side.
-pub fn bench_user(kernel_elf: &Path, ubench: &Path, runs: usize) -> Result<(), String> {
+/// With `icount`, both boot under `-icount shift=0` (and Linux without
+/// its TSC-frequency hint, so it calibrates its clock against the PIT in
+/// instruction time as Mantle does).
+pub fn bench_user(kernel_elf: &Path, ubench: &Path, runs: usize, icount: bool) -> Result<(), String> {
     let dir = work_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let bin = std::fs::read(ubench).map_err(|e| format!("{}: {e}", ubench.display()))?;
@@ -783,6 +786,15 @@ pub fn bench_user(kernel_elf: &Path, ubench: &Path, runs: usize) -> Result<(), S
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let (mut mantle_args, mut linux_args) = (mantle_args, linux_args);
+    if icount {
+        for a in [&mut mantle_args, &mut linux_args] {
+            a.extend(["-icount".to_string(), "shift=0".to_string()]);
+        }
+        if let Some(cmdline) = linux_args.iter_mut().find(|a| a.contains("tsc_early_khz")) {
+            *cmdline = cmdline.replace(" tsc_early_khz=2000000", "");
+        }
+    }
     let mut results: Vec<(String, Vec<f64>, Vec<f64>, String)> = Vec::new();
     for run in 0..runs.max(1) {
         for (who, args) in [("Mantle", &mantle_args), ("Linux", &linux_args)] {
@@ -810,7 +822,11 @@ pub fn bench_user(kernel_elf: &Path, ubench: &Path, runs: usize) -> Result<(), S
         let (m, l) = (med(&mut m), med(&mut l));
         println!("{name:<22} {:>11.3} {unit:<2} {:>11.3} {unit:<2} {:>13.2}", m, l, m / l);
     }
-    println!("(QEMU TCG, {}; the emulator slows both alike: compare the ratio)", QEMU_COMMON[3]);
+    if icount {
+        println!("(QEMU TCG, {}, -icount shift=0: the figures are guest instructions, 1 ns each; compare the ratio)", QEMU_COMMON[3]);
+    } else {
+        println!("(QEMU TCG, {}; the emulator slows both alike: compare the ratio)", QEMU_COMMON[3]);
+    }
     Ok(())
 }
 
