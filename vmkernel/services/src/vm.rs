@@ -799,10 +799,10 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
     let mut reenter = false;
     let mut cpuid_cache = CpuidCache::default();
     loop {
-        if !core::mem::take(&mut reenter) {
-            if let Some(stop) = before_entry(vm, index, v, debug, completed, &mut deadline) {
-                return stop;
-            }
+        if !core::mem::take(&mut reenter)
+            && let Some(stop) = before_entry(vm, index, v, debug, completed, &mut deadline)
+        {
+            return stop;
         }
         let exit = v.run(regs, fpu);
         vm.exits.fetch_add(1, Ordering::Relaxed);
