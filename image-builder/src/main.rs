@@ -190,6 +190,11 @@ enum BenchCmd {
     User {
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Both kernels under `-icount shift=0`: their clocks count guest
+        /// instructions (an emulator helper such as FXSAVE or IRET counts
+        /// as one), so the figures do not move with the host's load.
+        #[arg(long)]
+        icount: bool,
     },
     /// The VMM: host instructions per CPUID exit (-icount), a guest
     /// workload inside Mantle vs directly in QEMU, host memory per VM, VMs
@@ -334,10 +339,10 @@ fn real_main() -> Result<ExitCode, String> {
             let (info, kernel) = build_iso(&opts, &mut Progress::new(4))?;
             image_builder::bench::bench_boot(&info.path, &kernel, runs)?;
         }
-        Cmd::Bench { what: BenchCmd::User { runs } } => {
+        Cmd::Bench { what: BenchCmd::User { runs, icount } } => {
             let kernel = image_builder::kernel::build_kernel(true)?;
             let bins = image_builder::userworlds::build_static(false)?;
-            image_builder::bench::bench_user(&kernel, &bins.join("ubench"), runs)?;
+            image_builder::bench::bench_user(&kernel, &bins.join("ubench"), runs, icount)?;
         }
         Cmd::Bench { what: BenchCmd::Vm { runs } } => {
             let kernel = image_builder::kernel::build_kernel(true)?;

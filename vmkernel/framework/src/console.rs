@@ -23,11 +23,22 @@ static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
 pub fn init() {
     CONSOLE.lock().init(115_200);
     log::set_logger(&KernelLog).ok();
-    log::set_max_level(LevelFilter::Trace);
+    set_level(LogLevel::Info);
 }
 
+/// The console's log level. The `log` crate's own maximum follows it, so
+/// a disabled `trace!`/`debug!` costs one comparison where it stands (the
+/// system-call and exit paths have some) instead of evaluating its
+/// arguments and calling the logger.
 pub fn set_level(level: LogLevel) {
     LEVEL.store(level as u8, Ordering::Relaxed);
+    log::set_max_level(match level {
+        LogLevel::Error => LevelFilter::Error,
+        LogLevel::Warn => LevelFilter::Warn,
+        LogLevel::Info => LevelFilter::Info,
+        LogLevel::Debug => LevelFilter::Debug,
+        LogLevel::Trace => LevelFilter::Trace,
+    });
 }
 
 fn level_allows(level: Level) -> bool {

@@ -202,17 +202,42 @@ ktest_user_spin_end:
 
     .global ktest_user_fpu_start, ktest_user_fpu_end
 ktest_user_fpu_start:
-    /* xmm7 and ymm-free state must survive 200 system calls and switches */
+    /* xmm7 and the x87 stack (pi or 1.0 by the pattern's bit 2: the two
+       processes differ) must survive 200 system calls and switches; a
+       system call returns RCX = RIP and R11 = RFLAGS as on Linux */
     movq xmm7, rdi
+    test dil, 4
+    jz 3f
+    fldpi
+    jmp 4f
+3:
+    fld1
+4:
     mov r12d, 200
-1:
+8:
     mov eax, 24 /* sched_yield */
     syscall
     movq rax, xmm7
     cmp rax, rdi
     jne 2f
+    lea rax, [rip + 8b]
+    add rax, 7 /* mov eax, imm32 (5) + syscall (2): RIP after the SYSCALL */
+    cmp rcx, rax
+    jne 2f
+    test r11d, 0x200 /* the user's RFLAGS, interrupts on */
+    jz 2f
+    test dil, 4
+    jz 5f
+    fldpi
+    jmp 6f
+5:
+    fld1
+6:
+    fcomip st, st(1)
+    jne 2f
+    jp 2f
     dec r12d
-    jnz 1b
+    jnz 8b
     mov eax, 231
     xor edi, edi
     syscall

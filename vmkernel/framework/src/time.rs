@@ -6,6 +6,10 @@ use crate::cpu::{self, Ports};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+/// Nanoseconds per TSC tick in 32.32 fixed point: `uptime_ns` multiplies
+/// instead of dividing (a 128-bit division is a library call of a hundred
+/// instructions, on every exit and clock read).
+static NS_PER_TICK_32: AtomicU64 = AtomicU64::new(0);
 
 use vmkernel::tsc_calibration::{self as cal, PIT_HZ, Reading};
 
@@ -84,6 +88,15 @@ pub fn calibrate() {
     TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
     let hz = measure_tsc_hz(30).unwrap_or(1_000_000_000);
     TSC_HZ.store(hz.max(1), Ordering::Relaxed);
+    NS_PER_TICK_32.store(((1_000_000_000u128 << 32) / hz.max(1) as u128) as u64, Ordering::Relaxed);
+}
+
+/// The TSC value at which `uptime_ns` reaches `ns` (u64::MAX beyond the
+/// TSC's range): a deadline checked with one RDTSC.
+pub fn tsc_at_uptime(ns: u64) -> u64 {
+    let hz = TSC_HZ.load(Ordering::Relaxed);
+    let ticks = ns as u128 * hz as u128 / 1_000_000_000;
+    u64::try_from(ticks).ok().and_then(|t| t.checked_add(TSC_AT_BOOT.load(Ordering::Relaxed))).unwrap_or(u64::MAX)
 }
 
 /// The TSC value at uptime 0.
@@ -102,7 +115,7 @@ pub fn uptime_ns() -> u64 {
         return 0;
     }
     let d = cpu::rdtsc().saturating_sub(TSC_AT_BOOT.load(Ordering::Relaxed));
-    (d as u128 * 1_000_000_000 / hz as u128) as u64
+    ((d as u128 * NS_PER_TICK_32.load(Ordering::Relaxed) as u128) >> 32) as u64
 }
 
 /// Busy-waits for `us` microseconds.

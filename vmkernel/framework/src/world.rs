@@ -112,14 +112,20 @@ impl World {
         unsafe { (*self.fpu.get()).area().as_ptr() as u64 }
     }
 
-    /// Reads or replaces the saved state. Only through
-    /// [`with_current_user_fpu`] (the running world's own) and
-    /// [`NewWorld::with_user_fpu`] (a world not yet runnable).
+    /// Reads or replaces the saved state (signal frames, fork, exec), only
+    /// through [`with_current_user_fpu`] (the running world's own) and
+    /// [`NewWorld::with_user_fpu`] (a world not yet runnable). For the
+    /// running world, the part a system call's entry left in the registers
+    /// is saved first, so the area is complete and whatever `f` leaves there
+    /// is what the return to ring 3 loads.
     ///
     /// # Safety
     /// No other CPU may switch to or from this world meanwhile: it is the
     /// caller's running world, or it is not yet known to the scheduler.
     unsafe fn with_user_fpu<R>(&self, f: impl FnOnce(&mut FpuState) -> R) -> R {
+        if context::is_active_area(self.fpu_area_addr()) {
+            context::save_live_user_state();
+        }
         // SAFETY: the caller guarantees no switch of this world touches the
         // area meanwhile (see above).
         unsafe { f(&mut *self.fpu.get()) }
@@ -173,6 +179,11 @@ static RUNNING: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// CPU: reschedule at the next safe point (a tick or a reschedule IPI
 /// from user or guest mode, a vCPU's next exit, the idle loop).
 static RESCHED: [core::sync::atomic::AtomicBool; MAX_CPUS] = [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+/// The world each CPU runs now (its `CpuState::current`), for a lookup
+/// of the running world without taking the CPU's lock (every system call
+/// starts with one). Changed only by its own CPU, together with `current`.
+static CURRENT: [core::sync::atomic::AtomicPtr<World>; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 /// Sleeping worlds by wake-up time.
 static SLEEPERS: Mutex<BTreeSet<(u64, WorldId)>> = Mutex::new(BTreeSet::new());
 
@@ -204,6 +215,7 @@ pub fn init_this_cpu() {
         entry: Mutex::new(None),
     });
     let mut c = CPUS[gdt::cpu_index() as usize].lock();
+    CURRENT[gdt::cpu_index() as usize].store(Arc::as_ptr(&idle).cast_mut(), Ordering::Release);
     c.current = Some(idle.clone());
     c.idle = Some(idle);
 }
@@ -330,8 +342,29 @@ fn least_loaded_cpu() -> u32 {
     (NEXT.fetch_add(1, Ordering::Relaxed) % gdt::cpus_online().max(1) as u64) as u32
 }
 
+/// Runs `f` on the running world without taking a reference to it (the
+/// system-call path looks up its thread this way).
+pub fn with_current<R>(f: impl FnOnce(&World) -> R) -> Option<R> {
+    let p = CURRENT.get(gdt::cpu_index() as usize)?.load(Ordering::Acquire);
+    // SAFETY: as in `current`: this CPU's current world stays alive while
+    // its own code runs — even if `f` blocks, a world is only freed after
+    // it died, and a dead world never runs again.
+    unsafe { p.as_ref() }.map(f)
+}
+
 pub fn current() -> Option<Arc<World>> {
-    CPUS[gdt::cpu_index() as usize].lock().current.clone()
+    let p = CURRENT.get(gdt::cpu_index() as usize)?.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is this CPU's `CpuState::current` (stored with it), whose
+    // Arc keeps the world alive while it is current; only this CPU changes
+    // it, and this code runs on this CPU (the kernel is not preemptible),
+    // so the world cannot be released between the load and the increment.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
 }
 
 /// The running world's ID and name for the panic report; without waiting
@@ -613,6 +646,7 @@ pub fn schedule() {
     if Arc::ptr_eq(&next, &prev) {
         return;
     }
+    CURRENT[cpu as usize].store(Arc::as_ptr(&next).cast_mut(), Ordering::Release);
     c.current = Some(next.clone());
     c.prev = Some(prev.clone());
     RUNNING[cpu as usize].store(if next.kind == WorldKind::Idle { 0 } else { next.id }, Ordering::Release);

@@ -60,6 +60,8 @@ struct VcpuSlot {
     hw_frames: AtomicU64,
     /// MSR_KVM_SYSTEM_TIME_NEW as the guest last wrote it.
     kvm_system_time: AtomicU64,
+    /// Kicked since its last full pass before entry (`before_entry`).
+    kicked: AtomicBool,
 }
 
 /// Exit counters by reason (`VmStatsRecord` order).
@@ -325,6 +327,7 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
             run_ns: AtomicU64::new(0),
             hw_frames: AtomicU64::new(0),
             kvm_system_time: AtomicU64::new(0),
+            kicked: AtomicBool::new(false),
         })
         .collect();
     let vm = Arc::new(Vm {
@@ -516,6 +519,9 @@ impl Vm {
     /// Returns whether that vCPU's world is queued on this host CPU (and
     /// is not the caller): it then runs only when this world gives way.
     fn kick(&self, i: usize) -> bool {
+        if let Some(s) = self.vcpus.get(i) {
+            s.kicked.store(true, Ordering::Release);
+        }
         let Some(w) = self.vcpus.get(i).map(|s| s.world.load(Ordering::Acquire)) else { return false };
         if w == 0 {
             return false;
@@ -873,34 +879,29 @@ fn cpuid(leaf: u32, sub: u32, vcpu: usize, vcpus: usize) -> [u32; 4] {
 }
 
 fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu: &mut crate::arch::context::FpuState, msrs: &mut VirtualMsrs, debug: &mut DebugRegs) -> Stop {
-    let slot = &vm.vcpus[index];
     let count = |k: usize| vm.exit_counts.0[k].fetch_add(1, Ordering::Relaxed);
     // The exit handler completed the guest's instruction (moved RIP past
     // it): an STI / MOV SS shadow the exit reported covered that
     // instruction and has ended, though the VMCB still says "shadow".
     let mut completed = false;
+    // The next device deadline (as a host TSC value) the last full pass saw, and
+    // whether the next entry may skip that pass (see the CPUID fast path).
+    let mut deadline = 0;
+    let mut reenter = false;
+    let mut cpuid_cache = CpuidCache::default();
     loop {
-        if vm.stop_requested.load(Ordering::Acquire) {
-            return Stop::Requested;
+        if !core::mem::take(&mut reenter)
+            && let Some(stop) = before_entry(vm, index, v, debug, completed, &mut deadline)
+        {
+            return stop;
         }
-        if slot.init.load(Ordering::Acquire) {
-            return Stop::Init;
-        }
-        while vm.paused.load(Ordering::Acquire) && !vm.stop_requested.load(Ordering::Acquire) {
-            world::block_until(time::uptime_ns() + 100_000_000);
-        }
-        if !hv::may_enter_guest_here() {
-            // Not reached while the scheduler honours the vCPU's CPU set;
-            // if it ever is, move rather than enter the guest here.
-            let me = world::current_id();
-            world::with_policy(|p| p.set_allowed_cpus(me, hv::guest_cpus()).ok());
-            world::yield_now();
-            continue;
-        }
-        inject_interrupt(vm, index, v, completed);
-        load_debug_regs(v, debug);
         let exit = v.run(regs, fpu);
         vm.exits.fetch_add(1, Ordering::Relaxed);
+        if cpuid_fast_path(vm, index, v, regs, &exit, deadline, &mut cpuid_cache) {
+            completed = true;
+            reenter = true;
+            continue;
+        }
         let now = time::uptime_ns();
         let rip = v.rip();
         // Single-stepping (RFLAGS.TF) over an instruction the VMM completes
@@ -930,22 +931,7 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             }
             Exit::Cpuid => {
                 count(api::VM_EXIT_CPUID);
-                let (leaf, sub) = (regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
-                let mut r = cpuid(leaf, sub, index, vm.vcpus.len());
-                // Hypervisor leaf 0x40000001 EAX bit 0: guest hardware
-                // breakpoints do not fire on this host (QEMU 7.2 TCG's VMRUN
-                // loads the VMCB's DR7 without arming its breakpoints).
-                if leaf == 0x4000_0001 && hv::guest_breakpoints_unavailable() {
-                    r[0] |= 1;
-                }
-                // CPUID.1:EDX.APIC (and AMD's copy) follows IA32_APIC_BASE.EN.
-                if matches!(leaf, 1 | 0x8000_0001) && !vm.platform.lock().lapic_enabled(index) {
-                    r[3] &= !(1 << 9);
-                }
-                regs.gpr[RAX] = r[0] as u64;
-                regs.gpr[RBX] = r[1] as u64;
-                regs.gpr[RCX] = r[2] as u64;
-                regs.gpr[RDX] = r[3] as u64;
+                emulate_cpuid(vm, index, regs, &mut cpuid_cache);
                 v.set_rip(rip + 2);
             }
             Exit::Msr { write } => {
@@ -1125,6 +1111,93 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
     }
 }
 
+/// Everything a vCPU checks before it enters the guest: stop, INIT and
+/// pause requests, the CPU it runs on, interrupts to inject, breakpoints.
+/// Leaves in `deadline` the next time a device model has work.
+fn before_entry(vm: &Vm, index: usize, v: &mut dyn VcpuHw, debug: &DebugRegs, completed: bool, deadline: &mut u64) -> Option<Stop> {
+    let slot = &vm.vcpus[index];
+    loop {
+        // A kick from now on (a device, another vCPU, a request) sends the
+        // next CPUID exit through this pass again.
+        slot.kicked.store(false, Ordering::Release);
+        if vm.stop_requested.load(Ordering::Acquire) {
+            return Some(Stop::Requested);
+        }
+        if slot.init.load(Ordering::Acquire) {
+            return Some(Stop::Init);
+        }
+        while vm.paused.load(Ordering::Acquire) && !vm.stop_requested.load(Ordering::Acquire) {
+            world::block_until(time::uptime_ns() + 100_000_000);
+        }
+        if !hv::may_enter_guest_here() {
+            // Not reached while the scheduler honours the vCPU's CPU set;
+            // if it ever is, move rather than enter the guest here.
+            let me = world::current_id();
+            world::with_policy(|p| p.set_allowed_cpus(me, hv::guest_cpus()).ok());
+            world::yield_now();
+            continue;
+        }
+        *deadline = time::tsc_at_uptime(inject_interrupt(vm, index, v, completed));
+        load_debug_regs(v, debug);
+        return None;
+    }
+}
+
+/// CPUID, the commonest exit of real guests (serialising, feature probes
+/// in loops), handled before the generic dispatch: the result, RIP past
+/// it, and straight back into the guest when nothing else can need this
+/// vCPU — no kick since the last full pass (`before_entry`: stop, INIT,
+/// pause, interrupts from devices or other vCPUs all kick), no device
+/// deadline due, no single-step to report. False: not handled here.
+fn cpuid_fast_path(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, exit: &Exit, deadline: u64, cache: &mut CpuidCache) -> bool {
+    if !matches!(exit, Exit::Cpuid) || v.rflags() & (1 << 8) != 0 {
+        return false;
+    }
+    if vm.vcpus[index].kicked.load(Ordering::Acquire) || cpu::rdtsc() >= deadline {
+        return false;
+    }
+    vm.exit_counts.0[api::VM_EXIT_CPUID].fetch_add(1, Ordering::Relaxed);
+    emulate_cpuid(vm, index, regs, cache);
+    let rip = v.rip();
+    v.set_rip(rip + 2);
+    true
+}
+
+/// The last CPUID leaf a vCPU asked for and the virtual CPU's answer:
+/// apart from the APIC bit (applied after it) an answer never changes for
+/// a vCPU, and guests repeat the same leaf in loops.
+#[derive(Default)]
+struct CpuidCache {
+    last: Option<((u32, u32), [u32; 4])>,
+}
+
+/// CPUID as the virtual CPU answers it (`vmm::cpuid`), into RAX..RDX.
+fn emulate_cpuid(vm: &Vm, index: usize, regs: &mut GuestRegs, cache: &mut CpuidCache) {
+    let (leaf, sub) = (regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
+    let mut r = match cache.last {
+        Some((key, r)) if key == (leaf, sub) => r,
+        _ => {
+            let mut r = cpuid(leaf, sub, index, vm.vcpus.len());
+            // Hypervisor leaf 0x40000001 EAX bit 0: guest hardware
+            // breakpoints do not fire on this host (QEMU 7.2 TCG's VMRUN
+            // loads the VMCB's DR7 without arming its breakpoints).
+            if leaf == 0x4000_0001 && hv::guest_breakpoints_unavailable() {
+                r[0] |= 1;
+            }
+            cache.last = Some(((leaf, sub), r));
+            r
+        }
+    };
+    // CPUID.1:EDX.APIC (and AMD's copy) follows IA32_APIC_BASE.EN.
+    if matches!(leaf, 1 | 0x8000_0001) && !vm.platform.lock().lapic_enabled(index) {
+        r[3] &= !(1 << 9);
+    }
+    regs.gpr[RAX] = r[0] as u64;
+    regs.gpr[RBX] = r[1] as u64;
+    regs.gpr[RCX] = r[2] as u64;
+    regs.gpr[RDX] = r[3] as u64;
+}
+
 /// RDMSR/WRMSR of a kvmclock MSR: writes fill in the guest's time
 /// structures. False: #GP (the address is not guest RAM).
 fn kvmclock_msr(vm: &Vm, index: usize, msr: u32, write: bool, regs: &mut GuestRegs) -> bool {
@@ -1194,12 +1267,21 @@ fn halt(vm: &Vm, index: usize, v: &mut dyn VcpuHw) -> Option<Stop> {
 /// completed the instruction the guest exited on, so an interrupt shadow
 /// the backend still reports is over (`sti; hlt` must take the interrupt
 /// that ends the HLT before the next instruction, as on hardware).
-fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw, completed: bool) {
+/// Returns the next time (guest ns) a device model has work: until then,
+/// and without a kick, no interrupt can become pending for this vCPU.
+/// 0 (no fast re-entry) while an event waits for delivery.
+fn inject_interrupt(vm: &Vm, index: usize, v: &mut dyn VcpuHw, completed: bool) -> u64 {
     if v.event_pending() {
-        return;
+        return 0;
     }
     let mut p = vm.platform.lock();
     p.advance(time::uptime_ns());
+    let deadline = p.next_deadline().unwrap_or(u64::MAX);
+    inject_pending(&mut p, index, v, completed);
+    deadline
+}
+
+fn inject_pending(p: &mut Platform, index: usize, v: &mut dyn VcpuHw, completed: bool) {
     // An NMI waits (latched) while the guest still handles the last one.
     if p.lapics.get(index).is_some_and(|l| l.nmi_pending()) {
         if !v.nmi_blocked() && p.take_nmi(index) {

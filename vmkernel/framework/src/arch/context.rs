@@ -97,6 +97,74 @@ pub fn init_fpu_this_cpu() {
     XSAVE.store(true, Ordering::Relaxed);
 }
 
+/// Completes the running world's saved user extended state: after a
+/// system-call entry, which saved only XMM0-15 and MXCSR into the area (all
+/// that kernel code can clobber: it is compiled for baseline x86-64, whose
+/// SSE instructions leave x87 and the YMM upper halves alone), the rest is
+/// still in the registers. Puts the saved XMM registers back and saves
+/// everything into the area. Called before anything reads or replaces the
+/// area (signal frames, fork, exec, sigreturn) and before another world
+/// gets this CPU; a no-op when nothing is live. The return to ring 3 then
+/// reloads the whole area.
+pub fn save_live_user_state() {
+    let Some(c) = super::gdt::this_cpu() else { return };
+    if !c.user_state_live() {
+        return;
+    }
+    // SAFETY: gs:[FPU_AREA] is the running world's 64-byte aligned save
+    // area (set at its switch-in) and large enough for XSAVE with XCR0's
+    // components; the registers hold this world's user x87/AVX state
+    // (FPU_LIVE, set by the SYSCALL stub) and its XMM registers and MXCSR
+    // are in the area. The XMM registers are declared clobbered.
+    unsafe {
+        core::arch::asm!(
+            "mov rdi, gs:[{area}]",
+            "ldmxcsr [rdi + 24]",
+            "movaps xmm0, [rdi + 160]",
+            "movaps xmm1, [rdi + 176]",
+            "movaps xmm2, [rdi + 192]",
+            "movaps xmm3, [rdi + 208]",
+            "movaps xmm4, [rdi + 224]",
+            "movaps xmm5, [rdi + 240]",
+            "movaps xmm6, [rdi + 256]",
+            "movaps xmm7, [rdi + 272]",
+            "movaps xmm8, [rdi + 288]",
+            "movaps xmm9, [rdi + 304]",
+            "movaps xmm10, [rdi + 320]",
+            "movaps xmm11, [rdi + 336]",
+            "movaps xmm12, [rdi + 352]",
+            "movaps xmm13, [rdi + 368]",
+            "movaps xmm14, [rdi + 384]",
+            "movaps xmm15, [rdi + 400]",
+            "mov eax, -1",
+            "mov edx, -1",
+            "cmp qword ptr gs:[{use_xsave}], 0",
+            "je 2f",
+            "xsave64 [rdi]",
+            "jmp 3f",
+            "2:",
+            "fxsave64 [rdi]",
+            "3:",
+            "mov qword ptr gs:[{live}], 0",
+            area = const super::gdt::PERCPU_FPU_AREA,
+            use_xsave = const super::gdt::PERCPU_USE_XSAVE,
+            live = const super::gdt::PERCPU_FPU_LIVE,
+            out("rdi") _, out("rax") _, out("rdx") _,
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+            out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+            out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+            options(nostack),
+        );
+    }
+}
+
+/// Whether `area` is the save area the entry stubs of this CPU use now,
+/// i.e. its world is the running one.
+pub fn is_active_area(area: u64) -> bool {
+    super::gdt::this_cpu().is_some_and(|c| c.fpu_area() == area)
+}
+
 /// The extended-state components enabled in XCR0.
 pub fn xcr0() -> u64 {
     XCR0.load(Ordering::Relaxed)

@@ -46,6 +46,12 @@ pub struct PerCpu {
     fpu_area: core::sync::atomic::AtomicU64,
     /// gs:[40]: nonzero when XSAVE/XRSTOR are used (else FXSAVE/FXRSTOR).
     use_xsave: core::sync::atomic::AtomicU64,
+    /// gs:[48]: nonzero while the running world is in a system call whose
+    /// entry saved only what kernel code clobbers (XMM0-15 and MXCSR, into
+    /// the area): the rest of its user extended state (x87, the upper
+    /// halves of the YMM registers) is still in the registers and the
+    /// area's copy of it is stale (`context::save_live_user_state`).
+    fpu_live: core::sync::atomic::AtomicU64,
     /// Written only by this CPU (RSP0 on every world switch); read by the
     /// CPU on privilege changes.
     tss: core::cell::UnsafeCell<TaskStateSegment>,
@@ -62,6 +68,8 @@ pub const PERCPU_KERNEL_RSP: usize = 16;
 pub const PERCPU_USER_RSP: usize = 24;
 pub const PERCPU_FPU_AREA: usize = 32;
 pub const PERCPU_USE_XSAVE: usize = 40;
+pub const PERCPU_FPU_LIVE: usize = 48;
+const _: () = assert!(core::mem::offset_of!(PerCpu, fpu_live) == PERCPU_FPU_LIVE);
 const _: () = assert!(core::mem::offset_of!(PerCpu, fpu_area) == PERCPU_FPU_AREA);
 const _: () = assert!(core::mem::offset_of!(PerCpu, use_xsave) == PERCPU_USE_XSAVE);
 const _: () = assert!(core::mem::offset_of!(PerCpu, kernel_rsp) == PERCPU_KERNEL_RSP);
@@ -96,6 +104,7 @@ pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
         user_rsp_scratch: 0,
         fpu_area: core::sync::atomic::AtomicU64::new(0),
         use_xsave: core::sync::atomic::AtomicU64::new(0),
+        fpu_live: core::sync::atomic::AtomicU64::new(0),
         tss: core::cell::UnsafeCell::new(tss),
         gdt: GlobalDescriptorTable::new(),
         ticks: core::sync::atomic::AtomicU64::new(0),
@@ -148,11 +157,26 @@ pub fn tss_base() -> u64 {
     this_cpu().map_or(0, |c| c.tss.get() as u64)
 }
 
-/// Points the entry stubs at the running world's extended-state area.
+/// Points the entry stubs at the running world's extended-state area
+/// (on a world switch). The outgoing world's user state still in the
+/// registers is saved into its own area first.
 pub fn set_fpu_area(area: u64) {
+    super::context::save_live_user_state();
     if let Some(c) = this_cpu() {
         c.fpu_area.store(area, Ordering::Relaxed);
         c.use_xsave.store(super::context::uses_xsave() as u64, Ordering::Relaxed);
+    }
+}
+
+impl PerCpu {
+    /// See the `fpu_live` field.
+    pub fn user_state_live(&self) -> bool {
+        self.fpu_live.load(Ordering::Relaxed) != 0
+    }
+
+    /// The running world's extended-state save area.
+    pub fn fpu_area(&self) -> u64 {
+        self.fpu_area.load(Ordering::Relaxed)
     }
 }
 

@@ -3,9 +3,12 @@
 //!
 //! SYSCALL builds the same [`TrapFrame`] an interrupt from ring 3 does, so
 //! one frame type serves system calls, faults, signals, fork and exec. The
-//! return path is always IRETQ: it restores every register the frame holds
-//! and, unlike SYSRET, cannot fault in ring 0 on a non-canonical RIP that
-//! exec or a signal handler put there (docs/platform.md, "Hardware virtualization in the emulators": Intel's SYSRET erratum).
+//! return path takes SYSRET when the frame is still what SYSCALL left and
+//! IRETQ otherwise (`return_to_user`), so a non-canonical RIP that exec or
+//! a signal handler put there never reaches SYSRET (docs/platform.md,
+//! "Hardware virtualization in the emulators": Intel's SYSRET erratum). A
+//! system call saves only the part of the user's extended state kernel code
+//! can clobber; `context::save_live_user_state` completes it on demand.
 
 use core::arch::naked_asm;
 
@@ -91,17 +94,30 @@ unsafe extern "C" fn syscall_entry() {
         "push r13",
         "push r14",
         "push r15",
-        // Save the user's extended state before compiled code runs.
+        // Save what compiled kernel code can clobber of the user's extended
+        // state — XMM0-15 and MXCSR, into their FXSAVE/XSAVE slots of the
+        // world's area — and leave the rest (x87, YMM upper halves) in the
+        // registers: `context::save_live_user_state` completes the area
+        // when something needs it or another world gets the CPU.
         "mov rdi, gs:[{fpu_area}]",
-        "mov eax, -1",
-        "mov edx, -1",
-        "cmp qword ptr gs:[{use_xsave}], 0",
-        "je 2f",
-        "xsave64 [rdi]",
-        "jmp 3f",
-        "2:",
-        "fxsave64 [rdi]",
-        "3:",
+        "stmxcsr [rdi + 24]",
+        "movaps [rdi + 160], xmm0",
+        "movaps [rdi + 176], xmm1",
+        "movaps [rdi + 192], xmm2",
+        "movaps [rdi + 208], xmm3",
+        "movaps [rdi + 224], xmm4",
+        "movaps [rdi + 240], xmm5",
+        "movaps [rdi + 256], xmm6",
+        "movaps [rdi + 272], xmm7",
+        "movaps [rdi + 288], xmm8",
+        "movaps [rdi + 304], xmm9",
+        "movaps [rdi + 320], xmm10",
+        "movaps [rdi + 336], xmm11",
+        "movaps [rdi + 352], xmm12",
+        "movaps [rdi + 368], xmm13",
+        "movaps [rdi + 384], xmm14",
+        "movaps [rdi + 400], xmm15",
+        "mov qword ptr gs:[{fpu_live}], 1",
         "mov rdi, rsp",
         "xor ebp, ebp",
         "cld",
@@ -113,27 +129,106 @@ unsafe extern "C" fn syscall_entry() {
         ucs = const USER_CS as u64,
         vector = const SYSCALL_VECTOR,
         fpu_area = const super::gdt::PERCPU_FPU_AREA,
-        use_xsave = const super::gdt::PERCPU_USE_XSAVE,
+        fpu_live = const super::gdt::PERCPU_FPU_LIVE,
         dispatch = sym dispatch,
         ret = sym return_to_user,
     )
 }
 
+/// TrapFrame offsets for the return path.
+const F_R11: usize = core::mem::offset_of!(TrapFrame, r11);
+const F_RCX: usize = core::mem::offset_of!(TrapFrame, rcx);
+const F_RIP: usize = core::mem::offset_of!(TrapFrame, rip);
+const F_CS: usize = core::mem::offset_of!(TrapFrame, cs);
+const F_RFLAGS: usize = core::mem::offset_of!(TrapFrame, rflags);
+const F_SS: usize = core::mem::offset_of!(TrapFrame, ss);
+/// RFLAGS.TF and RFLAGS.RF: SYSRET cannot restore RF, and with TF it would
+/// trap right after the first user instruction instead of before it.
+const RFLAGS_TF_RF: u64 = (1 << 8) | (1 << 16);
+
 /// Reloads the running world's extended state, pops a TrapFrame that sits
-/// at the current stack pointer and returns to ring 3 with IRETQ.
+/// at the current stack pointer and returns to ring 3.
+///
+/// The extended state: after a system call that left the rest in the
+/// registers (FPU_LIVE), only XMM0-15 and MXCSR; else the whole area.
+///
+/// The return: SYSRET when the frame is what SYSCALL left, as it is after
+/// almost every call — RCX = RIP and R11 = RFLAGS (SYSRET loads RIP and
+/// RFLAGS from them), the user selectors, neither TF nor RF, and a RIP in
+/// the user half, which also makes it canonical: SYSRET to a non-canonical
+/// RIP faults in ring 0 on the user's stack on Intel CPUs
+/// (docs/platform.md, "Hardware virtualization in the emulators").
+/// Anything else (signal delivery, sigreturn, exec, a new world) returns
+/// with IRETQ, which restores every register of the frame.
 #[unsafe(naked)]
 unsafe extern "C" fn return_to_user() {
     naked_asm!(
         "mov rdi, gs:[{fpu_area}]",
+        "cmp qword ptr gs:[{fpu_live}], 0",
+        "je 2f",
+        "ldmxcsr [rdi + 24]",
+        "movaps xmm0, [rdi + 160]",
+        "movaps xmm1, [rdi + 176]",
+        "movaps xmm2, [rdi + 192]",
+        "movaps xmm3, [rdi + 208]",
+        "movaps xmm4, [rdi + 224]",
+        "movaps xmm5, [rdi + 240]",
+        "movaps xmm6, [rdi + 256]",
+        "movaps xmm7, [rdi + 272]",
+        "movaps xmm8, [rdi + 288]",
+        "movaps xmm9, [rdi + 304]",
+        "movaps xmm10, [rdi + 320]",
+        "movaps xmm11, [rdi + 336]",
+        "movaps xmm12, [rdi + 352]",
+        "movaps xmm13, [rdi + 368]",
+        "movaps xmm14, [rdi + 384]",
+        "movaps xmm15, [rdi + 400]",
+        "jmp 4f",
+        "2:",
         "mov eax, -1",
         "mov edx, -1",
         "cmp qword ptr gs:[{use_xsave}], 0",
-        "je 2f",
+        "je 3f",
         "xrstor64 [rdi]",
-        "jmp 3f",
-        "2:",
-        "fxrstor64 [rdi]",
+        "jmp 4f",
         "3:",
+        "fxrstor64 [rdi]",
+        "4:",
+        // SYSRET or IRETQ (see above).
+        "mov rcx, [rsp + {f_rip}]",
+        "cmp rcx, [rsp + {f_rcx}]",
+        "jne 5f",
+        "mov r11, [rsp + {f_rflags}]",
+        "cmp r11, [rsp + {f_r11}]",
+        "jne 5f",
+        "test r11, {tf_rf}",
+        "jnz 5f",
+        "cmp qword ptr [rsp + {f_cs}], {ucs}",
+        "jne 5f",
+        "cmp qword ptr [rsp + {f_ss}], {uds}",
+        "jne 5f",
+        "shr rcx, 47",
+        "jnz 5f",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
+        "pop rax",
+        // vector, error code, rip, cs, rflags, then the user's rsp.
+        "mov rsp, [rsp + 40]",
+        "swapgs",
+        "sysretq",
+        "5:",
         "pop r15",
         "pop r14",
         "pop r13",
@@ -153,7 +248,17 @@ unsafe extern "C" fn return_to_user() {
         "swapgs",
         "iretq",
         fpu_area = const super::gdt::PERCPU_FPU_AREA,
+        fpu_live = const super::gdt::PERCPU_FPU_LIVE,
         use_xsave = const super::gdt::PERCPU_USE_XSAVE,
+        f_rip = const F_RIP,
+        f_rcx = const F_RCX,
+        f_rflags = const F_RFLAGS,
+        f_r11 = const F_R11,
+        f_cs = const F_CS,
+        f_ss = const F_SS,
+        tf_rf = const RFLAGS_TF_RF,
+        ucs = const USER_CS as u64,
+        uds = const USER_DS as u64,
     )
 }
 

@@ -46,7 +46,9 @@ trap_common:
     push %r14
     push %r15
     /* From ring 3: save the user's extended state before compiled code
-       (which uses SSE) runs. */
+       (which uses SSE) runs — all of it (interrupts and faults are rare
+       next to system calls, which save only what the kernel clobbers):
+       the area is complete, nothing is left live in the registers. */
     testb $3, 144(%rsp)
     jz 3f
     mov %gs:32, %rdi
@@ -55,9 +57,11 @@ trap_common:
     cmpq $0, %gs:40
     je 4f
     xsave64 (%rdi)
-    jmp 3f
+    jmp 7f
 4:
     fxsave64 (%rdi)
+7:
+    movq $0, %gs:48
 3:
     mov %rsp, %rdi
     cld

@@ -276,6 +276,12 @@ pub(crate) fn alloc_user_frame() -> Option<u64> {
     alloc_frame()
 }
 
+/// Whether user memory is (nearly) exhausted: fewer than `margin` frames
+/// above the kernel's reserve.
+pub fn user_frames_low(margin: u64) -> bool {
+    free_frames() <= kernel_reserve_frames() + margin
+}
+
 /// Frames in a 2 MiB large page.
 pub const FRAMES_PER_2M: u64 = 512;
 

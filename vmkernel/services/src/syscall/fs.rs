@@ -91,20 +91,39 @@ fn epipe(cx: &Ctx, e: i64) -> i64 {
 }
 
 const MAX_IO: usize = 1 << 20;
+/// Reads and writes up to this size go through a buffer on the kernel
+/// stack instead of the heap (pipes and terminals mostly move a few bytes).
+const SMALL_IO: usize = 512;
 
 fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
-    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
-    let n = blocking(&f, || f.read(&mut data))?;
+    let len = (len as usize).min(MAX_IO);
+    let mut small = [0u8; SMALL_IO];
+    let mut heap;
+    let data: &mut [u8] = if len <= SMALL_IO {
+        &mut small[..len]
+    } else {
+        heap = super::zeroed_buffer(len)?;
+        &mut heap
+    };
+    let n = blocking(&f, || f.read(data))?;
     cx.p.copy_to_user(buf, &data[..n])?;
     Ok(n as i64)
 }
 
 fn write(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
-    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
-    cx.p.copy_from_user(buf, &mut data)?;
-    blocking(&f, || f.write(&data)).map(|n| n as i64).map_err(|e| epipe(cx, e))
+    let len = (len as usize).min(MAX_IO);
+    let mut small = [0u8; SMALL_IO];
+    let mut heap;
+    let data: &mut [u8] = if len <= SMALL_IO {
+        &mut small[..len]
+    } else {
+        heap = super::zeroed_buffer(len)?;
+        &mut heap
+    };
+    cx.p.copy_from_user(buf, data)?;
+    blocking(&f, || f.write(data)).map(|n| n as i64).map_err(|e| epipe(cx, e))
 }
 
 fn iovecs(p: &Process, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i64> {

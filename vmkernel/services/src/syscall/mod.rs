@@ -99,6 +99,9 @@ pub fn dispatch(f: &mut TrapFrame) {
         56..=58 => Some(proc::clone(&cx, n, a, f)),
         _ => Some(call(&cx, n, a)),
     };
+    // Most calls return with no signal to act on: then the return path
+    // need not look the thread up again.
+    let signals = crate::uw::signal::has_deliverable(&cx.t) || r.is_none();
     drop(cx);
     if let Some(r) = r {
         let v = match r {
@@ -114,7 +117,12 @@ pub fn dispatch(f: &mut TrapFrame) {
         f.rax = v as u64;
         log::trace!("pid {} {}({:#x}, {:#x}, {:#x}) = {}", cx_pid(), nr::name(n).unwrap_or("?"), a[0], a[1], a[2], v);
     }
-    crate::uw::signal::deliver_on_return(f);
+    // (exec, sigreturn and signal-interrupted calls have r = None or
+    // ERESTARTSYS; a signal that arrives from another CPU after the check
+    // is acted on at the next entry, as one arriving after the return.)
+    if signals {
+        crate::uw::signal::deliver_on_return(f);
+    }
 }
 
 fn cx_pid() -> u32 {

@@ -7,7 +7,8 @@ use core::sync::atomic::Ordering;
 use vmkernel::elf::{self, LoadOptions, USER_END};
 use vmkernel::linux_abi::flags::mman::{MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, PROT_READ, PROT_WRITE};
 use vmkernel::user_stack::{self, AuxFacts};
-use vmkernel::vfs::Errno;
+use vmkernel::vfs::{Errno, OpenFile};
+use vmkernel::vm_regions::MmapFile;
 
 use super::fault::pte_flags;
 use super::files;
@@ -17,7 +18,6 @@ use crate::{mm, world};
 
 /// Initial stack area mapped at exec (it grows down on demand after that).
 const STACK_INITIAL: u64 = 128 * 1024;
-const MAX_EXEC_SIZE: u64 = 256 << 20;
 
 /// A loaded program, not yet installed in the process.
 pub struct Image {
@@ -28,25 +28,67 @@ pub struct Image {
     pub argv: Vec<Vec<u8>>,
 }
 
-fn read_all(f: &vmkernel::vfs::OpenFile) -> Result<Vec<u8>, Errno> {
-    let size = f.stat().size;
-    if size > MAX_EXEC_SIZE {
-        return Err(Errno::ENOMEM);
+/// The executable a process image pages in from: its segments are mapped
+/// as private areas backed by the open file and each page is read on its
+/// first touch (`fault`), so exec costs what the program uses, not the
+/// file's size. Linux refuses writes to a running executable (ETXTBSY);
+/// Mantle does not, so the file's size and modification time at exec are
+/// kept and a page is read only while they are unchanged: a program whose
+/// file was rewritten under it faults (SIGSEGV) instead of running a mix
+/// of two versions.
+pub struct ExecImage {
+    file: Arc<OpenFile>,
+    size: u64,
+    mtime: vmkernel::vfs::Timespec,
+    mappings: Vec<elf::Mapping>,
+}
+
+impl ExecImage {
+    /// The areas' backing id (the open file's address, unique while the
+    /// image lives, as for other file mappings).
+    pub fn id(&self) -> u64 {
+        Arc::as_ptr(&self.file) as u64
     }
-    // Up to MAX_EXEC_SIZE: ENOMEM when the heap cannot hold it.
-    let mut data = Vec::new();
-    data.try_reserve_exact(size as usize).map_err(|_| Errno::ENOMEM)?;
-    data.resize(size as usize, 0);
-    let mut off = 0;
-    while off < data.len() {
-        let n = f.pread(off as u64, &mut data[off..])?;
-        if n == 0 {
-            data.truncate(off);
-            break;
+
+    /// The first content of the page at `page` whose area maps the file
+    /// from `file_offset`: file bytes, then zeros past the segment's file
+    /// part. False if no segment maps that page from that offset, or the
+    /// file changed or cannot be read.
+    pub fn fill_page(&self, page: u64, file_offset: u64, buf: &mut [u8; 4096]) -> bool {
+        let Some(m) = self.mappings.iter().find(|m| m.start <= page && page < m.end) else { return false };
+        if m.file_offset + (page - m.start) != file_offset {
+            return false;
         }
-        off += n;
+        let st = self.file.stat();
+        if st.size != self.size || st.mtime != self.mtime {
+            log::warn!("an executable changed while it runs: its process cannot page in {page:#x}");
+            return false;
+        }
+        m.fill(&FileReader { file: &self.file, size: self.size }, page - m.start, buf).is_ok()
     }
-    Ok(data)
+}
+
+/// The ELF parser's view of an open file: positioned reads.
+struct FileReader<'a> {
+    file: &'a OpenFile,
+    size: u64,
+}
+
+impl elf::ReadAt for FileReader<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), i32> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.pread(offset + done as u64, &mut buf[done..]) {
+                Ok(0) => return Err(vmkernel::linux_abi::errno::EIO),
+                Ok(n) => done += n,
+                Err(e) => return Err(e.0),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Loads `path` for process `p` (its credentials and cwd) with `argv` and
@@ -59,17 +101,19 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
     let vfs = files::vfs().ok_or(Errno::ENOENT)?;
     let cred = p.creds();
     let cwd = p.cwd.lock().clone().unwrap_or_else(|| vfs.root());
-    let f = vfs.open_exec(&cred, &cwd, path)?;
-    let data = read_all(&f)?;
-    drop(f);
-    if data.starts_with(b"#!") {
+    let f = Arc::new(vfs.open_exec(&cred, &cwd, path)?);
+    let st = f.stat();
+    let mut head = [0u8; 256];
+    let head_len = f.pread(0, &mut head)?;
+    let head = &head[..head_len];
+    if head.starts_with(b"#!") {
         if depth > 2 {
             return Err(Errno::ELOOP);
         }
         // "#!interpreter [one argument]": run the interpreter with the
         // script's path in place of argv[0].
-        let line_end = data.iter().position(|&c| c == b'\n').unwrap_or(data.len()).min(256);
-        let line = &data[2..line_end];
+        let line_end = head.iter().position(|&c| c == b'\n').unwrap_or(head.len());
+        let line = &head[2..line_end];
         let mut parts = line.splitn(2, |&c| c == b' ' || c == b'\t').map(|s| s.trim_ascii()).filter(|s| !s.is_empty());
         let interp = parts.next().ok_or(Errno::ENOEXEC)?.to_vec();
         let mut nargv = alloc::vec![interp.clone()];
@@ -80,24 +124,24 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
         nargv.extend(argv.into_iter().skip(1));
         return load_depth(p, &interp, nargv, envp, depth + 1);
     }
-    let plan = elf::parse(&data[..], &LoadOptions::default()).map_err(|e| {
+    let plan = elf::parse(&FileReader { file: &f, size: st.size }, &LoadOptions::default()).map_err(|e| {
         log::info!("exec {}: {e}", alloc::string::String::from_utf8_lossy(path));
         Errno(e.errno())
     })?;
-    let m = Mm::new().ok_or(Errno::ENOMEM)?;
+    let image = Arc::new(ExecImage { file: f, size: st.size, mtime: st.mtime, mappings: plan.mappings.clone() });
+    let m = Mm::with_image(Some(image.clone())).ok_or(Errno::ENOMEM)?;
     {
         let mut vm = m.vm.lock();
         for seg in &plan.mappings {
-            let mut page = [0u8; 4096];
-            let mut off = 0;
-            while off < seg.len() {
-                seg.fill(&data[..], off, &mut page).map_err(|e| Errno(e.errno()))?;
-                let frame = mm::UserFrame::alloc_with(&page).ok_or(Errno::ENOMEM)?;
-                m.space.map(seg.start + off, frame, pte_flags(seg.prot)).map_err(|_| Errno::ENOEXEC)?;
-                off += 4096;
-            }
-            vm.mmap(seg.start, seg.len(), seg.prot, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, None, 0)
-                .map_err(Errno)?;
+            // Private areas backed by the executable: pages come in on
+            // first touch (`ExecImage::fill_page`); a segment with no file
+            // bytes (all .bss) is plain anonymous memory.
+            let (flags, file) = if seg.file_len > 0 {
+                (MAP_PRIVATE | MAP_FIXED, Some(MmapFile { id: image.id(), readable: true, writable: false }))
+            } else {
+                (MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, None)
+            };
+            vm.mmap(seg.start, seg.len(), seg.prot, flags, file, seg.file_offset).map_err(Errno)?;
         }
         vm.set_initial_brk(plan.brk);
         let top = USER_END;

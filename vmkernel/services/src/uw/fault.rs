@@ -27,7 +27,32 @@ pub fn resolve(mm: &Mm, va: u64, write: bool) -> bool {
     resolve_access(mm, va, if write { Access::Write } else { Access::Read })
 }
 
+/// Free frames above the kernel's reserve below which a failed fault is
+/// taken for a lack of memory.
+const LOW_FRAMES: u64 = 64;
+/// How long a fault waits for memory, in 10 ms steps.
+const OOM_WAITS: u32 = 20;
+
 fn resolve_access(mm: &Mm, va: u64, access: Access) -> bool {
+    let mut waits = 0;
+    loop {
+        if resolve_once(mm, va, access) {
+            return true;
+        }
+        // Out of memory rather than a bad access: a process that just hit
+        // the limit is usually about to give its frames back as it dies
+        // (the hog that exhausted memory is killed by its own failed
+        // fault). Wait for them a little, as Linux's faults stall under
+        // memory pressure, before this fault fails too.
+        if waits >= OOM_WAITS || !mm::user_frames_low(LOW_FRAMES) {
+            return false;
+        }
+        waits += 1;
+        crate::world::sleep_ns(10_000_000);
+    }
+}
+
+fn resolve_once(mm: &Mm, va: u64, access: Access) -> bool {
     let page = va & !0xfff;
     let vma = match mm.vm.lock().fault_lookup(va, access) {
         Ok(v) => v,
@@ -42,8 +67,25 @@ fn resolve_access(mm: &Mm, va: u64, access: Access) -> bool {
             true
         }
         None => {
-            // Not present: a fresh zeroed page (file contents are copied in
-            // when a file mapping is made, so only anonymous memory faults).
+            // Not present: the executable's page on its first touch, else
+            // a fresh zeroed page (other file mappings are copied in when
+            // they are made, so only anonymous memory faults).
+            if let (vmkernel::vm_regions::Backing::File { id, offset }, Some(image)) = (vma.backing, &mm.image)
+                && id == image.id()
+            {
+                let mut buf = [0u8; 4096];
+                if !image.fill_page(page, offset + (page - vma.start), &mut buf) {
+                    return false;
+                }
+                let Some(frame) = mm::UserFrame::alloc_with(&buf) else {
+                    log::warn!("out of memory on a user page fault at {va:#x}");
+                    return false;
+                };
+                if mm.space.map(page, frame, pte_flags(vma.prot)).is_err() {
+                    return mm.space.translate(page).is_some();
+                }
+                return true;
+            }
             let Some(frame) = mm::UserFrame::alloc() else {
                 log::warn!("out of memory on a user page fault at {va:#x}");
                 return false;

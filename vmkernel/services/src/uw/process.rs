@@ -52,15 +52,23 @@ pub struct Mm {
     pub group: AtomicU32,
     /// Bytes of writable mappings charged (see `commit`).
     pub committed: AtomicU64,
+    /// The executable whose segments page in on demand (exec).
+    pub image: Option<Arc<super::exec::ExecImage>>,
 }
 
 impl Mm {
     pub fn new() -> Option<Arc<Mm>> {
+        Self::with_image(None)
+    }
+
+    /// An empty address space whose areas backed by `image` page in from it.
+    pub fn with_image(image: Option<Arc<super::exec::ExecImage>>) -> Option<Arc<Mm>> {
         Some(Arc::new(Mm {
             space: Arc::new(AddressSpace::new()?),
             vm: Mutex::new(VmMap::new(DEFAULT_MMAP_BASE)),
             group: AtomicU32::new(world::default_group()),
             committed: AtomicU64::new(0),
+            image,
         }))
     }
 
@@ -82,6 +90,9 @@ impl Mm {
             vm: Mutex::new(vm),
             group: AtomicU32::new(self.group.load(Ordering::Relaxed)),
             committed: AtomicU64::new(0),
+            // Pages of the executable neither has touched yet page in from
+            // the same file in both.
+            image: self.image.clone(),
         });
         super::commit::recharge(&child);
         Some(child)
@@ -368,7 +379,11 @@ pub fn walk_user(mm: &Mm, addr: u64, len: usize, write: bool, mut f: impl FnMut(
         return Err(-EFAULT);
     }
     let mut va = addr;
-    let mut spans: Vec<(u64, usize, usize)> = Vec::new();
+    // The pages are all resolved before any is copied (EFAULT copies
+    // nothing); the common short copy keeps its list on the stack.
+    let mut first = [(0u64, 0usize, 0usize); 4];
+    let mut count = 0;
+    let mut more: Vec<(u64, usize, usize)> = Vec::new();
     while va < end {
         let mut t = mm.space.translate(va);
         let ok = |t: &Option<paging::Translation>| {
@@ -385,10 +400,15 @@ pub fn walk_user(mm: &Mm, addr: u64, len: usize, write: bool, mut f: impl FnMut(
         }
         let Some(t) = t else { return Err(-EFAULT) };
         let n = ((4096 - (va & 0xfff)) as usize).min((end - va) as usize);
-        spans.push((t.phys, (va - addr) as usize, n));
+        let span = (t.phys, (va - addr) as usize, n);
+        match first.get_mut(count) {
+            Some(slot) => *slot = span,
+            None => more.push(span),
+        }
+        count += 1;
         va += n as u64;
     }
-    for (phys, off, n) in spans {
+    for &(phys, off, n) in first.iter().take(count).chain(more.iter()) {
         f(phys, off, n);
     }
     Ok(())
@@ -459,7 +479,7 @@ impl world::UserThread for Thread {
 }
 
 pub fn current_thread() -> Option<Arc<Thread>> {
-    world::current()?.thread.get().cloned()?.into_any().downcast::<Thread>().ok()
+    world::with_current(|w| w.thread.get().cloned())??.into_any().downcast::<Thread>().ok()
 }
 
 pub fn current() -> Option<Arc<Process>> {
@@ -537,6 +557,7 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
         vm: Mutex::new(VmMap::new(DEFAULT_MMAP_BASE)),
         group: AtomicU32::new(world::default_group()),
         committed: AtomicU64::new(0),
+        image: None,
     });
     *p.cwd.lock() = None;
     super::itimer::forget(p.pid);

@@ -132,6 +132,11 @@ fn deliverable(t: &Thread) -> u64 {
     pending & !(t.sigmask.load(Ordering::Acquire) & !UNBLOCKABLE)
 }
 
+/// Whether `t` has a signal to act on now.
+pub fn has_deliverable(t: &Thread) -> bool {
+    deliverable(t) != 0
+}
+
 /// Whether the current thread has a signal to act on (blocking calls
 /// return EINTR, or restart, when this becomes true).
 pub fn pending_for_current() -> bool {
