@@ -83,9 +83,9 @@ fn serve(path: &str, port: u16) -> Result<(), String> {
     let _ = std::fs::remove_file(path);
     let unix = UnixListener::bind(path).map_err(|e| format!("bind {path}: {e}"))?;
     println!("ipcecho: server pid {} ready", std::process::id());
-    // The socket stays open until the end: on Mantle, closing a UDP socket
-    // drops a reply the network world has not sent yet (vmk-net's ignored
-    // test `udp_close_sends_queued_datagrams_first`).
+    // The socket stays open until the end (once needed on Mantle, whose close
+    // dropped a reply not yet sent; vmk-net's `udp_close_sends_queued_datagrams_first`
+    // now shows the reply goes out).
     let udp = std::sync::Arc::new(udp);
     let keep = udp.clone();
     let echo = std::thread::spawn(move || -> Result<(), String> {

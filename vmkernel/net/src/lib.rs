@@ -52,6 +52,11 @@
 //!   `connect`/`listen`, as programs do.
 //! - `close` never blocks: `SO_LINGER` with a zero timeout resets the connection, other
 //!   values close it in the background.
+//! - `close` of a UDP socket with datagrams not yet transmitted (waiting for ARP, or for
+//!   the network world's next poll) keeps its smoltcp socket until they are out, at most
+//!   [`socket::LINGER_TIMEOUT`] and [`socket::MAX_LINGERING`] sockets; they are dropped
+//!   when the link goes down, when the budget is needed for open sockets, or when a new
+//!   socket binds their port (Linux would have sent them already).
 //! - Through an Ethernet interface a UDP datagram may carry at most
 //!   [`socket::MAX_FRAGMENTED_UDP`] bytes (smoltcp's fragmentation buffer); larger ones
 //!   fail with `EMSGSIZE` instead of being lost. Loopback takes Linux's 65507.

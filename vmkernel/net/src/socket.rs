@@ -134,6 +134,12 @@ const SYN_RECEIVED_TIMEOUT: Duration = Duration::from_secs(30);
 /// A closed connection still finishing its close is dropped after this long without
 /// an answer from the peer (Linux's `tcp_fin_timeout`).
 const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A closed UDP socket whose datagrams are still queued (on Linux they are out when
+/// `sendto` returns) keeps its smoltcp socket until they are sent, at most this long
+/// (a neighbour that never answers ARP).
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most this many closed UDP sockets linger; beyond, the oldest is released.
+pub const MAX_LINGERING: usize = 32;
 
 /// Linux `SOL_SOCKET` and `IPPROTO_*` option levels and names [`NetStack::setsockopt`]
 /// understands.
@@ -275,6 +281,15 @@ pub(crate) struct Sock {
     pub reserve: usize,
     pub seen: Snap,
     pub generation: u64,
+}
+
+/// The smoltcp socket of a closed UDP socket, kept until its transmit queue drains
+/// (see [`LINGER_TIMEOUT`]). Its buffers stay charged to the budget, but a charge that
+/// would fail releases lingering sockets first, oldest first.
+pub(crate) struct Lingering {
+    pub m: Member,
+    pub local: SocketAddrV4,
+    pub since: Instant,
 }
 
 /// A TCP connection closed by its owner that is still finishing (FIN handshake, RST).
@@ -425,6 +440,7 @@ impl<D: Device> NetStack<D> {
     fn port_in_use(&self, tcp: bool, port: u16) -> bool {
         self.socks.values().any(|s| matches!(s.body, Body::Tcp(_)) == tcp && s.local.is_some_and(|l| l.port() == port))
             || (tcp && self.orphans.iter().any(|o| self.tcp_ref(&o.m).local_endpoint().is_some_and(|e| e.port == port)))
+            || (!tcp && self.lingering.iter().any(|l| l.local.port() == port))
     }
 
     fn ephemeral_port(&mut self, tcp: bool) -> SysResult<u16> {
@@ -574,13 +590,68 @@ impl<D: Device> NetStack<D> {
                 }
                 self.orphan(c.m, &sock);
             }
-            Body::Udp(d) | Body::Icmp { d, .. } => {
+            Body::Udp(d) => {
+                for m in d.errors {
+                    self.drop_member(m);
+                }
+                for m in d.members {
+                    match sock.local {
+                        // Datagrams sent but not yet transmitted go out after the close.
+                        Some(local) if self.udp_ref(&m).send_queue() > 0 => self.linger(m, local),
+                        _ => self.drop_member(m),
+                    }
+                }
+            }
+            Body::Icmp { d, .. } => {
                 for m in d.members.into_iter().chain(d.errors) {
                     self.drop_member(m);
                 }
             }
         }
         Ok(())
+    }
+
+    fn linger(&mut self, m: Member, local: SocketAddrV4) {
+        if !self.ifaces[m.iface].link_up {
+            self.drop_member(m);
+            return;
+        }
+        while self.lingering.len() >= MAX_LINGERING {
+            match self.lingering.pop_front() {
+                Some(old) => self.drop_member(old.m),
+                None => break,
+            }
+        }
+        self.lingering.push_back(Lingering { m, local, since: self.now });
+    }
+
+    /// Releases lingering sockets that are done: queue sent, timed out, or their
+    /// interface's link went down.
+    pub(crate) fn reap_lingering(&mut self) {
+        let now = self.now;
+        for l in core::mem::take(&mut self.lingering) {
+            let done = self.udp_ref(&l.m).send_queue() == 0
+                || now >= l.since + LINGER_TIMEOUT
+                || !self.ifaces[l.m.iface].link_up;
+            if done {
+                self.drop_member(l.m);
+            } else {
+                self.lingering.push_back(l);
+            }
+        }
+    }
+
+    /// A new UDP socket on `local` takes over its port from lingering sockets (smoltcp
+    /// gives a datagram to the first socket bound to its port, which could be theirs):
+    /// their unsent datagrams are dropped, the price of rebinding at once.
+    fn evict_lingering(&mut self, local: SocketAddrV4) {
+        for l in core::mem::take(&mut self.lingering) {
+            if l.local.port() == local.port() && overlap(*l.local.ip(), *local.ip()) {
+                self.drop_member(l.m);
+            } else {
+                self.lingering.push_back(l);
+            }
+        }
     }
 
     fn orphan(&mut self, m: Member, sock: &Sock) {
@@ -621,6 +692,9 @@ impl<D: Device> NetStack<D> {
     fn open_dgram(&mut self, sock: &mut Sock) -> SysResult<()> {
         let local = sock.local.ok_or(Errno::EINVAL)?;
         let ifaces = self.placement(*local.ip())?;
+        if matches!(sock.body, Body::Udp(_)) {
+            self.evict_lingering(local);
+        }
         let (rcv, snd) = (sock.opts.rcvbuf, sock.opts.sndbuf);
         let mut members = Vec::new();
         for iface in ifaces {
@@ -1590,6 +1664,7 @@ impl<D: Device> NetStack<D> {
                 self.orphans.push(o);
             }
         }
+        self.reap_lingering();
     }
 
     /// `FIONREAD`/`SIOCINQ`: bytes waiting to be read (TCP), or the size of the next

@@ -16,7 +16,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cid
 use crate::config::{AddressMode, MAX_DNS, NetConfig, prefix_to_netmask};
 use crate::device::{Counted, IfStats, LOOPBACK_MTU, LoopbackDevice};
 use crate::errno::{Errno, SysResult};
-use crate::socket::{Orphan, Sock, SocketId};
+use crate::socket::{LINGER_TIMEOUT, Lingering, Orphan, Sock, SocketId};
 
 /// Sizes and limits of a stack; [`StackConfig::default`] is what the VMkernel uses.
 #[derive(Clone, Debug)]
@@ -195,6 +195,8 @@ pub struct NetStack<D: Device> {
     pub(crate) eth_devs: Vec<Counted<D>>,
     pub(crate) socks: BTreeMap<u32, Sock>,
     pub(crate) orphans: Vec<Orphan>,
+    /// Closed UDP sockets still sending their queued datagrams, oldest first.
+    pub(crate) lingering: alloc::collections::VecDeque<Lingering>,
     pub(crate) next_id: u32,
     pub(crate) next_inode: u64,
     pub(crate) budget_used: usize,
@@ -237,6 +239,7 @@ impl<D: Device> NetStack<D> {
             eth_devs: Vec::new(),
             socks: BTreeMap::new(),
             orphans: Vec::new(),
+            lingering: alloc::collections::VecDeque::new(),
             next_id: 1,
             next_inode: 1000,
             budget_used: 0,
@@ -299,6 +302,10 @@ impl<D: Device> NetStack<D> {
     pub fn set_link(&mut self, index: IfIndex, up: bool) -> SysResult<()> {
         let slot = self.iface_slot(index)?;
         self.ifaces[slot].link_up = up;
+        if !up {
+            // Nothing leaves a downed link: closed sockets' datagrams are dropped now.
+            self.reap_lingering();
+        }
         Ok(())
     }
 
@@ -374,7 +381,12 @@ impl<D: Device> NetStack<D> {
         if self.lo_dev.has_pending() {
             return Some(Duration::ZERO);
         }
-        self.ifaces.iter_mut().filter_map(|f| f.iface.poll_delay(now, &f.sockets)).min()
+        // The oldest lingering socket is released at its deadline at the latest.
+        let lingering = self.lingering.front().map(|l| {
+            let deadline = l.since + LINGER_TIMEOUT;
+            if deadline > now { deadline - now } else { Duration::ZERO }
+        });
+        self.ifaces.iter_mut().filter_map(|f| f.iface.poll_delay(now, &f.sockets)).chain(lingering).min()
     }
 
     fn poll_dhcp(&mut self) {
@@ -497,8 +509,11 @@ impl<D: Device> NetStack<D> {
     }
 
     pub(crate) fn charge(&mut self, bytes: usize) -> SysResult<()> {
-        if self.budget_used.saturating_add(bytes) > self.cfg.buffer_budget {
-            return Err(Errno::ENOBUFS);
+        while self.budget_used.saturating_add(bytes) > self.cfg.buffer_budget {
+            // Closed sockets' last datagrams give way to open sockets.
+            let Some(l) = self.lingering.pop_front() else { return Err(Errno::ENOBUFS) };
+            self.ifaces[l.m.iface].sockets.remove(l.m.handle);
+            self.release(l.m.charge);
         }
         self.budget_used += bytes;
         Ok(())

@@ -313,13 +313,10 @@ fn udp_echo_between_loopback_sockets_on_a_reused_port() {
     }
 }
 
-/// Known bug: a datagram sent just before its socket closes is dropped
-/// with the socket (on Linux it is out when sendto returns). Flushing
-/// egress in `close` fixed this but made the tokio image test's concurrent
-/// TCP connections get resets; the next step is to keep a closed UDP
-/// socket's smoltcp socket until its queue drains.
+/// A datagram sent just before its socket closes still goes out (on Linux it
+/// is out when sendto returns): the closed socket's smoltcp socket lingers
+/// until its queue drains.
 #[test]
-#[ignore = "known bug: closing a UDP socket drops its queued datagrams"]
 fn udp_close_sends_queued_datagrams_first() {
     let mut net = Net::new();
     let server = net.b.socket(SocketKind::Datagram, 0).unwrap();
@@ -333,4 +330,75 @@ fn udp_close_sends_queued_datagrams_first() {
     let mut buf = [0u8; 16];
     let r = net.b.recv_from(client, &mut buf, 0).expect("the last reply");
     assert_eq!(&buf[..r.len], b"last");
+}
+
+/// Over Ethernet the first datagram to a neighbour waits for ARP: closing the
+/// socket meanwhile still delivers it, and the lingering socket is released
+/// (budget back to zero) once it is out.
+#[test]
+fn udp_close_on_ethernet_sends_after_arp_resolves() {
+    let mut net = Net::new();
+    let server = net.b.socket(SocketKind::Datagram, 0).unwrap();
+    net.b.bind(server, sa(Ipv4Addr::UNSPECIFIED, 7000)).unwrap();
+    let c = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.send_to(c, b"bye", Some(sa(B_IP, 7000)), 0).unwrap();
+    net.a.close(c).unwrap();
+    assert!(net.a.budget_used() > 0, "the queued datagram's socket lingers");
+    net.run_until(2_000, |n| n.b.readiness(server).unwrap().events & events::IN != 0);
+    let mut buf = [0u8; 16];
+    let r = net.b.recv_from(server, &mut buf, 0).unwrap();
+    assert_eq!(&buf[..r.len], b"bye");
+    net.run(20);
+    assert_eq!(net.a.budget_used(), 0, "released once its queue drained");
+}
+
+/// Datagrams to a neighbour that never answers ARP: the lingering sockets are
+/// bounded in number, give way to new sockets under budget pressure, are
+/// released after LINGER_TIMEOUT or at once when the link goes down, and a
+/// socket explicitly bound to a lingering socket's port receives on it.
+#[test]
+fn lingering_udp_sockets_are_bounded_and_released() {
+    let nobody = Ipv4Addr::new(10, 0, 0, 99);
+    let per_socket = 64 * 1024 + 16 * 1024;
+    // Budget for two open wildcard sockets only: lingering ones must give way.
+    let cfg = vmk_net::StackConfig { buffer_budget: 2 * (2 * per_socket + 2048), ..Default::default() };
+    let mut net = Net::with_config(cfg, vmk_net::StackConfig::default());
+    for i in 0..1000 {
+        let s = net.a.socket(SocketKind::Datagram, 0).unwrap_or_else(|e| panic!("socket {i}: {e:?}"));
+        net.a.send_to(s, b"x", Some(sa(nobody, 9)), 0).unwrap_or_else(|e| panic!("send {i}: {e:?}"));
+        net.a.close(s).unwrap();
+        if i % 100 == 0 {
+            net.step();
+        }
+    }
+    assert!(net.a.budget_used() <= 2 * (2 * per_socket + 2048));
+    net.run(vmk_net::socket::LINGER_TIMEOUT.total_millis() + 100);
+    assert_eq!(net.a.budget_used(), 0, "released after LINGER_TIMEOUT");
+
+    // Without budget pressure the count is bounded.
+    let mut net = Net::new();
+    for _ in 0..200 {
+        let s = net.a.socket(SocketKind::Datagram, 0).unwrap();
+        net.a.send_to(s, b"x", Some(sa(nobody, 9)), 0).unwrap();
+        net.a.close(s).unwrap();
+    }
+    assert!(net.a.budget_used() <= vmk_net::socket::MAX_LINGERING * per_socket, "{}", net.a.budget_used());
+    assert!(net.a.budget_used() > 0);
+    net.a.set_link(2, false).unwrap();
+    assert_eq!(net.a.budget_used(), 0, "a downed link releases them at once");
+    net.a.set_link(2, true).unwrap();
+
+    // Rebinding a lingering socket's port takes the port over.
+    let s = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.bind(s, sa(Ipv4Addr::UNSPECIFIED, 5000)).unwrap();
+    net.a.send_to(s, b"x", Some(sa(nobody, 9)), 0).unwrap();
+    net.a.close(s).unwrap();
+    let s = net.a.socket(SocketKind::Datagram, 0).unwrap();
+    net.a.bind(s, sa(Ipv4Addr::UNSPECIFIED, 5000)).unwrap();
+    let b = net.b.socket(SocketKind::Datagram, 0).unwrap();
+    net.b.send_to(b, b"to 5000", Some(sa(A_IP, 5000)), 0).unwrap();
+    net.run_until(2_000, |n| n.a.readiness(s).unwrap().events & events::IN != 0);
+    let mut buf = [0u8; 16];
+    let r = net.a.recv_from(s, &mut buf, 0).unwrap();
+    assert_eq!(&buf[..r.len], b"to 5000");
 }
