@@ -7,7 +7,9 @@
 //! One boot (the suite's time budget) covers the broker's start by init and the
 //! whole flow: discovery, DefineSystem onto a datastore disk, every power state
 //! hostd offers (2, 9, 2 from paused, 11, 4 through the guest's ACPI power button,
-//! 3), ModifyResourceSettings, DestroySystem, with pywbem and with wbemcli.
+//! 3), ModifyResourceSettings, DestroySystem, with pywbem and with wbemcli, and the
+//! negative cases of DSP0200 (bad XML, limits, credentials, header/body mismatch) sent
+//! raw with curl.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -110,6 +112,47 @@ fn wbemcli(args: &[&str]) -> String {
     output(Command::new("wbemcli").args(args)).1
 }
 
+/// One raw CIM-XML request (DSP0200) to the broker's forwarded HTTPS port with curl,
+/// so the headers and body can be wrong on purpose. Returns the HTTP status, the
+/// `CIMError` header and the response (headers and body).
+fn cimxml(port: u16, cert: &Path, dir: &Path, auth: Option<(&str, &str)>, method: &str, object: &str, body: &str) -> (u16, Option<String>, String) {
+    let file = dir.join("request.xml");
+    std::fs::write(&file, body).unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--http1.1", "--max-time", "120", "--cacert"]).arg(cert);
+    if let Some((user, pw)) = auth {
+        cmd.args(["-u", &format!("{user}:{pw}")]);
+    }
+    cmd.args(["-H", "Content-Type: application/xml; charset=\"utf-8\"", "-H", "CIMOperation: MethodCall"])
+        .args(["-H", &format!("CIMMethod: {method}"), "-H", &format!("CIMObject: {object}"), "-H", "Expect:"])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("https://localhost:{port}/cimom"));
+    let (_, out) = output(&mut cmd);
+    let status = out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let head = out.split("\r\n\r\n").next().unwrap_or("");
+    let cim_error = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("CIMError"))
+        .map(|(_, v)| v.trim().to_string());
+    (status, cim_error, out)
+}
+
+/// An EnumerateInstanceNames request (as cim-broker/tests/real_clients.rs sends).
+fn enum_names(namespace: &str, class: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8" ?><CIM CIMVERSION="2.0" DTDVERSION="2.0"><MESSAGE ID="1" PROTOCOLVERSION="1.0"><SIMPLEREQ><IMETHODCALL NAME="EnumerateInstanceNames"><LOCALNAMESPACEPATH><NAMESPACE NAME="root"/><NAMESPACE NAME="{namespace}"/></LOCALNAMESPACEPATH><IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="{class}"/></IPARAMVALUE></IMETHODCALL></SIMPLEREQ></MESSAGE></CIM>"#
+    )
+}
+
+/// An extrinsic method call on a class of root/cimv2.
+fn class_method_call(class: &str, method: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8" ?><CIM CIMVERSION="2.0" DTDVERSION="2.0"><MESSAGE ID="2" PROTOCOLVERSION="1.0"><SIMPLEREQ><METHODCALL NAME="{method}"><LOCALCLASSPATH><LOCALNAMESPACEPATH><NAMESPACE NAME="root"/><NAMESPACE NAME="cimv2"/></LOCALNAMESPACEPATH><CLASSNAME NAME="{class}"/></LOCALCLASSPATH></METHODCALL></SIMPLEREQ></MESSAGE></CIM>"#
+    )
+}
+
 /// The VMkernel id of hostd's VM `name` (`vmkcli vm list`), if it has one.
 fn kernel_id(c: &mut Console, name: &str) -> Option<String> {
     let list = run(c, "vmkcli vm list");
@@ -205,6 +248,44 @@ fn wbem_clients_manage_vms_on_mantle() {
     check(&c, !ok && out.contains("401"), &format!("wrong password: {out}"));
 
     progress("discovery done");
+
+    // Bad requests through the forwarded port (raw, with curl) each get the DSP0200
+    // error: HTTP status and CIMError header, or 200 with the CIM <ERROR> code.
+    let req = |auth: Option<(&str, &str)>, method: &str, object: &str, body: &str| cimxml(cim_port, &cert, dir.path(), auth, method, object, body);
+    let root = Some(("root", ROOT_PW));
+    let good = enum_names("cimv2", "CIM_ComputerSystem");
+    let (st, _, out) = req(root, "EnumerateInstanceNames", "root%2Fcimv2", &good);
+    check(&c, st == 200 && out.contains("<IMETHODRESPONSE NAME=\"EnumerateInstanceNames\">") && out.contains("Mantle_HostSystem"), &format!("raw EnumerateInstanceNames: {out}"));
+    let (st, _, out) = req(None, "EnumerateInstanceNames", "root/cimv2", &good);
+    check(&c, st == 401 && out.to_ascii_lowercase().contains("www-authenticate: basic realm="), &format!("no credentials: {out}"));
+    let (st, _, out) = req(Some(("root", "wrong-password")), "EnumerateInstanceNames", "root/cimv2", &good);
+    check(&c, st == 401, &format!("wrong credentials: {out}"));
+    let (st, e, out) = req(root, "GetClass", "root/cimv2", &good);
+    check(&c, (st, e.as_deref()) == (400, Some("header-mismatch")), &format!("CIMMethod/body mismatch: {out}"));
+    let (st, e, out) = req(root, "EnumerateInstanceNames", "root/interop", &good);
+    check(&c, (st, e.as_deref()) == (400, Some("header-mismatch")), &format!("CIMObject/body mismatch: {out}"));
+    let (st, e, out) = req(root, "EnumerateInstanceNames", "root/cimv2", &good[..200]);
+    check(&c, (st, e.as_deref()) == (400, Some("request-not-well-formed")), &format!("malformed XML: {out}"));
+    let bomb = r#"<?xml version="1.0"?><!DOCTYPE CIM [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]><CIM CIMVERSION="2.0" DTDVERSION="2.0">&d;</CIM>"#;
+    let (st, e, out) = req(root, "EnumerateInstanceNames", "root/cimv2", bomb);
+    check(&c, (st, e.as_deref()) == (400, Some("request-not-valid")), &format!("entity bomb: {out}"));
+    let deep = format!("<CIM CIMVERSION=\"2.0\" DTDVERSION=\"2.0\">{}{}</CIM>", "<A>".repeat(10_000), "</A>".repeat(10_000));
+    let (st, e, out) = req(root, "EnumerateInstanceNames", "root/cimv2", &deep);
+    check(&c, (st, e.as_deref()) == (400, Some("request-not-valid")), &format!("10,000-deep nesting: {out}"));
+    let (st, _, out) = req(root, "EnumerateInstanceNames", "root/nowhere", &enum_names("nowhere", "CIM_ComputerSystem"));
+    check(&c, st == 200 && out.contains("<ERROR CODE=\"3\""), &format!("wrong namespace (CIM_ERR_INVALID_NAMESPACE): {out}"));
+    let (st, _, out) = req(root, "EnumerateInstanceNames", "root/cimv2", &enum_names("cimv2", "CIM_Nothing"));
+    check(&c, st == 200 && out.contains("<ERROR CODE=\"5\""), &format!("unknown class (CIM_ERR_INVALID_CLASS): {out}"));
+    let (st, _, out) = req(root, "Nothing", "root/cimv2:Mantle_ComputerSystem", &class_method_call("Mantle_ComputerSystem", "Nothing"));
+    check(&c, st == 200 && out.contains("<ERROR CODE=\"17\""), &format!("unknown method (CIM_ERR_METHOD_NOT_FOUND): {out}"));
+    // (A ReadOnly user invoking a method: CIM_ERR_ACCESS_DENIED with pywbem below.)
+    // The broker keeps serving, as the same process.
+    let (st, _, out) = req(root, "EnumerateInstanceNames", "root/cimv2", &good);
+    check(&c, st == 200 && out.contains("Mantle_HostSystem"), &format!("after the bad requests: {out}"));
+    let out = run(&mut c, "ps");
+    check(&c, broker_pid(&out) == pid, &format!("the broker was restarted by the bad requests: {out}"));
+
+    progress("bad requests done");
 
     // hostd's API, as root.
     let login = rest(hostd_port, &cert, None, "POST", "/api/session", Some(&format!("{{\"username\":\"root\",\"password\":\"{ROOT_PW}\"}}")));
