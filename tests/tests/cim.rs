@@ -183,7 +183,7 @@ fn wbem_clients_manage_vms_on_mantle() {
         model: NicModel::VirtioNet,
         forwards: vec![PortForward { host: cim_port, guest: 5989 }, PortForward { host: hostd_port, guest: 443 }],
     }];
-    q.extra.extend(datastore::qemu_disk_args(&[disk.clone()], DiskBus::VirtioBlk));
+    q.extra.extend(datastore::qemu_disk_args(std::slice::from_ref(&disk), DiskBus::VirtioBlk));
     let started = Instant::now();
     let progress = |what: &str| eprintln!("cim image test: {what} at {:.0} s", started.elapsed().as_secs_f64());
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
