@@ -653,7 +653,7 @@ pub fn schedule() {
     if next.kind != WorldKind::Idle {
         gdt::set_kernel_stack(next.stack_top());
     }
-    gdt::set_fpu_area(next.fpu_area_addr());
+    context::switch_fpu_area(next.fpu_area_addr());
     // Every world runs on its own tables or the kernel's: a system world
     // must not keep a user address space alive that may be freed under it.
     let cr3 = match next.cr3.load(Ordering::Acquire) {

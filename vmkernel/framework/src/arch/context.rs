@@ -159,6 +159,14 @@ pub fn save_live_user_state() {
     }
 }
 
+/// Points the entry stubs at the running world's extended-state area (on
+/// a world switch). The outgoing world's user state still in the
+/// registers is saved into its own area first.
+pub fn switch_fpu_area(area: u64) {
+    save_live_user_state();
+    super::gdt::set_fpu_area(area, uses_xsave());
+}
+
 /// Whether `area` is the save area the entry stubs of this CPU use now,
 /// i.e. its world is the running one.
 pub fn is_active_area(area: u64) -> bool {

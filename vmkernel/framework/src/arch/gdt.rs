@@ -157,14 +157,13 @@ pub fn tss_base() -> u64 {
     this_cpu().map_or(0, |c| c.tss.get() as u64)
 }
 
-/// Points the entry stubs at the running world's extended-state area
-/// (on a world switch). The outgoing world's user state still in the
-/// registers is saved into its own area first.
-pub fn set_fpu_area(area: u64) {
-    super::context::save_live_user_state();
+/// Points the entry stubs at an extended-state area and save method. Only
+/// `context::switch_fpu_area` calls this: it first saves the outgoing
+/// world's user state still in the registers.
+pub fn set_fpu_area(area: u64, use_xsave: bool) {
     if let Some(c) = this_cpu() {
         c.fpu_area.store(area, Ordering::Relaxed);
-        c.use_xsave.store(super::context::uses_xsave() as u64, Ordering::Relaxed);
+        c.use_xsave.store(use_xsave as u64, Ordering::Relaxed);
     }
 }
 
