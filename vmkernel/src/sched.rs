@@ -845,7 +845,7 @@ mod tests {
         busy_world(&mut s, 2, big);
         simulate(&mut s, 1, 3);
         let u = share(&s, r, 3);
-        assert!(u >= 0.39 && u < 0.5, "reserved group got {u}");
+        assert!((0.39..0.5).contains(&u), "reserved group got {u}");
         // Without the reservation shares alone give it about 1/9.
         let mut s2 = Scheduler::new(1);
         let r2 = s2.create_group(ROOT_GROUP, "plain", GroupParams::default()).unwrap();

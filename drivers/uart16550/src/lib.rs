@@ -185,8 +185,7 @@ mod tests {
 
     #[test]
     fn reads_pending_bytes_then_none() {
-        let mut f = FakePorts::default();
-        f.rx = b"hi".to_vec();
+        let mut f = FakePorts { rx: b"hi".to_vec(), ..Default::default() };
         let mut u = Uart::new(COM1, &mut f);
         assert_eq!(u.try_read_byte(), Some(b'h'));
         assert_eq!(u.try_read_byte(), Some(b'i'));
