@@ -607,103 +607,6 @@ pub fn bench_boot(iso: &Path, kernel_elf: &Path, runs: usize) -> Result<(), Stri
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(v: u64) -> Duration {
-        Duration::from_millis(v)
-    }
-
-    #[test]
-    fn median_odd_even_empty() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[ms(7)]), Some(ms(7)));
-        assert_eq!(median(&[ms(9), ms(1), ms(5)]), Some(ms(5)));
-        assert_eq!(median(&[ms(4), ms(1), ms(100), ms(2)]), Some(ms(3)));
-        assert_eq!(median(&[ms(5), ms(900), ms(4), ms(6), ms(3)]), Some(ms(5)));
-    }
-
-    #[test]
-    fn initramfs_layout() {
-        let archive = linux_initramfs(b"\x7fELFbusybox");
-        let entries: Vec<cpio::Entry> = cpio::entries(&archive).collect::<Result<_, _>>().unwrap();
-        let find = |name: &str| {
-            entries
-                .iter()
-                .find(|e| e.name == name)
-                .unwrap_or_else(|| panic!("{name}"))
-        };
-        let init = find("init");
-        assert!(init.is_file());
-        assert_eq!(init.mode & 0o777, 0o755);
-        let script = std::str::from_utf8(init.data).unwrap();
-        assert!(script.starts_with("#!/bin/sh\n"));
-        assert!(script.contains("echo \"linux: ready\""));
-        assert!(script.contains(LINUX_MARKER));
-        assert!(script.trim_end().ends_with("poweroff -f"));
-        let bb = find("bin/busybox");
-        assert!(bb.is_file() && bb.mode & 0o111 != 0);
-        assert_eq!(bb.data, b"\x7fELFbusybox");
-        for applet in ["sh", "echo", "poweroff", "mount"] {
-            let link = find(&format!("bin/{applet}"));
-            assert!(link.is_symlink());
-            assert_eq!(link.data, b"busybox");
-        }
-        for dir in ["bin", "dev", "proc", "sys"] {
-            assert!(find(dir).is_dir());
-        }
-        // Parents come before their children, as the kernel's unpacker needs.
-        let pos = |n: &str| entries.iter().position(|e| e.name == n).unwrap();
-        assert!(pos("bin") < pos("bin/busybox"));
-    }
-
-    #[test]
-    fn grub_configs() {
-        let m = mantle_grub_cfg();
-        assert!(m.contains("set timeout=0") && m.contains("multiboot2 /boot/vmkernel"));
-        assert!(
-            m.contains(&format!("echo \"{GRUB_MARKER}\""))
-                && m.contains("terminal_output --append serial")
-        );
-        assert!(m.find(GRUB_MARKER) < m.find("menuentry"));
-        let l = linux_grub_cfg();
-        assert!(l.contains("linux /boot/vmlinuz console=ttyS0"));
-        assert!(l.contains("initrd /boot/initrd.cpio"));
-    }
-
-    #[test]
-    fn boot_arguments_per_method() {
-        let s = Subject {
-            name: "x",
-            marker: "m",
-            direct: vec!["-kernel".into(), "k".into()],
-            pvh: vec!["-kernel".into(), "p".into()],
-            iso: PathBuf::from("/i.iso"),
-        };
-        let v = Path::new("/v.fd");
-        assert_eq!(boot_args(&s, Method::DirectKernel, v), ["-kernel", "k"]);
-        assert_eq!(boot_args(&s, Method::Pvh, v), ["-kernel", "p"]);
-        assert_eq!(
-            boot_args(&s, Method::IsoSeaBios, v),
-            ["-cdrom", "/i.iso", "-boot", "d"]
-        );
-        let o = boot_args(&s, Method::IsoOvmf, v).join(" ");
-        assert!(o.contains(OVMF_CODE) && o.contains("readonly=on") && o.contains("file=/v.fd"));
-        assert!(o.ends_with("-cdrom /i.iso -boot d"));
-    }
-
-    #[test]
-    fn marker_search_and_tail() {
-        assert!(contains(
-            b"xx mantle: ready cpus=1",
-            MANTLE_MARKER.as_bytes()
-        ));
-        assert!(!contains(b"mantle: rea", MANTLE_MARKER.as_bytes()));
-        assert_eq!(tail(b"abc"), "abc");
-        assert_eq!(tail(&[b'a'; 5000]).len(), 2001);
-    }
-}
 
 // ---- user-world micro-benchmarks: Mantle vs Linux ----
 
@@ -1131,4 +1034,102 @@ pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize, only: Option
     }
     println!("(QEMU TCG, {} MiB RAM, 1 CPU, virtio-blk-pci, cache=writeback, the same 1 GiB FAT32 image; compare the ratio)", QEMU_COMMON[5]);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[ms(7)]), Some(ms(7)));
+        assert_eq!(median(&[ms(9), ms(1), ms(5)]), Some(ms(5)));
+        assert_eq!(median(&[ms(4), ms(1), ms(100), ms(2)]), Some(ms(3)));
+        assert_eq!(median(&[ms(5), ms(900), ms(4), ms(6), ms(3)]), Some(ms(5)));
+    }
+
+    #[test]
+    fn initramfs_layout() {
+        let archive = linux_initramfs(b"\x7fELFbusybox");
+        let entries: Vec<cpio::Entry> = cpio::entries(&archive).collect::<Result<_, _>>().unwrap();
+        let find = |name: &str| {
+            entries
+                .iter()
+                .find(|e| e.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        let init = find("init");
+        assert!(init.is_file());
+        assert_eq!(init.mode & 0o777, 0o755);
+        let script = std::str::from_utf8(init.data).unwrap();
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(script.contains("echo \"linux: ready\""));
+        assert!(script.contains(LINUX_MARKER));
+        assert!(script.trim_end().ends_with("poweroff -f"));
+        let bb = find("bin/busybox");
+        assert!(bb.is_file() && bb.mode & 0o111 != 0);
+        assert_eq!(bb.data, b"\x7fELFbusybox");
+        for applet in ["sh", "echo", "poweroff", "mount"] {
+            let link = find(&format!("bin/{applet}"));
+            assert!(link.is_symlink());
+            assert_eq!(link.data, b"busybox");
+        }
+        for dir in ["bin", "dev", "proc", "sys"] {
+            assert!(find(dir).is_dir());
+        }
+        // Parents come before their children, as the kernel's unpacker needs.
+        let pos = |n: &str| entries.iter().position(|e| e.name == n).unwrap();
+        assert!(pos("bin") < pos("bin/busybox"));
+    }
+
+    #[test]
+    fn grub_configs() {
+        let m = mantle_grub_cfg();
+        assert!(m.contains("set timeout=0") && m.contains("multiboot2 /boot/vmkernel"));
+        assert!(
+            m.contains(&format!("echo \"{GRUB_MARKER}\""))
+                && m.contains("terminal_output --append serial")
+        );
+        assert!(m.find(GRUB_MARKER) < m.find("menuentry"));
+        let l = linux_grub_cfg();
+        assert!(l.contains("linux /boot/vmlinuz console=ttyS0"));
+        assert!(l.contains("initrd /boot/initrd.cpio"));
+    }
+
+    #[test]
+    fn boot_arguments_per_method() {
+        let s = Subject {
+            name: "x",
+            marker: "m",
+            direct: vec!["-kernel".into(), "k".into()],
+            pvh: vec!["-kernel".into(), "p".into()],
+            iso: PathBuf::from("/i.iso"),
+        };
+        let v = Path::new("/v.fd");
+        assert_eq!(boot_args(&s, Method::DirectKernel, v), ["-kernel", "k"]);
+        assert_eq!(boot_args(&s, Method::Pvh, v), ["-kernel", "p"]);
+        assert_eq!(
+            boot_args(&s, Method::IsoSeaBios, v),
+            ["-cdrom", "/i.iso", "-boot", "d"]
+        );
+        let o = boot_args(&s, Method::IsoOvmf, v).join(" ");
+        assert!(o.contains(OVMF_CODE) && o.contains("readonly=on") && o.contains("file=/v.fd"));
+        assert!(o.ends_with("-cdrom /i.iso -boot d"));
+    }
+
+    #[test]
+    fn marker_search_and_tail() {
+        assert!(contains(
+            b"xx mantle: ready cpus=1",
+            MANTLE_MARKER.as_bytes()
+        ));
+        assert!(!contains(b"mantle: rea", MANTLE_MARKER.as_bytes()));
+        assert_eq!(tail(b"abc"), "abc");
+        assert_eq!(tail(&[b'a'; 5000]).len(), 2001);
+    }
 }

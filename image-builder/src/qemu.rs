@@ -421,64 +421,6 @@ impl RunResult {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn args_cover_the_options() {
-        let mut q = Qemu::new(Boot::Pvh { kernel: "/k".into(), initrd: Some("/i".into()), cmdline: "a b".into() });
-        q.machine = Machine::Q35;
-        q.uefi = true;
-        q.debug_exit = true;
-        q.no_reboot = true;
-        q.cpu_reset_log = Some("/tmp/r.log".into());
-        q.extra = vec!["-device".into(), "virtio-net-pci".into()];
-        let a = q.args(Some(Path::new("/v.fd"))).join(" ");
-        assert!(a.starts_with("-machine q35 -accel tcg -cpu qemu64,+svm,+npt -smp 4 -m 1024"), "{a}");
-        assert!(a.contains(&format!("readonly=on,file={OVMF_CODE}")));
-        assert!(a.contains("unit=1,file=/v.fd"));
-        assert!(a.contains("-kernel /k -append a b -initrd /i"));
-        assert!(a.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04 -no-reboot -d cpu_reset -D /tmp/r.log"));
-        assert!(a.ends_with("-device virtio-net-pci"));
-        let c = q.command_line(None, true);
-        assert!(c.contains("-append 'a b'") && c.ends_with("-serial mon:stdio -display none"), "{c}");
-    }
-
-    #[test]
-    fn nics_on_user_networking_with_forwards() {
-        let mut q = Qemu::new(Boot::Iso("/m.iso".into()));
-        q.nics = vec![Nic::user(NicModel::VirtioNet), Nic { model: NicModel::E1000e, forwards: vec!["18443:443".parse().unwrap()] }];
-        q.extra = vec!["-S".into()];
-        let a = q.args(None).join(" ");
-        assert!(
-            a.ends_with(
-                "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:8443-:443,hostfwd=tcp:127.0.0.1:8080-:80,\
-                 hostfwd=tcp:127.0.0.1:5988-:5988,hostfwd=tcp:127.0.0.1:5989-:5989 -device virtio-net-pci,netdev=net0 \
-                 -netdev user,id=net1,hostfwd=tcp:127.0.0.1:18443-:443 -device e1000e,netdev=net1 -S"
-            ),
-            "{a}"
-        );
-        assert_eq!(
-            Nic::user(NicModel::E1000e).urls(),
-            [
-                "https://127.0.0.1:8443/ -> guest port 443 (web host client, HTTPS)",
-                "http://127.0.0.1:8080/ -> guest port 80 (web host client, HTTP)",
-                "http://127.0.0.1:5988/ -> guest port 5988 (CIM-XML over HTTP)",
-                "https://127.0.0.1:5989/ -> guest port 5989 (CIM-XML over HTTPS)",
-            ]
-        );
-    }
-
-    #[test]
-    fn port_forward_parsing() {
-        assert_eq!("18443:443".parse::<PortForward>(), Ok(PortForward { host: 18443, guest: 443 }));
-        for bad in ["443", "0:443", "a:443", "1:70000", ":", "1:2:3"] {
-            assert!(bad.parse::<PortForward>().is_err(), "{bad}");
-        }
-    }
-}
-
 /// A running QEMU whose serial console a test types at and reads, like an
 /// administrator at the ESXi Shell.
 pub struct Console {
@@ -617,5 +559,63 @@ impl Drop for Console {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_cover_the_options() {
+        let mut q = Qemu::new(Boot::Pvh { kernel: "/k".into(), initrd: Some("/i".into()), cmdline: "a b".into() });
+        q.machine = Machine::Q35;
+        q.uefi = true;
+        q.debug_exit = true;
+        q.no_reboot = true;
+        q.cpu_reset_log = Some("/tmp/r.log".into());
+        q.extra = vec!["-device".into(), "virtio-net-pci".into()];
+        let a = q.args(Some(Path::new("/v.fd"))).join(" ");
+        assert!(a.starts_with("-machine q35 -accel tcg -cpu qemu64,+svm,+npt -smp 4 -m 1024"), "{a}");
+        assert!(a.contains(&format!("readonly=on,file={OVMF_CODE}")));
+        assert!(a.contains("unit=1,file=/v.fd"));
+        assert!(a.contains("-kernel /k -append a b -initrd /i"));
+        assert!(a.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04 -no-reboot -d cpu_reset -D /tmp/r.log"));
+        assert!(a.ends_with("-device virtio-net-pci"));
+        let c = q.command_line(None, true);
+        assert!(c.contains("-append 'a b'") && c.ends_with("-serial mon:stdio -display none"), "{c}");
+    }
+
+    #[test]
+    fn nics_on_user_networking_with_forwards() {
+        let mut q = Qemu::new(Boot::Iso("/m.iso".into()));
+        q.nics = vec![Nic::user(NicModel::VirtioNet), Nic { model: NicModel::E1000e, forwards: vec!["18443:443".parse().unwrap()] }];
+        q.extra = vec!["-S".into()];
+        let a = q.args(None).join(" ");
+        assert!(
+            a.ends_with(
+                "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:8443-:443,hostfwd=tcp:127.0.0.1:8080-:80,\
+                 hostfwd=tcp:127.0.0.1:5988-:5988,hostfwd=tcp:127.0.0.1:5989-:5989 -device virtio-net-pci,netdev=net0 \
+                 -netdev user,id=net1,hostfwd=tcp:127.0.0.1:18443-:443 -device e1000e,netdev=net1 -S"
+            ),
+            "{a}"
+        );
+        assert_eq!(
+            Nic::user(NicModel::E1000e).urls(),
+            [
+                "https://127.0.0.1:8443/ -> guest port 443 (web host client, HTTPS)",
+                "http://127.0.0.1:8080/ -> guest port 80 (web host client, HTTP)",
+                "http://127.0.0.1:5988/ -> guest port 5988 (CIM-XML over HTTP)",
+                "https://127.0.0.1:5989/ -> guest port 5989 (CIM-XML over HTTPS)",
+            ]
+        );
+    }
+
+    #[test]
+    fn port_forward_parsing() {
+        assert_eq!("18443:443".parse::<PortForward>(), Ok(PortForward { host: 18443, guest: 443 }));
+        for bad in ["443", "0:443", "a:443", "1:70000", ":", "1:2:3"] {
+            assert!(bad.parse::<PortForward>().is_err(), "{bad}");
+        }
     }
 }
