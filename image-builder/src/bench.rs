@@ -607,7 +607,6 @@ pub fn bench_boot(iso: &Path, kernel_elf: &Path, runs: usize) -> Result<(), Stri
     Ok(())
 }
 
-
 // ---- user-world micro-benchmarks: Mantle vs Linux ----
 
 /// Boots with `args` and returns the serial output up to `marker` (or an
