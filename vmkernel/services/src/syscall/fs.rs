@@ -95,8 +95,9 @@ const MAX_IO: usize = 1 << 20;
 /// stack instead of the heap (pipes and terminals mostly move a few bytes).
 const SMALL_IO: usize = 512;
 
-fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
-    let f = file(&cx.p, fd)?;
+/// Runs `f` on a kernel buffer of `len` bytes (at most `MAX_IO`): on the
+/// stack up to `SMALL_IO`, else zeroed on the heap.
+fn with_io_buffer(len: u64, f: impl FnOnce(&mut [u8]) -> SysResult) -> SysResult {
     let len = (len as usize).min(MAX_IO);
     let mut small = [0u8; SMALL_IO];
     let mut heap;
@@ -106,24 +107,24 @@ fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
         heap = super::zeroed_buffer(len)?;
         &mut heap
     };
-    let n = blocking(&f, || f.read(data))?;
-    cx.p.copy_to_user(buf, &data[..n])?;
-    Ok(n as i64)
+    f(data)
+}
+
+fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
+    let f = file(&cx.p, fd)?;
+    with_io_buffer(len, |data| {
+        let n = blocking(&f, || f.read(data))?;
+        cx.p.copy_to_user(buf, &data[..n])?;
+        Ok(n as i64)
+    })
 }
 
 fn write(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
-    let len = (len as usize).min(MAX_IO);
-    let mut small = [0u8; SMALL_IO];
-    let mut heap;
-    let data: &mut [u8] = if len <= SMALL_IO {
-        &mut small[..len]
-    } else {
-        heap = super::zeroed_buffer(len)?;
-        &mut heap
-    };
-    cx.p.copy_from_user(buf, data)?;
-    blocking(&f, || f.write(data)).map(|n| n as i64).map_err(|e| epipe(cx, e))
+    with_io_buffer(len, |data| {
+        cx.p.copy_from_user(buf, data)?;
+        blocking(&f, || f.write(data)).map(|n| n as i64).map_err(|e| epipe(cx, e))
+    })
 }
 
 fn iovecs(p: &Process, iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i64> {
