@@ -609,39 +609,190 @@ pub fn bench_boot(iso: &Path, kernel_elf: &Path, runs: usize) -> Result<(), Stri
 
 // ---- user-world micro-benchmarks: Mantle vs Linux ----
 
+/// A QEMU a benchmark started (the common configuration plus its own
+/// arguments), its serial output collected; killed when dropped.
+pub(crate) struct Running {
+    _qemu: Qemu,
+    rx: mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+}
+
+impl Running {
+    pub(crate) fn spawn(args: &[String]) -> Result<Running, String> {
+        let child = Command::new("qemu-system-x86_64")
+            .args(QEMU_COMMON)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run qemu-system-x86_64 ({e})"))?;
+        let mut qemu = Qemu(child);
+        let mut stdout = qemu.0.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Running { _qemu: qemu, rx, seen: Vec::new() })
+    }
+
+    /// Waits until every one of `markers` has appeared on serial; the
+    /// output so far (or an error with its tail).
+    pub(crate) fn until(&mut self, markers: &[&str], timeout: Duration) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            if markers.iter().all(|m| contains(&self.seen, m.as_bytes())) {
+                return Ok(self.output());
+            }
+            match self.rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
+                Ok(chunk) => self.seen.extend_from_slice(&chunk),
+                Err(_) => return Err(format!("no `{}`; serial output:\n{}", markers.join("` and `"), tail(&self.seen))),
+            }
+        }
+    }
+
+    /// The serial output so far (what arrived without waiting included).
+    pub(crate) fn output(&mut self) -> String {
+        while let Ok(chunk) = self.rx.try_recv() {
+            self.seen.extend_from_slice(&chunk);
+        }
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+
+    /// The last 2000 characters of the serial output.
+    pub(crate) fn tail(&mut self) -> String {
+        self.output();
+        tail(&self.seen)
+    }
+}
+
 /// Boots with `args` and returns the serial output up to `marker` (or an
 /// error with what was seen).
 fn serial_until(args: &[String], marker: &str, timeout: Duration) -> Result<String, String> {
-    let start = Instant::now();
-    let child = Command::new("qemu-system-x86_64")
-        .args(QEMU_COMMON)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run qemu-system-x86_64 ({e})"))?;
-    let mut qemu = Qemu(child);
-    let mut stdout = qemu.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
+    Running::spawn(args)?.until(&[marker], timeout)
+}
+
+/// Kernel command line of Linux in the benchmarks that run a program as
+/// PID 1 (the TSC hint: without it some boots hang in calibration).
+pub const LINUX_BENCH_CMDLINE: &str = "console=ttyS0 quiet tsc_early_khz=2000000";
+
+/// QEMU arguments booting Mantle's kernel ELF (PVH) with `initrd` as its
+/// root archive and `cmdline`.
+pub(crate) fn mantle_boot_args(kernel_elf: &Path, initrd: &Path, cmdline: &str) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-kernel".into(), kernel_elf.display().to_string(), "-initrd".into(), initrd.display().to_string()];
+    a.extend(["-append".into(), cmdline.into()]);
+    a
+}
+
+/// QEMU arguments booting Debian's bzImage with `initrd` and
+/// [`LINUX_BENCH_CMDLINE`].
+pub(crate) fn linux_boot_args(kernel: &Path, initrd: &Path) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()];
+    a.extend(["-append".into(), LINUX_BENCH_CMDLINE.into()]);
+    a
+}
+
+/// The root archive of a benchmark on Mantle: `files` (path, bytes), the
+/// first of them usually `init`, all executable.
+pub(crate) fn mantle_bench_initrd(name: &str, files: &[(&str, &[u8])]) -> Result<PathBuf, String> {
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut w = cpio::Writer::new();
+    for (path, data) in files {
+        w.add(path, cpio::S_IFREG | 0o755, 0, 0, 0, data);
+    }
+    let p = dir.join(format!("{name}-mantle.cpio"));
+    std::fs::write(&p, w.finish()).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
+}
+
+/// The initramfs of a benchmark on Debian's Linux: BusyBox with `applets`
+/// linked in `/bin`, `modules` (name, bytes) as `/lib/modules/<name>.ko`
+/// for `/init` to load, `files` (path, bytes; executable) and `/init`.
+/// Written to `target/bench/<name>-linux.cpio`.
+pub(crate) fn linux_bench_initrd(name: &str, applets: &[&str], modules: &[(String, Vec<u8>)], files: &[(&str, &[u8])], init: &str) -> Result<PathBuf, String> {
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let busybox = std::fs::read(crate::debian::busybox_static()?).map_err(|e| e.to_string())?;
+    let mut w = cpio::Writer::new();
+    for d in ["bin", "dev", "proc", "sys", "tmp", "mnt", "lib", "lib/modules"] {
+        w.add(d, cpio::S_IFDIR | 0o755, 0, 0, 0, &[]);
+    }
+    w.add("bin/busybox", cpio::S_IFREG | 0o755, 0, 0, 0, &busybox);
+    for applet in applets {
+        w.add(&format!("bin/{applet}"), cpio::S_IFLNK | 0o777, 0, 0, 0, b"busybox");
+    }
+    for (m, data) in modules {
+        w.add(&format!("lib/modules/{m}.ko"), cpio::S_IFREG | 0o644, 0, 0, 0, data);
+    }
+    for (path, data) in files {
+        w.add(path, cpio::S_IFREG | 0o755, 0, 0, 0, data);
+    }
+    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, init.as_bytes());
+    let p = dir.join(format!("{name}-linux.cpio"));
+    std::fs::write(&p, w.finish()).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(p)
+}
+
+/// The start of a benchmark initramfs's `/init`: `/dev`, the console,
+/// `/proc`, `/sys`, then `modules` loaded in order (a failure printed as
+/// `<tag>: error insmod <m>`).
+pub(crate) fn linux_init_prologue(tag: &str, modules: &[String]) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n\
+         /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
+         [ -c /dev/console ] && exec </dev/console >/dev/console 2>&1\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sys /sys\n",
+    );
+    for m in modules {
+        s.push_str(&format!("insmod /lib/modules/{m}.ko || echo \"{tag}: error insmod {m}\"\n"));
+    }
+    s
+}
+
+/// Figures of the same benchmarks on Mantle and on Linux, in the order
+/// first seen; printed as medians side by side with their ratio.
+#[derive(Default)]
+pub(crate) struct SideBySide {
+    /// (name, Mantle samples, Linux samples, unit)
+    rows: Vec<(String, Vec<f64>, Vec<f64>, String)>,
+}
+
+impl SideBySide {
+    pub(crate) fn record(&mut self, mantle: bool, name: &str, value: f64, unit: &str) {
+        let i = match self.rows.iter().position(|r| r.0 == name) {
+            Some(i) => i,
+            None => {
+                self.rows.push((name.to_string(), Vec::new(), Vec::new(), unit.to_string()));
+                self.rows.len() - 1
             }
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
-            Ok(chunk) => {
-                seen.extend_from_slice(&chunk);
-                if contains(&seen, marker.as_bytes()) {
-                    return Ok(String::from_utf8_lossy(&seen).into_owned());
-                }
-            }
-            Err(_) => return Err(format!("no `{marker}`; serial output:\n{}", tail(&seen))),
+        };
+        if mantle { self.rows[i].1.push(value) } else { self.rows[i].2.push(value) }
+    }
+
+    /// The median of each side (NaN without samples).
+    pub(crate) fn medians(&self) -> Vec<(String, f64, f64, String)> {
+        let med = |v: &[f64]| -> f64 {
+            let mut v = v.to_vec();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        self.rows.iter().map(|(n, m, l, u)| (n.clone(), med(m), med(l), u.clone())).collect()
+    }
+
+    /// The table: benchmark, Mantle, Linux, Mantle/Linux (`decimals` after the point).
+    pub(crate) fn print(&self, decimals: usize) {
+        println!();
+        println!("{:<24} {:>17} {:>17} {:>12}", "benchmark (median)", "Mantle", "Linux", "Mantle/Linux");
+        for (name, m, l, unit) in self.medians() {
+            let ratio = if l == 0.0 || !(m / l).is_finite() { "-".to_string() } else { format!("{:.2}", m / l) };
+            println!("{name:<24} {m:>11.decimals$} {unit:<5} {l:>11.decimals$} {unit:<5} {ratio:>12}");
         }
     }
 }
@@ -665,30 +816,11 @@ pub fn parse_ubench(out: &str) -> Vec<(String, f64, String)> {
 /// its TSC-frequency hint, so it calibrates its clock against the PIT in
 /// instruction time as Mantle does).
 pub fn bench_user(kernel_elf: &Path, ubench: &Path, runs: usize, icount: bool) -> Result<(), String> {
-    let dir = work_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let bin = std::fs::read(ubench).map_err(|e| format!("{}: {e}", ubench.display()))?;
-    let mut w = vmkernel::cpio::Writer::new();
-    w.add("init", vmkernel::cpio::S_IFREG | 0o755, 0, 0, 0, &bin);
-    let initrd = dir.join("ubench.cpio");
-    std::fs::write(&initrd, w.finish()).map_err(|e| e.to_string())?;
+    let initrd = mantle_bench_initrd("ubench", &[("init", &bin)])?;
     let linux = prepare_linux()?;
-    let mantle_args: Vec<String> = ["-kernel", &kernel_elf.display().to_string(), "-initrd", &initrd.display().to_string(), "-append", "init=/init"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let linux_args: Vec<String> = [
-        "-kernel",
-        &linux.kernel.display().to_string(),
-        "-initrd",
-        &initrd.display().to_string(),
-        "-append",
-        "console=ttyS0 quiet tsc_early_khz=2000000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (mut mantle_args, mut linux_args) = (mantle_args, linux_args);
+    let mut mantle_args = mantle_boot_args(kernel_elf, &initrd, "init=/init");
+    let mut linux_args = linux_boot_args(&linux.kernel, &initrd);
     if icount {
         for a in [&mut mantle_args, &mut linux_args] {
             a.extend(["-icount".to_string(), "shift=0".to_string()]);
@@ -697,33 +829,17 @@ pub fn bench_user(kernel_elf: &Path, ubench: &Path, runs: usize, icount: bool) -
             *cmdline = cmdline.replace(" tsc_early_khz=2000000", "");
         }
     }
-    let mut results: Vec<(String, Vec<f64>, Vec<f64>, String)> = Vec::new();
+    let mut results = SideBySide::default();
     for run in 0..runs.max(1) {
         for (who, args) in [("Mantle", &mantle_args), ("Linux", &linux_args)] {
             let out = serial_until(args, "ubench: done", Duration::from_secs(600))?;
             for (name, v, unit) in parse_ubench(&out) {
                 println!("  run {}/{}: {who:<6} {name:<20} {v:>12.3} {unit}", run + 1, runs);
-                let i = match results.iter().position(|r| r.0 == name) {
-                    Some(i) => i,
-                    None => {
-                        results.push((name.clone(), Vec::new(), Vec::new(), unit.clone()));
-                        results.len() - 1
-                    }
-                };
-                if who == "Mantle" { results[i].1.push(v) } else { results[i].2.push(v) }
+                results.record(who == "Mantle", &name, v, &unit);
             }
         }
     }
-    let med = |v: &mut Vec<f64>| -> f64 {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    println!();
-    println!("{:<22} {:>14} {:>14} {:>13}", "benchmark (median)", "Mantle", "Linux", "Mantle/Linux");
-    for (name, mut m, mut l, unit) in results {
-        let (m, l) = (med(&mut m), med(&mut l));
-        println!("{name:<22} {:>11.3} {unit:<2} {:>11.3} {unit:<2} {:>13.2}", m, l, m / l);
-    }
+    results.print(3);
     if icount {
         println!("(QEMU TCG, {}, -icount shift=0: the figures are guest instructions, 1 ns each; compare the ratio)", QEMU_COMMON[3]);
     } else {
@@ -889,16 +1005,8 @@ pub const DISK_MODULES: &[&str] = &[
 /// `/init` of Linux's disk-benchmark initramfs: load the modules, mount
 /// the datastore's FAT partition, run the benchmark, unmount.
 pub fn disk_init_script() -> String {
-    let mut s = String::from(
-        "#!/bin/sh\n\
-         /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
-         [ -c /dev/console ] && exec </dev/console >/dev/console 2>&1\n\
-         mount -t proc proc /proc\n",
-    );
-    for m in DISK_MODULES {
-        let name = m.rsplit('/').next().unwrap_or(m);
-        s.push_str(&format!("insmod /lib/modules/{name} || echo \"diskbench: error insmod {name}\"\n"));
-    }
+    let names: Vec<String> = DISK_MODULES.iter().map(|m| m.rsplit('/').next().unwrap_or(m).trim_end_matches(".ko").to_string()).collect();
+    let mut s = linux_init_prologue("diskbench", &names);
     s.push_str(
         "i=0; while [ ! -b /dev/vda1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n\
          mkdir -p /mnt\n\
@@ -936,10 +1044,7 @@ pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize, only: Option
     let _ = std::fs::remove_file(&img);
     crate::datastore::create(&img, 1 << 30, "datastore1")?;
 
-    let mut w = cpio::Writer::new();
-    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, &bin);
-    let mantle_initrd = dir.join("diskbench-mantle.cpio");
-    std::fs::write(&mantle_initrd, w.finish()).map_err(|e| e.to_string())?;
+    let mantle_initrd = mantle_bench_initrd("diskbench", &[("init", &bin)])?;
 
     let kernel = crate::debian::linux_cloud_kernel()?;
     let modules_root = crate::debian::fetch_package(crate::debian::LINUX_CLOUD_META)?.join("lib/modules");
@@ -949,25 +1054,15 @@ pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize, only: Option
         .map(|e| e.path())
         .find(|p| p.join("kernel").is_dir())
         .ok_or_else(|| format!("no kernel modules under {}", modules_root.display()))?;
-    let busybox = std::fs::read(crate::debian::busybox_static()?).map_err(|e| e.to_string())?;
-    let mut w = cpio::Writer::new();
-    for d in ["bin", "dev", "proc", "sys", "tmp", "mnt", "lib", "lib/modules"] {
-        w.add(d, cpio::S_IFDIR | 0o755, 0, 0, 0, &[]);
-    }
-    w.add("bin/busybox", cpio::S_IFREG | 0o755, 0, 0, 0, &busybox);
-    for applet in ["sh", "mount", "umount", "insmod", "mkdir", "sleep", "poweroff", "echo", "[", "test"] {
-        w.add(&format!("bin/{applet}"), cpio::S_IFLNK | 0o777, 0, 0, 0, b"busybox");
-    }
+    let mut modules = Vec::new();
     for m in DISK_MODULES {
         let path = version_dir.join("kernel").join(m);
         let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let name = m.rsplit('/').next().unwrap_or(m);
-        w.add(&format!("lib/modules/{name}"), cpio::S_IFREG | 0o644, 0, 0, 0, &data);
+        let name = m.rsplit('/').next().unwrap_or(m).trim_end_matches(".ko");
+        modules.push((name.to_string(), data));
     }
-    w.add("diskbench", cpio::S_IFREG | 0o755, 0, 0, 0, &bin);
-    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, disk_init_script().as_bytes());
-    let linux_initrd = dir.join("diskbench-linux.cpio");
-    std::fs::write(&linux_initrd, w.finish()).map_err(|e| e.to_string())?;
+    let applets = ["sh", "mount", "umount", "insmod", "mkdir", "sleep", "poweroff", "echo", "[", "test"];
+    let linux_initrd = linux_bench_initrd("diskbench", &applets, &modules, &[("diskbench", &bin)], &disk_init_script())?;
 
     let disk = [
         "-drive".to_string(),
@@ -975,26 +1070,12 @@ pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize, only: Option
         "-device".to_string(),
         "virtio-blk-pci,drive=ds0".to_string(),
     ];
-    let mut mantle_args: Vec<String> =
-        ["-kernel", &kernel_elf.display().to_string(), "-initrd", &mantle_initrd.display().to_string(), "-append", "init=/init"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let mut mantle_args = mantle_boot_args(kernel_elf, &mantle_initrd, "init=/init");
     mantle_args.extend(disk.iter().cloned());
-    let mut linux_args: Vec<String> = [
-        "-kernel",
-        &kernel.display().to_string(),
-        "-initrd",
-        &linux_initrd.display().to_string(),
-        "-append",
-        "console=ttyS0 quiet tsc_early_khz=2000000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut linux_args = linux_boot_args(&kernel, &linux_initrd);
     linux_args.extend(disk.iter().cloned());
 
-    let mut results: Vec<(String, Vec<f64>, Vec<f64>, String)> = Vec::new();
+    let mut results = SideBySide::default();
     for run in 0..runs.max(1) {
         for (who, args) in [("Mantle", &mantle_args), ("Linux", &linux_args)] {
             if only.is_some_and(|o| !o.eq_ignore_ascii_case(who)) {
@@ -1010,27 +1091,11 @@ pub fn bench_disk(kernel_elf: &Path, diskbench: &Path, runs: usize, only: Option
             }
             for (name, v, unit) in parse_diskbench(&out) {
                 println!("  run {}/{}: {who:<6} {name:<22} {v:>10.2} {unit}", run + 1, runs);
-                let i = match results.iter().position(|r| r.0 == name) {
-                    Some(i) => i,
-                    None => {
-                        results.push((name.clone(), Vec::new(), Vec::new(), unit.clone()));
-                        results.len() - 1
-                    }
-                };
-                if who == "Mantle" { results[i].1.push(v) } else { results[i].2.push(v) }
+                results.record(who == "Mantle", &name, v, &unit);
             }
         }
     }
-    let med = |v: &mut Vec<f64>| -> f64 {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    println!();
-    println!("{:<24} {:>14} {:>14} {:>13}", "benchmark (median)", "Mantle", "Linux", "Mantle/Linux");
-    for (name, mut m, mut l, unit) in results {
-        let (m, l) = (med(&mut m), med(&mut l));
-        println!("{name:<24} {m:>9.2} {unit:<4} {l:>9.2} {unit:<4} {:>13.2}", m / l);
-    }
+    results.print(2);
     println!("(QEMU TCG, {} MiB RAM, 1 CPU, virtio-blk-pci, cache=writeback, the same 1 GiB FAT32 image; compare the ratio)", QEMU_COMMON[5]);
     Ok(())
 }

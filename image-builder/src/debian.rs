@@ -23,6 +23,10 @@ use std::sync::Once;
 
 /// The meta-package that tracks Debian's current cloud kernel.
 pub const LINUX_CLOUD_META: &str = "linux-image-cloud-amd64";
+/// The meta-package of Debian's generic kernel (the same version as the
+/// cloud kernel, with the drivers for real hardware such as e1000e, which
+/// the cloud kernel leaves out).
+pub const LINUX_GENERIC_META: &str = "linux-image-amd64";
 /// Debian's statically linked BusyBox.
 pub const BUSYBOX_STATIC: &str = "busybox-static";
 

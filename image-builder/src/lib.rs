@@ -13,6 +13,7 @@ pub mod datastore;
 pub mod debian;
 pub mod guests;
 pub mod linux_guest;
+pub mod net_bench;
 pub mod qemu;
 pub mod rootfs;
 pub mod suite;

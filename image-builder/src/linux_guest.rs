@@ -93,7 +93,7 @@ fn same_module(a: &str, b: &str) -> bool {
 
 /// `wanted` and their dependencies from `moddir`, dependencies first; names
 /// without a file are skipped.
-fn resolve_modules(moddir: &Path, wanted: &[&str]) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub(crate) fn resolve_modules(moddir: &Path, wanted: &[&str]) -> Result<Vec<(String, Vec<u8>)>, String> {
     fn visit(moddir: &Path, name: &str, out: &mut Vec<(String, Vec<u8>)>, depth: usize) -> Result<(), String> {
         if depth > 16 || out.iter().any(|(n, _)| same_module(n, name)) {
             return Ok(());

@@ -1,4 +1,4 @@
-//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `datastore`, `bench boot|user|vm|cim|api|disk`.
+//! image-builder CLI: `iso`, `run`, `bochs`, `kernel`, `lint`, `datastore`, `bench boot|user|vm|cim|api|disk|net`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -253,6 +253,30 @@ enum BenchCmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// The management network: TCP throughput host -> guest and guest ->
+    /// host, and HTTP requests/s of `tokio_httpd` under concurrent
+    /// keep-alive clients, by the same static programs as PID 1 on Mantle
+    /// and on Debian's Linux, behind the same NIC model on QEMU's user
+    /// network.
+    Net {
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// The NIC model (both systems).
+        #[arg(long, value_enum, default_value_t = NicArg::Virtio)]
+        nic: NicArg,
+        /// MiB moved in each direction.
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// HTTP requests per client (after one that opens its connection).
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        /// Run only one side (`mantle` or `linux`).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -365,6 +389,26 @@ fn real_main() -> Result<ExitCode, String> {
             let kernel = image_builder::kernel::build_kernel(true)?;
             let bins = image_builder::userworlds::build_static(false)?;
             image_builder::bench::bench_disk(&kernel, &bins.join("diskbench"), runs, only.as_deref())?;
+        }
+        Cmd::Bench { what: BenchCmd::Net { runs, nic, mib, clients, requests, only } } => {
+            if let Some(o) = &only
+                && o != "mantle"
+                && o != "linux"
+            {
+                return Err(format!("--only takes `mantle` or `linux`, not {o:?}"));
+            }
+            let nic = match nic {
+                NicArg::Virtio => qemu::NicModel::VirtioNet,
+                NicArg::E1000e => qemu::NicModel::E1000e,
+                NicArg::None => return Err("bench net needs a NIC: --nic virtio or e1000e".into()),
+            };
+            if mib == 0 || clients == 0 || requests == 0 {
+                return Err("--mib, --clients and --requests must be at least 1".into());
+            }
+            let kernel = image_builder::kernel::build_kernel(true)?;
+            let bins = image_builder::userworlds::build_static(false)?;
+            let o = image_builder::net_bench::NetBenchOptions { runs, nic, mib, clients, requests, only };
+            image_builder::net_bench::bench_net(&kernel, &bins, &o)?;
         }
         Cmd::Datastore { what } => datastore_cmd(what)?,
         Cmd::Kernel => {
