@@ -12,8 +12,14 @@
 //! (the `storage-flush` period twice plus the cache's age limit) before
 //! the kill must have survived it.
 //!
+//! Each cycle prints which files held the version being written at the
+//! kill (new) and which the one before (old), what `fsck.fat -n` says of
+//! the image as the kill left it, and what the next mount mended.
+//!
 //! `crash_during_atomic_rewrites_leaves_whole_files` runs 3 crashes,
-//! `crash_ten_times` (~10 boots, ignored: run on purpose) the full count.
+//! `crash_ten_times` (~10 boots, ignored: run on purpose with
+//! `cargo test -p tests --test datastore_crash -- --ignored --nocapture`)
+//! the full count.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -124,6 +130,51 @@ fn versions(c: &mut Console) -> Vec<u64> {
     v
 }
 
+/// The FAT partition of `img` copied out (sparse) for fsck.fat.
+fn partition_copy(img: &Path, dir: &Path) -> PathBuf {
+    let part = dir.join("part.img");
+    let len = std::fs::metadata(img).unwrap().len();
+    let st = Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
+        .arg(format!("skip={PARTITION_OFFSET}"))
+        .arg(format!("count={}", len - PARTITION_OFFSET - 33 * 512))
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying the partition");
+    part
+}
+
+/// What `fsck.fat -n` says of the image as it is: `clean`, or what it
+/// would fix (its first findings).
+fn fsck_verdict(fsck: &Path, img: &Path, dir: &Path) -> String {
+    let part = partition_copy(img, dir);
+    let report = Command::new(fsck).arg("-n").arg(&part).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
+    let findings: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("fsck.fat ") && !l.contains(" files, ") && !l.starts_with("Leaving"))
+        .collect();
+    if report.status.success() && findings.is_empty() {
+        String::from("clean")
+    } else {
+        format!("would fix: {}", findings.iter().take(4).copied().collect::<Vec<_>>().join(" / "))
+    }
+}
+
+/// What the mount after a kill did, from the kernel log.
+fn mount_said(log: &str) -> String {
+    // The volume's messages carry its FAT label (upper-case).
+    let key = "storage: datastore1: ";
+    let notes: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.to_ascii_lowercase().find(key).map(|i| l[i + key.len()..].trim()))
+        .collect();
+    if notes.is_empty() { String::from("nothing to mend") } else { notes.join("; ") }
+}
+
 fn crash_cycles(cycles: u32) {
     let fsck = tool("fsck.fat", "dosfstools");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -137,6 +188,7 @@ fn crash_cycles(cycles: u32) {
     let mut c = boot(&img);
     let mut seen: Option<Vec<u64>> = None;
     let mut mount_notes = Vec::new();
+    let mut summary = Vec::new();
     for cycle in 0..cycles {
         let base = (cycle as u64 + 1) * 1_000_000;
         c.send(&format!("{}\n", workload(base))).unwrap();
@@ -158,6 +210,9 @@ fn crash_cycles(cycles: u32) {
             WRITEBACK_BOUND.as_secs()
         );
         drop(c); // SIGKILL
+        // The volume as the kill left it, before any mount repaired it.
+        let at_kill = fsck_verdict(&fsck, &img, dir.path());
+        println!("crash test: cycle {cycle}: fsck.fat -n on the killed image: {at_kill}");
 
         c = boot(&img);
         let log = c.log();
@@ -177,27 +232,44 @@ fn crash_cycles(cycles: u32) {
         if let Some(before) = &seen {
             assert!(v.iter().zip(before).all(|(a, b)| a >= b), "a file went back in time: {before:?} -> {v:?}");
         }
-        println!("crash test: cycle {cycle}: all {FILES} files whole, versions {}..={}", v.iter().min().unwrap(), v.iter().max().unwrap());
+        // The rewriter goes c0..c19 in order: at the kill the files it had
+        // reached in the round under way hold that round's version (new),
+        // the rest the round before (old).
+        let newest = *v.iter().max().unwrap();
+        let per_file: Vec<String> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| match newest - x {
+                0 => format!("c{i}=new"),
+                1 => format!("c{i}=old"),
+                d => format!("c{i}=old-{d}"),
+            })
+            .collect();
+        let new = v.iter().filter(|&&x| x == newest).count();
+        println!(
+            "crash test: cycle {cycle}: all {FILES} files whole: {new} new (round {newest}), {} old: {}",
+            FILES as usize - new,
+            per_file.join(" ")
+        );
+        summary.push(format!(
+            "kill {}: {new} files new, {} old; fsck.fat -n on the killed image: {at_kill}; mount: {}",
+            cycle + 1,
+            FILES as usize - new,
+            mount_said(&log)
+        ));
         seen = Some(v);
     }
     for n in &mount_notes {
         println!("crash test: mount said: {n}");
     }
+    for l in &summary {
+        println!("crash test: {l}");
+    }
     // A clean power-off, then the host's check.
     let _ = c.send("poweroff\n");
     let status = c.wait_exit(Duration::from_secs(120));
     assert!(status.is_some(), "QEMU did not exit after poweroff\n{}", c.log());
-    let part = dir.path().join("part.img");
-    let len = std::fs::metadata(&img).unwrap().len();
-    let st = Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", part.display()))
-        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
-        .arg(format!("skip={PARTITION_OFFSET}"))
-        .arg(format!("count={}", len - PARTITION_OFFSET - 33 * 512))
-        .status()
-        .unwrap();
-    assert!(st.success(), "copying the partition");
+    let part = partition_copy(&img, dir.path());
     let report = Command::new(&fsck).arg("-n").arg(&part).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
     println!("crash test: fsck.fat -n after {cycles} crashes:\n{text}");
@@ -209,8 +281,10 @@ fn crash_during_atomic_rewrites_leaves_whole_files() {
     crash_cycles(3);
 }
 
+/// `DATASTORE_CRASHES=N` runs N kills instead of ten.
 #[test]
 #[ignore = "ten crashes, ~10 boots: run on purpose"]
 fn crash_ten_times() {
-    crash_cycles(10);
+    let n = std::env::var("DATASTORE_CRASHES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    crash_cycles(n);
 }

@@ -219,7 +219,8 @@ fn host_fat(path: &Path, mib: u64, label: &str, file: &Path) {
 /// each with a log line, and the host keeps running; four processes write and read back
 /// different files at once; `/proc/diskstats` counts each disk and
 /// partition in the format iostat reads (Debian's BusyBox has no iostat
-/// applet).
+/// applet); a hostile user world's random file calls on datastore1 and
+/// the small datastore cause no panic and leave both fsck-clean.
 #[test]
 fn bad_input_and_concurrent_writers_through_the_kernel() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -313,6 +314,21 @@ fn bad_input_and_concurrent_writers_through_the_kernel() {
     check(&c, four.matches(" ok").count() == 12 && !four.contains("BAD"), &format!("four writers:\n{four}"));
     check(&c, four.matches("1572864").count() == 4, &format!("four writers' sizes:\n{four}"));
 
+    // A hostile user world's random file calls (`sysfuzz files`: bad
+    // names, pointers, offsets, huge lengths, truncate, rename, unlink,
+    // mkdir ...) on datastore1 and on the small datastore (where they
+    // also meet a full volume): no panic, everything it made removable,
+    // and both volumes fsck-clean after power-off (checked below).
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for (dir, calls) in [("/vmfs/volumes/datastore1/fuzz", DS_FUZZ_CALLS), ("/vmfs/volumes/SMALL/fuzz", DS_FUZZ_CALLS / 2)] {
+        let t = std::time::Instant::now();
+        let out = run(&mut c, &format!("/usr/lib/mantle/sysfuzz files {dir} {seed} {calls} 2 2; echo fuzz=$?"));
+        let summary = out.lines().find(|l| l.contains("sysfuzz: calls ")).unwrap_or("").trim().to_string();
+        println!("datastore fuzz on {dir} (seed {seed}, {:?}): {summary}", t.elapsed());
+        check(&c, out.contains("fuzz=0") && summary.contains(&format!("calls {calls} ")), &format!("sysfuzz files {dir} {seed} {calls}:\n{out}"));
+        check(&c, out.contains("sysfuzz: cleanup ok"), &format!("removing what the fuzzer made in {dir}:\n{out}"));
+    }
+
     // /proc/diskstats: disks and partitions, with reads and writes counted.
     let stats = run(&mut c, "cat /proc/diskstats");
     for dev in ["mpx.vmhba0:C0:T0:L0", "mpx.vmhba0:C0:T0:L0:1", "mpx.vmhba1:C0:T0:L0"] {
@@ -322,5 +338,40 @@ fn bad_input_and_concurrent_writers_through_the_kernel() {
     }
     let running = c.is_running();
     check(&c, running, "the host keeps running");
-    let _ = power_off(c);
+    let log = power_off(c);
+    assert!(!log.contains("panicked"), "kernel panic:\n{log}");
+    fsck_clean(&datastore_partition(&img, dir.path()));
+    fsck_clean(&small);
+}
+
+/// Random file calls per datastore directory in the bad-input test.
+const DS_FUZZ_CALLS: u64 = 2000;
+
+/// The FAT partition of a datastore image made by `image-builder
+/// datastore new` (GPT, one partition at 1 MiB), copied out sparsely.
+fn datastore_partition(img: &Path, dir: &Path) -> PathBuf {
+    let part = dir.join("part.img");
+    let len = std::fs::metadata(img).unwrap().len();
+    let st = Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
+        .arg(format!("skip={PARTITION_OFFSET}"))
+        .arg(format!("count={}", len - PARTITION_OFFSET - 33 * 512))
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying the partition");
+    part
+}
+
+/// `fsck.fat -n` finds nothing to fix.
+fn fsck_clean(part: &Path) {
+    let report = Command::new(tool("fsck.fat", "dosfstools")).arg("-n").arg(part).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
+    assert!(report.status.success(), "fsck.fat -n {}: {}\n{text}", part.display(), report.status);
+    assert!(
+        !text.contains("differences") && !text.contains("Dirty bit") && !text.contains("Free cluster summary"),
+        "fsck.fat -n {}:\n{text}",
+        part.display()
+    );
 }

@@ -2,10 +2,11 @@
 //!
 //! `virtio-drivers` negotiates features and runs the virtqueue; this crate
 //! adds what a kernel driver needs around it:
-//! - DMA safety: the device only ever sees the driver's own DMA memory (a
-//!   bounce buffer of [`BOUNCE_BYTES`] and the request/response headers),
-//!   never a caller's buffer, so any buffer works and a request larger
-//!   than the bounce buffer is split;
+//! - DMA: a caller's buffer that is one run of physical memory (kernel
+//!   heap in the direct map, checked page by page) is handed to the device
+//!   as it is, in requests of up to [`DIRECT_MAX_BYTES`]; any other buffer
+//!   goes through the driver's bounce buffer of [`BOUNCE_BYTES`] (a larger
+//!   request is split). The request/response headers are the driver's own;
 //! - waiting: a request is submitted, then the caller's `wait` function is
 //!   called with a readiness check (the kernel blocks the world until the
 //!   completion interrupt, or polls during boot), then completed;
@@ -39,8 +40,11 @@ pub fn supports(vendor: u16, device: u16) -> bool {
     vendor == VENDOR_VIRTIO && DEVICE_IDS.contains(&device)
 }
 
-/// The bounce buffer: the longest single device request.
+/// The bounce buffer: the longest request through it (for callers'
+/// buffers the device cannot reach).
 pub const BOUNCE_BYTES: usize = 256 * 1024;
+/// The longest single request straight from or into a caller's buffer.
+pub const DIRECT_MAX_BYTES: usize = 4 << 20;
 /// virtio-blk addresses 512-byte sectors.
 pub const SECTOR_BYTES: usize = SECTOR_SIZE;
 const REQUEST_QUEUE: u16 = 0;
@@ -90,7 +94,7 @@ pub type Wait<'a> = dyn FnMut(&mut dyn FnMut() -> bool) + 'a;
 pub struct VirtioBlk<H: Hal> {
     // First, so it drops first: dropping the transport resets the device
     // before the memory it used is freed.
-    blk: VirtIOBlk<VirtioHal<H>, PciTransport>,
+    blk: Blk<H>,
     bounce: Dma<H>,
     // Heap memory lies in the kernel's direct map, which `Hal::virt_to_phys`
     // translates: the headers are shared with the device from there.
@@ -100,6 +104,7 @@ pub struct VirtioBlk<H: Hal> {
     capacity: u64,
     read_only: bool,
     requests: u64,
+    direct_requests: u64,
 }
 
 impl<H: Hal> VirtioBlk<H> {
@@ -125,6 +130,7 @@ impl<H: Hal> VirtioBlk<H> {
             capacity,
             read_only,
             requests: 0,
+            direct_requests: 0,
         })
     }
 
@@ -140,6 +146,11 @@ impl<H: Hal> VirtioBlk<H> {
     /// Requests completed so far.
     pub fn requests(&self) -> u64 {
         self.requests
+    }
+
+    /// Requests that went straight from or into the caller's buffer.
+    pub fn direct_requests(&self) -> u64 {
+        self.direct_requests
     }
 
     /// Routes the request queue's and the configuration interrupts to
@@ -171,51 +182,51 @@ impl<H: Hal> VirtioBlk<H> {
         }
     }
 
-    /// Reads `buf.len() / 512` sectors from `lba`.
+    /// Reads `buf.len() / 512` sectors from `lba`: straight into `buf`
+    /// when the device can reach it (kernel heap: one request of up to
+    /// [`DIRECT_MAX_BYTES`] per chunk), else through the bounce buffer.
     pub fn read(&mut self, lba: u64, buf: &mut [u8], wait: &mut Wait<'_>) -> Result<(), Error> {
         self.check(lba, buf.len())?;
+        let direct = device_contiguous::<H>(buf);
         let mut sector = lba;
-        for chunk in buf.chunks_mut(BOUNCE_BYTES) {
-            let bounce = self.bounce.bytes_mut(0, chunk.len()).ok_or(Error::NoMemory)?;
-            // SAFETY: `req`, `bounce` and `resp` are the driver's own memory,
-            // mapped and device-visible; nothing touches them until the
-            // request is completed below with the same buffers.
-            let token = unsafe { self.blk.read_blocks_nb(sector as usize, &mut self.req, bounce, &mut self.resp) }
-                .map_err(Error::Device)?;
-            let blk = &mut self.blk;
-            wait(&mut || blk.peek_used() == Some(token));
-            // SAFETY: the same buffers as at submission, and the device is
-            // done with them (its token is on the used ring).
-            unsafe { self.blk.complete_read_blocks(token, &self.req, bounce, &mut self.resp) }
-                .map_err(|e| status_error(&self.resp, e))?;
-            chunk.copy_from_slice(bounce);
+        for chunk in buf.chunks_mut(if direct { DIRECT_MAX_BYTES } else { BOUNCE_BYTES }) {
+            let n = chunk.len();
+            if direct {
+                read_into(&mut self.blk, &mut self.req, &mut self.resp, sector, chunk, wait)?;
+                self.direct_requests += 1;
+            } else {
+                let bounce = self.bounce.bytes_mut(0, n).ok_or(Error::NoMemory)?;
+                read_into(&mut self.blk, &mut self.req, &mut self.resp, sector, bounce, wait)?;
+                chunk.copy_from_slice(bounce);
+            }
             self.requests += 1;
-            sector += (chunk.len() / SECTOR_BYTES) as u64;
+            sector += (n / SECTOR_BYTES) as u64;
         }
         Ok(())
     }
 
-    /// Writes `buf.len() / 512` sectors at `lba` (durable after `flush`).
+    /// Writes `buf.len() / 512` sectors at `lba` (durable after `flush`):
+    /// straight from `buf` when the device can reach it, else through the
+    /// bounce buffer.
     pub fn write(&mut self, lba: u64, buf: &[u8], wait: &mut Wait<'_>) -> Result<(), Error> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
         self.check(lba, buf.len())?;
+        let direct = device_contiguous::<H>(buf);
         let mut sector = lba;
-        for chunk in buf.chunks(BOUNCE_BYTES) {
-            let bounce = self.bounce.bytes_mut(0, chunk.len()).ok_or(Error::NoMemory)?;
-            bounce.copy_from_slice(chunk);
-            // SAFETY: as in `read`: the driver's own device-visible memory,
-            // untouched until completion.
-            let token = unsafe { self.blk.write_blocks_nb(sector as usize, &mut self.req, bounce, &mut self.resp) }
-                .map_err(Error::Device)?;
-            let blk = &mut self.blk;
-            wait(&mut || blk.peek_used() == Some(token));
-            // SAFETY: the same buffers as at submission; the device is done.
-            unsafe { self.blk.complete_write_blocks(token, &self.req, bounce, &mut self.resp) }
-                .map_err(|e| status_error(&self.resp, e))?;
+        for chunk in buf.chunks(if direct { DIRECT_MAX_BYTES } else { BOUNCE_BYTES }) {
+            let n = chunk.len();
+            if direct {
+                write_from(&mut self.blk, &mut self.req, &mut self.resp, sector, chunk, wait)?;
+                self.direct_requests += 1;
+            } else {
+                let bounce = self.bounce.bytes_mut(0, n).ok_or(Error::NoMemory)?;
+                bounce.copy_from_slice(chunk);
+                write_from(&mut self.blk, &mut self.req, &mut self.resp, sector, bounce, wait)?;
+            }
             self.requests += 1;
-            sector += (chunk.len() / SECTOR_BYTES) as u64;
+            sector += (n / SECTOR_BYTES) as u64;
         }
         Ok(())
     }
@@ -239,6 +250,63 @@ impl<H: Hal> VirtioBlk<H> {
         }
         self.blk.flush().map_err(Error::Device)
     }
+}
+
+/// Whether the device can reach `buf` as one run of physical memory:
+/// every page of it translates, each right after the one before (kernel
+/// heap in the direct map; not user memory or a kernel stack that is not
+/// linearly mapped).
+fn device_contiguous<H: Hal>(buf: &[u8]) -> bool {
+    let start = buf.as_ptr() as usize;
+    let Some(first) = H::virt_to_phys(start) else { return false };
+    let mut off = PAGE_SIZE - start % PAGE_SIZE;
+    while off < buf.len() {
+        if H::virt_to_phys(start + off) != Some(first + off as u64) {
+            return false;
+        }
+        off += PAGE_SIZE;
+    }
+    true
+}
+
+type Blk<H> = VirtIOBlk<VirtioHal<H>, PciTransport>;
+
+/// One read request into device-visible memory `buf`, waited for.
+fn read_into<H: Hal>(
+    blk: &mut Blk<H>,
+    req: &mut BlkReq,
+    resp: &mut BlkResp,
+    sector: u64,
+    buf: &mut [u8],
+    wait: &mut Wait<'_>,
+) -> Result<(), Error> {
+    // SAFETY: `req`, `resp` and `buf` are device-visible (the driver's own
+    // memory, or a caller's buffer `device_contiguous` checked page by
+    // page) and stay borrowed, untouched, until the request is completed
+    // below with the same buffers: `wait` returns only once the device
+    // has answered.
+    let token = unsafe { blk.read_blocks_nb(sector as usize, req, buf, resp) }.map_err(Error::Device)?;
+    wait(&mut || blk.peek_used() == Some(token));
+    // SAFETY: the same buffers as at submission, and the device is done
+    // with them (its token is on the used ring).
+    unsafe { blk.complete_read_blocks(token, req, buf, resp) }.map_err(|e| status_error(resp, e))
+}
+
+/// One write request from device-visible memory `buf`, waited for.
+fn write_from<H: Hal>(
+    blk: &mut Blk<H>,
+    req: &mut BlkReq,
+    resp: &mut BlkResp,
+    sector: u64,
+    buf: &[u8],
+    wait: &mut Wait<'_>,
+) -> Result<(), Error> {
+    // SAFETY: as in `read_into`: device-visible memory, untouched until
+    // the request is completed.
+    let token = unsafe { blk.write_blocks_nb(sector as usize, req, buf, resp) }.map_err(Error::Device)?;
+    wait(&mut || blk.peek_used() == Some(token));
+    // SAFETY: the same buffers as at submission; the device is done.
+    unsafe { blk.complete_write_blocks(token, req, buf, resp) }.map_err(|e| status_error(resp, e))
 }
 
 fn status_error(resp: &BlkResp, e: virtio_drivers::Error) -> Error {

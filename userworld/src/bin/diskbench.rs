@@ -5,9 +5,14 @@
 //! the ratio of the two figures means something even though the emulator
 //! slows both.
 //!
-//! `diskbench [DIR] [MIB]`: sequential write (1 MiB writes, then fsync)
-//! and sequential read of a MIB-MiB file, then 4 KiB random reads and
-//! 4 KiB random writes (each followed by fsync) inside it. Before each
+//! `diskbench [DIR] [MIB] [TREE [DEVICE]]`: sequential write (1 MiB
+//! writes, then fsync) and sequential read of a MIB-MiB file, then 4 KiB
+//! random reads and 4 KiB random writes (each followed by fsync) inside
+//! it; then, if TREE exists (after mounting DEVICE there as vfat when
+//! given, timed: `mount_10k`), a walk of every directory under TREE with
+//! a stat of every entry (`walk_10k`, `tree_files`). On Mantle (no
+//! arguments) TREE is `/vmfs/volumes/MOUNT10K`, which the kernel mounted
+//! at boot (its log says how long that took). Before each
 //! read pass Linux's page cache is dropped (`/proc/sys/vm/drop_caches`);
 //! Mantle has no page cache over its datastores (its block cache is
 //! 16 MiB). Prints `diskbench: <name> <value> <unit>` lines, removes the
@@ -115,13 +120,52 @@ fn run(dir: &str, mib: usize) -> std::io::Result<()> {
     std::fs::remove_file(&path)
 }
 
+/// Files under `dir`, every entry stat-ed on the way (what `ls -lR` does).
+fn walk(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut files = 0;
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            files += walk(&path)?;
+        } else {
+            files += 1;
+        }
+    }
+    Ok(files)
+}
+
+/// Mounts `device` at `tree` (Linux) timing it, then walks `tree`.
+fn tree(tree: &str, device: Option<&str>) -> std::io::Result<()> {
+    if let Some(dev) = device {
+        std::fs::create_dir_all(tree)?;
+        let (dev_c, tree_c) = (std::ffi::CString::new(dev)?, std::ffi::CString::new(tree)?);
+        let t = Instant::now();
+        // SAFETY: valid C strings; no mount data.
+        let r = unsafe { libc::mount(dev_c.as_ptr(), tree_c.as_ptr(), c"vfat".as_ptr(), 0, std::ptr::null()) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        println!("diskbench: mount_10k {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    }
+    if !std::path::Path::new(tree).is_dir() {
+        return Ok(());
+    }
+    drop_caches();
+    let t = Instant::now();
+    let files = walk(std::path::Path::new(tree))?;
+    println!("diskbench: walk_10k {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!("diskbench: tree_files {files} files");
+    Ok(())
+}
+
 fn main() {
     ensure_console();
     let args: Vec<String> = std::env::args().collect();
     let dir = args.get(1).cloned().unwrap_or_else(|| String::from("/vmfs/volumes/datastore1"));
     let mib: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(256);
+    let tree_dir = args.get(3).cloned().unwrap_or_else(|| String::from("/vmfs/volumes/MOUNT10K"));
     println!("diskbench: start {dir} {mib} MiB");
-    match run(&dir, mib) {
+    match run(&dir, mib).and_then(|()| tree(&tree_dir, args.get(4).map(String::as_str))) {
         Ok(()) => println!("diskbench: done"),
         Err(e) => println!("diskbench: error {e}\ndiskbench: done"),
     }

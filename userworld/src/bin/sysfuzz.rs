@@ -19,6 +19,20 @@
 //!
 //! Ends with one line, `sysfuzz: calls N completed C ok K worker-deaths D
 //! hung H errno E1=n,E2=n,...`, and exit status 0.
+//!
+//! `sysfuzz files <dir> <seed> <calls> [workers] [threads]` is the same
+//! machinery aimed at one file system: only file calls (open/creat/openat
+//! with random flags, read/write/pread/pwrite/readv/writev with bad
+//! pointers and huge lengths, lseek, truncate/ftruncate/fallocate at
+//! offsets up to past 4 GiB, rename/renameat2, link, symlink, unlink,
+//! mkdir, rmdir, getdents, stat/statx, utimensat, fsync, copy_file_range,
+//! sendfile, ...), on names under `<dir>`: short and long names, names
+//! FAT cannot store, case twins, non-UTF-8 bytes, deep paths, the
+//! datastore's own `.mantle-journal` and `.mantle-orphans`. Workers stay
+//! root there (a FAT datastore is writable by root only), never chdir
+//! (their working directory is `<dir>/w/x/y/z`, and no path climbs more
+//! than one level from it) and call nothing outside that list. At the end
+//! `<dir>` is removed and `sysfuzz: cleanup ok` (or the error) printed.
 
 use std::arch::asm;
 use std::sync::Arc;
@@ -41,11 +55,78 @@ const NUDGE_AFTER: Duration = Duration::from_millis(30);
 const ARENA_PAGES: usize = 16;
 const PAGE: u64 = 4096;
 const NOBODY: u32 = 65534;
-const SCRATCH: &str = "/tmp/sysfuzz";
+const SCRATCH_DEFAULT: &str = "/tmp/sysfuzz";
 /// The workers' working directory: deep enough that a few chdir("..")
 /// keep them inside SCRATCH (files they create elsewhere would outlive the
 /// run and look like a kernel leak); they also return to it regularly.
-const WORKDIR: &std::ffi::CStr = c"/tmp/sysfuzz/w/x/y/z";
+const WORKDIR_DEFAULT: &str = "/tmp/sysfuzz/w/x/y/z";
+
+/// What this run aims at: the whole call table, or one directory's files.
+struct Mode {
+    /// `sysfuzz files <dir> ...`.
+    files: bool,
+    workdir: std::ffi::CString,
+    paths: Vec<Vec<u8>>,
+}
+
+static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
+
+fn mode() -> &'static Mode {
+    MODE.get().expect("mode set in main")
+}
+
+/// File calls for `sysfuzz files` (x86-64 numbers).
+const FILE_CALLS: &[u64] = &[
+    0, 1, 2, 3, 4, 5, 6, 8, 17, 18, 19, 20, 21, 32, 33, 40, 72, 73, 74, 75, 76, 77, 78, 79, 82, 83, 84, 85, 86, 87, 88,
+    89, 90, 91, 132, 137, 138, 162, 217, 221, 235, 257, 258, 262, 263, 264, 265, 266, 267, 268, 269, 280, 285, 295, 296,
+    306, 316, 326, 332,
+];
+
+/// Names for `sysfuzz files`, relative to the working directory or under
+/// the directory (`{}`); none climbs more than one level above the
+/// working directory.
+const FILE_NAMES: &[&str] = &[
+    "f",
+    "F",
+    "d",
+    "d/g",
+    "d/g/h/i/j/k/l",
+    "..",
+    ".",
+    "",
+    "link",
+    "A rather long file name with spaces.txt",
+    "A rather long file name with spaces.TXT",
+    "longfilename1.dat",
+    "longfilename2.dat",
+    "colon:name",
+    "star*",
+    "what?",
+    "quote\"d",
+    "lt<gt>",
+    "pipe|",
+    "back\\slash",
+    "trailing.",
+    "trailing ",
+    " leading",
+    "caf\u{e9}",
+    "\u{65e5}\u{672c}",
+    "\u{1F600}",
+    "CON",
+    "NUL.txt",
+    "{}",
+    "{}/f",
+    "{}/d",
+    "{}/d/g",
+    "{}/w/x/y/z/f",
+    "{}/../.mantle-journal",
+    "{}/../.mantle-orphans",
+    "{}/../.MANTLE-JOURNAL",
+    "{}/.mantle-journal",
+    "{}/./d/../f",
+    "{}/f/notadir",
+    "{}/nonexistent/x",
+];
 
 /// Counters shared by the coordinator and all workers (one MAP_SHARED page).
 #[repr(C)]
@@ -75,6 +156,7 @@ const EXCLUDED: &[u64] = &[60, 231];
 const ADDRESS_SPACE: &[u64] = &[10, 11, 25, 26, 27, 28, 149, 150, 216, 237, 256, 279, 329];
 const CLONE_LIKE: &[u64] = &[56, 57, 58, 435];
 
+/// Paths of the whole-table run.
 const PATHS: &[&str] = &[
     "/tmp/sysfuzz/f",
     "/tmp/sysfuzz/d",
@@ -233,7 +315,9 @@ impl Arena {
     /// A NUL-terminated path in the arena (sometimes unterminated, running
     /// into the guard page).
     fn path(&self, rng: &mut Rng) -> u64 {
-        let p = rng.pick(PATHS).as_bytes();
+        let paths = &mode().paths;
+        let p = paths[rng.below(paths.len() as u64) as usize].as_slice();
+        let p = &p[..p.len().min(PAGE as usize - 64)];
         let (at, nul) = if rng.below(16) == 0 { (self.end() - p.len() as u64, false) } else { (self.base + rng.below(ARENA_PAGES as u64 - 1) * PAGE + rng.below(64), true) };
         // SAFETY: `at .. at + len (+ NUL)` lies inside the arena's writable pages.
         unsafe {
@@ -307,6 +391,9 @@ impl Caller {
     /// A system-call number and its arguments, made safe for this worker
     /// to survive where the module comment says.
     fn call(&mut self) -> (u64, [u64; 6]) {
+        if mode().files {
+            return self.file_call();
+        }
         let n = loop {
             let n = if self.rng.below(3) < 2 { self.rng.pick(IMPLEMENTED) } else { self.rng.below(450) };
             if !EXCLUDED.contains(&n) {
@@ -354,6 +441,174 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// A file descriptor: mostly one this worker may have open.
+    fn fd(&mut self) -> u64 {
+        match self.rng.below(8) {
+            0 => self.arg(),
+            1 => (-100i64) as u64, // AT_FDCWD
+            _ => 3 + self.rng.below(24),
+        }
+    }
+
+    /// A file offset or length: mostly within a few MiB, sometimes at or
+    /// past FAT's 4 GiB limit, negative or absurd (never a valid size in
+    /// between, whose zero fill would only cost time).
+    fn size(&mut self) -> u64 {
+        let r = &mut self.rng;
+        match r.below(10) {
+            0..=4 => r.below(256 << 10),
+            5 => r.below(4 << 20) & !0x1ff,
+            6 => r.below(16 << 20),
+            7 => r.pick(&[0xFFFF_FFFF, 0x1_0000_0000, 0x1_0000_0001, 1 << 40, i64::MAX as u64]),
+            8 => r.pick(&[u64::MAX, (-4096i64) as u64, 1 << 63, (-1i64 << 32) as u64]),
+            _ => r.below(8),
+        }
+    }
+
+    /// `open` flags: an access mode and a random set of the flags that
+    /// matter to a file system, sometimes plain garbage.
+    fn open_flags(&mut self) -> u64 {
+        if self.rng.below(8) == 0 {
+            return self.rng.next() & 0xffff_ffff;
+        }
+        let mut f = self.rng.below(3);
+        for flag in [
+            libc::O_CREAT,
+            libc::O_TRUNC,
+            libc::O_APPEND,
+            libc::O_EXCL,
+            libc::O_DIRECTORY,
+            libc::O_NOFOLLOW,
+            libc::O_SYNC,
+            libc::O_DSYNC,
+            libc::O_NONBLOCK,
+            libc::O_TMPFILE,
+        ] {
+            if self.rng.below(4) == 0 {
+                f |= flag as u64;
+            }
+        }
+        f | libc::O_CLOEXEC as u64
+    }
+
+    /// A buffer pointer: the arena mostly (often running off its end),
+    /// sometimes the read-only page or a hostile address.
+    fn buf(&mut self) -> u64 {
+        match self.rng.below(6) {
+            0 => self.rng.pick(HOSTILE),
+            1 => self.arena.ro + self.rng.below(PAGE),
+            _ => self.arena.base + self.rng.below(ARENA_PAGES as u64 * PAGE),
+        }
+    }
+
+    /// A length for one read or write: mostly within the arena, sometimes
+    /// huge.
+    fn len(&mut self) -> u64 {
+        match self.rng.below(8) {
+            0 => self.rng.pick(&[u64::MAX, i64::MAX as u64, 1 << 32, (1 << 31) - 1]),
+            1 => self.rng.below(1 << 20),
+            _ => self.rng.below(3 * PAGE),
+        }
+    }
+
+    /// A pointer to an 8-byte offset in the arena (for copy_file_range,
+    /// sendfile, preadv2's neighbours), set to a `size()`, or null/hostile.
+    fn offset_ptr(&mut self) -> u64 {
+        match self.rng.below(4) {
+            0 => 0,
+            1 => self.rng.pick(HOSTILE),
+            _ => {
+                let at = self.arena.base + self.rng.below(ARENA_PAGES as u64 * PAGE / 8 - 1) * 8;
+                let v = self.size();
+                // SAFETY: eight bytes inside the arena's writable pages.
+                unsafe { (at as *mut u64).write(v) };
+                at
+            }
+        }
+    }
+
+    /// An iovec array in the arena with 1..4 entries of `buf()`/`len()`.
+    fn iovecs(&mut self) -> (u64, u64) {
+        let n = 1 + self.rng.below(4);
+        let at = self.arena.base + self.rng.below(ARENA_PAGES as u64 - 1) * PAGE;
+        for i in 0..n {
+            let (b, l) = (self.buf(), self.len());
+            // SAFETY: 16 * 4 bytes at the start of an arena page.
+            unsafe {
+                ((at + i * 16) as *mut u64).write(b);
+                ((at + i * 16 + 8) as *mut u64).write(l);
+            }
+        }
+        (at, if self.rng.below(16) == 0 { self.arg() } else { n })
+    }
+
+    /// One call of `sysfuzz files`: a file call with arguments shaped for
+    /// it (paths from `FILE_NAMES`, plausible descriptors, offsets and
+    /// lengths with the hostile ones mixed in).
+    fn file_call(&mut self) -> (u64, [u64; 6]) {
+        let n = self.rng.pick(FILE_CALLS);
+        let mut a = [0u64; 6];
+        for x in a.iter_mut() {
+            *x = self.arg();
+        }
+        let p = |c: &mut Caller| c.arena.path(&mut c.rng);
+        match n {
+            0 | 1 => a = [self.fd(), self.buf(), self.len(), 0, 0, 0],
+            17 | 18 => a = [self.fd(), self.buf(), self.len(), self.size(), 0, 0],
+            19 | 20 => {
+                let (v, c) = self.iovecs();
+                a = [self.fd(), v, c, 0, 0, 0];
+            }
+            295 | 296 => {
+                let (v, c) = self.iovecs();
+                a = [self.fd(), v, c, self.size(), 0, 0];
+            }
+            2 => a = [p(self), self.open_flags(), 0o644, 0, 0, 0],
+            85 => a = [p(self), 0o644, 0, 0, 0, 0],
+            257 => a = [self.fd(), p(self), self.open_flags(), 0o644, 0, 0],
+            3 | 5 | 74 | 75 | 78 | 217 | 306 => a[0] = self.fd(),
+            4 | 6 | 21 | 84 | 87 | 89 | 90 | 137 => a[0] = p(self),
+            8 => a = [self.fd(), self.size(), self.rng.below(6), 0, 0, 0],
+            32 | 33 => a = [self.fd(), self.fd(), 0, 0, 0, 0],
+            40 => a = [self.fd(), self.fd(), self.offset_ptr(), self.len(), 0, 0],
+            72 | 73 | 91 | 138 => a[0] = self.fd(),
+            76 => a = [p(self), self.size(), 0, 0, 0, 0],
+            77 => a = [self.fd(), self.size(), 0, 0, 0, 0],
+            79 => a[0] = self.buf(),
+            82 | 86 | 88 => a = [p(self), p(self), 0, 0, 0, 0],
+            83 => a = [p(self), 0o755, 0, 0, 0, 0],
+            132 | 235 => a[0] = p(self),
+            221 => a = [self.fd(), self.size(), self.size(), self.rng.below(8), 0, 0],
+            258 => a = [self.fd(), p(self), 0o755, 0, 0, 0],
+            262 | 332 => {
+                a[0] = self.fd();
+                a[1] = p(self);
+            }
+            263 | 267 | 268 | 269 => {
+                a[0] = self.fd();
+                a[1] = p(self);
+                if n == 263 {
+                    a[2] = self.rng.pick(&[0, 0x200, 0x100, 0xffff]);
+                }
+            }
+            264 | 316 => {
+                a = [self.fd(), p(self), self.fd(), p(self), self.rng.pick(&[0, 1, 2, 4, 7]), 0];
+            }
+            265 => a = [self.fd(), p(self), self.fd(), p(self), self.rng.pick(&[0, 0x400, 0x1000]), 0],
+            266 => a = [p(self), self.fd(), p(self), 0, 0, 0],
+            280 => {
+                a[0] = self.fd();
+                a[1] = p(self);
+            }
+            285 => a = [self.fd(), self.rng.pick(&[0, 1, 2, 3, 8, 0x10, 0x20]), self.size(), self.size(), 0, 0],
+            326 => a = [self.fd(), self.offset_ptr(), self.fd(), self.offset_ptr(), self.len(), 0],
+            _ => {}
+        }
+        (n, a)
+    }
+}
+
 /// Per-worker state shared by its threads and its watchdog.
 struct Worker {
     shared: &'static Shared,
@@ -391,7 +646,7 @@ fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6]) {
         w.progress[idx].fetch_add(1, Ordering::Relaxed);
         if c.rng.below(16) == 0 {
             // SAFETY: chdir to a valid C string.
-            unsafe { libc::chdir(WORKDIR.as_ptr()) };
+            unsafe { libc::chdir(mode().workdir.as_ptr()) };
         }
         if c.rng.below(64) == 0 {
             let p = c.arena.base + c.rng.below(ARENA_PAGES as u64) * PAGE;
@@ -417,10 +672,14 @@ fn worker(shared: &'static Shared, slot: usize, seed: u64, calls: u64, threads: 
         if null > 2 {
             libc::close(null);
         }
-        libc::chdir(WORKDIR.as_ptr());
-        libc::setgroups(0, std::ptr::null());
-        if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 || libc::getuid() != NOBODY {
-            libc::_exit(3);
+        libc::chdir(mode().workdir.as_ptr());
+        // File mode stays root: a FAT datastore is writable by root only,
+        // and its call list reaches nothing outside the directory.
+        if !mode().files {
+            libc::setgroups(0, std::ptr::null());
+            if libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 || libc::getuid() != NOBODY {
+                libc::_exit(3);
+            }
         }
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -493,7 +752,35 @@ fn errno_name(e: usize) -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let files = args.get(1).is_some_and(|a| a == "files");
+    let scratch = if files {
+        if args.len() < 3 {
+            eprintln!("usage: sysfuzz files <dir> <seed> <calls> [workers] [threads]");
+            std::process::exit(2);
+        }
+        let dir = args.remove(2);
+        args.remove(1);
+        String::from(dir.trim_end_matches('/'))
+    } else {
+        String::from(SCRATCH_DEFAULT)
+    };
+    let workdir = if files { format!("{scratch}/w/x/y/z") } else { String::from(WORKDIR_DEFAULT) };
+    let paths: Vec<Vec<u8>> = if files {
+        let mut v: Vec<Vec<u8>> = FILE_NAMES.iter().map(|p| p.replace("{}", &scratch).into_bytes()).collect();
+        v.push(vec![b'n'; 255]);
+        v.push(vec![b'n'; 256]);
+        v.push(b"bad\xff\xfe".to_vec());
+        v.push([scratch.as_bytes(), b"/", &[b'x'; 200], b"/", &[b'y'; 200]].concat());
+        v
+    } else {
+        PATHS.iter().map(|p| p.as_bytes().to_vec()).collect()
+    };
+    let Ok(workdir_c) = std::ffi::CString::new(workdir.clone()) else {
+        eprintln!("sysfuzz: bad directory {scratch:?}");
+        std::process::exit(2);
+    };
+    let _ = MODE.set(Mode { files, workdir: workdir_c, paths });
     let num = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
     let (Some(seed), Some(calls)) = (num(1), num(2)) else {
         eprintln!("usage: sysfuzz <seed> <calls> [workers] [threads]");
@@ -501,17 +788,19 @@ fn main() {
     };
     let workers = num(3).unwrap_or(4).clamp(1, MAX_WORKERS as u64) as usize;
     let threads = num(4).unwrap_or(3).clamp(1, MAX_THREADS as u64) as usize;
-    let _ = std::fs::remove_dir_all(SCRATCH);
-    if let Err(e) = std::fs::create_dir_all(WORKDIR.to_str().unwrap_or(SCRATCH)) {
-        eprintln!("sysfuzz: {SCRATCH}: {e}");
+    let _ = std::fs::remove_dir_all(&scratch);
+    if let Err(e) = std::fs::create_dir_all(&workdir) {
+        eprintln!("sysfuzz: {scratch}: {e}");
         std::process::exit(1);
     }
     // SAFETY: valid C strings and ids; a shared anonymous mapping of one
     // zeroed `Shared` (all-zero atomics are valid), never unmapped.
     let shared: &'static Shared = unsafe {
-        for d in [c"/tmp/sysfuzz", c"/tmp/sysfuzz/w", c"/tmp/sysfuzz/w/x", c"/tmp/sysfuzz/w/x/y", WORKDIR] {
-            libc::chown(d.as_ptr(), NOBODY, NOBODY);
-            libc::chmod(d.as_ptr(), 0o777);
+        if !files {
+            for d in [c"/tmp/sysfuzz", c"/tmp/sysfuzz/w", c"/tmp/sysfuzz/w/x", c"/tmp/sysfuzz/w/x/y", c"/tmp/sysfuzz/w/x/y/z"] {
+                libc::chown(d.as_ptr(), NOBODY, NOBODY);
+                libc::chmod(d.as_ptr(), 0o777);
+            }
         }
         let m = libc::mmap(std::ptr::null_mut(), std::mem::size_of::<Shared>(), libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0);
         if m == libc::MAP_FAILED {
@@ -606,7 +895,13 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = std::fs::remove_dir_all(SCRATCH);
+    let cleanup = std::fs::remove_dir_all(&scratch);
+    if files {
+        match &cleanup {
+            Ok(()) => println!("sysfuzz: cleanup ok"),
+            Err(e) => println!("sysfuzz: cleanup of {scratch}: {e}"),
+        }
+    }
     let issued = shared.issued.load(Ordering::Relaxed).min(calls);
     let completed = shared.completed.load(Ordering::Relaxed);
     let ok = shared.hist[0].load(Ordering::Relaxed);

@@ -11,9 +11,51 @@ use core::arch::asm;
 /// `src` and `dst` are valid for `n` bytes and do not overlap.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees non-overlapping valid ranges.
+    // Whole 64-byte blocks by eight 8-byte moves, the rest by `rep movsb`.
+    // Under QEMU's TCG a `rep` string instruction runs one element per
+    // translated-block pass, so byte-wise `rep movsb` copied ~8x slower
+    // than this loop (the datastore's read path was bound by it). Loads
+    // of each half-block come before its stores, so a forward overlap
+    // (dst below src, what `memmove` sends here) stays correct.
+    // SAFETY: the caller guarantees valid ranges (non-overlapping, or dst
+    // below src).
     unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags));
+        asm!(
+            "cmp rcx, 64",
+            "jb 3f",
+            "2:",
+            "mov rax, [rsi]",
+            "mov rdx, [rsi + 8]",
+            "mov r8, [rsi + 16]",
+            "mov r9, [rsi + 24]",
+            "mov [rdi], rax",
+            "mov [rdi + 8], rdx",
+            "mov [rdi + 16], r8",
+            "mov [rdi + 24], r9",
+            "mov rax, [rsi + 32]",
+            "mov rdx, [rsi + 40]",
+            "mov r8, [rsi + 48]",
+            "mov r9, [rsi + 56]",
+            "mov [rdi + 32], rax",
+            "mov [rdi + 40], rdx",
+            "mov [rdi + 48], r8",
+            "mov [rdi + 56], r9",
+            "add rsi, 64",
+            "add rdi, 64",
+            "sub rcx, 64",
+            "cmp rcx, 64",
+            "jae 2b",
+            "3:",
+            "rep movsb",
+            inout("rcx") n => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            out("rax") _,
+            out("rdx") _,
+            out("r8") _,
+            out("r9") _,
+            options(nostack)
+        );
     }
     dst
 }
@@ -48,9 +90,34 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// `dst` is valid for writes of `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // Whole 64-byte blocks by eight 8-byte stores, the rest by `rep stosb`
+    // (see `memcpy` for why).
+    let pattern = (c as u8 as u64).wrapping_mul(0x0101_0101_0101_0101);
     // SAFETY: the caller guarantees a valid range.
     unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack, preserves_flags));
+        asm!(
+            "cmp rcx, 64",
+            "jb 3f",
+            "2:",
+            "mov [rdi], rax",
+            "mov [rdi + 8], rax",
+            "mov [rdi + 16], rax",
+            "mov [rdi + 24], rax",
+            "mov [rdi + 32], rax",
+            "mov [rdi + 40], rax",
+            "mov [rdi + 48], rax",
+            "mov [rdi + 56], rax",
+            "add rdi, 64",
+            "sub rcx, 64",
+            "cmp rcx, 64",
+            "jae 2b",
+            "3:",
+            "rep stosb",
+            inout("rcx") n => _,
+            inout("rdi") dst => _,
+            in("rax") pattern,
+            options(nostack)
+        );
     }
     dst
 }

@@ -52,6 +52,7 @@ const TESTS: &[Test] = &[
     ("time.tsc_matches_pit", time_tsc_vs_pit),
     ("time.delay_lasts_at_least_requested", time_delay),
     ("cpu.percpu_block", selftest::percpu_block),
+    ("rt.memcpy_memmove_memset", selftest::rt_memory_functions),
     ("trap.breakpoint_returns", selftest::breakpoint_returns),
     ("acpi.platform_tables", acpi_tables),
     ("world.ping_pong_wait_queue", world_ping_pong),

@@ -29,11 +29,19 @@ pub struct CacheConfig {
     pub max_dirty_age_ms: u64,
     /// Longest single device request the cache makes, in bytes.
     pub max_request_bytes: usize,
+    /// Reads of at least this many whole sectors go straight from the
+    /// device into the caller's buffer ([`BlockCache::read_direct`]).
+    pub direct_read_min_bytes: usize,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { budget_bytes: 16 << 20, max_dirty_age_ms: 5_000, max_request_bytes: 256 << 10 }
+        CacheConfig {
+            budget_bytes: 16 << 20,
+            max_dirty_age_ms: 5_000,
+            max_request_bytes: 256 << 10,
+            direct_read_min_bytes: 64 << 10,
+        }
     }
 }
 
@@ -48,6 +56,8 @@ pub struct CacheCounters {
     pub write_requests: u64,
     /// Device read requests.
     pub read_requests: u64,
+    /// Of those, reads straight into a caller's buffer (`read_direct`).
+    pub direct_reads: u64,
     pub evictions: u64,
 }
 
@@ -132,6 +142,10 @@ impl BlockCache {
     pub fn counters(&self) -> CacheCounters {
         self.inner.lock().counters
     }
+    /// Reads at least this long go straight to the device (`read_direct`).
+    pub fn direct_read_min(&self) -> usize {
+        self.config.direct_read_min_bytes
+    }
     /// Bytes of dirty data waiting for writeback.
     pub fn dirty_bytes(&self) -> usize {
         self.inner.lock().dirty.len() * self.block_size
@@ -211,6 +225,50 @@ impl BlockCache {
         }
         drop(inner);
         self.evict_over_budget()
+    }
+
+    /// Reads `buf.len()` bytes at byte `offset` like [`BlockCache::read`],
+    /// but the whole sectors of a large read (at least
+    /// `direct_read_min_bytes`) come straight from the device into `buf`
+    /// in one request, without loading cache blocks: a big sequential
+    /// read costs no copy through the cache and pushes nothing out of it.
+    /// Sectors of dirty blocks in the range (newer than the device) are
+    /// laid over what the device returned; a ragged head and tail go
+    /// through the cache.
+    pub fn read_direct(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.check(offset, buf.len())?;
+        let ss = self.sector_size as u64;
+        let end = offset + buf.len() as u64;
+        let (a, b) = (offset.div_ceil(ss) * ss, end / ss * ss);
+        if b <= a || b - a < self.config.direct_read_min_bytes as u64 {
+            return self.read(offset, buf);
+        }
+        let (head, mid) = ((a - offset) as usize, (b - a) as usize);
+        let (head_buf, rest) = buf.split_at_mut(head);
+        let (out, tail_buf) = rest.split_at_mut(mid);
+        if !head_buf.is_empty() {
+            self.read(offset, head_buf)?;
+        }
+        if !tail_buf.is_empty() {
+            self.read(b, tail_buf)?;
+        }
+        let mut inner = self.inner.lock();
+        self.dev.read_sectors(a / ss, out)?;
+        inner.counters.read_requests += 1;
+        inner.counters.direct_reads += 1;
+        let bs = self.block_size as u64;
+        let inner = &*inner;
+        for &blk in inner.dirty.range(a / bs..=(b - 1) / bs) {
+            let Some(e) = inner.blocks.get(&blk) else { continue };
+            for (i, sector) in e.data.chunks(ss as usize).enumerate() {
+                let at = blk * bs + i as u64 * ss;
+                if i < 64 && e.valid & (1 << i) != 0 && at >= a && at < b {
+                    let o = (at - a) as usize;
+                    out[o..o + sector.len()].copy_from_slice(sector);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Read-ahead: makes the blocks of `[offset, offset + len)` resident
@@ -658,6 +716,44 @@ mod tests {
         c.read(0, &mut b).unwrap();
         assert_eq!(spy.reads.load(Relaxed), 1, "the read hit the prefetched blocks");
         assert_eq!(c.prefetch(u64::MAX - 10, 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn direct_reads_bypass_the_blocks_and_see_dirty_data() {
+        let spy = Spy::new(2048); // 1 MiB
+        for s in 0..2048u64 {
+            spy.disk.write_sectors(s, &[(s % 251) as u8; 512]).unwrap();
+        }
+        let c = cache(&spy, 1 << 20);
+        // Dirty data inside the range: a whole block and one sector of another.
+        c.write(64 * 1024, &[0xaa; 4096]).unwrap();
+        c.write(100 * 1024, &[0xbb; 512]).unwrap();
+        let before = c.cached_bytes();
+        // Unaligned start and end: a ragged head and tail through the cache.
+        let (off, len) = (1000u64, 300 * 1024);
+        let mut b = vec![0u8; len];
+        let reads = spy.reads.load(Relaxed);
+        c.read_direct(off, &mut b).unwrap();
+        assert_eq!(c.counters().direct_reads, 1);
+        // Head block, tail block, the direct request.
+        assert_eq!(spy.reads.load(Relaxed) - reads, 3);
+        assert!(c.cached_bytes() <= before + 2 * 4096, "the middle was cached");
+        for (i, &x) in b.iter().enumerate() {
+            let at = off + i as u64;
+            let want = if (64 * 1024..68 * 1024).contains(&at) {
+                0xaa
+            } else if (100 * 1024..100 * 1024 + 512).contains(&at) {
+                0xbb
+            } else {
+                ((at / 512) % 251) as u8
+            };
+            assert_eq!(x, want, "byte at {at}");
+        }
+        // Small reads go through the cache as before.
+        let mut s = [0u8; 100];
+        c.read_direct(5000, &mut s).unwrap();
+        assert_eq!(c.counters().direct_reads, 1);
+        assert_eq!(c.read_direct(1 << 20, &mut s), Err(BlockError::OutOfRange));
     }
 
     #[test]

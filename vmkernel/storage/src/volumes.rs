@@ -56,16 +56,18 @@ pub fn mount_all(
     let mut report = MountReport { mounted: Vec::new(), refused: Vec::new(), log: Vec::new() };
     for entry in registry.fat_candidates() {
         let c = Arc::new(BlockCache::new(entry.device.clone(), clock.clone(), cache).with_stats(entry.stats.clone()));
+        let started = clock.now_ms();
         match Datastore::mount(c, wall.clone(), opts) {
             Ok(ds) => {
                 let taken: Vec<String> = report.mounted.iter().map(|m| m.name.clone()).collect();
                 let name = unique_name(ds.label(), &taken);
                 let uuid = ds.uuid();
                 report.log.push(format!(
-                    "storage: mounted {} as /vmfs/volumes/{name} ({uuid}, {:?}{})",
+                    "storage: mounted {} as /vmfs/volumes/{name} ({uuid}, {:?}{}) in {} ms",
                     entry.name,
                     ds.fat_kind(),
-                    if ds.is_read_only() { ", read-only" } else { "" }
+                    if ds.is_read_only() { ", read-only" } else { "" },
+                    clock.now_ms().saturating_sub(started)
                 ));
                 for m in ds.messages() {
                     report.log.push(format!("storage: {name}: {m}"));

@@ -1555,10 +1555,26 @@ impl Datastore {
                     node.read_ahead_end = 0;
                 }
                 let runs = node.map.as_deref().unwrap_or(&[]);
+                let end = offset + want as u64;
+                // A large read goes straight from the device into `buf`,
+                // one request per run of contiguous clusters (dirty cached
+                // data laid over it): no copy through the cache.
+                if want >= cache.direct_read_min() {
+                    let covered: u64 = disk_ranges(runs, offset, end).map(|(_, len)| len).sum();
+                    if covered == want as u64 {
+                        let mut done = 0usize;
+                        for (at, len) in disk_ranges(runs, offset, end) {
+                            cache.read_direct(at, &mut buf[done..done + len as usize])?;
+                            done += len as usize;
+                        }
+                        node.read_next = end;
+                        node.read_ahead_end = end;
+                        return Ok(done);
+                    }
+                }
                 // A reader going on where it stopped gets read-ahead: the
                 // rest of this read and a window beyond it are loaded in
                 // large requests before the copy.
-                let end = offset + want as u64;
                 if offset == node.read_next {
                     if node.read_ahead_end < end + READ_AHEAD_BYTES / 2 {
                         let to = (end + READ_AHEAD_BYTES).min(size);
