@@ -281,6 +281,12 @@ fn debian_guests_on_a_datastore_disk_and_a_port_group() {
     }
     let out = guest_run(&mut c, "dd if=/dev/urandom of=/tmp/tx bs=64k count=256 2>/dev/null; md5sum /tmp/tx", 600);
     let sent = md5_of(&out, "/tmp/tx").unwrap_or_else(|| fail(&c, &format!("md5sum of the data: {out:?}")));
+    // What the VMs cost during the transfer: exits by reason and vCPU run
+    // time before and after it (printed), the sender's interrupts and TCP
+    // counters.
+    detach(&mut c);
+    let vms_before = run(&mut c, "vmkcli vm info 1; vmkcli vm info 2");
+    c.send("vmkcli vm console 1 --follow\n").unwrap_or_else(|e| fail(&c, &e));
     let before = guest_run(&mut c, "grep -E 'virtio|Tcp:' /proc/interrupts /proc/net/snmp", 650);
     let t1 = Instant::now();
     let out = guest_run_for(&mut c, "nc 10.20.0.2 5001 < /tmp/tx; echo nc-rc=$?", 700, TRANSFER);
@@ -305,7 +311,7 @@ fn debian_guests_on_a_datastore_disk_and_a_port_group() {
     }
     detach(&mut c);
     let out = run(&mut c, "vmkcli vm info 1; vmkcli vm info 2; vmkcli vswitch list");
-    eprintln!("after the transfer:\n{out}");
+    eprintln!("before the transfer:\n{vms_before}\nafter the transfer:\n{out}");
 
     // VLAN isolation: the third VM, on VLAN 30, reaches neither; once its
     // port group is moved to VLAN 0 it reaches both.
