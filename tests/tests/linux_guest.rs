@@ -20,12 +20,14 @@
 //! back off the datastore: `e2fsck` finds it clean and `debugfs` reads the
 //! guest's file.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use image_builder::linux_guest::{self, LinuxVm, SHELL_MARKER};
-use image_builder::qemu::Console;
+use image_builder::qemu::{Console, Nic, NicModel};
 use tests::*;
 
 const PROMPT: &str = "# ";
@@ -40,6 +42,45 @@ const HOST_TEXT: &str = "written-on-the-host";
 const GUEST_TEXT: &str = "written-by-the-guest";
 /// `sleep 10` in the guest against the host's clock: ±2 %.
 const SLEEP_TOLERANCE: f64 = 0.02;
+/// The port group of the third VM: VLAN 30 on the same vSwitch.
+const ISOLATED_GROUP: &str = "Isolated";
+
+/// What the test's HTTP server on the host serves to a guest behind the
+/// uplink: numbered lines, ~90 KB (several TCP windows).
+fn uplink_file() -> Vec<u8> {
+    (0..4000).map(|i| format!("mantle-uplink-line-{i}\n")).collect::<String>().into_bytes()
+}
+
+/// An HTTP/1.0 server on 127.0.0.1 (QEMU's user network shows it to the
+/// guests as 10.0.2.2) serving `uplink_file()` for every GET; its port.
+fn serve_uplink_file() -> u16 {
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind TCP");
+    let port = http.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let body = uplink_file();
+        for mut s in http.incoming().flatten() {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n", body.len()).as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    port
+}
+
+/// The host's MD5 of `data` (coreutils `md5sum`).
+fn host_md5(dir: &Path, data: &[u8]) -> String {
+    let f = dir.join("uplink-file");
+    std::fs::write(&f, data).unwrap();
+    let out = Command::new("md5sum").arg(&f).output().expect("md5sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().expect("md5sum output").to_string()
+}
 
 fn fail(c: &Console, what: &str) -> ! {
     panic!("{what}\n--- serial log ---\n{}", c.log())
@@ -114,6 +155,14 @@ fn debian_guests_on_a_datastore_disk_and_a_port_group() {
     std::fs::create_dir(&d).unwrap();
     std::fs::write(d.join("peer.vmx"), linux_guest::vmx(&peer)).unwrap();
     image_builder::datastore::put(&ds, &d, "/peer").expect("datastore put");
+    // A third VM on another VLAN of the same vSwitch (1 vCPU).
+    let isolated = LinuxVm { name: "isolated".into(), memory_mib: 128, vcpus: 1, disk: None, network: Some(ISOLATED_GROUP.into()), ..peer.clone() };
+    let d = dir.path().join("isolated");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(d.join("isolated.vmx"), linux_guest::vmx(&isolated)).unwrap();
+    image_builder::datastore::put(&ds, &d, "/isolated").expect("datastore put");
+    let http_port = serve_uplink_file();
+    let uplink_md5 = host_md5(dir.path(), &uplink_file());
 
     let _lock = emulator_lock();
     let mut q = qemu_iso(iso);
@@ -121,19 +170,25 @@ fn debian_guests_on_a_datastore_disk_and_a_port_group() {
     q.cpu = "qemu64,+svm,+npt".into();
     q.debug_exit = false;
     q.timeout = GUEST_BOOT * 5;
+    // vSwitch0's uplink: the host's NIC on QEMU's user network (no forwards).
+    q.nics = vec![Nic { model: NicModel::VirtioNet, forwards: Vec::new() }];
     q.extra.extend(["-drive".into(), format!("file={},format=raw,if=none,id=ds0,cache=writeback", ds.display()), "-device".into(), "virtio-blk-pci,drive=ds0".into()]);
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
     activate_shell(&mut c, Duration::from_secs(120), STEP);
 
-    for (name, id) in [("debian", 1), ("peer", 2)] {
+    let out = run(&mut c, &format!("vmkcli portgroup add {ISOLATED_GROUP} --vlan 30"));
+    if !out.contains("added (VLAN 30)") {
+        fail(&c, &format!("portgroup add: {out:?}"));
+    }
+    for (name, id) in [("debian", 1), ("peer", 2), ("isolated", 3)] {
         let out = run(&mut c, &format!("vmkcli vm create --config {DATASTORE}/{name}/{name}.vmx"));
         if !out.contains(&format!("created VM {id}")) {
             fail(&c, &format!("create {name}: {out:?}"));
         }
     }
-    // Both power on at once; the peer's console first.
+    // All three power on at once; the peer's console first.
     let t0 = Instant::now();
-    c.send("vmkcli vm start 2 && vmkcli vm start 1 && vmkcli vm console 2 --follow\n").unwrap_or_else(|e| fail(&c, &e));
+    c.send("vmkcli vm start 2 && vmkcli vm start 1 && vmkcli vm start 3 && vmkcli vm console 2 --follow\n").unwrap_or_else(|e| fail(&c, &e));
     let peer_log = expect(&mut c, SHELL_MARKER, GUEST_BOOT);
     eprintln!("4-vCPU Linux guest: power-on to shell marker in {:.1} s", t0.elapsed().as_secs_f64());
     // The cloud kernel finds its CPUs only in the MADT (no MP table
@@ -226,6 +281,13 @@ fn debian_guests_on_a_datastore_disk_and_a_port_group() {
     }
     let out = guest_run(&mut c, "dd if=/dev/urandom of=/tmp/tx bs=64k count=256 2>/dev/null; md5sum /tmp/tx", 600);
     let sent = md5_of(&out, "/tmp/tx").unwrap_or_else(|| fail(&c, &format!("md5sum of the data: {out:?}")));
+    // What the VMs cost during the transfer: exits by reason and vCPU run
+    // time before and after it (printed), the sender's interrupts and TCP
+    // counters.
+    detach(&mut c);
+    let vms_before = run(&mut c, "vmkcli vm info 1; vmkcli vm info 2");
+    c.send("vmkcli vm console 1 --follow\n").unwrap_or_else(|e| fail(&c, &e));
+    let before = guest_run(&mut c, "grep -E 'virtio|Tcp:' /proc/interrupts /proc/net/snmp", 650);
     let t1 = Instant::now();
     let out = guest_run_for(&mut c, "nc 10.20.0.2 5001 < /tmp/tx; echo nc-rc=$?", 700, TRANSFER);
     let secs = t1.elapsed().as_secs_f64();
@@ -233,7 +295,51 @@ fn debian_guests_on_a_datastore_disk_and_a_port_group() {
     if !out.contains("nc-rc=0") {
         fail(&c, &format!("nc: {out:?}"));
     }
+    let after = guest_run(&mut c, "grep -E 'virtio|Tcp:' /proc/interrupts /proc/net/snmp", 710);
+    // (The replayed console precedes the output: keep the counters' lines.)
+    let counters = |out: &str| out.lines().filter(|l| l.starts_with("/proc/")).collect::<Vec<_>>().join("\n");
+    eprintln!("the sender's interrupts and TCP counters before the transfer:\n{}\nafter:\n{}", counters(&before), counters(&after));
+
+    // vSwitch0's uplink: the guest on "VM Network" (VLAN 0, as the uplink
+    // is untagged) takes an address on QEMU's user network and fetches a
+    // file from this test's HTTP server (10.0.2.2 is the host's loopback).
+    let out = guest_run(
+        &mut c,
+        &format!("ip addr add 10.0.2.20/24 dev eth0 && wget -q -O /tmp/up http://10.0.2.2:{http_port}/mantle.txt && echo wget-ok && md5sum /tmp/up && tail -n 1 /tmp/up"),
+        720,
+    );
+    if !out.contains("wget-ok") || md5_of(&out, "/tmp/up").as_deref() != Some(uplink_md5.as_str()) || !out.contains("mantle-uplink-line-3999") {
+        fail(&c, &format!("wget through the uplink (host's MD5 {uplink_md5}): {out:?}"));
+    }
     detach(&mut c);
+    let out = run(&mut c, "vmkcli vm info 1; vmkcli vm info 2; vmkcli vswitch list");
+    eprintln!("before the transfer:\n{vms_before}\nafter the transfer:\n{out}");
+
+    // VLAN isolation: the third VM, on VLAN 30, reaches neither; once its
+    // port group is moved to VLAN 0 it reaches both.
+    c.send("vmkcli vm console 3 --follow\n").unwrap_or_else(|e| fail(&c, &e));
+    let isolated_log = expect(&mut c, SHELL_MARKER, GUEST_BOOT);
+    if isolated_log.contains("Kernel panic") {
+        fail(&c, "the isolated VM's kernel panicked");
+    }
+    expect(&mut c, PROMPT, STEP);
+    let out = guest_run(&mut c, "ip addr add 10.20.0.3/24 dev eth0 && ip link set eth0 up && ping -c 2 -w 4 10.20.0.1; ping -c 2 -w 4 10.20.0.2", 1100);
+    if out.matches(" 0 packets received").count() != 2 {
+        fail(&c, &format!("a VM on VLAN 30 reached the VMs on VLAN 0: {out:?}"));
+    }
+    detach(&mut c);
+    let out = run(&mut c, &format!("vmkcli portgroup set {ISOLATED_GROUP} --vlan 0"));
+    if !out.contains("on VLAN 0") {
+        fail(&c, &format!("portgroup set: {out:?}"));
+    }
+    c.send("vmkcli vm console 3 --follow\n").unwrap_or_else(|e| fail(&c, &e));
+    let out = guest_run(&mut c, "ping -c 2 -W 10 10.20.0.1; ping -c 2 -W 10 10.20.0.2", 1200);
+    if out.matches(" 2 packets received").count() != 2 {
+        fail(&c, &format!("on VLAN 0 the third VM reaches both: {out:?}"));
+    }
+    c.send("poweroff -f\n").unwrap_or_else(|e| fail(&c, &e));
+    expect(&mut c, "[detached]", STEP);
+    expect(&mut c, PROMPT, STEP);
     c.send("vmkcli vm console 2 --follow\n").unwrap_or_else(|e| fail(&c, &e));
     let out = guest_run(&mut c, "cat /tmp/rx.md5", 800);
     let received = md5_of(&out, "-").unwrap_or_else(|| fail(&c, &format!("the peer's sum: {out:?}")));

@@ -642,10 +642,16 @@ impl Vm {
             d.receive(frame, &ram);
             d.irq_level()
         };
-        self.platform.lock().set_ioapic_pin(vmk_virtio::mmio::slot_gsi(slot) as usize, level);
-        if level {
-            // A halted vCPU re-checks for the interrupt.
-            self.kick_all();
+        // Only the vCPU the IOAPIC delivered a new interrupt to is woken
+        // (a frame that finds the line already high, or the interrupt
+        // suppressed, wakes nobody).
+        let kicks = {
+            let mut p = self.platform.lock();
+            p.set_ioapic_pin(vmk_virtio::mmio::slot_gsi(slot) as usize, level);
+            p.take_kicks()
+        };
+        for i in kicks {
+            self.kick(i);
         }
     }
 

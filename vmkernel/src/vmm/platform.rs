@@ -398,6 +398,21 @@ impl Platform {
         core::mem::take(&mut self.events)
     }
 
+    /// Drains only the kick requests (the vCPUs an interrupt was just
+    /// delivered to), leaving the rest for the VM's own vCPUs: what a
+    /// device raising its line from outside the VM needs to wake.
+    pub fn take_kicks(&mut self) -> Vec<usize> {
+        let mut kicks = Vec::new();
+        self.events.retain(|e| match e {
+            VmEvent::Kick(i) => {
+                kicks.push(*i);
+                false
+            }
+            _ => true,
+        });
+        kicks
+    }
+
     // --- console --------------------------------------------------------------
 
     /// Host console input for the guest's COM1; returns bytes accepted.

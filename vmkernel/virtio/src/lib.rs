@@ -53,4 +53,6 @@ pub mod device_id {
 pub mod feature {
     /// The device follows virtio 1.x ("modern"); required for version 2 MMIO.
     pub const VERSION_1: u64 = 1 << 32;
+    /// `used_event`/`avail_event` notification suppression (§2.7.7.2, §2.7.10).
+    pub const EVENT_IDX: u64 = 1 << 29;
 }

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::GuestMemory;
-use crate::feature::VERSION_1;
+use crate::feature::{EVENT_IDX, VERSION_1};
 use crate::queue::{Queue, QueueError};
 
 /// Guest-physical base of virtio-mmio slot 0; slot `i` is `i` pages above.
@@ -204,7 +204,7 @@ impl MmioDevice {
     }
 
     fn offered(&self) -> u64 {
-        self.device.features() | VERSION_1
+        self.device.features() | VERSION_1 | EVENT_IDX
     }
 
     /// Whether the device is live: DRIVER_OK and not waiting for a reset.
@@ -380,6 +380,10 @@ impl MmioDevice {
                 self.fail(DeviceError::BadStatus { from: old, to: new });
                 return;
             }
+            let event_idx = self.driver_features & EVENT_IDX != 0;
+            for q in &mut self.queues {
+                q.event_idx = event_idx;
+            }
             self.device.activate(self.driver_features);
         }
         self.status = accepted | (old & DEVICE_NEEDS_RESET);
@@ -390,8 +394,26 @@ impl MmioDevice {
         if !self.running() || !self.queues.get(q).is_some_and(|q| q.ready) {
             return;
         }
-        match self.device.process_queue(q, &mut self.queues, mem) {
-            Ok(true) => self.interrupt_status |= INT_USED_BUFFER,
+        let r = self.device.process_queue(q, &mut self.queues, mem);
+        self.after_processing(r, mem);
+    }
+
+    /// Raises the used-buffer interrupt if the device returned chains on a
+    /// queue whose driver asked to hear of them; stops the device on a fault.
+    fn after_processing(&mut self, r: Result<bool, DeviceError>, mem: &dyn GuestMemory) {
+        match r {
+            Ok(true) => {
+                let mut due = false;
+                for (i, q) in self.queues.iter_mut().enumerate().filter(|(_, q)| q.ready) {
+                    match q.interrupt_due(mem) {
+                        Ok(d) => due |= d,
+                        Err(error) => return self.fail(DeviceError::Queue { queue: i as u16, error }),
+                    }
+                }
+                if due {
+                    self.interrupt_status |= INT_USED_BUFFER;
+                }
+            }
             Ok(false) => {}
             Err(e) => self.fail(e),
         }
@@ -402,11 +424,8 @@ impl MmioDevice {
         if !self.running() {
             return;
         }
-        match self.device.receive(frame, &mut self.queues, mem) {
-            Ok(true) => self.interrupt_status |= INT_USED_BUFFER,
-            Ok(false) => {}
-            Err(e) => self.fail(e),
-        }
+        let r = self.device.receive(frame, &mut self.queues, mem);
+        self.after_processing(r, mem);
     }
 
     /// The device's configuration changed (e.g. a link went down).
@@ -495,6 +514,12 @@ pub(crate) mod tests {
     /// the same kind next to it keeps working, and a reset plus a correct
     /// bring-up makes the first one usable again.
     pub(crate) fn hostile_inputs(make: impl Fn() -> Box<dyn VirtioDevice>, queue: usize) {
+        hostile_inputs_with(make, queue, |d, mem, q| d.write(reg::QUEUE_NOTIFY, 4, q as u64, mem));
+    }
+
+    /// The same, with `kick` making the device look at queue `queue` (a
+    /// notification, or for a NIC's receive queue a frame from the switch).
+    pub(crate) fn hostile_inputs_with(make: impl Fn() -> Box<dyn VirtioDevice>, queue: usize, kick: impl Fn(&mut MmioDevice, &TestMem, usize)) {
         use crate::queue::MAX_CHAIN_BYTES;
         use crate::testmem::F_NEXT;
         let mem = TestMem::new(4 << 20);
@@ -533,7 +558,7 @@ pub(crate) mod tests {
             assert_eq!(bring_up(&mut bad, &mem, &bq.iter().collect::<Vec<_>>(), VERSION_1), 0xf, "{what}");
             assert_eq!(bring_up(&mut good, &mem, &gq.iter().collect::<Vec<_>>(), VERSION_1), 0xf, "{what}");
             attack(&mem, &mut bq[queue]);
-            bad.write(reg::QUEUE_NOTIFY, 4, queue as u64, &mem);
+            kick(&mut bad, &mem, queue);
             match bad.last_error() {
                 Some(DeviceError::Queue { error, .. }) if expect(&error) => {}
                 other => panic!("{what}: {other:?}"),
@@ -545,12 +570,28 @@ pub(crate) mod tests {
             assert_eq!(bring_up(&mut bad, &mem, &fresh.iter().collect::<Vec<_>>(), VERSION_1), 0xf, "{what}");
             assert!(bad.running());
         }
-        // A queue size that is not a power of two.
-        let mut d = MmioDevice::new(0, make());
-        let mut qs = layout(0x10_0000);
-        qs[queue].size = 24;
-        bring_up(&mut d, &mem, &qs.iter().collect::<Vec<_>>(), VERSION_1);
-        assert_eq!(d.last_error(), Some(DeviceError::Queue { queue: queue as u16, error: QueueError::BadSize(24) }));
+        // A queue size that is not a power of two, or above the maximum.
+        for size in [24, 1000] {
+            let mut d = MmioDevice::new(0, make());
+            let mut qs = layout(0x10_0000);
+            qs[queue].size = size;
+            bring_up(&mut d, &mem, &qs.iter().collect::<Vec<_>>(), VERSION_1);
+            assert_eq!(d.last_error(), Some(DeviceError::Queue { queue: queue as u16, error: QueueError::BadSize(size) }));
+            assert!(!d.running());
+        }
+        // Rings outside guest RAM (the descriptor table past its end, the
+        // used ring at 4 GiB - 8).
+        for (desc, used) in [(8 << 20, None), (0x10_0000, Some(0xffff_fff8))] {
+            let mut d = MmioDevice::new(0, make());
+            let mut qs = layout(0x10_0000);
+            qs[queue].desc = desc;
+            if let Some(u) = used {
+                qs[queue].used = u;
+            }
+            bring_up(&mut d, &mem, &qs.iter().collect::<Vec<_>>(), VERSION_1);
+            assert!(matches!(d.last_error(), Some(DeviceError::Queue { error: QueueError::RingOutsideRam { .. }, .. })), "{desc:#x}: {:?}", d.last_error());
+            assert!(!d.running());
+        }
         // A bad status sequence.
         let mut d = MmioDevice::new(0, make());
         d.write(reg::STATUS, 4, 1, &mem);
@@ -581,7 +622,7 @@ pub(crate) mod tests {
         d.write(reg::DEVICE_FEATURES_SEL, 4, 1, &mem);
         assert_eq!(d.read(reg::DEVICE_FEATURES, 4), 1, "VERSION_1 in the high word");
         d.write(reg::DEVICE_FEATURES_SEL, 4, 0, &mem);
-        assert_eq!(d.read(reg::DEVICE_FEATURES, 4), 1 << 5);
+        assert_eq!(d.read(reg::DEVICE_FEATURES, 4), 1 << 5 | 1 << 29, "the device feature and EVENT_IDX");
         let mut dq = DriverQueue::new(16, 0x1000);
         assert_eq!(bring_up(&mut d, &mem, &[&dq], VERSION_1 | 1 << 5), 0xf);
         mem.put(0x8000, b"hello");
@@ -594,6 +635,59 @@ pub(crate) mod tests {
         assert_eq!(dq.used_elem(&mem, 0), (0, 5));
         d.write(reg::INTERRUPT_ACK, 4, 1, &mem);
         assert!(!d.irq_level());
+    }
+
+    /// One echo request on `dq` through `d`; whether it raised the interrupt
+    /// (acknowledged afterwards).
+    fn echo_once(d: &mut MmioDevice, mem: &TestMem, dq: &mut DriverQueue) -> bool {
+        dq.add_chain(mem, 0, &[(0x8000, 5, false), (0x9000, 8, true)]);
+        d.write(reg::QUEUE_NOTIFY, 4, 0, mem);
+        let raised = d.irq_level();
+        d.write(reg::INTERRUPT_ACK, 4, INT_USED_BUFFER as u64, mem);
+        raised
+    }
+
+    #[test]
+    fn no_interrupt_flag_suppresses_used_buffer_interrupts() {
+        let mem = TestMem::new(1 << 20);
+        let mut dq = DriverQueue::new(16, 0x1000);
+        let mut d = MmioDevice::new(0, Box::new(Echo));
+        assert_eq!(bring_up(&mut d, &mem, &[&dq], VERSION_1), 0xf);
+        assert!(echo_once(&mut d, &mem, &mut dq));
+        dq.set_avail_flags(&mem, 1);
+        assert!(!echo_once(&mut d, &mem, &mut dq), "VIRTQ_AVAIL_F_NO_INTERRUPT");
+        assert_eq!(dq.used_idx(&mem), 2, "the chain is still returned");
+        dq.set_avail_flags(&mem, 0);
+        assert!(echo_once(&mut d, &mem, &mut dq));
+        assert_eq!(dq.avail_event(&mem), 0, "no avail_event without EVENT_IDX");
+    }
+
+    #[test]
+    fn event_idx_interrupts_at_used_event_and_publishes_avail_event() {
+        let mem = TestMem::new(1 << 20);
+        let mut dq = DriverQueue::new(16, 0x1000);
+        let mut d = MmioDevice::new(0, Box::new(Echo));
+        assert_eq!(bring_up(&mut d, &mem, &[&dq], VERSION_1 | EVENT_IDX), 0xf);
+        // used_event 0: interrupt when used index passes 0 (the first chain).
+        assert!(echo_once(&mut d, &mem, &mut dq));
+        assert_eq!(dq.avail_event(&mem), 1, "notify me when chain 1 is published");
+        // The driver wants to hear only once the used index passes 3.
+        dq.set_used_event(&mem, 3);
+        assert!(!echo_once(&mut d, &mem, &mut dq)); // used 2
+        assert!(!echo_once(&mut d, &mem, &mut dq)); // used 3
+        assert!(echo_once(&mut d, &mem, &mut dq), "used 4 passes used_event 3");
+        assert_eq!(dq.avail_event(&mem), 4);
+        // Several chains in one notification: one interrupt if used_event is among them.
+        dq.set_used_event(&mem, 5);
+        for i in 0..3 {
+            dq.add_chain(&mem, 2 * i, &[(0x8000, 5, false), (0x9000, 8, true)]);
+        }
+        d.write(reg::QUEUE_NOTIFY, 4, 0, &mem);
+        assert_eq!(dq.used_idx(&mem), 7);
+        assert!(d.irq_level());
+        assert_eq!(dq.avail_event(&mem), 7);
+        assert!(crate::queue::need_event(0xffff, 0, 0xfffe), "wraps around u16");
+        assert!(!crate::queue::need_event(5, 5, 4));
     }
 
     #[test]

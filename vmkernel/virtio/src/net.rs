@@ -233,4 +233,10 @@ mod tests {
     fn hostile_queues_stop_only_this_nic() {
         crate::mmio::tests::hostile_inputs(|| Box::new(Net::new(MAC)), TX);
     }
+
+    /// The receive queue is read when a frame arrives from the switch.
+    #[test]
+    fn hostile_receive_queues_stop_only_this_nic() {
+        crate::mmio::tests::hostile_inputs_with(|| Box::new(Net::new(MAC)), RX, |d, mem, _| d.receive(&[0xff; 60], mem));
+    }
 }

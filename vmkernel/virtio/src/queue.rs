@@ -7,6 +7,13 @@
 //! if it loops, is longer than the queue, names memory outside guest RAM,
 //! uses indirect descriptors (not offered) or puts a device-readable buffer
 //! after a device-writable one.
+//!
+//! Notification suppression (§2.7.7, §2.7.10): without
+//! VIRTIO_F_EVENT_IDX the device honours the driver's
+//! VIRTQ_AVAIL_F_NO_INTERRUPT flag; with it, the driver's `used_event`
+//! decides when an interrupt is due ([`Queue::interrupt_due`]) and the
+//! device publishes `avail_event` as it takes chains, so the driver
+//! notifies only when it adds a chain after the device caught up.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -22,6 +29,13 @@ pub const MAX_CHAIN_BYTES: u64 = 16 << 20;
 const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 const DESC_F_INDIRECT: u16 = 4;
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// Whether an index moving from `old` to `new` passed `event` (the
+/// specification's `vring_need_event`).
+pub fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
 
 /// Why a queue or a chain was refused: the guest broke the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,13 +164,17 @@ pub struct Queue {
     pub desc: u64,
     pub avail: u64,
     pub used: u64,
+    /// VIRTIO_F_EVENT_IDX was negotiated.
+    pub event_idx: bool,
     next_avail: u16,
     next_used: u16,
+    /// The used index when the driver was last interrupted (or chose not to be).
+    signalled_used: u16,
 }
 
 impl Queue {
     pub fn new(max_size: u16) -> Self {
-        Queue { max_size, size: max_size, ready: false, desc: 0, avail: 0, used: 0, next_avail: 0, next_used: 0 }
+        Queue { max_size, size: max_size, ready: false, desc: 0, avail: 0, used: 0, event_idx: false, next_avail: 0, next_used: 0, signalled_used: 0 }
     }
 
     /// Back to the state after a device reset.
@@ -190,11 +208,37 @@ impl Queue {
         Ok(Self::read_u16(mem, self.avail + 2)? != self.next_avail)
     }
 
+    fn write_u16(mem: &dyn GuestMemory, addr: u64, v: u16) -> Result<(), QueueError> {
+        if mem.write(addr, &v.to_le_bytes()) { Ok(()) } else { Err(QueueError::MemoryFault { addr }) }
+    }
+
+    /// With EVENT_IDX: tells the driver to notify when it publishes the
+    /// chain after those the device has taken (`avail_event`).
+    fn publish_avail_event(&self, mem: &dyn GuestMemory) -> Result<(), QueueError> {
+        if self.event_idx {
+            Self::write_u16(mem, self.used + 4 + 8 * self.size as u64, self.next_avail)?;
+        }
+        Ok(())
+    }
+
     /// Takes the next available chain, checked; `None` if there is none.
     pub fn pop(&mut self, mem: &dyn GuestMemory) -> Result<Option<Chain>, QueueError> {
-        let avail = Self::read_u16(mem, self.avail + 2)?;
+        let mut avail = Self::read_u16(mem, self.avail + 2)?;
         if avail == self.next_avail {
-            return Ok(None);
+            if !self.event_idx {
+                return Ok(None);
+            }
+            // Caught up: ask for a notification at the next chain, then
+            // look again — a chain published before the driver could see
+            // `avail_event` would otherwise wait for one that never comes
+            // (the fence orders this store before the load, as the
+            // driver's barrier orders its own).
+            self.publish_avail_event(mem)?;
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            avail = Self::read_u16(mem, self.avail + 2)?;
+            if avail == self.next_avail {
+                return Ok(None);
+            }
         }
         if avail.wrapping_sub(self.next_avail) > self.size {
             return Err(QueueError::AvailIndexJump { last: self.next_avail, avail });
@@ -202,7 +246,29 @@ impl Queue {
         let slot = (self.next_avail % self.size) as u64;
         let head = Self::read_u16(mem, self.avail + 4 + 2 * slot)?;
         self.next_avail = self.next_avail.wrapping_add(1);
+        self.publish_avail_event(mem)?;
         self.walk(mem, head).map(Some)
+    }
+
+    /// Whether the driver wants an interrupt for the used chains returned
+    /// since the last call: its `used_event` with EVENT_IDX, else the
+    /// absence of VIRTQ_AVAIL_F_NO_INTERRUPT. Either way those chains count
+    /// as signalled (a driver that suppressed them re-checks the used ring
+    /// itself when it turns interrupts back on).
+    pub fn interrupt_due(&mut self, mem: &dyn GuestMemory) -> Result<bool, QueueError> {
+        let (old, new) = (self.signalled_used, self.next_used);
+        if old == new {
+            return Ok(false);
+        }
+        self.signalled_used = new;
+        // The used index is stored before the driver's word is loaded.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        if self.event_idx {
+            let used_event = Self::read_u16(mem, self.avail + 4 + 2 * self.size as u64)?;
+            Ok(need_event(used_event, new, old))
+        } else {
+            Ok(Self::read_u16(mem, self.avail)? & AVAIL_F_NO_INTERRUPT == 0)
+        }
     }
 
     fn walk(&self, mem: &dyn GuestMemory, head: u16) -> Result<Chain, QueueError> {

@@ -96,6 +96,18 @@ impl DriverQueue {
         }
         self.publish(mem, first);
     }
+    /// The driver's `avail.flags` (1: VIRTQ_AVAIL_F_NO_INTERRUPT).
+    pub fn set_avail_flags(&self, mem: &TestMem, flags: u16) {
+        mem.put(self.avail, &flags.to_le_bytes());
+    }
+    /// The driver's `used_event` (EVENT_IDX).
+    pub fn set_used_event(&self, mem: &TestMem, idx: u16) {
+        mem.put(self.avail + 4 + 2 * self.size as u64, &idx.to_le_bytes());
+    }
+    /// The device's `avail_event` (EVENT_IDX).
+    pub fn avail_event(&self, mem: &TestMem) -> u16 {
+        mem.u16_at(self.used + 4 + 8 * self.size as u64)
+    }
     pub fn used_idx(&self, mem: &TestMem) -> u16 {
         mem.u16_at(self.used + 2)
     }
