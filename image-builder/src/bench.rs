@@ -173,7 +173,7 @@ fn boot_args(subject: &Subject, method: Method, vars: &Path) -> Vec<String> {
 }
 
 /// Kills QEMU when dropped, so no error path leaves one running.
-struct Qemu(Child);
+pub(crate) struct Qemu(pub(crate) Child);
 
 impl Drop for Qemu {
     fn drop(&mut self) {
@@ -268,11 +268,11 @@ pub fn time_boot(
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn tail(bytes: &[u8]) -> String {
+pub(crate) fn tail(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
     let start = s.char_indices().rev().nth(2000).map_or(0, |(i, _)| i);
     s[start..].to_string()

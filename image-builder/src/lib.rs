@@ -12,6 +12,7 @@ pub mod cim_bench;
 pub mod datastore;
 pub mod debian;
 pub mod guests;
+pub mod linux_bench;
 pub mod linux_guest;
 pub mod net_bench;
 pub mod qemu;

@@ -29,6 +29,49 @@ const APPLETS: &[&str] = &["sh", "busybox"];
 
 /// `/init` (a POSIX shell script run by BusyBox) loading `modules` in order.
 pub fn init_script(modules: &[String]) -> String {
+    let mut s = init_prologue(modules);
+    s.push_str(&format!("echo \"{SHELL_MARKER}\"\n"));
+    // A shell on the console; when it ends, so does the guest.
+    s.push_str("setsid cttyhack sh\npoweroff -f\n");
+    s
+}
+
+/// Bytes the benchmark guest's `dd` writes to its disk (`bench=dd`).
+pub const BENCH_DD_MIB: u64 = 32;
+/// MiB the benchmark guest writes into its tmpfs (`bench=touch`).
+pub const BENCH_TOUCH_MIB: u64 = 100;
+
+/// `/init` of `image-builder bench linux`'s guest: as [`init_script`] up to
+/// the shell marker (with the guest's uptime printed just before it), then,
+/// instead of a shell, what `bench=` on the kernel command line asks:
+/// `dd` — write [`BENCH_DD_MIB`] MiB to `/dev/vda` (`conv=fsync`), timed by
+/// the guest's clock; `touch` — write [`BENCH_TOUCH_MIB`] MiB into a tmpfs
+/// and wait. `linuxbench: ...` lines report; the guest powers off after.
+pub fn bench_init_script(modules: &[String]) -> String {
+    let mut s = init_prologue(modules);
+    s.push_str("read up _ < /proc/uptime\necho \"linuxbench: uptime $up\"\n");
+    s.push_str(&format!("echo \"{SHELL_MARKER}\"\n"));
+    s.push_str(&format!(
+        "cs() {{ read u _ < /proc/uptime; echo $(( ${{u%.*}}${{u#*.}} )); }}\n\
+case \" $(cat /proc/cmdline) \" in\n\
+*\" bench=dd \"*)\n\
+  t0=$(cs); dd if=/dev/zero of=/dev/vda bs=1M count={BENCH_DD_MIB} conv=fsync; t1=$(cs)\n\
+  echo \"linuxbench: dd_bytes $(({BENCH_DD_MIB} * 1048576))\"\n\
+  echo \"linuxbench: dd_ns $(( (t1 - t0) * 10000000 ))\"\n\
+  echo \"linuxbench: dd-done\" ;;\n\
+*\" bench=touch \"*)\n\
+  mkdir -p /fill && mount -t tmpfs -o size=$(({BENCH_TOUCH_MIB} * 2))m tmpfs /fill\n\
+  dd if=/dev/zero of=/fill/data bs=1M count={BENCH_TOUCH_MIB} 2>/dev/null\n\
+  echo \"linuxbench: touched\"; sleep 100000 ;;\n\
+esac\n\
+poweroff -f\n"
+    ));
+    s
+}
+
+/// What every `/init` does first: mounts, BusyBox links, `modules` loaded
+/// in order, the clocksource and CPU count printed, the power-button watcher.
+fn init_prologue(modules: &[String]) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin\n\
@@ -52,15 +95,17 @@ for d in /sys/class/input/event*; do\n\
   (head -c 1 /dev/input/${d##*/} >/dev/null && echo 'mantle-linux: power button' && poweroff -f) &\n\
 done\n",
     );
-    s.push_str(&format!("echo \"{SHELL_MARKER}\"\n"));
-    // A shell on the console; when it ends, so does the guest.
-    s.push_str("setsid cttyhack sh\npoweroff -f\n");
     s
 }
 
 /// The initramfs (cpio newc): BusyBox, `/init`, and `lib/modules/<m>.ko`
 /// for each `(name, bytes)` module given (in load order).
 pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
+    initramfs_with(busybox, modules, init_script)
+}
+
+/// [`initramfs`] with the `/init` that `init` writes for the module names.
+pub fn initramfs_with(busybox: &[u8], modules: &[(String, Vec<u8>)], init: fn(&[String]) -> String) -> Vec<u8> {
     let mut w = cpio::Writer::new();
     for dir in ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"] {
         w.add(dir, cpio::S_IFDIR | 0o755, 0, 0, 0, &[]);
@@ -73,7 +118,7 @@ pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
         w.add(&format!("lib/modules/{name}.ko"), cpio::S_IFREG | 0o644, 0, 0, 0, bytes);
     }
     let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
-    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, init_script(&names).as_bytes());
+    w.add("init", cpio::S_IFREG | 0o755, 0, 0, 0, init(&names).as_bytes());
     w.finish()
 }
 
@@ -159,6 +204,26 @@ pub fn prepare() -> Result<LinuxGuest, String> {
     let initrd = out.join("initrd.cpio");
     let tmp = out.join("initrd.cpio.partial");
     std::fs::write(&tmp, initramfs(&busybox, &modules)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
+    Ok(LinuxGuest { kernel, initrd, modules: modules.into_iter().map(|(n, _)| n).collect() })
+}
+
+/// The benchmark guest's files: Debian's bzImage and an initramfs with
+/// [`bench_init_script`] and, besides [`MODULES`], `virtio_pci` (QEMU's own
+/// virtio-blk-pci when the same guest boots directly in QEMU), written to
+/// `target/linux-guest/bench-initrd.cpio`.
+pub fn prepare_bench() -> Result<LinuxGuest, String> {
+    let root = crate::debian::fetch_package(crate::debian::LINUX_CLOUD_META)?;
+    let kernel = crate::debian::find_kernel(&root)?;
+    let busybox_path = crate::debian::busybox_static()?;
+    let busybox = std::fs::read(&busybox_path).map_err(|e| format!("{}: {e}", busybox_path.display()))?;
+    let wanted: Vec<&str> = MODULES.iter().copied().chain(["virtio_pci"]).collect();
+    let modules = resolve_modules(&root.join("lib/modules"), &wanted)?;
+    let out = dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let initrd = out.join("bench-initrd.cpio");
+    let tmp = out.join("bench-initrd.cpio.partial");
+    std::fs::write(&tmp, initramfs_with(&busybox, &modules, bench_init_script)).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &initrd).map_err(|e| format!("{}: {e}", initrd.display()))?;
     Ok(LinuxGuest { kernel, initrd, modules: modules.into_iter().map(|(n, _)| n).collect() })
 }

@@ -203,6 +203,54 @@ pub fn unmap_4k(mem: &mut impl TableMemory, root: u64, virt: u64) -> Option<u64>
     Some(e & ADDR_MASK)
 }
 
+/// Whether a page of `size` at `virt` could be mapped without meeting
+/// anything already there: no leaf covers it and, for a large page, no
+/// table hangs where its leaf would go.
+pub fn slot_is_free(mem: &impl TableMemory, root: u64, virt: u64, size: PageSize) -> bool {
+    let mut table = root;
+    for level in (size.leaf_level() + 1..=4).rev() {
+        let e = mem.read(table, index(virt, level));
+        if e & PRESENT == 0 {
+            return true;
+        }
+        if e & HUGE != 0 {
+            return false;
+        }
+        table = e & ADDR_MASK;
+    }
+    mem.read(table, index(virt, size.leaf_level())) & PRESENT == 0
+}
+
+/// Calls `leaf(virt, phys, size)` for every leaf of the lower half (the
+/// whole of a nested table: guest-physical addresses), in address order.
+pub fn for_each_leaf(mem: &impl TableMemory, root: u64, mut leaf: impl FnMut(u64, u64, PageSize)) {
+    fn walk(mem: &impl TableMemory, table: u64, level: u32, base: u64, leaf: &mut impl FnMut(u64, u64, PageSize)) {
+        for i in 0..512usize {
+            let e = mem.read(table, i);
+            if e & PRESENT == 0 {
+                continue;
+            }
+            let virt = base + ((i as u64) << (12 + 9 * (level - 1)));
+            let size = match level {
+                3 if e & HUGE != 0 => Some(PageSize::Size1G),
+                2 if e & HUGE != 0 => Some(PageSize::Size2M),
+                1 => Some(PageSize::Size4K),
+                _ => None,
+            };
+            match size {
+                Some(size) => leaf(virt, e & ADDR_MASK & !(size.bytes() - 1), size),
+                None => walk(mem, e & ADDR_MASK, level - 1, virt, leaf),
+            }
+        }
+    }
+    for i in 0..256usize {
+        let e = mem.read(root, i);
+        if e & PRESENT != 0 {
+            walk(mem, e & ADDR_MASK, 3, (i as u64) << 39, &mut leaf);
+        }
+    }
+}
+
 /// Where a 4 KiB leaf entry lives: `(table frame, index)`.
 pub fn leaf_slot(mem: &impl TableMemory, root: u64, virt: u64) -> Option<(u64, usize)> {
     let mut table = root;
@@ -402,5 +450,27 @@ mod tests {
         assert_eq!(unmap_4k(&mut m, r, 0x7000), Some(0x9000));
         assert_eq!(translate(&m, r, 0x7000), None);
         assert_eq!(unmap_4k(&mut m, r, 0x7000), None);
+    }
+
+    #[test]
+    fn free_slots_and_leaf_walk() {
+        let mut m = SimMem::default();
+        let r = root(&mut m);
+        assert!(slot_is_free(&m, r, 0x20_0000, PageSize::Size2M));
+        map(&mut m, r, 0x20_0000, 0x80_0000, PageSize::Size2M, WRITABLE).unwrap();
+        map(&mut m, r, 0x40_3000, 0x9000, PageSize::Size4K, WRITABLE).unwrap();
+        map(&mut m, r, 0x80_0000_0000, 0xa000, PageSize::Size4K, WRITABLE).unwrap();
+        assert!(!slot_is_free(&m, r, 0x20_0000, PageSize::Size2M), "a large leaf is there");
+        assert!(!slot_is_free(&m, r, 0x2f_f000, PageSize::Size4K), "inside the large leaf");
+        assert!(!slot_is_free(&m, r, 0x40_0000, PageSize::Size2M), "a table hangs there");
+        assert!(slot_is_free(&m, r, 0x40_2000, PageSize::Size4K));
+        assert!(!slot_is_free(&m, r, 0x40_3000, PageSize::Size4K));
+        assert!(slot_is_free(&m, r, 0x60_0000, PageSize::Size2M));
+        let mut leaves = Vec::new();
+        for_each_leaf(&m, r, |v, p, s| leaves.push((v, p, s)));
+        assert_eq!(
+            leaves,
+            [(0x20_0000, 0x80_0000, PageSize::Size2M), (0x40_3000, 0x9000, PageSize::Size4K), (0x80_0000_0000, 0xa000, PageSize::Size4K)]
+        );
     }
 }

@@ -210,16 +210,18 @@ pub const VM_EXIT_HYPERCALL: usize = 6;
 pub const VM_EXIT_INTERRUPT: usize = 7;
 pub const VM_EXIT_INTERRUPT_WINDOW: usize = 8;
 pub const VM_EXIT_OTHER: usize = 9;
-pub const VM_EXIT_KINDS: usize = 10;
+/// A nested page fault on guest RAM not yet backed (its first touch).
+pub const VM_EXIT_RAM_FAULT: usize = 10;
+pub const VM_EXIT_KINDS: usize = 11;
 pub const VM_EXIT_KIND_NAMES: [&str; VM_EXIT_KINDS] =
-    ["io", "mmio", "cpuid", "msr", "hlt", "pause", "hypercall", "interrupt", "interrupt-window", "other"];
+    ["io", "mmio", "cpuid", "msr", "hlt", "pause", "hypercall", "interrupt", "interrupt-window", "other", "ram-fault"];
 
 /// Per-VM statistics: exits by kind, run time per vCPU, host memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VmStatsRecord {
     pub exits_by_kind: [u64; VM_EXIT_KINDS],
     pub vcpu_run_ns: [u64; MAX_VCPUS as usize],
-    /// Host frames backing guest RAM.
+    /// Host frames backing guest RAM (the pages the guest has touched).
     pub guest_frames: u64,
     /// Host frames the VMM holds beyond guest RAM (nested tables).
     pub overhead_frames: u64,

@@ -68,7 +68,7 @@ const TESTS: &[Test] = &[
     ("sched.user_reservation_40_percent", sched_user_reservation),
     ("syscall.buffers_fail_with_enomem", syscall_buffers_enomem),
     ("vmm.flat_guest_runs_and_exits", vmm_flat_guest),
-    ("vmm.guest_ram_in_large_pages", vmm_large_pages),
+    ("vmm.guest_ram_backed_on_first_touch", vmm_guest_ram_on_first_touch),
     ("nic.arp_reply_by_interrupt", crate::nic::ktest::arp_reply_by_interrupt),
     ("nic.rings_wrap_without_allocation", crate::nic::ktest::rings_wrap_without_allocation),
 ];
@@ -652,37 +652,61 @@ fn user_fpu_state() -> TestResult {
 
 // ---- hardware virtualization ----
 
-/// Guest RAM takes 2 MiB nested pages where a whole aligned 2 MiB has no
-/// hole, 4 KiB pages elsewhere; reads and writes cross both kinds; all of
-/// it returns to the allocator.
-fn vmm_large_pages() -> TestResult {
+/// Guest RAM is backed on first touch: nothing at creation but the
+/// promise, 2 MiB nested pages where a whole aligned 2 MiB has no hole,
+/// 4 KiB pages elsewhere; untouched RAM reads as zeros without backing;
+/// reads and writes cross both kinds; a reset and the drop return all of
+/// it, frames and promise.
+fn vmm_guest_ram_on_first_touch() -> TestResult {
     use vmkernel::paging::PageSize;
     if crate::hv::backend().is_none() {
         return skip("no hardware virtualization backend on this CPU");
     }
     let free = mm::free_frames();
+    let promised = mm::promised_frames();
     {
         let size = (8 << 20) + 0x3000;
         let hole = (0x40_0000, 0x40_1000);
         let mem = crate::hv::new_guest_memory(size, &[hole]).ok_or("no memory for the guest")?;
-        ensure!(mem.ram_frames() as u64 == (size - 0x1000) / 4096, "{} RAM frames", mem.ram_frames());
-        ensure!(mem.large_page_bytes() == 6 << 20, "{:#x} bytes in large pages, want 0-2, 2-4, 6-8 MiB", mem.large_page_bytes());
-        let size_at = |gpa| mem.page_size_at(gpa);
-        ensure!(size_at(0x20_1000) == Some(PageSize::Size2M), "2-4 MiB is not one large page");
-        ensure!(size_at(0x40_1000) == Some(PageSize::Size4K), "the 2 MiB with a hole is not in 4 KiB pages");
-        ensure!(size_at(0x80_2000) == Some(PageSize::Size4K), "the tail past 8 MiB is not in 4 KiB pages");
-        ensure!(size_at(0x40_0000).is_none() && size_at(0x80_3000).is_none(), "the hole or past the end is mapped");
+        let ram_pages = (size - 0x1000) / 4096;
+        ensure!(mem.ram_frames() == 0 && mem.table_frames() == 1, "{} RAM frames, {} table frames before any touch", mem.ram_frames(), mem.table_frames());
+        ensure!(mm::promised_frames() == promised + ram_pages, "{} frames promised, want {}", mm::promised_frames() - promised, ram_pages);
+        ensure!(free - mm::free_frames() == 1, "creating guest memory took {} frames, want the table root", free - mm::free_frames());
+        let mut page = [1u8; 4096];
+        ensure!(mem.read(0x70_0000, &mut page) && page.iter().all(|&b| b == 0), "untouched RAM does not read as zeros");
+        ensure!(mem.ram_frames() == 0, "a read backed RAM");
         let pattern: Vec<u8> = (0..64u8).collect();
         for gpa in [0x1f_ffe0, 0x5f_ffe0, 0x7f_ffe0, 0x80_2fc0] {
             ensure!(mem.write(gpa, &pattern), "write at {gpa:#x} failed");
             let mut back = [0u8; 64];
             ensure!(mem.read(gpa, &mut back) && back[..] == pattern[..], "read back at {gpa:#x} differs");
         }
+        ensure!(mem.back(0x40_2000).is_ok() && mem.back(0x40_2000).is_ok(), "backing a 4 KiB page (twice)");
+        ensure!(mem.back(0x40_0000) == Err(crate::hv::guest_memory::BackError::NotRam), "the hole was backed");
+        let size_at = |gpa| mem.page_size_at(gpa);
+        ensure!(size_at(0x20_1000) == Some(PageSize::Size2M), "2-4 MiB is not one large page");
+        ensure!(size_at(0x40_2000) == Some(PageSize::Size4K), "the 2 MiB with a hole is not in 4 KiB pages");
+        ensure!(size_at(0x80_2000) == Some(PageSize::Size4K), "the tail past 8 MiB is not in 4 KiB pages");
+        ensure!(size_at(0x40_3000).is_none() && size_at(0x80_1000).is_none(), "an untouched page is backed");
+        ensure!(size_at(0x40_0000).is_none() && size_at(0x80_3000).is_none(), "the hole or past the end is mapped");
+        ensure!(mem.large_page_bytes() == 6 << 20, "{:#x} bytes in large pages, want 0-2, 2-4, 6-8 MiB", mem.large_page_bytes());
+        ensure!(mem.ram_frames() == 3 * 512 + 4, "{} RAM frames, want three 2 MiB pages and four 4 KiB", mem.ram_frames());
+        ensure!(mm::promised_frames() == promised + ram_pages - mem.ram_frames() as u64, "backing did not come out of the promise");
         ensure!(!mem.write(0x3f_fff0, &pattern), "a write running into the hole succeeded");
-        let mut page = [1u8; 4096];
         ensure!(mem.read(0x70_0000, &mut page) && page.iter().all(|&b| b == 0), "large-page RAM is not zeroed");
+        mem.clear();
+        ensure!(mem.ram_frames() == 0 && mem.page_size_at(0x20_1000).is_none(), "a reset left RAM backed");
+        ensure!(mem.read(0x1f_ffe0, &mut page[..64]) && page[..64].iter().all(|&b| b == 0), "RAM after a reset is not zero");
+        ensure!(mm::promised_frames() == promised + ram_pages, "a reset did not restore the promise");
+        ensure!(free - mm::free_frames() == 1, "a reset kept {} frames", free - mm::free_frames() - 1);
+        ensure!(mem.write(0x1000, &pattern), "write after a reset");
     }
     ensure!(mm::free_frames() == free, "{} frames leaked by guest memory", free as i64 - mm::free_frames() as i64);
+    ensure!(mm::promised_frames() == promised, "{} frames still promised", mm::promised_frames() as i64 - promised as i64);
+    // Admission: guest RAM the host cannot promise is refused up front.
+    let too_big = (mm::free_frames() + 1) * 4096;
+    ensure!(crate::hv::new_guest_memory(too_big, &[]).is_none(), "guest RAM larger than the free memory was admitted");
+    ensure!(mm::free_frames() == free && mm::promised_frames() == promised, "a refused guest left something behind");
     Ok(())
 }
 

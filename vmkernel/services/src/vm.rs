@@ -146,8 +146,8 @@ pub enum VmError {
     CpuInit(&'static str),
     /// The VM's resource group or a vCPU world was refused.
     Scheduler(vmkernel::sched::SchedError),
-    /// Not enough host memory for the guest's RAM (MiB asked for).
-    OutOfMemory(u32),
+    /// The host cannot reserve the guest's RAM (MiB asked for, MiB left).
+    OutOfMemory { mib: u32, available_mib: u64 },
     /// The ACPI tables or the MP table did not fit the guest's memory.
     Firmware(&'static str, vmkernel::vmm::firmware::FirmwareError),
     /// The kernel image cannot be loaded (its path, the loader's reason).
@@ -189,7 +189,7 @@ impl VmError {
         match self {
             VmError::NoVirtualization(_) | VmError::CpuInit(_) => -ENODEV,
             VmError::Scheduler(e) => api::errno_for(e),
-            VmError::OutOfMemory(_) => -ENOMEM,
+            VmError::OutOfMemory { .. } => -ENOMEM,
             VmError::Firmware(..) => -EINVAL,
             VmError::BadImage(..) => -ENOEXEC,
             VmError::Devices(errno, _) => *errno,
@@ -206,7 +206,9 @@ impl core::fmt::Display for VmError {
             VmError::NoVirtualization(why) => write!(f, "no usable hardware virtualization: {why}"),
             VmError::CpuInit(why) => f.write_str(why),
             VmError::Scheduler(e) => write!(f, "{e}"),
-            VmError::OutOfMemory(mib) => write!(f, "not enough host memory for {mib} MiB of guest RAM"),
+            VmError::OutOfMemory { mib, available_mib } => {
+                write!(f, "not enough host memory for {mib} MiB of guest RAM ({available_mib} MiB unreserved: a VM's RAM is reserved in full when it is created)")
+            }
             VmError::Firmware(what, e) => write!(f, "cannot build the {what}: {e:?}"),
             VmError::BadImage(kernel, e) => write!(f, "cannot load {kernel}: {e:?}"),
             VmError::Devices(_, why) => f.write_str(why),
@@ -299,7 +301,7 @@ pub fn create(config: VmConfig, kernel_image: Vec<u8>, modules: Vec<ModuleImage>
     let size = config.memory_mib as u64 * (1 << 20);
     let Some(memory) = hv::new_guest_memory(size, &MMIO_HOLES) else {
         undo_group();
-        return Err(VmError::OutOfMemory(config.memory_mib));
+        return Err(VmError::OutOfMemory { mib: config.memory_mib, available_mib: crate::mm::available_user_frames() / 256 });
     };
     let initial = match load_guest(&memory, &config, &kernel_image, &modules) {
         Ok(s) => s,
@@ -1060,6 +1062,14 @@ fn run_loop(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, fpu
             Exit::Xsetbv => {
                 count(api::VM_EXIT_OTHER);
                 v.inject(Event::ud());
+            }
+            // Guest RAM backed on first touch (`hv::guest_memory`).
+            Exit::NestedPageFault { gpa, .. } if vm.memory.is_ram(gpa, 1) => {
+                count(api::VM_EXIT_RAM_FAULT);
+                if let Err(e) = vm.memory.back(gpa) {
+                    log::warn!("vm {}: no host memory for guest RAM at {gpa:#x} ({e:?}; {} of its frames backed)", vm.id, vm.memory.ram_frames());
+                    return Stop::Vm(api::EXIT_REASON_UNHANDLED, gpa);
+                }
             }
             Exit::NestedPageFault { gpa, .. } => {
                 count(api::VM_EXIT_MMIO);

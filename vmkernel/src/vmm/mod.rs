@@ -35,6 +35,7 @@ pub mod devices;
 pub mod event;
 pub mod firmware;
 pub mod guest_paging;
+pub mod guest_ram;
 pub mod loader;
 pub mod mov_cr;
 pub mod msrs;

@@ -267,19 +267,83 @@ fn kernel_reserve_frames() -> u64 {
     (usable_bytes() / FRAME_SIZE / 32).clamp(2048, 16384)
 }
 
-/// Allocates a zeroed frame for user or guest memory, refusing when only
-/// the kernel's reserve is left.
+/// Frames promised to guest RAM but not yet allocated: a VM reserves all
+/// of its RAM when it is created and takes frames from that promise as
+/// the guest first touches its pages (`hv::guest_memory`), so a touch
+/// never finds the host out of memory. User worlds, and further VMs, get
+/// only what is free beyond the kernel's reserve and these promises.
+static PROMISED: AtomicU64 = AtomicU64::new(0);
+
+/// Frames promised to guest RAM and not yet allocated.
+pub fn promised_frames() -> u64 {
+    PROMISED.load(Ordering::Acquire)
+}
+
+/// Reserves `n` frames for guest RAM: false (nothing reserved) when fewer
+/// than `n` are free beyond the kernel's reserve and earlier promises.
+pub(crate) fn promise_frames(n: u64) -> bool {
+    // Under the allocator's lock, so two VMs cannot both take the last frames.
+    let fa = FRAMES.lock();
+    let Some(free) = fa.as_ref().map(|f| f.free_frames()) else { return false };
+    let taken = kernel_reserve_frames() + PROMISED.load(Ordering::Acquire);
+    if free < taken.saturating_add(n) {
+        return false;
+    }
+    PROMISED.fetch_add(n, Ordering::AcqRel);
+    true
+}
+
+/// Gives back `n` promised frames that were never allocated.
+pub(crate) fn unpromise_frames(n: u64) {
+    let _ = PROMISED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(p.saturating_sub(n)));
+}
+
+/// A zeroed frame out of a guest's promise (the promise shrinks by one).
+pub(crate) fn alloc_promised_frame() -> Option<u64> {
+    let f = alloc_frame()?;
+    unpromise_frames(1);
+    Some(f)
+}
+
+/// A zeroed, 2 MiB-aligned run of 512 frames out of a guest's promise
+/// (one large nested page); None when no whole aligned block is free.
+pub(crate) fn alloc_promised_block_2m() -> Option<u64> {
+    let b = FRAMES.lock().as_mut()?.alloc_block((FRAMES_PER_2M / 64) as usize)?;
+    // SAFETY: a fresh block of frames, ours, inside the direct map (the
+    // allocator only manages RAM the direct map covers).
+    unsafe { core::ptr::write_bytes(phys_to_virt(b) as *mut u8, 0, (FRAMES_PER_2M * FRAME_SIZE) as usize) };
+    unpromise_frames(FRAMES_PER_2M);
+    Some(b)
+}
+
+/// Frees a frame (or a 2 MiB block) of guest RAM back into its VM's
+/// promise: the guest may touch the page again.
+pub(crate) fn free_promised(phys: u64, large: bool) {
+    let (r, n) = if large { (free_block_2m(phys), FRAMES_PER_2M) } else { (free_frame(phys), 1) };
+    if r.is_ok() {
+        PROMISED.fetch_add(n, Ordering::AcqRel);
+    }
+}
+
+/// Allocates a zeroed frame for user memory (and nested page tables),
+/// refusing when only the kernel's reserve and guests' promises are left.
 pub(crate) fn alloc_user_frame() -> Option<u64> {
-    if free_frames() <= kernel_reserve_frames() {
+    if free_frames() <= kernel_reserve_frames() + promised_frames() {
         return None;
     }
     alloc_frame()
 }
 
+/// Frames user worlds and new VMs can still have: free beyond the kernel's
+/// reserve and guests' promises (`MemAvailable`).
+pub fn available_user_frames() -> u64 {
+    free_frames().saturating_sub(kernel_reserve_frames() + promised_frames())
+}
+
 /// Whether user memory is (nearly) exhausted: fewer than `margin` frames
-/// above the kernel's reserve.
+/// above the kernel's reserve and guests' promises.
 pub fn user_frames_low(margin: u64) -> bool {
-    free_frames() <= kernel_reserve_frames() + margin
+    free_frames() <= kernel_reserve_frames() + promised_frames() + margin
 }
 
 /// Frames in a 2 MiB large page.
@@ -298,21 +362,7 @@ pub(crate) fn alloc_user_frame_with(data: &[u8]) -> Option<u64> {
     Some(frame)
 }
 
-/// Allocates a zeroed, 2 MiB-aligned run of 512 frames for guest memory
-/// (one large nested page), refusing when that would dip into the kernel's
-/// reserve or no whole aligned block is free.
-pub(crate) fn alloc_user_block_2m() -> Option<u64> {
-    if free_frames() <= kernel_reserve_frames() + FRAMES_PER_2M {
-        return None;
-    }
-    let b = FRAMES.lock().as_mut()?.alloc_block((FRAMES_PER_2M / 64) as usize)?;
-    // (The allocator only manages RAM the direct map covers.)
-    // SAFETY: a fresh block of frames, ours, inside the direct map.
-    unsafe { core::ptr::write_bytes(phys_to_virt(b) as *mut u8, 0, (FRAMES_PER_2M * FRAME_SIZE) as usize) };
-    Some(b)
-}
-
-/// Returns a block from `alloc_user_block_2m`.
+/// Returns a block from `alloc_promised_block_2m`.
 pub(crate) fn free_block_2m(phys: u64) -> Result<(), vmkernel::frames::FrameError> {
     match FRAMES.lock().as_mut() {
         Some(fa) => fa.free_contiguous(phys, FRAMES_PER_2M),

@@ -194,7 +194,7 @@ impl ProcProvider for Provider {
         MemInfo {
             total_kb: total,
             free_kb: free,
-            available_kb: free,
+            available_kb: mm::available_user_frames() * 4,
             kernel_heap_kb: claimed as u64 / 1024,
             kernel_heap_used_kb: used as u64 / 1024,
             ..Default::default()
