@@ -63,8 +63,13 @@ impl From<FieldError> for OpError {
     }
 }
 
+/// A failed file operation: a full datastore is the client's conflict to
+/// resolve (free space), anything else hostd's own failure.
 fn internal(what: &str) -> impl Fn(io::Error) -> OpError + '_ {
-    move |e| OpError::Internal(format!("{what}: {e}"))
+    move |e| match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge => OpError::Conflict(format!("{what}: {e} (free space on the datastore)")),
+        _ => OpError::Internal(format!("{what}: {e}")),
+    }
 }
 
 pub fn now_secs() -> u64 {
@@ -1209,6 +1214,8 @@ fn create_disks(vm_dir: &Path, cfg: &mut VmConfig) -> Result<Vec<PathBuf>, OpErr
                 remove_files(&created);
                 return Err(if e.kind() == io::ErrorKind::AlreadyExists {
                     OpError::Conflict(format!("disks[{i}].file: {} already exists; leave out size_mib to use it", path.display()))
+                } else if matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded) {
+                    OpError::Conflict(format!("disks[{i}].size_mib: creating {}: {e} (free space on the datastore)", path.display()))
                 } else {
                     OpError::Internal(format!("creating disk {}: {e}", path.display()))
                 });
