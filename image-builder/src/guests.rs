@@ -197,6 +197,11 @@ pub fn power_button() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     assemble("power-button.S", &[(1, "power-button.elf")])
 }
 
+/// The guest whose console counts forever (`image-builder/guests/ticker.S`).
+pub fn ticker() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    assemble("ticker.S", &[(1, "ticker.elf")])
+}
+
 /// The guest fuzzer (`image-builder/guests/guestfuzz.S`).
 pub fn fuzz() -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     assemble("guestfuzz.S", &[(1, "guestfuzz.elf")])
@@ -233,7 +238,7 @@ mod tests {
 
     #[test]
     fn assembled_guests_are_multiboot_elf32() {
-        for (name, img) in hostile().unwrap().into_iter().chain(bench().unwrap()).chain(fuzz().unwrap()).chain(power_button().unwrap()) {
+        for (name, img) in hostile().unwrap().into_iter().chain(bench().unwrap()).chain(fuzz().unwrap()).chain(power_button().unwrap()).chain(ticker().unwrap()) {
             assert_eq!(&img[..5], b"\x7fELF\x01", "{name}: ELF32");
             let at = (0..8192).step_by(4).find(|&i| img[i..i + 4] == 0x1bad_b002u32.to_le_bytes()).expect("Multiboot header");
             let w = |i: usize| u32::from_le_bytes(img[at + i * 4..at + i * 4 + 4].try_into().unwrap());

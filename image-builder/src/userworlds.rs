@@ -111,7 +111,7 @@ pub fn add_base_system(r: &mut Rootfs, quiet: bool) -> Result<(), String> {
     r.insert_file("etc/hostname", 0o644, b"mantle\n");
     r.insert_file("etc/profile", 0o644, PROFILE.as_bytes());
     r.insert_file("etc/motd", 0o644, MOTD.as_bytes());
-    for (name, image) in crate::guests::all().into_iter().chain(crate::guests::hostile()?).chain(crate::guests::bench()?).chain(crate::guests::fuzz()?).chain(crate::guests::power_button()?) {
+    for (name, image) in crate::guests::all().into_iter().chain(crate::guests::hostile()?).chain(crate::guests::bench()?).chain(crate::guests::fuzz()?).chain(crate::guests::power_button()?).chain(crate::guests::ticker()?) {
         r.insert_file(&format!("usr/lib/mantle/guests/{name}"), 0o644, &image);
     }
     let suite = crate::suite::build(quiet)?;

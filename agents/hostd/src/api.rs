@@ -210,7 +210,7 @@ async fn authenticate(State(h): State<H>, mut req: Request, next: Next) -> Respo
         let ok = req.headers().get(CSRF_HEADER).is_some_and(|v| auth::constant_time_eq(v.as_bytes(), session.csrf.as_bytes()));
         if !ok {
             let r = ApiError::new(StatusCode::FORBIDDEN, "csrf_failed", "a cookie session must send its csrf_token in X-CSRF-Token").into_response();
-            h.audit(&session.user, format!("{method} {path}"), r.status().as_u16(), peer);
+            audit(&h, &session.user, format!("{method} {path}"), r.status().as_u16(), peer).await;
             return r;
         }
     }
@@ -218,9 +218,22 @@ async fn authenticate(State(h): State<H>, mut req: Request, next: Next) -> Respo
     req.extensions_mut().insert(session);
     let resp = next.run(req).await;
     if changes {
-        h.audit(&user, format!("{method} {path}"), resp.status().as_u16(), peer);
+        audit(&h, &user, format!("{method} {path}"), resp.status().as_u16(), peer).await;
     }
     resp
+}
+
+/// [`Hostd::audit`] off the async workers: it returns once the record is on
+/// disk (the response waits for it; other requests do not).
+async fn audit(h: &H, user: &str, action: String, status: u16, peer: Option<String>) {
+    let (h, user) = (Arc::clone(h), user.to_string());
+    let _ = tokio::task::spawn_blocking(move || h.audit(&user, action, status, peer)).await;
+}
+
+/// [`Hostd::event`] off the async workers (it waits for the disk).
+async fn event(h: &H, kind: &'static str, user: &str, message: String) {
+    let (h, user) = (Arc::clone(h), user.to_string());
+    let _ = tokio::task::spawn_blocking(move || h.event(kind, None, Some(&user), message)).await;
 }
 
 fn auth_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -298,11 +311,12 @@ async fn login(State(h): State<H>, peer: Option<axum::Extension<Peer>>, ApiJson(
     let peer = peer.map(|p| p.0.0.ip().to_string());
     let name = req.username.clone();
     if !auth::valid_user_name(&name) || req.password.len() > auth::MAX_PASSWORD_LEN {
-        h.audit(&name.chars().take(32).collect::<String>(), "login".into(), 401, peer);
+        audit(&h, &name.chars().take(32).collect::<String>(), "login".into(), 401, peer).await;
         return Err(ApiError::unauthorized("wrong user name or password"));
     }
-    if let Some(left) = auth_lock(&h.lockout).locked(&name) {
-        h.audit(&name, "login".into(), 403, peer);
+    let locked = auth_lock(&h.lockout).locked(&name);
+    if let Some(left) = locked {
+        audit(&h, &name, "login".into(), 403, peer).await;
         return Err(ApiError::new(StatusCode::FORBIDDEN, "account_locked", format!("account {name} is locked after repeated failed logins; try again in {left} s")));
     }
     // Password hashing is deliberately expensive: a few at a time, so a
@@ -324,16 +338,16 @@ async fn login(State(h): State<H>, peer: Option<axum::Extension<Peer>>, ApiJson(
     .map_err(|e| ApiError::internal(e.to_string()))?;
     let Some(role) = role else {
         let locked = auth_lock(&h.lockout).failed(&name);
-        h.audit(&name, "login".into(), 401, peer);
-        h.event("user.loginFailed", None, Some(&name), format!("failed login for {name}"));
+        audit(&h, &name, "login".into(), 401, peer).await;
+        event(&h, "user.loginFailed", &name, format!("failed login for {name}")).await;
         if locked {
-            h.event("user.locked", None, Some(&name), format!("account {name} locked after {} failed logins", h.settings.lockout_after));
+            event(&h, "user.locked", &name, format!("account {name} locked after {} failed logins", h.settings.lockout_after)).await;
         }
         return Err(ApiError::unauthorized("wrong user name or password"));
     };
     auth_lock(&h.lockout).succeeded(&name);
     let s = auth_lock(&h.sessions).create(&name, role).map_err(|e| ApiError::internal(e.to_string()))?;
-    h.audit(&name, "login".into(), 200, peer);
+    audit(&h, &name, "login".into(), 200, peer).await;
     let idle = h.settings.session_idle.as_secs();
     let cookie = format!("{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={idle}", s.token);
     let mut resp = Json(LoginResponse { token: s.token.clone(), csrf_token: s.csrf.clone(), user: name, role, idle_timeout_secs: idle }).into_response();
@@ -536,7 +550,7 @@ async fn upload_file(
             return Err(e);
         }
     };
-    h.event("datastore.fileUploaded", None, Some(&s.user), format!("{n} bytes uploaded to {name}/{rel}"));
+    event(&h, "datastore.fileUploaded", &s.user, format!("{n} bytes uploaded to {name}/{rel}")).await;
     let meta = tokio::fs::metadata(&target).await.map_err(|e| ApiError::internal(e.to_string()))?;
     let fname = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
@@ -704,7 +718,7 @@ async fn vm_console(
     let n2 = name.clone();
     let id = blocking(&h, move |h| h.console_vm(&n2)).await?;
     let ws = ws.map_err(|e| ApiError::bad_request(format!("a WebSocket handshake is required: {e}")))?;
-    h.audit(&s.user, format!("console {name}"), 101, peer.map(|p| p.0.0.ip().to_string()));
+    audit(&h, &s.user, format!("console {name}"), 101, peer.map(|p| p.0.0.ip().to_string())).await;
     Ok(ws.max_message_size(CONSOLE_MAX_MESSAGE).on_upgrade(move |socket| console_session(h, id, s.token, socket)))
 }
 

@@ -97,7 +97,8 @@ fn entry(name: String, m: &fs::Metadata) -> FileEntry {
 pub fn list(ds: &str, root: &Path, rel: &str) -> Result<Listing, OpError> {
     let dir = resolve(root, rel)?;
     let rd = fs::read_dir(&dir).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => OpError::NotFound(format!("{ds}/{rel}: no such directory")),
+        // A file on the way ("a.txt/b") is as absent as a missing directory.
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory if !dir.is_file() => OpError::NotFound(format!("{ds}/{rel}: no such directory")),
         _ if dir.is_file() => bad_path(format!("{rel:?} is a file, not a directory")),
         _ => OpError::Internal(format!("reading {}: {e}", dir.display())),
     })?;
@@ -140,7 +141,12 @@ pub fn upload_paths(ds: &str, root: &Path, rel: &str, overwrite: bool) -> Result
     if parent.exists() && !parent.is_dir() {
         return Err(bad_path("a parent is a file"));
     }
-    fs::create_dir_all(&parent).map_err(|e| OpError::Internal(format!("creating {}: {e}", parent.display())))?;
+    fs::create_dir_all(&parent).map_err(|e| match e.kind() {
+        // A file further up ("a.txt/b/c"), or one made meanwhile.
+        io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists => bad_path("a parent is a file"),
+        io::ErrorKind::StorageFull => OpError::Conflict(format!("datastore {ds} is full")),
+        _ => OpError::Internal(format!("creating {}: {e}", parent.display())),
+    })?;
     match fs::symlink_metadata(&target) {
         Ok(m) if m.is_dir() => return Err(OpError::Conflict(format!("{ds}/{rel} is a directory"))),
         Ok(_) if !overwrite => return Err(OpError::Conflict(format!("{ds}/{rel} exists; upload with overwrite=true to replace it"))),
@@ -205,6 +211,12 @@ mod tests {
         let l = list("ds1", &root, "").unwrap();
         assert_eq!(l.entries.iter().map(|e| (e.name.as_str(), e.kind.as_str())).collect::<Vec<_>>(), [("isos", "dir"), ("new", "dir")]);
         assert!(matches!(list("ds1", &root, "nope"), Err(OpError::NotFound(_))));
+        // A file where a directory would be (found by the API fuzz run: was a 500).
+        fs::write(root.join("plain"), b"x").unwrap();
+        assert!(matches!(list("ds1", &root, "plain/sub"), Err(OpError::NotFound(_))));
+        assert!(matches!(list("ds1", &root, "plain"), Err(OpError::Invalid(..))));
+        assert!(matches!(upload_paths("ds1", &root, "plain/sub/f.bin", false), Err(OpError::Invalid(..))));
+        assert!(matches!(download_path("ds1", &root, "plain/f.bin"), Err(OpError::NotFound(_))));
         fs::write(&tmp, b"half an upload").unwrap();
         fs::write(root.join("isos/.keep"), b"not ours").unwrap();
         assert_eq!(remove_stale_uploads(&root, 3), 1);

@@ -63,8 +63,13 @@ impl From<FieldError> for OpError {
     }
 }
 
+/// A failed file operation: a full datastore is the client's conflict to
+/// resolve (free space), anything else hostd's own failure.
 fn internal(what: &str) -> impl Fn(io::Error) -> OpError + '_ {
-    move |e| OpError::Internal(format!("{what}: {e}"))
+    move |e| match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge => OpError::Conflict(format!("{what}: {e} (free space on the datastore)")),
+        _ => OpError::Internal(format!("{what}: {e}")),
+    }
 }
 
 pub fn now_secs() -> u64 {
@@ -289,12 +294,14 @@ pub struct VmStats {
     pub history: Vec<StatSample>,
 }
 
-/// Records kept in memory from a persisted log (the newest `cap`).
+/// Records kept in memory from a persisted log (the newest `cap`). A
+/// record's id is its number for the log's group commit.
 struct Recent<T> {
     log: JsonLog,
     items: VecDeque<T>,
     next_id: u64,
     cap: usize,
+    commit: Arc<store::GroupCommit>,
 }
 
 const RECENT_CAP: usize = 10_000;
@@ -302,18 +309,22 @@ const RECENT_CAP: usize = 10_000;
 const LOG_MAX_BYTES: u64 = 8 << 20;
 
 impl<T: Serialize> Recent<T> {
-    fn push(&mut self, r: T) {
-        if let Err(err) = self.log.append(&r) {
+    /// Writes record `id` to the log (not yet synced: see [`Recent::durable`])
+    /// and keeps it.
+    fn push(&mut self, id: u64, r: T) {
+        if let Err(err) = self.log.write(&r) {
             eprintln!("hostd: cannot append to {}: {err}", self.log.path().display());
         }
+        self.commit.written(id);
         self.items.push_back(r);
         if self.items.len() > self.cap {
             self.items.pop_front();
         }
-        if self.log.len() > LOG_MAX_BYTES
-            && let Err(err) = self.log.rewrite(self.items.iter())
-        {
-            eprintln!("hostd: cannot compact {}: {err}", self.log.path().display());
+        if self.log.len() > LOG_MAX_BYTES {
+            match self.log.rewrite(self.items.iter()) {
+                Ok(()) => self.commit.replaced(self.log.file(), id),
+                Err(err) => eprintln!("hostd: cannot compact {}: {err}", self.log.path().display()),
+            }
         }
     }
 }
@@ -372,7 +383,8 @@ impl Hostd {
             let all: Vec<T> = vals.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
             let next_id = all.iter().map(id).max().map_or(1, |m| m + 1);
             let skip = all.len().saturating_sub(RECENT_CAP);
-            Recent { log, items: all.into_iter().skip(skip).collect(), next_id, cap: RECENT_CAP }
+            let commit = Arc::new(store::GroupCommit::new(log.file(), next_id - 1));
+            Recent { log, items: all.into_iter().skip(skip).collect(), next_id, cap: RECENT_CAP, commit }
         }
         let accounts = Accounts::load(&settings.config_dir.join("users.json"))?;
         let h = Hostd {
@@ -440,26 +452,52 @@ impl Hostd {
 
     // ---- logs ----
 
+    /// Records an event; returns once it is on disk. Blocks on the disk:
+    /// async code calls it through `spawn_blocking`.
     pub fn event(&self, kind: &str, vm: Option<&str>, user: Option<&str>, message: String) {
-        let mut ev = lock(&self.events);
-        let e = Event { id: ev.next_id, time: now_secs(), kind: kind.into(), vm: vm.map(Into::into), user: user.map(Into::into), message };
-        ev.next_id += 1;
-        ev.push(e);
+        let (id, commit, path) = {
+            let mut ev = lock(&self.events);
+            let id = ev.next_id;
+            let e = Event { id, time: now_secs(), kind: kind.into(), vm: vm.map(Into::into), user: user.map(Into::into), message };
+            ev.next_id += 1;
+            ev.push(id, e);
+            (id, Arc::clone(&ev.commit), ev.log.path().to_path_buf())
+        };
+        // Group commit: without the log's lock, so others append meanwhile.
+        commit.wait(id, &path);
     }
 
+    /// Events on disk (one being synced now is not shown yet).
     pub fn events(&self, after: u64, limit: usize) -> Vec<Event> {
-        lock(&self.events).items.iter().filter(|e| e.id > after).take(limit).cloned().collect()
+        let ev = lock(&self.events);
+        let durable = ev.commit.durable();
+        ev.items.iter().filter(|e| e.id > after && e.id <= durable).take(limit).cloned().collect()
     }
 
+    /// Records who changed what; returns once it is on disk. Blocks on the
+    /// disk: async code calls it through `spawn_blocking`.
     pub fn audit(&self, user: &str, action: String, status: u16, peer: Option<String>) {
-        let mut au = lock(&self.audit);
-        let r = AuditRecord { id: au.next_id, time: now_secs(), user: user.into(), action, status, peer };
-        au.next_id += 1;
-        au.push(r);
+        let (id, commit, path) = {
+            let mut au = lock(&self.audit);
+            let id = au.next_id;
+            let r = AuditRecord { id, time: now_secs(), user: user.into(), action, status, peer };
+            au.next_id += 1;
+            au.push(id, r);
+            (id, Arc::clone(&au.commit), au.log.path().to_path_buf())
+        };
+        commit.wait(id, &path);
     }
 
     pub fn audit_records(&self, after: u64, limit: usize) -> Vec<AuditRecord> {
-        lock(&self.audit).items.iter().filter(|e| e.id > after).take(limit).cloned().collect()
+        let au = lock(&self.audit);
+        let durable = au.commit.durable();
+        au.items.iter().filter(|e| e.id > after && e.id <= durable).take(limit).cloned().collect()
+    }
+
+    /// Syncs of the event and the audit log so far (group commit: fewer
+    /// than their records under concurrent changes).
+    pub fn log_syncs(&self) -> (u64, u64) {
+        (lock(&self.events).commit.syncs(), lock(&self.audit).commit.syncs())
     }
 
     // ---- tasks ----
@@ -1209,6 +1247,8 @@ fn create_disks(vm_dir: &Path, cfg: &mut VmConfig) -> Result<Vec<PathBuf>, OpErr
                 remove_files(&created);
                 return Err(if e.kind() == io::ErrorKind::AlreadyExists {
                     OpError::Conflict(format!("disks[{i}].file: {} already exists; leave out size_mib to use it", path.display()))
+                } else if matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::FileTooLarge | io::ErrorKind::QuotaExceeded) {
+                    OpError::Conflict(format!("disks[{i}].size_mib: creating {}: {e} (free space on the datastore)", path.display()))
                 } else {
                     OpError::Internal(format!("creating disk {}: {e}", path.display()))
                 });

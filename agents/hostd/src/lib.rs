@@ -14,3 +14,4 @@ pub mod vmkernel;
 pub mod vmx;
 pub mod api;
 pub mod server;
+pub mod fuzz;

@@ -1,12 +1,17 @@
 //! Persistent state on the config store and the datastores: whole files are
 //! replaced with the POSIX atomic recipe (write a temporary file, fsync it,
 //! rename it over the old one, fsync the directory), so a crash at any moment
-//! leaves the old or the new version; logs are JSON lines appended and synced
-//! one record at a time, and a torn last line is skipped when read back.
+//! leaves the old or the new version; logs are JSON lines, and a torn last
+//! line is skipped when read back. Log records are made durable by group
+//! commit ([`GroupCommit`]): each writer appends its record and waits until a
+//! sync covers it; one sync covers every record appended while the previous
+//! one ran, so concurrent changes do not queue behind each other's syncs.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,7 +82,7 @@ fn json_text<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
 /// An append-only log of JSON records, one per line.
 pub struct JsonLog {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     bytes: u64,
 }
 
@@ -98,16 +103,27 @@ impl JsonLog {
             file.write_all(b"\n")?;
         }
         let bytes = data.len() as u64 + u64::from(!ends_with_newline);
-        Ok((JsonLog { path: path.to_path_buf(), file, bytes }, records))
+        Ok((JsonLog { path: path.to_path_buf(), file: Arc::new(file), bytes }, records))
     }
 
     /// Appends one record and syncs it to disk.
     pub fn append<T: Serialize>(&mut self, record: &T) -> io::Result<()> {
+        self.write(record)?;
+        self.file.sync_data()
+    }
+
+    /// Appends one record without syncing it ([`GroupCommit`] does).
+    pub fn write<T: Serialize>(&mut self, record: &T) -> io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
+        (&*self.file).write_all(&line)?;
         self.bytes += line.len() as u64;
-        self.file.sync_data()
+        Ok(())
+    }
+
+    /// The open file, for syncing outside the log's lock.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
     }
 
     /// Bytes in the file.
@@ -128,13 +144,99 @@ impl JsonLog {
             text.push(b'\n');
         }
         write_atomic(&self.path, &text)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file = Arc::new(OpenOptions::new().append(true).open(&self.path)?);
         self.bytes = text.len() as u64;
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Group commit for one log. A writer appends its record (numbered in
+/// order, under the log's own lock) and tells [`GroupCommit::written`];
+/// then, with no lock held, [`GroupCommit::wait`] returns once a sync has
+/// covered it. If no sync is running the waiter runs one itself, for every
+/// record written so far; otherwise it waits for the running one and, if
+/// that did not cover its record, the next. So N concurrent writers cost
+/// about two syncs, not N, and each still returns only when its record is
+/// on disk.
+pub struct GroupCommit {
+    state: Mutex<CommitState>,
+    synced: Condvar,
+    syncs: AtomicU64,
+}
+
+struct CommitState {
+    /// The highest record number written to the file.
+    written: u64,
+    /// The highest record number known to be on disk.
+    durable: u64,
+    syncing: bool,
+    file: Arc<File>,
+}
+
+impl GroupCommit {
+    /// For a log whose records up to `durable` are on disk already.
+    pub fn new(file: Arc<File>, durable: u64) -> GroupCommit {
+        GroupCommit { state: Mutex::new(CommitState { written: durable, durable, syncing: false, file }), synced: Condvar::new(), syncs: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record `n` (and every one before it) is in the file. Called in
+    /// order, under the log's lock.
+    pub fn written(&self, n: u64) {
+        let mut st = self.lock();
+        st.written = st.written.max(n);
+    }
+
+    /// The log was replaced by a synced file holding every record up to `n`
+    /// (a compaction): they are durable, later ones go to `file`.
+    pub fn replaced(&self, file: Arc<File>, n: u64) {
+        let mut st = self.lock();
+        st.file = file;
+        st.written = st.written.max(n);
+        st.durable = st.durable.max(n);
+        self.synced.notify_all();
+    }
+
+    /// The highest record number on disk.
+    pub fn durable(&self) -> u64 {
+        self.lock().durable
+    }
+
+    /// Syncs run so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Returns once record `n` is on disk. A failed sync is reported and
+    /// counts as done (as a failed append always did): the change it
+    /// records has happened and is not undone.
+    pub fn wait(&self, n: u64, what: &Path) {
+        let mut st = self.lock();
+        while st.durable < n {
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let (target, file) = (st.written, Arc::clone(&st.file));
+            drop(st);
+            let r = file.sync_data();
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = r {
+                eprintln!("hostd: cannot sync {}: {e}", what.display());
+            }
+            st = self.lock();
+            st.syncing = false;
+            st.durable = st.durable.max(target);
+            self.synced.notify_all();
+        }
     }
 }
 
@@ -180,6 +282,47 @@ mod tests {
     #[derive(Serialize, Deserialize, PartialEq, Debug)]
     struct R {
         n: u32,
+    }
+
+    #[test]
+    fn group_commit_syncs_concurrent_records_together() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.jsonl");
+        let (log, _) = JsonLog::open::<R>(&p).unwrap();
+        let commit = Arc::new(GroupCommit::new(log.file(), 0));
+        let log = Arc::new(Mutex::new((log, 0u64)));
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let (log, commit, p) = (Arc::clone(&log), Arc::clone(&commit), p.clone());
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        let n = {
+                            let mut l = log.lock().unwrap();
+                            l.1 += 1;
+                            let n = l.1;
+                            l.0.write(&R { n: t * 100 + i }).unwrap();
+                            commit.written(n);
+                            n
+                        };
+                        commit.wait(n, &p);
+                        // Acknowledged only once it is on disk.
+                        assert!(commit.durable() >= n);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let (_, recs) = JsonLog::open::<R>(&p).unwrap();
+        assert_eq!(recs.len(), 320);
+        assert!(commit.syncs() <= 320, "{} syncs", commit.syncs());
+        eprintln!("320 records from 16 threads: {} syncs", commit.syncs());
+        // A compaction makes everything so far durable without a sync.
+        let (mut l, n) = std::mem::replace(&mut *log.lock().unwrap(), (JsonLog::open::<R>(&p).unwrap().0, 0));
+        l.rewrite(&recs[300..]).unwrap();
+        commit.replaced(l.file(), n + 5);
+        let before = commit.syncs();
+        commit.wait(n + 5, &p);
+        assert_eq!(commit.syncs(), before);
     }
 
     #[test]
