@@ -8,6 +8,7 @@
 mod events;
 mod files;
 mod harness;
+mod jobs;
 mod memory;
 mod misc;
 mod pipes;
@@ -104,6 +105,7 @@ fn main() {
     time::run(&mut r);
     misc::run(&mut r, &dir);
     signals::run(&mut r);
+    jobs::run(&mut r);
     events::run(&mut r);
     sockets::run(&mut r);
     unix::run(&mut r, &dir);
