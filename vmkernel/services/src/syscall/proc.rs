@@ -144,8 +144,44 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
     Ok(tid as i64)
 }
 
-fn wait4(cx: &Ctx, pid: i64, status: u64, options: u64, rusage: u64) -> SysResult {
-    const WNOHANG: u64 = 1;
+/// What a wait collected from a child.
+#[derive(Clone, Copy)]
+enum Collected {
+    Ended(process::ExitStatus),
+    Job(process::JobReport),
+}
+
+impl Collected {
+    fn wait_status(self) -> i32 {
+        match self {
+            Self::Ended(st) => st.wait_status(),
+            Self::Job(j) => j.wait_status(),
+        }
+    }
+
+    /// waitid's (si_code, si_status).
+    fn code_and_status(self) -> (i32, i32) {
+        use vmkernel::linux_abi::signal::*;
+        match self {
+            Self::Ended(process::ExitStatus::Exited(c)) => (CLD_EXITED, c as i32),
+            Self::Ended(process::ExitStatus::Signaled(s)) => (CLD_KILLED, s as i32),
+            Self::Job(process::JobReport::Stopped(s)) => (CLD_STOPPED, s as i32),
+            Self::Job(process::JobReport::Continued) => (CLD_CONTINUED, SIGCONT as i32),
+        }
+    }
+}
+
+const WNOHANG: u64 = 1;
+const WSTOPPED: u64 = 2; // WUNTRACED
+const WEXITED: u64 = 4;
+const WCONTINUED: u64 = 8;
+const WNOWAIT: u64 = 0x0100_0000;
+
+/// The wait shared by wait4 and waitid: `pid` selects as wait4's does;
+/// `options` says which changes to report (WEXITED, WSTOPPED, WCONTINUED),
+/// whether to block (WNOHANG) and whether to leave the report (WNOWAIT).
+/// Ok(None): WNOHANG and nothing to report.
+fn wait_any(cx: &Ctx, pid: i64, options: u64) -> Result<Option<(Arc<Process>, Collected)>, i64> {
     let me = &cx.p;
     loop {
         let seen = io_wait::generation();
@@ -162,28 +198,89 @@ fn wait4(cx: &Ctx, pid: i64, status: u64, options: u64, rusage: u64) -> SysResul
         if matching.is_empty() {
             return Err(neg(ECHILD));
         }
-        if let Some((z, st)) = matching.iter().find_map(|c| c.exit_status().map(|st| (c, st))) {
-            if status != 0 {
-                me.write_u32(status, st.wait_status() as u32)?;
+        for c in &matching {
+            if let Some(st) = c.exit_status() {
+                if options & WEXITED == 0 {
+                    continue;
+                }
+                if options & WNOWAIT == 0 {
+                    process::reap(c);
+                }
+                return Ok(Some(((*c).clone(), Collected::Ended(st))));
             }
-            if rusage != 0 {
-                let mut ru = [0u8; 144];
-                let ns = z.cpu_ns();
-                ru[0..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
-                ru[8..16].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
-                me.copy_to_user(rusage, &ru)?;
+            let mut report = c.job_report.lock();
+            let wanted = match *report {
+                Some(process::JobReport::Stopped(_)) => options & WSTOPPED != 0,
+                Some(process::JobReport::Continued) => options & WCONTINUED != 0,
+                None => false,
+            };
+            if wanted && let Some(r) = *report {
+                if options & WNOWAIT == 0 {
+                    *report = None;
+                }
+                return Ok(Some(((*c).clone(), Collected::Job(r))));
             }
-            let pid = z.pid;
-            process::reap(z);
-            return Ok(pid as i64);
         }
         if options & WNOHANG != 0 {
-            return Ok(0);
+            return Ok(None);
         }
         if io_wait::wait(seen, None) == Woken::Signal {
             return Err(ERESTARTSYS);
         }
     }
+}
+
+fn wait4(cx: &Ctx, pid: i64, status: u64, options: u64, rusage: u64) -> SysResult {
+    // __WNOTHREAD, __WALL, __WCLONE are accepted and mean nothing here.
+    if options & !(WNOHANG | WSTOPPED | WCONTINUED | 0xe000_0000) != 0 {
+        return Err(neg(EINVAL));
+    }
+    let Some((child, what)) = wait_any(cx, pid, (options & (WNOHANG | WSTOPPED | WCONTINUED)) | WEXITED)? else {
+        return Ok(0);
+    };
+    if status != 0 {
+        cx.p.write_u32(status, what.wait_status() as u32)?;
+    }
+    if rusage != 0 {
+        let mut ru = [0u8; 144];
+        let ns = child.cpu_ns();
+        ru[0..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+        ru[8..16].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
+        cx.p.copy_to_user(rusage, &ru)?;
+    }
+    Ok(child.pid as i64)
+}
+
+/// waitid(idtype, id, infop, options): P_ALL, P_PID, P_PGID (id 0: the
+/// caller's group).
+fn waitid(cx: &Ctx, idtype: u64, id: u64, infop: u64, options: u64) -> SysResult {
+    if options & !(WNOHANG | WSTOPPED | WEXITED | WCONTINUED | WNOWAIT | 0xe000_0000) != 0
+        || options & (WSTOPPED | WEXITED | WCONTINUED) == 0
+    {
+        return Err(neg(EINVAL));
+    }
+    let pid = match idtype {
+        0 => -1,
+        1 if id as i32 > 0 => id as i32 as i64,
+        2 if id == 0 => 0,
+        2 if id as i32 > 0 => -(id as i32 as i64),
+        _ => return Err(neg(EINVAL)),
+    };
+    let got = wait_any(cx, pid, options)?;
+    if infop != 0 {
+        // Nothing to report under WNOHANG: a zeroed siginfo (si_pid 0).
+        let mut info = [0u8; 128];
+        if let Some((child, what)) = got {
+            let (code, status) = what.code_and_status();
+            info[0..4].copy_from_slice(&(vmkernel::linux_abi::signal::SIGCHLD).to_le_bytes());
+            info[8..12].copy_from_slice(&code.to_le_bytes());
+            info[16..20].copy_from_slice(&child.pid.to_le_bytes());
+            info[20..24].copy_from_slice(&child.ids.lock().uid.to_le_bytes());
+            info[24..28].copy_from_slice(&status.to_le_bytes());
+        }
+        cx.p.copy_to_user(infop, &info)?;
+    }
+    Ok(0)
 }
 
 fn kill(cx: &Ctx, pid: i64, sig: u64) -> SysResult {
@@ -514,32 +611,7 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
             Ok(cx.t.tid as i64)
         }
         234 => tgkill(cx, a[0] as i32 as i64, a[1], a[2]),
-        247 => {
-            // waitid(P_ALL/P_PID/P_PGID, id, infop, options): via wait4 semantics.
-            let pid = match a[0] {
-                0 => -1,
-                1 => a[1] as i64,
-                2 => -(a[1] as i64),
-                _ => return Err(neg(EINVAL)),
-            };
-            let mut st = 0u32;
-            let stp = &mut st as *mut u32;
-            let _ = stp;
-            match wait4(cx, pid, 0, a[3] & 1, 0) {
-                Ok(0) => Ok(0),
-                Ok(pid) => {
-                    if a[2] != 0 {
-                        let mut info = [0u8; 128];
-                        info[0..4].copy_from_slice(&17u32.to_le_bytes());
-                        info[8..12].copy_from_slice(&1u32.to_le_bytes());
-                        info[16..20].copy_from_slice(&(pid as u32).to_le_bytes());
-                        cx.p.copy_to_user(a[2], &info)?;
-                    }
-                    Ok(0)
-                }
-                Err(e) => Err(e),
-            }
-        }
+        247 => waitid(cx, a[0], a[1], a[2], a[3]),
         273 => Ok(0), // set_robust_list: robust futexes are a userspace safety net
         _ => Err(super::NOT_MINE),
     }

@@ -44,6 +44,25 @@ impl ExitStatus {
     }
 }
 
+/// A stop or continue a parent has not yet collected with wait4
+/// (WUNTRACED / WCONTINUED) or waitid (WSTOPPED / WCONTINUED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobReport {
+    /// Stopped by this signal.
+    Stopped(u8),
+    Continued,
+}
+
+impl JobReport {
+    /// The Linux wait status word.
+    pub fn wait_status(self) -> i32 {
+        match self {
+            Self::Stopped(s) => ((s as i32) << 8) | 0x7f,
+            Self::Continued => 0xffff,
+        }
+    }
+}
+
 /// An address space and its areas.
 pub struct Mm {
     pub space: Arc<AddressSpace>,
@@ -154,6 +173,14 @@ pub struct Process {
     /// Set when an exit_group or fatal signal is under way.
     pub exiting: AtomicBool,
     pub exited: WaitQueue,
+    /// Job control: the process is stopped (its threads wait on their way
+    /// back to ring 3 until SIGCONT or SIGKILL).
+    pub stopped: AtomicBool,
+    /// A SIGCONT came after the last stop signal was sent: a stop signal
+    /// already taken off the pending set no longer stops the process.
+    pub stop_cancelled: AtomicBool,
+    /// The last stop or continue, until the parent collects it.
+    pub job_report: Mutex<Option<JobReport>>,
     /// Set when a vfork child has exec'd or exited.
     pub vfork_released: AtomicBool,
     pub group: AtomicU32,
@@ -239,6 +266,9 @@ impl Process {
             exit: Mutex::new(None),
             exiting: AtomicBool::new(false),
             exited: WaitQueue::new(),
+            stopped: AtomicBool::new(false),
+            stop_cancelled: AtomicBool::new(false),
+            job_report: Mutex::new(None),
             vfork_released: AtomicBool::new(false),
             group: AtomicU32::new(world::default_group()),
             start_ns: crate::time::uptime_ns(),
