@@ -6,9 +6,11 @@
 //! exec checks, so exec needs no other binary.
 
 mod events;
+mod fifos;
 mod files;
 mod harness;
 mod jobs;
+mod mappings;
 mod memory;
 mod misc;
 mod pipes;
@@ -102,6 +104,8 @@ fn main() {
     process::run(&mut r, &exe);
     threads::run(&mut r);
     memory::run(&mut r, &dir);
+    mappings::run(&mut r, &dir);
+    fifos::run(&mut r, &dir);
     time::run(&mut r);
     misc::run(&mut r, &dir);
     signals::run(&mut r);
