@@ -129,6 +129,10 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::ENOSYS => "ENOSYS",
         libc::ENOTEMPTY => "ENOTEMPTY",
         libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENXIO => "ENXIO",
+        libc::ENOMEM => "ENOMEM",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::EIO => "EIO",
         _ => "?",
     }
 }

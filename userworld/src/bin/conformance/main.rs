@@ -110,6 +110,7 @@ fn main() {
     misc::run(&mut r, &dir);
     signals::run(&mut r);
     jobs::run(&mut r);
+    process::run_text_busy(&mut r, &exe, &dir);
     events::run(&mut r);
     sockets::run(&mut r);
     unix::run(&mut r, &dir);
