@@ -207,6 +207,21 @@ fn openat(cx: &Ctx, dirfd: u64, pathp: u64, flags: u64, mode: u64) -> SysResult 
     let base = base(&cx.p, dirfd)?;
     let umask = cx.p.umask.load(core::sync::atomic::Ordering::Relaxed);
     let f = vfs()?.open(&cx.p.creds(), &base, &path, flags as u32, (mode as u32) & !umask & 0o7777).map_err(err)?;
+    if matches!(f.backing(), Backing::Fifo { .. }) {
+        // The other side may be waiting for this open.
+        io_wait::notify();
+        if flags as u32 & O_NONBLOCK == 0 {
+            while f.fifo_waits_for_peer() {
+                let seen = io_wait::generation();
+                if !f.fifo_waits_for_peer() {
+                    break;
+                }
+                if io_wait::wait(seen, None) == Woken::Signal {
+                    return Err(ERESTARTSYS);
+                }
+            }
+        }
+    }
     if flags as u32 & O_NOCTTY == 0 && is_console(&f) {
         take_controlling_tty(&cx.p, false);
     }

@@ -387,7 +387,11 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         return Err(neg(ENOMEM));
     }
     let mapped = mm.vm.lock().mmap(addr, len, prot, flags, mf, off).map_err(neg)?;
+    crate::uw::mapped::write_back(&mm, &mapped.replaced);
     unmap_areas(&mm, &mapped.replaced);
+    if let Some((f, _)) = &file {
+        mm.files.lock().insert(Arc::as_ptr(f) as u64, f.clone());
+    }
     crate::uw::commit::recharge(&mm);
     if file.is_none() && flags & MAP_SHARED != 0 {
         // Shared anonymous memory is populated now so that a fork shares
@@ -416,9 +420,116 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
 fn munmap(cx: &Ctx, addr: u64, len: u64) -> SysResult {
     let mm = cx.p.mm();
     let gone = mm.vm.lock().munmap(addr, len).map_err(neg)?;
+    crate::uw::mapped::write_back(&mm, &gone);
     unmap_areas(&mm, &gone);
     crate::uw::commit::recharge(&mm);
     Ok(0)
+}
+
+/// The areas covering `[addr, addr + len)`, clipped to it; Err(ENOMEM)
+/// when part of the range is not mapped (after the caller acted on the
+/// rest, as Linux does).
+fn areas_in(mm: &Mm, addr: u64, len: u64) -> (Vec<Vma>, bool) {
+    let end = addr.saturating_add(len);
+    let mut out = Vec::new();
+    let mut covered = addr;
+    for v in mm.vm.lock().areas().filter(|v| v.end > addr && v.start < end) {
+        if v.start > covered {
+            covered = u64::MAX; // a hole
+        } else if covered != u64::MAX {
+            covered = v.end;
+        }
+        let mut c = *v;
+        c.start = c.start.max(addr);
+        c.end = c.end.min(end);
+        if let vmkernel::vm_regions::Backing::File { id, offset } = v.backing {
+            c.backing = vmkernel::vm_regions::Backing::File { id, offset: offset + (c.start - v.start) };
+        }
+        out.push(c);
+    }
+    let whole = covered != u64::MAX && covered >= end;
+    (out, whole)
+}
+
+fn page_len(len: u64) -> Result<u64, i64> {
+    len.checked_add(4095).map(|l| l & !4095).ok_or(neg(ENOMEM))
+}
+
+/// madvise: MADV_DONTNEED (and MADV_FREE, DONTNEED_LOCKED) drop a private
+/// area's pages (anonymous memory reads zero after, a file mapping rereads
+/// the file); shared areas keep their data. Other known advice is
+/// accepted and changes nothing.
+fn madvise(cx: &Ctx, addr: u64, len: u64, advice: u64) -> SysResult {
+    const DONTNEED: u64 = 4;
+    const FREE: u64 = 8;
+    const DONTNEED_LOCKED: u64 = 24;
+    if addr & 4095 != 0 {
+        return Err(neg(EINVAL));
+    }
+    let known = matches!(advice, 0..=4 | 8..=25 | 100 | 101);
+    if !known {
+        return Err(neg(EINVAL));
+    }
+    let len = page_len(len)?;
+    if len == 0 {
+        return Ok(0);
+    }
+    let mm = cx.p.mm();
+    let (areas, whole) = areas_in(&mm, addr, len);
+    if matches!(advice, DONTNEED | FREE | DONTNEED_LOCKED) {
+        let private: Vec<Vma> = areas.into_iter().filter(|v| !v.shared).collect();
+        unmap_areas(&mm, &private);
+    }
+    if whole { Ok(0) } else { Err(neg(ENOMEM)) }
+}
+
+/// msync: writes shared file areas back (MS_ASYNC does it at once too).
+fn msync(cx: &Ctx, addr: u64, len: u64, flags: u64) -> SysResult {
+    const MS_ASYNC: u64 = 1;
+    const MS_INVALIDATE: u64 = 2;
+    const MS_SYNC: u64 = 4;
+    if addr & 4095 != 0 || flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC {
+        return Err(neg(EINVAL));
+    }
+    let len = page_len(len)?;
+    let mm = cx.p.mm();
+    let (areas, whole) = areas_in(&mm, addr, len);
+    crate::uw::mapped::write_back(&mm, &areas);
+    if whole { Ok(0) } else { Err(neg(ENOMEM)) }
+}
+
+/// mremap: the areas change in `VmMap::mremap`; pages move with their
+/// frames, a grown part pages in on demand (zero, or from the file).
+fn mremap(cx: &Ctx, old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> SysResult {
+    let mm = cx.p.mm();
+    if new_len > old_len && !crate::uw::commit::may_commit(mm.group.load(Ordering::Relaxed), new_len - old_len) {
+        return Err(neg(ENOMEM));
+    }
+    let r = mm.vm.lock().mremap(old, old_len, new_len, flags as u32, new_addr).map_err(neg)?;
+    crate::uw::mapped::write_back(&mm, &r.removed);
+    unmap_areas(&mm, &r.removed);
+    if let Some((from, to, len)) = r.moved {
+        let mut off = 0;
+        while off < len {
+            mm.space.move_page(from + off, to + off);
+            off += 4096;
+        }
+        crate::arch::apic::tlb_shootdown();
+    }
+    if let Some(g) = r.grown
+        && g.shared
+        && g.backing == vmkernel::vm_regions::Backing::Anonymous
+    {
+        // Shared anonymous memory has its frames from the start (see mmap).
+        let mut va = g.start;
+        while va < g.end {
+            let frame = crate::mm::UserFrame::alloc().ok_or(neg(ENOMEM))?;
+            let _ = mm.space.map(va, frame, pte_flags(g.prot));
+            va += 4096;
+        }
+    }
+    crate::uw::commit::recharge(&mm);
+    Ok(r.addr as i64)
 }
 
 fn mprotect(cx: &Ctx, addr: u64, len: u64, prot: u64) -> SysResult {
@@ -590,8 +701,9 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         12 => brk(cx, a[0]),
         13 => rt_sigaction(cx, a[0], a[1], a[2], a[3]),
         14 => rt_sigprocmask(cx, a[0], a[1], a[2], a[3]),
-        25 => Err(neg(ENOMEM)), // mremap: glibc falls back to copy
-        28 => Ok(0),            // madvise: advice only
+        25 => mremap(cx, a[0], a[1], a[2], a[3], a[4]),
+        26 => msync(cx, a[0], a[1], a[2]),
+        28 => madvise(cx, a[0], a[1], a[2]),
         34 => loop {
             // pause
             let seen = io_wait::generation();

@@ -73,6 +73,10 @@ pub struct Mm {
     pub committed: AtomicU64,
     /// The executable whose segments page in on demand (exec).
     pub image: Option<Arc<super::exec::ExecImage>>,
+    /// Files mapped with mmap, by the id their areas carry: pages that are
+    /// not present (after MADV_DONTNEED, or grown by mremap) are read from
+    /// them, and shared writable areas are written back to them.
+    pub files: Mutex<BTreeMap<u64, Arc<vmkernel::vfs::OpenFile>>>,
 }
 
 impl Mm {
@@ -88,6 +92,7 @@ impl Mm {
             group: AtomicU32::new(world::default_group()),
             committed: AtomicU64::new(0),
             image,
+            files: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -112,6 +117,7 @@ impl Mm {
             // Pages of the executable neither has touched yet page in from
             // the same file in both.
             image: self.image.clone(),
+            files: Mutex::new(self.files.lock().clone()),
         });
         super::commit::recharge(&child);
         Some(child)
@@ -120,6 +126,10 @@ impl Mm {
 
 impl Drop for Mm {
     fn drop(&mut self) {
+        // What a process wrote to its shared file mappings reaches the
+        // files when it exits or execs without munmap.
+        let areas: Vec<vmkernel::vm_regions::Vma> = self.vm.lock().areas().copied().collect();
+        super::mapped::write_back(self, &areas);
         super::commit::release(self);
         self.space.free_user_frames();
     }
@@ -588,6 +598,7 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
         group: AtomicU32::new(world::default_group()),
         committed: AtomicU64::new(0),
         image: None,
+        files: Mutex::new(BTreeMap::new()),
     });
     *p.cwd.lock() = None;
     super::itimer::forget(p.pid);
