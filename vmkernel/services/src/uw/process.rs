@@ -567,6 +567,8 @@ pub fn exit_thread(status: ExitStatus) -> ! {
 pub fn exit_group(status: ExitStatus) -> ! {
     if let Some(p) = current() {
         if !p.exiting.swap(true, Ordering::AcqRel) {
+            // The parent may look at the files as soon as it sees the exit.
+            write_back_shared(&p);
             p.set_exit(status);
         }
         let me = current_thread().map(|t| t.tid);
@@ -585,6 +587,9 @@ pub fn exit_group(status: ExitStatus) -> ! {
 /// The last thread has gone: close files, release the address space,
 /// hand children to init, notify the parent.
 fn finish_process(p: &Arc<Process>, status: ExitStatus) {
+    if !p.is_zombie() {
+        write_back_shared(p);
+    }
     p.set_exit(status);
     *p.fds.lock() = FdTable::new();
     // Drop our reference to the address space; the last one frees it. The
@@ -648,6 +653,14 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
     }
     p.exited.wake_all();
     super::io_wait::notify();
+}
+
+/// Writes the process's shared file mappings back (before its exit is
+/// visible: a parent that waited for it reads what it wrote).
+fn write_back_shared(p: &Process) {
+    let mm = p.mm();
+    let areas: Vec<vmkernel::vm_regions::Vma> = mm.vm.lock().areas().copied().collect();
+    super::mapped::write_back(&mm, &areas);
 }
 
 /// Removes a zombie from the tables (wait4 collected it).
