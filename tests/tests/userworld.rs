@@ -72,6 +72,33 @@ fn busybox_shell_session() {
     c.send("\x03").unwrap();
     let out = run(&mut c, "echo after-ctrl-c rc=$?");
     check(&c, lines(&out).last() == Some(&"after-ctrl-c rc=130"), &format!("Ctrl-C: {out:?}"));
+    // Job control: Ctrl-Z stops the foreground job (SIGTSTP to the tty's
+    // foreground group), the shell reports and lists it, `fg` gives it the
+    // terminal again and it runs to its end.
+    c.send("sleep 3\n").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    c.send("\x1a").unwrap();
+    c.expect("Stopped", STEP).unwrap_or_else(|e| panic!("Ctrl-Z: {e}\n--- serial log ---\n{}", c.log()));
+    let _ = c.expect(PROMPT, STEP);
+    let out = run(&mut c, "jobs");
+    check(&c, out.contains("Stopped") && out.contains("sleep 3"), &format!("jobs after Ctrl-Z: {out:?}"));
+    let out = run(&mut c, "fg; echo fg-rc=$?");
+    check(&c, out.contains("sleep 3") && lines(&out).last() == Some(&"fg-rc=0"), &format!("fg: {out:?}"));
+    // `bg` continues a stopped job in the background.
+    c.send("sleep 100\n").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    c.send("\x1a").unwrap();
+    c.expect("Stopped", STEP).unwrap_or_else(|e| panic!("Ctrl-Z: {e}\n--- serial log ---\n{}", c.log()));
+    let _ = c.expect(PROMPT, STEP);
+    let out = run(&mut c, "bg; jobs");
+    check(&c, out.contains("Running") && out.contains("sleep 100") && !out.contains("Stopped"), &format!("bg: {out:?}"));
+    let out = run(&mut c, "kill %1; wait; jobs; echo after-bg");
+    check(&c, lines(&out).last() == Some(&"after-bg"), &format!("kill %1: {out:?}"));
+    // A background job that reads the terminal stops with SIGTTIN.
+    let out = run(&mut c, "cat & sleep 1; jobs");
+    check(&c, out.contains("Stopped") && out.contains("cat"), &format!("background read: {out:?}"));
+    let out = run(&mut c, "kill -9 %1; wait; echo after-ttin");
+    check(&c, lines(&out).last() == Some(&"after-ttin"), &format!("kill -9 %1: {out:?}"));
     let out = run(&mut c, "top -b -n 1 | head -5");
     check(&c, out.contains("Load average") && out.contains("PID"), &format!("top: {out:?}"));
     let out = run(&mut c, "uname -sm; id -u");

@@ -9,7 +9,7 @@
 
 use crate::elf::{MMAP_MIN_ADDR, USER_END};
 use crate::linux_abi::errno::{
-    EACCES, EBADF, EEXIST, EINVAL, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM,
+    EACCES, EBADF, EEXIST, EFAULT, EINVAL, ENOMEM, EOPNOTSUPP, EOVERFLOW, EPERM,
 };
 use crate::linux_abi::flags::mman::*;
 use alloc::collections::BTreeMap;
@@ -156,6 +156,24 @@ pub struct Mapped {
     pub addr: u64,
     pub replaced: Vec<Vma>,
 }
+
+/// A successful mremap: where the area is now, and what the caller must do
+/// with pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remapped {
+    pub addr: u64,
+    /// Pages to move: `(from, to, len)`.
+    pub moved: Option<(u64, u64, u64)>,
+    /// Areas removed (their pages are to be unmapped): a shrunk tail, or
+    /// what MREMAP_FIXED replaced.
+    pub removed: Vec<Vma>,
+    /// The part added beyond the old size (empty when not grown).
+    pub grown: Option<Vma>,
+}
+
+pub const MREMAP_MAYMOVE: u32 = 1;
+pub const MREMAP_FIXED: u32 = 2;
+pub const MREMAP_DONTUNMAP: u32 = 4;
 
 /// Why a user access faulted, as SIGSEGV's si_code tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -463,6 +481,83 @@ impl VmMap {
             addr: start,
             replaced,
         })
+    }
+
+    /// mremap(2) on the bookkeeping: shrinks in place, grows in place when
+    /// the addresses after the area are free, else moves (MREMAP_MAYMOVE)
+    /// to a free range or to `new_addr` (MREMAP_FIXED, replacing what is
+    /// there). The range must lie in one area (EFAULT). Errors as Linux
+    /// 6.1 reports them; MREMAP_DONTUNMAP and old_len 0 are EINVAL here.
+    pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u64) -> Result<Remapped, i32> {
+        if old & (PAGE_SIZE - 1) != 0
+            || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0
+            || flags & MREMAP_DONTUNMAP != 0
+            || (flags & MREMAP_FIXED != 0 && flags & MREMAP_MAYMOVE == 0)
+        {
+            return Err(EINVAL);
+        }
+        let old_len = page_align(old_len);
+        let new_len = page_align(new_len);
+        if new_len == 0 || old_len == 0 || old > TASK_SIZE || old_len > TASK_SIZE - old || new_len > TASK_SIZE {
+            return Err(EINVAL);
+        }
+        let v = *self.find(old).ok_or(EFAULT)?;
+        if old + old_len > v.end {
+            return Err(EFAULT);
+        }
+        let mut removed = Vec::new();
+        if flags & MREMAP_FIXED != 0 {
+            if new_addr & (PAGE_SIZE - 1) != 0 || new_addr > TASK_SIZE - new_len || new_addr < MMAP_MIN_ADDR {
+                return Err(EINVAL);
+            }
+            if new_addr < old + old_len && old < new_addr + new_len {
+                return Err(EINVAL);
+            }
+            removed = self.remove_range(new_addr, new_addr + new_len);
+            let keep = old_len.min(new_len);
+            removed.extend(self.remove_range(old + keep, old + old_len));
+            return Ok(self.move_area(v, old, keep, new_addr, new_len, removed));
+        }
+        if new_len <= old_len {
+            removed = self.remove_range(old + new_len, old + old_len);
+            return Ok(Remapped { addr: old, moved: None, removed, grown: None });
+        }
+        // Grow in place: the area must end with the range, the space after
+        // it be free (and keep any stack's guard gap).
+        let grow = new_len - old_len;
+        if old + old_len == v.end && v.end <= TASK_SIZE - grow && self.hint_fits(v.end, grow) {
+            let g = Vma { start: v.end, end: v.end + grow, ..v.clip(v.start, v.end) };
+            let g = match v.backing {
+                Backing::File { id, offset } => Vma { backing: Backing::File { id, offset: offset + v.len() }, ..g },
+                Backing::Anonymous => g,
+            };
+            self.insert(g);
+            return Ok(Remapped { addr: old, moved: None, removed, grown: Some(g) });
+        }
+        if flags & MREMAP_MAYMOVE == 0 {
+            return Err(ENOMEM);
+        }
+        let to = self
+            .find_top_down(new_len, MMAP_MIN_ADDR, self.mmap_base)
+            .or_else(|| self.find_bottom_up(new_len, TASK_UNMAPPED_BASE, TASK_SIZE))
+            .ok_or(ENOMEM)?;
+        Ok(self.move_area(v, old, old_len, to, new_len, removed))
+    }
+
+    /// Moves `[old, old + len)` of area `v` to `to`, `new_len` long.
+    fn move_area(&mut self, v: Vma, old: u64, len: u64, to: u64, new_len: u64, removed: Vec<Vma>) -> Remapped {
+        let piece = v.clip(old, old + len);
+        let _ = self.remove_range(old, old + len);
+        let moved = Vma { start: to, end: to + new_len, ..piece };
+        self.insert(moved);
+        let grown = (new_len > len).then(|| {
+            let g = Vma { start: to + len, end: to + new_len, ..moved };
+            match moved.backing {
+                Backing::File { id, offset } => Vma { backing: Backing::File { id, offset: offset + len }, ..g },
+                Backing::Anonymous => g,
+            }
+        });
+        Remapped { addr: to, moved: Some((old, to, len)), removed, grown }
     }
 
     /// Splitting one area in the middle adds an area; refuse at the limit.

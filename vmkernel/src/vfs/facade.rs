@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use spin::RwLock;
 
 use super::file::{Backing, OpenFile};
+use super::pipe::{self, Pipe};
 use super::flags::*;
 use super::inode::{Device, FileSystem, NewAttr, NodeKind};
 use super::mount::{Location, Mount, MountFlags, MountId, MountInfo, MountTable};
@@ -22,6 +23,8 @@ use super::{Errno, Result};
 pub struct Vfs {
     pub(crate) mounts: RwLock<MountTable>,
     devices: RwLock<BTreeMap<u64, Arc<dyn Device>>>,
+    /// The pipes of FIFOs open somewhere, by (st_dev, st_ino).
+    fifos: spin::Mutex<BTreeMap<(u64, u64), alloc::sync::Weak<Pipe>>>,
 }
 
 impl Vfs {
@@ -36,7 +39,7 @@ impl Vfs {
             source: source.to_string(),
             flags: MountFlags::default(),
         }));
-        Vfs { mounts: RwLock::new(t), devices: RwLock::new(BTreeMap::new()) }
+        Vfs { mounts: RwLock::new(t), devices: RwLock::new(BTreeMap::new()), fifos: spin::Mutex::new(BTreeMap::new()) }
     }
 
     /// `/`, the starting cwd.
@@ -186,6 +189,9 @@ impl Vfs {
             return Err(Errno::EISDIR);
         }
         let truncate = flags & O_TRUNC != 0 && meta.mode & S_IFMT == S_IFREG;
+        if (writable(flags) || truncate) && meta.mode & S_IFMT == S_IFREG && super::file::is_executing(dev, meta.ino) {
+            return Err(Errno::ETXTBSY);
+        }
         if !created {
             let mut want = 0;
             if readable(flags) {
@@ -205,6 +211,7 @@ impl Vfs {
                 let dev = self.devices.read().get(&meta.rdev).cloned().ok_or(Errno::ENXIO)?;
                 Backing::Device { node: loc.inode.clone(), dev }
             }
+            FileType::Fifo => self.open_fifo(&loc, dev, meta.ino, flags)?,
             _ => return Err(Errno::ENXIO),
         };
         if truncate && meta.size != 0 {
@@ -281,6 +288,43 @@ impl Vfs {
     pub(crate) fn new_attr(&self, cred: &Credentials, dir: &Metadata, mode: u32) -> NewAttr {
         let gid = if dir.mode & S_ISGID != 0 { dir.gid } else { cred.gid };
         NewAttr { perm: mode & MODE_PERM, uid: cred.uid, gid }
+    }
+
+    /// Opens a FIFO node: every open of the node shares one pipe (made at
+    /// the first, gone with the last end). O_WRONLY|O_NONBLOCK without a
+    /// reader is ENXIO. A blocking open of one side whose other side is
+    /// not open waits in the caller (`OpenFile::fifo_waits_for_peer`).
+    fn open_fifo(&self, loc: &Location, dev: u64, ino: u64, flags: u32) -> Result<Backing> {
+        let pipe = {
+            let mut fifos = self.fifos.lock();
+            fifos.retain(|_, w| w.strong_count() > 0);
+            match fifos.get(&(dev, ino)).and_then(alloc::sync::Weak::upgrade) {
+                Some(p) => p,
+                None => {
+                    let p = pipe::fifo(ino);
+                    fifos.insert((dev, ino), Arc::downgrade(&p));
+                    p
+                }
+            }
+        };
+        let node = loc.inode.clone();
+        let (reader_opens, writer_opens) = pipe.opens();
+        // The other side already open: nothing to wait for.
+        const NO_WAIT: u64 = u64::MAX;
+        Ok(match flags & O_ACCMODE {
+            O_RDONLY => {
+                let peer_opens = if pipe.writers() > 0 { NO_WAIT } else { writer_opens };
+                Backing::Fifo { node, reader: Some(pipe.attach_reader()), writer: None, peer_opens }
+            }
+            O_WRONLY => {
+                if flags & O_NONBLOCK != 0 && pipe.readers() == 0 {
+                    return Err(Errno::ENXIO);
+                }
+                let peer_opens = if pipe.readers() > 0 { NO_WAIT } else { reader_opens };
+                Backing::Fifo { node, reader: None, writer: Some(pipe.attach_writer()), peer_opens }
+            }
+            _ => Backing::Fifo { node, reader: Some(pipe.attach_reader()), writer: Some(pipe.attach_writer()), peer_opens: NO_WAIT },
+        })
     }
 
     /// The file execve runs: a regular file the caller may execute (read

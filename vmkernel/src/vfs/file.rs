@@ -25,6 +25,15 @@ pub enum Backing {
     },
     PipeRead(PipeReader),
     PipeWrite(PipeWriter),
+    /// A named FIFO opened for reading, writing or both; `node` gives
+    /// fstat. `peer_opens` is the other side's open count when this open
+    /// attached (a blocking open waits for it to move).
+    Fifo {
+        node: Arc<dyn Inode>,
+        reader: Option<PipeReader>,
+        writer: Option<PipeWriter>,
+        peer_opens: u64,
+    },
 }
 
 pub struct OpenFile {
@@ -39,6 +48,34 @@ pub struct OpenFile {
 struct State {
     offset: u64,
     flags: u32,
+}
+
+/// Files being executed, by (st_dev, st_ino), with how many process
+/// images run each: opening one for writing is ETXTBSY (Linux
+/// `deny_write_access`), so a running program's pages never change under it.
+static EXECUTING: Mutex<alloc::collections::BTreeMap<(u64, u64), usize>> = Mutex::new(alloc::collections::BTreeMap::new());
+
+/// Whether the file `(dev, ino)` is being executed.
+pub(crate) fn is_executing(dev: u64, ino: u64) -> bool {
+    EXECUTING.lock().contains_key(&(dev, ino))
+}
+
+/// Held by a process image while it runs from a file: writes to the file
+/// are refused until the last holder drops.
+pub struct ExecutingFile {
+    key: (u64, u64),
+}
+
+impl Drop for ExecutingFile {
+    fn drop(&mut self) {
+        let mut m = EXECUTING.lock();
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// st_dev of pipes (an anonymous device, like Linux's pipefs).
@@ -85,6 +122,23 @@ impl OpenFile {
         &self.backing
     }
 
+    /// Marks this file as executed until the returned guard drops.
+    pub fn deny_write(&self) -> ExecutingFile {
+        let key = (self.dev, self.metadata().ino);
+        *EXECUTING.lock().entry(key).or_insert(0) += 1;
+        ExecutingFile { key }
+    }
+
+    /// A FIFO opened for only one side whose other side has not opened
+    /// since: a blocking open waits until this turns false.
+    pub fn fifo_waits_for_peer(&self) -> bool {
+        match &self.backing {
+            Backing::Fifo { reader: Some(r), writer: None, peer_opens, .. } => r.pipe().opens().1 == *peer_opens,
+            Backing::Fifo { reader: None, writer: Some(w), peer_opens, .. } => w.pipe().opens().0 == *peer_opens,
+            _ => false,
+        }
+    }
+
     /// The file's place in the tree (fchdir, *at calls); None for pipes.
     pub fn location(&self) -> Option<&Location> {
         self.location.as_ref()
@@ -124,7 +178,8 @@ impl OpenFile {
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
         self.check(false)?;
         match &self.backing {
-            Backing::PipeRead(r) => r.read(buf),
+            Backing::PipeRead(r) | Backing::Fifo { reader: Some(r), .. } => r.read(buf),
+            Backing::Fifo { .. } => Err(Errno::EBADF),
             Backing::Device { dev, .. } if !dev.seekable() => dev.read(0, buf),
             _ => {
                 let mut s = self.state.lock();
@@ -138,7 +193,8 @@ impl OpenFile {
     pub fn write(&self, data: &[u8]) -> Result<usize> {
         let flags = self.check(true)?;
         match &self.backing {
-            Backing::PipeWrite(w) => w.write(data),
+            Backing::PipeWrite(w) | Backing::Fifo { writer: Some(w), .. } => w.write(data),
+            Backing::Fifo { .. } => Err(Errno::EBADF),
             Backing::Device { dev, .. } if !dev.seekable() => dev.write(0, data),
             Backing::Inode(i) => {
                 // The lock spans size lookup and write so O_APPEND writers
@@ -251,7 +307,7 @@ impl OpenFile {
 
     pub fn metadata(&self) -> Metadata {
         match &self.backing {
-            Backing::Inode(i) | Backing::Device { node: i, .. } => i.metadata(),
+            Backing::Inode(i) | Backing::Device { node: i, .. } | Backing::Fifo { node: i, .. } => i.metadata(),
             Backing::PipeRead(r) => pipe_meta(r.pipe().ino(), r.pipe().len()),
             Backing::PipeWrite(w) => pipe_meta(w.pipe().ino(), w.pipe().len()),
         }
@@ -278,6 +334,9 @@ impl OpenFile {
             Backing::Device { dev, .. } => dev.poll_generation(),
             Backing::PipeRead(r) => Some(r.generation()),
             Backing::PipeWrite(w) => Some(w.generation()),
+            Backing::Fifo { reader, writer, .. } => {
+                Some(reader.as_ref().map_or(0, |r| r.generation()) + writer.as_ref().map_or(0, |w| w.generation()))
+            }
         }
     }
 
@@ -287,6 +346,17 @@ impl OpenFile {
             Backing::Device { dev, .. } => dev.poll(),
             Backing::PipeRead(r) => r.poll(),
             Backing::PipeWrite(w) => w.poll(),
+            Backing::Fifo { reader, writer, .. } => {
+                let mut ev = reader.as_ref().map_or(PollEvents::NONE, |r| r.poll());
+                if let Some(w) = writer {
+                    ev |= w.poll();
+                }
+                // Opened read-write, this description is its own writer.
+                if writer.is_some() && reader.is_some() {
+                    ev = PollEvents(ev.0 & !PollEvents::HUP.0 & !PollEvents::ERR.0);
+                }
+                ev
+            }
         }
     }
 

@@ -31,15 +31,43 @@ struct State {
     /// last reader's close.
     to_readers: u64,
     to_writers: u64,
+    /// Ends opened so far (a FIFO's open waits for the other side's count
+    /// to move, as Linux's r_counter/w_counter).
+    reader_opens: u64,
+    writer_opens: u64,
 }
 
 /// Makes a pipe; dropping the last clone of an end closes that end.
 pub fn pipe() -> (PipeReader, PipeWriter) {
     let p = Arc::new(Pipe {
         ino: NEXT_INO.fetch_add(1, Ordering::Relaxed),
-        state: Mutex::new(State { buf: VecDeque::new(), readers: 1, writers: 1, to_readers: 0, to_writers: 0 }),
+        state: Mutex::new(State {
+            buf: VecDeque::new(),
+            readers: 1,
+            writers: 1,
+            to_readers: 0,
+            to_writers: 0,
+            reader_opens: 1,
+            writer_opens: 1,
+        }),
     });
     (PipeReader(p.clone()), PipeWriter(p))
+}
+
+/// The pipe behind a named FIFO, with no ends yet: opens attach them.
+pub fn fifo(ino: u64) -> Arc<Pipe> {
+    Arc::new(Pipe {
+        ino,
+        state: Mutex::new(State {
+            buf: VecDeque::new(),
+            readers: 0,
+            writers: 0,
+            to_readers: 0,
+            to_writers: 0,
+            reader_opens: 0,
+            writer_opens: 0,
+        }),
+    })
 }
 
 impl Pipe {
@@ -54,6 +82,38 @@ impl Pipe {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// A new read end (a FIFO opened for reading).
+    pub fn attach_reader(self: &Arc<Self>) -> PipeReader {
+        let mut s = self.state.lock();
+        s.readers += 1;
+        s.reader_opens += 1;
+        s.to_writers += 1;
+        PipeReader(self.clone())
+    }
+
+    /// A new write end (a FIFO opened for writing).
+    pub fn attach_writer(self: &Arc<Self>) -> PipeWriter {
+        let mut s = self.state.lock();
+        s.writers += 1;
+        s.writer_opens += 1;
+        s.to_readers += 1;
+        PipeWriter(self.clone())
+    }
+
+    pub fn readers(&self) -> usize {
+        self.state.lock().readers
+    }
+
+    pub fn writers(&self) -> usize {
+        self.state.lock().writers
+    }
+
+    /// How many read ends and write ends have been opened so far.
+    pub fn opens(&self) -> (u64, u64) {
+        let s = self.state.lock();
+        (s.reader_opens, s.writer_opens)
     }
 }
 
@@ -207,6 +267,23 @@ mod tests {
         assert!(w.generation() > g_w);
         drop(w);
         assert!(r.generation() > g_r);
+    }
+
+    #[test]
+    fn fifo_ends_attach_and_count_opens() {
+        let f = fifo(7);
+        assert_eq!((f.readers(), f.opens()), (0, (0, 0)));
+        let r = f.attach_reader();
+        let mut buf = [0u8; 4];
+        assert_eq!(r.read(&mut buf), Ok(0)); // no writer: end of file
+        let w = f.attach_writer();
+        assert_eq!(f.opens(), (1, 1));
+        assert_eq!(r.read(&mut buf), Err(Errno::EAGAIN));
+        assert_eq!(w.write(b"ab"), Ok(2));
+        assert_eq!(r.read(&mut buf), Ok(2));
+        drop(r);
+        assert_eq!(f.readers(), 0);
+        assert_eq!(w.write(b"x"), Err(Errno::EPIPE));
     }
 
     #[test]

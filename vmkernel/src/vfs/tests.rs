@@ -306,7 +306,19 @@ fn sticky_tmp_chmod_chown() {
         Some(Errno::EPERM)
     );
     v.mknod(&bob, &r, b"/tmp/fifo", S_IFIFO | 0o600, 0).unwrap();
-    assert_eq!(v.open(&bob, &r, b"/tmp/fifo", O_RDONLY, 0).err(), Some(Errno::ENXIO));
+    // A FIFO: a writer needs a reader; every open shares one pipe.
+    assert_eq!(v.open(&bob, &r, b"/tmp/fifo", O_WRONLY | O_NONBLOCK, 0).err(), Some(Errno::ENXIO));
+    let rd = v.open(&bob, &r, b"/tmp/fifo", O_RDONLY | O_NONBLOCK, 0).unwrap();
+    assert!(rd.fifo_waits_for_peer());
+    let wr = v.open(&bob, &r, b"/tmp/fifo", O_WRONLY | O_NONBLOCK, 0).unwrap();
+    assert!(!rd.fifo_waits_for_peer() && !wr.fifo_waits_for_peer());
+    assert_eq!(wr.write(b"via fifo"), Ok(8));
+    let mut buf = [0u8; 16];
+    assert_eq!(rd.read(&mut buf), Ok(8));
+    assert_eq!(&buf[..8], b"via fifo");
+    assert_eq!(rd.stat().mode & S_IFMT, S_IFIFO);
+    drop(wr);
+    assert_eq!(rd.read(&mut buf), Ok(0));
 }
 
 #[test]

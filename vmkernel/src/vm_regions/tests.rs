@@ -723,3 +723,43 @@ fn fork_clone_and_exec_clear() {
     assert_eq!(m.brk_value(), 0);
     assert_eq!(child.len(), 2, "the copy is independent");
 }
+
+#[test]
+fn mremap_shrinks_grows_in_place_moves_and_fails_as_linux() {
+    const P: u64 = PAGE_SIZE;
+    let mut m = VmMap::default();
+    let a = anon(&mut m, 0, 4 * P, RW, ANON).unwrap();
+    // Shrink: in place, the tail removed.
+    let r = m.mremap(a, 4 * P, 2 * P, 0, 0).unwrap();
+    assert_eq!((r.addr, r.moved, r.grown), (a, None, None));
+    assert_eq!(r.removed.iter().map(|v| (v.start, v.end)).collect::<Vec<_>>(), [(a + 2 * P, a + 4 * P)]);
+    // Grow in place into the freed range: one area again.
+    let r = m.mremap(a, 2 * P, 3 * P, 0, 0).unwrap();
+    assert_eq!((r.addr, r.moved), (a, None));
+    assert_eq!(r.grown.map(|g| (g.start, g.end)), Some((a + 2 * P, a + 3 * P)));
+    assert_eq!(spans(&m), [(a, a + 3 * P, RW)]);
+    // No room after page 0 without MREMAP_MAYMOVE.
+    assert_eq!(m.mremap(a, P, 2 * P, 0, 0).err(), Some(ENOMEM));
+    // Errors checked before anything changes.
+    assert_eq!(m.mremap(a + 1, P, P, 0, 0).err(), Some(EINVAL));
+    assert_eq!(m.mremap(a, P, P, MREMAP_FIXED, a - 8 * P).err(), Some(EINVAL));
+    assert_eq!(m.mremap(a, P, 0, MREMAP_MAYMOVE, 0).err(), Some(EINVAL));
+    assert_eq!(m.mremap(a - 16 * P, P, P, 0, 0).err(), Some(EFAULT));
+    assert_eq!(m.mremap(a, 4 * P, 5 * P, MREMAP_MAYMOVE, 0).err(), Some(EFAULT));
+    // Moves: pages of page 1 go to a new place, twice as long.
+    let r = m.mremap(a + P, P, 2 * P, MREMAP_MAYMOVE, 0).unwrap();
+    assert_ne!(r.addr, a + P);
+    assert_eq!(r.moved, Some((a + P, r.addr, P)));
+    assert_eq!(r.grown.map(|g| (g.start, g.end)), Some((r.addr + P, r.addr + 2 * P)));
+    assert!(m.find(a + P).is_none());
+    // MREMAP_FIXED replaces what is at the target.
+    let t = anon(&mut m, 0, 3 * P, PROT_READ, ANON).unwrap();
+    let r = m.mremap(a, P, P, MREMAP_MAYMOVE | MREMAP_FIXED, t + P).unwrap();
+    assert_eq!(r.addr, t + P);
+    assert_eq!(r.removed.iter().map(|v| (v.start, v.end)).collect::<Vec<_>>(), [(t + P, t + 2 * P)]);
+    assert_eq!(m.find(t + P).map(|v| v.prot), Some(RW));
+    // A file area grown keeps its offsets.
+    let f = m.mmap(0, P, PROT_READ, MAP_PRIVATE, file(7, true, false), 3 * P).unwrap().addr;
+    let r = m.mremap(f, P, 3 * P, MREMAP_MAYMOVE, 0).unwrap();
+    assert_eq!(r.grown.map(|g| g.backing), Some(Backing::File { id: 7, offset: 4 * P }));
+}

@@ -41,6 +41,15 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Reports a check that cannot run on this system (neither passed nor failed).
+    pub fn skip(&mut self, name: &str, why: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "SKIP {name}: {why}");
+        let _ = out.flush();
+    }
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
@@ -120,6 +129,10 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::ENOSYS => "ENOSYS",
         libc::ENOTEMPTY => "ENOTEMPTY",
         libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENXIO => "ENXIO",
+        libc::ENOMEM => "ENOMEM",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::EIO => "EIO",
         _ => "?",
     }
 }

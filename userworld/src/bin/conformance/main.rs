@@ -6,8 +6,11 @@
 //! exec checks, so exec needs no other binary.
 
 mod events;
+mod fifos;
 mod files;
 mod harness;
+mod jobs;
+mod mappings;
 mod memory;
 mod misc;
 mod pipes;
@@ -101,9 +104,13 @@ fn main() {
     process::run(&mut r, &exe);
     threads::run(&mut r);
     memory::run(&mut r, &dir);
+    mappings::run(&mut r, &dir);
+    fifos::run(&mut r, &dir);
     time::run(&mut r);
     misc::run(&mut r, &dir);
     signals::run(&mut r);
+    jobs::run(&mut r);
+    process::run_text_busy(&mut r, &exe, &dir);
     events::run(&mut r);
     sockets::run(&mut r);
     unix::run(&mut r, &dir);

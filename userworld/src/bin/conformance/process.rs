@@ -195,3 +195,39 @@ pub fn run(r: &mut Runner, self_exe: &std::path::Path) {
         expect_eq("open flags seen by child", String::from_utf8_lossy(&out.stdout).into_owned(), "closed open\n".to_string())
     });
 }
+
+/// A running executable cannot be opened for writing (ETXTBSY): writing it
+/// in place would change the pages the program still reads from it.
+pub fn run_text_busy(r: &mut Runner, self_exe: &std::path::Path, dir: &std::path::Path) {
+    let exe = self_exe.to_path_buf();
+    let copy = dir.join("txtbsy-exe");
+    r.check("exec_running_file_write_etxtbsy", || {
+        std::fs::copy(&exe, &copy).map_err(|e| format!("copy {}: {e}", exe.display()))?;
+        let mut child = std::process::Command::new(&copy)
+            .args(["child-sleep", "20"])
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        let res = (|| -> CheckResult {
+            // Once the child has exec'd, a write open fails.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let mut last = Ok(0);
+            while std::time::Instant::now() < deadline {
+                last = open(&copy, libc::O_WRONLY, 0).map(|_| 0);
+                if last.is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            expect_errno("open(O_WRONLY) of a running executable", last, libc::ETXTBSY)?;
+            expect_errno("open(O_RDWR)", open(&copy, libc::O_RDWR, 0).map(|_| 0), libc::ETXTBSY)?;
+            ensure!(open(&copy, libc::O_RDONLY, 0).is_ok(), "open(O_RDONLY) failed");
+            Ok(())
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        res?;
+        // Writable again once the program is gone.
+        expect_eq("open(O_WRONLY) after exit", open(&copy, libc::O_WRONLY, 0).map(|_| 0), Ok(0))?;
+        std::fs::remove_file(&copy).map_err(|e| format!("unlink: {e}"))
+    });
+}

@@ -588,6 +588,30 @@ impl AddressSpace {
         }
     }
 
+    /// Moves the 4 KiB page at `from` to `to` (mremap): the same frame and
+    /// flags, copy-on-write state included. False if nothing is mapped at
+    /// `from` or `to` is taken (nothing changes then). The caller flushes
+    /// other CPUs' TLBs.
+    pub fn move_page(&self, from: u64, to: u64) -> bool {
+        if self.pml4 == 0 || to >= 1 << 47 {
+            return false;
+        }
+        let _g = self.lock.lock();
+        let mut t = Tables;
+        let Some((table, i)) = paging::leaf_slot(&t, self.pml4, from) else { return false };
+        let e = t.read(table, i);
+        if e & paging::PRESENT == 0 {
+            return false;
+        }
+        if paging::map(&mut Tables, self.pml4, to, e & paging::ADDR_MASK, paging::PageSize::Size4K, e & !paging::ADDR_MASK).is_err() {
+            return false;
+        }
+        // Mapping `to` only added tables: the slot of `from` is unchanged.
+        t.write(table, i, 0);
+        invalidate_page(from);
+        true
+    }
+
     /// Rewrites the protection bits of the 4 KiB page at `virt`, keeping
     /// copy-on-write pages read-only until they are copied.
     pub fn protect(&self, virt: u64, flags: u64) {

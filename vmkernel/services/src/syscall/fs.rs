@@ -110,8 +110,41 @@ fn with_io_buffer(len: u64, f: impl FnOnce(&mut [u8]) -> SysResult) -> SysResult
     f(data)
 }
 
+/// Job control on the console: a process of a background group of the
+/// session the console controls stops with SIGTTIN when it reads (EIO if
+/// it ignores or blocks SIGTTIN) and, when TOSTOP is set, with SIGTTOU
+/// when it writes (the write goes ahead if it ignores or blocks SIGTTOU).
+fn background_tty_access(cx: &Ctx, f: &OpenFile, write: bool) -> Result<(), i64> {
+    use core::sync::atomic::Ordering;
+    use vmkernel::linux_abi::signal::{SIG_IGN, SIGTTIN, SIGTTOU};
+    if !matches!(f.backing(), Backing::Device { .. }) || !is_console(f) {
+        return Ok(());
+    }
+    let Some(tty) = files::console_tty() else { return Ok(()) };
+    let (session, fg) = (tty.session(), tty.foreground_pgrp());
+    let pgrp = cx.p.pgid.load(Ordering::Relaxed);
+    if session == 0 || session != cx.p.sid.load(Ordering::Relaxed) || fg == 0 || fg == pgrp {
+        return Ok(());
+    }
+    let sig = if write {
+        if tty.termios().lflag & vmkernel::vfs::tty::termios::TOSTOP == 0 {
+            return Ok(());
+        }
+        SIGTTOU
+    } else {
+        SIGTTIN
+    };
+    let blocked = cx.t.sigmask.load(Ordering::Relaxed) & (1 << (sig - 1)) != 0;
+    if blocked || cx.p.sig.lock().get(sig).handler == SIG_IGN {
+        return if write { Ok(()) } else { Err(neg(EIO)) };
+    }
+    crate::uw::signal::send_to_group(pgrp, sig);
+    Err(ERESTARTSYS)
+}
+
 fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
+    background_tty_access(cx, &f, false)?;
     with_io_buffer(len, |data| {
         let n = blocking(&f, || f.read(data))?;
         cx.p.copy_to_user(buf, &data[..n])?;
@@ -121,6 +154,7 @@ fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
 
 fn write(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
+    background_tty_access(cx, &f, true)?;
     with_io_buffer(len, |data| {
         cx.p.copy_from_user(buf, data)?;
         blocking(&f, || f.write(data)).map(|n| n as i64).map_err(|e| epipe(cx, e))
@@ -140,6 +174,7 @@ fn readv(cx: &Ctx, fd: u64, iov: u64, cnt: u64) -> SysResult {
     let v = iovecs(&cx.p, iov, cnt)?;
     let total: u64 = v.iter().map(|x| x.1).sum();
     let f = file(&cx.p, fd)?;
+    background_tty_access(cx, &f, false)?;
     let mut data = super::zeroed_buffer((total as usize).min(MAX_IO))?;
     let n = blocking(&f, || f.read(&mut data))?;
     let mut off = 0;
@@ -163,6 +198,7 @@ fn writev(cx: &Ctx, fd: u64, iov: u64, cnt: u64) -> SysResult {
         cx.p.copy_from_user(base, &mut data[start..])?;
     }
     let f = file(&cx.p, fd)?;
+    background_tty_access(cx, &f, true)?;
     blocking(&f, || f.write(&data)).map(|n| n as i64).map_err(|e| epipe(cx, e))
 }
 
@@ -171,6 +207,21 @@ fn openat(cx: &Ctx, dirfd: u64, pathp: u64, flags: u64, mode: u64) -> SysResult 
     let base = base(&cx.p, dirfd)?;
     let umask = cx.p.umask.load(core::sync::atomic::Ordering::Relaxed);
     let f = vfs()?.open(&cx.p.creds(), &base, &path, flags as u32, (mode as u32) & !umask & 0o7777).map_err(err)?;
+    if matches!(f.backing(), Backing::Fifo { .. }) {
+        // The other side may be waiting for this open.
+        io_wait::notify();
+        if flags as u32 & O_NONBLOCK == 0 {
+            while f.fifo_waits_for_peer() {
+                let seen = io_wait::generation();
+                if !f.fifo_waits_for_peer() {
+                    break;
+                }
+                if io_wait::wait(seen, None) == Woken::Signal {
+                    return Err(ERESTARTSYS);
+                }
+            }
+        }
+    }
     if flags as u32 & O_NOCTTY == 0 && is_console(&f) {
         take_controlling_tty(&cx.p, false);
     }

@@ -250,6 +250,37 @@ fn itimer_call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
     }
 }
 
+/// setpgid(pid, pgid) with Linux's rules: the caller or a child in its
+/// session (ESRCH otherwise), never a session leader, and a group other
+/// than the process's own id only if it exists in the caller's session.
+fn setpgid(cx: &Ctx, pid: i32, pgid: i32) -> SysResult {
+    let p = &cx.p;
+    if pgid < 0 {
+        return Err(neg(EINVAL));
+    }
+    let t = if pid == 0 { p.clone() } else { process::lookup(pid as u32).ok_or(neg(ESRCH))? };
+    let sid = p.sid.load(Ordering::Relaxed);
+    if t.pid != p.pid {
+        if t.ppid.load(Ordering::Relaxed) != p.pid || t.is_zombie() {
+            return Err(neg(ESRCH));
+        }
+        if t.sid.load(Ordering::Relaxed) != sid {
+            return Err(neg(EPERM));
+        }
+    }
+    if t.sid.load(Ordering::Relaxed) == t.pid {
+        return Err(neg(EPERM));
+    }
+    let pg = if pgid == 0 { t.pid } else { pgid as u32 };
+    if pg != t.pid
+        && !process::all().iter().any(|q| q.pgid.load(Ordering::Relaxed) == pg && q.sid.load(Ordering::Relaxed) == sid && !q.is_zombie())
+    {
+        return Err(neg(EPERM));
+    }
+    t.pgid.store(pg, Ordering::Release);
+    Ok(0)
+}
+
 pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
     if matches!(n, 36..=38) {
         return itimer_call(cx, n, a);
@@ -296,26 +327,19 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         107 => Ok(p.ids.lock().euid as i64),
         108 => Ok(p.ids.lock().egid as i64),
         105 | 106 | 113 | 114 | 117 | 119 => setuid_like(cx, n, a),
-        109 => {
-            // setpgid(pid, pgid)
-            let target = if a[0] == 0 { Some(p.clone()) } else { process::lookup(a[0] as u32) };
-            let t = target.ok_or(neg(ESRCH))?;
-            if t.pid != p.pid && t.ppid.load(Ordering::Relaxed) != p.pid {
-                return Err(neg(ESRCH));
-            }
-            let pg = if a[1] == 0 { t.pid } else { a[1] as u32 };
-            t.pgid.store(pg, Ordering::Release);
-            Ok(0)
-        }
+        109 => setpgid(cx, a[0] as i32, a[1] as i32),
         110 => Ok(p.ppid.load(Ordering::Relaxed) as i64),
         111 => Ok(p.pgid.load(Ordering::Relaxed) as i64),
         112 => {
-            if p.pgid.load(Ordering::Relaxed) == p.pid {
+            // A process that leads a group (its own, or one others joined)
+            // cannot start a session.
+            let pid = p.pid;
+            if process::all().iter().any(|q| q.pgid.load(Ordering::Relaxed) == pid && !q.is_zombie()) {
                 Err(neg(EPERM))
             } else {
-                p.sid.store(p.pid, Ordering::Release);
-                p.pgid.store(p.pid, Ordering::Release);
-                Ok(p.pid as i64)
+                p.sid.store(pid, Ordering::Release);
+                p.pgid.store(pid, Ordering::Release);
+                Ok(pid as i64)
             }
         }
         115 => {

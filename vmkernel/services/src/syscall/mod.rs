@@ -101,7 +101,8 @@ pub fn dispatch(f: &mut TrapFrame) {
     };
     // Most calls return with no signal to act on: then the return path
     // need not look the thread up again.
-    let signals = crate::uw::signal::has_deliverable(&cx.t) || r.is_none();
+    // (A stopped process's other threads stop on their way back, too.)
+    let signals = crate::uw::signal::has_deliverable(&cx.t) || r.is_none() || cx.p.stopped.load(Ordering::Relaxed);
     drop(cx);
     if let Some(r) = r {
         let v = match r {

@@ -144,8 +144,44 @@ pub fn clone(cx: &Ctx, n: u64, a: [u64; 6], f: &mut TrapFrame) -> SysResult {
     Ok(tid as i64)
 }
 
-fn wait4(cx: &Ctx, pid: i64, status: u64, options: u64, rusage: u64) -> SysResult {
-    const WNOHANG: u64 = 1;
+/// What a wait collected from a child.
+#[derive(Clone, Copy)]
+enum Collected {
+    Ended(process::ExitStatus),
+    Job(process::JobReport),
+}
+
+impl Collected {
+    fn wait_status(self) -> i32 {
+        match self {
+            Self::Ended(st) => st.wait_status(),
+            Self::Job(j) => j.wait_status(),
+        }
+    }
+
+    /// waitid's (si_code, si_status).
+    fn code_and_status(self) -> (i32, i32) {
+        use vmkernel::linux_abi::signal::*;
+        match self {
+            Self::Ended(process::ExitStatus::Exited(c)) => (CLD_EXITED, c as i32),
+            Self::Ended(process::ExitStatus::Signaled(s)) => (CLD_KILLED, s as i32),
+            Self::Job(process::JobReport::Stopped(s)) => (CLD_STOPPED, s as i32),
+            Self::Job(process::JobReport::Continued) => (CLD_CONTINUED, SIGCONT as i32),
+        }
+    }
+}
+
+const WNOHANG: u64 = 1;
+const WSTOPPED: u64 = 2; // WUNTRACED
+const WEXITED: u64 = 4;
+const WCONTINUED: u64 = 8;
+const WNOWAIT: u64 = 0x0100_0000;
+
+/// The wait shared by wait4 and waitid: `pid` selects as wait4's does;
+/// `options` says which changes to report (WEXITED, WSTOPPED, WCONTINUED),
+/// whether to block (WNOHANG) and whether to leave the report (WNOWAIT).
+/// Ok(None): WNOHANG and nothing to report.
+fn wait_any(cx: &Ctx, pid: i64, options: u64) -> Result<Option<(Arc<Process>, Collected)>, i64> {
     let me = &cx.p;
     loop {
         let seen = io_wait::generation();
@@ -162,28 +198,89 @@ fn wait4(cx: &Ctx, pid: i64, status: u64, options: u64, rusage: u64) -> SysResul
         if matching.is_empty() {
             return Err(neg(ECHILD));
         }
-        if let Some((z, st)) = matching.iter().find_map(|c| c.exit_status().map(|st| (c, st))) {
-            if status != 0 {
-                me.write_u32(status, st.wait_status() as u32)?;
+        for c in &matching {
+            if let Some(st) = c.exit_status() {
+                if options & WEXITED == 0 {
+                    continue;
+                }
+                if options & WNOWAIT == 0 {
+                    process::reap(c);
+                }
+                return Ok(Some(((*c).clone(), Collected::Ended(st))));
             }
-            if rusage != 0 {
-                let mut ru = [0u8; 144];
-                let ns = z.cpu_ns();
-                ru[0..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
-                ru[8..16].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
-                me.copy_to_user(rusage, &ru)?;
+            let mut report = c.job_report.lock();
+            let wanted = match *report {
+                Some(process::JobReport::Stopped(_)) => options & WSTOPPED != 0,
+                Some(process::JobReport::Continued) => options & WCONTINUED != 0,
+                None => false,
+            };
+            if wanted && let Some(r) = *report {
+                if options & WNOWAIT == 0 {
+                    *report = None;
+                }
+                return Ok(Some(((*c).clone(), Collected::Job(r))));
             }
-            let pid = z.pid;
-            process::reap(z);
-            return Ok(pid as i64);
         }
         if options & WNOHANG != 0 {
-            return Ok(0);
+            return Ok(None);
         }
         if io_wait::wait(seen, None) == Woken::Signal {
             return Err(ERESTARTSYS);
         }
     }
+}
+
+fn wait4(cx: &Ctx, pid: i64, status: u64, options: u64, rusage: u64) -> SysResult {
+    // __WNOTHREAD, __WALL, __WCLONE are accepted and mean nothing here.
+    if options & !(WNOHANG | WSTOPPED | WCONTINUED | 0xe000_0000) != 0 {
+        return Err(neg(EINVAL));
+    }
+    let Some((child, what)) = wait_any(cx, pid, (options & (WNOHANG | WSTOPPED | WCONTINUED)) | WEXITED)? else {
+        return Ok(0);
+    };
+    if status != 0 {
+        cx.p.write_u32(status, what.wait_status() as u32)?;
+    }
+    if rusage != 0 {
+        let mut ru = [0u8; 144];
+        let ns = child.cpu_ns();
+        ru[0..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+        ru[8..16].copy_from_slice(&((ns % 1_000_000_000) / 1000).to_le_bytes());
+        cx.p.copy_to_user(rusage, &ru)?;
+    }
+    Ok(child.pid as i64)
+}
+
+/// waitid(idtype, id, infop, options): P_ALL, P_PID, P_PGID (id 0: the
+/// caller's group).
+fn waitid(cx: &Ctx, idtype: u64, id: u64, infop: u64, options: u64) -> SysResult {
+    if options & !(WNOHANG | WSTOPPED | WEXITED | WCONTINUED | WNOWAIT | 0xe000_0000) != 0
+        || options & (WSTOPPED | WEXITED | WCONTINUED) == 0
+    {
+        return Err(neg(EINVAL));
+    }
+    let pid = match idtype {
+        0 => -1,
+        1 if id as i32 > 0 => id as i32 as i64,
+        2 if id == 0 => 0,
+        2 if id as i32 > 0 => -(id as i32 as i64),
+        _ => return Err(neg(EINVAL)),
+    };
+    let got = wait_any(cx, pid, options)?;
+    if infop != 0 {
+        // Nothing to report under WNOHANG: a zeroed siginfo (si_pid 0).
+        let mut info = [0u8; 128];
+        if let Some((child, what)) = got {
+            let (code, status) = what.code_and_status();
+            info[0..4].copy_from_slice(&(vmkernel::linux_abi::signal::SIGCHLD).to_le_bytes());
+            info[8..12].copy_from_slice(&code.to_le_bytes());
+            info[16..20].copy_from_slice(&child.pid.to_le_bytes());
+            info[20..24].copy_from_slice(&child.ids.lock().uid.to_le_bytes());
+            info[24..28].copy_from_slice(&status.to_le_bytes());
+        }
+        cx.p.copy_to_user(infop, &info)?;
+    }
+    Ok(0)
 }
 
 fn kill(cx: &Ctx, pid: i64, sig: u64) -> SysResult {
@@ -290,7 +387,11 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         return Err(neg(ENOMEM));
     }
     let mapped = mm.vm.lock().mmap(addr, len, prot, flags, mf, off).map_err(neg)?;
+    crate::uw::mapped::write_back(&mm, &mapped.replaced);
     unmap_areas(&mm, &mapped.replaced);
+    if let Some((f, _)) = &file {
+        mm.files.lock().insert(Arc::as_ptr(f) as u64, f.clone());
+    }
     crate::uw::commit::recharge(&mm);
     if file.is_none() && flags & MAP_SHARED != 0 {
         // Shared anonymous memory is populated now so that a fork shares
@@ -319,9 +420,116 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
 fn munmap(cx: &Ctx, addr: u64, len: u64) -> SysResult {
     let mm = cx.p.mm();
     let gone = mm.vm.lock().munmap(addr, len).map_err(neg)?;
+    crate::uw::mapped::write_back(&mm, &gone);
     unmap_areas(&mm, &gone);
     crate::uw::commit::recharge(&mm);
     Ok(0)
+}
+
+/// The areas covering `[addr, addr + len)`, clipped to it; Err(ENOMEM)
+/// when part of the range is not mapped (after the caller acted on the
+/// rest, as Linux does).
+fn areas_in(mm: &Mm, addr: u64, len: u64) -> (Vec<Vma>, bool) {
+    let end = addr.saturating_add(len);
+    let mut out = Vec::new();
+    let mut covered = addr;
+    for v in mm.vm.lock().areas().filter(|v| v.end > addr && v.start < end) {
+        if v.start > covered {
+            covered = u64::MAX; // a hole
+        } else if covered != u64::MAX {
+            covered = v.end;
+        }
+        let mut c = *v;
+        c.start = c.start.max(addr);
+        c.end = c.end.min(end);
+        if let vmkernel::vm_regions::Backing::File { id, offset } = v.backing {
+            c.backing = vmkernel::vm_regions::Backing::File { id, offset: offset + (c.start - v.start) };
+        }
+        out.push(c);
+    }
+    let whole = covered != u64::MAX && covered >= end;
+    (out, whole)
+}
+
+fn page_len(len: u64) -> Result<u64, i64> {
+    len.checked_add(4095).map(|l| l & !4095).ok_or(neg(ENOMEM))
+}
+
+/// madvise: MADV_DONTNEED (and MADV_FREE, DONTNEED_LOCKED) drop a private
+/// area's pages (anonymous memory reads zero after, a file mapping rereads
+/// the file); shared areas keep their data. Other known advice is
+/// accepted and changes nothing.
+fn madvise(cx: &Ctx, addr: u64, len: u64, advice: u64) -> SysResult {
+    const DONTNEED: u64 = 4;
+    const FREE: u64 = 8;
+    const DONTNEED_LOCKED: u64 = 24;
+    if addr & 4095 != 0 {
+        return Err(neg(EINVAL));
+    }
+    let known = matches!(advice, 0..=4 | 8..=25 | 100 | 101);
+    if !known {
+        return Err(neg(EINVAL));
+    }
+    let len = page_len(len)?;
+    if len == 0 {
+        return Ok(0);
+    }
+    let mm = cx.p.mm();
+    let (areas, whole) = areas_in(&mm, addr, len);
+    if matches!(advice, DONTNEED | FREE | DONTNEED_LOCKED) {
+        let private: Vec<Vma> = areas.into_iter().filter(|v| !v.shared).collect();
+        unmap_areas(&mm, &private);
+    }
+    if whole { Ok(0) } else { Err(neg(ENOMEM)) }
+}
+
+/// msync: writes shared file areas back (MS_ASYNC does it at once too).
+fn msync(cx: &Ctx, addr: u64, len: u64, flags: u64) -> SysResult {
+    const MS_ASYNC: u64 = 1;
+    const MS_INVALIDATE: u64 = 2;
+    const MS_SYNC: u64 = 4;
+    if addr & 4095 != 0 || flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC {
+        return Err(neg(EINVAL));
+    }
+    let len = page_len(len)?;
+    let mm = cx.p.mm();
+    let (areas, whole) = areas_in(&mm, addr, len);
+    crate::uw::mapped::write_back(&mm, &areas);
+    if whole { Ok(0) } else { Err(neg(ENOMEM)) }
+}
+
+/// mremap: the areas change in `VmMap::mremap`; pages move with their
+/// frames, a grown part pages in on demand (zero, or from the file).
+fn mremap(cx: &Ctx, old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> SysResult {
+    let mm = cx.p.mm();
+    if new_len > old_len && !crate::uw::commit::may_commit(mm.group.load(Ordering::Relaxed), new_len - old_len) {
+        return Err(neg(ENOMEM));
+    }
+    let r = mm.vm.lock().mremap(old, old_len, new_len, flags as u32, new_addr).map_err(neg)?;
+    crate::uw::mapped::write_back(&mm, &r.removed);
+    unmap_areas(&mm, &r.removed);
+    if let Some((from, to, len)) = r.moved {
+        let mut off = 0;
+        while off < len {
+            mm.space.move_page(from + off, to + off);
+            off += 4096;
+        }
+        crate::arch::apic::tlb_shootdown();
+    }
+    if let Some(g) = r.grown
+        && g.shared
+        && g.backing == vmkernel::vm_regions::Backing::Anonymous
+    {
+        // Shared anonymous memory has its frames from the start (see mmap).
+        let mut va = g.start;
+        while va < g.end {
+            let frame = crate::mm::UserFrame::alloc().ok_or(neg(ENOMEM))?;
+            let _ = mm.space.map(va, frame, pte_flags(g.prot));
+            va += 4096;
+        }
+    }
+    crate::uw::commit::recharge(&mm);
+    Ok(r.addr as i64)
 }
 
 fn mprotect(cx: &Ctx, addr: u64, len: u64, prot: u64) -> SysResult {
@@ -493,8 +701,9 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
         12 => brk(cx, a[0]),
         13 => rt_sigaction(cx, a[0], a[1], a[2], a[3]),
         14 => rt_sigprocmask(cx, a[0], a[1], a[2], a[3]),
-        25 => Err(neg(ENOMEM)), // mremap: glibc falls back to copy
-        28 => Ok(0),            // madvise: advice only
+        25 => mremap(cx, a[0], a[1], a[2], a[3], a[4]),
+        26 => msync(cx, a[0], a[1], a[2]),
+        28 => madvise(cx, a[0], a[1], a[2]),
         34 => loop {
             // pause
             let seen = io_wait::generation();
@@ -514,32 +723,7 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
             Ok(cx.t.tid as i64)
         }
         234 => tgkill(cx, a[0] as i32 as i64, a[1], a[2]),
-        247 => {
-            // waitid(P_ALL/P_PID/P_PGID, id, infop, options): via wait4 semantics.
-            let pid = match a[0] {
-                0 => -1,
-                1 => a[1] as i64,
-                2 => -(a[1] as i64),
-                _ => return Err(neg(EINVAL)),
-            };
-            let mut st = 0u32;
-            let stp = &mut st as *mut u32;
-            let _ = stp;
-            match wait4(cx, pid, 0, a[3] & 1, 0) {
-                Ok(0) => Ok(0),
-                Ok(pid) => {
-                    if a[2] != 0 {
-                        let mut info = [0u8; 128];
-                        info[0..4].copy_from_slice(&17u32.to_le_bytes());
-                        info[8..12].copy_from_slice(&1u32.to_le_bytes());
-                        info[16..20].copy_from_slice(&(pid as u32).to_le_bytes());
-                        cx.p.copy_to_user(a[2], &info)?;
-                    }
-                    Ok(0)
-                }
-                Err(e) => Err(e),
-            }
-        }
+        247 => waitid(cx, a[0], a[1], a[2], a[3]),
         273 => Ok(0), // set_robust_list: robust futexes are a userspace safety net
         _ => Err(super::NOT_MINE),
     }

@@ -31,12 +31,13 @@ pub struct Image {
 /// The executable a process image pages in from: its segments are mapped
 /// as private areas backed by the open file and each page is read on its
 /// first touch (`fault`), so exec costs what the program uses, not the
-/// file's size. Linux refuses writes to a running executable (ETXTBSY);
-/// Mantle does not, so the file's size and modification time at exec are
-/// kept and a page is read only while they are unchanged: a program whose
-/// file was rewritten under it faults (SIGSEGV) instead of running a mix
-/// of two versions.
+/// file's size. Opening the file for writing is refused (ETXTBSY) while an
+/// image runs from it; the file's size and modification time at exec are
+/// kept as well and a page is read only while they are unchanged (a file
+/// changed by other means, e.g. replaced through another mount, makes
+/// the program fault with SIGSEGV instead of running a mix of two versions).
 pub struct ExecImage {
+    _executing: vmkernel::vfs::ExecutingFile,
     file: Arc<OpenFile>,
     size: u64,
     mtime: vmkernel::vfs::Timespec,
@@ -128,7 +129,7 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
         log::info!("exec {}: {e}", alloc::string::String::from_utf8_lossy(path));
         Errno(e.errno())
     })?;
-    let image = Arc::new(ExecImage { file: f, size: st.size, mtime: st.mtime, mappings: plan.mappings.clone() });
+    let image = Arc::new(ExecImage { _executing: f.deny_write(), file: f, size: st.size, mtime: st.mtime, mappings: plan.mappings.clone() });
     let m = Mm::with_image(Some(image.clone())).ok_or(Errno::ENOMEM)?;
     {
         let mut vm = m.vm.lock();

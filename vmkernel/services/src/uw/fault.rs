@@ -86,6 +86,22 @@ fn resolve_once(mm: &Mm, va: u64, access: Access) -> bool {
                 }
                 return true;
             }
+            // Another mapped file's page not present (dropped by
+            // MADV_DONTNEED, or grown by mremap): read it from the file.
+            if let vmkernel::vm_regions::Backing::File { id, offset } = vma.backing
+                && let Some(f) = mm.files.lock().get(&id).cloned()
+            {
+                let mut buf = [0u8; 4096];
+                let _ = f.pread(offset + (page - vma.start), &mut buf);
+                let Some(frame) = mm::UserFrame::alloc_with(&buf) else {
+                    log::warn!("out of memory on a user page fault at {va:#x}");
+                    return false;
+                };
+                if mm.space.map(page, frame, pte_flags(vma.prot)).is_err() {
+                    return mm.space.translate(page).is_some();
+                }
+                return true;
+            }
             let Some(frame) = mm::UserFrame::alloc() else {
                 log::warn!("out of memory on a user page fault at {va:#x}");
                 return false;

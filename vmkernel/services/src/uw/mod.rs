@@ -18,6 +18,7 @@ pub mod files;
 pub mod futex;
 pub mod io_wait;
 pub mod itimer;
+pub mod mapped;
 pub mod process;
 pub mod signal;
 

@@ -44,6 +44,25 @@ impl ExitStatus {
     }
 }
 
+/// A stop or continue a parent has not yet collected with wait4
+/// (WUNTRACED / WCONTINUED) or waitid (WSTOPPED / WCONTINUED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobReport {
+    /// Stopped by this signal.
+    Stopped(u8),
+    Continued,
+}
+
+impl JobReport {
+    /// The Linux wait status word.
+    pub fn wait_status(self) -> i32 {
+        match self {
+            Self::Stopped(s) => ((s as i32) << 8) | 0x7f,
+            Self::Continued => 0xffff,
+        }
+    }
+}
+
 /// An address space and its areas.
 pub struct Mm {
     pub space: Arc<AddressSpace>,
@@ -54,6 +73,10 @@ pub struct Mm {
     pub committed: AtomicU64,
     /// The executable whose segments page in on demand (exec).
     pub image: Option<Arc<super::exec::ExecImage>>,
+    /// Files mapped with mmap, by the id their areas carry: pages that are
+    /// not present (after MADV_DONTNEED, or grown by mremap) are read from
+    /// them, and shared writable areas are written back to them.
+    pub files: Mutex<BTreeMap<u64, Arc<vmkernel::vfs::OpenFile>>>,
 }
 
 impl Mm {
@@ -69,6 +92,7 @@ impl Mm {
             group: AtomicU32::new(world::default_group()),
             committed: AtomicU64::new(0),
             image,
+            files: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -93,6 +117,7 @@ impl Mm {
             // Pages of the executable neither has touched yet page in from
             // the same file in both.
             image: self.image.clone(),
+            files: Mutex::new(self.files.lock().clone()),
         });
         super::commit::recharge(&child);
         Some(child)
@@ -101,6 +126,10 @@ impl Mm {
 
 impl Drop for Mm {
     fn drop(&mut self) {
+        // What a process wrote to its shared file mappings reaches the
+        // files when it exits or execs without munmap.
+        let areas: Vec<vmkernel::vm_regions::Vma> = self.vm.lock().areas().copied().collect();
+        super::mapped::write_back(self, &areas);
         super::commit::release(self);
         self.space.free_user_frames();
     }
@@ -154,6 +183,14 @@ pub struct Process {
     /// Set when an exit_group or fatal signal is under way.
     pub exiting: AtomicBool,
     pub exited: WaitQueue,
+    /// Job control: the process is stopped (its threads wait on their way
+    /// back to ring 3 until SIGCONT or SIGKILL).
+    pub stopped: AtomicBool,
+    /// A SIGCONT came after the last stop signal was sent: a stop signal
+    /// already taken off the pending set no longer stops the process.
+    pub stop_cancelled: AtomicBool,
+    /// The last stop or continue, until the parent collects it.
+    pub job_report: Mutex<Option<JobReport>>,
     /// Set when a vfork child has exec'd or exited.
     pub vfork_released: AtomicBool,
     pub group: AtomicU32,
@@ -239,6 +276,9 @@ impl Process {
             exit: Mutex::new(None),
             exiting: AtomicBool::new(false),
             exited: WaitQueue::new(),
+            stopped: AtomicBool::new(false),
+            stop_cancelled: AtomicBool::new(false),
+            job_report: Mutex::new(None),
             vfork_released: AtomicBool::new(false),
             group: AtomicU32::new(world::default_group()),
             start_ns: crate::time::uptime_ns(),
@@ -527,6 +567,8 @@ pub fn exit_thread(status: ExitStatus) -> ! {
 pub fn exit_group(status: ExitStatus) -> ! {
     if let Some(p) = current() {
         if !p.exiting.swap(true, Ordering::AcqRel) {
+            // The parent may look at the files as soon as it sees the exit.
+            write_back_shared(&p);
             p.set_exit(status);
         }
         let me = current_thread().map(|t| t.tid);
@@ -545,6 +587,9 @@ pub fn exit_group(status: ExitStatus) -> ! {
 /// The last thread has gone: close files, release the address space,
 /// hand children to init, notify the parent.
 fn finish_process(p: &Arc<Process>, status: ExitStatus) {
+    if !p.is_zombie() {
+        write_back_shared(p);
+    }
     p.set_exit(status);
     *p.fds.lock() = FdTable::new();
     // Drop our reference to the address space; the last one frees it. The
@@ -558,6 +603,7 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
         group: AtomicU32::new(world::default_group()),
         committed: AtomicU64::new(0),
         image: None,
+        files: Mutex::new(BTreeMap::new()),
     });
     *p.cwd.lock() = None;
     super::itimer::forget(p.pid);
@@ -607,6 +653,14 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
     }
     p.exited.wake_all();
     super::io_wait::notify();
+}
+
+/// Writes the process's shared file mappings back (before its exit is
+/// visible: a parent that waited for it reads what it wrote).
+fn write_back_shared(p: &Process) {
+    let mm = p.mm();
+    let areas: Vec<vmkernel::vm_regions::Vma> = mm.vm.lock().areas().copied().collect();
+    super::mapped::write_back(&mm, &areas);
 }
 
 /// Removes a zombie from the tables (wait4 collected it).

@@ -16,6 +16,8 @@ use crate::arch::trap::TrapFrame;
 use crate::world;
 
 const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
+/// The signals whose default action stops the process.
+const STOP_SIGNALS: u64 = (1 << (SIGSTOP - 1)) | (1 << (SIGTSTP - 1)) | (1 << (SIGTTIN - 1)) | (1 << (SIGTTOU - 1));
 
 fn bit(sig: u32) -> u64 {
     if (1..=64).contains(&sig) { 1 << (sig - 1) } else { 0 }
@@ -69,7 +71,9 @@ impl SigActions {
         }
     }
 
-    fn ignores(&self, sig: u32) -> bool {
+    /// Whether `sig` would be discarded on delivery (ignored, or a default
+    /// of "ignore").
+    pub fn ignores(&self, sig: u32) -> bool {
         let a = self.get(sig);
         a.handler == SIG_IGN || (a.handler == SIG_DFL && default_action(sig) == DefaultAction::Ignore)
     }
@@ -82,11 +86,52 @@ fn wake_threads(p: &Process) {
     super::io_wait::notify();
 }
 
+/// Job control on sending: SIGCONT resumes a stopped process (whatever
+/// its action, even blocked or ignored) and discards pending stop signals;
+/// a stop signal discards a pending SIGCONT.
+fn job_control_on_send(p: &Process, sig: u32) {
+    if sig == SIGCONT {
+        let resumed = {
+            let _g = p.sig.lock();
+            p.stop_cancelled.store(true, Ordering::Release);
+            p.sig_pending.fetch_and(!STOP_SIGNALS, Ordering::AcqRel);
+            for t in p.threads.lock().iter() {
+                t.sig_pending.fetch_and(!STOP_SIGNALS, Ordering::AcqRel);
+            }
+            p.stopped.swap(false, Ordering::AcqRel)
+        };
+        if resumed {
+            *p.job_report.lock() = Some(process::JobReport::Continued);
+            notify_parent(p, CLD_CONTINUED, SIGCONT as i32);
+            wake_threads(p);
+        }
+    } else if bit(sig) & STOP_SIGNALS != 0 {
+        let _g = p.sig.lock();
+        p.stop_cancelled.store(false, Ordering::Release);
+        p.sig_pending.fetch_and(!bit(SIGCONT), Ordering::AcqRel);
+        for t in p.threads.lock().iter() {
+            t.sig_pending.fetch_and(!bit(SIGCONT), Ordering::AcqRel);
+        }
+    }
+}
+
+/// Tells the parent a child stopped or continued: SIGCHLD (unless its
+/// SIGCHLD action has SA_NOCLDSTOP) and a wake-up for wait4/waitid.
+fn notify_parent(p: &Process, code: i32, status: i32) {
+    if let Some(pp) = process::lookup(p.ppid.load(Ordering::Acquire))
+        && pp.sig.lock().get(SIGCHLD).flags & SA_NOCLDSTOP == 0
+    {
+        send_to_process(&pp, SIGCHLD, Some(SigInfo::child(code, p.pid, 0, status, 0, 0)));
+    }
+    super::io_wait::notify();
+}
+
 /// Sends `sig` to a process (kill, SIGCHLD, tty signals).
 pub fn send_to_process(p: &Process, sig: u32, info: Option<SigInfo>) {
     if sig == 0 || sig > 64 || p.is_zombie() {
         return;
     }
+    job_control_on_send(p, sig);
     {
         let mut s = p.sig.lock();
         if sig != SIGKILL && s.ignores(sig) {
@@ -105,6 +150,7 @@ pub fn send_to_thread(t: &Thread, sig: u32, info: Option<SigInfo>) {
     if sig == 0 || sig > 64 {
         return;
     }
+    job_control_on_send(&t.process, sig);
     {
         let mut s = t.process.sig.lock();
         if sig != SIGKILL && s.ignores(sig) {
@@ -154,7 +200,10 @@ pub fn restart_interrupted() -> bool {
     let sig = d.trailing_zeros() + 1;
     let s = t.process.sig.lock();
     let a = s.get(sig);
-    sig != SIGKILL && (a.flags & SA_RESTART != 0 || s.ignores(sig))
+    // A stop and the continue after it are invisible to the interrupted
+    // call (Linux restarts it as if nothing happened).
+    let job_control = a.handler == SIG_DFL && matches!(default_action(sig), DefaultAction::Stop | DefaultAction::Continue);
+    sig != SIGKILL && (a.flags & SA_RESTART != 0 || s.ignores(sig) || job_control)
 }
 
 /// Is SIGKILL (or a group exit) pending for the current thread?
@@ -204,11 +253,39 @@ fn take_next(t: &Thread) -> Option<(u32, SigInfo)> {
     Some((sig, info))
 }
 
+/// Stops the process for `sig` (a stop signal with the default action)
+/// unless a SIGCONT came after it was sent; the parent is told once.
+fn stop_process(p: &Process, sig: u32) {
+    let newly = {
+        let _g = p.sig.lock();
+        !p.stop_cancelled.load(Ordering::Acquire) && !p.stopped.swap(true, Ordering::AcqRel)
+    };
+    if newly {
+        *p.job_report.lock() = Some(process::JobReport::Stopped(sig as u8));
+        notify_parent(p, CLD_STOPPED, sig as i32);
+    }
+}
+
+/// Waits while the process is stopped; SIGCONT or SIGKILL ends the wait.
+fn wait_while_stopped(p: &Process) {
+    while p.stopped.load(Ordering::Acquire) && !kill_pending() {
+        let seen = super::io_wait::generation();
+        if !p.stopped.load(Ordering::Acquire) {
+            break;
+        }
+        super::io_wait::wait_for_event(seen);
+    }
+}
+
 /// Called on every return to ring 3 (after system calls and interrupts
-/// from user mode): acts on pending signals.
+/// from user mode): acts on pending signals, and holds the thread here
+/// while its process is stopped.
 pub fn deliver_on_return(frame: &mut TrapFrame) {
     loop {
         let Some(t) = process::current_thread() else { return };
+        if t.process.stopped.load(Ordering::Acquire) {
+            wait_while_stopped(&t.process);
+        }
         let Some((sig, info)) = take_next(&t) else { return };
         let act = t.process.sig.lock().get(sig);
         if sig == SIGKILL {
@@ -222,9 +299,12 @@ pub fn deliver_on_return(frame: &mut TrapFrame) {
                     drop(t);
                     process::exit_group(ExitStatus::Signaled(sig as u8));
                 }
-                // Job control (stop/continue) is not implemented: a stop
-                // signal is ignored rather than freezing the process.
-                DefaultAction::Ignore | DefaultAction::Continue | DefaultAction::Stop => continue,
+                DefaultAction::Stop => {
+                    stop_process(&t.process, sig);
+                    continue;
+                }
+                // SIGCONT resumed the process when it was sent.
+                DefaultAction::Ignore | DefaultAction::Continue => continue,
             },
             _ => {
                 if setup_frame(&t, frame, sig, &act, &info).is_err() {

@@ -156,6 +156,11 @@ impl Tty {
         self.state.lock().pgrp = pgrp;
     }
 
+    /// The session this terminal controls (0: none).
+    pub fn session(&self) -> u32 {
+        self.state.lock().session
+    }
+
     /// The session this terminal controls (TIOCGSID); set by the kernel.
     pub fn set_session(&self, sid: u32) {
         self.state.lock().session = sid;

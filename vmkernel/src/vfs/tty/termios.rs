@@ -46,6 +46,8 @@ pub const ECHOE: u32 = 0o20;
 pub const ECHOK: u32 = 0o40;
 pub const ECHONL: u32 = 0o100;
 pub const NOFLSH: u32 = 0o200;
+/// Background writes stop with SIGTTOU.
+pub const TOSTOP: u32 = 0o400;
 pub const ECHOCTL: u32 = 0o1000;
 pub const ECHOKE: u32 = 0o4000;
 pub const IEXTEN: u32 = 0o100000;
@@ -212,6 +214,7 @@ mod tests {
             (ECHOK, libc::ECHOK),
             (ECHONL, libc::ECHONL),
             (NOFLSH, libc::NOFLSH),
+            (TOSTOP, libc::TOSTOP),
             (ECHOCTL, libc::ECHOCTL),
             (ECHOKE, libc::ECHOKE),
             (IEXTEN, libc::IEXTEN),
