@@ -5,9 +5,9 @@
  * every size, REP INSB/OUTSB), a random MMIO access (LAPIC, IOAPIC, a
  * page where nothing is, the PCI hole, beyond RAM; loads, stores, MOVS,
  * read-modify-write) and a random RDMSR/WRMSR; then it executes ONE
- * random instruction in ring 3 (16 random bytes, random registers, some
- * pointing at the MMIO pages, which ring 3 may touch, so random
- * instructions reach the VMM's MMIO decoder and emulator), with EFLAGS.TF
+ * random instruction in ring 3 (16 random bytes, random registers, in 1
+ * of 16 iterations some pointing at the MMIO pages, which ring 3 may
+ * touch, so random instructions reach the VMM's MMIO decoder and emulator), with EFLAGS.TF
  * set so that the instruction ends in a #DB (executed) or its own fault.
  * Every vector lands in one recovery path that resets the stack and goes
  * on with the next iteration.
@@ -23,7 +23,9 @@
  * The command line: the first decimal number is the iteration count
  * (default 10000); the whole string seeds the generator. Every 100
  * iterations and at the end it prints `guestfuzz: iterations N executed E
- * faults F interrupts I` on COM1; at the end debug-exit 0x10. A random
+ * faults F interrupts I timer T` on COM1 (T: the LAPIC timer count, which
+ * doubles whenever the timer fired before the ring-3 instruction could
+ * run, as on a slow host like Bochs); at the end debug-exit 0x10. A random
  * instruction whose MMIO access the VMM cannot emulate stops the VM (as
  * KVM stops a guest on an emulation failure): the last line says how far
  * it got.
@@ -40,6 +42,9 @@
         .set UDATA, 0x801000
         .set USTACK, 0xbff000
         .set COM1, 0x3f8
+        .set MMIO_EVERY, 16             /* iterations with MMIO pointers: 1 in this */
+        .set TIMER_START, 400000        /* LAPIC timer count (divide by 1) */
+        .set TIMER_MAX, 0x10000000
 
         .section .text
         .align 4
@@ -70,6 +75,7 @@ _start:
 /* ---- command line: count = first decimal number, seed = FNV-1a of it ---- */
 parse_cmdline:
         movl $10000, count
+        movl $TIMER_START, timer_count
         movl $0x811c9dc5, rng
         testl $4, (%ebx)
         jz 9f
@@ -227,6 +233,8 @@ common:
         mov %ax, %gs
         mov %ax, %ss
         mov (%esp), %eax
+        mov 4(%esp), %ebx               /* EIP and CS if no error code */
+        mov 8(%esp), %ecx
         mov $stack_top, %esp
         cld
         cmpl $0, in_rearm
@@ -242,7 +250,23 @@ common:
         incl faults
         jmp main_loop
 3:      incl interrupts
-        cmpl $0, rearm_broken
+        /* The timer fired before the ring-3 instruction ran (a slow host:
+         * under Bochs the VMM's exits for this iteration outlast it), in an
+         * iteration that left the LAPIC alone: a longer timer from now on. */
+        cmp $0x40, %eax
+        jne 5f
+        cmpl $0, timer_clean
+        je 5f
+        and $3, %ecx
+        cmp $3, %ecx
+        jne 5f
+        cmp user_eip, %ebx
+        jne 5f
+        cmpl $TIMER_MAX, timer_count
+        jae 5f
+        shll timer_count
+        incl timer_doublings
+5:      cmpl $0, rearm_broken
         jne 4f
         movl $0, LAPIC + 0xb0           /* EOI */
 4:      mov $0x20, %al
@@ -307,8 +331,10 @@ rearm:
         movl $0, LAPIC + 0x80
         movl $0xb, LAPIC + 0x3e0
         movl $0x40, LAPIC + 0x320
-        movl $400000, LAPIC + 0x380
+        mov timer_count, %eax
+        mov %eax, LAPIC + 0x380
         movl $0, in_rearm
+        movl $1, timer_clean
 9:      testl $15, iter
         jnz 3f
         mov $0xff, %al
@@ -381,6 +407,7 @@ fuzz_port:
 
 /* A random MMIO access of a random kind. */
 fuzz_mmio:
+        movl $0, timer_clean
         call rand
         mov %eax, %ebx                  /* value */
         call rand
@@ -489,6 +516,7 @@ msrs:   .long 0x10, 0x1b, 0x1b, 0x1b, 0x3a, 0x8b, 0xfe, 0x179, 0x1a0, 0x200, 0x2
 
 /* A random RDMSR, then a WRMSR of a changed value (not for the entry-point MSRs or EFER). */
 fuzz_msr:
+        movl $0, timer_clean
         call rand
         mov %eax, %ebx
         and $63, %eax
@@ -557,8 +585,14 @@ ring3_insn:
 4:      call rand
         stosl
         loop 4b
-        /* registers: random, user data, MMIO pages, or small */
-3:      xor %esi, %esi
+        /* registers: random, user data, MMIO pages, or small; MMIO
+         * pages only in 1 of MMIO_EVERY iterations (a VMM stops a VM whose
+         * MMIO access cannot be emulated, as KVM does: MMIO pointers in
+         * every iteration ended most VMs within a few hundred) */
+3:      call rand
+        and $MMIO_EVERY - 1, %eax
+        mov %eax, mmio_regs             /* 0: this iteration may point at MMIO */
+        xor %esi, %esi
 5:      call rand
         mov %eax, %ebx
         call rand
@@ -570,9 +604,9 @@ ring3_insn:
         jmp 8f
 6:      cmp $4, %ebx
         jne 7f
-        test $0x3000, %eax              /* 1 in 4 of these (a VMM stops */
-        jz 60f                          /* a VM whose MMIO access cannot */
-        and $0x3ffff, %eax              /* be emulated, as KVM does) */
+        cmpl $0, mmio_regs
+        je 60f
+        and $0x3ffff, %eax
         add $UDATA, %eax
         jmp 8f
 60:     and $0xfff, %eax                /* one of the MMIO pages */
@@ -681,6 +715,10 @@ report_line:
         call puts
         mov interrupts, %eax
         call putdec
+        mov $s_timer, %esi
+        call puts
+        mov timer_count, %eax
+        call putdec
         mov $'\n', %al
         call putc
         ret
@@ -703,6 +741,7 @@ s_iter: .asciz "guestfuzz: iterations "
 s_exec: .asciz " executed "
 s_faults: .asciz " faults "
 s_irqs: .asciz " interrupts "
+s_timer: .asciz " timer "
 
         .section .bss
         .align 4096
@@ -712,6 +751,10 @@ idt:    .skip 256 * 8
 tss:    .skip 104
 rng:    .long 0
 count:  .long 0
+timer_count: .long 0
+timer_clean: .long 0
+timer_doublings: .long 0
+mmio_regs: .long 0
 iter:   .long 0
 executed: .long 0
 faults: .long 0

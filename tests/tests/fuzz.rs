@@ -36,10 +36,10 @@ fn check(c: &Console, ok: bool, what: &str) {
     }
 }
 
-/// Runs `sysfuzz <seed> <calls>` and returns its summary line.
-fn sysfuzz(c: &mut Console, seed: u64, calls: u64, timeout: Duration) -> String {
+/// Runs `sysfuzz <seed> <calls> <more>` and returns its summary line.
+fn sysfuzz(c: &mut Console, seed: u64, calls: u64, more: &str, timeout: Duration) -> String {
     // The end marker is computed by the shell, so the echoed command line does not match it.
-    c.send(&format!("/usr/lib/mantle/sysfuzz {seed} {calls}; echo sysfuzz-$((6*7))-exit=$?\n")).unwrap();
+    c.send(&format!("/usr/lib/mantle/sysfuzz {seed} {calls} {more}; echo sysfuzz-$((6*7))-exit=$?\n")).unwrap();
     let out = c.expect("sysfuzz-42-exit=", timeout).unwrap_or_else(|e| panic!("sysfuzz {seed} {calls}: {e}\n{}", c.log()));
     let code = c.expect("\n", STEP).unwrap_or_default();
     let _ = c.expect(PROMPT, STEP);
@@ -53,13 +53,27 @@ fn sysfuzz(c: &mut Console, seed: u64, calls: u64, timeout: Duration) -> String 
     summary
 }
 
+/// Runs `sysfuzz heap <reps>`: fixed system-call patterns (fork and exit,
+/// threads, pipes, sockets, SCM_RIGHTS, epoll, timerfds, futexes,
+/// signals, alarms, file maps...) repeated, each checked for kernel heap
+/// it keeps; fails on any leak.
+fn heap_patterns(c: &mut Console, reps: u32, patterns: &str) {
+    c.send(&format!("/usr/lib/mantle/sysfuzz heap {reps} {patterns}; echo heap-$((6*7))-exit=$?\n")).unwrap();
+    let out = c.expect("heap-42-exit=", Duration::from_secs(900)).unwrap_or_else(|e| panic!("sysfuzz heap: {e}\n{}", c.log()));
+    let code = c.expect("\n", STEP).unwrap_or_default();
+    let _ = c.expect(PROMPT, STEP);
+    let lines: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("heap")).collect();
+    eprintln!("{}", lines.join("\n"));
+    check(c, code.trim() == "0" && out.contains(" 0 leak"), &format!("system-call patterns keep kernel heap:\n{}", lines.join("\n")));
+}
+
 fn fuzz_and_check(name: &str, seed: u64, calls: u64, timeout: Duration) {
     let (_lock, mut c) = shell(name, 2);
     // Warm-up: the heap reaches its working size (first use of each call,
     // the shell's own structures).
-    sysfuzz(&mut c, seed.wrapping_add(1000), 2000, timeout);
+    sysfuzz(&mut c, seed.wrapping_add(1000), 2000, "", timeout);
     let before = HostMemory::parse(&run(&mut c, HostMemory::COMMAND)).expect("memory figures");
-    sysfuzz(&mut c, seed, calls, timeout);
+    sysfuzz(&mut c, seed, calls, "", timeout);
     // Reaped zombies and closed files may need a moment to be given back.
     // Anything the workers left outside their scratch directory would hold
     // memory legitimately: show it.
@@ -96,6 +110,67 @@ fn sysfuzz_million_calls() {
     // SYSFUZZ_CALLS runs a shorter (or longer) version of the same check.
     let calls = std::env::var("SYSFUZZ_CALLS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     fuzz_and_check("sysfuzz-long", seed, calls, Duration::from_secs(6 * 3600));
+}
+
+/// System-call families for `sysfuzz_heap_by_family`: name, call list,
+/// calls per worker process.
+const FAMILIES: &[(&str, &str, u64)] = &[
+    ("worker processes (getpid only)", "39", 10),
+    ("fork/clone/wait", "56-58,61,247,435", 50),
+    ("files", "0-8,16-21,32,33,40,72-96,257-269,292,293", 250),
+    ("memory", "9-12,25-28", 250),
+    ("signals", "13-15,34,62,127-131,200,234", 250),
+    ("sockets", "41-55,288", 250),
+    ("epoll, timers, eventfd", "35,213,222-230,232,233,281,283-291", 250),
+    ("futex, threads", "24,186,202-205,218,273,274", 250),
+    ("the rest", "22,23,29-31,36-38,63-71,97-126,132-185,187-199,201,206-212,214-217,219-221,231,235-246,248-256,270-272,275-280,282,294-449", 250),
+];
+
+/// The heap patterns alone (`SYSFUZZ_HEAP_REPS`, default 1000;
+/// `SYSFUZZ_HEAP_PATTERNS="fork_exit orphan"` for some).
+#[test]
+#[ignore = "diagnostic: the heap patterns of the suite's sysfuzz boot, longer"]
+fn sysfuzz_heap_patterns() {
+    let reps = std::env::var("SYSFUZZ_HEAP_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let (_lock, mut c) = shell("sysfuzz-heap", 2);
+    heap_patterns(&mut c, reps, &std::env::var("SYSFUZZ_HEAP_PATTERNS").unwrap_or_default());
+}
+
+/// Which system-call family keeps kernel heap: one boot, `sysfuzz` restricted
+/// to each family of `FAMILIES` in turn (`SYSFUZZ_FAMILY_CALLS` calls,
+/// default 5000; `SYSFUZZ_FAMILIES=0,3` for some), printing the heap in use
+/// before and after each.
+#[test]
+#[ignore = "diagnostic: a few minutes under TCG"]
+fn sysfuzz_heap_by_family() {
+    let calls = std::env::var("SYSFUZZ_FAMILY_CALLS").ok().and_then(|s| s.parse().ok()).unwrap_or(5000u64);
+    let pick: Option<Vec<usize>> = std::env::var("SYSFUZZ_FAMILIES").ok().map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect());
+    let (_lock, mut c) = shell("sysfuzz-families", 2);
+    sysfuzz(&mut c, 1000, 2000, "", Duration::from_secs(900));
+    let mut report = Vec::new();
+    for (i, (name, only, per_worker)) in FAMILIES.iter().enumerate() {
+        if pick.as_ref().is_some_and(|p| !p.contains(&i)) {
+            continue;
+        }
+        // Once unmeasured to warm the heap up for this family, then measured.
+        sysfuzz(&mut c, 2000 + i as u64, calls / 5, &format!("4 3 {only} {per_worker}"), Duration::from_secs(900));
+        run(&mut c, "sleep 1");
+        let before = HostMemory::parse(&run(&mut c, HostMemory::COMMAND)).expect("memory figures");
+        let summary = sysfuzz(&mut c, 3000 + i as u64, calls, &format!("4 3 {only} {per_worker}"), Duration::from_secs(900));
+        run(&mut c, "sleep 1");
+        let after = HostMemory::parse(&run(&mut c, HostMemory::COMMAND)).expect("memory figures");
+        let workers = summary.split_whitespace().skip_while(|w| *w != "workers-started").nth(1).unwrap_or("?").to_string();
+        let line = format!(
+            "{i} {name}: heap in use {:+} kB, frames {:+} kB, {workers} workers",
+            after.heap_used_kb - before.heap_used_kb,
+            (after.free_kb + after.heap_kb) - (before.free_kb + before.heap_kb)
+        );
+        eprintln!("{line}");
+        report.push(line);
+    }
+    eprintln!("--- heap by family ({calls} calls each) ---\n{}", report.join("\n"));
+    let log = c.log();
+    check(&c, !log.contains("KERNEL PANIC") && !log.contains("CPU EXCEPTION"), "the kernel reported a fault");
 }
 
 /// Where the guest fuzzer runs: SVM under QEMU TCG, or VMX in Bochs.

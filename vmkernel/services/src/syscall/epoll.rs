@@ -263,13 +263,20 @@ pub struct TimerFd {
     schedule: Mutex<TimerSchedule>,
     /// Advances on reads and settime (an expiry itself is a new bit).
     changes: AtomicU64,
+    /// The wake-up asked for at the next expiry (withdrawn when the timer
+    /// is re-armed, disarmed or closed).
+    wakeup: Mutex<Option<alarm::Moment>>,
 }
 
 impl TimerFd {
-    /// Asks for a wake-up at the next expiry, so waiters see it.
+    /// Asks for a wake-up at the next expiry, so waiters see it (callers
+    /// hold the schedule lock, so requests of one timer do not cross).
     fn arm_wakeup(&self, s: &TimerSchedule, now: u64) {
-        if let Some(at) = s.deadline(now) {
-            alarm::notify_at(at);
+        let mut w = self.wakeup.lock();
+        match s.deadline(now) {
+            Some(at) if w.as_ref().is_some_and(|m| m.at() == at) => {}
+            Some(at) => *w = alarm::notify_at(at),
+            None => *w = None,
         }
     }
 }
@@ -330,7 +337,7 @@ fn timerfd_create(cx: &Ctx, clock: u64, flags: u64) -> SysResult {
         1 | 7 | 9 => false, // MONOTONIC, BOOTTIME, BOOTTIME_ALARM
         _ => return Err(neg(EINVAL)),
     };
-    let t = TimerFd { ino: NEXT_INO.fetch_add(1, Ordering::Relaxed), realtime, schedule: Mutex::new(TimerSchedule::default()), changes: AtomicU64::new(0) };
+    let t = TimerFd { ino: NEXT_INO.fetch_add(1, Ordering::Relaxed), realtime, schedule: Mutex::new(TimerSchedule::default()), changes: AtomicU64::new(0), wakeup: Mutex::new(None) };
     install(cx, t, flags)
 }
 

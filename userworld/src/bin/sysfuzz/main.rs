@@ -1,21 +1,26 @@
 //! sysfuzz: random system calls with random and hostile arguments.
 //!
-//! `sysfuzz <seed> <calls> [workers] [threads]` forks `workers` processes
-//! (default 4), each running `threads` threads (default 3) that issue
-//! system calls 0..450 with arguments drawn from null, kernel-half,
+//! `sysfuzz <seed> <calls> [workers] [threads] [only] [worker-calls]` forks
+//! `workers` processes (default 4), each running `threads` threads (default
+//! 3) that issue system calls 0..450 (or only those of `only`, a list like
+//! `0-8,16,72-96`; `all` for every one) with arguments drawn from null, kernel-half,
 //! non-canonical, unmapped, misaligned, read-only and page-straddling
 //! pointers, valid buffers and paths, huge and negative lengths, random
 //! flags, fds, pids and signals. Random fork/vfork/clone calls produce
 //! children (and threads) that exit at once. Workers run as `nobody`, in
 //! their own session, with /dev/null as stdin/stdout/stderr and a scratch
 //! directory /tmp/sysfuzz, so nothing they do can reach the console, the
-//! shell or the files of the image; a worker that dies (a signal it sent
+//! shell or the files of the image; a worker leaves after `worker-calls`
+//! calls (default 2500) and a fresh one takes over; a worker that dies (a signal it sent
 //! itself, a restored garbage signal frame) or hangs is replaced until
 //! `calls` calls have been issued. Not issued: exit and exit_group (they
 //! would only end a worker early). Address-space calls (munmap, mremap,
 //! mprotect, MAP_FIXED mmap, brk, ...) and ARCH_SET_FS get addresses from
 //! the worker's own scratch arena or the hostile set, never its code, heap
 //! or stacks, so that workers live long enough to be useful.
+//!
+//! `sysfuzz heap [reps] [pattern...]` instead repeats fixed system-call
+//! patterns and reports the kernel heap each keeps (see `heap.rs`).
 //!
 //! Ends with one line, `sysfuzz: calls N completed C ok K worker-deaths D
 //! hung H errno E1=n,E2=n,...`, and exit status 0.
@@ -34,6 +39,8 @@
 //! than one level from it) and call nothing outside that list. At the end
 //! `<dir>` is removed and `sysfuzz: cleanup ok` (or the error) printed.
 
+mod heap;
+
 use std::arch::asm;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -44,7 +51,8 @@ const MAX_THREADS: usize = 8;
 /// Histogram buckets: 0 = success, 1..=133 = errno, 134 = anything else.
 const HIST: usize = 135;
 /// Calls a worker issues before it exits and a fresh one takes over (so
-/// the mappings and files it leaked are given back regularly).
+/// the mappings and files it leaked are given back regularly), unless the
+/// command line says otherwise.
 const WORKER_CALLS: u64 = 2500;
 /// A worker whose calls make no progress this long is killed.
 const HANG_KILL: Duration = Duration::from_secs(10);
@@ -359,6 +367,8 @@ struct Caller {
     rng: Rng,
     arena: Arena,
     pids: [i64; 6],
+    /// The calls to draw from, if the command line restricts them.
+    only: Arc<Vec<u64>>,
 }
 
 impl Caller {
@@ -395,7 +405,13 @@ impl Caller {
             return self.file_call();
         }
         let n = loop {
-            let n = if self.rng.below(3) < 2 { self.rng.pick(IMPLEMENTED) } else { self.rng.below(450) };
+            let n = if !self.only.is_empty() {
+                self.rng.pick(&self.only)
+            } else if self.rng.below(3) < 2 {
+                self.rng.pick(IMPLEMENTED)
+            } else {
+                self.rng.below(450)
+            };
             if !EXCLUDED.contains(&n) {
                 break n;
             }
@@ -614,20 +630,22 @@ struct Worker {
     shared: &'static Shared,
     slot: usize,
     calls: u64,
+    /// Calls this worker issues before it leaves.
+    worker_calls: u64,
     issued_here: AtomicU64,
     stop: AtomicBool,
     tids: [AtomicI32; MAX_THREADS],
     progress: [AtomicU64; MAX_THREADS],
 }
 
-fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6]) {
+fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6], only: Arc<Vec<u64>>) {
     // SAFETY: gettid has no arguments.
     w.tids[idx].store(unsafe { raw(186, [0; 6]) } as i32, Ordering::SeqCst);
     let mut rng = Rng(seed);
     let Some(arena) = Arena::new(&mut rng) else { return };
-    let mut c = Caller { rng, arena, pids };
+    let mut c = Caller { rng, arena, pids, only };
     while !w.stop.load(Ordering::Relaxed) {
-        if w.issued_here.fetch_add(1, Ordering::Relaxed) >= WORKER_CALLS || w.shared.issued.fetch_add(1, Ordering::Relaxed) >= w.calls {
+        if w.issued_here.fetch_add(1, Ordering::Relaxed) >= w.worker_calls || w.shared.issued.fetch_add(1, Ordering::Relaxed) >= w.calls {
             w.stop.store(true, Ordering::Relaxed);
             break;
         }
@@ -657,8 +675,34 @@ fn fuzz_thread(w: Arc<Worker>, idx: usize, seed: u64, pids: [i64; 6]) {
 
 extern "C" fn nudge(_: libc::c_int) {}
 
+/// What every worker is told: the run's size and shape.
+struct Plan {
+    calls: u64,
+    threads: usize,
+    worker_calls: u64,
+    only: Arc<Vec<u64>>,
+}
+
+/// Parses a call list like `0-8,16,72-96` (`all`: no restriction).
+fn parse_only(s: &str) -> Option<Vec<u64>> {
+    if s == "all" {
+        return Some(Vec::new());
+    }
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b) = (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?);
+        if a > b || b >= 1024 {
+            return None;
+        }
+        out.extend((a..=b).filter(|n| !EXCLUDED.contains(n)));
+    }
+    if out.is_empty() { None } else { Some(out) }
+}
+
 /// The worker process: never returns.
-fn worker(shared: &'static Shared, slot: usize, seed: u64, calls: u64, threads: usize, coordinator: i64) -> ! {
+fn worker(shared: &'static Shared, slot: usize, seed: u64, plan: &Plan, coordinator: i64) -> ! {
+    let Plan { calls, threads, worker_calls, .. } = *plan;
     // SAFETY: process setup calls with valid arguments: a new session, the
     // console replaced by /dev/null, a scratch directory, no privileges,
     // SIGPIPE ignored and a no-op SIGUSR1 handler (no SA_RESTART) that
@@ -690,6 +734,7 @@ fn worker(shared: &'static Shared, slot: usize, seed: u64, calls: u64, threads: 
         shared,
         slot,
         calls,
+        worker_calls,
         issued_here: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         tids: Default::default(),
@@ -702,7 +747,8 @@ fn worker(shared: &'static Shared, slot: usize, seed: u64, calls: u64, threads: 
     for t in 0..threads {
         let w = w.clone();
         let s = mix(seed, t as u64);
-        handles.push(std::thread::spawn(move || fuzz_thread(w, t, s, pids)));
+        let only = plan.only.clone();
+        handles.push(std::thread::spawn(move || fuzz_thread(w, t, s, pids, only)));
     }
     // Watchdog: nudge threads stuck in one call; leave when all are done.
     let mut last = [(u64::MAX, Instant::now()); MAX_THREADS];
@@ -710,18 +756,18 @@ fn worker(shared: &'static Shared, slot: usize, seed: u64, calls: u64, threads: 
     loop {
         std::thread::sleep(Duration::from_millis(10));
         let mut sum = 0;
-        for t in 0..threads {
-            let p = w.progress[t].load(Ordering::Relaxed);
+        for ((progress, tid), last) in w.progress.iter().zip(&w.tids).zip(last.iter_mut()).take(threads) {
+            let p = progress.load(Ordering::Relaxed);
             sum += p;
-            if p != last[t].0 {
-                last[t] = (p, Instant::now());
-            } else if last[t].1.elapsed() > NUDGE_AFTER {
-                let tid = w.tids[t].load(Ordering::SeqCst);
+            if p != last.0 {
+                *last = (p, Instant::now());
+            } else if last.1.elapsed() > NUDGE_AFTER {
+                let tid = tid.load(Ordering::SeqCst);
                 if tid > 0 {
                     // SAFETY: tgkill to a thread of this process with a handled signal.
                     unsafe { raw(234, [me as u64, tid as u64, libc::SIGUSR1 as u64, 0, 0, 0]) };
                 }
-                last[t].1 = Instant::now();
+                last.1 = Instant::now();
             }
         }
         w.shared.heartbeat[w.slot].store(sum, Ordering::Relaxed);
@@ -753,6 +799,9 @@ fn errno_name(e: usize) -> String {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "heap") {
+        std::process::exit(heap::main(&args[2..]));
+    }
     let files = args.get(1).is_some_and(|a| a == "files");
     let scratch = if files {
         if args.len() < 3 {
@@ -783,11 +832,16 @@ fn main() {
     let _ = MODE.set(Mode { files, workdir: workdir_c, paths });
     let num = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
     let (Some(seed), Some(calls)) = (num(1), num(2)) else {
-        eprintln!("usage: sysfuzz <seed> <calls> [workers] [threads]");
+        eprintln!("usage: sysfuzz <seed> <calls> [workers] [threads] [only] [worker-calls]");
         std::process::exit(2);
     };
     let workers = num(3).unwrap_or(4).clamp(1, MAX_WORKERS as u64) as usize;
     let threads = num(4).unwrap_or(3).clamp(1, MAX_THREADS as u64) as usize;
+    let Some(only) = parse_only(args.get(5).map_or("all", String::as_str)) else {
+        eprintln!("sysfuzz: bad call list {:?} (like 0-8,16,72-96, or all)", args[5]);
+        std::process::exit(2);
+    };
+    let plan = Plan { calls, threads, worker_calls: num(6).unwrap_or(WORKER_CALLS).max(1), only: Arc::new(only) };
     let _ = std::fs::remove_dir_all(&scratch);
     if let Err(e) = std::fs::create_dir_all(&workdir) {
         eprintln!("sysfuzz: {scratch}: {e}");
@@ -809,7 +863,11 @@ fn main() {
         }
         &*(m as *const Shared)
     };
-    println!("sysfuzz: seed {seed} calls {calls} workers {workers} threads {threads}");
+    println!(
+        "sysfuzz: seed {seed} calls {calls} workers {workers} threads {threads} only {} worker-calls {}",
+        args.get(5).map_or("all", String::as_str),
+        plan.worker_calls
+    );
     let start = Instant::now();
     // SAFETY: getpid has no arguments.
     let me = unsafe { libc::getpid() } as i64;
@@ -856,7 +914,7 @@ fn main() {
                     // SAFETY: this process is single-threaded, so the child may run Rust code.
                     let pid = unsafe { libc::fork() };
                     if pid == 0 {
-                        worker(shared, i, mix(seed, generation), calls, threads, me);
+                        worker(shared, i, mix(seed, generation), &plan, me);
                     }
                     if pid > 0 {
                         *s = Some((pid, 0, Instant::now(), 0));
