@@ -13,7 +13,11 @@
 //! loaded from the datastore); `peer` boots the same kernel with 4 vCPUs. At the guests' shells (through
 //! `vmkcli vm console --follow`) the test reads the guests' logs, times
 //! `sleep 10` against the host's clock, pings and moves 16 MiB over TCP
-//! (BusyBox `nc`) from one VM to the other with matching MD5 sums, mounts
+//! (BusyBox `nc`) from one VM to the other with matching MD5 sums, fetches
+//! a file with `wget` from this test's HTTP server on the host through
+//! vSwitch0's uplink (the host's NIC on QEMU's user network), checks that a
+//! third VM on VLAN 30 (port group "Isolated") reaches neither VM until its
+//! port group is moved to VLAN 0, mounts
 //! `/dev/vda`, writes a file, powers off from inside, finds the file after
 //! the next power-on, reboots the guest and shuts it down with the ACPI
 //! power button. After Mantle powers off, the host copies the disk image

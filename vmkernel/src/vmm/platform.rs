@@ -993,6 +993,30 @@ mod tests {
     }
 
     #[test]
+    fn a_device_line_from_outside_kicks_only_its_target() {
+        let mut p = platform(4);
+        for v in 0..4 {
+            p.mmio_write(v, APIC + 0xf0, 4, 0x1ff);
+        }
+        init_pic(&mut p, 0);
+        // Pin 17 (a virtio-mmio slot): level-triggered, vector 0x61 to APIC 2.
+        p.mmio_write(0, ioapic::IOAPIC_BASE, 4, 0x10 + 2 * 17 + 1);
+        p.mmio_write(0, ioapic::IOAPIC_BASE + 0x10, 4, 2 << 24);
+        p.mmio_write(0, ioapic::IOAPIC_BASE, 4, 0x10 + 2 * 17);
+        p.mmio_write(0, ioapic::IOAPIC_BASE + 0x10, 4, 0x61 | 1 << 15);
+        p.events();
+        // Another event waiting for the VM's own vCPUs stays where it is.
+        p.events.push(VmEvent::PowerOff);
+        p.set_ioapic_pin(17, true);
+        assert_eq!(p.take_kicks(), [2]);
+        assert_eq!(p.pending_interrupt(2), Some(0x61));
+        // The line staying high (remote IRR set) kicks nobody again.
+        p.set_ioapic_pin(17, true);
+        assert_eq!(p.take_kicks(), [] as [usize; 0]);
+        assert_eq!(p.events(), [VmEvent::PowerOff]);
+    }
+
+    #[test]
     fn ipis_between_vcpus_and_ap_startup() {
         let mut p = platform(3);
         for v in 0..3 {
