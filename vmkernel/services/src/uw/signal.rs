@@ -277,6 +277,34 @@ fn wait_while_stopped(p: &Process) {
     }
 }
 
+/// For waits a stop does not interrupt on Linux (nanosleep): while the
+/// signals to act on are only default-action stops and continues, acts on
+/// them here — the process stops until SIGCONT — and returns true (the
+/// wait goes on); false when another signal is to be delivered.
+pub fn absorb_job_control() -> bool {
+    let Some(t) = process::current_thread() else { return false };
+    loop {
+        let d = deliverable(&t);
+        if d == 0 {
+            return true;
+        }
+        if d & bit(SIGKILL) != 0 {
+            return false;
+        }
+        let sig = d.trailing_zeros() + 1;
+        let act = t.process.sig.lock().get(sig);
+        let action = default_action(sig);
+        if act.handler != SIG_DFL || !matches!(action, DefaultAction::Stop | DefaultAction::Continue) {
+            return false;
+        }
+        let Some((sig, _)) = take_next(&t) else { return true };
+        if default_action(sig) == DefaultAction::Stop && t.process.sig.lock().get(sig).handler == SIG_DFL {
+            stop_process(&t.process, sig);
+            wait_while_stopped(&t.process);
+        }
+    }
+}
+
 /// Called on every return to ring 3 (after system calls and interrupts
 /// from user mode): acts on pending signals, and holds the thread here
 /// while its process is stopped.
