@@ -131,6 +131,12 @@ pub fn send_to_process(p: &Process, sig: u32, info: Option<SigInfo>) {
     if sig == 0 || sig > 64 || p.is_zombie() {
         return;
     }
+    // As Linux protects init (SIGNAL_UNKILLABLE): pid 1 gets only the
+    // signals it handles — a Ctrl-Z or Ctrl-C while init's group owns the
+    // console must not stop or end it.
+    if p.pid == 1 && p.sig.lock().get(sig).handler == SIG_DFL {
+        return;
+    }
     job_control_on_send(p, sig);
     {
         let mut s = p.sig.lock();
