@@ -133,8 +133,9 @@ pub fn send_to_process(p: &Process, sig: u32, info: Option<SigInfo>) {
     }
     // As Linux protects init (SIGNAL_UNKILLABLE): pid 1 gets only the
     // signals it handles — a Ctrl-Z or Ctrl-C while init's group owns the
-    // console must not stop or end it.
-    if p.pid == 1 && p.sig.lock().get(sig).handler == SIG_DFL {
+    // console must not stop or end it. (kill(2) already keeps user
+    // SIGKILLs away from it; the kernel's own still go through.)
+    if p.pid == 1 && sig != SIGKILL && p.sig.lock().get(sig).handler == SIG_DFL {
         return;
     }
     job_control_on_send(p, sig);
