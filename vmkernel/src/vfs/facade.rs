@@ -23,6 +23,10 @@ use super::{Errno, Result};
 pub struct Vfs {
     pub(crate) mounts: RwLock<MountTable>,
     devices: RwLock<BTreeMap<u64, Arc<dyn Device>>>,
+    /// Files being executed, by (st_dev, st_ino), with how many process
+    /// images run each: opening one for writing is ETXTBSY (Linux
+    /// `deny_write_access`), so a running program's pages never change.
+    executing: spin::Mutex<BTreeMap<(u64, u64), usize>>,
     /// The pipes of FIFOs open somewhere, by (st_dev, st_ino).
     fifos: spin::Mutex<BTreeMap<(u64, u64), alloc::sync::Weak<Pipe>>>,
 }
@@ -39,7 +43,7 @@ impl Vfs {
             source: source.to_string(),
             flags: MountFlags::default(),
         }));
-        Vfs { mounts: RwLock::new(t), devices: RwLock::new(BTreeMap::new()), fifos: spin::Mutex::new(BTreeMap::new()) }
+        Vfs { mounts: RwLock::new(t), devices: RwLock::new(BTreeMap::new()), fifos: spin::Mutex::new(BTreeMap::new()), executing: spin::Mutex::new(BTreeMap::new()) }
     }
 
     /// `/`, the starting cwd.
@@ -189,7 +193,7 @@ impl Vfs {
             return Err(Errno::EISDIR);
         }
         let truncate = flags & O_TRUNC != 0 && meta.mode & S_IFMT == S_IFREG;
-        if (writable(flags) || truncate) && meta.mode & S_IFMT == S_IFREG && super::file::is_executing(dev, meta.ino) {
+        if (writable(flags) || truncate) && meta.mode & S_IFMT == S_IFREG && self.executing.lock().contains_key(&(dev, meta.ino)) {
             return Err(Errno::ETXTBSY);
         }
         if !created {
@@ -288,6 +292,14 @@ impl Vfs {
     pub(crate) fn new_attr(&self, cred: &Credentials, dir: &Metadata, mode: u32) -> NewAttr {
         let gid = if dir.mode & S_ISGID != 0 { dir.gid } else { cred.gid };
         NewAttr { perm: mode & MODE_PERM, uid: cred.uid, gid }
+    }
+
+    /// Marks `f` as being executed until the returned guard drops: opening
+    /// it for writing is ETXTBSY meanwhile.
+    pub fn deny_write(&self, f: &OpenFile) -> ExecutingFile<'_> {
+        let key = f.identity();
+        *self.executing.lock().entry(key).or_insert(0) += 1;
+        ExecutingFile { vfs: self, key }
     }
 
     /// Opens a FIFO node: every open of the node shares one pipe (made at
@@ -390,5 +402,23 @@ impl Vfs {
             self.check_writable_mount(&loc)?;
         }
         perm::check(cred, &m, mode & 7)
+    }
+}
+
+/// Held by a process image while it runs from a file ([`Vfs::deny_write`]).
+pub struct ExecutingFile<'a> {
+    vfs: &'a Vfs,
+    key: (u64, u64),
+}
+
+impl Drop for ExecutingFile<'_> {
+    fn drop(&mut self) {
+        let mut m = self.vfs.executing.lock();
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
     }
 }

@@ -50,34 +50,6 @@ struct State {
     flags: u32,
 }
 
-/// Files being executed, by (st_dev, st_ino), with how many process
-/// images run each: opening one for writing is ETXTBSY (Linux
-/// `deny_write_access`), so a running program's pages never change under it.
-static EXECUTING: Mutex<alloc::collections::BTreeMap<(u64, u64), usize>> = Mutex::new(alloc::collections::BTreeMap::new());
-
-/// Whether the file `(dev, ino)` is being executed.
-pub(crate) fn is_executing(dev: u64, ino: u64) -> bool {
-    EXECUTING.lock().contains_key(&(dev, ino))
-}
-
-/// Held by a process image while it runs from a file: writes to the file
-/// are refused until the last holder drops.
-pub struct ExecutingFile {
-    key: (u64, u64),
-}
-
-impl Drop for ExecutingFile {
-    fn drop(&mut self) {
-        let mut m = EXECUTING.lock();
-        if let Some(n) = m.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.key);
-            }
-        }
-    }
-}
-
 /// st_dev of pipes (an anonymous device, like Linux's pipefs).
 const PIPE_DEV: u64 = makedev(0, 0xff);
 
@@ -122,11 +94,9 @@ impl OpenFile {
         &self.backing
     }
 
-    /// Marks this file as executed until the returned guard drops.
-    pub fn deny_write(&self) -> ExecutingFile {
-        let key = (self.dev, self.metadata().ino);
-        *EXECUTING.lock().entry(key).or_insert(0) += 1;
-        ExecutingFile { key }
+    /// (st_dev, st_ino): the file's identity in its VFS.
+    pub(crate) fn identity(&self) -> (u64, u64) {
+        (self.dev, self.metadata().ino)
     }
 
     /// A FIFO opened for only one side whose other side has not opened

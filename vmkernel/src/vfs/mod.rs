@@ -39,8 +39,8 @@ pub mod tty;
 pub mod types;
 
 pub use errno::{Errno, Result};
-pub use facade::Vfs;
-pub use file::{Backing, ExecutingFile, OpenFile};
+pub use facade::{ExecutingFile, Vfs};
+pub use file::{Backing, OpenFile};
 pub use inode::{Device, DirEntry, FileSystem, FsStats, Inode, NewAttr, NodeKind};
 pub use mount::{Location, MountFlags, MountId, MountInfo};
 pub use stat::Stat;

@@ -450,3 +450,22 @@ fn pipes_through_open_files() {
     assert_eq!(r.read(&mut b), Ok(0));
     assert!(r.poll().contains(PollEvents::HUP));
 }
+
+#[test]
+fn running_executable_refuses_write_opens() {
+    let v = boot_vfs();
+    let r = v.root();
+    write_file(&v, &root(), b"/tmp/prog", b"\x7fELF");
+    v.chmod(&root(), &v.lookup(&root(), &r, b"/tmp/prog", false).unwrap(), 0o755).unwrap();
+    let exe = v.open_exec(&root(), &r, b"/tmp/prog").unwrap();
+    let running = v.deny_write(&exe);
+    assert_eq!(v.open(&root(), &r, b"/tmp/prog", O_WRONLY, 0).err(), Some(Errno::ETXTBSY));
+    assert_eq!(v.open(&root(), &r, b"/tmp/prog", O_RDWR, 0).err(), Some(Errno::ETXTBSY));
+    assert_eq!(v.open(&root(), &r, b"/tmp/prog", O_RDONLY | O_TRUNC, 0).err(), Some(Errno::ETXTBSY));
+    assert!(v.open(&root(), &r, b"/tmp/prog", O_RDONLY, 0).is_ok());
+    let second = v.deny_write(&exe);
+    drop(running);
+    assert_eq!(v.open(&root(), &r, b"/tmp/prog", O_WRONLY, 0).err(), Some(Errno::ETXTBSY));
+    drop(second);
+    assert!(v.open(&root(), &r, b"/tmp/prog", O_WRONLY, 0).is_ok());
+}

@@ -275,6 +275,28 @@ pub fn run(r: &mut Runner) {
         res
     });
 
+    r.check("jobctl_nanosleep_not_interrupted_by_stop", || {
+        let pid = fork_child(|| {
+            let ts = libc::timespec { tv_sec: 0, tv_nsec: 300_000_000 };
+            let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: valid timespec pointers.
+            let r = unsafe { libc::nanosleep(&ts, &mut rem) };
+            if r == 0 { 0 } else if errno() == libc::EINTR { 2 } else { 3 }
+        })?;
+        let res = (|| -> CheckResult {
+            std::thread::sleep(Duration::from_millis(50));
+            ok("kill SIGSTOP", kill(pid, libc::SIGSTOP))?;
+            expect_stopped(waitpid(pid, libc::WUNTRACED, T)?.1, libc::SIGSTOP)?;
+            ok("kill SIGCONT", kill(pid, libc::SIGCONT))?;
+            // 0: the sleep went on to its end; 2 would be EINTR.
+            expect_exited(waitpid(pid, 0, T)?.1, 0)
+        })();
+        if res.is_err() {
+            kill_and_reap(pid);
+        }
+        res
+    });
+
     r.check("jobctl_sigkill_ends_stopped_child", || {
         let pid = fork_child(|| {
             std::thread::sleep(Duration::from_secs(20));
@@ -323,10 +345,14 @@ pub fn run(r: &mut Runner) {
 
     r.check("jobctl_sigchld_reports_stop_unless_nocldstop", || {
         static CODE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
         extern "C" fn on_chld(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
             // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-            let code = unsafe { (*info).si_code };
-            CODE.store(code, std::sync::atomic::Ordering::SeqCst);
+            let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
+            // Only this check's child counts.
+            if pid == CHILD.load(std::sync::atomic::Ordering::SeqCst) {
+                CODE.store(code, std::sync::atomic::Ordering::SeqCst);
+            }
         }
         let install = |flags: i32| -> Result<libc::sigaction, String> {
             // SAFETY: installing an async-signal-safe SIGCHLD handler.
@@ -354,6 +380,7 @@ pub fn run(r: &mut Runner) {
         });
         let res = (|| -> CheckResult {
             let pid = pid.clone()?;
+            CHILD.store(pid, std::sync::atomic::Ordering::SeqCst);
             ok("kill SIGSTOP", kill(pid, libc::SIGSTOP))?;
             expect_eq("SIGCHLD si_code on stop", wait_code(libc::CLD_STOPPED), libc::CLD_STOPPED)?;
             ok("kill SIGCONT", kill(pid, libc::SIGCONT))?;

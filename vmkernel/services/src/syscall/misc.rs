@@ -47,6 +47,9 @@ fn sleep_until(cx: &Ctx, deadline: u64, rem: u64) -> SysResult {
         }
         let seen = io_wait::generation();
         if io_wait::wait(seen, Some(deadline)) == Woken::Signal {
+            if crate::uw::signal::absorb_job_control() {
+                continue;
+            }
             if rem != 0 {
                 put_timespec(&cx.p, rem, deadline.saturating_sub(time::uptime_ns()))?;
             }

@@ -200,7 +200,8 @@ fn wait_any(cx: &Ctx, pid: i64, options: u64) -> Result<Option<(Arc<Process>, Co
         }
         for c in &matching {
             if let Some(st) = c.exit_status() {
-                if options & WEXITED == 0 {
+                // Still ending: not yet reported (nor stopped any more).
+                if options & WEXITED == 0 || !c.reapable.load(Ordering::Acquire) {
                     continue;
                 }
                 if options & WNOWAIT == 0 {

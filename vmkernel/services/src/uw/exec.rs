@@ -37,7 +37,7 @@ pub struct Image {
 /// changed by other means, e.g. replaced through another mount, makes
 /// the program fault with SIGSEGV instead of running a mix of two versions).
 pub struct ExecImage {
-    _executing: vmkernel::vfs::ExecutingFile,
+    _executing: vmkernel::vfs::ExecutingFile<'static>,
     file: Arc<OpenFile>,
     size: u64,
     mtime: vmkernel::vfs::Timespec,
@@ -129,7 +129,7 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
         log::info!("exec {}: {e}", alloc::string::String::from_utf8_lossy(path));
         Errno(e.errno())
     })?;
-    let image = Arc::new(ExecImage { _executing: f.deny_write(), file: f, size: st.size, mtime: st.mtime, mappings: plan.mappings.clone() });
+    let image = Arc::new(ExecImage { _executing: vfs.deny_write(&f), file: f, size: st.size, mtime: st.mtime, mappings: plan.mappings.clone() });
     let m = Mm::with_image(Some(image.clone())).ok_or(Errno::ENOMEM)?;
     {
         let mut vm = m.vm.lock();

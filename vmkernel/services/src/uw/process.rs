@@ -182,6 +182,11 @@ pub struct Process {
     exit: Mutex<Option<ExitStatus>>,
     /// Set when an exit_group or fatal signal is under way.
     pub exiting: AtomicBool,
+    /// The exit is complete (files closed, memory released and written
+    /// back, parent told): wait4 may collect it only then, so a parent
+    /// that waited sees everything the exit does, and no SIGCHLD of a
+    /// child already collected arrives later.
+    pub reapable: AtomicBool,
     pub exited: WaitQueue,
     /// Job control: the process is stopped (its threads wait on their way
     /// back to ring 3 until SIGCONT or SIGKILL).
@@ -275,6 +280,7 @@ impl Process {
             sig_pending: AtomicU64::new(0),
             exit: Mutex::new(None),
             exiting: AtomicBool::new(false),
+            reapable: AtomicBool::new(false),
             exited: WaitQueue::new(),
             stopped: AtomicBool::new(false),
             stop_cancelled: AtomicBool::new(false),
@@ -640,6 +646,7 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
         Some(pp) => pp.sig.lock().discards_children(),
         None => true,
     };
+    p.reapable.store(true, Ordering::Release);
     if let Some(pp) = &parent {
         let (code, st) = match status {
             ExitStatus::Exited(c) => (1 /* CLD_EXITED */, c as i32),

@@ -131,6 +131,13 @@ pub fn send_to_process(p: &Process, sig: u32, info: Option<SigInfo>) {
     if sig == 0 || sig > 64 || p.is_zombie() {
         return;
     }
+    // As Linux protects init (SIGNAL_UNKILLABLE): pid 1 gets only the
+    // signals it handles — a Ctrl-Z or Ctrl-C while init's group owns the
+    // console must not stop or end it. (kill(2) already keeps user
+    // SIGKILLs away from it; the kernel's own still go through.)
+    if p.pid == 1 && sig != SIGKILL && p.sig.lock().get(sig).handler == SIG_DFL {
+        return;
+    }
     job_control_on_send(p, sig);
     {
         let mut s = p.sig.lock();
@@ -274,6 +281,34 @@ fn wait_while_stopped(p: &Process) {
             break;
         }
         super::io_wait::wait_for_event(seen);
+    }
+}
+
+/// For waits a stop does not interrupt on Linux (nanosleep): while the
+/// signals to act on are only default-action stops and continues, acts on
+/// them here — the process stops until SIGCONT — and returns true (the
+/// wait goes on); false when another signal is to be delivered.
+pub fn absorb_job_control() -> bool {
+    let Some(t) = process::current_thread() else { return false };
+    loop {
+        let d = deliverable(&t);
+        if d == 0 {
+            return true;
+        }
+        if d & bit(SIGKILL) != 0 {
+            return false;
+        }
+        let sig = d.trailing_zeros() + 1;
+        let act = t.process.sig.lock().get(sig);
+        let action = default_action(sig);
+        if act.handler != SIG_DFL || !matches!(action, DefaultAction::Stop | DefaultAction::Continue) {
+            return false;
+        }
+        let Some((sig, _)) = take_next(&t) else { return true };
+        if default_action(sig) == DefaultAction::Stop && t.process.sig.lock().get(sig).handler == SIG_DFL {
+            stop_process(&t.process, sig);
+            wait_while_stopped(&t.process);
+        }
     }
 }
 
