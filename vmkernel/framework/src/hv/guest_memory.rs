@@ -8,9 +8,9 @@
 //! page fault from the guest ([`GuestMemory::back`]), or a write by a
 //! loader or a device model ([`GuestMemory::write`]); reading a page never
 //! touched reads zeros without backing it. Where the aligned 2 MiB around
-//! the touch is all RAM with nothing backed yet, a whole 2 MiB large page
-//! is backed (if the allocator has an aligned 2 MiB free), else 4 KiB
-//! (`vmkernel::vmm::guest_ram`). Ranges not backed by RAM (MMIO holes) stay
+//! a guest's touch (or a write of 2 MiB or more) is all RAM with nothing
+//! backed yet, a whole 2 MiB large page is backed (if the allocator has an
+//! aligned 2 MiB free), else 4 KiB (`vmkernel::vmm::guest_ram`). Ranges not backed by RAM (MMIO holes) stay
 //! unmapped so guest accesses to them exit to the VMM. Everything touched
 //! returns to the host on reset ([`GuestMemory::clear`]) and destroy.
 //!
@@ -160,15 +160,16 @@ impl GuestMemory {
     /// meanwhile.
     pub fn back(&self, gpa: u64) -> Result<(), BackError> {
         let mut s = self.state.lock();
-        self.frame_locked(&mut s, gpa).map(|_| ())
+        self.frame_locked(&mut s, gpa, true).map(|_| ())
     }
 
-    /// The host frame behind the 4 KiB page of `gpa`, backing it first.
-    fn frame_locked(&self, s: &mut Backed, gpa: u64) -> Result<u64, BackError> {
+    /// The host frame behind the 4 KiB page of `gpa`, backing it first
+    /// (with a large page only if `large` allows).
+    fn frame_locked(&self, s: &mut Backed, gpa: u64, large: bool) -> Result<u64, BackError> {
         if let Some(t) = paging::translate(&Tables, self.root, gpa & !0xfff) {
             return Ok(t.phys);
         }
-        let (base, size) = self.layout.backing_for(gpa, self.large_pages).ok_or(BackError::NotRam)?;
+        let (base, size) = self.layout.backing_for(gpa, large && self.large_pages).ok_or(BackError::NotRam)?;
         let flags = USER | WRITABLE | self.leaf_flags;
         if size == PageSize::Size2M
             && paging::slot_is_free(&Tables, self.root, base, PageSize::Size2M)
@@ -210,17 +211,20 @@ impl GuestMemory {
 
     /// Copies `data` into guest memory, backing the pages it touches; false
     /// if any byte is not RAM (nothing is written then) or the host has no
-    /// frame.
+    /// frame. Only writes of a large page's size or more (a kernel, an
+    /// initrd) back large pages: a small one (firmware tables, a clock
+    /// page, a DMA buffer) would otherwise zero 2 MiB for a few bytes.
     pub fn write(&self, gpa: u64, data: &[u8]) -> bool {
         if !self.layout.is_ram(gpa, data.len() as u64) {
             return false;
         }
+        let large = data.len() as u64 >= PageSize::Size2M.bytes();
         let mut off = 0;
         while off < data.len() {
             let a = gpa + off as u64;
             let n = ((4096 - (a & 0xfff)) as usize).min(data.len() - off);
             let mut s = self.state.lock();
-            let Ok(f) = self.frame_locked(&mut s, a) else { return false };
+            let Ok(f) = self.frame_locked(&mut s, a, large) else { return false };
             // SAFETY: `f` is a frame of this VM's RAM (the lock keeps it
             // from being freed during the copy), mapped by the direct map;
             // `n` bytes stay inside its page.
