@@ -181,13 +181,14 @@ pub fn compress(cpio: &[u8]) -> Result<Vec<u8>, String> {
         return Ok(z);
     }
     let z = compress_zstd(cpio)?;
-    // Best effort: a cache that cannot be written only costs time. Old
-    // entries go first (one archive per content is all a build uses).
+    // Best effort: a cache that cannot be written only costs time. The
+    // oldest go beyond 24 entries (~6 MB each: the suite's distinct
+    // archives, so a warm run compresses none).
     if std::fs::create_dir_all(&cache).is_ok() {
         if let Ok(dir) = std::fs::read_dir(&cache) {
             let mut old: Vec<_> = dir.flatten().filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path()))).collect();
             old.sort();
-            let keep = 8;
+            let keep = 24;
             for (_, p) in old.iter().take(old.len().saturating_sub(keep)) {
                 let _ = std::fs::remove_file(p);
             }
