@@ -15,6 +15,11 @@ pub const KERNEL_RUSTFLAGS: &[&str] = &[
     "-Ctarget-cpu=x86-64",
 ];
 
+/// Flags for C built into the kernel besides those cc derives from
+/// [`KERNEL_RUSTFLAGS`]: no stack protector (no canary runtime), no
+/// red zone and the kernel code model spelled out, static code.
+pub const KERNEL_CFLAGS: &[&str] = &["-fno-stack-protector", "-mno-red-zone", "-mcmodel=kernel", "-fno-pic", "-fno-pie"];
+
 /// The workspace root (image-builder lives one level below it).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -36,7 +41,11 @@ fn kernel_cargo(subcommand: &str, release: bool) -> Command {
         .arg("--target-dir")
         .arg(root.join("target/kernel"))
         .env("CARGO_ENCODED_RUSTFLAGS", KERNEL_RUSTFLAGS.join("\x1f"))
-        .env_remove("RUSTFLAGS");
+        .env_remove("RUSTFLAGS")
+        // C in the kernel (zstd's decoder, through zstd-sys): the cc crate
+        // carries the code model, red zone, relocation model and frame
+        // pointers over from the Rust flags; these are the rest.
+        .env("CFLAGS_x86_64_unknown_linux_gnu", KERNEL_CFLAGS.join(" "));
     if release {
         cmd.arg("--release");
     }

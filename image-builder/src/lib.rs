@@ -90,7 +90,7 @@ pub fn make_iso_with_kernel(kernel: &Path, opts: &IsoOptions, p: &mut Progress) 
     let cpio = rootfs::build(&opts.adds, opts.minimal, opts.quiet)?;
     let archive = rootfs::compress(&cpio)?;
     if !opts.quiet {
-        println!("      root archive: {} cpio, {} LZ4", human_size(cpio.len() as u64), human_size(archive.len() as u64));
+        println!("      root archive: {} cpio, {} zstd", human_size(cpio.len() as u64), human_size(archive.len() as u64));
     }
     let out = opts.out.clone().unwrap_or_else(default_iso);
     p.step("making hybrid BIOS/UEFI ISO with grub-mkrescue");

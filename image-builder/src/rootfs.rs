@@ -155,22 +155,69 @@ pub fn build(adds: &[AddSpec], minimal: bool, quiet: bool) -> Result<Vec<u8>, St
     Ok(r.to_cpio())
 }
 
-/// The archive as the ISO carries it: one LZ4 frame (the kernel unpacks
-/// it at boot; about a third of the cpio's size, most of it the user
-/// worlds' and BusyBox's code).
+/// zstd level of the root archive: with long-distance matching over the
+/// whole archive (the static user worlds share most of their std and libc
+/// code), 12 gave the 28.7 MB archive of 2026-12-07 as 5.80 MB in 6.9 s
+/// (`zstd -12 --long=27`, one thread); 16 gave 5.68 MB in 77 s, 11 6.02 MB.
+pub const ZSTD_LEVEL: i32 = 12;
+/// Long-distance matching window: 128 MiB, more than the archive.
+const ZSTD_WINDOW_LOG: u32 = 27;
+
+/// The archive as the ISO carries it: one zstd frame recording its content
+/// size and checksum (the kernel unpacks it at boot with zstd's reference
+/// decoder, four times as fast as LZ4 before, on a third of the bytes).
+/// Compressed once per archive content: the result is kept under
+/// `target/mantle/rootfs-cache/` by a hash of the cpio, so the image tests'
+/// many ISOs of one content pay once.
 pub fn compress(cpio: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Write;
-    // The kernel's decoder wants the content size (it allocates once) and
-    // independent blocks; the content checksum lets it refuse a damaged
-    // archive (block checksums would add a second pass for nothing).
-    let info = lz4_flex::frame::FrameInfo::new()
-        .content_size(Some(cpio.len() as u64))
-        .block_size(lz4_flex::frame::BlockSize::Max4MB)
-        .block_mode(lz4_flex::frame::BlockMode::Independent)
-        .content_checksum(true);
-    let mut e = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::with_capacity(cpio.len() / 2));
-    e.write_all(cpio).map_err(|e| format!("compressing the root archive: {e}"))?;
-    e.finish().map_err(|e| format!("compressing the root archive: {e}"))
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (cpio, ZSTD_LEVEL, ZSTD_WINDOW_LOG).hash(&mut h);
+    let cache = crate::out_dir().join("rootfs-cache");
+    let cached = cache.join(format!("{:016x}-{}.cpio.zst", h.finish(), cpio.len()));
+    if let Ok(z) = std::fs::read(&cached)
+        && vmkernel::rootfs::unpack(&z, cpio.len()).is_ok_and(|c| *c == *cpio)
+    {
+        return Ok(z);
+    }
+    let z = compress_zstd(cpio)?;
+    // Best effort: a cache that cannot be written only costs time. The
+    // oldest go beyond 24 entries (~6 MB each: the suite's distinct
+    // archives, so a warm run compresses none).
+    if std::fs::create_dir_all(&cache).is_ok() {
+        if let Ok(dir) = std::fs::read_dir(&cache) {
+            let mut old: Vec<_> = dir.flatten().filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path()))).collect();
+            old.sort();
+            let keep = 24;
+            for (_, p) in old.iter().take(old.len().saturating_sub(keep)) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let tmp = cached.with_extension("tmp");
+        if std::fs::write(&tmp, &z).is_ok() {
+            let _ = std::fs::rename(&tmp, &cached);
+        }
+    }
+    Ok(z)
+}
+
+/// One zstd frame of `cpio`, content size and checksum included.
+pub fn compress_zstd(cpio: &[u8]) -> Result<Vec<u8>, String> {
+    use zstd_safe::CParameter;
+    let err = |what: &str, code: usize| format!("compressing the root archive: {what}: {}", zstd_safe::get_error_name(code));
+    let mut cctx = zstd_safe::CCtx::create();
+    for p in [
+        CParameter::CompressionLevel(ZSTD_LEVEL),
+        CParameter::EnableLongDistanceMatching(true),
+        CParameter::WindowLog(ZSTD_WINDOW_LOG),
+        CParameter::ChecksumFlag(true),
+        CParameter::ContentSizeFlag(true),
+    ] {
+        cctx.set_parameter(p).map_err(|c| err("parameter", c))?;
+    }
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(cpio.len()));
+    cctx.compress2(&mut out, cpio).map_err(|c| err("compress", c))?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -215,9 +262,17 @@ mod tests {
     #[test]
     fn compressed_archive_unpacks_with_the_kernels_decoder() {
         let cpio = build(&[], true, true).unwrap();
-        let lz = compress(&cpio).unwrap();
-        assert_eq!(vmkernel::rootfs::packing(&lz), vmkernel::rootfs::Packing::Lz4);
-        assert_eq!(&*vmkernel::rootfs::unpack(&lz, 1 << 20).unwrap(), &cpio[..]);
+        let z = compress_zstd(&cpio).unwrap();
+        assert_eq!(vmkernel::rootfs::packing(&z), vmkernel::rootfs::Packing::Zstd);
+        assert_eq!(&*vmkernel::rootfs::unpack(&z, 1 << 20).unwrap(), &cpio[..]);
+        // Over the caller's limit, truncated or damaged: an error, never a
+        // short archive.
+        assert!(matches!(vmkernel::rootfs::unpack(&z, 10), Err(vmkernel::rootfs::UnpackError::TooLarge { .. })));
+        assert!(vmkernel::rootfs::unpack(&z[..z.len() - 5], 1 << 20).is_err());
+        let mut bad = z.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x55;
+        assert!(vmkernel::rootfs::unpack(&bad, 1 << 20).is_err());
     }
 
     #[test]

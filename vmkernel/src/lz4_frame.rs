@@ -1,6 +1,7 @@
 //! Decoding one LZ4 frame (the LZ4 Frame Format 1.6.x, what `lz4 -9` and
 //! lz4_flex's `FrameEncoder` write) held whole in memory: the compressed
-//! root archive. LZ4 rather than gzip because the kernel unpacks the
+//! root archive of images made before 2026-12-07, which ship it as one zstd
+//! frame now (`rootfs::unpack`, README "Benchmarks"). LZ4 rather than gzip because the kernel unpacks the
 //! archive on every boot. Measured on the same 17.8 MB cpio under QEMU
 //! `-icount shift=0` (instructions, load-independent): gzip -9 7.8 MB
 //! inflated in 442 M instructions, this LZ4 frame 10.9 MB in 105 M; zstd -19

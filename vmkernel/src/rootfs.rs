@@ -18,24 +18,93 @@ pub fn archive_module(modules: &[Module]) -> Option<&Module> {
 /// How the module stores the cpio archive, told by its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Packing {
-    /// An LZ4 frame, as image-builder writes it.
+    /// One zstd frame, as image-builder writes it.
+    Zstd,
+    /// An LZ4 frame (images from before zstd).
     Lz4,
     /// Anything else is taken as a plain cpio archive (images from before
     /// compression, hand-made modules); the cpio reader judges it.
     Cpio,
 }
 
+/// The zstd frame magic, little endian on disk.
+pub const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
 pub fn packing(module: &[u8]) -> Packing {
-    if crate::lz4_frame::is_lz4_frame(module) { Packing::Lz4 } else { Packing::Cpio }
+    if module.len() >= 4 && u32::from_le_bytes([module[0], module[1], module[2], module[3]]) == ZSTD_MAGIC {
+        Packing::Zstd
+    } else if crate::lz4_frame::is_lz4_frame(module) {
+        Packing::Lz4
+    } else {
+        Packing::Cpio
+    }
+}
+
+/// Why a compressed root archive could not be unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnpackError {
+    Lz4(crate::lz4_frame::Lz4Error),
+    /// The zstd frame header is damaged or does not record the content
+    /// size (the output is allocated once, so it is needed).
+    ZstdNoContentSize,
+    /// The unpacked size is over the caller's limit.
+    TooLarge { size: u64, limit: u64 },
+    OutOfMemory { size: u64 },
+    /// zstd's own error (corrupt data, checksum mismatch, ...), by name.
+    Zstd(&'static str),
+    /// The frame decoded to another size than its header records.
+    SizeMismatch { expected: u64, got: u64 },
+}
+
+impl core::fmt::Display for UnpackError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Lz4(e) => e.fmt(f),
+            Self::ZstdNoContentSize => f.write_str("the zstd frame header is damaged or does not record its content size"),
+            Self::TooLarge { size, limit } => write!(f, "unpacked size {size} bytes is over the limit of {limit}"),
+            Self::OutOfMemory { size } => write!(f, "no memory for {size} unpacked bytes"),
+            Self::Zstd(e) => write!(f, "zstd: {e}"),
+            Self::SizeMismatch { expected, got } => write!(f, "unpacked {got} bytes where the header records {expected}"),
+        }
+    }
 }
 
 /// The cpio bytes of a root archive module: the module itself when it is
-/// plain cpio, else the unpacked LZ4 frame (at most `limit` bytes).
-pub fn unpack(module: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, crate::lz4_frame::Lz4Error> {
+/// plain cpio, else the unpacked zstd or LZ4 frame (at most `limit` bytes).
+pub fn unpack(module: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, UnpackError> {
     match packing(module) {
         Packing::Cpio => Ok(Cow::Borrowed(module)),
-        Packing::Lz4 => crate::lz4_frame::unpack(module, limit).map(Cow::Owned),
+        Packing::Lz4 => crate::lz4_frame::unpack(module, limit).map(Cow::Owned).map_err(UnpackError::Lz4),
+        Packing::Zstd => unpack_zstd(module, limit).map(Cow::Owned),
     }
+}
+
+/// One zstd frame, decoded in one call into a buffer of the size its
+/// header records. The reference decoder (zstd-sys) checks the frame's
+/// content checksum (`zstd` writes one by default) and every bound.
+/// Measured natively on the 28.7 MB archive of 2026-12-07: 24 ms, against
+/// lz4_flex's 80–110 ms for its LZ4 frame and ruzstd's 370 ms.
+fn unpack_zstd(module: &[u8], limit: usize) -> Result<alloc::vec::Vec<u8>, UnpackError> {
+    let size = match zstd_safe::get_frame_content_size(module) {
+        Ok(Some(size)) => size,
+        _ => return Err(UnpackError::ZstdNoContentSize),
+    };
+    if size > limit as u64 {
+        return Err(UnpackError::TooLarge { size, limit: limit as u64 });
+    }
+    let mut out = alloc::vec::Vec::new();
+    out.try_reserve_exact(size as usize).map_err(|_| UnpackError::OutOfMemory { size })?;
+    let mut dctx = zstd_safe::DCtx::try_create().ok_or(UnpackError::OutOfMemory { size: 0 })?;
+    // One frame exactly: `decompress` would also take frames that follow.
+    let frame = match zstd_safe::find_frame_compressed_size(module) {
+        Ok(n) if n <= module.len() => &module[..n],
+        _ => return Err(UnpackError::Zstd("truncated frame")),
+    };
+    let got = dctx.decompress(&mut out, frame).map_err(|code| UnpackError::Zstd(zstd_safe::get_error_name(code)))?;
+    if got as u64 != size {
+        return Err(UnpackError::SizeMismatch { expected: size, got: got as u64 });
+    }
+    Ok(out)
 }
 
 /// An archive name as an absolute path: `etc/motd` is `/etc/motd`, and

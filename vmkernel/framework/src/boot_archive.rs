@@ -1,5 +1,6 @@
 //! The root archive handed over as a boot module: find it, unpack it when
-//! it is compressed (an LZ4 frame, as image-builder writes it; a plain cpio module
+//! it is compressed (a zstd frame, as image-builder writes it, or an LZ4
+//! frame, as it wrote before; a plain cpio module
 //! is used in place), log its listing, and give its frames back once the
 //! RAM file system holds the files.
 
@@ -67,7 +68,8 @@ pub fn open(bi: &BootInfo) -> Option<RootArchive> {
         Ok(cpio) => {
             let us = time::uptime_ns().saturating_sub(started) / 1000;
             log::info!(
-                "rootfs: LZ4 archive, {} bytes compressed, {} bytes unpacked in {}.{:03} ms",
+                "rootfs: {} archive, {} bytes compressed, {} bytes unpacked in {}.{:03} ms",
+                if rootfs::packing(bytes) == Packing::Zstd { "zstd" } else { "LZ4" },
                 bytes.len(),
                 cpio.len(),
                 us / 1000,
@@ -76,7 +78,7 @@ pub fn open(bi: &BootInfo) -> Option<RootArchive> {
             Some(RootArchive { module, cpio })
         }
         Err(e) => {
-            log::error!("rootfs: cannot unpack the LZ4 root archive ({} bytes): {e}; root archive ignored", bytes.len());
+            log::error!("rootfs: cannot unpack the compressed root archive ({} bytes): {e}; root archive ignored", bytes.len());
             None
         }
     }

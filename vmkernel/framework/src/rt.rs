@@ -164,6 +164,60 @@ pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
     n
 }
 
+/// What C `malloc` hands out: 16-byte aligned, as on x86-64 Linux; the
+/// size sits in a 16-byte header before the block so `free` can give the
+/// layout back to the kernel heap. Only the zstd decoder (the root
+/// archive, `vmkernel::rootfs`) calls these.
+const MALLOC_ALIGN: usize = 16;
+
+/// C `malloc`: a block from the kernel heap, or null.
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc(n: usize) -> *mut u8 {
+    let Some(total) = n.checked_add(MALLOC_ALIGN) else { return core::ptr::null_mut() };
+    let Ok(layout) = core::alloc::Layout::from_size_align(total, MALLOC_ALIGN) else { return core::ptr::null_mut() };
+    // SAFETY: the layout's size is at least MALLOC_ALIGN, never zero.
+    let base = unsafe { alloc::alloc::alloc(layout) };
+    if base.is_null() {
+        return base;
+    }
+    // SAFETY: `base` is valid for `total` bytes and 16-byte aligned; the
+    // header takes its first word, the caller gets what follows it.
+    unsafe {
+        (base as *mut usize).write(total);
+        base.add(MALLOC_ALIGN)
+    }
+}
+
+/// C `calloc`: a zeroed block, or null (also when `n * size` overflows).
+#[unsafe(no_mangle)]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut u8 {
+    let Some(bytes) = n.checked_mul(size) else { return core::ptr::null_mut() };
+    let p = malloc(bytes);
+    if !p.is_null() {
+        // SAFETY: `malloc` returned a block of at least `bytes` bytes.
+        unsafe { core::ptr::write_bytes(p, 0, bytes) };
+    }
+    p
+}
+
+/// C `free`.
+///
+/// # Safety
+/// `p` is null or came from [`malloc`]/[`calloc`] and was not freed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: `p` came from `malloc`, which put the block's total size in
+    // the header 16 bytes before it, with the same alignment.
+    unsafe {
+        let base = p.sub(MALLOC_ALIGN);
+        let total = (base as *const usize).read();
+        alloc::alloc::dealloc(base, core::alloc::Layout::from_size_align_unchecked(total, MALLOC_ALIGN));
+    }
+}
+
 #[unsafe(no_mangle)]
 pub extern "C" fn rust_eh_personality() {}
 
