@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+pub mod net;
+
 pub use image_builder::qemu::{Boot, EXIT_FAILURE, EXIT_SUCCESS, Machine, Outcome, Qemu, RunResult};
 use image_builder::AddSpec;
 use image_builder::rootfs::Rootfs;

@@ -5,7 +5,8 @@
 //! `vmkcli portgroup add`, hears neither. `vmkcli vswitch list` shows the
 //! ports with their counters.
 //!
-//! The host has a virtio-net NIC on QEMU's user network, vSwitch0's uplink:
+//! The host has a virtio-net NIC (`MANTLE_TEST_NIC=e1000e`: an e1000e on
+//! q35) on QEMU's user network, vSwitch0's uplink:
 //! a fourth guest on "VM Network" reaches a UDP listener of this test on
 //! the host through it (QEMU maps 10.0.2.2 to the host's loopback) and
 //! hears the answer, while vmk0 keeps working (BusyBox `wget` on Mantle
@@ -68,7 +69,9 @@ fn vms_on_one_port_group_hear_each_other_and_another_vlan_hears_nothing() {
     });
     let mut q = qemu_iso(iso("virtio-disk", "", &[]));
     q.debug_exit = false;
-    q.nics = vec![Nic { model: NicModel::VirtioNet, forwards: Vec::new() }];
+    let model = tests::net::nic_under_test(NicModel::VirtioNet);
+    q.machine = tests::net::machine_for(model);
+    q.nics = vec![Nic { model, forwards: Vec::new() }];
     let mut c = q.spawn_console().unwrap_or_else(|e| panic!("{e}"));
     activate_shell(&mut c, Duration::from_secs(180), STEP);
     run(&mut c, "vmkcli portgroup add Lab --vlan 20");

@@ -14,6 +14,11 @@
 //!   queues' and configuration's vectors are set in the common
 //!   configuration structure here ([`VirtioNet::route_interrupts_to_msix`]);
 //! - link state from the device configuration's status field;
+//! - notifications: [`NetTransport`] wraps the PCI transport so the
+//!   device's "no notify" flag is honoured (without `VIRTIO_F_EVENT_IDX`,
+//!   whose `virtio-drivers` test notifies on nearly every buffer) and a
+//!   notification is one register write (the queues' notify offsets read
+//!   once, not selected and read back on every notify);
 //! - the kernel interface: `virtio_drivers::Hal` implemented in terms of
 //!   `hal::Hal` ([`VirtioHal`]), PCI configuration access in terms of
 //!   `pci_types::ConfigRegionAccess` ([`PciConfig`]).
@@ -28,8 +33,9 @@ use pci::{ConfigRegionAccess, PciAddress};
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
-use virtio_drivers::transport::InterruptStatus;
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, PhysAddr};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 pub use virtio_drivers::transport::pci::VirtioPciError;
 
@@ -152,9 +158,13 @@ mod common_cfg {
     pub const MSIX_CONFIG: usize = 0x10;
     pub const QUEUE_SELECT: usize = 0x16;
     pub const QUEUE_MSIX_VECTOR: usize = 0x1a;
+    pub const QUEUE_NOTIFY_OFF: usize = 0x1e;
     pub const LEN: usize = 0x38;
 }
 const VIRTIO_PCI_CAP_COMMON_CFG: u8 = 1;
+const VIRTIO_PCI_CAP_NOTIFY_CFG: u8 = 2;
+/// `VIRTIO_F_EVENT_IDX`.
+const F_RING_EVENT_IDX: u64 = 1 << 29;
 const VIRTIO_PCI_CAP_DEVICE_CFG: u8 = 4;
 const PCI_CAP_ID_VNDR: u8 = 0x09;
 const NO_VECTOR: u16 = 0xffff;
@@ -187,7 +197,74 @@ impl Slots {
     }
 }
 
-type Raw<H> = VirtIONetRaw<VirtioHal<H>, PciTransport, QUEUE_SIZE>;
+/// `virtio-drivers`' PCI transport with two changes for the hot path:
+/// `VIRTIO_F_EVENT_IDX` is not offered to the queues (they then follow the
+/// device's `VRING_USED_F_NO_NOTIFY`, which QEMU sets while it works
+/// through a queue: `virtio-drivers`' event-index test compares without
+/// the previous index and notifies for nearly every buffer), and a
+/// notification writes the queue's notify register directly (its offset
+/// read once at bring-up), one register access instead of three.
+pub struct NetTransport {
+    pci: PciTransport,
+    /// The notify structure and each queue's byte offset in it.
+    notify: Option<(Mmio, [usize; 2])>,
+}
+
+impl Transport for NetTransport {
+    fn device_type(&self) -> DeviceType {
+        self.pci.device_type()
+    }
+    fn read_device_features(&mut self) -> u64 {
+        self.pci.read_device_features() & !F_RING_EVENT_IDX
+    }
+    fn write_driver_features(&mut self, driver_features: u64) {
+        self.pci.write_driver_features(driver_features)
+    }
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        self.pci.max_queue_size(queue)
+    }
+    fn notify(&mut self, queue: u16) {
+        match &self.notify {
+            Some((region, offsets)) if usize::from(queue) < offsets.len() => region.write16(offsets[usize::from(queue)], queue),
+            _ => self.pci.notify(queue),
+        }
+    }
+    fn get_status(&self) -> DeviceStatus {
+        self.pci.get_status()
+    }
+    fn set_status(&mut self, status: DeviceStatus) {
+        self.pci.set_status(status)
+    }
+    fn set_guest_page_size(&mut self, guest_page_size: u32) {
+        self.pci.set_guest_page_size(guest_page_size)
+    }
+    fn requires_legacy_layout(&self) -> bool {
+        self.pci.requires_legacy_layout()
+    }
+    fn queue_set(&mut self, queue: u16, size: u32, descriptors: PhysAddr, driver_area: PhysAddr, device_area: PhysAddr) {
+        self.pci.queue_set(queue, size, descriptors, driver_area, device_area)
+    }
+    fn queue_unset(&mut self, queue: u16) {
+        self.pci.queue_unset(queue)
+    }
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.pci.queue_used(queue)
+    }
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        self.pci.ack_interrupt()
+    }
+    fn read_config_generation(&self) -> u32 {
+        self.pci.read_config_generation()
+    }
+    fn read_config_space<T: FromBytes + IntoBytes>(&self, offset: usize) -> virtio_drivers::Result<T> {
+        self.pci.read_config_space(offset)
+    }
+    fn write_config_space<T: IntoBytes + Immutable>(&mut self, offset: usize, value: T) -> virtio_drivers::Result<()> {
+        self.pci.write_config_space(offset, value)
+    }
+}
+
+type Raw<H> = VirtIONetRaw<VirtioHal<H>, NetTransport, QUEUE_SIZE>;
 
 struct RxState<H: Hal> {
     buffers: Dma<H>,
@@ -252,6 +329,15 @@ fn virtio_structure<A: ConfigRegionAccess>(
     None
 }
 
+/// The notify structure's `notify_off_multiplier` (the word after the
+/// capability's 16-byte header).
+fn notify_multiplier<A: ConfigRegionAccess>(root: &mut PciRoot<PciConfig<'_, A>>, reader: &PciConfig<'_, A>, df: DeviceFunction) -> Option<u32> {
+    root.capabilities(df)
+        .take(48)
+        .find(|c| c.id == PCI_CAP_ID_VNDR && (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_NOTIFY_CFG && c.private_header as u8 >= 20)
+        .map(|c| reader.read_word(df, c.offset.wrapping_add(16)))
+}
+
 /// Maps the virtio 1.0 common configuration structure of the function at
 /// `address` (for routing queue interrupts; shared with `virtio-blk`).
 /// `None` for a legacy-only device or an unmappable BAR.
@@ -303,7 +389,21 @@ impl<H: Hal> VirtioNet<H> {
             return Err(Error::CommonConfig);
         }
         let device_cfg = map(&mut root, VIRTIO_PCI_CAP_DEVICE_CFG);
-        let transport = PciTransport::new::<VirtioHal<H>, _>(&mut root, df).map_err(Error::Transport)?;
+        // Each queue's notify register: offset × multiplier in the notify
+        // structure (else notifications go through virtio-drivers).
+        let notify = match (map(&mut root, VIRTIO_PCI_CAP_NOTIFY_CFG), notify_multiplier(&mut root, &reader, df), &common_cfg) {
+            (Some(region), Some(mult), Some(cfg)) => {
+                let offset = |queue: u16| {
+                    cfg.write16(common_cfg::QUEUE_SELECT, queue);
+                    usize::from(cfg.read16(common_cfg::QUEUE_NOTIFY_OFF)) * mult as usize
+                };
+                let offsets = [offset(QUEUE_RECEIVE), offset(QUEUE_TRANSMIT)];
+                offsets.iter().all(|&o| o + 2 <= region.len()).then_some((region, offsets))
+            }
+            _ => None,
+        };
+        let pci = PciTransport::new::<VirtioHal<H>, _>(&mut root, df).map_err(Error::Transport)?;
+        let transport = NetTransport { pci, notify };
         let rx_buffers = Dma::for_bytes(QUEUE_SIZE * BUFFER_SIZE).ok_or(Error::NoMemory)?;
         let tx_buffers = Dma::for_bytes(QUEUE_SIZE * BUFFER_SIZE).ok_or(Error::NoMemory)?;
         let mut net = Raw::<H>::new(transport).map_err(Error::Device)?;

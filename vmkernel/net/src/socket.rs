@@ -901,16 +901,17 @@ impl<D: Device> NetStack<D> {
                 }
             }
         }
-        let mut kept = VecDeque::new();
-        for m in l.queue.drain(..) {
-            let s = self.tcp_ref(&m);
+        let mut k = 0;
+        while k < l.queue.len() {
+            let s = self.tcp_ref(&l.queue[k]);
             if s.state() == tcp::State::Closed || s.remote_endpoint().is_none() {
-                self.drop_member(m);
+                if let Some(m) = l.queue.remove(k) {
+                    self.drop_member(m);
+                }
             } else {
-                kept.push_back(m);
+                k += 1;
             }
         }
-        l.queue = kept;
         // Keep IDLE_LISTENERS listening sockets ready on each interface (the stack calls
         // this between received packets, so every SYN finds one), and never more than
         // `backlog` pending connections per interface: memory follows real pending
@@ -1323,6 +1324,37 @@ impl<D: Device> NetStack<D> {
         })?
     }
 
+    /// How many bytes a send on a TCP socket can queue now (its free send buffer);
+    /// `EAGAIN` while a connected socket's buffer is full or it is still connecting.
+    /// Anything else (a datagram socket, an error, a closed or shut-down socket) is
+    /// `usize::MAX`: the send itself then takes or refuses the whole call. The system
+    /// call copies no more than this from the caller.
+    pub fn send_room(&mut self, id: SocketId) -> SysResult<usize> {
+        self.with_sock(id, |st, sock| match &sock.body {
+            Body::Tcp(Tcp::Connected(c)) if sock.error.is_none() && !sock.shut_wr => {
+                let s = st.tcp_ref(&c.m);
+                if !s.may_send() {
+                    return Ok(usize::MAX);
+                }
+                match s.send_capacity() - s.send_queue() {
+                    0 => Err(Errno::EAGAIN),
+                    n => Ok(n),
+                }
+            }
+            Body::Tcp(Tcp::Connecting { .. }) => Err(Errno::EAGAIN),
+            _ => Ok(usize::MAX),
+        })?
+    }
+
+    /// Bytes a TCP socket holds for reading now, if any (`None`: nothing queued, or
+    /// not a connected TCP socket). A receive stages no more than this.
+    pub fn recv_ready(&mut self, id: SocketId) -> Option<usize> {
+        let sock = self.socks.get(&id.0)?;
+        let Body::Tcp(Tcp::Connected(c)) = &sock.body else { return None };
+        let n = self.tcp_ref(&c.m).recv_queue();
+        (n > 0).then_some(n)
+    }
+
     fn recv_dgram(&mut self, sock: &mut Sock, buf: &mut [u8], peek: bool) -> SysResult<RecvInfo> {
         if let Some(e) = sock.error.take() {
             return Err(e);
@@ -1641,16 +1673,19 @@ impl<D: Device> NetStack<D> {
     /// After a poll: refresh every socket, re-arm listening pools, reap finished
     /// orphans, and advance the generation of sockets that became ready.
     pub(crate) fn service_sockets(&mut self) {
-        let ids: Vec<u32> = self.socks.keys().copied().collect();
-        for id in ids {
-            let Some(mut sock) = self.socks.remove(&id) else { continue };
-            self.refresh(&mut sock);
+        // The table is taken out while its sockets are serviced (refresh, rearm and
+        // update_readiness never look sockets up), instead of removing and
+        // re-inserting each socket: this runs after every poll, over every socket.
+        let mut socks = core::mem::take(&mut self.socks);
+        for (&id, sock) in socks.iter_mut() {
+            self.refresh(sock);
             if matches!(sock.body, Body::Tcp(Tcp::Listening(_))) {
-                self.rearm(&mut sock);
+                self.rearm(sock);
             }
-            self.update_readiness(SocketId(id), &mut sock);
-            self.socks.insert(id, sock);
+            self.update_readiness(SocketId(id), sock);
         }
+        debug_assert!(self.socks.is_empty(), "servicing sockets added a socket");
+        self.socks = socks;
         let now = self.now;
         let orphans = core::mem::take(&mut self.orphans);
         for o in orphans {

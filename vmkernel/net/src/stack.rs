@@ -508,6 +508,21 @@ impl<D: Device> NetStack<D> {
         core::mem::take(&mut self.changed).into_iter().collect()
     }
 
+    /// Whether any socket's readiness changed since the last call (and forgets
+    /// which): [`NetStack::take_changed`] without building the list.
+    pub fn take_any_changed(&mut self) -> bool {
+        let any = !self.changed.is_empty();
+        self.changed.clear();
+        any
+    }
+
+    /// The IPv4 address and prefix of interface `index` (cheaper than
+    /// [`NetStack::interfaces`], for callers that look often).
+    pub fn ipv4(&self, index: IfIndex) -> Option<(Ipv4Addr, u8)> {
+        let slot = (index as usize).checked_sub(1)?;
+        self.ifaces.get(slot)?.addr
+    }
+
     pub(crate) fn charge(&mut self, bytes: usize) -> SysResult<()> {
         while self.budget_used.saturating_add(bytes) > self.cfg.buffer_budget {
             // Closed sockets' last datagrams give way to open sockets.

@@ -160,19 +160,28 @@ pub fn init(cmdline: &str) {
 /// The last address reported in the log, to report changes once.
 static REPORTED: Mutex<Option<(core::net::Ipv4Addr, u8)>> = Mutex::new(None);
 
+/// How often the network world reads vmk0's link state from the NIC (a
+/// device register read, which costs an exit under emulation: not on every
+/// poll).
+const LINK_CHECK_INTERVAL_NS: u64 = 500_000_000;
+
 fn network_world() {
+    let mut link_checked_at: Option<u64> = None;
     loop {
         KICKED.store(false, Ordering::Release);
         let t = now();
+        let uptime = time::uptime_ns();
+        let check_link = link_checked_at.is_none_or(|at| uptime.saturating_sub(at) >= LINK_CHECK_INTERVAL_NS);
         let (delay, changed) = {
             let mut guard = STACK.lock();
             let Some(stack) = guard.as_mut() else { return };
             let vmk0 = VMK0.load(Ordering::Acquire) as IfIndex;
-            if vmk0 != 0 {
+            if vmk0 != 0 && check_link {
                 let _ = stack.set_link(vmk0, phy::link_up(0));
+                link_checked_at = Some(uptime);
             }
             let delay = stack.poll(t);
-            let changed = !stack.take_changed().is_empty();
+            let changed = stack.take_any_changed();
             report_address(stack);
             (delay, changed)
         };
@@ -200,6 +209,10 @@ fn network_world() {
 }
 
 fn report_address(stack: &NetStack<NicPort>) {
+    let index = VMK0.load(Ordering::Acquire) as IfIndex;
+    if index == 0 || *REPORTED.lock() == stack.ipv4(index) {
+        return;
+    }
     let Some(vmk0) = stack.interface("vmk0") else { return };
     let mut reported = REPORTED.lock();
     if *reported == vmk0.ipv4 {

@@ -134,7 +134,7 @@ impl Device for SocketFile {
 }
 
 /// The socket behind `fd`, if it is an AF_INET socket.
-fn socket_of(f: &OpenFile) -> Option<SocketId> {
+pub(crate) fn socket_of(f: &OpenFile) -> Option<SocketId> {
     match f.backing() {
         Backing::Device { node, .. } => node.as_any().downcast_ref::<SocketFile>().map(|s| s.id),
         _ => None,
@@ -264,7 +264,18 @@ const MAX_IO: usize = 1 << 20;
 pub fn sendto(cx: &Ctx, f: &OpenFile, id: SocketId, a: &[u64; 6]) -> SysResult {
     let (buf, len, flags, addr, alen) = (a[1], a[2], a[3], a[4], a[5]);
     let to = if addr != 0 { Some(read_sockaddr(cx, addr, alen)?) } else { None };
-    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
+    send_from_user(cx, f, id, buf, len, flags, to)
+}
+
+/// Sends `len` bytes at user address `buf`: first waits (unless
+/// non-blocking) until a TCP socket can take some, then copies only what
+/// it can take — a 256 KiB write into a 64 KiB send buffer copies 64 KiB,
+/// not 256 KiB of which three quarters are thrown away. `write(2)` on a
+/// socket comes here too.
+pub fn send_from_user(cx: &Ctx, f: &OpenFile, id: SocketId, buf: u64, len: u64, flags: u64, to: Option<SocketAddrV4>) -> SysResult {
+    let nonblock = flags & msg::DONTWAIT as u64 != 0;
+    let room = if len == 0 { 0 } else { wait_loop(f, nonblock, || stack(|s| s.send_room(id))).map_err(|e| sigpipe(cx, e, flags))? };
+    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO).min(room))?;
     cx.p.copy_from_user(buf, &mut data)?;
     send_data(cx, f, id, &data, flags, to)
 }
@@ -278,7 +289,11 @@ fn send_data(cx: &Ctx, f: &OpenFile, id: SocketId, data: &[u8], flags: u64, to: 
 /// recvfrom(fd, buf, len, flags, addr, addrlen): `a` are the call's arguments.
 pub fn recvfrom(cx: &Ctx, f: &OpenFile, id: SocketId, a: &[u64; 6]) -> SysResult {
     let (buf, len, flags, addr, alen) = (a[1], a[2], a[3], a[4], a[5]);
-    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO))?;
+    // A TCP socket with data stages only what it holds (not a zeroed
+    // buffer of the caller's full length); otherwise the full length, as
+    // the call may wait for more.
+    let ready = with_stack(|s| s.recv_ready(id)).flatten().unwrap_or(usize::MAX);
+    let mut data = super::zeroed_buffer((len as usize).min(MAX_IO).min(ready))?;
     let nonblock = flags & msg::DONTWAIT as u64 != 0;
     let fl = (flags & MSG_KNOWN) as i32;
     let info = wait_loop(f, nonblock, || stack(|s| s.recv_from(id, &mut data, fl)))?;
