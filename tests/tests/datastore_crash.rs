@@ -152,15 +152,34 @@ fn fsck_verdict(fsck: &Path, img: &Path, dir: &Path) -> String {
     let part = partition_copy(img, dir);
     let report = Command::new(fsck).arg("-n").arg(&part).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
+    // The marks of an unclean shutdown (the dirty flag, which makes the
+    // boot sector differ from its backup at offset 65) are summed up as
+    // one finding; anything else is listed.
+    let dirty = text.contains("65:01/00") || text.contains("Dirty bit");
+    let boilerplate = [
+        "There are differences between boot sector and its backup",
+        "This is mostly harmless",
+        "65:01/00",
+        "Not automatically fixing this",
+        "Dirty bit is set",
+        "Automatically removing dirty bit",
+        "1) Remove dirty bit",
+        "2) No action",
+    ];
     let findings: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("fsck.fat ") && !l.contains(" files, ") && !l.starts_with("Leaving"))
+        .filter(|l| !boilerplate.iter().any(|b| l.contains(b)))
         .collect();
-    if report.status.success() && findings.is_empty() {
-        String::from("clean")
-    } else {
-        format!("would fix: {}", findings.iter().take(4).copied().collect::<Vec<_>>().join(" / "))
+    match (dirty, findings.is_empty()) {
+        (false, true) if report.status.success() => String::from("clean"),
+        (true, true) => String::from("unclean shutdown mark only (dirty flag)"),
+        _ => format!(
+            "{}would fix: {}",
+            if dirty { "dirty flag, and " } else { "" },
+            findings.iter().take(6).copied().collect::<Vec<_>>().join(" / ")
+        ),
     }
 }
 

@@ -345,7 +345,7 @@ fn bad_input_and_concurrent_writers_through_the_kernel() {
 }
 
 /// Random file calls per datastore directory in the bad-input test.
-const DS_FUZZ_CALLS: u64 = 2000;
+const DS_FUZZ_CALLS: u64 = 6000;
 
 /// The FAT partition of a datastore image made by `image-builder
 /// datastore new` (GPT, one partition at 1 MiB), copied out sparsely.

@@ -45,6 +45,9 @@ pub fn supports(vendor: u16, device: u16) -> bool {
 pub const BOUNCE_BYTES: usize = 256 * 1024;
 /// The longest single request straight from or into a caller's buffer.
 pub const DIRECT_MAX_BYTES: usize = 4 << 20;
+/// Writes `write_many` keeps in flight at once (three descriptors each
+/// in `virtio-drivers`' 16-entry queue).
+pub const MAX_IN_FLIGHT: usize = 4;
 /// virtio-blk addresses 512-byte sectors.
 pub const SECTOR_BYTES: usize = SECTOR_SIZE;
 const REQUEST_QUEUE: u16 = 0;
@@ -100,6 +103,8 @@ pub struct VirtioBlk<H: Hal> {
     // translates: the headers are shared with the device from there.
     req: Box<BlkReq>,
     resp: Box<BlkResp>,
+    batch_req: Box<[BlkReq; MAX_IN_FLIGHT]>,
+    batch_resp: Box<[BlkResp; MAX_IN_FLIGHT]>,
     common_cfg: Mmio,
     capacity: u64,
     read_only: bool,
@@ -126,6 +131,8 @@ impl<H: Hal> VirtioBlk<H> {
             bounce,
             req: Box::new(BlkReq::default()),
             resp: Box::new(BlkResp::default()),
+            batch_req: Box::new(core::array::from_fn(|_| BlkReq::default())),
+            batch_resp: Box::new(core::array::from_fn(|_| BlkResp::default())),
             common_cfg,
             capacity,
             read_only,
@@ -227,6 +234,74 @@ impl<H: Hal> VirtioBlk<H> {
             }
             self.requests += 1;
             sector += (n / SECTOR_BYTES) as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes each `(lba, buf)`: those the device can reach straight
+    /// from the caller's memory (up to [`DIRECT_MAX_BYTES`] each) go out
+    /// [`MAX_IN_FLIGHT`] at a time and are waited for together, the
+    /// others one by one through the bounce buffer. Every request that was
+    /// submitted is completed before this returns, even after an error.
+    pub fn write_many(&mut self, writes: &[(u64, &[u8])], wait: &mut Wait<'_>) -> Result<(), Error> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        for &(lba, buf) in writes {
+            self.check(lba, buf.len())?;
+        }
+        let mut rest = writes;
+        while !rest.is_empty() {
+            let batchable = |(_, b): &&(u64, &[u8])| b.len() <= DIRECT_MAX_BYTES && device_contiguous::<H>(b);
+            let n = rest.iter().take(MAX_IN_FLIGHT).take_while(batchable).count();
+            if n <= 1 {
+                let (lba, buf) = rest[0];
+                self.write(lba, buf, wait)?;
+                rest = &rest[1..];
+                continue;
+            }
+            let (batch, next) = rest.split_at(n);
+            rest = next;
+            let mut tokens: [Option<u16>; MAX_IN_FLIGHT] = [None; MAX_IN_FLIGHT];
+            let mut result = Ok(());
+            for (k, &(lba, buf)) in batch.iter().enumerate() {
+                // SAFETY: `buf` is device-visible (checked page by page)
+                // and borrowed for this whole call; the header pair `k` is
+                // the driver's own and used by this request alone. Every
+                // submitted request is completed below before returning.
+                match unsafe {
+                    self.blk.write_blocks_nb(lba as usize, &mut self.batch_req[k], buf, &mut self.batch_resp[k])
+                } {
+                    Ok(t) => tokens[k] = Some(t),
+                    Err(e) => {
+                        result = Err(Error::Device(e));
+                        break;
+                    }
+                }
+            }
+            while tokens.iter().any(Option::is_some) {
+                let blk = &mut self.blk;
+                wait(&mut || blk.peek_used().is_some());
+                while let Some(t) = self.blk.peek_used() {
+                    let Some(k) = tokens.iter().position(|x| *x == Some(t)) else { break };
+                    tokens[k] = None;
+                    let buf = batch[k].1;
+                    // SAFETY: the buffers request `k` was submitted with;
+                    // the device is done with them (its token is used).
+                    let r = unsafe {
+                        self.blk.complete_write_blocks(t, &self.batch_req[k], buf, &mut self.batch_resp[k])
+                    };
+                    if let Err(e) = r {
+                        if result.is_ok() {
+                            result = Err(status_error(&self.batch_resp[k], e));
+                        }
+                    } else {
+                        self.requests += 1;
+                        self.direct_requests += 1;
+                    }
+                }
+            }
+            result?;
         }
         Ok(())
     }

@@ -60,6 +60,16 @@ pub trait BlockDevice: Send + Sync {
     fn write_sectors(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError>;
     /// Makes every completed write durable (a write barrier).
     fn flush(&self) -> Result<(), BlockError>;
+    /// Writes each `(lba, buf)` like [`BlockDevice::write_sectors`]. A
+    /// driver that can keeps them in flight at once, so a flush of
+    /// scattered dirty runs (a file's data and its directory entry) waits
+    /// for the slowest request instead of for the sum of all.
+    fn write_sectors_many(&self, writes: &[(u64, &[u8])]) -> Result<(), BlockError> {
+        for &(lba, buf) in writes {
+            self.write_sectors(lba, buf)?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks a request against a device's geometry; returns the sector count.
@@ -181,6 +191,14 @@ impl BlockDevice for Window {
     }
     fn flush(&self) -> Result<(), BlockError> {
         self.parent.flush()
+    }
+    fn write_sectors_many(&self, writes: &[(u64, &[u8])]) -> Result<(), BlockError> {
+        let mut shifted = Vec::with_capacity(writes.len());
+        for &(lba, buf) in writes {
+            check_request(self, lba, buf.len())?;
+            shifted.push((self.start + lba, buf));
+        }
+        self.parent.write_sectors_many(&shifted)
     }
 }
 

@@ -19,6 +19,9 @@ use spin::Mutex;
 use crate::block::{BlockDevice, BlockError};
 use crate::stats::{Clock, DiskStats};
 
+/// Runs of dirty blocks handed to the device in one `write_sectors_many`.
+const WRITE_BATCH_RUNS: usize = 8;
+
 /// Tunables of one cache.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheConfig {
@@ -472,31 +475,42 @@ impl BlockCache {
                 self.load_range_counted(inner, b, b, false)?;
             }
         }
+        // Runs of consecutive blocks, each one request; up to
+        // WRITE_BATCH_RUNS runs go to the device at once (in flight
+        // together where the driver can).
         let mut i = 0;
         while i < blocks.len() {
-            let mut j = i + 1;
-            while j < blocks.len() && blocks[j] == blocks[j - 1] + 1 && j - i < max_blocks {
-                j += 1;
+            let mut runs: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+            while i < blocks.len() && runs.len() < WRITE_BATCH_RUNS {
+                let mut j = i + 1;
+                while j < blocks.len() && blocks[j] == blocks[j - 1] + 1 && j - i < max_blocks {
+                    j += 1;
+                }
+                let mut buf = Vec::with_capacity((j - i) * self.block_size);
+                for b in &blocks[i..j] {
+                    if let Some(e) = inner.blocks.get(b) {
+                        buf.extend_from_slice(&e.data);
+                    }
+                }
+                runs.push((i, j, buf));
+                i = j;
             }
-            let mut buf = Vec::with_capacity((j - i) * self.block_size);
-            for b in &blocks[i..j] {
-                if let Some(e) = inner.blocks.get(b) {
-                    buf.extend_from_slice(&e.data);
+            let writes: Vec<(u64, &[u8])> =
+                runs.iter().map(|(a, _, buf)| (blocks[*a] * self.sectors_per_block, buf.as_slice())).collect();
+            self.dev.write_sectors_many(&writes)?;
+            for (a, b, _) in &runs {
+                inner.counters.write_requests += 1;
+                inner.counters.blocks_written += (b - a) as u64;
+                if let Some(s) = &self.stats {
+                    s.note_merged(true, (b - a - 1) as u64);
+                }
+                for blk in &blocks[*a..*b] {
+                    if let Some(e) = inner.blocks.get_mut(blk) {
+                        e.dirty_since = None;
+                    }
+                    inner.dirty.remove(blk);
                 }
             }
-            self.dev.write_sectors(blocks[i] * self.sectors_per_block, &buf)?;
-            inner.counters.write_requests += 1;
-            inner.counters.blocks_written += (j - i) as u64;
-            if let Some(s) = &self.stats {
-                s.note_merged(true, (j - i - 1) as u64);
-            }
-            for b in &blocks[i..j] {
-                if let Some(e) = inner.blocks.get_mut(b) {
-                    e.dirty_since = None;
-                }
-                inner.dirty.remove(b);
-            }
-            i = j;
         }
         Ok(())
     }

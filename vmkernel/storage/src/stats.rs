@@ -139,36 +139,38 @@ impl CountedDevice {
         }
     }
 
+    /// Runs `op`, `requests` requests of `sectors512` sectors in all.
     fn timed<T>(
         &self,
         kind: Kind,
+        requests: u64,
         sectors512: u64,
         op: impl FnOnce() -> Result<T, BlockError>,
     ) -> Result<T, BlockError> {
         self.each(|s| {
-            s.in_flight.fetch_add(1, Relaxed);
+            s.in_flight.fetch_add(requests, Relaxed);
         });
         let t0 = self.clock.now_ms();
         let r = op();
         let dt = self.clock.now_ms().saturating_sub(t0);
         self.each(|s| {
-            s.in_flight.fetch_sub(1, Relaxed);
+            s.in_flight.fetch_sub(requests, Relaxed);
             s.io_ms.fetch_add(dt, Relaxed);
             s.weighted_ms.fetch_add(dt, Relaxed);
             if r.is_ok() {
                 match kind {
                     Kind::Read => {
-                        s.reads.fetch_add(1, Relaxed);
+                        s.reads.fetch_add(requests, Relaxed);
                         s.sectors_read.fetch_add(sectors512, Relaxed);
                         s.read_ms.fetch_add(dt, Relaxed);
                     }
                     Kind::Write => {
-                        s.writes.fetch_add(1, Relaxed);
+                        s.writes.fetch_add(requests, Relaxed);
                         s.sectors_written.fetch_add(sectors512, Relaxed);
                         s.write_ms.fetch_add(dt, Relaxed);
                     }
                     Kind::Flush => {
-                        s.flushes.fetch_add(1, Relaxed);
+                        s.flushes.fetch_add(requests, Relaxed);
                         s.flush_ms.fetch_add(dt, Relaxed);
                     }
                 }
@@ -197,14 +199,18 @@ impl BlockDevice for CountedDevice {
     }
     fn read_sectors(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let n = buf.len() as u64 / 512;
-        self.timed(Kind::Read, n, || self.inner.read_sectors(lba, buf))
+        self.timed(Kind::Read, 1, n, || self.inner.read_sectors(lba, buf))
     }
     fn write_sectors(&self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         let n = buf.len() as u64 / 512;
-        self.timed(Kind::Write, n, || self.inner.write_sectors(lba, buf))
+        self.timed(Kind::Write, 1, n, || self.inner.write_sectors(lba, buf))
     }
     fn flush(&self) -> Result<(), BlockError> {
-        self.timed(Kind::Flush, 0, || self.inner.flush())
+        self.timed(Kind::Flush, 1, 0, || self.inner.flush())
+    }
+    fn write_sectors_many(&self, writes: &[(u64, &[u8])]) -> Result<(), BlockError> {
+        let n = writes.iter().map(|(_, b)| b.len() as u64 / 512).sum();
+        self.timed(Kind::Write, writes.len() as u64, n, || self.inner.write_sectors_many(writes))
     }
 }
 

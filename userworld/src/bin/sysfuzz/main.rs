@@ -463,7 +463,8 @@ impl Caller {
         match self.rng.below(8) {
             0 => self.arg(),
             1 => (-100i64) as u64, // AT_FDCWD
-            _ => 3 + self.rng.below(24),
+            2 => 3 + self.rng.below(32),
+            _ => 3 + self.rng.below(6),
         }
     }
 
@@ -563,7 +564,9 @@ impl Caller {
     /// it (paths from `FILE_NAMES`, plausible descriptors, offsets and
     /// lengths with the hostile ones mixed in).
     fn file_call(&mut self) -> (u64, [u64; 6]) {
-        let n = self.rng.pick(FILE_CALLS);
+        // One call in four opens or creates something, so that most
+        // descriptor calls meet an open file.
+        let n = if self.rng.below(4) == 0 { self.rng.pick(&[2, 85, 257]) } else { self.rng.pick(FILE_CALLS) };
         let mut a = [0u64; 6];
         for x in a.iter_mut() {
             *x = self.arg();

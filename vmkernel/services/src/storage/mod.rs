@@ -131,6 +131,9 @@ impl BlockDevice for VirtioDisk {
     fn flush(&self) -> Result<(), BlockError> {
         self.dev.lock().flush().map_err(block_error)
     }
+    fn write_sectors_many(&self, writes: &[(u64, &[u8])]) -> Result<(), BlockError> {
+        self.dev.lock().write_many(writes, &mut wait_for_completion).map_err(block_error)
+    }
 }
 
 /// Boot: finds the disks, mounts their datastores in `vfs`, starts the
