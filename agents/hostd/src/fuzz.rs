@@ -633,7 +633,7 @@ pub fn run(o: &FuzzOptions) -> Result<FuzzReport, String> {
         let t = std::time::Instant::now();
         let answer = c.send(&r);
         report.slowest.push((t.elapsed().as_millis() as u64, what()));
-        report.slowest.sort_by(|a, b| b.0.cmp(&a.0));
+        report.slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
         report.slowest.truncate(5);
         match answer {
             Ok(Some(a)) => {
