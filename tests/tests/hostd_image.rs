@@ -333,6 +333,8 @@ fn hostd_serves_https_and_manages_vms_on_mantle() {
     );
     let list = run(&mut c, "vmkcli vm list");
     check(&c, list.lines().any(|l| l.contains("ticker") && l.to_lowercase().contains("running")), &format!("vmkcli vm list after hostd's restart:\n{list}"));
+    let cert_after_restart = md5(&mut c, "/vmfs/volumes/datastore1/.mantle/hostd/ssl/host.crt");
+    check(&c, cert_after_restart == cert, "the host certificate changed when hostd restarted");
 
     // A short bounded fuzz run against hostd on Mantle (hostd::fuzz; the
     // long one runs on Linux in `cargo test -p hostd`): no 5xx, no crash.

@@ -477,6 +477,17 @@ async fn download_file(State(h): State<H>, _a: Auth<READ>, Path(name): Path<Stri
     Ok(r)
 }
 
+/// A file operation of an upload failed: a name the datastore's file
+/// system refuses (FAT on Mantle: EINVAL for some non-ASCII names) is the
+/// client's 400, a full datastore its 409, anything else hostd's 500.
+fn upload_error(rel: &str, what: &str, path: &std::path::Path, e: std::io::Error) -> ApiError {
+    match e.kind() {
+        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidFilename => ApiError::invalid("path", format!("path: {rel:?}: the datastore's file system does not take this name ({e})")),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge | std::io::ErrorKind::QuotaExceeded => ApiError::conflict(format!("{what} {}: {e} (free space on the datastore)", path.display())),
+        _ => ApiError::internal(format!("{what} {}: {e}", path.display())),
+    }
+}
+
 fn too_large(limit: u64) -> ApiError {
     let mut e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the file is larger than the upload limit of {limit} bytes"));
     e.close = true;
@@ -515,7 +526,7 @@ async fn upload_file(
     .await?;
     let task = h.task_begin("datastore.upload", &format!("{name}/{rel}"), &s.user);
     let result: Result<u64, ApiError> = async {
-        let mut f = tokio::fs::File::create_new(&tmp).await.map_err(|e| ApiError::internal(format!("creating {}: {e}", tmp.display())))?;
+        let mut f = tokio::fs::File::create_new(&tmp).await.map_err(|e| upload_error(&rel, "creating", &tmp, e))?;
         let mut stream = body.into_data_stream();
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
@@ -524,7 +535,7 @@ async fn upload_file(
             if n > limit {
                 return Err(too_large(limit));
             }
-            f.write_all(&chunk).await.map_err(|e| ApiError::internal(format!("writing {}: {e}", tmp.display())))?;
+            f.write_all(&chunk).await.map_err(|e| upload_error(&rel, "writing", &tmp, e))?;
             if let Some(total) = declared.filter(|&t| t > 0) {
                 h.task_progress(task, (n.min(total) * 99 / total) as u8);
             }
@@ -534,7 +545,7 @@ async fn upload_file(
         if !overwrite && tokio::fs::symlink_metadata(&target).await.is_ok() {
             return Err(ApiError::conflict(format!("{name}/{rel} appeared during the upload")));
         }
-        tokio::fs::rename(&tmp, &target).await.map_err(|e| ApiError::internal(format!("renaming into {}: {e}", target.display())))?;
+        tokio::fs::rename(&tmp, &target).await.map_err(|e| upload_error(&rel, "renaming into", &target, e))?;
         if let Some(dir) = target.parent() {
             let _ = crate::store::sync_dir(dir);
         }

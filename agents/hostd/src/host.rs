@@ -593,8 +593,15 @@ impl Hostd {
         self.datastores().into_iter().map(|d| PathBuf::from(d.path)).collect()
     }
 
+    /// The host's limits for validating a configuration. A datastore is
+    /// reachable by its name and, where the name is a link to the mount
+    /// (Mantle and ESXi: `/vmfs/volumes/<uuid>`), by that path too: disk
+    /// paths may use either.
     pub fn limits_owned(&self) -> (u64, u32, Vec<String>, Vec<PathBuf>) {
-        (host_memory_mib(), host_cpus(), self.settings.port_groups.clone(), self.datastore_roots())
+        let mut paths = self.datastore_roots();
+        let targets: Vec<PathBuf> = paths.iter().filter_map(|r| fs::read_link(r).ok().map(|t| self.settings.volumes_dir.join(t))).collect();
+        paths.extend(targets);
+        (host_memory_mib(), host_cpus(), self.settings.port_groups.clone(), paths)
     }
 
     fn kernel_vms(&self) -> Result<Vec<KernelVm>, io::Error> {
@@ -1385,6 +1392,25 @@ mod tests {
         assert_eq!(vms[0].config.as_ref().unwrap().memory_mib, 16);
         assert_eq!(vms[0].datastore.as_deref(), Some("ds1"));
         assert!(h.events(0, 100).iter().any(|e| e.kind == "vm.created" && e.user.as_deref() == Some("root")));
+    }
+
+    #[test]
+    fn disk_paths_may_name_a_datastore_by_its_uuid() {
+        let (d, h, _) = setup();
+        // As Mantle mounts them: the volume at its UUID, the name a link to it.
+        let vols = d.path().join("volumes");
+        fs::create_dir(vols.join("5f0c3a1e-6d2b9c41")).unwrap();
+        std::os::unix::fs::symlink("5f0c3a1e-6d2b9c41", vols.join("ds2")).unwrap();
+        fs::write(vols.join("ds2/shared.img"), b"disk").unwrap();
+        for (name, file) in [("byuuid", vols.join("5f0c3a1e-6d2b9c41/shared.img")), ("byname", vols.join("ds2/shared.img"))] {
+            let mut s = spec(d.path(), name);
+            s.disks = vec![crate::vmx::Disk { file: file.display().to_string(), format: String::new(), readonly: true, size_mib: None }];
+            h.define(s, "root").unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        }
+        let mut s = spec(d.path(), "elsewhere");
+        s.disks = vec![crate::vmx::Disk { file: d.path().join("kernel.bin").display().to_string(), format: String::new(), readonly: true, size_mib: None }];
+        assert!(matches!(h.define(s, "root"), Err(OpError::Invalid(Some(f), _)) if f == "disks[0].file"));
+        assert_eq!(h.datastores().iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["ds1", "ds2"], "a datastore is listed once, by name");
     }
 
     #[test]
