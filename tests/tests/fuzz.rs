@@ -222,16 +222,19 @@ fn guest_fuzzer_under_svm_leaves_the_host_intact() {
     guest_fuzzer("guestfuzz-svm", Host::Svm, 1_000, 2_000, 40, 600);
 }
 
-#[test]
-#[ignore = "long: 100,000 random guest instructions under SVM (QEMU TCG), hours"]
-fn guest_fuzzer_100k_under_svm() {
-    // Most VMs end early on an MMIO instruction the VMM cannot emulate:
-    // about 65 instructions per VM, ~7 s each under TCG, so ~3 hours.
-    guest_fuzzer("guestfuzz-svm-long", Host::Svm, 100_000, 10_000, 5_000, 3600);
+/// The long runs' instruction count: 100,000, or `GUESTFUZZ_TOTAL`.
+fn long_total() -> u64 {
+    std::env::var("GUESTFUZZ_TOTAL").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000)
 }
 
 #[test]
-#[ignore = "long: 100,000 random guest instructions under VMX (Bochs), many hours"]
+#[ignore = "long: 100,000 random guest instructions under SVM (QEMU TCG)"]
+fn guest_fuzzer_100k_under_svm() {
+    guest_fuzzer("guestfuzz-svm-long", Host::Svm, long_total(), 10_000, 5_000, 3600);
+}
+
+#[test]
+#[ignore = "long: 100,000 random guest instructions under VMX (Bochs), hours"]
 fn guest_fuzzer_100k_under_vmx_in_bochs() {
-    guest_fuzzer("guestfuzz-vmx-long", Host::VmxBochs, 100_000, 10_000, 5_000, 3 * 3600);
+    guest_fuzzer("guestfuzz-vmx-long", Host::VmxBochs, long_total(), 10_000, 5_000, 3 * 3600);
 }
