@@ -348,8 +348,8 @@ fuzz_port:
         mov %eax, %ebx                  /* value */
         call rand
         movzwl %ax, %edx                /* port */
-        cmp $0xf4, %edx
-        jb 1f
+        cmp $0xf1, %edx                 /* debug-exit 0xf4, reached by */
+        jb 1f                           /* word/dword accesses from 0xf1 */
         cmp $0xf8, %edx
         jb 9f
 1:      cmp $0x92, %edx

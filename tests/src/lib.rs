@@ -300,6 +300,7 @@ pub fn guest_fuzz(c: &mut image_builder::qemu::Console, name: &str, step: Durati
     let run = |c: &mut image_builder::qemu::Console, cmd: &str| {
         c.run(cmd, SHELL_PROMPT, step).unwrap_or_else(|e| panic!("`{cmd}`: {e}\n--- serial log ---\n{}", c.log()))
     };
+    let started = std::time::Instant::now();
     let one_vm = |c: &mut image_builder::qemu::Console, k: u32, iterations: u32| -> u64 {
         // The VM's id is whatever the host gives it (the host may have run
         // other VMs before).
@@ -324,7 +325,7 @@ pub fn guest_fuzz(c: &mut image_builder::qemu::Console, name: &str, step: Durati
         check(c, out.contains(&format!("VM {id} destroyed")), &format!("VM {id} was not destroyed: {out:?}"));
         let executed = last.split_whitespace().skip_while(|w| *w != "executed").nth(1).and_then(|n| n.parse::<u64>().ok());
         check(c, executed.is_some(), &format!("no executed count in {last:?}"));
-        eprintln!("{name} VM {k} (id {id}): {last}");
+        eprintln!("{name} VM {k} (id {id}) at {} s: {last}", started.elapsed().as_secs());
         executed.unwrap_or(0)
     };
     // Warm-up: the kernel heap reaches its working size for a VM.
@@ -336,7 +337,10 @@ pub fn guest_fuzz(c: &mut image_builder::qemu::Console, name: &str, step: Durati
         executed += one_vm(c, vms + 1, per_vm);
     }
     let after = HostMemory::parse(&run(c, HostMemory::COMMAND)).expect("memory figures");
-    eprintln!("{name}: {executed} random guest instructions in {vms} VMs; host memory before/after {before:?} / {after:?}");
+    eprintln!(
+        "{name}: {executed} random guest instructions in {vms} VMs, {} s; host memory before/after {before:?} / {after:?}",
+        started.elapsed().as_secs()
+    );
     let log = c.log();
     check(c, !log.contains("KERNEL PANIC") && !log.contains("CPU EXCEPTION"), "the kernel reported a fault");
     let out = run(c, "echo alive-$((6*7))");

@@ -67,8 +67,11 @@ fn heap_patterns(c: &mut Console, reps: u32, patterns: &str) {
     check(c, code.trim() == "0" && out.contains(" 0 leak"), &format!("system-call patterns keep kernel heap:\n{}", lines.join("\n")));
 }
 
-fn fuzz_and_check(name: &str, seed: u64, calls: u64, timeout: Duration) {
+fn fuzz_and_check(name: &str, seed: u64, calls: u64, timeout: Duration, heap_reps: Option<u32>) {
     let (_lock, mut c) = shell(name, 2);
+    if let Some(reps) = heap_reps {
+        heap_patterns(&mut c, reps, "");
+    }
     // Warm-up: the heap reaches its working size (first use of each call,
     // the shell's own structures).
     sysfuzz(&mut c, seed.wrapping_add(1000), 2000, "", timeout);
@@ -98,9 +101,11 @@ fn fuzz_and_check(name: &str, seed: u64, calls: u64, timeout: Duration) {
     }
 }
 
+/// Also runs the heap patterns (`sysfuzz heap 200`) first: a leak of a
+/// few dozen bytes per fork, thread or file shows there by name.
 #[test]
 fn sysfuzz_random_system_calls_leave_the_host_intact() {
-    fuzz_and_check("sysfuzz", 1, 20_000, Duration::from_secs(900));
+    fuzz_and_check("sysfuzz", 1, 20_000, Duration::from_secs(900), Some(200));
 }
 
 #[test]
@@ -109,7 +114,7 @@ fn sysfuzz_million_calls() {
     let seed = std::env::var("SYSFUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
     // SYSFUZZ_CALLS runs a shorter (or longer) version of the same check.
     let calls = std::env::var("SYSFUZZ_CALLS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    fuzz_and_check("sysfuzz-long", seed, calls, Duration::from_secs(6 * 3600));
+    fuzz_and_check("sysfuzz-long", seed, calls, Duration::from_secs(6 * 3600), None);
 }
 
 /// System-call families for `sysfuzz_heap_by_family`: name, call list,
@@ -217,16 +222,19 @@ fn guest_fuzzer_under_svm_leaves_the_host_intact() {
     guest_fuzzer("guestfuzz-svm", Host::Svm, 1_000, 2_000, 40, 600);
 }
 
-#[test]
-#[ignore = "long: 100,000 random guest instructions under SVM (QEMU TCG), hours"]
-fn guest_fuzzer_100k_under_svm() {
-    // Most VMs end early on an MMIO instruction the VMM cannot emulate:
-    // about 65 instructions per VM, ~7 s each under TCG, so ~3 hours.
-    guest_fuzzer("guestfuzz-svm-long", Host::Svm, 100_000, 10_000, 5_000, 3600);
+/// The long runs' instruction count: 100,000, or `GUESTFUZZ_TOTAL`.
+fn long_total() -> u64 {
+    std::env::var("GUESTFUZZ_TOTAL").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000)
 }
 
 #[test]
-#[ignore = "long: 100,000 random guest instructions under VMX (Bochs), many hours"]
+#[ignore = "long: 100,000 random guest instructions under SVM (QEMU TCG)"]
+fn guest_fuzzer_100k_under_svm() {
+    guest_fuzzer("guestfuzz-svm-long", Host::Svm, long_total(), 10_000, 5_000, 3600);
+}
+
+#[test]
+#[ignore = "long: 100,000 random guest instructions under VMX (Bochs), hours"]
 fn guest_fuzzer_100k_under_vmx_in_bochs() {
-    guest_fuzzer("guestfuzz-vmx-long", Host::VmxBochs, 100_000, 10_000, 5_000, 3 * 3600);
+    guest_fuzzer("guestfuzz-vmx-long", Host::VmxBochs, long_total(), 10_000, 5_000, 3 * 3600);
 }

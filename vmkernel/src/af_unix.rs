@@ -16,7 +16,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use spin::Mutex;
+use spin::{Mutex, RwLock};
 
 use crate::vfs::types::PollEvents;
 use crate::vfs::{Errno, OpenFile, Result};
@@ -40,9 +40,10 @@ pub const QUEUE_DGRAMS: usize = 512;
 pub const MAX_BACKLOG: usize = 4096;
 /// Descriptors in one SCM_RIGHTS message (Linux's SCM_MAX_FD).
 pub const SCM_MAX_FD: usize = 253;
-/// Descriptors in flight in all queues together. Linux collects cycles of
-/// sockets that hold each other's descriptors; here such a cycle is
-/// bounded by this cap instead (ETOOMANYREFS beyond it).
+/// Descriptors in flight in all queues together (ETOOMANYREFS beyond it).
+/// Cycles of sockets whose queues hold each other's descriptors, and
+/// nothing else, are collected by [`collect_cycles`] as Linux's unix_gc
+/// does.
 pub const MAX_IN_FLIGHT: usize = 4096;
 
 pub const MSG_PEEK: u32 = 0x2;
@@ -51,6 +52,11 @@ pub const MSG_TRUNC: u32 = 0x20;
 pub const POLLRDHUP: PollEvents = PollEvents(0x2000);
 
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Held shared by every step that moves descriptors into or out of a
+/// queue (send, receive, close); [`collect_cycles`] holds it alone, so the
+/// descriptors in flight stay where it counted them. Lock order: this
+/// first, then a socket's state, then its channel.
+static MOVING: RwLock<()> = RwLock::new(());
 /// Every live socket by inode number, for /proc/net/unix.
 static ALL: Mutex<BTreeMap<u64, Weak<UnixSocket>>> = Mutex::new(BTreeMap::new());
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
@@ -211,6 +217,83 @@ impl Drop for Rights {
 /// Descriptors in flight now (for tests and leak checks).
 pub fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::Acquire)
+}
+
+/// Frees sockets that only descriptors in flight keep alive, in queues
+/// that only such sockets can read: a socket sent over itself, or two
+/// sockets each in the other's queue, after their processes closed them
+/// (reference cycles, which would otherwise hold their memory and count
+/// against `MAX_IN_FLIGHT` for good). `socket_of` says which socket an
+/// open file is (None: not an AF_UNIX socket). Returns how many messages'
+/// descriptors were dropped.
+///
+/// As Linux's unix_gc: a socket file is a candidate when every reference
+/// to it is in flight; candidates reachable from the queue of a socket
+/// that is not one stay (a receive may still hand them out); the queues
+/// of the rest are emptied of descriptors, which breaks the cycles.
+pub fn collect_cycles(socket_of: &dyn Fn(&OpenFile) -> Option<Arc<UnixSocket>>) -> usize {
+    if in_flight() == 0 {
+        return 0;
+    }
+    // Everything that may drop a socket is dropped after the lock is let go
+    // (closing a socket moves descriptors: it takes the lock shared).
+    let socks: Vec<Arc<UnixSocket>>;
+    let mut files: BTreeMap<*const OpenFile, (Arc<OpenFile>, usize)> = BTreeMap::new();
+    let mut garbage: Vec<Rights> = Vec::new();
+    {
+        let _alone = MOVING.write();
+        socks = ALL.lock().values().filter_map(Weak::upgrade).collect();
+        let index: BTreeMap<u64, usize> = socks.iter().enumerate().map(|(i, s)| (s.ino, i)).collect();
+        // Which files each socket's queues hold, and how often each is in flight.
+        let mut edges: Vec<Vec<*const OpenFile>> = Vec::with_capacity(socks.len());
+        for s in &socks {
+            let mut e = Vec::new();
+            s.for_each_in_flight(&mut |f| {
+                files.entry(Arc::as_ptr(f)).or_insert_with(|| (f.clone(), 0)).1 += 1;
+                e.push(Arc::as_ptr(f));
+            });
+            edges.push(e);
+        }
+        // Candidate files: in flight and held nowhere else (one reference
+        // is `files`' own). Their sockets, and how many candidates each has.
+        let mut socket_of_file: BTreeMap<*const OpenFile, usize> = BTreeMap::new();
+        let mut candidates_per_socket = alloc::vec![0usize; socks.len()];
+        for (&ptr, (f, n)) in &files {
+            if Arc::strong_count(f) != *n + 1 {
+                continue;
+            }
+            if let Some(i) = socket_of(f).and_then(|s| index.get(&s.ino).copied()) {
+                socket_of_file.insert(ptr, i);
+                candidates_per_socket[i] += 1;
+            }
+        }
+        // A socket is unreachable from outside if candidate files are its
+        // only references (one more is `socks`' own; each file holds one).
+        let mut live: Vec<bool> = socks
+            .iter()
+            .zip(&candidates_per_socket)
+            .map(|(s, &c)| c == 0 || Arc::strong_count(s) != c + 1)
+            .collect();
+        let mut work: Vec<usize> = (0..socks.len()).filter(|&i| live[i]).collect();
+        while let Some(i) = work.pop() {
+            for ptr in &edges[i] {
+                if let Some(&j) = socket_of_file.get(ptr)
+                    && !live[j]
+                {
+                    live[j] = true;
+                    work.push(j);
+                }
+            }
+        }
+        for (s, _) in socks.iter().zip(&live).filter(|(_, l)| !**l) {
+            garbage.extend(s.take_in_flight());
+        }
+    }
+    let n = garbage.len();
+    drop(garbage);
+    drop(files);
+    drop(socks);
+    n
 }
 
 /// One send: its bytes (partly read on a stream), descriptors and sender.
@@ -600,6 +683,7 @@ impl UnixSocket {
     /// `rights` are taken only when the send succeeds, so a caller that
     /// waits after EAGAIN retries with them.
     pub fn send(&self, data: &[u8], rights: &mut Option<Rights>, to: Option<(Arc<UnixSocket>, UnixAddr)>) -> Result<usize> {
+        let _moving = MOVING.read();
         if !self.ty.connection() {
             return self.send_dgram(data, rights, to);
         }
@@ -695,6 +779,7 @@ impl UnixSocket {
     /// `len == 0`. Seqpacket and datagram: one message, the rest of a
     /// longer one discarded (`full_len` says how long it was).
     pub fn recv(&self, buf: &mut [u8], flags: u32) -> Result<Received> {
+        let _moving = MOVING.read();
         let peek = flags & MSG_PEEK != 0;
         if !self.ty.connection() {
             let mut st = self.st.lock();
@@ -767,6 +852,7 @@ impl UnixSocket {
     /// Closes the socket: the peer sees EOF and EPIPE, queued messages and
     /// descriptors in them are dropped, pending connections are refused.
     pub fn close(&self) {
+        let _moving = MOVING.read();
         let mut st = self.st.lock();
         let old = core::mem::replace(&mut st.conn, Conn::Closed);
         let rx = core::mem::take(&mut st.rx);
@@ -791,6 +877,33 @@ impl UnixSocket {
             _ => {}
         }
         self.bump();
+    }
+
+    /// Calls `f` with every descriptor in flight in the queues this socket
+    /// reads (its datagram queue and its side of a connection).
+    fn for_each_in_flight(&self, f: &mut impl FnMut(&Arc<OpenFile>)) {
+        let st = self.st.lock();
+        let visit = |q: &Queue, f: &mut dyn FnMut(&Arc<OpenFile>)| {
+            for r in q.segs.iter().filter_map(|s| s.rights.as_ref()) {
+                r.0.iter().for_each(&mut *f);
+            }
+        };
+        visit(&st.rx, f);
+        if let Conn::Connected { chan, side } = &st.conn {
+            visit(&chan.q.lock()[*side], f);
+        }
+    }
+
+    /// Takes the descriptors out of the queues this socket reads (the
+    /// bytes stay).
+    fn take_in_flight(&self) -> Vec<Rights> {
+        let mut st = self.st.lock();
+        let take = |q: &mut Queue| q.segs.iter_mut().filter_map(|s| s.rights.take()).collect::<Vec<Rights>>();
+        let mut out = take(&mut st.rx);
+        if let Conn::Connected { chan, side } = &st.conn {
+            out.extend(take(&mut chan.q.lock()[*side]));
+        }
+        out
     }
 
     /// The bytes FIONREAD reports: a stream's unread bytes, a datagram
@@ -1102,6 +1215,92 @@ mod tests {
         assert!(ns.lookup(&NameKey::Node { dev: 1, ino: 2 }).is_none());
         assert_eq!(c.recv(&mut [0u8; 4], 0).unwrap().len, 0);
         assert_eq!(c.send(b"x", &mut None, None), Err(Errno::EPIPE));
+    }
+
+    /// An open file for a socket, as the system-call layer makes one.
+    struct SockFile(Arc<UnixSocket>);
+
+    impl Drop for SockFile {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+
+    impl crate::vfs::inode::Inode for SockFile {
+        fn metadata(&self) -> crate::vfs::types::Metadata {
+            let t = crate::vfs::types::Timespec::default();
+            crate::vfs::types::Metadata { ino: self.0.ino(), mode: 0o140777, nlink: 1, uid: 0, gid: 0, size: 0, atime: t, mtime: t, ctime: t, rdev: 0, blocks: 0 }
+        }
+        fn as_any(&self) -> &dyn core::any::Any {
+            self
+        }
+    }
+
+    impl crate::vfs::inode::Device for SockFile {
+        fn read(&self, _offset: u64, _buf: &mut [u8]) -> Result<usize> {
+            Err(Errno::EINVAL)
+        }
+        fn write(&self, _offset: u64, _data: &[u8]) -> Result<usize> {
+            Err(Errno::EINVAL)
+        }
+    }
+
+    fn sock_file(s: &Arc<UnixSocket>) -> Arc<OpenFile> {
+        let f = Arc::new(SockFile(s.clone()));
+        Arc::new(OpenFile::anonymous(f.clone(), f, 0))
+    }
+
+    fn socket_of(f: &OpenFile) -> Option<Arc<UnixSocket>> {
+        match f.backing() {
+            crate::vfs::file::Backing::Device { node, .. } => node.as_any().downcast_ref::<SockFile>().map(|s| s.0.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn cycles_of_sockets_in_flight_are_collected_and_reachable_ones_kept() {
+        let _serial = serial();
+        let live_before = ALL.lock().values().filter(|w| w.strong_count() > 0).count();
+        let before = in_flight();
+        // A pair whose ends travel in their own queue, with a pipe: once
+        // the process closes them, only the queue holds them.
+        let (a, b) = UnixSocket::pair(SockType::Stream, ME);
+        let (fa, fb) = (sock_file(&a), sock_file(&b));
+        let (r, _w) = OpenFile::pipe(0);
+        let r = Arc::new(r);
+        a.send(b"x", &mut Some(Rights::new(alloc::vec![fa.clone(), fb.clone(), r.clone()]).unwrap()), None).unwrap();
+        // Two datagram sockets, each in the other's queue.
+        let (c, d) = UnixSocket::pair(SockType::Dgram, ME);
+        let (fc, fd) = (sock_file(&c), sock_file(&d));
+        c.send(b"c", &mut Some(Rights::new(alloc::vec![fc.clone()]).unwrap()), None).unwrap();
+        d.send(b"d", &mut Some(Rights::new(alloc::vec![fd.clone()]).unwrap()), None).unwrap();
+        // A socket in flight in the queue of one the process still holds:
+        // a receive can hand it out, so it stays.
+        let (e, g) = UnixSocket::pair(SockType::Stream, ME);
+        let (fe, fg) = (sock_file(&e), sock_file(&g));
+        let (h, i) = UnixSocket::pair(SockType::Stream, ME);
+        let fh = sock_file(&h);
+        e.send(b"h", &mut Some(Rights::new(alloc::vec![fh.clone()]).unwrap()), None).unwrap();
+        i.send(b"self", &mut Some(Rights::new(alloc::vec![fh.clone()]).unwrap()), None).unwrap();
+        assert_eq!(in_flight(), before + 7);
+        // While the process holds them, nothing is collected.
+        assert_eq!(collect_cycles(&socket_of), 0);
+        assert_eq!(in_flight(), before + 7);
+        drop((a, b, c, d, e, h, i, fa, fb, fc, fd, fe, fh));
+        assert_eq!(Arc::strong_count(&r), 2);
+        assert_eq!(collect_cycles(&socket_of), 3);
+        // The pair, the datagram sockets and the pipe end are gone; the
+        // socket reachable through `g` and what its queue holds stay.
+        assert_eq!(Arc::strong_count(&r), 1);
+        assert_eq!(in_flight(), before + 2);
+        let first = g.recv(&mut [0u8; 4], 0).unwrap();
+        assert_eq!(first.rights.len(), 1);
+        let h2 = socket_of(&first.rights[0]).unwrap();
+        let second = h2.recv(&mut [0u8; 8], 0).unwrap();
+        assert_eq!(second.rights.len(), 1);
+        assert_eq!(in_flight(), before);
+        drop((first, second, h2, fg, g));
+        assert_eq!(ALL.lock().values().filter(|w| w.strong_count() > 0).count(), live_before);
     }
 
     #[test]

@@ -80,6 +80,7 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
         before_return: uw::signal::deliver_on_return,
     });
     world::on_user_tick(uw::process::check_pending_kill);
+    uw::process::on_files_closed(syscall::collect_unix_cycles);
     arch::apic::set_tick_handler(world::on_timer_tick);
     arch::apic::set_kick_handler(world::on_resched_ipi);
 

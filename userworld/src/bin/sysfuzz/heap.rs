@@ -152,11 +152,10 @@ fn pipe_close() {
     }
 }
 
-/// A socket pair; a pipe end and a socket of another pair sent over it
-/// with SCM_RIGHTS, never received, then all closed (the message and the
-/// files in it go with the queue). Not a socket that the message would
-/// keep alive itself: such cycles are bounded by `MAX_IN_FLIGHT`, not
-/// collected (see README, Fuzzing).
+/// A socket pair; a pipe end, another pair and the pair's own ends sent
+/// over it with SCM_RIGHTS, never received, then all closed: the message
+/// keeps its own sockets alive (a cycle, which the kernel collects as
+/// Linux's unix_gc does).
 fn unix_rights() {
     let mut sv = [0; 2];
     let mut other = [0; 2];
@@ -167,7 +166,7 @@ fn unix_rights() {
         check(libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) == 0, "socketpair");
         check(libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, other.as_mut_ptr()) == 0, "socketpair");
         check(libc::pipe2(pfd.as_mut_ptr(), 0) == 0, "pipe2");
-        let fds = [pfd[0], other[0], other[1]];
+        let fds = [pfd[0], other[0], other[1], sv[0], sv[1]];
         let mut cbuf = [0u64; 8];
         let clen = libc::CMSG_SPACE(std::mem::size_of_val(&fds) as u32) as usize;
         let mut iov = libc::iovec { iov_base: b"r".as_ptr() as *mut _, iov_len: 1 };

@@ -544,6 +544,8 @@ pub fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
             let f = p.fds.lock().remove(a[0] as i32).map_err(err)?;
             let others = wakes_others(&f);
             drop(f);
+            // The last descriptor of a socket that travels in its own queue.
+            super::unix::collect_cycles();
             // Closing a pipe or socket end may wake the other end (HUP).
             if others {
                 io_wait::notify();

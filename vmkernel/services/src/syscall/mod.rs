@@ -11,6 +11,8 @@ mod net;
 mod proc;
 mod unix;
 
+pub use unix::collect_cycles as collect_unix_cycles;
+
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 use vmkernel::linux_abi::errno::*;

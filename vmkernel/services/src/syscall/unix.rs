@@ -96,6 +96,15 @@ impl Device for UnixFile {
     }
 }
 
+/// Frees AF_UNIX sockets that only their own queues keep alive
+/// (`af_unix::collect_cycles`); cheap when no descriptor is in flight.
+/// Called when a process closes a file or ends.
+pub fn collect_cycles() {
+    if af_unix::in_flight() > 0 {
+        af_unix::collect_cycles(&|f| unix_of(f).map(|u| u.sock.clone()));
+    }
+}
+
 fn unix_of(f: &OpenFile) -> Option<&UnixFile> {
     match f.backing() {
         Backing::Device { node, .. } => node.as_any().downcast_ref::<UnixFile>(),

@@ -72,11 +72,6 @@ pub fn notify_at(at: u64) -> Option<Moment> {
     Some(Moment(at))
 }
 
-/// Pending moments (for the leak check of the timerfd ktest).
-pub fn pending() -> usize {
-    MOMENTS.lock().len()
-}
-
 fn alarm_world() {
     loop {
         let now = time::uptime_ns();

@@ -590,6 +590,15 @@ pub fn exit_group(status: ExitStatus) -> ! {
     world::exit_current(0)
 }
 
+static FILES_CLOSED: spin::Once<fn()> = spin::Once::new();
+
+/// Registers what runs after an ending process closed its files (the
+/// system-call layer frees AF_UNIX sockets that only their own queues
+/// still hold).
+pub fn on_files_closed(hook: fn()) {
+    FILES_CLOSED.call_once(|| hook);
+}
+
 /// The last thread has gone: close files, release the address space,
 /// hand children to init, notify the parent.
 fn finish_process(p: &Arc<Process>, status: ExitStatus) {
@@ -597,7 +606,11 @@ fn finish_process(p: &Arc<Process>, status: ExitStatus) {
         write_back_shared(p);
     }
     p.set_exit(status);
-    *p.fds.lock() = FdTable::new();
+    let fds = core::mem::replace(&mut *p.fds.lock(), FdTable::new());
+    drop(fds);
+    if let Some(hook) = FILES_CLOSED.get() {
+        hook();
+    }
     // Drop our reference to the address space; the last one frees it. The
     // CPU is still on these tables: load the kernel's first.
     if let Some(w) = world::current() {
