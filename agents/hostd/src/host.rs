@@ -402,7 +402,11 @@ impl Hostd {
             store_location: std::sync::OnceLock::new(),
             settings,
         };
+        let first_start = !h.inventory_path().exists();
         h.load_inventory()?;
+        if first_start {
+            h.register_found_vms();
+        }
         for ds in h.datastores() {
             let n = crate::datastore::remove_stale_uploads(Path::new(&ds.path), 3);
             if n > 0 {
@@ -443,6 +447,31 @@ impl Hostd {
             inv.insert(item.name.clone(), VmEntry { name: item.name, vmx: item.vmx, config, error, busy: None });
         }
         Ok(())
+    }
+
+    /// On the first start of a config store (no inventory yet), registers
+    /// every VM directory already on a datastore (`<datastore>/<vm>/<vm>.vmx`,
+    /// e.g. the demo VM `image-builder run` puts on datastore1), so a new host
+    /// shows the VMs its disks hold. Later starts keep the inventory as it
+    /// was left: a VM unregistered by the administrator stays unregistered.
+    fn register_found_vms(&self) {
+        for ds in self.datastores() {
+            let Ok(dirs) = fs::read_dir(&ds.path) else { continue };
+            let mut found: Vec<PathBuf> = dirs
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path().join(format!("{}.vmx", e.file_name().to_string_lossy())))
+                .filter(|vmx| vmx.is_file())
+                .collect();
+            found.sort();
+            for vmx in found {
+                let path = vmx.display().to_string();
+                match self.register(&path, "hostd") {
+                    Ok(v) => eprintln!("hostd: registered VM {} found on datastore {} ({path})", v.name, ds.name),
+                    Err(e) => eprintln!("hostd: not registering {path}: {e:?}"),
+                }
+            }
+        }
     }
 
     fn save_inventory(&self, inv: &BTreeMap<String, VmEntry>) -> Result<(), OpError> {
@@ -1392,6 +1421,28 @@ mod tests {
         assert_eq!(vms[0].config.as_ref().unwrap().memory_mib, 16);
         assert_eq!(vms[0].datastore.as_deref(), Some("ds1"));
         assert!(h.events(0, 100).iter().any(|e| e.kind == "vm.created" && e.user.as_deref() == Some("root")));
+    }
+
+    #[test]
+    fn first_start_registers_the_vms_found_on_datastores_and_later_starts_do_not() {
+        let (d, h, k) = setup();
+        h.define(spec(d.path(), "demo"), "root").unwrap();
+        let broken = d.path().join("volumes/ds1/broken");
+        fs::create_dir_all(&broken).unwrap();
+        fs::write(broken.join("broken.vmx"), "not a configuration").unwrap();
+        fs::create_dir_all(d.path().join("volumes/ds1/.hidden")).unwrap();
+        fs::write(d.path().join("volumes/ds1/.hidden/.hidden.vmx"), "").unwrap();
+        drop(h);
+        // A new config store (a new host) on the same datastore.
+        fs::remove_dir_all(d.path().join("config")).unwrap();
+        let h = Hostd::open(settings(d.path()), k.clone()).unwrap();
+        let names: Vec<String> = h.vms().into_iter().map(|v| v.name).collect();
+        assert_eq!(names, ["demo"], "the valid VM directory is registered, the broken and hidden ones are not");
+        assert!(h.events(0, 100).iter().any(|e| e.kind == "vm.registered" && e.vm.as_deref() == Some("demo") && e.user.as_deref() == Some("hostd")));
+        h.unregister("demo", "root").unwrap();
+        drop(h);
+        let h = Hostd::open(settings(d.path()), k).unwrap();
+        assert!(h.vms().is_empty(), "an unregistered VM stays unregistered on the next start");
     }
 
     #[test]
