@@ -368,7 +368,7 @@ fn hostd_serves_https_and_manages_vms_on_mantle() {
         std::thread::spawn(move || {
             let mut i = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let body = if i % 2 == 0 { "{\"memory_mib\":24,\"annotation\":\"config-B\"}" } else { "{\"memory_mib\":16,\"annotation\":\"config-A\"}" };
+                let body = if i.is_multiple_of(2) { "{\"memory_mib\":24,\"annotation\":\"config-B\"}" } else { "{\"memory_mib\":16,\"annotation\":\"config-A\"}" };
                 if curl(port, "PATCH", "/api/vms/hello", Some(&token), Some(body)).0 == 200 {
                     acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
