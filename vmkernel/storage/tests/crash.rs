@@ -370,3 +370,25 @@ fn hostd_cert_run(kind: Option<FatKind>, size: u64, rounds: u32, points: usize) 
 fn untouched_file_survives_crash_in_hostd_pattern_fat16() {
     hostd_cert_run(None, 64 << 20, 8, 40);
 }
+
+/// A writable mount marks the volume dirty on the medium (flushed) before
+/// it changes anything, and a clean unmount clears the mark: a crash at
+/// the first write after mounting leaves a volume the next mount mends.
+#[test]
+fn writable_mount_marks_the_volume_dirty_first() {
+    for (kind, size, at) in [(FatKind::Fat16, 16u64 << 20, 0x25usize), (FatKind::Fat32, 80 << 20, 0x41)] {
+        let base = base_image(kind, size);
+        assert_eq!(base[at] & 1, 0, "{kind:?}: the base image is clean");
+        let disk = Arc::new(CrashDisk::new(base.clone(), u64::MAX, 1));
+        let mut ds = mount(disk.clone());
+        assert_eq!(disk.durable_image()[at] & 1, 1, "{kind:?}: mounted without the dirty flag on the medium");
+        replace(&mut ds, 0, 1).unwrap();
+        ds.unmount().unwrap();
+        assert_eq!(disk.durable_image()[at] & 1, 0, "{kind:?}: still marked dirty after a clean unmount");
+        // A read-only mount writes nothing.
+        let ro = Arc::new(CrashDisk::new(base.clone(), u64::MAX, 1));
+        let ds = mount_with(ro.clone(), vmk_storage::fat::MountOptions { read_only: true, ..Default::default() });
+        drop(ds);
+        assert_eq!(ro.writes(), 0, "{kind:?}: a read-only mount wrote");
+    }
+}
