@@ -188,8 +188,16 @@ fn base_image(kind: FatKind, size: u64) -> Vec<u8> {
         write_file(&mut ds, &format!("etc/config {i}.json"), &config(i, 0));
     }
     write_file(&mut ds, "var/log/big.log", &pattern(7, 50_000));
+    ds.mkdir(".mantle").unwrap();
+    ds.mkdir(".mantle/ssl").unwrap();
+    write_file(&mut ds, ".mantle/ssl/host.crt", &static_file());
     ds.unmount().unwrap();
     disk.image()
+}
+
+/// A file written once before the workload and never touched again.
+fn static_file() -> Vec<u8> {
+    pattern(0xCE27, 1_200)
 }
 
 fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
@@ -210,7 +218,7 @@ fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
     let mut recoveries = 0;
     for k in 0..points {
         // Spread crash points over the whole run, each with its own seed.
-        let n = start + 1 + (k as u64 * total) / points as u64 + (k as u64 * 7919) % 5;
+        let n = (start + 1 + (k as u64 * total) / points as u64 + (k as u64 * 7919) % 5).min(start + total);
         let disk = Arc::new(CrashDisk::new(base.clone(), n, k as u64 + 1));
         let mut ds = mount(disk.clone());
         let (committed, in_flight) = workload(&mut ds, rounds);
@@ -224,6 +232,12 @@ fn crash_run(kind: FatKind, size: u64, rounds: u32, points: usize) {
         if ds.messages().iter().any(|m| m.contains("recovered")) {
             recoveries += 1;
         }
+        let cert = read_file(&mut ds, ".mantle/ssl/host.crt");
+        assert!(
+            cert == static_file(),
+            "crash at write {n}: a file untouched by the workload changed ({} bytes); mount said: {msgs:?}",
+            cert.len()
+        );
         for (i, &done) in committed.iter().enumerate() {
             let data = read_file(&mut ds, &format!("etc/config {i}.json"));
             let v = version_of(i, &data).unwrap_or_else(|| {
@@ -273,4 +287,108 @@ fn atomic_replace_survives_crashes_fat12() {
 fn atomic_replace_survives_crashes_exhaustive() {
     crash_run(FatKind::Fat16, 16 << 20, 6, 2_000);
     crash_run(FatKind::Fat32, 80 << 20, 3, 1_000);
+}
+
+/// hostd's pattern in one session that ends in a crash: a certificate
+/// written once by the recipe in a nested directory, then a stream of
+/// `.vmx` replaces, each followed by fsync'd appends to event and audit
+/// logs. Whatever point the crash hits, the certificate — committed before
+/// the stream — reads back unchanged after recovery.
+fn hostd_session(ds: &mut Datastore, rounds: u32) -> bool {
+    let append = OpenFlags { write: true, create: true, append: true, ..Default::default() };
+    let Ok(events) = ds.open(".mantle/hostd/events.log", append) else { return false };
+    let Ok(audit) = ds.open(".mantle/hostd/audit.log", append) else { return false };
+    let step = |ds: &mut Datastore, r: u32| -> Result<(), vmk_storage::fat::FsError> {
+        let data = pattern(r as u64 * 31, 900 + (r as usize * 613) % 3_000);
+        let h = ds.open("hello/hello.vmx.tmp", OpenFlags::WRITE_CREATE_TRUNC)?;
+        ds.write_at(h, 0, &data)?;
+        ds.fsync(h)?;
+        ds.close(h)?;
+        ds.rename("hello/hello.vmx.tmp", "hello/hello.vmx")?;
+        for h in [events, audit] {
+            ds.write_at(h, 0, &pattern(r as u64 * 7 + h.0, 180 + (r as usize * 37) % 400))?;
+            ds.fsync(h)?;
+        }
+        if r % 5 == 4 {
+            ds.flush_expired(u64::MAX / 2)?;
+        }
+        Ok(())
+    };
+    for r in 0..rounds {
+        if step(ds, r).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn hostd_cert_run(kind: Option<FatKind>, size: u64, rounds: u32, points: usize) {
+    let disk = formatted_disk(size, kind, "datastore1");
+    mount(disk.clone()).unmount().unwrap();
+    let base = disk.image();
+    let setup = |ds: &mut Datastore| {
+        for d in [".mantle", ".mantle/hostd", ".mantle/hostd/ssl", "hello"] {
+            ds.mkdir(d).unwrap();
+        }
+        for (name, data) in [("key", pattern(0x6b, 241)), ("crt", static_file())] {
+            let tmp = format!(".mantle/hostd/ssl/host.{name}.tmp");
+            let h = ds.open(&tmp, OpenFlags::WRITE_CREATE_TRUNC).unwrap();
+            ds.write_at(h, 0, &data).unwrap();
+            ds.fsync(h).unwrap();
+            ds.close(h).unwrap();
+            ds.rename(&tmp, &format!(".mantle/hostd/ssl/host.{name}")).unwrap();
+        }
+    };
+    let clean = Arc::new(CrashDisk::new(base.clone(), u64::MAX, 1));
+    let mut ds = mount(clean.clone());
+    setup(&mut ds);
+    let start = clean.writes();
+    assert!(hostd_session(&mut ds, rounds));
+    let total = clean.writes() - start;
+    drop(ds);
+    for k in 0..points {
+        let n = (start + 1 + (k as u64 * total) / points as u64 + (k as u64 * 7919) % 5).min(start + total);
+        let disk = Arc::new(CrashDisk::new(base.clone(), n, k as u64 + 1));
+        let mut ds = mount(disk.clone());
+        setup(&mut ds);
+        hostd_session(&mut ds, rounds);
+        assert!(disk.crashed(), "crash point {n} was not reached");
+        drop(ds);
+        let mem = Arc::new(MemDisk::from_image(512, disk.durable_image()));
+        let mut ds = mount(mem);
+        let msgs = ds.messages().to_vec();
+        let cert = read_file(&mut ds, ".mantle/hostd/ssl/host.crt");
+        assert!(
+            cert == static_file(),
+            "crash at write {n}: the certificate changed ({} bytes); mount said: {msgs:?}",
+            cert.len()
+        );
+    }
+}
+
+#[test]
+fn untouched_file_survives_crash_in_hostd_pattern_fat16() {
+    hostd_cert_run(None, 64 << 20, 8, 40);
+}
+
+/// A writable mount marks the volume dirty on the medium (flushed) before
+/// it changes anything, and a clean unmount clears the mark: a crash at
+/// the first write after mounting leaves a volume the next mount mends.
+#[test]
+fn writable_mount_marks_the_volume_dirty_first() {
+    for (kind, size, at) in [(FatKind::Fat16, 16u64 << 20, 0x25usize), (FatKind::Fat32, 80 << 20, 0x41)] {
+        let base = base_image(kind, size);
+        assert_eq!(base[at] & 1, 0, "{kind:?}: the base image is clean");
+        let disk = Arc::new(CrashDisk::new(base.clone(), u64::MAX, 1));
+        let mut ds = mount(disk.clone());
+        assert_eq!(disk.durable_image()[at] & 1, 1, "{kind:?}: mounted without the dirty flag on the medium");
+        replace(&mut ds, 0, 1).unwrap();
+        ds.unmount().unwrap();
+        assert_eq!(disk.durable_image()[at] & 1, 0, "{kind:?}: still marked dirty after a clean unmount");
+        // A read-only mount writes nothing.
+        let ro = Arc::new(CrashDisk::new(base.clone(), u64::MAX, 1));
+        let ds = mount_with(ro.clone(), vmk_storage::fat::MountOptions { read_only: true, ..Default::default() });
+        drop(ds);
+        assert_eq!(ro.writes(), 0, "{kind:?}: a read-only mount wrote");
+    }
 }

@@ -890,6 +890,19 @@ impl Datastore {
         };
         let options = fatfs::FsOptions::new().time_provider(FatTime(clock.clone())).update_accessed_date(false);
         let fs = Fs::new(io, options).map_err(|e| MountError::Fs(format!("{e}")))?;
+        // The volume's dirty flag reaches the medium before anything else
+        // changes: fatfs sets it only with its first write, in the same
+        // flush as that write, so a device that reorders writes between
+        // flushes (or the datastore's own writes, which bypass fatfs) could
+        // leave changes on a volume still marked clean, and the next mount
+        // would not mend it. Clean unmount clears it (`clear_dirty_on_unmount`).
+        if !read_only && !unclean {
+            let at = geometry.dirty_flag_offset();
+            let mut b = [0u8];
+            cache.read(at, &mut b).map_err(MountError::Io)?;
+            cache.write(at, &[b[0] | 1]).map_err(MountError::Io)?;
+            cache.flush().map_err(MountError::Io)?;
+        }
         let label = String::from(fs.volume_label().trim_end());
         let vol = Volume::new(fs, |_| OpenFiles { nodes: BTreeMap::new(), handles: BTreeMap::new() });
         let mut ds = Datastore {
@@ -1857,6 +1870,8 @@ impl Datastore {
         if !read_only {
             fs.unmount()?;
             if clear_dirty_on_unmount {
+                // Everything else is on the medium before the flag says clean.
+                cache.flush()?;
                 let mut b = [0u8];
                 cache.read(geometry.dirty_flag_offset(), &mut b)?;
                 cache.write(geometry.dirty_flag_offset(), &[b[0] & !1])?;
