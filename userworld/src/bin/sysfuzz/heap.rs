@@ -417,6 +417,12 @@ pub fn main(args: &[String]) -> i32 {
         eprintln!("sysfuzz heap: no such pattern; patterns: {}", all.join(" "));
         return 2;
     }
+    // Right after boot the management agents are still starting (their
+    // sockets, files and worlds take kernel heap): wait until the heap has
+    // held still for a second (at most 60 s) so that their growth is not
+    // counted against the first pattern.
+    let quiet = wait_for_quiet_heap(Duration::from_secs(1), Duration::from_secs(60));
+    println!("heap: kernel heap {} before the patterns", if quiet { "quiet" } else { "still moving after 60 s" });
     let mut leaks = 0;
     for (name, f) in &chosen {
         for _ in 0..reps / 10 {
@@ -444,3 +450,22 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(50));
 }
 
+
+/// Waits until the kernel heap in use stays the same for `still`; false if
+/// it is still moving after `limit`.
+fn wait_for_quiet_heap(still: Duration, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    let mut last = heap_used_kb();
+    let mut since = std::time::Instant::now();
+    while start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = heap_used_kb();
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= still {
+            return true;
+        }
+    }
+    false
+}

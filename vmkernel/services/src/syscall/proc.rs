@@ -366,6 +366,7 @@ fn unmap_areas(mm: &Mm, areas: &[Vma]) {
     }
     // Dropping them releases them.
     drop(frames);
+    crate::uw::mapped::release_unmapped_files(mm);
 }
 
 fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> SysResult {

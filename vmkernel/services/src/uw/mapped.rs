@@ -9,6 +9,8 @@
 //! until then (on Linux they share the page cache).
 
 use vmkernel::linux_abi::flags::mman::PROT_WRITE;
+use alloc::collections::BTreeSet;
+
 use vmkernel::vm_regions::{Backing, Vma};
 
 use super::process::Mm;
@@ -37,4 +39,27 @@ pub fn write_back(mm: &Mm, areas: &[Vma]) {
             va += 4096;
         }
     }
+}
+
+/// Lets go of the open files no mapped area refers to any longer (after
+/// munmap, mremap, a mapping replaced): a process that maps and unmaps a
+/// file must not keep it open (and an unlinked file's data alive) until it
+/// exits.
+pub fn release_unmapped_files(mm: &Mm) {
+    let used: BTreeSet<u64> = mm
+        .vm
+        .lock()
+        .areas()
+        .filter_map(|v| match v.backing {
+            Backing::File { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    // Taken out under the lock, closed after it (a close may wait on a disk).
+    let unused: alloc::vec::Vec<_> = {
+        let mut files = mm.files.lock();
+        let ids: alloc::vec::Vec<u64> = files.keys().filter(|id| !used.contains(id)).copied().collect();
+        ids.into_iter().filter_map(|id| files.remove(&id)).collect()
+    };
+    drop(unused);
 }
