@@ -202,10 +202,21 @@ pub fn run(r: &mut Runner) {
     });
 
     r.check("jobctl_sigtstp_default_stops_caught_does_not", || {
+        // The child gets a process group of its own (set on both sides of
+        // the fork, as shells do, so that neither order races): Linux
+        // discards SIGTSTP/SIGTTIN/SIGTTOU whose default action is to stop
+        // for a process in an orphaned process group, which the caller's
+        // group may be (a test run started as a background job whose shell
+        // went away, as under CI); a child's own group under a parent in
+        // the same session is not orphaned.
         let pid = fork_child(|| {
+            // SAFETY: setpgid on the calling process.
+            unsafe { libc::setpgid(0, 0) };
             std::thread::sleep(Duration::from_secs(20));
             0
         })?;
+        // SAFETY: setpgid on our own child (EACCES once it has exec'd: it does not).
+        unsafe { libc::setpgid(pid, pid) };
         let res = (|| -> CheckResult {
             ok("kill SIGTSTP", kill(pid, libc::SIGTSTP))?;
             let (_, st) = waitpid(pid, libc::WUNTRACED, T)?;
