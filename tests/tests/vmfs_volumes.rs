@@ -324,7 +324,9 @@ fn bad_input_and_concurrent_writers_through_the_kernel() {
     // Run on purpose only (VMFS_FUZZ=1) until the hang it found is fixed:
     // on main of 2026-12-07, seed 1796650637 stops the host about 7 s into
     // the datastore1 run (QEMU at 100% CPU, no output, the fuzzer's own
-    // watchdog silent: the kernel spins), reproduced twice; it passed on
+    // watchdog silent: the kernel spins), reproduced; `1 1` (one worker,
+    // one thread) finishes in 10 s, `1 2` hangs: two threads of one
+    // process in datastore calls at once. It passed on
     // the storage branch before the day's merges with other seeds.
     let seed = std::env::var("VMFS_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
     let fuzz_runs: &[(&str, u64)] = if std::env::var_os("VMFS_FUZZ").is_some() {
