@@ -615,10 +615,12 @@ pub(crate) struct Running {
     _qemu: Qemu,
     rx: mpsc::Receiver<Vec<u8>>,
     seen: Vec<u8>,
+    started: Instant,
 }
 
 impl Running {
     pub(crate) fn spawn(args: &[String]) -> Result<Running, String> {
+        let started = Instant::now();
         let child = Command::new("qemu-system-x86_64")
             .args(QEMU_COMMON)
             .args(args)
@@ -638,7 +640,7 @@ impl Running {
                 }
             }
         });
-        Ok(Running { _qemu: qemu, rx, seen: Vec::new() })
+        Ok(Running { _qemu: qemu, rx, seen: Vec::new(), started })
     }
 
     /// Waits until every one of `markers` has appeared on serial; the
@@ -652,6 +654,27 @@ impl Running {
             match self.rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
                 Ok(chunk) => self.seen.extend_from_slice(&chunk),
                 Err(_) => return Err(format!("no `{}`; serial output:\n{}", markers.join("` and `"), tail(&self.seen))),
+            }
+        }
+    }
+
+    /// Waits until every one of `markers` has appeared on serial; per
+    /// marker, the time from spawning QEMU to its first appearance (as
+    /// each chunk arrives), with the output so far.
+    pub(crate) fn until_each(&mut self, markers: &[&str], timeout: Duration) -> Result<(String, Vec<Duration>), String> {
+        let mut times: Vec<Option<Duration>> = vec![None; markers.len()];
+        loop {
+            for (m, t) in markers.iter().zip(times.iter_mut()) {
+                if t.is_none() && contains(&self.seen, m.as_bytes()) {
+                    *t = Some(self.started.elapsed());
+                }
+            }
+            if times.iter().all(Option::is_some) {
+                return Ok((String::from_utf8_lossy(&self.seen).into_owned(), times.into_iter().flatten().collect()));
+            }
+            match self.rx.recv_timeout(timeout.saturating_sub(self.started.elapsed())) {
+                Ok(chunk) => self.seen.extend_from_slice(&chunk),
+                Err(_) => return Err(format!("no {markers:?}; serial output:\n{}", tail(&self.seen))),
             }
         }
     }

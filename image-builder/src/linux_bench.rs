@@ -20,15 +20,12 @@
 //!   touch);
 //! * VMs created and powered on per second (vmbench's `rate`).
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vmkernel::cpio;
 
-use crate::bench::{QEMU_COMMON, Qemu, contains, tail, work_dir};
+use crate::bench::{QEMU_COMMON, Running, work_dir};
 use crate::linux_guest::{self, BENCH_DD_MIB, BENCH_TOUCH_MIB, LinuxVm, SHELL_MARKER};
 
 /// The guest's kernel command line (besides `bench=`): `quiet`, as a
@@ -52,45 +49,7 @@ const DISK_MIB: u64 = 64;
 /// output and, per marker, the time from spawning QEMU to its first
 /// appearance.
 fn serial_markers(args: &[String], markers: &[&str], timeout: Duration) -> Result<(String, Vec<Duration>), String> {
-    let start = Instant::now();
-    let child = Command::new("qemu-system-x86_64")
-        .args(QEMU_COMMON)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run qemu-system-x86_64 ({e})"))?;
-    let mut qemu = Qemu(child);
-    let mut stdout = qemu.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let mut times: Vec<Option<Duration>> = vec![None; markers.len()];
-    loop {
-        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
-            Ok(chunk) => {
-                seen.extend_from_slice(&chunk);
-                for (m, t) in markers.iter().zip(times.iter_mut()) {
-                    if t.is_none() && contains(&seen, m.as_bytes()) {
-                        *t = Some(start.elapsed());
-                    }
-                }
-                if times.iter().all(Option::is_some) {
-                    let text = String::from_utf8_lossy(&seen).into_owned();
-                    return Ok((text, times.into_iter().flatten().collect()));
-                }
-            }
-            Err(_) => return Err(format!("no {markers:?}; serial output:\n{}", tail(&seen))),
-        }
-    }
+    Running::spawn(args)?.until_each(markers, timeout)
 }
 
 /// The word after `key` in `text`.
