@@ -390,6 +390,29 @@ impl HostMemory {
     }
 }
 
+/// Where `image-builder datastore new` puts the FAT partition (GPT, one
+/// partition at 1 MiB).
+pub const DATASTORE_PARTITION_OFFSET: u64 = 1 << 20;
+
+/// The FAT partition of a datastore image made by `image-builder datastore
+/// new`, copied out sparsely to `dir/part.img` (for `fsck.fat`, which reads
+/// a bare file system).
+pub fn datastore_partition(img: &Path, dir: &Path) -> PathBuf {
+    let part = dir.join("part.img");
+    let len = std::fs::metadata(img).unwrap().len();
+    let st = std::process::Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
+        .arg(format!("skip={DATASTORE_PARTITION_OFFSET}"))
+        // The backup GPT (33 sectors) at the end is not the file system's.
+        .arg(format!("count={}", len - DATASTORE_PARTITION_OFFSET - 33 * 512))
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying the partition");
+    part
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,3 +437,4 @@ mod tests {
         assert_eq!(parse_ready("mantle: starting"), None);
     }
 }
+

@@ -34,7 +34,6 @@ const STEP: Duration = Duration::from_secs(300);
 const FILES: u32 = 20;
 /// Lines per config file: a header, padding, a trailer.
 const LINES: u32 = 202;
-const PARTITION_OFFSET: u64 = 1 << 20;
 /// Longest time unsynced data may stay only in memory: the writeback
 /// world's period (2 s) twice — a busy volume waits for the next pass —
 /// plus the cache's age limit (5 s), and a margin for a loaded host.
@@ -130,26 +129,11 @@ fn versions(c: &mut Console) -> Vec<u64> {
     v
 }
 
-/// The FAT partition of `img` copied out (sparse) for fsck.fat.
-fn partition_copy(img: &Path, dir: &Path) -> PathBuf {
-    let part = dir.join("part.img");
-    let len = std::fs::metadata(img).unwrap().len();
-    let st = Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", part.display()))
-        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
-        .arg(format!("skip={PARTITION_OFFSET}"))
-        .arg(format!("count={}", len - PARTITION_OFFSET - 33 * 512))
-        .status()
-        .unwrap();
-    assert!(st.success(), "copying the partition");
-    part
-}
 
 /// What `fsck.fat -n` says of the image as it is: `clean`, or what it
 /// would fix (its first findings).
 fn fsck_verdict(fsck: &Path, img: &Path, dir: &Path) -> String {
-    let part = partition_copy(img, dir);
+    let part = datastore_partition(img, dir);
     let report = Command::new(fsck).arg("-n").arg(&part).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
     // The marks of an unclean shutdown (the dirty flag, which makes the
@@ -288,7 +272,7 @@ fn crash_cycles(cycles: u32) {
     let _ = c.send("poweroff\n");
     let status = c.wait_exit(Duration::from_secs(120));
     assert!(status.is_some(), "QEMU did not exit after poweroff\n{}", c.log());
-    let part = partition_copy(&img, dir.path());
+    let part = datastore_partition(&img, dir.path());
     let report = Command::new(&fsck).arg("-n").arg(&part).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
     println!("crash test: fsck.fat -n after {cycles} crashes:\n{text}");

@@ -23,7 +23,6 @@ const IMAGE_BYTES: u64 = 512 << 20;
 /// The random file, as issue 10 asks (under TCG: about a minute each to
 /// write and to hash it).
 const RANDOM_MIB: u32 = 256;
-const PARTITION_OFFSET: u64 = 1 << 20;
 
 fn run(c: &mut Console, cmd: &str) -> String {
     c.run(cmd, PROMPT, STEP).unwrap_or_else(|e| panic!("`{cmd}`: {e}\n--- serial log ---\n{}", c.log()))
@@ -172,7 +171,7 @@ fn datastore_survives_poweroff_and_is_clean_for_the_host(bus: DiskBus) {
     power_off(c);
 
     // The host: mtools reads the same bytes, fsck.fat finds nothing to fix.
-    let spec = format!("{}@@{PARTITION_OFFSET}", img.display());
+    let spec = format!("{}@@{DATASTORE_PARTITION_OFFSET}", img.display());
     let out = dir.path().join("random.bin");
     let st = Command::new(&mcopy).env("MTOOLS_SKIP_CHECK", "1").args(["-i", &spec, "::/random.bin"]).arg(&out).status().unwrap();
     assert!(st.success(), "mcopy failed");
@@ -181,17 +180,7 @@ fn datastore_survives_poweroff_and_is_clean_for_the_host(bus: DiskBus) {
     let lfn = Command::new(&mcopy).env("MTOOLS_SKIP_CHECK", "1").args(["-i", &spec, "::/Long File Name.Text", "-"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&lfn.stdout), "Long File Name.Text\n", "long file name through mtools");
 
-    let part = dir.path().join("part.img");
-    let len = std::fs::metadata(&img).unwrap().len();
-    let st = Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", part.display()))
-        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
-        .arg(format!("skip={PARTITION_OFFSET}"))
-        .arg(format!("count={}", len - PARTITION_OFFSET - 33 * 512))
-        .status()
-        .unwrap();
-    assert!(st.success(), "copying the partition");
+    let part = datastore_partition(&img, dir.path());
     let report = Command::new(&fsck).arg("-n").arg(&part).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
     assert!(report.status.success(), "fsck.fat -n: {}\n{text}", report.status);
@@ -361,22 +350,6 @@ fn bad_input_and_concurrent_writers_through_the_kernel() {
 /// Random file calls per datastore directory in the bad-input test.
 const DS_FUZZ_CALLS: u64 = 6000;
 
-/// The FAT partition of a datastore image made by `image-builder
-/// datastore new` (GPT, one partition at 1 MiB), copied out sparsely.
-fn datastore_partition(img: &Path, dir: &Path) -> PathBuf {
-    let part = dir.join("part.img");
-    let len = std::fs::metadata(img).unwrap().len();
-    let st = Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", part.display()))
-        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse", "status=none"])
-        .arg(format!("skip={PARTITION_OFFSET}"))
-        .arg(format!("count={}", len - PARTITION_OFFSET - 33 * 512))
-        .status()
-        .unwrap();
-    assert!(st.success(), "copying the partition");
-    part
-}
 
 /// `fsck.fat -n` finds nothing to fix.
 fn fsck_clean(part: &Path) {
