@@ -35,6 +35,8 @@ use crate::vmx::{VmConfigPatch, VmCreateSpec};
 
 /// Largest request body accepted (JSON documents only).
 pub const MAX_BODY: usize = 256 * 1024;
+/// How long a request's body may take to arrive once its head has.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub const SESSION_COOKIE: &str = "hostd_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -238,6 +240,36 @@ async fn event(h: &H, kind: &'static str, user: &str, message: String) {
 
 fn auth_lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads a request's whole body (up to `MAX_BODY`, when its length is
+/// declared) before anything answers it. Authentication, routing and the
+/// extractors refuse many requests without reading their bodies; answering
+/// while a body is still arriving and then closing with unread data resets
+/// the connection, and the client can lose the answer (seen on Mantle, where
+/// a body arrives in several segments). Larger bodies go on as before (the
+/// JSON extractor answers 413 from the declared length and closes; uploads
+/// stream theirs), and so do chunked ones (hyper has already dropped any
+/// Content-Length beside Transfer-Encoding; a chunked head with no chunks
+/// would otherwise hold the request until the body timeout).
+async fn read_body_first(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    let Some(len) = declared.filter(|&n| !chunked && n > 0 && n <= MAX_BODY as u64) else {
+        return next.run(req).await;
+    };
+    let refuse = |status, code, message: String| {
+        let mut e = ApiError::new(status, code, message);
+        e.close = true;
+        e.into_response()
+    };
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(_)) => refuse(StatusCode::BAD_REQUEST, "bad_request", format!("the request body ended before its declared {len} bytes")),
+        Err(_) => refuse(StatusCode::REQUEST_TIMEOUT, "timeout", format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs())),
+    }
 }
 
 /// Any error response that is not JSON yet (the router's own 404/405,
@@ -1021,6 +1053,7 @@ pub fn app(h: H) -> Router {
         .route("/api/openapi.json", axum::routing::get(move || async move { Json((*doc).clone()) }))
         .fallback(web_client)
         .layer(middleware::from_fn_with_state(Arc::clone(&h), authenticate))
+        .layer(middleware::from_fn(read_body_first))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::map_response(security_headers))

@@ -914,3 +914,55 @@ fn console_websocket_shutdown_and_clone_over_tls() {
     assert_error(&h.call(&root, "POST", "/api/vms/ws01/clone", Some(json!({"name": "ws03", "linked": true}))), 409, None);
     assert!(!h.datastore().join("ws03").exists());
 }
+
+/// Reads one HTTP/1.1 answer with a Content-Length body: (status, head).
+fn read_http_answer(s: &mut impl std::io::Read) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).expect("read the answer's head"), 1, "the connection ended in the answer's head");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())).expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("read the answer's body");
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head)
+}
+
+/// A request refused before its handler reads the body (here: no session)
+/// is answered only once its whole body has arrived, and the connection
+/// stays usable — answering early and closing with unread data resets the
+/// connection, and a client can lose the answer.
+#[test]
+fn refused_requests_are_answered_after_their_body_and_keep_the_connection() {
+    use std::io::Read;
+    let t = tempfile::tempdir().unwrap();
+    let h = start_fresh(t.path(), &[]);
+    let tls = hostd::fuzz::tls_config(&std::fs::read(t.path().join("config/ssl/host.crt")).unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", h.https)).unwrap();
+    let conn = rustls::ClientConnection::new(tls, "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let body = vec![b'x'; 64 * 1024];
+    let head = format!("POST /api/vms HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..body.len() / 2]).unwrap();
+    s.flush().unwrap();
+    s.sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        other => panic!("hostd answered before the body arrived: {other:?} {:?}", String::from_utf8_lossy(&b)),
+    }
+    s.sock.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&body[body.len() / 2..]).unwrap();
+    s.flush().unwrap();
+    let (status, head) = read_http_answer(&mut s);
+    assert_eq!(status, 401, "{head}");
+    assert!(!head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    // The same connection serves the next request.
+    s.write_all(b"GET /api/vms HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    s.flush().unwrap();
+    let (status, head) = read_http_answer(&mut s);
+    assert_eq!(status, 401, "{head}");
+}
