@@ -111,6 +111,15 @@ fn guest_reads_and_writes_qcow2_clone_and_split_vmdk_on_a_datastore() {
     let out = run(&mut c, &format!("vmkcli vm start {id} && vmkcli vm wait {id} --timeout 240; vmkcli vm console {id}"));
     check(&c, out.contains("test virtio-blk ... ok"), &format!("the guest's virtio-blk check:\n{out}"));
     check(&c, c.log().contains("as virtio-blk in slot 0 (GSI 16)") && c.log().contains("as virtio-blk in slot 1 (GSI 17)"), "both disks in their slots");
+    // Each disk's I/O as the device model counted it: the guest read, wrote and
+    // flushed both, and asked each for one sector past its end (an I/O error).
+    let info = run(&mut c, &format!("vmkcli vm info {id}"));
+    for disk in ["disk0", "disk1"] {
+        let line = info.lines().find(|l| l.trim_start().starts_with(&format!("{disk}:"))).unwrap_or_else(|| panic!("no {disk} counters in vmkcli vm info:\n{info}"));
+        let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).filter_map(|w| w.parse().ok()).collect();
+        // [index, reads, bytes read, writes, bytes written, flushes, errors]
+        check(&c, n.len() == 7 && n[1] > 0 && n[2] >= 512 * n[1] && n[3] > 0 && n[4] >= 512 * n[3] && n[5] > 0 && n[6] == 1, &format!("{disk}'s counters: {line}"));
+    }
     run(&mut c, &format!("vmkcli vm destroy {id}"));
 
     // Port groups of the virtual switch.

@@ -1182,6 +1182,7 @@ mod tests {
         let (st, stats) = send(&app, &ro, "GET", "/api/vms/vm1/stats", None).await;
         assert_eq!(st, StatusCode::OK, "{stats}");
         assert_eq!(stats["guest_memory_bytes"], 16 << 20);
+        assert_eq!(stats["disks"], serde_json::json!([]), "a VM without disks shows none of the kernel's empty slots");
         // Wrong state: 409, no task.
         let (st, e) = send(&app, &op, "POST", "/api/vms/vm1/power", Some(on)).await;
         assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));

@@ -290,6 +290,8 @@ pub struct VmStats {
     pub overhead_bytes: u64,
     /// Each NIC's traffic on the virtual switch (as the guest sees it).
     pub nics: Vec<crate::vmkernel::NicCounters>,
+    /// Each disk's I/O since the VM was created (configuration order).
+    pub disks: Vec<crate::vmkernel::DiskIo>,
     /// Oldest first; empty until the sampler has run.
     pub history: Vec<StatSample>,
 }
@@ -772,6 +774,13 @@ impl Hostd {
         let view = self.vm(name)?;
         let k = self.kernel_vm(name)?.filter(|k| k.state != KernelState::Off).ok_or_else(|| OpError::Conflict(format!("VM {name} is powered off")))?;
         let s = self.kernel.stats(k.id, k.vcpus).map_err(|e| OpError::Unavailable(format!("reading the VM's statistics: {e}")))?;
+        // The kernel reports every disk slot; the VM's configuration names the ones it has.
+        let files: Vec<String> = view.config.as_ref().map(|c| c.disks.iter().map(|d| d.file.clone()).collect()).unwrap_or_default();
+        let mut disks = s.disks;
+        disks.truncate(files.len());
+        for (d, f) in disks.iter_mut().zip(files) {
+            d.file = f;
+        }
         Ok(VmStats {
             name: name.into(),
             power_state: view.power_state,
@@ -782,6 +791,7 @@ impl Hostd {
             guest_memory_bytes: s.guest_memory_bytes,
             overhead_bytes: s.overhead_bytes,
             nics: s.nics,
+            disks,
             history: lock(&self.samples).get(name).map(|q| q.iter().copied().collect()).unwrap_or_default(),
         })
     }

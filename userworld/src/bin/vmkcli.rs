@@ -260,6 +260,13 @@ fn vm_cmd(cmd: VmCmd) -> std::io::Result<()> {
             let runs: Vec<String> = s.vcpu_run_ns[..r.vcpus as usize].iter().enumerate().map(|(i, ns)| format!("vcpu{i} {:.3} s", *ns as f64 / 1e9)).collect();
             println!("  run time by vCPU: {}", runs.join(", "));
             println!("  host memory: guest RAM {} KiB, overhead {} KiB", s.guest_frames * 4, s.overhead_frames * 4);
+            // Disk slots in use: the kernel reports all of them; the rest read zero.
+            for (i, d) in s.disks.iter().enumerate().filter(|(_, d)| **d != Default::default()) {
+                println!(
+                    "  disk{i}: {} reads ({} bytes), {} writes ({} bytes), {} flushes, {} errors",
+                    d.reads, d.bytes_read, d.writes, d.bytes_written, d.flushes, d.errors
+                );
+            }
         }
         VmCmd::Console { id, follow } => {
             if follow {

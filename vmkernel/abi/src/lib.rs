@@ -216,7 +216,36 @@ pub const VM_EXIT_KINDS: usize = 11;
 pub const VM_EXIT_KIND_NAMES: [&str; VM_EXIT_KINDS] =
     ["io", "mmio", "cpuid", "msr", "hlt", "pause", "hypercall", "interrupt", "interrupt-window", "other", "ram-fault"];
 
-/// Per-VM statistics: exits by kind, run time per vCPU, host memory.
+/// Disks whose counters `VmStatsRecord` carries (a configuration's most).
+pub const MAX_VM_DISKS: usize = vmconfig::MAX_DISKS;
+
+/// One virtual disk's I/O since the VM was created, as its device model
+/// counted the guest's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DiskCounters {
+    pub reads: u64,
+    pub writes: u64,
+    pub flushes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Requests that failed (I/O error or a malformed request).
+    pub errors: u64,
+}
+
+impl DiskCounters {
+    const WORDS: usize = 6;
+
+    fn words(&self) -> [u64; Self::WORDS] {
+        [self.reads, self.writes, self.flushes, self.bytes_read, self.bytes_written, self.errors]
+    }
+
+    fn from_words(w: &[u64]) -> Self {
+        Self { reads: w[0], writes: w[1], flushes: w[2], bytes_read: w[3], bytes_written: w[4], errors: w[5] }
+    }
+}
+
+/// Per-VM statistics: exits by kind, run time per vCPU, host memory, and
+/// each disk's I/O (in configuration order; disks it does not have read 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VmStatsRecord {
     pub exits_by_kind: [u64; VM_EXIT_KINDS],
@@ -225,15 +254,17 @@ pub struct VmStatsRecord {
     pub guest_frames: u64,
     /// Host frames the VMM holds beyond guest RAM (nested tables).
     pub overhead_frames: u64,
+    pub disks: [DiskCounters; MAX_VM_DISKS],
 }
 
 impl VmStatsRecord {
-    pub const SIZE: usize = 8 * (VM_EXIT_KINDS + MAX_VCPUS as usize + 2);
+    pub const SIZE: usize = 8 * (VM_EXIT_KINDS + MAX_VCPUS as usize + 2 + MAX_VM_DISKS * DiskCounters::WORDS);
 
     pub fn encode(&self) -> [u8; Self::SIZE] {
         let mut b = [0u8; Self::SIZE];
         let tail = [self.guest_frames, self.overhead_frames];
-        let words = self.exits_by_kind.iter().chain(self.vcpu_run_ns.iter()).chain(tail.iter());
+        let disks = self.disks.map(|d| d.words());
+        let words = self.exits_by_kind.iter().chain(self.vcpu_run_ns.iter()).chain(tail.iter()).chain(disks.iter().flatten());
         for (i, w) in words.enumerate() {
             b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
         }
@@ -251,6 +282,12 @@ impl VmStatsRecord {
         }
         r.guest_frames = q(VM_EXIT_KINDS + MAX_VCPUS as usize);
         r.overhead_frames = q(VM_EXIT_KINDS + MAX_VCPUS as usize + 1);
+        let first = VM_EXIT_KINDS + MAX_VCPUS as usize + 2;
+        for (d, disk) in r.disks.iter_mut().enumerate() {
+            let at = first + d * DiskCounters::WORDS;
+            let w: [u64; DiskCounters::WORDS] = core::array::from_fn(|k| q(at + k));
+            *disk = DiskCounters::from_words(&w);
+        }
         r
     }
 }
@@ -332,6 +369,8 @@ mod vm_tests {
         let mut r = VmStatsRecord { guest_frames: 4096, overhead_frames: 12, ..Default::default() };
         r.exits_by_kind[VM_EXIT_MMIO] = 7;
         r.vcpu_run_ns[1] = 123;
+        r.disks[0] = DiskCounters { reads: 1, writes: 2, flushes: 3, bytes_read: 4, bytes_written: 5, errors: 6 };
+        r.disks[MAX_VM_DISKS - 1].bytes_written = u64::MAX;
         assert_eq!(VmStatsRecord::decode(&r.encode()), r);
     }
 

@@ -590,6 +590,13 @@ impl Vm {
         r.guest_frames = self.memory.ram_frames() as u64;
         let vcpu_frames: u64 = self.vcpus.iter().map(|s| s.hw_frames.load(Ordering::Relaxed)).sum();
         r.overhead_frames = self.memory.table_frames() as u64 + vcpu_frames;
+        // Disks fill the slots from 0 in configuration order (VirtioSlots::build).
+        for (d, counters) in r.disks.iter_mut().enumerate().take(self.config.disks.len()) {
+            let Some(s) = self.virtio.get(d) else { continue };
+            if let Some(b) = s.device.lock().device().block_stats() {
+                *counters = api::DiskCounters { reads: b.reads, writes: b.writes, flushes: b.flushes, bytes_read: b.bytes_read, bytes_written: b.bytes_written, errors: b.errors };
+            }
+        }
         r
     }
 

@@ -158,6 +158,9 @@ impl VirtioDevice for Blk {
     fn queue_count(&self) -> usize {
         1
     }
+    fn block_stats(&self) -> Option<BlkStats> {
+        Some(self.stats)
+    }
     fn queue_max_size(&self, _q: usize) -> u16 {
         QUEUE_SIZE
     }
@@ -303,6 +306,8 @@ mod tests {
         assert_eq!(request(&mem, &mut dq, &mut dev, T_GET_ID, 0, Some((&[0; 20], true))), (S_OK, 21));
         assert_eq!(&mem.get(0x20000, 12), b"mantle-disk0");
         assert_eq!(request(&mem, &mut dq, &mut dev, 77, 0, None).0, S_UNSUPP);
+        let stats = dev.device().block_stats().expect("a disk has counters");
+        assert_eq!((stats.reads, stats.bytes_read, stats.writes, stats.bytes_written, stats.flushes), (2, 1024 + 4096, 1, 4096, 1));
     }
 
     #[test]
@@ -312,6 +317,7 @@ mod tests {
         assert_eq!(request(&mem, &mut dq, &mut dev, T_OUT, u64::MAX / 256, Some((&[0; 512], false))).0, S_IOERR);
         assert_eq!(request(&mem, &mut dq, &mut dev, T_IN, 0, Some((&[0; 100], true))).0, S_IOERR, "not whole sectors");
         assert!(dev.running(), "an I/O error is the guest's answer, not a device fault");
+        assert_eq!(dev.device().block_stats().unwrap().errors, 3);
         let (mem, mut dq, mut dev, _) = setup(true);
         assert_ne!(dev.read(reg::DEVICE_FEATURES, 4) & F_RO, 0);
         assert_eq!(request(&mem, &mut dq, &mut dev, T_OUT, 0, Some((&[1; 512], false))).0, S_IOERR);

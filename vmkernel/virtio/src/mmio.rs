@@ -139,6 +139,10 @@ pub trait VirtioDevice: Send {
     fn take_transmitted(&mut self) -> Vec<Vec<u8>> {
         Vec::new()
     }
+    /// A block device's request counters (default: not a disk).
+    fn block_stats(&self) -> Option<crate::blk::BlkStats> {
+        None
+    }
     /// The driver notified queue `q`: process what it made available.
     /// Returns whether used buffers were returned (an interrupt is due).
     fn process_queue(&mut self, q: usize, queues: &mut [Queue], mem: &dyn GuestMemory) -> Result<bool, DeviceError>;

@@ -99,7 +99,8 @@ function showHost(session) {
   const vmChartBox = el('div', { id: 'vm-chart', class: 'chart', 'data-samples': '0' });
   const vmChartTitle = el('h3', { id: 'vm-chart-title', text: 'VM: choose one with "Monitor"' });
   const vmNet = el('p', { id: 'vm-net' });
-  const perf = el('section', { id: 'performance', class: 'card' }, el('h2', { text: 'Performance' }), el('h3', { text: 'Host' }), hostChartBox, vmChartTitle, vmChartBox, vmNet);
+  const vmDisk = el('p', { id: 'vm-disk' });
+  const perf = el('section', { id: 'performance', class: 'card' }, el('h2', { text: 'Performance' }), el('h3', { text: 'Host' }), hostChartBox, vmChartTitle, vmChartBox, vmNet, vmDisk);
   const dsSection = el('section', { id: 'datastore-browser', class: 'card' });
   const cloneSource = el('select', { id: 'clone-source' });
   const cloneForm = el(
@@ -279,6 +280,10 @@ function showHost(session) {
         // Each NIC's traffic on the virtual switch, as the guest sees it.
         vmNet.textContent = (vmStats.nics || [])
           .map((n) => `${n.nic} (${n.port_group}): received ${n.rx_frames} frames / ${n.rx_bytes} B, sent ${n.tx_frames} frames / ${n.tx_bytes} B, dropped ${n.dropped}`)
+          .join(' · ');
+        // Each disk's I/O as the VMkernel's device model counted it.
+        vmDisk.textContent = (vmStats.disks || [])
+          .map((d) => `${d.disk} (${d.file}): ${d.reads} reads / ${d.read_bytes} B, ${d.writes} writes / ${d.written_bytes} B, ${d.flushes} flushes, ${d.errors} errors`)
           .join(' · ');
       }
       const chosenNet = network.value;

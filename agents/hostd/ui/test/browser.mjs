@@ -99,6 +99,7 @@ try {
     await page.waitForFunction(() => Number(document.querySelector('#vm-chart').dataset.samples) >= 2, null, { timeout: 20000 });
     expect((await page.$$('#performance canvas')).length >= 2, 'two charts drawn');
     await page.waitForFunction(() => /nic0 \(VM Network\): received \d+ frames/.test(document.querySelector('#vm-net').textContent), null, { timeout: 20000 });
+    await page.waitForFunction(() => /^disk0 \(ui01\.img\): \d+ reads \/ \d+ B, \d+ writes/.test(document.querySelector('#vm-disk').textContent), null, { timeout: 20000 });
     await page.locator('#performance').screenshot({ path: `${shots}/charts.png` });
   });
   await step('upload a file to the datastore and see it listed', async () => {
