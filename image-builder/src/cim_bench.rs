@@ -1,6 +1,7 @@
 //! `bench cim`: the CIM broker's requests/s and p50/p99 latency for
-//! EnumerateInstances of CIM_ComputerSystem (with N VMs defined in hostd) and of
-//! CIM_RegisteredProfile, with 1 and 16 concurrent keep-alive clients. The load comes
+//! EnumerateInstances of CIM_ComputerSystem (with N VMs defined in hostd), of
+//! CIM_RegisteredProfile and of CIM_Namespace (the class of sfcb's recorded figure), or
+//! the `--class` list, with 1 and 16 concurrent keep-alive clients. The load comes
 //! from the broker's own `bench` example (it takes a URL, so `--url` adds any other
 //! WBEM server, e.g. sfcb, to the same run).
 //!
@@ -38,6 +39,24 @@ pub struct CimBenchOptions {
     pub urls: Vec<String>,
     /// Also boot Mantle and measure the broker there.
     pub mantle: bool,
+    /// (namespace, class) pairs enumerated on every server; empty: [`DEFAULT_CLASSES`].
+    pub classes: Vec<(String, String)>,
+}
+
+/// What `bench cim` enumerates unless `--class` says otherwise: the VMs, a provider
+/// answer, and CIM_Namespace, which sfcb 1.3.11 also serves (its recorded figure).
+pub const DEFAULT_CLASSES: [(&str, &str); 3] =
+    [("root/cimv2", "CIM_ComputerSystem"), ("root/interop", "CIM_RegisteredProfile"), ("root/interop", "CIM_Namespace")];
+
+/// Reads `--class` values: `NAMESPACE:CLASS`, e.g. `root/interop:CIM_Namespace`.
+pub fn parse_class(arg: &str) -> Result<(String, String), String> {
+    let (ns, class) = arg.rsplit_once(':').ok_or_else(|| format!("--class {arg:?}: expected NAMESPACE:CLASS, e.g. root/interop:CIM_Namespace"))?;
+    let ns_ok = !ns.is_empty() && ns.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    let class_ok = !class.is_empty() && class.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ns_ok || !class_ok {
+        return Err(format!("--class {arg:?}: namespace segments and the class name are letters, digits and _"));
+    }
+    Ok((ns.to_string(), class.to_string()))
 }
 
 /// A child process killed when dropped.
@@ -196,7 +215,13 @@ pub fn bench_cim(o: &CimBenchOptions) -> Result<(), String> {
     println!("{:<38} {:<42} {:>7} {:>9} {:>8} {:>8} {:>8}", "server", "class", "clients", "req/s", "p50 ms", "p99 ms", "bytes");
     let bench = bin.join("examples/bench");
     let started = Instant::now();
-    for (ns, class) in [("root/cimv2", "CIM_ComputerSystem"), ("root/interop", "CIM_RegisteredProfile")] {
+    let classes: Vec<(String, String)> = if o.classes.is_empty() {
+        DEFAULT_CLASSES.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect()
+    } else {
+        o.classes.clone()
+    };
+    for (ns, class) in &classes {
+        let (ns, class) = (ns.as_str(), class.as_str());
         for (label, url, ca) in &targets {
             // Mantle under TCG is two orders of magnitude slower: fewer requests.
             let requests = if label.contains("Mantle") { o.requests.div_ceil(10).max(20) } else { o.requests };
@@ -298,5 +323,14 @@ mod tests {
         let l = "EnumerateInstances root/cimv2:CIM_ComputerSystem clients=16 requests=8000 response=123456B: 1789 req/s, p50 0.450 ms, p99 2.500 ms\n";
         assert_eq!(super::parse_bench_line(l), Some((1789.0, 0.45, 2.5, 123456)));
         assert_eq!(super::parse_bench_line("bench: connect refused"), None);
+    }
+
+    #[test]
+    fn reads_class_arguments() {
+        assert_eq!(super::parse_class("root/interop:CIM_Namespace"), Ok(("root/interop".into(), "CIM_Namespace".into())));
+        assert_eq!(super::parse_class("interop:CIM_RegisteredProfile"), Ok(("interop".into(), "CIM_RegisteredProfile".into())));
+        for bad in ["CIM_Namespace", ":CIM_Namespace", "root/interop:", "root//interop:X", "root/interop:CIM Namespace", "root/<x>:A"] {
+            assert!(super::parse_class(bad).is_err(), "{bad}");
+        }
     }
 }

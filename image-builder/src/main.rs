@@ -215,7 +215,8 @@ enum BenchCmd {
         vcpus: u32,
     },
     /// The CIM broker: EnumerateInstances of CIM_ComputerSystem (with --vms VMs in
-    /// hostd) and CIM_RegisteredProfile, req/s and p50/p99 with 1 and 16 clients; the
+    /// hostd), CIM_RegisteredProfile and CIM_Namespace (or --class), req/s and p50/p99
+    /// with 1 and 16 clients; the
     /// broker over hostd (native Linux), over its in-memory inventory, and any --url.
     Cim {
         #[arg(long, default_value_t = 20)]
@@ -232,6 +233,11 @@ enum BenchCmd {
         /// Leave out the broker on Mantle (booting it in QEMU takes minutes).
         #[arg(long)]
         no_mantle: bool,
+        /// What to enumerate, `NAMESPACE:CLASS` (repeatable); default
+        /// root/cimv2:CIM_ComputerSystem, root/interop:CIM_RegisteredProfile and
+        /// root/interop:CIM_Namespace.
+        #[arg(long = "class", value_parser = image_builder::cim_bench::parse_class)]
+        classes: Vec<(String, String)>,
     },
     /// hostd's REST API: p50/p99 of GET /api/vms and of a power-on under
     /// --clients concurrent HTTPS clients, and VMs created and powered on per
@@ -389,8 +395,8 @@ fn real_main() -> Result<ExitCode, String> {
             let bins = image_builder::userworlds::build_static(false)?;
             image_builder::linux_bench::bench_linux(&kernel, &bins.join("vmbench"), runs, vcpus)?;
         }
-        Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls, no_mantle } } => {
-            image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls, mantle: !no_mantle })?;
+        Cmd::Bench { what: BenchCmd::Cim { vms, requests, clients, urls, no_mantle, classes } } => {
+            image_builder::cim_bench::bench_cim(&image_builder::cim_bench::CimBenchOptions { vms, requests, clients, urls, mantle: !no_mantle, classes })?;
         }
         Cmd::Bench { what: BenchCmd::Api { clients, requests, vms, host_only, cpus } } => {
             image_builder::api_bench::bench_api(&image_builder::api_bench::ApiBenchOptions { clients, requests, vms, host_only, cpus })?;
