@@ -3,9 +3,10 @@
 //! status screen, then drives guests on Intel VT-x at the BusyBox prompt,
 //! then runs the bounded guest fuzzer there (`tests::guest_fuzz`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use image_builder::bochs::Bochs;
+use image_builder::linux_guest::{self, SHELL_MARKER};
 use image_builder::qemu::Console;
 use tests::*;
 
@@ -98,4 +99,84 @@ fn vmx_guests_at_the_shell(c: &mut Console, step: Duration) {
     assert_eq!(b.leak_since(&a), None, "VM destroy leaked memory on VMX");
     let out = run("echo shell-alive; vmkcli vm list");
     assert!(out.contains("shell-alive"), "{out:?}");
+}
+
+/// How long Debian's cloud kernel may take from power-on to its shell
+/// marker in a Mantle VM on VMX in Bochs (~65 MIPS for the host and the
+/// guest together): see README, "Linux guests" (the measured time).
+const LINUX_IN_BOCHS: Duration = Duration::from_secs(3 * 3600);
+
+/// The last non-empty line of the console log (for progress and failures).
+fn last_line(c: &Console) -> String {
+    c.log().lines().rev().map(|l| l.trim()).find(|l| !l.is_empty()).unwrap_or("").to_string()
+}
+
+/// A stock Linux on Intel VT-x: Debian's cloud kernel (the same bzImage as
+/// `linux_guest.rs`) with a BusyBox initramfs without modules, both in the
+/// ISO's root archive, in a 1-vCPU, 128 MiB Mantle VM in Bochs, to the
+/// guest's shell marker and a command at its shell. Ignored: it runs for
+/// as long as README's "Linux guests" says; run it on purpose with
+/// `cargo test -p tests --test bochs -- --ignored --nocapture linux`
+/// (progress on stderr once a minute).
+#[test]
+#[ignore = "a Linux boot on VMX in Bochs takes tens of minutes: run on purpose (README, Linux guests)"]
+fn linux_guest_boots_under_vmx_in_bochs() {
+    let guest = linux_guest::prepare().unwrap_or_else(|e| panic!("preparing the Linux guest: {e}"));
+    let busybox = image_builder::debian::busybox_static().and_then(|p| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display())));
+    let busybox = busybox.unwrap_or_else(|e| panic!("busybox-static: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest initramfs that reaches a shell: BusyBox and /init.
+    let initrd = dir.path().join("initrd.cpio");
+    std::fs::write(&initrd, linux_guest::initramfs(&busybox, &[])).unwrap();
+    let adds = [format!("{}=/usr/lib/mantle/linux/vmlinuz", guest.kernel.display()), format!("{}=/usr/lib/mantle/linux/initrd.cpio", initrd.display())];
+    let adds: Vec<&str> = adds.iter().map(String::as_str).collect();
+    let iso = iso("bochs-linux", tests::NO_AGENTS, &adds);
+    let step = Duration::from_secs(300);
+    let _lock = emulator_lock();
+    let b = Bochs::new(iso, dir.path().join("serial.txt"));
+    let mut c = b.spawn_console().unwrap_or_else(|e| panic!("cannot start Bochs: {e}"));
+    activate_shell(&mut c, Duration::from_secs(900), step);
+    check_boot(&c);
+    eprintln!("[{:7.1}s] Mantle's shell in Bochs", c.uptime().as_secs_f64());
+    let out = c
+        .run("vmkcli vm create --name linux --kernel /usr/lib/mantle/linux/vmlinuz --initrd /usr/lib/mantle/linux/initrd.cpio --cmdline console=ttyS0 --memory 128 && vmkcli vm start 1", PROMPT, step)
+        .unwrap_or_else(|e| panic!("{e}\n--- serial log ---\n{}", c.log()));
+    assert!(out.contains("created VM 1"), "vm create: {out:?}");
+    let t0 = Instant::now();
+    c.send("vmkcli vm console 1 --follow\n").unwrap();
+    // Once a minute: how far the guest got (or that it stopped).
+    loop {
+        match c.expect(SHELL_MARKER, Duration::from_secs(60)) {
+            Ok(_) => break,
+            Err(e) => {
+                let log = c.log();
+                let stopped = log.contains("[detached]");
+                if stopped || t0.elapsed() > LINUX_IN_BOCHS || !c.is_running() {
+                    panic!("the Linux guest did not reach its shell marker ({e}; stopped: {stopped}) after {:.0} s\n--- serial log ---\n{log}", t0.elapsed().as_secs_f64());
+                }
+                eprintln!("[{:7.1}s] guest at {:.0} s: {}", c.uptime().as_secs_f64(), t0.elapsed().as_secs_f64(), last_line(&c));
+            }
+        }
+    }
+    let boot = t0.elapsed().as_secs_f64();
+    eprintln!("Linux on VMX in Bochs: power-on to the shell marker in {boot:.0} s");
+    let log = c.log();
+    // The guest's own account: its clocksource and CPU count (/init), and
+    // what its kernel said about clocks.
+    let init_line = log.lines().find(|l| l.contains("mantle-linux: clocksource")).unwrap_or_else(|| panic!("no /init line:\n{log}"));
+    for l in log.lines().filter(|l| l.contains("clocksource") || l.contains("tsc:") || l.contains("kvm-clock")) {
+        eprintln!("guest: {}", l.trim());
+    }
+    assert!(init_line.contains("cpus 1") && (init_line.contains("clocksource kvm-clock") || init_line.contains("clocksource tsc")), "{init_line}");
+    for bad in ["Kernel panic", "unchecked MSR access", "ACPI Error", "ACPI BIOS Error"] {
+        assert!(!log.contains(bad), "the guest's log has {bad:?}:\n{log}");
+    }
+    // Its shell answers (the marker is computed, so the echo never matches).
+    c.send("echo vmx-guest-$((6*7))\n").unwrap();
+    c.expect("vmx-guest-42", step).unwrap_or_else(|e| panic!("the guest's shell: {e}\n{}", c.log()));
+    c.send("\x1d").unwrap();
+    c.expect("[detached]", step).unwrap_or_else(|e| panic!("detach: {e}\n{}", c.log()));
+    let info = c.run("vmkcli vm info 1", PROMPT, step).unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    eprintln!("{info}");
+    assert!(info.contains("running"), "{info}");
 }
