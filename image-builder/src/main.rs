@@ -197,8 +197,9 @@ enum BenchCmd {
         icount: bool,
     },
     /// The VMM: host instructions per CPUID exit (-icount), a guest
-    /// workload inside Mantle vs directly in QEMU, host memory per VM, VMs
-    /// created and started per second.
+    /// workload inside Mantle vs directly in QEMU (under -icount shift=0,
+    /// deterministic, and by wall clock), host memory per VM, VMs created
+    /// and started per second.
     Vm {
         #[arg(long, default_value_t = 1)]
         runs: usize,

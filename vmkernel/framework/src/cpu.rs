@@ -60,6 +60,7 @@ impl uart16550::PortIo for Ports {
     }
 }
 
+#[inline]
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads the time-stamp counter.
     unsafe { core::arch::x86_64::_rdtsc() }

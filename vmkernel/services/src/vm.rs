@@ -1172,17 +1172,18 @@ fn before_entry(vm: &Vm, index: usize, v: &mut dyn VcpuHw, debug: &DebugRegs, co
 /// vCPU — no kick since the last full pass (`before_entry`: stop, INIT,
 /// pause, interrupts from devices or other vCPUs all kick), no device
 /// deadline due, no single-step to report. False: not handled here.
+#[inline]
 fn cpuid_fast_path(vm: &Vm, index: usize, v: &mut dyn VcpuHw, regs: &mut GuestRegs, exit: &Exit, deadline: u64, cache: &mut CpuidCache) -> bool {
-    if !matches!(exit, Exit::Cpuid) || v.rflags() & (1 << 8) != 0 {
+    if !matches!(exit, Exit::Cpuid) || vm.vcpus[index].kicked.load(Ordering::Acquire) || cpu::rdtsc() >= deadline {
         return false;
     }
-    if vm.vcpus[index].kicked.load(Ordering::Acquire) || cpu::rdtsc() >= deadline {
+    // RIP past CPUID (two bytes) first: a single-stepping guest takes the
+    // generic path, which reports the #DB; then nothing has changed yet.
+    if !v.skip_instruction_unless_stepping(2) {
         return false;
     }
     vm.exit_counts.0[api::VM_EXIT_CPUID].fetch_add(1, Ordering::Relaxed);
     emulate_cpuid(vm, index, regs, cache);
-    let rip = v.rip();
-    v.set_rip(rip + 2);
     true
 }
 
@@ -1195,7 +1196,26 @@ struct CpuidCache {
 }
 
 /// CPUID as the virtual CPU answers it (`vmm::cpuid`), into RAX..RDX.
+/// Inline: the answer cached for the same leaf, no other leaf asked for
+/// since, and not one whose APIC bit depends on the LAPIC — the exit fast
+/// path's case; everything else in `emulate_cpuid_slow`.
+#[inline]
 fn emulate_cpuid(vm: &Vm, index: usize, regs: &mut GuestRegs, cache: &mut CpuidCache) {
+    let (leaf, sub) = (regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
+    match cache.last {
+        Some((key, r)) if key == (leaf, sub) && !matches!(leaf, 1 | 0x8000_0001) => {
+            regs.gpr[RAX] = r[0] as u64;
+            regs.gpr[RBX] = r[1] as u64;
+            regs.gpr[RCX] = r[2] as u64;
+            regs.gpr[RDX] = r[3] as u64;
+        }
+        _ => emulate_cpuid_slow(vm, index, regs, cache),
+    }
+}
+
+#[inline(never)]
+#[cold]
+fn emulate_cpuid_slow(vm: &Vm, index: usize, regs: &mut GuestRegs, cache: &mut CpuidCache) {
     let (leaf, sub) = (regs.gpr[RAX] as u32, regs.gpr[RCX] as u32);
     let mut r = match cache.last {
         Some((key, r)) if key == (leaf, sub) => r,

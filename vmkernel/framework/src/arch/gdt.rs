@@ -52,6 +52,10 @@ pub struct PerCpu {
     /// halves of the YMM registers) is still in the registers and the
     /// area's copy of it is stale (`context::save_live_user_state`).
     fpu_live: core::sync::atomic::AtomicU64,
+    /// gs:[56]: physical address of this CPU's SVM host state area (the
+    /// one VMSAVE/VMLOAD keep the host's FS/GS/TR/syscall MSRs in), 0 until
+    /// SVM is enabled on this CPU: one `gs`-relative load per guest entry.
+    svm_host_area: core::sync::atomic::AtomicU64,
     /// Written only by this CPU (RSP0 on every world switch); read by the
     /// CPU on privilege changes.
     tss: core::cell::UnsafeCell<TaskStateSegment>,
@@ -69,6 +73,8 @@ pub const PERCPU_USER_RSP: usize = 24;
 pub const PERCPU_FPU_AREA: usize = 32;
 pub const PERCPU_USE_XSAVE: usize = 40;
 pub const PERCPU_FPU_LIVE: usize = 48;
+pub const PERCPU_SVM_HOST_AREA: usize = 56;
+const _: () = assert!(core::mem::offset_of!(PerCpu, svm_host_area) == PERCPU_SVM_HOST_AREA);
 const _: () = assert!(core::mem::offset_of!(PerCpu, fpu_live) == PERCPU_FPU_LIVE);
 const _: () = assert!(core::mem::offset_of!(PerCpu, fpu_area) == PERCPU_FPU_AREA);
 const _: () = assert!(core::mem::offset_of!(PerCpu, use_xsave) == PERCPU_USE_XSAVE);
@@ -105,6 +111,7 @@ pub fn init_this_cpu(index: u32, apic_id: u32) -> &'static PerCpu {
         fpu_area: core::sync::atomic::AtomicU64::new(0),
         use_xsave: core::sync::atomic::AtomicU64::new(0),
         fpu_live: core::sync::atomic::AtomicU64::new(0),
+        svm_host_area: core::sync::atomic::AtomicU64::new(0),
         tss: core::cell::UnsafeCell::new(tss),
         gdt: GlobalDescriptorTable::new(),
         ticks: core::sync::atomic::AtomicU64::new(0),
@@ -177,6 +184,27 @@ impl PerCpu {
     pub fn fpu_area(&self) -> u64 {
         self.fpu_area.load(Ordering::Relaxed)
     }
+}
+
+/// Records this CPU's SVM host state area (`hv::svm::enable_this_cpu`).
+pub fn set_svm_host_area(pa: u64) {
+    if let Some(c) = this_cpu() {
+        c.svm_host_area.store(pa, Ordering::Release);
+    }
+}
+
+/// This CPU's SVM host state area, 0 while SVM is not enabled here (or
+/// before per-CPU data exists: only the BSP runs then, without guests).
+#[inline(always)]
+pub fn svm_host_area() -> u64 {
+    if !PERCPU_READY.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let pa: u64;
+    // SAFETY: once PERCPU_READY is set GS base points at this CPU's block
+    // (see `this_cpu`); the slot is an aligned u64 written only by this CPU.
+    unsafe { core::arch::asm!("mov {}, gs:[{off}]", out(reg) pa, off = const PERCPU_SVM_HOST_AREA, options(nostack, readonly, preserves_flags)) };
+    pa
 }
 
 /// This CPU's per-CPU block.

@@ -42,7 +42,9 @@ static HOST_AREAS: [core::sync::atomic::AtomicU64; crate::world::MAX_CPUS] =
 /// Turns SVM on for this CPU.
 pub fn enable_this_cpu() -> Result<(), &'static str> {
     let cpu_i = crate::arch::gdt::cpu_index() as usize;
-    if HOST_AREAS[cpu_i].load(core::sync::atomic::Ordering::Acquire) != 0 {
+    let area = HOST_AREAS[cpu_i].load(core::sync::atomic::Ordering::Acquire);
+    if area != 0 {
+        crate::arch::gdt::set_svm_host_area(area);
         return Ok(());
     }
     // Host-lifetime structures come with SVM, not with the first VM.
@@ -56,11 +58,8 @@ pub fn enable_this_cpu() -> Result<(), &'static str> {
         cpu::wrmsr(MSR_VM_HSAVE_PA, hsave);
     }
     HOST_AREAS[cpu_i].store(hvmcb, core::sync::atomic::Ordering::Release);
+    crate::arch::gdt::set_svm_host_area(hvmcb);
     Ok(())
-}
-
-fn host_area() -> u64 {
-    HOST_AREAS[crate::arch::gdt::cpu_index() as usize].load(core::sync::atomic::Ordering::Acquire)
 }
 
 /// VMCB field offsets (AMD APM vol. 2, appendix B).
@@ -324,12 +323,16 @@ impl Vmcb {
     /// `fpu` holds the guest's x87/SSE state (FXSAVE image, 16-byte
     /// aligned); the stub loads it right before VMRUN and saves it right
     /// after, in assembly, so no host code sees or clobbers guest registers.
+    #[inline]
     pub fn run_raw(&self, regs: &mut GuestRegs, fpu: &mut crate::arch::context::FpuState) -> u64 {
         // The vCPU world may have moved to another CPU since the last run.
-        if host_area() == 0 && enable_this_cpu().is_err() {
-            return exit::INVALID;
+        let mut host = crate::arch::gdt::svm_host_area();
+        if host == 0 {
+            if enable_this_cpu().is_err() {
+                return exit::INVALID;
+            }
+            host = crate::arch::gdt::svm_host_area();
         }
-        let host = host_area();
         self.w64(vmcb::RAX, regs.gpr[RAX]);
         self.w64(vmcb::RSP, regs.gpr[RSP]);
         // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB and
@@ -546,6 +549,13 @@ impl VcpuHw for Vmcb {
             self.w64(vmcb::V_INTR, vi & !(V_IRQ | V_IGN_TPR));
             self.w32(vmcb::INTERCEPT_MISC1, misc1 & !INTERCEPT_VINTR);
         }
+    }
+    fn skip_instruction_unless_stepping(&mut self, len: u64) -> bool {
+        if self.r64(vmcb::RFLAGS) & RFLAGS_TF != 0 {
+            return false;
+        }
+        self.w64(vmcb::RIP, self.r64(vmcb::RIP) + len);
+        true
     }
     fn host_frames(&self) -> usize {
         1

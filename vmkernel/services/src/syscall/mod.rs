@@ -14,7 +14,7 @@ mod unix;
 pub use unix::collect_cycles as collect_unix_cycles;
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use vmkernel::linux_abi::errno::*;
 use vmkernel::linux_abi::syscall as nr;
 use vmkernel::vfs::Errno;
@@ -132,14 +132,43 @@ fn cx_pid() -> u32 {
     process::current().map_or(0, |p| p.pid)
 }
 
+/// A handler group: answers the calls it owns, `NOT_MINE` for the rest.
+type Group = fn(&Ctx, u64, [u64; 6]) -> SysResult;
+
+/// The handler groups, asked in this order.
+const GROUPS: [Group; 6] = [unix::call, net::call, epoll::call, fs::call, proc::call, misc::call];
+
+/// Which group answers each call number below 512 (its index in `GROUPS`
+/// plus one; 0 while not known yet): learned from the first call of that
+/// number, so later calls go straight to their group instead of through
+/// every group's `match`.
+static GROUP_OF: [AtomicU8; 512] = [const { AtomicU8::new(0) }; 512];
+
+/// Calls whose group depends on the arguments (the socket calls: AF_UNIX
+/// or AF_INET, by the domain or the descriptor): always asked in order.
+fn group_depends_on_arguments(n: u64) -> bool {
+    matches!(n, 41..=55 | 288)
+}
+
 fn call(cx: &Ctx, n: u64, a: [u64; 6]) -> SysResult {
     if (vmkernel::vmk_api::VMK_BASE..vmkernel::vmk_api::VMK_BASE + 0x100).contains(&n) {
         return Ok(crate::vmk_calls::dispatch(n, [a[0], a[1], a[2], a[3]]));
     }
-    for group in [unix::call, net::call, epoll::call, fs::call, proc::call, misc::call] {
+    let known = GROUP_OF.get(n as usize).filter(|_| !group_depends_on_arguments(n));
+    if let Some(k) = known.map(|g| g.load(Ordering::Relaxed) as usize)
+        && let Some(group) = k.checked_sub(1).and_then(|i| GROUPS.get(i))
+    {
+        return group(cx, n, a);
+    }
+    for (i, group) in GROUPS.iter().enumerate() {
         match group(cx, n, a) {
             Err(NOT_MINE) => continue,
-            r => return r,
+            r => {
+                if let Some(g) = known {
+                    g.store(i as u8 + 1, Ordering::Relaxed);
+                }
+                return r;
+            }
         }
     }
     match n {
