@@ -15,6 +15,7 @@ extern crate alloc;
 pub mod acpi_s5;
 pub mod af_unix;
 pub mod apic_regs;
+pub mod blocking;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod cpio;

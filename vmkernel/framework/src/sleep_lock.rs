@@ -66,3 +66,25 @@ impl<T> Drop for SleepLockGuard<'_, T> {
         self.lock.waiters.wake_all();
     }
 }
+
+/// Where the library's `vmkernel::blocking::BlockingLock`s (the VFS's file
+/// offsets) wait: one queue for all of them (they are rarely contended;
+/// a release wakes the queue only when a waiter is counted).
+static LIBRARY_WAITERS: WaitQueue = WaitQueue::new();
+
+struct WorldSleeper;
+
+impl vmkernel::blocking::Sleeper for WorldSleeper {
+    fn wait_until(&self, ready: &mut dyn FnMut() -> bool) {
+        LIBRARY_WAITERS.wait_until(ready);
+    }
+    fn wake_all(&self) {
+        LIBRARY_WAITERS.wake_all();
+    }
+}
+
+/// Makes the library's blocking locks block the waiting world (called
+/// when the scheduler starts).
+pub(crate) fn register_library_sleeper() {
+    vmkernel::blocking::set_sleeper(&WorldSleeper);
+}

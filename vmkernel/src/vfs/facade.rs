@@ -141,7 +141,10 @@ impl Vfs {
 
     /// statfs figures of the file system `loc` is on (`None`: memory-backed).
     pub fn statfs(&self, loc: &Location) -> Option<super::inode::FsStats> {
-        self.mounts.read().get(loc.mount).and_then(|m| m.fs.statfs())
+        // Asked after the mount table's lock: a datastore's answer may
+        // wait for its lock or its disk.
+        let fs = self.mounts.read().get(loc.mount).map(|m| m.fs.clone());
+        fs.and_then(|fs| fs.statfs())
     }
 
     /// st_dev of everything reached through `loc`'s mount.

@@ -3,10 +3,18 @@
 //! closes it when the inode goes (the last descriptor closed). Every
 //! call takes the datastore's sleep lock, so a world waiting for the disk
 //! blocks the others instead of spinning.
+//!
+//! An inode may go where no world may sleep: its last reference can drop
+//! under a spin lock (a descriptor replaced by dup2 under the process's
+//! descriptor table, a cached directory listing). So dropping one never
+//! takes the datastore's lock: its handle is queued on the volume and
+//! closed by the next call that holds the lock (before that call's own
+//! work, so every later call sees it closed) or by the writeback world.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::any::Any;
 
 use framework::sleep_lock::SleepLock;
@@ -30,14 +38,34 @@ pub struct Volume {
     pub uuid: String,
     pub device: String,
     pub read_only: bool,
+    /// Handles of inodes that went, to be closed by the next holder of
+    /// `ds` (see the module docs).
+    closing: Mutex<Vec<Handle>>,
 }
 
 impl Volume {
+    pub fn new(ds: Datastore, name: String, uuid: String, device: String) -> Volume {
+        let read_only = ds.is_read_only();
+        Volume { ds: SleepLock::new(Some(ds)), name, uuid, device, read_only, closing: Mutex::new(Vec::new()) }
+    }
+
     /// Runs `f` on the datastore under its lock; EIO once unmounted.
     pub fn with<R>(&self, f: impl FnOnce(&mut Datastore) -> core::result::Result<R, FsError>) -> Result<R> {
         let mut g = self.ds.lock();
         let ds = g.as_mut().ok_or(Errno::EIO)?;
+        self.close_gone(ds);
         f(ds).map_err(errno)
+    }
+
+    /// Closes the handles of inodes that went; the caller holds `ds`.
+    pub fn close_gone(&self, ds: &mut Datastore) {
+        let gone = core::mem::take(&mut *self.closing.lock());
+        for h in gone {
+            let path = ds.handle_path(h).map(String::from).unwrap_or_default();
+            if let Err(e) = ds.close(h) {
+                log::warn!("storage: {}: closing /{path}: {e:?}", self.name);
+            }
+        }
     }
 }
 
@@ -138,10 +166,9 @@ impl FatNode {
 
 impl Drop for FatNode {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.get_mut().take()
-            && let Err(e) = self.vol.with(|ds| ds.close(h))
-        {
-            log::warn!("storage: {}: closing /{}: {e:?}", self.vol.name, self.path);
+        // Never the datastore's lock here (see the module docs).
+        if let Some(h) = self.handle.get_mut().take() {
+            self.vol.closing.lock().push(h);
         }
     }
 }

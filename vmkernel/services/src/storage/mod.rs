@@ -280,13 +280,7 @@ pub fn mount_datastores(vfs: &Vfs) {
             .filter(|n| !n.is_empty() && n.eq_ignore_ascii_case(m.name.trim()) && !n.contains('/'));
         let name = volumes::unique_name(gpt_name.as_deref().unwrap_or(&m.name), &names);
         let read_only = m.datastore.is_read_only();
-        let vol = Arc::new(Volume {
-            ds: SleepLock::new(Some(m.datastore)),
-            name: name.clone(),
-            uuid: m.uuid.clone(),
-            device: m.device.clone(),
-            read_only,
-        });
+        let vol = Arc::new(Volume::new(m.datastore, name.clone(), m.uuid.clone(), m.device.clone()));
         let dir = format!("/vmfs/volumes/{}", m.uuid);
         let _ = vfs.mkdir(&cred, &root, dir.as_bytes(), 0o755);
         let source = format!("/vmfs/devices/disks/{}", m.device);
@@ -334,10 +328,11 @@ fn writeback_loop() {
                 }
             };
             let now = time::uptime_ns() / 1_000_000;
-            if let Some(ds) = guard.as_mut()
-                && let Err(e) = ds.flush_expired(now)
-            {
-                log::warn!("storage: {}: writeback: {e:?}", v.name);
+            if let Some(ds) = guard.as_mut() {
+                v.close_gone(ds);
+                if let Err(e) = ds.flush_expired(now) {
+                    log::warn!("storage: {}: writeback: {e:?}", v.name);
+                }
             }
         }
         busy_last = busy_now;

@@ -303,7 +303,10 @@ fn dup_to(cx: &Ctx, old: u64, new: u64, flags: u64) -> SysResult {
         return Err(neg(EINVAL));
     }
     let f = file(&cx.p, old)?;
-    cx.p.fds.lock().set(new as i32, f, flags as u32 & O_CLOEXEC != 0).map_err(err)?;
+    // The description replaced goes after the table's lock: its last
+    // reference may close a file, which can sleep (a datastore's).
+    let replaced = cx.p.fds.lock().set(new as i32, f, flags as u32 & O_CLOEXEC != 0).map_err(err)?;
+    drop(replaced);
     Ok(new as i64)
 }
 

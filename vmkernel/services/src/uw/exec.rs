@@ -207,7 +207,8 @@ pub fn commit(t: &Arc<Thread>, img: Image, frame: &mut TrapFrame) {
     }
     world::with_current_user_fpu(|f| f.reset());
     drop(old);
-    p.fds.lock().close_on_exec();
+    let closed = p.fds.lock().close_on_exec();
+    drop(closed);
     p.sig.lock().reset_for_exec();
     *t.altstack.lock() = (0, 0, 2);
     t.fs_base.store(0, Ordering::Release);

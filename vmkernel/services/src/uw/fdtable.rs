@@ -76,12 +76,19 @@ impl FdTable {
         Ok(())
     }
 
-    /// Closes every close-on-exec descriptor (execve).
-    pub fn close_on_exec(&mut self) {
+    /// Closes every close-on-exec descriptor (execve); returns their
+    /// descriptions, to be let go after the table's lock (a last
+    /// reference may close a file, which can sleep).
+    #[must_use]
+    pub fn close_on_exec(&mut self) -> Vec<Arc<OpenFile>> {
+        let mut closed = Vec::new();
         for s in self.slots.iter_mut() {
-            if s.as_ref().is_some_and(|s| s.cloexec) {
-                *s = None;
+            if s.as_ref().is_some_and(|s| s.cloexec)
+                && let Some(s) = s.take()
+            {
+                closed.push(s.file);
             }
         }
+        closed
     }
 }
