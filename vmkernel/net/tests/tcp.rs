@@ -80,6 +80,32 @@ fn transfers_four_mib_both_ways_with_matching_checksums() {
     assert_eq!(net.a.budget_used(), 0);
 }
 
+/// One poll sends what the window allows, not one segment per socket (smoltcp's
+/// `poll_egress` sends one per call; the stack calls it again while it sends).
+#[test]
+fn one_poll_sends_many_segments_of_a_connection() {
+    let mut net = Net::new();
+    let (c, s) = connected_pair(&mut net, 5003);
+    net.run(50);
+    let sent = net.a.device_mut(2).unwrap().sent.clone();
+    let data = pattern(32 << 10, 3);
+    assert_eq!(net.a.send(c, &data, 0), Ok(data.len()));
+    let before = *sent.borrow();
+    net.a.poll(net.now);
+    let segments = *sent.borrow() - before;
+    // 32 KiB in 1460-byte segments: 23 frames.
+    assert!(segments >= 20, "one poll sent {segments} frames");
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = Vec::new();
+    net.run_until(2_000, |n| {
+        while let Ok(r) = n.b.recv_from(s, &mut buf, 0) {
+            got.extend_from_slice(&buf[..r.len]);
+        }
+        got.len() == data.len()
+    });
+    assert_eq!(got, data);
+}
+
 #[test]
 fn backlog_of_64_pending_connections_is_all_accepted() {
     let mut net = Net::new();
