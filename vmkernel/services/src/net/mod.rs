@@ -193,6 +193,12 @@ fn network_world() {
         if KICKED.load(Ordering::Acquire) {
             continue;
         }
+        // The NIC interrupt handler masked further interrupts until the
+        // rings are polled empty: let them in again before sleeping, and
+        // poll at once if a frame came in meanwhile.
+        if crate::nic::unmask_after_polling(0) {
+            continue;
+        }
         if vswitch::pending() {
             // The NIC's ring was full or VMs sent more: again after others ran.
             world::yield_now();
