@@ -13,6 +13,11 @@
 //! - interrupts: `virtio-drivers` does not route them; with MSI-X the
 //!   queues' and configuration's vectors are set in the common
 //!   configuration structure here ([`VirtioNet::route_interrupts_to_msix`]);
+//!   under MSI-X the ISR is not read (a register access per interrupt for
+//!   bits nothing needs); `mask_while_polling` sets the rings' "no
+//!   interrupt" flag (memory, no register) so the stack polls a burst
+//!   with one interrupt, and `unmask_after_polling` clears it and says
+//!   whether a frame came in meanwhile (Linux's NAPI);
 //! - link state from the device configuration's status field;
 //! - notifications: [`NetTransport`] wraps the PCI transport so the
 //!   device's "no notify" flag is honoured (without `VIRTIO_F_EVENT_IDX`,
