@@ -49,10 +49,6 @@ pub mod reg {
     pub const IMS: usize = 0x00d0;
     pub const IMC: usize = 0x00d8;
     pub const IVAR: usize = 0x00e4;
-    /// Interrupt throttling (MSI, INTx), in 256 ns units.
-    pub const ITR: usize = 0x00c4;
-    /// The same per MSI-X vector (5 of them, 4 bytes apart).
-    pub const EITR0: usize = 0x00e8;
     pub const RCTL: usize = 0x0100;
     pub const TCTL: usize = 0x0400;
     pub const TIPG: usize = 0x0410;
@@ -135,11 +131,6 @@ pub mod bits {
 }
 
 use bits::*;
-
-/// The interrupt throttling interval in 256 ns units: 195 is about 50 µs,
-/// 20000 interrupts/s, what Linux's e1000e starts with
-/// (`InterruptThrottleRate` 3, "dynamic conservative").
-pub const ITR_INTERVAL: u32 = 195;
 
 /// Descriptors per ring (a multiple of 8: the ring length must be a
 /// multiple of 128 bytes) and the buffer each one owns.
@@ -281,12 +272,6 @@ impl<H: Hal, R: Registers> E1000e<H, R> {
         r.write32(reg::TDH, 0);
         r.write32(reg::TDT, 0);
         r.write32(reg::TIPG, TIPG_DEFAULT);
-        // At most one interrupt per ITR_INTERVAL: a burst of frames is then
-        // taken in one poll, not one interrupt each (Linux's default too).
-        r.write32(reg::ITR, ITR_INTERVAL);
-        for v in 0..5 {
-            r.write32(reg::EITR0 + 4 * v, ITR_INTERVAL);
-        }
         r.write32(reg::TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD);
     }
 
