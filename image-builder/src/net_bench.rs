@@ -329,6 +329,11 @@ pub fn bench_net(kernel_elf: &Path, bins: &Path, o: &NetBenchOptions) -> Result<
                 args.extend(["-machine".into(), "q35".into()]);
             }
             args.extend(nic.args(0));
+            // Extra QEMU arguments, e.g. a monitor socket to sample the
+            // guest's RIP while the load runs (`-monitor unix:PATH,server,nowait`).
+            if let Ok(extra) = std::env::var("MANTLE_BENCH_QEMU_ARGS") {
+                args.extend(extra.split_whitespace().map(String::from));
+            }
             measure(who, &args, ports, o, &mut results, run)?;
         }
     }

@@ -118,6 +118,24 @@ pub trait EthernetDevice {
     /// Lets the device interrupt, or stops it (while the stack polls).
     fn set_interrupts_enabled(&mut self, enabled: bool);
 
+    /// From the interrupt path: masks the device's receive and transmit
+    /// interrupts if the device can do that without a register access, so
+    /// the stack polls the rings until they are empty instead of taking
+    /// an interrupt per frame (Linux's NAPI). True if masked; then
+    /// [`EthernetDevice::unmask_after_polling`] must follow once the
+    /// stack has nothing more to receive.
+    fn mask_while_polling(&mut self) -> bool {
+        false
+    }
+
+    /// Lets interrupts in again after [`EthernetDevice::mask_while_polling`]:
+    /// true if a frame is waiting already (it may have arrived while
+    /// interrupts were masked: poll again rather than wait).
+    fn unmask_after_polling(&mut self) -> bool {
+        self.set_interrupts_enabled(true);
+        false
+    }
+
     fn counters(&self) -> Counters;
 
     /// A short model name for logs and `vmkcli net` ("virtio-net", "e1000e").

@@ -183,6 +183,9 @@ impl Iface {
 /// the next poll, which the returned delay of zero asks for): polling stays bounded
 /// under a flood.
 const INGRESS_BUDGET: usize = 256;
+/// `poll_egress` rounds per interface and poll: each sends up to one packet per socket
+/// (a 64-entry transmit ring fills in one poll from one busy connection).
+const EGRESS_ROUNDS: usize = 64;
 /// Loopback delivery rounds per poll (each round receives what the last one sent).
 const LOOPBACK_ROUNDS: usize = 16;
 
@@ -360,7 +363,7 @@ impl<D: Device> NetStack<D> {
         for _ in 0..LOOPBACK_ROUNDS {
             more |= self.ingress(0, now);
             let lo = &mut self.ifaces[0];
-            lo.iface.poll_egress(now, &mut self.lo_dev, &mut lo.sockets);
+            egress(&mut lo.iface, &mut self.lo_dev, &mut lo.sockets, now);
             if !self.lo_dev.has_pending() {
                 break;
             }
@@ -368,7 +371,7 @@ impl<D: Device> NetStack<D> {
         for slot in 1..self.ifaces.len() {
             more |= self.ingress(slot, now);
             let f = &mut self.ifaces[slot];
-            f.iface.poll_egress(now, &mut self.eth_devs[slot - 1], &mut f.sockets);
+            more |= egress(&mut f.iface, &mut self.eth_devs[slot - 1], &mut f.sockets, now);
         }
         self.poll_dhcp();
         self.service_sockets();
@@ -592,6 +595,20 @@ fn set_address(f: &mut Iface, addr: Option<(Ipv4Addr, u8)>, gateway: Option<Ipv4
     }
     f.addr = addr;
     f.gateway = gateway;
+}
+
+/// Transmits what the sockets have to send: smoltcp's `poll_egress` sends at most one
+/// packet per socket per call, so it is called again while it sent something, at most
+/// [`EGRESS_ROUNDS`] times; it stops early when the device has no transmit buffer left
+/// (smoltcp then leaves the rest queued in the sockets). True if the budget ran out
+/// while sockets were still sending (poll again at once).
+fn egress<Dev: Device>(iface: &mut Interface, dev: &mut Dev, sockets: &mut SocketSet<'static>, now: Instant) -> bool {
+    for _ in 0..EGRESS_ROUNDS {
+        if iface.poll_egress(now, dev, sockets) == smoltcp::iface::PollResult::None {
+            return false;
+        }
+    }
+    true
 }
 
 impl<D: Device> NetStack<D> {

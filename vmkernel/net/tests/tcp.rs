@@ -80,6 +80,89 @@ fn transfers_four_mib_both_ways_with_matching_checksums() {
     assert_eq!(net.a.budget_used(), 0);
 }
 
+/// One poll sends what the window allows, not one segment per socket (smoltcp's
+/// `poll_egress` sends one per call; the stack calls it again while it sends).
+#[test]
+fn one_poll_sends_many_segments_of_a_connection() {
+    let mut net = Net::new();
+    let (c, s) = connected_pair(&mut net, 5003);
+    net.run(50);
+    let sent = net.a.device_mut(2).unwrap().sent.clone();
+    let data = pattern(32 << 10, 3);
+    assert_eq!(net.a.send(c, &data, 0), Ok(data.len()));
+    let before = *sent.borrow();
+    net.a.poll(net.now);
+    let segments = *sent.borrow() - before;
+    // 32 KiB in 1460-byte segments: 23 frames.
+    assert!(segments >= 20, "one poll sent {segments} frames");
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = Vec::new();
+    net.run_until(2_000, |n| {
+        while let Ok(r) = n.b.recv_from(s, &mut buf, 0) {
+            got.extend_from_slice(&buf[..r.len]);
+        }
+        got.len() == data.len()
+    });
+    assert_eq!(got, data);
+}
+
+/// A retransmitted SYN (the peer's timer fired before the SYN-ACK reached
+/// it, as libslirp's does under load) arrives after the first one: the
+/// connection it belongs to must survive it (one connection accepted, data
+/// flows, no reset) — whether it comes during the handshake or after it,
+/// before `accept` (smoltcp gives a SYN to the first socket that accepts
+/// it, and the listening pool's idle sockets accept any).
+#[test]
+fn a_repeated_syn_does_not_reset_the_connection() {
+    repeated_syn(false);
+    repeated_syn(true);
+}
+
+fn repeated_syn(late: bool) {
+    let mut net = Net::new();
+    let syn;
+    // Neighbours known first, so the SYN is the only frame in flight.
+    let _ = connected_pair(&mut net, 5004);
+    net.run(100);
+    let l = listener(&mut net.b, sa(Ipv4Addr::UNSPECIFIED, 5005), 8);
+    net.run(10);
+    let c = net.a.socket(SocketKind::Stream, 0).unwrap();
+    assert_errno(net.a.connect(c, sa(B_IP, 5005)), Errno::EINPROGRESS);
+    net.a.poll(net.now);
+    {
+        let b_dev = net.b.device_mut(2).unwrap();
+        let mut q = b_dev.incoming();
+        assert_eq!(q.len(), 1, "the SYN");
+        syn = q[0].clone();
+        if !late {
+            q.push_back(syn.clone());
+        }
+    }
+    net.run_until(2_000, |n| n.a.finish_connect(c).is_ok());
+    if late {
+        // After the handshake, before accept.
+        net.b.device_mut(2).unwrap().incoming().push_back(syn);
+    }
+    let mut accepted = None;
+    net.run_until(2_000, |n| {
+        accepted = n.b.accept(l).ok();
+        accepted.is_some()
+    });
+    let (s, _) = accepted.unwrap();
+    net.run(3_000);
+    assert_eq!(net.a.send(c, b"after", 0), Ok(5), "the client's connection is alive");
+    let mut buf = [0u8; 16];
+    let mut got = 0;
+    net.run_until(2_000, |n| {
+        if let Ok(r) = n.b.recv_from(s, &mut buf, 0) {
+            got = r.len;
+        }
+        got > 0
+    });
+    assert_eq!(&buf[..got], b"after");
+    assert_errno(net.b.accept(l), Errno::EAGAIN);
+}
+
 #[test]
 fn backlog_of_64_pending_connections_is_all_accepted() {
     let mut net = Net::new();

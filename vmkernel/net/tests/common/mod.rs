@@ -29,6 +29,14 @@ pub fn link() -> (LinkEnd, LinkEnd) {
     )
 }
 
+impl LinkEnd {
+    /// Frames waiting to be received at this end (tests reorder, drop or
+    /// repeat them).
+    pub fn incoming(&self) -> std::cell::RefMut<'_, VecDeque<Vec<u8>>> {
+        self.rx.borrow_mut()
+    }
+}
+
 pub struct Rx(Vec<u8>);
 pub struct Tx(Queue, Rc<RefCell<u64>>);
 

@@ -46,6 +46,11 @@ pub fn link_up(index: usize) -> bool {
     NICS.lock().get_mut(index).is_some_and(|n| n.link_up())
 }
 
+/// Frames NIC `index` has received so far.
+pub fn rx_frames(index: usize) -> u64 {
+    NICS.lock().get(index).map_or(0, |n| n.counters().rx_frames)
+}
+
 pub fn set_interrupts_enabled(index: usize, enabled: bool) {
     if let Some(n) = NICS.lock().get_mut(index) {
         n.set_interrupts_enabled(enabled);

@@ -12,7 +12,7 @@
 pub mod ktest;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use framework::hal::KernelHal;
 use hal::{Counters, EthernetDevice, InterruptCause, MacAddress, Mmio};
@@ -89,6 +89,15 @@ impl Nic {
     pub fn acknowledge_interrupt(&mut self) -> InterruptCause {
         with_driver!(&mut self.driver, d => d.acknowledge_interrupt())
     }
+    /// Masks the NIC's interrupts while the stack polls, if that is cheap
+    /// (see `EthernetDevice::mask_while_polling`).
+    pub fn mask_while_polling(&mut self) -> bool {
+        with_driver!(&mut self.driver, d => d.mask_while_polling())
+    }
+    /// Ends `mask_while_polling`: true if a frame already waits.
+    pub fn unmask_after_polling(&mut self) -> bool {
+        with_driver!(&mut self.driver, d => d.unmask_after_polling())
+    }
     pub fn transmit_frame(&mut self, frame: &[u8]) -> bool {
         with_driver!(&mut self.driver, d => hal::transmit_frame(d, frame))
     }
@@ -133,6 +142,20 @@ pub const MAX_NICS: usize = 8;
 pub static IRQ_COUNT: [AtomicU64; MAX_NICS] = [const { AtomicU64::new(0) }; MAX_NICS];
 pub static IRQ_CAUSES: [AtomicU64; MAX_NICS] = [const { AtomicU64::new(0) }; MAX_NICS];
 
+/// Whether NIC N's interrupts are masked by its interrupt handler until
+/// the network world has polled its rings empty ([`unmask_after_polling`]).
+static MASKED: [AtomicBool; MAX_NICS] = [const { AtomicBool::new(false) }; MAX_NICS];
+
+/// Lets NIC `index`'s interrupts in again if its handler masked them (the
+/// network world calls this before it sleeps): true if a frame already
+/// waits, so the caller polls again instead of sleeping.
+pub fn unmask_after_polling(index: usize) -> bool {
+    if !MASKED.get(index).is_some_and(|m| m.swap(false, Ordering::AcqRel)) {
+        return false;
+    }
+    NICS.lock().get_mut(index).is_some_and(|n| n.unmask_after_polling())
+}
+
 /// The interrupt handler of NIC `N`: acknowledges the device (so it can
 /// interrupt again) and records the cause for whoever polls it. Kernel
 /// code runs with interrupts off, so the interrupted code never holds
@@ -141,6 +164,11 @@ fn on_nic_interrupt<const N: usize>(_frame: &mut trap::TrapFrame) {
     IRQ_COUNT[N].fetch_add(1, Ordering::AcqRel);
     if let Some(nic) = NICS.lock().get_mut(N) {
         let c = nic.acknowledge_interrupt();
+        // NIC 0 is vmk0's, which the network world polls (and unmasks);
+        // the others interrupt per event.
+        if N == 0 && nic.mask_while_polling() {
+            MASKED[N].store(true, Ordering::Release);
+        }
         let bits = c.rx as u64 | (c.tx as u64) << 1 | (c.link as u64) << 2;
         IRQ_CAUSES[N].fetch_or(bits, Ordering::AcqRel);
     }
