@@ -127,19 +127,30 @@ impl PipeReader {
 
     /// Data, or Ok(0) at end of file (no writers left), or EAGAIN.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        self.read_freeing(buf).map(|(n, _)| n)
+    }
+
+    /// [`read`](Self::read), and whether it made room a writer may be
+    /// waiting for: the pipe had less than `PIPE_BUF` free before (no
+    /// writer blocks, and the write end's readiness does not change, while
+    /// at least that much is free — Linux wakes writers only then, too).
+    pub fn read_freeing(&self, buf: &mut [u8]) -> Result<(usize, bool)> {
         let mut s = self.0.state.lock();
         if buf.is_empty() {
-            return Ok(0);
+            return Ok((0, false));
         }
         if s.buf.is_empty() {
-            return if s.writers == 0 { Ok(0) } else { Err(Errno::EAGAIN) };
+            return if s.writers == 0 { Ok((0, false)) } else { Err(Errno::EAGAIN) };
         }
+        let was_full = PIPE_CAPACITY - s.buf.len() < PIPE_BUF;
         let n = buf.len().min(s.buf.len());
-        for (dst, src) in buf.iter_mut().zip(s.buf.drain(..n)) {
-            *dst = src;
-        }
+        let (a, b) = s.buf.as_slices();
+        let from_a = n.min(a.len());
+        buf[..from_a].copy_from_slice(&a[..from_a]);
+        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
+        s.buf.drain(..n);
         s.to_writers += 1;
-        Ok(n)
+        Ok((n, was_full))
     }
 
     /// Advances whenever this end may have become readable.
