@@ -265,6 +265,31 @@ mod tests {
     }
 
     #[test]
+    fn a_read_frees_room_for_writers_only_from_a_full_pipe() {
+        let (r, w) = pipe();
+        let mut buf = [0u8; PIPE_BUF];
+        assert_eq!(w.write(b"ab"), Ok(2));
+        assert_eq!(r.read_freeing(&mut buf[..1]), Ok((1, false)), "plenty of room before: no writer waits");
+        // Fill it: a PIPE_BUF write no longer fits, so writers may wait.
+        let chunk = [7u8; PIPE_BUF];
+        while w.write(&chunk).is_ok() {}
+        assert!(PIPE_CAPACITY - r.pipe().len() < PIPE_BUF);
+        assert_eq!(r.read_freeing(&mut buf), Ok((PIPE_BUF, true)));
+        assert_eq!(w.write(&chunk), Ok(PIPE_BUF), "room again after the read");
+        // Bytes come out in order across the queue's wrap.
+        let (r2, w2) = pipe();
+        let mut n = 0u8;
+        let mut out = [0u8; 3000];
+        for _ in 0..40 {
+            let data: alloc::vec::Vec<u8> = (0..3000).map(|i| n.wrapping_add((i % 251) as u8)).collect();
+            assert_eq!(w2.write(&data), Ok(3000));
+            assert_eq!(r2.read_freeing(&mut out).map(|x| x.0), Ok(3000));
+            assert_eq!(&out[..], &data[..]);
+            n = n.wrapping_add(1);
+        }
+    }
+
+    #[test]
     fn generations_advance_on_wakeups_only() {
         let (r, w) = pipe();
         let (g_r, g_w) = (r.generation(), w.generation());

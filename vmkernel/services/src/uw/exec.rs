@@ -4,7 +4,7 @@
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use spin::Mutex;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use vmkernel::elf::{self, LoadOptions, USER_END};
 use vmkernel::linux_abi::flags::mman::{MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, PROT_READ, PROT_WRITE};
 use vmkernel::user_stack::{self, AuxFacts};
@@ -61,6 +61,21 @@ pub struct FilePages {
 
 /// The live caches (dead entries are swept as new ones come).
 static FILE_PAGES: Mutex<Vec<Weak<FilePages>>> = Mutex::new(Vec::new());
+
+/// Frames the live caches hold (`Cached:` in /proc/meminfo).
+static CACHED_PAGES: AtomicU64 = AtomicU64::new(0);
+
+/// Frames the executables' page caches hold.
+pub fn cached_pages() -> u64 {
+    CACHED_PAGES.load(Ordering::Relaxed)
+}
+
+impl Drop for FilePages {
+    fn drop(&mut self) {
+        let n = self.pages.get_mut().iter().filter(|p| p.is_some()).count() as u64;
+        CACHED_PAGES.fetch_sub(n, Ordering::Relaxed);
+    }
+}
 
 impl FilePages {
     /// The cache of the file version `st` describes, shared if one is live.
@@ -137,6 +152,9 @@ impl ExecImage {
             pages.resize_with(index + 1, || None);
         }
         // Another CPU may have read it meanwhile: keep the first.
+        if pages[index].is_none() {
+            CACHED_PAGES.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Some(pages[index].get_or_insert(frame).clone()))
     }
 
