@@ -357,19 +357,28 @@ pub fn guest_fuzz(c: &mut image_builder::qemu::Console, name: &str, step: Durati
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostMemory {
     pub free_kb: i64,
+    /// Executables' page caches: kept while a process runs the file
+    /// (grown by what the programs touch, freed with the file's last
+    /// process), so not lost.
+    pub cached_kb: i64,
     pub heap_kb: i64,
     pub heap_used_kb: i64,
 }
 
 impl HostMemory {
     /// The shell command whose output [`HostMemory::parse`] reads.
-    pub const COMMAND: &'static str = "grep -E '^(MemFree|KernelHeap|KernelHeapUsed):' /proc/meminfo";
+    pub const COMMAND: &'static str = "grep -E '^(MemFree|Cached|KernelHeap|KernelHeapUsed):' /proc/meminfo";
 
     pub fn parse(out: &str) -> Option<HostMemory> {
         let field = |key: &str| {
             out.lines().find_map(|l| l.strip_prefix(key)).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<i64>().ok())
         };
-        Some(HostMemory { free_kb: field("MemFree:")?, heap_kb: field("KernelHeap:")?, heap_used_kb: field("KernelHeapUsed:")? })
+        Some(HostMemory {
+            free_kb: field("MemFree:")?,
+            cached_kb: field("Cached:").unwrap_or(0),
+            heap_kb: field("KernelHeap:")?,
+            heap_used_kb: field("KernelHeapUsed:")?,
+        })
     }
 
     /// Why `after` shows a leak since `self`, if it does: frames outside
@@ -378,7 +387,7 @@ impl HostMemory {
     /// still in use. Tolerances: 64 kB of frames, 256 kB of heap objects
     /// (the shell, pipes and kernel log move the heap a little).
     pub fn leak_since(&self, after: &HostMemory) -> Option<String> {
-        let frames_lost = (self.free_kb + self.heap_kb) - (after.free_kb + after.heap_kb);
+        let frames_lost = (self.free_kb + self.cached_kb + self.heap_kb) - (after.free_kb + after.cached_kb + after.heap_kb);
         let heap_grown = after.heap_used_kb - self.heap_used_kb;
         if frames_lost > 64 {
             Some(format!("{frames_lost} kB of frames outside the kernel heap not returned ({self:?} -> {after:?})"))
@@ -419,7 +428,7 @@ mod tests {
 
     #[test]
     fn host_memory_and_leaks() {
-        let m = |free, heap, used| HostMemory { free_kb: free, heap_kb: heap, heap_used_kb: used };
+        let m = |free, heap, used| HostMemory { free_kb: free, cached_kb: 0, heap_kb: heap, heap_used_kb: used };
         let out = "MemFree:          980640 kB\nKernelHeap:         8192 kB\nKernelHeapUsed:     3000 kB";
         assert_eq!(HostMemory::parse(out), Some(m(980640, 8192, 3000)));
         assert_eq!(HostMemory::parse("MemFree: 1 kB"), None);
@@ -427,6 +436,10 @@ mod tests {
         assert_eq!(m(980640, 8192, 3000).leak_since(&m(976544, 12288, 3100)), None);
         assert!(m(980640, 8192, 3000).leak_since(&m(980540, 8192, 3000)).is_some());
         assert!(m(980640, 8192, 3000).leak_since(&m(976544, 12288, 4500)).is_some());
+        // Frames an executable's page cache took are not lost.
+        let cached = HostMemory { cached_kb: 1040, ..m(979600, 8192, 3000) };
+        assert_eq!(HostMemory::parse("MemFree: 979600 kB\nCached: 1040 kB\nKernelHeap: 8192 kB\nKernelHeapUsed: 3000 kB"), Some(cached));
+        assert_eq!(m(980640, 8192, 3000).leak_since(&cached), None);
     }
 
     #[test]

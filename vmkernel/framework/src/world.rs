@@ -831,7 +831,18 @@ impl WaitQueue {
     }
 
     pub fn wake_all(&self) {
-        let all: Vec<WorldId> = self.waiters.lock().drain(..).collect();
+        let mut q = self.waiters.lock();
+        if q.len() <= 1 {
+            // The usual one waiter (a pipe's reader): no list to allocate.
+            let w = q.pop_front();
+            drop(q);
+            if let Some(w) = w {
+                wake(w);
+            }
+            return;
+        }
+        let all: Vec<WorldId> = q.drain(..).collect();
+        drop(q);
         for w in all {
             wake(w);
         }

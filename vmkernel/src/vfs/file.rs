@@ -166,6 +166,21 @@ impl OpenFile {
         }
     }
 
+    /// [`read`](Self::read), and whether it may have made something
+    /// ready that others wait for (see `blocking` in the system calls): a
+    /// pipe's read only when it freed room a writer waits for; a file's
+    /// never; devices' and sockets' always.
+    pub fn read_waking(&self, buf: &mut [u8]) -> Result<(usize, bool)> {
+        match &self.backing {
+            Backing::PipeRead(r) | Backing::Fifo { reader: Some(r), .. } => {
+                self.check(false)?;
+                r.read_freeing(buf)
+            }
+            Backing::Inode(_) => self.read(buf).map(|n| (n, false)),
+            _ => self.read(buf).map(|n| (n, true)),
+        }
+    }
+
     pub fn write(&self, data: &[u8]) -> Result<usize> {
         let flags = self.check(true)?;
         match &self.backing {

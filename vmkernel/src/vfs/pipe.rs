@@ -127,19 +127,30 @@ impl PipeReader {
 
     /// Data, or Ok(0) at end of file (no writers left), or EAGAIN.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        self.read_freeing(buf).map(|(n, _)| n)
+    }
+
+    /// [`read`](Self::read), and whether it made room a writer may be
+    /// waiting for: the pipe had less than `PIPE_BUF` free before (no
+    /// writer blocks, and the write end's readiness does not change, while
+    /// at least that much is free — Linux wakes writers only then, too).
+    pub fn read_freeing(&self, buf: &mut [u8]) -> Result<(usize, bool)> {
         let mut s = self.0.state.lock();
         if buf.is_empty() {
-            return Ok(0);
+            return Ok((0, false));
         }
         if s.buf.is_empty() {
-            return if s.writers == 0 { Ok(0) } else { Err(Errno::EAGAIN) };
+            return if s.writers == 0 { Ok((0, false)) } else { Err(Errno::EAGAIN) };
         }
+        let was_full = PIPE_CAPACITY - s.buf.len() < PIPE_BUF;
         let n = buf.len().min(s.buf.len());
-        for (dst, src) in buf.iter_mut().zip(s.buf.drain(..n)) {
-            *dst = src;
-        }
+        let (a, b) = s.buf.as_slices();
+        let from_a = n.min(a.len());
+        buf[..from_a].copy_from_slice(&a[..from_a]);
+        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
+        s.buf.drain(..n);
         s.to_writers += 1;
-        Ok(n)
+        Ok((n, was_full))
     }
 
     /// Advances whenever this end may have become readable.
@@ -251,6 +262,31 @@ mod tests {
         drop(w2);
         assert_eq!(r.poll(), PollEvents::HUP);
         assert_eq!(r.read(&mut buf), Ok(0));
+    }
+
+    #[test]
+    fn a_read_frees_room_for_writers_only_from_a_full_pipe() {
+        let (r, w) = pipe();
+        let mut buf = [0u8; PIPE_BUF];
+        assert_eq!(w.write(b"ab"), Ok(2));
+        assert_eq!(r.read_freeing(&mut buf[..1]), Ok((1, false)), "plenty of room before: no writer waits");
+        // Fill it: a PIPE_BUF write no longer fits, so writers may wait.
+        let chunk = [7u8; PIPE_BUF];
+        while w.write(&chunk).is_ok() {}
+        assert!(PIPE_CAPACITY - r.pipe().len() < PIPE_BUF);
+        assert_eq!(r.read_freeing(&mut buf), Ok((PIPE_BUF, true)));
+        assert_eq!(w.write(&chunk), Ok(PIPE_BUF), "room again after the read");
+        // Bytes come out in order across the queue's wrap.
+        let (r2, w2) = pipe();
+        let mut n = 0u8;
+        let mut out = [0u8; 3000];
+        for _ in 0..40 {
+            let data: alloc::vec::Vec<u8> = (0..3000).map(|i| n.wrapping_add((i % 251) as u8)).collect();
+            assert_eq!(w2.write(&data), Ok(3000));
+            assert_eq!(r2.read_freeing(&mut out).map(|x| x.0), Ok(3000));
+            assert_eq!(&out[..], &data[..]);
+            n = n.wrapping_add(1);
+        }
     }
 
     #[test]

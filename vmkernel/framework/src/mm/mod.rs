@@ -255,8 +255,8 @@ pub fn is_kernel_readable(virt: u64, len: u64) -> bool {
 /// memory through [`UserFrame`]).
 pub(crate) fn alloc_frame() -> Option<u64> {
     let f = FRAMES.lock().as_mut()?.alloc()?;
-    // SAFETY: fresh frame, ours.
-    unsafe { core::ptr::write_bytes(phys_to_virt(f) as *mut u8, 0, FRAME_SIZE as usize) };
+    // SAFETY: fresh frame, ours, page-aligned in the direct map.
+    unsafe { zero_page(phys_to_virt(f) as *mut u8) };
     Some(f)
 }
 
@@ -362,6 +362,87 @@ pub(crate) fn alloc_user_frame_with(data: &[u8]) -> Option<u64> {
     Some(frame)
 }
 
+/// A user frame with stale content, for a caller that overwrites all of
+/// it at once (`UserFrame::copy_of`); None as for [`alloc_user_frame`].
+fn alloc_user_frame_uninit() -> Option<u64> {
+    if free_frames() <= kernel_reserve_frames() + promised_frames() {
+        return None;
+    }
+    FRAMES.lock().as_mut()?.alloc()
+}
+
+/// Copies one 4 KiB page with 16-byte SSE moves, 128 bytes per pass (the
+/// kernel is built for baseline x86-64, whose SSE registers compiled
+/// code may clobber anyway: a system call saves the user's first).
+///
+/// # Safety
+/// Both pages are valid, 16-byte aligned, 4 KiB long and do not overlap.
+unsafe fn copy_page(dst: *mut u8, src: *const u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        core::arch::asm!(
+            "mov ecx, 32",
+            "2:",
+            "movaps xmm0, [rsi]",
+            "movaps xmm1, [rsi + 16]",
+            "movaps xmm2, [rsi + 32]",
+            "movaps xmm3, [rsi + 48]",
+            "movaps xmm4, [rsi + 64]",
+            "movaps xmm5, [rsi + 80]",
+            "movaps xmm6, [rsi + 96]",
+            "movaps xmm7, [rsi + 112]",
+            "movaps [rdi], xmm0",
+            "movaps [rdi + 16], xmm1",
+            "movaps [rdi + 32], xmm2",
+            "movaps [rdi + 48], xmm3",
+            "movaps [rdi + 64], xmm4",
+            "movaps [rdi + 80], xmm5",
+            "movaps [rdi + 96], xmm6",
+            "movaps [rdi + 112], xmm7",
+            "add rsi, 128",
+            "add rdi, 128",
+            "dec ecx",
+            "jnz 2b",
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            out("ecx") _,
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+            options(nostack)
+        );
+    }
+}
+
+/// Zeroes one 4 KiB page with 16-byte SSE stores, 128 bytes per pass.
+///
+/// # Safety
+/// The page is valid for writes, 16-byte aligned and 4 KiB long.
+unsafe fn zero_page(dst: *mut u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        core::arch::asm!(
+            "xorps xmm0, xmm0",
+            "mov ecx, 32",
+            "2:",
+            "movaps [rdi], xmm0",
+            "movaps [rdi + 16], xmm0",
+            "movaps [rdi + 32], xmm0",
+            "movaps [rdi + 48], xmm0",
+            "movaps [rdi + 64], xmm0",
+            "movaps [rdi + 80], xmm0",
+            "movaps [rdi + 96], xmm0",
+            "movaps [rdi + 112], xmm0",
+            "add rdi, 128",
+            "dec ecx",
+            "jnz 2b",
+            inout("rdi") dst => _,
+            out("ecx") _,
+            out("xmm0") _,
+            options(nostack)
+        );
+    }
+}
+
 /// Returns a block from `alloc_promised_block_2m`.
 pub(crate) fn free_block_2m(phys: u64) -> Result<(), vmkernel::frames::FrameError> {
     match FRAMES.lock().as_mut() {
@@ -414,6 +495,26 @@ impl UserFrame {
         alloc_user_frame_with(data).map(|phys| Self { phys })
     }
 
+    /// A zeroed frame whose first content `fill` writes (it may leave
+    /// zeros); None when memory is short or `fill` fails.
+    pub fn alloc_filled(fill: impl FnOnce(&mut [u8; 4096]) -> bool) -> Option<Self> {
+        let frame = Self::alloc()?;
+        // SAFETY: the frame was just allocated, so nothing else refers to
+        // it while `fill` runs; the direct map covers the whole page.
+        let page = unsafe { &mut *(phys_to_virt(frame.phys) as *mut [u8; 4096]) };
+        fill(page).then_some(frame)
+    }
+
+    /// A private copy of a shared frame's page; None when memory is short.
+    pub fn copy_of(src: &SharedFrame) -> Option<Self> {
+        let phys = alloc_user_frame_uninit()?;
+        // SAFETY: `phys` is fresh and ours, `src` is a live frame (its
+        // handle holds a reference); both lie in the direct map and the
+        // copy overwrites the whole of the new page.
+        unsafe { copy_page(phys_to_virt(phys) as *mut u8, phys_to_virt(src.phys) as *const u8) };
+        Some(Self { phys })
+    }
+
     /// Gives up ownership (to a page table).
     fn into_phys(self) -> u64 {
         let phys = self.phys;
@@ -425,6 +526,35 @@ impl UserFrame {
 impl Drop for UserFrame {
     fn drop(&mut self) {
         let _ = free_frame(self.phys);
+    }
+}
+
+/// A user frame with counted owners: a page of an executable's page
+/// cache, mapped read-only and copy-on-write into the processes running
+/// it ([`AddressSpace::map_shared`]). Each handle and each mapping holds
+/// one reference; the frame is freed when the last lets go. Its content
+/// never changes while it is shared (a write fault copies it first).
+pub struct SharedFrame {
+    phys: u64,
+}
+
+impl SharedFrame {
+    /// Shares a frame its holder owns (one owner so far: this handle).
+    pub fn new(frame: UserFrame) -> Self {
+        Self { phys: frame.into_phys() }
+    }
+}
+
+impl Clone for SharedFrame {
+    fn clone(&self) -> Self {
+        add_user_frame_ref(self.phys);
+        Self { phys: self.phys }
+    }
+}
+
+impl Drop for SharedFrame {
+    fn drop(&mut self) {
+        release_user_frame(self.phys);
     }
 }
 
@@ -498,6 +628,28 @@ impl AddressSpace {
         paging::map(&mut Tables, self.pml4, virt, frame.phys, paging::PageSize::Size4K, flags)?;
         frame.into_phys();
         Ok(())
+    }
+
+    /// Maps a shared frame at `virt` as one more owner of it: read-only
+    /// and copy-on-write whatever `flags` say, so neither a write nor
+    /// `protect` can change the page the other owners see.
+    pub fn map_shared(&self, virt: u64, frame: &SharedFrame, flags: u64) -> Result<(), paging::MapError> {
+        if virt >= 1 << 47 || self.pml4 == 0 {
+            return Err(paging::MapError::NonCanonical(virt));
+        }
+        let flags = (flags & !paging::WRITABLE) | paging::COPY_ON_WRITE;
+        let _g = self.lock.lock();
+        add_user_frame_ref(frame.phys);
+        let r = paging::map(&mut Tables, self.pml4, virt, frame.phys, paging::PageSize::Size4K, flags);
+        if r.is_err() {
+            release_user_frame(frame.phys);
+        }
+        r
+    }
+
+    /// Whether nothing is mapped at `virt`.
+    pub fn is_unmapped(&self, virt: u64) -> bool {
+        self.pml4 != 0 && virt < 1 << 47 && paging::slot_is_free(&Tables, self.pml4, virt, paging::PageSize::Size4K)
     }
 
     pub fn translate(&self, virt: u64) -> Option<paging::Translation> {
@@ -692,6 +844,11 @@ impl Drop for AddressSpace {
 /// two or more (a frame absent from the map has exactly one owner).
 /// Separate from the frame allocator's lock: the map allocates from the heap.
 static SHARED_FRAMES: Mutex<alloc::collections::BTreeMap<u64, u32>> = Mutex::new(alloc::collections::BTreeMap::new());
+
+/// Adds one owner to a user frame.
+fn add_user_frame_ref(frame: u64) {
+    *SHARED_FRAMES.lock().entry(frame).or_insert(1) += 1;
+}
 
 /// Drops one reference to a user frame; frees it when none are left.
 fn release_user_frame(frame: u64) {

@@ -66,6 +66,13 @@ fn wakes_others(f: &OpenFile) -> bool {
 /// Runs `op` until it stops saying EAGAIN (unless O_NONBLOCK), waiting for
 /// I/O events in between; a signal interrupts the wait.
 fn blocking<T>(f: &OpenFile, mut op: impl FnMut() -> vmkernel::vfs::Result<T>) -> Result<T, i64> {
+    blocking_waking(f, || op().map(|v| (v, wakes_others(f))))
+}
+
+/// [`blocking`] for an `op` that says itself whether it may have made
+/// something ready others wait for (a pipe's read only frees room a writer
+/// waits for when the pipe was full).
+fn blocking_waking<T>(f: &OpenFile, mut op: impl FnMut() -> vmkernel::vfs::Result<(T, bool)>) -> Result<T, i64> {
     loop {
         let seen = io_wait::generation();
         match op() {
@@ -73,12 +80,13 @@ fn blocking<T>(f: &OpenFile, mut op: impl FnMut() -> vmkernel::vfs::Result<T>) -
                 Woken::Signal => return Err(ERESTARTSYS),
                 _ => continue,
             },
-            r => {
-                if r.is_ok() && wakes_others(f) {
+            Ok((v, wake)) => {
+                if wake {
                     io_wait::notify();
                 }
-                return r.map_err(err);
+                return Ok(v);
             }
+            Err(e) => return Err(err(e)),
         }
     }
 }
@@ -94,11 +102,18 @@ const MAX_IO: usize = 1 << 20;
 /// Reads and writes up to this size go through a buffer on the kernel
 /// stack instead of the heap (pipes and terminals mostly move a few bytes).
 const SMALL_IO: usize = 512;
+/// The smallest stack buffer.
+const TINY_IO: usize = 64;
 
 /// Runs `f` on a kernel buffer of `len` bytes (at most `MAX_IO`): on the
 /// stack up to `SMALL_IO`, else zeroed on the heap.
 fn with_io_buffer(len: u64, f: impl FnOnce(&mut [u8]) -> SysResult) -> SysResult {
     let len = (len as usize).min(MAX_IO);
+    if len <= TINY_IO {
+        // The few bytes of a pipe or terminal message: zeroing even the
+        // small buffer would cost more than the copy.
+        return f(&mut [0u8; TINY_IO][..len]);
+    }
     let mut small = [0u8; SMALL_IO];
     let mut heap;
     let data: &mut [u8] = if len <= SMALL_IO {
@@ -146,7 +161,7 @@ fn read(cx: &Ctx, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = file(&cx.p, fd)?;
     background_tty_access(cx, &f, false)?;
     with_io_buffer(len, |data| {
-        let n = blocking(&f, || f.read(data))?;
+        let n = blocking_waking(&f, || f.read_waking(data))?;
         cx.p.copy_to_user(buf, &data[..n])?;
         Ok(n as i64)
     })

@@ -1,9 +1,10 @@
 //! execve: loading a static ELF executable (or a `#!` script's
 //! interpreter) into a fresh address space with its initial stack.
 
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use spin::Mutex;
+use core::sync::atomic::{AtomicU64, Ordering};
 use vmkernel::elf::{self, LoadOptions, USER_END};
 use vmkernel::linux_abi::flags::mman::{MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, PROT_READ, PROT_WRITE};
 use vmkernel::user_stack::{self, AuxFacts};
@@ -14,7 +15,8 @@ use super::fault::pte_flags;
 use super::files;
 use super::process::{Mm, Process, Thread};
 use crate::arch::trap::TrapFrame;
-use crate::{mm, world};
+use crate::mm::{self, SharedFrame};
+use crate::world;
 
 /// Initial stack area mapped at exec (it grows down on demand after that).
 const STACK_INITIAL: u64 = 128 * 1024;
@@ -42,7 +44,62 @@ pub struct ExecImage {
     size: u64,
     mtime: vmkernel::vfs::Timespec,
     mappings: Vec<elf::Mapping>,
+    pages: Arc<FilePages>,
 }
+
+/// An executable's page cache: the file's pages as read once, shared by
+/// every process running that version of the file (same device, inode,
+/// size and modification time). A page wholly inside a segment's file
+/// bytes is mapped read-only and copy-on-write from here instead of being
+/// read and copied for each process, so an exec of a program already
+/// running (a shell's fork + exec of itself, BusyBox's applets) finds most
+/// of its pages in memory. The cache lives as long as an image uses it.
+pub struct FilePages {
+    key: (u64, u64, u64, vmkernel::vfs::Timespec),
+    pages: Mutex<Vec<Option<SharedFrame>>>,
+}
+
+/// The live caches (dead entries are swept as new ones come).
+static FILE_PAGES: Mutex<Vec<Weak<FilePages>>> = Mutex::new(Vec::new());
+
+/// Frames the live caches hold (`Cached:` in /proc/meminfo).
+static CACHED_PAGES: AtomicU64 = AtomicU64::new(0);
+
+/// Frames the executables' page caches hold.
+pub fn cached_pages() -> u64 {
+    CACHED_PAGES.load(Ordering::Relaxed)
+}
+
+impl Drop for FilePages {
+    fn drop(&mut self) {
+        let n = self.pages.get_mut().iter().filter(|p| p.is_some()).count() as u64;
+        CACHED_PAGES.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl FilePages {
+    /// The cache of the file version `st` describes, shared if one is live.
+    fn of(st: &vmkernel::vfs::Stat) -> Arc<FilePages> {
+        let key = (st.dev, st.ino, st.size, st.mtime);
+        let mut all = FILE_PAGES.lock();
+        if let Some(live) = all.iter().filter_map(Weak::upgrade).find(|c| c.key == key) {
+            return live;
+        }
+        all.retain(|w| w.strong_count() > 0);
+        let pages = Arc::new(FilePages { key, pages: Mutex::new(Vec::new()) });
+        all.push(Arc::downgrade(&pages));
+        pages
+    }
+
+    fn get(&self, index: usize) -> Option<SharedFrame> {
+        self.pages.lock().get(index).and_then(|p| p.clone())
+    }
+}
+
+/// Pages mapped around a fault on an executable's page from its cache
+/// (Linux maps 16 as well): a program's first run through its code takes
+/// a fault per 64 KiB instead of one per page.
+const FAULT_AROUND_PAGES: u64 = 16;
 
 impl ExecImage {
     /// The areas' backing id (the open file's address, unique while the
@@ -66,6 +123,72 @@ impl ExecImage {
             return false;
         }
         m.fill(&FileReader { file: &self.file, size: self.size }, page - m.start, buf).is_ok()
+    }
+}
+
+impl ExecImage {
+    /// The shared page of the image at `page`, which its area maps from
+    /// `file_offset`, when the whole page is file bytes of a segment (read
+    /// into the cache on first use): Ok(None) when the page is not one
+    /// the cache holds (a segment's last, partly zeroed page: see
+    /// `fill_page`), Err when the file changed or cannot be read.
+    pub fn shared_page(&self, page: u64, file_offset: u64) -> Result<Option<SharedFrame>, ()> {
+        let Some(m) = self.cacheable(page, file_offset) else { return Ok(None) };
+        let index = (file_offset / 4096) as usize;
+        if let Some(f) = self.pages.get(index) {
+            return Ok(Some(f));
+        }
+        let st = self.file.stat();
+        if st.size != self.size || st.mtime != self.mtime {
+            log::warn!("an executable changed while it runs: its process cannot page in {page:#x}");
+            return Err(());
+        }
+        // Read without the cache's lock (the file system may sleep).
+        let reader = FileReader { file: &self.file, size: self.size };
+        let frame = mm::UserFrame::alloc_filled(|buf| m.fill(&reader, page - m.start, buf).is_ok()).ok_or(())?;
+        let frame = SharedFrame::new(frame);
+        let mut pages = self.pages.pages.lock();
+        if pages.len() <= index {
+            pages.resize_with(index + 1, || None);
+        }
+        // Another CPU may have read it meanwhile: keep the first.
+        if pages[index].is_none() {
+            CACHED_PAGES.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some(pages[index].get_or_insert(frame).clone()))
+    }
+
+    /// The cached page at `page` (mapped from `file_offset`) if it is
+    /// already in memory: what a fault maps around the faulting page.
+    pub fn cached_page(&self, page: u64, file_offset: u64) -> Option<SharedFrame> {
+        self.cacheable(page, file_offset)?;
+        self.pages.get((file_offset / 4096) as usize)
+    }
+
+    /// The segment whose file bytes fill the whole page at `page`,
+    /// mapped from `file_offset`.
+    fn cacheable(&self, page: u64, file_offset: u64) -> Option<&elf::Mapping> {
+        let m = self.mappings.iter().find(|m| m.start <= page && page < m.end)?;
+        let within = page - m.start;
+        (m.file_offset + within == file_offset && within + 4096 <= m.file_len && file_offset.is_multiple_of(4096)).then_some(m)
+    }
+}
+
+/// Maps the cached pages of `image` near `page` (inside `vma`, the
+/// faulting area) that `mm` has not mapped yet.
+pub fn fault_around(mm: &Mm, image: &ExecImage, vma: &vmkernel::vm_regions::Vma, page: u64, file_offset_of_start: u64) {
+    let window = FAULT_AROUND_PAGES * 4096;
+    let first = (page & !(window - 1)).max(vma.start);
+    let end = (page & !(window - 1)).saturating_add(window).min(vma.end);
+    let mut va = first;
+    while va < end {
+        if va != page
+            && mm.space.is_unmapped(va)
+            && let Some(f) = image.cached_page(va, file_offset_of_start + (va - vma.start))
+        {
+            let _ = mm.space.map_shared(va, &f, pte_flags(vma.prot));
+        }
+        va += 4096;
     }
 }
 
@@ -129,7 +252,8 @@ fn load_depth(p: &Process, path: &[u8], argv: Vec<Vec<u8>>, envp: &[Vec<u8>], de
         log::info!("exec {}: {e}", alloc::string::String::from_utf8_lossy(path));
         Errno(e.errno())
     })?;
-    let image = Arc::new(ExecImage { _executing: vfs.deny_write(&f), file: f, size: st.size, mtime: st.mtime, mappings: plan.mappings.clone() });
+    let pages = FilePages::of(&st);
+    let image = Arc::new(ExecImage { _executing: vfs.deny_write(&f), file: f, size: st.size, mtime: st.mtime, mappings: plan.mappings.clone(), pages });
     let m = Mm::with_image(Some(image.clone())).ok_or(Errno::ENOMEM)?;
     {
         let mut vm = m.vm.lock();

@@ -73,8 +73,31 @@ fn resolve_once(mm: &Mm, va: u64, access: Access) -> bool {
             if let (vmkernel::vm_regions::Backing::File { id, offset }, Some(image)) = (vma.backing, &mm.image)
                 && id == image.id()
             {
+                let file_offset = offset + (page - vma.start);
+                match image.shared_page(page, file_offset) {
+                    Err(()) => return false,
+                    Ok(Some(shared)) => {
+                        let flags = pte_flags(vma.prot);
+                        // A write (to a private data page) copies at once
+                        // instead of faulting again for the copy.
+                        let r = if access == Access::Write {
+                            let Some(copy) = mm::UserFrame::copy_of(&shared) else {
+                                log::warn!("out of memory on a user page fault at {va:#x}");
+                                return false;
+                            };
+                            mm.space.map(page, copy, flags)
+                        } else {
+                            let r = mm.space.map_shared(page, &shared, flags);
+                            super::exec::fault_around(mm, image, &vma, page, offset);
+                            r
+                        };
+                        // Err: another thread mapped it meanwhile.
+                        return r.is_ok() || mm.space.translate(page).is_some();
+                    }
+                    Ok(None) => {}
+                }
                 let mut buf = [0u8; 4096];
-                if !image.fill_page(page, offset + (page - vma.start), &mut buf) {
+                if !image.fill_page(page, file_offset, &mut buf) {
                     return false;
                 }
                 let Some(frame) = mm::UserFrame::alloc_with(&buf) else {

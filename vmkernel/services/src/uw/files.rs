@@ -197,6 +197,7 @@ impl ProcProvider for Provider {
             available_kb: mm::available_user_frames() * 4,
             kernel_heap_kb: claimed as u64 / 1024,
             kernel_heap_used_kb: used as u64 / 1024,
+            cached_kb: super::exec::cached_pages() * 4,
             ..Default::default()
         }
     }

@@ -338,6 +338,10 @@ impl Process {
     /// mapped user-readable (faulting pages in as the CPU would).
     pub fn copy_from_user(&self, addr: u64, buf: &mut [u8]) -> Result<(), i64> {
         let mm = self.mm();
+        // The common case first: inside one page that is mapped already.
+        if within_one_user_page(addr, buf.len()) && mm.space.read_user_page(addr, buf) {
+            return Ok(());
+        }
         let mut copied = true;
         walk_user(&mm, addr, buf.len(), false, |_, off, n| {
             copied &= mm.space.read_user_page(addr + off as u64, &mut buf[off..off + n]);
@@ -350,6 +354,9 @@ impl Process {
     /// mapped user-writable (resolving copy-on-write as a CPU write would).
     pub fn copy_to_user(&self, addr: u64, data: &[u8]) -> Result<(), i64> {
         let mm = self.mm();
+        if within_one_user_page(addr, data.len()) && mm.space.write_user_page(addr, data) {
+            return Ok(());
+        }
         let mut copied = true;
         walk_user(&mm, addr, data.len(), true, |_, off, n| {
             copied &= mm.space.write_user_page(addr + off as u64, &data[off..off + n]);
@@ -414,6 +421,12 @@ impl Process {
             .sum();
         live + self.dead_threads_ns.load(Ordering::Relaxed)
     }
+}
+
+/// Whether `[addr, addr+len)` is a non-empty range of user addresses
+/// inside one page (a copy that one page-table walk can serve).
+fn within_one_user_page(addr: u64, len: usize) -> bool {
+    len != 0 && (addr & 0xfff) + len as u64 <= 4096 && addr.saturating_add(len as u64) <= vmkernel::elf::USER_END
 }
 
 /// Walks `[addr, addr+len)` in `mm`, calling `f(phys, offset, n)` per page
