@@ -169,36 +169,34 @@ pub fn run(r: &mut Runner, dir: &Path) {
         ensure!(p != libc::MAP_FAILED, "mmap 1 TiB PROT_NONE: {}", errno_name(errno()));
         let p = p as *mut u8;
         let res = (|| {
-            // SAFETY: the last page of our own reservation.
-            let last = unsafe { p.add(LEN - pg) };
-            for q in [p, last] {
-                // SAFETY: one page of our own reservation made writable.
-                ok("mprotect RW", sys(unsafe { libc::mprotect(q.cast(), pg, libc::PROT_READ | libc::PROT_WRITE) }))?;
-                // SAFETY: writable now.
-                unsafe { q.write_volatile(0x5a) };
-            }
+            // One written page (Linux keeps a 1 TiB area with two written
+            // pieces as separate areas, which mremap refuses to grow).
+            // SAFETY: the first page of our own reservation made writable.
+            ok("mprotect RW", sys(unsafe { libc::mprotect(p.cast(), pg, libc::PROT_READ | libc::PROT_WRITE) }))?;
+            // SAFETY: writable now.
+            unsafe { p.write_volatile(0x5a) };
             // SAFETY: the whole reservation, ours.
             ok("mprotect READ 1 TiB", sys(unsafe { libc::mprotect(p.cast(), LEN, libc::PROT_READ) }))?;
             // SAFETY: readable now.
             expect_eq("first page after mprotect", unsafe { p.read_volatile() }, 0x5a)?;
             // SAFETY: as above.
-            expect_eq("last page after mprotect", unsafe { last.read_volatile() }, 0x5a)?;
+            expect_eq("last page after mprotect", unsafe { p.add(LEN - pg).read_volatile() }, 0)?;
             Ok(())
         })();
         if let Err(e) = res {
             let _ = unmap(p, LEN);
             return Err(e);
         }
-        // Grown by a page, so it moves: the two written pages move with it.
+        // Grown by a page, so it moves: the written page moves with it.
         // SAFETY: remapping our own reservation, which nothing references.
         let q = unsafe { libc::mremap(p.cast(), LEN, LEN + pg, libc::MREMAP_MAYMOVE) };
         let (base, len) = if q == libc::MAP_FAILED { (p, LEN) } else { (q as *mut u8, LEN + pg) };
         let res = (|| {
             ensure!(q != libc::MAP_FAILED, "mremap 1 TiB: {}", errno_name(errno()));
-            // SAFETY: the moved area is readable and holds both pages.
+            // SAFETY: the moved area is readable, the written page in it.
             expect_eq("first page after mremap", unsafe { base.read_volatile() }, 0x5a)?;
             // SAFETY: as above.
-            expect_eq("last page after mremap", unsafe { base.add(LEN - pg).read_volatile() }, 0x5a)?;
+            expect_eq("last page after mremap", unsafe { base.add(LEN - pg).read_volatile() }, 0)?;
             Ok(())
         })();
         expect_eq("munmap 1 TiB", unmap(base, len), Ok(0))?;
