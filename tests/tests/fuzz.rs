@@ -44,6 +44,10 @@ fn sysfuzz(c: &mut Console, seed: u64, calls: u64, more: &str, timeout: Duration
     let code = c.expect("\n", STEP).unwrap_or_default();
     let _ = c.expect(PROMPT, STEP);
     let summary = out.lines().rev().find(|l| l.contains("sysfuzz: calls ")).unwrap_or("").trim().to_string();
+    // Each hung worker by name: the calls its threads were in when it was killed.
+    for l in out.lines().filter(|l| l.contains("sysfuzz: worker ")) {
+        eprintln!("{}", l.trim());
+    }
     eprintln!("{summary}");
     check(c, code.trim() == "0", &format!("sysfuzz exit status {code:?}, summary {summary:?}"));
     let field = |key: &str| summary.split_whitespace().skip_while(|w| *w != key).nth(1).and_then(|v| v.parse::<u64>().ok());
@@ -93,6 +97,11 @@ fn fuzz_and_check(name: &str, seed: u64, calls: u64, timeout: Duration, heap_rep
     }
     eprintln!("host memory before/after {calls} random system calls: {before:?} / {after:?}");
     let log = c.log();
+    // The whole serial log, for a look at a long run afterwards.
+    let saved = image_builder::out_dir().join(format!("{name}-serial.log"));
+    if std::fs::write(&saved, &log).is_ok() {
+        eprintln!("serial log: {}", saved.display());
+    }
     check(&c, !log.contains("KERNEL PANIC") && !log.contains("CPU EXCEPTION"), "the kernel reported a fault");
     let out = run(&mut c, "echo alive-$((6*7)); ps | wc -l");
     check(&c, out.contains("alive-42"), &format!("shell after sysfuzz: {out:?}"));

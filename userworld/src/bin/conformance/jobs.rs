@@ -96,6 +96,12 @@ fn waitid(idtype: libc::idtype_t, id: libc::id_t, options: i32) -> Result<(i32, 
     Ok(unsafe { (info.si_code, info.si_pid(), info.si_status()) })
 }
 
+/// The state letter of `/proc/<pid>/stat`.
+fn proc_state(pid: libc::pid_t) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 pub fn run(r: &mut Runner) {
     r.check("jobctl_setpgid_rules", || {
         let (rd, wr) = pipe();
@@ -180,6 +186,8 @@ pub fn run(r: &mut Runner) {
             let (p, st) = waitpid(pid, libc::WUNTRACED, T)?;
             expect_eq("waitpid pid", p, pid)?;
             expect_stopped(st, libc::SIGSTOP)?;
+            // ps and sysfuzz tell a stopped process by its state letter.
+            expect_eq("/proc/<pid>/stat state while stopped", proc_state(pid), Some('T'))?;
             // The stop is reported once.
             expect_eq("second WUNTRACED report", waitpid(pid, libc::WUNTRACED | libc::WNOHANG, T)?.0, 0)?;
             drain(&rd);
@@ -191,6 +199,7 @@ pub fn run(r: &mut Runner) {
             let (p, st) = waitpid(pid, libc::WCONTINUED, T)?;
             expect_eq("waitpid pid", p, pid)?;
             ensure!(libc::WIFCONTINUED(st), "status {st:#x} is not WIFCONTINUED");
+            ensure!(proc_state(pid).is_some_and(|c| c != 'T'), "state after SIGCONT: {:?}", proc_state(pid));
             std::thread::sleep(Duration::from_millis(50));
             ensure!(drain(&rd) > 0, "child not running after SIGCONT");
             Ok(())

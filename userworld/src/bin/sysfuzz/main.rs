@@ -23,7 +23,11 @@
 //! patterns and reports the kernel heap each keeps (see `heap.rs`).
 //!
 //! Ends with one line, `sysfuzz: calls N completed C ok K worker-deaths D
-//! hung H errno E1=n,E2=n,...`, and exit status 0.
+//! hung H (stuck in ...) hung-stopped S ... errno E1=n,E2=n,...`, and exit
+//! status 0. A hung worker is one whose threads all made no progress for
+//! `HANG_KILL`; `hung-stopped` counts those that were stopped (job control:
+//! a worker may SIGSTOP its own group), the rest sat in calls that never
+//! returned.
 //!
 //! `sysfuzz files <dir> <seed> <calls> [workers] [threads]` is the same
 //! machinery aimed at one file system: only file calls (open/creat/openat
@@ -788,6 +792,12 @@ fn worker(shared: &'static Shared, slot: usize, seed: u64, plan: &Plan, coordina
     unsafe { libc::_exit(0) }
 }
 
+/// The state letter of `/proc/<pid>/stat` (R, S, T, Z...).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 fn errno_name(e: usize) -> String {
     let names: &[(usize, &str)] = &[
         (1, "EPERM"), (2, "ENOENT"), (3, "ESRCH"), (4, "EINTR"), (5, "EIO"), (7, "E2BIG"), (8, "ENOEXEC"), (9, "EBADF"),
@@ -877,7 +887,7 @@ fn main() {
     // Per slot: worker pid, last heartbeat, since when, SIGKILLs sent.
     let mut slots: Vec<Option<(i32, u64, Instant, u32)>> = vec![None; workers];
     let mut unkillable: Vec<i32> = Vec::new();
-    let (mut generation, mut deaths, mut hung) = (0u64, 0u64, 0u64);
+    let (mut generation, mut deaths, mut hung, mut hung_stopped) = (0u64, 0u64, 0u64, 0u64);
     let mut signals = std::collections::BTreeMap::<i32, u64>::new();
     // System calls that a SIGUSR1 did not get out of: number -> times.
     let mut stuck = std::collections::BTreeMap::<u64, u64>::new();
@@ -939,7 +949,17 @@ fn main() {
                                 calls.push(format!("{}({})", n - 1, a.join(", ")));
                             }
                         }
-                        println!("sysfuzz: worker {pid} stuck in {}: SIGKILL", calls.join(" "));
+                        // A stopped worker (a SIGSTOP it sent its own group) is
+                        // legitimately still; any other state is a call that never returned.
+                        let state = process_state(*pid);
+                        if state == Some('T') {
+                            hung_stopped += 1;
+                        }
+                        println!(
+                            "sysfuzz: worker {pid} (state {}) stuck in {}: SIGKILL",
+                            state.unwrap_or('?'),
+                            calls.join(" ")
+                        );
                         // SAFETY: kills our own worker process.
                         unsafe { libc::kill(*pid, libc::SIGKILL) };
                         *kills = 1;
@@ -972,7 +992,7 @@ fn main() {
     let sigs: Vec<String> = signals.iter().map(|(s, n)| format!("{s}={n}")).collect();
     let stuck: Vec<String> = stuck.iter().map(|(s, n)| format!("{s}={n}")).collect();
     println!(
-        "sysfuzz: calls {issued} completed {completed} ok {ok} worker-deaths {deaths} (signals {}) hung {hung} (stuck in {}) workers-started {generation} seconds {} errno {}",
+        "sysfuzz: calls {issued} completed {completed} ok {ok} worker-deaths {deaths} (signals {}) hung {hung} (stuck in {}) hung-stopped {hung_stopped} workers-started {generation} seconds {} errno {}",
         sigs.join(","),
         stuck.join(","),
         start.elapsed().as_secs(),

@@ -711,6 +711,27 @@ impl AddressSpace {
         Some(unsafe { core::ptr::read_volatile((phys_to_virt(frame) + (virt & 0xfff)) as *const u32) })
     }
 
+    /// The first mapped page in `[from, end)`: loops over a range visit
+    /// only its mapped pages with it, whatever the range's length (see
+    /// `paging::next_present_4k`).
+    pub fn next_mapped(&self, from: u64, end: u64) -> Option<u64> {
+        if self.pml4 == 0 {
+            return None;
+        }
+        let _g = self.lock.lock();
+        paging::next_present_4k(&Tables, self.pml4, from, end)
+    }
+
+    /// The mapped pages of `[start, end)`, in address order.
+    pub fn mapped_pages(&self, start: u64, end: u64) -> impl Iterator<Item = u64> + '_ {
+        let mut at = Some(start);
+        core::iter::from_fn(move || {
+            let p = self.next_mapped(at?, end)?;
+            at = p.checked_add(4096);
+            Some(p)
+        })
+    }
+
     /// Removes the mapping at `virt` and returns its frame without releasing
     /// it: the caller drops it after other CPUs dropped stale TLB entries.
     pub fn unmap_deferred(&self, virt: u64) -> Option<UnmappedFrame> {

@@ -353,12 +353,11 @@ fn tgkill(cx: &Ctx, tgid: i64, tid: u64, sig: u64) -> SysResult {
 fn unmap_areas(mm: &Mm, areas: &[Vma]) {
     let mut frames = Vec::new();
     for v in areas {
-        let mut a = v.start;
-        while a < v.end {
+        // Only the mapped pages: an area may span terabytes.
+        for a in mm.space.mapped_pages(v.start, v.end) {
             if let Some(f) = mm.space.unmap_deferred(a) {
                 frames.push(f);
             }
-            a += 4096;
         }
     }
     if !frames.is_empty() {
@@ -388,6 +387,14 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
     if prot & PROT_WRITE != 0 && flags & MAP_NORESERVE == 0 && !crate::uw::commit::may_commit(mm.group.load(Ordering::Relaxed), len) {
         return Err(neg(ENOMEM));
     }
+    // Shared anonymous and file mappings get their frames now: one larger
+    // than the memory there is fails at once, as Linux refuses an obvious
+    // overcommit (it would take every free frame, holding them from
+    // everyone else, and then fail anyway).
+    let populated = file.is_some() || flags & MAP_SHARED != 0;
+    if populated && len.div_ceil(4096) > crate::mm::available_user_frames() {
+        return Err(neg(ENOMEM));
+    }
     let mapped = mm.vm.lock().mmap(addr, len, prot, flags, mf, off).map_err(neg)?;
     crate::uw::mapped::write_back(&mm, &mapped.replaced);
     unmap_areas(&mm, &mapped.replaced);
@@ -400,7 +407,7 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         // the frames themselves (demand faults would give each its own).
         let pages = len.div_ceil(4096);
         for i in 0..pages {
-            let frame = crate::mm::UserFrame::alloc().ok_or(neg(ENOMEM))?;
+            let Some(frame) = crate::mm::UserFrame::alloc() else { return Err(undo_mmap(&mm, mapped.addr, len)) };
             // Already mapped: the frame is freed.
             let _ = mm.space.map(mapped.addr + i * 4096, frame, pte_flags(prot));
         }
@@ -412,11 +419,21 @@ fn mmap(cx: &Ctx, addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64)
         for i in 0..pages {
             let mut page = [0u8; 4096];
             let _ = f.pread(off + i * 4096, &mut page);
-            let frame = crate::mm::UserFrame::alloc_with(&page).ok_or(neg(ENOMEM))?;
+            let Some(frame) = crate::mm::UserFrame::alloc_with(&page) else { return Err(undo_mmap(&mm, mapped.addr, len)) };
             let _ = mm.space.map(mapped.addr + i * 4096, frame, pte_flags(prot));
         }
     }
     Ok(mapped.addr as i64)
+}
+
+/// Takes back a mapping whose frames ran out while it was populated (it
+/// would otherwise keep what it got until the process exits): ENOMEM.
+fn undo_mmap(mm: &Mm, addr: u64, len: u64) -> i64 {
+    if let Ok(gone) = mm.vm.lock().munmap(addr, len) {
+        unmap_areas(mm, &gone);
+    }
+    crate::uw::commit::recharge(mm);
+    neg(ENOMEM)
 }
 
 fn munmap(cx: &Ctx, addr: u64, len: u64) -> SysResult {
@@ -511,10 +528,9 @@ fn mremap(cx: &Ctx, old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: 
     crate::uw::mapped::write_back(&mm, &r.removed);
     unmap_areas(&mm, &r.removed);
     if let Some((from, to, len)) = r.moved {
-        let mut off = 0;
-        while off < len {
-            mm.space.move_page(from + off, to + off);
-            off += 4096;
+        // Only the mapped pages move (the rest page in on demand).
+        for a in mm.space.mapped_pages(from, from.saturating_add(len)) {
+            mm.space.move_page(a, to + (a - from));
         }
         crate::arch::apic::tlb_shootdown();
     }
@@ -542,10 +558,8 @@ fn mprotect(cx: &Ctx, addr: u64, len: u64, prot: u64) -> SysResult {
     let changed = mm.vm.lock().mprotect(addr, len, prot as u32).map_err(neg)?;
     crate::uw::commit::recharge(&mm);
     for v in &changed {
-        let mut a = v.start;
-        while a < v.end {
+        for a in mm.space.mapped_pages(v.start, v.end) {
             mm.space.protect(a, pte_flags(v.prot));
-            a += 4096;
         }
     }
     if !changed.is_empty() {

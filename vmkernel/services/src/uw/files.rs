@@ -168,7 +168,12 @@ impl ProcProvider for Provider {
         Some(ProcessInfo {
             pid,
             comm: p.name.lock().clone(),
-            state: if p.is_zombie() { 'Z' } else if p.threads.lock().iter().any(|t| is_running(t.world.load(Ordering::Relaxed))) { 'R' } else { 'S' },
+            state: if p.is_zombie() {
+                'Z'
+            } else if p.stopped.load(Ordering::Relaxed) {
+                // Job control stopped it (SIGSTOP and kin): Linux's "T".
+                'T'
+            } else if p.threads.lock().iter().any(|t| is_running(t.world.load(Ordering::Relaxed))) { 'R' } else { 'S' },
             ppid: p.ppid.load(Ordering::Relaxed),
             pgrp: p.pgid.load(Ordering::Relaxed),
             session: p.sid.load(Ordering::Relaxed),

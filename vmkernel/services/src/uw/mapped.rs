@@ -23,8 +23,9 @@ pub fn write_back(mm: &Mm, areas: &[Vma]) {
         let Backing::File { id, offset } = v.backing else { continue };
         let Some(f) = mm.files.lock().get(&id).cloned() else { continue };
         let size = f.metadata().size;
-        let mut va = v.start;
-        while va < v.end {
+        // Only pages that are there (a page never touched holds nothing
+        // to write; the area may be far longer than the file).
+        for va in mm.space.mapped_pages(v.start, v.end) {
             let at = offset + (va - v.start);
             if at >= size {
                 break;
@@ -36,7 +37,6 @@ pub fn write_back(mm: &Mm, areas: &[Vma]) {
                     log::warn!("write-back of a shared mapping at {va:#x}: {e:?}");
                 }
             }
-            va += 4096;
         }
     }
 }

@@ -102,11 +102,9 @@ impl Mm {
         let space = Arc::new(self.space.fork()?);
         // MAP_SHARED areas stay shared: undo copy-on-write for them in both.
         for a in vm.areas().filter(|a| a.shared && a.prot & vmkernel::linux_abi::flags::mman::PROT_WRITE != 0) {
-            let mut va = a.start;
-            while va < a.end {
+            for va in self.space.mapped_pages(a.start, a.end) {
                 self.space.make_shared_writable(va);
                 space.make_shared_writable(va);
-                va += 4096;
             }
         }
         let child = Arc::new(Mm {
