@@ -2994,8 +2994,7 @@ fn t_single_step(_env: &mut Env) -> Outcome {
 /// The debug registers as registers (SDM 17.2): DR0-DR3 hold any
 /// address, DR7 keeps its writable bits with bit 10 set, DR6 reads its
 /// fixed ones, and an armed DR7 aimed at addresses this code never
-/// touches raises nothing. This holds wherever a breakpoint can fire or
-/// not (where Mantle reports it cannot, `debug-dr0-breakpoint` skips).
+/// touches raises nothing.
 fn t_debug_registers(_env: &mut Env) -> Outcome {
     let want = [0x1000_0000u64, 0xffff_8000_0000_1234, 0x7, 0x0000_7fff_ffff_f000];
     let (g0, g1, g2, g3): (u64, u64, u64, u64);
@@ -3035,12 +3034,7 @@ fn t_debug_registers(_env: &mut Env) -> Outcome {
 
 /// DR0 as an execution breakpoint (DR7.L0, R/W0 = 00, LEN0 = 00): #DB
 /// before the instruction at DR0 runs, DR6.B0 set.
-fn t_dr0_breakpoint(env: &mut Env) -> Outcome {
-    if env.mantle && cpuid(0x4000_0001, 0)[0] & 1 != 0 {
-        // Mantle's hypervisor leaf says its platform cannot arm guest
-        // breakpoints (QEMU 7.2 TCG's VMRUN loads DR7 without arming it).
-        skip!("Mantle reports guest hardware breakpoints unavailable on this host");
-    }
+fn t_dr0_breakpoint(_env: &mut Env) -> Outcome {
     DB_COUNT.store(0, SeqCst);
     DB_ARMED.store(true, SeqCst);
     let at_bp: u64;
