@@ -211,6 +211,7 @@ const MANTLE_TESTS: &[&str] = &[
     "debug-single-step",
     "debug-registers",
     "debug-dr0-breakpoint",
+    "debug-data-breakpoint",
 ];
 
 /// Checks that must pass on AMD (SVM) hosts, besides [`MANTLE_TESTS`].
