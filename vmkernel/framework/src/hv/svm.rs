@@ -161,6 +161,9 @@ pub struct Vmcb {
     /// The guest's DR0-DR3 for entries that arm its breakpoints on a host
     /// whose VMRUN does not (`hv::host_arms_guest_breakpoints`).
     breakpoints: [u64; 4],
+    /// The VMCB's DR7 arms a breakpoint and the host must arm it
+    /// (`host_armed_dr7`): one flag for the entry path to test.
+    host_arms: bool,
 }
 
 /// The I/O and MSR permission maps every VMCB points to: one policy for
@@ -221,7 +224,7 @@ impl Vmcb {
     /// `ncr3` and address-space ID `asid`.
     pub(crate) fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
         let (iopm, msrpm) = permission_maps()?;
-        let v = Vmcb { page: mm::alloc_frame()?, nmi_blocked: false, iret_step: None, breakpoints: [0; 4] };
+        let v = Vmcb { page: mm::alloc_frame()?, nmi_blocked: false, iret_step: None, breakpoints: [0; 4], host_arms: false };
         // INTR, NMI, RDPMC (the host's counters), CPUID, INVD (it would
         // drop the host's dirty cache lines), PAUSE, HLT, INVLPGA, IOIO,
         // MSR, shutdown.
@@ -342,11 +345,9 @@ impl Vmcb {
     /// the stub's code, `regs`, the VMCB or the VMRUN host save area is
     /// therefore not armed (`vmm::debug_regs::host_armable_dr7`); every
     /// other one cannot be reached by the host while armed.
+    #[inline(never)]
     fn host_armed_dr7(&self, regs: &GuestRegs) -> u64 {
         let dr7 = self.r64(vmcb::DR7);
-        if dr7 & 0xff == 0 || !super::host_arms_guest_breakpoints() {
-            return 0x400;
-        }
         // SAFETY: VM_HSAVE_PA exists where SVM is enabled (it is on this CPU).
         let hsave = unsafe { cpu::rdmsr(MSR_VM_HSAVE_PA) } & !0xfff;
         let regs_at = regs as *const GuestRegs as u64;
@@ -375,7 +376,7 @@ impl Vmcb {
         self.w64(vmcb::RSP, regs.gpr[RSP]);
         let fpu = fpu.area_mut().as_mut_ptr();
         let xsave_mask = super::vcpu::guest_xsave_mask();
-        let arm = self.host_armed_dr7(regs);
+        let arm = if self.host_arms { self.host_armed_dr7(regs) } else { 0x400 };
         if arm & 0xff != 0 {
             let [a0, a1, a2, a3] = self.breakpoints;
             let debug = [a0, a1, a2, a3, arm];
@@ -555,7 +556,10 @@ impl VcpuHw for Vmcb {
             Ctl::Efer => self.w64(vmcb::EFER, value | EFER_SVME),
             Ctl::Pat => self.w64(vmcb::G_PAT, value),
             Ctl::TscOffset => self.w64(vmcb::TSC_OFFSET, value),
-            Ctl::Dr7 => self.w64(vmcb::DR7, value),
+            Ctl::Dr7 => {
+                self.host_arms = value & 0xff != 0 && super::host_arms_guest_breakpoints();
+                self.w64(vmcb::DR7, value)
+            }
         }
     }
     fn segment(&self, s: SegReg) -> Segment {
