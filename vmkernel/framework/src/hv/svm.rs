@@ -362,6 +362,29 @@ impl Vmcb {
         vmkernel::vmm::debug_regs::host_armable_dr7(dr7, &self.breakpoints, arming_stub_code(), &data)
     }
 
+    /// `svm_run` with the guest's breakpoints armed by the host (out of
+    /// line: entries without them stay as lean as before).
+    #[inline(never)]
+    fn run_arming_breakpoints(&self, regs: &mut GuestRegs, host: u64, fpu: *mut u8, xsave_mask: u64) {
+        let arm = self.host_armed_dr7(regs);
+        if arm & 0xff == 0 {
+            // SAFETY: as in `run_raw`.
+            unsafe { svm_run(self.page, regs, host, fpu, xsave_mask, core::ptr::null()) };
+            return;
+        }
+        let [a0, a1, a2, a3] = self.breakpoints;
+        let debug = [a0, a1, a2, a3, arm];
+        let stray = crate::arch::trap::STRAY_DEBUG_TRAPS.load(core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as in `run_raw`; in addition the stub loads DR0-DR3 and
+        // DR7 from `debug`, and `host_armed_dr7` left armed only
+        // breakpoints that nothing the host runs or touches until the stub
+        // disarms them again (right after VMRUN) can match.
+        unsafe { svm_run_arming_breakpoints(self.page, regs, host, fpu, xsave_mask, debug.as_ptr()) };
+        if crate::arch::trap::STRAY_DEBUG_TRAPS.load(core::sync::atomic::Ordering::Relaxed) != stray {
+            log::warn!("hv: a guest breakpoint (DR7 {arm:#x}, DR0-DR3 {:x?}) raised #DB in the host; resumed", self.breakpoints);
+        }
+    }
+
     /// Runs the guest until the next #VMEXIT; returns the exit code.
     /// `fpu` holds the guest's x87/SSE state (FXSAVE image, 16-byte
     /// aligned); the stub loads it right before VMRUN and saves it right
@@ -376,19 +399,8 @@ impl Vmcb {
         self.w64(vmcb::RSP, regs.gpr[RSP]);
         let fpu = fpu.area_mut().as_mut_ptr();
         let xsave_mask = super::vcpu::guest_xsave_mask();
-        let arm = if self.host_arms { self.host_armed_dr7(regs) } else { 0x400 };
-        if arm & 0xff != 0 {
-            let [a0, a1, a2, a3] = self.breakpoints;
-            let debug = [a0, a1, a2, a3, arm];
-            let stray = crate::arch::trap::STRAY_DEBUG_TRAPS.load(core::sync::atomic::Ordering::Relaxed);
-            // SAFETY: as below; in addition the stub loads DR0-DR3 and DR7
-            // from `debug`, and `host_armed_dr7` left armed only
-            // breakpoints that nothing the host runs or touches until the
-            // stub disarms them again (right after VMRUN) can match.
-            unsafe { svm_run_arming_breakpoints(self.page, regs, host, fpu, xsave_mask, debug.as_ptr()) };
-            if crate::arch::trap::STRAY_DEBUG_TRAPS.load(core::sync::atomic::Ordering::Relaxed) != stray {
-                log::warn!("hv: a guest breakpoint (DR7 {arm:#x}, DR0-DR3 {:x?}) raised #DB in the host; resumed", self.breakpoints);
-            }
+        if self.host_arms {
+            self.run_arming_breakpoints(regs, host, fpu, xsave_mask);
         } else {
             // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB
             // and its maps are valid and owned, the guest's memory is its own
