@@ -1220,13 +1220,7 @@ fn emulate_cpuid_slow(vm: &Vm, index: usize, regs: &mut GuestRegs, cache: &mut C
     let mut r = match cache.last {
         Some((key, r)) if key == (leaf, sub) => r,
         _ => {
-            let mut r = cpuid(leaf, sub, index, vm.vcpus.len());
-            // Hypervisor leaf 0x40000001 EAX bit 0: guest hardware
-            // breakpoints do not fire on this host (QEMU 7.2 TCG's VMRUN
-            // loads the VMCB's DR7 without arming its breakpoints).
-            if leaf == 0x4000_0001 && hv::guest_breakpoints_unavailable() {
-                r[0] |= 1;
-            }
+            let r = cpuid(leaf, sub, index, vm.vcpus.len());
             cache.last = Some(((leaf, sub), r));
             r
         }
@@ -1351,7 +1345,7 @@ fn inject_pending(p: &mut Platform, index: usize, v: &mut dyn VcpuHw, completed:
 /// DR7 (GD cleared: MOV DR exits anyway). #DB always exits (CVE-2015-8104).
 fn load_debug_regs(v: &mut dyn VcpuHw, debug: &DebugRegs) {
     let want = if debug.dr7 & 0xff != 0 {
-        hv::load_guest_breakpoint_addresses(debug.address);
+        v.set_breakpoint_addresses(debug.address);
         (debug.dr7 & !(1 << 13)) | 0x400
     } else {
         0x400

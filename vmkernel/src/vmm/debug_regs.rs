@@ -79,6 +79,56 @@ impl DebugRegs {
     }
 }
 
+/// What a breakpoint of DR7 watches: an instruction start (execution),
+/// or data accesses of a length.
+fn breakpoint_kind(dr7: u64, n: usize) -> (u64, u64) {
+    let rw = (dr7 >> (16 + 4 * n)) & 3;
+    // LEN: 00 one byte, 01 two, 11 four, 10 eight (SDM 17.2.5).
+    let len = match (dr7 >> (18 + 4 * n)) & 3 {
+        0 => 1,
+        1 => 2,
+        2 => 8,
+        _ => 4,
+    };
+    (rw, len)
+}
+
+/// Do `[start, start + len)` and `range` (start, end exclusive) overlap?
+fn overlaps(start: u64, len: u64, range: (u64, u64)) -> bool {
+    start < range.1 && range.0 < start.saturating_add(len)
+}
+
+/// The guest DR7 a host may arm itself (with MOV DR7, before VMRUN) where
+/// the hardware's VMRUN does not arm breakpoints (QEMU 7.2 TCG's SVM):
+/// `dr7` without the breakpoints that could match what the host itself
+/// runs or touches while they are armed — an execution breakpoint on an
+/// instruction in `code` (the entry/exit stub), a data breakpoint on
+/// `data` (the memory the stub reads between arming and VMRUN and the
+/// pages the emulator reads and writes during VMRUN and #VMEXIT, by
+/// physical address as by linear). Such a breakpoint would raise #DB in
+/// the host; it is left unarmed (it misses in the guest instead). I/O
+/// breakpoints (R/W 10) need nothing: the host runs no IN/OUT meanwhile.
+/// Returns 0x400 when nothing is left armed.
+pub fn host_armable_dr7(dr7: u64, address: &[u64; 4], code: (u64, u64), data: &[(u64, u64)]) -> u64 {
+    let mut armed = dr7;
+    for (n, &a) in address.iter().enumerate() {
+        if dr7 & (3 << (2 * n)) == 0 {
+            continue;
+        }
+        let unsafe_here = match breakpoint_kind(dr7, n) {
+            (0, _) => overlaps(a, 1, code),
+            (2, _) => false,
+            // Data: as the emulator compares (the address as given, for
+            // LEN bytes) and as the SDM does (aligned down to LEN).
+            (_, len) => data.iter().any(|&r| overlaps(a, len, r) || overlaps(a & !(len - 1), len, r)),
+        };
+        if unsafe_here {
+            armed &= !(3 << (2 * n));
+        }
+    }
+    if armed & 0xff == 0 { 0x400 } else { armed }
+}
+
 /// The operands of a MOV to/from a debug register at the start of `bytes`
 /// (0F 21 /r reads, 0F 23 /r writes; the ModRM reg field is the debug
 /// register, r/m the general register, always a register operand), for
@@ -184,5 +234,35 @@ mod tests {
         assert_eq!(decode_mov_dr(&[0x0f, 0x22, 0xc0], Bits32), None, "MOV CR is not MOV DR");
         assert_eq!(decode_mov_dr(&[0x0f, 0x21], Bits32), None);
         assert_eq!(decode_mov_dr(&[0x66; 20], Bits32), None);
+    }
+
+    #[test]
+    fn host_armable_dr7_drops_breakpoints_on_host_code_and_data() {
+        let code = (0xffff_8000_0010_0000, 0xffff_8000_0010_0100);
+        let data = [(0x20_0000, 0x20_1000), (0xffff_8000_0300_0000, 0xffff_8000_0300_0080)];
+        // DR0 execute elsewhere: armed as is.
+        assert_eq!(host_armable_dr7(0x401, &[0x1000, 0, 0, 0], code, &data), 0x401);
+        // DR0 execute on the stub: nothing left to arm.
+        assert_eq!(host_armable_dr7(0x401, &[0xffff_8000_0010_0040, 0, 0, 0], code, &data), 0x400);
+        // An execution breakpoint on a data page does not matter (no code runs there).
+        assert_eq!(host_armable_dr7(0x403, &[0x20_0800, 0, 0, 0], code, &data), 0x403);
+        // DR1 write-watch of 4 bytes on the VMCB page's address: dropped
+        // (both L1 and G1); DR0 stays.
+        let dr7 = 0x400 | 0x1 | 0xc | (0b1101 << 20);
+        assert_eq!(host_armable_dr7(dr7, &[0x5000, 0x20_0ffc, 0, 0], code, &data), (dr7 & !0xc));
+        // An unaligned 8-byte read/write watch: the bytes from its address
+        // miss the data, those from the aligned address reach it.
+        let dr7 = 0x400 | 0x4 | (0b1011 << 20);
+        assert_eq!(host_armable_dr7(dr7, &[0, 0x30_0004, 0, 0], code, &[(0x30_0000, 0x30_0004)]), 0x400);
+        assert_eq!(host_armable_dr7(dr7, &[0, 0x30_0008, 0, 0], code, &[(0x30_0000, 0x30_0004)]), dr7);
+        assert_eq!(host_armable_dr7(dr7, &[0, 0x1f_fff0, 0, 0], code, &data), dr7);
+        // Execution on the data range's neighbours, and I/O breakpoints, stay.
+        let dr7 = 0x400 | 0x10 | (0b0010 << 24);
+        assert_eq!(host_armable_dr7(dr7, &[0, 0, 0x20_0000, 0], code, &data), dr7);
+        // A watch at the very top of the address space does not overflow.
+        let dr7 = 0x400 | 0x40 | (0b1011 << 28);
+        assert_eq!(host_armable_dr7(dr7, &[0, 0, 0, u64::MAX - 3], code, &data), dr7);
+        // Disabled breakpoints are not looked at.
+        assert_eq!(host_armable_dr7(0x400, &[0xffff_8000_0010_0040; 4], code, &data), 0x400);
     }
 }

@@ -1138,6 +1138,7 @@ extern "C" fn suite_bsp_main() -> ! {
         ("debug-single-step", t_single_step),
         ("debug-registers", t_debug_registers),
         ("debug-dr0-breakpoint", t_dr0_breakpoint),
+        ("debug-data-breakpoint", t_data_breakpoint),
         ("hypercall-version", t_hc_version),
         ("hypercall-console-write", t_hc_console),
         ("hypercall-unknown", t_hc_unknown),
@@ -2994,8 +2995,7 @@ fn t_single_step(_env: &mut Env) -> Outcome {
 /// The debug registers as registers (SDM 17.2): DR0-DR3 hold any
 /// address, DR7 keeps its writable bits with bit 10 set, DR6 reads its
 /// fixed ones, and an armed DR7 aimed at addresses this code never
-/// touches raises nothing. This holds wherever a breakpoint can fire or
-/// not (where Mantle reports it cannot, `debug-dr0-breakpoint` skips).
+/// touches raises nothing.
 fn t_debug_registers(_env: &mut Env) -> Outcome {
     let want = [0x1000_0000u64, 0xffff_8000_0000_1234, 0x7, 0x0000_7fff_ffff_f000];
     let (g0, g1, g2, g3): (u64, u64, u64, u64);
@@ -3035,12 +3035,7 @@ fn t_debug_registers(_env: &mut Env) -> Outcome {
 
 /// DR0 as an execution breakpoint (DR7.L0, R/W0 = 00, LEN0 = 00): #DB
 /// before the instruction at DR0 runs, DR6.B0 set.
-fn t_dr0_breakpoint(env: &mut Env) -> Outcome {
-    if env.mantle && cpuid(0x4000_0001, 0)[0] & 1 != 0 {
-        // Mantle's hypervisor leaf says its platform cannot arm guest
-        // breakpoints (QEMU 7.2 TCG's VMRUN loads DR7 without arming it).
-        skip!("Mantle reports guest hardware breakpoints unavailable on this host");
-    }
+fn t_dr0_breakpoint(_env: &mut Env) -> Outcome {
     DB_COUNT.store(0, SeqCst);
     DB_ARMED.store(true, SeqCst);
     let at_bp: u64;
@@ -3074,6 +3069,54 @@ fn t_dr0_breakpoint(env: &mut Env) -> Outcome {
     check!(n == 1, "DR0 execution breakpoint: {n} #DB taken");
     check!(at == at_bp, "#DB at {at:#x}, breakpoint at {at_bp:#x}");
     check!(dr6 & 1 != 0, "DR6 {dr6:#x} without B0");
+    Outcome::Pass
+}
+
+/// The word `debug-data-breakpoint` watches.
+static WATCHED: AtomicU64 = AtomicU64::new(0);
+
+/// DR1 as a data breakpoint on writes (DR7.L1, R/W1 = 01, LEN1 = 11: four
+/// bytes): #DB after the writing instruction completes (a trap: RIP at
+/// the next one, the value stored), DR6.B1 set; a read of it raises
+/// nothing.
+fn t_data_breakpoint(_env: &mut Env) -> Outcome {
+    WATCHED.store(0, SeqCst);
+    let at = WATCHED.as_ptr() as u64;
+    DB_COUNT.store(0, SeqCst);
+    DB_ARMED.store(true, SeqCst);
+    let after: u64;
+    let read: u64;
+    // SAFETY: arms DR1 on WATCHED (this test's own word) for writes,
+    // reads and writes it once each, disarms DR7; clobbers only the named
+    // registers.
+    unsafe {
+        asm!(
+            "xor {z:e}, {z:e}",
+            "mov dr6, {z}",
+            "mov dr1, {a}",
+            "mov {z:e}, 0xd00004",
+            "mov dr7, {z}",
+            "mov {r}, qword ptr [{a}]",
+            "mov dword ptr [{a}], 0x1234",
+            "2:",
+            "mov {z:e}, 0x400",
+            "mov dr7, {z}",
+            "lea {w}, [rip + 2b]",
+            a = in(reg) at, z = out(reg) _, r = out(reg) read, w = out(reg) after,
+            options(nostack),
+        )
+    }
+    DB_ARMED.store(false, SeqCst);
+    let (n, rip) = (DB_COUNT.load(SeqCst), DB_RIP.load(SeqCst));
+    let dr6: u64;
+    // SAFETY: reading DR6 has no side effects.
+    unsafe { asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack)) }
+    let value = WATCHED.load(SeqCst);
+    check!(read == 0, "the read before the write saw {read:#x}");
+    check!(value == 0x1234, "the watched word holds {value:#x} after the write, expected 0x1234");
+    check!(n == 1, "write breakpoint on {at:#x}: {n} #DB taken (one for the write, none for the read)");
+    check!(rip == after, "#DB at {rip:#x}, expected {after:#x} (after the writing instruction)");
+    check!(dr6 & 2 != 0, "DR6 {dr6:#x} without B1");
     Outcome::Pass
 }
 

@@ -373,8 +373,22 @@ fn exception(frame: &mut TrapFrame) {
         log::debug!("breakpoint at {:#x}", frame.rip);
         return;
     }
+    if frame.vector == 1 {
+        // The host arms no breakpoint and never single-steps itself: a #DB
+        // here can only be a guest's breakpoint left live in the host (see
+        // hv::svm's `host_armed_dr7`, which arms none the host can reach).
+        // It may arrive right after VMRUN, with the guest's GS and TR still
+        // loaded, so nothing here may use per-CPU data or log: count it and
+        // resume, RF set so an execution breakpoint lets the instruction run.
+        STRAY_DEBUG_TRAPS.fetch_add(1, Ordering::Relaxed);
+        frame.rflags |= 1 << 16;
+        return;
+    }
     kernel_exception(frame)
 }
+
+/// #DB exceptions taken in the kernel (none is expected; hv reports them).
+pub static STRAY_DEBUG_TRAPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// What handles a CPU exception the kernel cannot carry on from (reports
 /// it and stops the machine); registered at boot by the layer that has a

@@ -185,11 +185,14 @@ pub fn may_enter_guest_here() -> bool {
     guest_cpus().is_none_or(|s| s.contains(crate::arch::gdt::cpu_index()))
 }
 
-/// Do guest DR0-DR3 breakpoints fail to fire on this host? Under QEMU 7.2
-/// TCG's SVM they do: its VMRUN copies the VMCB's DR7 without arming the
-/// breakpoints (later QEMU versions fix this). Reported to guests in
-/// hypervisor leaf 0x40000001 EAX bit 0.
-pub fn guest_breakpoints_unavailable() -> bool {
+/// Must the host arm a guest's breakpoints itself before VMRUN? Under
+/// QEMU TCG's SVM: QEMU 7.2's VMRUN copies the VMCB's DR7 into its state
+/// without arming the breakpoints (its MOV-DR helper does that), and its
+/// #VMEXIT restores the host's DR7 the same way, leaving them armed (see
+/// `svm::Vmcb::run_raw`). Later QEMU versions arm and disarm them at
+/// VMRUN and #VMEXIT; the host's own arming is then redundant and
+/// harmless. Hardware arms them itself.
+pub fn host_arms_guest_breakpoints() -> bool {
     static V: Once<bool> = Once::new();
     *V.call_once(|| matches!(detect(), Some(Backend::Svm { .. })) && under_qemu_tcg())
 }

@@ -157,6 +157,12 @@ pub struct Vmcb {
     /// The guest reached IRET while NMIs were blocked: the VMM single-steps
     /// it (TF; #DB is intercepted) and unblocks after it. `Some(guest TF)`.
     iret_step: Option<bool>,
+    /// The guest's DR0-DR3 for entries that arm its breakpoints on a host
+    /// whose VMRUN does not (`hv::host_arms_guest_breakpoints`).
+    breakpoints: [u64; 4],
+    /// The VMCB's DR7 arms a breakpoint and the host must arm it
+    /// (`host_armed_dr7`): one flag for the entry path to test.
+    host_arms: bool,
 }
 
 /// The I/O and MSR permission maps every VMCB points to: one policy for
@@ -217,7 +223,7 @@ impl Vmcb {
     /// `ncr3` and address-space ID `asid`.
     pub(crate) fn new(ncr3: u64, asid: u32) -> Option<Vmcb> {
         let (iopm, msrpm) = permission_maps()?;
-        let v = Vmcb { page: mm::alloc_frame()?, nmi_blocked: false, iret_step: None };
+        let v = Vmcb { page: mm::alloc_frame()?, nmi_blocked: false, iret_step: None, breakpoints: [0; 4], host_arms: false };
         // INTR, NMI, RDPMC (the host's counters), CPUID, INVD (it would
         // drop the host's dirty cache lines), PAUSE, HLT, INVLPGA, IOIO,
         // MSR, shutdown.
@@ -319,6 +325,65 @@ impl Vmcb {
         self.w64(off + 8, base);
     }
 
+    /// The DR7 the host arms before this entry (0x400: none). Under QEMU
+    /// 7.2 TCG (`hv::host_arms_guest_breakpoints`) VMRUN only copies the
+    /// VMCB's DR7 (target/i386/tcg/sysemu/svm_helper.c `helper_vmrun`:
+    /// `env->dr[7] = ...`), while breakpoints fire only once the MOV-DR7
+    /// helper has armed them (bpt_helper.c `cpu_x86_update_dr7` →
+    /// `hw_breakpoint_insert`, a TCG breakpoint on the linear address or
+    /// a watchpoint); and #VMEXIT (`do_vmexit`) restores the host's DR7 —
+    /// the value of the host's last MOV DR7 — by assignment again, leaving
+    /// them armed. So the host arms them by MOV DR7 itself just before
+    /// VMRUN and disarms them by MOV DR7 0x400 right after it. Meanwhile
+    /// they are live in the host too: TCG compares an execution breakpoint
+    /// with each instruction's linear address and a watchpoint with every
+    /// access that goes through its TLB — the host's by linear address,
+    /// VMRUN's, VMLOAD's and #VMEXIT's by physical address (MMU_PHYS_IDX),
+    /// and a match there would raise #DB in the host (or restart the
+    /// emulator's VMRUN/#VMEXIT half done). A breakpoint that could match
+    /// the stub's code, `regs`, the VMCB or the VMRUN host save area is
+    /// therefore not armed (`vmm::debug_regs::host_armable_dr7`); every
+    /// other one cannot be reached by the host while armed.
+    #[inline(never)]
+    fn host_armed_dr7(&self, regs: &GuestRegs) -> u64 {
+        let dr7 = self.r64(vmcb::DR7);
+        // SAFETY: VM_HSAVE_PA exists where SVM is enabled (it is on this CPU).
+        let hsave = unsafe { cpu::rdmsr(MSR_VM_HSAVE_PA) } & !0xfff;
+        let regs_at = regs as *const GuestRegs as u64;
+        let page = |a: u64| (a, a + 4096);
+        let data = [
+            (regs_at, regs_at + core::mem::size_of::<GuestRegs>() as u64),
+            page(self.page),
+            page(mm::phys_to_virt(self.page)),
+            page(hsave),
+            page(mm::phys_to_virt(hsave)),
+        ];
+        vmkernel::vmm::debug_regs::host_armable_dr7(dr7, &self.breakpoints, arming_stub_code(), &data)
+    }
+
+    /// `svm_run` with the guest's breakpoints armed by the host (out of
+    /// line: entries without them stay as lean as before).
+    #[inline(never)]
+    fn run_arming_breakpoints(&self, regs: &mut GuestRegs, host: u64, fpu: *mut u8, xsave_mask: u64) {
+        let arm = self.host_armed_dr7(regs);
+        if arm & 0xff == 0 {
+            // SAFETY: as in `run_raw`.
+            unsafe { svm_run(self.page, regs, host, fpu, xsave_mask, core::ptr::null()) };
+            return;
+        }
+        let [a0, a1, a2, a3] = self.breakpoints;
+        let debug = [a0, a1, a2, a3, arm];
+        let stray = crate::arch::trap::STRAY_DEBUG_TRAPS.load(core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as in `run_raw`; in addition the stub loads DR0-DR3 and
+        // DR7 from `debug`, and `host_armed_dr7` left armed only
+        // breakpoints that nothing the host runs or touches until the stub
+        // disarms them again (right after VMRUN) can match.
+        unsafe { svm_run_arming_breakpoints(self.page, regs, host, fpu, xsave_mask, debug.as_ptr()) };
+        if crate::arch::trap::STRAY_DEBUG_TRAPS.load(core::sync::atomic::Ordering::Relaxed) != stray {
+            log::warn!("hv: a guest breakpoint (DR7 {arm:#x}, DR0-DR3 {:x?}) raised #DB in the host; resumed", self.breakpoints);
+        }
+    }
+
     /// Runs the guest until the next #VMEXIT; returns the exit code.
     /// `fpu` holds the guest's x87/SSE state (FXSAVE image, 16-byte
     /// aligned); the stub loads it right before VMRUN and saves it right
@@ -335,10 +400,17 @@ impl Vmcb {
         }
         self.w64(vmcb::RAX, regs.gpr[RAX]);
         self.w64(vmcb::RSP, regs.gpr[RSP]);
-        // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB and
-        // its maps are valid and owned, the guest's memory is its own nested
-        // page table; the stub saves and restores every host register.
-        unsafe { svm_run(self.page, regs, host, fpu.area_mut().as_mut_ptr(), super::vcpu::guest_xsave_mask()) };
+        let fpu = fpu.area_mut().as_mut_ptr();
+        let xsave_mask = super::vcpu::guest_xsave_mask();
+        if self.host_arms {
+            self.run_arming_breakpoints(regs, host, fpu, xsave_mask);
+        } else {
+            // SAFETY: SVM is enabled on this CPU (enable_this_cpu), the VMCB
+            // and its maps are valid and owned, the guest's memory is its own
+            // nested page table; the stub saves and restores every host
+            // register.
+            unsafe { svm_run(self.page, regs, host, fpu, xsave_mask, core::ptr::null()) };
+        }
         regs.gpr[RAX] = self.r64(vmcb::RAX);
         regs.gpr[RSP] = self.r64(vmcb::RSP);
         self.r64(vmcb::EXIT_CODE)
@@ -499,7 +571,10 @@ impl VcpuHw for Vmcb {
             Ctl::Efer => self.w64(vmcb::EFER, value | EFER_SVME),
             Ctl::Pat => self.w64(vmcb::G_PAT, value),
             Ctl::TscOffset => self.w64(vmcb::TSC_OFFSET, value),
-            Ctl::Dr7 => self.w64(vmcb::DR7, value),
+            Ctl::Dr7 => {
+                self.host_arms = value & 0xff != 0 && super::host_arms_guest_breakpoints();
+                self.w64(vmcb::DR7, value)
+            }
         }
     }
     fn segment(&self, s: SegReg) -> Segment {
@@ -560,99 +635,165 @@ impl VcpuHw for Vmcb {
     fn host_frames(&self) -> usize {
         1
     }
+    fn set_breakpoint_addresses(&mut self, address: [u64; 4]) {
+        if super::host_arms_guest_breakpoints() {
+            // The entry stub loads them (see `host_armed_dr7`).
+            self.breakpoints = address;
+        } else {
+            super::load_guest_breakpoint_addresses(address);
+        }
+    }
 }
 
 /// VMSAVE host → VMLOAD guest → VMRUN → VMSAVE guest → VMLOAD host, with
 /// the guest GPRs loaded from and stored to `regs`. Physical interrupts
 /// are held off (GIF=0) around the switch; with V_INTR_MASKING and IF=1
 /// at VMRUN they cause a #VMEXIT and are taken by the host afterwards.
-#[unsafe(naked)]
-unsafe extern "C" fn svm_run(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, fpu: *mut u8, xsave_mask: u64) {
-    naked_asm!(
-        "push rbp",
-        "push rbx",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        "push r8",  // XSAVE mask (0: FXSAVE)
-        "push rcx", // guest FPU area
-        "push rdx", // host area
-        "push rsi", // regs
-        "clgi",
-        "test r8, r8",
-        "jz 1f",
-        "mov rbx, rdx",
-        "mov rax, r8",
-        "mov rdx, r8",
-        "shr rdx, 32",
-        "xrstor64 [rcx]",
-        "mov rdx, rbx",
-        "jmp 2f",
-        "1:",
-        "fxrstor64 [rcx]",
-        "2:",
-        "mov rax, rdx",
-        "vmsave rax",
-        "mov rax, rdi",
-        "mov rcx, [rsi + 0x08]",
-        "mov rdx, [rsi + 0x10]",
-        "mov rbx, [rsi + 0x18]",
-        "mov rbp, [rsi + 0x28]",
-        "mov rdi, [rsi + 0x38]",
-        "mov r8,  [rsi + 0x40]",
-        "mov r9,  [rsi + 0x48]",
-        "mov r10, [rsi + 0x50]",
-        "mov r11, [rsi + 0x58]",
-        "mov r12, [rsi + 0x60]",
-        "mov r13, [rsi + 0x68]",
-        "mov r14, [rsi + 0x70]",
-        "mov r15, [rsi + 0x78]",
-        "mov rsi, [rsi + 0x30]",
-        "vmload rax",
-        "sti",
-        "vmrun rax",
-        "cli",
-        "vmsave rax",
-        "push rsi",
-        "mov rsi, [rsp + 8]",
-        "mov [rsi + 0x08], rcx",
-        "mov [rsi + 0x10], rdx",
-        "mov [rsi + 0x18], rbx",
-        "mov [rsi + 0x28], rbp",
-        "mov [rsi + 0x38], rdi",
-        "mov [rsi + 0x40], r8",
-        "mov [rsi + 0x48], r9",
-        "mov [rsi + 0x50], r10",
-        "mov [rsi + 0x58], r11",
-        "mov [rsi + 0x60], r12",
-        "mov [rsi + 0x68], r13",
-        "mov [rsi + 0x70], r14",
-        "mov [rsi + 0x78], r15",
-        "pop rax",
-        "mov [rsi + 0x30], rax",
-        "add rsp, 8",
-        "pop rax", // host area
-        "vmload rax",
-        "pop rcx", // guest FPU area
-        "pop r8",  // XSAVE mask
-        "test r8, r8",
-        "jz 3f",
-        "mov rax, r8",
-        "mov rdx, r8",
-        "shr rdx, 32",
-        "xsave64 [rcx]",
-        "jmp 4f",
-        "3:",
-        "fxsave64 [rcx]",
-        "4:",
-        "stgi",
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "pop rbx",
-        "pop rbp",
-        "ret",
-    )
+///
+/// Two variants: `svm_run`, and `svm_run_arming_breakpoints` for hosts
+/// whose VMRUN does not arm the guest's breakpoints (QEMU 7.2 TCG, see
+/// `Vmcb::run_raw`). The latter loads DR0-DR3 and DR7 from `debug` (five
+/// words) after the last host memory access but the guest registers,
+/// and writes DR7 0x400 as the first instruction after VMRUN, before any
+/// memory access: between the two the host touches only `regs`, the VMCB
+/// and the VMRUN host save area, and runs only this stub.
+macro_rules! svm_run_stub {
+    ($(#[$m:meta])* $name:ident,
+     push_vmcb: [$($push_vmcb:literal),*],
+     arm: [$($arm:literal),*],
+     disarm: [$($disarm:literal),*],
+     drop_vmcb: [$($drop_vmcb:literal),*],
+     end: [$($end:literal),*]) => {
+        $(#[$m])*
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name(vmcb_pa: u64, regs: *mut GuestRegs, host_pa: u64, fpu: *mut u8, xsave_mask: u64, debug: *const u64) {
+            naked_asm!(
+                "push rbp",
+                "push rbx",
+                "push r12",
+                "push r13",
+                "push r14",
+                "push r15",
+                "push r8",  // XSAVE mask (0: FXSAVE)
+                "push rcx", // guest FPU area
+                "push rdx", // host area
+                $($push_vmcb,)*
+                "push rsi", // regs
+                "clgi",
+                "test r8, r8",
+                "jz 1f",
+                "mov rbx, rdx",
+                "mov rax, r8",
+                "mov rdx, r8",
+                "shr rdx, 32",
+                "xrstor64 [rcx]",
+                "mov rdx, rbx",
+                "jmp 2f",
+                "1:",
+                "fxrstor64 [rcx]",
+                "2:",
+                "mov rax, rdx",
+                "vmsave rax",
+                $($arm,)*
+                "mov rax, rdi",
+                "mov rcx, [rsi + 0x08]",
+                "mov rdx, [rsi + 0x10]",
+                "mov rbx, [rsi + 0x18]",
+                "mov rbp, [rsi + 0x28]",
+                "mov rdi, [rsi + 0x38]",
+                "mov r8,  [rsi + 0x40]",
+                "mov r9,  [rsi + 0x48]",
+                "mov r10, [rsi + 0x50]",
+                "mov r11, [rsi + 0x58]",
+                "mov r12, [rsi + 0x60]",
+                "mov r13, [rsi + 0x68]",
+                "mov r14, [rsi + 0x70]",
+                "mov r15, [rsi + 0x78]",
+                "mov rsi, [rsi + 0x30]",
+                "vmload rax",
+                "sti",
+                "vmrun rax",
+                $($disarm,)*
+                "cli",
+                "vmsave rax",
+                "push rsi",
+                "mov rsi, [rsp + 8]",
+                "mov [rsi + 0x08], rcx",
+                "mov [rsi + 0x10], rdx",
+                "mov [rsi + 0x18], rbx",
+                "mov [rsi + 0x28], rbp",
+                "mov [rsi + 0x38], rdi",
+                "mov [rsi + 0x40], r8",
+                "mov [rsi + 0x48], r9",
+                "mov [rsi + 0x50], r10",
+                "mov [rsi + 0x58], r11",
+                "mov [rsi + 0x60], r12",
+                "mov [rsi + 0x68], r13",
+                "mov [rsi + 0x70], r14",
+                "mov [rsi + 0x78], r15",
+                "pop rax",
+                "mov [rsi + 0x30], rax",
+                "add rsp, 8",
+                $($drop_vmcb,)*
+                "pop rax", // host area
+                "vmload rax",
+                "pop rcx", // guest FPU area
+                "pop r8",  // XSAVE mask
+                "test r8, r8",
+                "jz 3f",
+                "mov rax, r8",
+                "mov rdx, r8",
+                "shr rdx, 32",
+                "xsave64 [rcx]",
+                "jmp 4f",
+                "3:",
+                "fxsave64 [rcx]",
+                "4:",
+                "stgi",
+                "pop r15",
+                "pop r14",
+                "pop r13",
+                "pop r12",
+                "pop rbx",
+                "pop rbp",
+                "ret",
+                $($end,)*
+            )
+        }
+    };
+}
+
+svm_run_stub!(svm_run, push_vmcb: [], arm: [], disarm: [], drop_vmcb: [], end: []);
+
+svm_run_stub!(
+    svm_run_arming_breakpoints,
+    push_vmcb: ["push rdi"],
+    // DR0-DR3 while the host's DR7 arms nothing, then DR7: the emulator's
+    // MOV-DR7 helper arms what it enables.
+    arm: [
+        "mov rbx, [r9]", "mov dr0, rbx",
+        "mov rbx, [r9 + 8]", "mov dr1, rbx",
+        "mov rbx, [r9 + 16]", "mov dr2, rbx",
+        "mov rbx, [r9 + 24]", "mov dr3, rbx",
+        "mov rbx, [r9 + 32]", "mov dr7, rbx"
+    ],
+    // #VMEXIT left the host's DR7 as it was at VMRUN (the guest's) with
+    // its breakpoints armed; GIF is 0 (no interrupt or NMI until STGI).
+    // DR7 0x400 disarms them; RAX (the VMCB address) comes back from the
+    // stack after that.
+    disarm: ["mov eax, 0x400", "mov dr7, rax", "mov rax, [rsp + 8]"],
+    drop_vmcb: ["add rsp, 8"],
+    end: [".global mantle_svm_run_arming_breakpoints_end", "mantle_svm_run_arming_breakpoints_end:"]
+);
+
+unsafe extern "C" {
+    /// The end of `svm_run_arming_breakpoints`' code.
+    static mantle_svm_run_arming_breakpoints_end: u8;
+}
+
+/// The code of `svm_run_arming_breakpoints` (start, end exclusive).
+fn arming_stub_code() -> (u64, u64) {
+    let start = svm_run_arming_breakpoints as *const () as u64;
+    let end = core::ptr::addr_of!(mantle_svm_run_arming_breakpoints_end) as u64;
+    (start, end)
 }

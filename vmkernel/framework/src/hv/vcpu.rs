@@ -188,6 +188,12 @@ pub trait VcpuHw {
     }
     /// Host frames this vCPU's control structures hold (statistics).
     fn host_frames(&self) -> usize;
+    /// The guest's breakpoint addresses for the next entry whose DR7 arms
+    /// some: into the CPU's DR0-DR3 now (the host arms no breakpoint, so
+    /// they act only in the guest), or when entering (SVM under QEMU TCG).
+    fn set_breakpoint_addresses(&mut self, address: [u64; 4]) {
+        super::load_guest_breakpoint_addresses(address);
+    }
 
     /// Loads a loader's initial state (or the reset state of an AP).
     fn load_state(&mut self, s: &VcpuState, regs: &mut GuestRegs) {
