@@ -423,16 +423,13 @@ impl Scheduler {
     }
 
     pub fn set_runnable(&mut self, w: WorldId, runnable: bool) -> Result<(), SchedError> {
-        let min = {
-            let g = self.worlds.get(&w).ok_or(SchedError::NoSuchWorld(w))?.group;
-            self.min_runnable_vtime(g)
-        };
+        let e = self.worlds.get(&w).ok_or(SchedError::NoSuchWorld(w))?;
+        // A world waking from a long sleep does not get to bank credit: it
+        // starts no earlier than its group's least runnable vtime. Only a
+        // wake-up needs that scan of the group (not a block, not a repeat).
+        let min = if runnable && !e.runnable { self.min_runnable_vtime(e.group) } else { None };
         let e = self.worlds.get_mut(&w).unwrap();
-        // A world waking from a long sleep does not get to bank credit.
-        if runnable
-            && !e.runnable
-            && let Some(m) = min
-        {
+        if let Some(m) = min {
             e.vtime = e.vtime.max(m);
         }
         e.runnable = runnable;
@@ -440,7 +437,7 @@ impl Scheduler {
     }
 
     fn min_runnable_vtime(&self, g: GroupId) -> Option<u128> {
-        self.groups[&g].worlds.iter().filter(|w| self.worlds[w].runnable).map(|w| self.worlds[w].vtime).min()
+        self.groups[&g].worlds.iter().filter_map(|w| self.worlds.get(w).filter(|e| e.runnable).map(|e| e.vtime)).min()
     }
 
     pub fn world_cpu(&self, w: WorldId) -> Option<u32> {

@@ -83,8 +83,9 @@ impl vmkernel::blocking::Sleeper for WorldSleeper {
     }
 }
 
-/// Makes the library's blocking locks block the waiting world (called
-/// when the scheduler starts).
-pub(crate) fn register_library_sleeper() {
+/// Makes the library's blocking locks block the waiting world (the boot
+/// sequence calls it once the scheduler is up; `world` cannot, as this
+/// module is built on `world`).
+pub fn register_library_sleeper() {
     vmkernel::blocking::set_sleeper(&WorldSleeper);
 }

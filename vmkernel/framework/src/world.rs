@@ -210,7 +210,6 @@ static SLEEPERS: Mutex<BTreeSet<(u64, WorldId)>> = Mutex::new(BTreeSet::new());
 /// Creates the policy for `cpus` CPUs. Called once by the BSP.
 pub fn init(cpus: u32) {
     *POLICY.lock() = Some(Scheduler::new(cpus));
-    crate::sleep_lock::register_library_sleeper();
 }
 
 /// Runs `f` with the scheduling policy (resource groups).

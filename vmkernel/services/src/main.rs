@@ -94,6 +94,8 @@ extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
 
     // 5. The scheduler, on this CPU first.
     world::init(platform.cpu_apic_ids.len().max(1) as u32);
+    // The library's blocking locks (an open file's offset) now sleep.
+    framework::sleep_lock::register_library_sleeper();
     world::init_this_cpu();
     arch::apic::init_tlb_shootdown();
 

@@ -115,14 +115,14 @@ pub fn host_armable_dr7(dr7: u64, address: &[u64; 4], code: (u64, u64), data: &[
         if dr7 & (3 << (2 * n)) == 0 {
             continue;
         }
-        let unsafe_here = match breakpoint_kind(dr7, n) {
+        let host_could_hit = match breakpoint_kind(dr7, n) {
             (0, _) => overlaps(a, 1, code),
             (2, _) => false,
             // Data: as the emulator compares (the address as given, for
             // LEN bytes) and as the SDM does (aligned down to LEN).
             (_, len) => data.iter().any(|&r| overlaps(a, len, r) || overlaps(a & !(len - 1), len, r)),
         };
-        if unsafe_here {
+        if host_could_hit {
             armed &= !(3 << (2 * n));
         }
     }
