@@ -589,11 +589,12 @@ impl Scheduler {
     pub fn pick_next(&mut self, cpu: u32, now: u64) -> Option<Pick> {
         self.roll_period(now);
         let queue = self.homed.get(cpu as usize)?;
-        let candidates: Vec<WorldId> =
+        let mut candidates: Vec<WorldId> =
             queue.iter().filter(|w| self.worlds.get(w).is_some_and(|e| self.eligible(**w, e, cpu))).copied().collect();
         if candidates.is_empty() {
             return None;
         }
+        candidates.extend(self.starved_siblings(cpu, &candidates));
         // Reservations first: the world whose group is most behind.
         let behind = candidates
             .iter()
@@ -610,10 +611,53 @@ impl Scheduler {
         // Do not run past the period boundary: budgets reset there.
         let to_boundary = (self.period_start + PERIOD_NS).saturating_sub(now).max(MIN_SLICE_NS);
         slice = slice.min(to_boundary);
+        if self.worlds[&world].cpu != cpu {
+            self.rehome(world, cpu).ok()?;
+        }
         let e = self.worlds.get_mut(&world).unwrap();
         e.running = true;
         e.period_from = Some(now);
         Some(Pick { world, slice_ns: slice })
+    }
+
+    /// Runnable worlds homed on other CPUs that share a group with one of
+    /// `cpu`'s candidates and lag the group's worlds here by more than a
+    /// slice of their own. Each CPU chooses among its own queue only, so
+    /// a world could starve behind a busy sibling on another CPU: its own
+    /// CPU may keep choosing another group (two groups whose virtual times
+    /// advance in step, e.g. a 2-vCPU VM whose BSP busy-waits on one CPU
+    /// next to a spinning VM on the other, keep their order forever),
+    /// while the sibling's CPU never sees it. Offering it here lets the
+    /// group's own share be split between its worlds.
+    fn starved_siblings(&self, cpu: u32, local: &[WorldId]) -> Vec<WorldId> {
+        let mut least: Vec<(GroupId, u128)> = Vec::new();
+        for w in local {
+            let e = &self.worlds[w];
+            match least.iter_mut().find(|(g, _)| *g == e.group) {
+                Some((_, v)) => *v = (*v).min(e.vtime),
+                None => least.push((e.group, e.vtime)),
+            }
+        }
+        let mut out = Vec::new();
+        for (c, queue) in self.homed.iter().enumerate() {
+            if c as u32 == cpu {
+                continue;
+            }
+            for w in queue {
+                let Some(e) = self.worlds.get(w) else { continue };
+                let Some(&(_, here)) = least.iter().find(|(g, _)| *g == e.group) else { continue };
+                let slice = DEFAULT_SLICE_NS as u128 * VT_SCALE / e.shares as u128;
+                if e.runnable
+                    && !e.running
+                    && e.allowed.is_none_or(|s| s.contains(cpu))
+                    && self.limit_left(e.group) != Some(0)
+                    && e.vtime + slice < here
+                {
+                    out.push(*w);
+                }
+            }
+        }
+        out
     }
 
     /// Hierarchical WFQ: descend by smallest virtual time.
@@ -791,6 +835,32 @@ mod tests {
     fn busy_world(s: &mut Scheduler, id: WorldId, g: GroupId) {
         s.add_world(id, g, 0, 1000).unwrap();
         s.set_runnable(id, true).unwrap();
+    }
+
+    /// A 2-vCPU VM (worlds 1 on CPU 0 and 2 on CPU 1) next to a 1-vCPU
+    /// spinner (world 3 on CPU 1), all CPU-bound, equal VM shares: each VM
+    /// gets a CPU's worth, and the VM's two vCPUs split its share instead
+    /// of world 2 starving behind the spinner on CPU 1 while world 1 keeps
+    /// CPU 0 (the guest suite's VMX IPI failure: the AP never ran).
+    #[test]
+    fn a_sibling_on_another_cpu_does_not_starve() {
+        let mut s = Scheduler::new(2);
+        let vm = s.create_group(ROOT_GROUP, "vm", GroupParams { shares: 1000, ..Default::default() }).unwrap();
+        let spin = s.create_group(ROOT_GROUP, "spin", GroupParams { shares: 1000, ..Default::default() }).unwrap();
+        // The spinner has run for a while already: the VM's group starts level with it.
+        busy_world(&mut s, 3, spin);
+        s.set_world_cpu(3, 1).unwrap();
+        simulate(&mut s, 2, 1);
+        busy_world(&mut s, 1, vm);
+        busy_world(&mut s, 2, vm);
+        s.set_world_cpu(2, 1).unwrap();
+        let (u1, u2, u3) = (s.world_used_ns(1).unwrap(), s.world_used_ns(2).unwrap(), s.world_used_ns(3).unwrap());
+        simulate(&mut s, 2, 4);
+        let (d1, d2, d3) = (s.world_used_ns(1).unwrap() - u1, s.world_used_ns(2).unwrap() - u2, s.world_used_ns(3).unwrap() - u3);
+        let total = (d1 + d2 + d3) as f64;
+        assert!(d2 as f64 > 0.25 * total, "the VM's second vCPU got {d2} of {total} ns ({d1} / {d2} / {d3})");
+        let vm_share = (d1 + d2) as f64 / total;
+        assert!((vm_share - 0.5).abs() < 0.1, "the VMs' split: {vm_share} ({d1} / {d2} / {d3})");
     }
 
     #[test]
